@@ -1,0 +1,298 @@
+// Package subscribers defines Herald's partner organisations (PRODUCT.md §2):
+// the Subscriber record and its validation, and the Registry that holds the
+// current set in memory, materialised from the compacted subscribers topic,
+// with an index by sector so that matching an alert costs O(matches).
+package subscribers
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/herald-alerts/herald/alerts"
+	"gopkg.in/yaml.v3"
+)
+
+// Kinds of partner organisation.
+const (
+	KindBusiness   = "business"
+	KindNGO        = "ngo"
+	KindPublicBody = "public-body"
+)
+
+// Statuses of a subscriber.
+const (
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+)
+
+var slugPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Subscriber is one partner organisation.
+type Subscriber struct {
+	ID          string          `json:"id" yaml:"id"`
+	Name        string          `json:"name" yaml:"name"`
+	Kind        string          `json:"kind" yaml:"kind"`
+	Sectors     []string        `json:"sectors,omitempty" yaml:"sectors,omitempty"`
+	Regions     []string        `json:"regions,omitempty" yaml:"regions,omitempty"`
+	MinSeverity alerts.Severity `json:"min_severity,omitempty" yaml:"min_severity,omitempty"`
+	Clearance   alerts.TLP      `json:"clearance" yaml:"clearance"`
+	Sensitive   bool            `json:"sensitive" yaml:"sensitive"`
+	AcceptsTest bool            `json:"accepts_test" yaml:"accepts_test"`
+	Status      string          `json:"status,omitempty" yaml:"status,omitempty"`
+	Email       []Email         `json:"email,omitempty" yaml:"email,omitempty"`
+	Webhooks    []Webhook       `json:"webhooks,omitempty" yaml:"webhooks,omitempty"`
+}
+
+// Email is one address of a partner and its OpenPGP public key, if any.
+type Email struct {
+	Address string `json:"address" yaml:"address"`
+	PGPKey  string `json:"pgp_key,omitempty" yaml:"pgp_key,omitempty"`
+}
+
+// Webhook is one HTTPS endpoint of a partner.
+type Webhook struct {
+	URL     string     `json:"url" yaml:"url"`
+	Secrets []string   `json:"secrets" yaml:"secrets"`
+	MaxTLP  alerts.TLP `json:"max_tlp,omitempty" yaml:"max_tlp,omitempty"`
+	// ClientCert and ClientKey name PEM files for mutual TLS, if the
+	// partner requires it.
+	ClientCert string `json:"client_cert,omitempty" yaml:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty" yaml:"client_key,omitempty"`
+}
+
+// Active reports whether the subscriber may receive anything.
+func (s *Subscriber) Active() bool { return s.Status == StatusActive }
+
+// Normalize fills defaults: status active, min_severity minor, webhook
+// max_tlp the partner's clearance; and canonicalises TLP labels.
+func (s *Subscriber) Normalize() {
+	if s.Status == "" {
+		s.Status = StatusActive
+	}
+	if s.MinSeverity == "" {
+		s.MinSeverity = alerts.SeverityMinor
+	}
+	s.MinSeverity = alerts.Severity(strings.ToLower(string(s.MinSeverity)))
+	s.Clearance = alerts.NormalizeTLP(string(s.Clearance))
+	for i := range s.Webhooks {
+		w := &s.Webhooks[i]
+		if w.MaxTLP == "" {
+			w.MaxTLP = s.Clearance
+		}
+		w.MaxTLP = alerts.NormalizeTLP(string(w.MaxTLP))
+	}
+	for i := range s.Email {
+		s.Email[i].Address = strings.TrimSpace(s.Email[i].Address)
+	}
+}
+
+// KeyCheck parses an armoured OpenPGP public key and reports why it cannot
+// be used for encryption, if it cannot. The crypto/pgp package provides it;
+// validation takes it as a function to keep this package free of crypto.
+type KeyCheck func(armored string) error
+
+// Validate checks the record and names every bad field. tax may be nil to
+// skip taxonomy checks; keys may be nil to skip parsing PGP keys.
+func (s *Subscriber) Validate(tax alerts.Taxonomy, keys KeyCheck) error {
+	v := &alerts.ValidationError{What: "invalid subscriber"}
+	if !slugPattern.MatchString(s.ID) {
+		v.Add("id", "must be a slug (lower-case letters, digits, '.', '_', '-'; at most 64), not %q", s.ID)
+	}
+	if strings.TrimSpace(s.Name) == "" {
+		v.Add("name", "is required")
+	} else if strings.ContainsAny(s.Name, "\r\n") {
+		v.Add("name", "must be one line")
+	}
+	switch s.Kind {
+	case KindBusiness, KindNGO, KindPublicBody:
+	default:
+		v.Add("kind", "must be business, ngo or public-body, not %q", s.Kind)
+	}
+	for i, sec := range s.Sectors {
+		if tax != nil && !tax.HasSector(sec) {
+			v.Add(fmt.Sprintf("sectors[%d]", i), "unknown sector %q", sec)
+		}
+	}
+	for i, r := range s.Regions {
+		if tax != nil && !tax.HasRegion(r) {
+			v.Add(fmt.Sprintf("regions[%d]", i), "unknown region %q", r)
+		}
+	}
+	if !s.MinSeverity.Valid() {
+		v.Add("min_severity", "must be minor, moderate, severe or extreme, not %q", s.MinSeverity)
+	}
+	if !s.Clearance.Valid() {
+		v.Add("clearance", "must be CLEAR, GREEN, AMBER, AMBER+STRICT or RED, not %q", s.Clearance)
+	}
+	switch s.Status {
+	case StatusActive, StatusSuspended:
+	default:
+		v.Add("status", "must be active or suspended, not %q", s.Status)
+	}
+	seen := map[string]bool{}
+	for i, e := range s.Email {
+		f := fmt.Sprintf("email[%d]", i)
+		if err := CheckAddress(e.Address); err != nil {
+			v.Add(f+".address", "%v", err)
+		} else if seen[strings.ToLower(e.Address)] {
+			v.Add(f+".address", "%s is listed twice", e.Address)
+		}
+		seen[strings.ToLower(e.Address)] = true
+		if e.PGPKey != "" && keys != nil {
+			if err := keys(e.PGPKey); err != nil {
+				v.Add(f+".pgp_key", "%v", err)
+			}
+		}
+	}
+	for i, w := range s.Webhooks {
+		f := fmt.Sprintf("webhooks[%d]", i)
+		if err := CheckURL(w.URL); err != nil {
+			v.Add(f+".url", "%v", err)
+		} else if seen[w.URL] {
+			v.Add(f+".url", "listed twice")
+		}
+		seen[w.URL] = true
+		if len(w.Secrets) == 0 {
+			v.Add(f+".secrets", "at least one whsec_ secret is required")
+		}
+		for j, sec := range w.Secrets {
+			if err := CheckSecret(sec); err != nil {
+				v.Add(fmt.Sprintf("%s.secrets[%d]", f, j), "%v", err)
+			}
+		}
+		if !w.MaxTLP.Valid() {
+			v.Add(f+".max_tlp", "must be CLEAR, GREEN, AMBER, AMBER+STRICT or RED, not %q", w.MaxTLP)
+		} else if s.Clearance.Valid() && w.MaxTLP.Exceeds(s.Clearance) {
+			v.Add(f+".max_tlp", "%s exceeds the partner's clearance %s", w.MaxTLP, s.Clearance)
+		}
+		if (w.ClientCert == "") != (w.ClientKey == "") {
+			v.Add(f+".client_cert", "client_cert and client_key go together")
+		}
+	}
+	return v.Err()
+}
+
+// CheckAddress accepts a bare RFC 5322 addr-spec: no display name, no
+// line breaks, ASCII only.
+func CheckAddress(addr string) error {
+	if addr == "" {
+		return errors.New("is required")
+	}
+	if strings.ContainsAny(addr, "\r\n<>\", ") {
+		return fmt.Errorf("%q is not a bare address", addr)
+	}
+	for _, r := range addr {
+		if r > 127 {
+			return fmt.Errorf("%q has non-ASCII characters", addr)
+		}
+	}
+	a, err := mail.ParseAddress(addr)
+	if err != nil || a.Address != addr || a.Name != "" {
+		return fmt.Errorf("%q is not a valid email address", addr)
+	}
+	if at := strings.LastIndexByte(addr, '@'); at < 1 || !strings.Contains(addr[at:], ".") {
+		return fmt.Errorf("%q has no domain", addr)
+	}
+	return nil
+}
+
+// CheckURL accepts an absolute http or https URL with a host and without
+// credentials or fragment. Whether plain http and the host's address are
+// allowed is decided by policy and at connection time.
+func CheckURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return fmt.Errorf("scheme must be https, not %q", u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return errors.New("has no host")
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials")
+	}
+	if u.Fragment != "" {
+		return errors.New("must not have a fragment")
+	}
+	return nil
+}
+
+// CheckSecret accepts a Standard Webhooks secret: "whsec_" followed by
+// base64 of 24 to 64 bytes.
+func CheckSecret(sec string) error {
+	b64, ok := strings.CutPrefix(sec, "whsec_")
+	if !ok {
+		return errors.New("must start with whsec_")
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return errors.New("is not whsec_ followed by base64")
+	}
+	if len(key) < 24 || len(key) > 64 {
+		return fmt.Errorf("key is %d bytes; want 24 to 64", len(key))
+	}
+	return nil
+}
+
+// Decode reads one subscriber from JSON, rejecting unknown fields.
+func Decode(data []byte) (*Subscriber, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s Subscriber
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("decode subscriber: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("decode subscriber: trailing data after the object")
+	}
+	return &s, nil
+}
+
+// DecodeList reads a YAML or JSON list of subscribers, or a single one,
+// rejecting unknown fields.
+func DecodeList(data []byte) ([]*Subscriber, error) {
+	var node yaml.Node
+	if err := yaml.Unmarshal(data, &node); err != nil {
+		return nil, fmt.Errorf("decode subscribers: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if len(node.Content) > 0 && node.Content[0].Kind == yaml.MappingNode {
+		var s Subscriber
+		if err := dec.Decode(&s); err != nil {
+			return nil, fmt.Errorf("decode subscriber: %w", err)
+		}
+		return []*Subscriber{&s}, nil
+	}
+	var list []*Subscriber
+	if err := dec.Decode(&list); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decode subscribers: %w", err)
+	}
+	for i, s := range list {
+		if s == nil {
+			return nil, fmt.Errorf("decode subscribers: entry %d is empty", i)
+		}
+	}
+	return list, nil
+}
+
+// SharesSector reports whether the subscriber wants any of sectors.
+func (s *Subscriber) SharesSector(sectors []string) bool {
+	for _, sec := range sectors {
+		if slices.Contains(s.Sectors, sec) {
+			return true
+		}
+	}
+	return false
+}
