@@ -67,6 +67,9 @@ type Webhook struct {
 	// partner requires it.
 	ClientCert string `json:"client_cert,omitempty" yaml:"client_cert,omitempty"`
 	ClientKey  string `json:"client_key,omitempty" yaml:"client_key,omitempty"`
+	// Disabled is set by Herald when the endpoint answered 410 Gone; an
+	// administrator clears it by putting the record again without it.
+	Disabled bool `json:"disabled,omitempty" yaml:"disabled,omitempty"`
 }
 
 // Active reports whether the subscriber may receive anything.

@@ -78,6 +78,7 @@ func (j *Job) Expired(now time.Time) bool {
 
 // Receipt kinds.
 const (
+	KindAlert    = "alert"    // the fan-out accepted an alert (its labels, for the ledger)
 	KindDecision = "decision" // the policy's decision for one target
 	KindOutcome  = "outcome"  // the result of one attempt, or of the job
 )
@@ -112,6 +113,13 @@ type Receipt struct {
 	Error      string    `json:"error,omitempty"`
 	RetryAt    time.Time `json:"retry_at,omitzero"`
 	At         time.Time `json:"at"`
+
+	// Set on KindAlert receipts only.
+	Type       alerts.Type    `json:"type,omitempty"`
+	TLP        alerts.TLP     `json:"tlp,omitempty"`
+	Marking    alerts.Marking `json:"marking,omitempty"`
+	References []string       `json:"references,omitempty"`
+	IssuedBy   string         `json:"issued_by,omitempty"`
 }
 
 // Reasons for failure: a fixed set, used in receipts, dead letters and
