@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -130,4 +131,24 @@ func (r *Registry) Candidates(a *alerts.Alert) (subs []*Subscriber, missing []st
 		return 0
 	})
 	return subs, missing
+}
+
+// Apply folds one record of the compacted subscribers topic into the
+// registry: an empty value (a tombstone) deletes key; anything else must be
+// a subscriber record whose id is key.
+func (r *Registry) Apply(key, value []byte) error {
+	if len(value) == 0 {
+		r.Delete(string(key))
+		return nil
+	}
+	s, err := Decode(value)
+	if err != nil {
+		return err
+	}
+	if s.ID != string(key) {
+		return fmt.Errorf("subscriber record %q is stored under key %q", s.ID, key)
+	}
+	s.Normalize()
+	r.Put(s)
+	return nil
 }

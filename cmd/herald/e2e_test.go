@@ -1,0 +1,296 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+)
+
+// heraldBin is the binary built once for every test in this package.
+var heraldBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "herald-e2e")
+	if err != nil {
+		panic(err)
+	}
+	heraldBin = filepath.Join(dir, "herald")
+	build := exec.Command("go", "build", "-race", "-o", heraldBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build herald:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback address nobody listens on.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// syncBuffer is a bytes.Buffer safe for a subprocess and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// server is a running `herald serve` subprocess.
+type server struct {
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	config string
+	broker string
+	done   chan error
+}
+
+// startServe writes a configuration with the given extra YAML and starts
+// `herald serve` with it, waiting until it says it is running.
+func startServe(t *testing.T, extra string, args ...string) *server {
+	t.Helper()
+	broker := freePort(t)
+	cfg := filepath.Join(t.TempDir(), "herald.yaml")
+	y := fmt.Sprintf("kafka:\n  embedded: {listen: %q}\n  partitions: 3\napi:\n  listen: %q\n%s", broker, freePort(t), extra)
+	require.NoError(t, os.WriteFile(cfg, []byte(y), 0o600))
+	s := &server{log: &syncBuffer{}, config: cfg, broker: broker, done: make(chan error, 1)}
+	s.cmd = exec.Command(heraldBin, append([]string{"serve", "--config", cfg}, args...)...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	require.NoError(t, s.cmd.Start())
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			_ = s.cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-s.done:
+			case <-time.After(20 * time.Second):
+				_ = s.cmd.Process.Kill()
+			}
+		}
+		if t.Failed() {
+			t.Logf("herald serve log:\n%s", s.log.String())
+		}
+	})
+	require.Eventually(t, func() bool { return strings.Contains(s.log.String(), "herald running") },
+		60*time.Second, 50*time.Millisecond, "serve did not start:\n%s", s.log)
+	return s
+}
+
+// run runs a herald command against the server and returns its exit
+// status, stdout and stderr.
+func (s *server) run(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(heraldBin, append(args, "--config", s.config)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdin = strings.NewReader(stdin)
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// must runs a command that must succeed and returns its stdout.
+func (s *server) must(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := s.run(t, "", args...)
+	require.Equal(t, 0, code, "herald %s failed:\n%s%s", strings.Join(args, " "), out, errOut)
+	return out
+}
+
+type row struct {
+	Subscriber string `json:"subscriber"`
+	Target     string `json:"target"`
+	Decision   string `json:"decision"`
+	Rule       string `json:"rule"`
+	Mode       string `json:"mode"`
+	State      string `json:"state"`
+}
+
+func rowsOf(t *testing.T, out string) map[string]row {
+	t.Helper()
+	var rows []row
+	require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
+	m := map[string]row{}
+	for _, r := range rows {
+		k := r.Subscriber + " " + r.Target
+		require.NotContains(t, m, k, "duplicate row")
+		m[k] = r
+	}
+	return m
+}
+
+// greenDecisions is exactly who gets examples/alert-green.yaml and why.
+var greenDecisions = map[string][3]string{ // subscriber target → decision, mode, rule
+	"northbank fincrime@northbank.example":                        {"deliver", "signed", "email.signed"},
+	"northbank https://hooks.northbank.example/herald":            {"deliver", "signed", "webhook.signed"},
+	"staffright compliance@staffright.example":                    {"deliver", "signed", "email.signed"},
+	"grandstay security@grandstay.example":                        {"deliver", "signed", "email.signed"},
+	"freedom-trust alerts@freedomtrust.example":                   {"deliver", "signed", "email.signed"},
+	"freedom-trust https://api.freedomtrust.example/hooks/herald": {"deliver", "signed", "webhook.signed"},
+	"sparkle-cleaning ops@sparkle.example":                        {"withhold", "", "audience.severity"},
+}
+
+func TestServeImportPublishStatus(t *testing.T) {
+	s := startServe(t, "")
+	require.Contains(t, s.log.String(), "embedded", "serve must say it started the embedded broker")
+
+	out := s.must(t, "subscribers", "import", "../../examples/partners.yaml")
+	require.Equal(t, 6, strings.Count(out, "put "))
+
+	// Dry run: every partner, nothing published.
+	out = s.must(t, "publish", "--dry-run", "--output", "json", "../../examples/alert-green.yaml")
+	dry := rowsOf(t, out)
+	for k, want := range greenDecisions {
+		require.Contains(t, dry, k)
+		require.Equal(t, want, [3]string{dry[k].Decision, dry[k].Mode, dry[k].Rule}, k)
+	}
+	require.Equal(t, "subscriber.suspended", dry["harvest-farms office@harvestfarms.example"].Rule)
+	require.Len(t, dry, len(greenDecisions)+1)
+
+	id := strings.TrimSpace(s.must(t, "publish", "../../examples/alert-green.yaml"))
+	require.NotEmpty(t, id)
+
+	// The ledger: every candidate's decision, recorded by the fan-out.
+	var got map[string]row
+	require.Eventually(t, func() bool {
+		code, out, _ := s.run(t, "", "status", id, "--output", "json")
+		if code != 0 {
+			return false
+		}
+		got = rowsOf(t, out)
+		return len(got) == len(greenDecisions)
+	}, 30*time.Second, 100*time.Millisecond)
+	for k, want := range greenDecisions {
+		require.Equal(t, want[0], got[k].Decision, k)
+		require.Equal(t, want[2], got[k].Rule, k)
+		if want[0] == "withhold" {
+			require.Equal(t, "withheld", got[k].State, k)
+		}
+	}
+	// The suspended partner shares no sector with the alert: it is never a
+	// candidate, so it has no receipt at all.
+	require.NotContains(t, got, "harvest-farms office@harvestfarms.example")
+}
+
+func TestBadInputExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"title":"a\r\nBcc: x@y","severity":"apocalyptic","marking":"SECRET","tlp":"PURPLE","audience":{"sectors":["piracy"]},"handling":{"code":"P"}}`), 0o600))
+	cmd := exec.Command(heraldBin, "validate", bad)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	require.Error(t, err)
+	require.Equal(t, 2, err.(*exec.ExitError).ExitCode())
+	for _, f := range []string{"title", "severity", "marking", "tlp", "audience.sectors[0]"} {
+		require.Contains(t, stderr.String(), "  "+f+":", "every bad field is named")
+	}
+	unknown := filepath.Join(dir, "unknown.json")
+	require.NoError(t, os.WriteFile(unknown, []byte(`{"title":"x","colour":"red"}`), 0o600))
+	cmd = exec.Command(heraldBin, "validate", unknown)
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	require.Equal(t, 2, err.(*exec.ExitError).ExitCode())
+	require.Contains(t, stderr.String(), "colour")
+
+	cmd = exec.Command(heraldBin, "validate", "../../examples/alert-green.yaml")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+
+	cmd = exec.Command(heraldBin, "no-such-command")
+	require.Equal(t, 2, exitCode(cmd.Run()))
+	cmd = exec.Command(heraldBin, "publish", "--no-such-flag", "x")
+	require.Equal(t, 2, exitCode(cmd.Run()))
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+func TestGarbageIsQuarantinedAndNextAlertProcessed(t *testing.T) {
+	s := startServe(t, "")
+	s.must(t, "subscribers", "import", "../../examples/partners.yaml")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Another producer writes garbage and a SECRET alert to the alerts topic.
+	w := &kafka.Writer{Addr: kafka.TCP(s.broker), Topic: "herald.alerts", BatchTimeout: time.Millisecond}
+	defer w.Close()
+	require.NoError(t, w.WriteMessages(ctx,
+		kafka.Message{Key: []byte("junk"), Value: []byte("this is not json")},
+		kafka.Message{Key: []byte("secret-1"), Value: []byte(`{"id":"secret-1","title":"t","severity":"minor","audience":{"sectors":["care"]},"marking":"SECRET","tlp":"GREEN","handling":{"code":"P"},"issued_by":"x","issued_at":"2026-01-01T00:00:00Z"}`)},
+	))
+	id := strings.TrimSpace(s.must(t, "publish", "../../examples/alert-green.yaml"))
+	require.Eventually(t, func() bool {
+		code, out, _ := s.run(t, "", "status", id, "--output", "json")
+		return code == 0 && len(rowsOf(t, out)) == len(greenDecisions)
+	}, 30*time.Second, 100*time.Millisecond)
+
+	reasons := map[string]string{}
+	// The quarantine topic may have several partitions: read them all.
+	conn, err := kafka.DialLeader(ctx, "tcp", s.broker, "herald.quarantine", 0)
+	require.NoError(t, err)
+	parts, err := conn.ReadPartitions("herald.quarantine")
+	require.NoError(t, err)
+	conn.Close()
+	for _, p := range parts {
+		pr := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{s.broker}, Topic: "herald.quarantine", Partition: p.ID, MaxWait: 100 * time.Millisecond})
+		for {
+			rctx, rcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			m, err := pr.ReadMessage(rctx)
+			rcancel()
+			if err != nil {
+				break
+			}
+			for _, h := range m.Headers {
+				if h.Key == "reason" {
+					reasons[string(m.Key)] = string(h.Value)
+				}
+			}
+		}
+		pr.Close()
+	}
+	require.Equal(t, map[string]string{"junk": "malformed", "secret-1": "forbidden"}, reasons)
+	code, _, _ := s.run(t, "", "status", "secret-1")
+	require.Equal(t, 1, code, "a quarantined alert has no receipts")
+}

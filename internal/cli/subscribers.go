@@ -1,0 +1,220 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/deliver/webhook"
+	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/subscribers"
+	"github.com/segmentio/kafka-go"
+	"github.com/spf13/cobra"
+)
+
+// loadRegistry reads the whole subscribers topic into a registry.
+func loadRegistry(ctx context.Context, b *bus.Bus) (*subscribers.Registry, error) {
+	reg := subscribers.NewRegistry()
+	err := b.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+		// A bad record on the topic is skipped here; `serve` logs it.
+		_ = reg.Apply(m.Key, m.Value)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read subscribers: %w", err)
+	}
+	return reg, nil
+}
+
+// checkSubscriber normalises and validates a record, including its keys and
+// its webhook URLs against the operator's webhook settings.
+func checkSubscriber(s *subscribers.Subscriber, c *config.Config, now time.Time) error {
+	s.Normalize()
+	err := s.Validate(taxonomy.Default(), putKeyCheck(now))
+	v := &alerts.ValidationError{What: "invalid subscriber " + s.ID}
+	if errors.As(err, &v) {
+		v.What = "invalid subscriber " + s.ID
+	} else if err != nil {
+		return err
+	}
+	wc, werr := webhookConfig(c)
+	if werr != nil {
+		return werr
+	}
+	for i, w := range s.Webhooks {
+		if subscribers.CheckURL(w.URL) != nil {
+			continue // already reported
+		}
+		if err := webhook.CheckTarget(w.URL, wc); err != nil {
+			v.Add(fmt.Sprintf("webhooks[%d].url", i), "%v", err)
+		}
+	}
+	return v.Err()
+}
+
+func newSubscribersCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "subscribers",
+		Short: "Manage partner organisations (list, get, put, delete, import)",
+	}
+	var output string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List every subscriber",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			b, _, err := e.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			reg, err := loadRegistry(cmd.Context(), b)
+			if err != nil {
+				return err
+			}
+			subs := reg.List()
+			if output == "json" {
+				if subs == nil {
+					subs = []*subscribers.Subscriber{}
+				}
+				return e.writeJSON(subs)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tKIND\tSTATUS\tCLEARANCE\tSENSITIVE\tSECTORS\tEMAIL\tWEBHOOKS")
+			for _, s := range subs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%v\t%d\t%d\n", s.ID, s.Name, s.Kind, s.Status, s.Clearance, s.Sensitive, s.Sectors, len(s.Email), len(s.Webhooks))
+			}
+			return tw.Flush()
+		},
+	}
+	outputFlag(list, &output)
+	get := &cobra.Command{
+		Use:   "get ID",
+		Short: "Print one subscriber as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, _, err := e.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			reg, err := loadRegistry(cmd.Context(), b)
+			if err != nil {
+				return err
+			}
+			s := reg.Get(args[0])
+			if s == nil {
+				return fmt.Errorf("no subscriber %q", args[0])
+			}
+			return e.writeJSON(s)
+		},
+	}
+	put := &cobra.Command{
+		Use:   "put FILE|-",
+		Short: "Add or replace one subscriber (JSON or YAML)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.putSubscribers(cmd.Context(), args[0], true)
+		},
+	}
+	imp := &cobra.Command{
+		Use:   "import FILE|-",
+		Short: "Add or replace every subscriber in a YAML or JSON list; nothing is written if any is invalid",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.putSubscribers(cmd.Context(), args[0], false)
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete a subscriber (a tombstone on the compacted topic)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, _, err := e.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			if err := b.Producer(bus.TopicSubscribers).Write(cmd.Context(), kafka.Message{Key: []byte(args[0])}); err != nil {
+				return fmt.Errorf("delete subscriber %s: %w", args[0], err)
+			}
+			fmt.Fprintf(e.stdout, "deleted %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(list, get, put, imp, del)
+	return cmd
+}
+
+// putSubscribers validates every record in the input and, only if all are
+// valid, writes them to the subscribers topic.
+func (e *env) putSubscribers(ctx context.Context, file string, single bool) error {
+	data, err := e.readInput(file)
+	if err != nil {
+		return err
+	}
+	subs, err := subscribers.DecodeList(data)
+	if err != nil {
+		return invalid(err)
+	}
+	if single && len(subs) != 1 {
+		return invalid(fmt.Errorf("put takes one subscriber; the input has %d (use import for a list)", len(subs)))
+	}
+	c, err := e.config()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var errs []error
+	seen := map[string]bool{}
+	for _, s := range subs {
+		if err := checkSubscriber(s, c, now); err != nil {
+			errs = append(errs, err)
+		}
+		if seen[s.ID] {
+			errs = append(errs, fmt.Errorf("subscriber %s appears twice", s.ID))
+		}
+		seen[s.ID] = true
+	}
+	if len(errs) > 0 {
+		for _, err := range errs[1:] {
+			fmt.Fprintf(e.stderr, "herald: %v\n", err)
+		}
+		return invalid(errs[0])
+	}
+	b, _, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	msgs := make([]kafka.Message, len(subs))
+	for i, s := range subs {
+		v, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		msgs[i] = kafka.Message{Key: []byte(s.ID), Value: v}
+	}
+	if err := b.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
+		return fmt.Errorf("write subscribers: %w", err)
+	}
+	for _, s := range subs {
+		fmt.Fprintf(e.stdout, "put %s\n", s.ID)
+	}
+	return nil
+}
+
+// policyOptions maps the configuration onto the policy's options.
+func policyOptions(c *config.Config) policy.Options {
+	return policy.Options{AllowInsecureLoopback: c.Webhooks.AllowInsecureLoopback, KeyCheck: keyCheck}
+}

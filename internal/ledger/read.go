@@ -1,0 +1,53 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/segmentio/kafka-go"
+)
+
+// TopicReceipts is the receipts topic's name without the prefix.
+const TopicReceipts = "receipts"
+
+// Reader reads a whole topic, from the first offset to the high watermark
+// as of the call.
+type Reader interface {
+	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
+}
+
+// Source answers ledger questions by reading the receipts topic.
+type Source struct{ r Reader }
+
+// FromBus returns a Source reading receipts through r.
+func FromBus(r Reader) *Source { return &Source{r: r} }
+
+// Lookup folds the receipts of the alerts with the given ids. Alerts with
+// no receipts are absent from the result.
+func (s *Source) Lookup(ctx context.Context, ids []string) (map[string]*Alert, error) {
+	l := New()
+	err := s.r.ReadAll(ctx, TopicReceipts, func(m kafka.Message) error {
+		if !slices.Contains(ids, string(m.Key)) {
+			return nil
+		}
+		var r delivery.Receipt
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			return nil // a malformed receipt is not ours to judge; skip it
+		}
+		l.Add(r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read receipts: %w", err)
+	}
+	out := map[string]*Alert{}
+	for _, id := range ids {
+		if a := l.Alert(id); a != nil {
+			out[id] = a
+		}
+	}
+	return out, nil
+}
