@@ -1,0 +1,342 @@
+package bus
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Timeouts for single requests to the brokers when the caller's context has
+// no earlier deadline.
+const (
+	dialTimeout    = 10 * time.Second
+	requestTimeout = 30 * time.Second
+)
+
+// Bus is a connection to a Kafka cluster, or to the embedded broker it
+// started. It is safe for concurrent use. Close it after every Consume,
+// ReadAll and Follow call has returned.
+type Bus struct {
+	cfg     Config
+	log     *slog.Logger
+	brokers []string
+	cluster *kfake.Cluster // nil unless embedded
+
+	tls       *tls.Config
+	sasl      sasl.Mechanism
+	transport *kafka.Transport
+	client    *kafka.Client
+
+	mu        sync.Mutex
+	producers map[string]*Producer
+	closed    bool
+}
+
+// Open connects to the brokers of cfg, or, when cfg.Brokers is empty, starts
+// the embedded single-node development broker on cfg.Embedded.Listen and
+// connects to it. Zero fields of cfg take their defaults; the result is
+// validated. Open makes no request to external brokers: use Ping or
+// EnsureTopics to find out whether they can be reached.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Brokers = slices.Clone(cfg.Brokers)
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("open kafka bus: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open kafka bus: %w", err)
+	}
+	b := &Bus{
+		cfg:       cfg,
+		log:       log,
+		brokers:   cfg.Brokers,
+		producers: make(map[string]*Producer),
+	}
+	var err error
+	if b.tls, err = cfg.TLS.tlsConfig(); err != nil {
+		return nil, fmt.Errorf("open kafka bus: %w", err)
+	}
+	if b.sasl, err = cfg.SASL.mechanism(); err != nil {
+		return nil, fmt.Errorf("open kafka bus: %w", err)
+	}
+	if len(cfg.Brokers) == 0 {
+		if err := b.startEmbedded(); err != nil {
+			return nil, err
+		}
+	}
+	b.transport = &kafka.Transport{
+		DialTimeout: dialTimeout,
+		IdleTimeout: 30 * time.Second,
+		MetadataTTL: 6 * time.Second,
+		ClientID:    cfg.ClientID,
+		TLS:         b.tls,
+		SASL:        b.sasl,
+	}
+	b.client = &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: requestTimeout, Transport: b.transport}
+	return b, nil
+}
+
+// startEmbedded starts the kfake broker and points the Bus at it.
+func (b *Bus) startEmbedded() error {
+	listen := b.cfg.Embedded.Listen
+	var advertised string
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ClusterID("herald-embedded"),
+		kfake.DefaultNumPartitions(b.cfg.Partitions),
+		// A development broker accepts the fast group settings tests use.
+		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
+		kfake.WithLogger(kfakeLogger{b.log.With("component", "embedded-kafka")}),
+		// kfake always asks for 127.0.0.1:port; listen where configured
+		// instead, and advertise an address clients can dial.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			ln, err := net.Listen(network, listen)
+			if err != nil {
+				return nil, err
+			}
+			adv := advertise(ln.Addr())
+			advertised = adv.String()
+			return addrListener{Listener: ln, addr: adv}, nil
+		}),
+	}
+	where := "in memory: everything is lost on exit"
+	if dir := b.cfg.Embedded.DataDir; dir != "" {
+		opts = append(opts, kfake.DataDir(dir))
+		where = "persisting to " + dir
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return fmt.Errorf("start embedded kafka broker on %s: %w", listen, err)
+	}
+	b.cluster = c
+	b.brokers = []string{advertised}
+	b.log.Warn(fmt.Sprintf("no kafka.brokers configured: started the embedded single-node development broker on %s (%s)", advertised, where),
+		"listen", advertised, "data_dir", b.cfg.Embedded.DataDir)
+	return nil
+}
+
+// advertise turns a listener address into one clients can dial: an
+// unspecified host (0.0.0.0, ::) becomes the loopback address.
+func advertise(a net.Addr) *net.TCPAddr {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	}
+	out := *ta
+	if out.IP == nil || out.IP.IsUnspecified() {
+		out.IP = net.IPv4(127, 0, 0, 1)
+	}
+	return &out
+}
+
+// addrListener reports addr as its address: kfake advertises its listener's
+// address in metadata.
+type addrListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l addrListener) Addr() net.Addr { return l.addr }
+
+// kfakeLogger passes the embedded broker's warnings and errors to slog.
+type kfakeLogger struct{ log *slog.Logger }
+
+func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
+	switch level {
+	case kfake.LogLevelError:
+		l.log.Error(fmt.Sprintf(format, args...))
+	case kfake.LogLevelWarn:
+		l.log.Debug(fmt.Sprintf(format, args...))
+	}
+}
+
+// Close flushes and closes the producers, drops idle connections and, for
+// the embedded broker, shuts it down (saving its state when it has a
+// DataDir). It is safe to call more than once.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	producers := b.producers
+	b.producers = nil
+	b.mu.Unlock()
+
+	var errs []error
+	for topic, p := range producers {
+		if err := p.w.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close producer for %s: %w", topic, err))
+		}
+	}
+	b.transport.CloseIdleConnections()
+	if b.cluster != nil {
+		b.cluster.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// Brokers returns the bootstrap brokers in use: the configured ones, or the
+// embedded broker's address.
+func (b *Bus) Brokers() []string { return slices.Clone(b.brokers) }
+
+// Embedded reports whether the Bus runs the embedded development broker.
+func (b *Bus) Embedded() bool { return b.cluster != nil }
+
+// Topic returns the full name of topic: the configured prefix + topic.
+func (b *Bus) Topic(name string) string { return b.cfg.TopicPrefix + name }
+
+// withTimeout bounds ctx by requestTimeout unless it ends earlier.
+func withTimeout(ctx context.Context, what string) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, requestTimeout, fmt.Errorf("%s: no answer from kafka within %s", what, requestTimeout))
+}
+
+// Ping checks that a broker answers a metadata request; for readiness
+// probes.
+func (b *Bus) Ping(ctx context.Context) error {
+	ctx, cancel := withTimeout(ctx, "ping kafka")
+	defer cancel()
+	if _, err := b.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}}); err != nil {
+		return fmt.Errorf("ping kafka %s: %w", strings.Join(b.brokers, ","), cause(ctx, err))
+	}
+	return nil
+}
+
+// cause prefers the context's cause when ctx ended, so timeouts say what
+// timed out.
+func cause(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		if c := context.Cause(ctx); c != nil && !errors.Is(err, c) {
+			return fmt.Errorf("%w (%w)", c, err)
+		}
+	}
+	return err
+}
+
+// topicNames returns Herald's topics (without prefix) for retryTiers retry
+// tiers.
+func topicNames(retryTiers int) []string {
+	names := []string{TopicAlerts, TopicSubscribers, TopicDeliveries, TopicDead, TopicQuarantine, TopicReceipts}
+	for i := range retryTiers {
+		names = append(names, RetryTopic(i))
+	}
+	return names
+}
+
+// EnsureTopics makes sure Herald's topics exist: the six fixed topics and
+// retryTiers retry topics. With Config.CreateTopics it creates the missing
+// ones through the admin API (subscribers compacted, the others with the
+// broker's default cleanup policy) and waits until every broker's metadata
+// shows them with a leader for every partition; otherwise it only checks and
+// names the missing ones. Topics that exist are never changed.
+func (b *Bus) EnsureTopics(ctx context.Context, retryTiers int) error {
+	if retryTiers < 0 {
+		return fmt.Errorf("ensure kafka topics: negative retry tier count %d", retryTiers)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, time.Minute, errors.New("ensure kafka topics: not done within 1m"))
+	defer cancel()
+	var want []string
+	for _, n := range topicNames(retryTiers) {
+		want = append(want, b.Topic(n))
+	}
+	missing, err := b.missingTopics(ctx, want)
+	if err != nil {
+		return fmt.Errorf("ensure kafka topics: %w", err)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if !b.cfg.CreateTopics {
+		return fmt.Errorf("ensure kafka topics: missing %s and kafka.create_topics is off", strings.Join(missing, ", "))
+	}
+	rf := b.cfg.ReplicationFactor
+	if rf == 0 {
+		rf = -1
+		if b.Embedded() {
+			rf = 1
+		}
+	}
+	req := &kafka.CreateTopicsRequest{}
+	for _, t := range missing {
+		tc := kafka.TopicConfig{Topic: t, NumPartitions: b.cfg.Partitions, ReplicationFactor: rf}
+		if t == b.Topic(TopicSubscribers) {
+			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+		}
+		req.Topics = append(req.Topics, tc)
+	}
+	res, err := b.client.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("ensure kafka topics: create %s: %w", strings.Join(missing, ", "), cause(ctx, err))
+	}
+	for _, t := range missing {
+		if err := res.Errors[t]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("ensure kafka topics: create %s: %w", t, err)
+		}
+	}
+	b.log.Info("created kafka topics", "topics", missing, "partitions", b.cfg.Partitions, "replication_factor", rf)
+	for {
+		missing, err = b.missingTopics(ctx, want)
+		if err == nil && len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("still missing %s", strings.Join(missing, ", "))
+			}
+			return fmt.Errorf("ensure kafka topics: wait for metadata: %w", cause(ctx, err))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// missingTopics returns the topics of want that metadata does not show as
+// usable (known, with a leader for every partition).
+func (b *Bus) missingTopics(ctx context.Context, want []string) ([]string, error) {
+	md, err := b.client.Metadata(ctx, &kafka.MetadataRequest{Topics: want})
+	if err != nil {
+		return nil, fmt.Errorf("read metadata: %w", cause(ctx, err))
+	}
+	ok := make(map[string]bool)
+	for _, t := range md.Topics {
+		if t.Error != nil || len(t.Partitions) == 0 {
+			if t.Error != nil && !errors.Is(t.Error, kafka.UnknownTopicOrPartition) && !errors.Is(t.Error, kafka.LeaderNotAvailable) {
+				return nil, fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
+			}
+			continue
+		}
+		ok[t.Name] = !slices.ContainsFunc(t.Partitions, func(p kafka.Partition) bool { return p.Error != nil || p.Leader.Host == "" })
+	}
+	var missing []string
+	for _, t := range want {
+		if !ok[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
+// Header returns the value of the first header of m named key, or "".
+func Header(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}

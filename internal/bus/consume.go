@@ -1,0 +1,206 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Handler processes a batch of messages from a consumer group. Returning nil
+// means the work the messages carried is durable, and their offsets are
+// committed; returning an error means none of them may be committed.
+type Handler func(ctx context.Context, msgs []kafka.Message) error
+
+// Consume joins consumer group group on topics (given without prefix) and
+// hands the messages to handle in batches, per partition in offset order
+// (one batch may mix partitions). A batch holds up to
+// Config.Consumer.CommitBatch messages: whatever is available once the first
+// one arrived, waiting at most Config.Consumer.Linger for more. A new group
+// starts from the earliest offset.
+//
+// Offsets are committed only after handle returned nil. When handle or the
+// commit fails, Consume logs it, waits (exponential back-off between
+// RetryBackoffMin and RetryBackoffMax), leaves the group and joins again, so
+// that the batch is fetched again from the last committed offset: delivery
+// is at least once, and handle must be idempotent. A rebalance may also hand
+// a batch to another member.
+//
+// Drain: when ctx is cancelled Consume stops fetching, lets the in-flight
+// handle call finish and commits its batch, then returns nil. The context
+// handle receives is not cancelled with ctx, only Config.Consumer.DrainTimeout
+// after it. Consume returns an error only for failures that retrying cannot
+// fix: missing topics, or authentication and authorisation errors.
+func (b *Bus) Consume(ctx context.Context, group string, topics []string, handle Handler) error {
+	if group == "" || len(topics) == 0 || handle == nil {
+		return errors.New("consume: group, topics and handler are required")
+	}
+	full := make([]string, len(topics))
+	for i, t := range topics {
+		full[i] = b.Topic(t)
+	}
+	log := b.log.With("group", group, "topics", full)
+
+	// handle's context outlives ctx by DrainTimeout.
+	hctx, hcancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer hcancel(nil)
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(b.cfg.Consumer.DrainTimeout, func() {
+			hcancel(fmt.Errorf("consume group %s: drain timeout %s after shutdown", group, b.cfg.Consumer.DrainTimeout))
+		})
+		context.AfterFunc(hctx, func() { t.Stop() })
+	})
+	defer stop()
+
+	backoff := b.cfg.Consumer.RetryBackoffMin
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		progressed, err := b.consumeSession(ctx, hctx, group, full, handle, log)
+		if err == nil {
+			return nil
+		}
+		if isFatal(err) {
+			return fmt.Errorf("consume group %s: %w", group, err)
+		}
+		if progressed {
+			backoff = b.cfg.Consumer.RetryBackoffMin
+		}
+		log.Warn("kafka consumer: will fetch again from the last committed offset", "error", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, b.cfg.Consumer.RetryBackoffMax)
+	}
+}
+
+// errFatal marks errors that retrying cannot fix.
+type errFatal struct{ err error }
+
+func (e errFatal) Error() string { return e.err.Error() }
+func (e errFatal) Unwrap() error { return e.err }
+
+// isFatal reports whether err is fatal to a consumer: marked so, or an
+// authentication or authorisation failure.
+func isFatal(err error) bool {
+	var f errFatal
+	if errors.As(err, &f) {
+		return true
+	}
+	for _, e := range []kafka.Error{
+		kafka.SASLAuthenticationFailed, kafka.UnsupportedSASLMechanism, kafka.IllegalSASLState,
+		kafka.TopicAuthorizationFailed, kafka.GroupAuthorizationFailed, kafka.ClusterAuthorizationFailed,
+		kafka.InvalidGroupId,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// consumeSession runs one group membership: it returns nil when ctx ended,
+// or the error that ended it. progressed reports whether a batch was
+// committed.
+func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []string, handle Handler, log *slog.Logger) (progressed bool, err error) {
+	pctx, cancel := withTimeout(ctx, "consume: check topics")
+	missing, err := b.missingTopics(pctx, topics)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("check topics: %w", err)
+	case len(missing) > 0:
+		return false, errFatal{fmt.Errorf("topics do not exist: %v", missing)}
+	}
+
+	cc := b.cfg.Consumer
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           b.brokers,
+		GroupID:           group,
+		GroupTopics:       topics,
+		Dialer:            b.dialer(),
+		QueueCapacity:     max(100, cc.CommitBatch),
+		MinBytes:          1,
+		MaxBytes:          10 << 20,
+		MaxWait:           cc.MaxWait,
+		HeartbeatInterval: cc.HeartbeatInterval,
+		CommitInterval:    0, // synchronous commits, after the work is durable
+		SessionTimeout:    cc.SessionTimeout,
+		RebalanceTimeout:  cc.RebalanceTimeout,
+		JoinGroupBackoff:  cc.JoinGroupBackoff,
+		RetentionTime:     7 * 24 * time.Hour,
+		StartOffset:       kafka.FirstOffset,
+		ReadBackoffMin:    50 * time.Millisecond,
+		ReadBackoffMax:    time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+	defer func() {
+		if cerr := r.Close(); cerr != nil {
+			log.Debug("kafka consumer: close reader", "error", cerr)
+		}
+	}()
+
+	batch := make([]kafka.Message, 0, cc.CommitBatch)
+	for {
+		batch = batch[:0]
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return progressed, nil
+			}
+			return progressed, fmt.Errorf("fetch: %w", err)
+		}
+		batch = append(batch, m)
+		if len(batch) < cc.CommitBatch {
+			lctx, lcancel := context.WithTimeout(ctx, cc.Linger)
+			for len(batch) < cc.CommitBatch {
+				m, err := r.FetchMessage(lctx)
+				if err != nil {
+					break
+				}
+				batch = append(batch, m)
+			}
+			lcancel()
+		}
+
+		if err := handle(hctx, batch); err != nil {
+			return progressed, fmt.Errorf("handler failed on %d messages from %s[%d]@%d: %w",
+				len(batch), batch[0].Topic, batch[0].Partition, batch[0].Offset, err)
+		}
+		cctx, ccancel := context.WithTimeoutCause(context.WithoutCancel(ctx), requestTimeout,
+			fmt.Errorf("commit offsets: no answer from kafka within %s", requestTimeout))
+		err = r.CommitMessages(cctx, batch...)
+		err = cause(cctx, err)
+		ccancel()
+		if err != nil {
+			return progressed, fmt.Errorf("commit %d messages: %w", len(batch), err)
+		}
+		progressed = true
+		if ctx.Err() != nil {
+			return progressed, nil
+		}
+	}
+}
+
+// dialer returns a kafka-go Dialer with the Bus's TLS and SASL settings, for
+// readers.
+func (b *Bus) dialer() *kafka.Dialer {
+	return &kafka.Dialer{
+		ClientID:      b.cfg.ClientID,
+		Timeout:       dialTimeout,
+		DualStack:     true,
+		KeepAlive:     30 * time.Second,
+		TLS:           b.tls,
+		SASLMechanism: b.sasl,
+	}
+}
