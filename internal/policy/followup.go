@@ -1,0 +1,54 @@
+package policy
+
+import (
+	"github.com/herald-alerts/herald/internal/delivery"
+)
+
+// silent lists the withholds after which not even a content-free cancel
+// notice may go to a target that received the original:
+//
+//   - subscriber.suspended: a suspended partner gets nothing (rule 2), and
+//     suspension is how an administrator cuts off a partner whose systems
+//     or staff can no longer be trusted; telling it which alert changed
+//     would tell it something.
+//   - alert.invalid: a malformed alert goes nowhere.
+//   - timing.expired: nothing is delivered after expires_at (rule 8).
+//   - audience.test: an exercise or test has no effect on partners that do
+//     not take part; a "withdrawn" notice from an exercise could be read
+//     as withdrawing the real alert.
+//   - webhook.insecure: the channel itself is forbidden; a notice would
+//     leave over plain HTTP.
+//   - webhook.disabled: the endpoint asked never to be called again.
+var silent = map[string]bool{
+	RuleSuspended:    true,
+	RuleInvalidAlert: true,
+	RuleExpired:      true,
+	RuleTest:         true,
+	RuleInsecure:     true,
+	RuleDisabled:     true,
+}
+
+// FollowUp applies rule 7 of PRODUCT.md §3 to the decisions Evaluate made
+// for an update or cancel. received reports whether a target received
+// (was delivered the content of) the alert it references. Every target
+// that received the original but is now withheld gets a content-free
+// cancel notice instead (delivery.Notice, delivery.ModeCancelNotice, rule
+// update.no-longer-eligible), unless the withhold is one after which
+// nothing at all may go (suspension, expiry, a test the partner does not
+// take, an insecure or disabled webhook). Every other decision is kept:
+// a still-eligible target gets the update with content as usual, and a
+// newly eligible one gets it as if it were new. ds is not modified.
+func FollowUp(ds []Decision, received func(subscriber, target string) bool) []Decision {
+	out := make([]Decision, len(ds))
+	copy(out, ds)
+	for i := range out {
+		d := &out[i]
+		if d.Decision != delivery.Withhold || d.Target == "" || silent[d.Rule] || !received(d.Subscriber, d.Target) {
+			continue
+		}
+		d.Reason = "received the alert this one supersedes but is no longer eligible (" + d.Rule + ": " + d.Reason +
+			"); only a content-free cancel notice goes"
+		d.Decision, d.Mode, d.Rule = delivery.Notice, delivery.ModeCancelNotice, RuleNoLongerEligible
+	}
+	return out
+}
