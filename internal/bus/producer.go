@@ -40,7 +40,9 @@ func (b *Bus) Producer(topic string) *Producer {
 		RequiredAcks:           kafka.RequireAll,
 		AllowAutoTopicCreation: false,
 		Transport:              b.transport,
-		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { b.log.Debug("kafka writer: "+fmt.Sprintf(msg, args...), "topic", b.Topic(topic)) }),
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			b.log.Debug("kafka writer: "+fmt.Sprintf(msg, args...), "topic", b.Topic(topic))
+		}),
 	}
 	if topic == TopicDeliveries || strings.HasPrefix(topic, "retry.") {
 		w.Compression = kafka.Lz4

@@ -137,4 +137,3 @@ func (s *scramSession) hmac(key []byte, msg string) []byte {
 	mac.Write([]byte(msg))
 	return mac.Sum(nil)
 }
-

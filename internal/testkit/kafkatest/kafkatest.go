@@ -57,7 +57,9 @@ func DataDir(dir string) Option { return func(o *options) { o.dataDir = dir } }
 func TopicPrefix(p string) Option { return func(o *options) { o.prefix = p } }
 
 // KfakeOpts passes extra options to kfake (SASL users, TLS, …).
-func KfakeOpts(opts ...kfake.Opt) Option { return func(o *options) { o.kfake = append(o.kfake, opts...) } }
+func KfakeOpts(opts ...kfake.Opt) Option {
+	return func(o *options) { o.kfake = append(o.kfake, opts...) }
+}
 
 // LogLevel sets the level of the test logger the Bus logs to (default
 // Warn).
@@ -287,4 +289,3 @@ func (w *testWriter) close() {
 	w.done = true
 	w.mu.Unlock()
 }
-
