@@ -196,14 +196,21 @@ func TestEvaluate(t *testing.T) {
 		{name: "invalid clearance", sub: func(s *subscribers.Subscriber) { s.Clearance = "" }, want: both(policy.RuleClearance)},
 		{name: "OFFICIAL-SENSITIVE without sensitive", alert: func(a *alerts.Alert) { a.Marking = alerts.MarkingOfficialSensitive },
 			want: both(policy.RuleSensitive)},
-		{name: "clearance beats sensitive", alert: func(a *alerts.Alert) { a.Marking = alerts.MarkingOfficialSensitive; a.TLP = alerts.TLPRed; a.Audience.Subscribers = []string{"acme"} },
+		{name: "clearance beats sensitive", alert: func(a *alerts.Alert) {
+			a.Marking = alerts.MarkingOfficialSensitive
+			a.TLP = alerts.TLPRed
+			a.Audience.Subscribers = []string{"acme"}
+		},
 			want: both(policy.RuleClearance)},
 
 		// Rule 4: email.
 		{name: "OFFICIAL-SENSITIVE GREEN is encrypted", alert: func(a *alerts.Alert) { a.Marking = alerts.MarkingOfficialSensitive },
 			sub: func(s *subscribers.Subscriber) { s.Sensitive = true }, want: []string{emailCrypt, hookSigned}},
 		{name: "AMBER+STRICT is encrypted", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmberStrict },
-			sub: func(s *subscribers.Subscriber) { s.Clearance = alerts.TLPAmberStrict; s.Webhooks[0].MaxTLP = alerts.TLPAmberStrict },
+			sub: func(s *subscribers.Subscriber) {
+				s.Clearance = alerts.TLPAmberStrict
+				s.Webhooks[0].MaxTLP = alerts.TLPAmberStrict
+			},
 			want: []string{emailCrypt, hookSigned}},
 		{name: "AMBER without key: notice", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber },
 			sub: func(s *subscribers.Subscriber) { s.Email[0].PGPKey = "" }, want: []string{keyNotice, hookSigned}},
