@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
@@ -114,10 +115,10 @@ func newPublishCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				opt := policyOptions(c)
+				opt := app.PolicyOptions(c)
 				var ds []policy.Decision
 				for _, s := range reg.List() {
-					ds = append(ds, policy.Evaluate(a, s, now, opt)...)
+					ds = policy.Append(ds, a, s, now, opt)
 				}
 				return e.printDecisions(ds, output)
 			}

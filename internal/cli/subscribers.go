@@ -3,17 +3,12 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
-	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
-	"github.com/herald-alerts/herald/internal/config"
-	"github.com/herald-alerts/herald/internal/deliver/webhook"
-	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
@@ -31,32 +26,6 @@ func loadRegistry(ctx context.Context, b *bus.Bus) (*subscribers.Registry, error
 		return nil, fmt.Errorf("read subscribers: %w", err)
 	}
 	return reg, nil
-}
-
-// checkSubscriber normalises and validates a record, including its keys and
-// its webhook URLs against the operator's webhook settings.
-func checkSubscriber(s *subscribers.Subscriber, c *config.Config, now time.Time) error {
-	s.Normalize()
-	err := s.Validate(taxonomy.Default(), putKeyCheck(now))
-	v := &alerts.ValidationError{What: "invalid subscriber " + s.ID}
-	if errors.As(err, &v) {
-		v.What = "invalid subscriber " + s.ID
-	} else if err != nil {
-		return err
-	}
-	wc, werr := webhookConfig(c)
-	if werr != nil {
-		return werr
-	}
-	for i, w := range s.Webhooks {
-		if subscribers.CheckURL(w.URL) != nil {
-			continue // already reported
-		}
-		if err := webhook.CheckTarget(w.URL, wc); err != nil {
-			v.Add(fmt.Sprintf("webhooks[%d].url", i), "%v", err)
-		}
-	}
-	return v.Err()
 }
 
 func newSubscribersCmd(e *env) *cobra.Command {
@@ -178,7 +147,7 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 	var errs []error
 	seen := map[string]bool{}
 	for _, s := range subs {
-		if err := checkSubscriber(s, c, now); err != nil {
+		if err := app.CheckSubscriber(c, s, now); err != nil {
 			errs = append(errs, err)
 		}
 		if seen[s.ID] {
@@ -212,9 +181,4 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 		fmt.Fprintf(e.stdout, "put %s\n", s.ID)
 	}
 	return nil
-}
-
-// policyOptions maps the configuration onto the policy's options.
-func policyOptions(c *config.Config) policy.Options {
-	return policy.Options{AllowInsecureLoopback: c.Webhooks.AllowInsecureLoopback, KeyCheck: keyCheck}
 }

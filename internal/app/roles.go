@@ -1,0 +1,271 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/pgp"
+	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/deliver"
+	"github.com/herald-alerts/herald/internal/deliver/email"
+	"github.com/herald-alerts/herald/internal/deliver/webhook"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/subscribers"
+	"github.com/segmentio/kafka-go"
+)
+
+// keyChecks caches recipient key checks: parsing a key is by far the most
+// expensive part of evaluating the policy, and the same keys are checked
+// for every alert. A result is trusted for keyCheckTTL, so an expiry or a
+// replaced key is noticed within that time.
+var keyChecks sync.Map // sha256 of armoured key → keyCheckResult
+
+type keyCheckResult struct {
+	err error
+	at  time.Time
+}
+
+const keyCheckTTL = 5 * time.Minute
+
+// KeyCheck reports why an armoured recipient key cannot be used to encrypt
+// at now, caching results for a few minutes.
+func KeyCheck(armored string, now time.Time) error {
+	k := sha256.Sum256([]byte(armored))
+	if v, ok := keyChecks.Load(k); ok {
+		r := v.(keyCheckResult)
+		if now.Sub(r.at) < keyCheckTTL && !now.Before(r.at) {
+			return r.err
+		}
+	}
+	err := pgp.CheckRecipientKey(armored, now)
+	keyChecks.Store(k, keyCheckResult{err: err, at: now})
+	return err
+}
+
+// LoadSigner loads the agency signing key named by the configuration.
+func LoadSigner(cfg *config.Config, now time.Time) (*pgp.Signer, error) {
+	if cfg.Signing.KeyFile == "" {
+		return nil, errors.New("signing.key_file is not set: Herald signs everything it sends and will not send unsigned (generate a key with `herald keys generate`)")
+	}
+	pass, err := config.ReadSecret(cfg.Signing.PassphraseFile, "HERALD_SIGNING_PASSPHRASE")
+	if err != nil {
+		return nil, fmt.Errorf("signing.passphrase_file: %w", err)
+	}
+	armored, err := os.ReadFile(cfg.Signing.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("signing.key_file: %w", err)
+	}
+	s, err := pgp.LoadSigner(armored, []byte(pass), now)
+	if err != nil {
+		return nil, fmt.Errorf("signing.key_file %s: %w", cfg.Signing.KeyFile, err)
+	}
+	return s, nil
+}
+
+// WebhookConfig maps the configuration onto the webhook notifier's.
+func WebhookConfig(cfg *config.Config) (webhook.Config, error) {
+	wc := webhook.Config{Timeout: cfg.Webhooks.Timeout, AllowInsecureLoopback: cfg.Webhooks.AllowInsecureLoopback,
+		MaxResponseBytes: cfg.Webhooks.MaxResponseBytes, UserAgent: "Herald/1 (+webhooks)"}
+	for i, c := range cfg.Webhooks.AllowCIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return wc, fmt.Errorf("webhooks.allow_cidrs[%d]: %w", i, err)
+		}
+		wc.AllowCIDRs = append(wc.AllowCIDRs, p)
+	}
+	return wc, nil
+}
+
+// EmailConfig maps the configuration onto the email notifier's.
+func EmailConfig(cfg *config.Config) (email.Config, error) {
+	pw, err := config.ReadSecret(cfg.SMTP.PasswordFile, "HERALD_SMTP_PASSWORD")
+	if err != nil {
+		return email.Config{}, fmt.Errorf("smtp.password_file: %w", err)
+	}
+	return email.Config{Host: cfg.SMTP.Host, Port: cfg.SMTP.Port, TLS: cfg.SMTP.TLS, Username: cfg.SMTP.Username,
+		Password: pw, From: cfg.SMTP.From, Pool: cfg.SMTP.Pool, Timeout: cfg.SMTP.Timeout}, nil
+}
+
+// unconfigured fails every job of a channel the operator has not set up,
+// temporarily, so that the jobs wait through the retry schedule for the
+// configuration to be fixed and then go to the dead-letter topic.
+type unconfigured struct{ why string }
+
+func (u unconfigured) Notify(context.Context, *delivery.Job, *subscribers.Subscriber) error {
+	return delivery.Temporary(delivery.ReasonConfig, errors.New(u.why))
+}
+
+// Notifiers builds the email and webhook notifiers from the configuration.
+func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliver.Notifier, func(), error) {
+	ns := map[string]deliver.Notifier{}
+	closers := []func(){}
+	if cfg.SMTP.Host == "" {
+		a.log.Warn("email channel not configured (smtp.host is empty): email deliveries wait and retry until it is")
+		ns[delivery.ChannelEmail] = unconfigured{"smtp.host is not configured"}
+	} else {
+		ec, err := EmailConfig(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		n, err := email.New(ec, signer, a.log.With("channel", "email"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("email channel: %w", err)
+		}
+		ns[delivery.ChannelEmail] = n
+		closers = append(closers, func() { n.Close() })
+	}
+	wc, err := WebhookConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	wn, err := webhook.New(wc, signer, a.log.With("channel", "webhook"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("webhook channel: %w", err)
+	}
+	ns[delivery.ChannelWebhook] = wn
+	return ns, func() {
+		for _, c := range closers {
+			c()
+		}
+	}, nil
+}
+
+func (a *App) deliverRole(context.Context) (func(context.Context) error, error) {
+	signer, err := LoadSigner(a.cfg, a.now())
+	if err != nil {
+		return nil, err
+	}
+	ns, closeAll, err := Notifiers(a.cfg, signer, a)
+	if err != nil {
+		return nil, err
+	}
+	r := deliver.New(deliver.Config{
+		Schedule:    a.cfg.Delivery.RetrySchedule,
+		Concurrency: a.cfg.Delivery.Concurrency,
+		PerEndpoint: a.cfg.Delivery.PerEndpoint,
+		Breaker:     deliver.BreakerConfig{Failures: a.cfg.Delivery.Breaker.Failures, Cooldown: a.cfg.Delivery.Breaker.Cooldown},
+		Group:       GroupDeliver,
+		Now:         a.now,
+		Log:         a.log.With("role", RoleDeliver),
+		Policy:      PolicyOptions(a.cfg),
+	}, a.bus, a.registry, ns)
+	a.metrics.MustRegister(r.Collectors()...)
+	return func(ctx context.Context) error {
+		defer closeAll()
+		return r.Run(ctx)
+	}, nil
+}
+
+// alertPublisher writes validated alerts to the alerts topic.
+type alertPublisher struct{ b *bus.Bus }
+
+func (p alertPublisher) Publish(ctx context.Context, a *alerts.Alert) error {
+	v, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return p.b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(a.ID), Value: v})
+}
+
+// subscriberWriter writes records and tombstones to the subscribers topic.
+type subscriberWriter struct{ b *bus.Bus }
+
+func (w subscriberWriter) Put(ctx context.Context, s *subscribers.Subscriber) error {
+	v, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return w.b.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(s.ID), Value: v})
+}
+
+func (w subscriberWriter) Delete(ctx context.Context, id string) error {
+	return w.b.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(id)})
+}
+
+// CheckSubscriber normalises and validates a record for registration: its
+// fields, keys, and webhook URLs against the operator's webhook settings.
+func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Time) error {
+	s.Normalize()
+	err := s.Validate(taxonomy.Default(), func(armored string) error { return pgp.CheckKeyParses(armored) })
+	v := &alerts.ValidationError{}
+	if !errors.As(err, &v) && err != nil {
+		return err
+	}
+	v.What = "invalid subscriber " + s.ID
+	wc, err := WebhookConfig(cfg)
+	if err != nil {
+		return err
+	}
+	for i, w := range s.Webhooks {
+		if subscribers.CheckURL(w.URL) != nil {
+			continue // already reported
+		}
+		if err := webhook.CheckTarget(w.URL, wc); err != nil {
+			v.Add(fmt.Sprintf("webhooks[%d].url", i), "%v", err)
+		}
+	}
+	return v.Err()
+}
+
+func (a *App) apiRole() (func(context.Context) error, error) {
+	var pub []byte
+	if signer, err := LoadSigner(a.cfg, a.now()); err == nil {
+		pub = signer.PublicKeyArmored()
+	}
+	opt := PolicyOptions(a.cfg)
+	srv := &api.Server{
+		Publisher: alertPublisher{a.bus},
+		Ledger:    ledger.FromBus(a.bus),
+		Registry:  a.registry,
+		Writer:    subscriberWriter{a.bus},
+		Preview: func(al *alerts.Alert, now time.Time) []policy.Decision {
+			var ds []policy.Decision
+			for _, s := range a.registry.List() {
+				ds = policy.Append(ds, al, s, now, opt)
+			}
+			return ds
+		},
+		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
+		Taxonomy:        taxonomy.Default(),
+		SigningKey:      pub,
+		Tokens:          a.cfg.API.Tokens,
+		Ready:           func(ctx context.Context) error { return a.bus.Ping(ctx) },
+		Metrics:         a.metrics,
+		Now:             a.now,
+		Log:             a.log.With("role", RoleAPI),
+	}
+	ln, err := net.Listen("tcp", a.cfg.API.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("api.listen: %w", err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
+	a.log.Info("api listening", "addr", ln.Addr().String())
+	return func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- hs.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	}, nil
+}

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/herald-alerts/herald/crypto/pgp"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/spf13/cobra"
+)
+
+func init() { extraCommands = append(extraCommands, newKeysCmd) }
+
+func newKeysCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Generate and export the agency's OpenPGP signing key"}
+	var name, addr, algo, out, passFile string
+	gen := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate an agency signing key (Ed25519 with a Curve25519 encryption subkey by default)",
+		Long: "Generate writes the armoured private key to --out (mode 0600) and the public key to --out.pub.\n" +
+			"Point signing.key_file at the private key; give partners the public key (or let them fetch\n" +
+			"GET /v1/signing-key).",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if name == "" || addr == "" || out == "" {
+				return invalid(fmt.Errorf("--name, --email and --out are required"))
+			}
+			var pass []byte
+			if passFile != "" {
+				b, err := os.ReadFile(passFile)
+				if err != nil {
+					return invalid(err)
+				}
+				pass = trimNewline(b)
+			}
+			if _, err := os.Stat(out); err == nil {
+				return invalid(fmt.Errorf("%s exists: refusing to overwrite a key", out))
+			}
+			priv, pub, err := pgp.GenerateKeyWithPassphrase(name, addr, algo, time.Now(), pass)
+			if err != nil {
+				return invalid(err)
+			}
+			if err := os.WriteFile(out, priv, 0o600); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".pub", pub, 0o644); err != nil {
+				return err
+			}
+			s, err := pgp.LoadSigner(priv, pass, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "private key: %s\npublic key:  %s.pub\nfingerprint: %s\n", out, out, s.Fingerprint())
+			return nil
+		},
+	}
+	gen.Flags().StringVar(&name, "name", "", "the key's user name, e.g. \"Agency alerts\"")
+	gen.Flags().StringVar(&addr, "email", "", "the key's email address (usually smtp.from)")
+	gen.Flags().StringVar(&algo, "algo", "ed25519", "ed25519 or rsa3072")
+	gen.Flags().StringVar(&out, "out", "", "file for the private key; the public key goes to FILE.pub")
+	gen.Flags().StringVar(&passFile, "passphrase-file", "", "encrypt the private key with the passphrase in this file")
+	export := &cobra.Command{
+		Use:   "export",
+		Short: "Print the agency's public key (from signing.key_file)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c, err := e.config()
+			if err != nil {
+				return err
+			}
+			s, err := app.LoadSigner(c, time.Now())
+			if err != nil {
+				return invalid(err)
+			}
+			_, err = e.stdout.Write(s.PublicKeyArmored())
+			return err
+		},
+	}
+	cmd.AddCommand(gen, export)
+	return cmd
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
