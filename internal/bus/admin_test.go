@@ -171,17 +171,20 @@ func TestEmbeddedBrokerOnFixedPort(t *testing.T) {
 	require.NoError(t, b.Ping(t.Context()))
 
 	// A plain kafka-go client reaches it on that address.
-	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: "herald.alerts", BatchTimeout: 1}
+	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: "herald.alerts", BatchTimeout: 1, RequiredAcks: kafka.RequireAll}
 	require.NoError(t, w.WriteMessages(t.Context(), kafka.Message{Key: []byte("k"), Value: []byte("v")}))
 	require.NoError(t, w.Close())
 	var got []string
 	require.NoError(t, b.ReadAll(t.Context(), bus.TopicAlerts, func(m kafka.Message) error { got = append(got, string(m.Value)); return nil }))
+	lag, err := b.Lag(t.Context(), "never-consumed", bus.TopicAlerts)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, lag, "a group that never committed lags by everything")
 	assert.Equal(t, []string{"v"}, got)
 
 	// The port is taken while the broker runs.
 	cfg := bus.DefaultConfig()
 	cfg.Embedded.Listen = addr
-	_, err := bus.Open(t.Context(), cfg, nil)
+	_, err = bus.Open(t.Context(), cfg, nil)
 	require.ErrorContains(t, err, "start embedded kafka broker on "+addr)
 
 	require.NoError(t, b.Close())

@@ -35,7 +35,8 @@ type Bus struct {
 
 	tls       *tls.Config
 	sasl      sasl.Mechanism
-	transport *kafka.Transport
+	transport *kafka.Transport // producers
+	admin     *kafka.Transport // client
 	client    *kafka.Client
 
 	mu        sync.Mutex
@@ -86,7 +87,18 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		TLS:         b.tls,
 		SASL:        b.sasl,
 	}
-	b.client = &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: requestTimeout, Transport: b.transport}
+	// Admin requests and whole-topic reads get a transport of their own
+	// whose metadata cache (which kafka-go answers metadata requests from)
+	// refreshes every second, so that topics created elsewhere show soon.
+	b.admin = &kafka.Transport{
+		DialTimeout: dialTimeout,
+		IdleTimeout: 30 * time.Second,
+		MetadataTTL: time.Second,
+		ClientID:    cfg.ClientID,
+		TLS:         b.tls,
+		SASL:        b.sasl,
+	}
+	b.client = &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: requestTimeout, Transport: b.admin}
 	return b, nil
 }
 
@@ -185,6 +197,7 @@ func (b *Bus) Close() error {
 		}
 	}
 	b.transport.CloseIdleConnections()
+	b.admin.CloseIdleConnections()
 	if b.cluster != nil {
 		b.cluster.Close()
 	}
@@ -206,12 +219,17 @@ func withTimeout(ctx context.Context, what string) (context.Context, context.Can
 	return context.WithTimeoutCause(ctx, requestTimeout, fmt.Errorf("%s: no answer from kafka within %s", what, requestTimeout))
 }
 
-// Ping checks that a broker answers a metadata request; for readiness
-// probes.
+// Ping checks that a broker answers a request now, for readiness probes.
+// (kafka-go answers metadata requests from its cache, so Ping asks for the
+// API versions instead.)
 func (b *Bus) Ping(ctx context.Context) error {
 	ctx, cancel := withTimeout(ctx, "ping kafka")
 	defer cancel()
-	if _, err := b.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}}); err != nil {
+	res, err := b.client.ApiVersions(ctx, &kafka.ApiVersionsRequest{})
+	if err == nil && res.Error != nil {
+		err = res.Error
+	}
+	if err != nil {
 		return fmt.Errorf("ping kafka %s: %w", strings.Join(b.brokers, ","), cause(ctx, err))
 	}
 	return nil

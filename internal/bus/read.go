@@ -324,10 +324,13 @@ func (b *Bus) Lag(ctx context.Context, group, topic string) (int64, error) {
 	if err == nil {
 		err = res.Error
 	}
-	if err != nil {
+	committed := make(map[int]int64)
+	switch {
+	case errors.Is(err, kafka.GroupIdNotFound):
+		// The group never committed: everything is lag.
+	case err != nil:
 		return 0, fmt.Errorf("lag of %s on %s: fetch committed offsets: %w", group, full, cause(ctx, err))
 	}
-	committed := make(map[int]int64)
 	for _, p := range res.Topics[full] {
 		if p.Error != nil {
 			return 0, fmt.Errorf("lag of %s on %s[%d]: %w", group, full, p.Partition, p.Error)

@@ -118,16 +118,12 @@ func (c *Cluster) start(listen []string) {
 				i++
 				return ln, nil
 			}
-			var pi int
+			pi := i // a restart reuses the proxy's links
 			if listen == nil {
-				var pl net.Listener
-				if pl, pi, err = c.Proxy.Listen(); err != nil {
+				if pi, err = c.Proxy.Listen(); err != nil {
 					ln.Close()
 					return nil, err
 				}
-				_ = pl
-			} else {
-				pi = i
 			}
 			c.Proxy.SetUpstream(pi, ln.Addr().String())
 			adv := c.Proxy.Addrs()[pi]

@@ -32,19 +32,19 @@ func NewProxy(t testing.TB) *Proxy {
 	return p
 }
 
-// Listen opens a new proxy address on 127.0.0.1 that will forward to the
-// upstream set later with SetUpstream (index i of Addrs).
-func (p *Proxy) Listen() (net.Listener, int, error) {
+// Listen opens a new proxy address on 127.0.0.1 and returns its index in
+// Addrs; it forwards to the upstream set with SetUpstream.
+func (p *Proxy) Listen() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
+	l := &link{ln: ln}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.links = append(p.links, &link{ln: ln})
-	i := len(p.links) - 1
-	p.wg.Go(func() { p.accept(p.links[i]) })
-	return ln, i, nil
+	p.links = append(p.links, l)
+	p.wg.Go(func() { p.accept(l) })
+	return len(p.links) - 1, nil
 }
 
 // SetUpstream points link i at the broker address upstream.
