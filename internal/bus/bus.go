@@ -219,20 +219,37 @@ func withTimeout(ctx context.Context, what string) (context.Context, context.Can
 	return context.WithTimeoutCause(ctx, requestTimeout, fmt.Errorf("%s: no answer from kafka within %s", what, requestTimeout))
 }
 
-// Ping checks that a broker answers a request now, for readiness probes.
-// (kafka-go answers metadata requests from its cache, so Ping asks for the
-// API versions instead.)
+// Ping connects to the bootstrap brokers in turn, with TLS and SASL as
+// configured, until one answers an ApiVersions request; for readiness
+// probes. (A kafka-go Client would answer metadata from its cache.) A wrong
+// password or certificate fails at once.
 func (b *Bus) Ping(ctx context.Context) error {
 	ctx, cancel := withTimeout(ctx, "ping kafka")
 	defer cancel()
-	res, err := b.client.ApiVersions(ctx, &kafka.ApiVersionsRequest{})
-	if err == nil && res.Error != nil {
-		err = res.Error
+	var errs []error
+	for _, addr := range b.brokers {
+		err := b.pingBroker(ctx, addr)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, cause(ctx, err)))
 	}
+	return fmt.Errorf("ping kafka: %w", errors.Join(errs...))
+}
+
+func (b *Bus) pingBroker(ctx context.Context, addr string) error {
+	conn, err := b.dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("ping kafka %s: %w", strings.Join(b.brokers, ","), cause(ctx, err))
+		return err
 	}
-	return nil
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		if err := conn.SetDeadline(dl); err != nil {
+			return err
+		}
+	}
+	_, err = conn.ApiVersions()
+	return err
 }
 
 // cause prefers the context's cause when ctx ended, so timeouts say what

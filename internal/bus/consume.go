@@ -110,7 +110,11 @@ func isFatal(err error) bool {
 // committed.
 func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []string, handle Handler, log *slog.Logger) (progressed bool, err error) {
 	pctx, cancel := withTimeout(ctx, "consume: check topics")
-	missing, err := b.missingTopics(pctx, topics)
+	err = b.Ping(pctx)
+	var missing []string
+	if err == nil {
+		missing, err = b.missingTopics(pctx, topics)
+	}
 	cancel()
 	switch {
 	case ctx.Err() != nil:

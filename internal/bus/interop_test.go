@@ -98,7 +98,9 @@ func TestSASLAgainstKfake(t *testing.T) {
 			defer bad.Close()
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
-			assert.Error(t, bad.Ping(ctx), "a wrong password is refused")
+			assert.ErrorIs(t, bad.Ping(ctx), kafka.SASLAuthenticationFailed, "a wrong password is refused")
+			err = bad.Consume(ctx, "never", []string{bus.TopicDeliveries}, func(context.Context, []kafka.Message) error { return nil })
+			assert.ErrorIs(t, err, kafka.SASLAuthenticationFailed, "a consumer that cannot authenticate stops with the reason")
 		})
 	}
 }

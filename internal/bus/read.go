@@ -65,19 +65,61 @@ func (b *Bus) ranges(ctx context.Context, topic string) ([]partitionRange, error
 // the first offset of each partition to its high watermark when ReadAll
 // began, partition after partition, then returns. It uses no consumer group
 // and commits nothing. A tombstone has a nil Value. An error from fn stops
-// the read and is returned.
+// the read and is returned as is. Broker errors are retried a few times
+// (resuming where the read stopped) before ReadAll gives up.
 func (b *Bus) ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error {
 	full := b.Topic(topic)
-	rs, err := b.ranges(ctx, full)
+	var rs []partitionRange
+	err := retry(ctx, func() error {
+		var err error
+		rs, err = b.ranges(ctx, full)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read all of %s: %w", full, err)
 	}
+	wrapped := func(m kafka.Message) error {
+		if err := fn(m); err != nil {
+			return fnError{err}
+		}
+		return nil
+	}
 	for _, r := range rs {
-		if _, err := b.readPartition(ctx, full, r.partition, r.start, r.end, 100*time.Millisecond, fn); err != nil {
+		off := r.start
+		err := retry(ctx, func() error {
+			var err error
+			off, err = b.readPartition(ctx, full, r.partition, off, r.end, 100*time.Millisecond, wrapped)
+			return err
+		})
+		var fe fnError
+		if errors.As(err, &fe) {
+			return fe.err
+		}
+		if err != nil {
 			return fmt.Errorf("read all of %s: %w", full, err)
 		}
 	}
 	return nil
+}
+
+// retry calls f until it succeeds, up to four times more after transient
+// errors, with back-off from 100ms. Errors from a caller's function
+// (fnError), fatal errors and the end of ctx are not retried.
+func retry(ctx context.Context, f func() error) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := f()
+		var fe fnError
+		if err == nil || attempt == 4 || errors.As(err, &fe) || isFatal(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
 }
 
 // readPartition fetches topic[partition] from offset from and calls fn for
@@ -310,7 +352,12 @@ func (e fnError) Unwrap() error { return e.err }
 // committed counts from its first offset.
 func (b *Bus) Lag(ctx context.Context, group, topic string) (int64, error) {
 	full := b.Topic(topic)
-	rs, err := b.ranges(ctx, full)
+	var rs []partitionRange
+	err := retry(ctx, func() error {
+		var err error
+		rs, err = b.ranges(ctx, full)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("lag of %s on %s: %w", group, full, err)
 	}
