@@ -276,11 +276,17 @@ func DecodeList(data []byte) ([]*Subscriber, error) {
 		if err := dec.Decode(&s); err != nil {
 			return nil, fmt.Errorf("decode subscriber: %w", err)
 		}
+		if err := onlyDocument(dec); err != nil {
+			return nil, err
+		}
 		return []*Subscriber{&s}, nil
 	}
 	var list []*Subscriber
 	if err := dec.Decode(&list); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("decode subscribers: %w", err)
+	}
+	if err := onlyDocument(dec); err != nil {
+		return nil, err
 	}
 	for i, s := range list {
 		if s == nil {
@@ -288,6 +294,23 @@ func DecodeList(data []byte) ([]*Subscriber, error) {
 		}
 	}
 	return list, nil
+}
+
+// onlyDocument fails if dec holds a further, non-empty YAML document:
+// records after a "---" would otherwise be dropped without a word.
+func onlyDocument(dec *yaml.Decoder) error {
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return fmt.Errorf("decode subscribers: %w", err)
+		case len(next.Content) > 0 && next.Content[0].Tag != "!!null":
+			return errors.New("decode subscribers: more than one YAML document; put the records in one list")
+		}
+	}
 }
 
 // SharesSector reports whether the subscriber wants any of sectors.

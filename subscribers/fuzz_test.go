@@ -1,0 +1,59 @@
+package subscribers_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// FuzzDecodeSubscriber checks that decoding, normalising and validating a
+// subscriber record from outside never panics, that DecodeList never
+// panics on the same bytes, and that a valid record survives a round trip
+// through its JSON encoding unchanged.
+func FuzzDecodeSubscriber(f *testing.F) {
+	files, err := filepath.Glob("testdata/*")
+	require.NoError(f, err)
+	for _, file := range files {
+		if fi, err := os.Stat(file); err != nil || fi.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(file)
+		require.NoError(f, err)
+		f.Add(data)
+	}
+	f.Add([]byte(`{"id":"a","name":"A","kind":"ngo","clearance":"tlp:red","webhooks":[{"url":"https://x.example/","secrets":["` + secret1 + `"]}]}`))
+	tax := taxonomy.Default()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if list, err := subscribers.DecodeList(data); err == nil {
+			for _, s := range list {
+				require.NotNil(t, s)
+				s.Normalize()
+				_ = s.Validate(tax, keys)
+			}
+		}
+		s, err := subscribers.Decode(data)
+		if err != nil {
+			return
+		}
+		s.Normalize()
+		if err := s.Validate(tax, keys); err != nil {
+			require.NotEmpty(t, err.Error())
+			return
+		}
+		enc, err := json.Marshal(s)
+		require.NoError(t, err)
+		back, err := subscribers.Decode(enc)
+		require.NoError(t, err, "%s", enc)
+		back.Normalize()
+		require.NoError(t, back.Validate(tax, keys), "%s", enc)
+		again, err := json.Marshal(back)
+		require.NoError(t, err)
+		require.Equal(t, string(enc), string(again), "the encoding is a fixed point")
+	})
+}

@@ -1,0 +1,278 @@
+package subscribers_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+const (
+	secret1 = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	secret2 = "whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"
+	key     = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxjMEZ0000\n-----END PGP PUBLIC KEY BLOCK-----\n"
+)
+
+var errBadKey = errors.New("openpgp: no encryption subkey")
+
+// keys rejects any key but the fixture's.
+func keys(armored string) error {
+	if armored == key {
+		return nil
+	}
+	return errBadKey
+}
+
+func validSubscriber() *subscribers.Subscriber {
+	s := &subscribers.Subscriber{
+		ID: "acme-builders", Name: "Acme Builders Ltd", Kind: subscribers.KindBusiness,
+		Sectors: []string{"construction"}, Regions: []string{"TLI"}, Clearance: alerts.TLPAmber,
+		Email:    []subscribers.Email{{Address: "alerts@acme.example", PGPKey: key}},
+		Webhooks: []subscribers.Webhook{{URL: "https://hooks.acme.example/herald", Secrets: []string{secret1, secret2}}},
+	}
+	return s
+}
+
+func fieldNames(t *testing.T, err error) []string {
+	t.Helper()
+	var v *alerts.ValidationError
+	require.True(t, errors.As(err, &v), "want *alerts.ValidationError, got %T: %v", err, err)
+	var out []string
+	for _, f := range v.Fields {
+		assert.NotEmpty(t, f.Message, f.Field)
+		out = append(out, f.Field)
+	}
+	return out
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*subscribers.Subscriber)
+		want   []string
+	}{
+		{"valid", func(*subscribers.Subscriber) {}, nil},
+		{"no targets is valid", func(s *subscribers.Subscriber) { s.Email, s.Webhooks = nil, nil }, nil},
+		{"bad id", func(s *subscribers.Subscriber) { s.ID = "Acme Builders" }, []string{"id"}},
+		{"missing name", func(s *subscribers.Subscriber) { s.Name = " " }, []string{"name"}},
+		{"two-line name", func(s *subscribers.Subscriber) { s.Name = "Acme\r\nBcc: x" }, []string{"name"}},
+		{"bad kind", func(s *subscribers.Subscriber) { s.Kind = "charity" }, []string{"kind"}},
+		{"unknown sector", func(s *subscribers.Subscriber) { s.Sectors = []string{"construction", "mining"} }, []string{"sectors[1]"}},
+		{"unknown region", func(s *subscribers.Subscriber) { s.Regions = []string{"TLZ"} }, []string{"regions[0]"}},
+		{"bad min_severity", func(s *subscribers.Subscriber) { s.MinSeverity = "critical" }, []string{"min_severity"}},
+		{"bad clearance", func(s *subscribers.Subscriber) { s.Clearance = "SECRET" }, []string{"clearance", "webhooks[0].max_tlp"}},
+		{"missing clearance", func(s *subscribers.Subscriber) { s.Clearance = ""; s.Webhooks = nil }, []string{"clearance"}},
+		{"bad status", func(s *subscribers.Subscriber) { s.Status = "paused" }, []string{"status"}},
+		{"address with display name", func(s *subscribers.Subscriber) { s.Email[0].Address = "Acme <alerts@acme.example>" }, []string{"email[0].address"}},
+		{"address with CRLF", func(s *subscribers.Subscriber) { s.Email[0].Address = "alerts@acme.example\r\nBcc: x@y.example" }, []string{"email[0].address"}},
+		{"address without domain dot", func(s *subscribers.Subscriber) { s.Email[0].Address = "alerts@localhost" }, []string{"email[0].address"}},
+		{"address non-ASCII", func(s *subscribers.Subscriber) { s.Email[0].Address = "alérts@acme.example" }, []string{"email[0].address"}},
+		{"address missing", func(s *subscribers.Subscriber) { s.Email[0].Address = "" }, []string{"email[0].address"}},
+		{"address twice", func(s *subscribers.Subscriber) {
+			s.Email = append(s.Email, subscribers.Email{Address: "ALERTS@acme.example"})
+		}, []string{"email[1].address"}},
+		{"unusable key", func(s *subscribers.Subscriber) { s.Email[0].PGPKey = "not a key" }, []string{"email[0].pgp_key"}},
+		{"no key is valid", func(s *subscribers.Subscriber) { s.Email[0].PGPKey = "" }, nil},
+		{"URL not absolute", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "/herald" }, []string{"webhooks[0].url"}},
+		{"URL ftp", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "ftp://hooks.acme.example/" }, []string{"webhooks[0].url"}},
+		{"URL with credentials", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "https://user:pw@hooks.acme.example/" }, []string{"webhooks[0].url"}},
+		{"URL with fragment", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "https://hooks.acme.example/#x" }, []string{"webhooks[0].url"}},
+		{"URL without host", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "https:///herald" }, []string{"webhooks[0].url"}},
+		{"URL unparsable", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "https://%zz/" }, []string{"webhooks[0].url"}},
+		{"plain http is for the policy to judge", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "http://127.0.0.1:8080/" }, nil},
+		{"URL twice", func(s *subscribers.Subscriber) {
+			s.Webhooks = append(s.Webhooks, subscribers.Webhook{URL: s.Webhooks[0].URL, Secrets: []string{secret1}})
+		}, []string{"webhooks[1].url"}},
+		{"no secret", func(s *subscribers.Subscriber) { s.Webhooks[0].Secrets = nil }, []string{"webhooks[0].secrets"}},
+		{"secret without prefix", func(s *subscribers.Subscriber) { s.Webhooks[0].Secrets[1] = strings.TrimPrefix(secret2, "whsec_") },
+			[]string{"webhooks[0].secrets[1]"}},
+		{"secret not base64", func(s *subscribers.Subscriber) { s.Webhooks[0].Secrets[0] = "whsec_not*base64" }, []string{"webhooks[0].secrets[0]"}},
+		{"secret too short", func(s *subscribers.Subscriber) { s.Webhooks[0].Secrets[0] = "whsec_c2hvcnQ=" }, []string{"webhooks[0].secrets[0]"}},
+		{"max_tlp above clearance", func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = alerts.TLPAmberStrict }, []string{"webhooks[0].max_tlp"}},
+		{"max_tlp equal to clearance", func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = alerts.TLPAmber }, nil},
+		{"max_tlp below clearance", func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = "tlp:clear" }, nil},
+		{"max_tlp invalid", func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = "WHITE" }, []string{"webhooks[0].max_tlp"}},
+		{"client cert without key", func(s *subscribers.Subscriber) { s.Webhooks[0].ClientCert = "/etc/herald/acme.pem" }, []string{"webhooks[0].client_cert"}},
+		{"every problem at once", func(s *subscribers.Subscriber) {
+			s.ID, s.Kind = "", ""
+			s.Email[0].Address = "nope"
+			s.Webhooks[0].URL = "gopher://x"
+			s.Webhooks[0].Secrets = []string{"x"}
+		}, []string{"id", "kind", "email[0].address", "webhooks[0].url", "webhooks[0].secrets[0]"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := validSubscriber()
+			tc.mutate(s)
+			s.Normalize()
+			err := s.Validate(taxonomy.Default(), keys)
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, tc.want, fieldNames(t, err))
+			assert.True(t, strings.HasPrefix(err.Error(), "invalid subscriber: "), err.Error())
+		})
+	}
+}
+
+func TestValidateErrorKeepsSecretsOut(t *testing.T) {
+	s := validSubscriber()
+	s.Webhooks[0].Secrets[0] = "whsec_" + strings.Repeat("A", 8) + "*" // malformed, but secret-looking
+	s.Normalize()
+	err := s.Validate(nil, nil)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "AAAAAAAA", "a rejected secret must not be echoed")
+}
+
+func TestValidateWithoutTaxonomyOrKeys(t *testing.T) {
+	s := validSubscriber()
+	s.Sectors = []string{"mining"}
+	s.Email[0].PGPKey = "not a key"
+	s.Normalize()
+	require.NoError(t, s.Validate(nil, nil))
+}
+
+func TestNormalize(t *testing.T) {
+	s := validSubscriber()
+	s.Clearance = "tlp:amber"
+	s.Webhooks = append(s.Webhooks, subscribers.Webhook{URL: "https://two.example/", MaxTLP: "tlp:green"})
+	s.Email[0].Address = "  alerts@acme.example "
+	s.Normalize()
+	assert.Equal(t, subscribers.StatusActive, s.Status)
+	assert.True(t, s.Active())
+	assert.Equal(t, alerts.SeverityMinor, s.MinSeverity)
+	assert.Equal(t, alerts.TLPAmber, s.Clearance)
+	assert.Equal(t, alerts.TLPAmber, s.Webhooks[0].MaxTLP, "max_tlp defaults to the clearance")
+	assert.Equal(t, alerts.TLPGreen, s.Webhooks[1].MaxTLP)
+	assert.Equal(t, "alerts@acme.example", s.Email[0].Address)
+	assert.False(t, s.Sensitive, "sensitive defaults to false")
+	assert.False(t, s.AcceptsTest)
+
+	s.Status = subscribers.StatusSuspended
+	assert.False(t, s.Active())
+}
+
+func TestDecode(t *testing.T) {
+	data, err := os.ReadFile("testdata/single.json")
+	require.NoError(t, err)
+	s, err := subscribers.Decode(data)
+	require.NoError(t, err)
+	s.Normalize()
+	require.NoError(t, s.Validate(taxonomy.Default(), keys))
+	assert.Equal(t, "acme-builders", s.ID)
+	assert.Equal(t, []string{secret1, secret2}, s.Webhooks[0].Secrets)
+
+	for name, in := range map[string]string{
+		"unknown field": `{"id":"a","password":"x"}`,
+		"trailing data": string(data) + "{}",
+		"list":          `[` + string(data) + `]`,
+		"wrong type":    `{"sensitive":"yes"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := subscribers.Decode([]byte(in))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "decode subscriber")
+		})
+	}
+}
+
+func TestDecodeList(t *testing.T) {
+	tests := []struct {
+		file string
+		ids  []string
+	}{
+		{"testdata/list.yaml", []string{"acme-builders", "hope-ngo"}},
+		{"testdata/list.json", []string{"acme-builders", "hope-ngo"}},
+		{"testdata/single.yaml", []string{"hope-ngo"}},
+		{"testdata/single.json", []string{"acme-builders"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			data, err := os.ReadFile(tc.file)
+			require.NoError(t, err)
+			list, err := subscribers.DecodeList(data)
+			require.NoError(t, err)
+			var ids []string
+			for _, s := range list {
+				s.Normalize()
+				require.NoError(t, s.Validate(taxonomy.Default(), keys), s.ID)
+				ids = append(ids, s.ID)
+			}
+			assert.Equal(t, tc.ids, ids)
+		})
+	}
+	t.Run("YAML list fields", func(t *testing.T) {
+		y, err := os.ReadFile("testdata/list.yaml")
+		require.NoError(t, err)
+		fromYAML, err := subscribers.DecodeList(y)
+		require.NoError(t, err)
+		assert.Equal(t, alerts.TLP("TLP:amber"), fromYAML[0].Clearance, "decoding does not normalise")
+		fromYAML[0].Normalize()
+		assert.Equal(t, alerts.TLPAmber, fromYAML[0].Clearance)
+		assert.True(t, fromYAML[0].Sensitive)
+		assert.True(t, fromYAML[1].AcceptsTest)
+	})
+	rejects := map[string]string{
+		"testdata/unknown-field.yaml":  "password",
+		"testdata/multi-document.yaml": "more than one YAML document",
+	}
+	for file, want := range rejects {
+		t.Run(file, func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			require.NoError(t, err)
+			list, err := subscribers.DecodeList(data)
+			require.Error(t, err)
+			assert.Nil(t, list)
+			assert.Contains(t, err.Error(), want)
+		})
+	}
+	for name, in := range map[string]string{
+		"null entry":        "[null]",
+		"scalar":            "hello",
+		"bad YAML":          "- id: [",
+		"unknown in JSON":   `[{"id":"a","nope":1}]`,
+		"second list":       "- id: a\n---\n- id: b\n",
+		"wrong field type":  "- id: a\n  sectors: care\n",
+		"list of non-lists": "[1, 2]",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := subscribers.DecodeList([]byte(in))
+			require.Error(t, err)
+		})
+	}
+	for name, in := range map[string]string{"empty": "", "empty list": "[]", "trailing empty document": "id: a\n---\n"} {
+		t.Run(name, func(t *testing.T) {
+			list, err := subscribers.DecodeList([]byte(in))
+			require.NoError(t, err)
+			assert.LessOrEqual(t, len(list), 1)
+		})
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	s := validSubscriber()
+	s.Normalize()
+	b, err := json.Marshal(s)
+	require.NoError(t, err)
+	back, err := subscribers.Decode(b)
+	require.NoError(t, err)
+	assert.Equal(t, s, back)
+}
+
+func TestSharesSector(t *testing.T) {
+	s := validSubscriber()
+	s.Sectors = []string{"care", "cleaning"}
+	assert.True(t, s.SharesSector([]string{"retail", "cleaning"}))
+	assert.False(t, s.SharesSector([]string{"retail"}))
+	assert.False(t, s.SharesSector(nil))
+}
