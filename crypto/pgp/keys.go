@@ -1,0 +1,259 @@
+package pgp
+
+import (
+	"bytes"
+	"crypto"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+)
+
+// Key algorithms accepted by GenerateKey.
+const (
+	AlgoEd25519 = "ed25519" // EdDSA primary key with a Curve25519 ECDH subkey (the default)
+	AlgoRSA3072 = "rsa3072" // RSA-3072 primary key and subkey
+)
+
+// Armor block types.
+const (
+	blockPublicKey  = "PGP PUBLIC KEY BLOCK"
+	blockPrivateKey = "PGP PRIVATE KEY BLOCK"
+	blockSignature  = "PGP SIGNATURE"
+	blockMessage    = "PGP MESSAGE"
+)
+
+// keyConfig returns the go-crypto configuration for generating a key of
+// algo at now: version 4, SHA-256, AES-256 preferred, no AEAD.
+func keyConfig(algo string, now time.Time) (*packet.Config, error) {
+	cfg := &packet.Config{
+		DefaultHash:   crypto.SHA256,
+		DefaultCipher: packet.CipherAES256,
+		Time:          func() time.Time { return now },
+	}
+	switch algo {
+	case "", AlgoEd25519:
+		cfg.Algorithm = packet.PubKeyAlgoEdDSA
+		cfg.Curve = packet.Curve25519
+	case AlgoRSA3072:
+		cfg.Algorithm = packet.PubKeyAlgoRSA
+		cfg.RSABits = 3072
+	default:
+		return nil, fmt.Errorf("unknown key algorithm %q: want %s or %s", algo, AlgoEd25519, AlgoRSA3072)
+	}
+	return cfg, nil
+}
+
+// GenerateKey makes a new version 4 OpenPGP key for name <email>, created
+// at now and without expiry, and returns it ASCII-armoured, private and
+// public. algo is "ed25519" (the default when empty) or "rsa3072".
+func GenerateKey(name, email, algo string, now time.Time) (privateArmored, publicArmored []byte, err error) {
+	return GenerateKeyWithPassphrase(name, email, algo, now, nil)
+}
+
+// GenerateKeyWithPassphrase is GenerateKey with the private key material
+// encrypted under passphrase (S2K iterated and salted, AES-256). An empty
+// passphrase leaves it unencrypted.
+func GenerateKeyWithPassphrase(name, email, algo string, now time.Time, passphrase []byte) (privateArmored, publicArmored []byte, err error) {
+	cfg, err := keyConfig(algo, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := openpgp.NewEntity(name, "", email, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	pub, err := armorEntity(e, false, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(passphrase) > 0 {
+		if err := e.EncryptPrivateKeys(passphrase, cfg); err != nil {
+			return nil, nil, fmt.Errorf("encrypt private key: %w", err)
+		}
+	}
+	priv, err := armorEntity(e, true, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return priv, pub, nil
+}
+
+// armorEntity serialises e, its secret parts too when private.
+func armorEntity(e *openpgp.Entity, private bool, cfg *packet.Config) ([]byte, error) {
+	var buf bytes.Buffer
+	block := blockPublicKey
+	if private {
+		block = blockPrivateKey
+	}
+	w, err := armor.Encode(&buf, block, nil)
+	if err != nil {
+		return nil, fmt.Errorf("armor key: %w", err)
+	}
+	if private {
+		err = e.SerializePrivateWithoutSigning(w, cfg)
+	} else {
+		err = e.Serialize(w)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("serialize key: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("armor key: %w", err)
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes(), nil
+}
+
+// readOne parses exactly one key from ASCII armour.
+func readOne(armored []byte) (*openpgp.Entity, error) {
+	if len(bytes.TrimSpace(armored)) == 0 {
+		return nil, errors.New("no key: the text is empty")
+	}
+	if n := bytes.Count(armored, []byte("-----BEGIN PGP ")); n > 1 {
+		return nil, fmt.Errorf("%d armoured blocks found; want exactly one key", n)
+	}
+	list, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(armored))
+	if err != nil {
+		return nil, fmt.Errorf("not an ASCII-armoured OpenPGP key: %w", err)
+	}
+	switch len(list) {
+	case 0:
+		return nil, errors.New("no key found in the armour")
+	case 1:
+		return list[0], nil
+	default:
+		return nil, fmt.Errorf("%d keys found; want exactly one", len(list))
+	}
+}
+
+// Fingerprint renders a key fingerprint as upper-case hex.
+func fingerprint(pk *packet.PublicKey) string {
+	return strings.ToUpper(fmt.Sprintf("%x", pk.Fingerprint))
+}
+
+// expiry returns when e's primary key expires, or the zero time.
+func expiry(e *openpgp.Entity) time.Time {
+	sig, _ := e.PrimarySelfSignature()
+	if sig == nil || sig.KeyLifetimeSecs == nil || *sig.KeyLifetimeSecs == 0 {
+		return time.Time{}
+	}
+	return e.PrimaryKey.CreationTime.Add(time.Duration(*sig.KeyLifetimeSecs) * time.Second)
+}
+
+// checkUsable reports why e cannot be used at now at all: revoked,
+// expired, or without a valid self-signature.
+func checkUsable(e *openpgp.Entity, now time.Time) error {
+	fp := fingerprint(e.PrimaryKey)
+	if e.Revoked(now) {
+		return fmt.Errorf("key %s is revoked", fp)
+	}
+	sig, ident := e.PrimarySelfSignature()
+	if sig == nil {
+		return fmt.Errorf("key %s has no valid self-signature", fp)
+	}
+	if ident != nil && ident.Revoked(now) {
+		return fmt.Errorf("key %s: its user id is revoked", fp)
+	}
+	if e.PrimaryKey.KeyExpired(sig, now) {
+		return fmt.Errorf("key %s expired on %s", fp, expiry(e).UTC().Format(time.DateOnly))
+	}
+	if sig.SigExpired(now) {
+		return fmt.Errorf("key %s: its self-signature expired", fp)
+	}
+	return nil
+}
+
+// gnupg22 reports why GnuPG 2.2 could not use pk, if it could not.
+func gnupg22(pk *packet.PublicKey) error {
+	if pk.Version != 4 {
+		return fmt.Errorf("version %d keys are not supported by GnuPG 2.2; send a version 4 key (Curve25519 or RSA)", pk.Version)
+	}
+	switch pk.PubKeyAlgo {
+	case packet.PubKeyAlgoX25519, packet.PubKeyAlgoX448, packet.PubKeyAlgoEd25519, packet.PubKeyAlgoEd448:
+		return fmt.Errorf("public-key algorithm %d (RFC 9580) is not supported by GnuPG 2.2; send a version 4 key with a cv25519 or RSA encryption subkey", pk.PubKeyAlgo)
+	case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSAEncryptOnly, packet.PubKeyAlgoRSASignOnly,
+		packet.PubKeyAlgoECDH, packet.PubKeyAlgoEdDSA, packet.PubKeyAlgoECDSA, packet.PubKeyAlgoElGamal, packet.PubKeyAlgoDSA:
+		return nil
+	}
+	return fmt.Errorf("public-key algorithm %d is not supported", pk.PubKeyAlgo)
+}
+
+// CheckKeyParses reports whether armored is exactly one well-formed
+// OpenPGP public key. It does not look at expiry, revocation or
+// capabilities, which change with time and are the policy's business
+// (CheckRecipientKey); subscriber validation uses it to reject malformed
+// records.
+func CheckKeyParses(armored string) error {
+	e, err := readOne([]byte(armored))
+	if err != nil {
+		return err
+	}
+	if e.PrivateKey != nil {
+		return errors.New("this is a private key: give the public key only")
+	}
+	return nil
+}
+
+// Recipient is a partner's public key, checked as usable for encryption.
+type Recipient struct {
+	entity *openpgp.Entity
+	key    openpgp.Key
+}
+
+// Fingerprint returns the recipient's primary key fingerprint in
+// upper-case hex.
+func (r *Recipient) Fingerprint() string { return fingerprint(r.entity.PrimaryKey) }
+
+// ParseRecipient parses an ASCII-armoured public key and checks that it
+// can be used to encrypt to at now, in a form GnuPG 2.2 and Sequoia can
+// decrypt. The error says why not: unparsable, revoked, expired, no
+// encryption subkey, or an unsupported (version 6 / X25519 algorithm 25)
+// key.
+func ParseRecipient(armored string, now time.Time) (*Recipient, error) {
+	e, err := readOne([]byte(armored))
+	if err != nil {
+		return nil, err
+	}
+	if err := gnupg22(e.PrimaryKey); err != nil {
+		return nil, fmt.Errorf("key %s: %w", fingerprint(e.PrimaryKey), err)
+	}
+	if err := checkUsable(e, now); err != nil {
+		return nil, err
+	}
+	k, ok := e.EncryptionKey(now)
+	if !ok {
+		return nil, fmt.Errorf("key %s has no valid encryption subkey%s", fingerprint(e.PrimaryKey), whyNoSubkey(e, now))
+	}
+	if err := gnupg22(k.PublicKey); err != nil {
+		return nil, fmt.Errorf("key %s: encryption subkey: %w", fingerprint(e.PrimaryKey), err)
+	}
+	return &Recipient{entity: e, key: k}, nil
+}
+
+// whyNoSubkey explains, as a suffix, why e offers no encryption subkey.
+func whyNoSubkey(e *openpgp.Entity, now time.Time) string {
+	for _, sk := range e.Subkeys {
+		if sk.Sig == nil || !sk.Sig.FlagsValid || !sk.Sig.FlagEncryptCommunications {
+			continue
+		}
+		switch {
+		case sk.Revoked(now):
+			return " (its encryption subkey is revoked)"
+		case sk.PublicKey.KeyExpired(sk.Sig, now) || sk.Sig.SigExpired(now):
+			return " (its encryption subkey has expired)"
+		}
+	}
+	return " (it can only sign)"
+}
+
+// CheckRecipientKey reports why an ASCII-armoured public key cannot be
+// used to encrypt to at now, or nil if it can. See ParseRecipient.
+func CheckRecipientKey(armored string, now time.Time) error {
+	_, err := ParseRecipient(armored, now)
+	return err
+}
