@@ -1,0 +1,577 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/subscribers"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// errorResponse is the JSON shape of every error.
+type errorResponse struct {
+	Error  string              `json:"error"`
+	Errors []alerts.FieldError `json:"errors"`
+}
+
+func decodeError(t *testing.T, body []byte) errorResponse {
+	t.Helper()
+	var er errorResponse
+	require.NoError(t, json.Unmarshal(body, &er), "body: %s", body)
+	require.NotEmpty(t, er.Error)
+	return er
+}
+
+func fields(er errorResponse) []string {
+	out := make([]string, len(er.Errors))
+	for i, f := range er.Errors {
+		out[i] = f.Field
+	}
+	return out
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t)
+	e.fannedOut("a1", alerts.TLPGreen, alerts.MarkingOfficial)
+	tests := []struct {
+		name       string
+		req        request
+		authHeader string // overrides the token when set
+		want       int
+		challenge  string // expected WWW-Authenticate, if any
+	}{
+		{"no token", request{method: "GET", path: "/v1/alerts/a1"}, "", http.StatusUnauthorized, `Bearer realm="herald"`},
+		{"unknown token", request{method: "GET", path: "/v1/alerts/a1", token: "hrld_guess"}, "", http.StatusUnauthorized, `Bearer realm="herald", error="invalid_token"`},
+		{"basic scheme", request{method: "GET", path: "/v1/alerts/a1"}, "Basic YWxpY2U6eA==", http.StatusUnauthorized, `Bearer realm="herald"`},
+		{"empty bearer", request{method: "GET", path: "/v1/alerts/a1"}, "Bearer ", http.StatusUnauthorized, `Bearer realm="herald"`},
+		{"scheme is case-insensitive", request{method: "GET", path: "/v1/alerts/a1"}, "bearer " + analystToken, http.StatusOK, ""},
+		{"analyst reads status", request{method: "GET", path: "/v1/alerts/a1", token: analystToken}, "", http.StatusOK, ""},
+		{"admin reads status", request{method: "GET", path: "/v1/alerts/a1", token: adminToken}, "", http.StatusOK, ""},
+		{"analyst may not list subscribers", request{method: "GET", path: "/v1/subscribers", token: analystToken}, "", http.StatusForbidden, `Bearer realm="herald", error="insufficient_scope"`},
+		{"analyst may not delete subscribers", request{method: "DELETE", path: "/v1/subscribers/acme", token: analystToken}, "", http.StatusForbidden, `Bearer realm="herald", error="insufficient_scope"`},
+		{"admin lists subscribers", request{method: "GET", path: "/v1/subscribers", token: adminToken}, "", http.StatusOK, ""},
+		{"admin may not publish", request{method: "POST", path: "/v1/alerts", token: adminToken, body: validAlert}, "", http.StatusForbidden, `Bearer realm="herald", error="insufficient_scope"`},
+		{"unknown token may not publish", request{method: "POST", path: "/v1/alerts", token: "nope", body: validAlert}, "", http.StatusUnauthorized, `Bearer realm="herald", error="invalid_token"`},
+		{"analyst publishes", request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert}, "", http.StatusAccepted, ""},
+		{"whoami", request{method: "GET", path: "/v1/whoami", token: adminToken}, "", http.StatusOK, ""},
+		{"signing key is public", request{method: "GET", path: "/v1/signing-key"}, "", http.StatusOK, ""},
+		{"healthz is public", request{method: "GET", path: "/healthz"}, "", http.StatusOK, ""},
+		{"metrics are public", request{method: "GET", path: "/metrics"}, "", http.StatusOK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := http.NewRequestWithContext(t.Context(), tt.req.method, e.srv.URL+tt.req.path, strings.NewReader(tt.req.body))
+			require.NoError(t, err)
+			if tt.req.body != "" {
+				r.Header.Set("Content-Type", "application/json")
+			}
+			switch {
+			case tt.authHeader != "":
+				r.Header.Set("Authorization", tt.authHeader)
+			case tt.req.token != "":
+				r.Header.Set("Authorization", "Bearer "+tt.req.token)
+			}
+			resp, err := http.DefaultClient.Do(r)
+			require.NoError(t, err)
+			resp.Body.Close()
+			if tt.req.path == "/v1/signing-key" {
+				// No key configured in this server: public, but unavailable.
+				assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+				return
+			}
+			assert.Equal(t, tt.want, resp.StatusCode)
+			assert.Equal(t, tt.challenge, resp.Header.Get("WWW-Authenticate"))
+		})
+	}
+	logs := e.logs.String()
+	assert.NotContains(t, logs, analystToken, "tokens are never logged")
+	assert.NotContains(t, logs, adminToken, "tokens are never logged")
+	assert.Contains(t, logs, `route="GET /v1/alerts/{id}"`)
+	assert.Contains(t, logs, "token=alice")
+	assert.Contains(t, logs, "token=ops")
+}
+
+func TestPublish(t *testing.T) {
+	e := newEnv(t)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+
+	var pr api.PublishResponse
+	require.NoError(t, json.Unmarshal(body, &pr))
+	require.True(t, alerts.ValidID(pr.ID), "assigned id %q", pr.ID)
+	assert.Equal(t, "/v1/alerts/"+pr.ID, pr.StatusURL)
+	assert.Equal(t, pr.StatusURL, resp.Header.Get("Location"))
+
+	got := e.pub.published()
+	require.Len(t, got, 1)
+	a := got[0]
+	assert.Equal(t, pr.ID, a.ID)
+	assert.Equal(t, "api:alice", a.IssuedBy)
+	require.NotNil(t, a.IssuedAt)
+	assert.True(t, a.IssuedAt.Equal(testNow))
+	assert.Equal(t, "Car wash in Leeds recruiting via social media", a.Title)
+	assert.Equal(t, alerts.TLPAmber, a.TLP, "the TLP: prefix is normalised away")
+	assert.Equal(t, alerts.TypeAlert, a.Type)
+	assert.Equal(t, alerts.StatusActual, a.Status)
+	assert.Equal(t, []string{"car-washes"}, a.Audience.Sectors)
+}
+
+func TestPublishIgnoresSuppliedIssuerAndKeepsID(t *testing.T) {
+	e := newEnv(t)
+	body := strings.Replace(validAlert, `"title"`, `"id": "NCA-2026-0042", "issued_by": "api:mallory", "issued_at": "2020-01-01T00:00:00Z", "title"`, 1)
+	resp, out := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: body})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", out)
+	got := e.pub.published()
+	require.Len(t, got, 1)
+	assert.Equal(t, "NCA-2026-0042", got[0].ID)
+	assert.Equal(t, "api:alice", got[0].IssuedBy)
+	assert.True(t, got[0].IssuedAt.Equal(testNow))
+}
+
+func TestPublishRejects(t *testing.T) {
+	tests := []struct {
+		name        string
+		body        string
+		contentType string
+		want        int
+		fields      []string // all must be named
+	}{
+		{
+			name: "every bad field is named",
+			body: `{"title": "", "severity": "apocalyptic", "tlp": "PURPLE", "marking": "SECRET",
+				"handling": {"code": "X"}, "audience": {"regions": ["MARS"]}, "indicators": [{"type": "shoe", "value": "x"}],
+				"expires_at": "2020-01-01T00:00:00Z"}`,
+			want: http.StatusUnprocessableEntity,
+			fields: []string{"title", "severity", "tlp", "marking", "handling.code", "audience",
+				"audience.regions[0]", "indicators[0].type", "expires_at"},
+		},
+		{name: "unknown field", body: strings.Replace(validAlert, `"title"`, `"colour": "red", "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"colour"}},
+		{name: "wrong type", body: strings.Replace(validAlert, `"title": "Car wash in Leeds recruiting via social media"`, `"title": 42`, 1), want: http.StatusUnprocessableEntity, fields: []string{"title"}},
+		{name: "bad time", body: strings.Replace(validAlert, `"title"`, `"expires_at": "tomorrow", "title"`, 1), want: http.StatusUnprocessableEntity},
+		{name: "references on a plain alert", body: strings.Replace(validAlert, `"title"`, `"references": ["a1"], "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"references"}},
+		{name: "not JSON", body: `{"title": `, want: http.StatusBadRequest},
+		{name: "trailing data", body: validAlert + ` {}`, want: http.StatusBadRequest},
+		{name: "form content type", body: validAlert, contentType: "application/x-www-form-urlencoded", want: http.StatusUnsupportedMediaType},
+		{name: "text content type", body: validAlert, contentType: "text/plain", want: http.StatusUnsupportedMediaType},
+		{name: "other charset", body: validAlert, contentType: "application/json; charset=latin1", want: http.StatusUnsupportedMediaType},
+		{name: "too large", body: strings.Replace(validAlert, `"title"`, `"body": "`+strings.Repeat("a", api.MaxAlertBytes)+`", "title"`, 1), want: http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: tt.body, contentType: tt.contentType})
+			require.Equal(t, tt.want, resp.StatusCode, "%s", body)
+			er := decodeError(t, body)
+			assert.Subset(t, fields(er), tt.fields, "%s", body)
+			assert.Empty(t, e.pub.published(), "nothing is published")
+			// The same checks guard the preview.
+			resp, body = e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: tt.body, contentType: tt.contentType})
+			require.Equal(t, tt.want, resp.StatusCode, "preview: %s", body)
+		})
+	}
+}
+
+func TestPublishMissingContentType(t *testing.T) {
+	e := newEnv(t)
+	r, err := http.NewRequestWithContext(t.Context(), "POST", e.srv.URL+"/v1/alerts", strings.NewReader(validAlert))
+	require.NoError(t, err)
+	r.Header.Set("Authorization", "Bearer "+analystToken)
+	resp, err := http.DefaultClient.Do(r)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnsupportedMediaType, resp.StatusCode)
+}
+
+func TestPublishFailure(t *testing.T) {
+	e := newEnv(t)
+	e.pub.fail(errBroker)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.NotContains(t, string(body), "127.0.0.1", "internal addresses stay in the log")
+	assert.Contains(t, e.logs.String(), "connection refused")
+}
+
+func update(typ, ref, tlp, marking string) string {
+	return fmt.Sprintf(`{"type": %q, "references": [%q], "title": "Correction: new address",
+		"severity": "severe", "tlp": %q, "marking": %q, "handling": {"code": "P"},
+		"audience": {"sectors": ["car-washes"]}}`, typ, ref, tlp, marking)
+}
+
+func TestUpdatesAndCancels(t *testing.T) {
+	tests := []struct {
+		name   string
+		body   string
+		want   int
+		fields []string
+	}{
+		{"same labels", update("update", "orig-1", "AMBER", "OFFICIAL-SENSITIVE"), http.StatusAccepted, nil},
+		{"raised TLP", update("cancel", "orig-1", "RED", "OFFICIAL-SENSITIVE"), http.StatusAccepted, nil},
+		{"lowered TLP", update("update", "orig-1", "GREEN", "OFFICIAL-SENSITIVE"), http.StatusUnprocessableEntity, []string{"tlp"}},
+		{"lowered marking", update("cancel", "orig-1", "AMBER", "OFFICIAL"), http.StatusUnprocessableEntity, []string{"marking"}},
+		{"lowered both", update("update", "orig-1", "CLEAR", "OFFICIAL"), http.StatusUnprocessableEntity, []string{"tlp", "marking"}},
+		{"unknown reference", update("update", "never-sent", "AMBER", "OFFICIAL-SENSITIVE"), http.StatusUnprocessableEntity, []string{"references[0]"}},
+		{"not yet fanned out", update("update", "half-1", "AMBER", "OFFICIAL-SENSITIVE"), http.StatusUnprocessableEntity, []string{"references[0]"}},
+		{"no references", strings.Replace(update("update", "x", "AMBER", "OFFICIAL"), `"references": ["x"], `, "", 1), http.StatusUnprocessableEntity, []string{"references"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.fannedOut("orig-1", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
+			// half-1 has a decision receipt but no alert receipt.
+			e.led.add(delivery.Receipt{Kind: delivery.KindDecision, AlertID: "half-1", Subscriber: "acme", Target: "a@acme.example", Decision: delivery.Deliver, At: testNow})
+			resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: tt.body})
+			require.Equal(t, tt.want, resp.StatusCode, "%s", body)
+			if tt.want != http.StatusAccepted {
+				assert.ElementsMatch(t, tt.fields, fields(decodeError(t, body)), "%s", body)
+				assert.Empty(t, e.pub.published())
+				return
+			}
+			require.Len(t, e.pub.published(), 1)
+		})
+	}
+}
+
+func TestUpdateWithLedgerDown(t *testing.T) {
+	e := newEnv(t)
+	e.led.fail(errBroker)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: update("update", "orig-1", "AMBER", "OFFICIAL")})
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	assert.Empty(t, e.pub.published())
+}
+
+func TestPreview(t *testing.T) {
+	e := newEnv(t)
+	e.addPartner("acme", alerts.TLPAmber)
+	e.addPartner("bravo", alerts.TLPGreen)
+	e.addPartner("charlie", alerts.TLPRed)
+	for _, token := range []string{analystToken, adminToken} {
+		resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: token, body: validAlert})
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		var pr api.PreviewResponse
+		require.NoError(t, json.Unmarshal(body, &pr))
+		assert.Equal(t, map[string]int{"deliver": 2, "notice": 0, "withhold": 1}, pr.Counts)
+		require.Len(t, pr.Decisions, 3)
+		assert.Equal(t, policy.Decision{
+			Subscriber: "bravo", Channel: "email", Target: "alerts@bravo.example", Decision: "withhold",
+			Rule: policy.RuleClearance, Reason: "TLP:AMBER exceeds the partner's clearance",
+		}, pr.Decisions[1])
+		require.NotNil(t, pr.Alert)
+		assert.Equal(t, alerts.TLPAmber, pr.Alert.TLP, "the alert comes back normalised")
+		assert.True(t, alerts.ValidID(pr.Alert.ID), "an id is assigned so that publishing keeps it")
+	}
+	assert.Empty(t, e.pub.published(), "a preview publishes nothing")
+	previews := e.previewed()
+	require.Len(t, previews, 2)
+	assert.Equal(t, "api:alice", previews[0].IssuedBy, "the policy sees the alert as it would be published")
+	assert.Equal(t, "api:ops", previews[1].IssuedBy)
+}
+
+func TestPreviewThenPublishTheSameAlert(t *testing.T) {
+	e := newEnv(t)
+	e.addPartner("acme", alerts.TLPAmber)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var pr api.PreviewResponse
+	require.NoError(t, json.Unmarshal(body, &pr))
+	// The console sends back the previewed alert (issued_* are ignored).
+	again, err := json.Marshal(pr.Alert)
+	require.NoError(t, err)
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: string(again)})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	got := e.pub.published()
+	require.Len(t, got, 1)
+	assert.Equal(t, pr.Alert.ID, got[0].ID)
+}
+
+func TestPreviewEscapesHTMLInJSON(t *testing.T) {
+	e := newEnv(t)
+	xss := strings.Replace(validAlert, "Car wash in Leeds recruiting via social media", `<script>alert(1)</script>`, 1)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: xss})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.Equal(t, "application/json; charset=utf-8", resp.Header.Get("Content-Type"))
+	assert.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+	assert.NotContains(t, string(body), "<script>")
+	assert.Contains(t, string(body), `\u003cscript\u003e`)
+}
+
+func ledgerWithDeliveries(e *env) {
+	at := testNow.Add(-time.Minute)
+	e.led.add(
+		delivery.Receipt{Kind: delivery.KindAlert, AlertID: "a1", Type: alerts.TypeAlert, TLP: alerts.TLPAmber, Marking: alerts.MarkingOfficial, IssuedBy: "api:alice", At: at},
+		delivery.Receipt{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: "acme", Channel: delivery.ChannelEmail, Target: "alerts@acme.example",
+			Decision: delivery.Deliver, Mode: delivery.ModeEncrypted, Rule: policy.RuleEmailCrypt, Reason: "encrypted", At: at},
+		delivery.Receipt{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: "bravo", Channel: delivery.ChannelEmail, Target: "alerts@bravo.example",
+			Decision: delivery.Withhold, Rule: policy.RuleClearance, Reason: "TLP:AMBER exceeds clearance GREEN", At: at},
+		delivery.Receipt{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: "charlie", Channel: delivery.ChannelWebhook, Target: "https://charlie.example/hook",
+			Decision: delivery.Deliver, Mode: delivery.ModeSigned, Rule: policy.RuleWebhookSign, Reason: "signed", At: at},
+		delivery.Receipt{Kind: delivery.KindOutcome, AlertID: "a1", Subscriber: "acme", Target: "alerts@acme.example", State: delivery.StateDelivered, Attempt: 1, At: testNow},
+		delivery.Receipt{Kind: delivery.KindOutcome, AlertID: "a1", Subscriber: "charlie", Target: "https://charlie.example/hook", State: delivery.StateRetrying,
+			Attempt: 1, Error: "HTTP 503", RetryAt: testNow.Add(time.Minute), At: testNow},
+	)
+}
+
+func TestAlertStatusAndDeliveries(t *testing.T) {
+	e := newEnv(t)
+	ledgerWithDeliveries(e)
+
+	resp, body := e.do(request{method: "GET", path: "/v1/alerts/a1", token: analystToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var st api.AlertStatus
+	require.NoError(t, json.Unmarshal(body, &st))
+	assert.Equal(t, api.AlertStatus{
+		ID: "a1", Type: alerts.TypeAlert, TLP: alerts.TLPAmber, Marking: alerts.MarkingOfficial, IssuedBy: "api:alice",
+		FannedOut: testNow.Add(-time.Minute), Counts: map[string]int{"delivered": 1, "withheld": 1, "retrying": 1}, Done: false,
+	}, st)
+
+	resp, body = e.do(request{method: "GET", path: "/v1/alerts/a1/deliveries", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var ds api.Deliveries
+	require.NoError(t, json.Unmarshal(body, &ds))
+	assert.Equal(t, "a1", ds.ID)
+	assert.False(t, ds.Done)
+	require.Len(t, ds.Deliveries, 3)
+	byPartner := map[string]ledger.Entry{}
+	for _, d := range ds.Deliveries {
+		byPartner[d.Subscriber] = d
+	}
+	assert.Equal(t, delivery.StateDelivered, byPartner["acme"].State)
+	assert.Equal(t, delivery.StateWithheld, byPartner["bravo"].State)
+	assert.Equal(t, policy.RuleClearance, byPartner["bravo"].Rule, "who did not get it, and why")
+	assert.Equal(t, "TLP:AMBER exceeds clearance GREEN", byPartner["bravo"].Reason)
+	assert.Equal(t, delivery.StateRetrying, byPartner["charlie"].State)
+	assert.Equal(t, "HTTP 503", byPartner["charlie"].LastError)
+
+	// The last outcome settles it.
+	e.led.add(delivery.Receipt{Kind: delivery.KindOutcome, AlertID: "a1", Subscriber: "charlie", Target: "https://charlie.example/hook", State: delivery.StateDelivered, Attempt: 2, At: testNow})
+	_, body = e.do(request{method: "GET", path: "/v1/alerts/a1", token: analystToken})
+	require.NoError(t, json.Unmarshal(body, &st))
+	assert.True(t, st.Done)
+
+	for _, path := range []string{"/v1/alerts/unknown", "/v1/alerts/unknown/deliveries", "/v1/alerts/..%2Fetc/deliveries", "/v1/alerts/-bad"} {
+		resp, body = e.do(request{method: "GET", path: path, token: analystToken})
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s: %s", path, body)
+		decodeError(t, body)
+	}
+
+	e.led.fail(errBroker)
+	resp, _ = e.do(request{method: "GET", path: "/v1/alerts/a1/deliveries", token: analystToken})
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+func TestSubscribers(t *testing.T) {
+	e := newEnv(t)
+	record := `{"name": "Acme Car Wash", "kind": "business", "sectors": ["car-washes"], "clearance": "tlp:amber",
+		"email": [{"address": "alerts@acme.example"}],
+		"webhooks": [{"url": "https://acme.example/herald", "secrets": ["` + testSecret + `"]}]}`
+
+	resp, body := e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: record})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.Len(t, e.wr.stored(), 1)
+	stored := e.wr.stored()[0]
+	assert.Equal(t, "acme", stored.ID, "the id comes from the path")
+	assert.Equal(t, alerts.TLPAmber, stored.Clearance, "normalised before storing")
+	assert.Equal(t, subscribers.StatusActive, stored.Status)
+	assert.Equal(t, []string{testSecret}, stored.Webhooks[0].Secrets)
+	assert.NotContains(t, string(body), testSecret, "secrets are not returned")
+
+	resp, body = e.do(request{method: "GET", path: "/v1/subscribers/acme", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.NotContains(t, string(body), testSecret)
+	var got subscribers.Subscriber
+	require.NoError(t, json.Unmarshal(body, &got))
+	assert.Equal(t, "Acme Car Wash", got.Name)
+	require.Len(t, got.Webhooks, 1)
+	require.Len(t, got.Webhooks[0].Secrets, 1)
+	assert.True(t, strings.HasPrefix(got.Webhooks[0].Secrets[0], "redacted:"), got.Webhooks[0].Secrets[0])
+	assert.Equal(t, testSecret, e.reg.Get("acme").Webhooks[0].Secrets[0], "redaction never touches the registry")
+
+	// A fetched record can be edited and put back: redacted secrets stand
+	// for the stored ones.
+	got.Name = "Acme Car Wash Group"
+	edited, err := json.Marshal(got)
+	require.NoError(t, err)
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: string(edited)})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.Len(t, e.wr.stored(), 2)
+	assert.Equal(t, "Acme Car Wash Group", e.wr.stored()[1].Name)
+	assert.Equal(t, []string{testSecret}, e.wr.stored()[1].Webhooks[0].Secrets)
+
+	resp, body = e.do(request{method: "GET", path: "/v1/subscribers", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var list api.SubscriberList
+	require.NoError(t, json.Unmarshal(body, &list))
+	require.Len(t, list.Subscribers, 1)
+	assert.NotContains(t, string(body), testSecret)
+
+	resp, _ = e.do(request{method: "DELETE", path: "/v1/subscribers/acme", token: adminToken})
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	assert.Equal(t, []string{"acme"}, e.wr.deleted())
+	resp, body = e.do(request{method: "GET", path: "/v1/subscribers/acme", token: adminToken})
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s", body)
+}
+
+func TestSubscriberRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		path   string
+		body   string
+		fields []string
+	}{
+		{"id differs from path", "/v1/subscribers/acme", `{"id": "other", "name": "X", "kind": "ngo", "clearance": "GREEN"}`, []string{"id"}},
+		{"every bad field", "/v1/subscribers/acme", `{"name": "", "kind": "shop", "clearance": "BLUE", "sectors": ["bakeries"],
+			"email": [{"address": "Acme <a@acme.example>"}], "webhooks": [{"url": "ftp://acme.example", "secrets": ["hunter2"]}]}`,
+			[]string{"name", "kind", "clearance", "sectors[0]", "email[0].address", "webhooks[0].url", "webhooks[0].secrets[0]"}},
+		{"bad id in path", "/v1/subscribers/Not%20A%20Slug", `{"name": "X", "kind": "ngo", "clearance": "GREEN"}`, []string{"id"}},
+		{"unknown field", "/v1/subscribers/acme", `{"name": "X", "kind": "ngo", "clearance": "GREEN", "colour": "red"}`, []string{"colour"}},
+		{"redacted secret that matches nothing", "/v1/subscribers/acme", `{"name": "X", "kind": "ngo", "clearance": "GREEN",
+			"webhooks": [{"url": "https://acme.example/h", "secrets": ["redacted:0011223344556677"]}]}`, []string{"webhooks[0].secrets[0]"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			resp, body := e.do(request{method: "PUT", path: tt.path, token: adminToken, body: tt.body})
+			require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+			assert.Subset(t, fields(decodeError(t, body)), tt.fields, "%s", body)
+			assert.Empty(t, e.wr.stored())
+		})
+	}
+}
+
+func TestCheckSubscriberIsUsed(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		checked []string
+	)
+	e := newEnv(t, func(s *api.Server) {
+		s.CheckSubscriber = func(sub *subscribers.Subscriber) error {
+			mu.Lock()
+			defer mu.Unlock()
+			checked = append(checked, sub.ID)
+			v := &alerts.ValidationError{What: "invalid subscriber"}
+			v.Add("email[0].pgp_key", "the key has expired")
+			return v
+		}
+	})
+	resp, body := e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken,
+		body: `{"name": "X", "kind": "ngo", "clearance": "GREEN", "email": [{"address": "a@acme.example", "pgp_key": "x"}]}`})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	er := decodeError(t, body)
+	assert.Equal(t, "invalid subscriber", er.Error)
+	assert.Equal(t, []alerts.FieldError{{Field: "email[0].pgp_key", Message: "the key has expired"}}, er.Errors)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"acme"}, checked)
+}
+
+func TestSigningKey(t *testing.T) {
+	key := "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxjMEZ...\n-----END PGP PUBLIC KEY BLOCK-----\n"
+	e := newEnv(t, func(s *api.Server) { s.SigningKey = []byte(key) })
+	resp, body := e.do(request{method: "GET", path: "/v1/signing-key"})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "application/pgp-keys", resp.Header.Get("Content-Type"))
+	assert.Equal(t, key, string(body))
+
+	e = newEnv(t)
+	resp, body = e.do(request{method: "GET", path: "/v1/signing-key"})
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	decodeError(t, body)
+}
+
+func TestProbes(t *testing.T) {
+	var ready atomic.Pointer[error]
+	e := newEnv(t, func(s *api.Server) {
+		s.Ready = func(ctx context.Context) error {
+			if _, ok := ctx.Deadline(); !ok {
+				return fmt.Errorf("readiness called without a deadline")
+			}
+			if err := ready.Load(); err != nil {
+				return *err
+			}
+			return nil
+		}
+	})
+	resp, body := e.do(request{method: "GET", path: "/healthz"})
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "ok\n", string(body))
+
+	resp, _ = e.do(request{method: "GET", path: "/readyz"})
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+	notReady := fmt.Errorf("subscriber registry not caught up")
+	ready.Store(&notReady)
+	resp, body = e.do(request{method: "GET", path: "/readyz"})
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, string(body), "subscriber registry not caught up")
+
+	resp, _ = e.do(request{method: "POST", path: "/healthz", body: "{}"})
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
+	e.do(request{method: "GET", path: "/v1/alerts/some-id"})
+	resp, body := e.do(request{method: "GET", path: "/metrics"})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, resp.Header.Get("Content-Type"), "text/plain")
+	text := string(body)
+	assert.Contains(t, text, `herald_http_requests_total{code="202",route="POST /v1/alerts"} 1`)
+	assert.Contains(t, text, `herald_http_requests_total{code="401",route="GET /v1/alerts/{id}"} 1`)
+	assert.Contains(t, text, `herald_http_request_duration_seconds_count{route="POST /v1/alerts"} 1`)
+	assert.NotContains(t, text, "some-id", "ids stay out of labels")
+}
+
+func TestMetricsDefaultGatherer(t *testing.T) {
+	e := newEnv(t, func(s *api.Server) { s.Metrics = nil })
+	e.do(request{method: "GET", path: "/healthz"})
+	resp, body := e.do(request{method: "GET", path: "/metrics"})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), "go_goroutines", "the default gatherer's metrics")
+	assert.Contains(t, string(body), `herald_http_requests_total{code="200",route="GET /healthz"} 1`)
+	// A second handler on the default gatherer does not collide.
+	newEnv(t, func(s *api.Server) { s.Metrics = nil })
+}
+
+func TestHandlerTwiceOnOneRegistry(t *testing.T) {
+	e := newEnv(t)
+	require.NotPanics(t, func() { e.server.Handler() })
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	e := newEnv(t)
+	for _, req := range []request{
+		{method: "GET", path: "/"},
+		{method: "GET", path: "/healthz"},
+		{method: "GET", path: "/v1/alerts/x"},
+		{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert},
+		{method: "GET", path: "/nowhere"},
+		{method: "GET", path: "/v1/nowhere", token: analystToken},
+	} {
+		resp, _ := e.do(req)
+		h := resp.Header
+		assert.Equal(t, "nosniff", h.Get("X-Content-Type-Options"), req.path)
+		assert.Contains(t, h.Get("Content-Security-Policy"), "default-src 'none'", req.path)
+		assert.Contains(t, h.Get("Content-Security-Policy"), "frame-ancestors 'none'", req.path)
+		assert.Equal(t, "DENY", h.Get("X-Frame-Options"), req.path)
+		assert.Equal(t, "no-referrer", h.Get("Referrer-Policy"), req.path)
+		assert.Equal(t, "no-store", h.Get("Cache-Control"), req.path)
+	}
+	resp, body := e.do(request{method: "GET", path: "/v1/nowhere", token: analystToken})
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	decodeError(t, body)
+}

@@ -1,0 +1,50 @@
+// Package api is Herald's HTTP API and analyst web console (PRODUCT.md §8).
+//
+// Analysts publish and preview alerts and follow their deliveries;
+// administrators manage partner records; anyone may fetch the agency's
+// public signing key, the health and readiness probes and the Prometheus
+// metrics. The package depends on the rest of Herald only through the small
+// interfaces declared here (Publisher, Ledger, Subscribers,
+// SubscriberWriter), so it never imports the Kafka bus or the wiring.
+//
+// # Protocol
+//
+// JSON in and out (RFC 8259); errors are {"error": "...", "errors":
+// [{"field": "...", "message": "..."}]}, with 422 for an alert or record
+// that names its bad fields, 413 for a body over the limit and 415 for a
+// write that is not application/json. Clients authenticate with OAuth 2.0
+// bearer tokens (RFC 6750) taken from the configuration, where only their
+// SHA-256 is stored; a missing or unknown token gets 401 with a
+// WWW-Authenticate: Bearer challenge, a token whose role does not allow
+// the request gets 403 (error="insufficient_scope"). Tokens are compared
+// in constant time and never logged: the request log names the token.
+//
+// # Roles
+//
+//   - analyst: publish (POST /v1/alerts), preview, read alert status and
+//     deliveries.
+//   - admin: manage subscribers (GET, PUT, DELETE /v1/subscribers), and
+//     also preview and read alert status and deliveries, so that an
+//     operator can answer "who got alert X". Publishing stays with the
+//     analyst role alone: issuing an alert is an analyst's decision
+//     (separation of duties), and the record names the token that did it.
+//   - public: GET /v1/signing-key (application/pgp-keys, RFC 3156 §7),
+//     /healthz, /readyz and /metrics. Following the Prometheus convention,
+//     /metrics is unauthenticated: it carries counts and durations, never
+//     alert content or partner data, and the API listens on a private
+//     address (api.listen, default 127.0.0.1:8080). Expose it beyond
+//     that only through a proxy that restricts /metrics.
+//
+// # Console
+//
+// The web console is a set of server-rendered pages (html/template, with
+// every value escaped by context) and one embedded script that calls the
+// API with the token the analyst signs in with, kept in sessionStorage for
+// the tab's life. The pages themselves carry no data, so they are served
+// without a token; every datum comes from the API under the bearer token.
+// Bearer tokens in a header, never cookies, leave no room for cross-site
+// request forgery. The script builds the DOM with textContent only. Every
+// response carries a Content-Security-Policy (CSP Level 3) that allows
+// scripts, styles and fetches from the same origin only, plus
+// X-Content-Type-Options: nosniff, frame denial and no-referrer.
+package api

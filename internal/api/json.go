@@ -1,0 +1,120 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+)
+
+// errorBody is the JSON shape of every error.
+type errorBody struct {
+	Error  string              `json:"error"`
+	Errors []alerts.FieldError `json:"errors,omitempty"`
+}
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// writeError writes an error with the fields it names, if any.
+func writeError(w http.ResponseWriter, status int, msg string, fields []alerts.FieldError) {
+	writeJSON(w, status, errorBody{Error: msg, Errors: fields})
+}
+
+// writeInvalid writes a 422 naming every bad field of err, which is an
+// *alerts.ValidationError or any other error.
+func writeInvalid(w http.ResponseWriter, err error) {
+	var v *alerts.ValidationError
+	if errors.As(err, &v) {
+		what := v.What
+		if what == "" {
+			what = "invalid input"
+		}
+		writeError(w, http.StatusUnprocessableEntity, what, v.Fields)
+		return
+	}
+	writeError(w, http.StatusUnprocessableEntity, err.Error(), nil)
+}
+
+// errResponded tells a handler that readBody has already answered.
+var errResponded = errors.New("response written")
+
+// readBody reads a JSON request body of at most limit bytes, answering
+// 415 for another media type and 413 for a larger body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, "the body must be application/json", nil)
+		return nil, errResponded
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		writeError(w, http.StatusUnsupportedMediaType, "the body must be UTF-8 JSON, not charset "+cs, nil)
+		return nil, errResponded
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", limit), nil)
+			return nil, errResponded
+		}
+		writeError(w, http.StatusBadRequest, "read the body: "+err.Error(), nil)
+		return nil, errResponded
+	}
+	return body, nil
+}
+
+// writeDecodeError answers a body that could not be decoded: 422 naming
+// the field for an unknown field or a value of the wrong type, 400 for
+// anything that is not JSON at all.
+func writeDecodeError(w http.ResponseWriter, what string, err error) {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		writeError(w, http.StatusUnprocessableEntity, "invalid "+what, []alerts.FieldError{{
+			Field:   typeErr.Field,
+			Message: fmt.Sprintf("must be a JSON %s, not %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value),
+		}})
+		return
+	}
+	// encoding/json reports an unknown field as `json: unknown field "x"`.
+	if _, rest, ok := strings.Cut(err.Error(), `unknown field "`); ok {
+		field, _, _ := strings.Cut(rest, `"`)
+		writeError(w, http.StatusUnprocessableEntity, "invalid "+what, []alerts.FieldError{{
+			Field: field, Message: "is not a field of " + what + " (unknown fields are rejected)",
+		}})
+		return
+	}
+	var timeErr *time.ParseError
+	if errors.As(err, &timeErr) {
+		writeError(w, http.StatusUnprocessableEntity, "invalid "+what+": a time is not RFC 3339: "+timeErr.Error(), nil)
+		return
+	}
+	writeError(w, http.StatusBadRequest, what+" is not valid JSON: "+strings.TrimPrefix(err.Error(), "decode "+what+": "), nil)
+}
+
+// jsonKind names a Go kind as a JSON type.
+func jsonKind(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "array"
+	case "struct", "map", "ptr":
+		return "object"
+	}
+	return "number"
+}

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// redactedPrefix starts a webhook secret as the API shows it. A Standard
+// Webhooks secret lets whoever holds it sign webhooks that the partner
+// will believe came from the agency, so the API never returns one: it
+// returns "redacted:" and the first 16 hex digits of the secret's SHA-256,
+// which is enough to tell secrets apart during a rotation. A PUT may send
+// that form back to keep a stored secret unchanged, so a record fetched
+// with GET can be edited and put back.
+const redactedPrefix = "redacted:"
+
+// SubscriberList is the answer to GET /v1/subscribers.
+type SubscriberList struct {
+	Subscribers []*subscribers.Subscriber `json:"subscribers"`
+}
+
+// redactSecret returns the form of a webhook secret the API shows.
+func redactSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return redactedPrefix + hex.EncodeToString(sum[:8])
+}
+
+// redacted returns a copy of s with its webhook secrets redacted. Records
+// in the registry are immutable, so the copy shares nothing it changes.
+func redacted(s *subscribers.Subscriber) *subscribers.Subscriber {
+	c := *s
+	c.Webhooks = make([]subscribers.Webhook, len(s.Webhooks))
+	for i, wh := range s.Webhooks {
+		wh.Secrets = make([]string, len(s.Webhooks[i].Secrets))
+		for j, sec := range s.Webhooks[i].Secrets {
+			wh.Secrets[j] = redactSecret(sec)
+		}
+		c.Webhooks[i] = wh
+	}
+	if len(c.Webhooks) == 0 {
+		c.Webhooks = nil
+	}
+	return &c
+}
+
+// restoreSecrets replaces redacted secrets in s by the stored secrets of
+// old they stand for, naming each one that matches none.
+func restoreSecrets(s, old *subscribers.Subscriber, v *alerts.ValidationError) {
+	stored := map[string]string{}
+	if old != nil {
+		for _, wh := range old.Webhooks {
+			for _, sec := range wh.Secrets {
+				stored[redactSecret(sec)] = sec
+			}
+		}
+	}
+	for i := range s.Webhooks {
+		for j, sec := range s.Webhooks[i].Secrets {
+			if !strings.HasPrefix(sec, redactedPrefix) {
+				continue
+			}
+			if real, ok := stored[sec]; ok {
+				s.Webhooks[i].Secrets[j] = real
+			} else {
+				v.Add(fmt.Sprintf("webhooks[%d].secrets[%d]", i, j), "%s matches no secret stored for %s: give the whsec_ secret itself", sec, s.ID)
+			}
+		}
+	}
+}
+
+// listSubscribers handles GET /v1/subscribers.
+func (h *handler) listSubscribers(w http.ResponseWriter, r *http.Request) {
+	if h.Registry == nil {
+		writeError(w, http.StatusServiceUnavailable, "the subscriber registry is not available on this server", nil)
+		return
+	}
+	list := h.Registry.List()
+	out := SubscriberList{Subscribers: make([]*subscribers.Subscriber, len(list))}
+	for i, s := range list {
+		out.Subscribers[i] = redacted(s)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getSubscriber handles GET /v1/subscribers/{id}.
+func (h *handler) getSubscriber(w http.ResponseWriter, r *http.Request) {
+	if h.Registry == nil {
+		writeError(w, http.StatusServiceUnavailable, "the subscriber registry is not available on this server", nil)
+		return
+	}
+	id := r.PathValue("id")
+	s := h.Registry.Get(id)
+	if s == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no subscriber %q", id), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, redacted(s))
+}
+
+// putSubscriber handles PUT /v1/subscribers/{id}: it validates the record
+// and writes it to the subscribers topic. The registry, and so GET, sees
+// it once it has consumed the write.
+func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r, MaxSubscriberBytes)
+	if err != nil {
+		return
+	}
+	s, err := subscribers.Decode(body)
+	if err != nil {
+		writeDecodeError(w, "subscriber", err)
+		return
+	}
+	id := r.PathValue("id")
+	switch s.ID {
+	case "":
+		s.ID = id
+	case id:
+	default:
+		writeError(w, http.StatusUnprocessableEntity, "invalid subscriber", []alerts.FieldError{{
+			Field: "id", Message: fmt.Sprintf("%q does not match the id %q in the path", s.ID, id),
+		}})
+		return
+	}
+	v := &alerts.ValidationError{What: "invalid subscriber"}
+	var old *subscribers.Subscriber
+	if h.Registry != nil {
+		old = h.Registry.Get(id)
+	}
+	restoreSecrets(s, old, v)
+	if err := v.Err(); err != nil {
+		writeInvalid(w, err)
+		return
+	}
+	if err := h.checkSubscriber(s); err != nil {
+		writeInvalid(w, err)
+		return
+	}
+	if h.Writer == nil {
+		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
+		return
+	}
+	if err := h.Writer.Put(r.Context(), s); err != nil {
+		h.log.Error("put subscriber", "subscriber", s.ID, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the record could not be stored; try again", nil)
+		return
+	}
+	h.log.Info("subscriber stored", "subscriber", s.ID)
+	writeJSON(w, http.StatusOK, redacted(s))
+}
+
+// checkSubscriber normalises and validates s.
+func (h *handler) checkSubscriber(s *subscribers.Subscriber) error {
+	if h.CheckSubscriber != nil {
+		return h.CheckSubscriber(s)
+	}
+	s.Normalize()
+	return s.Validate(h.Taxonomy, nil)
+}
+
+// deleteSubscriber handles DELETE /v1/subscribers/{id}. Deleting writes a
+// tombstone and is idempotent: deleting an id the registry does not know
+// (or does not know yet) also answers 204.
+func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !alerts.ValidID(id) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no subscriber %q", id), nil)
+		return
+	}
+	if h.Writer == nil {
+		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
+		return
+	}
+	if err := h.Writer.Delete(r.Context(), id); err != nil {
+		h.log.Error("delete subscriber", "subscriber", id, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the record could not be deleted; try again", nil)
+		return
+	}
+	h.log.Info("subscriber deleted", "subscriber", id)
+	w.WriteHeader(http.StatusNoContent)
+}
