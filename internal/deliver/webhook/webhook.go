@@ -1,0 +1,521 @@
+// Package webhook delivers alerts to partners' HTTPS endpoints
+// (PRODUCT.md §3 rule 5, §4, §5).
+//
+// Every request is a POST of a JSON body that is the same for every
+// recipient of an alert, built and signed once per alert: a Standard
+// Webhooks v1 signature (https://www.standardwebhooks.com) per delivery,
+// keyed with the endpoint's whsec_ secrets, in webhook-id,
+// webhook-timestamp and webhook-signature, and the base64 of a binary
+// OpenPGP (RFC 9580) detached signature of the body by the agency key in
+// herald-pgp-signature.
+//
+// Transport: one shared client with keep-alive and HTTP/2 (RFC 9113), TLS
+// verification always on, optional mutual TLS per endpoint, redirects never
+// followed (RFC 9110 §15.4), responses read up to a bound and discarded.
+// An SSRF guard checks every address after DNS resolution, at connection
+// time, so a name that resolves to loopback, private (RFC 1918, RFC 4193),
+// link-local, shared (RFC 6598), multicast or other special-purpose
+// addresses (RFC 6890), directly or embedded in IPv4-mapped, NAT64
+// (RFC 6052), 6to4 (RFC 3056) or Teredo (RFC 4380) IPv6 addresses, is
+// refused unless the operator allow-lists the range.
+//
+// Outcomes are classified once, here, into *delivery.Failure: 2xx is
+// delivered; 408, 429 and 5xx are temporary (Retry-After honoured, RFC 9110
+// §10.2.3); 410 is permanent and disables the endpoint; other 4xx and every
+// 3xx are permanent; connection errors, timeouts and TLS errors are
+// temporary; SSRF and scheme refusals are permanent.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/whsig"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/subscribers"
+	"golang.org/x/sync/singleflight"
+)
+
+// Signer makes a binary OpenPGP detached signature of data with the
+// agency's signing key (crypto/pgp's Signer satisfies it).
+type Signer interface {
+	SignDetached(data []byte) ([]byte, error)
+}
+
+// Defaults for Config's zero values.
+const (
+	DefaultTimeout          = 10 * time.Second
+	DefaultMaxResponseBytes = 64 << 10
+	DefaultUserAgent        = "Herald-Webhooks/1"
+	DefaultBodyCache        = 128
+	// MaxRetryAfter caps a receiver's Retry-After: Herald's retry window is
+	// about a day, so a longer wait means "give up", which the schedule
+	// decides, not the receiver.
+	MaxRetryAfter = 24 * time.Hour
+)
+
+// Config configures the Notifier (the webhooks section of the
+// configuration).
+type Config struct {
+	// Timeout bounds one delivery attempt: connect, TLS, request and
+	// response. Default 10s.
+	Timeout time.Duration
+	// AllowInsecureLoopback allows plain http to loopback addresses, and
+	// https to loopback, for development.
+	AllowInsecureLoopback bool
+	// AllowCIDRs lets the listed ranges through the SSRF guard (https only).
+	AllowCIDRs []netip.Prefix
+	// MaxResponseBytes bounds how much of a response body is read (and
+	// discarded). Default 64 KiB.
+	MaxResponseBytes int64
+	// UserAgent is sent with every request. Default "Herald-Webhooks/1".
+	UserAgent string
+	// RootCAs verifies servers' certificates; nil means the system roots.
+	// Tests set it to their receiver's CA.
+	RootCAs *x509.CertPool
+	// MaxConnsPerHost bounds connections per host; 0 means no bound.
+	MaxConnsPerHost int
+	// LookupIP resolves a host name; nil means the system resolver. Tests
+	// set it to make names resolve to chosen addresses. Whatever it
+	// returns passes through the SSRF guard.
+	LookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Now returns the signing time; nil means time.Now.
+	Now func() time.Time
+	// BodyCache is how many alerts' signed bodies are kept. Default 128.
+	BodyCache int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxResponseBytes <= 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = DefaultUserAgent
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.BodyCache <= 0 {
+		c.BodyCache = DefaultBodyCache
+	}
+	return c
+}
+
+// Notifier delivers webhook jobs. It is safe for concurrent use; one
+// Notifier serves every delivery worker of a process.
+type Notifier struct {
+	cfg     Config
+	signer  Signer
+	log     *slog.Logger
+	clients *clients
+
+	flight singleflight.Group
+	mu     sync.Mutex
+	cache  map[string]*signedBody
+	order  []string // cache keys, oldest first
+}
+
+// signedBody is a body and its detached signature, shared by every
+// delivery of one alert. Never modified after it is built.
+type signedBody struct {
+	body   []byte
+	sig    []byte
+	sigB64 string
+}
+
+var _ interface {
+	Notify(context.Context, *delivery.Job, *subscribers.Subscriber) error
+} = (*Notifier)(nil)
+
+// New returns a Notifier. signer is required: Herald never sends an
+// unsigned webhook. log may be nil.
+func New(cfg Config, signer Signer, log *slog.Logger) (*Notifier, error) {
+	if signer == nil {
+		return nil, errors.New("webhook notifier: no signer: webhooks are never sent unsigned")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	for i, p := range cfg.AllowCIDRs {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("webhook notifier: allow_cidrs[%d] is not a valid prefix", i)
+		}
+	}
+	return &Notifier{
+		cfg:     cfg,
+		signer:  signer,
+		log:     log,
+		clients: newClients(cfg),
+		cache:   map[string]*signedBody{},
+	}, nil
+}
+
+// Close closes idle connections. In-flight deliveries are not affected.
+func (n *Notifier) Close() { n.clients.closeIdle() }
+
+// Event types of the body's "type" field.
+const (
+	EventPublished = "alert.published"
+	EventUpdated   = "alert.updated"
+	EventCancelled = "alert.cancelled"
+)
+
+// NoticeNoLongerEligible is the "notice" field of a content-free cancel
+// notice.
+const NoticeNoLongerEligible = "no-longer-eligible"
+
+// envelope is the JSON body of every webhook (docs/partner-webhooks.md).
+type envelope struct {
+	// Type is alert.published, alert.updated or alert.cancelled.
+	Type string `json:"type"`
+	// Notice is set on content-free notices only.
+	Notice string `json:"notice,omitempty"`
+	// Alert is the alert (PRODUCT.md §1), or a noticeAlert.
+	Alert any `json:"alert"`
+}
+
+// noticeAlert is the alert object of a content-free notice.
+type noticeAlert struct {
+	ID         string        `json:"id"`
+	Type       alerts.Type   `json:"type"`
+	Status     alerts.Status `json:"status,omitempty"`
+	References []string      `json:"references"`
+}
+
+// Body returns the body for an alert and its detached OpenPGP signature,
+// built and signed once per alert however many deliveries ask at once.
+// The returned slices are shared: do not modify them.
+func (n *Notifier) Body(a *alerts.Alert) (body, pgpSig []byte, err error) {
+	sb, err := n.signed("alert", a, contentEnvelope)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sb.body, sb.sig, nil
+}
+
+// NoticeBody returns the content-free cancel notice for an update or
+// cancel (delivery.ModeCancelNotice) and its detached OpenPGP signature,
+// built and signed once per alert:
+//
+//	{"type":"alert.cancelled","notice":"no-longer-eligible",
+//	 "alert":{"id":"…","type":"cancel","status":"actual","references":["…"]}}
+//
+// The alert object carries only the follow-up's id, type "cancel", its
+// status and the ids it supersedes: no title, text, indicators, TLP or
+// marking.
+func (n *Notifier) NoticeBody(a *alerts.Alert) (body, pgpSig []byte, err error) {
+	sb, err := n.signed("notice", a, noticeEnvelope)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sb.body, sb.sig, nil
+}
+
+// contentEnvelope is the body of a delivery with content: the alert,
+// without the names of the other partners it was addressed to (the body is
+// the same for every recipient) and without the issuing analyst's
+// identity.
+func contentEnvelope(a *alerts.Alert) envelope {
+	c := *a
+	c.Audience.Subscribers = nil
+	c.IssuedBy = ""
+	return envelope{Type: a.Event(), Alert: &c}
+}
+
+func noticeEnvelope(a *alerts.Alert) envelope {
+	refs := a.References
+	if refs == nil {
+		refs = []string{}
+	}
+	return envelope{
+		Type:   EventCancelled,
+		Notice: NoticeNoLongerEligible,
+		Alert:  noticeAlert{ID: a.ID, Type: alerts.TypeCancel, Status: a.Status, References: refs},
+	}
+}
+
+// signed returns the cached signed body of kind for a, building and
+// signing it at most once at a time per alert (singleflight), and keeping
+// the last BodyCache alerts. Alert ids are unique and an alert never
+// changes once published, so the id is the key.
+func (n *Notifier) signed(kind string, a *alerts.Alert, build func(*alerts.Alert) envelope) (*signedBody, error) {
+	if a == nil || a.ID == "" {
+		return nil, errors.New("build webhook body: alert has no id")
+	}
+	key := kind + "\x00" + a.ID
+	if sb := n.cached(key); sb != nil {
+		return sb, nil
+	}
+	v, err, _ := n.flight.Do(key, func() (any, error) {
+		if sb := n.cached(key); sb != nil {
+			return sb, nil
+		}
+		body, err := json.Marshal(build(a))
+		if err != nil {
+			return nil, fmt.Errorf("build webhook body for %s: %w", a.ID, err)
+		}
+		sig, err := n.signer.SignDetached(body)
+		if err != nil {
+			return nil, fmt.Errorf("sign webhook body for %s: %w", a.ID, err)
+		}
+		if len(sig) == 0 {
+			return nil, fmt.Errorf("sign webhook body for %s: empty signature", a.ID)
+		}
+		sb := &signedBody{body: body, sig: sig, sigB64: base64.StdEncoding.EncodeToString(sig)}
+		n.store(key, sb)
+		n.log.Debug("webhook body signed", "alert", a.ID, "kind", kind, "bytes", len(body))
+		return sb, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*signedBody), nil
+}
+
+func (n *Notifier) cached(key string) *signedBody {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cache[key]
+}
+
+func (n *Notifier) store(key string, sb *signedBody) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.cache[key]; ok {
+		return
+	}
+	n.cache[key] = sb
+	n.order = append(n.order, key)
+	for len(n.order) > n.cfg.BodyCache {
+		delete(n.cache, n.order[0])
+		n.order = n.order[1:]
+	}
+}
+
+// errAttemptTimeout is the cause of an attempt's deadline.
+var errAttemptTimeout = errors.New("webhook attempt timed out")
+
+// Notify delivers one job: job.Target is the endpoint's URL, found in
+// sub.Webhooks. It returns nil when the endpoint answered 2xx, or a
+// *delivery.Failure saying what went wrong and whether to retry.
+func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribers.Subscriber) error {
+	if job == nil || job.Alert == nil || sub == nil {
+		return delivery.Permanent(delivery.ReasonInvalid, errors.New("deliver webhook: job without alert or subscriber"))
+	}
+	target := redact(job.Target)
+	if job.ID == "" {
+		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: job has no delivery id", target))
+	}
+	if job.Channel != "" && job.Channel != delivery.ChannelWebhook {
+		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: job is for channel %q", target, job.Channel))
+	}
+	ep := endpoint(sub, job.Target)
+	if ep == nil {
+		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: subscriber %s has no such endpoint", target, sub.ID))
+	}
+	if ep.Disabled {
+		return delivery.Permanent(delivery.ReasonGone, fmt.Errorf("deliver webhook to %s: endpoint is disabled", target))
+	}
+	if len(ep.Secrets) == 0 {
+		return delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("deliver webhook to %s: endpoint has no secret", target))
+	}
+	if err := CheckTarget(job.Target, n.cfg); err != nil {
+		return delivery.Permanent(delivery.ReasonRefused, fmt.Errorf("deliver webhook to %s: %w", target, err))
+	}
+
+	var sb *signedBody
+	var err error
+	switch job.Mode {
+	case delivery.ModeSigned, "":
+		if err := mayCarry(job.Alert, sub, ep); err != nil {
+			return delivery.Permanent(delivery.ReasonRefused, fmt.Errorf("deliver webhook to %s: %w", target, err))
+		}
+		sb, err = n.signed("alert", job.Alert, contentEnvelope)
+	case delivery.ModeCancelNotice:
+		sb, err = n.signed("notice", job.Alert, noticeEnvelope)
+	default:
+		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: mode %q is not for webhooks", target, job.Mode))
+	}
+	if err != nil {
+		return delivery.Permanent(delivery.ReasonSign, fmt.Errorf("deliver webhook to %s: %w", target, err))
+	}
+
+	u, _ := url.Parse(job.Target) // CheckTarget parsed it
+	client, err := n.clients.get(u.Scheme, ep.ClientCert, ep.ClientKey)
+	if err != nil {
+		var r *RefusedError
+		if errors.As(err, &r) {
+			return delivery.Permanent(delivery.ReasonRefused, fmt.Errorf("deliver webhook to %s: %w", target, err))
+		}
+		return delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("deliver webhook to %s: %w", target, err))
+	}
+	ts := n.cfg.Now()
+	sig, err := whsig.Sign(job.ID, ts, sb.body, ep.Secrets)
+	if err != nil {
+		return delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("deliver webhook to %s: %w", target, err))
+	}
+
+	actx, cancel := context.WithTimeoutCause(ctx, n.cfg.Timeout, errAttemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, job.Target, bytes.NewReader(sb.body))
+	if err != nil {
+		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: %w", target, err))
+	}
+	n.setHeaders(req.Header, job.ID, ts, sig, sb.sigB64)
+
+	log := n.log.With("alert", job.Alert.ID, "subscriber", sub.ID, "delivery", job.ID, "endpoint", target)
+	resp, err := client.Do(req)
+	if err != nil {
+		f := classifyError(ctx, actx, err)
+		f.Err = fmt.Errorf("deliver webhook to %s: %w", target, unwrapURL(err))
+		log.Debug("webhook attempt failed", "reason", f.Reason, "temporary", f.Temporary, "error", f.Err)
+		return f
+	}
+	snippet := drain(resp.Body, n.cfg.MaxResponseBytes)
+	resp.Body.Close()
+	f := classifyStatus(resp, n.cfg.Now())
+	if f == nil {
+		log.Debug("webhook delivered", "status", resp.StatusCode, "proto", resp.Proto)
+		return nil
+	}
+	f.Err = fmt.Errorf("deliver webhook to %s: %s%s", target, resp.Status, snippet)
+	log.Debug("webhook attempt failed", "reason", f.Reason, "temporary", f.Temporary, "status", resp.StatusCode)
+	return f
+}
+
+// setHeaders sets every header of a delivery.
+func (n *Notifier) setHeaders(h http.Header, id string, ts time.Time, sig, pgpB64 string) {
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", n.cfg.UserAgent)
+	h[whsig.HeaderID] = []string{id}
+	h[whsig.HeaderTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
+	h[whsig.HeaderSignature] = []string{sig}
+	h[whsig.HeaderPGPSignature] = []string{pgpB64}
+}
+
+// endpoint finds the webhook of sub with url target.
+func endpoint(sub *subscribers.Subscriber, target string) *subscribers.Webhook {
+	for i := range sub.Webhooks {
+		if sub.Webhooks[i].URL == target {
+			return &sub.Webhooks[i]
+		}
+	}
+	return nil
+}
+
+// mayCarry re-checks, as a last line of defence, the rules of PRODUCT.md
+// §3 rule 5 that the policy already applied: TLP:RED never goes by
+// webhook, and the endpoint's max_tlp must reach the alert's TLP.
+func mayCarry(a *alerts.Alert, sub *subscribers.Subscriber, ep *subscribers.Webhook) error {
+	if a.TLP == alerts.TLPRed {
+		return errors.New("TLP:RED never goes by webhook")
+	}
+	limit := ep.MaxTLP
+	if limit == "" {
+		limit = sub.Clearance
+	}
+	if !a.TLP.Valid() || a.TLP.Exceeds(limit) {
+		return fmt.Errorf("alert %s exceeds the endpoint's max_tlp %s", a.TLP.Label(), limit)
+	}
+	return nil
+}
+
+// drain reads up to limit bytes of a response body and discards them,
+// returning a short printable excerpt for error messages.
+func drain(r io.Reader, limit int64) string {
+	var head [200]byte
+	n, _ := io.ReadFull(r, head[:])
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, limit-int64(n)))
+	if n == 0 {
+		return ""
+	}
+	b := bytes.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return ' '
+	}, head[:n])
+	return ": " + string(bytes.TrimSpace(b))
+}
+
+// classifyStatus turns a response into nil (2xx) or a Failure.
+func classifyStatus(resp *http.Response, now time.Time) *delivery.Failure {
+	code := resp.StatusCode
+	switch {
+	case code >= 200 && code < 300:
+		return nil
+	case code >= 300 && code < 400:
+		return delivery.Permanent(delivery.ReasonRedirect, nil)
+	case code == http.StatusGone:
+		f := delivery.Permanent(delivery.ReasonGone, nil)
+		f.Gone = true
+		return f
+	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500 && code < 600:
+		f := delivery.Temporary(delivery.ReasonHTTP5xx, nil)
+		f.RetryAfter = RetryAfter(resp.Header.Get("Retry-After"), now)
+		return f
+	case code >= 400 && code < 500:
+		return delivery.Permanent(delivery.ReasonHTTP4xx, nil)
+	}
+	return delivery.Temporary(delivery.ReasonUnknown, nil)
+}
+
+// RetryAfter parses a Retry-After header value (RFC 9110 §10.2.3): delay
+// seconds or an HTTP date. It returns 0 for an absent, malformed or past
+// value, and caps the wait at MaxRetryAfter.
+func RetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > int64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter
+		}
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), MaxRetryAfter)
+}
+
+// redact returns scheme://host/path of a URL: no query, which may carry a
+// partner's token, and no credentials.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// unwrapURL drops *url.Error, whose message repeats the full URL.
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
