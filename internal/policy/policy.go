@@ -1,6 +1,8 @@
 // Package policy is Herald's dissemination policy (PRODUCT.md §3, rules 2
-// to 8): a pure function from an alert, one partner and the time to a
-// decision for each of the partner's targets. It does no I/O and keeps no
+// to 5 and 8, and rule 7 through FollowUp): a pure function from an alert,
+// one partner and the time to a decision for each of the partner's
+// targets. Rule 1 (ingest) belongs to the fan-out and rule 6 (fail closed)
+// to the delivery workers. It does no I/O and keeps no
 // state, so the fan-out worker, the dry run of `herald publish` and the
 // API's preview all decide alike.
 //
