@@ -125,4 +125,3 @@ func loopbackTLS(ca *webhooktest.CA) webhook.Config {
 		LookupIP:   webhooktest.Resolver(map[string][]string{"partner.test": {"127.0.0.1"}}),
 	}
 }
-

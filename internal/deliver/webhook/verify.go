@@ -171,7 +171,7 @@ func parseCapture(data []byte) (http.Header, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("read capture body: %w", err)
 	}
-	if req.ContentLength < 0 && len(req.TransferEncoding) == 0 {
+	if req.Header.Get("Content-Length") == "" && len(req.TransferEncoding) == 0 {
 		// No length given (a hand-made capture): the rest is the body.
 		body, _ = io.ReadAll(br)
 	}
