@@ -75,7 +75,6 @@ var (
 	mapped  = netip.MustParsePrefix("::ffff:0:0/96") // IPv4-mapped
 	loopV4  = netip.MustParsePrefix("127.0.0.0/8")
 	loopV6  = netip.MustParsePrefix("::1/128")
-	zeroKey = netip.Addr{}
 )
 
 // guard decides which addresses Herald may connect to.
@@ -220,7 +219,7 @@ func CheckTarget(rawURL string, cfg Config) error {
 func parseHost(host string) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(host)
 	if err != nil {
-		return zeroKey, false
+		return netip.Addr{}, false
 	}
 	return a, true
 }
