@@ -69,12 +69,12 @@ var forbidden = mustRules(
 )
 
 var (
-	nat64   = netip.MustParsePrefix("64:ff9b::/96")  // RFC 6052 well-known prefix
-	sixTo4  = netip.MustParsePrefix("2002::/16")     // RFC 3056
-	teredo  = netip.MustParsePrefix("2001::/32")     // RFC 4380
-	mapped  = netip.MustParsePrefix("::ffff:0:0/96") // IPv4-mapped
-	loopV4  = netip.MustParsePrefix("127.0.0.0/8")
-	loopV6  = netip.MustParsePrefix("::1/128")
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")  // RFC 6052 well-known prefix
+	sixTo4 = netip.MustParsePrefix("2002::/16")     // RFC 3056
+	teredo = netip.MustParsePrefix("2001::/32")     // RFC 4380
+	mapped = netip.MustParsePrefix("::ffff:0:0/96") // IPv4-mapped
+	loopV4 = netip.MustParsePrefix("127.0.0.0/8")
+	loopV6 = netip.MustParsePrefix("::1/128")
 )
 
 // guard decides which addresses Herald may connect to.
