@@ -59,8 +59,8 @@ func Seal(plaintext []byte) (*Sealed, error) {
 // DataLen returns the size of the shared encrypted data packet.
 func (s *Sealed) DataLen() int { return len(s.data) }
 
-// For returns the ASCII-armoured OpenPGP message for one recipient: its
-// key packet in front of the shared encrypted data.
+// For returns the ASCII-armoured OpenPGP message (CRLF line endings) for
+// one recipient: its key packet in front of the shared encrypted data.
 func (s *Sealed) For(r *Recipient) ([]byte, error) {
 	var msg bytes.Buffer
 	msg.Grow(len(s.data) + 1024)
@@ -78,8 +78,8 @@ func (s *Sealed) For(r *Recipient) ([]byte, error) {
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("encrypt: armor: %w", err)
 	}
-	out.WriteString("\r\n")
-	return out.Bytes(), nil
+	out.WriteByte('\n')
+	return crlf(out.Bytes()), nil
 }
 
 // Decrypt decrypts an OpenPGP message (ASCII-armoured or binary) with the

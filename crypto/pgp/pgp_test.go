@@ -259,4 +259,3 @@ func FuzzParseRecipient(f *testing.F) {
 		_ = pgp.CheckKeyParses(armored)
 	})
 }
-

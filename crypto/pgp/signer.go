@@ -138,7 +138,7 @@ func (s *Signer) SignDetached(data []byte) ([]byte, error) {
 }
 
 // SignDetachedText returns an ASCII-armoured text-mode detached signature
-// of data (signature type 0x01, which hashes line endings as CRLF) for an
+// (with CRLF line endings, ready for MIME) of data (signature type 0x01, which hashes line endings as CRLF) for an
 // RFC 3156 multipart/signed message, and the micalg parameter naming the
 // hash the signature used, such as "pgp-sha256".
 func (s *Signer) SignDetachedText(data []byte) (armoredSig []byte, micalg string, err error) {
@@ -168,8 +168,8 @@ func (s *Signer) SignDetachedText(data []byte) (armoredSig []byte, micalg string
 	if err := w.Close(); err != nil {
 		return nil, "", fmt.Errorf("sign: armor: %w", err)
 	}
-	out.WriteString("\r\n")
-	return out.Bytes(), micalg, nil
+	out.WriteByte('\n')
+	return crlf(out.Bytes()), micalg, nil
 }
 
 // Micalg returns the RFC 3156 §5 micalg value for a hash: "pgp-" and the
@@ -190,4 +190,9 @@ func Micalg(h crypto.Hash) (string, error) {
 		return "pgp-sha3-512", nil
 	}
 	return "", fmt.Errorf("no micalg for hash %v", h)
+}
+
+// crlf turns the LF line endings of armour into CRLF.
+func crlf(b []byte) []byte {
+	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
 }
