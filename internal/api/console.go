@@ -51,7 +51,18 @@ func (p *pages) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", p.serveCompose)
 	mux.HandleFunc("GET /status", p.serveLookup)
 	mux.HandleFunc("GET /status/{id}", p.serveStatus)
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(p.static)))
+	mux.HandleFunc("GET /static/{file}", p.serveStatic)
+}
+
+// serveStatic serves one embedded asset by name; there are no listings.
+func (p *pages) serveStatic(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	st, err := fs.Stat(p.static, name)
+	if err != nil || !st.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	http.ServeFileFS(w, r, p.static, name)
 }
 
 // render executes t into a buffer first, so that a template error gives

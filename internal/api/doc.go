@@ -28,12 +28,22 @@
 //     operator can answer "who got alert X". Publishing stays with the
 //     analyst role alone: issuing an alert is an analyst's decision
 //     (separation of duties), and the record names the token that did it.
+//   - either role: GET /v1/whoami answers the token's name and role (the
+//     console checks a token with it at sign-in).
 //   - public: GET /v1/signing-key (application/pgp-keys, RFC 3156 §7),
 //     /healthz, /readyz and /metrics. Following the Prometheus convention,
 //     /metrics is unauthenticated: it carries counts and durations, never
 //     alert content or partner data, and the API listens on a private
 //     address (api.listen, default 127.0.0.1:8080). Expose it beyond
 //     that only through a proxy that restricts /metrics.
+//
+// # Partner records
+//
+// Webhook secrets are never returned: GET shows each as "redacted:" and a
+// short SHA-256 prefix, and a PUT may send that form back to keep the
+// stored secret, so a fetched record can be edited and put back. PUT and
+// DELETE write to the subscribers topic; GET reads the registry, which
+// sees a write once it has consumed it. DELETE is idempotent (204).
 //
 // # Console
 //

@@ -176,7 +176,7 @@ func (b *syncBuffer) String() string {
 
 // env is one API server with in-test dependencies.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *httptest.Server
 	server   *api.Server
 	pub      *fakePublisher
@@ -189,7 +189,7 @@ type env struct {
 }
 
 // newEnv starts a server; configure may change its fields first.
-func newEnv(t *testing.T, configure ...func(*api.Server)) *env {
+func newEnv(t testing.TB, configure ...func(*api.Server)) *env {
 	t.Helper()
 	e := &env{t: t, pub: &fakePublisher{}, led: newFakeLedger(), reg: subscribers.NewRegistry(), logs: &syncBuffer{}}
 	e.wr = &fakeWriter{reg: e.reg}
