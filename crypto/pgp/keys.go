@@ -235,6 +235,24 @@ func ParseRecipient(armored string, now time.Time) (*Recipient, error) {
 	return &Recipient{entity: e, key: k}, nil
 }
 
+// At judges the already parsed (and signature-checked) key again at now,
+// cheaply, and returns it with the encryption subkey valid at now. A
+// caller that caches recipients calls it before every use, so that expiry
+// and revocation are noticed without parsing the key again.
+func (r *Recipient) At(now time.Time) (*Recipient, error) {
+	if err := checkUsable(r.entity, now); err != nil {
+		return nil, err
+	}
+	k, ok := r.entity.EncryptionKey(now)
+	if !ok {
+		return nil, fmt.Errorf("key %s has no valid encryption subkey%s", fingerprint(r.entity.PrimaryKey), whyNoSubkey(r.entity, now))
+	}
+	if err := gnupg22(k.PublicKey); err != nil {
+		return nil, fmt.Errorf("key %s: encryption subkey: %w", fingerprint(r.entity.PrimaryKey), err)
+	}
+	return &Recipient{entity: r.entity, key: k}, nil
+}
+
 // whyNoSubkey explains, as a suffix, why e offers no encryption subkey.
 func whyNoSubkey(e *openpgp.Entity, now time.Time) string {
 	for _, sk := range e.Subkeys {

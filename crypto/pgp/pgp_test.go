@@ -259,3 +259,14 @@ func FuzzParseRecipient(f *testing.F) {
 		_ = pgp.CheckKeyParses(armored)
 	})
 }
+
+func TestRecipientAt(t *testing.T) {
+	pub, _ := pgptest.RecipientKey(t, pgptest.Expired)
+	early := time.Date(2020, 1, 1, 12, 0, 0, 0, time.UTC)
+	r, err := pgp.ParseRecipient(pub, early)
+	require.NoError(t, err)
+	_, err = r.At(early)
+	require.NoError(t, err)
+	_, err = r.At(now)
+	require.ErrorContains(t, err, "expired on 2020-01-02")
+}

@@ -33,6 +33,7 @@ type Notifier struct {
 	log    *slog.Logger
 	pool   *pool
 	cache  *artefacts
+	keys   *recipients
 	now    func() time.Time
 }
 
@@ -61,6 +62,7 @@ func New(cfg Config, signer *pgp.Signer, log *slog.Logger) (*Notifier, error) {
 		log:    log,
 		pool:   newPool(cfg),
 		cache:  newArtefacts(cacheSize),
+		keys:   &recipients{m: map[[32]byte]*pgp.Recipient{}},
 		now:    time.Now,
 	}, nil
 }
@@ -165,7 +167,7 @@ func (n *Notifier) encrypt(art *artefact, job *delivery.Job, sub *subscribers.Su
 	case strings.TrimSpace(key) == "":
 		return nil, fmt.Errorf("email: no OpenPGP key for %s", job.Target)
 	}
-	r, err := pgp.ParseRecipient(key, n.now())
+	r, err := n.keys.recipient(key, n.now())
 	if err != nil {
 		return nil, fmt.Errorf("email: key for %s unusable: %w", job.Target, err)
 	}
