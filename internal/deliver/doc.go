@@ -1,0 +1,87 @@
+// Package deliver is Herald's delivery runner (PRODUCT.md §4): it consumes
+// delivery jobs from Kafka, re-checks the dissemination policy, hands each
+// job to the notifier of its channel (internal/deliver/email,
+// internal/deliver/webhook), and writes every outcome back to Kafka:
+// receipts, durable retries on the retry-tier topics, dead letters, and
+// the disabling of endpoints that answered HTTP 410 Gone (RFC 9110
+// §15.5.11). Retry-After (RFC 9110 §10.2.3) is honoured within the
+// schedule's bounds.
+//
+// # At least once
+//
+// Every topic is read through a consumer group (bus.Consume). A batch's
+// offsets are committed only when the handler returns nil, and it returns
+// nil only after every job of the batch has its outcome written and
+// acknowledged (acks=all): a receipt, and where the job goes on, its retry
+// or dead-letter record. A worker killed at any instant therefore loses
+// nothing; jobs whose outcome was written but whose offsets were not
+// committed run again with the same delivery id, which receivers use to
+// drop duplicates.
+//
+// # Retry tiers
+//
+// Retry tier i (topic retry.i) holds jobs waiting about Schedule[i]. Every
+// job of a tier waits about the same, so a tier is (up to jitter) ordered
+// by due time, and its consumer only has to wait for the job at the head of
+// each partition: it sleeps until that job's NotBefore without leaving the
+// group (kafka-go heartbeats from its own goroutine) and wakes at once on
+// shutdown. Each tier has its own consumer group (Group + "." + topic), so
+// a tier holding a batch for two hours never delays the deliveries topic or
+// a shorter tier: a job due in 10 s never waits behind one due in 2 h.
+// Within a batch, a later job due within TierHold is waited for; one due
+// later than that, or later than the tier's wait plus jitter (an alert's
+// not_before days ahead, a long Retry-After), is forwarded without an
+// attempt to the largest tier whose wait fits its remaining time, and hops
+// down the tiers until due. On shutdown, waiting jobs are forwarded the
+// same way, so the batch still commits promptly.
+//
+// Attempt n (0-based count of earlier failures) that fails temporarily
+// waits Schedule[n] with ±Jitter, at least the receiver's Retry-After and
+// never longer than the last tier; after len(Schedule) retries the job is
+// dead.
+//
+// # One slow endpoint does not hold up the others
+//
+// A batch cannot commit before its slowest job ends, so the runner bounds
+// how long a job can hold a batch:
+//   - every attempt has a deadline (AttemptTimeout);
+//   - a per-endpoint circuit breaker (endpoint = webhook host, or "smtp"
+//     for the relay) opens after Breaker.Failures consecutive temporary
+//     failures; jobs for an open circuit are rescheduled to a retry tier at
+//     once, without an attempt (their attempt count is unchanged), and one
+//     half-open trial runs after Breaker.Cooldown;
+//   - at most PerEndpoint attempts run per endpoint and Concurrency per
+//     process; a job whose endpoint is taken up by attempts handed off by
+//     earlier batches is rescheduled at once;
+//   - hand-off: when at most a tenth of a batch's jobs (or one) are left
+//     and have run Grace, or four times the slowest finished job, whichever
+//     is longer — or Hold after the batch began waiting in any case — the
+//     batch stops waiting. Jobs not yet started are re-queued, due at once,
+//     to retry tier 0 without an attempt; an attempt still running is left
+//     to finish in the
+//     background, and a lease (a copy of the job, due after the attempt's
+//     deadline) is written to a retry tier before the batch commits. The
+//     background attempt writes its own outcome; when its lease comes back
+//     to this process it is dropped. If the process died meanwhile, the
+//     lease runs the job again: nothing is lost.
+//
+// Rescheduling without an attempt writes no receipt: the job's last
+// receipt (pending or retrying) still tells its state.
+//
+// # Policy at delivery time
+//
+// A job is re-evaluated against the subscriber's current record when it is
+// attempted: a partner suspended, whose clearance dropped, whose target was
+// removed or disabled since fan-out gets nothing (outcome withheld, with the
+// rule). Cancel notices carry no content and are only stopped by
+// suspension or a removed or disabled target.
+//
+// # Dead letters and replay
+//
+// Dead letters carry the job with its attempt history and a reason
+// header. Replay re-queues a dead job to the deliveries topic with its
+// attempt count reset and history kept, unless its delivery id's latest
+// outcome receipt is no longer dead (it was delivered or replayed since):
+// replaying twice, or replaying what was delivered meanwhile, sends nothing
+// again.
+package deliver

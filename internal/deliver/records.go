@@ -1,0 +1,308 @@
+package deliver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// Headers of records the runner writes.
+const (
+	// HeaderReason is the reason a job is on the dead topic (a
+	// delivery.Reason… constant).
+	HeaderReason = "reason"
+	// HeaderError is the last error of a dead job.
+	HeaderError = "error"
+	// headerLease marks a lease: the copy of a job whose attempt was
+	// handed off by its batch.
+	headerLease = "lease"
+	// headerSource names where an undecodable record was found
+	// (topic/partition/offset).
+	headerSource = "source"
+)
+
+// Rules the runner records for withholds the policy does not name.
+const (
+	// RuleSubscriberDeleted withholds a job whose subscriber record was
+	// deleted since fan-out.
+	RuleSubscriberDeleted = "subscriber.deleted"
+	// RuleTargetRemoved withholds a job whose target is no longer in the
+	// subscriber's record.
+	RuleTargetRemoved = "subscriber.target-removed"
+)
+
+// Causes of rescheduling without an attempt, for metrics.
+const (
+	causeNotDue      = "not-due"
+	causeCircuitOpen = "circuit-open"
+	causeSaturated   = "saturated"
+	causeShutdown    = "shutdown"
+	causeLeaseBusy   = "lease-busy"
+	causeHandoff     = "handoff"
+)
+
+// out collects the records one batch, or one handed-off attempt, must
+// write before its work counts as done; after runs once they are written.
+type out struct {
+	mu      sync.Mutex
+	byTopic map[string][]kafka.Message
+	after   []func()
+	err     error
+}
+
+func newOut() *out { return &out{byTopic: make(map[string][]kafka.Message)} }
+
+func (o *out) add(topic string, m kafka.Message) {
+	o.mu.Lock()
+	o.byTopic[topic] = append(o.byTopic[topic], m)
+	o.mu.Unlock()
+}
+
+func (o *out) addJSON(topic, key string, v any, headers ...kafka.Header) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		o.mu.Lock()
+		o.err = errors.Join(o.err, fmt.Errorf("encode record for %s: %w", topic, err))
+		o.mu.Unlock()
+		return
+	}
+	o.add(topic, kafka.Message{Key: []byte(key), Value: b, Headers: headers})
+}
+
+func (o *out) then(f func()) {
+	o.mu.Lock()
+	o.after = append(o.after, f)
+	o.mu.Unlock()
+}
+
+// flush writes everything o holds, one acknowledged write per topic, the
+// topics in parallel, then runs the after functions.
+func (r *Runner) flush(ctx context.Context, o *out) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err != nil {
+		return o.err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for topic, msgs := range o.byTopic {
+		g.Go(func() error { return r.bus.Producer(topic).Write(gctx, msgs...) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, f := range o.after {
+		f()
+	}
+	return nil
+}
+
+// receipt records an outcome of job.
+func (r *Runner) receipt(o *out, job *delivery.Job, rc delivery.Receipt) {
+	rc.Kind = delivery.KindOutcome
+	rc.DeliveryID = job.ID
+	rc.Subscriber = job.Subscriber
+	rc.Channel = job.Channel
+	rc.Target = job.Target
+	if job.Alert != nil {
+		rc.AlertID = job.Alert.ID
+	}
+	if rc.At.IsZero() {
+		rc.At = r.now()
+	}
+	o.addJSON(bus.TopicReceipts, rc.AlertID, rc)
+	reason := rc.Reason
+	if rc.State == delivery.StateWithheld {
+		reason = rc.Rule
+	}
+	r.metrics.outcomes.WithLabelValues(job.Channel, rc.State, reason).Inc()
+}
+
+// withhold ends job as withheld by rule.
+func (r *Runner) withhold(o *out, job *delivery.Job, rule, why string) {
+	r.receipt(o, job, delivery.Receipt{State: delivery.StateWithheld, Rule: rule, Error: why, Attempt: job.Attempt})
+}
+
+// expire ends job as expired.
+func (r *Runner) expire(o *out, job *delivery.Job) {
+	r.receipt(o, job, delivery.Receipt{State: delivery.StateExpired, Rule: policy.RuleExpired, Attempt: job.Attempt,
+		Error: "the alert expired at " + job.Alert.ExpiresAt.UTC().Format(time.RFC3339)})
+}
+
+// forward moves job to the retry tier that fits its NotBefore, without an
+// attempt and without a receipt.
+func (r *Runner) forward(o *out, job *delivery.Job, lease bool, cause string) {
+	tier := r.tierFor(job.NotBefore.Sub(r.now()))
+	var hs []kafka.Header
+	if lease {
+		hs = append(hs, kafka.Header{Key: headerLease, Value: []byte("1")})
+	}
+	o.addJSON(bus.RetryTopic(tier), job.Subscriber, job, hs...)
+	r.metrics.reschedule.WithLabelValues(cause).Inc()
+}
+
+// reschedule moves job, which was not attempted, to be tried again at
+// due; its attempt count is unchanged.
+func (r *Runner) reschedule(o *out, job *delivery.Job, due time.Time, lease bool, cause string) {
+	j := *job
+	j.NotBefore = due
+	r.forward(o, &j, lease, cause)
+}
+
+// dead writes job to the dead topic with reason and records state.
+func (r *Runner) dead(o *out, job *delivery.Job, state, reason, errText string, attempt int) {
+	o.addJSON(bus.TopicDead, job.Subscriber, job,
+		kafka.Header{Key: HeaderReason, Value: []byte(reason)},
+		kafka.Header{Key: HeaderError, Value: []byte(errText)})
+	r.receipt(o, job, delivery.Receipt{State: state, Reason: reason, Error: errText, Attempt: attempt})
+}
+
+// deadInvalid moves an undecodable record to the dead topic as it is.
+func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
+	src := m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+	o.add(bus.TopicDead, kafka.Message{Key: m.Key, Value: m.Value, Headers: []kafka.Header{
+		{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
+		{Key: HeaderError, Value: []byte(err.Error())},
+		{Key: headerSource, Value: []byte(src)},
+	}})
+	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, delivery.ReasonInvalid).Inc()
+	r.log.Warn("undecodable delivery job moved to the dead-letter topic", "source", src, "error", err)
+}
+
+// conclude turns the result of an attempt of job into records: delivered,
+// retrying, dead or disabled.
+func (r *Runner) conclude(o *out, job *delivery.Job, f *delivery.Failure, now time.Time) {
+	attempt := job.Attempt + 1
+	if f == nil {
+		r.receipt(o, job, delivery.Receipt{State: delivery.StateDelivered, Attempt: attempt, At: now})
+		return
+	}
+	j := *job
+	j.History = append(slices.Clone(job.History), delivery.Attempt{At: now, Reason: f.Reason, Error: f.Error()})
+	log := r.log.With("alert", job.Alert.ID, "subscriber", job.Subscriber, "delivery", job.ID, "channel", job.Channel)
+	switch {
+	case f.Gone:
+		r.dead(o, &j, delivery.StateDisabled, delivery.ReasonGone, f.Error(), attempt)
+		r.disable(o, job)
+		log.Warn("endpoint answered 410 Gone: disabled", "attempt", attempt)
+	case !f.Temporary:
+		r.dead(o, &j, delivery.StateDead, f.Reason, f.Error(), attempt)
+		log.Warn("delivery failed for good", "reason", f.Reason, "attempt", attempt, "error", f)
+	case job.Attempt >= len(r.cfg.Schedule):
+		r.dead(o, &j, delivery.StateDead, delivery.ReasonExhausted, f.Error(), attempt)
+		log.Warn("delivery retries exhausted", "attempt", attempt, "error", f)
+	default:
+		due := now.Add(r.retryDelay(job.Attempt, f.RetryAfter))
+		j.Attempt = attempt
+		j.NotBefore = due
+		o.addJSON(bus.RetryTopic(r.tierFor(due.Sub(now))), j.Subscriber, &j)
+		r.receipt(o, job, delivery.Receipt{State: delivery.StateRetrying, Reason: f.Reason, Error: f.Error(),
+			Attempt: attempt, RetryAt: due, At: now})
+		log.Debug("delivery will be retried", "reason", f.Reason, "attempt", attempt, "retry_at", due)
+	}
+}
+
+// disable writes the subscriber's record with job's webhook disabled, so
+// that fan-out and the policy stop using it.
+func (r *Runner) disable(o *out, job *delivery.Job) {
+	sub := r.reg.Get(job.Subscriber)
+	if sub == nil || job.Channel != delivery.ChannelWebhook {
+		return
+	}
+	cp := *sub
+	cp.Webhooks = slices.Clone(sub.Webhooks)
+	changed := false
+	for i := range cp.Webhooks {
+		if cp.Webhooks[i].URL == job.Target && !cp.Webhooks[i].Disabled {
+			cp.Webhooks[i].Disabled = true
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	o.addJSON(bus.TopicSubscribers, cp.ID, &cp)
+	o.then(func() { r.reg.Put(&cp) })
+}
+
+// decodeJob decodes and checks a job record.
+func decodeJob(value []byte) (*delivery.Job, error) {
+	var j delivery.Job
+	if err := json.Unmarshal(value, &j); err != nil {
+		return nil, fmt.Errorf("decode delivery job: %w", err)
+	}
+	switch {
+	case j.Alert == nil || j.Alert.ID == "":
+		return &j, errors.New("delivery job has no alert")
+	case j.Subscriber == "" || j.Target == "":
+		return &j, errors.New("delivery job has no subscriber or target")
+	case j.Channel != delivery.ChannelEmail && j.Channel != delivery.ChannelWebhook:
+		return &j, fmt.Errorf("delivery job has unknown channel %q", j.Channel)
+	case j.ID != delivery.ID(j.Alert.ID, j.Subscriber, j.Target):
+		return &j, fmt.Errorf("delivery job id %q does not match its alert, subscriber and target", j.ID)
+	case j.Attempt < 0:
+		return &j, fmt.Errorf("delivery job has negative attempt %d", j.Attempt)
+	}
+	return &j, nil
+}
+
+// recheck re-evaluates the policy for job's target with sub's current
+// record. It returns the rule and reason of a withhold, or "" and updates
+// job's mode when the policy now allows less (a key-notice instead of
+// content).
+func (r *Runner) recheck(job *delivery.Job, sub *subscribers.Subscriber, now time.Time) (rule, why string) {
+	if job.Mode == delivery.ModeCancelNotice {
+		if !sub.Active() {
+			return policy.RuleSuspended, "the partner's status is " + strconv.Quote(sub.Status) + ", not active"
+		}
+		switch job.Channel {
+		case delivery.ChannelEmail:
+			if slices.ContainsFunc(sub.Email, func(e subscribers.Email) bool { return e.Address == job.Target }) {
+				return "", ""
+			}
+		case delivery.ChannelWebhook:
+			for _, w := range sub.Webhooks {
+				if w.URL == job.Target {
+					if w.Disabled {
+						return policy.RuleDisabled, "the endpoint answered 410 Gone and is disabled"
+					}
+					return "", ""
+				}
+			}
+		}
+		return RuleTargetRemoved, "the target is no longer in the subscriber's record"
+	}
+	for _, d := range policy.Evaluate(job.Alert, sub, now, r.cfg.Policy) {
+		if d.Channel == "" && d.Decision == delivery.Withhold {
+			return d.Rule, d.Reason // the partner as a whole, with no targets left
+		}
+		if d.Channel != job.Channel || d.Target != job.Target {
+			continue
+		}
+		switch d.Decision {
+		case delivery.Deliver:
+			if job.Mode != delivery.ModeKeyNotice {
+				job.Mode = d.Mode
+			}
+			return "", ""
+		case delivery.Notice:
+			job.Mode = d.Mode
+			return "", ""
+		default:
+			return d.Rule, d.Reason
+		}
+	}
+	return RuleTargetRemoved, "the target is no longer in the subscriber's record"
+}

@@ -1,0 +1,274 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// Notifier sends one job to its target. It returns nil when the receiver
+// accepted it, or an error that delivery.Classify turns into a temporary or
+// permanent *delivery.Failure. The email and webhook notifiers satisfy it.
+type Notifier interface {
+	Notify(ctx context.Context, job *delivery.Job, sub *subscribers.Subscriber) error
+}
+
+// Bus is what the runner needs of Kafka; *bus.Bus satisfies it.
+type Bus interface {
+	Consume(ctx context.Context, group string, topics []string, handle bus.Handler) error
+	Producer(topic string) *bus.Producer
+	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
+}
+
+var _ Bus = (*bus.Bus)(nil)
+
+// BreakerConfig configures the per-endpoint circuit breaker.
+type BreakerConfig struct {
+	// Failures is how many consecutive temporary failures open the
+	// circuit; default 5.
+	Failures int
+	// Cooldown is how long an open circuit stays open before one trial;
+	// default 30s.
+	Cooldown time.Duration
+}
+
+// Defaults for Config's zero values.
+const (
+	DefaultGroup          = "herald-deliver"
+	DefaultConcurrency    = 64
+	DefaultPerEndpoint    = 4
+	DefaultFailures       = 5
+	DefaultCooldown       = 30 * time.Second
+	DefaultAttemptTimeout = 30 * time.Second
+	DefaultHold           = 2 * time.Second
+	DefaultGrace          = 25 * time.Millisecond
+	DefaultTierHold       = 30 * time.Second
+	DefaultJitter         = 0.2
+)
+
+// DefaultSchedule is the retry schedule of PRODUCT.md §9.
+var DefaultSchedule = []time.Duration{10 * time.Second, time.Minute, 5 * time.Minute,
+	30 * time.Minute, 2 * time.Hour, 6 * time.Hour, 12 * time.Hour}
+
+// Config configures a Runner. Zero fields take the defaults above.
+type Config struct {
+	// Schedule is delivery.retry_schedule: the wait before each retry.
+	// Retry tier i waits Schedule[i]; its topic must exist.
+	Schedule []time.Duration
+	// Concurrency bounds the attempts in flight in this process.
+	Concurrency int
+	// PerEndpoint bounds the attempts in flight per endpoint (webhook
+	// host, or the SMTP relay).
+	PerEndpoint int
+	// Breaker configures the per-endpoint circuit breaker.
+	Breaker BreakerConfig
+	// Group is the consumer group of the deliveries topic; retry tier i
+	// uses Group + ".retry.i".
+	Group string
+	// AttemptTimeout is the deadline of one attempt.
+	AttemptTimeout time.Duration
+	// Hold is the longest a batch waits for its running attempts before
+	// handing them off.
+	Hold time.Duration
+	// Grace is the least time a batch waits for stragglers once the rest
+	// of it has finished (see the package doc).
+	Grace time.Duration
+	// TierHold is how long a retry-tier batch waits for a job that is not
+	// yet due behind one it has already run; a job due later is forwarded.
+	TierHold time.Duration
+	// Jitter is the relative spread of retry waits (0.2 = ±20 %).
+	Jitter float64
+	// Now returns the time; default time.Now.
+	Now func() time.Time
+	// Log receives the runner's events.
+	Log *slog.Logger
+	// Policy are the operator's policy settings, for re-evaluation.
+	Policy policy.Options
+}
+
+func (c *Config) setDefaults() {
+	if len(c.Schedule) == 0 {
+		c.Schedule = DefaultSchedule
+	}
+	c.Schedule = slices.Clone(c.Schedule)
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.PerEndpoint <= 0 {
+		c.PerEndpoint = DefaultPerEndpoint
+	}
+	if c.Breaker.Failures <= 0 {
+		c.Breaker.Failures = DefaultFailures
+	}
+	if c.Breaker.Cooldown <= 0 {
+		c.Breaker.Cooldown = DefaultCooldown
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if c.Hold <= 0 {
+		c.Hold = DefaultHold
+	}
+	if c.Grace <= 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.TierHold <= 0 {
+		c.TierHold = DefaultTierHold
+	}
+	if c.Jitter <= 0 || c.Jitter >= 1 {
+		c.Jitter = DefaultJitter
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Runner consumes delivery jobs and retry tiers and carries each job to an
+// outcome. Create it with New and start it with Run.
+type Runner struct {
+	cfg       Config
+	bus       Bus
+	reg       *subscribers.Registry
+	notifiers map[string]Notifier
+	log       *slog.Logger
+	metrics   *metrics
+
+	sem       chan struct{} // Concurrency slots
+	endpoints *endpoints
+
+	stopping chan struct{} // closed when Run's context ends
+	stopOnce sync.Once
+	orphans  sync.WaitGroup // attempts handed off by their batch
+
+	leaseMu sync.Mutex
+	leases  map[string]leaseState // delivery id + attempt → state
+
+	// beforeCommit, if set, runs after a batch's outcomes were written
+	// and before the handler returns (tests inject crashes with it).
+	beforeCommit func(msgs []kafka.Message) error
+}
+
+// New returns a Runner that reads jobs from b, subscribers from reg and
+// sends through notifiers, keyed by delivery.ChannelEmail and
+// delivery.ChannelWebhook.
+func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Notifier) *Runner {
+	cfg.setDefaults()
+	r := &Runner{
+		cfg:       cfg,
+		bus:       b,
+		reg:       reg,
+		notifiers: notifiers,
+		log:       cfg.Log,
+		sem:       make(chan struct{}, cfg.Concurrency),
+		stopping:  make(chan struct{}),
+		leases:    make(map[string]leaseState),
+	}
+	r.endpoints = newEndpoints(cfg.PerEndpoint, cfg.Breaker)
+	r.metrics = newMetrics(r.endpoints, cfg.Now)
+	return r
+}
+
+// Run consumes the deliveries topic and every retry tier until ctx ends,
+// then drains: in-flight batches finish (waiting jobs are forwarded) and
+// commit, and attempts handed off by their batches finish and write their
+// outcomes. It returns nil after a clean drain, or the first error that
+// stopped a consumer for good (missing topics, authorisation).
+func (r *Runner) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { r.stopOnce.Do(func() { close(r.stopping) }) })
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return r.bus.Consume(gctx, r.cfg.Group, []string{bus.TopicDeliveries}, func(hctx context.Context, msgs []kafka.Message) error {
+			return r.handle(hctx, -1, msgs)
+		})
+	})
+	for tier := range r.cfg.Schedule {
+		g.Go(func() error {
+			topic := bus.RetryTopic(tier)
+			return r.bus.Consume(gctx, r.cfg.Group+"."+topic, []string{topic}, func(hctx context.Context, msgs []kafka.Message) error {
+				return r.handle(hctx, tier, msgs)
+			})
+		})
+	}
+	err := g.Wait()
+	r.stopOnce.Do(func() { close(r.stopping) })
+	r.orphans.Wait()
+	if err != nil {
+		return fmt.Errorf("deliver: %w", err)
+	}
+	return nil
+}
+
+// now returns the configured time.
+func (r *Runner) now() time.Time { return r.cfg.Now() }
+
+// jittered spreads d by ±Jitter.
+func (r *Runner) jittered(d time.Duration) time.Duration {
+	f := 1 + r.cfg.Jitter*(2*rand.Float64()-1)
+	return time.Duration(float64(d) * f)
+}
+
+// tierFor returns the largest retry tier whose wait is at most remaining,
+// or 0.
+func (r *Runner) tierFor(remaining time.Duration) int {
+	tier := 0
+	for i, w := range r.cfg.Schedule {
+		if w <= remaining {
+			tier = i
+		}
+	}
+	return tier
+}
+
+// retryDelay returns how long a job that failed temporarily at attempt n
+// (earlier failures) waits: Schedule[n] with jitter, at least retryAfter,
+// at most the last tier's wait.
+func (r *Runner) retryDelay(n int, retryAfter time.Duration) time.Duration {
+	d := r.jittered(r.cfg.Schedule[n])
+	if retryAfter > d {
+		d = retryAfter
+	}
+	return min(d, r.cfg.Schedule[len(r.cfg.Schedule)-1])
+}
+
+// errShutdown ends a wait when the runner stops.
+var errShutdown = errors.New("deliver: shutting down")
+
+// sleepUntil waits until t, or until the runner stops or ctx ends.
+func (r *Runner) sleepUntil(ctx context.Context, t time.Time) error {
+	d := t.Sub(r.now())
+	if d <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-r.stopping:
+		return errShutdown
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
