@@ -270,3 +270,40 @@ func TestRecipientAt(t *testing.T) {
 	_, err = r.At(now)
 	require.ErrorContains(t, err, "expired on 2020-01-02")
 }
+
+// TestToolGeneratedKeys follows docs/partner-email.md: keys that partners
+// make with the documented gpg and sq commands are usable recipients, and
+// what Herald encrypts to them the same tool decrypts.
+func TestToolGeneratedKeys(t *testing.T) {
+	plain := []byte("Content-Type: text/plain\r\n\r\nhello partner\r\n")
+	sealed, err := pgp.Seal(plain)
+	require.NoError(t, err)
+
+	t.Run("gpg", func(t *testing.T) {
+		gpg := pgptest.GPG(t)
+		gpg.MustRun("--passphrase", "", "--quick-gen-key", "Acme Safeguarding <alerts@acme.example>", "future-default", "default", "2y")
+		pub := gpg.MustRun("--armor", "--export", "alerts@acme.example")
+		r, err := pgp.ParseRecipient(string(pub), time.Now())
+		require.NoError(t, err)
+		msg, err := sealed.For(r)
+		require.NoError(t, err)
+		got, err := gpg.Decrypt("", msg)
+		require.NoError(t, err)
+		require.Equal(t, plain, got)
+	})
+	t.Run("sq", func(t *testing.T) {
+		sq := pgptest.SQ(t)
+		key := sq.File("me.asc", nil)
+		sq.MustRun("key", "generate", "--userid", "<alerts@acme.example>", "--export", key+".new")
+		secret, err := os.ReadFile(key + ".new")
+		require.NoError(t, err)
+		pub := sq.MustRun("key", "extract-cert", key+".new")
+		r, err := pgp.ParseRecipient(string(pub), time.Now())
+		require.NoError(t, err)
+		msg, err := sealed.For(r)
+		require.NoError(t, err)
+		got, err := sq.Decrypt(string(secret), msg)
+		require.NoError(t, err)
+		require.Equal(t, plain, got)
+	})
+}
