@@ -67,10 +67,10 @@ func New(cfg Config, signer *pgp.Signer, log *slog.Logger) (*Notifier, error) {
 	}, nil
 }
 
-// Close closes the pooled connections. Sends in flight finish first only
-// if the caller waits for them; Close does not.
+// Close closes the pooled connections; a send still in flight finishes
+// and then closes its connection. Notify must not be called after Close.
 func (n *Notifier) Close() error {
-	n.pool.closeIdle()
+	n.pool.close()
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -33,6 +34,9 @@ type pool struct {
 	tls   *tls.Config
 	slots chan struct{}
 	idle  chan *conn
+
+	mu     sync.Mutex
+	closed bool
 }
 
 func newPool(cfg Config) *pool {
@@ -133,16 +137,29 @@ func (p *pool) take() (*conn, bool) {
 
 func (p *pool) put(c *conn) {
 	c.used = time.Now()
-	select {
-	case p.idle <- c:
-	default:
+	p.mu.Lock()
+	kept := false
+	if !p.closed {
+		select {
+		case p.idle <- c:
+			kept = true
+		default:
+		}
+	}
+	p.mu.Unlock()
+	if !kept {
+		c.raw.SetDeadline(time.Now().Add(time.Second))
 		c.c.Quit()
 		c.close()
 	}
 }
 
-// closeIdle closes every idle connection.
-func (p *pool) closeIdle() {
+// close closes every idle connection, and every connection returned
+// later.
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	for {
 		select {
 		case c := <-p.idle:
