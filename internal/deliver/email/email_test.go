@@ -47,7 +47,7 @@ func TestSignedOverStartTLSWithAuth(t *testing.T) {
 
 	v, err := email.Verify(m.Data, signer.PublicKeyArmored(), nil, nil)
 	require.NoError(t, err)
-	require.Equal(t, signer.Fingerprint(), v.SignerFingerprint)
+	require.Equal(t, signer.Fingerprint(), v.Signer)
 	require.False(t, v.Encrypted)
 	require.Equal(t, "pgp-sha256", v.Micalg)
 	require.True(t, strings.HasPrefix(v.Text, "TLP:GREEN OFFICIAL\n3x5x2 handling code C: Share only with your safeguarding lead\n"), v.Text)
@@ -109,7 +109,7 @@ func TestEncryptedInterop(t *testing.T) {
 			v, err := email.Verify(raw, signer.PublicKeyArmored(), []byte(secret), nil)
 			require.NoError(t, err)
 			require.True(t, v.Encrypted)
-			require.Equal(t, signer.Fingerprint(), v.SignerFingerprint)
+			require.Equal(t, signer.Fingerprint(), v.Signer)
 			require.Contains(t, v.Text, secretTitle)
 			_, err = email.Verify(raw, signer.PublicKeyArmored(), nil, nil)
 			require.ErrorContains(t, err, "encrypted")

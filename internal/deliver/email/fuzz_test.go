@@ -40,8 +40,8 @@ func FuzzVerify(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if v.SignerFingerprint != signer.Fingerprint() {
-			t.Fatalf("accepted a signature by %s", v.SignerFingerprint)
+		if v.Signer != signer.Fingerprint() {
+			t.Fatalf("accepted a signature by %s", v.Signer)
 		}
 		_ = orig
 	})

@@ -15,9 +15,9 @@ import (
 
 // Verification is what Verify found in a message.
 type Verification struct {
-	// SignerFingerprint is the fingerprint of the key that signed the
+	// Signer is the fingerprint of the key that signed the
 	// message, upper-case hex.
-	SignerFingerprint string
+	Signer string
 	// Encrypted reports whether the message was multipart/encrypted.
 	Encrypted bool
 	// Micalg is the hash the sender declared (such as "pgp-sha256").
@@ -107,7 +107,7 @@ func Verify(raw []byte, agencyPublicArmored []byte, secretArmored []byte, passph
 	if err != nil {
 		return nil, fmt.Errorf("verify email: %w", err)
 	}
-	v.SignerFingerprint = fp
+	v.Signer = fp
 	text, err := decodeText(parts[0])
 	if err != nil {
 		return nil, fmt.Errorf("verify email: signed part: %w", err)
