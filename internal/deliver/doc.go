@@ -51,8 +51,10 @@
 //     once, without an attempt (their attempt count is unchanged), and one
 //     half-open trial runs after Breaker.Cooldown;
 //   - at most PerEndpoint attempts run per endpoint and Concurrency per
-//     process; a job whose endpoint is taken up by attempts handed off by
-//     earlier batches is rescheduled at once;
+//     process; while an endpoint has an attempt handed off by an earlier
+//     batch (below), its jobs are rescheduled at once, so a hanging
+//     endpoint holds at most one batch per AttemptTimeout until its
+//     circuit opens;
 //   - hand-off: when at most a tenth of a batch's jobs (or one) are left
 //     and have run Grace, or four times the slowest finished job, whichever
 //     is longer — or Hold after the batch began waiting in any case — the

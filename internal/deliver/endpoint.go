@@ -92,7 +92,9 @@ func (es *endpoints) admit(e *endpoint, now time.Time) (ok, trial bool, until ti
 		e.trial = true
 		return true, true, time.Time{}
 	}
-	if e.orphans >= es.perEndpoint {
+	if e.orphans > 0 {
+		// An attempt here outlived its batch: until it ends, further jobs
+		// would only hold their batches too.
 		return false, false, time.Time{}
 	}
 	return true, false, time.Time{}
