@@ -123,18 +123,28 @@ func (r *Runner) sequence(ctx context.Context, b *batch, tier int, msgs []kafka.
 		}
 		lease := bus.Header(m, headerLease) != ""
 		if job.NotBefore.After(now) {
-			remaining := job.NotBefore.Sub(now)
-			if stopped || remaining > r.holdLimit(tier, head) {
-				cause := causeNotDue
-				if stopped {
-					cause = causeShutdown
-				}
-				r.forward(b.o, job, lease, cause)
+			if stopped {
+				r.forward(b.o, job, lease, causeShutdown)
 				continue
 			}
-			if err := r.sleepUntil(ctx, job.NotBefore); err != nil {
+			remaining, limit := job.NotBefore.Sub(now), r.holdLimit(tier, head)
+			wake := job.NotBefore
+			if remaining > limit {
+				if !head || tier < 0 || r.tierFor(remaining) != tier {
+					r.forward(b.o, job, lease, causeNotDue)
+					continue
+				}
+				// It would come straight back to this tier: wait one
+				// span of it first, so that it hops instead of spinning.
+				wake = now.Add(limit)
+			}
+			if err := r.sleepUntil(ctx, wake); err != nil {
 				stopped = true
 				r.forward(b.o, job, lease, causeShutdown)
+				continue
+			}
+			if job.NotBefore.After(r.now()) {
+				r.forward(b.o, job, lease, causeNotDue)
 				continue
 			}
 		}

@@ -513,3 +513,27 @@ func TestListDeadAndReplay(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n, "nothing is replayed twice")
 }
+
+func TestLongWaitInShortTierHopsWithoutSpinning(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Schedule = []time.Duration{50 * time.Millisecond, 2 * time.Second} })
+	e.reg.Put(testSub("acme", hookA))
+	// 800 ms is too long for tier 0 and too short for tier 1.
+	e.n.on(hookA, func(_ context.Context, n int) error {
+		if n == 1 {
+			return &delivery.Failure{Reason: delivery.ReasonHTTP5xx, Temporary: true, RetryAfter: 800 * time.Millisecond}
+		}
+		return nil
+	})
+	job := testJob(testAlert("al-17"), "acme", delivery.ChannelWebhook, hookA)
+	r := e.runner()
+	e.start(r)
+	e.publish(job)
+
+	e.waitState(job.ID, delivery.StateDelivered)
+	calls := e.n.callsTo(hookA)
+	require.Len(t, calls, 2)
+	assert.GreaterOrEqual(t, calls[1].at.Sub(calls[0].at), 800*time.Millisecond)
+	// It waited a tier's span between hops: about 800/70 forwards, not
+	// a busy loop of rewrites.
+	assert.Less(t, testutil.ToFloat64(r.metrics.reschedule.WithLabelValues(causeNotDue)), 30.0)
+}
