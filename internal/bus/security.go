@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
 // tlsConfig builds the client TLS configuration, or nil when TLS is off.
@@ -48,8 +49,18 @@ func (c SASLConfig) mechanism() (sasl.Mechanism, error) {
 		return nil, nil
 	case SASLPlain:
 		return plain.Mechanism{Username: c.Username, Password: c.Password}, nil
-	case SASLSCRAMSHA256, SASLSCRAMSHA512:
-		return newSCRAM(c.Mechanism, c.Username, c.Password), nil
+	case SASLSCRAMSHA256:
+		m, err := scram.Mechanism(scram.SHA256, c.Username, c.Password)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.sasl: %w", err)
+		}
+		return m, nil
+	case SASLSCRAMSHA512:
+		m, err := scram.Mechanism(scram.SHA512, c.Username, c.Password)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.sasl: %w", err)
+		}
+		return m, nil
 	default:
 		return nil, fmt.Errorf("kafka.sasl.mechanism: %q is not supported", c.Mechanism)
 	}
