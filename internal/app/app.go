@@ -72,6 +72,7 @@ type App struct {
 	explicit bool
 	bus      *bus.Bus
 	registry *subscribers.Registry
+	follower *registryFollower
 	metrics  *prometheus.Registry
 	now      func() time.Time
 	ready    chan struct{}
@@ -138,13 +139,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	}
 
 	caughtUp := make(chan struct{})
+	a.follower = newRegistryFollower(a.bus, a.registry, log)
 	start("subscriber registry", func(ctx context.Context) error {
-		return a.bus.Follow(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
-			if err := a.registry.Apply(m.Key, m.Value); err != nil {
-				log.Warn("skipping bad subscriber record", "key", string(m.Key), "offset", m.Offset, "error", err)
-			}
-			return nil
-		}, func() { close(caughtUp) })
+		return a.follower.run(ctx, func() { close(caughtUp) })
 	})
 	select {
 	case <-caughtUp:
@@ -159,7 +156,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		case RoleFanout:
 			w := a.fanoutWorker()
 			start(RoleFanout, func(ctx context.Context) error {
-				return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, w.Handle)
+				return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
+					// Decide against every subscriber change acknowledged
+					// before these alerts were fetched.
+					if err := a.follower.Sync(ctx); err != nil {
+						return err
+					}
+					return w.Handle(ctx, msgs)
+				})
 			})
 		case RoleDeliver:
 			run, err := a.deliverRole(ctx)

@@ -61,6 +61,20 @@ func (b *Bus) ranges(ctx context.Context, topic string) ([]partitionRange, error
 	return out, nil
 }
 
+// HighWatermarks returns, for every partition of topic (given without
+// prefix), the offset the next message written to it will get.
+func (b *Bus) HighWatermarks(ctx context.Context, topic string) (map[int]int64, error) {
+	rs, err := b.ranges(ctx, b.Topic(topic))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]int64, len(rs))
+	for _, r := range rs {
+		out[r.partition] = r.end
+	}
+	return out, nil
+}
+
 // ReadAll calls fn with every message of topic (given without prefix), from
 // the first offset of each partition to its high watermark when ReadAll
 // began, partition after partition, then returns. It uses no consumer group
@@ -68,6 +82,41 @@ func (b *Bus) ranges(ctx context.Context, topic string) ([]partitionRange, error
 // the read and is returned as is. Broker errors are retried a few times
 // (resuming where the read stopped) before ReadAll gives up.
 func (b *Bus) ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error {
+	return b.readRanges(ctx, topic, nil, fn)
+}
+
+// ReadKeys is ReadAll restricted to the messages whose key is one of keys.
+// It reads only the partitions those keys are written to (the producers'
+// Murmur2 partitioner, as Java clients use), so finding one alert's
+// receipts costs one partition, not the whole topic.
+func (b *Bus) ReadKeys(ctx context.Context, topic string, keys []string, fn func(kafka.Message) error) error {
+	want := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		want[k] = true
+	}
+	part := func(n int) map[int]bool {
+		ids := make([]int, n)
+		for i := range ids {
+			ids[i] = i
+		}
+		var bal kafka.Murmur2Balancer
+		m := map[int]bool{}
+		for k := range want {
+			m[bal.Balance(kafka.Message{Key: []byte(k)}, ids...)] = true
+		}
+		return m
+	}
+	return b.readRanges(ctx, topic, part, func(m kafka.Message) error {
+		if !want[string(m.Key)] {
+			return nil
+		}
+		return fn(m)
+	})
+}
+
+// readRanges reads every partition of topic, or, when only is not nil,
+// those in only(number of partitions).
+func (b *Bus) readRanges(ctx context.Context, topic string, only func(n int) map[int]bool, fn func(kafka.Message) error) error {
 	full := b.Topic(topic)
 	var rs []partitionRange
 	err := retry(ctx, func() error {
@@ -84,7 +133,14 @@ func (b *Bus) ReadAll(ctx context.Context, topic string, fn func(kafka.Message) 
 		}
 		return nil
 	}
+	var keep map[int]bool
+	if only != nil {
+		keep = only(len(rs))
+	}
 	for _, r := range rs {
+		if keep != nil && !keep[r.partition] {
+			continue
+		}
 		off := r.start
 		err := retry(ctx, func() error {
 			var err error

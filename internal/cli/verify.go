@@ -45,6 +45,9 @@ func newVerifyCmd(e *env) *cobra.Command {
 		if err != nil {
 			return fmt.Errorf("webhook NOT verified: %w", err)
 		}
+		if !rep.OK() {
+			return errors.New("webhook NOT verified")
+		}
 		return nil
 	}
 	wh.Flags().StringArrayVar(&secrets, "secret", nil, "the endpoint's whsec_ secret (repeat during rotation)")

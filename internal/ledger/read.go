@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/segmentio/kafka-go"
@@ -13,10 +12,10 @@ import (
 // TopicReceipts is the receipts topic's name without the prefix.
 const TopicReceipts = "receipts"
 
-// Reader reads a whole topic, from the first offset to the high watermark
-// as of the call.
+// Reader reads the messages with the given keys from a topic, from the
+// first offset to the high watermark as of the call.
 type Reader interface {
-	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
+	ReadKeys(ctx context.Context, topic string, keys []string, fn func(kafka.Message) error) error
 }
 
 // Source answers ledger questions by reading the receipts topic.
@@ -29,10 +28,7 @@ func FromBus(r Reader) *Source { return &Source{r: r} }
 // no receipts are absent from the result.
 func (s *Source) Lookup(ctx context.Context, ids []string) (map[string]*Alert, error) {
 	l := New()
-	err := s.r.ReadAll(ctx, TopicReceipts, func(m kafka.Message) error {
-		if !slices.Contains(ids, string(m.Key)) {
-			return nil
-		}
+	err := s.r.ReadKeys(ctx, TopicReceipts, ids, func(m kafka.Message) error {
 		var r delivery.Receipt
 		if err := json.Unmarshal(m.Value, &r); err != nil {
 			return nil // a malformed receipt is not ours to judge; skip it

@@ -1,0 +1,64 @@
+package ledger_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/stretchr/testify/require"
+)
+
+func TestFoldingReceipts(t *testing.T) {
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	l := ledger.New()
+	dec := func(sub, target, decision, mode, rule string) delivery.Receipt {
+		return delivery.Receipt{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: sub, Target: target,
+			Decision: decision, Mode: mode, Rule: rule, At: at}
+	}
+	out := func(sub, target, state string, attempt int, err string) delivery.Receipt {
+		return delivery.Receipt{Kind: delivery.KindOutcome, AlertID: "a1", Subscriber: sub, Target: target,
+			State: state, Attempt: attempt, Error: err, At: at}
+	}
+	for _, r := range []delivery.Receipt{
+		{Kind: delivery.KindAlert, AlertID: "a1", TLP: "AMBER", Marking: "OFFICIAL", Type: "alert", IssuedBy: "api:alice", At: at},
+		dec("bank", "fc@bank.example", delivery.Deliver, delivery.ModeEncrypted, "email.encrypted"),
+		dec("bank", "https://h.example/", delivery.Deliver, delivery.ModeSigned, "webhook.signed"),
+		dec("hotel", "sec@hotel.example", delivery.Notice, delivery.ModeKeyNotice, "email.no-usable-key"),
+		dec("farm", "f@farm.example", delivery.Withhold, "", "clearance.tlp"),
+		out("bank", "fc@bank.example", delivery.StateRetrying, 1, "smtp 451"),
+		out("bank", "fc@bank.example", delivery.StateDelivered, 2, ""),
+		// A duplicate attempt that failed after the success does not undo it.
+		out("bank", "fc@bank.example", delivery.StateRetrying, 3, "connection reset"),
+		out("bank", "https://h.example/", delivery.StateDead, 1, "http 400"),
+	} {
+		l.Add(r)
+	}
+	a := l.Alert("a1")
+	require.NotNil(t, a)
+	require.Equal(t, "AMBER", string(a.TLP))
+	require.Equal(t, "api:alice", a.IssuedBy)
+	require.False(t, a.FannedOut.IsZero())
+
+	byKey := map[string]ledger.Entry{}
+	for _, e := range a.Entries() {
+		byKey[e.Subscriber+" "+e.Target] = e
+	}
+	require.Equal(t, delivery.StateDelivered, byKey["bank fc@bank.example"].State)
+	require.Equal(t, 3, byKey["bank fc@bank.example"].Attempts)
+	require.Equal(t, delivery.StateDead, byKey["bank https://h.example/"].State)
+	require.Equal(t, "http 400", byKey["bank https://h.example/"].LastError)
+	require.Equal(t, delivery.StatePending, byKey["hotel sec@hotel.example"].State)
+	require.Equal(t, delivery.StateWithheld, byKey["farm f@farm.example"].State)
+
+	require.True(t, a.Received("bank", "fc@bank.example"))
+	require.True(t, a.Received("bank", "https://h.example/"), "decided to deliver: an update must follow it")
+	require.False(t, a.Received("hotel", "sec@hotel.example"), "a key notice carried no content")
+	require.False(t, a.Received("farm", "f@farm.example"))
+	require.False(t, a.Done(), "the hotel's notice is still pending")
+	require.Equal(t, map[string]int{"delivered": 1, "dead": 1, "pending": 1, "withheld": 1}, a.Counts())
+
+	l.Add(out("hotel", "sec@hotel.example", delivery.StateDelivered, 1, ""))
+	require.True(t, a.Done())
+	require.Nil(t, l.Alert("unknown"))
+}
