@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +74,7 @@ type server struct {
 	log    *syncBuffer
 	config string
 	broker string
+	api    string
 	done   chan error
 }
 
@@ -81,9 +84,10 @@ func startServe(t *testing.T, extra string, args ...string) *server {
 	t.Helper()
 	broker := freePort(t)
 	cfg := filepath.Join(t.TempDir(), "herald.yaml")
-	y := fmt.Sprintf("kafka:\n  embedded: {listen: %q}\n  partitions: 3\napi:\n  listen: %q\n%s", broker, freePort(t), extra)
+	api := freePort(t)
+	y := fmt.Sprintf("kafka:\n  embedded: {listen: %q}\n  partitions: 3\napi:\n  listen: %q\n%s", broker, api, extra)
 	require.NoError(t, os.WriteFile(cfg, []byte(y), 0o600))
-	s := &server{log: &syncBuffer{}, config: cfg, broker: broker, done: make(chan error, 1)}
+	s := &server{log: &syncBuffer{}, config: cfg, broker: broker, api: api, done: make(chan error, 1)}
 	s.cmd = exec.Command(heraldBin, append([]string{"serve", "--config", cfg}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	require.NoError(t, s.cmd.Start())
@@ -205,6 +209,26 @@ func TestServeImportPublishStatus(t *testing.T) {
 	// The suspended partner shares no sector with the alert: it is never a
 	// candidate, so it has no receipt at all.
 	require.NotContains(t, got, "harvest-farms office@harvestfarms.example")
+
+	// The api role of the same process.
+	body := httpGet(t, "http://"+s.api+"/healthz", 200)
+	require.Contains(t, body, "ok")
+	metrics := httpGet(t, "http://"+s.api+"/metrics", 200)
+	require.Contains(t, metrics, "herald_fanout_alerts_total 1")
+	require.Contains(t, metrics, "herald_fanout_jobs_total 6")
+	httpGet(t, "http://"+s.api+"/v1/alerts/"+id, 401) // analysts only
+	require.Contains(t, s.log.String(), "deliver role not started", "without a signing key nothing is sent, and serve says so")
+}
+
+func httpGet(t *testing.T, url string, status int) string {
+	t.Helper()
+	res, err := http.Get(url)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, status, res.StatusCode, "%s: %s", url, b)
+	return string(b)
 }
 
 func TestBadInputExitCodes(t *testing.T) {

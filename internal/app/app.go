@@ -187,6 +187,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 			start(RoleAPI, run)
 		}
 	}
+	if cfg.Metrics.Listen != "" {
+		run, err := a.metricsListener(cfg.Metrics.Listen)
+		if err != nil {
+			cancel(err)
+			wg.Wait()
+			return err
+		}
+		start("metrics", run)
+	}
 	log.Info("herald running", "roles", strings.Join(a.roles, ","), "brokers", strings.Join(a.bus.Brokers(), ","), "embedded", a.bus.Embedded())
 	close(a.ready)
 	if opt.Started != nil {

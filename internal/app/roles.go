@@ -26,6 +26,7 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -222,6 +223,37 @@ func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Tim
 	return v.Err()
 }
 
+// metricsListener serves GET /metrics alone on addr.
+func (a *App) metricsListener(addr string) (func(context.Context) error, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{Registry: a.metrics}))
+	return a.listen("metrics.listen", addr, mux)
+}
+
+// listen binds addr and returns a function serving h until ctx ends, then
+// shutting down gracefully.
+func (a *App) listen(key, addr string, h http.Handler) (func(context.Context) error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
+	a.log.Info("listening", "key", key, "addr", ln.Addr().String())
+	return func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- hs.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	}, nil
+}
+
 func (a *App) apiRole() (func(context.Context) error, error) {
 	var pub []byte
 	if signer, err := LoadSigner(a.cfg, a.now()); err == nil {
@@ -249,23 +281,5 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Now:             a.now,
 		Log:             a.log.With("role", RoleAPI),
 	}
-	ln, err := net.Listen("tcp", a.cfg.API.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("api.listen: %w", err)
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
-	a.log.Info("api listening", "addr", ln.Addr().String())
-	return func(ctx context.Context) error {
-		errc := make(chan error, 1)
-		go func() { errc <- hs.Serve(ln) }()
-		select {
-		case err := <-errc:
-			return err
-		case <-ctx.Done():
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return hs.Shutdown(sctx)
-	}, nil
+	return a.listen("api.listen", a.cfg.API.Listen, srv.Handler())
 }

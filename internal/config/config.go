@@ -29,7 +29,14 @@ type Config struct {
 	Webhooks Webhooks `mapstructure:"webhooks"`
 	Delivery Delivery `mapstructure:"delivery"`
 	API      API      `mapstructure:"api"`
+	Metrics  Metrics  `mapstructure:"metrics"`
 	Log      Log      `mapstructure:"log"`
+}
+
+// Metrics configures a separate Prometheus listener, for processes that do
+// not run the api role.
+type Metrics struct {
+	Listen string `mapstructure:"listen"`
 }
 
 // Kafka says where the bus is.
@@ -180,6 +187,7 @@ var defaults = map[string]any{
 	"delivery.breaker.cooldown":        "30s",
 	"api.listen":                       "127.0.0.1:8080",
 	"api.tokens":                       []any{},
+	"metrics.listen":                   "",
 	"log.level":                        "info",
 	"log.format":                       "text",
 }
@@ -308,6 +316,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 		v.Add("api.listen", "%q is not host:port", c.API.Listen)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			v.Add("metrics.listen", "%q is not host:port", c.Metrics.Listen)
+		}
 	}
 	for i, t := range c.API.Tokens {
 		f := fmt.Sprintf("api.tokens[%d]", i)
