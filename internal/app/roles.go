@@ -82,6 +82,11 @@ func LoadSigner(cfg *config.Config, now time.Time) (*pgp.Signer, error) {
 func WebhookConfig(cfg *config.Config) (webhook.Config, error) {
 	wc := webhook.Config{Timeout: cfg.Webhooks.Timeout, AllowInsecureLoopback: cfg.Webhooks.AllowInsecureLoopback,
 		MaxResponseBytes: cfg.Webhooks.MaxResponseBytes, UserAgent: "Herald/1 (+webhooks)"}
+	pool, err := config.CertPool(cfg.Webhooks.CAFile)
+	if err != nil {
+		return wc, fmt.Errorf("webhooks.ca_file: %w", err)
+	}
+	wc.RootCAs = pool
 	for i, c := range cfg.Webhooks.AllowCIDRs {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
@@ -98,8 +103,12 @@ func EmailConfig(cfg *config.Config) (email.Config, error) {
 	if err != nil {
 		return email.Config{}, fmt.Errorf("smtp.password_file: %w", err)
 	}
+	pool, err := config.CertPool(cfg.SMTP.CAFile)
+	if err != nil {
+		return email.Config{}, fmt.Errorf("smtp.ca_file: %w", err)
+	}
 	return email.Config{Host: cfg.SMTP.Host, Port: cfg.SMTP.Port, TLS: cfg.SMTP.TLS, Username: cfg.SMTP.Username,
-		Password: pw, From: cfg.SMTP.From, Pool: cfg.SMTP.Pool, Timeout: cfg.SMTP.Timeout}, nil
+		Password: pw, From: cfg.SMTP.From, Pool: cfg.SMTP.Pool, Timeout: cfg.SMTP.Timeout, RootCAs: pool}, nil
 }
 
 // unconfigured fails every job of a channel the operator has not set up,

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,11 +19,12 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// parseAlertInput decodes JSON (strictly) or YAML, then normalises.
+// parseAlertInput decodes JSON (strictly) or, if it is not JSON, YAML; then
+// normalises.
 func parseAlertInput(data []byte) (*alerts.Alert, error) {
 	var a *alerts.Alert
 	var err error
-	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
+	if json.Valid(data) {
 		a, err = alerts.Decode(data)
 	} else {
 		a, err = alerts.DecodeYAML(data)

@@ -7,6 +7,7 @@ package config
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -91,6 +92,7 @@ type SMTP struct {
 	From         string        `mapstructure:"from"`
 	Pool         int           `mapstructure:"pool"`
 	Timeout      time.Duration `mapstructure:"timeout"`
+	CAFile       string        `mapstructure:"ca_file"`
 }
 
 // Webhooks configures webhook delivery.
@@ -99,6 +101,7 @@ type Webhooks struct {
 	AllowInsecureLoopback bool          `mapstructure:"allow_insecure_loopback"`
 	AllowCIDRs            []string      `mapstructure:"allow_cidrs"`
 	MaxResponseBytes      int64         `mapstructure:"max_response_bytes"`
+	CAFile                string        `mapstructure:"ca_file"`
 }
 
 // Delivery configures the delivery workers.
@@ -176,10 +179,12 @@ var defaults = map[string]any{
 	"smtp.from":                        "",
 	"smtp.pool":                        4,
 	"smtp.timeout":                     "30s",
+	"smtp.ca_file":                     "",
 	"webhooks.timeout":                 "10s",
 	"webhooks.allow_insecure_loopback": false,
 	"webhooks.allow_cidrs":             []string{},
 	"webhooks.max_response_bytes":      65536,
+	"webhooks.ca_file":                 "",
 	"delivery.retry_schedule":          []string{"10s", "1m", "5m", "30m", "2h", "6h", "12h"},
 	"delivery.concurrency":             64,
 	"delivery.per_endpoint":            4,
@@ -278,6 +283,8 @@ func (c *Config) Validate() error {
 	checkFile(v, "signing.key_file", c.Signing.KeyFile)
 	checkFile(v, "signing.passphrase_file", c.Signing.PassphraseFile)
 	checkFile(v, "smtp.password_file", c.SMTP.PasswordFile)
+	checkFile(v, "smtp.ca_file", c.SMTP.CAFile)
+	checkFile(v, "webhooks.ca_file", c.Webhooks.CAFile)
 	switch c.SMTP.TLS {
 	case "starttls", "implicit", "none":
 	default:
@@ -351,6 +358,23 @@ func checkFile(v *alerts.ValidationError, field, path string) {
 	if _, err := os.Stat(path); err != nil {
 		v.Add(field, "%v", errors.Unwrap(err))
 	}
+}
+
+// CertPool reads a PEM bundle of CA certificates; "" gives nil (the
+// system roots).
+func CertPool(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // ReadSecret returns the trimmed contents of file, or the environment

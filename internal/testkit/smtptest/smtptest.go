@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -67,6 +68,9 @@ type Server struct {
 	Port int
 	// RootCAs trusts the server's self-signed certificate.
 	RootCAs *x509.CertPool
+	// CertPEM is that certificate in PEM, for a process configured with
+	// smtp.ca_file.
+	CertPEM []byte
 
 	opts     Options
 	srv      *smtp.Server
@@ -100,6 +104,7 @@ func New(t testing.TB, opts Options) *Server {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		s.RootCAs = pool
+		s.CertPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
 	}
 	if opts.StartTLS {
 		srv.TLSConfig = tlsConf

@@ -1,0 +1,213 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/deliver/email"
+	"github.com/herald-alerts/herald/internal/deliver/webhook"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// fanoutSectors spread the fan-out population: the alert names the first,
+// so one partner in len(fanoutSectors) matches.
+var fanoutSectors = []string{"agriculture", "food-processing", "construction", "manufacturing", "textiles",
+	"warehousing-logistics", "recruitment", "hospitality", "care", "retail"}
+
+// runFanout is run 1: FanoutAlerts alerts, each matched against Partners
+// partners (one in ten sharing its sector, each with one email address and
+// one webhook), through fanout.Worker.Handle into an embedded broker of its
+// own, so that none of these jobs reach the end-to-end runs. Then the jobs
+// of the last alert (planned again by Worker.Plan, the function Handle
+// uses) are delivered through Herald's webhook and email notifiers to the
+// loopback receivers, and the agency key's signature count is read from
+// pgp.Signer.Ops before and after each channel.
+func (e *env) runFanout(ctx context.Context) ([]Result, error) {
+	opt := e.opt
+	bc, err := app.BusConfig(e.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("fan-out: %w", err)
+	}
+	b, err := bus.Open(ctx, bc, opt.Log.With("component", "bench-fanout"))
+	if err != nil {
+		return nil, fmt.Errorf("fan-out: open embedded broker: %w", err)
+	}
+	defer b.Close()
+	if err := b.EnsureTopics(ctx, len(e.cfg.Delivery.RetrySchedule)); err != nil {
+		return nil, fmt.Errorf("fan-out: %w", err)
+	}
+
+	e.progress("fan-out: registering %d partners", opt.Partners)
+	reg := subscribers.NewRegistry()
+	matching := 0
+	for i := range opt.Partners {
+		s := e.partner(fmt.Sprintf("p-%06d", i), fanoutSectors[i%len(fanoutSectors)], true, true, i)
+		if s.Sectors[0] == fanoutSectors[0] {
+			matching++
+		}
+		reg.Put(s)
+	}
+	var jobs atomic.Int64
+	w := &fanout.Worker{
+		Registry:   reg,
+		Taxonomy:   taxonomy.Default(),
+		Policy:     app.PolicyOptions(e.cfg),
+		Deliveries: b.Producer(bus.TopicDeliveries),
+		Receipts:   b.Producer(bus.TopicReceipts),
+		Quarantine: b.Producer(bus.TopicQuarantine),
+		History:    ledger.FromBus(b),
+		Now:        time.Now,
+		Log:        opt.Log.With("role", app.RoleFanout),
+		Observe:    func(_ string, j, _ int) { jobs.Add(int64(j)) },
+	}
+
+	// Warm up the producers (metadata, connections) with an alert for one
+	// named partner.
+	warm := newAlert("bench-fanout-warm", []string{"online-platforms"}, []string{"p-000000"})
+	if err := w.Handle(ctx, []kafka.Message{alertMessage(warm)}); err != nil {
+		return nil, fmt.Errorf("fan-out: warm-up: %w", err)
+	}
+	jobs.Store(0)
+
+	e.progress("fan-out: %d alerts × %d matching partners × 2 targets", opt.FanoutAlerts, matching)
+	var elapsed time.Duration
+	var last *alerts.Alert
+	for k := range opt.FanoutAlerts {
+		last = newAlert(fmt.Sprintf("bench-fanout-%d", k), []string{fanoutSectors[0]}, nil)
+		msg := alertMessage(last)
+		start := time.Now()
+		if err := w.Handle(ctx, []kafka.Message{msg}); err != nil {
+			return nil, fmt.Errorf("fan-out of %s: %w", last.ID, err)
+		}
+		elapsed += time.Since(start)
+	}
+	want := int64(opt.FanoutAlerts * matching * 2)
+	if got := jobs.Load(); got != want {
+		return nil, fmt.Errorf("fan-out: %d jobs written, want %d: %w", got, want, errIncomplete)
+	}
+	results := []Result{{Name: FanoutJobs, Herald: float64(want) / elapsed.Seconds(), Unit: unitJobsPerSecond}}
+	e.progress("fan-out: %.0f jobs/s", results[0].Herald)
+
+	signs, err := e.signatures(ctx, w, reg, last)
+	if err != nil {
+		return results, err
+	}
+	return append(results,
+		Result{Name: FanoutSignsWebhook, Herald: signs[delivery.ChannelWebhook], Unit: unitSignatures},
+		Result{Name: FanoutSignsEmail, Herald: signs[delivery.ChannelEmail], Unit: unitSignatures},
+	), nil
+}
+
+// signatures delivers every job of alert a through Herald's notifiers,
+// one channel after the other, and returns the agency-key signatures each
+// channel's deliveries made.
+func (e *env) signatures(ctx context.Context, w *fanout.Worker, reg *subscribers.Registry, a *alerts.Alert) (map[string]float64, error) {
+	plan, err := w.Plan(ctx, a)
+	if err != nil {
+		return nil, fmt.Errorf("fan-out: plan %s again: %w", a.ID, err)
+	}
+	byChannel := map[string][]*delivery.Job{}
+	for _, m := range plan.Jobs {
+		var j delivery.Job
+		if err := json.Unmarshal(m.Value, &j); err != nil {
+			return nil, fmt.Errorf("fan-out: decode job: %w", err)
+		}
+		byChannel[j.Channel] = append(byChannel[j.Channel], &j)
+	}
+	wc, err := app.WebhookConfig(e.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("fan-out: %w", err)
+	}
+	wn, err := webhook.New(wc, e.signer, e.opt.Log)
+	if err != nil {
+		return nil, fmt.Errorf("fan-out: %w", err)
+	}
+	defer wn.Close()
+	ec, err := app.EmailConfig(e.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("fan-out: %w", err)
+	}
+	en, err := email.New(ec, e.signer, e.opt.Log)
+	if err != nil {
+		return nil, fmt.Errorf("fan-out: %w", err)
+	}
+	defer en.Close()
+
+	out := map[string]float64{}
+	for _, ch := range []struct {
+		name    string
+		n       interface {
+			Notify(context.Context, *delivery.Job, *subscribers.Subscriber) error
+		}
+		tr      *tracker
+		workers int
+	}{
+		{delivery.ChannelWebhook, wn, e.hooks, e.concurrency(e.opt.Receivers)},
+		{delivery.ChannelEmail, en, e.mails, e.concurrency(1)},
+	} {
+		jobs := byChannel[ch.name]
+		if len(jobs) == 0 {
+			return nil, fmt.Errorf("fan-out: alert %s has no %s jobs: %w", a.ID, ch.name, errIncomplete)
+		}
+		e.progress("fan-out: delivering the %d %s jobs of %s to count signatures", len(jobs), ch.name, a.ID)
+		ids := make([]string, len(jobs))
+		for i, j := range jobs {
+			ids[i] = j.ID
+		}
+		done := ch.tr.expect(ids, false)
+		before := e.signer.Ops()
+		err := parallel(ctx, ch.workers, len(jobs), func(i int) error {
+			return ch.n.Notify(ctx, jobs[i], reg.Get(jobs[i].Subscriber))
+		})
+		if err != nil {
+			return nil, fmt.Errorf("fan-out: deliver %s jobs of %s: %w", ch.name, a.ID, err)
+		}
+		if err := waitDone(ctx, done, 10*time.Second, ch.tr, "fan-out: "+ch.name+" deliveries"); err != nil {
+			return nil, err
+		}
+		out[ch.name] = float64(e.signer.Ops() - before)
+	}
+	return out, nil
+}
+
+// parallel runs fn(0) … fn(n-1) on workers goroutines and returns the
+// first error.
+func parallel(ctx context.Context, workers, n int, fn func(i int) error) error {
+	var next atomic.Int64
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = fmt.Errorf("item %d: %w", i, err) })
+					next.Store(int64(n))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}

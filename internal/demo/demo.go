@@ -1,0 +1,369 @@
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/pgp"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/segmentio/kafka-go"
+)
+
+// Defaults of Options.
+const (
+	DefaultOutDir  = "demo-output"
+	DefaultTimeout = 40 * time.Second
+)
+
+// Agency identity of the throwaway signing key.
+const (
+	agencyName  = "Herald demo agency (throwaway key)"
+	agencyEmail = "alerts@agency.example"
+)
+
+// Options configure Run.
+type Options struct {
+	// OutDir receives what the partners got; DefaultOutDir if empty. It is
+	// created, or replaced if an earlier demo made it; any other non-empty
+	// directory is refused.
+	OutDir string
+	// Timeout bounds the wait for every delivery to reach a final state;
+	// DefaultTimeout if zero.
+	Timeout time.Duration
+	// Log receives Herald's own logs; nil discards them.
+	Log *slog.Logger
+}
+
+// Alert is one alert the demo published.
+type Alert struct {
+	// Label is the alert's number in the outcome table: "1", "2", "3".
+	Label string
+	*alerts.Alert
+}
+
+// Row is one line of the outcome table: one alert at one target of one
+// partner.
+type Row struct {
+	Alert    string // the alert's Label
+	Partner  string
+	Channel  string
+	Target   string
+	Decision string
+	// How is how the content was protected: signed, encrypted, key-notice,
+	// cancel-notice, or "-" when nothing went.
+	How   string
+	State string
+	// Rule is the policy rule that decided (PRODUCT.md §3).
+	Rule string
+	// Verified is "yes" when what arrived passed every check, "no" when
+	// it did not (or nothing arrived), "-" when nothing was due.
+	Verified string
+	// Files are what arrived at the target, relative to the output
+	// folder.
+	Files []string
+}
+
+// Result is what Run found.
+type Result struct {
+	Alerts []Alert
+	Rows   []Row
+	// Failures lists every check that did not hold; empty means success.
+	Failures []string
+	// OutDir is the absolute path of the output folder.
+	OutDir string
+	// Hints are commands to try on the output folder.
+	Hints []string
+	// Brokers is where the embedded broker listened.
+	Brokers []string
+	Elapsed time.Duration
+}
+
+// OK reports whether every check held.
+func (r *Result) OK() bool { return len(r.Failures) == 0 }
+
+func (r *Result) failf(format string, args ...any) {
+	r.Failures = append(r.Failures, fmt.Sprintf(format, args...))
+}
+
+// Run runs the demo. It returns an error when the demo could not run at
+// all (a port, a key, the output folder); a run whose checks failed
+// returns a Result with Failures and a nil error.
+func Run(ctx context.Context, opt Options) (*Result, error) {
+	start := time.Now()
+	if opt.OutDir == "" {
+		opt.OutDir = DefaultOutDir
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	out, err := prepareOutDir(opt.OutDir)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{OutDir: out}
+
+	tmp, err := os.MkdirTemp("", "herald-demo-")
+	if err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	now := time.Now()
+	agencyPriv, agencyPub, err := pgp.GenerateKey(agencyName, agencyEmail, pgp.AlgoEd25519, now)
+	if err != nil {
+		return nil, fmt.Errorf("generate agency key: %w", err)
+	}
+	signer, err := pgp.LoadSigner(agencyPriv, nil, now)
+	if err != nil {
+		return nil, fmt.Errorf("load agency key: %w", err)
+	}
+	keyFile := filepath.Join(tmp, "agency.key.asc")
+	if err := os.WriteFile(keyFile, agencyPriv, 0o600); err != nil {
+		return nil, fmt.Errorf("write agency key: %w", err)
+	}
+
+	mails, err := startMailSink(log)
+	if err != nil {
+		return nil, err
+	}
+	defer mails.Close()
+	hooks, err := startHookSink(log)
+	if err != nil {
+		return nil, err
+	}
+	defer hooks.Close()
+
+	partners, err := samplePartners(hooks, now)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := demoConfig(keyFile, mails.addr)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range partners {
+		if err := app.CheckSubscriber(cfg, p.sub, now); err != nil {
+			return nil, fmt.Errorf("sample partner %s: %w", p.sub.ID, err)
+		}
+	}
+
+	bc, err := app.BusConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// The embedded broker accepts short group timeouts: rebalances and
+	// shutdown take milliseconds instead of seconds.
+	bc.Consumer = bus.ConsumerConfig{MaxWait: 100 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout: time.Second, RebalanceTimeout: time.Second, JoinGroupBackoff: 100 * time.Millisecond,
+		DrainTimeout: 5 * time.Second}
+	b, err := bus.Open(ctx, bc, log)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded broker: %w", err)
+	}
+	defer b.Close()
+	res.Brokers = b.Brokers()
+	if err := b.EnsureTopics(ctx, len(cfg.Delivery.RetrySchedule)); err != nil {
+		return nil, fmt.Errorf("create topics: %w", err)
+	}
+	for _, p := range partners {
+		v, err := json.Marshal(p.sub)
+		if err != nil {
+			return nil, fmt.Errorf("encode partner %s: %w", p.sub.ID, err)
+		}
+		if err := b.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(p.sub.ID), Value: v}); err != nil {
+			return nil, fmt.Errorf("load partner %s: %w", p.sub.ID, err)
+		}
+	}
+
+	// Herald itself: fan-out and delivery on the shared bus.
+	runCtx, stop := context.WithCancel(ctx)
+	started := make(chan struct{})
+	appDone := make(chan error, 1)
+	go func() {
+		appDone <- app.Run(runCtx, cfg, log, app.Options{Bus: b, Roles: []string{app.RoleFanout, app.RoleDeliver},
+			Explicit: true, Started: func(*app.App) { close(started) }})
+	}()
+	stopApp := func() error {
+		stop()
+		return <-appDone
+	}
+	select {
+	case <-started:
+	case err := <-appDone:
+		stop()
+		return nil, fmt.Errorf("start herald: %w", err)
+	case <-ctx.Done():
+		stopApp()
+		return nil, ctx.Err()
+	}
+
+	pub := sampleAlerts(now)
+	for i, a := range pub {
+		res.Alerts = append(res.Alerts, Alert{Label: strconv.Itoa(i + 1), Alert: a})
+	}
+	ids := make([]string, len(pub))
+	for i, a := range pub {
+		ids[i] = a.ID
+	}
+	led := ledger.FromBus(b)
+	deadline := time.Now().Add(opt.Timeout)
+	waitCtx, cancelWait := context.WithDeadline(ctx, deadline)
+	defer cancelWait()
+	var got map[string]*ledger.Alert
+	err = func() error {
+		if err := publish(waitCtx, b, pub[0], pub[1]); err != nil {
+			return err
+		}
+		// A cancel goes to whoever received the alert it cancels, which
+		// the fan-out learns from the ledger: publish it only once the
+		// first alert's decisions are there.
+		if _, err := poll(waitCtx, led, ids[:1], func(m map[string]*ledger.Alert) bool {
+			return m[ids[0]] != nil && !m[ids[0]].FannedOut.IsZero()
+		}); err != nil {
+			return fmt.Errorf("waiting for alert %s to be fanned out: %w", ids[0], err)
+		}
+		if err := publish(waitCtx, b, pub[2]); err != nil {
+			return err
+		}
+		want := map[string]int{}
+		for _, e := range expectations() {
+			want[ids[e.alert]]++
+		}
+		got, err = poll(waitCtx, led, ids, func(m map[string]*ledger.Alert) bool {
+			for _, id := range ids {
+				a := m[id]
+				if a == nil || a.FannedOut.IsZero() || len(a.Entries()) < want[id] || !final(a) {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("waiting for every delivery to reach a final state: %w", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			stopApp()
+			return nil, err
+		}
+		// Out of time: report what happened so far.
+		res.failf("%v (after %s)", err, opt.Timeout)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		got, _ = led.Lookup(rctx, ids)
+		cancel()
+	}
+	if err := stopApp(); err != nil {
+		res.failf("herald stopped with an error: %v", err)
+	}
+
+	c := &checker{res: res, alerts: pub, partners: partners, agencyPub: agencyPub, agencyFP: signer.Fingerprint(),
+		ledger: got, mails: mails.messages(), hooks: hooks.requests(), now: time.Now()}
+	c.check()
+	if err := c.write(agencyPub); err != nil {
+		return nil, fmt.Errorf("write %s: %w", out, err)
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// demoConfig is Herald's configuration for the demo: the defaults (and any
+// HERALD_… environment variables) with everything local and fast.
+func demoConfig(keyFile, smtpAddr string) (*config.Config, error) {
+	cfg, err := config.Load("")
+	if err != nil {
+		return nil, err
+	}
+	host, port, err := net.SplitHostPort(smtpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("smtp sink address %s: %w", smtpAddr, err)
+	}
+	cfg.Kafka.Brokers = nil
+	cfg.Kafka.Embedded = config.Embedded{Listen: "127.0.0.1:0"}
+	cfg.Kafka.CreateTopics = true
+	cfg.Kafka.Partitions = 1
+	cfg.Kafka.TLS = config.KafkaTLS{}
+	cfg.Kafka.SASL = config.KafkaSASL{}
+	cfg.Signing = config.Signing{KeyFile: keyFile}
+	cfg.SMTP.Host = host
+	cfg.SMTP.Port, _ = strconv.Atoi(port)
+	cfg.SMTP.TLS = "none"
+	cfg.SMTP.Username, cfg.SMTP.PasswordFile = "", ""
+	cfg.SMTP.From = "Agency MSHT Alerts <" + agencyEmail + ">"
+	cfg.SMTP.Timeout = 10 * time.Second
+	cfg.Webhooks.Timeout = 5 * time.Second
+	cfg.Webhooks.AllowInsecureLoopback = true
+	cfg.Webhooks.AllowCIDRs = nil
+	cfg.Delivery.RetrySchedule = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
+	cfg.Delivery.Breaker.Cooldown = 2 * time.Second
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("demo configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// publish validates alerts as the API would and writes them to the alerts
+// topic, keyed by id.
+func publish(ctx context.Context, b *bus.Bus, as ...*alerts.Alert) error {
+	for _, a := range as {
+		a.Normalize()
+		if err := a.Validate(time.Now(), taxonomy.Default()); err != nil {
+			return fmt.Errorf("sample alert %s: %w", a.ID, err)
+		}
+		v, err := json.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("encode alert %s: %w", a.ID, err)
+		}
+		if err := b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(a.ID), Value: v}); err != nil {
+			return fmt.Errorf("publish alert %s: %w", a.ID, err)
+		}
+	}
+	return nil
+}
+
+// poll reads the ledger of ids until done holds or ctx ends.
+func poll(ctx context.Context, led *ledger.Source, ids []string, done func(map[string]*ledger.Alert) bool) (map[string]*ledger.Alert, error) {
+	t := time.NewTicker(150 * time.Millisecond)
+	defer t.Stop()
+	for {
+		m, err := led.Lookup(ctx, ids)
+		if err == nil && done(m) {
+			return m, nil
+		}
+		select {
+		case <-ctx.Done():
+			return m, context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+}
+
+// final reports whether every entry of a has reached a final state.
+func final(a *ledger.Alert) bool {
+	for _, e := range a.Entries() {
+		switch e.State {
+		case delivery.StateDelivered, delivery.StateWithheld, delivery.StateDead, delivery.StateExpired, delivery.StateDisabled:
+		default:
+			return false
+		}
+	}
+	return true
+}
