@@ -148,8 +148,8 @@ func (e *env) signatures(ctx context.Context, w *fanout.Worker, reg *subscribers
 
 	out := map[string]float64{}
 	for _, ch := range []struct {
-		name    string
-		n       interface {
+		name string
+		n    interface {
 			Notify(context.Context, *delivery.Job, *subscribers.Subscriber) error
 		}
 		tr      *tracker
