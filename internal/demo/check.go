@@ -29,7 +29,7 @@ type checker struct {
 	agencyPub []byte
 	agencyFP  string
 	ledger    map[string]*ledger.Alert
-	mails     []mail
+	mails     []mailMsg
 	hooks     []hook
 	now       time.Time
 
@@ -40,7 +40,7 @@ type checker struct {
 // carries.
 type received struct {
 	id    string
-	mail  *mail
+	mail  *mailMsg
 	hook  *hook
 	taken bool
 }
@@ -142,7 +142,7 @@ func (c *checker) check() {
 				row.Files = append(row.Files, name)
 				if err != nil {
 					row.Verified = "no"
-					c.res.failf("%s: %s: %v", what, name, err)
+					c.res.failf("%s: %s: %s", what, name, strings.ReplaceAll(err.Error(), "\n", "; "))
 				}
 			}
 		}
@@ -209,7 +209,7 @@ func (c *checker) file(dir, base, ext string, data []byte) string {
 
 // checkMail verifies one received email as the partner would, and checks
 // that it is what the policy decided.
-func (c *checker) checkMail(m *mail, e expected, a *alerts.Alert, p *partner, tgt string, _ int) (string, error) {
+func (c *checker) checkMail(m *mailMsg, e expected, a *alerts.Alert, p *partner, tgt string, _ int) (string, error) {
 	name := c.file("email", fmt.Sprintf("%s-%s-%s", c.label(a.ID), p.sub.ID, e.mode), ".eml", m.Data)
 	var errs []error
 	if !slices.Contains(m.To, tgt) {
@@ -255,12 +255,13 @@ func (c *checker) checkHook(h *hook, e expected, a *alerts.Alert, p *partner, _ 
 	}
 	if err := whsig.Verify(h.Header, h.Body, ep.Secrets, c.now, 0); err != nil {
 		errs = append(errs, err)
-	}
-	// Each active secret signs: a partner rotating secrets may hold only
-	// one of them.
-	for i, s := range ep.Secrets {
-		if err := whsig.Verify(h.Header, h.Body, []string{s}, c.now, 0); err != nil {
-			errs = append(errs, fmt.Errorf("secret %d of %d: %w", i+1, len(ep.Secrets), err))
+	} else {
+		// Each active secret signs: a partner rotating secrets may hold
+		// only one of them.
+		for i, s := range ep.Secrets {
+			if err := whsig.Verify(h.Header, h.Body, []string{s}, c.now, 0); err != nil {
+				errs = append(errs, fmt.Errorf("secret %d of %d: %w", i+1, len(ep.Secrets), err))
+			}
 		}
 	}
 	if sig, err := base64.StdEncoding.DecodeString(h.Header.Get(whsig.HeaderPGPSignature)); err != nil || len(sig) == 0 {
@@ -274,7 +275,8 @@ func (c *checker) checkHook(h *hook, e expected, a *alerts.Alert, p *partner, _ 
 	if err != nil {
 		errs = append(errs, fmt.Errorf("saved request: %w", err))
 	} else if !rep.OK() || !rep.PGPChecked {
-		errs = append(errs, fmt.Errorf("saved request does not verify:\n%s", rep))
+		errs = append(errs, fmt.Errorf("saved request does not verify (signature: %s; timestamp: %s; pgp: %s)",
+			verdict(rep.SignatureErr), verdict(rep.TimestampErr), verdict(rep.PGPErr)))
 	}
 
 	var body struct {
@@ -357,6 +359,13 @@ func (c *checker) checkNoPlaintext() {
 			}
 		}
 	}
+}
+
+func verdict(err error) string {
+	if err == nil {
+		return "valid"
+	}
+	return err.Error()
 }
 
 func dash(s string) string {

@@ -31,7 +31,7 @@ const (
 
 // Agency identity of the throwaway signing key.
 const (
-	agencyName  = "Herald demo agency (throwaway key)"
+	agencyName  = "Herald demo agency, throwaway key"
 	agencyEmail = "alerts@agency.example"
 )
 
@@ -46,6 +46,10 @@ type Options struct {
 	Timeout time.Duration
 	// Log receives Herald's own logs; nil discards them.
 	Log *slog.Logger
+
+	// tamper, set by tests, changes what was received or recorded before
+	// the checks run, to show that they catch it.
+	tamper func(*checker)
 }
 
 // Alert is one alert the demo published.
@@ -87,9 +91,13 @@ type Result struct {
 	OutDir string
 	// Hints are commands to try on the output folder.
 	Hints []string
-	// Brokers is where the embedded broker listened.
-	Brokers []string
-	Elapsed time.Duration
+	// Brokers is where the embedded broker listened; SMTP and Webhooks
+	// are the addresses of the partners' mail server and webhook
+	// receiver.
+	Brokers  []string
+	SMTP     string
+	Webhooks string
+	Elapsed  time.Duration
 }
 
 // OK reports whether every check held.
@@ -150,6 +158,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	}
 	defer hooks.Close()
 
+	res.SMTP, res.Webhooks = mails.addr, hooks.base
 	partners, err := samplePartners(hooks, now)
 	if err != nil {
 		return nil, err
@@ -277,8 +286,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 
 	c := &checker{res: res, alerts: pub, partners: partners, agencyPub: agencyPub, agencyFP: signer.Fingerprint(),
 		ledger: got, mails: mails.messages(), hooks: hooks.requests(), now: time.Now()}
+	if opt.tamper != nil {
+		opt.tamper(c)
+	}
 	c.check()
-	if err := c.write(agencyPub); err != nil {
+	if err := c.write(agencyPub, opt.OutDir); err != nil {
 		return nil, fmt.Errorf("write %s: %w", out, err)
 	}
 	res.Elapsed = time.Since(start)

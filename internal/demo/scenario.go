@@ -2,6 +2,7 @@ package demo
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -30,6 +31,9 @@ const (
 	cleaning = "sparkle-cleaning"
 )
 
+// keyName drops the characters an OpenPGP user id may not hold in its name.
+var keyName = strings.NewReplacer("(", "", ")", "", "<", "", ">", "")
+
 // samplePartners builds the partner records: a bank, a recruitment agency,
 // a hotel chain, an NGO, a suspended farm co-operative and a cleaning firm
 // that takes only the most severe alerts. Every mailbox except the hotel
@@ -53,13 +57,13 @@ func samplePartners(hooks *hookSink, now time.Time) ([]*partner, error) {
 			Sectors: []string{"hospitality"}, Clearance: alerts.TLPAmber, Sensitive: true,
 			Email: []subscribers.Email{{Address: "security@grandstay.example"}}}},
 		{sub: subscribers.Subscriber{ID: ngo, Name: "Freedom Trust (NGO)", Kind: subscribers.KindNGO,
-			Sectors: []string{"agriculture", "hospitality", "recruitment", "car-washes", "nail-bars", "care", "construction"},
+			Sectors:   []string{"agriculture", "hospitality", "recruitment", "car-washes", "nail-bars", "care", "construction"},
 			Clearance: alerts.TLPRed, Sensitive: true, AcceptsTest: true,
 			Email: []subscribers.Email{{Address: "alerts@freedomtrust.example"}}}, key: true, hooks: 1, max: alerts.TLPGreen},
 		{sub: subscribers.Subscriber{ID: farms, Name: "Harvest Farms Co-operative", Kind: subscribers.KindBusiness,
 			Sectors: []string{"agriculture", "hospitality"}, Regions: []string{"TLF"}, Clearance: alerts.TLPGreen,
 			Status: subscribers.StatusSuspended,
-			Email: []subscribers.Email{{Address: "office@harvestfarms.example"}}}, key: true, hooks: 1},
+			Email:  []subscribers.Email{{Address: "office@harvestfarms.example"}}}, key: true, hooks: 1},
 		{sub: subscribers.Subscriber{ID: cleaning, Name: "Sparkle Cleaning Services", Kind: subscribers.KindBusiness,
 			Sectors: []string{"cleaning", "hospitality"}, Clearance: alerts.TLPGreen, MinSeverity: alerts.SeverityExtreme,
 			Email: []subscribers.Email{{Address: "ops@sparkle.example"}}}},
@@ -68,7 +72,7 @@ func samplePartners(hooks *hookSink, now time.Time) ([]*partner, error) {
 	for _, sp := range specs {
 		p := &partner{sub: &sp.sub}
 		if sp.key {
-			priv, pub, err := pgp.GenerateKey(sp.sub.Name, sp.sub.Email[0].Address, pgp.AlgoEd25519, now)
+			priv, pub, err := pgp.GenerateKey(keyName.Replace(sp.sub.Name), sp.sub.Email[0].Address, pgp.AlgoEd25519, now)
 			if err != nil {
 				return nil, fmt.Errorf("generate key of partner %s: %w", sp.sub.ID, err)
 			}

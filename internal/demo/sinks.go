@@ -20,8 +20,8 @@ import (
 // maxCapture bounds what the sinks keep of one message or request.
 const maxCapture = 4 << 20
 
-// mail is one message the SMTP sink accepted.
-type mail struct {
+// mailMsg is one message the SMTP sink accepted.
+type mailMsg struct {
 	From string
 	To   []string
 	Data []byte // as received: CRLF line endings, dot-stuffing removed
@@ -35,7 +35,7 @@ type mailSink struct {
 	done chan struct{}
 
 	mu   sync.Mutex
-	msgs []mail
+	msgs []mailMsg
 }
 
 // startMailSink listens on a free loopback port. The sink speaks plain
@@ -73,10 +73,10 @@ func (s *mailSink) Close() {
 }
 
 // messages returns a copy of what was received so far.
-func (s *mailSink) messages() []mail {
+func (s *mailSink) messages() []mailMsg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]mail(nil), s.msgs...)
+	return append([]mailMsg(nil), s.msgs...)
 }
 
 type mailSession struct {
@@ -101,7 +101,7 @@ func (ss *mailSession) Data(r io.Reader) error {
 		return err
 	}
 	ss.sink.mu.Lock()
-	ss.sink.msgs = append(ss.sink.msgs, mail{From: ss.from, To: ss.to, Data: data})
+	ss.sink.msgs = append(ss.sink.msgs, mailMsg{From: ss.from, To: ss.to, Data: data})
 	ss.sink.mu.Unlock()
 	return nil
 }
