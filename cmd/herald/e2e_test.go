@@ -210,12 +210,52 @@ func TestServeImportPublishStatus(t *testing.T) {
 	// candidate, so it has no receipt at all.
 	require.NotContains(t, got, "harvest-farms office@harvestfarms.example")
 
+	// A cancel that narrows the audience to financial services: partners that
+	// had the original get a content-free cancel notice (rule 7), in the dry
+	// run and in the fan-out alike.
+	cancel := filepath.Join(t.TempDir(), "cancel.json")
+	require.NoError(t, os.WriteFile(cancel, []byte(`{"type":"cancel","references":["`+id+`"],"title":"Withdrawn","severity":"severe",
+		"marking":"OFFICIAL","tlp":"GREEN","handling":{"code":"P"},"audience":{"sectors":["financial-services"]}}`), 0o600))
+	wantCancel := map[string][3]string{
+		"northbank fincrime@northbank.example":                        {"deliver", "signed", "email.signed"},
+		"grandstay security@grandstay.example":                        {"notice", "cancel-notice", "update.no-longer-eligible"},
+		"freedom-trust https://api.freedomtrust.example/hooks/herald": {"notice", "cancel-notice", "update.no-longer-eligible"},
+		"sparkle-cleaning ops@sparkle.example":                        {"withhold", "", "audience.sector"},
+	}
+	dry = rowsOf(t, s.must(t, "publish", "--dry-run", "--output", "json", cancel))
+	for k, want := range wantCancel {
+		require.Equal(t, want, [3]string{dry[k].Decision, dry[k].Mode, dry[k].Rule}, k)
+	}
+	cancelID := strings.TrimSpace(s.must(t, "publish", cancel))
+	require.Eventually(t, func() bool {
+		code, out, _ := s.run(t, "", "status", cancelID, "--output", "json")
+		if code != 0 {
+			return false
+		}
+		got = rowsOf(t, out)
+		return len(got) == 6 // northbank ×2, and the four other targets that had the original
+	}, 30*time.Second, 100*time.Millisecond)
+	for k, want := range wantCancel {
+		if want[0] == "withhold" {
+			require.NotContains(t, got, k, "not a candidate of the cancel and never had the original")
+			continue
+		}
+		require.Equal(t, [3]string{want[0], want[2]}, [3]string{got[k].Decision, got[k].Rule}, k)
+	}
+	// A cancel may not lower the TLP: exit 2, field named.
+	lower := filepath.Join(t.TempDir(), "lower.json")
+	require.NoError(t, os.WriteFile(lower, []byte(strings.Replace(`{"type":"cancel","references":["ID"],"title":"x","severity":"severe",
+		"marking":"OFFICIAL","tlp":"CLEAR","handling":{"code":"P"},"audience":{"sectors":["care"]}}`, "ID", id, 1)), 0o600))
+	code, _, errOut := s.run(t, "", "publish", lower)
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "tlp:")
+
 	// The api role of the same process.
 	body := httpGet(t, "http://"+s.api+"/healthz", 200)
 	require.Contains(t, body, "ok")
 	metrics := httpGet(t, "http://"+s.api+"/metrics", 200)
-	require.Contains(t, metrics, "herald_fanout_alerts_total 1")
-	require.Contains(t, metrics, "herald_fanout_jobs_total 6")
+	require.Contains(t, metrics, "herald_fanout_alerts_total 2")
+	require.Contains(t, metrics, "herald_fanout_jobs_total 12")
 	httpGet(t, "http://"+s.api+"/v1/alerts/"+id, 401) // analysts only
 	require.Contains(t, s.log.String(), "deliver role not started", "without a signing key nothing is sent, and serve says so")
 }

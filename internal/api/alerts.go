@@ -115,24 +115,7 @@ func (h *handler) checkReferences(ctx context.Context, a *alerts.Alert, v *alert
 	if err != nil {
 		return fmt.Errorf("look up %d referenced alerts: %w", len(ids), err)
 	}
-	for i, ref := range a.References {
-		if !alerts.ValidID(ref) || ref == a.ID {
-			continue
-		}
-		field := fmt.Sprintf("references[%d]", i)
-		orig := known[ref]
-		if orig == nil || orig.FannedOut.IsZero() {
-			v.Add(field, "alert %q is not known to Herald (it has not been published, or not yet fanned out)", ref)
-			continue
-		}
-		if !a.TLP.Valid() || !a.Marking.Valid() {
-			continue // Validate has named them; comparing would repeat it
-		}
-		var follow *alerts.ValidationError
-		if errors.As(a.MayFollow(&alerts.Alert{ID: orig.ID, TLP: orig.TLP, Marking: orig.Marking}), &follow) {
-			v.Fields = append(v.Fields, follow.Fields...)
-		}
-	}
+	v.Fields = append(v.Fields, ledger.CheckReferences(a, known)...)
 	return nil
 }
 

@@ -232,6 +232,21 @@ func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Tim
 	return v.Err()
 }
 
+// Preview is the decision table of an alert over every given partner, as
+// the fan-out would decide it: with rule 7's follow-up notices when prior
+// holds the alerts an update or cancel references. It is what dry runs and
+// the API's preview show.
+func Preview(a *alerts.Alert, subs []*subscribers.Subscriber, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) []policy.Decision {
+	var ds []policy.Decision
+	for _, s := range subs {
+		ds = policy.Append(ds, a, s, now, opt)
+	}
+	if len(prior) > 0 {
+		ds = policy.FollowUp(ds, ledger.ReceivedAny(prior))
+	}
+	return ds
+}
+
 // metricsListener serves GET /metrics alone on addr.
 func (a *App) metricsListener(addr string) (func(context.Context) error, error) {
 	mux := http.NewServeMux()
@@ -275,11 +290,16 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Registry:  a.registry,
 		Writer:    subscriberWriter{a.bus},
 		Preview: func(al *alerts.Alert, now time.Time) []policy.Decision {
-			var ds []policy.Decision
-			for _, s := range a.registry.List() {
-				ds = policy.Append(ds, al, s, now, opt)
+			var prior map[string]*ledger.Alert
+			if len(al.References) > 0 {
+				// The API has just checked the references through the
+				// same ledger; a failure here shows as no follow-up
+				// notices in the preview, never as a wider audience.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				prior, _ = ledger.FromBus(a.bus).Lookup(ctx, al.References)
+				cancel()
 			}
-			return ds
+			return Preview(al, a.registry.List(), prior, now, opt)
 		},
 		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
 		Taxonomy:        taxonomy.Default(),

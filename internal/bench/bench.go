@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -51,7 +52,25 @@ type Options struct {
 	Log *slog.Logger
 	// Progress, if set, is told what each run is doing.
 	Progress io.Writer
+	// Runs, if not empty, limits the suite to the named runs (RunFanout,
+	// RunWebhook, RunEmail, RunLatency), to profile one of them. Peak RSS
+	// is always reported.
+	Runs []string
 }
+
+// Names of the runs, for Options.Runs.
+const (
+	RunFanout  = "fanout"
+	RunWebhook = "webhook"
+	RunEmail   = "email"
+	RunLatency = "latency"
+)
+
+// AllRuns lists the runs in the order they run.
+var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency}
+
+// runs reports whether run is selected.
+func (o Options) runs(run string) bool { return len(o.Runs) == 0 || slices.Contains(o.Runs, run) }
 
 // Sizes of the full and quick suites.
 var (
@@ -196,11 +215,18 @@ func Run(ctx context.Context, opt Options) ([]Result, error) {
 	}
 	defer env.close()
 
+	for _, r := range opt.Runs {
+		if !slices.Contains(AllRuns, r) {
+			return nil, fmt.Errorf("bench: unknown run %q: want one of %s", r, strings.Join(AllRuns, ", "))
+		}
+	}
 	var results []Result
-	fo, err := env.runFanout(ctx)
-	results = append(results, fo...)
-	if err != nil {
-		return results, err
+	if opt.runs(RunFanout) {
+		fo, err := env.runFanout(ctx)
+		results = append(results, fo...)
+		if err != nil {
+			return results, err
+		}
 	}
 	e2e, err := env.runEndToEnd(ctx)
 	results = append(results, e2e...)

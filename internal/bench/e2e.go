@@ -98,25 +98,31 @@ func (e *env) runEndToEnd(ctx context.Context) ([]Result, error) {
 	}
 
 	var results []Result
-	wh, err := e.webhookRun(ctx, pub, hooks)
-	if err != nil {
-		return nil, err
+	if opt.runs(RunWebhook) {
+		wh, err := e.webhookRun(ctx, pub, hooks)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, wh)
 	}
-	results = append(results, wh)
-	em, err := e.emailRun(ctx, pub, mails)
-	if err != nil {
-		return results, err
+	if opt.runs(RunEmail) {
+		em, err := e.emailRun(ctx, pub, mails)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, em)
 	}
-	results = append(results, em)
 	rss, err := peakRSS()
 	if err != nil {
 		return results, err
 	}
-	lr, err := e.latencyRun(ctx, pub, lat)
-	if err != nil {
-		return results, err
+	if opt.runs(RunLatency) {
+		lr, err := e.latencyRun(ctx, pub, lat)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, lr...)
 	}
-	results = append(results, lr...)
 	results = append(results, Result{Name: PeakRSS, Herald: rss, Unit: unitMebibytes})
 	if err := stop(); err != nil {
 		return results, fmt.Errorf("end to end: herald stopped with an error: %w", err)

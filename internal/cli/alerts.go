@@ -105,8 +105,9 @@ func newPublishCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer b.Close()
+			var prior map[string]*ledger.Alert
 			if len(a.References) > 0 {
-				if err := checkReferences(ctx, b, a); err != nil {
+				if prior, err = checkReferences(ctx, b, a); err != nil {
 					return err
 				}
 			}
@@ -115,12 +116,7 @@ func newPublishCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				opt := app.PolicyOptions(c)
-				var ds []policy.Decision
-				for _, s := range reg.List() {
-					ds = policy.Append(ds, a, s, now, opt)
-				}
-				return e.printDecisions(ds, output)
+				return e.printDecisions(app.Preview(a, reg.List(), prior, now, app.PolicyOptions(c)), output)
 			}
 			v, err := json.Marshal(a)
 			if err != nil {
@@ -139,24 +135,17 @@ func newPublishCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-// checkReferences applies rule 7 before publishing an update or cancel:
-// every referenced alert must have been disseminated, and the marking and
-// TLP may not be lower than the original's.
-func checkReferences(ctx context.Context, b *bus.Bus, a *alerts.Alert) error {
+// checkReferences applies rule 7 before publishing an update or cancel
+// and returns what the ledger knows of the referenced alerts.
+func checkReferences(ctx context.Context, b *bus.Bus, a *alerts.Alert) (map[string]*ledger.Alert, error) {
 	found, err := ledger.FromBus(b).Lookup(ctx, a.References)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, ref := range a.References {
-		p := found[ref]
-		if p == nil || p.FannedOut.IsZero() {
-			return invalid(fmt.Errorf("%s references %s, which Herald has not disseminated", a.Type, ref))
-		}
-		if err := a.MayFollow(&alerts.Alert{ID: ref, TLP: p.TLP, Marking: p.Marking}); err != nil {
-			return err
-		}
+	if errs := ledger.CheckReferences(a, found); len(errs) > 0 {
+		return nil, &alerts.ValidationError{What: "invalid " + string(a.Type), Fields: errs}
 	}
-	return nil
+	return found, nil
 }
 
 // printDecisions prints decisions as a table or the JSON array of

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"slices"
+	"strings"
 
 	"github.com/herald-alerts/herald/internal/bench"
 	"github.com/spf13/cobra"
@@ -17,6 +19,7 @@ func newBenchCmd(e *env) *cobra.Command {
 		quick      bool
 		output     string
 		cpuprofile string
+		runs       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -42,7 +45,7 @@ func newBenchCmd(e *env) *cobra.Command {
 			if e.logLevel == "" {
 				lc.Log.Level = "warn"
 			}
-			opt := bench.Options{Quick: quick, Config: c, Log: e.logger(&lc), Progress: e.stderr}
+			opt := bench.Options{Quick: quick, Config: c, Log: e.logger(&lc), Progress: e.stderr, Runs: runs}
 			if cpuprofile != "" {
 				f, err := os.Create(cpuprofile)
 				if err != nil {
@@ -53,6 +56,11 @@ func newBenchCmd(e *env) *cobra.Command {
 					return fmt.Errorf("start CPU profile: %w", err)
 				}
 				defer pprof.StopCPUProfile()
+			}
+			for _, r := range runs {
+				if !slices.Contains(bench.AllRuns, r) {
+					return invalid(fmt.Errorf("--run: unknown run %q: want %s", r, strings.Join(bench.AllRuns, ", ")))
+				}
 			}
 			results, runErr := bench.Run(cmd.Context(), opt)
 			if output == "json" {
@@ -65,6 +73,7 @@ func newBenchCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&quick, "quick", false, "run a seconds-long version of every run (for CI)")
 	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof -top FILE)")
+	cmd.Flags().StringSliceVar(&runs, "run", nil, "run only these (fanout, webhook, email, latency; comma-separated), e.g. to profile one")
 	outputFlag(cmd, &output)
 	return cmd
 }

@@ -40,6 +40,9 @@ func newDemoCmd(e *env) *cobra.Command {
 			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 			fmt.Fprintln(e.stdout, "Herald demo: starting an embedded broker, a mail server and webhook receivers on 127.0.0.1 …")
 			res, err := demo.Run(cmd.Context(), demo.Options{OutDir: out, Log: log})
+			if errors.Is(err, demo.ErrOutDir) {
+				return invalid(fmt.Errorf("demo: %w", err))
+			}
 			if err != nil {
 				return fmt.Errorf("demo: %w", err)
 			}

@@ -234,11 +234,12 @@ func TestPrepareOutDir(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(other, "thesis.tex"), []byte("x"), 0o644))
 	_, err = prepareOutDir(other)
 	require.ErrorContains(t, err, "refusing to overwrite")
+	require.ErrorIs(t, err, ErrOutDir)
 	require.FileExists(t, filepath.Join(other, "thesis.tex"))
 
 	// A file where the folder should be is refused.
 	file := filepath.Join(base, "file")
 	require.NoError(t, os.WriteFile(file, []byte("x"), 0o644))
 	_, err = prepareOutDir(file)
-	require.Error(t, err)
+	require.ErrorIs(t, err, ErrOutDir)
 }

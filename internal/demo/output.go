@@ -20,23 +20,28 @@ import (
 // therefore replace.
 const marker = ".herald-demo"
 
+// ErrOutDir marks an output folder the demo cannot or may not use: a
+// usage error, not a failure of Herald.
+var ErrOutDir = errors.New("unusable output folder")
+
 // prepareOutDir makes dir ready to receive the output: created if missing,
 // emptied if an earlier demo made it, refused if it holds anything else.
 // It returns the absolute path.
 func prepareOutDir(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", fmt.Errorf("output folder %s: %w", dir, err)
+		return "", fmt.Errorf("output folder %s: %w: %w", dir, ErrOutDir, err)
 	}
 	entries, err := os.ReadDir(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return "", fmt.Errorf("output folder %s: %w", dir, err)
+		return "", fmt.Errorf("output folder %s: %w: %w", dir, ErrOutDir, err)
 	case len(entries) == 0:
 	default:
 		if _, err := os.Stat(filepath.Join(abs, marker)); err != nil {
-			return "", fmt.Errorf("output folder %s is not empty and was not made by herald demo (no %s file): refusing to overwrite it; choose another --out", dir, marker)
+			return "", fmt.Errorf("output folder %s is not empty and was not made by herald demo (no %s file): refusing to overwrite it; choose another --out: %w",
+				dir, marker, ErrOutDir)
 		}
 		if err := os.RemoveAll(abs); err != nil {
 			return "", fmt.Errorf("replace output folder %s: %w", dir, err)

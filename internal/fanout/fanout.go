@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -172,31 +173,18 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("look up alerts referenced by %s: %w", a.ID, err)
 		}
-		var refErr []error
-		for _, ref := range a.References {
-			p := prior[ref]
-			if p == nil || p.FannedOut.IsZero() {
-				refErr = append(refErr, fmt.Errorf("references %s, which Herald never disseminated", ref))
-				continue
+		if errs := ledger.CheckReferences(a, prior); len(errs) > 0 {
+			reason := ReasonDowngrade
+			for _, fe := range errs {
+				if strings.HasPrefix(fe.Field, "references") {
+					reason = ReasonUnknownRef
+				}
 			}
-			orig := &alerts.Alert{ID: ref, TLP: p.TLP, Marking: p.Marking}
-			if err := a.MayFollow(orig); err != nil {
-				return nil, &rejection{ReasonDowngrade, err}
-			}
-		}
-		if len(refErr) > 0 {
-			return nil, &rejection{ReasonUnknownRef, errors.Join(refErr...)}
+			return nil, &rejection{reason, &alerts.ValidationError{What: "invalid " + string(a.Type), Fields: errs}}
 		}
 		cands = addPriorRecipients(w.Registry, cands, prior)
 	}
-	received := func(sub, target string) bool {
-		for _, p := range prior {
-			if p.Received(sub, target) {
-				return true
-			}
-		}
-		return false
-	}
+	received := ledger.ReceivedAny(prior)
 	plan := &Plan{}
 	for _, s := range cands {
 		ds := policy.Evaluate(a, s, now, w.Policy)
