@@ -1,0 +1,139 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-alerts/herald/crypto/pgp"
+	"github.com/herald-alerts/herald/crypto/whsig"
+	"github.com/herald-alerts/herald/internal/cli"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/stretchr/testify/require"
+)
+
+// run executes the command line in process and returns the exit status,
+// stdout and stderr.
+func run(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := cli.Execute(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestKeysGenerateAndExport(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "agency.key")
+	code, out, errOut := run(t, "", "keys", "generate", "--name", "Agency alerts", "--email", "alerts@agency.example", "--out", key)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "fingerprint: ")
+	st, err := os.Stat(key)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the private key is readable by its owner only")
+
+	// Never overwrites a key.
+	code, _, errOut = run(t, "", "keys", "generate", "--name", "x", "--email", "x@y.example", "--out", key)
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "refusing to overwrite")
+
+	// export prints the public key of signing.key_file; it verifies the
+	// key's own signatures.
+	t.Setenv("HERALD_SIGNING_KEY_FILE", key)
+	code, pub, errOut := run(t, "", "keys", "export")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, pub, "BEGIN PGP PUBLIC KEY BLOCK")
+	require.NotContains(t, pub, "PRIVATE")
+	filePub, err := os.ReadFile(key + ".pub")
+	require.NoError(t, err)
+	priv, err := os.ReadFile(key)
+	require.NoError(t, err)
+	s, err := pgp.LoadSigner(priv, nil, time.Now())
+	require.NoError(t, err)
+	sig, err := s.SignDetached([]byte("hello"))
+	require.NoError(t, err)
+	for _, p := range []string{pub, string(filePub)} {
+		fp, err := pgp.VerifyDetached([]byte(p), []byte("hello"), sig)
+		require.NoError(t, err)
+		require.Equal(t, s.Fingerprint(), fp)
+	}
+
+	// A missing key is a clear error.
+	t.Setenv("HERALD_SIGNING_KEY_FILE", filepath.Join(dir, "nope.key"))
+	code, _, errOut = run(t, "", "keys", "export")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "signing.key_file")
+}
+
+func TestTokenGenerate(t *testing.T) {
+	code, out, _ := run(t, "", "token", "generate", "--role", "analyst", "--name", "alice")
+	require.Equal(t, 0, code)
+	lines := strings.Split(out, "\n")
+	tok := strings.TrimSpace(lines[1])
+	require.True(t, strings.HasPrefix(tok, "hrld_"))
+	require.Contains(t, out, "{name: alice, role: analyst, sha256: "+config.HashToken(tok)+"}")
+	code, _, _ = run(t, "", "token", "generate", "--role", "root", "--name", "x")
+	require.Equal(t, 2, code)
+}
+
+func TestVerifyWebhook(t *testing.T) {
+	secret, err := whsig.NewSecret()
+	require.NoError(t, err)
+	body := `{"type":"alert.published","alert":{"id":"a1"}}`
+	now := time.Now()
+	sig, err := whsig.Sign("msg_abc", now, []byte(body), []string{secret})
+	require.NoError(t, err)
+	capture := func(body string) string {
+		return fmt.Sprintf("POST /hooks HTTP/1.1\r\nHost: partner.example\r\nContent-Type: application/json\r\nwebhook-id: msg_abc\r\nwebhook-timestamp: %d\r\nwebhook-signature: %s\r\nContent-Length: %d\r\n\r\n%s",
+			now.Unix(), sig, len(body), body)
+	}
+	code, out, errOut := run(t, capture(body), "verify", "webhook", "--secret", secret, "-")
+	require.Equal(t, 0, code, out+errOut)
+
+	code, _, _ = run(t, capture(strings.Replace(body, "a1", "a2", 1)), "verify", "webhook", "--secret", secret, "-")
+	require.Equal(t, 1, code, "a changed body fails")
+	other, _ := whsig.NewSecret()
+	code, _, _ = run(t, capture(body), "verify", "webhook", "--secret", other, "-")
+	require.Equal(t, 1, code, "a wrong secret fails")
+	code, _, _ = run(t, capture(body), "verify", "webhook", "-")
+	require.Equal(t, 2, code, "--secret is required")
+
+	// With the agency key, the herald-pgp-signature header is checked too.
+	dir := t.TempDir()
+	priv, pub, err := pgp.GenerateKey("Agency", "a@agency.example", "", now)
+	require.NoError(t, err)
+	s, err := pgp.LoadSigner(priv, nil, now)
+	require.NoError(t, err)
+	pgpSig, err := s.SignDetached([]byte(body))
+	require.NoError(t, err)
+	keyFile := filepath.Join(dir, "agency.asc")
+	require.NoError(t, os.WriteFile(keyFile, pub, 0o600))
+	withPGP := strings.Replace(capture(body), "Content-Length", "herald-pgp-signature: "+base64.StdEncoding.EncodeToString(pgpSig)+"\r\nContent-Length", 1)
+	code, out, errOut = run(t, withPGP, "verify", "webhook", "--secret", secret, "--key", keyFile, "-")
+	require.Equal(t, 0, code, out+errOut)
+	otherPriv, _, err := pgp.GenerateKey("Impostor", "i@evil.example", "", now)
+	require.NoError(t, err)
+	impostor, err := pgp.LoadSigner(otherPriv, nil, now)
+	require.NoError(t, err)
+	badSig, err := impostor.SignDetached([]byte(body))
+	require.NoError(t, err)
+	forged := strings.Replace(capture(body), "Content-Length", "herald-pgp-signature: "+base64.StdEncoding.EncodeToString(badSig)+"\r\nContent-Length", 1)
+	code, _, _ = run(t, forged, "verify", "webhook", "--secret", secret, "--key", keyFile, "-")
+	require.Equal(t, 1, code, "a PGP signature by another key fails")
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	code, out, _ := run(t, "", "version")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "herald ")
+	code, _, _ = run(t, "", "status")
+	require.Equal(t, 2, code, "missing argument is a usage error")
+	code, _, errOut := run(t, "", "serve", "--roles", "api,teleport")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "teleport")
+}
