@@ -256,7 +256,10 @@ func messageID(data []byte) (string, bool) {
 		}
 		value = strings.Trim(strings.TrimSpace(value), "<>")
 		local, _, ok := strings.Cut(value, "@")
-		return local, ok && local != ""
+		if !ok || local == "" {
+			return "", false
+		}
+		return local, true
 	}
 	return "", false
 }

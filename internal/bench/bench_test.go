@@ -1,0 +1,187 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// tiny is the quick suite in a configuration of a few hundred deliveries.
+var tiny = Options{Quick: true, Partners: 2_000, FanoutAlerts: 1, WebhookPartners: 150, EmailPartners: 150,
+	Rounds: 2, LatencyAlerts: 5, Receivers: 3}
+
+// TestRunTinySuite runs every run end to end and checks that every
+// measurement is present and positive. Run returns an error when any
+// delivery of any run did not arrive, so a nil error means all of them
+// (200 × 2 fan-out jobs delivered for the signature count, 2 × 150
+// webhooks and 2 × 150 emails through Herald and as many through the raw
+// clients, 6 latency alerts) arrived.
+func TestRunTinySuite(t *testing.T) {
+	var progress bytes.Buffer
+	opt := tiny
+	opt.Progress = &progress
+	results, err := Run(t.Context(), opt)
+	require.NoError(t, err, "progress:\n%s", progress.String())
+
+	names := make([]string, len(results))
+	for i, r := range results {
+		names[i] = r.Name
+	}
+	assert.Equal(t, []string{FanoutJobs, FanoutSignsWebhook, FanoutSignsEmail, WebhookDeliveries, EmailMessages,
+		LatencyP50, LatencyP99, PeakRSS}, names)
+	for _, r := range results {
+		assert.Greater(t, r.Herald, 0.0, r.Name)
+		assert.NotEmpty(t, r.Unit, r.Name)
+		switch r.Name {
+		case WebhookDeliveries, EmailMessages:
+			require.NotNil(t, r.Raw, r.Name)
+			require.NotNil(t, r.Ratio, r.Name)
+			assert.Greater(t, *r.Raw, 0.0, r.Name)
+			assert.InDelta(t, r.Herald / *r.Raw, *r.Ratio, 1e-9, r.Name)
+		default:
+			assert.Nil(t, r.Raw, r.Name)
+			assert.Nil(t, r.Ratio, r.Name)
+		}
+	}
+	// One signature per alert per channel format: the webhook body and
+	// the signed email entity, however many partners.
+	for _, r := range results {
+		if r.Name == FanoutSignsWebhook || r.Name == FanoutSignsEmail {
+			assert.Equal(t, 1.0, r.Herald, r.Name)
+		}
+	}
+	p50, p99 := results[5].Herald, results[6].Herald
+	assert.LessOrEqual(t, p50, p99)
+}
+
+func TestRunOnlySelectedRunsAndRejectsUnknown(t *testing.T) {
+	opt := tiny
+	opt.Runs = []string{RunLatency}
+	results, err := Run(t.Context(), opt)
+	require.NoError(t, err)
+	require.Len(t, results, 3)
+	assert.Equal(t, LatencyP50, results[0].Name)
+	assert.Equal(t, PeakRSS, results[2].Name)
+
+	opt.Runs = []string{"fan-out"}
+	_, err = Run(t.Context(), opt)
+	require.ErrorContains(t, err, `unknown run "fan-out"`)
+}
+
+func TestTrackerCountsOnlyExpectedDeliveries(t *testing.T) {
+	var tr tracker
+	done := tr.expect([]string{"a", "b"}, true)
+	now := time.Now()
+	tr.record("x", now, nil) // not expected: counted, not arrived
+	tr.record("a", now, &captured{body: []byte("first")})
+	tr.record("a", now, nil) // a duplicate
+	assert.Equal(t, 1, tr.missing())
+	select {
+	case <-done:
+		t.Fatal("done before every delivery arrived")
+	default:
+	}
+	tr.record("b", now.Add(time.Millisecond), &captured{body: []byte("second")})
+	<-done
+	assert.Equal(t, "first", string(tr.captured().body))
+	assert.Equal(t, 1, tr.dups)
+	assert.EqualValues(t, 1, tr.other.Load())
+	at, ok := tr.arrival("b")
+	assert.True(t, ok)
+	assert.Equal(t, now.Add(time.Millisecond), at)
+
+	err := waitDone(t.Context(), tr.expect([]string{"c"}, false), 10*time.Millisecond, &tr, "test")
+	require.ErrorContains(t, err, "1 deliveries had not arrived")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	require.Error(t, waitDone(ctx, tr.expect([]string{"c"}, false), time.Minute, &tr, "test"))
+	select {
+	case <-tr.expect(nil, false):
+	default:
+		t.Fatal("a phase that expects nothing is done at once")
+	}
+}
+
+func TestMessageID(t *testing.T) {
+	for _, tc := range []struct {
+		msg, id string
+		ok      bool
+	}{
+		{"From: a@b\r\nMessage-ID: <msg_abc@herald.example>\r\nSubject: x\r\n\r\nbody", "msg_abc", true},
+		{"message-id:   <msg_x@h>\r\n\r\n", "msg_x", true},
+		{"Subject: x\r\n\r\nMessage-ID: <in-body@h>\r\n", "", false},
+		{"Message-ID: <no-domain>\r\n\r\n", "", false},
+	} {
+		id, ok := messageID([]byte(tc.msg))
+		assert.Equal(t, tc.ok, ok, tc.msg)
+		assert.Equal(t, tc.id, id, tc.msg)
+	}
+}
+
+func TestParseHWM(t *testing.T) {
+	mib, err := parseHWM([]byte("Name:\therald\nVmPeak:\t  999 kB\nVmHWM:\t  262144 kB\nVmRSS:\t 1 kB\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 256.0, mib)
+	_, err = parseHWM([]byte("Name:\therald\n"))
+	require.Error(t, err)
+	_, err = parseHWM([]byte("VmHWM:\tmany kB\n"))
+	require.Error(t, err)
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 1000; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	assert.Equal(t, 500*time.Millisecond, percentile(ds, 50))
+	assert.Equal(t, 990*time.Millisecond, percentile(ds, 99))
+	assert.Equal(t, 7*time.Millisecond, percentile([]time.Duration{7 * time.Millisecond}, 99))
+	assert.Zero(t, percentile(nil, 50))
+}
+
+func TestOutputFormats(t *testing.T) {
+	results := []Result{
+		{Name: FanoutJobs, Herald: 123456.7, Unit: unitJobsPerSecond},
+		{Name: WebhookDeliveries, Herald: 600, Raw: ptr(1000), Ratio: ptr(0.6), Unit: unitDeliveriesPerS},
+	}
+	var js bytes.Buffer
+	require.NoError(t, WriteJSON(&js, results))
+	var raw []map[string]any
+	require.NoError(t, json.Unmarshal(js.Bytes(), &raw))
+	require.Len(t, raw, 2)
+	assert.Equal(t, map[string]any{"name": FanoutJobs, "herald": 123456.7, "unit": "jobs/s"}, raw[0])
+	assert.Equal(t, map[string]any{"name": WebhookDeliveries, "herald": 600.0, "raw": 1000.0, "ratio": 0.6, "unit": "deliveries/s"}, raw[1])
+
+	js.Reset()
+	require.NoError(t, WriteJSON(&js, nil))
+	assert.Equal(t, "[]\n", js.String())
+
+	var tb bytes.Buffer
+	require.NoError(t, WriteTable(&tb, Machine{CPUs: 2, CPU: "Test CPU", GoVersion: "go1.26", OS: "linux/amd64"}, results))
+	lines := strings.Split(strings.TrimSpace(tb.String()), "\n")
+	assert.Contains(t, lines[0], "2 CPUs, Test CPU, go1.26")
+	assert.True(t, slices.ContainsFunc(lines, func(l string) bool {
+		return strings.Contains(l, FanoutJobs) && strings.Contains(l, "123457") && strings.Contains(l, "≥ 100000 met")
+	}), tb.String())
+	assert.True(t, slices.ContainsFunc(lines, func(l string) bool {
+		return strings.Contains(l, WebhookDeliveries) && strings.Contains(l, "0.60") && strings.Contains(l, "ratio ≥ 0.70 MISSED")
+	}), tb.String())
+}
+
+func TestRawPostFailsOnNon2xx(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	err := rawPost(t.Context(), srv.Client(), srv.URL, &captured{header: http.Header{}, body: []byte("{}")})
+	require.ErrorContains(t, err, "status 503")
+}
