@@ -212,6 +212,9 @@ func (c *checker) file(dir, base, ext string, data []byte) string {
 func (c *checker) checkMail(m *mailMsg, e expected, a *alerts.Alert, p *partner, tgt string, _ int) (string, error) {
 	name := c.file("email", fmt.Sprintf("%s-%s-%s", c.label(a.ID), p.sub.ID, e.mode), ".eml", m.Data)
 	var errs []error
+	if !m.TLS {
+		errs = append(errs, errors.New("sent without TLS"))
+	}
 	if !slices.Contains(m.To, tgt) {
 		errs = append(errs, fmt.Errorf("sent to %v, not %s", m.To, tgt))
 	}
@@ -250,6 +253,9 @@ func (c *checker) checkHook(h *hook, e expected, a *alerts.Alert, p *partner, _ 
 	name := c.file("webhook", fmt.Sprintf("%s-%s-%s", c.label(a.ID), p.sub.ID, e.mode), ".http", h.Raw)
 	ep := p.sub.Webhooks[0]
 	var errs []error
+	if !h.TLS {
+		errs = append(errs, errors.New("sent without TLS"))
+	}
 	if want := "/hooks/" + p.sub.ID; h.Path != want {
 		errs = append(errs, fmt.Errorf("posted to %s, not %s", h.Path, want))
 	}

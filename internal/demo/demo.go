@@ -147,12 +147,20 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("write agency key: %w", err)
 	}
 
-	mails, err := startMailSink(log)
+	ca, err := newThrowawayCA(now)
+	if err != nil {
+		return nil, err
+	}
+	caFile := filepath.Join(tmp, "ca.pem")
+	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+		return nil, fmt.Errorf("write throwaway ca: %w", err)
+	}
+	mails, err := startMailSink(log, ca.serverConfig())
 	if err != nil {
 		return nil, err
 	}
 	defer mails.Close()
-	hooks, err := startHookSink(log)
+	hooks, err := startHookSink(log, ca.serverConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +171,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := demoConfig(keyFile, mails.addr)
+	cfg, err := demoConfig(keyFile, caFile, mails.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -298,8 +306,12 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 }
 
 // demoConfig is Herald's configuration for the demo: the defaults (and any
-// HERALD_… environment variables) with everything local and fast.
-func demoConfig(keyFile, smtpAddr string) (*config.Config, error) {
+// HERALD_… environment variables) with everything local and fast. Mail
+// goes with STARTTLS required and webhooks over HTTPS, both verified
+// against the throwaway CA; loopback is let through the webhooks' SSRF
+// guard by webhooks.allow_cidrs, as an operator would for a partner on a
+// private network, and plain HTTP stays forbidden.
+func demoConfig(keyFile, caFile, smtpAddr string) (*config.Config, error) {
 	cfg, err := config.Load("")
 	if err != nil {
 		return nil, err
@@ -317,13 +329,15 @@ func demoConfig(keyFile, smtpAddr string) (*config.Config, error) {
 	cfg.Signing = config.Signing{KeyFile: keyFile}
 	cfg.SMTP.Host = host
 	cfg.SMTP.Port, _ = strconv.Atoi(port)
-	cfg.SMTP.TLS = "none"
+	cfg.SMTP.TLS = "starttls"
+	cfg.SMTP.CAFile = caFile
 	cfg.SMTP.Username, cfg.SMTP.PasswordFile = "", ""
 	cfg.SMTP.From = "Agency MSHT Alerts <" + agencyEmail + ">"
 	cfg.SMTP.Timeout = 10 * time.Second
 	cfg.Webhooks.Timeout = 5 * time.Second
-	cfg.Webhooks.AllowInsecureLoopback = true
-	cfg.Webhooks.AllowCIDRs = nil
+	cfg.Webhooks.AllowInsecureLoopback = false
+	cfg.Webhooks.AllowCIDRs = []string{"127.0.0.0/8"}
+	cfg.Webhooks.CAFile = caFile
 	cfg.Delivery.RetrySchedule = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
 	cfg.Delivery.Breaker.Cooldown = 2 * time.Second
 	if err := cfg.Validate(); err != nil {

@@ -163,6 +163,13 @@ func TestDemoChecksCatch(t *testing.T) {
 				c.mails[i].Data = bytes.Replace(m.Data, []byte("14 Example Road"), []byte("41 Example Road"), 1)
 			}
 		}
+		// An email that came without TLS.
+		for i, m := range c.mails {
+			if strings.Contains(strings.Join(m.To, ""), "northbank") && bytes.Contains(m.Data, []byte("multipart/encrypted")) {
+				c.mails[i].TLS = false
+				break
+			}
+		}
 		// AMBER content in clear, to a partner that should get nothing.
 		c.mails = append(c.mails, mailMsg{From: agencyEmail, To: []string{"office@harvestfarms.example"},
 			Data: []byte("Subject: " + amberTitle + "\r\n\r\n" + amberTitle + "\r\n")})
@@ -191,6 +198,7 @@ func TestDemoChecksCatch(t *testing.T) {
 		"alert 1 to staffright " + res.Webhooks + "/hooks/staffright: nothing arrived",
 		"alert 1 to freedom-trust " + res.Webhooks + "/hooks/freedom-trust: webhook/1-freedom-trust-signed.http:",
 		"alert 3 to northbank fincrime@northbank.example: no decision recorded",
+		"sent without TLS",
 		"suspended partner harvest-farms received an email",
 		"unexpected email to office@harvestfarms.example",
 		"alert 2 (TLP:AMBER OFFICIAL-SENSITIVE): \"" + amberTitle + "\" appears in clear",

@@ -1,7 +1,8 @@
 // Package demo is `herald demo`, the one-command quick start: in one
 // process it starts the embedded Kafka-protocol broker, a local SMTP server
-// (RFC 5321) and local webhook receivers standing in for the partners,
-// generates a throwaway agency key and partner keys (OpenPGP, RFC 4880 v4
+// that requires STARTTLS (RFC 5321, RFC 3207) and a local HTTPS webhook
+// receiver standing in for the partners, both with certificates from a
+// throwaway CA that Herald is told to trust, generates a throwaway agency key and partner keys (OpenPGP, RFC 4880 v4
 // Ed25519/Curve25519), loads sample partners, runs Herald's fanout and
 // deliver roles, publishes three alerts (TLP:GREEN, TLP:AMBER
 // OFFICIAL-SENSITIVE, and a cancel of the first), and then checks, as a

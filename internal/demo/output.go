@@ -167,10 +167,10 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "Embedded Kafka broker:      %s (in memory)\n", strings.Join(r.Brokers, ","))
 	}
 	if r.SMTP != "" {
-		fmt.Fprintf(w, "Partners' mail server:      smtp://%s (plain SMTP on loopback, smtp.tls none)\n", r.SMTP)
+		fmt.Fprintf(w, "Partners' mail server:      smtp://%s (STARTTLS required, throwaway CA in smtp.ca_file)\n", r.SMTP)
 	}
 	if r.Webhooks != "" {
-		fmt.Fprintf(w, "Partners' webhook receiver: %s/hooks/ID (plain HTTP on loopback, webhooks.allow_insecure_loopback)\n\n", r.Webhooks)
+		fmt.Fprintf(w, "Partners' webhook receiver: %s/hooks/ID (HTTPS, throwaway CA in webhooks.ca_file; 127.0.0.0/8 in webhooks.allow_cidrs)\n\n", r.Webhooks)
 	}
 	fmt.Fprintf(w, "Alerts published (issued_by demo:analyst):\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

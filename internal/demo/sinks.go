@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ type mailMsg struct {
 	From string
 	To   []string
 	Data []byte // as received: CRLF line endings, dot-stuffing removed
+	TLS  bool   // whether the session was encrypted (STARTTLS)
 }
 
 // mailSink is a local SMTP server (RFC 5321) on 127.0.0.1 that accepts every
@@ -38,14 +40,14 @@ type mailSink struct {
 	msgs []mailMsg
 }
 
-// startMailSink listens on a free loopback port. The sink speaks plain
-// SMTP without AUTH: Herald's email settings cannot name a private CA, and
-// a throwaway relay on loopback is what smtp.tls "none" exists for.
-func startMailSink(log *slog.Logger) (*mailSink, error) {
+// startMailSink listens on a free loopback port and requires STARTTLS
+// (RFC 3207) with tlsConf before it accepts a message.
+func startMailSink(log *slog.Logger, tlsConf *tls.Config) (*mailSink, error) {
 	s := &mailSink{done: make(chan struct{})}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		return &mailSession{sink: s}, nil
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &mailSession{sink: s, conn: c}, nil
 	}))
+	srv.TLSConfig = tlsConf
 	srv.Domain = "localhost"
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
@@ -81,11 +83,20 @@ func (s *mailSink) messages() []mailMsg {
 
 type mailSession struct {
 	sink *mailSink
+	conn *smtp.Conn
 	from string
 	to   []string
 }
 
+func (ss *mailSession) tls() bool {
+	_, ok := ss.conn.TLSConnectionState()
+	return ok
+}
+
 func (ss *mailSession) Mail(from string, _ *smtp.MailOptions) error {
+	if !ss.tls() {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}
+	}
 	ss.from = from
 	return nil
 }
@@ -101,7 +112,7 @@ func (ss *mailSession) Data(r io.Reader) error {
 		return err
 	}
 	ss.sink.mu.Lock()
-	ss.sink.msgs = append(ss.sink.msgs, mailMsg{From: ss.from, To: ss.to, Data: data})
+	ss.sink.msgs = append(ss.sink.msgs, mailMsg{From: ss.from, To: ss.to, Data: data, TLS: ss.tls()})
 	ss.sink.mu.Unlock()
 	return nil
 }
@@ -124,16 +135,15 @@ type hook struct {
 	// Raw is the request as HTTP/1.1 text (request line, headers, blank
 	// line, body): what `herald verify webhook` reads.
 	Raw []byte
+	// TLS reports whether the request came over HTTPS.
+	TLS bool
 }
 
-// hookSink is the partners' webhook endpoints: one plain-HTTP server on
-// 127.0.0.1, one path per endpoint, recording every POST and answering
-// 204. Plain HTTP is allowed only to loopback, with
-// webhooks.allow_insecure_loopback, which the demo sets; Herald's webhook
-// settings cannot name a private CA, so HTTPS would need a certificate the
-// system trusts.
+// hookSink is the partners' webhook endpoints: one HTTPS server on
+// 127.0.0.1 (HTTP/1.1, so that captures read as HTTP/1.1 text), one path
+// per endpoint, recording every POST and answering 204.
 type hookSink struct {
-	base string // http://127.0.0.1:port
+	base string // https://127.0.0.1:port
 	srv  *http.Server
 	done chan struct{}
 
@@ -141,12 +151,13 @@ type hookSink struct {
 	reqs []hook
 }
 
-func startHookSink(log *slog.Logger) (*hookSink, error) {
+func startHookSink(log *slog.Logger, tlsConf *tls.Config) (*hookSink, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("start webhook receiver: %w", err)
 	}
-	s := &hookSink{base: "http://" + ln.Addr().String(), done: make(chan struct{})}
+	s := &hookSink{base: "https://" + ln.Addr().String(), done: make(chan struct{})}
+	ln = tls.NewListener(ln, tlsConf)
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -195,7 +206,7 @@ func (s *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	s.reqs = append(s.reqs, hook{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, Raw: raw})
+	s.reqs = append(s.reqs, hook{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, Raw: raw, TLS: r.TLS != nil})
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
