@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/taxonomy"
@@ -218,10 +220,26 @@ func newStatusCmd(e *env) *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "\n%v\n", la.Counts())
+			fmt.Fprintf(e.stdout, "\n%s\n", summarize(la.Counts()))
 			return nil
 		},
 	}
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// summarize renders state counts as "6 delivered, 1 withheld", in a fixed
+// order.
+func summarize(counts map[string]int) string {
+	var parts []string
+	for _, st := range []string{delivery.StateDelivered, delivery.StatePending, delivery.StateRetrying, delivery.StateDead,
+		delivery.StateExpired, delivery.StateDisabled, delivery.StateWithheld} {
+		if n := counts[st]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, st))
+		}
+	}
+	if len(parts) == 0 {
+		return "no targets"
+	}
+	return strings.Join(parts, ", ")
 }
