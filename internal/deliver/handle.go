@@ -31,7 +31,6 @@ type task struct {
 	notifier   Notifier
 	ep         *endpoint
 	trial      bool
-	lease      bool
 	dispatched time.Time
 
 	mu        sync.Mutex
