@@ -202,12 +202,17 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 	alertReceipt := delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: now, Type: a.Type, TLP: a.TLP,
 		Marking: a.Marking, References: a.References, IssuedBy: a.IssuedBy}
 	plan.Receipts = append(plan.Receipts, ReceiptMessage(alertReceipt))
+	// Every job carries the same alert: encode it once, not once per job.
+	alertJSON, err := json.Marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("encode alert %s: %w", a.ID, err)
+	}
 	for _, d := range plan.Decisions {
 		r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, Subscriber: d.Subscriber, Channel: d.Channel,
 			Target: d.Target, Decision: d.Decision, Mode: d.Mode, Rule: d.Rule, Reason: d.Reason, At: now}
 		if d.Decision != delivery.Withhold {
 			r.DeliveryID = delivery.ID(a.ID, d.Subscriber, d.Target)
-			job := delivery.Job{ID: r.DeliveryID, Alert: a, Subscriber: d.Subscriber, Channel: d.Channel,
+			job := jobWire{ID: r.DeliveryID, Alert: alertJSON, Subscriber: d.Subscriber, Channel: d.Channel,
 				Target: d.Target, Mode: d.Mode}
 			if a.NotBefore != nil && a.NotBefore.After(now) {
 				job.NotBefore = *a.NotBefore
@@ -221,6 +226,19 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 		plan.Receipts = append(plan.Receipts, ReceiptMessage(r))
 	}
 	return plan, nil
+}
+
+// jobWire is delivery.Job with the alert already encoded; it marshals to
+// the same JSON (TestJobWireMatchesJob keeps the two in step).
+type jobWire struct {
+	ID         string          `json:"id"`
+	Alert      json.RawMessage `json:"alert"`
+	Subscriber string          `json:"subscriber"`
+	Channel    string          `json:"channel"`
+	Target     string          `json:"target"`
+	Mode       string          `json:"mode"`
+	Attempt    int             `json:"attempt"`
+	NotBefore  time.Time       `json:"not_before,omitzero"`
 }
 
 // addPriorRecipients adds to cands every registered partner that received
