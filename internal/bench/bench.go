@@ -199,6 +199,11 @@ func (g Goal) Met(r Result) bool {
 // [127.0.0.0/8], smtp.tls none, and a short retry schedule.
 func Run(ctx context.Context, opt Options) ([]Result, error) {
 	opt = opt.withDefaults()
+	for _, r := range opt.Runs {
+		if !slices.Contains(AllRuns, r) {
+			return nil, fmt.Errorf("bench: unknown run %q: want one of %s", r, strings.Join(AllRuns, ", "))
+		}
+	}
 	var cfg config.Config
 	if opt.Config != nil {
 		cfg = *opt.Config
@@ -215,11 +220,6 @@ func Run(ctx context.Context, opt Options) ([]Result, error) {
 	}
 	defer env.close()
 
-	for _, r := range opt.Runs {
-		if !slices.Contains(AllRuns, r) {
-			return nil, fmt.Errorf("bench: unknown run %q: want one of %s", r, strings.Join(AllRuns, ", "))
-		}
-	}
 	var results []Result
 	if opt.runs(RunFanout) {
 		fo, err := env.runFanout(ctx)

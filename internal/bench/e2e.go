@@ -28,6 +28,8 @@ const (
 	emailSector   = "nail-bars"
 	latencySector = "cleaning"
 	latencyID     = "latency-partner"
+	// stopTimeout bounds the deliver role's drain (bus DrainTimeout is 30s).
+	stopTimeout = 45 * time.Second
 )
 
 // runEndToEnd runs 2 to 5: Herald's fanout and deliver roles run by
@@ -78,7 +80,12 @@ func (e *env) runEndToEnd(ctx context.Context) ([]Result, error) {
 		}
 		stopped = true
 		stopApp()
-		return <-errc
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(stopTimeout):
+			return fmt.Errorf("herald did not stop within %s of being asked to", stopTimeout)
+		}
 	}
 	defer stop()
 	select {

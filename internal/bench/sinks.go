@@ -173,6 +173,7 @@ func (rs *receivers) close() {
 type smtpSink struct {
 	tr   *tracker
 	srv  *smtp.Server
+	ln   net.Listener
 	addr *net.TCPAddr
 	done chan struct{}
 }
@@ -191,7 +192,7 @@ func startSink(tr *tracker) (*smtpSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start smtp sink: %w", err)
 	}
-	s.srv, s.addr = srv, ln.Addr().(*net.TCPAddr)
+	s.srv, s.ln, s.addr = srv, ln, ln.Addr().(*net.TCPAddr)
 	go func() {
 		defer close(s.done)
 		_ = srv.Serve(ln)
@@ -199,9 +200,11 @@ func startSink(tr *tracker) (*smtpSink, error) {
 	return s, nil
 }
 
-// close stops the sink.
+// close stops the sink. The listener is closed here too: Server.Close
+// does not know it until Serve has started.
 func (s *smtpSink) close() {
 	_ = s.srv.Close()
+	_ = s.ln.Close()
 	<-s.done
 }
 
