@@ -265,6 +265,11 @@ func BusConfig(c *config.Config) (bus.Config, error) {
 	bc.CreateTopics = c.Kafka.CreateTopics
 	bc.Partitions = c.Kafka.Partitions
 	bc.ReplicationFactor = c.Kafka.ReplicationFactor
+	bc.Consumer.SessionTimeout = c.Kafka.Consumer.SessionTimeout
+	bc.Consumer.HeartbeatInterval = c.Kafka.Consumer.HeartbeatInterval
+	bc.Consumer.RebalanceTimeout = c.Kafka.Consumer.RebalanceTimeout
+	bc.Consumer.MaxWait = c.Kafka.Consumer.MaxWait
+	bc.Consumer.CommitBatch = c.Kafka.Consumer.CommitBatch
 	bc.TLS = bus.TLSConfig{Enabled: c.Kafka.TLS.Enabled, CAFile: c.Kafka.TLS.CAFile, CertFile: c.Kafka.TLS.CertFile,
 		KeyFile: c.Kafka.TLS.KeyFile, ServerName: c.Kafka.TLS.ServerName, InsecureSkipVerify: c.Kafka.TLS.InsecureSkipVerify}
 	if c.Kafka.SASL.Mechanism != "" {

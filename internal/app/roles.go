@@ -170,9 +170,12 @@ func (a *App) deliverRole(context.Context) (func(context.Context) error, error) 
 		PerEndpoint: a.cfg.Delivery.PerEndpoint,
 		Breaker:     deliver.BreakerConfig{Failures: a.cfg.Delivery.Breaker.Failures, Cooldown: a.cfg.Delivery.Breaker.Cooldown},
 		Group:       GroupDeliver,
-		Now:         a.now,
-		Log:         a.log.With("role", RoleDeliver),
-		Policy:      PolicyOptions(a.cfg),
+		// An attempt never outlives its channel's own deadline by much, so
+		// a handed-off attempt's lease comes due soon after.
+		AttemptTimeout: max(a.cfg.Webhooks.Timeout, a.cfg.SMTP.Timeout) + 5*time.Second,
+		Now:            a.now,
+		Log:            a.log.With("role", RoleDeliver),
+		Policy:         PolicyOptions(a.cfg),
 	}, a.bus, a.registry, ns)
 	a.metrics.MustRegister(r.Collectors()...)
 	return func(ctx context.Context) error {

@@ -51,7 +51,7 @@ func newDeadCmd(e *env) *cobra.Command {
 				for _, d := range dl {
 					r := row{Reason: d.Reason, Error: d.Error, At: d.Time, Partition: d.Partition, Offset: d.Offset}
 					if j := d.Job; j != nil {
-						r.Subscriber, r.Channel, r.Target, r.DeliveryID, r.Attempts = j.Subscriber, j.Channel, j.Target, j.ID, j.Attempt
+						r.Subscriber, r.Channel, r.Target, r.DeliveryID, r.Attempts = j.Subscriber, j.Channel, j.Target, j.ID, len(j.History)
 						if j.Alert != nil {
 							r.Alert = j.Alert.ID
 						}
@@ -65,7 +65,7 @@ func newDeadCmd(e *env) *cobra.Command {
 			for _, d := range dl {
 				alert, sub, target, attempts := "?", "?", "?", 0
 				if j := d.Job; j != nil {
-					sub, target, attempts = j.Subscriber, j.Target, j.Attempt
+					sub, target, attempts = j.Subscriber, j.Target, len(j.History)
 					if j.Alert != nil {
 						alert = j.Alert.ID
 					}

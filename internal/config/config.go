@@ -42,15 +42,26 @@ type Metrics struct {
 
 // Kafka says where the bus is.
 type Kafka struct {
-	Brokers           []string  `mapstructure:"brokers"`
-	Embedded          Embedded  `mapstructure:"embedded"`
-	TopicPrefix       string    `mapstructure:"topic_prefix"`
-	ClientID          string    `mapstructure:"client_id"`
-	CreateTopics      bool      `mapstructure:"create_topics"`
-	Partitions        int       `mapstructure:"partitions"`
-	ReplicationFactor int       `mapstructure:"replication_factor"`
-	TLS               KafkaTLS  `mapstructure:"tls"`
-	SASL              KafkaSASL `mapstructure:"sasl"`
+	Brokers           []string      `mapstructure:"brokers"`
+	Embedded          Embedded      `mapstructure:"embedded"`
+	TopicPrefix       string        `mapstructure:"topic_prefix"`
+	ClientID          string        `mapstructure:"client_id"`
+	CreateTopics      bool          `mapstructure:"create_topics"`
+	Partitions        int           `mapstructure:"partitions"`
+	ReplicationFactor int           `mapstructure:"replication_factor"`
+	TLS               KafkaTLS      `mapstructure:"tls"`
+	SASL              KafkaSASL     `mapstructure:"sasl"`
+	Consumer          KafkaConsumer `mapstructure:"consumer"`
+}
+
+// KafkaConsumer tunes the consumer groups: how fast a dead worker's
+// partitions move to another, and how much work one commit covers.
+type KafkaConsumer struct {
+	SessionTimeout    time.Duration `mapstructure:"session_timeout"`
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	RebalanceTimeout  time.Duration `mapstructure:"rebalance_timeout"`
+	MaxWait           time.Duration `mapstructure:"max_wait"`
+	CommitBatch       int           `mapstructure:"commit_batch"`
 }
 
 // Embedded configures the in-process development broker.
@@ -152,49 +163,54 @@ func HashToken(token string) string {
 // defaults are the built-in settings; every key appears here so that
 // HERALD_… environment variables bind to it.
 var defaults = map[string]any{
-	"kafka.brokers":                    []string{},
-	"kafka.embedded.listen":            "127.0.0.1:9092",
-	"kafka.embedded.data_dir":          "",
-	"kafka.topic_prefix":               "herald.",
-	"kafka.client_id":                  "herald",
-	"kafka.create_topics":              true,
-	"kafka.partitions":                 6,
-	"kafka.replication_factor":         -1,
-	"kafka.tls.enabled":                false,
-	"kafka.tls.ca_file":                "",
-	"kafka.tls.cert_file":              "",
-	"kafka.tls.key_file":               "",
-	"kafka.tls.server_name":            "",
-	"kafka.tls.insecure_skip_verify":   false,
-	"kafka.sasl.mechanism":             "",
-	"kafka.sasl.username":              "",
-	"kafka.sasl.password_file":         "",
-	"signing.key_file":                 "",
-	"signing.passphrase_file":          "",
-	"smtp.host":                        "",
-	"smtp.port":                        25,
-	"smtp.tls":                         "starttls",
-	"smtp.username":                    "",
-	"smtp.password_file":               "",
-	"smtp.from":                        "",
-	"smtp.pool":                        4,
-	"smtp.timeout":                     "30s",
-	"smtp.ca_file":                     "",
-	"webhooks.timeout":                 "10s",
-	"webhooks.allow_insecure_loopback": false,
-	"webhooks.allow_cidrs":             []string{},
-	"webhooks.max_response_bytes":      65536,
-	"webhooks.ca_file":                 "",
-	"delivery.retry_schedule":          []string{"10s", "1m", "5m", "30m", "2h", "6h", "12h"},
-	"delivery.concurrency":             64,
-	"delivery.per_endpoint":            4,
-	"delivery.breaker.failures":        5,
-	"delivery.breaker.cooldown":        "30s",
-	"api.listen":                       "127.0.0.1:8080",
-	"api.tokens":                       []any{},
-	"metrics.listen":                   "",
-	"log.level":                        "info",
-	"log.format":                       "text",
+	"kafka.brokers":                     []string{},
+	"kafka.embedded.listen":             "127.0.0.1:9092",
+	"kafka.embedded.data_dir":           "",
+	"kafka.topic_prefix":                "herald.",
+	"kafka.client_id":                   "herald",
+	"kafka.create_topics":               true,
+	"kafka.partitions":                  6,
+	"kafka.replication_factor":          -1,
+	"kafka.tls.enabled":                 false,
+	"kafka.tls.ca_file":                 "",
+	"kafka.tls.cert_file":               "",
+	"kafka.tls.key_file":                "",
+	"kafka.tls.server_name":             "",
+	"kafka.tls.insecure_skip_verify":    false,
+	"kafka.consumer.session_timeout":    "10s",
+	"kafka.consumer.heartbeat_interval": "1s",
+	"kafka.consumer.rebalance_timeout":  "10s",
+	"kafka.consumer.max_wait":           "500ms",
+	"kafka.consumer.commit_batch":       500,
+	"kafka.sasl.mechanism":              "",
+	"kafka.sasl.username":               "",
+	"kafka.sasl.password_file":          "",
+	"signing.key_file":                  "",
+	"signing.passphrase_file":           "",
+	"smtp.host":                         "",
+	"smtp.port":                         25,
+	"smtp.tls":                          "starttls",
+	"smtp.username":                     "",
+	"smtp.password_file":                "",
+	"smtp.from":                         "",
+	"smtp.pool":                         4,
+	"smtp.timeout":                      "30s",
+	"smtp.ca_file":                      "",
+	"webhooks.timeout":                  "10s",
+	"webhooks.allow_insecure_loopback":  false,
+	"webhooks.allow_cidrs":              []string{},
+	"webhooks.max_response_bytes":       65536,
+	"webhooks.ca_file":                  "",
+	"delivery.retry_schedule":           []string{"10s", "1m", "5m", "30m", "2h", "6h", "12h"},
+	"delivery.concurrency":              64,
+	"delivery.per_endpoint":             4,
+	"delivery.breaker.failures":         5,
+	"delivery.breaker.cooldown":         "30s",
+	"api.listen":                        "127.0.0.1:8080",
+	"api.tokens":                        []any{},
+	"metrics.listen":                    "",
+	"log.level":                         "info",
+	"log.format":                        "text",
 }
 
 // Load reads the configuration: defaults, then file (if not ""), then
@@ -264,6 +280,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Kafka.TopicPrefix != "" && strings.ContainsAny(c.Kafka.TopicPrefix, " /\\") {
 		v.Add("kafka.topic_prefix", "%q is not a valid topic prefix", c.Kafka.TopicPrefix)
+	}
+	if c.Kafka.Consumer.SessionTimeout < time.Second {
+		v.Add("kafka.consumer.session_timeout", "must be at least 1s")
+	}
+	if c.Kafka.Consumer.HeartbeatInterval <= 0 || c.Kafka.Consumer.HeartbeatInterval*3 > c.Kafka.Consumer.SessionTimeout {
+		v.Add("kafka.consumer.heartbeat_interval", "must be positive and at most a third of session_timeout")
+	}
+	if c.Kafka.Consumer.RebalanceTimeout <= 0 {
+		v.Add("kafka.consumer.rebalance_timeout", "must be positive")
+	}
+	if c.Kafka.Consumer.MaxWait <= 0 || c.Kafka.Consumer.MaxWait > 5*time.Second {
+		v.Add("kafka.consumer.max_wait", "must be between 0 and 5s (shutdown waits for it)")
+	}
+	if c.Kafka.Consumer.CommitBatch < 1 {
+		v.Add("kafka.consumer.commit_batch", "must be at least 1")
 	}
 	if c.Kafka.Partitions < 1 {
 		v.Add("kafka.partitions", "must be at least 1")
