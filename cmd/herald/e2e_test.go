@@ -250,6 +250,17 @@ func TestServeImportPublishStatus(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "tlp:")
 
+	// Subscriber management round trip.
+	require.Contains(t, s.must(t, "subscribers", "get", "northbank"), `"name": "Northbank plc (financial crime unit)"`)
+	var listed []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(s.must(t, "subscribers", "list", "--output", "json")), &listed))
+	require.Len(t, listed, 6)
+	s.must(t, "subscribers", "delete", "harvest-farms")
+	require.NoError(t, json.Unmarshal([]byte(s.must(t, "subscribers", "list", "--output", "json")), &listed))
+	require.Len(t, listed, 5, "a tombstone deletes")
+	code, _, _ = s.run(t, "", "subscribers", "get", "harvest-farms")
+	require.Equal(t, 1, code)
+
 	// The api role of the same process.
 	body := httpGet(t, "http://"+s.api+"/healthz", 200)
 	require.Contains(t, body, "ok")

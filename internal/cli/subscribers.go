@@ -14,6 +14,16 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// registry connects to Kafka and reads the current subscribers.
+func (e *env) registry(ctx context.Context) (*subscribers.Registry, error) {
+	b, _, err := e.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return loadRegistry(ctx, b)
+}
+
 // loadRegistry reads the whole subscribers topic into a registry.
 func loadRegistry(ctx context.Context, b *bus.Bus) (*subscribers.Registry, error) {
 	reg := subscribers.NewRegistry()
@@ -42,12 +52,7 @@ func newSubscribersCmd(e *env) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			b, _, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			reg, err := loadRegistry(cmd.Context(), b)
+			reg, err := e.registry(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -72,12 +77,7 @@ func newSubscribersCmd(e *env) *cobra.Command {
 		Short: "Print one subscriber as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, _, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			reg, err := loadRegistry(cmd.Context(), b)
+			reg, err := e.registry(cmd.Context())
 			if err != nil {
 				return err
 			}
