@@ -177,24 +177,10 @@ func (e *env) webhookRun(ctx context.Context, pub *bus.Producer, subs []*subscri
 	var heraldTime, rawTime time.Duration
 	var sample *captured
 	for round := range e.opt.Rounds {
-		heraldPass := func() error {
-			a := newAlert(fmt.Sprintf("bench-webhook-%d", round), []string{webhookSector}, nil)
-			ids := make([]string, len(subs))
-			for i, s := range subs {
-				ids[i] = delivery.ID(a.ID, s.ID, s.Webhooks[0].URL)
-			}
-			e.progress("webhook: herald: publishing %s to %d partners", a.ID, len(subs))
-			done := e.hooks.expect(ids, true)
-			start := time.Now()
-			if err := pub.Write(ctx, alertMessage(a)); err != nil {
-				return fmt.Errorf("webhook: publish %s: %w", a.ID, err)
-			}
-			if err := waitDone(ctx, done, deadline(len(subs)), e.hooks, "webhook: deliveries of "+a.ID); err != nil {
-				return fmt.Errorf("%w: %w", err, errIncomplete)
-			}
-			heraldTime += time.Since(start)
-			sample = e.hooks.captured()
-			return nil
+		heraldPass := func() (err error) {
+			sample, err = e.publishAndWait(ctx, pub, "webhook", webhookSector, round, subs, e.hooks,
+				func(s *subscribers.Subscriber) string { return s.Webhooks[0].URL }, &heraldTime)
+			return err
 		}
 		rawPass := func() error {
 			e.progress("webhook: raw net/http: posting %d bodies of %d bytes", len(subs), len(sample.body))
@@ -260,24 +246,10 @@ func (e *env) emailRun(ctx context.Context, pub *bus.Producer, subs []*subscribe
 	var heraldTime, rawTime time.Duration
 	var sample *captured
 	for round := range e.opt.Rounds {
-		heraldPass := func() error {
-			a := newAlert(fmt.Sprintf("bench-email-%d", round), []string{emailSector}, nil)
-			ids := make([]string, len(subs))
-			for i, s := range subs {
-				ids[i] = delivery.ID(a.ID, s.ID, s.Email[0].Address)
-			}
-			e.progress("email: herald: publishing %s to %d partners", a.ID, len(subs))
-			done := e.mails.expect(ids, true)
-			start := time.Now()
-			if err := pub.Write(ctx, alertMessage(a)); err != nil {
-				return fmt.Errorf("email: publish %s: %w", a.ID, err)
-			}
-			if err := waitDone(ctx, done, deadline(len(subs)), e.mails, "email: deliveries of "+a.ID); err != nil {
-				return fmt.Errorf("%w: %w", err, errIncomplete)
-			}
-			heraldTime += time.Since(start)
-			sample = e.mails.captured()
-			return nil
+		heraldPass := func() (err error) {
+			sample, err = e.publishAndWait(ctx, pub, "email", emailSector, round, subs, e.mails,
+				func(s *subscribers.Subscriber) string { return s.Email[0].Address }, &heraldTime)
+			return err
 		}
 		rawPass := func() error {
 			e.progress("email: raw go-smtp: sending %d messages of %d bytes over %d connections", len(subs), len(sample.body), conns)
@@ -417,4 +389,27 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	}
 	i := (p*len(ds)+99)/100 - 1
 	return ds[max(0, min(i, len(ds)-1))]
+}
+
+// publishAndWait publishes one alert to sector and waits until the tracker
+// has seen the delivery to target(s) of every partner in subs, adding the
+// time taken to *elapsed. It returns one delivery as it arrived.
+func (e *env) publishAndWait(ctx context.Context, pub *bus.Producer, channel, sector string, round int,
+	subs []*subscribers.Subscriber, tr *tracker, target func(*subscribers.Subscriber) string, elapsed *time.Duration) (*captured, error) {
+	a := newAlert(fmt.Sprintf("bench-%s-%d", channel, round), []string{sector}, nil)
+	ids := make([]string, len(subs))
+	for i, s := range subs {
+		ids[i] = delivery.ID(a.ID, s.ID, target(s))
+	}
+	e.progress("%s: herald: publishing %s to %d partners", channel, a.ID, len(subs))
+	done := tr.expect(ids, true)
+	start := time.Now()
+	if err := pub.Write(ctx, alertMessage(a)); err != nil {
+		return nil, fmt.Errorf("%s: publish %s: %w", channel, a.ID, err)
+	}
+	if err := waitDone(ctx, done, deadline(len(subs)), tr, channel+": deliveries of "+a.ID); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errIncomplete)
+	}
+	*elapsed += time.Since(start)
+	return tr.captured(), nil
 }
