@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -269,6 +270,16 @@ func TestServeImportPublishStatus(t *testing.T) {
 	require.Contains(t, metrics, "herald_fanout_jobs_total 12")
 	httpGet(t, "http://"+s.api+"/v1/alerts/"+id, 401) // analysts only
 	require.Contains(t, s.log.String(), "deliver role not started", "without a signing key nothing is sent, and serve says so")
+
+	// SIGTERM drains and exits 0.
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-s.done:
+		require.NoError(t, err, "serve exits 0 on SIGTERM")
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop within 40s of SIGTERM")
+	}
+	require.Contains(t, s.log.String(), "shutting down: draining in-flight work")
 }
 
 func httpGet(t *testing.T, url string, status int) string {

@@ -55,16 +55,18 @@ type Deliveries struct {
 
 // prepare decodes, normalises, stamps and validates the alert in the
 // request, checking what an update or cancel references. It answers the
-// request itself and returns nil when the alert cannot go on.
-func (h *handler) prepare(w http.ResponseWriter, r *http.Request) *alerts.Alert {
+// request itself and returns nil when the alert cannot go on. For an
+// update or cancel it also returns what the ledger knows of the referenced
+// alerts.
+func (h *handler) prepare(w http.ResponseWriter, r *http.Request) (*alerts.Alert, map[string]*ledger.Alert) {
 	body, err := readBody(w, r, MaxAlertBytes)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	a, err := alerts.Decode(body)
 	if err != nil {
 		writeDecodeError(w, "alert", err)
-		return nil
+		return nil, nil
 	}
 	now := h.now().UTC()
 	a.Normalize()
@@ -79,25 +81,26 @@ func (h *handler) prepare(w http.ResponseWriter, r *http.Request) *alerts.Alert 
 	if err := a.Validate(now, h.Taxonomy); errors.As(err, &verr) {
 		v.Fields = append(v.Fields, verr.Fields...)
 	}
-	if err := h.checkReferences(r.Context(), a, v); err != nil {
+	known, err := h.checkReferences(r.Context(), a, v)
+	if err != nil {
 		h.log.Error("check alert references", "alert", a.ID, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "cannot check the referenced alerts now; try again", nil)
-		return nil
+		return nil, nil
 	}
 	if err := v.Err(); err != nil {
 		writeInvalid(w, err)
-		return nil
+		return nil, nil
 	}
-	return a
+	return a, known
 }
 
 // checkReferences applies rule 7 of PRODUCT.md §3 to an update or cancel:
 // every alert it references must have been fanned out, and its marking and
 // TLP may not be lower. Problems are added to v; the error is for a ledger
-// that cannot be read.
-func (h *handler) checkReferences(ctx context.Context, a *alerts.Alert, v *alerts.ValidationError) error {
+// that cannot be read. It returns what the ledger knows of the references.
+func (h *handler) checkReferences(ctx context.Context, a *alerts.Alert, v *alerts.ValidationError) (map[string]*ledger.Alert, error) {
 	if a.Type != alerts.TypeUpdate && a.Type != alerts.TypeCancel {
-		return nil
+		return nil, nil
 	}
 	var ids []string
 	for _, ref := range a.References {
@@ -106,22 +109,22 @@ func (h *handler) checkReferences(ctx context.Context, a *alerts.Alert, v *alert
 		}
 	}
 	if len(ids) == 0 {
-		return nil // Validate has named the bad references
+		return nil, nil // Validate has named the bad references
 	}
 	if h.Ledger == nil {
-		return fmt.Errorf("no ledger: %w", errUnavailable)
+		return nil, fmt.Errorf("no ledger: %w", errUnavailable)
 	}
 	known, err := h.Ledger.Lookup(ctx, ids)
 	if err != nil {
-		return fmt.Errorf("look up %d referenced alerts: %w", len(ids), err)
+		return nil, fmt.Errorf("look up %d referenced alerts: %w", len(ids), err)
 	}
 	v.Fields = append(v.Fields, ledger.CheckReferences(a, known)...)
-	return nil
+	return known, nil
 }
 
 // publish handles POST /v1/alerts.
 func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
-	a := h.prepare(w, r)
+	a, _ := h.prepare(w, r)
 	if a == nil {
 		return
 	}
@@ -144,7 +147,7 @@ func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
 // then the decision table; nothing is published. The id it assigns is
 // returned so that publishing the previewed alert keeps it.
 func (h *handler) preview(w http.ResponseWriter, r *http.Request) {
-	a := h.prepare(w, r)
+	a, prior := h.prepare(w, r)
 	if a == nil {
 		return
 	}
@@ -152,7 +155,7 @@ func (h *handler) preview(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "preview is not available on this server", nil)
 		return
 	}
-	ds := h.Preview(a, h.now())
+	ds := h.Preview(a, prior, h.now())
 	if ds == nil {
 		ds = []policy.Decision{}
 	}

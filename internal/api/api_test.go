@@ -244,6 +244,22 @@ func TestUpdatesAndCancels(t *testing.T) {
 	}
 }
 
+// The preview of an update gets what the ledger knows of the alert it
+// references (read once, by the reference check), so that it can show
+// rule 7's cancel notices.
+func TestPreviewOfAnUpdateGetsTheReferencedAlert(t *testing.T) {
+	e := newEnv(t)
+	e.fannedOut("orig-1", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: update("cancel", "orig-1", "AMBER", "OFFICIAL-SENSITIVE")})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	require.Len(t, e.priors, 1)
+	require.Contains(t, e.priors[0], "orig-1")
+	assert.Equal(t, alerts.TLPAmber, e.priors[0]["orig-1"].TLP)
+	assert.Empty(t, e.pub.published())
+}
+
 func TestUpdateWithLedgerDown(t *testing.T) {
 	e := newEnv(t)
 	e.led.fail(errBroker)

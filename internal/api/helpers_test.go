@@ -185,6 +185,7 @@ type env struct {
 	wr       *fakeWriter
 	logs     *syncBuffer
 	previews []*alerts.Alert
+	priors   []map[string]*ledger.Alert
 	mu       sync.Mutex
 }
 
@@ -219,10 +220,11 @@ func newEnv(t testing.TB, configure ...func(*api.Server)) *env {
 // preview stands in for the policy: every registered partner gets a
 // decision for its first email address, withheld when the alert's TLP
 // exceeds its clearance.
-func (e *env) preview(a *alerts.Alert, _ time.Time) []policy.Decision {
+func (e *env) preview(a *alerts.Alert, prior map[string]*ledger.Alert, _ time.Time) []policy.Decision {
 	e.mu.Lock()
 	c := *a
 	e.previews = append(e.previews, &c)
+	e.priors = append(e.priors, prior)
 	e.mu.Unlock()
 	var ds []policy.Decision
 	for _, s := range e.reg.List() {

@@ -68,8 +68,10 @@ type Server struct {
 	// Writer stores partner records.
 	Writer SubscriberWriter
 	// Preview returns the policy's decision for every target of every
-	// partner, as the fan-out would decide for a at now.
-	Preview func(a *alerts.Alert, now time.Time) []policy.Decision
+	// partner, as the fan-out would decide for a at now; prior holds what
+	// the ledger knows of the alerts an update or cancel references (rule
+	// 7), as read once by the request's reference check.
+	Preview func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision
 	// CheckSubscriber normalises and validates a partner record, returning
 	// an *alerts.ValidationError naming the bad fields. If nil, the record
 	// is normalised and validated against Taxonomy without checking keys.

@@ -292,16 +292,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Ledger:    ledger.FromBus(a.bus),
 		Registry:  a.registry,
 		Writer:    subscriberWriter{a.bus},
-		Preview: func(al *alerts.Alert, now time.Time) []policy.Decision {
-			var prior map[string]*ledger.Alert
-			if len(al.References) > 0 {
-				// The API has just checked the references through the
-				// same ledger; a failure here shows as no follow-up
-				// notices in the preview, never as a wider audience.
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				prior, _ = ledger.FromBus(a.bus).Lookup(ctx, al.References)
-				cancel()
-			}
+		Preview: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
 			return Preview(al, a.registry.List(), prior, now, opt)
 		},
 		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },

@@ -194,17 +194,8 @@ func (e *env) webhookRun(ctx context.Context, pub *bus.Producer, subs []*subscri
 			rawTime += time.Since(start)
 			return nil
 		}
-		// Herald goes first in the first round (the raw pass repeats its
-		// body); then the order alternates, so that neither side always
-		// meets the other's leftovers.
-		order := []func() error{heraldPass, rawPass}
-		if round%2 == 1 {
-			order[0], order[1] = rawPass, heraldPass
-		}
-		for _, pass := range order {
-			if err := pass(); err != nil {
-				return Result{}, err
-			}
+		if err := alternate(round, heraldPass, rawPass); err != nil {
+			return Result{}, err
 		}
 	}
 	return rates(WebhookDeliveries, unitDeliveriesPerS, e.opt.Rounds*len(subs), heraldTime, rawTime), nil
@@ -260,14 +251,8 @@ func (e *env) emailRun(ctx context.Context, pub *bus.Producer, subs []*subscribe
 			rawTime += time.Since(start)
 			return nil
 		}
-		order := []func() error{heraldPass, rawPass}
-		if round%2 == 1 {
-			order[0], order[1] = rawPass, heraldPass
-		}
-		for _, pass := range order {
-			if err := pass(); err != nil {
-				return Result{}, err
-			}
+		if err := alternate(round, heraldPass, rawPass); err != nil {
+			return Result{}, err
 		}
 	}
 	return rates(EmailMessages, unitMessagesPerS, e.opt.Rounds*len(subs), heraldTime, rawTime), nil
@@ -412,4 +397,21 @@ func (e *env) publishAndWait(ctx context.Context, pub *bus.Producer, channel, se
 	}
 	*elapsed += time.Since(start)
 	return tr.captured(), nil
+}
+
+// alternate runs Herald's pass and the raw pass of one round. Herald goes
+// first in the first round (the raw pass repeats the body Herald sent);
+// then the order alternates, so that neither side always meets the other's
+// leftovers.
+func alternate(round int, herald, raw func() error) error {
+	order := []func() error{herald, raw}
+	if round%2 == 1 {
+		order[0], order[1] = raw, herald
+	}
+	for _, pass := range order {
+		if err := pass(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

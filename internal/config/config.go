@@ -261,10 +261,6 @@ func splitList(in []string) []string {
 	return out
 }
 
-// Keys lists every configuration key with its default, sorted, for
-// documentation and `herald config` style listings.
-func Keys() map[string]any { return defaults }
-
 // Validate checks every field and names each bad one.
 func (c *Config) Validate() error {
 	v := &alerts.ValidationError{What: "invalid configuration"}

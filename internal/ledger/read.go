@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/segmentio/kafka-go"
 )
-
-// TopicReceipts is the receipts topic's name without the prefix.
-const TopicReceipts = "receipts"
 
 // Reader reads the messages with the given keys from a topic, from the
 // first offset to the high watermark as of the call.
@@ -28,7 +26,7 @@ func FromBus(r Reader) *Source { return &Source{r: r} }
 // no receipts are absent from the result.
 func (s *Source) Lookup(ctx context.Context, ids []string) (map[string]*Alert, error) {
 	l := New()
-	err := s.r.ReadKeys(ctx, TopicReceipts, ids, func(m kafka.Message) error {
+	err := s.r.ReadKeys(ctx, bus.TopicReceipts, ids, func(m kafka.Message) error {
 		var r delivery.Receipt
 		if err := json.Unmarshal(m.Value, &r); err != nil {
 			return nil // a malformed receipt is not ours to judge; skip it
