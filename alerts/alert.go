@@ -2,6 +2,8 @@ package alerts
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +55,11 @@ type Alert struct {
 	ExpiresAt  *time.Time  `json:"expires_at,omitempty" yaml:"expires_at,omitempty"`
 	IssuedBy   string      `json:"issued_by,omitempty" yaml:"issued_by,omitempty"`
 	IssuedAt   *time.Time  `json:"issued_at,omitempty" yaml:"issued_at,omitempty"`
+	// ApprovedBy and ApprovedAt are set by Herald when a second analyst
+	// releases an alert that needed one (PRODUCT.md §10); like IssuedBy
+	// they are never shown to partners.
+	ApprovedBy string     `json:"approved_by,omitempty" yaml:"approved_by,omitempty"`
+	ApprovedAt *time.Time `json:"approved_at,omitempty" yaml:"approved_at,omitempty"`
 }
 
 // Indicator is one observable a partner can look for.
@@ -87,6 +94,32 @@ func (g Grading) Label() string { return strconv.Itoa(g.Source) + "/" + g.Intell
 
 // Named reports whether the alert names subscriber id explicitly.
 func (a *Alert) Named(id string) bool { return slices.Contains(a.Audience.Subscribers, id) }
+
+// MustEncrypt is the encryption rule of PRODUCT.md §3 rule 4, in its one
+// home: the alert's content may travel by email only encrypted, and its
+// subject may carry only the label, marking and id, unless it is TLP:CLEAR
+// or TLP:GREEN and OFFICIAL. An unknown label fails closed (encrypt).
+func (a *Alert) MustEncrypt() bool {
+	return (a.TLP != TLPClear && a.TLP != TLPGreen) || a.Marking != MarkingOfficial
+}
+
+// Digest identifies the alert's content: "sha256:" and the hex SHA-256 of
+// its JSON encoding with the fields Herald stamps (issued_by, issued_at,
+// approved_by, approved_at) cleared. Call it on a normalised alert. An id
+// names one alert forever: two alerts under one id are the same alert
+// exactly when their digests are equal.
+func (a *Alert) Digest() string {
+	c := *a
+	c.IssuedBy, c.IssuedAt, c.ApprovedBy, c.ApprovedAt = "", nil, "", nil
+	b, err := json.Marshal(&c)
+	if err != nil {
+		// An Alert holds only strings, numbers, slices and times; times
+		// outside year 0-9999 are the one thing that fails to encode.
+		b = []byte(fmt.Sprintf("unencodable alert %q: %v", a.ID, err))
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
 
 // Event returns the webhook event type of the alert.
 func (a *Alert) Event() string { return a.Type.Event() }

@@ -34,7 +34,22 @@ const (
 	ModeEncrypted    = "encrypted"     // PGP/MIME signed then encrypted email
 	ModeKeyNotice    = "key-notice"    // content-free notice that the address's key needs attention
 	ModeCancelNotice = "cancel-notice" // content-free notice that an alert the partner had was withdrawn for it
+	// ModeFollowUpKeyNotice is the content-free notice to a target that
+	// received the alert an update or cancel supersedes but cannot read the
+	// follow-up (it must be encrypted and the address has no usable key):
+	// it names the alert the target holds, says it was updated or
+	// withdrawn, and that the key needs attention (PRODUCT.md §3 rule 7).
+	ModeFollowUpKeyNotice = "followup-key-notice"
 )
+
+// Held names an alert a target received, for the notices that tell it
+// that alert was updated or withdrawn. Title is set only when the
+// original went to the target unencrypted, so a notice never carries in
+// the clear what the target only ever received encrypted.
+type Held struct {
+	ID    string `json:"id"`
+	Title string `json:"title,omitempty"`
+}
 
 // ID returns the delivery id of (alert, partner, target): deterministic, so
 // a job retried or delivered twice carries the same id, and receivers can
@@ -62,6 +77,9 @@ type Job struct {
 	NotBefore time.Time `json:"not_before,omitzero"`
 	// History records every failed attempt.
 	History []Attempt `json:"history,omitempty"`
+	// Held lists, for notices about an update or cancel, the alerts it
+	// supersedes that this target received.
+	Held []Held `json:"held,omitempty"`
 }
 
 // Attempt is one failed try.

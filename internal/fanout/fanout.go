@@ -239,6 +239,7 @@ type jobWire struct {
 	Mode       string          `json:"mode"`
 	Attempt    int             `json:"attempt"`
 	NotBefore  time.Time       `json:"not_before,omitzero"`
+	Held       []delivery.Held `json:"held,omitempty"`
 }
 
 // addPriorRecipients adds to cands every registered partner that received

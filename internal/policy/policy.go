@@ -162,7 +162,7 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 	if named {
 		prefix = namedPrefix
 	}
-	encrypt := mustEncrypt(a)
+	encrypt := a.MustEncrypt()
 	for _, e := range s.Email {
 		d := Decision{Subscriber: s.ID, Channel: delivery.ChannelEmail, Target: e.Address}
 		switch {
@@ -264,12 +264,6 @@ func invalid(a *alerts.Alert) string {
 		return ""
 	}
 	return "the alert's status " + quote(string(a.Status)) + " is not actual, exercise or test"
-}
-
-// mustEncrypt reports whether email content must be encrypted: anything
-// but TLP:CLEAR or TLP:GREEN at OFFICIAL.
-func mustEncrypt(a *alerts.Alert) bool {
-	return (a.TLP != alerts.TLPClear && a.TLP != alerts.TLPGreen) || a.Marking != alerts.MarkingOfficial
 }
 
 // sharesRegion applies rule 2's regions: no regions on either side, or
