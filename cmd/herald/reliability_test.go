@@ -126,6 +126,8 @@ func newRelEnv(t *testing.T, schedule []string, opts ...kafkatest.Option) *relEn
 	y := fmt.Sprintf(`kafka:
   brokers: %s
   partitions: 3
+publishing:
+  key_file: %q
 signing:
   key_file: %q
 webhooks:
@@ -139,7 +141,7 @@ api:
   listen: %q
 log:
   level: %s
-`, quote(kc.Addrs()), keyFile, quote(schedule), freePort(t), "info")
+`, quote(kc.Addrs()), kafkatest.KeyFile(t), keyFile, quote(schedule), freePort(t), "info")
 	e.config = filepath.Join(dir, "herald.yaml")
 	require.NoError(t, os.WriteFile(e.config, []byte(y), 0o600))
 	return e

@@ -1,8 +1,8 @@
 // Package app wires Herald's roles together and owns their start and stop
-// order: the bus (and, with no brokers configured, the embedded broker),
-// topics, the subscriber registry materialised from Kafka, then the roles
-// api, fanout and deliver; on shutdown the roles drain first and the bus
-// closes last.
+// order: the publishing key and the bus (and, with no brokers configured,
+// the embedded broker), topics and their retention, the subscriber registry
+// materialised from Kafka, then the roles api, fanout and deliver; on
+// shutdown the roles drain first and the bus closes last.
 package app
 
 import (
@@ -12,9 +12,14 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/fanout"
@@ -22,9 +27,6 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/segmentio/kafka-go"
 )
 
 // Roles.
@@ -64,18 +66,36 @@ func ParseRoles(s string) ([]string, error) {
 	return roles, nil
 }
 
+// readsTopics lists the topics (without prefix) each role reads: their
+// retention is checked before the role starts (PRODUCT.md §6).
+func readsTopics(role string, retryTiers int) []string {
+	switch role {
+	case RoleFanout:
+		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts}
+	case RoleDeliver:
+		ts := []string{bus.TopicDeliveries, bus.TopicSubscribers}
+		for i := range retryTiers {
+			ts = append(ts, bus.RetryTopic(i))
+		}
+		return ts
+	case RoleAPI:
+		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDead,
+			bus.TopicPending, bus.TopicAudit}
+	}
+	return nil
+}
+
 // App is a running Herald process.
 type App struct {
 	cfg      *config.Config
 	log      *slog.Logger
-	roles    []string
-	explicit bool
 	bus      *bus.Bus
+	signer   *pgp.Signer
 	registry *subscribers.Registry
 	follower *registryFollower
 	metrics  *prometheus.Registry
 	now      func() time.Time
-	ready    chan struct{}
+	roles    []string // the roles actually running
 }
 
 // Options are the less common knobs of Run.
@@ -94,130 +114,135 @@ type Options struct {
 
 // Run runs the roles until ctx is cancelled, then drains and returns.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options) error {
-	a := &App{cfg: cfg, log: log, roles: opt.Roles, explicit: opt.Explicit, registry: subscribers.NewRegistry(),
-		metrics: prometheus.NewRegistry(), now: opt.Now, ready: make(chan struct{})}
-	if len(a.roles) == 0 {
-		a.roles = AllRoles
-	}
+	a := &App{cfg: cfg, log: log, registry: subscribers.NewRegistry(), metrics: prometheus.NewRegistry(), now: opt.Now}
 	if a.now == nil {
 		a.now = time.Now
 	}
+	roles := opt.Roles
+	if len(roles) == 0 {
+		roles = AllRoles
+	}
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	signer, err := LoadSigner(cfg, a.now())
+	if err != nil {
+		return err
+	}
+	a.signer = signer
 	if opt.Bus != nil {
 		a.bus = opt.Bus
 	} else {
-		bc, err := BusConfig(cfg)
+		b, err := OpenBus(ctx, cfg, false, log)
 		if err != nil {
 			return err
-		}
-		b, err := bus.Open(ctx, bc, log)
-		if err != nil {
-			return fmt.Errorf("open kafka: %w", err)
 		}
 		a.bus = b
 		defer b.Close()
 	}
+	tiers := len(cfg.Delivery.RetrySchedule)
 	if cfg.Kafka.CreateTopics {
-		if err := a.bus.EnsureTopics(ctx, len(cfg.Delivery.RetrySchedule)); err != nil {
+		if err := a.bus.EnsureTopics(ctx, tiers); err != nil {
 			return fmt.Errorf("create topics: %w", err)
 		}
 	}
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	start := func(name string, run func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("%s: %w", name, err)
-				cancel(err)
+	var reads []string
+	for _, r := range roles {
+		for _, t := range readsTopics(r, tiers) {
+			if !slices.Contains(reads, t) {
+				reads = append(reads, t)
 			}
-		}()
+		}
+	}
+	if err := a.bus.CheckRetention(ctx, reads, tiers); err != nil {
+		return err
 	}
 
+	g, gctx := errgroup.WithContext(ctx)
 	caughtUp := make(chan struct{})
 	a.follower = newRegistryFollower(a.bus, a.registry, log)
-	start("subscriber registry", func(ctx context.Context) error {
-		return a.follower.run(ctx, func() { close(caughtUp) })
+	g.Go(func() error {
+		if err := a.follower.run(gctx, func() { close(caughtUp) }); err != nil {
+			return fmt.Errorf("subscriber registry: %w", err)
+		}
+		return nil
 	})
 	select {
 	case <-caughtUp:
 		log.Info("subscriber registry loaded", "subscribers", a.registry.Len())
-	case <-ctx.Done():
-		wg.Wait()
-		return firstError(errs, ctx)
+	case <-gctx.Done():
+		return waitErr(g)
 	}
 
-	for _, role := range a.roles {
-		switch role {
-		case RoleFanout:
-			w := a.fanoutWorker()
-			start(RoleFanout, func(ctx context.Context) error {
-				return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
-					// Decide against every subscriber change acknowledged
-					// before these alerts were fetched.
-					if err := a.follower.Sync(ctx); err != nil {
-						return err
-					}
-					return w.Handle(ctx, msgs)
-				})
-			})
-		case RoleDeliver:
-			run, err := a.deliverRole(ctx)
-			if err != nil {
-				if a.explicit {
-					cancel(err)
-					wg.Wait()
-					return err
-				}
-				log.Warn("deliver role not started; delivery jobs wait in Kafka until a deliver worker runs", "reason", err)
-				continue
-			}
-			start(RoleDeliver, run)
-		case RoleAPI:
-			run, err := a.apiRole()
-			if err != nil {
-				cancel(err)
-				wg.Wait()
-				return err
-			}
-			start(RoleAPI, run)
+	for _, role := range roles {
+		run, err := a.role(gctx, role)
+		if errors.Is(err, errNoSigner) && !opt.Explicit {
+			log.Warn("deliver role not started: delivery jobs wait in Kafka until a deliver worker with a signing key runs", "reason", err)
+			continue
 		}
+		if err != nil {
+			g.Go(func() error { return err })
+			return waitErr(g)
+		}
+		a.roles = append(a.roles, role)
+		g.Go(func() error {
+			if err := run(gctx); err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%s: %w", role, err)
+			}
+			return nil
+		})
 	}
 	if cfg.Metrics.Listen != "" {
 		run, err := a.metricsListener(cfg.Metrics.Listen)
 		if err != nil {
-			cancel(err)
-			wg.Wait()
-			return err
+			g.Go(func() error { return err })
+			return waitErr(g)
 		}
-		start("metrics", run)
+		g.Go(func() error { return run(gctx) })
 	}
 	log.Info("herald running", "roles", strings.Join(a.roles, ","), "brokers", strings.Join(a.bus.Brokers(), ","), "embedded", a.bus.Embedded())
-	close(a.ready)
 	if opt.Started != nil {
 		opt.Started(a)
 	}
-	<-ctx.Done()
-	log.Info("shutting down: draining in-flight work")
-	wg.Wait()
-	return firstError(errs, ctx)
+	<-gctx.Done()
+	if ctx.Err() != nil {
+		log.Info("shutting down: draining in-flight work")
+	}
+	return waitErr(g)
 }
 
-func firstError(errs chan error, ctx context.Context) error {
-	select {
-	case err := <-errs:
+// waitErr waits for every goroutine of g and returns the first error,
+// ignoring the cancellation that shutdown is.
+func waitErr(g *errgroup.Group) error {
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
-	default:
-	}
-	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-		return c
 	}
 	return nil
 }
+
+// role builds the run function of one role.
+func (a *App) role(ctx context.Context, role string) (func(context.Context) error, error) {
+	switch role {
+	case RoleFanout:
+		w := a.fanoutWorker()
+		return func(ctx context.Context) error {
+			return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
+				// Decide against every subscriber change acknowledged
+				// before these alerts were fetched.
+				if err := a.follower.Sync(ctx); err != nil {
+					return err
+				}
+				return w.Handle(ctx, msgs)
+			})
+		}, nil
+	case RoleDeliver:
+		return a.deliverRole()
+	case RoleAPI:
+		return a.apiRole()
+	}
+	return nil, fmt.Errorf("unknown role %q", role)
+}
+
+// Roles returns the roles that are running.
+func (a *App) Roles() []string { return slices.Clone(a.roles) }
 
 // Bus returns the app's bus.
 func (a *App) Bus() *bus.Bus { return a.bus }
@@ -252,32 +277,4 @@ func (a *App) fanoutWorker() *fanout.Worker {
 		withheld.Add(float64(wh))
 	}
 	return w
-}
-
-// BusConfig maps the configuration onto the bus's.
-func BusConfig(c *config.Config) (bus.Config, error) {
-	bc := bus.DefaultConfig()
-	bc.Brokers = c.Kafka.Brokers
-	bc.TopicPrefix = c.Kafka.TopicPrefix
-	bc.ClientID = c.Kafka.ClientID
-	bc.Embedded.Listen = c.Kafka.Embedded.Listen
-	bc.Embedded.DataDir = c.Kafka.Embedded.DataDir
-	bc.CreateTopics = c.Kafka.CreateTopics
-	bc.Partitions = c.Kafka.Partitions
-	bc.ReplicationFactor = c.Kafka.ReplicationFactor
-	bc.Consumer.SessionTimeout = c.Kafka.Consumer.SessionTimeout
-	bc.Consumer.HeartbeatInterval = c.Kafka.Consumer.HeartbeatInterval
-	bc.Consumer.RebalanceTimeout = c.Kafka.Consumer.RebalanceTimeout
-	bc.Consumer.MaxWait = c.Kafka.Consumer.MaxWait
-	bc.Consumer.CommitBatch = c.Kafka.Consumer.CommitBatch
-	bc.TLS = bus.TLSConfig{Enabled: c.Kafka.TLS.Enabled, CAFile: c.Kafka.TLS.CAFile, CertFile: c.Kafka.TLS.CertFile,
-		KeyFile: c.Kafka.TLS.KeyFile, ServerName: c.Kafka.TLS.ServerName, InsecureSkipVerify: c.Kafka.TLS.InsecureSkipVerify}
-	if c.Kafka.SASL.Mechanism != "" {
-		pw, err := config.ReadSecret(c.Kafka.SASL.PasswordFile, "HERALD_KAFKA_SASL_PASSWORD")
-		if err != nil {
-			return bc, fmt.Errorf("kafka.sasl.password_file: %w", err)
-		}
-		bc.SASL = bus.SASLConfig{Mechanism: c.Kafka.SASL.Mechanism, Username: c.Kafka.SASL.Username, Password: pw}
-	}
-	return bc, nil
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
@@ -56,26 +55,6 @@ func KeyCheck(armored string, now time.Time) error {
 	err := pgp.CheckRecipientKey(armored, now)
 	keyChecks.Store(k, keyCheckResult{err: err, at: now})
 	return err
-}
-
-// LoadSigner loads the agency signing key named by the configuration.
-func LoadSigner(cfg *config.Config, now time.Time) (*pgp.Signer, error) {
-	if cfg.Signing.KeyFile == "" {
-		return nil, errors.New("signing.key_file is not set: Herald signs everything it sends and will not send unsigned (generate a key with `herald keys generate`)")
-	}
-	pass, err := config.ReadSecret(cfg.Signing.PassphraseFile, "HERALD_SIGNING_PASSPHRASE")
-	if err != nil {
-		return nil, fmt.Errorf("signing.passphrase_file: %w", err)
-	}
-	armored, err := os.ReadFile(cfg.Signing.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("signing.key_file: %w", err)
-	}
-	s, err := pgp.LoadSigner(armored, []byte(pass), now)
-	if err != nil {
-		return nil, fmt.Errorf("signing.key_file %s: %w", cfg.Signing.KeyFile, err)
-	}
-	return s, nil
 }
 
 // WebhookConfig maps the configuration onto the webhook notifier's.
@@ -155,21 +134,18 @@ func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliv
 	}, nil
 }
 
-func (a *App) deliverRole(context.Context) (func(context.Context) error, error) {
-	signer, err := LoadSigner(a.cfg, a.now())
-	if err != nil {
-		return nil, err
+// deliverRole builds the deliver role; it needs the signing key.
+func (a *App) deliverRole() (func(context.Context) error, error) {
+	if a.signer == nil {
+		return nil, errNoSigner
 	}
-	ns, closeAll, err := Notifiers(a.cfg, signer, a)
+	ns, closeAll, err := Notifiers(a.cfg, a.signer, a)
 	if err != nil {
 		return nil, err
 	}
 	r := deliver.New(deliver.Config{
-		Schedule:    a.cfg.Delivery.RetrySchedule,
-		Concurrency: a.cfg.Delivery.Concurrency,
-		PerEndpoint: a.cfg.Delivery.PerEndpoint,
-		Breaker:     deliver.BreakerConfig{Failures: a.cfg.Delivery.Breaker.Failures, Cooldown: a.cfg.Delivery.Breaker.Cooldown},
-		Group:       GroupDeliver,
+		Delivery: a.cfg.Delivery,
+		Group:    GroupDeliver,
 		// An attempt never outlives its channel's own deadline by much, so
 		// a handed-off attempt's lease comes due soon after.
 		AttemptTimeout: max(a.cfg.Webhooks.Timeout, a.cfg.SMTP.Timeout) + 5*time.Second,
@@ -283,8 +259,10 @@ func (a *App) listen(key, addr string, h http.Handler) (func(context.Context) er
 
 func (a *App) apiRole() (func(context.Context) error, error) {
 	var pub []byte
-	if signer, err := LoadSigner(a.cfg, a.now()); err == nil {
-		pub = signer.PublicKeyArmored()
+	if a.signer != nil {
+		pub = a.signer.PublicKeyArmored()
+	} else {
+		a.log.Warn("no signing key configured (signing.key_file): GET /v1/signing-key answers 503 and nothing can be delivered")
 	}
 	opt := PolicyOptions(a.cfg)
 	srv := &api.Server{

@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/config"
 )
@@ -285,7 +286,18 @@ func newEnv(ctx context.Context, opt Options, base *config.Config) (*env, error)
 	_, _ = rand.Read(key)
 	e.secret = "whsec_" + base64.StdEncoding.EncodeToString(key)
 
+	pubKeyFile := filepath.Join(e.dir, "publishing.key")
+	pubKey, err := busauth.Generate()
+	if err == nil {
+		err = os.WriteFile(pubKeyFile, pubKey, 0o600)
+	}
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("bench: publishing key: %w", err)
+	}
+
 	c := *base
+	c.Publishing.KeyFile = pubKeyFile
 	c.Kafka.Brokers = nil
 	c.Kafka.Embedded.Listen = "127.0.0.1:0"
 	c.Kafka.Embedded.DataDir = ""

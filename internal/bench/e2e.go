@@ -38,11 +38,7 @@ const (
 // would publish them.
 func (e *env) runEndToEnd(ctx context.Context) ([]Result, error) {
 	opt := e.opt
-	bc, err := app.BusConfig(e.cfg)
-	if err != nil {
-		return nil, fmt.Errorf("end to end: %w", err)
-	}
-	b, err := bus.Open(ctx, bc, opt.Log.With("component", "bench-e2e"))
+	b, err := app.OpenBus(ctx, e.cfg, false, opt.Log.With("component", "bench-e2e"))
 	if err != nil {
 		return nil, fmt.Errorf("end to end: open embedded broker: %w", err)
 	}

@@ -37,11 +37,7 @@ var fanoutSectors = []string{"agriculture", "food-processing", "construction", "
 // pgp.Signer.Ops before and after each channel.
 func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 	opt := e.opt
-	bc, err := app.BusConfig(e.cfg)
-	if err != nil {
-		return nil, fmt.Errorf("fan-out: %w", err)
-	}
-	b, err := bus.Open(ctx, bc, opt.Log.With("component", "bench-fanout"))
+	b, err := app.OpenBus(ctx, e.cfg, false, opt.Log.With("component", "bench-fanout"))
 	if err != nil {
 		return nil, fmt.Errorf("fan-out: open embedded broker: %w", err)
 	}

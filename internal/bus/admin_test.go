@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
@@ -35,23 +36,84 @@ func TestEnsureTopicsIsIdempotentAndCompactsSubscribers(t *testing.T) {
 		assert.Len(t, tp.Partitions, 5, tp.Name)
 	}
 	want := []string{"herald.alerts", "herald.subscribers", "herald.deliveries", "herald.dead",
-		"herald.quarantine", "herald.receipts", "herald.retry.0", "herald.retry.1", "herald.retry.2", "herald.retry.3"}
+		"herald.quarantine", "herald.receipts", "herald.pending", "herald.audit",
+		"herald.retry.0", "herald.retry.1", "herald.retry.2", "herald.retry.3"}
 	assert.ElementsMatch(t, want, names)
 
-	res, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
-		{ResourceType: kafka.ResourceTypeTopic, ResourceName: "herald.subscribers", ConfigNames: []string{"cleanup.policy"}},
-		{ResourceType: kafka.ResourceTypeTopic, ResourceName: "herald.deliveries", ConfigNames: []string{"cleanup.policy"}},
-	}})
+	// What the brokers report, read back through the admin API: the
+	// subscribers topic compacted, every other topic kept as long as
+	// configured (alerts, receipts and audit 400 days).
+	var res []kafka.DescribeConfigRequestResource
+	for _, n := range want {
+		res = append(res, kafka.DescribeConfigRequestResource{ResourceType: kafka.ResourceTypeTopic, ResourceName: n,
+			ConfigNames: []string{"cleanup.policy", "retention.ms"}})
+	}
+	got, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: res})
 	require.NoError(t, err)
-	policy := map[string]string{}
-	for _, r := range res.Resources {
+	cfgs := map[string]map[string]string{}
+	for _, r := range got.Resources {
 		require.NoError(t, r.Error)
+		cfgs[r.ResourceName] = map[string]string{}
 		for _, e := range r.ConfigEntries {
-			policy[r.ResourceName] = e.ConfigValue
+			cfgs[r.ResourceName][e.ConfigName] = e.ConfigValue
 		}
 	}
-	assert.Equal(t, "compact", policy["herald.subscribers"])
-	assert.Equal(t, "delete", policy["herald.deliveries"])
+	const day = int64(24 * 60 * 60 * 1000)
+	assert.Equal(t, "compact", cfgs["herald.subscribers"]["cleanup.policy"])
+	for name, days := range map[string]int64{"herald.alerts": 400, "herald.receipts": 400, "herald.audit": 400,
+		"herald.pending": 400, "herald.dead": 400, "herald.quarantine": 400, "herald.deliveries": 7, "herald.retry.0": 7} {
+		assert.Equal(t, "delete", cfgs[name]["cleanup.policy"], name)
+		assert.Equal(t, fmt.Sprint(days*day), cfgs[name]["retention.ms"], name)
+	}
+	require.NoError(t, b.CheckRetention(ctx, []string{bus.TopicAlerts, bus.TopicReceipts, bus.TopicSubscribers, bus.TopicAudit}, 4))
+}
+
+func TestCheckRetentionRefusesShortTopics(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.RetryTiers(1))
+	// Topics made as a stock cluster would: seven days, or made by an
+	// operator who forgot the retention of receipts.
+	short := c.Config()
+	short.Retention.Receipts = 7 * config.Day
+	short.Retention.Alerts = 30 * config.Day
+	b := c.Open(t, short)
+	// A topic created by hand with no configuration: the broker's 7 days.
+	client := &kafka.Client{Addr: kafka.TCP(b.Brokers()...)}
+	_, err := client.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: "stock.audit", NumPartitions: 1, ReplicationFactor: 1},
+	}})
+	require.NoError(t, err)
+
+	check := c.Open(t, c.Config())
+	err = check.CheckRetention(t.Context(), []string{bus.TopicReceipts, bus.TopicAlerts, bus.TopicDeliveries}, 1)
+	var re *bus.RetentionError
+	require.ErrorAs(t, err, &re)
+	assert.ErrorContains(t, err, "herald.receipts keeps records for 7d, kafka.retention.receipts asks for 400d")
+	assert.ErrorContains(t, err, "herald.alerts keeps records for 30d, kafka.retention.alerts asks for 400d")
+	assert.NotContains(t, err.Error(), "herald.deliveries")
+	assert.ErrorContains(t, err, "kafka.retention.accept_shorter")
+
+	stock := c.Config()
+	stock.TopicPrefix = "stock."
+	sb := c.OpenWith(t, stock, c.Options(t))
+	err = sb.CheckRetention(t.Context(), []string{bus.TopicAudit}, 1)
+	assert.ErrorContains(t, err, "stock.audit keeps records for 7d, kafka.retention.audit asks for 400d")
+
+	accept := c.Config()
+	accept.Retention.AcceptShorter = true
+	require.NoError(t, c.Open(t, accept).CheckRetention(t.Context(), []string{bus.TopicReceipts}, 1), "the operator accepted it")
+
+	compacted := c.Config()
+	compacted.TopicPrefix = "compacted."
+	_, err = client.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: "compacted.subscribers", NumPartitions: 1, ReplicationFactor: 1},
+		{Topic: "compacted.receipts", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}},
+	}})
+	require.NoError(t, err)
+	cb := c.OpenWith(t, compacted, c.Options(t))
+	err = cb.CheckRetention(t.Context(), []string{bus.TopicSubscribers, bus.TopicReceipts}, 1)
+	assert.ErrorContains(t, err, "compacted.subscribers is not compacted")
+	assert.ErrorContains(t, err, "compacted.receipts is compacted")
 }
 
 func TestEnsureTopicsWithoutCreateNamesMissingTopics(t *testing.T) {
@@ -59,7 +121,7 @@ func TestEnsureTopicsWithoutCreateNamesMissingTopics(t *testing.T) {
 	cfg := c.Config()
 	cfg.CreateTopics = false
 	cfg.TopicPrefix = "other."
-	b, err := bus.Open(t.Context(), cfg, nil)
+	b, err := bus.Open(t.Context(), cfg, bus.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, b.Close()) })
 	err = b.EnsureTopics(t.Context(), 1)
@@ -70,50 +132,7 @@ func TestEnsureTopicsWithoutCreateNamesMissingTopics(t *testing.T) {
 	assert.NotContains(t, err.Error(), "other.retry.1")
 }
 
-func TestConfigValidateNamesTheField(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		edit  func(*bus.Config)
-		field string
-	}{
-		{"broker without port", func(c *bus.Config) { c.Brokers = []string{"kafka1"} }, "kafka.brokers[0]"},
-		{"bad prefix", func(c *bus.Config) { c.TopicPrefix = "herald/" }, "kafka.topic_prefix"},
-		{"unknown mechanism", func(c *bus.Config) {
-			c.Brokers = []string{"k:9092"}
-			c.SASL = bus.SASLConfig{Mechanism: "GSSAPI", Username: "u", Password: "p"}
-		}, "kafka.sasl.mechanism"},
-		{"scram without password", func(c *bus.Config) {
-			c.Brokers = []string{"k:9092"}
-			c.SASL = bus.SASLConfig{Mechanism: bus.SASLSCRAMSHA512, Username: "u"}
-		}, "kafka.sasl.password"},
-		{"sasl on embedded", func(c *bus.Config) { c.SASL = bus.SASLConfig{Mechanism: bus.SASLPlain, Username: "u", Password: "p"} }, "kafka.sasl.mechanism"},
-		{"tls on embedded", func(c *bus.Config) { c.TLS.Enabled = true }, "kafka.tls.enabled"},
-		{"cert without key", func(c *bus.Config) {
-			c.Brokers = []string{"k:9092"}
-			c.TLS = bus.TLSConfig{Enabled: true, CertFile: "c.pem"}
-		}, "kafka.tls.cert_file"},
-		{"bad listen", func(c *bus.Config) { c.Embedded.Listen = "9092" }, "kafka.embedded.listen"},
-		{"zero partitions", func(c *bus.Config) { c.Partitions = -1 }, "kafka.partitions"},
-		{"heartbeat too slow", func(c *bus.Config) { c.Consumer.HeartbeatInterval = c.Consumer.SessionTimeout }, "kafka.consumer.heartbeat_interval"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := bus.DefaultConfig()
-			require.NoError(t, cfg.Validate())
-			tc.edit(&cfg)
-			err := cfg.Validate()
-			require.Error(t, err)
-			assert.ErrorContains(t, err, tc.field)
-			_, err = bus.Open(t.Context(), cfg, nil)
-			assert.ErrorContains(t, err, tc.field, "Open validates")
-		})
-	}
-}
-
-func TestDefaultConfig(t *testing.T) {
-	cfg := bus.DefaultConfig()
-	assert.Equal(t, "127.0.0.1:9092", cfg.Embedded.Listen)
-	assert.Equal(t, "herald.", cfg.TopicPrefix)
-	assert.True(t, cfg.CreateTopics)
+func TestRetryTopic(t *testing.T) {
 	assert.Equal(t, "retry.0", bus.RetryTopic(0))
 	assert.Equal(t, "retry.6", bus.RetryTopic(6))
 }
@@ -150,11 +169,11 @@ func (s *syncBuffer) String() string {
 func openEmbedded(t *testing.T, listen, dataDir string) (*bus.Bus, *syncBuffer) {
 	t.Helper()
 	var logs syncBuffer
-	cfg := bus.DefaultConfig()
-	cfg.Embedded = bus.EmbeddedConfig{Listen: listen, DataDir: dataDir}
+	cfg := config.Default().Kafka
+	cfg.Embedded = config.Embedded{Listen: listen, DataDir: dataDir}
 	cfg.Partitions = 2
 	cfg.Consumer = kafkatest.FastConsumer()
-	b, err := bus.Open(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	b, err := bus.Open(t.Context(), cfg, bus.Options{Keyring: kafkatest.Keyring(), Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	require.NoError(t, b.EnsureTopics(t.Context(), 1))
@@ -182,9 +201,9 @@ func TestEmbeddedBrokerOnFixedPort(t *testing.T) {
 	assert.Equal(t, []string{"v"}, got)
 
 	// The port is taken while the broker runs.
-	cfg := bus.DefaultConfig()
+	cfg := config.Default().Kafka
 	cfg.Embedded.Listen = addr
-	_, err = bus.Open(t.Context(), cfg, nil)
+	_, err = bus.Open(t.Context(), cfg, bus.Options{})
 	require.ErrorContains(t, err, "start embedded kafka broker on "+addr)
 
 	require.NoError(t, b.Close())

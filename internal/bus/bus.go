@@ -15,6 +15,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/config"
 )
 
 // Timeouts for single requests to the brokers when the caller's context has
@@ -28,7 +31,7 @@ const (
 // started. It is safe for concurrent use. Close it after every Consume,
 // ReadAll and Follow call has returned.
 type Bus struct {
-	cfg     Config
+	cfg     config.Kafka
 	log     *slog.Logger
 	brokers []string
 	cluster *kfake.Cluster // nil unless embedded
@@ -39,25 +42,42 @@ type Bus struct {
 	admin     *kafka.Transport // client
 	client    *kafka.Client
 
+	keys     *busauth.Keyring
+	rejected func(m kafka.Message, err error)
+
 	mu        sync.Mutex
 	producers map[string]*Producer
 	closed    bool
 }
 
+// Options are what Open needs besides the kafka section of the
+// configuration.
+type Options struct {
+	// Password is the SASL password (kafka.sasl.password_file, read by the
+	// caller).
+	Password string
+	// Log receives the bus's events; nil discards them.
+	Log *slog.Logger
+	// Keyring authenticates every record the bus writes and checks the
+	// records read (PRODUCT.md §3 rule 1). Without one nothing written
+	// carries an authenticator and nothing read is authentic.
+	Keyring *busauth.Keyring
+	// Rejected, if set, is told of every record Authentic refused (for a
+	// metric); the bus logs them itself.
+	Rejected func(m kafka.Message, err error)
+}
+
 // Open connects to the brokers of cfg, or, when cfg.Brokers is empty, starts
 // the embedded single-node development broker on cfg.Embedded.Listen and
-// connects to it. Zero fields of cfg take their defaults; the result is
-// validated. Open makes no request to external brokers: use Ping or
-// EnsureTopics to find out whether they can be reached.
-func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
+// connects to it. cfg is trusted as validated by config.Validate. Open makes
+// no request to external brokers: use Ping or EnsureTopics to find out
+// whether they can be reached.
+func Open(ctx context.Context, cfg config.Kafka, opt Options) (*Bus, error) {
+	log := opt.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("open kafka bus: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open kafka bus: %w", err)
 	}
@@ -66,12 +86,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		log:       log,
 		brokers:   cfg.Brokers,
 		producers: make(map[string]*Producer),
+		keys:      opt.Keyring,
+		rejected:  opt.Rejected,
 	}
 	var err error
-	if b.tls, err = cfg.TLS.tlsConfig(); err != nil {
+	if b.tls, err = tlsConfig(cfg.TLS); err != nil {
 		return nil, fmt.Errorf("open kafka bus: %w", err)
 	}
-	if b.sasl, err = cfg.SASL.mechanism(); err != nil {
+	if b.sasl, err = mechanism(cfg.SASL, opt.Password); err != nil {
 		return nil, fmt.Errorf("open kafka bus: %w", err)
 	}
 	if len(cfg.Brokers) == 0 {
@@ -263,83 +285,6 @@ func cause(ctx context.Context, err error) error {
 	return err
 }
 
-// topicNames returns Herald's topics (without prefix) for retryTiers retry
-// tiers.
-func topicNames(retryTiers int) []string {
-	names := []string{TopicAlerts, TopicSubscribers, TopicDeliveries, TopicDead, TopicQuarantine, TopicReceipts}
-	for i := range retryTiers {
-		names = append(names, RetryTopic(i))
-	}
-	return names
-}
-
-// EnsureTopics makes sure Herald's topics exist: the six fixed topics and
-// retryTiers retry topics. With Config.CreateTopics it creates the missing
-// ones through the admin API (subscribers compacted, the others with the
-// broker's default cleanup policy) and waits until every broker's metadata
-// shows them with a leader for every partition; otherwise it only checks and
-// names the missing ones. Topics that exist are never changed.
-func (b *Bus) EnsureTopics(ctx context.Context, retryTiers int) error {
-	if retryTiers < 0 {
-		return fmt.Errorf("ensure kafka topics: negative retry tier count %d", retryTiers)
-	}
-	ctx, cancel := context.WithTimeoutCause(ctx, time.Minute, errors.New("ensure kafka topics: not done within 1m"))
-	defer cancel()
-	var want []string
-	for _, n := range topicNames(retryTiers) {
-		want = append(want, b.Topic(n))
-	}
-	missing, err := b.missingTopics(ctx, want)
-	if err != nil {
-		return fmt.Errorf("ensure kafka topics: %w", err)
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if !b.cfg.CreateTopics {
-		return fmt.Errorf("ensure kafka topics: missing %s and kafka.create_topics is off", strings.Join(missing, ", "))
-	}
-	rf := b.cfg.ReplicationFactor
-	if rf == 0 {
-		rf = -1
-		if b.Embedded() {
-			rf = 1
-		}
-	}
-	req := &kafka.CreateTopicsRequest{}
-	for _, t := range missing {
-		tc := kafka.TopicConfig{Topic: t, NumPartitions: b.cfg.Partitions, ReplicationFactor: rf}
-		if t == b.Topic(TopicSubscribers) {
-			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
-		}
-		req.Topics = append(req.Topics, tc)
-	}
-	res, err := b.client.CreateTopics(ctx, req)
-	if err != nil {
-		return fmt.Errorf("ensure kafka topics: create %s: %w", strings.Join(missing, ", "), cause(ctx, err))
-	}
-	for _, t := range missing {
-		if err := res.Errors[t]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-			return fmt.Errorf("ensure kafka topics: create %s: %w", t, err)
-		}
-	}
-	b.log.Info("created kafka topics", "topics", missing, "partitions", b.cfg.Partitions, "replication_factor", rf)
-	for {
-		missing, err = b.missingTopics(ctx, want)
-		if err == nil && len(missing) == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = fmt.Errorf("still missing %s", strings.Join(missing, ", "))
-			}
-			return fmt.Errorf("ensure kafka topics: wait for metadata: %w", cause(ctx, err))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // missingTopics returns the topics of want that metadata does not show as
 // usable (known, with a leader for every partition).
 func (b *Bus) missingTopics(ctx context.Context, want []string) ([]string, error) {
@@ -364,6 +309,49 @@ func (b *Bus) missingTopics(ctx context.Context, want []string) ([]string, error
 		}
 	}
 	return missing, nil
+}
+
+// ErrNoKeyring is Authenticate's answer on a Bus opened without a keyring.
+var ErrNoKeyring = errors.New("no publishing key: records cannot be authenticated")
+
+// Authenticate checks that m, as read from one of Herald's topics, was
+// written by a Herald process holding the publishing key: its herald-auth
+// header authenticates its topic, key and value.
+func (b *Bus) Authenticate(m kafka.Message) error {
+	if b.keys == nil {
+		return ErrNoKeyring
+	}
+	topic, ok := strings.CutPrefix(m.Topic, b.cfg.TopicPrefix)
+	if !ok {
+		return fmt.Errorf("topic %q is not one of Herald's", m.Topic)
+	}
+	return b.keys.Verify(topic, m.Key, m.Value, Header(m, busauth.Header))
+}
+
+// Authentic reports whether m is authentic (see Authenticate); when it is
+// not, it logs the record's place and the reason, and tells
+// Options.Rejected. Readers of Herald's topics skip what it refuses.
+func (b *Bus) Authentic(m kafka.Message) bool {
+	err := b.Authenticate(m)
+	if err == nil {
+		return true
+	}
+	b.log.Warn("ignoring a record not written by Herald", "topic", m.Topic, "partition", m.Partition,
+		"offset", m.Offset, "key", truncateKey(m.Key), "error", err)
+	if b.rejected != nil {
+		b.rejected(m, err)
+	}
+	return false
+}
+
+// Keyring returns the keyring the bus authenticates with, or nil.
+func (b *Bus) Keyring() *busauth.Keyring { return b.keys }
+
+func truncateKey(k []byte) string {
+	if len(k) > 80 {
+		return string(k[:80]) + "…"
+	}
+	return string(k)
 }
 
 // Header returns the value of the first header of m named key, or "".

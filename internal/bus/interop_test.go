@@ -24,7 +24,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
@@ -61,6 +63,11 @@ func TestKcatInteropWithEmbeddedBroker(t *testing.T) {
 	}))
 	slices.Sort(got)
 	assert.Equal(t, []string{"alert-1=first|kcat", "alert-2=second|kcat"}, got)
+	require.NoError(t, b.ReadAll(ctx, bus.TopicAlerts, func(m kafka.Message) error {
+		assert.ErrorIs(t, b.Authenticate(m), busauth.ErrMissing, "kcat holds no publishing key")
+		assert.False(t, b.Authentic(m))
+		return nil
+	}))
 
 	// Herald produces (LZ4 on deliveries), kcat consumes.
 	require.NoError(t, b.Producer(bus.TopicDeliveries).Write(ctx,
@@ -68,7 +75,23 @@ func TestKcatInteropWithEmbeddedBroker(t *testing.T) {
 		kafka.Message{Key: []byte("acme"), Value: []byte("job-2"), Headers: []kafka.Header{{Key: "attempt", Value: []byte("2")}}},
 	))
 	out := kcat(t, "", "-b", addr, "-C", "-t", "herald.deliveries", "-o", "beginning", "-e", "-q", "-f", "%k=%s|%h\n")
-	assert.Equal(t, "acme=job-1|attempt=1\nacme=job-2|attempt=2\n", out)
+	assert.Regexp(t, `^acme=job-1\|attempt=1,herald-auth=v1=[0-9a-f]{12}:[A-Za-z0-9_-]{43}\nacme=job-2\|attempt=2,herald-auth=v1=[0-9a-f]{12}:[A-Za-z0-9_-]{43}\n$`, out,
+		"every record Herald writes carries its authenticator")
+	require.NoError(t, b.ReadAll(ctx, bus.TopicDeliveries, func(m kafka.Message) error {
+		assert.NoError(t, b.Authenticate(m))
+		return nil
+	}))
+	// Replayed by kcat with the header copied, to another key: refused.
+	kcat(t, "other:job-1\n", "-b", addr, "-P", "-t", "herald.deliveries", "-K", ":", "-H", "herald-auth="+strings.Split(strings.Split(out, "herald-auth=")[1], "\n")[0])
+	var forged int
+	require.NoError(t, b.ReadAll(ctx, bus.TopicDeliveries, func(m kafka.Message) error {
+		if string(m.Key) == "other" {
+			forged++
+			assert.ErrorIs(t, b.Authenticate(m), busauth.ErrMismatch)
+		}
+		return nil
+	}))
+	assert.Equal(t, 1, forged)
 
 	// kcat sees the topics Herald created.
 	meta := kcat(t, "", "-b", addr, "-L")
@@ -79,21 +102,23 @@ func TestKcatInteropWithEmbeddedBroker(t *testing.T) {
 func TestSASLAgainstKfake(t *testing.T) {
 	c := kafkatest.Start(t, kafkatest.KfakeOpts(
 		kfake.EnableSASL(),
-		kfake.Superuser(bus.SASLPlain, "plain-user", "plain-secret"),
-		kfake.Superuser(bus.SASLSCRAMSHA256, "scram256-user", "scram256-secret"),
-		kfake.Superuser(bus.SASLSCRAMSHA512, "scram512-user", "scram512-secret"),
+		kfake.Superuser(config.SASLPlain, "plain-user", "plain-secret"),
+		kfake.Superuser(config.SASLSCRAMSHA256, "scram256-user", "scram256-secret"),
+		kfake.Superuser(config.SASLSCRAMSHA512, "scram512-user", "scram512-secret"),
 	))
-	for _, mech := range []string{bus.SASLPlain, bus.SASLSCRAMSHA256, bus.SASLSCRAMSHA512} {
+	for _, mech := range []string{config.SASLPlain, config.SASLSCRAMSHA256, config.SASLSCRAMSHA512} {
 		t.Run(mech, func(t *testing.T) {
-			user := map[string]string{bus.SASLPlain: "plain", bus.SASLSCRAMSHA256: "scram256", bus.SASLSCRAMSHA512: "scram512"}[mech]
+			user := map[string]string{config.SASLPlain: "plain", config.SASLSCRAMSHA256: "scram256", config.SASLSCRAMSHA512: "scram512"}[mech]
 			cfg := c.Config()
 			cfg.TopicPrefix = user + "."
-			cfg.SASL = bus.SASLConfig{Mechanism: mech, Username: user + "-user", Password: user + "-secret"}
-			b := c.Open(t, cfg) // EnsureTopics: admin requests over the Transport
+			cfg.SASL = config.KafkaSASL{Mechanism: mech, Username: user + "-user"}
+			opt := c.Options(t)
+			opt.Password = user + "-secret"
+			b := c.OpenWith(t, cfg, opt) // EnsureTopics: admin requests over the Transport
 			roundTrip(t, b, "sasl-"+user)
 
-			cfg.SASL.Password = "wrong"
-			bad, err := bus.Open(t.Context(), cfg, nil)
+			opt.Password = "wrong"
+			bad, err := bus.Open(t.Context(), cfg, opt)
 			require.NoError(t, err)
 			defer bad.Close()
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -161,34 +186,36 @@ func TestTLSWithSCRAMAgainstKfake(t *testing.T) {
 	c := kafkatest.Start(t, kafkatest.KfakeOpts(
 		kfake.TLS(srvTLS),
 		kfake.EnableSASL(),
-		kfake.Superuser(bus.SASLSCRAMSHA512, "herald", "s3cret"),
+		kfake.Superuser(config.SASLSCRAMSHA512, "herald", "s3cret"),
 	))
 	cfg := c.Config()
-	cfg.TLS = bus.TLSConfig{Enabled: true, CAFile: caFile}
-	cfg.SASL = bus.SASLConfig{Mechanism: bus.SASLSCRAMSHA512, Username: "herald", Password: "s3cret"}
-	b := c.Open(t, cfg)
+	cfg.TLS = config.KafkaTLS{Enabled: true, CAFile: caFile}
+	cfg.SASL = config.KafkaSASL{Mechanism: config.SASLSCRAMSHA512, Username: "herald"}
+	opt := c.Options(t)
+	opt.Password = "s3cret"
+	b := c.OpenWith(t, cfg, opt)
 	roundTrip(t, b, "tls")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	for name, tc := range map[string]bus.TLSConfig{
+	for name, tc := range map[string]config.KafkaTLS{
 		"system roots do not know the test CA": {Enabled: true},
 		"wrong server name":                    {Enabled: true, CAFile: caFile, ServerName: "other.test"},
 	} {
 		cfg.TLS = tc
-		bad, err := bus.Open(ctx, cfg, nil)
+		bad, err := bus.Open(ctx, cfg, opt)
 		require.NoError(t, err)
 		assert.Error(t, bad.Ping(ctx), name)
 		require.NoError(t, bad.Close())
 	}
-	cfg.TLS = bus.TLSConfig{Enabled: true, CAFile: caFile, ServerName: "kafka.test"}
-	ok, err := bus.Open(ctx, cfg, nil)
+	cfg.TLS = config.KafkaTLS{Enabled: true, CAFile: caFile, ServerName: "kafka.test"}
+	ok, err := bus.Open(ctx, cfg, opt)
 	require.NoError(t, err)
 	assert.NoError(t, ok.Ping(ctx), "ServerName is verified against the certificate")
 	require.NoError(t, ok.Close())
 
-	cfg.TLS = bus.TLSConfig{Enabled: true, CAFile: filepath.Join(t.TempDir(), "missing.pem")}
-	_, err = bus.Open(ctx, cfg, nil)
+	cfg.TLS = config.KafkaTLS{Enabled: true, CAFile: filepath.Join(t.TempDir(), "missing.pem")}
+	_, err = bus.Open(ctx, cfg, opt)
 	assert.ErrorContains(t, err, "kafka.tls.ca_file")
 }
 

@@ -7,13 +7,17 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/herald-alerts/herald/crypto/busauth"
 )
 
 // Producer writes messages to one topic. It is safe for concurrent use and
 // owned by the Bus that made it.
 type Producer struct {
-	topic string
+	topic string // full name
+	name  string // without prefix: what the authenticator covers
 	w     *kafka.Writer
+	keys  *busauth.Keyring
 }
 
 // Producer returns the producer for topic (given without prefix), creating
@@ -47,7 +51,7 @@ func (b *Bus) Producer(topic string) *Producer {
 	if topic == TopicDeliveries || strings.HasPrefix(topic, "retry.") {
 		w.Compression = kafka.Lz4
 	}
-	p := &Producer{topic: w.Topic, w: w}
+	p := &Producer{topic: w.Topic, name: topic, w: w, keys: b.keys}
 	if b.closed {
 		// A closed Bus hands out a closed producer: Write fails cleanly.
 		_ = w.Close()
@@ -63,10 +67,27 @@ func (p *Producer) Topic() string { return p.topic }
 // Write writes msgs and returns only when every broker replica in sync has
 // acknowledged all of them (acks=all), or with an error. Messages of one
 // key keep their order. Leave Topic and Partition of the messages empty.
+// Every message gets a herald-auth header authenticating it for this topic
+// (replacing any it had); msgs and their header slices are not modified.
 func (p *Producer) Write(ctx context.Context, msgs ...kafka.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	if p.keys == nil {
+		return fmt.Errorf("write %d messages to %s: %w", len(msgs), p.topic, ErrNoKeyring)
+	}
+	signed := make([]kafka.Message, len(msgs))
+	for i, m := range msgs {
+		hs := make([]kafka.Header, 0, len(m.Headers)+1)
+		for _, h := range m.Headers {
+			if h.Key != busauth.Header {
+				hs = append(hs, h)
+			}
+		}
+		m.Headers = append(hs, kafka.Header{Key: busauth.Header, Value: []byte(p.keys.Sign(p.name, m.Key, m.Value))})
+		signed[i] = m
+	}
+	msgs = signed
 	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
 		return fmt.Errorf("write %d messages to %s: %w", len(msgs), p.topic, cause(ctx, err))
 	}

@@ -9,10 +9,12 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/herald-alerts/herald/internal/config"
 )
 
 // tlsConfig builds the client TLS configuration, or nil when TLS is off.
-func (c TLSConfig) tlsConfig() (*tls.Config, error) {
+func tlsConfig(c config.KafkaTLS) (*tls.Config, error) {
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -43,20 +45,20 @@ func (c TLSConfig) tlsConfig() (*tls.Config, error) {
 }
 
 // mechanism builds the SASL mechanism, or nil when SASL is off.
-func (c SASLConfig) mechanism() (sasl.Mechanism, error) {
+func mechanism(c config.KafkaSASL, password string) (sasl.Mechanism, error) {
 	switch c.Mechanism {
 	case "":
 		return nil, nil
-	case SASLPlain:
-		return plain.Mechanism{Username: c.Username, Password: c.Password}, nil
-	case SASLSCRAMSHA256:
-		m, err := scram.Mechanism(scram.SHA256, c.Username, c.Password)
+	case config.SASLPlain:
+		return plain.Mechanism{Username: c.Username, Password: password}, nil
+	case config.SASLSCRAMSHA256:
+		m, err := scram.Mechanism(scram.SHA256, c.Username, password)
 		if err != nil {
 			return nil, fmt.Errorf("kafka.sasl: %w", err)
 		}
 		return m, nil
-	case SASLSCRAMSHA512:
-		m, err := scram.Mechanism(scram.SHA512, c.Username, c.Password)
+	case config.SASLSCRAMSHA512:
+		m, err := scram.Mechanism(scram.SHA512, c.Username, password)
 		if err != nil {
 			return nil, fmt.Errorf("kafka.sasl: %w", err)
 		}

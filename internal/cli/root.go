@@ -85,27 +85,24 @@ func (e *env) logger(c *config.Config) *slog.Logger {
 
 // client opens the bus as a client: with no brokers configured it connects
 // to the embedded broker a running `herald serve` listens on, and never
-// starts one itself.
+// starts one itself. It authenticates with the publishing key, found where
+// serve finds it.
 func (e *env) client(ctx context.Context) (*bus.Bus, *config.Config, error) {
 	c, err := e.config()
 	if err != nil {
 		return nil, nil, err
 	}
-	bc, err := app.BusConfig(c)
-	if err != nil {
-		return nil, nil, invalid(err)
+	where := c.Kafka.Embedded.Listen
+	if len(c.Kafka.Brokers) > 0 {
+		where = strings.Join(c.Kafka.Brokers, ",")
 	}
-	if len(bc.Brokers) == 0 {
-		bc.Brokers = []string{c.Kafka.Embedded.Listen}
-	}
-	bc.CreateTopics = false
-	b, err := bus.Open(ctx, bc, e.logger(c))
+	b, err := app.OpenBus(ctx, c, true, e.logger(c))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to kafka at %s (is `herald serve` running?): %w", strings.Join(bc.Brokers, ","), err)
+		return nil, nil, fmt.Errorf("connect to kafka at %s: %w", where, err)
 	}
 	if err := b.Ping(ctx); err != nil {
 		b.Close()
-		return nil, nil, fmt.Errorf("connect to kafka at %s (is `herald serve` running?): %w", strings.Join(bc.Brokers, ","), err)
+		return nil, nil, fmt.Errorf("connect to kafka at %s (is `herald serve` running?): %w", where, err)
 	}
 	return b, c, nil
 }

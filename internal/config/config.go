@@ -1,57 +1,83 @@
-// Package config loads Herald's configuration (PRODUCT.md §9): built-in
-// defaults, then an optional YAML file, then HERALD_… environment variables
-// (HERALD_KAFKA_BROKERS, HERALD_SMTP_HOST, …). A misspelt key is an error
-// naming it, and Validate names every bad field. It is the only package that
-// touches viper.
+// Package config loads Herald's configuration (PRODUCT.md §9): the built-in
+// defaults of Default, then an optional YAML file, then HERALD_… environment
+// variables (HERALD_KAFKA_BROKERS, HERALD_SMTP_HOST, …). A misspelt key is an
+// error naming it, and Validate names every bad field. It is the only package
+// that touches viper, and Default is the only place a default is written:
+// the packages that use a section take it from here.
 package config
 
 import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
-	"github.com/herald-alerts/herald/alerts"
 	"github.com/spf13/viper"
 )
 
 // Config is Herald's whole configuration.
 type Config struct {
-	Kafka    Kafka    `mapstructure:"kafka"`
-	Signing  Signing  `mapstructure:"signing"`
-	SMTP     SMTP     `mapstructure:"smtp"`
-	Webhooks Webhooks `mapstructure:"webhooks"`
-	Delivery Delivery `mapstructure:"delivery"`
-	API      API      `mapstructure:"api"`
-	Metrics  Metrics  `mapstructure:"metrics"`
-	Log      Log      `mapstructure:"log"`
+	Kafka      Kafka      `mapstructure:"kafka"`
+	Signing    Signing    `mapstructure:"signing"`
+	Publishing Publishing `mapstructure:"publishing"`
+	SMTP       SMTP       `mapstructure:"smtp"`
+	Email      Email      `mapstructure:"email"`
+	Webhooks   Webhooks   `mapstructure:"webhooks"`
+	Delivery   Delivery   `mapstructure:"delivery"`
+	Release    Release    `mapstructure:"release"`
+	API        API        `mapstructure:"api"`
+	View       View       `mapstructure:"view"`
+	Metrics    Metrics    `mapstructure:"metrics"`
+	Log        Log        `mapstructure:"log"`
 }
 
-// Metrics configures a separate Prometheus listener, for processes that do
-// not run the api role.
-type Metrics struct {
-	Listen string `mapstructure:"listen"`
-}
-
-// Kafka says where the bus is.
+// Kafka says where the bus is and how Herald uses it.
 type Kafka struct {
-	Brokers           []string      `mapstructure:"brokers"`
-	Embedded          Embedded      `mapstructure:"embedded"`
-	TopicPrefix       string        `mapstructure:"topic_prefix"`
-	ClientID          string        `mapstructure:"client_id"`
-	CreateTopics      bool          `mapstructure:"create_topics"`
-	Partitions        int           `mapstructure:"partitions"`
-	ReplicationFactor int           `mapstructure:"replication_factor"`
-	TLS               KafkaTLS      `mapstructure:"tls"`
-	SASL              KafkaSASL     `mapstructure:"sasl"`
-	Consumer          KafkaConsumer `mapstructure:"consumer"`
+	// Brokers are the bootstrap brokers (host:port) of a real cluster.
+	// Empty: serve starts the embedded development broker.
+	Brokers  []string `mapstructure:"brokers"`
+	Embedded Embedded `mapstructure:"embedded"`
+	// TopicPrefix starts every topic name.
+	TopicPrefix string `mapstructure:"topic_prefix"`
+	ClientID    string `mapstructure:"client_id"`
+	// CreateTopics creates missing topics at start; when off they are
+	// only checked.
+	CreateTopics bool `mapstructure:"create_topics"`
+	// Partitions of the topics Herald creates.
+	Partitions int `mapstructure:"partitions"`
+	// ReplicationFactor of the topics Herald creates; -1 takes the
+	// broker's default (1 on the embedded broker).
+	ReplicationFactor int            `mapstructure:"replication_factor"`
+	Retention         KafkaRetention `mapstructure:"retention"`
+	TLS               KafkaTLS       `mapstructure:"tls"`
+	SASL              KafkaSASL      `mapstructure:"sasl"`
+	Consumer          KafkaConsumer  `mapstructure:"consumer"`
+}
+
+// KafkaRetention is how long each topic keeps its records (retention.ms),
+// set when Herald creates a topic and checked against existing topics at
+// start (PRODUCT.md §6). Compacted topics (subscribers) keep their latest
+// records for ever and have no key here.
+type KafkaRetention struct {
+	Alerts     time.Duration `mapstructure:"alerts"`
+	Receipts   time.Duration `mapstructure:"receipts"`
+	Audit      time.Duration `mapstructure:"audit"`
+	Pending    time.Duration `mapstructure:"pending"`
+	Dead       time.Duration `mapstructure:"dead"`
+	Quarantine time.Duration `mapstructure:"quarantine"`
+	Deliveries time.Duration `mapstructure:"deliveries"`
+	// Retry applies to every retry topic (retry.0 … retry.N).
+	Retry time.Duration `mapstructure:"retry"`
+	// AcceptShorter lets roles start although an existing topic keeps
+	// records for less time than configured (logged as a warning). The
+	// records older than the topic's retention are then gone, and status,
+	// updates, cancels and replays of older alerts fail.
+	AcceptShorter bool `mapstructure:"accept_shorter"`
 }
 
 // KafkaConsumer tunes the consumer groups: how fast a dead worker's
@@ -60,8 +86,23 @@ type KafkaConsumer struct {
 	SessionTimeout    time.Duration `mapstructure:"session_timeout"`
 	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
 	RebalanceTimeout  time.Duration `mapstructure:"rebalance_timeout"`
-	MaxWait           time.Duration `mapstructure:"max_wait"`
-	CommitBatch       int           `mapstructure:"commit_batch"`
+	JoinGroupBackoff  time.Duration `mapstructure:"join_group_backoff"`
+	// MaxWait bounds how long a fetch waits at the broker when there is
+	// nothing to read; shutdown waits for it.
+	MaxWait time.Duration `mapstructure:"max_wait"`
+	// CommitBatch is the most messages handed to a worker at once and
+	// committed together.
+	CommitBatch int `mapstructure:"commit_batch"`
+	// Linger is how long a batch waits for more messages once it has one,
+	// only while more are known to be waiting.
+	Linger time.Duration `mapstructure:"linger"`
+	// RetryBackoffMin and RetryBackoffMax bound the wait before a failed
+	// batch is fetched again.
+	RetryBackoffMin time.Duration `mapstructure:"retry_backoff_min"`
+	RetryBackoffMax time.Duration `mapstructure:"retry_backoff_max"`
+	// DrainTimeout is how long in-flight work may go on after shutdown
+	// begins.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
 }
 
 // Embedded configures the in-process development broker.
@@ -80,6 +121,13 @@ type KafkaTLS struct {
 	InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
 }
 
+// SASL mechanisms of KafkaSASL.Mechanism.
+const (
+	SASLPlain       = "PLAIN"
+	SASLSCRAMSHA256 = "SCRAM-SHA-256"
+	SASLSCRAMSHA512 = "SCRAM-SHA-512"
+)
+
 // KafkaSASL configures SASL authentication to the brokers.
 type KafkaSASL struct {
 	Mechanism    string `mapstructure:"mechanism"` // "", PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
@@ -91,6 +139,14 @@ type KafkaSASL struct {
 type Signing struct {
 	KeyFile        string `mapstructure:"key_file"`
 	PassphraseFile string `mapstructure:"passphrase_file"`
+}
+
+// Publishing locates the key that authenticates the records Herald writes
+// to Kafka (PRODUCT.md §3 rule 1). Empty: with the embedded broker a key
+// is made on first start (beside data_dir, or in memory); with a real
+// cluster it is required.
+type Publishing struct {
+	KeyFile string `mapstructure:"key_file"`
 }
 
 // SMTP configures the outgoing mail relay.
@@ -106,6 +162,23 @@ type SMTP struct {
 	CAFile       string        `mapstructure:"ca_file"`
 }
 
+// SMTP TLS modes.
+const (
+	SMTPStartTLS = "starttls"
+	SMTPImplicit = "implicit"
+	SMTPNone     = "none"
+)
+
+// Email configures what partners' email says.
+type Email struct {
+	// IssuerName names the agency in partner-facing text; empty takes the
+	// name on the signing key.
+	IssuerName string `mapstructure:"issuer_name"`
+	// KeyExpiryWarning lists how long before a partner's key expires it
+	// is warned, once per threshold.
+	KeyExpiryWarning []time.Duration `mapstructure:"key_expiry_warning"`
+}
+
 // Webhooks configures webhook delivery.
 type Webhooks struct {
 	Timeout               time.Duration `mapstructure:"timeout"`
@@ -113,6 +186,9 @@ type Webhooks struct {
 	AllowCIDRs            []string      `mapstructure:"allow_cidrs"`
 	MaxResponseBytes      int64         `mapstructure:"max_response_bytes"`
 	CAFile                string        `mapstructure:"ca_file"`
+	// ClientCertDir is the only directory webhooks[].client_cert and
+	// client_key may name files in; empty refuses client certificates.
+	ClientCertDir string `mapstructure:"client_cert_dir"`
 }
 
 // Delivery configures the delivery workers.
@@ -120,7 +196,9 @@ type Delivery struct {
 	RetrySchedule []time.Duration `mapstructure:"retry_schedule"`
 	Concurrency   int             `mapstructure:"concurrency"`
 	PerEndpoint   int             `mapstructure:"per_endpoint"`
-	Breaker       Breaker         `mapstructure:"breaker"`
+	// Jitter spreads each retry wait by ± this fraction.
+	Jitter  float64 `mapstructure:"jitter"`
+	Breaker Breaker `mapstructure:"breaker"`
 }
 
 // Breaker configures the per-endpoint circuit breaker.
@@ -129,17 +207,55 @@ type Breaker struct {
 	Cooldown time.Duration `mapstructure:"cooldown"`
 }
 
+// Release configures release by a second analyst (PRODUCT.md §10).
+type Release struct {
+	// SecondAnalyst lists the TLP labels and markings whose alerts wait
+	// for a second analyst's approval; empty turns release off.
+	SecondAnalyst []string `mapstructure:"second_analyst"`
+	// PendingTTL is how long an alert waits for approval before it
+	// expires.
+	PendingTTL time.Duration `mapstructure:"pending_ttl"`
+}
+
 // API configures the HTTP API.
 type API struct {
-	Listen string  `mapstructure:"listen"`
-	Tokens []Token `mapstructure:"tokens"`
+	Listen string `mapstructure:"listen"`
+	// PublicURL is the address partners and analysts reach the API at,
+	// for links in email (acknowledgement pages); empty derives it from
+	// Listen.
+	PublicURL string  `mapstructure:"public_url"`
+	Tokens    []Token `mapstructure:"tokens"`
 }
 
 // Token is one bearer token, stored as the hex SHA-256 of the token.
 type Token struct {
-	Name   string `mapstructure:"name"`
-	Role   string `mapstructure:"role"` // analyst or admin
-	SHA256 string `mapstructure:"sha256"`
+	Name string `mapstructure:"name"`
+	Role string `mapstructure:"role"` // analyst, admin or partner
+	// Subscriber binds a partner token to one subscriber id.
+	Subscriber string `mapstructure:"subscriber"`
+	SHA256     string `mapstructure:"sha256"`
+}
+
+// Roles of API tokens.
+const (
+	RoleAnalyst = "analyst"
+	RoleAdmin   = "admin"
+	RolePartner = "partner"
+)
+
+// View configures the materialised view the api and fanout roles keep of
+// Kafka (alerts, receipts, release, audit), rebuilt from Kafka when lost.
+type View struct {
+	// Dir holds the view's files; empty: <kafka.embedded.data_dir>/view
+	// when the embedded broker persists, otherwise a temporary directory
+	// removed at exit.
+	Dir string `mapstructure:"dir"`
+}
+
+// Metrics configures a separate Prometheus listener, for processes that do
+// not run the api role.
+type Metrics struct {
+	Listen string `mapstructure:"listen"`
 }
 
 // Log configures logging.
@@ -148,83 +264,99 @@ type Log struct {
 	Format string `mapstructure:"format"` // text or json
 }
 
-// Roles of API tokens.
-const (
-	RoleAnalyst = "analyst"
-	RoleAdmin   = "admin"
-)
+// Day is 24 hours; durations in the configuration may be written in days
+// ("400d").
+const Day = 24 * time.Hour
 
-// HashToken returns the hex SHA-256 under which a bearer token is stored.
-func HashToken(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
+// Default returns Herald's built-in configuration: the one place where a
+// default is written. config.example.yaml documents the same values (a
+// test keeps them in step).
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:           []string{},
+			Embedded:          Embedded{Listen: "127.0.0.1:9092"},
+			TopicPrefix:       "herald.",
+			ClientID:          "herald",
+			CreateTopics:      true,
+			Partitions:        6,
+			ReplicationFactor: -1,
+			Retention: KafkaRetention{
+				Alerts: 400 * Day, Receipts: 400 * Day, Audit: 400 * Day, Pending: 400 * Day,
+				Dead: 400 * Day, Quarantine: 400 * Day, Deliveries: 7 * Day, Retry: 7 * Day,
+			},
+			Consumer: KafkaConsumer{
+				SessionTimeout:    10 * time.Second,
+				HeartbeatInterval: time.Second,
+				RebalanceTimeout:  10 * time.Second,
+				JoinGroupBackoff:  time.Second,
+				MaxWait:           500 * time.Millisecond,
+				CommitBatch:       500,
+				Linger:            5 * time.Millisecond,
+				RetryBackoffMin:   200 * time.Millisecond,
+				RetryBackoffMax:   30 * time.Second,
+				DrainTimeout:      30 * time.Second,
+			},
+		},
+		SMTP: SMTP{Port: 25, TLS: SMTPStartTLS, Pool: 4, Timeout: 30 * time.Second},
+		Email: Email{
+			KeyExpiryWarning: []time.Duration{30 * Day, 7 * Day},
+		},
+		Webhooks: Webhooks{Timeout: 10 * time.Second, AllowCIDRs: []string{}, MaxResponseBytes: 64 << 10},
+		Delivery: Delivery{
+			RetrySchedule: []time.Duration{10 * time.Second, time.Minute, 5 * time.Minute,
+				30 * time.Minute, 2 * time.Hour, 6 * time.Hour, 12 * time.Hour},
+			Concurrency: 64,
+			PerEndpoint: 4,
+			Jitter:      0.2,
+			Breaker:     Breaker{Failures: 5, Cooldown: 30 * time.Second},
+		},
+		Release: Release{
+			SecondAnalyst: []string{"AMBER", "AMBER+STRICT", "RED", "OFFICIAL-SENSITIVE"},
+			PendingTTL:    24 * time.Hour,
+		},
+		API: API{Listen: "127.0.0.1:8080", Tokens: []Token{}},
+		Log: Log{Level: "info", Format: "text"},
+	}
 }
 
-// defaults are the built-in settings; every key appears here so that
-// HERALD_… environment variables bind to it.
-var defaults = map[string]any{
-	"kafka.brokers":                     []string{},
-	"kafka.embedded.listen":             "127.0.0.1:9092",
-	"kafka.embedded.data_dir":           "",
-	"kafka.topic_prefix":                "herald.",
-	"kafka.client_id":                   "herald",
-	"kafka.create_topics":               true,
-	"kafka.partitions":                  6,
-	"kafka.replication_factor":          -1,
-	"kafka.tls.enabled":                 false,
-	"kafka.tls.ca_file":                 "",
-	"kafka.tls.cert_file":               "",
-	"kafka.tls.key_file":                "",
-	"kafka.tls.server_name":             "",
-	"kafka.tls.insecure_skip_verify":    false,
-	"kafka.consumer.session_timeout":    "10s",
-	"kafka.consumer.heartbeat_interval": "1s",
-	"kafka.consumer.rebalance_timeout":  "10s",
-	"kafka.consumer.max_wait":           "500ms",
-	"kafka.consumer.commit_batch":       500,
-	"kafka.sasl.mechanism":              "",
-	"kafka.sasl.username":               "",
-	"kafka.sasl.password_file":          "",
-	"signing.key_file":                  "",
-	"signing.passphrase_file":           "",
-	"smtp.host":                         "",
-	"smtp.port":                         25,
-	"smtp.tls":                          "starttls",
-	"smtp.username":                     "",
-	"smtp.password_file":                "",
-	"smtp.from":                         "",
-	"smtp.pool":                         4,
-	"smtp.timeout":                      "30s",
-	"smtp.ca_file":                      "",
-	"webhooks.timeout":                  "10s",
-	"webhooks.allow_insecure_loopback":  false,
-	"webhooks.allow_cidrs":              []string{},
-	"webhooks.max_response_bytes":       65536,
-	"webhooks.ca_file":                  "",
-	"delivery.retry_schedule":           []string{"10s", "1m", "5m", "30m", "2h", "6h", "12h"},
-	"delivery.concurrency":              64,
-	"delivery.per_endpoint":             4,
-	"delivery.breaker.failures":         5,
-	"delivery.breaker.cooldown":         "30s",
-	"api.listen":                        "127.0.0.1:8080",
-	"api.tokens":                        []any{},
-	"metrics.listen":                    "",
-	"log.level":                         "info",
-	"log.format":                        "text",
+// Keys returns every leaf key of the configuration with its default, as
+// viper names it ("kafka.consumer.max_wait").
+func Keys() map[string]any {
+	out := map[string]any{}
+	leaves(reflect.ValueOf(Default()), "", out)
+	return out
 }
 
-// Load reads the configuration: defaults, then file (if not ""), then
+var durationType = reflect.TypeFor[time.Duration]()
+
+func leaves(v reflect.Value, prefix string, out map[string]any) {
+	t := v.Type()
+	for i := range t.NumField() {
+		key := prefix + t.Field(i).Tag.Get("mapstructure")
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct && f.Type() != durationType {
+			leaves(f, key+".", out)
+			continue
+		}
+		out[key] = f.Interface()
+	}
+}
+
+// Load reads the configuration: Default, then file (if not ""), then
 // HERALD_… environment variables. Unknown keys in the file are an error
 // naming them. It does not validate: call Validate.
 func Load(file string) (*Config, error) {
 	v := viper.New()
-	for k, val := range defaults {
+	for k, val := range Keys() {
 		v.SetDefault(k, val)
 	}
 	v.SetEnvPrefix("HERALD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
+	src := "defaults and environment"
 	if file != "" {
+		src = file
 		v.SetConfigFile(file)
 		v.SetConfigType("yaml")
 		if err := v.ReadInConfig(); err != nil {
@@ -233,20 +365,43 @@ func Load(file string) (*Config, error) {
 	}
 	var c Config
 	hook := mapstructure.ComposeDecodeHookFunc(
-		mapstructure.StringToTimeDurationHookFunc(),
+		stringToDuration,
 		mapstructure.StringToSliceHookFunc(","),
 	)
 	if err := v.UnmarshalExact(&c, viper.DecodeHook(hook)); err != nil {
-		src := "defaults and environment"
-		if file != "" {
-			src = file
-		}
 		return nil, fmt.Errorf("config %s: %w", src, err)
 	}
 	// Environment variables for list keys arrive as one string.
 	c.Kafka.Brokers = splitList(c.Kafka.Brokers)
 	c.Webhooks.AllowCIDRs = splitList(c.Webhooks.AllowCIDRs)
+	c.Release.SecondAnalyst = splitList(c.Release.SecondAnalyst)
 	return &c, nil
+}
+
+// stringToDuration decodes durations written as Go durations ("90s",
+// "2h30m") or as whole days ("400d").
+func stringToDuration(from, to reflect.Type, data any) (any, error) {
+	if to != durationType || from.Kind() != reflect.String {
+		return data, nil
+	}
+	return ParseDuration(data.(string))
+}
+
+// ParseDuration parses a Go duration or a number of days ("400d").
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok && days != "" && !strings.ContainsAny(days, "hmsuµn") {
+		var n int64
+		if _, err := fmt.Sscanf(days, "%d", &n); err != nil || fmt.Sprint(n) != days {
+			return 0, fmt.Errorf("%q is not a duration", s)
+		}
+		return time.Duration(n) * Day, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration", s)
+	}
+	return d, nil
 }
 
 func splitList(in []string) []string {
@@ -261,130 +416,10 @@ func splitList(in []string) []string {
 	return out
 }
 
-// Validate checks every field and names each bad one.
-func (c *Config) Validate() error {
-	v := &alerts.ValidationError{What: "invalid configuration"}
-	for i, b := range c.Kafka.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			v.Add(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port", b)
-		}
-	}
-	if len(c.Kafka.Brokers) == 0 {
-		if _, _, err := net.SplitHostPort(c.Kafka.Embedded.Listen); err != nil {
-			v.Add("kafka.embedded.listen", "%q is not host:port", c.Kafka.Embedded.Listen)
-		}
-	}
-	if c.Kafka.TopicPrefix != "" && strings.ContainsAny(c.Kafka.TopicPrefix, " /\\") {
-		v.Add("kafka.topic_prefix", "%q is not a valid topic prefix", c.Kafka.TopicPrefix)
-	}
-	if c.Kafka.Consumer.SessionTimeout < time.Second {
-		v.Add("kafka.consumer.session_timeout", "must be at least 1s")
-	}
-	if c.Kafka.Consumer.HeartbeatInterval <= 0 || c.Kafka.Consumer.HeartbeatInterval*3 > c.Kafka.Consumer.SessionTimeout {
-		v.Add("kafka.consumer.heartbeat_interval", "must be positive and at most a third of session_timeout")
-	}
-	if c.Kafka.Consumer.RebalanceTimeout <= 0 {
-		v.Add("kafka.consumer.rebalance_timeout", "must be positive")
-	}
-	if c.Kafka.Consumer.MaxWait <= 0 || c.Kafka.Consumer.MaxWait > 5*time.Second {
-		v.Add("kafka.consumer.max_wait", "must be between 0 and 5s (shutdown waits for it)")
-	}
-	if c.Kafka.Consumer.CommitBatch < 1 {
-		v.Add("kafka.consumer.commit_batch", "must be at least 1")
-	}
-	if c.Kafka.Partitions < 1 {
-		v.Add("kafka.partitions", "must be at least 1")
-	}
-	switch c.Kafka.SASL.Mechanism {
-	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
-		if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.Username == "" {
-			v.Add("kafka.sasl.username", "required with SASL")
-		}
-	default:
-		v.Add("kafka.sasl.mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, not %q", c.Kafka.SASL.Mechanism)
-	}
-	checkFile(v, "kafka.tls.ca_file", c.Kafka.TLS.CAFile)
-	checkFile(v, "kafka.tls.cert_file", c.Kafka.TLS.CertFile)
-	checkFile(v, "kafka.tls.key_file", c.Kafka.TLS.KeyFile)
-	checkFile(v, "kafka.sasl.password_file", c.Kafka.SASL.PasswordFile)
-	checkFile(v, "signing.key_file", c.Signing.KeyFile)
-	checkFile(v, "signing.passphrase_file", c.Signing.PassphraseFile)
-	checkFile(v, "smtp.password_file", c.SMTP.PasswordFile)
-	checkFile(v, "smtp.ca_file", c.SMTP.CAFile)
-	checkFile(v, "webhooks.ca_file", c.Webhooks.CAFile)
-	switch c.SMTP.TLS {
-	case "starttls", "implicit", "none":
-	default:
-		v.Add("smtp.tls", "must be starttls, implicit or none, not %q", c.SMTP.TLS)
-	}
-	if c.SMTP.Port < 1 || c.SMTP.Port > 65535 {
-		v.Add("smtp.port", "must be 1-65535")
-	}
-	if c.SMTP.Host != "" && c.SMTP.From == "" {
-		v.Add("smtp.from", "required when smtp.host is set")
-	}
-	if c.SMTP.Pool < 1 {
-		v.Add("smtp.pool", "must be at least 1")
-	}
-	if c.Webhooks.Timeout <= 0 {
-		v.Add("webhooks.timeout", "must be positive")
-	}
-	for i, s := range c.Webhooks.AllowCIDRs {
-		if _, err := netip.ParsePrefix(s); err != nil {
-			v.Add(fmt.Sprintf("webhooks.allow_cidrs[%d]", i), "%q is not a CIDR", s)
-		}
-	}
-	if len(c.Delivery.RetrySchedule) == 0 {
-		v.Add("delivery.retry_schedule", "needs at least one wait")
-	}
-	for i, d := range c.Delivery.RetrySchedule {
-		if d <= 0 {
-			v.Add(fmt.Sprintf("delivery.retry_schedule[%d]", i), "must be positive")
-		}
-	}
-	if c.Delivery.Concurrency < 1 {
-		v.Add("delivery.concurrency", "must be at least 1")
-	}
-	if c.Delivery.PerEndpoint < 1 {
-		v.Add("delivery.per_endpoint", "must be at least 1")
-	}
-	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
-		v.Add("api.listen", "%q is not host:port", c.API.Listen)
-	}
-	if c.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			v.Add("metrics.listen", "%q is not host:port", c.Metrics.Listen)
-		}
-	}
-	for i, t := range c.API.Tokens {
-		f := fmt.Sprintf("api.tokens[%d]", i)
-		if t.Role != RoleAnalyst && t.Role != RoleAdmin {
-			v.Add(f+".role", "must be analyst or admin, not %q", t.Role)
-		}
-		if b, err := hex.DecodeString(t.SHA256); err != nil || len(b) != sha256.Size {
-			v.Add(f+".sha256", "must be the hex SHA-256 of the token (herald token generate prints it)")
-		}
-	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		v.Add("log.level", "must be debug, info, warn or error")
-	}
-	switch c.Log.Format {
-	case "text", "json":
-	default:
-		v.Add("log.format", "must be text or json")
-	}
-	return v.Err()
-}
-
-func checkFile(v *alerts.ValidationError, field, path string) {
-	if path == "" {
-		return
-	}
-	if _, err := os.Stat(path); err != nil {
-		v.Add(field, "%v", errors.Unwrap(err))
-	}
+// HashToken returns the hex SHA-256 under which a bearer token is stored.
+func HashToken(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
 }
 
 // CertPool reads a PEM bundle of CA certificates; "" gives nil (the

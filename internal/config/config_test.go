@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/spf13/viper"
 	"github.com/stretchr/testify/require"
 )
 
@@ -25,10 +26,48 @@ func TestDefaultsAreValid(t *testing.T) {
 	require.Equal(t, "127.0.0.1:8080", c.API.Listen)
 }
 
-func TestExampleConfigLoads(t *testing.T) {
+// TestExampleConfigIsTheDefault keeps config.example.yaml and Default in
+// step: the example shows every key with its built-in value.
+func TestExampleConfigIsTheDefault(t *testing.T) {
 	c, err := config.Load("../../config.example.yaml")
 	require.NoError(t, err)
 	require.NoError(t, c.Validate())
+	require.Equal(t, config.Default(), *c, "config.example.yaml documents a value that is not the default")
+
+	v := viper.New()
+	v.SetConfigFile("../../config.example.yaml")
+	require.NoError(t, v.ReadInConfig())
+	documented := map[string]bool{}
+	for _, k := range v.AllKeys() {
+		documented[k] = true
+	}
+	for k := range config.Keys() {
+		require.True(t, documented[k], "config.example.yaml does not document %s", k)
+	}
+}
+
+func TestLoadWithoutFileIsTheDefault(t *testing.T) {
+	c, err := config.Load("")
+	require.NoError(t, err)
+	require.Equal(t, config.Default(), *c)
+}
+
+func TestDurationsInDays(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("kafka:\n  retention:\n    receipts: 500d\n    alerts: 9600h\n"), 0o600))
+	c, err := config.Load(f)
+	require.NoError(t, err)
+	require.Equal(t, 500*config.Day, c.Kafka.Retention.Receipts)
+	require.Equal(t, 400*config.Day, c.Kafka.Retention.Alerts)
+	t.Setenv("HERALD_KAFKA_RETENTION_AUDIT", "401d")
+	c, err = config.Load(f)
+	require.NoError(t, err)
+	require.Equal(t, 401*config.Day, c.Kafka.Retention.Audit)
+	for _, bad := range []string{"d", "1.5d", "-d", "12x", "3dd"} {
+		_, err := config.ParseDuration(bad)
+		require.Error(t, err, bad)
+	}
 }
 
 func TestMisspeltKeyIsNamed(t *testing.T) {
@@ -48,6 +87,106 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		fields = append(fields, f.Field)
 	}
 	require.ElementsMatch(t, []string{"smtp.tls", "smtp.from", "webhooks.allow_cidrs[0]", "delivery.retry_schedule[1]", "api.tokens[0].role", "api.tokens[0].sha256"}, fields)
+}
+
+// TestValidateEveryKey changes one key at a time to a bad value and wants
+// exactly that key named: nothing is silently replaced by a default.
+func TestValidateEveryKey(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		edit func(*config.Config)
+	}{
+		{"kafka.brokers[0]", func(c *config.Config) { c.Kafka.Brokers, c.Publishing.KeyFile = []string{"kafka1"}, "config_test.go" }},
+		{"kafka.embedded.listen", func(c *config.Config) { c.Kafka.Embedded.Listen = "9092" }},
+		{"kafka.topic_prefix", func(c *config.Config) { c.Kafka.TopicPrefix = "herald/" }},
+		{"kafka.client_id", func(c *config.Config) { c.Kafka.ClientID = "" }},
+		{"kafka.partitions", func(c *config.Config) { c.Kafka.Partitions = 0 }},
+		{"kafka.replication_factor", func(c *config.Config) { c.Kafka.ReplicationFactor = 0 }},
+		{"kafka.retention.receipts", func(c *config.Config) { c.Kafka.Retention.Receipts = 7 * config.Day }},
+		{"kafka.retention.alerts", func(c *config.Config) { c.Kafka.Retention.Alerts = 0 }},
+		{"kafka.retention.audit", func(c *config.Config) { c.Kafka.Retention.Audit = 399 * config.Day }},
+		{"kafka.retention.retry", func(c *config.Config) { c.Kafka.Retention.Retry = time.Hour }},
+		{"kafka.retention.deliveries", func(c *config.Config) { c.Kafka.Retention.Deliveries = time.Hour }},
+		{"kafka.retention.pending", func(c *config.Config) { c.Kafka.Retention.Pending = time.Hour }},
+		{"kafka.tls.enabled", func(c *config.Config) { c.Kafka.TLS.Enabled = true }},
+		{"kafka.sasl.mechanism", func(c *config.Config) {
+			c.Kafka.Brokers, c.Publishing.KeyFile, c.Kafka.SASL.Mechanism = []string{"k:9092"}, "config_test.go", "GSSAPI"
+		}},
+		{"kafka.sasl.password_file", func(c *config.Config) {
+			c.Kafka.Brokers, c.Publishing.KeyFile = []string{"k:9092"}, "config_test.go"
+			c.Kafka.SASL = config.KafkaSASL{Mechanism: config.SASLSCRAMSHA512, Username: "herald"}
+		}},
+		{"publishing.key_file", func(c *config.Config) { c.Publishing.KeyFile = "/nonexistent/publishing.key" }},
+		{"kafka.consumer.session_timeout", func(c *config.Config) {
+			c.Kafka.Consumer.SessionTimeout, c.Kafka.Consumer.HeartbeatInterval = 900*time.Millisecond, 100*time.Millisecond
+		}},
+		{"kafka.consumer.heartbeat_interval", func(c *config.Config) { c.Kafka.Consumer.HeartbeatInterval = c.Kafka.Consumer.SessionTimeout }},
+		{"kafka.consumer.rebalance_timeout", func(c *config.Config) { c.Kafka.Consumer.RebalanceTimeout = -time.Second }},
+		{"kafka.consumer.join_group_backoff", func(c *config.Config) { c.Kafka.Consumer.JoinGroupBackoff = 0 }},
+		{"kafka.consumer.max_wait", func(c *config.Config) { c.Kafka.Consumer.MaxWait = 0 }},
+		{"kafka.consumer.commit_batch", func(c *config.Config) { c.Kafka.Consumer.CommitBatch = 0 }},
+		{"kafka.consumer.linger", func(c *config.Config) { c.Kafka.Consumer.Linger = -1 }},
+		{"kafka.consumer.retry_backoff_min", func(c *config.Config) { c.Kafka.Consumer.RetryBackoffMin = 0 }},
+		{"kafka.consumer.retry_backoff_max", func(c *config.Config) { c.Kafka.Consumer.RetryBackoffMax = time.Millisecond }},
+		{"kafka.consumer.drain_timeout", func(c *config.Config) { c.Kafka.Consumer.DrainTimeout = 0 }},
+		{"signing.key_file", func(c *config.Config) { c.Signing.KeyFile = "/nonexistent/agency.key" }},
+		{"publishing.key_file", func(c *config.Config) { c.Kafka.Brokers = []string{"k:9092"} }},
+		{"kafka.tls.cert_file", func(c *config.Config) {
+			c.Kafka.Brokers, c.Publishing.KeyFile = []string{"k:9092"}, "config_test.go"
+			c.Kafka.TLS = config.KafkaTLS{Enabled: true, CertFile: "config_test.go"}
+		}},
+		{"smtp.port", func(c *config.Config) { c.SMTP.Port = 0 }},
+		{"smtp.pool", func(c *config.Config) { c.SMTP.Pool = 0 }},
+		{"smtp.timeout", func(c *config.Config) { c.SMTP.Timeout = 0 }},
+		{"smtp.tls", func(c *config.Config) {
+			c.SMTP.Host, c.SMTP.From, c.SMTP.TLS, c.SMTP.Username = "relay.example.org", "a@example.org", "none", "herald"
+		}},
+		{"email.key_expiry_warning[1]", func(c *config.Config) { c.Email.KeyExpiryWarning = []time.Duration{time.Hour, 0} }},
+		{"webhooks.timeout", func(c *config.Config) { c.Webhooks.Timeout = 0 }},
+		{"webhooks.max_response_bytes", func(c *config.Config) { c.Webhooks.MaxResponseBytes = 0 }},
+		{"webhooks.client_cert_dir", func(c *config.Config) { c.Webhooks.ClientCertDir = "/nonexistent/certs" }},
+		{"delivery.retry_schedule", func(c *config.Config) { c.Delivery.RetrySchedule = nil }},
+		{"delivery.concurrency", func(c *config.Config) { c.Delivery.Concurrency = 0 }},
+		{"delivery.per_endpoint", func(c *config.Config) { c.Delivery.PerEndpoint = -1 }},
+		{"delivery.jitter", func(c *config.Config) { c.Delivery.Jitter = 1 }},
+		{"delivery.breaker.failures", func(c *config.Config) { c.Delivery.Breaker.Failures = 0 }},
+		{"delivery.breaker.cooldown", func(c *config.Config) { c.Delivery.Breaker.Cooldown = 0 }},
+		{"release.second_analyst[0]", func(c *config.Config) { c.Release.SecondAnalyst = []string{"SECRET"} }},
+		{"release.pending_ttl", func(c *config.Config) { c.Release.PendingTTL = 0; c.Kafka.Retention.Pending = time.Hour }},
+		{"api.listen", func(c *config.Config) { c.API.Listen = "8080" }},
+		{"api.public_url", func(c *config.Config) { c.API.PublicURL = "ftp://herald.example" }},
+		{"api.tokens[0].subscriber", func(c *config.Config) {
+			c.API.Tokens = []config.Token{{Name: "p", Role: config.RolePartner, SHA256: config.HashToken("t")}}
+		}},
+		{"api.tokens[1].name", func(c *config.Config) {
+			c.API.Tokens = []config.Token{{Name: "a", Role: config.RoleAnalyst, SHA256: config.HashToken("t")},
+				{Name: "a", Role: config.RoleAdmin, SHA256: config.HashToken("u")}}
+		}},
+		{"metrics.listen", func(c *config.Config) { c.Metrics.Listen = "nowhere" }},
+		{"log.level", func(c *config.Config) { c.Log.Level = "loud" }},
+		{"log.format", func(c *config.Config) { c.Log.Format = "xml" }},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			c := config.Default()
+			tc.edit(&c)
+			err := c.Validate()
+			var v *alerts.ValidationError
+			require.ErrorAs(t, err, &v)
+			var fields []string
+			for _, f := range v.Fields {
+				fields = append(fields, f.Field)
+			}
+			require.Equal(t, []string{tc.key}, fields, "%v", err)
+		})
+	}
+}
+
+func TestSMTPNoneWithAuthOnLoopbackIsAllowed(t *testing.T) {
+	for _, host := range []string{"localhost", "127.0.0.1", "::1"} {
+		c := config.Default()
+		c.SMTP.Host, c.SMTP.From, c.SMTP.TLS, c.SMTP.Username = host, "a@example.org", config.SMTPNone, "herald"
+		require.NoError(t, c.Validate(), host)
+	}
 }
 
 func TestEnvironmentOverrides(t *testing.T) {

@@ -67,7 +67,6 @@ func runSlowEndpoint(b *testing.B, withSlow bool) float64 {
 	e := &env{t: b, bus: bs, reg: reg}
 	e.publish(jobs...)
 	r := New(Config{
-		Schedule:       DefaultSchedule,
 		AttemptTimeout: time.Second,
 		Log:            kafkatest.Logger(b, slog.LevelWarn),
 	}, bs, reg, map[string]Notifier{delivery.ChannelWebhook: n})

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 )
 
@@ -37,13 +38,13 @@ type endpoint struct {
 // endpoints holds the state of every endpoint seen.
 type endpoints struct {
 	perEndpoint int
-	breaker     BreakerConfig
+	breaker     config.Breaker
 
 	mu sync.Mutex
 	m  map[string]*endpoint
 }
 
-func newEndpoints(perEndpoint int, breaker BreakerConfig) *endpoints {
+func newEndpoints(perEndpoint int, breaker config.Breaker) *endpoints {
 	return &endpoints{perEndpoint: perEndpoint, breaker: breaker, m: make(map[string]*endpoint)}
 }
 

@@ -155,7 +155,7 @@ func (r *Runner) sequence(ctx context.Context, b *batch, tier int, msgs []kafka.
 				r.dropLease(job)
 				continue
 			case ok:
-				r.reschedule(b.o, job, r.now().Add(r.jittered(r.cfg.Schedule[0])), true, causeLeaseBusy)
+				r.reschedule(b.o, job, r.now().Add(r.jittered(r.cfg.RetrySchedule[0])), true, causeLeaseBusy)
 				continue
 			}
 			// Unknown here: the attempt that took the lease was lost (a
@@ -173,7 +173,7 @@ func (r *Runner) holdLimit(tier int, head bool) time.Duration {
 	if tier < 0 {
 		return 0
 	}
-	limit := time.Duration(float64(r.cfg.Schedule[tier])*(1+r.cfg.Jitter)) + 10*time.Millisecond
+	limit := time.Duration(float64(r.cfg.RetrySchedule[tier])*(1+r.cfg.Jitter)) + 10*time.Millisecond
 	if !head {
 		limit = min(limit, r.cfg.TierHold)
 	}
@@ -200,7 +200,7 @@ func (r *Runner) dispatch(ctx context.Context, b *batch, job *delivery.Job) {
 	ep := r.endpoints.get(endpointKey(job))
 	ok, trial, until := r.endpoints.admit(ep, now)
 	if !ok {
-		due := now.Add(r.jittered(r.cfg.Schedule[0]))
+		due := now.Add(r.jittered(r.cfg.RetrySchedule[0]))
 		cause := causeSaturated
 		if !until.IsZero() {
 			due = maxTime(due, until)
@@ -259,7 +259,7 @@ func (r *Runner) run(ctx context.Context, b *batch, t *task) {
 			t.mu.Unlock()
 			release()
 			now := r.now()
-			r.reschedule(b.o, t.job, maxTime(until, now.Add(r.jittered(r.cfg.Schedule[0]))), false, causeCircuitOpen)
+			r.reschedule(b.o, t.job, maxTime(until, now.Add(r.jittered(r.cfg.RetrySchedule[0]))), false, causeCircuitOpen)
 			b.results <- result{t: t, skipped: true}
 			return
 		}

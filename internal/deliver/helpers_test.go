@@ -15,6 +15,7 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/subscribers"
@@ -132,8 +133,10 @@ func newEnv(t testing.TB, mods ...func(*Config)) *env {
 	t.Helper()
 	b := kafkatest.New(t, kafkatest.RetryTiers(len(testSchedule)))
 	e := &env{t: t, bus: b, reg: subscribers.NewRegistry(), n: newFake()}
+	d := config.Default().Delivery
+	d.RetrySchedule = testSchedule
 	e.cfg = Config{
-		Schedule:       testSchedule,
+		Delivery:       d,
 		Group:          "deliver-test",
 		AttemptTimeout: 2 * time.Second,
 		Log:            kafkatest.Logger(t, slog.LevelInfo),

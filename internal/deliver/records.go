@@ -201,7 +201,7 @@ func (r *Runner) conclude(o *out, job *delivery.Job, f *delivery.Failure, now ti
 	case !f.Temporary:
 		r.dead(o, &j, delivery.StateDead, f.Reason, f.Error(), attempt)
 		log.Warn("delivery failed for good", "reason", f.Reason, "attempt", attempt, "error", f)
-	case job.Attempt >= len(r.cfg.Schedule):
+	case job.Attempt >= len(r.cfg.RetrySchedule):
 		r.dead(o, &j, delivery.StateDead, delivery.ReasonExhausted, f.Error(), attempt)
 		log.Warn("delivery retries exhausted", "attempt", attempt, "error", f)
 	default:

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/subscribers"
@@ -35,46 +36,24 @@ type Bus interface {
 
 var _ Bus = (*bus.Bus)(nil)
 
-// BreakerConfig configures the per-endpoint circuit breaker.
-type BreakerConfig struct {
-	// Failures is how many consecutive temporary failures open the
-	// circuit; default 5.
-	Failures int
-	// Cooldown is how long an open circuit stays open before one trial;
-	// default 30s.
-	Cooldown time.Duration
-}
-
-// Defaults for Config's zero values.
+// Internal tunables of Config's zero values; the operator's settings come
+// from config.Delivery.
 const (
 	DefaultGroup          = "herald-deliver"
-	DefaultConcurrency    = 64
-	DefaultPerEndpoint    = 4
-	DefaultFailures       = 5
-	DefaultCooldown       = 30 * time.Second
-	DefaultAttemptTimeout = 30 * time.Second
-	DefaultHold           = 2 * time.Second
-	DefaultGrace          = 25 * time.Millisecond
-	DefaultTierHold       = 30 * time.Second
-	DefaultJitter         = 0.2
+	defaultAttemptTimeout = 30 * time.Second
+	defaultHold           = 2 * time.Second
+	defaultGrace          = 25 * time.Millisecond
+	defaultTierHold       = 30 * time.Second
 )
 
-// DefaultSchedule is the retry schedule of PRODUCT.md §9.
-var DefaultSchedule = []time.Duration{10 * time.Second, time.Minute, 5 * time.Minute,
-	30 * time.Minute, 2 * time.Hour, 6 * time.Hour, 12 * time.Hour}
-
-// Config configures a Runner. Zero fields take the defaults above.
+// Config configures a Runner.
 type Config struct {
-	// Schedule is delivery.retry_schedule: the wait before each retry.
-	// Retry tier i waits Schedule[i]; its topic must exist.
-	Schedule []time.Duration
-	// Concurrency bounds the attempts in flight in this process.
-	Concurrency int
-	// PerEndpoint bounds the attempts in flight per endpoint (webhook
-	// host, or the SMTP relay).
-	PerEndpoint int
-	// Breaker configures the per-endpoint circuit breaker.
-	Breaker BreakerConfig
+	// Delivery holds the operator's settings (delivery.*: retry
+	// schedule, concurrency, per-endpoint bound, jitter, breaker), as
+	// validated by config.Validate; the zero value means
+	// config.Default().Delivery. Retry tier i waits RetrySchedule[i]; its
+	// topic must exist.
+	config.Delivery
 	// Group is the consumer group of the deliveries topic; retry tier i
 	// uses Group + ".retry.i".
 	Group string
@@ -89,8 +68,6 @@ type Config struct {
 	// TierHold is how long a retry-tier batch waits for a job that is not
 	// yet due behind one it has already run; a job due later is forwarded.
 	TierHold time.Duration
-	// Jitter is the relative spread of retry waits (0.2 = ±20 %).
-	Jitter float64
 	// Now returns the time; default time.Now.
 	Now func() time.Time
 	// Log receives the runner's events.
@@ -100,39 +77,24 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if len(c.Schedule) == 0 {
-		c.Schedule = DefaultSchedule
+	if len(c.RetrySchedule) == 0 {
+		c.Delivery = config.Default().Delivery
 	}
-	c.Schedule = slices.Clone(c.Schedule)
-	if c.Concurrency <= 0 {
-		c.Concurrency = DefaultConcurrency
-	}
-	if c.PerEndpoint <= 0 {
-		c.PerEndpoint = DefaultPerEndpoint
-	}
-	if c.Breaker.Failures <= 0 {
-		c.Breaker.Failures = DefaultFailures
-	}
-	if c.Breaker.Cooldown <= 0 {
-		c.Breaker.Cooldown = DefaultCooldown
-	}
+	c.RetrySchedule = slices.Clone(c.RetrySchedule)
 	if c.Group == "" {
 		c.Group = DefaultGroup
 	}
 	if c.AttemptTimeout <= 0 {
-		c.AttemptTimeout = DefaultAttemptTimeout
+		c.AttemptTimeout = defaultAttemptTimeout
 	}
 	if c.Hold <= 0 {
-		c.Hold = DefaultHold
+		c.Hold = defaultHold
 	}
 	if c.Grace <= 0 {
-		c.Grace = DefaultGrace
+		c.Grace = defaultGrace
 	}
 	if c.TierHold <= 0 {
-		c.TierHold = DefaultTierHold
-	}
-	if c.Jitter <= 0 || c.Jitter >= 1 {
-		c.Jitter = DefaultJitter
+		c.TierHold = defaultTierHold
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -203,7 +165,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return r.handle(hctx, -1, msgs)
 		})
 	})
-	for tier := range r.cfg.Schedule {
+	for tier := range r.cfg.RetrySchedule {
 		g.Go(func() error {
 			topic := bus.RetryTopic(tier)
 			return r.bus.Consume(gctx, r.cfg.Group+"."+topic, []string{topic}, func(hctx context.Context, msgs []kafka.Message) error {
@@ -233,7 +195,7 @@ func (r *Runner) jittered(d time.Duration) time.Duration {
 // or 0.
 func (r *Runner) tierFor(remaining time.Duration) int {
 	tier := 0
-	for i, w := range r.cfg.Schedule {
+	for i, w := range r.cfg.RetrySchedule {
 		if w <= remaining {
 			tier = i
 		}
@@ -245,11 +207,11 @@ func (r *Runner) tierFor(remaining time.Duration) int {
 // (earlier failures) waits: Schedule[n] with jitter, at least retryAfter,
 // at most the last tier's wait.
 func (r *Runner) retryDelay(n int, retryAfter time.Duration) time.Duration {
-	d := r.jittered(r.cfg.Schedule[n])
+	d := r.jittered(r.cfg.RetrySchedule[n])
 	if retryAfter > d {
 		d = retryAfter
 	}
-	return min(d, r.cfg.Schedule[len(r.cfg.Schedule)-1])
+	return min(d, r.cfg.RetrySchedule[len(r.cfg.RetrySchedule)-1])
 }
 
 // errShutdown ends a wait when the runner stops.

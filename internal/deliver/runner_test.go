@@ -15,6 +15,7 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/subscribers"
@@ -276,7 +277,7 @@ func TestPolicyIsCheckedAgainAtDeliveryTime(t *testing.T) {
 
 func TestBreakerOpensAndOtherEndpointsContinue(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
-		c.Breaker = BreakerConfig{Failures: 2, Cooldown: time.Minute}
+		c.Breaker = config.Breaker{Failures: 2, Cooldown: time.Minute}
 		c.PerEndpoint = 1
 	})
 	const bad = "https://down.partner.example/hook"
@@ -335,7 +336,7 @@ func TestCrashBeforeCommitRunsJobsAgain(t *testing.T) {
 }
 
 func TestGracefulShutdownDrainsAndLosesNothing(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.Schedule = []time.Duration{time.Hour, time.Hour, time.Hour} })
+	e := newEnv(t, func(c *Config) { c.RetrySchedule = []time.Duration{time.Hour, time.Hour, time.Hour} })
 	const hookB = "https://b.partner.example/hook"
 	e.reg.Put(testSub("acme", hookA, hookB))
 	started := make(chan struct{}, 100)
@@ -427,7 +428,7 @@ func TestUndecodableJobIsDeadAndDoesNotBlock(t *testing.T) {
 func TestSlowAttemptIsHandedOff(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
 		c.AttemptTimeout = 300 * time.Millisecond
-		c.Schedule = []time.Duration{time.Hour}
+		c.RetrySchedule = []time.Duration{time.Hour}
 	})
 	const slow = "https://slow.partner.example/hook"
 	e.reg.Put(testSub("slow", slow))
@@ -515,7 +516,7 @@ func TestListDeadAndReplay(t *testing.T) {
 }
 
 func TestLongWaitInShortTierHopsWithoutSpinning(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.Schedule = []time.Duration{50 * time.Millisecond, 2 * time.Second} })
+	e := newEnv(t, func(c *Config) { c.RetrySchedule = []time.Duration{50 * time.Millisecond, 2 * time.Second} })
 	e.reg.Put(testSub("acme", hookA))
 	// 800 ms is too long for tier 0 and too short for tier 1.
 	e.n.on(hookA, func(_ context.Context, n int) error {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
@@ -146,6 +147,14 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err := os.WriteFile(keyFile, agencyPriv, 0o600); err != nil {
 		return nil, fmt.Errorf("write agency key: %w", err)
 	}
+	pubKeyFile := filepath.Join(tmp, "publishing.key")
+	pubKey, err := busauth.Generate()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(pubKeyFile, pubKey, 0o600); err != nil {
+		return nil, fmt.Errorf("write publishing key: %w", err)
+	}
 
 	ca, err := newThrowawayCA(now)
 	if err != nil {
@@ -171,7 +180,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := demoConfig(keyFile, caFile, mails.addr)
+	cfg, err := demoConfig(keyFile, pubKeyFile, caFile, mails.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -181,16 +190,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 
-	bc, err := app.BusConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	// The embedded broker accepts short group timeouts: rebalances and
-	// shutdown take milliseconds instead of seconds.
-	bc.Consumer = bus.ConsumerConfig{MaxWait: 100 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
-		SessionTimeout: time.Second, RebalanceTimeout: time.Second, JoinGroupBackoff: 100 * time.Millisecond,
-		DrainTimeout: 5 * time.Second}
-	b, err := bus.Open(ctx, bc, log)
+	b, err := app.OpenBus(ctx, cfg, false, log)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded broker: %w", err)
 	}
@@ -311,7 +311,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 // against the throwaway CA; loopback is let through the webhooks' SSRF
 // guard by webhooks.allow_cidrs, as an operator would for a partner on a
 // private network, and plain HTTP stays forbidden.
-func demoConfig(keyFile, caFile, smtpAddr string) (*config.Config, error) {
+func demoConfig(keyFile, publishingKeyFile, caFile, smtpAddr string) (*config.Config, error) {
 	cfg, err := config.Load("")
 	if err != nil {
 		return nil, err
@@ -326,7 +326,13 @@ func demoConfig(keyFile, caFile, smtpAddr string) (*config.Config, error) {
 	cfg.Kafka.Partitions = 1
 	cfg.Kafka.TLS = config.KafkaTLS{}
 	cfg.Kafka.SASL = config.KafkaSASL{}
+	// The embedded broker accepts short group timeouts: rebalances and
+	// shutdown take milliseconds instead of seconds.
+	cc := &cfg.Kafka.Consumer
+	cc.MaxWait, cc.HeartbeatInterval, cc.SessionTimeout = 100*time.Millisecond, 100*time.Millisecond, time.Second
+	cc.RebalanceTimeout, cc.JoinGroupBackoff, cc.DrainTimeout = time.Second, 100*time.Millisecond, 5*time.Second
 	cfg.Signing = config.Signing{KeyFile: keyFile}
+	cfg.Publishing.KeyFile = publishingKeyFile
 	cfg.SMTP.Host = host
 	cfg.SMTP.Port, _ = strconv.Atoi(port)
 	cfg.SMTP.TLS = "starttls"

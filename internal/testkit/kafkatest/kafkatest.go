@@ -7,13 +7,17 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
 )
 
 // DefaultRetryTiers is how many retry topics New creates: the length of
@@ -81,7 +85,7 @@ type Cluster struct {
 // Start starts a cluster on 127.0.0.1 with free ports; Cleanup stops it.
 func Start(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
-	o := options{brokers: 1, partitions: 3, retryTiers: DefaultRetryTiers, prefix: bus.DefaultTopicPrefix, logLevel: slog.LevelWarn}
+	o := options{brokers: 1, partitions: 3, retryTiers: DefaultRetryTiers, prefix: config.Default().Kafka.TopicPrefix, logLevel: slog.LevelWarn}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -192,39 +196,76 @@ func (c *Cluster) Restart() {
 
 // FastConsumer returns consumer settings that make rebalances take ~100 ms
 // and Reader.Close return at once (FIELD-NOTES: kafka-go against kfake).
-func FastConsumer() bus.ConsumerConfig {
-	return bus.ConsumerConfig{
-		MaxWait:           100 * time.Millisecond,
-		HeartbeatInterval: 100 * time.Millisecond,
-		SessionTimeout:    time.Second,
-		RebalanceTimeout:  time.Second,
-		JoinGroupBackoff:  100 * time.Millisecond,
-		RetryBackoffMin:   50 * time.Millisecond,
-		RetryBackoffMax:   500 * time.Millisecond,
-		DrainTimeout:      5 * time.Second,
-	}
+func FastConsumer() config.KafkaConsumer {
+	c := config.Default().Kafka.Consumer
+	c.MaxWait = 100 * time.Millisecond
+	c.HeartbeatInterval = 100 * time.Millisecond
+	c.SessionTimeout = time.Second
+	c.RebalanceTimeout = time.Second
+	c.JoinGroupBackoff = 100 * time.Millisecond
+	c.RetryBackoffMin = 50 * time.Millisecond
+	c.RetryBackoffMax = 500 * time.Millisecond
+	c.DrainTimeout = 5 * time.Second
+	c.CommitBatch = 100
+	return c
 }
 
-// Config returns a bus.Config for this cluster with fast consumer settings
-// and CreateTopics on.
-func (c *Cluster) Config() bus.Config {
-	return bus.Config{
-		Brokers:      c.Addrs(),
-		TopicPrefix:  c.opts.prefix,
-		ClientID:     "herald-test",
-		Partitions:   c.opts.partitions,
-		CreateTopics: true,
-		Consumer:     FastConsumer(),
+// testKey is the publishing key every test bus and test process shares.
+var testKey = []byte("kafkatest publishing key 32 byte")
+
+// Keyring returns the publishing keyring every test bus shares, so that
+// what one Bus writes another authenticates.
+func Keyring() *busauth.Keyring {
+	k, err := busauth.New(testKey)
+	if err != nil {
+		panic(err)
 	}
+	return k
 }
 
-// Open opens a Bus with cfg on t's logger, ensures Herald's topics and
-// closes the Bus in Cleanup.
-func (c *Cluster) Open(t testing.TB, cfg bus.Config) *bus.Bus {
+// KeyFile writes the shared test publishing key to a file (for
+// publishing.key_file of Herald processes under test) and returns its path.
+func KeyFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "publishing.key")
+	if err := os.WriteFile(p, busauth.Format(testKey), 0o600); err != nil {
+		t.Fatalf("kafkatest: write publishing key: %v", err)
+	}
+	return p
+}
+
+// Config returns the kafka section of the configuration for this cluster,
+// with fast consumer settings and CreateTopics on.
+func (c *Cluster) Config() config.Kafka {
+	k := config.Default().Kafka
+	k.Brokers = c.Addrs()
+	k.TopicPrefix = c.opts.prefix
+	k.ClientID = "herald-test"
+	k.Partitions = c.opts.partitions
+	k.CreateTopics = true
+	k.Consumer = FastConsumer()
+	return k
+}
+
+// Options returns the bus options tests use: the shared test keyring and a
+// logger writing to t.
+func (c *Cluster) Options(t testing.TB) bus.Options {
+	return bus.Options{Keyring: Keyring(), Log: Logger(t, c.opts.logLevel)}
+}
+
+// Open opens a Bus with cfg and the test keyring on t's logger, ensures
+// Herald's topics and closes the Bus in Cleanup.
+func (c *Cluster) Open(t testing.TB, cfg config.Kafka) *bus.Bus {
+	t.Helper()
+	return c.OpenWith(t, cfg, c.Options(t))
+}
+
+// OpenWith is Open with other bus options (another keyring, none).
+func (c *Cluster) OpenWith(t testing.TB, cfg config.Kafka, opt bus.Options) *bus.Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(ctx, cfg, Logger(t, c.opts.logLevel))
+	b, err := bus.Open(ctx, cfg, opt)
 	if err != nil {
 		t.Fatalf("kafkatest: open bus: %v", err)
 	}
@@ -245,14 +286,6 @@ func New(t testing.TB, opts ...Option) *bus.Bus {
 	t.Helper()
 	c := Start(t, opts...)
 	return c.Open(t, c.Config())
-}
-
-// Config starts a cluster and returns a bus.Config for it (its Brokers field
-// holds the cluster's address), for tests that open several Bus instances
-// on one cluster.
-func Config(t testing.TB, opts ...Option) bus.Config {
-	t.Helper()
-	return Start(t, opts...).Config()
 }
 
 // Logger returns a slog.Logger that writes records at level and above to

@@ -1,0 +1,274 @@
+// Package busauth authenticates the records Herald writes to Kafka
+// (PRODUCT.md §3 rule 1): every record carries, in its herald-auth header,
+// an HMAC-SHA256 (RFC 2104) over what the record says — its topic, key and
+// value — with a key that Herald's processes hold and the brokers and other
+// Kafka clients do not. Write access to a topic is then not enough to put
+// words in an analyst's mouth, to add a partner, or to make a worker sign
+// and send content Herald never published.
+//
+// A Keyring holds one or more keys: the first signs, every one verifies, so
+// a key is rotated by adding the new key first, deploying, then removing
+// the old one once nothing signed with it is still read (PRODUCT.md §6: the
+// longest retention). Keys also derive sub-keys for other capabilities
+// (HKDF, RFC 5869), such as partners' acknowledgement links.
+package busauth
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Header is the name of the Kafka record header that carries the
+// authenticator.
+const Header = "herald-auth"
+
+// keyPrefix starts every key line of a key file.
+const keyPrefix = "hbk1."
+
+// KeySize is the size of a key in bytes.
+const KeySize = 32
+
+// key is one secret and its public id.
+type key struct {
+	id     string
+	secret []byte
+	pool   sync.Pool // of hash.Hash keyed with secret
+}
+
+// Keyring authenticates records. It is safe for concurrent use.
+type Keyring struct {
+	keys []*key
+}
+
+// New returns a keyring of the given secrets (each KeySize bytes); the
+// first signs.
+func New(secrets ...[]byte) (*Keyring, error) {
+	if len(secrets) == 0 {
+		return nil, errors.New("busauth: no key")
+	}
+	k := &Keyring{}
+	seen := map[string]bool{}
+	for i, s := range secrets {
+		if len(s) != KeySize {
+			return nil, fmt.Errorf("busauth: key %d is %d bytes, want %d", i+1, len(s), KeySize)
+		}
+		kk := &key{id: keyID(s), secret: bytes.Clone(s)}
+		if seen[kk.id] {
+			return nil, fmt.Errorf("busauth: key %d (%s) is listed twice", i+1, kk.id)
+		}
+		seen[kk.id] = true
+		kk.pool.New = func() any { return hmac.New(sha256.New, kk.secret) }
+		k.keys = append(k.keys, kk)
+	}
+	return k, nil
+}
+
+// keyID names a key without revealing it.
+func keyID(secret []byte) string {
+	h := sha256.Sum256(append([]byte("herald busauth key id\x00"), secret...))
+	return hex.EncodeToString(h[:6])
+}
+
+// IDs returns the ids of the keys, the signing key first.
+func (k *Keyring) IDs() []string {
+	out := make([]string, len(k.keys))
+	for i, kk := range k.keys {
+		out[i] = kk.id
+	}
+	return out
+}
+
+// mac computes the authenticator of (purpose, recordKey, value) with kk.
+func (kk *key) mac(purpose string, recordKey, value []byte) []byte {
+	h := kk.pool.Get().(hash.Hash)
+	h.Reset()
+	var n [binary.MaxVarintLen64]byte
+	h.Write([]byte("herald-bus/v1\x00"))
+	h.Write([]byte(purpose))
+	h.Write([]byte{0})
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(recordKey)))])
+	h.Write(recordKey)
+	h.Write(value)
+	sum := h.Sum(nil)
+	kk.pool.Put(h)
+	return sum
+}
+
+// Sign returns the header value that authenticates a record with key
+// recordKey and value written for purpose (the topic's name without
+// prefix), with the signing key: "v1=<key id>:<base64url MAC>".
+func (k *Keyring) Sign(purpose string, recordKey, value []byte) string {
+	kk := k.keys[0]
+	return "v1=" + kk.id + ":" + base64.RawURLEncoding.EncodeToString(kk.mac(purpose, recordKey, value))
+}
+
+// Errors of Verify.
+var (
+	ErrMissing    = errors.New("no herald-auth header: not written by Herald")
+	ErrUnknownKey = errors.New("herald-auth names a key this keyring does not hold")
+	ErrMismatch   = errors.New("herald-auth does not match the record: altered, moved, or not written by Herald")
+)
+
+// Verify checks header, the value of a record's herald-auth header,
+// against the record. It returns nil only when a key of the keyring made
+// it for exactly this purpose, key and value.
+func (k *Keyring) Verify(purpose string, recordKey, value []byte, header string) error {
+	if header == "" {
+		return ErrMissing
+	}
+	rest, ok := strings.CutPrefix(header, "v1=")
+	id, b64, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 {
+		return fmt.Errorf("herald-auth %q is malformed: %w", truncate(header), ErrMismatch)
+	}
+	got, err := base64.RawURLEncoding.DecodeString(b64)
+	if err != nil {
+		return fmt.Errorf("herald-auth is not base64url: %w", ErrMismatch)
+	}
+	for _, kk := range k.keys {
+		if kk.id == id {
+			if hmac.Equal(got, kk.mac(purpose, recordKey, value)) {
+				return nil
+			}
+			return ErrMismatch
+		}
+	}
+	return fmt.Errorf("%w (key %s)", ErrUnknownKey, truncate(id))
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// Derive returns a KeySize sub-key of the signing key for purpose (HKDF
+// with SHA-256), for capabilities that must not be forged either, such as
+// acknowledgement links. Rotating the keyring rotates every derived key.
+func (k *Keyring) Derive(purpose string) []byte {
+	out, err := hkdf.Key(sha256.New, k.keys[0].secret, nil, "herald busauth derive: "+purpose, KeySize)
+	if err != nil {
+		panic("busauth: hkdf: " + err.Error()) // only for lengths over 255*32
+	}
+	return out
+}
+
+// Generate returns the contents of a new key file holding one new key.
+func Generate() ([]byte, error) {
+	s := make([]byte, KeySize)
+	if _, err := rand.Read(s); err != nil {
+		return nil, fmt.Errorf("busauth: generate key: %w", err)
+	}
+	return Format(s), nil
+}
+
+// Format writes secrets as a key file, the signing key first.
+func Format(secrets ...[]byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("# Herald publishing key (publishing.key_file): authenticates every record Herald\n")
+	b.WriteString("# writes to Kafka. Keep it secret; give the same file to every Herald process and\n")
+	b.WriteString("# CLI. The first key signs, every key listed verifies: to rotate, put a new key\n")
+	b.WriteString("# first, deploy, and remove the old one once the topics no longer hold its records.\n")
+	for _, s := range secrets {
+		b.WriteString(keyPrefix + base64.RawURLEncoding.EncodeToString(s) + "\n")
+	}
+	return b.Bytes()
+}
+
+// Parse reads a key file: one key per line ("hbk1." and base64url of 32
+// bytes), the signing key first; blank lines and lines starting with '#'
+// are ignored.
+func Parse(data []byte) (*Keyring, error) {
+	var secrets [][]byte
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	line := 0
+	for sc.Scan() {
+		line++
+		t := strings.TrimSpace(sc.Text())
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		b64, ok := strings.CutPrefix(t, keyPrefix)
+		if !ok {
+			return nil, fmt.Errorf("line %d: not a Herald publishing key (want %s followed by base64url)", line, keyPrefix)
+		}
+		s, err := base64.RawURLEncoding.DecodeString(b64)
+		if err != nil || len(s) != KeySize {
+			return nil, fmt.Errorf("line %d: not %s followed by base64url of %d bytes", line, keyPrefix, KeySize)
+		}
+		secrets = append(secrets, s)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(secrets) == 0 {
+		return nil, errors.New("no key in the file")
+	}
+	return New(secrets...)
+}
+
+// Load reads the key file at path.
+func Load(path string) (*Keyring, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read publishing key: %w", err)
+	}
+	k, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("publishing key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// LoadOrCreate reads the key file at path, or, when it does not exist,
+// creates it (mode 0600) with a new key, for the embedded development
+// broker's zero-setup start. created reports which.
+func LoadOrCreate(path string) (k *Keyring, created bool, err error) {
+	k, err = Load(path)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return k, false, err
+	}
+	data, err := Generate()
+	if err != nil {
+		return nil, false, err
+	}
+	// Write a temporary file, then link it into place: the key file
+	// appears complete or not at all, and of two processes starting at
+	// once exactly one creates it.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".publishing-key-*")
+	if err != nil {
+		return nil, false, fmt.Errorf("create publishing key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return nil, false, fmt.Errorf("write publishing key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, false, fmt.Errorf("write publishing key: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			k, err = Load(path)
+			return k, false, err
+		}
+		return nil, false, fmt.Errorf("create publishing key: %w", err)
+	}
+	k, err = Parse(data)
+	return k, true, err
+}

@@ -1,0 +1,247 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/herald-alerts/herald/internal/config"
+)
+
+// Topic describes one of Herald's topics: its name (without prefix) and how
+// long it must keep its records.
+type Topic struct {
+	Name string
+	// Compacted topics keep the latest record of every key for ever.
+	Compacted bool
+	// Retention is how long records are kept (retention.ms) when not
+	// compacted.
+	Retention time.Duration
+	// Key names the configuration key of the retention.
+	Key string
+}
+
+// Topics returns Herald's topics with the retention cfg asks for each,
+// for retryTiers retry tiers (PRODUCT.md §6).
+func Topics(cfg config.Kafka, retryTiers int) []Topic {
+	r := cfg.Retention
+	ts := []Topic{
+		{Name: TopicAlerts, Retention: r.Alerts, Key: "kafka.retention.alerts"},
+		{Name: TopicSubscribers, Compacted: true},
+		{Name: TopicDeliveries, Retention: r.Deliveries, Key: "kafka.retention.deliveries"},
+		{Name: TopicDead, Retention: r.Dead, Key: "kafka.retention.dead"},
+		{Name: TopicQuarantine, Retention: r.Quarantine, Key: "kafka.retention.quarantine"},
+		{Name: TopicReceipts, Retention: r.Receipts, Key: "kafka.retention.receipts"},
+		{Name: TopicPending, Retention: r.Pending, Key: "kafka.retention.pending"},
+		{Name: TopicAudit, Retention: r.Audit, Key: "kafka.retention.audit"},
+	}
+	for i := range retryTiers {
+		ts = append(ts, Topic{Name: RetryTopic(i), Retention: r.Retry, Key: "kafka.retention.retry"})
+	}
+	return ts
+}
+
+// configEntries are the topic configs Herald sets when it creates t.
+func (t Topic) configEntries() []kafka.ConfigEntry {
+	if t.Compacted {
+		return []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+	}
+	return []kafka.ConfigEntry{
+		{ConfigName: "cleanup.policy", ConfigValue: "delete"},
+		{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(t.Retention.Milliseconds(), 10)},
+	}
+}
+
+// EnsureTopics makes sure Herald's topics exist: the fixed topics and
+// retryTiers retry topics. With kafka.create_topics it creates the missing
+// ones through the admin API, each with the retention it needs (the
+// subscribers topic compacted), and waits until every broker's metadata
+// shows them with a leader for every partition; otherwise it only checks
+// and names the missing ones. Topics that exist are never changed: check
+// them with CheckRetention.
+func (b *Bus) EnsureTopics(ctx context.Context, retryTiers int) error {
+	if retryTiers < 0 {
+		return fmt.Errorf("ensure kafka topics: negative retry tier count %d", retryTiers)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, time.Minute, errors.New("ensure kafka topics: not done within 1m"))
+	defer cancel()
+	topics := Topics(b.cfg, retryTiers)
+	var want []string
+	byName := map[string]Topic{}
+	for _, t := range topics {
+		want = append(want, b.Topic(t.Name))
+		byName[b.Topic(t.Name)] = t
+	}
+	missing, err := b.missingTopics(ctx, want)
+	if err != nil {
+		return fmt.Errorf("ensure kafka topics: %w", err)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if !b.cfg.CreateTopics {
+		return fmt.Errorf("ensure kafka topics: missing %s and kafka.create_topics is off", strings.Join(missing, ", "))
+	}
+	rf := b.cfg.ReplicationFactor
+	if rf < 1 && b.Embedded() {
+		rf = 1
+	}
+	req := &kafka.CreateTopicsRequest{}
+	for _, name := range missing {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: name, NumPartitions: b.cfg.Partitions,
+			ReplicationFactor: rf, ConfigEntries: byName[name].configEntries()})
+	}
+	res, err := b.client.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("ensure kafka topics: create %s: %w", strings.Join(missing, ", "), cause(ctx, err))
+	}
+	for _, t := range missing {
+		if err := res.Errors[t]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("ensure kafka topics: create %s: %w", t, err)
+		}
+	}
+	b.log.Info("created kafka topics", "topics", missing, "partitions", b.cfg.Partitions, "replication_factor", rf)
+	for {
+		missing, err = b.missingTopics(ctx, want)
+		if err == nil && len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("still missing %s", strings.Join(missing, ", "))
+			}
+			return fmt.Errorf("ensure kafka topics: wait for metadata: %w", cause(ctx, err))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// TopicConfig is what the brokers report of one topic's retention.
+type TopicConfig struct {
+	// Compacted reports cleanup.policy including compact.
+	Compacted bool
+	// Deletes reports cleanup.policy including delete.
+	Deletes bool
+	// Retention is retention.ms; negative means for ever.
+	Retention time.Duration
+}
+
+// DescribeTopics reads the retention settings of topics (given without
+// prefix) through the admin API.
+func (b *Bus) DescribeTopics(ctx context.Context, topics []string) (map[string]TopicConfig, error) {
+	ctx, cancel := withTimeout(ctx, "describe kafka topics")
+	defer cancel()
+	req := &kafka.DescribeConfigsRequest{}
+	for _, t := range topics {
+		req.Resources = append(req.Resources, kafka.DescribeConfigRequestResource{
+			ResourceType: kafka.ResourceTypeTopic, ResourceName: b.Topic(t),
+			ConfigNames: []string{"cleanup.policy", "retention.ms"},
+		})
+	}
+	res, err := b.client.DescribeConfigs(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("describe kafka topics: %w", cause(ctx, err))
+	}
+	out := make(map[string]TopicConfig, len(topics))
+	for _, r := range res.Resources {
+		name := strings.TrimPrefix(r.ResourceName, b.cfg.TopicPrefix)
+		if r.Error != nil {
+			return nil, fmt.Errorf("describe kafka topic %s: %w", r.ResourceName, r.Error)
+		}
+		tc := TopicConfig{Retention: 7 * 24 * time.Hour, Deletes: true} // Kafka's defaults
+		for _, e := range r.ConfigEntries {
+			switch e.ConfigName {
+			case "cleanup.policy":
+				policies := strings.Split(e.ConfigValue, ",")
+				tc.Compacted = slices.Contains(policies, "compact")
+				tc.Deletes = slices.Contains(policies, "delete")
+			case "retention.ms":
+				ms, err := strconv.ParseInt(e.ConfigValue, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("describe kafka topic %s: retention.ms %q: %w", r.ResourceName, e.ConfigValue, err)
+				}
+				if ms < 0 {
+					tc.Retention = -1
+				} else {
+					tc.Retention = time.Duration(ms) * time.Millisecond
+				}
+			}
+		}
+		out[name] = tc
+	}
+	for _, t := range topics {
+		if _, ok := out[t]; !ok {
+			return nil, fmt.Errorf("describe kafka topic %s: missing from the answer", b.Topic(t))
+		}
+	}
+	return out, nil
+}
+
+// RetentionError says that topics keep records for less time than the
+// configuration asks.
+type RetentionError struct {
+	Problems []string
+}
+
+func (e *RetentionError) Error() string {
+	return "kafka topics keep records for too short a time: " + strings.Join(e.Problems, "; ") +
+		" (raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)"
+}
+
+// CheckRetention reads the retention of the given topics (names without
+// prefix, among Topics) and returns a *RetentionError naming each topic
+// that keeps records for less time than configured, or is not compacted
+// when it must be, with both durations. With kafka.retention.accept_shorter
+// the problems are logged as warnings instead.
+func (b *Bus) CheckRetention(ctx context.Context, names []string, retryTiers int) error {
+	want := map[string]Topic{}
+	for _, t := range Topics(b.cfg, retryTiers) {
+		want[t.Name] = t
+	}
+	got, err := b.DescribeTopics(ctx, names)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for _, n := range names {
+		t, ok := want[n]
+		if !ok {
+			return fmt.Errorf("check retention: %s is not one of Herald's topics", n)
+		}
+		g := got[n]
+		switch {
+		case t.Compacted && !g.Compacted:
+			problems = append(problems, fmt.Sprintf("%s is not compacted (cleanup.policy=compact), so its records expire after %s", b.Topic(n), g.Retention))
+		case t.Compacted:
+		case g.Compacted && !g.Deletes:
+			problems = append(problems, fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s", b.Topic(n), n, t.Retention))
+		case g.Retention >= 0 && g.Retention < t.Retention:
+			problems = append(problems, fmt.Sprintf("%s keeps records for %s, %s asks for %s", b.Topic(n), days(g.Retention), t.Key, days(t.Retention)))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	if b.cfg.Retention.AcceptShorter {
+		for _, p := range problems {
+			b.log.Warn("kafka topic retention shorter than configured, accepted by kafka.retention.accept_shorter", "problem", p)
+		}
+		return nil
+	}
+	return &RetentionError{Problems: problems}
+}
+
+// days renders a duration in days when it is a whole number of them.
+func days(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	return d.String()
+}
