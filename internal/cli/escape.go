@@ -17,8 +17,9 @@ import (
 // zero-width characters. Validation refuses them in new records, but old
 // records and anything written to Kafka directly never went through it.
 // Every place the CLI prints such text as text passes it through printable
-// (one line: table cells, lines, error messages) or printableLines (text
-// of several lines). JSON output goes through jsonSafe.
+// (one line: table cells, lines, validation messages) or printableLines
+// (several lines: other error messages, a verified email's text). JSON
+// output goes through jsonSafe.
 
 // printable renders s for one line of a terminal. Every rune that may not
 // appear in one line of text (alerts.LineRune: control characters, tab, CR
@@ -55,7 +56,7 @@ func escape(s string, lines bool) string {
 	return b.String()
 }
 
-// escapeRune writes r as a Go escape.
+// escapeRune returns r as a Go escape.
 func escapeRune(r rune) string {
 	switch r {
 	case '\a':
