@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -247,28 +246,28 @@ func (a *Alert) Validate(now time.Time, tax Taxonomy) error {
 	default:
 		v.Add("status", "must be actual, exercise or test, not %q", a.Status)
 	}
-	checkLine(v, "title", a.Title, 1, MaxTitle)
+	CheckLine(v, "title", a.Title, 1, MaxTitle)
 	if n := utf8.RuneCountInString(a.Summary); n > MaxSummary {
 		v.Add("summary", "is %d characters; the limit is %d", n, MaxSummary)
 	}
-	checkText(v, "summary", a.Summary)
+	CheckText(v, "summary", a.Summary)
 	if len(a.Body) > MaxBody {
 		v.Add("body", "is %d bytes; the limit is %d (64 KiB)", len(a.Body), MaxBody)
 	}
-	checkText(v, "body", a.Body)
+	CheckText(v, "body", a.Body)
 	for i, ind := range a.Indicators {
 		f := fmt.Sprintf("indicators[%d]", i)
 		if !slices.Contains(IndicatorTypes, ind.Type) {
 			v.Add(f+".type", "must be one of %s, not %q", strings.Join(IndicatorTypes, ", "), ind.Type)
 		}
-		checkLine(v, f+".value", ind.Value, 1, 1000)
-		checkText(v, f+".context", ind.Context)
+		CheckLine(v, f+".value", ind.Value, 1, 1000)
+		CheckText(v, f+".context", ind.Context)
 	}
 	for i, act := range a.Actions {
-		checkLine(v, fmt.Sprintf("actions[%d]", i), act, 1, 1000)
+		CheckLine(v, fmt.Sprintf("actions[%d]", i), act, 1, 1000)
 	}
-	checkText(v, "reporting", a.Reporting)
-	checkText(v, "contact", a.Contact)
+	CheckText(v, "reporting", a.Reporting)
+	CheckText(v, "contact", a.Contact)
 	if !a.Severity.Valid() {
 		if a.Severity == "" {
 			v.Add("severity", "is required: minor, moderate, severe or extreme")
@@ -315,7 +314,7 @@ func (a *Alert) Validate(now time.Time, tax Taxonomy) error {
 		if strings.TrimSpace(a.Handling.Conditions) == "" {
 			v.Add("handling.conditions", "required with handling code C")
 		}
-		checkText(v, "handling.conditions", a.Handling.Conditions)
+		CheckText(v, "handling.conditions", a.Handling.Conditions)
 	case "":
 		v.Add("handling.code", "is required: P or C")
 	default:
@@ -336,39 +335,6 @@ func (a *Alert) Validate(now time.Time, tax Taxonomy) error {
 		v.Add("expires_at", "must be after not_before")
 	}
 	return v.Err()
-}
-
-// checkLine requires s to be one line of min..max characters with no
-// control characters.
-func checkLine(v *ValidationError, field, s string, minLen, maxLen int) {
-	n := utf8.RuneCountInString(s)
-	switch {
-	case n < minLen && minLen == 1:
-		v.Add(field, "is required")
-		return
-	case n > maxLen:
-		v.Add(field, "is %d characters; the limit is %d", n, maxLen)
-	}
-	if !utf8.ValidString(s) {
-		v.Add(field, "is not valid UTF-8")
-		return
-	}
-	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
-		v.Add(field, "must be one line without control characters")
-	}
-}
-
-// checkText allows newlines and tabs but no other control characters.
-func checkText(v *ValidationError, field, s string) {
-	if !utf8.ValidString(s) {
-		v.Add(field, "is not valid UTF-8")
-		return
-	}
-	if strings.IndexFunc(s, func(r rune) bool {
-		return unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r'
-	}) >= 0 {
-		v.Add(field, "contains control characters")
-	}
 }
 
 // MayFollow checks rule 7 of PRODUCT.md §3: an update or cancel may not

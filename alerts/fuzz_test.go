@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/stretchr/testify/require"
 
@@ -28,6 +29,16 @@ func FuzzDecodeValidate(f *testing.F) {
 		}
 	}
 	f.Add([]byte(`{"title":"t","severity":"minor","audience":{"subscribers":["a"]},"marking":"OFFICIAL","tlp":"TLP:clear","handling":{"code":"p"},"issued_by":"x"}`))
+	// Characters of every class the text rules name, in one-line and
+	// text fields: control, bidi controls, zero-width, BOM, separators,
+	// soft hyphen, and the joiner of an emoji (allowed in text).
+	for _, c := range []string{`\u001b[31m`, `\u0085`, `\u009b`, `\u007f`, `\u202a`, `\u202b`, `\u202c`, `\u202d`, `\u202e`,
+		`\u2066`, `\u2067`, `\u2068`, `\u2069`, `\u200b`, `\u200d`, `\u200e`, `\ufeff`, `\u2028`, `\u2029`, `\u00ad`, `\udb40\udc41`} {
+		f.Add([]byte(`{"title":"a` + c + `b","severity":"minor","audience":{"sectors":["care"]},"marking":"OFFICIAL","tlp":"CLEAR","handling":{"code":"P"}}`))
+		f.Add([]byte(`{"title":"t","body":"x\n` + c + `y","summary":"` + c + `","indicators":[{"type":"url","value":"` + c + `","context":"` + c + `"}],` +
+			`"actions":["` + c + `"],"reporting":"` + c + `","contact":"` + c + `","severity":"minor","audience":{"sectors":["care"]},"marking":"OFFICIAL","tlp":"CLEAR","handling":{"code":"C","conditions":"` + c + `"}}`))
+	}
+	f.Add([]byte(`{"title":"t","body":"\ud83d\udc69\u200d\ud83d\udc67\n\u200fshalom","severity":"minor","audience":{"sectors":["care"]},"marking":"OFFICIAL","tlp":"CLEAR","handling":{"code":"P"}}`))
 	tax := taxonomy.Default()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := alerts.Decode(data)
@@ -39,6 +50,7 @@ func FuzzDecodeValidate(f *testing.F) {
 			require.NotEmpty(t, err.Error())
 			return
 		}
+		requireVisible(t, a)
 		enc, err := json.Marshal(a)
 		require.NoError(t, err)
 		b, err := alerts.Decode(enc)
@@ -50,6 +62,32 @@ func FuzzDecodeValidate(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, string(enc), string(again), "the encoding is a fixed point")
 	})
+}
+
+// requireVisible checks the character rules on a valid alert: one-line
+// fields hold only alerts.LineRune runes; text fields no bidirectional
+// embedding, override or isolate control, no U+2028 or U+2029, and no
+// control character but LF, CR and tab.
+func requireVisible(t *testing.T, a *alerts.Alert) {
+	t.Helper()
+	line := []string{a.Title}
+	text := []string{a.Summary, a.Body, a.Reporting, a.Contact, a.Handling.Conditions}
+	for _, ind := range a.Indicators {
+		line, text = append(line, ind.Value), append(text, ind.Context)
+	}
+	line = append(line, a.Actions...)
+	for _, s := range line {
+		for _, r := range s {
+			require.True(t, alerts.LineRune(r), "one-line field %q holds %U", s, r)
+		}
+	}
+	for _, s := range text {
+		for _, r := range s {
+			ok := r == '\n' || r == '\r' || r == '\t' ||
+				!(unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || (r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069'))
+			require.True(t, ok, "text field %q holds %U", s, r)
+		}
+	}
 }
 
 // canon clears empty lists, which the JSON encoding omits (an empty list

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -28,6 +29,11 @@ func FuzzDecodeSubscriber(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte(`{"id":"a","name":"A","kind":"ngo","clearance":"tlp:red","webhooks":[{"url":"https://x.example/","secrets":["` + secret1 + `"]}]}`))
+	// A name with each class of character the title rules refuse.
+	for _, c := range []string{`\u001b[31m`, `\u0085`, `\u202e`, `\u2066`, `\u2069`, `\u200b`, `\u200d`, `\ufeff`, `\u2028`, `\u2029`, `\u00ad`} {
+		f.Add([]byte(`{"id":"a","name":"A` + c + `B","kind":"ngo","clearance":"GREEN"}`))
+		f.Add([]byte("- {id: b, name: \"A" + c + "B\", kind: ngo, clearance: GREEN}\n"))
+	}
 	tax := taxonomy.Default()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if list, err := subscribers.DecodeList(data); err == nil {
@@ -45,6 +51,9 @@ func FuzzDecodeSubscriber(f *testing.F) {
 		if err := s.Validate(tax, keys); err != nil {
 			require.NotEmpty(t, err.Error())
 			return
+		}
+		for _, r := range s.Name {
+			require.True(t, alerts.LineRune(r), "a valid name holds %U", r)
 		}
 		enc, err := json.Marshal(s)
 		require.NoError(t, err)

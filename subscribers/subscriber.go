@@ -34,6 +34,10 @@ const (
 	StatusSuspended = "suspended"
 )
 
+// MaxName is the longest name, in characters: a name follows the title's
+// rules (PRODUCT.md §2).
+const MaxName = alerts.MaxTitle
+
 var slugPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // Subscriber is one partner organisation.
@@ -110,11 +114,7 @@ func (s *Subscriber) Validate(tax alerts.Taxonomy, keys KeyCheck) error {
 	if !slugPattern.MatchString(s.ID) {
 		v.Add("id", "must be a slug (lower-case letters, digits, '.', '_', '-'; at most 64), not %q", s.ID)
 	}
-	if strings.TrimSpace(s.Name) == "" {
-		v.Add("name", "is required")
-	} else if strings.ContainsAny(s.Name, "\r\n") {
-		v.Add("name", "must be one line")
-	}
+	alerts.CheckLine(v, "name", s.Name, 1, MaxName)
 	switch s.Kind {
 	case KindBusiness, KindNGO, KindPublicBody:
 	default:

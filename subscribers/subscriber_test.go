@@ -125,6 +125,62 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestNameFollowsTitleRules checks that a partner's name, shown to
+// analysts in previews and in partners' own messages, follows the title's
+// character rules (PRODUCT.md §2): one line, 1-200 characters, no control,
+// Unicode format (Cf) or separator characters.
+func TestNameFollowsTitleRules(t *testing.T) {
+	tests := []struct {
+		name, value, want string
+	}{
+		{"ESC", "Acme \x1b[31mBuilders", "contains the control character U+001B at character 6"},
+		{"DEL", "Acme\x7f", "contains the control character U+007F at character 5"},
+		{"C1 CSI", "Acme\u009b", "contains the control character U+009B at character 5"},
+		{"tab", "Acme\tBuilders", "contains the control character U+0009 at character 5"},
+		{"LF", "Acme\nBcc: x", "must be one line: contains the line break U+000A at character 5"},
+		{"CRLF", "Acme\r\nBcc: x", "must be one line: contains the line break U+000D at character 5"},
+		{"NEL", "Acme\u0085Builders", "must be one line: contains the line break U+0085 at character 5"},
+		{"line separator", "Acme\u2028Builders", "must be one line: contains the line break U+2028 (LINE SEPARATOR) at character 5"},
+		{"paragraph separator", "Acme\u2029Builders", "must be one line: contains the line break U+2029 (PARAGRAPH SEPARATOR) at character 5"},
+		{"LRE", "Acme\u202aBuilders", "contains the Unicode format character U+202A (LEFT-TO-RIGHT EMBEDDING) at character 5"},
+		{"RLE", "Acme\u202bBuilders", "contains the Unicode format character U+202B (RIGHT-TO-LEFT EMBEDDING) at character 5"},
+		{"PDF", "Acme\u202cBuilders", "contains the Unicode format character U+202C (POP DIRECTIONAL FORMATTING) at character 5"},
+		{"LRO", "Acme\u202dBuilders", "contains the Unicode format character U+202D (LEFT-TO-RIGHT OVERRIDE) at character 5"},
+		{"RLO", "Acme\u202eBuilders", "contains the Unicode format character U+202E (RIGHT-TO-LEFT OVERRIDE) at character 5"},
+		{"LRI", "Acme\u2066Builders", "contains the Unicode format character U+2066 (LEFT-TO-RIGHT ISOLATE) at character 5"},
+		{"RLI", "Acme\u2067Builders", "contains the Unicode format character U+2067 (RIGHT-TO-LEFT ISOLATE) at character 5"},
+		{"FSI", "Acme\u2068Builders", "contains the Unicode format character U+2068 (FIRST STRONG ISOLATE) at character 5"},
+		{"PDI", "Acme\u2069Builders", "contains the Unicode format character U+2069 (POP DIRECTIONAL ISOLATE) at character 5"},
+		{"LRM", "Acme\u200eBuilders", "contains the Unicode format character U+200E (LEFT-TO-RIGHT MARK) at character 5"},
+		{"ZWSP", "Acme\u200bBuilders", "contains the Unicode format character U+200B (ZERO WIDTH SPACE) at character 5"},
+		{"ZWJ", "Acme\u200dBuilders", "contains the Unicode format character U+200D (ZERO WIDTH JOINER) at character 5"},
+		{"BOM", "\ufeffAcme Builders", "contains the Unicode format character U+FEFF (ZERO WIDTH NO-BREAK SPACE) at character 1"},
+		{"soft hyphen", "Acme Build\u00aders", "contains the Unicode format character U+00AD (SOFT HYPHEN) at character 11"},
+		{"invalid UTF-8", "Acme \xff", "is not valid UTF-8"},
+		{"empty", "", "is required"},
+		{"blank", " \t ", "is required"},
+		{"201 characters", strings.Repeat("é", 201), "is 201 characters; the limit is 200"},
+		{"200 characters", strings.Repeat("é", 200), ""},
+		{"other scripts and marks", "Ελληνικά Ltd — شركة ⚠\ufe0f café", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := validSubscriber()
+			s.Name = tc.value
+			s.Normalize()
+			err := s.Validate(taxonomy.Default(), keys)
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			var v *alerts.ValidationError
+			require.True(t, errors.As(err, &v))
+			require.Equal(t, []alerts.FieldError{{Field: "name", Message: tc.want}}, v.Fields)
+		})
+	}
+}
+
 func TestValidateErrorKeepsSecretsOut(t *testing.T) {
 	s := validSubscriber()
 	s.Webhooks[0].Secrets[0] = "whsec_" + strings.Repeat("A", 8) + "*" // malformed, but secret-looking

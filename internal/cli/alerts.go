@@ -55,7 +55,7 @@ func newValidateCmd(e *env) *cobra.Command {
 			if err := a.Validate(time.Now(), taxonomy.Default()); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "valid: %s %s [%s] %s\n", a.Type, a.TLP.Label(), a.Marking, a.Title)
+			fmt.Fprintf(e.stdout, "valid: %s %s [%s] %s\n", printable(string(a.Type)), printable(a.TLP.Label()), printable(string(a.Marking)), printable(a.Title))
 			return nil
 		},
 	}
@@ -127,7 +127,7 @@ func newPublishCmd(e *env) *cobra.Command {
 			if err := b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(a.ID), Value: v}); err != nil {
 				return fmt.Errorf("publish alert %s: %w", a.ID, err)
 			}
-			fmt.Fprintln(e.stdout, a.ID)
+			fmt.Fprintln(e.stdout, printable(a.ID))
 			return nil
 		},
 	}
@@ -164,7 +164,7 @@ func (e *env) printDecisions(ds []policy.Decision, output string) error {
 	counts := map[string]int{}
 	for _, d := range ds {
 		counts[d.Decision]++
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Subscriber, dash(d.Target), d.Decision, dash(d.Mode), d.Rule, d.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(d.Subscriber), dash(d.Target), printable(d.Decision), dash(d.Mode), printable(d.Rule), printable(d.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -173,11 +173,12 @@ func (e *env) printDecisions(ds []policy.Decision, output string) error {
 	return nil
 }
 
+// dash renders s for a table cell: printable, or "-" when empty.
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return printable(s)
 }
 
 func newStatusCmd(e *env) *cobra.Command {
@@ -211,11 +212,11 @@ func newStatusCmd(e *env) *cobra.Command {
 				}
 				return e.writeJSON(entries)
 			}
-			fmt.Fprintf(e.stdout, "alert %s  %s  %s  %s  issued by %s\n\n", la.ID, la.Type, la.TLP.Label(), la.Marking, la.IssuedBy)
+			fmt.Fprintf(e.stdout, "alert %s  %s  %s  %s  issued by %s\n\n", printable(la.ID), printable(string(la.Type)), printable(la.TLP.Label()), printable(string(la.Marking)), printable(la.IssuedBy))
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SUBSCRIBER\tTARGET\tDECISION\tRULE\tSTATE\tATTEMPTS\tLAST ERROR")
 			for _, en := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", en.Subscriber, dash(en.Target), en.Decision, en.Rule, en.State, en.Attempts, dash(en.LastError))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", printable(en.Subscriber), dash(en.Target), printable(en.Decision), printable(en.Rule), printable(en.State), en.Attempts, dash(en.LastError))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

@@ -70,7 +70,7 @@ func newDeadCmd(e *env) *cobra.Command {
 						alert = j.Alert.ID
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Time.UTC().Format(time.RFC3339), alert, sub, target, d.Reason, attempts, dash(d.Error))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Time.UTC().Format(time.RFC3339), printable(alert), printable(sub), printable(target), dash(d.Reason), attempts, dash(d.Error))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -153,12 +154,12 @@ func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var v *alerts.ValidationError
 	switch {
 	case errors.As(err, &v):
-		fmt.Fprintf(stderr, "herald: %s:\n", v.What)
+		fmt.Fprintf(stderr, "herald: %s:\n", printable(v.What))
 		for _, f := range v.Fields {
-			fmt.Fprintf(stderr, "  %s: %s\n", f.Field, f.Message)
+			fmt.Fprintf(stderr, "  %s: %s\n", printable(f.Field), printable(f.Message))
 		}
 	default:
-		fmt.Fprintf(stderr, "herald: %v\n", err)
+		fmt.Fprintf(stderr, "herald: %s\n", printableLines(err.Error()))
 	}
 	if errors.As(err, &invalidError{}) || errors.As(err, &v) || isUsage(err) {
 		return ExitInvalid
@@ -189,11 +190,17 @@ func (e *env) readInput(name string) ([]byte, error) {
 	return b, nil
 }
 
-// writeJSON prints v as indented JSON.
+// writeJSON prints v as indented JSON in which every character printable
+// would escape is a \u escape (jsonSafe).
 func (e *env) writeJSON(v any) error {
-	enc := json.NewEncoder(e.stdout)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := e.stdout.Write(jsonSafe(buf.Bytes()))
+	return err
 }
 
 // outputFlag adds --output text|json.

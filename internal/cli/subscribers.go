@@ -66,7 +66,8 @@ func newSubscribersCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tKIND\tSTATUS\tCLEARANCE\tSENSITIVE\tSECTORS\tEMAIL\tWEBHOOKS")
 			for _, s := range subs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%v\t%d\t%d\n", s.ID, s.Name, s.Kind, s.Status, s.Clearance, s.Sensitive, s.Sectors, len(s.Email), len(s.Webhooks))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%s\t%d\t%d\n", printable(s.ID), printable(s.Name), printable(s.Kind), printable(s.Status),
+					printable(string(s.Clearance)), s.Sensitive, printable(fmt.Sprint(s.Sectors)), len(s.Email), len(s.Webhooks))
 			}
 			return tw.Flush()
 		},
@@ -117,7 +118,7 @@ func newSubscribersCmd(e *env) *cobra.Command {
 			if err := b.Producer(bus.TopicSubscribers).Write(cmd.Context(), kafka.Message{Key: []byte(args[0])}); err != nil {
 				return fmt.Errorf("delete subscriber %s: %w", args[0], err)
 			}
-			fmt.Fprintf(e.stdout, "deleted %s\n", args[0])
+			fmt.Fprintf(e.stdout, "deleted %s\n", printable(args[0]))
 			return nil
 		},
 	}
@@ -157,7 +158,7 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 	}
 	if len(errs) > 0 {
 		for _, err := range errs[1:] {
-			fmt.Fprintf(e.stderr, "herald: %v\n", err)
+			fmt.Fprintf(e.stderr, "herald: %s\n", printableLines(err.Error()))
 		}
 		return invalid(errs[0])
 	}
@@ -178,7 +179,7 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 		return fmt.Errorf("write subscribers: %w", err)
 	}
 	for _, s := range subs {
-		fmt.Fprintf(e.stdout, "put %s\n", s.ID)
+		fmt.Fprintf(e.stdout, "put %s\n", printable(s.ID))
 	}
 	return nil
 }

@@ -40,7 +40,12 @@ func newVerifyCmd(e *env) *cobra.Command {
 		}
 		rep, err := webhook.VerifyRequest(bytes.NewReader(raw), secrets, key, time.Now(), tolerance)
 		if rep != nil {
-			fmt.Fprintln(e.stdout, rep.String())
+			// The id, event, alert id and notice come from the captured
+			// request: escape each within its line.
+			shown := *rep
+			shown.ID, shown.Event, shown.AlertID, shown.Notice, shown.PGPSigner =
+				printable(rep.ID), printable(rep.Event), printable(rep.AlertID), printable(rep.Notice), printable(rep.PGPSigner)
+			fmt.Fprintln(e.stdout, printableLines(shown.String()))
 		}
 		if err != nil {
 			return fmt.Errorf("webhook NOT verified: %w", err)
@@ -89,7 +94,7 @@ func newVerifyCmd(e *env) *cobra.Command {
 		if err != nil {
 			return fmt.Errorf("email NOT verified: %w", err)
 		}
-		fmt.Fprintf(e.stdout, "good signature from the agency key %s (encrypted: %t)\n\n%s", v.Signer, v.Encrypted, v.Text)
+		fmt.Fprintf(e.stdout, "good signature from the agency key %s (encrypted: %t)\n\n%s", printable(v.Signer), v.Encrypted, printableLines(v.Text))
 		return nil
 	}
 	em.Flags().StringVar(&agencyKey, "key", "", "the agency's public key (herald keys export, or GET /v1/signing-key)")
