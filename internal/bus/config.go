@@ -30,4 +30,3 @@ const (
 // RetryTopic returns the name (without prefix) of the retry topic for tier,
 // the index of the wait in the retry schedule: "retry.0", "retry.1", …
 func RetryTopic(tier int) string { return fmt.Sprintf("retry.%d", tier) }
-

@@ -44,6 +44,7 @@ func TestTextOutputEscapesData(t *testing.T) {
 	cluster := kafkatest.Start(t)
 	b := cluster.Open(t, cluster.Config())
 	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	write := func(topic, key string, v any, headers ...kafka.Header) {
