@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/herald-alerts/herald/alerts"
 	"strconv"
 	"sync"
 	"time"
@@ -110,9 +109,8 @@ func (r *Runner) handle(ctx context.Context, tier int, msgs []kafka.Message) err
 func (r *Runner) sequence(ctx context.Context, b *batch, tier int, msgs []kafka.Message) {
 	head := true // no job of this sequence has been dispatched yet
 	stopped := false
-	decoded := map[string]*alerts.Alert{}
 	for _, m := range msgs {
-		job, err := decodeJobCached(m.Value, decoded)
+		job, err := delivery.DecodeJob(m.Value, r.alerts)
 		if err != nil {
 			r.deadInvalid(b.o, m, err)
 			continue

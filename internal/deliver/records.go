@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/herald-alerts/herald/alerts"
 	"slices"
 	"strconv"
 	"sync"
@@ -239,49 +238,7 @@ func (r *Runner) disable(o *out, job *delivery.Job) {
 }
 
 // decodeJob decodes and checks a job record.
-func decodeJob(value []byte) (*delivery.Job, error) { return decodeJobCached(value, nil) }
-
-// decodeJobCached is decodeJob that decodes each distinct alert once: the
-// jobs of one alert carry identical alert bytes, and decoding the alert is
-// most of the cost of decoding a job. Jobs decoded through one cache share
-// the *alerts.Alert, which nothing downstream modifies. cache may be nil.
-func decodeJobCached(value []byte, cache map[string]*alerts.Alert) (*delivery.Job, error) {
-	var wire struct {
-		delivery.Job
-		Alert json.RawMessage `json:"alert"`
-	}
-	if err := json.Unmarshal(value, &wire); err != nil {
-		return nil, fmt.Errorf("decode delivery job: %w", err)
-	}
-	j := wire.Job
-	if len(wire.Alert) > 0 && string(wire.Alert) != "null" {
-		if a, ok := cache[string(wire.Alert)]; ok {
-			j.Alert = a
-		} else {
-			var a alerts.Alert
-			if err := json.Unmarshal(wire.Alert, &a); err != nil {
-				return nil, fmt.Errorf("decode delivery job: alert: %w", err)
-			}
-			j.Alert = &a
-			if cache != nil {
-				cache[string(wire.Alert)] = &a
-			}
-		}
-	}
-	switch {
-	case j.Alert == nil || j.Alert.ID == "":
-		return &j, errors.New("delivery job has no alert")
-	case j.Subscriber == "" || j.Target == "":
-		return &j, errors.New("delivery job has no subscriber or target")
-	case j.Channel != delivery.ChannelEmail && j.Channel != delivery.ChannelWebhook:
-		return &j, fmt.Errorf("delivery job has unknown channel %q", j.Channel)
-	case j.ID != delivery.ID(j.Alert.ID, j.Subscriber, j.Target):
-		return &j, fmt.Errorf("delivery job id %q does not match its alert, subscriber and target", j.ID)
-	case j.Attempt < 0:
-		return &j, fmt.Errorf("delivery job has negative attempt %d", j.Attempt)
-	}
-	return &j, nil
-}
+func decodeJob(value []byte) (*delivery.Job, error) { return delivery.DecodeJob(value, nil) }
 
 // recheck re-evaluates the policy for job's target with sub's current
 // record. It returns the rule and reason of a withhold, or "" and updates

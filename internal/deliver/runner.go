@@ -46,6 +46,10 @@ const (
 	defaultTierHold       = 30 * time.Second
 )
 
+// alertCacheSize is how many decoded alerts a runner keeps: the jobs of an
+// alert arrive close together.
+const alertCacheSize = 256
+
 // Config configures a Runner.
 type Config struct {
 	// Delivery holds the operator's settings (delivery.*: retry
@@ -121,6 +125,8 @@ type Runner struct {
 	stopOnce sync.Once
 	orphans  sync.WaitGroup // attempts handed off by their batch
 
+	alerts *delivery.AlertCache // decoded alerts by digest of their bytes
+
 	leaseMu sync.Mutex
 	leases  map[string]leaseState // delivery id + attempt → state
 
@@ -143,6 +149,7 @@ func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Noti
 		sem:       make(chan struct{}, cfg.Concurrency),
 		stopping:  make(chan struct{}),
 		leases:    make(map[string]leaseState),
+		alerts:    delivery.NewAlertCache(alertCacheSize),
 	}
 	r.endpoints = newEndpoints(cfg.PerEndpoint, cfg.Breaker)
 	r.metrics = newMetrics(r.endpoints, cfg.Now)

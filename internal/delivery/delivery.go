@@ -7,9 +7,11 @@ package delivery
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -61,15 +63,25 @@ func ID(alertID, subscriberID, target string) string {
 
 // Job is one delivery: one alert to one partner over one target. It is the
 // value on the deliveries and retry topics, keyed by subscriber id. The
-// alert travels inside the job so that a delivery worker needs nothing but
-// the job and the subscriber registry.
+// alert travels inside the job, as the exact bytes the fan-out read from the
+// alerts topic (never re-encoded), so that a delivery worker needs nothing
+// but the job and the subscriber registry, and every rendering of it can be
+// keyed by the digest of those bytes.
 type Job struct {
-	ID         string        `json:"id"`
-	Alert      *alerts.Alert `json:"alert"`
-	Subscriber string        `json:"subscriber"`
-	Channel    string        `json:"channel"`
-	Target     string        `json:"target"`
-	Mode       string        `json:"mode"`
+	ID string `json:"id"`
+	// Alert is the decoded alert. Jobs decoded by DecodeJob share it with
+	// every job of the same alert bytes: never modify it.
+	Alert *alerts.Alert `json:"-"`
+	// AlertJSON is the alert as published. When empty, encoding the job
+	// encodes Alert.
+	AlertJSON json.RawMessage `json:"alert"`
+	// AlertDigest is the SHA-256 of AlertJSON, set by DecodeJob: the key of
+	// every cache of what is rendered from the alert.
+	AlertDigest [32]byte `json:"-"`
+	Subscriber  string   `json:"subscriber"`
+	Channel     string   `json:"channel"`
+	Target      string   `json:"target"`
+	Mode        string   `json:"mode"`
 	// Attempt counts attempts made so far; 0 before the first.
 	Attempt int `json:"attempt"`
 	// NotBefore is when the job may next be attempted (the alert's
@@ -80,6 +92,116 @@ type Job struct {
 	// Held lists, for notices about an update or cancel, the alerts it
 	// supersedes that this target received.
 	Held []Held `json:"held,omitempty"`
+}
+
+// jobWire is Job without its methods, for encoding.
+type jobWire Job
+
+// MarshalJSON encodes the job with its alert bytes as they are.
+func (j Job) MarshalJSON() ([]byte, error) {
+	w := jobWire(j)
+	if len(w.AlertJSON) == 0 && j.Alert != nil {
+		b, err := json.Marshal(j.Alert)
+		if err != nil {
+			return nil, fmt.Errorf("encode job %s: alert: %w", j.ID, err)
+		}
+		w.AlertJSON = b
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON decodes a job and its alert (uncached: workers use
+// DecodeJob).
+func (j *Job) UnmarshalJSON(b []byte) error {
+	var w jobWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*j = Job(w)
+	if len(j.AlertJSON) > 0 && string(j.AlertJSON) != "null" {
+		var a alerts.Alert
+		if err := json.Unmarshal(j.AlertJSON, &a); err != nil {
+			return fmt.Errorf("alert: %w", err)
+		}
+		j.Alert, j.AlertDigest = &a, sha256.Sum256(j.AlertJSON)
+	}
+	return nil
+}
+
+// AlertCache decodes each distinct alert once per process: the jobs of one
+// alert carry identical alert bytes, and decoding the alert is most of the
+// cost of decoding a job. It is keyed by the SHA-256 of the bytes, so two
+// different alerts can never share an entry, and holds at most a fixed
+// number of alerts (oldest dropped). Safe for concurrent use.
+type AlertCache struct {
+	mu    sync.Mutex
+	max   int
+	m     map[[32]byte]*alerts.Alert
+	order [][32]byte
+}
+
+// NewAlertCache returns a cache of up to max alerts.
+func NewAlertCache(max int) *AlertCache {
+	return &AlertCache{max: max, m: make(map[[32]byte]*alerts.Alert, max)}
+}
+
+func (c *AlertCache) decode(raw []byte) (*alerts.Alert, [32]byte, error) {
+	sum := sha256.Sum256(raw)
+	if c != nil {
+		c.mu.Lock()
+		a, ok := c.m[sum]
+		c.mu.Unlock()
+		if ok {
+			return a, sum, nil
+		}
+	}
+	var a alerts.Alert
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, sum, err
+	}
+	if c != nil {
+		c.mu.Lock()
+		if _, ok := c.m[sum]; !ok {
+			c.m[sum] = &a
+			c.order = append(c.order, sum)
+			for len(c.order) > c.max {
+				delete(c.m, c.order[0])
+				c.order = c.order[1:]
+			}
+		}
+		c.mu.Unlock()
+	}
+	return &a, sum, nil
+}
+
+// DecodeJob decodes and checks a job record, decoding its alert through
+// cache (which may be nil).
+func DecodeJob(value []byte, cache *AlertCache) (*Job, error) {
+	var w jobWire
+	if err := json.Unmarshal(value, &w); err != nil {
+		return nil, fmt.Errorf("decode delivery job: %w", err)
+	}
+	j := Job(w)
+	if len(j.AlertJSON) > 0 && string(j.AlertJSON) != "null" {
+		a, sum, err := cache.decode(j.AlertJSON)
+		if err != nil {
+			return nil, fmt.Errorf("decode delivery job: alert: %w", err)
+		}
+		j.Alert, j.AlertDigest = a, sum
+	}
+	switch {
+	case j.Alert == nil || j.Alert.ID == "":
+		return &j, errors.New("delivery job has no alert")
+	case j.Subscriber == "" || j.Target == "":
+		return &j, errors.New("delivery job has no subscriber or target")
+	case j.Channel != ChannelEmail && j.Channel != ChannelWebhook:
+		return &j, fmt.Errorf("delivery job has unknown channel %q", j.Channel)
+	case j.ID != ID(j.Alert.ID, j.Subscriber, j.Target):
+		return &j, fmt.Errorf("delivery job id %q does not match its alert, subscriber and target", j.ID)
+	case j.Attempt < 0:
+		return &j, fmt.Errorf("delivery job has negative attempt %d", j.Attempt)
+	}
+	return &j, nil
 }
 
 // Attempt is one failed try.
@@ -99,6 +221,7 @@ const (
 	KindAlert    = "alert"    // the fan-out accepted an alert (its labels, for the ledger)
 	KindDecision = "decision" // the policy's decision for one target
 	KindOutcome  = "outcome"  // the result of one attempt, or of the job
+	KindAck      = "ack"      // a partner acknowledged an alert it received
 )
 
 // States of a delivery, as recorded in outcome receipts and shown by status.
@@ -138,6 +261,19 @@ type Receipt struct {
 	Marking    alerts.Marking `json:"marking,omitempty"`
 	References []string       `json:"references,omitempty"`
 	IssuedBy   string         `json:"issued_by,omitempty"`
+	ApprovedBy string         `json:"approved_by,omitempty"`
+	// Title is the alert's title, for analysts and for the notices that
+	// name an alert a partner holds (only ever sent in the clear when the
+	// alert itself went in the clear).
+	Title string `json:"title,omitempty"`
+	// Digest is the alert's content digest (alerts.Alert.Digest): an id
+	// names one alert forever.
+	Digest string `json:"digest,omitempty"`
+
+	// Set on KindAck receipts: who acknowledged (the partner token's name,
+	// or "email link") and what they said.
+	By   string `json:"by,omitempty"`
+	Note string `json:"note,omitempty"`
 }
 
 // Reasons for failure: a fixed set, used in receipts, dead letters and

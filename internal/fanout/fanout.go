@@ -212,7 +212,7 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 			Target: d.Target, Decision: d.Decision, Mode: d.Mode, Rule: d.Rule, Reason: d.Reason, At: now}
 		if d.Decision != delivery.Withhold {
 			r.DeliveryID = delivery.ID(a.ID, d.Subscriber, d.Target)
-			job := jobWire{ID: r.DeliveryID, Alert: alertJSON, Subscriber: d.Subscriber, Channel: d.Channel,
+			job := delivery.Job{ID: r.DeliveryID, AlertJSON: alertJSON, Subscriber: d.Subscriber, Channel: d.Channel,
 				Target: d.Target, Mode: d.Mode}
 			if a.NotBefore != nil && a.NotBefore.After(now) {
 				job.NotBefore = *a.NotBefore
@@ -226,20 +226,6 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 		plan.Receipts = append(plan.Receipts, ReceiptMessage(r))
 	}
 	return plan, nil
-}
-
-// jobWire is delivery.Job with the alert already encoded; it marshals to
-// the same JSON (TestJobWireMatchesJob keeps the two in step).
-type jobWire struct {
-	ID         string          `json:"id"`
-	Alert      json.RawMessage `json:"alert"`
-	Subscriber string          `json:"subscriber"`
-	Channel    string          `json:"channel"`
-	Target     string          `json:"target"`
-	Mode       string          `json:"mode"`
-	Attempt    int             `json:"attempt"`
-	NotBefore  time.Time       `json:"not_before,omitzero"`
-	Held       []delivery.Held `json:"held,omitempty"`
 }
 
 // addPriorRecipients adds to cands every registered partner that received

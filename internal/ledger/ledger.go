@@ -30,43 +30,47 @@ type Entry struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 }
 
-// Alert is everything the ledger knows of one alert.
-type Alert struct {
-	ID         string
-	Type       alerts.Type
-	TLP        alerts.TLP
-	Marking    alerts.Marking
-	References []string
-	IssuedBy   string
-	FannedOut  time.Time
-	entries    map[string]*Entry // by subscriber + "\x00" + target
+// Meta is what the ledger knows of an alert as a whole, from the fan-out's
+// alert receipt.
+type Meta struct {
+	ID         string         `json:"id"`
+	Type       alerts.Type    `json:"type,omitempty"`
+	TLP        alerts.TLP     `json:"tlp,omitempty"`
+	Marking    alerts.Marking `json:"marking,omitempty"`
+	Title      string         `json:"title,omitempty"`
+	Digest     string         `json:"digest,omitempty"`
+	References []string       `json:"references,omitempty"`
+	IssuedBy   string         `json:"issued_by,omitempty"`
+	ApprovedBy string         `json:"approved_by,omitempty"`
+	FannedOut  time.Time      `json:"fanned_out,omitzero"`
 }
 
-// Ledger folds receipts, in topic order, into per-alert state.
-type Ledger struct {
-	alerts map[string]*Alert
-}
-
-// New returns an empty ledger.
-func New() *Ledger { return &Ledger{alerts: map[string]*Alert{}} }
-
-// Add folds one receipt in. Receipts of one alert share a partition, so they
-// arrive in the order they were written.
-func (l *Ledger) Add(r delivery.Receipt) {
-	a := l.alerts[r.AlertID]
-	if a == nil {
-		a = &Alert{ID: r.AlertID, entries: map[string]*Entry{}}
-		l.alerts[r.AlertID] = a
-	}
-	if r.Kind == delivery.KindAlert {
-		a.Type, a.TLP, a.Marking, a.References, a.IssuedBy, a.FannedOut = r.Type, r.TLP, r.Marking, r.References, r.IssuedBy, r.At
+// Apply folds a KindAlert receipt into m. The first one wins: an id names
+// one alert, and a later receipt under the same id (a duplicate the
+// fan-out refused) never changes what the ledger shows.
+func (m *Meta) Apply(r delivery.Receipt) {
+	if !m.FannedOut.IsZero() {
 		return
 	}
-	key := r.Subscriber + "\x00" + r.Target
-	e := a.entries[key]
-	if e == nil {
-		e = &Entry{Subscriber: r.Subscriber, Target: r.Target, Channel: r.Channel}
-		a.entries[key] = e
+	m.ID, m.Type, m.TLP, m.Marking, m.Title, m.Digest = r.AlertID, r.Type, r.TLP, r.Marking, r.Title, r.Digest
+	m.References, m.IssuedBy, m.ApprovedBy, m.FannedOut = r.References, r.IssuedBy, r.ApprovedBy, r.At
+}
+
+// Ack is a partner's acknowledgement of an alert it received.
+type Ack struct {
+	Subscriber string    `json:"subscriber"`
+	At         time.Time `json:"at"`
+	By         string    `json:"by"`
+	Note       string    `json:"note,omitempty"`
+}
+
+// EntryKey is the key of the entry of (subscriber, target) within an alert.
+func EntryKey(subscriber, target string) string { return subscriber + "\x00" + target }
+
+// Apply folds a decision or outcome receipt into e.
+func (e *Entry) Apply(r delivery.Receipt) {
+	if e.Subscriber == "" {
+		e.Subscriber, e.Target, e.Channel = r.Subscriber, r.Target, r.Channel
 	}
 	e.UpdatedAt = r.At
 	switch r.Kind {
@@ -95,6 +99,51 @@ func (l *Ledger) Add(r delivery.Receipt) {
 	}
 }
 
+// Alert is everything the ledger knows of one alert.
+type Alert struct {
+	Meta
+	// Acks are the partners' acknowledgements, the first of each partner.
+	Acks    map[string]Ack
+	entries map[string]*Entry // by EntryKey
+}
+
+// Ledger folds receipts, in topic order, into per-alert state.
+type Ledger struct {
+	alerts map[string]*Alert
+}
+
+// New returns an empty ledger.
+func New() *Ledger { return &Ledger{alerts: map[string]*Alert{}} }
+
+// Add folds one receipt in. Receipts of one alert share a partition, so they
+// arrive in the order they were written.
+func (l *Ledger) Add(r delivery.Receipt) {
+	a := l.alerts[r.AlertID]
+	if a == nil {
+		a = &Alert{Meta: Meta{ID: r.AlertID}, entries: map[string]*Entry{}}
+		l.alerts[r.AlertID] = a
+	}
+	switch r.Kind {
+	case delivery.KindAlert:
+		a.Meta.Apply(r)
+	case delivery.KindAck:
+		if _, ok := a.Acks[r.Subscriber]; !ok {
+			if a.Acks == nil {
+				a.Acks = map[string]Ack{}
+			}
+			a.Acks[r.Subscriber] = Ack{Subscriber: r.Subscriber, At: r.At, By: r.By, Note: r.Note}
+		}
+	case delivery.KindDecision, delivery.KindOutcome:
+		k := EntryKey(r.Subscriber, r.Target)
+		e := a.entries[k]
+		if e == nil {
+			e = &Entry{}
+			a.entries[k] = e
+		}
+		e.Apply(r)
+	}
+}
+
 // Alert returns what the ledger knows of id, or nil.
 func (l *Ledger) Alert(id string) *Alert { return l.alerts[id] }
 
@@ -114,7 +163,7 @@ func (a *Alert) Entries() []Entry {
 // to target of subscriber: the policy decided to deliver it. It is what
 // rule 7 of PRODUCT.md §3 asks of an update or cancel.
 func (a *Alert) Received(subscriber, target string) bool {
-	e := a.entries[subscriber+"\x00"+target]
+	e := a.entries[EntryKey(subscriber, target)]
 	return e != nil && e.Decision == delivery.Deliver
 }
 

@@ -1,0 +1,62 @@
+package delivery_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/stretchr/testify/require"
+)
+
+// TestJobCarriesAlertBytesAsTheyAre: the alert travels inside the job as
+// the bytes the fan-out read, never re-encoded, and every rendering is keyed
+// by their digest.
+func TestJobCarriesAlertBytesAsTheyAre(t *testing.T) {
+	raw := []byte(`{"id":"op-7",   "title":"Spaced out","severity":"minor","tlp":"GREEN","marking":"OFFICIAL","handling":{"code":"P"},"audience":{"sectors":["care"]}}`)
+	j := delivery.Job{ID: delivery.ID("op-7", "acme", "x@acme.example"), AlertJSON: raw, Subscriber: "acme",
+		Channel: delivery.ChannelEmail, Target: "x@acme.example", Mode: delivery.ModeSigned}
+	v, err := json.Marshal(j)
+	require.NoError(t, err)
+	require.Contains(t, string(v), string(raw), "the alert bytes are not re-encoded")
+
+	cache := delivery.NewAlertCache(2)
+	a1, err := delivery.DecodeJob(v, cache)
+	require.NoError(t, err)
+	a2, err := delivery.DecodeJob(v, cache)
+	require.NoError(t, err)
+	require.Same(t, a1.Alert, a2.Alert, "one decode per alert")
+	require.Equal(t, "Spaced out", a1.Alert.Title)
+	require.NotZero(t, a1.AlertDigest)
+
+	// Another alert under the same id: another entry, another digest.
+	other := []byte(`{"id":"op-7","title":"Other text","severity":"minor","tlp":"GREEN","marking":"OFFICIAL","handling":{"code":"P"},"audience":{"sectors":["care"]}}`)
+	j.AlertJSON = other
+	v2, err := json.Marshal(j)
+	require.NoError(t, err)
+	b, err := delivery.DecodeJob(v2, cache)
+	require.NoError(t, err)
+	require.NotSame(t, a1.Alert, b.Alert)
+	require.NotEqual(t, a1.AlertDigest, b.AlertDigest)
+	require.Equal(t, "Other text", b.Alert.Title)
+
+	// A job built from a decoded alert only encodes it.
+	j2 := delivery.Job{ID: j.ID, Alert: &alerts.Alert{ID: "op-7", Title: "t"}, Subscriber: "acme",
+		Channel: delivery.ChannelEmail, Target: "x@acme.example"}
+	v3, err := json.Marshal(j2)
+	require.NoError(t, err)
+	var back delivery.Job
+	require.NoError(t, json.Unmarshal(v3, &back))
+	require.Equal(t, "t", back.Alert.Title)
+
+	for name, bad := range map[string]string{
+		"no alert":      `{"id":"x","subscriber":"s","channel":"email","target":"t"}`,
+		"wrong id":      `{"id":"msg_x","alert":{"id":"a"},"subscriber":"s","channel":"email","target":"t"}`,
+		"bad channel":   `{"id":"x","alert":{"id":"a"},"subscriber":"s","channel":"fax","target":"t"}`,
+		"not json":      `{`,
+		"alert garbage": `{"id":"x","alert":[1],"subscriber":"s","channel":"email","target":"t"}`,
+	} {
+		_, err := delivery.DecodeJob([]byte(bad), cache)
+		require.Error(t, err, name)
+	}
+}

@@ -1,0 +1,126 @@
+// Package record defines the records Herald's processes exchange over
+// Kafka besides alerts, jobs and receipts (internal/delivery): the release
+// log of alerts waiting for a second analyst (topic pending), the audit
+// trail (topic audit), and the state of a partner's endpoint that Herald
+// itself changes (topic subscribers, under its own key). Every one is
+// authenticated on the bus (crypto/busauth) like everything Herald writes.
+package record
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+	"time"
+)
+
+// Release event kinds (topic pending, keyed by alert id).
+const (
+	// Submitted: an alert that needs a second analyst was published and
+	// waits. The first Submitted record of an id is the alert; a later one
+	// under the same id with another digest is refused by the publisher and
+	// ignored by readers.
+	Submitted = "submitted"
+	// Rejected: a second analyst refused the alert, with a reason.
+	Rejected = "rejected"
+	// Approved: a second analyst released it; the alert itself, stamped
+	// approved_by, goes to the alerts topic.
+	Approved = "approved"
+)
+
+// Release is one event of the release log of an alert (PRODUCT.md §10).
+type Release struct {
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+	// Digest is the alert's content digest (alerts.Alert.Digest): what an
+	// approval or rejection is bound to.
+	Digest string `json:"digest"`
+	// Alert is, on Submitted, the alert exactly as published (stamped
+	// issued_by and issued_at): the bytes an approval releases.
+	Alert json.RawMessage `json:"alert,omitempty"`
+	// By is who acted: the author on Submitted, the second analyst on
+	// Approved and Rejected.
+	By string    `json:"by"`
+	At time.Time `json:"at"`
+	// ExpiresAt is when a Submitted alert stops waiting
+	// (release.pending_ttl after At).
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Reason is a rejection's reason.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Audit actions.
+const (
+	ActionPublish          = "alert.publish"
+	ActionSubmit           = "alert.submit" // published, waiting for a second analyst
+	ActionApprove          = "alert.approve"
+	ActionReject           = "alert.reject"
+	ActionSubscriberPut    = "subscriber.put"
+	ActionSubscriberDelete = "subscriber.delete"
+	ActionEndpointDisable  = "endpoint.disable"
+	ActionEndpointEnable   = "endpoint.enable"
+	ActionDeadReplay       = "dead.replay"
+	ActionTokenRefused     = "token.refused"
+	ActionPartnerAck       = "partner.ack"
+	ActionPartnerKey       = "partner.key"
+	ActionPartnerSecret    = "partner.secret"
+	ActionPartnerReplay    = "partner.replay"
+	ActionPartnerPull      = "partner.pull"
+)
+
+// Audit is one entry of the audit trail: who did what to which object,
+// when (topic audit, keyed by Object). It never holds a token, a secret
+// or a key: Details name what changed, not its secret value.
+type Audit struct {
+	At time.Time `json:"at"`
+	// Actor is who acted: "api:<token name>", "cli:<user>", "partner:<token
+	// name>", "herald:deliver", or for a refused token "unknown".
+	Actor  string `json:"actor"`
+	Action string `json:"action"`
+	// Object names what was acted on: "alert:<id>", "subscriber:<id>",
+	// "endpoint:<subscriber id>/<n>", "token:<name>", "dead:<delivery id>".
+	Object string `json:"object"`
+	// Outcome is "ok", or "refused" with Reason.
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason,omitempty"`
+	// Details say what changed (field names and new values that are not
+	// secret), e.g. {"changed": ["clearance", "status"]}.
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// Audit outcomes.
+const (
+	OutcomeOK      = "ok"
+	OutcomeRefused = "refused"
+)
+
+// EndpointKeyPrefix starts the key, in the subscribers topic, of the state
+// Herald records for a partner's endpoint. Subscriber ids are slugs, which
+// never start with '~', so the keys cannot collide.
+const EndpointKeyPrefix = "~endpoint/"
+
+// EndpointKey returns the subscribers-topic key of the state of the
+// endpoint url of subscriber: one key per endpoint, so the compacted topic
+// keeps its latest state beside, never inside, the partner's record.
+func EndpointKey(subscriber, url string) string {
+	h := sha256.Sum256([]byte(url))
+	return EndpointKeyPrefix + subscriber + "/" + hex.EncodeToString(h[:12])
+}
+
+// IsEndpointKey reports whether a subscribers-topic key holds an endpoint
+// state rather than a partner record.
+func IsEndpointKey(key string) bool { return strings.HasPrefix(key, EndpointKeyPrefix) }
+
+// EndpointState is Herald's own record of one endpoint of a partner: a
+// delivery worker disables an endpoint that answered 410 Gone, an
+// administrator enables it again. It is applied on top of the partner's
+// record and never rewrites it, so an administrator's change to the record
+// (a suspension above all) always stands, whatever the timing.
+type EndpointState struct {
+	Subscriber string    `json:"subscriber"`
+	URL        string    `json:"url"`
+	Disabled   bool      `json:"disabled"`
+	Reason     string    `json:"reason,omitempty"`
+	By         string    `json:"by"`
+	At         time.Time `json:"at"`
+}
