@@ -137,7 +137,7 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 		j := *latest[id]
 		j.Attempt = 0
 		j.NotBefore = time.Time{}
-		v, err := json.Marshal(&j)
+		v, err := j.Encode()
 		if err != nil {
 			return 0, fmt.Errorf("replay dead letters: encode job %s: %w", id, err)
 		}

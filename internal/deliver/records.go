@@ -72,7 +72,13 @@ func (o *out) add(topic string, m kafka.Message) {
 }
 
 func (o *out) addJSON(topic, key string, v any, headers ...kafka.Header) {
-	b, err := json.Marshal(v)
+	var b []byte
+	var err error
+	if e, ok := v.(interface{ Encode() ([]byte, error) }); ok {
+		b, err = e.Encode() // a job: its alert bytes as they are
+	} else {
+		b, err = json.Marshal(v)
+	}
 	if err != nil {
 		o.mu.Lock()
 		o.err = errors.Join(o.err, fmt.Errorf("encode record for %s: %w", topic, err))

@@ -16,9 +16,12 @@ func TestJobCarriesAlertBytesAsTheyAre(t *testing.T) {
 	raw := []byte(`{"id":"op-7",   "title":"Spaced out","severity":"minor","tlp":"GREEN","marking":"OFFICIAL","handling":{"code":"P"},"audience":{"sectors":["care"]}}`)
 	j := delivery.Job{ID: delivery.ID("op-7", "acme", "x@acme.example"), AlertJSON: raw, Subscriber: "acme",
 		Channel: delivery.ChannelEmail, Target: "x@acme.example", Mode: delivery.ModeSigned}
-	v, err := json.Marshal(j)
+	v, err := j.Encode()
 	require.NoError(t, err)
 	require.Contains(t, string(v), string(raw), "the alert bytes are not re-encoded")
+	compacted, err := json.Marshal(j)
+	require.NoError(t, err)
+	require.JSONEq(t, string(v), string(compacted), "Encode and encoding/json agree")
 
 	cache := delivery.NewAlertCache(2)
 	a1, err := delivery.DecodeJob(v, cache)

@@ -217,7 +217,7 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 			if a.NotBefore != nil && a.NotBefore.After(now) {
 				job.NotBefore = *a.NotBefore
 			}
-			v, err := json.Marshal(job)
+			v, err := job.Encode()
 			if err != nil {
 				return nil, fmt.Errorf("encode job: %w", err)
 			}
