@@ -30,25 +30,41 @@ var silent = map[string]bool{
 
 // FollowUp applies rule 7 of PRODUCT.md §3 to the decisions Evaluate made
 // for an update or cancel. received reports whether a target received
-// (was delivered the content of) the alert it references. Every target
-// that received the original but is now withheld gets a content-free
-// cancel notice instead (delivery.Notice, delivery.ModeCancelNotice, rule
-// update.no-longer-eligible), unless the withhold is one after which
-// nothing at all may go (suspension, expiry, a test the partner does not
-// take, an insecure or disabled webhook). Every other decision is kept:
-// a still-eligible target gets the update with content as usual, and a
-// newly eligible one gets it as if it were new. ds is not modified.
+// (was delivered the content of) the alert it references. A target that
+// received the original never learns of the follow-up only as a key
+// notice or not at all:
+//
+//   - now withheld: it gets a content-free cancel notice instead
+//     (delivery.ModeCancelNotice, rule update.no-longer-eligible), unless
+//     the withhold is one after which nothing at all may go (suspension,
+//     expiry, a test the partner does not take, an insecure or disabled
+//     webhook);
+//   - unable to read it (the follow-up must be encrypted and the address
+//     has no usable key): a content-free notice naming the alert it holds,
+//     saying it was updated or withdrawn, with the key advice
+//     (delivery.ModeFollowUpKeyNotice, rule update.no-usable-key).
+//
+// Every other decision is kept: a still-eligible target gets the update
+// with content as usual, and a newly eligible one gets it as if it were
+// new. ds is not modified.
 func FollowUp(ds []Decision, received func(subscriber, target string) bool) []Decision {
 	out := make([]Decision, len(ds))
 	copy(out, ds)
 	for i := range out {
 		d := &out[i]
-		if d.Decision != delivery.Withhold || d.Target == "" || silent[d.Rule] || !received(d.Subscriber, d.Target) {
+		if d.Target == "" || !received(d.Subscriber, d.Target) {
 			continue
 		}
-		d.Reason = "received the alert this one supersedes but is no longer eligible (" + d.Rule + ": " + d.Reason +
-			"); only a content-free cancel notice goes"
-		d.Decision, d.Mode, d.Rule = delivery.Notice, delivery.ModeCancelNotice, RuleNoLongerEligible
+		switch {
+		case d.Decision == delivery.Withhold && !silent[d.Rule]:
+			d.Reason = "received the alert this one supersedes but is no longer eligible (" + d.Rule + ": " + d.Reason +
+				"); only a content-free notice that it was withdrawn goes"
+			d.Decision, d.Mode, d.Rule = delivery.Notice, delivery.ModeCancelNotice, RuleNoLongerEligible
+		case d.Decision == delivery.Notice && d.Mode == delivery.ModeKeyNotice:
+			d.Reason = "received the alert this one supersedes but cannot read this one (" + d.Reason +
+				"); a content-free notice that the alert it holds was updated or withdrawn goes, with the key advice"
+			d.Mode, d.Rule = delivery.ModeFollowUpKeyNotice, RuleFollowUpNoKey
+		}
 	}
 	return out
 }

@@ -51,10 +51,13 @@ func TestFollowUp(t *testing.T) {
 			sub:      func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = alerts.TLPGreen },
 			received: []string{"https://hooks.acme.example/herald"},
 			want:     []string{"deliver/encrypted/email.encrypted", cancelNotice}},
-		{name: "key no longer usable: key notice, not cancel notice", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber },
+		{name: "key no longer usable: a notice naming the alert it holds, with the key advice", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber },
 			sub:      func(s *subscribers.Subscriber) { s.Email[0].PGPKey = badKey },
 			received: []string{"alerts@acme.example"},
-			want:     []string{"notice/key-notice/email.no-usable-key", "deliver/signed/webhook.signed"}},
+			want:     []string{"notice/followup-key-notice/update.no-usable-key", "deliver/signed/webhook.signed"}},
+		{name: "key not usable and never had the original: plain key notice", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber },
+			sub:  func(s *subscribers.Subscriber) { s.Email[0].PGPKey = badKey },
+			want: []string{"notice/key-notice/email.no-usable-key", "deliver/signed/webhook.signed"}},
 
 		// Withholds after which nothing at all goes.
 		{name: "suspended: nothing", sub: func(s *subscribers.Subscriber) { s.Status = subscribers.StatusSuspended },
@@ -106,10 +109,14 @@ func TestFollowUp(t *testing.T) {
 				assert.Equal(t, ds[i].Subscriber, d.Subscriber)
 				assert.Equal(t, ds[i].Channel, d.Channel)
 				assert.Equal(t, ds[i].Target, d.Target)
-				if d.Rule == policy.RuleNoLongerEligible {
+				switch d.Rule {
+				case policy.RuleNoLongerEligible:
 					assert.Contains(t, d.Reason, ds[i].Rule, "the notice's reason keeps the rule that withheld")
 					assert.Equal(t, delivery.ModeCancelNotice, d.Mode)
-				} else {
+				case policy.RuleFollowUpNoKey:
+					assert.Contains(t, d.Reason, ds[i].Reason, "the notice's reason keeps why the key is unusable")
+					assert.Equal(t, delivery.ModeFollowUpKeyNotice, d.Mode)
+				default:
 					assert.Equal(t, ds[i], d)
 				}
 			}

@@ -88,8 +88,10 @@ const (
 	RuleInsecure     = "webhook.insecure"
 	RuleDisabled     = "webhook.disabled"
 	RuleWebhookSign  = "webhook.signed"
-	// RuleNoLongerEligible is applied by FollowUp (rule 7).
+	// RuleNoLongerEligible and RuleFollowUpNoKey are applied by FollowUp
+	// (rule 7).
 	RuleNoLongerEligible = "update.no-longer-eligible"
+	RuleFollowUpNoKey    = "update.no-usable-key"
 )
 
 // RuleInfo describes one rule for documentation.
@@ -122,7 +124,8 @@ func Rules() []RuleInfo {
 		{RuleInsecure, "withhold: webhooks need HTTPS; plain HTTP only to loopback when the operator allows it"},
 		{RuleDisabled, "withhold: the endpoint answered 410 Gone and is disabled until an administrator re-enables it"},
 		{RuleWebhookSign, "deliver: the webhook is signed (Standard Webhooks v1 and an OpenPGP detached signature)"},
-		{RuleNoLongerEligible, "notice: a target that received the referenced alert but may not receive its update or cancel gets a content-free cancel notice"},
+		{RuleNoLongerEligible, "notice: a target that received the referenced alert but may not receive its update or cancel gets a content-free notice that the alert it holds was withdrawn"},
+		{RuleFollowUpNoKey, "notice: a target that received the referenced alert but cannot read its encrypted update or cancel (no usable key) gets a content-free notice that the alert it holds was updated or withdrawn, with the key advice"},
 	}
 }
 
@@ -335,3 +338,17 @@ func withholdAll(dst []Decision, s *subscribers.Subscriber, rule, reason string)
 }
 
 func quote(s string) string { return strconv.Quote(s) }
+
+// NeedsRelease reports whether a must wait for a second analyst before it
+// is fanned out (PRODUCT.md §10): its TLP or its marking is listed in
+// release.second_analyst. It is the one home of the rule: publishing holds
+// such an alert as pending, and the fan-out refuses one that arrives
+// without a second analyst's approval.
+func NeedsRelease(a *alerts.Alert, secondAnalyst []string) bool {
+	for _, s := range secondAnalyst {
+		if alerts.NormalizeTLP(s) == a.TLP || alerts.Marking(strings.ToUpper(strings.TrimSpace(s))) == a.Marking {
+			return true
+		}
+	}
+	return false
+}

@@ -418,6 +418,26 @@ func TestDecisionJSON(t *testing.T) {
 	require.JSONEq(t, `{"subscriber":"acme","target":"","decision":"withhold","rule":"audience.sector","reason":"r"}`, string(b))
 }
 
+func TestNeedsRelease(t *testing.T) {
+	list := []string{"AMBER", "amber+strict", "TLP:RED", "official-sensitive"}
+	for _, tc := range []struct {
+		tlp     alerts.TLP
+		marking alerts.Marking
+		want    bool
+	}{
+		{alerts.TLPClear, alerts.MarkingOfficial, false},
+		{alerts.TLPGreen, alerts.MarkingOfficial, false},
+		{alerts.TLPGreen, alerts.MarkingOfficialSensitive, true},
+		{alerts.TLPAmber, alerts.MarkingOfficial, true},
+		{alerts.TLPAmberStrict, alerts.MarkingOfficial, true},
+		{alerts.TLPRed, alerts.MarkingOfficial, true},
+	} {
+		a := &alerts.Alert{TLP: tc.tlp, Marking: tc.marking}
+		assert.Equal(t, tc.want, policy.NeedsRelease(a, list), "%s %s", tc.tlp, tc.marking)
+		assert.False(t, policy.NeedsRelease(a, nil), "an empty list turns release off")
+	}
+}
+
 func TestRules(t *testing.T) {
 	rules := policy.Rules()
 	names := map[string]bool{}
@@ -431,8 +451,8 @@ func TestRules(t *testing.T) {
 		policy.RuleRedNamedOnly, policy.RuleNamed, policy.RuleSector, policy.RuleRegion, policy.RuleSeverity,
 		policy.RuleClearance, policy.RuleSensitive, policy.RuleNoTargets, policy.RuleEmailSigned, policy.RuleEmailCrypt,
 		policy.RuleNoUsableKey, policy.RuleWebhookRed, policy.RuleWebhookTLP, policy.RuleInsecure, policy.RuleDisabled,
-		policy.RuleWebhookSign, policy.RuleNoLongerEligible} {
+		policy.RuleWebhookSign, policy.RuleNoLongerEligible, policy.RuleFollowUpNoKey} {
 		assert.True(t, names[r], "rule %s missing from Rules()", r)
 	}
-	assert.Len(t, rules, 21)
+	assert.Len(t, rules, 22)
 }
