@@ -257,15 +257,17 @@ func PolicyOptions(cfg *config.Config) policy.Options {
 
 func (a *App) fanoutWorker() *fanout.Worker {
 	w := &fanout.Worker{
-		Registry:   a.registry,
-		Taxonomy:   taxonomy.Default(),
-		Policy:     PolicyOptions(a.cfg),
-		Deliveries: a.bus.Producer(bus.TopicDeliveries),
-		Receipts:   a.bus.Producer(bus.TopicReceipts),
-		Quarantine: a.bus.Producer(bus.TopicQuarantine),
-		History:    ledger.FromBus(a.bus),
-		Now:        a.now,
-		Log:        a.log.With("role", RoleFanout),
+		Registry:      a.registry,
+		Taxonomy:      taxonomy.Default(),
+		Policy:        PolicyOptions(a.cfg),
+		Deliveries:    a.bus.Producer(bus.TopicDeliveries),
+		Receipts:      a.bus.Producer(bus.TopicReceipts),
+		Quarantine:    a.bus.Producer(bus.TopicQuarantine),
+		History:       ledger.FromBus(a.bus),
+		Authenticate:  a.bus.Authenticate,
+		SecondAnalyst: a.cfg.Release.SecondAnalyst,
+		Now:           a.now,
+		Log:           a.log.With("role", RoleFanout),
 	}
 	jobs := prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_fanout_jobs_total", Help: "Delivery jobs written by the fan-out."})
 	alertsSeen := prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_fanout_alerts_total", Help: "Alerts fanned out."})

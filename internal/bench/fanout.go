@@ -58,22 +58,23 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 	}
 	var jobs atomic.Int64
 	w := &fanout.Worker{
-		Registry:   reg,
-		Taxonomy:   taxonomy.Default(),
-		Policy:     app.PolicyOptions(e.cfg),
-		Deliveries: b.Producer(bus.TopicDeliveries),
-		Receipts:   b.Producer(bus.TopicReceipts),
-		Quarantine: b.Producer(bus.TopicQuarantine),
-		History:    ledger.FromBus(b),
-		Now:        time.Now,
-		Log:        opt.Log.With("role", app.RoleFanout),
-		Observe:    func(_ string, j, _ int) { jobs.Add(int64(j)) },
+		Registry:     reg,
+		Taxonomy:     taxonomy.Default(),
+		Policy:       app.PolicyOptions(e.cfg),
+		Deliveries:   b.Producer(bus.TopicDeliveries),
+		Receipts:     b.Producer(bus.TopicReceipts),
+		Quarantine:   b.Producer(bus.TopicQuarantine),
+		History:      ledger.FromBus(b),
+		Authenticate: b.Authenticate,
+		Now:          time.Now,
+		Log:          opt.Log.With("role", app.RoleFanout),
+		Observe:      func(_ string, j, _ int) { jobs.Add(int64(j)) },
 	}
 
 	// Warm up the producers (metadata, connections) with an alert for one
 	// named partner.
 	warm := newAlert("bench-fanout-warm", []string{"online-platforms"}, []string{"p-000000"})
-	if err := w.Handle(ctx, []kafka.Message{alertMessage(warm)}); err != nil {
+	if err := w.Handle(ctx, []kafka.Message{b.AsWritten(bus.TopicAlerts, alertMessage(warm))}); err != nil {
 		return nil, fmt.Errorf("fan-out: warm-up: %w", err)
 	}
 	jobs.Store(0)
@@ -83,7 +84,7 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 	var last *alerts.Alert
 	for k := range opt.FanoutAlerts {
 		last = newAlert(fmt.Sprintf("bench-fanout-%d", k), []string{fanoutSectors[0]}, nil)
-		msg := alertMessage(last)
+		msg := b.AsWritten(bus.TopicAlerts, alertMessage(last))
 		start := time.Now()
 		if err := w.Handle(ctx, []kafka.Message{msg}); err != nil {
 			return nil, fmt.Errorf("fan-out of %s: %w", last.ID, err)
@@ -111,7 +112,7 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 // one channel after the other, and returns the agency-key signatures each
 // channel's deliveries made.
 func (e *env) signatures(ctx context.Context, w *fanout.Worker, reg *subscribers.Registry, a *alerts.Alert) (map[string]float64, error) {
-	plan, err := w.Plan(ctx, a)
+	plan, err := w.Plan(ctx, a, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fan-out: plan %s again: %w", a.ID, err)
 	}

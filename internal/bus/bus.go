@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -362,4 +363,42 @@ func Header(m kafka.Message, key string) string {
 		}
 	}
 	return ""
+}
+
+// Headers of a record refused by a worker and copied to the quarantine or
+// dead-letter topic.
+const (
+	// HeaderReason is why the record was refused: a fixed word (fanout's
+	// quarantine reasons, delivery's failure reasons).
+	HeaderReason = "reason"
+	// HeaderError is the refusal in words.
+	HeaderError = "error"
+	// HeaderSource is where the record was found: topic/partition/offset.
+	HeaderSource = "source"
+)
+
+// Rejection returns a copy of m, as read, for the quarantine or dead-letter
+// topic: the same key, value and headers, plus reason, error and source.
+// It is the one home of that metadata.
+func Rejection(m kafka.Message, reason string, err error) kafka.Message {
+	hs := make([]kafka.Header, 0, len(m.Headers)+3)
+	hs = append(hs, m.Headers...)
+	hs = append(hs,
+		kafka.Header{Key: HeaderReason, Value: []byte(reason)},
+		kafka.Header{Key: HeaderError, Value: []byte(err.Error())},
+		kafka.Header{Key: HeaderSource, Value: []byte(m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10))},
+	)
+	return kafka.Message{Key: m.Key, Value: m.Value, Headers: hs}
+}
+
+// AsWritten returns m as a reader of topic (given without prefix) would
+// see it once this bus had written it: its Topic set and its herald-auth
+// header added. Benchmarks and tests hand such messages straight to a
+// worker's handler.
+func (b *Bus) AsWritten(topic string, m kafka.Message) kafka.Message {
+	m.Topic = b.Topic(topic)
+	if b.keys != nil {
+		m.Headers = append(slices.Clone(m.Headers), kafka.Header{Key: busauth.Header, Value: []byte(b.keys.Sign(topic, m.Key, m.Value))})
+	}
+	return m
 }

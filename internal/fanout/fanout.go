@@ -1,8 +1,9 @@
 // Package fanout is Herald's fan-out role: it consumes the alerts topic,
-// quarantines anything invalid or forbidden (PRODUCT.md §3 rule 1), applies
-// the dissemination policy to every partner the alert could reach, and
-// writes one delivery job per (alert, partner, target) and one receipt per
-// decision before the alert's offset is committed.
+// quarantines anything Herald did not publish or must not carry (PRODUCT.md
+// §3 rule 1), applies the dissemination policy to every partner the alert
+// could reach, and writes one delivery job per (alert, partner, target) and
+// one receipt per decision before the alert's offset is committed. Decide,
+// its decide step, is also what previews and dry runs show.
 package fanout
 
 import (
@@ -11,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
@@ -29,42 +32,57 @@ type Producer interface {
 	Write(ctx context.Context, msgs ...kafka.Message) error
 }
 
-// History finds earlier alerts in the ledger, for updates and cancels.
+// History finds what the ledger knows of alerts: earlier alerts for
+// updates and cancels, and whether an id was already fanned out.
 type History interface {
 	Lookup(ctx context.Context, ids []string) (map[string]*ledger.Alert, error)
 }
 
 // Quarantine reasons, sent in the "reason" header.
 const (
-	ReasonMalformed  = "malformed"         // not a decodable alert
-	ReasonInvalid    = "invalid"           // fails validation
-	ReasonForbidden  = "forbidden"         // a marking Herald must not carry
-	ReasonUnknownRef = "unknown-reference" // an update or cancel of an alert Herald never fanned out
-	ReasonDowngrade  = "downgrade"         // an update or cancel lowers the marking or TLP
-	ReasonUnissued   = "unattributed"      // no issued_by: not published through Herald
+	ReasonMalformed   = "malformed"         // not a decodable alert
+	ReasonInvalid     = "invalid"           // fails validation
+	ReasonForbidden   = "forbidden"         // a marking Herald must not carry
+	ReasonUnknownRef  = "unknown-reference" // an update or cancel of an alert Herald never fanned out
+	ReasonDowngrade   = "downgrade"         // an update or cancel lowers the marking or TLP
+	ReasonUnissued    = "unattributed"      // not authenticated as written by Herald's publishers
+	ReasonDuplicateID = "duplicate-id"      // another alert was fanned out under this id
+	ReasonUnapproved  = "unapproved"        // needs a second analyst and has no valid approval
 )
 
-// Rule recorded for a named partner that is not registered.
+// RuleUnknownSubscriber is recorded for a named partner that is not
+// registered (deleted between publication and fan-out: publishing refuses
+// unknown names).
 const RuleUnknownSubscriber = "audience.unknown-subscriber"
 
 // Worker is the fan-out role. Set every field before calling Handle.
 type Worker struct {
-	Registry   *subscribers.Registry
-	Taxonomy   alerts.Taxonomy
-	Policy     policy.Options
-	Deliveries Producer
-	Receipts   Producer
-	Quarantine Producer
-	History    History
-	Now        func() time.Time
-	Log        *slog.Logger
+	Registry *subscribers.Registry
+	Taxonomy alerts.Taxonomy
+	Policy   policy.Options
+	// SecondAnalyst is release.second_analyst: alerts at those labels
+	// must carry a second analyst's approval.
+	SecondAnalyst []string
+	Deliveries    Producer
+	Receipts      Producer
+	Quarantine    Producer
+	History       History
+	// Authenticate checks that a message of the alerts topic was written
+	// by one of Herald's publishers (bus.Bus.Authenticate); nil refuses
+	// everything.
+	Authenticate func(kafka.Message) error
+	Now          func() time.Time
+	Log          *slog.Logger
 	// Observe, if set, is told each alert's outcome (for metrics).
 	Observe func(alertID string, jobs, withheld int)
+
+	mu   sync.Mutex
+	seen map[string]string // alert id → digest, of alerts this worker fanned out
 }
 
 // Handle processes a batch from the alerts topic. It returns nil only when
 // every job, receipt and quarantine record of the batch has been written, so
-// the caller may then commit the offsets. An invalid message never fails the
+// the caller may then commit the offsets. A refused message never fails the
 // batch: it is quarantined and the batch goes on.
 func (w *Worker) Handle(ctx context.Context, msgs []kafka.Message) error {
 	for _, m := range msgs {
@@ -83,16 +101,30 @@ type rejection struct {
 
 func (r *rejection) Error() string { return r.reason + ": " + r.err.Error() }
 
+// errAlreadyFannedOut marks the identical alert published again: nothing to
+// do, nothing is sent twice.
+var errAlreadyFannedOut = errors.New("already fanned out")
+
 func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	log := w.Log.With("partition", m.Partition, "offset", m.Offset)
 	a, err := w.ingest(m)
 	var plan *Plan
 	if err == nil {
-		plan, err = w.Plan(ctx, a)
+		err = w.checkIdentity(ctx, a)
+	}
+	if err == nil {
+		plan, err = w.Plan(ctx, a, m.Value)
+	}
+	if errors.Is(err, errAlreadyFannedOut) {
+		log.Info("identical alert published again: nothing to do", "alert", a.ID)
+		return nil
 	}
 	if rej := (*rejection)(nil); errors.As(err, &rej) {
 		log.Warn("alert quarantined", "reason", rej.reason, "error", rej.err)
-		return w.quarantine(ctx, m, rej)
+		if err := w.Quarantine.Write(ctx, bus.Rejection(m, rej.reason, rej.err)); err != nil {
+			return fmt.Errorf("quarantine message at offset %d: %w", m.Offset, err)
+		}
+		return nil
 	}
 	if err != nil {
 		return err
@@ -103,6 +135,7 @@ func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	if err := w.Receipts.Write(ctx, plan.Receipts...); err != nil {
 		return fmt.Errorf("write receipts of alert %s: %w", a.ID, err)
 	}
+	w.remember(a.ID, plan.Digest)
 	log.Info("alert fanned out", "alert", a.ID, "jobs", len(plan.Jobs), "decisions", len(plan.Decisions))
 	if w.Observe != nil {
 		w.Observe(a.ID, len(plan.Jobs), len(plan.Decisions)-len(plan.Jobs))
@@ -110,23 +143,16 @@ func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	return nil
 }
 
-// quarantine copies m to the quarantine topic with the reason in headers.
-func (w *Worker) quarantine(ctx context.Context, m kafka.Message, rej *rejection) error {
-	headers := append(append([]kafka.Header{}, m.Headers...),
-		kafka.Header{Key: "reason", Value: []byte(rej.reason)},
-		kafka.Header{Key: "error", Value: []byte(rej.err.Error())},
-		kafka.Header{Key: "source", Value: []byte(m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10))},
-	)
-	if err := w.Quarantine.Write(ctx, kafka.Message{Key: m.Key, Value: m.Value, Headers: headers}); err != nil {
-		return fmt.Errorf("quarantine message at offset %d: %w", m.Offset, err)
-	}
-	return nil
-}
-
-// ingest decodes and checks one message from the alerts topic. It returns
-// a *rejection for anything that must be quarantined, and another error
-// only when the check itself could not be made (the batch is retried).
+// ingest authenticates, decodes and checks one message from the alerts
+// topic. It returns a *rejection for anything that must be quarantined.
 func (w *Worker) ingest(m kafka.Message) (*alerts.Alert, error) {
+	auth := w.Authenticate
+	if auth == nil {
+		auth = func(kafka.Message) error { return bus.ErrNoKeyring }
+	}
+	if err := auth(m); err != nil {
+		return nil, &rejection{ReasonUnissued, fmt.Errorf("not published by Herald: %w", err)}
+	}
 	a, err := alerts.Decode(m.Value)
 	if err != nil {
 		return nil, &rejection{ReasonMalformed, err}
@@ -135,37 +161,127 @@ func (w *Worker) ingest(m kafka.Message) (*alerts.Alert, error) {
 	if a.Marking != "" && !a.Marking.Valid() {
 		return nil, &rejection{ReasonForbidden, fmt.Errorf("marking %q is not carried by Herald", a.Marking)}
 	}
-	// Validity is judged as of publication: an alert that expired while it
-	// waited is not invalid, and the policy withholds it as expired.
-	at := m.Time
-	if a.IssuedAt != nil {
-		at = *a.IssuedAt
-	}
-	if err := a.Validate(at, w.Taxonomy); err != nil {
-		return nil, &rejection{ReasonInvalid, err}
-	}
-	if a.ID == "" || string(m.Key) != a.ID {
-		return nil, &rejection{ReasonInvalid, fmt.Errorf("message key %q does not match alert id %q", m.Key, a.ID)}
-	}
 	if a.IssuedBy == "" || a.IssuedAt == nil {
 		return nil, &rejection{ReasonUnissued, errors.New("issued_by and issued_at are set by Herald when an analyst publishes; this alert did not come through Herald")}
+	}
+	// Validity is judged as of publication: an alert that expired while it
+	// waited is not invalid, and the policy withholds it as expired.
+	if err := a.Validate(*a.IssuedAt, w.Taxonomy); err != nil {
+		return nil, &rejection{ReasonInvalid, err}
+	}
+	if string(m.Key) != a.ID {
+		return nil, &rejection{ReasonInvalid, fmt.Errorf("message key %q does not match alert id %q", m.Key, a.ID)}
+	}
+	if policy.NeedsRelease(a, w.SecondAnalyst) {
+		switch {
+		case a.ApprovedBy == "" || a.ApprovedAt == nil:
+			return nil, &rejection{ReasonUnapproved, fmt.Errorf("a %s %s alert needs a second analyst's approval (release.second_analyst)", a.TLP.Label(), a.Marking)}
+		case SamePerson(a.ApprovedBy, a.IssuedBy):
+			return nil, &rejection{ReasonUnapproved, fmt.Errorf("approved by its author %s: the second analyst must be someone else", a.IssuedBy)}
+		}
 	}
 	return a, nil
 }
 
+// SamePerson reports whether two actors ("api:alice", "cli:alice") are the
+// same person: the name after the channel. Comparing names, not channels,
+// is the cautious side: an author cannot approve through another channel.
+func SamePerson(x, y string) bool {
+	name := func(s string) string {
+		if _, n, ok := strings.Cut(s, ":"); ok {
+			s = n
+		}
+		return strings.ToLower(strings.TrimSpace(s))
+	}
+	return name(x) == name(y)
+}
+
+// checkIdentity applies "an id names one alert forever": the identical
+// alert already fanned out is errAlreadyFannedOut; another alert under a
+// fanned-out id is a duplicate-id rejection.
+func (w *Worker) checkIdentity(ctx context.Context, a *alerts.Alert) error {
+	digest := a.Digest()
+	w.mu.Lock()
+	prev, ok := w.seen[a.ID]
+	w.mu.Unlock()
+	if !ok {
+		known, err := w.History.Lookup(ctx, []string{a.ID})
+		if err != nil {
+			return fmt.Errorf("look up alert %s in the ledger: %w", a.ID, err)
+		}
+		if k := known[a.ID]; k != nil && !k.FannedOut.IsZero() {
+			prev, ok = k.Digest, true
+		}
+	}
+	switch {
+	case !ok:
+		return nil
+	case prev == digest:
+		return errAlreadyFannedOut
+	default:
+		return &rejection{ReasonDuplicateID, fmt.Errorf("alert %s was already fanned out with other content (%s, this is %s): an id names one alert forever", a.ID, prev, digest)}
+	}
+}
+
+// remember records that this worker fanned out id with digest, so that a
+// second alert under the id in the same batch is caught before the ledger
+// shows the first.
+func (w *Worker) remember(id, digest string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seen == nil || len(w.seen) >= 10_000 {
+		w.seen = make(map[string]string)
+	}
+	w.seen[id] = digest
+}
+
+// Candidates is what Decide needs of the subscriber registry.
+type Candidates interface {
+	Candidates(a *alerts.Alert) (subs []*subscribers.Subscriber, missing []string)
+	Get(id string) *subscribers.Subscriber
+}
+
+// Decide is the fan-out's decide step, and what previews and dry runs
+// show: for every partner the alert could reach (those sharing a sector,
+// those named, and for an update or cancel every partner that received an
+// alert it references), the policy's decision for each target, with rule 7
+// applied; a named partner that is not registered gets a withhold row.
+// Every other partner is outside the audience by rule 2 and has no row.
+func Decide(a *alerts.Alert, reg Candidates, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) []policy.Decision {
+	cands, missing := reg.Candidates(a)
+	if len(prior) > 0 {
+		cands = addPriorRecipients(reg, cands, prior)
+	}
+	var ds []policy.Decision
+	for _, s := range cands {
+		ds = policy.Append(ds, a, s, now, opt)
+	}
+	if len(prior) > 0 {
+		ds = policy.FollowUp(ds, ledger.ReceivedAny(prior))
+	}
+	for _, id := range missing {
+		ds = append(ds, policy.Decision{
+			Subscriber: id, Decision: delivery.Withhold, Rule: RuleUnknownSubscriber,
+			Reason: "named in audience.subscribers but not registered",
+		})
+	}
+	return ds
+}
+
 // Plan is what the fan-out writes for one alert.
 type Plan struct {
+	Digest    string
 	Decisions []policy.Decision
 	Jobs      []kafka.Message
 	Receipts  []kafka.Message
 }
 
 // Plan decides, for every partner the alert could reach, what each target
-// gets, and builds the jobs and receipts to write. Updates and cancels also
-// reach every target that received the alerts they reference (rule 7).
-func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
+// gets (Decide), and builds the jobs and receipts to write. raw is the
+// alert exactly as published: every job carries those bytes (nil encodes
+// a).
+func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, error) {
 	now := w.Now()
-	cands, missing := w.Registry.Candidates(a)
 	var prior map[string]*ledger.Alert
 	if len(a.References) > 0 {
 		var err error
@@ -182,38 +298,27 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 			}
 			return nil, &rejection{reason, &alerts.ValidationError{What: "invalid " + string(a.Type), Fields: errs}}
 		}
-		cands = addPriorRecipients(w.Registry, cands, prior)
 	}
-	received := ledger.ReceivedAny(prior)
-	plan := &Plan{}
-	for _, s := range cands {
-		ds := policy.Evaluate(a, s, now, w.Policy)
-		if len(prior) > 0 {
-			ds = policy.FollowUp(ds, received)
+	if raw == nil {
+		var err error
+		if raw, err = json.Marshal(a); err != nil {
+			return nil, fmt.Errorf("encode alert %s: %w", a.ID, err)
 		}
-		plan.Decisions = append(plan.Decisions, ds...)
 	}
-	for _, id := range missing {
-		plan.Decisions = append(plan.Decisions, policy.Decision{
-			Subscriber: id, Decision: delivery.Withhold, Rule: RuleUnknownSubscriber,
-			Reason: "named in audience.subscribers but not registered",
-		})
-	}
-	alertReceipt := delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: now, Type: a.Type, TLP: a.TLP,
-		Marking: a.Marking, References: a.References, IssuedBy: a.IssuedBy}
-	plan.Receipts = append(plan.Receipts, ReceiptMessage(alertReceipt))
-	// Every job carries the same alert: encode it once, not once per job.
-	alertJSON, err := json.Marshal(a)
-	if err != nil {
-		return nil, fmt.Errorf("encode alert %s: %w", a.ID, err)
-	}
+	plan := &Plan{Digest: a.Digest(), Decisions: Decide(a, w.Registry, prior, now, w.Policy)}
+	plan.Receipts = append(plan.Receipts, ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: now,
+		Type: a.Type, TLP: a.TLP, Marking: a.Marking, References: a.References, IssuedBy: a.IssuedBy,
+		ApprovedBy: a.ApprovedBy, Title: a.Title, Digest: plan.Digest}))
 	for _, d := range plan.Decisions {
 		r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, Subscriber: d.Subscriber, Channel: d.Channel,
 			Target: d.Target, Decision: d.Decision, Mode: d.Mode, Rule: d.Rule, Reason: d.Reason, At: now}
 		if d.Decision != delivery.Withhold {
 			r.DeliveryID = delivery.ID(a.ID, d.Subscriber, d.Target)
-			job := delivery.Job{ID: r.DeliveryID, AlertJSON: alertJSON, Subscriber: d.Subscriber, Channel: d.Channel,
+			job := delivery.Job{ID: r.DeliveryID, AlertJSON: raw, Subscriber: d.Subscriber, Channel: d.Channel,
 				Target: d.Target, Mode: d.Mode}
+			if d.Mode == delivery.ModeCancelNotice || d.Mode == delivery.ModeFollowUpKeyNotice {
+				job.Held = held(prior, d.Subscriber, d.Target)
+			}
 			if a.NotBefore != nil && a.NotBefore.After(now) {
 				job.NotBefore = *a.NotBefore
 			}
@@ -228,9 +333,28 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert) (*Plan, error) {
 	return plan, nil
 }
 
+// held lists the referenced alerts the target received, for a notice
+// naming them: the title only when that alert went out in the clear, so a
+// notice never shows what the target only ever received encrypted.
+func held(prior map[string]*ledger.Alert, subscriber, target string) []delivery.Held {
+	var out []delivery.Held
+	for _, p := range prior {
+		if !p.Received(subscriber, target) {
+			continue
+		}
+		h := delivery.Held{ID: p.ID}
+		if !(&alerts.Alert{TLP: p.TLP, Marking: p.Marking}).MustEncrypt() {
+			h.Title = p.Title
+		}
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(x, y delivery.Held) int { return strings.Compare(x.ID, y.ID) })
+	return out
+}
+
 // addPriorRecipients adds to cands every registered partner that received
 // one of the prior alerts and is not already a candidate.
-func addPriorRecipients(reg *subscribers.Registry, cands []*subscribers.Subscriber, prior map[string]*ledger.Alert) []*subscribers.Subscriber {
+func addPriorRecipients(reg Candidates, cands []*subscribers.Subscriber, prior map[string]*ledger.Alert) []*subscribers.Subscriber {
 	have := make(map[string]bool, len(cands))
 	for _, s := range cands {
 		have[s.ID] = true

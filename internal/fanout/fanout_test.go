@@ -1,6 +1,7 @@
 package fanout_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
@@ -53,10 +55,12 @@ func alert(id string, mut func(*alerts.Alert)) *alerts.Alert {
 	return a
 }
 
-func msg(t *testing.T, a *alerts.Alert) kafka.Message {
+// msg is a as the fan-out reads it from the alerts topic, written by one of
+// Herald's publishers.
+func (e *env) msg(t *testing.T, a *alerts.Alert) kafka.Message {
 	v, err := json.Marshal(a)
 	require.NoError(t, err)
-	return kafka.Message{Topic: "herald.alerts", Key: []byte(a.ID), Value: v, Time: now}
+	return e.bus.AsWritten(bus.TopicAlerts, kafka.Message{Key: []byte(a.ID), Value: v, Time: now})
 }
 
 type env struct {
@@ -74,8 +78,9 @@ func setup(t *testing.T) *env {
 	return &env{bus: b, reg: reg, w: &fanout.Worker{
 		Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
 		Deliveries: b.Producer(bus.TopicDeliveries), Receipts: b.Producer(bus.TopicReceipts),
-		Quarantine: b.Producer(bus.TopicQuarantine), History: ledger.FromBus(b),
-		Now: func() time.Time { return now }, Log: slog.New(slog.DiscardHandler),
+		Quarantine: b.Producer(bus.TopicQuarantine), History: ledger.FromBus(b), Authenticate: b.Authenticate,
+		SecondAnalyst: []string{"AMBER", "AMBER+STRICT", "RED", "OFFICIAL-SENSITIVE"},
+		Now:           func() time.Time { return now }, Log: slog.New(slog.DiscardHandler),
 	}}
 }
 
@@ -105,7 +110,7 @@ func TestFanOutWritesJobsAndReceipts(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	a := alert("a1", nil)
-	require.NoError(t, e.w.Handle(ctx, []kafka.Message{msg(t, a)}))
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, a)}))
 
 	jobs := e.jobs(t)
 	got := map[string]string{}
@@ -136,12 +141,12 @@ func TestBadMessagesAreQuarantinedAndTheBatchGoesOn(t *testing.T) {
 	secretAlert := alert("s1", func(a *alerts.Alert) { a.Marking = "SECRET" })
 	unattributed := alert("u1", func(a *alerts.Alert) { a.IssuedBy = "" })
 	badSector := alert("b1", func(a *alerts.Alert) { a.Audience.Sectors = []string{"piracy"} })
-	wrongKey := msg(t, alert("k1", nil))
-	wrongKey.Key = []byte("other")
+	k1 := e.msg(t, alert("k1", nil))
+	wrongKey := e.bus.AsWritten(bus.TopicAlerts, kafka.Message{Key: []byte("other"), Value: k1.Value})
 	batch := []kafka.Message{
-		{Key: []byte("junk"), Value: []byte("{not json")},
-		msg(t, secretAlert), msg(t, unattributed), msg(t, badSector), wrongKey,
-		msg(t, alert("good", nil)),
+		e.bus.AsWritten(bus.TopicAlerts, kafka.Message{Key: []byte("junk"), Value: []byte("{not json")}),
+		e.msg(t, secretAlert), e.msg(t, unattributed), e.msg(t, badSector), wrongKey,
+		e.msg(t, alert("good", nil)),
 	}
 	require.NoError(t, e.w.Handle(ctx, batch))
 	require.Equal(t, map[string]string{
@@ -157,33 +162,45 @@ func TestBadMessagesAreQuarantinedAndTheBatchGoesOn(t *testing.T) {
 func TestUpdateReachesPriorRecipientsAndNoticesTheIneligible(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	require.NoError(t, e.w.Handle(ctx, []kafka.Message{msg(t, alert("orig", nil))}))
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, alert("orig", nil))}))
 	// The update narrows the audience to financial services and raises the
 	// TLP: the hotel, which had the original, is no longer eligible.
 	upd := alert("upd", func(a *alerts.Alert) {
 		a.Type, a.References, a.TLP = alerts.TypeUpdate, []string{"orig"}, alerts.TLPAmber
 		a.Audience.Sectors = []string{"financial-services"}
+		a.ApprovedBy, a.ApprovedAt = "api:bob", &now
 	})
-	require.NoError(t, e.w.Handle(ctx, []kafka.Message{msg(t, upd)}))
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, upd)}))
 	modes := map[string]string{}
+	held := map[string][]delivery.Held{}
 	for _, j := range e.jobs(t) {
 		if j.Alert.ID == "upd" {
 			modes[j.Subscriber+" "+j.Target] = j.Mode
+			held[j.Subscriber+" "+j.Target] = j.Held
 		}
 	}
 	require.Equal(t, map[string]string{
-		"bank fc@bank.example":              delivery.ModeKeyNotice, // AMBER needs encryption; no key
+		// AMBER needs encryption and the address has no key: it had the
+		// original, so it learns that the alert it holds was updated.
+		"bank fc@bank.example":              delivery.ModeFollowUpKeyNotice,
 		"bank https://hooks.bank.example/h": delivery.ModeSigned,
 		"hotel sec@hotel.example":           delivery.ModeCancelNotice,
 	}, modes)
+	// The notices name the alert each target holds, with the title it
+	// received in the clear (the original was GREEN).
+	orig := []delivery.Held{{ID: "orig", Title: "Forced labour indicators"}}
+	require.Equal(t, orig, held["bank fc@bank.example"])
+	require.Equal(t, orig, held["hotel sec@hotel.example"])
+	require.Nil(t, held["bank https://hooks.bank.example/h"], "content goes: no notice")
 
 	// An update that lowers the TLP, or references an unknown alert, is
 	// quarantined.
 	down := alert("down", func(a *alerts.Alert) {
 		a.Type, a.References, a.TLP = alerts.TypeUpdate, []string{"upd"}, alerts.TLPGreen
 	})
+	require.NoError(t, e.w.Handle(ctx, nil))
 	ghost := alert("ghost", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"never-sent"} })
-	require.NoError(t, e.w.Handle(ctx, []kafka.Message{msg(t, down), msg(t, ghost)}))
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, down), e.msg(t, ghost)}))
 	require.Equal(t, map[string]string{"down": fanout.ReasonDowngrade, "ghost": fanout.ReasonUnknownRef}, e.quarantined(t))
 }
 
@@ -195,7 +212,7 @@ func TestNotBeforeIsCarriedAndNamedUnknownRecorded(t *testing.T) {
 		a.NotBefore = &later
 		a.Audience = alerts.Audience{Subscribers: []string{"farm", "nobody"}}
 	})
-	require.NoError(t, e.w.Handle(ctx, []kafka.Message{msg(t, a)}))
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, a)}))
 	jobs := e.jobs(t)
 	require.Len(t, jobs, 1)
 	require.Equal(t, "farm", jobs[0].Subscriber, "a named partner is in the audience whatever its sectors")
@@ -207,4 +224,87 @@ func TestNotBeforeIsCarriedAndNamedUnknownRecorded(t *testing.T) {
 		rules = append(rules, en.Subscriber+":"+en.Rule)
 	}
 	require.ElementsMatch(t, []string{"farm:email.signed", "nobody:" + fanout.RuleUnknownSubscriber}, rules)
+}
+
+// TestOnlyHeraldsPublishersReachPartners: an alert any other Kafka client
+// wrote — unsigned, signed with another key, or a real alert replayed under
+// another key — is quarantined as unattributed and nothing is delivered.
+func TestOnlyHeraldsPublishersReachPartners(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	good := e.msg(t, alert("x1", nil))
+	unsigned := kafka.Message{Topic: good.Topic, Key: good.Key, Value: good.Value, Time: now}
+	other, err := busauth.New(bytes.Repeat([]byte{7}, busauth.KeySize))
+	require.NoError(t, err)
+	forged := unsigned
+	forged.Headers = []kafka.Header{{Key: busauth.Header, Value: []byte(other.Sign(bus.TopicAlerts, good.Key, good.Value))}}
+	tampered := good
+	tampered.Value = bytes.Replace(good.Value, []byte("Forced labour"), []byte("Forged labour"), 1)
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{unsigned, forged, tampered}))
+	require.Empty(t, e.jobs(t), "nothing is delivered")
+	n := 0
+	require.NoError(t, e.bus.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
+		n++
+		require.Equal(t, fanout.ReasonUnissued, bus.Header(m, bus.HeaderReason))
+		require.NoError(t, e.bus.Authenticate(m), "the quarantine record itself is Herald's")
+		return nil
+	}))
+	require.Equal(t, 3, n)
+	found, err := ledger.FromBus(e.bus).Lookup(ctx, []string{"x1"})
+	require.NoError(t, err)
+	require.Empty(t, found, "no receipt: the alert was never fanned out")
+}
+
+// TestAnIDIsOneAlertForever: the identical alert again is a no-op; another
+// alert under a fanned-out id is quarantined as duplicate-id, in the same
+// batch or later.
+func TestAnIDIsOneAlertForever(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	amber := alert("op-reuse-7", func(a *alerts.Alert) {
+		a.TLP, a.Title = alerts.TLPAmber, "AMBER text: named suspects"
+		a.ApprovedBy, a.ApprovedAt = "api:bob", &now
+	})
+	again := alert("op-reuse-7", func(a *alerts.Alert) {
+		a.TLP, a.Title = alerts.TLPAmber, "AMBER text: named suspects"
+		a.IssuedBy, a.ApprovedBy, a.ApprovedAt = "cli:carol", "api:dave", &now // restamped: the same content
+	})
+	green := alert("op-reuse-7", func(a *alerts.Alert) { a.Title = "GREEN text" })
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, amber), e.msg(t, green), e.msg(t, again)}))
+	first := e.jobs(t)
+	require.NotEmpty(t, first)
+	for _, j := range first {
+		require.Contains(t, j.Alert.Title, "AMBER")
+	}
+	// A new worker (after a restart or a rebalance) finds the first in the
+	// ledger.
+	w1 := e.w
+	w2 := &fanout.Worker{Registry: e.reg, Taxonomy: w1.Taxonomy, Policy: w1.Policy, SecondAnalyst: w1.SecondAnalyst,
+		Deliveries: w1.Deliveries, Receipts: w1.Receipts, Quarantine: w1.Quarantine, History: w1.History,
+		Authenticate: w1.Authenticate, Now: w1.Now, Log: w1.Log}
+	require.NoError(t, w2.Handle(ctx, []kafka.Message{e.msg(t, green), e.msg(t, again)}))
+	require.Len(t, e.jobs(t), len(first), "nothing is sent twice, and nothing of the GREEN alert")
+	var reasons []string
+	require.NoError(t, e.bus.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
+		reasons = append(reasons, string(m.Key)+":"+bus.Header(m, bus.HeaderReason))
+		return nil
+	}))
+	require.Equal(t, []string{"op-reuse-7:duplicate-id", "op-reuse-7:duplicate-id"}, reasons)
+}
+
+// TestSensitiveAlertsNeedASecondAnalyst: an AMBER alert without an
+// approval, or approved by its author, never reaches partners.
+func TestSensitiveAlertsNeedASecondAnalyst(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	none := alert("amber-1", func(a *alerts.Alert) { a.TLP = alerts.TLPAmber })
+	self := alert("amber-2", func(a *alerts.Alert) { a.TLP = alerts.TLPAmber; a.ApprovedBy, a.ApprovedAt = "cli:Alice", &now })
+	sensitive := alert("os-1", func(a *alerts.Alert) { a.Marking = alerts.MarkingOfficialSensitive })
+	ok := alert("amber-3", func(a *alerts.Alert) { a.TLP = alerts.TLPAmber; a.ApprovedBy, a.ApprovedAt = "api:bob", &now })
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, none), e.msg(t, self), e.msg(t, sensitive), e.msg(t, ok)}))
+	require.Equal(t, map[string]string{"amber-1": fanout.ReasonUnapproved, "amber-2": fanout.ReasonUnapproved,
+		"os-1": fanout.ReasonUnapproved}, e.quarantined(t))
+	for _, j := range e.jobs(t) {
+		require.Equal(t, "amber-3", j.Alert.ID)
+	}
 }
