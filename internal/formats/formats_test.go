@@ -164,6 +164,7 @@ type renderer struct {
 
 var renderers = []renderer{
 	{"stix", "json", formats.STIX},
+	{"misp", "json", formats.MISP},
 }
 
 func goldenPath(c renderCase, r renderer) string {
