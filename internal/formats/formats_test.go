@@ -165,6 +165,7 @@ type renderer struct {
 var renderers = []renderer{
 	{"stix", "json", formats.STIX},
 	{"misp", "json", formats.MISP},
+	{"cap", "xml", formats.CAP},
 }
 
 func goldenPath(c renderCase, r renderer) string {
@@ -242,6 +243,18 @@ func TestContextErrors(t *testing.T) {
 			})
 		}
 	}
+	t.Run("cap sender", func(t *testing.T) {
+		for _, s := range []string{"", "alerts desk@nca.example", "a,b", "a<b", "a&b"} {
+			_, err := formats.CAP(rootAlert(), formats.Context{Agency: agency, Sender: s})
+			require.ErrorContains(t, err, "context.sender:", "sender %q", s)
+		}
+	})
+	t.Run("cap reference without its time", func(t *testing.T) {
+		c := cases()[1]
+		c.ctx.References = nil
+		_, err := formats.CAP(c.a, c.ctx)
+		require.ErrorContains(t, err, "references[0]:")
+	})
 }
 
 func TestFormats(t *testing.T) {
