@@ -172,6 +172,16 @@ func goldenPath(c renderCase, r renderer) string {
 	return filepath.Join("testdata", "golden", c.name+"."+r.name+"."+r.ext)
 }
 
+// rendererNamed returns the renderer of one format.
+func rendererNamed(name string) renderer {
+	for _, r := range renderers {
+		if r.name == name {
+			return r
+		}
+	}
+	panic("no renderer " + name)
+}
+
 // TestGolden renders every case in every format and compares the bytes
 // with testdata/golden (go test -update rewrites them).
 func TestGolden(t *testing.T) {
