@@ -322,3 +322,52 @@ func (s *Subscriber) SharesSector(sectors []string) bool {
 	}
 	return false
 }
+
+// RedactURL returns a webhook URL as analysts see it (PRODUCT.md §4): its
+// scheme, host and path, without credentials, query or fragment, which may
+// carry a partner's token. Anything that is not a URL comes back as
+// "(unparsable url)".
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return "(unparsable url)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// RedactTarget returns a delivery target as analysts see it: an email
+// address as it is, a webhook URL through RedactURL.
+func RedactTarget(target string) string {
+	if strings.Contains(target, "://") {
+		return RedactURL(target)
+	}
+	return target
+}
+
+// Changed names the fields (JSON names) in which next differs from prev,
+// sorted, for the audit trail: names only, never values, which may be keys
+// or secrets. A nil prev gives every field next sets.
+func Changed(prev, next *Subscriber) []string {
+	fields := func(s *Subscriber) map[string]json.RawMessage {
+		m := map[string]json.RawMessage{}
+		if s != nil {
+			b, _ := json.Marshal(s) // a Subscriber always encodes
+			_ = json.Unmarshal(b, &m)
+		}
+		return m
+	}
+	a, b := fields(prev), fields(next)
+	var out []string
+	for k, v := range b {
+		if w, ok := a[k]; !ok || string(w) != string(v) {
+			out = append(out, k)
+		}
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,34 +1,48 @@
 package api
 
 import (
-	"context"
+	"bytes"
+	"slices"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/publish"
+	"github.com/herald-alerts/herald/subscribers"
 )
 
-// errUnavailable marks a failure of a dependency (Kafka, the ledger):
-// the request was fine and may be tried again.
-var errUnavailable = errors.New("service unavailable")
-
-// PublishResponse is the 202 answer to POST /v1/alerts.
+// PublishResponse is the 202 answer to POST /v1/alerts and the 200 answer
+// to approve and reject.
 type PublishResponse struct {
 	ID        string `json:"id"`
 	StatusURL string `json:"status_url"`
+	// State is published or pending (waiting for a second analyst), or,
+	// for the identical alert already held, its state.
+	State string `json:"state"`
+	// Digest identifies the alert's content: an approval is bound to it.
+	Digest string `json:"digest"`
+	// Unchanged says the identical alert was already held: nothing was
+	// written and nothing is sent twice.
+	Unchanged bool      `json:"unchanged,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // PreviewResponse is the answer to POST /v1/alerts/preview: the alert as
-// it would be published and the policy's decision for every target.
+// it would be published, the policy's decision for every target of every
+// partner in the audience, and whether it needs a second analyst.
 type PreviewResponse struct {
-	Alert     *alerts.Alert     `json:"alert"`
-	Decisions []policy.Decision `json:"decisions"`
-	Counts    map[string]int    `json:"counts"`
+	Alert        *alerts.Alert     `json:"alert"`
+	Digest       string            `json:"digest"`
+	NeedsRelease bool              `json:"needs_release"`
+	Decisions    []policy.Decision `json:"decisions"`
+	Counts       map[string]int    `json:"counts"`
 }
 
 // AlertStatus is the answer to GET /v1/alerts/{id}.
@@ -37,10 +51,13 @@ type AlertStatus struct {
 	Type       alerts.Type    `json:"type"`
 	TLP        alerts.TLP     `json:"tlp"`
 	Marking    alerts.Marking `json:"marking"`
+	Title      string         `json:"title,omitempty"`
 	References []string       `json:"references,omitempty"`
 	IssuedBy   string         `json:"issued_by"`
+	ApprovedBy string         `json:"approved_by,omitempty"`
 	FannedOut  time.Time      `json:"fanned_out,omitzero"`
 	Counts     map[string]int `json:"counts"`
+	Acks       []ledger.Ack   `json:"acks,omitempty"`
 	Done       bool           `json:"done"`
 }
 
@@ -51,119 +68,170 @@ type Deliveries struct {
 	Done       bool           `json:"done"`
 	Counts     map[string]int `json:"counts"`
 	Deliveries []ledger.Entry `json:"deliveries"`
+	Acks       []ledger.Ack   `json:"acks,omitempty"`
 }
 
-// prepare decodes, normalises, stamps and validates the alert in the
-// request, checking what an update or cancel references. It answers the
-// request itself and returns nil when the alert cannot go on. For an
-// update or cancel it also returns what the ledger knows of the referenced
-// alerts.
-func (h *handler) prepare(w http.ResponseWriter, r *http.Request) (*alerts.Alert, map[string]*ledger.Alert) {
+// actor names the analyst behind a request, as issued_by and the audit
+// trail record it.
+func actor(r *http.Request) string { return "api:" + caller(r).name }
+
+// decodeAlert reads the alert in the request body. It answers the request
+// itself and returns nil when the body is not an alert.
+func decodeAlert(w http.ResponseWriter, r *http.Request) *alerts.Alert {
 	body, err := readBody(w, r, MaxAlertBytes)
 	if err != nil {
-		return nil, nil
+		return nil
 	}
 	a, err := alerts.Decode(body)
 	if err != nil {
 		writeDecodeError(w, "alert", err)
-		return nil, nil
+		return nil
 	}
-	now := h.now().UTC()
-	a.Normalize()
-	a.IssuedBy = "api:" + caller(r).name
-	at := now.Truncate(time.Millisecond)
-	a.IssuedAt = &at
-	if a.ID == "" {
-		a.ID = alerts.NewID(now)
-	}
-	v := &alerts.ValidationError{What: "invalid alert"}
-	var verr *alerts.ValidationError
-	if err := a.Validate(now, h.Taxonomy); errors.As(err, &verr) {
-		v.Fields = append(v.Fields, verr.Fields...)
-	}
-	known, err := h.checkReferences(r.Context(), a, v)
-	if err != nil {
-		h.log.Error("check alert references", "alert", a.ID, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "cannot check the referenced alerts now; try again", nil)
-		return nil, nil
-	}
-	if err := v.Err(); err != nil {
-		writeInvalid(w, err)
-		return nil, nil
-	}
-	return a, known
+	return a
 }
 
-// checkReferences applies rule 7 of PRODUCT.md §3 to an update or cancel:
-// every alert it references must have been fanned out, and its marking and
-// TLP may not be lower. Problems are added to v; the error is for a ledger
-// that cannot be read. It returns what the ledger knows of the references.
-func (h *handler) checkReferences(ctx context.Context, a *alerts.Alert, v *alerts.ValidationError) (map[string]*ledger.Alert, error) {
-	if a.Type != alerts.TypeUpdate && a.Type != alerts.TypeCancel {
-		return nil, nil
+// writePublishError answers an error of the publisher: 422 naming the
+// fields, 409 for a used id or an alert not waiting, 403 for the author
+// approving, 404, or 503.
+func (h *handler) writePublishError(w http.ResponseWriter, r *http.Request, err error) {
+	var v *alerts.ValidationError
+	var conflict *publish.ConflictError
+	switch {
+	case errors.As(err, &v):
+		writeInvalid(w, err)
+	case errors.As(err, &conflict):
+		writeError(w, http.StatusConflict, "an id names one alert forever", []alerts.FieldError{{Field: "id", Message: conflict.Error()}})
+	case errors.Is(err, publish.ErrSelfApproval):
+		writeError(w, http.StatusForbidden, err.Error(), nil)
+	case errors.Is(err, publish.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error(), nil)
+	case errors.Is(err, publish.ErrNotPending):
+		writeError(w, http.StatusConflict, err.Error(), nil)
+	default:
+		h.log.Error("publish", "route", r.Pattern, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the request could not be completed; nothing was sent; try again", nil)
 	}
-	var ids []string
-	for _, ref := range a.References {
-		if alerts.ValidID(ref) && ref != a.ID {
-			ids = append(ids, ref)
-		}
+}
+
+func (h *handler) publisher(w http.ResponseWriter) *publish.Publisher {
+	if h.Publisher == nil {
+		writeError(w, http.StatusServiceUnavailable, "publishing is not available on this server", nil)
 	}
-	if len(ids) == 0 {
-		return nil, nil // Validate has named the bad references
-	}
-	if h.Ledger == nil {
-		return nil, fmt.Errorf("no ledger: %w", errUnavailable)
-	}
-	known, err := h.Ledger.Lookup(ctx, ids)
-	if err != nil {
-		return nil, fmt.Errorf("look up %d referenced alerts: %w", len(ids), err)
-	}
-	v.Fields = append(v.Fields, ledger.CheckReferences(a, known)...)
-	return known, nil
+	return h.Publisher
+}
+
+func publishResponse(res *publish.Result) PublishResponse {
+	return PublishResponse{ID: res.ID, StatusURL: "/v1/alerts/" + res.ID, State: res.State, Digest: res.Digest,
+		Unchanged: res.Unchanged, ExpiresAt: res.ExpiresAt}
 }
 
 // publish handles POST /v1/alerts.
 func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
-	a, _ := h.prepare(w, r)
-	if a == nil {
+	a := decodeAlert(w, r)
+	p := h.publisher(w)
+	if a == nil || p == nil {
 		return
 	}
-	if h.Publisher == nil {
-		writeError(w, http.StatusServiceUnavailable, "publishing is not available on this server", nil)
+	res, err := p.Publish(r.Context(), a, actor(r))
+	if err != nil {
+		h.writePublishError(w, r, err)
 		return
 	}
-	if err := h.Publisher.Publish(r.Context(), a); err != nil {
-		h.log.Error("publish alert", "alert", a.ID, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the alert could not be published; nothing was sent; try again", nil)
-		return
-	}
-	h.log.Info("alert published", "alert", a.ID, "type", a.Type, "tlp", a.TLP, "issued_by", a.IssuedBy)
-	status := "/v1/alerts/" + a.ID
-	w.Header().Set("Location", status)
-	writeJSON(w, http.StatusAccepted, PublishResponse{ID: a.ID, StatusURL: status})
+	h.log.Info("alert published", "alert", res.ID, "state", res.State, "unchanged", res.Unchanged, "tlp", a.TLP, "issued_by", a.IssuedBy)
+	w.Header().Set("Location", "/v1/alerts/"+res.ID)
+	writeJSON(w, http.StatusAccepted, publishResponse(res))
 }
 
 // preview handles POST /v1/alerts/preview: the same checks as publish,
 // then the decision table; nothing is published. The id it assigns is
-// returned so that publishing the previewed alert keeps it.
+// returned so that publishing the previewed alert keeps it, and the digest
+// so that its approval is bound to what was previewed.
 func (h *handler) preview(w http.ResponseWriter, r *http.Request) {
-	a, prior := h.prepare(w, r)
-	if a == nil {
+	a := decodeAlert(w, r)
+	p := h.publisher(w)
+	if a == nil || p == nil {
 		return
 	}
-	if h.Preview == nil {
+	prep, err := p.Prepare(r.Context(), a, actor(r))
+	if err != nil {
+		h.writePublishError(w, r, err)
+		return
+	}
+	if h.Decide == nil {
 		writeError(w, http.StatusServiceUnavailable, "preview is not available on this server", nil)
 		return
 	}
-	ds := h.Preview(a, prior, h.now())
+	ds := h.Decide(a, prep.Prior, h.now())
 	if ds == nil {
 		ds = []policy.Decision{}
 	}
 	counts := map[string]int{delivery.Deliver: 0, delivery.Notice: 0, delivery.Withhold: 0}
-	for _, d := range ds {
-		counts[d.Decision]++
+	for i := range ds {
+		counts[ds[i].Decision]++
 	}
-	writeJSON(w, http.StatusOK, PreviewResponse{Alert: a, Decisions: ds, Counts: counts})
+	writeJSON(w, http.StatusOK, PreviewResponse{Alert: a, Digest: a.Digest(), NeedsRelease: prep.NeedsRelease,
+		Decisions: viewDecisions(r, ds), Counts: counts})
+}
+
+// releaseRequest is the body of approve and reject: the digest of what the
+// second analyst saw, and a rejection's reason.
+type releaseRequest struct {
+	Digest string `json:"digest,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// decodeRelease reads an optional JSON body of approve or reject.
+func decodeRelease(w http.ResponseWriter, r *http.Request) (releaseRequest, bool) {
+	var req releaseRequest
+	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
+		return req, true
+	}
+	body, err := readBody(w, r, 16<<10)
+	if err != nil {
+		return req, false
+	}
+	if len(body) == 0 {
+		return req, true
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeDecodeError(w, "request", err)
+		return req, false
+	}
+	return req, true
+}
+
+// approve handles POST /v1/alerts/{id}/approve.
+func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
+	req, ok := decodeRelease(w, r)
+	p := h.publisher(w)
+	if !ok || p == nil {
+		return
+	}
+	res, err := p.Approve(r.Context(), r.PathValue("id"), actor(r), req.Digest)
+	if err != nil {
+		h.writePublishError(w, r, err)
+		return
+	}
+	h.log.Info("alert approved", "alert", res.ID, "approved_by", actor(r))
+	writeJSON(w, http.StatusOK, publishResponse(res))
+}
+
+// reject handles POST /v1/alerts/{id}/reject.
+func (h *handler) reject(w http.ResponseWriter, r *http.Request) {
+	req, ok := decodeRelease(w, r)
+	p := h.publisher(w)
+	if !ok || p == nil {
+		return
+	}
+	res, err := p.Reject(r.Context(), r.PathValue("id"), actor(r), req.Reason, req.Digest)
+	if err != nil {
+		h.writePublishError(w, r, err)
+		return
+	}
+	h.log.Info("alert rejected", "alert", res.ID, "rejected_by", actor(r))
+	writeJSON(w, http.StatusOK, publishResponse(res))
 }
 
 // lookup returns the ledger's view of the alert named in the path, or
@@ -186,10 +254,20 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) *ledger.Alert {
 	}
 	a := known[id]
 	if a == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, or was published moments ago and the fan-out has not reached it yet", id), nil)
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
 		return nil
 	}
 	return a
+}
+
+// acks returns an alert's acknowledgements, oldest first.
+func acks(a *ledger.Alert) []ledger.Ack {
+	out := make([]ledger.Ack, 0, len(a.Acks))
+	for _, k := range a.Acks {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(x, y ledger.Ack) int { return x.At.Compare(y.At) })
+	return out
 }
 
 // alertStatus handles GET /v1/alerts/{id}.
@@ -199,8 +277,9 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, AlertStatus{
-		ID: a.ID, Type: a.Type, TLP: a.TLP, Marking: a.Marking, References: a.References,
-		IssuedBy: a.IssuedBy, FannedOut: a.FannedOut, Counts: a.Counts(), Done: a.Done(),
+		ID: a.ID, Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
+		IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, FannedOut: a.FannedOut, Counts: a.Counts(),
+		Acks: acks(a), Done: a.Done(),
 	})
 }
 
@@ -210,5 +289,29 @@ func (h *handler) deliveries(w http.ResponseWriter, r *http.Request) {
 	if a == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, Done: a.Done(), Counts: a.Counts(), Deliveries: a.Entries()})
+	entries := a.Entries()
+	if caller(r).role != config.RoleAdmin {
+		for i := range entries {
+			entries[i].Target = subscribers.RedactTarget(entries[i].Target)
+		}
+	}
+	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, Done: a.Done(), Counts: a.Counts(), Deliveries: entries, Acks: acks(a)})
 }
+
+// viewDecisions returns ds as the caller may see them: analysts see
+// webhook URLs without credentials, query or fragment (PRODUCT.md §4).
+func viewDecisions(r *http.Request, ds []policy.Decision) []policy.Decision {
+	if caller(r).role == config.RoleAdmin {
+		return ds
+	}
+	out := make([]policy.Decision, len(ds))
+	for i, d := range ds {
+		d.Target = subscribers.RedactTarget(d.Target)
+		out[i] = d
+	}
+	return out
+}
+
+// Decider is the decide step previews show: fanout.Decide over the live
+// registry.
+type Decider func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision

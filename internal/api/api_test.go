@@ -115,7 +115,7 @@ func TestPublish(t *testing.T) {
 	assert.Equal(t, "/v1/alerts/"+pr.ID, pr.StatusURL)
 	assert.Equal(t, pr.StatusURL, resp.Header.Get("Location"))
 
-	got := e.pub.published()
+	got := e.published()
 	require.Len(t, got, 1)
 	a := got[0]
 	assert.Equal(t, pr.ID, a.ID)
@@ -134,7 +134,7 @@ func TestPublishIgnoresSuppliedIssuerAndKeepsID(t *testing.T) {
 	body := strings.Replace(validAlert, `"title"`, `"id": "NCA-2026-0042", "issued_by": "api:mallory", "issued_at": "2020-01-01T00:00:00Z", "title"`, 1)
 	resp, out := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: body})
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", out)
-	got := e.pub.published()
+	got := e.published()
 	require.Len(t, got, 1)
 	assert.Equal(t, "NCA-2026-0042", got[0].ID)
 	assert.Equal(t, "api:alice", got[0].IssuedBy)
@@ -176,7 +176,7 @@ func TestPublishRejects(t *testing.T) {
 			require.Equal(t, tt.want, resp.StatusCode, "%s", body)
 			er := decodeError(t, body)
 			assert.Subset(t, fields(er), tt.fields, "%s", body)
-			assert.Empty(t, e.pub.published(), "nothing is published")
+			assert.Empty(t, e.published(), "nothing is published")
 			// The same checks guard the preview.
 			resp, body = e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: tt.body, contentType: tt.contentType})
 			require.Equal(t, tt.want, resp.StatusCode, "preview: %s", body)
@@ -196,8 +196,7 @@ func TestPublishMissingContentType(t *testing.T) {
 }
 
 func TestPublishFailure(t *testing.T) {
-	e := newEnv(t)
-	e.pub.fail(errBroker)
+	e := newEnv(t, withKafkaDown)
 	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.NotContains(t, string(body), "127.0.0.1", "internal addresses stay in the log")
@@ -231,41 +230,45 @@ func TestUpdatesAndCancels(t *testing.T) {
 			e := newEnv(t)
 			e.fannedOut("orig-1", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
 			// half-1 has a decision receipt but no alert receipt.
-			e.led.add(delivery.Receipt{Kind: delivery.KindDecision, AlertID: "half-1", Subscriber: "acme", Target: "a@acme.example", Decision: delivery.Deliver, At: testNow})
+			e.receipts(delivery.Receipt{Kind: delivery.KindDecision, AlertID: "half-1", Subscriber: "acme", Target: "a@acme.example", Decision: delivery.Deliver, At: testNow})
 			resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: tt.body})
 			require.Equal(t, tt.want, resp.StatusCode, "%s", body)
 			if tt.want != http.StatusAccepted {
 				assert.ElementsMatch(t, tt.fields, fields(decodeError(t, body)), "%s", body)
-				assert.Empty(t, e.pub.published())
+				assert.Empty(t, e.published())
 				return
 			}
-			require.Len(t, e.pub.published(), 1)
+			require.Len(t, e.published(), 1)
 		})
 	}
 }
 
 // The preview of an update gets what the ledger knows of the alert it
-// references (read once, by the reference check), so that it can show
-// rule 7's cancel notices.
+// references, so that it shows rule 7's notices exactly as the fan-out
+// will decide them.
 func TestPreviewOfAnUpdateGetsTheReferencedAlert(t *testing.T) {
 	e := newEnv(t)
-	e.fannedOut("orig-1", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
-	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: update("cancel", "orig-1", "AMBER", "OFFICIAL-SENSITIVE")})
+	e.addPartner("acme", alerts.TLPGreen)
+	e.fannedOut("orig-1", alerts.TLPGreen, alerts.MarkingOfficial)
+	e.receipts(delivery.Receipt{Kind: delivery.KindDecision, AlertID: "orig-1", Subscriber: "acme", Channel: delivery.ChannelEmail,
+		Target: "alerts@acme.example", Decision: delivery.Deliver, Mode: delivery.ModeSigned, At: testNow})
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: update("cancel", "orig-1", "AMBER", "OFFICIAL")})
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	require.Len(t, e.priors, 1)
-	require.Contains(t, e.priors[0], "orig-1")
-	assert.Equal(t, alerts.TLPAmber, e.priors[0]["orig-1"].TLP)
-	assert.Empty(t, e.pub.published())
+	var pr api.PreviewResponse
+	require.NoError(t, json.Unmarshal(body, &pr))
+	require.Len(t, pr.Decisions, 1)
+	d := pr.Decisions[0]
+	assert.Equal(t, "acme", d.Subscriber)
+	assert.Equal(t, delivery.ModeCancelNotice, d.Mode, "acme had the GREEN original and is not cleared for the AMBER cancel: %+v", d)
+	assert.Equal(t, policy.RuleNoLongerEligible, d.Rule)
+	assert.Empty(t, e.published())
 }
 
 func TestUpdateWithLedgerDown(t *testing.T) {
-	e := newEnv(t)
-	e.led.fail(errBroker)
+	e := newEnv(t, withKafkaDown)
 	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: update("update", "orig-1", "AMBER", "OFFICIAL")})
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
-	assert.Empty(t, e.pub.published())
+	assert.Empty(t, e.published())
 }
 
 func TestPreview(t *testing.T) {
@@ -278,21 +281,23 @@ func TestPreview(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 		var pr api.PreviewResponse
 		require.NoError(t, json.Unmarshal(body, &pr))
-		assert.Equal(t, map[string]int{"deliver": 2, "notice": 0, "withhold": 1}, pr.Counts)
+		// The partners have no OpenPGP keys: AMBER content goes to none of
+		// them, the two cleared for it get a key notice.
+		assert.Equal(t, map[string]int{"deliver": 0, "notice": 2, "withhold": 1}, pr.Counts)
 		require.Len(t, pr.Decisions, 3)
 		assert.Equal(t, policy.Decision{
 			Subscriber: "bravo", Channel: "email", Target: "alerts@bravo.example", Decision: "withhold",
-			Rule: policy.RuleClearance, Reason: "TLP:AMBER exceeds the partner's clearance",
+			Rule: policy.RuleClearance, Reason: "TLP:AMBER exceeds the partner's clearance TLP:GREEN",
 		}, pr.Decisions[1])
+		assert.Equal(t, policy.RuleNoUsableKey, pr.Decisions[0].Rule)
 		require.NotNil(t, pr.Alert)
 		assert.Equal(t, alerts.TLPAmber, pr.Alert.TLP, "the alert comes back normalised")
 		assert.True(t, alerts.ValidID(pr.Alert.ID), "an id is assigned so that publishing keeps it")
+		assert.Equal(t, pr.Alert.Digest(), pr.Digest, "the digest an approval is bound to")
+		want := map[string]string{analystToken: "api:alice", adminToken: "api:ops"}[token]
+		assert.Equal(t, want, pr.Alert.IssuedBy, "the policy sees the alert as it would be published")
 	}
-	assert.Empty(t, e.pub.published(), "a preview publishes nothing")
-	previews := e.previewed()
-	require.Len(t, previews, 2)
-	assert.Equal(t, "api:alice", previews[0].IssuedBy, "the policy sees the alert as it would be published")
-	assert.Equal(t, "api:ops", previews[1].IssuedBy)
+	assert.Empty(t, e.published(), "a preview publishes nothing")
 }
 
 func TestPreviewThenPublishTheSameAlert(t *testing.T) {
@@ -307,7 +312,7 @@ func TestPreviewThenPublishTheSameAlert(t *testing.T) {
 	require.NoError(t, err)
 	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: string(again)})
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
-	got := e.pub.published()
+	got := e.published()
 	require.Len(t, got, 1)
 	assert.Equal(t, pr.Alert.ID, got[0].ID)
 }
@@ -325,7 +330,7 @@ func TestPreviewEscapesHTMLInJSON(t *testing.T) {
 
 func ledgerWithDeliveries(e *env) {
 	at := testNow.Add(-time.Minute)
-	e.led.add(
+	e.receipts(
 		delivery.Receipt{Kind: delivery.KindAlert, AlertID: "a1", Type: alerts.TypeAlert, TLP: alerts.TLPAmber, Marking: alerts.MarkingOfficial, IssuedBy: "api:alice", At: at},
 		delivery.Receipt{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: "acme", Channel: delivery.ChannelEmail, Target: "alerts@acme.example",
 			Decision: delivery.Deliver, Mode: delivery.ModeEncrypted, Rule: policy.RuleEmailCrypt, Reason: "encrypted", At: at},
@@ -371,7 +376,7 @@ func TestAlertStatusAndDeliveries(t *testing.T) {
 	assert.Equal(t, "HTTP 503", byPartner["charlie"].LastError)
 
 	// The last outcome settles it.
-	e.led.add(delivery.Receipt{Kind: delivery.KindOutcome, AlertID: "a1", Subscriber: "charlie", Target: "https://charlie.example/hook", State: delivery.StateDelivered, Attempt: 2, At: testNow})
+	e.receipts(delivery.Receipt{Kind: delivery.KindOutcome, AlertID: "a1", Subscriber: "charlie", Target: "https://charlie.example/hook", State: delivery.StateDelivered, Attempt: 2, At: testNow})
 	_, body = e.do(request{method: "GET", path: "/v1/alerts/a1", token: analystToken})
 	require.NoError(t, json.Unmarshal(body, &st))
 	assert.True(t, st.Done)
@@ -382,8 +387,8 @@ func TestAlertStatusAndDeliveries(t *testing.T) {
 		decodeError(t, body)
 	}
 
-	e.led.fail(errBroker)
-	resp, _ = e.do(request{method: "GET", path: "/v1/alerts/a1/deliveries", token: analystToken})
+	down := newEnv(t, withKafkaDown)
+	resp, _ = down.do(request{method: "GET", path: "/v1/alerts/a1/deliveries", token: analystToken})
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 }
 

@@ -27,7 +27,7 @@ func FuzzPublish(f *testing.F) {
 	e.fannedOut("orig-1", alerts.TLPAmber, alerts.MarkingOfficial)
 	h := e.server.Handler()
 	f.Fuzz(func(t *testing.T, body string) {
-		before := len(e.pub.published())
+		before := len(e.publishedT(t))
 		r := httptest.NewRequestWithContext(context.Background(), "POST", "/v1/alerts", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("Authorization", "Bearer "+analystToken)
@@ -36,7 +36,7 @@ func FuzzPublish(f *testing.F) {
 		if w.Code >= 500 {
 			t.Fatalf("status %d for input: %s", w.Code, w.Body)
 		}
-		got := e.pub.published()
+		got := e.publishedT(t)
 		if w.Code != http.StatusAccepted {
 			if len(got) != before {
 				t.Fatalf("status %d but the alert was published", w.Code)
@@ -49,12 +49,21 @@ func FuzzPublish(f *testing.F) {
 			}
 			return
 		}
+		var pr api.PublishResponse
+		if err := json.Unmarshal(w.Body.Bytes(), &pr); err != nil {
+			t.Fatalf("answered %s", w.Body)
+		}
+		if pr.Unchanged {
+			if len(got) != before {
+				t.Fatalf("the identical alert was published again")
+			}
+			return
+		}
 		if len(got) != before+1 {
 			t.Fatalf("202 but %d alerts published", len(got)-before)
 		}
 		a := got[len(got)-1]
-		var pr api.PublishResponse
-		if err := json.Unmarshal(w.Body.Bytes(), &pr); err != nil || pr.ID != a.ID {
+		if pr.ID != a.ID {
 			t.Fatalf("answered %s for published id %q", w.Body, a.ID)
 		}
 		if err := a.Validate(testNow, taxonomy{}); err != nil {

@@ -3,7 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"errors"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,19 +16,27 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/publish"
+	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
 
 // Tokens the tests present. Only their hashes reach the server.
 const (
-	analystToken = "hrld_analyst_9f1c2e7a4b"
-	adminToken   = "hrld_admin_3d8b6f0c21"
+	analystToken       = "hrld_analyst_9f1c2e7a4b"
+	secondAnalystToken = "hrld_analyst_bob_55e1c0"
+	adminToken         = "hrld_admin_3d8b6f0c21"
 )
 
 var testNow = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
@@ -43,109 +51,51 @@ const validAlert = `{
   "audience": {"sectors": ["car-washes"], "regions": ["TLE"]}
 }`
 
-// fakePublisher records what it is asked to publish.
-type fakePublisher struct {
-	mu  sync.Mutex
-	got []*alerts.Alert
-	err error
-}
-
-func (p *fakePublisher) Publish(_ context.Context, a *alerts.Alert) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.err != nil {
-		return p.err
-	}
-	c := *a
-	p.got = append(p.got, &c)
-	return nil
-}
-
-func (p *fakePublisher) fail(err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.err = err
-}
-
-func (p *fakePublisher) published() []*alerts.Alert {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.got)
-}
-
-// fakeLedger folds receipts with the real ledger.
-type fakeLedger struct {
-	mu  sync.Mutex
-	l   *ledger.Ledger
-	err error
-}
-
-func newFakeLedger() *fakeLedger { return &fakeLedger{l: ledger.New()} }
-
-func (f *fakeLedger) add(rs ...delivery.Receipt) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, r := range rs {
-		f.l.Add(r)
-	}
-}
-
-func (f *fakeLedger) fail(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.err = err
-}
-
-func (f *fakeLedger) Lookup(_ context.Context, ids []string) (map[string]*ledger.Alert, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err != nil {
-		return nil, f.err
-	}
-	out := map[string]*ledger.Alert{}
-	for _, id := range ids {
-		if a := f.l.Alert(id); a != nil {
-			out[id] = a
-		}
-	}
-	return out, nil
-}
-
-// fakeWriter stores records straight into the registry, as the consumer
-// of the subscribers topic would a moment later.
-type fakeWriter struct {
+// subscriberStore is the real store (records and audit to Kafka) that also
+// applies what it writes to the registry at once, as the consumer of the
+// subscribers topic would a moment later.
+type subscriberStore struct {
+	app.SubscriberStore
 	mu      sync.Mutex
 	reg     *subscribers.Registry
 	puts    []*subscribers.Subscriber
 	deletes []string
 }
 
-func (w *fakeWriter) Put(_ context.Context, s *subscribers.Subscriber) error {
+func (w *subscriberStore) Put(ctx context.Context, actor string, subs []*subscribers.Subscriber, prev func(string) *subscribers.Subscriber) error {
+	if err := w.SubscriberStore.Put(ctx, actor, subs, prev); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.puts = append(w.puts, s)
-	w.reg.Put(s)
+	for _, s := range subs {
+		w.puts = append(w.puts, s)
+		w.reg.Put(s)
+	}
 	return nil
 }
 
-func (w *fakeWriter) stored() []*subscribers.Subscriber {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.puts)
-}
-
-func (w *fakeWriter) deleted() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.deletes)
-}
-
-func (w *fakeWriter) Delete(_ context.Context, id string) error {
+func (w *subscriberStore) Delete(ctx context.Context, actor, id string) error {
+	if err := w.SubscriberStore.Delete(ctx, actor, id); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.deletes = append(w.deletes, id)
 	w.reg.Delete(id)
 	return nil
+}
+
+func (w *subscriberStore) stored() []*subscribers.Subscriber {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.puts)
+}
+
+func (w *subscriberStore) deleted() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.deletes)
 }
 
 // taxonomy is a small fixed taxonomy.
@@ -174,75 +124,121 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// env is one API server with in-test dependencies.
+// env is one API server over a real in-process Kafka cluster.
 type env struct {
-	t        testing.TB
-	srv      *httptest.Server
-	server   *api.Server
-	pub      *fakePublisher
-	led      *fakeLedger
-	reg      *subscribers.Registry
-	wr       *fakeWriter
-	logs     *syncBuffer
-	previews []*alerts.Alert
-	priors   []map[string]*ledger.Alert
-	mu       sync.Mutex
+	t      testing.TB
+	srv    *httptest.Server
+	server *api.Server
+	bus    *bus.Bus
+	pub    *publish.Publisher
+	reg    *subscribers.Registry
+	wr     *subscriberStore
+	logs   *syncBuffer
 }
 
-// newEnv starts a server; configure may change its fields first.
-func newEnv(t testing.TB, configure ...func(*api.Server)) *env {
+// withRelease turns release by a second analyst on with the default list.
+func withRelease(e *env) { e.pub.Release = config.Default().Release }
+
+// withKafkaDown points the publisher and the ledger at a broker that is
+// not there.
+func withKafkaDown(e *env) {
+	k := config.Default().Kafka
+	k.Brokers = []string{"127.0.0.1:1"}
+	dead, err := bus.Open(context.Background(), k, bus.Options{Keyring: kafkatest.Keyring(), Log: slog.New(slog.DiscardHandler)})
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { dead.Close() })
+	idx := publish.KafkaIndex{R: dead}
+	e.pub.Index, e.pub.Alerts, e.pub.Pending = idx, dead.Producer(bus.TopicAlerts), dead.Producer(bus.TopicPending)
+	e.server.Ledger = idx
+}
+
+// newEnv starts a server; each option is a func(*env) or a
+// func(*api.Server) applied before the server starts.
+func newEnv(t testing.TB, options ...any) *env {
 	t.Helper()
-	e := &env{t: t, pub: &fakePublisher{}, led: newFakeLedger(), reg: subscribers.NewRegistry(), logs: &syncBuffer{}}
-	e.wr = &fakeWriter{reg: e.reg}
+	b := kafkatest.New(t)
+	e := &env{t: t, bus: b, reg: subscribers.NewRegistry(), logs: &syncBuffer{}}
+	now := func() time.Time { return testNow }
+	e.wr = &subscriberStore{SubscriberStore: app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, now)}, reg: e.reg}
+	e.pub = &publish.Publisher{
+		Index: publish.KafkaIndex{R: b}, Registry: e.reg, Taxonomy: taxonomy{},
+		Release: config.Release{PendingTTL: 24 * time.Hour},
+		Alerts:  b.Producer(bus.TopicAlerts), Pending: b.Producer(bus.TopicPending), Audit: app.AuditLog(b, now), Now: now,
+	}
 	e.server = &api.Server{
 		Publisher: e.pub,
-		Ledger:    e.led,
-		Registry:  e.reg,
-		Writer:    e.wr,
-		Preview:   e.preview,
-		Taxonomy:  taxonomy{},
+		Decide: func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
+			return fanout.Decide(a, e.reg, prior, now, policy.Options{})
+		},
+		Audit:    app.AuditLog(b, now),
+		Ledger:   publish.KafkaIndex{R: b},
+		Registry: e.reg,
+		Writer:   e.wr,
+		Taxonomy: taxonomy{},
 		Tokens: []config.Token{
 			{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(analystToken)},
+			{Name: "bob", Role: config.RoleAnalyst, SHA256: config.HashToken(secondAnalystToken)},
 			{Name: "ops", Role: config.RoleAdmin, SHA256: config.HashToken(adminToken)},
 		},
 		Metrics: prometheus.NewRegistry(),
-		Now:     func() time.Time { return testNow },
+		Now:     now,
 		Log:     slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	for _, f := range configure {
-		f(e.server)
+	for _, o := range options {
+		switch f := o.(type) {
+		case func(*api.Server):
+			f(e.server)
+		case func(*env):
+			f(e)
+		default:
+			t.Fatalf("newEnv: unknown option %T", o)
+		}
 	}
 	e.srv = httptest.NewServer(e.server.Handler())
 	t.Cleanup(e.srv.Close)
 	return e
 }
 
-// preview stands in for the policy: every registered partner gets a
-// decision for its first email address, withheld when the alert's TLP
-// exceeds its clearance.
-func (e *env) preview(a *alerts.Alert, prior map[string]*ledger.Alert, _ time.Time) []policy.Decision {
-	e.mu.Lock()
-	c := *a
-	e.previews = append(e.previews, &c)
-	e.priors = append(e.priors, prior)
-	e.mu.Unlock()
-	var ds []policy.Decision
-	for _, s := range e.reg.List() {
-		d := policy.Decision{Subscriber: s.ID, Channel: delivery.ChannelEmail, Target: s.Email[0].Address}
-		if a.TLP.Exceeds(s.Clearance) {
-			d.Decision, d.Rule, d.Reason = delivery.Withhold, policy.RuleClearance, "TLP:"+string(a.TLP)+" exceeds the partner's clearance"
-		} else {
-			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeEncrypted, policy.RuleEmailCrypt, "encrypted to the address's key"
-		}
-		ds = append(ds, d)
-	}
-	return ds
+// published returns the alerts written to the alerts topic, oldest first.
+func (e *env) published() []*alerts.Alert { return e.publishedT(e.t) }
+
+// publishedT is published reporting to t (a fuzz target's).
+func (e *env) publishedT(t testing.TB) []*alerts.Alert {
+	t.Helper()
+	var out []*alerts.Alert
+	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicAlerts, func(m kafka.Message) error {
+		require.NoError(t, e.bus.Authenticate(m), "the API writes only authenticated alerts")
+		a, err := alerts.Decode(m.Value)
+		require.NoError(t, err)
+		require.Equal(t, a.ID, string(m.Key))
+		out = append(out, a)
+		return nil
+	}))
+	return out
 }
 
-func (e *env) previewed() []*alerts.Alert {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.previews)
+// audited returns the audit trail.
+func (e *env) audited() []record.Audit {
+	e.t.Helper()
+	var out []record.Audit
+	require.NoError(e.t, e.bus.ReadAll(context.Background(), bus.TopicAudit, func(m kafka.Message) error {
+		require.NoError(e.t, e.bus.Authenticate(m))
+		var a record.Audit
+		require.NoError(e.t, json.Unmarshal(m.Value, &a))
+		out = append(out, a)
+		return nil
+	}))
+	return out
+}
+
+// receipts writes receipts to the receipts topic, as the workers would.
+func (e *env) receipts(rs ...delivery.Receipt) {
+	e.t.Helper()
+	msgs := make([]kafka.Message, len(rs))
+	for i, r := range rs {
+		msgs[i] = fanout.ReceiptMessage(r)
+	}
+	require.NoError(e.t, e.bus.Producer(bus.TopicReceipts).Write(context.Background(), msgs...))
 }
 
 // request is one call to the server.
@@ -288,10 +284,8 @@ func (e *env) addPartner(id string, clearance alerts.TLP) {
 
 // fannedOut records in the ledger that an alert was fanned out.
 func (e *env) fannedOut(id string, tlp alerts.TLP, marking alerts.Marking) {
-	e.led.add(delivery.Receipt{
+	e.receipts(delivery.Receipt{
 		Kind: delivery.KindAlert, AlertID: id, Type: alerts.TypeAlert, TLP: tlp, Marking: marking,
-		IssuedBy: "api:alice", At: testNow.Add(-time.Hour),
+		IssuedBy: "api:alice", At: testNow.Add(-time.Hour), Digest: "sha256:" + id,
 	})
 }
-
-var errBroker = errors.New("dial tcp 127.0.0.1:9092: connection refused")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -200,6 +201,7 @@ func (h *handler) auth(roles []string, next http.HandlerFunc) http.Handler {
 		}
 		t, ok := h.identify(presented)
 		if !ok {
+			h.refuse(r, "unknown", "the bearer token is not known")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="herald", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "the bearer token is not known", nil)
 			return
@@ -208,12 +210,27 @@ func (h *handler) auth(roles []string, next http.HandlerFunc) http.Handler {
 			info.token = t.name
 		}
 		if !slices.Contains(roles, t.role) {
+			why := "this needs the " + strings.Join(roles, " or ") + " role; token " + t.name + " has " + t.role
+			h.refuse(r, t.role+":"+t.name, why)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="herald", error="insufficient_scope"`)
-			writeError(w, http.StatusForbidden, "this needs the "+strings.Join(roles, " or ")+" role; token "+t.name+" has "+t.role, nil)
+			writeError(w, http.StatusForbidden, why, nil)
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, t)))
 	})
+}
+
+// refuse records a refused token in the audit trail: the route, and the
+// token's name when it is known — never the token.
+func (h *handler) refuse(r *http.Request, who, why string) {
+	route := r.Pattern
+	if route == "" {
+		route = r.Method + " " + r.URL.Path
+	}
+	if err := h.Audit.Record(r.Context(), record.Audit{Actor: who, Action: record.ActionTokenRefused,
+		Object: "route:" + route, Outcome: record.OutcomeRefused, Reason: why}); err != nil {
+		h.log.Warn("audit a refused token", "error", err)
+	}
 }
 
 type callerKey struct{}

@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/audit"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/ledger"
-	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,11 +27,6 @@ const (
 
 // readyTimeout bounds the readiness check.
 const readyTimeout = 3 * time.Second
-
-// Publisher writes a validated alert to the alerts topic.
-type Publisher interface {
-	Publish(ctx context.Context, a *alerts.Alert) error
-}
 
 // Ledger answers what Herald knows of alerts from the receipts topic.
 // Alerts with no receipts are absent from the result. *ledger.Source
@@ -49,17 +45,25 @@ type Subscribers interface {
 }
 
 // SubscriberWriter stores and deletes partner records (in the compacted
-// subscribers topic). The registry sees the change once it has consumed it.
+// subscribers topic) and records each change, as actor, in the audit
+// trail; prev returns the record a put replaces. The registry sees the
+// change once it has consumed it.
 type SubscriberWriter interface {
-	Put(ctx context.Context, s *subscribers.Subscriber) error
-	Delete(ctx context.Context, id string) error
+	Put(ctx context.Context, actor string, subs []*subscribers.Subscriber, prev func(id string) *subscribers.Subscriber) error
+	Delete(ctx context.Context, actor, id string) error
 }
 
 // Server holds the API's dependencies. Set the fields, then call Handler.
 // Fields must not change once Handler has been called.
 type Server struct {
-	// Publisher writes published alerts.
-	Publisher Publisher
+	// Publisher publishes, approves and rejects alerts (one stamp and one
+	// set of checks for the CLI and the API).
+	Publisher *publish.Publisher
+	// Decide is the fan-out's decide step over the live registry, for
+	// previews.
+	Decide Decider
+	// Audit records refused tokens and subscriber changes.
+	Audit *audit.Log
 	// Ledger answers status questions and checks what updates and
 	// cancels reference.
 	Ledger Ledger
@@ -67,11 +71,6 @@ type Server struct {
 	Registry Subscribers
 	// Writer stores partner records.
 	Writer SubscriberWriter
-	// Preview returns the policy's decision for every target of every
-	// partner, as the fan-out would decide for a at now; prior holds what
-	// the ledger knows of the alerts an update or cancel references (rule
-	// 7), as read once by the request's reference check.
-	Preview func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision
 	// CheckSubscriber normalises and validates a partner record, returning
 	// an *alerts.ValidationError naming the bad fields. If nil, the record
 	// is normalised and validated against Taxonomy without checking keys.
@@ -137,6 +136,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/alerts/preview", h.auth(readers, h.preview))
 	mux.Handle("GET /v1/alerts/{id}", h.auth(readers, h.alertStatus))
 	mux.Handle("GET /v1/alerts/{id}/deliveries", h.auth(readers, h.deliveries))
+	mux.Handle("POST /v1/alerts/{id}/approve", h.auth(analyst, h.approve))
+	mux.Handle("POST /v1/alerts/{id}/reject", h.auth(analyst, h.reject))
 	mux.Handle("GET /v1/subscribers", h.auth(admin, h.listSubscribers))
 	mux.Handle("GET /v1/subscribers/{id}", h.auth(admin, h.getSubscriber))
 	mux.Handle("PUT /v1/subscribers/{id}", h.auth(admin, h.putSubscriber))

@@ -145,7 +145,7 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
 		return
 	}
-	if err := h.Writer.Put(r.Context(), s); err != nil {
+	if err := h.Writer.Put(r.Context(), actor(r), []*subscribers.Subscriber{s}, func(string) *subscribers.Subscriber { return old }); err != nil {
 		h.log.Error("put subscriber", "subscriber", s.ID, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the record could not be stored; try again", nil)
 		return
@@ -176,7 +176,7 @@ func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
 		return
 	}
-	if err := h.Writer.Delete(r.Context(), id); err != nil {
+	if err := h.Writer.Delete(r.Context(), actor(r), id); err != nil {
 		h.log.Error("delete subscriber", "subscriber", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the record could not be deleted; try again", nil)
 		return

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,18 +14,20 @@ import (
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/audit"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/deliver"
 	"github.com/herald-alerts/herald/internal/deliver/email"
 	"github.com/herald-alerts/herald/internal/deliver/webhook"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/segmentio/kafka-go"
 )
 
 // keyChecks caches recipient key checks: parsing a key is by far the most
@@ -160,32 +161,6 @@ func (a *App) deliverRole() (func(context.Context) error, error) {
 	}, nil
 }
 
-// alertPublisher writes validated alerts to the alerts topic.
-type alertPublisher struct{ b *bus.Bus }
-
-func (p alertPublisher) Publish(ctx context.Context, a *alerts.Alert) error {
-	v, err := json.Marshal(a)
-	if err != nil {
-		return err
-	}
-	return p.b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(a.ID), Value: v})
-}
-
-// subscriberWriter writes records and tombstones to the subscribers topic.
-type subscriberWriter struct{ b *bus.Bus }
-
-func (w subscriberWriter) Put(ctx context.Context, s *subscribers.Subscriber) error {
-	v, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	return w.b.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(s.ID), Value: v})
-}
-
-func (w subscriberWriter) Delete(ctx context.Context, id string) error {
-	return w.b.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(id)})
-}
-
 // CheckSubscriber normalises and validates a record for registration: its
 // fields, keys, and webhook URLs against the operator's webhook settings.
 func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Time) error {
@@ -211,19 +186,24 @@ func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Tim
 	return v.Err()
 }
 
-// Preview is the decision table of an alert over every given partner, as
-// the fan-out would decide it: with rule 7's follow-up notices when prior
-// holds the alerts an update or cancel references. It is what dry runs and
-// the API's preview show.
-func Preview(a *alerts.Alert, subs []*subscribers.Subscriber, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) []policy.Decision {
-	var ds []policy.Decision
-	for _, s := range subs {
-		ds = policy.Append(ds, a, s, now, opt)
+// Publisher returns the publisher of alerts on b, answering what is
+// already held from index.
+func Publisher(cfg *config.Config, b *bus.Bus, index publish.Index, reg publish.Registry, now func() time.Time) *publish.Publisher {
+	return &publish.Publisher{
+		Index:    index,
+		Registry: reg,
+		Taxonomy: taxonomy.Default(),
+		Release:  cfg.Release,
+		Alerts:   b.Producer(bus.TopicAlerts),
+		Pending:  b.Producer(bus.TopicPending),
+		Audit:    AuditLog(b, now),
+		Now:      now,
 	}
-	if len(prior) > 0 {
-		ds = policy.FollowUp(ds, ledger.ReceivedAny(prior))
-	}
-	return ds
+}
+
+// AuditLog returns the audit trail writer on b.
+func AuditLog(b *bus.Bus, now func() time.Time) *audit.Log {
+	return &audit.Log{P: b.Producer(bus.TopicAudit), Now: now}
 }
 
 // metricsListener serves GET /metrics alone on addr.
@@ -265,14 +245,16 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		a.log.Warn("no signing key configured (signing.key_file): GET /v1/signing-key answers 503 and nothing can be delivered")
 	}
 	opt := PolicyOptions(a.cfg)
+	index := publish.KafkaIndex{R: a.bus}
 	srv := &api.Server{
-		Publisher: alertPublisher{a.bus},
-		Ledger:    ledger.FromBus(a.bus),
-		Registry:  a.registry,
-		Writer:    subscriberWriter{a.bus},
-		Preview: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
-			return Preview(al, a.registry.List(), prior, now, opt)
+		Publisher: Publisher(a.cfg, a.bus, index, a.registry, a.now),
+		Decide: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
+			return fanout.Decide(al, a.registry, prior, now, opt)
 		},
+		Audit:    AuditLog(a.bus, a.now),
+		Ledger:   index,
+		Registry: a.registry,
+		Writer:   SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},
 		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
 		Taxonomy:        taxonomy.Default(),
 		SigningKey:      pub,

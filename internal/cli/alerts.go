@@ -13,11 +13,15 @@ import (
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/fanout"
+	"github.com/herald-alerts/herald/internal/publish"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/taxonomy"
-	"github.com/segmentio/kafka-go"
+	"github.com/herald-alerts/herald/subscribers"
 	"github.com/spf13/cobra"
 )
 
@@ -61,15 +65,34 @@ func newValidateCmd(e *env) *cobra.Command {
 	}
 }
 
-// issuer names the analyst publishing from the command line.
-func issuer(as string) string {
-	if as != "" {
-		return as
-	}
-	if u, err := user.Current(); err == nil {
+// operator names the analyst at the command line, as issued_by,
+// approved_by and the audit trail record it: the operating-system user.
+func operator() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
 		return "cli:" + u.Username
 	}
 	return "cli:unknown"
+}
+
+// publisher returns the alert publisher on b: Kafka itself answers what is
+// already held under an id.
+func (e *env) publisher(b *bus.Bus, c *config.Config) (*publish.Publisher, error) {
+	reg, err := loadRegistry(context.Background(), b)
+	if err != nil {
+		return nil, err
+	}
+	return app.Publisher(c, b, publish.KafkaIndex{R: b}, reg, time.Now), nil
+}
+
+// publishError maps the publisher's errors onto exit statuses: a used id is
+// invalid input (2); the author approving, or an alert not waiting, is a
+// failure (1).
+func publishError(err error) error {
+	var conflict *publish.ConflictError
+	if errors.As(err, &conflict) {
+		return invalid(err)
+	}
+	return err
 }
 
 func newPublishCmd(e *env) *cobra.Command {
@@ -78,12 +101,18 @@ func newPublishCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "publish FILE|-",
 		Short: "Publish an alert to Kafka, or with --dry-run show who would get it",
-		Long: "Publish validates the alert, assigns an id if it has none, and writes it to the alerts topic.\n" +
-			"With --dry-run nothing is published: it prints the policy's decision for every partner and target.",
+		Long: "Publish validates the alert, assigns an id if it has none, and writes it to the alerts topic;\n" +
+			"an alert whose TLP or marking is listed in release.second_analyst waits for another analyst\n" +
+			"(herald approve). The same alert published again changes nothing; another alert under a used\n" +
+			"id is refused. With --dry-run nothing is published: it prints the policy's decision for every\n" +
+			"partner and target in the audience.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if as != "" {
+				return invalid(errors.New("--as is no longer accepted: issued_by is your operating-system identity (" + operator() + "), so that nobody can publish in another analyst's name"))
 			}
 			data, err := e.readInput(args[0])
 			if err != nil {
@@ -93,70 +122,127 @@ func newPublishCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			now := time.Now().UTC()
-			if a.ID == "" {
-				a.ID = alerts.NewID(now)
-			}
-			a.IssuedBy, a.IssuedAt = issuer(as), &now
-			if err := a.Validate(now, taxonomy.Default()); err != nil {
-				return err
-			}
 			ctx := cmd.Context()
 			b, c, err := e.client(ctx)
 			if err != nil {
 				return err
 			}
 			defer b.Close()
-			var prior map[string]*ledger.Alert
-			if len(a.References) > 0 {
-				if prior, err = checkReferences(ctx, b, a); err != nil {
-					return err
-				}
-			}
-			if dryRun {
-				reg, err := loadRegistry(ctx, b)
-				if err != nil {
-					return err
-				}
-				return e.printDecisions(app.Preview(a, reg.List(), prior, now, app.PolicyOptions(c)), output)
-			}
-			v, err := json.Marshal(a)
+			p, err := e.publisher(b, c)
 			if err != nil {
 				return err
 			}
-			if err := b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(a.ID), Value: v}); err != nil {
-				return fmt.Errorf("publish alert %s: %w", a.ID, err)
+			if dryRun {
+				prep, err := p.Prepare(ctx, a, operator())
+				if err != nil {
+					return publishError(err)
+				}
+				ds := fanout.Decide(a, p.Registry, prep.Prior, time.Now(), app.PolicyOptions(c))
+				if prep.NeedsRelease && output == "text" {
+					fmt.Fprintf(e.stdout, "%s %s: publishing waits for a second analyst (release.second_analyst)\n\n", a.TLP.Label(), a.Marking)
+				}
+				return e.printDecisions(ds, output)
 			}
-			fmt.Fprintln(e.stdout, printable(a.ID))
+			res, err := p.Publish(ctx, a, operator())
+			if err != nil {
+				return publishError(err)
+			}
+			switch {
+			case output == "json":
+				return e.writeJSON(res)
+			case res.Unchanged:
+				fmt.Fprintf(e.stderr, "herald: the identical alert is already held (%s): nothing was published again\n", res.State)
+			}
+			if res.State == record.StatePending {
+				fmt.Fprintf(e.stdout, "%s\tawaiting approval (until %s)\n", printable(res.ID), res.ExpiresAt.Format(time.RFC3339))
+				return nil
+			}
+			fmt.Fprintln(e.stdout, printable(res.ID))
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the decision for every partner and target; publish nothing")
-	cmd.Flags().StringVar(&as, "as", "", "the analyst issuing the alert (default cli:$USER)")
+	cmd.Flags().StringVar(&as, "as", "", "no longer accepted: issued_by is your operating-system identity")
+	_ = cmd.Flags().MarkHidden("as")
 	outputFlag(cmd, &output)
 	return cmd
 }
 
-// checkReferences applies rule 7 before publishing an update or cancel
-// and returns what the ledger knows of the referenced alerts.
-func checkReferences(ctx context.Context, b *bus.Bus, a *alerts.Alert) (map[string]*ledger.Alert, error) {
-	found, err := ledger.FromBus(b).Lookup(ctx, a.References)
+func newApproveCmd(e *env) *cobra.Command {
+	var digest, output string
+	cmd := &cobra.Command{
+		Use:   "approve ALERT_ID",
+		Short: "Release an alert that waits for a second analyst (not your own)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.release(cmd.Context(), output, func(p *publish.Publisher) (*publish.Result, error) {
+				return p.Approve(cmd.Context(), args[0], operator(), digest)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&digest, "digest", "", "approve only if the waiting alert has this digest (what you previewed)")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newRejectCmd(e *env) *cobra.Command {
+	var reason, digest, output string
+	cmd := &cobra.Command{
+		Use:   "reject ALERT_ID --reason TEXT",
+		Short: "Refuse an alert that waits for a second analyst, saying why",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.release(cmd.Context(), output, func(p *publish.Publisher) (*publish.Result, error) {
+				return p.Reject(cmd.Context(), args[0], operator(), reason, digest)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why the alert may not go out (required)")
+	cmd.Flags().StringVar(&digest, "digest", "", "reject only if the waiting alert has this digest")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+// release runs an approval or rejection and prints its result.
+func (e *env) release(ctx context.Context, output string, act func(*publish.Publisher) (*publish.Result, error)) error {
+	if err := checkOutput(output); err != nil {
+		return err
+	}
+	b, c, err := e.client(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if errs := ledger.CheckReferences(a, found); len(errs) > 0 {
-		return nil, &alerts.ValidationError{What: "invalid " + string(a.Type), Fields: errs}
+	defer b.Close()
+	p, err := e.publisher(b, c)
+	if err != nil {
+		return err
 	}
-	return found, nil
+	res, err := act(p)
+	if err != nil {
+		var v *alerts.ValidationError
+		if errors.As(err, &v) {
+			return err
+		}
+		return publishError(err)
+	}
+	if output == "json" {
+		return e.writeJSON(res)
+	}
+	fmt.Fprintf(e.stdout, "%s\t%s\n", printable(res.ID), res.State)
+	return nil
 }
 
 // printDecisions prints decisions as a table or the JSON array of
 // {subscriber, target, decision, rule, …}.
 func (e *env) printDecisions(ds []policy.Decision, output string) error {
+	// Analysts see webhook URLs without credentials, query or fragment.
+	shown := make([]policy.Decision, len(ds))
+	for i, d := range ds {
+		d.Target = subscribers.RedactTarget(d.Target)
+		shown[i] = d
+	}
+	ds = shown
 	if output == "json" {
-		if ds == nil {
-			ds = []policy.Decision{}
-		}
 		return e.writeJSON(ds)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -164,7 +250,7 @@ func (e *env) printDecisions(ds []policy.Decision, output string) error {
 	counts := map[string]int{}
 	for _, d := range ds {
 		counts[d.Decision]++
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(d.Subscriber), dash(d.Target), printable(d.Decision), dash(d.Mode), printable(d.Rule), printable(d.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(d.Subscriber), dash(subscribers.RedactTarget(d.Target)), printable(d.Decision), dash(d.Mode), printable(d.Rule), printable(d.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -179,6 +265,38 @@ func dash(s string) string {
 		return "-"
 	}
 	return printable(s)
+}
+
+// notFannedOut answers status for an alert with no receipts: waiting for
+// a second analyst, rejected, expired, published moments ago, or unknown
+// (exit 1).
+func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) error {
+	ex, err := publish.KafkaIndex{R: b}.Existing(ctx, id)
+	if err != nil {
+		return err
+	}
+	if ex == nil {
+		return fmt.Errorf("no alert %s: not published (check the id), or quarantined", printable(id))
+	}
+	now := time.Now()
+	state := ex.State(now)
+	if output == "json" {
+		return e.writeJSON(map[string]any{"id": id, "state": state, "release": ex.Release})
+	}
+	rel := ex.Release
+	switch {
+	case state == record.StatePending:
+		fmt.Fprintf(e.stdout, "alert %s waits for a second analyst: issued by %s at %s, expires %s\n", printable(id),
+			printable(rel.Submitted.By), rel.Submitted.At.Format(time.RFC3339), rel.Submitted.ExpiresAt.Format(time.RFC3339))
+	case state == record.StateRejected:
+		fmt.Fprintf(e.stdout, "alert %s was rejected by %s at %s: %s\n", printable(id), printable(rel.Rejected.By),
+			rel.Rejected.At.Format(time.RFC3339), printable(rel.Rejected.Reason))
+	case state == record.StateExpired:
+		fmt.Fprintf(e.stdout, "alert %s expired at %s without a second analyst's approval\n", printable(id), rel.Submitted.ExpiresAt.Format(time.RFC3339))
+	default:
+		fmt.Fprintf(e.stdout, "alert %s is published; the fan-out has not recorded its decisions yet\n", printable(id))
+	}
+	return nil
 }
 
 func newStatusCmd(e *env) *cobra.Command {
@@ -203,20 +321,31 @@ func newStatusCmd(e *env) *cobra.Command {
 			}
 			la := found[args[0]]
 			if la == nil {
-				return errors.New("no receipts for alert " + args[0] + ": not fanned out (yet), quarantined, or unknown")
+				return e.notFannedOut(ctx, b, args[0], output)
 			}
 			entries := la.Entries()
+			for i := range entries {
+				entries[i].Target = subscribers.RedactTarget(entries[i].Target)
+			}
 			if output == "json" {
 				if entries == nil {
 					entries = []ledger.Entry{}
 				}
 				return e.writeJSON(entries)
 			}
-			fmt.Fprintf(e.stdout, "alert %s  %s  %s  %s  issued by %s\n\n", printable(la.ID), printable(string(la.Type)), printable(la.TLP.Label()), printable(string(la.Marking)), printable(la.IssuedBy))
+			approved := ""
+			if la.ApprovedBy != "" {
+				approved = ", approved by " + printable(la.ApprovedBy)
+			}
+			fmt.Fprintf(e.stdout, "alert %s  %s  %s  %s  issued by %s%s\n\n", printable(la.ID), printable(string(la.Type)), printable(la.TLP.Label()), printable(string(la.Marking)), printable(la.IssuedBy), approved)
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SUBSCRIBER\tTARGET\tDECISION\tRULE\tSTATE\tATTEMPTS\tLAST ERROR")
+			fmt.Fprintln(tw, "SUBSCRIBER\tTARGET\tDECISION\tRULE\tSTATE\tATTEMPTS\tNEXT ATTEMPT\tLAST ERROR")
 			for _, en := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", printable(en.Subscriber), dash(en.Target), printable(en.Decision), printable(en.Rule), printable(en.State), en.Attempts, dash(en.LastError))
+				next := "-"
+				if en.State == delivery.StateRetrying && !en.RetryAt.IsZero() {
+					next = en.RetryAt.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(en.Subscriber), dash(en.Target), printable(en.Decision), printable(en.Rule), printable(en.State), en.Attempts, next, dash(en.LastError))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

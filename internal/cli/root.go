@@ -129,6 +129,8 @@ func newRoot(e *env) *cobra.Command {
 		newSubscribersCmd(e),
 		newVersionCmd(e),
 		newTokenCmd(e),
+		newApproveCmd(e),
+		newRejectCmd(e),
 	)
 	for _, add := range extraCommands {
 		root.AddCommand(add(e))

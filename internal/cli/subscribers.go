@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -28,8 +27,11 @@ func (e *env) registry(ctx context.Context) (*subscribers.Registry, error) {
 func loadRegistry(ctx context.Context, b *bus.Bus) (*subscribers.Registry, error) {
 	reg := subscribers.NewRegistry()
 	err := b.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
-		// A bad record on the topic is skipped here; `serve` logs it.
-		_ = reg.Apply(m.Key, m.Value)
+		// A record not written by Herald, or a bad one, is skipped here;
+		// `serve` logs it.
+		if b.Authentic(m) {
+			_ = reg.Apply(m.Key, m.Value)
+		}
 		return nil
 	})
 	if err != nil {
@@ -115,8 +117,9 @@ func newSubscribersCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			if err := b.Producer(bus.TopicSubscribers).Write(cmd.Context(), kafka.Message{Key: []byte(args[0])}); err != nil {
-				return fmt.Errorf("delete subscriber %s: %w", args[0], err)
+			store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
+			if err := store.Delete(cmd.Context(), operator(), args[0]); err != nil {
+				return err
 			}
 			fmt.Fprintf(e.stdout, "deleted %s\n", printable(args[0]))
 			return nil
@@ -167,16 +170,13 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 		return err
 	}
 	defer b.Close()
-	msgs := make([]kafka.Message, len(subs))
-	for i, s := range subs {
-		v, err := json.Marshal(s)
-		if err != nil {
-			return err
-		}
-		msgs[i] = kafka.Message{Key: []byte(s.ID), Value: v}
+	reg, err := loadRegistry(ctx, b)
+	if err != nil {
+		return err
 	}
-	if err := b.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
-		return fmt.Errorf("write subscribers: %w", err)
+	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
+	if err := store.Put(ctx, operator(), subs, reg.Get); err != nil {
+		return err
 	}
 	for _, s := range subs {
 		fmt.Fprintf(e.stdout, "put %s\n", printable(s.ID))

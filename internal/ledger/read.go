@@ -11,9 +11,11 @@ import (
 )
 
 // Reader reads the messages with the given keys from a topic, from the
-// first offset to the high watermark as of the call.
+// first offset to the high watermark as of the call, and tells which were
+// written by Herald; *bus.Bus satisfies it.
 type Reader interface {
 	ReadKeys(ctx context.Context, topic string, keys []string, fn func(kafka.Message) error) error
+	Authentic(m kafka.Message) bool
 }
 
 // Source answers ledger questions by reading the receipts topic.
@@ -28,8 +30,8 @@ func (s *Source) Lookup(ctx context.Context, ids []string) (map[string]*Alert, e
 	l := New()
 	err := s.r.ReadKeys(ctx, bus.TopicReceipts, ids, func(m kafka.Message) error {
 		var r delivery.Receipt
-		if err := json.Unmarshal(m.Value, &r); err != nil {
-			return nil // a malformed receipt is not ours to judge; skip it
+		if !s.r.Authentic(m) || json.Unmarshal(m.Value, &r) != nil || r.AlertID != string(m.Key) {
+			return nil // not Herald's receipt, or not about this key: skip it
 		}
 		l.Add(r)
 		return nil

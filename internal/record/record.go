@@ -124,3 +124,63 @@ type EndpointState struct {
 	By         string    `json:"by"`
 	At         time.Time `json:"at"`
 }
+
+// Alert states, as the alert list shows them.
+const (
+	StatePending   = "pending"   // waiting for a second analyst
+	StatePublished = "published" // on the alerts topic: fanned out or about to be
+	StateRejected  = "rejected"  // a second analyst refused it
+	StateExpired   = "expired"   // nobody approved it within release.pending_ttl
+)
+
+// ReleaseState folds the release log of one alert. It is the one home of
+// that fold: the publisher's checks and the view's alert list use it.
+type ReleaseState struct {
+	// Submitted is the first Submitted event of the id: the alert.
+	Submitted *Release `json:"submitted,omitempty"`
+	Approved  *Release `json:"approved,omitempty"`
+	Rejected  *Release `json:"rejected,omitempty"`
+	// Conflicts counts Submitted events under the id with another digest,
+	// which are ignored.
+	Conflicts int `json:"conflicts,omitempty"`
+}
+
+// Apply folds one event, in log order. The first Submitted event wins; an
+// approval or rejection counts only when bound to its digest, and only the
+// first decision counts.
+func (s *ReleaseState) Apply(ev Release) {
+	switch ev.Kind {
+	case Submitted:
+		switch {
+		case s.Submitted == nil:
+			s.Submitted = &ev
+		case s.Submitted.Digest != ev.Digest:
+			s.Conflicts++
+		}
+	case Approved, Rejected:
+		if s.Submitted == nil || ev.Digest != s.Submitted.Digest || s.Approved != nil || s.Rejected != nil {
+			return
+		}
+		if ev.Kind == Approved {
+			s.Approved = &ev
+		} else {
+			s.Rejected = &ev
+		}
+	}
+}
+
+// State is the release state at now: pending, published (approved),
+// rejected or expired; "" when nothing was submitted.
+func (s *ReleaseState) State(now time.Time) string {
+	switch {
+	case s.Submitted == nil:
+		return ""
+	case s.Approved != nil:
+		return StatePublished
+	case s.Rejected != nil:
+		return StateRejected
+	case !s.Submitted.ExpiresAt.IsZero() && !now.Before(s.Submitted.ExpiresAt):
+		return StateExpired
+	}
+	return StatePending
+}

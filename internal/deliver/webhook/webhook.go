@@ -237,7 +237,7 @@ func (n *Notifier) NoticeBody(a *alerts.Alert) (body, pgpSig []byte, err error) 
 func contentEnvelope(a *alerts.Alert) envelope {
 	c := *a
 	c.Audience.Subscribers = nil
-	c.IssuedBy = ""
+	c.IssuedBy, c.ApprovedBy, c.ApprovedAt = "", "", nil
 	return envelope{Type: a.Event(), Alert: &c}
 }
 
@@ -503,13 +503,7 @@ func RetryAfter(v string, now time.Time) time.Duration {
 
 // redact returns scheme://host/path of a URL: no query, which may carry a
 // partner's token, and no credentials.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable url)"
-	}
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
-}
+func redact(raw string) string { return subscribers.RedactURL(raw) }
 
 // unwrapURL drops *url.Error, whose message repeats the full URL.
 func unwrapURL(err error) error {

@@ -1,0 +1,182 @@
+package api_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+func publishResp(t *testing.T, body []byte) api.PublishResponse {
+	t.Helper()
+	var pr api.PublishResponse
+	require.NoError(t, json.Unmarshal(body, &pr), "%s", body)
+	return pr
+}
+
+// TestAnIDNamesOneAlertForever: the identical alert again answers the same
+// id and writes nothing; another alert under the id is 409 naming id.
+func TestAnIDNamesOneAlertForever(t *testing.T) {
+	e := newEnv(t)
+	withID := strings.Replace(validAlert, `"title"`, `"id": "op-reuse-7", "title"`, 1)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: withID})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	first := publishResp(t, body)
+	assert.Equal(t, record.StatePublished, first.State)
+
+	// The same alert from another analyst: the same alert, nothing written.
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: secondAnalystToken, body: withID})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	again := publishResp(t, body)
+	assert.True(t, again.Unchanged)
+	assert.Equal(t, first.ID, again.ID)
+	assert.Equal(t, first.Digest, again.Digest)
+	require.Len(t, e.published(), 1, "nothing is published twice")
+
+	// Another alert under the id: refused, naming id, for publish and
+	// preview alike.
+	green := strings.Replace(withID, `"TLP:AMBER"`, `"GREEN"`, 1)
+	for _, path := range []string{"/v1/alerts", "/v1/alerts/preview"} {
+		resp, body = e.do(request{method: "POST", path: path, token: analystToken, body: green})
+		require.Equal(t, http.StatusConflict, resp.StatusCode, "%s: %s", path, body)
+		assert.Equal(t, []string{"id"}, fields(decodeError(t, body)))
+	}
+	require.Len(t, e.published(), 1)
+}
+
+// TestReleaseBySecondAnalyst: an AMBER alert waits; its author can never
+// approve it; another analyst approves exactly what was published, bound to
+// its digest; the audit trail records each step.
+func TestReleaseBySecondAnalyst(t *testing.T) {
+	e := newEnv(t, withRelease)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	pr := publishResp(t, body)
+	assert.Equal(t, record.StatePending, pr.State)
+	assert.True(t, pr.ExpiresAt.Equal(testNow.Add(24*time.Hour)))
+	assert.Empty(t, e.published(), "nothing goes out before approval")
+
+	// The author may not approve: 403, also via the same name.
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/approve", token: analystToken})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "%s", body)
+	// An admin token is not an analyst's.
+	resp, _ = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/approve", token: adminToken})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	// A digest other than the pending alert's: 409.
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/approve", token: secondAnalystToken, body: `{"digest": "sha256:00"}`})
+	require.Equal(t, http.StatusConflict, resp.StatusCode, "%s", body)
+	// Unknown ids: 404.
+	resp, _ = e.do(request{method: "POST", path: "/v1/alerts/no-such-alert/approve", token: secondAnalystToken})
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/approve", token: secondAnalystToken, body: `{"colour": 1}`})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	assert.Equal(t, []string{"colour"}, fields(decodeError(t, body)))
+	require.Empty(t, e.published())
+
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/approve", token: secondAnalystToken, body: `{"digest": "` + pr.Digest + `"}`})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.Equal(t, record.StatePublished, publishResp(t, body).State)
+	got := e.published()
+	require.Len(t, got, 1)
+	a := got[0]
+	assert.Equal(t, pr.ID, a.ID)
+	assert.Equal(t, "api:alice", a.IssuedBy)
+	assert.Equal(t, "api:bob", a.ApprovedBy)
+	a.Normalize()
+	assert.Equal(t, pr.Digest, a.Digest(), "the approval released exactly the content that was published")
+
+	// Approved once: a second approval or a rejection is 409.
+	resp, _ = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/approve", token: secondAnalystToken})
+	assert.Equal(t, http.StatusConflict, resp.StatusCode)
+	resp, _ = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/reject", token: secondAnalystToken, body: `{"reason": "too late"}`})
+	assert.Equal(t, http.StatusConflict, resp.StatusCode)
+
+	var actions []string
+	for _, au := range e.audited() {
+		actions = append(actions, au.Actor+" "+au.Action+" "+au.Outcome)
+		assert.NotContains(t, au.Reason+au.Object, analystToken)
+	}
+	assert.Subset(t, actions, []string{"api:alice alert.submit ok", "api:alice alert.approve refused", "api:bob alert.approve ok"})
+}
+
+func TestRejectWithReason(t *testing.T) {
+	e := newEnv(t, withRelease)
+	_, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
+	pr := publishResp(t, body)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/reject", token: secondAnalystToken})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	assert.Equal(t, []string{"reason"}, fields(decodeError(t, body)))
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/reject", token: secondAnalystToken, body: `{"reason": "names a victim"}`})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.Equal(t, record.StateRejected, publishResp(t, body).State)
+	resp, _ = e.do(request{method: "POST", path: "/v1/alerts/" + pr.ID + "/approve", token: secondAnalystToken})
+	assert.Equal(t, http.StatusConflict, resp.StatusCode, "a rejected alert cannot be approved")
+	// Publishing the identical alert again does not revive it.
+	again := strings.Replace(validAlert, `"title"`, `"id": "`+pr.ID+`", "title"`, 1)
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: again})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	assert.Equal(t, record.StateRejected, publishResp(t, body).State)
+	assert.Empty(t, e.published())
+}
+
+func TestNamedSubscriberMustExist(t *testing.T) {
+	e := newEnv(t)
+	e.addPartner("acme", alerts.TLPAmber)
+	body := strings.Replace(validAlert, `"sectors": ["car-washes"]`, `"subscribers": ["acme", "acmee"]`, 1)
+	for _, path := range []string{"/v1/alerts", "/v1/alerts/preview"} {
+		resp, out := e.do(request{method: "POST", path: path, token: analystToken, body: body})
+		require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", out)
+		assert.Equal(t, []string{"audience.subscribers[1]"}, fields(decodeError(t, out)))
+	}
+	assert.Empty(t, e.published())
+}
+
+// TestAnalystsSeeURLsWithoutSecrets: webhook URLs reach analysts without
+// userinfo, query or fragment; admins see them whole.
+func TestAnalystsSeeURLsWithoutSecrets(t *testing.T) {
+	e := newEnv(t)
+	const hook = "https://acme.example/herald?token=s3cret"
+	s := &subscribers.Subscriber{ID: "acme", Name: "Acme", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Webhooks: []subscribers.Webhook{{URL: hook, Secrets: []string{testSecret}}}}
+	s.Normalize()
+	e.reg.Put(s)
+	green := strings.Replace(validAlert, `"TLP:AMBER"`, `"GREEN"`, 1)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: green})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.NotContains(t, string(body), "s3cret")
+	assert.Contains(t, string(body), `"https://acme.example/herald"`)
+	_, body = e.do(request{method: "POST", path: "/v1/alerts/preview", token: adminToken, body: green})
+	assert.Contains(t, string(body), "s3cret", "admins see whole records")
+
+	e.receipts(delivery.Receipt{Kind: delivery.KindAlert, AlertID: "w1", TLP: "GREEN", Marking: "OFFICIAL", At: testNow},
+		delivery.Receipt{Kind: delivery.KindDecision, AlertID: "w1", Subscriber: "acme", Channel: delivery.ChannelWebhook,
+			Target: hook, Decision: delivery.Deliver, Mode: delivery.ModeSigned, At: testNow})
+	_, body = e.do(request{method: "GET", path: "/v1/alerts/w1/deliveries", token: analystToken})
+	assert.NotContains(t, string(body), "s3cret")
+	_, body = e.do(request{method: "GET", path: "/v1/alerts/w1/deliveries", token: adminToken})
+	assert.Contains(t, string(body), "s3cret")
+}
+
+func TestRefusedTokensAreAudited(t *testing.T) {
+	e := newEnv(t)
+	e.do(request{method: "GET", path: "/v1/subscribers", token: "hrld_guess"})
+	e.do(request{method: "GET", path: "/v1/subscribers", token: analystToken})
+	var got []string
+	for _, a := range e.audited() {
+		if a.Action == record.ActionTokenRefused {
+			got = append(got, a.Actor+" "+a.Object)
+			assert.NotContains(t, a.Reason, "hrld_guess", "never the token")
+		}
+	}
+	assert.Equal(t, []string{"unknown route:GET /v1/subscribers", "analyst:alice route:GET /v1/subscribers"}, got)
+}
