@@ -2,11 +2,11 @@ package api
 
 import (
 	"bytes"
-	"slices"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"

@@ -251,10 +251,10 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Decide: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
 			return fanout.Decide(al, a.registry, prior, now, opt)
 		},
-		Audit:    AuditLog(a.bus, a.now),
-		Ledger:   index,
-		Registry: a.registry,
-		Writer:   SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},
+		Audit:           AuditLog(a.bus, a.now),
+		Ledger:          index,
+		Registry:        a.registry,
+		Writer:          SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},
 		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
 		Taxonomy:        taxonomy.Default(),
 		SigningKey:      pub,
