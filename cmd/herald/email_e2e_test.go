@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"fmt"
+	"github.com/herald-alerts/herald/internal/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,10 +32,14 @@ func TestEmailThroughServe(t *testing.T) {
 	}
 	agencyPub, agencySec := pgptest.Key(t, pgptest.Agency)
 	alicePub, aliceSec := pgptest.RecipientKey(t, pgptest.Alice)
+	const bobToken = "hrld_e2e_second_analyst_bob"
 	extra := fmt.Sprintf(`signing: {key_file: %q}
 smtp: {host: %q, port: %d, tls: starttls, username: herald, password_file: %q, from: alerts@agency.example, ca_file: %q}
 delivery: {retry_schedule: [200ms, 500ms, 1s]}
-`, write("agency.sec.asc", agencySec), sink.Host, sink.Port, write("smtp.pw", "relay-pw\n"), write("relay-ca.pem", string(sink.CertPEM)))
+api:
+  tokens: [{name: bob, role: analyst, sha256: %s}]
+`, write("agency.sec.asc", agencySec), sink.Host, sink.Port, write("smtp.pw", "relay-pw\n"), write("relay-ca.pem", string(sink.CertPEM)),
+		config.HashToken(bobToken))
 	s := startServe(t, extra)
 
 	partners := write("partners.yaml", fmt.Sprintf(`
@@ -69,12 +74,18 @@ delivery: {retry_schedule: [200ms, 500ms, 1s]}
 	amber := write("amber.yaml", `{title: "Amber secret operation AMB-99", severity: severe, marking: OFFICIAL-SENSITIVE, tlp: AMBER,
   handling: {code: C, conditions: "Financial crime team only"}, audience: {sectors: [hospitality]}, body: "amber body text"}`)
 	greenID := strings.TrimSpace(s.must(t, "publish", green))
-	amberID := strings.TrimSpace(s.must(t, "publish", amber))
+	// AMBER OFFICIAL-SENSITIVE waits for a second analyst; bob approves it
+	// through the API.
+	pending := s.must(t, "publish", amber)
+	require.Contains(t, pending, "awaiting approval")
+	amberID := strings.Fields(pending)[0]
+	require.Never(t, func() bool { return sink.Count() > 3 }, 500*time.Millisecond, 20*time.Millisecond, "nothing of the AMBER alert goes before approval")
+	s.approve(t, amberID, bobToken)
 
 	// GREEN: three signed emails. AMBER O-S: the bank encrypted, the hotel
 	// a key notice, the recruiter nothing (clearance).
 	require.Eventually(t, func() bool { return sink.Count() == 5 }, 60*time.Second, 50*time.Millisecond, "emails: %d\n%s", sink.Count(), s.log)
-	time.Sleep(300 * time.Millisecond) // a sixth message would be a defect: give it a moment to show
+	require.Never(t, func() bool { return sink.Count() > 5 }, 300*time.Millisecond, 20*time.Millisecond, "a sixth message would be a defect")
 	msgs := sink.Messages()
 	require.Len(t, msgs, 5)
 	agencyKey := write("agency.pub.asc", agencyPub)

@@ -20,7 +20,8 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
-	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/internal/publish"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -211,18 +212,19 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 
 	// Herald itself: fan-out and delivery on the shared bus.
 	runCtx, stop := context.WithCancel(ctx)
-	started := make(chan struct{})
+	started := make(chan *app.App, 1)
 	appDone := make(chan error, 1)
 	go func() {
 		appDone <- app.Run(runCtx, cfg, log, app.Options{Bus: b, Roles: []string{app.RoleFanout, app.RoleDeliver},
-			Explicit: true, Started: func(*app.App) { close(started) }})
+			Explicit: true, Started: func(a *app.App) { started <- a }})
 	}()
 	stopApp := func() error {
 		stop()
 		return <-appDone
 	}
+	var herald *app.App
 	select {
-	case <-started:
+	case herald = <-started:
 	case err := <-appDone:
 		stop()
 		return nil, fmt.Errorf("start herald: %w", err)
@@ -240,12 +242,13 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		ids[i] = a.ID
 	}
 	led := ledger.FromBus(b)
+	publisher := app.Publisher(cfg, b, publish.KafkaIndex{R: b}, herald.Registry(), time.Now)
 	deadline := time.Now().Add(opt.Timeout)
 	waitCtx, cancelWait := context.WithDeadline(ctx, deadline)
 	defer cancelWait()
 	var got map[string]*ledger.Alert
 	err = func() error {
-		if err := publish(waitCtx, b, pub[0], pub[1]); err != nil {
+		if err := publishAll(waitCtx, publisher, pub[0], pub[1]); err != nil {
 			return err
 		}
 		// A cancel goes to whoever received the alert it cancels, which
@@ -256,7 +259,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		}); err != nil {
 			return fmt.Errorf("waiting for alert %s to be fanned out: %w", ids[0], err)
 		}
-		if err := publish(waitCtx, b, pub[2]); err != nil {
+		if err := publishAll(waitCtx, publisher, pub[2]); err != nil {
 			return err
 		}
 		want := map[string]int{}
@@ -352,20 +355,28 @@ func demoConfig(keyFile, publishingKeyFile, caFile, smtpAddr string) (*config.Co
 	return cfg, nil
 }
 
-// publish validates alerts as the API would and writes them to the alerts
-// topic, keyed by id.
-func publish(ctx context.Context, b *bus.Bus, as ...*alerts.Alert) error {
+// The demo's two analysts: the first publishes, the second approves what
+// needs a second analyst (PRODUCT.md §10).
+const (
+	Analyst       = "demo:analyst"
+	SecondAnalyst = "demo:second-analyst"
+)
+
+// publishAll publishes alerts as the API would, as Analyst; an alert that
+// waits for a second analyst is approved by SecondAnalyst, bound to the
+// digest of what was published.
+func publishAll(ctx context.Context, p *publish.Publisher, as ...*alerts.Alert) error {
 	for _, a := range as {
-		a.Normalize()
-		if err := a.Validate(time.Now(), taxonomy.Default()); err != nil {
+		res, err := p.Publish(ctx, a, Analyst)
+		if err != nil {
 			return fmt.Errorf("sample alert %s: %w", a.ID, err)
 		}
-		v, err := json.Marshal(a)
-		if err != nil {
-			return fmt.Errorf("encode alert %s: %w", a.ID, err)
-		}
-		if err := b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(a.ID), Value: v}); err != nil {
-			return fmt.Errorf("publish alert %s: %w", a.ID, err)
+		if res.State == record.StatePending {
+			if _, err := p.Approve(ctx, a.ID, SecondAnalyst, res.Digest); err != nil {
+				return fmt.Errorf("approve sample alert %s: %w", a.ID, err)
+			}
+			at := time.Now()
+			a.ApprovedBy, a.ApprovedAt = SecondAnalyst, &at
 		}
 	}
 	return nil

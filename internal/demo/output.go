@@ -172,7 +172,7 @@ func (r *Result) Print(w io.Writer) {
 	if r.Webhooks != "" {
 		fmt.Fprintf(w, "Partners' webhook receiver: %s/hooks/ID (HTTPS, throwaway CA in webhooks.ca_file; 127.0.0.0/8 in webhooks.allow_cidrs)\n\n", r.Webhooks)
 	}
-	fmt.Fprintf(w, "Alerts published (issued_by demo:analyst):\n")
+	fmt.Fprintf(w, "Alerts published (issued_by %s; TLP:AMBER and OFFICIAL-SENSITIVE approved by %s):\n", Analyst, SecondAnalyst)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, a := range r.Alerts {
 		title := a.Title

@@ -188,6 +188,7 @@ func expectations() []expected {
 		deliver, notice, withhold       = delivery.Deliver, delivery.Notice, delivery.Withhold
 		signed, encrypted               = delivery.ModeSigned, delivery.ModeEncrypted
 		keyNotice, cancelNotice         = delivery.ModeKeyNotice, delivery.ModeCancelNotice
+		followUpKeyNotice               = delivery.ModeFollowUpKeyNotice
 		green, amber, cancelOfGreen int = 0, 1, 2
 	)
 	return []expected{
@@ -217,12 +218,15 @@ func expectations() []expected {
 
 		// 3. Cancel of 1 at TLP:AMBER OFFICIAL: those who had 1 and may
 		// still receive it get the cancel; those who had 1 and may not now
-		// get a content-free cancel notice; the suspended partner nothing.
+		// get a content-free cancel notice; the hotel, which had 1 and has
+		// no key to read the encrypted cancel, a content-free notice that
+		// alert 1 was withdrawn, with the key advice (rule 7); the
+		// suspended partner nothing.
 		{cancelOfGreen, bank, email, deliver, encrypted, policy.RuleEmailCrypt},
 		{cancelOfGreen, bank, hook, deliver, signed, policy.RuleWebhookSign},
 		{cancelOfGreen, agency, email, notice, cancelNotice, policy.RuleNoLongerEligible},
 		{cancelOfGreen, agency, hook, notice, cancelNotice, policy.RuleNoLongerEligible},
-		{cancelOfGreen, hotels, email, notice, keyNotice, policy.RuleNoUsableKey},
+		{cancelOfGreen, hotels, email, notice, followUpKeyNotice, policy.RuleFollowUpNoKey},
 		{cancelOfGreen, ngo, email, deliver, encrypted, policy.RuleEmailCrypt},
 		{cancelOfGreen, ngo, hook, notice, cancelNotice, policy.RuleNoLongerEligible},
 		{cancelOfGreen, farms, email, withhold, "", policy.RuleSuspended},
