@@ -82,6 +82,19 @@ func (s *Sealed) For(r *Recipient) ([]byte, error) {
 	return crlf(out.Bytes()), nil
 }
 
+// EncryptTo encrypts plaintext for one recipient under a fresh session
+// key and returns the ASCII-armoured OpenPGP message (CRLF line endings):
+// one key packet, then the encrypted data. Use it when every recipient's
+// plaintext differs; Seal and For share one encryption among recipients of
+// the same plaintext.
+func EncryptTo(r *Recipient, plaintext []byte) ([]byte, error) {
+	s, err := Seal(plaintext)
+	if err != nil {
+		return nil, err
+	}
+	return s.For(r)
+}
+
 // Decrypt decrypts an OpenPGP message (ASCII-armoured or binary) with the
 // ASCII-armoured secret key, unlocking it with passphrase if it is
 // protected, and returns the plaintext. The integrity check (MDC or AEAD)
