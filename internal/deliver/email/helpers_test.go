@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"mime"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,6 +128,10 @@ func bodyOf(t testing.TB, raw []byte) []byte {
 	require.GreaterOrEqual(t, ct, 0)
 	return raw[ct+2:]
 }
+
+// flat joins the words of s with single spaces, so that phrases can be
+// found across wrapped lines.
+func flat(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func decodeSubject(t testing.TB, raw []byte) string {
 	m := regexp.MustCompile(`(?m)^Subject: (.*(?:\r\n .*)*)\r\n`).FindSubmatch(raw)
