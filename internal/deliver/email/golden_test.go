@@ -57,6 +57,8 @@ func TestGolden(t *testing.T) {
 	amber := testAlert("AMBER-G", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
 	cancel := testAlert("AMBER-G2", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
 	cancel.Type, cancel.References = alerts.TypeCancel, []string{"AMBER-G"}
+	followUp := job(cancel, sub, "ops@acme.example", delivery.ModeFollowUpKeyNotice)
+	followUp.Held = []delivery.Held{{ID: "GREEN-G", Title: "Car wash in Hull recruits through a fake employment agency in the name of a local charity"}}
 	for _, c := range []struct {
 		file string
 		job  *delivery.Job
@@ -64,6 +66,7 @@ func TestGolden(t *testing.T) {
 		{"green-signed.eml", job(green, sub, "ops@acme.example", delivery.ModeSigned)},
 		{"amber-key-notice.eml", job(amber, sub, "ops@acme.example", delivery.ModeKeyNotice)},
 		{"amber-cancel-notice.eml", job(cancel, sub, "ops@acme.example", delivery.ModeCancelNotice)},
+		{"amber-followup-key-notice.eml", followUp},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			before := sink.Count()
