@@ -403,6 +403,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{email.Config{Host: "h", From: "a@b.example", TLS: "ssl"}, "smtp.tls"},
 		{email.Config{Host: "h", From: "not an address"}, "smtp.from"},
 		{email.Config{Host: "h", From: "a@b.example", Port: 70000}, "smtp.port"},
+		{email.Config{Host: "h", From: "a@b.example", IssuerName: "Agency\r\nBcc: x@evil.example"}, "email.issuer_name"},
 	} {
 		_, err := email.New(c.cfg, signer, nil)
 		require.ErrorContains(t, err, c.want)
