@@ -39,6 +39,7 @@ func Seal(plaintext []byte) (*Sealed, error) {
 		return nil, fmt.Errorf("seal: session key: %w", err)
 	}
 	var buf bytes.Buffer
+	buf.Grow(len(plaintext) + 128) // literal and SEIPD headers, IV, MDC
 	enc, err := packet.SerializeSymmetricallyEncrypted(&buf, sealCipher, false, packet.CipherSuite{}, key, nil)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)

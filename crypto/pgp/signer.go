@@ -204,7 +204,19 @@ func Micalg(h crypto.Hash) (string, error) {
 	return "", fmt.Errorf("no micalg for hash %v", h)
 }
 
-// crlf turns the LF line endings of armour into CRLF.
+// crlf turns the LF line endings of armour into CRLF, in one pass.
 func crlf(b []byte) []byte {
-	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+	out := make([]byte, 0, len(b)+bytes.Count(b, []byte("\n")))
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return append(out, b...)
+		}
+		line := b[:i]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		out = append(append(out, line...), '\r', '\n')
+		b = b[i+1:]
+	}
 }
