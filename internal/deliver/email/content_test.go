@@ -289,6 +289,7 @@ func TestSignedOnlyProtectedHeaders(t *testing.T) {
 			} else {
 				require.Equal(t, "cipher", v.HP)
 				require.Contains(t, all, "\r\nHP-Outer: Subject: [TLP:GREEN] Update: "+secretTitle+"\r\n")
+				require.Empty(t, v.Protected["Hp-Outer"], "the record of the outside is not a protected field")
 			}
 		})
 	}

@@ -27,10 +27,10 @@ type Verification struct {
 	Subject   string
 	MessageID string
 	// Protected holds the header fields carried inside the signed part
-	// (RFC 9788 header protection), as written; nil when the message has
-	// none. They are covered by the signature: prefer them to the outer
-	// ones. HP is its hp parameter: "clear" (signed only) or "cipher"
-	// (encrypted).
+	// (RFC 9788 header protection), as written, without the HP-Outer
+	// record of the outer ones; nil when the message has none. They are
+	// covered by the signature: prefer them to the outer ones. HP is its
+	// hp parameter: "clear" (signed only) or "cipher" (encrypted).
 	Protected mail.Header
 	HP        string
 	// ProtectedSubject is the protected Subject, decoded: for an
@@ -128,7 +128,7 @@ func Verify(raw []byte, agencyPublicArmored []byte, secretArmored []byte, passph
 	if hp := tparams["hp"]; hp == "clear" || hp == "cipher" {
 		v.HP, v.Protected = hp, mail.Header{}
 		for k, vals := range h {
-			if !strings.HasPrefix(k, "Content-") && k != "Mime-Version" {
+			if !strings.HasPrefix(k, "Content-") && k != "Mime-Version" && k != "Hp-Outer" {
 				v.Protected[k] = vals
 			}
 		}
