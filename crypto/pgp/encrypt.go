@@ -39,6 +39,7 @@ func Seal(plaintext []byte) (*Sealed, error) {
 		return nil, fmt.Errorf("seal: session key: %w", err)
 	}
 	var buf bytes.Buffer
+	buf.Grow(len(plaintext) + 128) // literal and SEIPD headers, IV, MDC
 	enc, err := packet.SerializeSymmetricallyEncrypted(&buf, sealCipher, false, packet.CipherSuite{}, key, nil)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
@@ -80,6 +81,19 @@ func (s *Sealed) For(r *Recipient) ([]byte, error) {
 	}
 	out.WriteByte('\n')
 	return crlf(out.Bytes()), nil
+}
+
+// EncryptTo encrypts plaintext for one recipient under a fresh session
+// key and returns the ASCII-armoured OpenPGP message (CRLF line endings):
+// one key packet, then the encrypted data. Use it when every recipient's
+// plaintext differs; Seal and For share one encryption among recipients of
+// the same plaintext.
+func EncryptTo(r *Recipient, plaintext []byte) ([]byte, error) {
+	s, err := Seal(plaintext)
+	if err != nil {
+		return nil, err
+	}
+	return s.For(r)
 }
 
 // Decrypt decrypts an OpenPGP message (ASCII-armoured or binary) with the

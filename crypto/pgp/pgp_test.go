@@ -204,6 +204,40 @@ func TestGenerateKey(t *testing.T) {
 	require.ErrorContains(t, err, "unknown key algorithm")
 }
 
+func TestSignerName(t *testing.T) {
+	require.Equal(t, "National Crime Agency Herald", pgptest.AgencySigner(t).Name())
+	require.Equal(t, "Herald RSA signing key", pgptest.Signer(t, pgptest.AgencyRSA).Name())
+	priv, _, err := pgp.GenerateKey("", "only-an-address@herald.example", "", now)
+	require.NoError(t, err)
+	s, err := pgp.LoadSigner(priv, nil, now)
+	require.NoError(t, err)
+	require.Empty(t, s.Name(), "a user id without a name gives no name")
+}
+
+// TestEncryptTo checks that each message made by EncryptTo has its own
+// session key and decrypts with GnuPG and Sequoia.
+func TestEncryptTo(t *testing.T) {
+	plain := []byte("Content-Type: text/plain\r\n\r\nfor one reader\r\n")
+	pub, priv := pgptest.RecipientKey(t, pgptest.Alice)
+	r, err := pgp.ParseRecipient(pub, now)
+	require.NoError(t, err)
+	m1, err := pgp.EncryptTo(r, plain)
+	require.NoError(t, err)
+	m2, err := pgp.EncryptTo(r, plain)
+	require.NoError(t, err)
+	require.NotEqual(t, m1, m2, "a fresh session key for every message")
+	gpg, sq := pgptest.GPG(t), pgptest.SQ(t)
+	gpg.Import(priv)
+	for _, m := range [][]byte{m1, m2} {
+		got, err := gpg.Decrypt(priv, m)
+		require.NoError(t, err)
+		require.Equal(t, plain, got)
+		got, err = sq.Decrypt(priv, m)
+		require.NoError(t, err)
+		require.Equal(t, plain, got)
+	}
+}
+
 func TestSealForEachRecipient(t *testing.T) {
 	plain := []byte("Content-Type: text/plain\r\n\r\nthe secret\r\n")
 	sealed, err := pgp.Seal(plain)
@@ -305,5 +339,36 @@ func TestToolGeneratedKeys(t *testing.T) {
 		got, err := sq.Decrypt(string(secret), msg)
 		require.NoError(t, err)
 		require.Equal(t, plain, got)
+	})
+}
+
+// BenchmarkPerMessage measures what each email now costs in OpenPGP work:
+// a text-mode signature by the Ed25519 agency key over a 4 KiB part, and
+// the encryption of the signed entity to one Curve25519 recipient.
+//
+//	go test -run '^$' -bench PerMessage ./crypto/pgp/
+func BenchmarkPerMessage(b *testing.B) {
+	part := bytes.Repeat([]byte("Content of an alert, quoted-printable, 72 columns or so wide..........\r\n"), 56)
+	s := pgptest.AgencySigner(b)
+	pub, _ := pgptest.RecipientKey(b, pgptest.Alice)
+	r, err := pgp.ParseRecipient(pub, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("sign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := s.SignDetachedText(part); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encrypt", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := pgp.EncryptTo(r, part); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -32,6 +32,7 @@ type Signer struct {
 	entity      *openpgp.Entity
 	cfg         *packet.Config
 	fingerprint string
+	name        string
 	public      []byte
 	ops         atomic.Uint64
 }
@@ -84,10 +85,15 @@ func LoadSigner(armoredPrivate []byte, passphrase []byte, now time.Time) (*Signe
 	if err != nil {
 		return nil, fmt.Errorf("load signing key %s: %w", fp, err)
 	}
+	name := ""
+	if ident := e.PrimaryIdentity(); ident != nil && ident.UserId != nil {
+		name = strings.TrimSpace(ident.UserId.Name)
+	}
 	return &Signer{
 		entity:      e,
 		cfg:         &packet.Config{DefaultHash: crypto.SHA256, SigningKeyId: k.PublicKey.KeyId},
 		fingerprint: fp,
+		name:        name,
 		public:      pub,
 	}, nil
 }
@@ -118,6 +124,12 @@ func LoadSignerFile(path, passphraseFile string, now time.Time) (*Signer, error)
 // Fingerprint returns the agency key's primary fingerprint in upper-case
 // hex.
 func (s *Signer) Fingerprint() string { return s.fingerprint }
+
+// Name returns the name in the key's primary user id ("National Crime
+// Agency" for "National Crime Agency <alerts@nca.example>"), or "" if the
+// user id has none. Partner-facing text names the agency with it when no
+// other name is configured.
+func (s *Signer) Name() string { return s.name }
 
 // PublicKeyArmored returns the agency's ASCII-armoured public key. The
 // caller must not modify it.
@@ -192,7 +204,19 @@ func Micalg(h crypto.Hash) (string, error) {
 	return "", fmt.Errorf("no micalg for hash %v", h)
 }
 
-// crlf turns the LF line endings of armour into CRLF.
+// crlf turns the LF line endings of armour into CRLF, in one pass.
 func crlf(b []byte) []byte {
-	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+	out := make([]byte, 0, len(b)+bytes.Count(b, []byte("\n")))
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return append(out, b...)
+		}
+		line := b[:i]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		out = append(append(out, line...), '\r', '\n')
+		b = b[i+1:]
+	}
 }

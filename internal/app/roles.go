@@ -88,7 +88,8 @@ func EmailConfig(cfg *config.Config) (email.Config, error) {
 		return email.Config{}, fmt.Errorf("smtp.ca_file: %w", err)
 	}
 	return email.Config{Host: cfg.SMTP.Host, Port: cfg.SMTP.Port, TLS: cfg.SMTP.TLS, Username: cfg.SMTP.Username,
-		Password: pw, From: cfg.SMTP.From, Pool: cfg.SMTP.Pool, Timeout: cfg.SMTP.Timeout, RootCAs: pool}, nil
+		Password: pw, From: cfg.SMTP.From, Pool: cfg.SMTP.Pool, Timeout: cfg.SMTP.Timeout, RootCAs: pool,
+		IssuerName: cfg.Email.IssuerName}, nil
 }
 
 // unconfigured fails every job of a channel the operator has not set up,

@@ -4,67 +4,98 @@ import (
 	"container/list"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/crypto/pgp"
+	"github.com/herald-alerts/herald/internal/delivery"
 )
 
-// artefact is what every recipient of one alert (in one format) shares:
-// the signed entity, signed once, and, on first need, that entity
-// encrypted once under a session key.
-type artefact struct {
-	ready  chan struct{} // closed when entity or err is set
-	entity []byte
-	err    error
-
-	sealOnce sync.Once
-	sealed   *pgp.Sealed
-	sealErr  error
+// contentKey returns the key under which the rendering of job is cached:
+// a SHA-256 over everything the rendering depends on, each part
+// length-prefixed: the exact alert content (alertBytes), the mode, the
+// alerts the target holds and the issuer name. Never the alert id alone:
+// two different alerts published under one id must never share a
+// rendering (issue 10).
+func contentKey(job *delivery.Job, issuer string) ([32]byte, error) {
+	alert, err := alertBytes(job)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	h := sha256.New()
+	field := func(b []byte) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	field(alert)
+	field([]byte(job.Mode))
+	field([]byte(issuer))
+	for _, held := range job.Held {
+		field([]byte(held.ID))
+		field([]byte(held.Title))
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	return key, nil
 }
 
-// seal encrypts the entity once, however many goroutines ask.
-func (a *artefact) seal() (*pgp.Sealed, error) {
-	a.sealOnce.Do(func() { a.sealed, a.sealErr = pgp.Seal(a.entity) })
-	return a.sealed, a.sealErr
+// alertBytes returns the bytes that identify the content of job's alert:
+// the SHA-256 of the alert bytes the job carries (set by
+// delivery.DecodeJob), or, for a job built in memory, its JSON encoding.
+func alertBytes(job *delivery.Job) ([]byte, error) {
+	if job.AlertDigest != ([32]byte{}) {
+		return job.AlertDigest[:], nil
+	}
+	return json.Marshal(job.Alert)
 }
 
-// artefacts is a small LRU of artefacts by alert id and format. Concurrent
-// requests for a missing key wait for one build (single flight), so
-// any number of jobs for one alert cause one signature. A failed build is
+// rendering is one cached content, ready when ready is closed.
+type rendering struct {
+	ready chan struct{}
+	c     *content
+	err   error
+}
+
+// renderings is a small LRU of contents by contentKey. Concurrent requests
+// for a missing key wait for one build (single flight), so any number of
+// jobs for the same content cause one rendering. A failed build is
 // forgotten, so the next job tries again.
-type artefacts struct {
+type renderings struct {
 	mu    sync.Mutex
 	max   int
 	ll    *list.List // of *cacheEntry, most recent first
-	items map[string]*list.Element
+	items map[[32]byte]*list.Element
 }
 
 type cacheEntry struct {
-	key string
-	a   *artefact
+	key [32]byte
+	r   *rendering
 }
 
-func newArtefacts(max int) *artefacts {
-	return &artefacts{max: max, ll: list.New(), items: map[string]*list.Element{}}
+func newRenderings(max int) *renderings {
+	return &renderings{max: max, ll: list.New(), items: map[[32]byte]*list.Element{}}
 }
 
-// get returns the artefact for key, building it with build if absent.
-func (c *artefacts) get(ctx context.Context, key string, build func() ([]byte, error)) (*artefact, error) {
+// get returns the content for key, building it with build if absent.
+func (c *renderings) get(ctx context.Context, key [32]byte, build func() (*content, error)) (*content, error) {
 	c.mu.Lock()
 	if el, ok := c.items[key]; ok {
 		c.ll.MoveToFront(el)
-		a := el.Value.(*cacheEntry).a
+		r := el.Value.(*cacheEntry).r
 		c.mu.Unlock()
 		select {
-		case <-a.ready:
-			return a, a.err
+		case <-r.ready:
+			return r.c, r.err
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		}
 	}
-	a := &artefact{ready: make(chan struct{})}
-	el := c.ll.PushFront(&cacheEntry{key: key, a: a})
+	r := &rendering{ready: make(chan struct{})}
+	el := c.ll.PushFront(&cacheEntry{key: key, r: r})
 	c.items[key] = el
 	for c.ll.Len() > c.max {
 		old := c.ll.Back()
@@ -73,9 +104,9 @@ func (c *artefacts) get(ctx context.Context, key string, build func() ([]byte, e
 	}
 	c.mu.Unlock()
 
-	a.entity, a.err = build()
-	close(a.ready)
-	if a.err != nil {
+	r.c, r.err = build()
+	close(r.ready)
+	if r.err != nil {
 		c.mu.Lock()
 		if cur, ok := c.items[key]; ok && cur == el {
 			c.ll.Remove(el)
@@ -83,7 +114,7 @@ func (c *artefacts) get(ctx context.Context, key string, build func() ([]byte, e
 		}
 		c.mu.Unlock()
 	}
-	return a, a.err
+	return r.c, r.err
 }
 
 // maxRecipients bounds the parsed key cache; when full it starts afresh.

@@ -7,6 +7,8 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+
+	"github.com/herald-alerts/herald/internal/delivery"
 )
 
 // TLS modes.
@@ -39,6 +41,20 @@ type Config struct {
 	InsecureSkipVerify bool
 	// LocalName is the host name sent in EHLO (default "localhost").
 	LocalName string
+
+	// IssuerName is the agency as partners see it: the text of every
+	// alert says "Issued <time> by <IssuerName>" (config key
+	// email.issuer_name). Empty means the name in the signing key's user
+	// id. Partner-facing text never names the analyst who issued or
+	// approved an alert.
+	IssuerName string
+	// AckURL, when set, returns the link at which the recipient of job
+	// confirms receipt (PRODUCT.md §12); the text of content messages and
+	// of notices about alerts the target holds then carries it in a short
+	// paragraph. An empty result, or a nil AckURL, leaves the paragraph
+	// out. Key notices never carry one. It is called once per message and
+	// must be safe for concurrent use.
+	AckURL func(job *delivery.Job) string
 }
 
 // withDefaults fills defaults and checks the configuration, naming the bad
@@ -83,5 +99,9 @@ func (c Config) withDefaults() (Config, *mail.Address, error) {
 	if strings.ContainsAny(c.LocalName, "\r\n ") {
 		return c, nil, errors.New("smtp.local_name must be a host name")
 	}
+	if c.IssuerName != oneLine(c.IssuerName) {
+		return c, nil, errors.New("email.issuer_name must be one line without control characters")
+	}
+	c.IssuerName = strings.TrimSpace(c.IssuerName)
 	return c, from, nil
 }

@@ -92,7 +92,6 @@ func TestEncryptedInterop(t *testing.T) {
 	gpg, sq := pgptest.GPG(t), pgptest.SQ(t)
 	gpg.Import(pub)
 
-	var inners [][]byte
 	for addr, key := range map[string]string{"alice@acme.example": pgptest.Alice, "bob@acme.example": pgptest.Bob} {
 		t.Run(key, func(t *testing.T) {
 			require.NoError(t, notify(t, n, job(a, sub, addr, delivery.ModeEncrypted), sub))
@@ -111,11 +110,15 @@ func TestEncryptedInterop(t *testing.T) {
 			require.True(t, v.Encrypted)
 			require.Equal(t, signer.Fingerprint(), v.Signer)
 			require.Contains(t, v.Text, secretTitle)
+			require.Equal(t, "cipher", v.HP)
+			require.Equal(t, "[TLP:AMBER] "+secretTitle, v.ProtectedSubject, "the real subject, inside")
+			require.Equal(t, "<"+addr+">", v.Protected.Get("To"), "each message is signed for its own recipient")
 			_, err = email.Verify(raw, signer.PublicKeyArmored(), nil, nil)
 			require.ErrorContains(t, err, "encrypted")
 
 			enc := extract(t, bodyOf(t, raw)).encrypted
 			gpg.Import(secret)
+			var inners [][]byte
 			for _, tool := range []*pgptest.Tool{gpg, sq} {
 				inner, err := tool.Decrypt(secret, enc)
 				require.NoError(t, err)
@@ -123,8 +126,13 @@ func TestEncryptedInterop(t *testing.T) {
 				require.NoError(t, tool.VerifyDetached(pub, p.signed, p.signature))
 				badSigned := bytes.Replace(p.signed, []byte("debt"), []byte("Debt"), 1)
 				require.Error(t, tool.VerifyDetached(pub, badSigned, p.signature))
+				// The protected headers are signed too.
+				badHeader := bytes.Replace(p.signed, []byte("To: <"+addr), []byte("To: <x"+addr[1:]), 1)
+				require.NotEqual(t, p.signed, badHeader)
+				require.Error(t, tool.VerifyDetached(pub, badHeader, p.signature))
 				inners = append(inners, inner)
 			}
+			require.Equal(t, inners[0], inners[1], "gpg and sq decrypt the same entity")
 			// Tampering with the ciphertext breaks decryption.
 			bad := bytes.Clone(enc)
 			k := bytes.Index(bad, []byte("\r\n\r\n")) + 40
@@ -138,11 +146,8 @@ func TestEncryptedInterop(t *testing.T) {
 			require.Error(t, err)
 		})
 	}
-	// Every recipient got the same signed entity.
-	for _, in := range inners[1:] {
-		require.Equal(t, inners[0], in)
-	}
-	require.Equal(t, uint64(1), signer.Ops(), "one signature for the alert")
+	require.Equal(t, uint64(2), signer.Ops(), "one signature per message")
+	require.Equal(t, uint64(1), email.Renders(n), "one rendering for the alert")
 }
 
 // TestNoContentOutsideEncryption checks that for every restricted alert
@@ -199,7 +204,10 @@ func TestNoContentOutsideEncryption(t *testing.T) {
 				v, err := email.Verify(m.Data, signer.PublicKeyArmored(), nil, nil)
 				require.NoError(t, err)
 				require.True(t, strings.HasPrefix(v.Text, "TLP:"+string(c.tlp)+" "+string(c.marking)+"\n"))
-				require.Contains(t, v.Text, "Nothing of the alert's content is in this message.")
+				require.Regexp(t, `Nothing of the (alert|cancellation)'s content is in this message\.`, flat(v.Text))
+				for _, secret := range []string{secretTitle, secretSummary, secretBody, "Leeds", "+44 7700"} {
+					require.NotContains(t, v.Text, secret)
+				}
 			}
 		})
 	}
@@ -312,9 +320,11 @@ func TestConnectionFailures(t *testing.T) {
 	})
 }
 
-// TestSignsOncePerAlert sends one alert to many addresses at once, signed
-// and encrypted: exactly one signature is made.
-func TestSignsOncePerAlert(t *testing.T) {
+// TestRendersOncePerContent sends one alert to many addresses at once,
+// signed and encrypted: each content is rendered once, and each message
+// is signed (and encrypted) on its own, because its signed part carries
+// its own header fields.
+func TestRendersOncePerContent(t *testing.T) {
 	sink := smtptest.New(t, smtptest.Options{Discard: true})
 	signer := pgptest.AgencySigner(t)
 	n := newNotifier(t, sink, signer, nil)
@@ -338,7 +348,8 @@ func TestSignsOncePerAlert(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, 2*count, sink.Count())
-	require.Equal(t, uint64(2), signer.Ops(), "one signature per alert")
+	require.Equal(t, uint64(2), email.Renders(n), "one rendering per content")
+	require.Equal(t, uint64(2*count), signer.Ops(), "one signature per message")
 	require.LessOrEqual(t, sink.Connections(), 4, "connections are pooled")
 }
 
@@ -392,6 +403,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{email.Config{Host: "h", From: "a@b.example", TLS: "ssl"}, "smtp.tls"},
 		{email.Config{Host: "h", From: "not an address"}, "smtp.from"},
 		{email.Config{Host: "h", From: "a@b.example", Port: 70000}, "smtp.port"},
+		{email.Config{Host: "h", From: "a@b.example", IssuerName: "Agency\r\nBcc: x@evil.example"}, "email.issuer_name"},
 	} {
 		_, err := email.New(c.cfg, signer, nil)
 		require.ErrorContains(t, err, c.want)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"mime"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,10 +129,24 @@ func bodyOf(t testing.TB, raw []byte) []byte {
 	return raw[ct+2:]
 }
 
+// flat joins the words of s with single spaces, so that phrases can be
+// found across wrapped lines.
+func flat(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// nospace removes all white space from s.
+func nospace(s string) string { return strings.Join(strings.Fields(s), "") }
+
 func decodeSubject(t testing.TB, raw []byte) string {
 	m := regexp.MustCompile(`(?m)^Subject: (.*(?:\r\n .*)*)\r\n`).FindSubmatch(raw)
 	require.NotNil(t, m)
 	s, err := new(mime.WordDecoder).DecodeHeader(string(bytes.ReplaceAll(m[1], []byte("\r\n "), []byte(" "))))
 	require.NoError(t, err)
 	return s
+}
+
+// verifySigned checks a signed-only message with Verify and the agency key
+// of signer.
+func verifySigned(t testing.TB, raw []byte, signer *pgp.Signer) (*email.Verification, error) {
+	t.Helper()
+	return email.Verify(raw, signer.PublicKeyArmored(), nil, nil)
 }

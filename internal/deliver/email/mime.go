@@ -38,23 +38,51 @@ func quotedPrintable(text string) []byte {
 	return bytes.ReplaceAll(out, []byte("\r\nFrom "), []byte("\r\n=46rom "))
 }
 
-// textPart is the MIME entity of the plain text, the part that is signed.
-func textPart(text string) []byte {
+// textPart returns the signed MIME entity of one message: the text/plain
+// part whose header carries, besides its own MIME fields, the message's
+// header fields with the real subject (RFC 9788 header protection:
+// hp="clear" when signed only, hp="cipher" when it will be encrypted, and
+// protected-headers="v1", which Thunderbird, Enigmail and Autocrypt
+// clients read). An encrypted message also records, as HP-Outer fields,
+// the header fields it shows outside. The body is the content's text with
+// the delivery's acknowledgement paragraph, if any, before the footer.
+func textPart(c *content, h header, encrypted bool, ack string) []byte {
+	ackQP := quotedPrintable(ackParagraph(ack))
 	var b bytes.Buffer
-	b.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
-	b.WriteString("Content-Transfer-Encoding: quoted-printable\r\n")
+	b.Grow(len(c.head) + len(ackQP) + len(c.tail) + 1024)
+	hp := "clear"
+	if encrypted {
+		hp = "cipher"
+	}
+	b.WriteString("Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\";\r\n hp=\"" + hp + "\"")
+	if encrypted && c.legacy {
+		b.WriteString("; hp-legacy-display=\"1\"")
+	}
+	b.WriteString("\r\nContent-Transfer-Encoding: quoted-printable\r\n")
+	for _, f := range h.fields(c.subject) {
+		b.WriteString(f)
+		b.WriteString("\r\n")
+	}
+	if encrypted {
+		for _, f := range h.fields(c.outer) {
+			b.WriteString("HP-Outer: ")
+			b.WriteString(f)
+			b.WriteString("\r\n")
+		}
+	}
 	b.WriteString("\r\n")
-	b.Write(quotedPrintable(text))
+	b.Write(c.head)
+	b.Write(ackQP)
+	b.Write(c.tail)
 	return b.Bytes()
 }
 
-// signedEntity signs the text once and returns the complete RFC 3156 §5
+// signedEntity signs part and returns the complete RFC 3156 §5
 // multipart/signed entity, starting with its Content-Type header. The
-// signed data is the text part exactly as it appears between the first
+// signed data is the part exactly as it appears between the first
 // boundary line and the CRLF before the second (RFC 3156 §5, RFC 2046
 // §5.1.1).
-func signedEntity(text string, signer *pgp.Signer) ([]byte, error) {
-	part := textPart(text)
+func signedEntity(part []byte, signer *pgp.Signer) ([]byte, error) {
 	sig, micalg, err := signer.SignDetachedText(part)
 	if err != nil {
 		return nil, err
@@ -110,40 +138,50 @@ func encodeHeader(s string) string {
 	return strings.ReplaceAll(enc, "?= =?", "?=\r\n =?")
 }
 
-// header is the per-recipient part of a message.
+// header is the per-message part of a message's header; the subject
+// comes from the content.
 type header struct {
 	From       *mail.Address
 	To         string
-	Subject    string
 	Date       time.Time
 	MessageID  string
 	References []string // message ids, without angle brackets
 }
 
-// write writes the header fields; the entity's own Content-Type follows.
-func (h header) write(b *bytes.Buffer) {
-	fmt.Fprintf(b, "From: %s\r\n", h.From.String())
-	fmt.Fprintf(b, "To: <%s>\r\n", h.To)
-	fmt.Fprintf(b, "Subject: %s\r\n", encodeHeader(h.Subject))
-	fmt.Fprintf(b, "Date: %s\r\n", h.Date.Format(time.RFC1123Z))
-	fmt.Fprintf(b, "Message-ID: <%s>\r\n", h.MessageID)
+// fields returns the message's header fields with subject, each one whole
+// field (continuation lines included) without its final CRLF: the fields
+// shown outside, carried inside the signed part, and recorded there as
+// HP-Outer.
+func (h header) fields(subject string) []string {
+	fs := make([]string, 0, 8)
+	fs = append(fs,
+		"From: "+h.From.String(),
+		"To: <"+h.To+">",
+		"Subject: "+encodeHeader(subject),
+		"Date: "+h.Date.Format(time.RFC1123Z),
+		"Message-ID: <"+h.MessageID+">",
+	)
 	if len(h.References) > 0 {
-		fmt.Fprintf(b, "In-Reply-To: <%s>\r\n", h.References[0])
+		fs = append(fs, "In-Reply-To: <"+h.References[0]+">")
+		var b strings.Builder
 		b.WriteString("References:")
 		for _, r := range h.References {
-			fmt.Fprintf(b, "\r\n <%s>", r)
+			b.WriteString("\r\n <" + r + ">")
 		}
-		b.WriteString("\r\n")
+		fs = append(fs, b.String())
 	}
-	b.WriteString("Auto-Submitted: auto-generated\r\n")
-	b.WriteString("MIME-Version: 1.0\r\n")
+	return append(fs, "Auto-Submitted: auto-generated")
 }
 
-// message assembles the per-recipient header and the shared entity.
-func message(h header, entity []byte) []byte {
+// message assembles the outer header, with subject, and the entity.
+func message(h header, subject string, entity []byte) []byte {
 	var b bytes.Buffer
 	b.Grow(len(entity) + 640)
-	h.write(&b)
+	for _, f := range h.fields(subject) {
+		b.WriteString(f)
+		b.WriteString("\r\n")
+	}
+	b.WriteString("MIME-Version: 1.0\r\n")
 	b.Write(entity)
 	return b.Bytes()
 }

@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -20,21 +21,23 @@ import (
 	"github.com/herald-alerts/herald/subscribers"
 )
 
-// cacheSize is how many alerts' signed (and sealed) entities are kept:
-// deliveries of one alert arrive close together, so a few suffice.
+// cacheSize is how many renderings are kept: deliveries of one alert
+// arrive close together, so a few suffice.
 const cacheSize = 64
 
 // Notifier sends alerts by email. It is safe for concurrent use.
 type Notifier struct {
-	cfg    Config
-	from   *mail.Address
-	domain string
-	signer *pgp.Signer
-	log    *slog.Logger
-	pool   *pool
-	cache  *artefacts
-	keys   *recipients
-	now    func() time.Time
+	cfg     Config
+	from    *mail.Address
+	domain  string
+	issuer  string
+	signer  *pgp.Signer
+	log     *slog.Logger
+	pool    *pool
+	cache   *renderings
+	keys    *recipients
+	now     func() time.Time
+	renders atomic.Uint64 // renderings made, for tests
 }
 
 var _ interface {
@@ -54,14 +57,22 @@ func New(cfg Config, signer *pgp.Signer, log *slog.Logger) (*Notifier, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	issuer := cfg.IssuerName
+	if issuer == "" {
+		issuer = strings.TrimSpace(oneLine(signer.Name()))
+	}
+	if issuer == "" {
+		return nil, fmt.Errorf("email: email.issuer_name is empty and the signing key %s has no name in its user id: partners must see who issued an alert", signer.Fingerprint())
+	}
 	return &Notifier{
 		cfg:    cfg,
 		from:   from,
 		domain: from.Address[strings.LastIndexByte(from.Address, '@')+1:],
+		issuer: issuer,
 		signer: signer,
 		log:    log,
 		pool:   newPool(cfg),
-		cache:  newArtefacts(cacheSize),
+		cache:  newRenderings(cacheSize),
 		keys:   &recipients{m: map[[32]byte]*pgp.Recipient{}},
 		now:    time.Now,
 	}, nil
@@ -91,54 +102,76 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("email: alert %q lacks a valid id, TLP or marking", a.ID))
 	}
 
-	var (
-		render func(*alerts.Alert, string) string
-		subj   string
-	)
+	encrypted := false
 	switch job.Mode {
 	case delivery.ModeSigned:
-		if restricted(a) {
+		if a.MustEncrypt() {
 			// Fail closed: the policy must have asked for encryption.
 			return delivery.Permanent(delivery.ReasonEncrypt,
 				fmt.Errorf("email: %s %s alert %s must be encrypted; refusing to send it signed only", a.TLP.Label(), a.Marking, a.ID))
 		}
-		render, subj = renderText, subject(a)
 	case delivery.ModeEncrypted:
-		render, subj = renderText, subject(a)
-	case delivery.ModeKeyNotice:
-		render, subj = renderKeyNotice, keyNoticeSubject(a)
-	case delivery.ModeCancelNotice:
-		render, subj = renderCancelNotice, cancelNoticeSubject(a)
+		encrypted = true
+	case delivery.ModeKeyNotice, delivery.ModeCancelNotice, delivery.ModeFollowUpKeyNotice:
+		// Content-free: signed only.
 	default:
 		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("email: unknown mode %q", job.Mode))
 	}
-	format := job.Mode
-	if format == delivery.ModeEncrypted {
-		format = delivery.ModeSigned // the same signed entity, then encrypted
+	var recipient *pgp.Recipient
+	if encrypted {
+		r, err := n.recipient(job, sub)
+		if err != nil {
+			return delivery.Permanent(delivery.ReasonEncrypt, err)
+		}
+		recipient = r
 	}
-	art, err := n.cache.get(ctx, a.ID+"\x00"+format, func() ([]byte, error) {
-		return signedEntity(render(a, n.signer.Fingerprint()), n.signer)
+
+	key, err := contentKey(job, n.issuer)
+	if err != nil {
+		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("email: alert %s: %w", a.ID, err))
+	}
+	c, err := n.cache.get(ctx, key, func() (*content, error) {
+		n.renders.Add(1)
+		return render(job, n.issuer, n.signer.Fingerprint())
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return delivery.Temporary(delivery.ReasonTimeout, fmt.Errorf("email: waiting for the signature: %w", err))
+			return delivery.Temporary(delivery.ReasonTimeout, fmt.Errorf("email: waiting for the rendering: %w", err))
 		}
-		return delivery.Permanent(delivery.ReasonSign, fmt.Errorf("email: sign alert %s: %w", a.ID, err))
-	}
-	entity := art.entity
-	if job.Mode == delivery.ModeEncrypted {
-		if entity, err = n.encrypt(art, job, sub); err != nil {
-			return delivery.Permanent(delivery.ReasonEncrypt, err)
-		}
+		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("email: render alert %s: %w", a.ID, err))
 	}
 
-	h := header{From: n.from, To: job.Target, Subject: subj, Date: n.now(), MessageID: n.messageID(job.ID)}
-	if a.Type == alerts.TypeUpdate || a.Type == alerts.TypeCancel || job.Mode == delivery.ModeCancelNotice {
+	h := header{From: n.from, To: job.Target, Date: n.now(), MessageID: n.messageID(job.ID)}
+	switch {
+	case job.Mode == delivery.ModeCancelNotice || job.Mode == delivery.ModeFollowUpKeyNotice:
+		for _, hd := range held(job) {
+			h.References = append(h.References, n.messageID(delivery.ID(hd.ID, sub.ID, job.Target)))
+		}
+	case a.Type == alerts.TypeUpdate || a.Type == alerts.TypeCancel:
 		for _, ref := range a.References {
 			h.References = append(h.References, n.messageID(delivery.ID(ref, sub.ID, job.Target)))
 		}
 	}
-	if err := n.pool.send(ctx, n.from.Address, job.Target, message(h, entity)); err != nil {
+	var ack string
+	if c.ack && n.cfg.AckURL != nil {
+		ack = n.cfg.AckURL(job)
+	}
+	// The signed part carries this message's own header fields (and its
+	// acknowledgement link), so every message is signed, and encrypted,
+	// on its own.
+	entity, err := signedEntity(textPart(c, h, encrypted, ack), n.signer)
+	if err != nil {
+		return delivery.Permanent(delivery.ReasonSign, fmt.Errorf("email: sign alert %s: %w", a.ID, err))
+	}
+	if encrypted {
+		armored, err := pgp.EncryptTo(recipient, entity)
+		if err != nil {
+			return delivery.Permanent(delivery.ReasonEncrypt, fmt.Errorf("email: encrypt alert %s to %s: %w", a.ID, job.Target, err))
+		}
+		entity = encryptedEntity(armored)
+	}
+
+	if err := n.pool.send(ctx, n.from.Address, job.Target, message(h, c.outer, entity)); err != nil {
 		f := classify(err)
 		n.log.Debug("email not sent", "alert", a.ID, "subscriber", sub.ID, "delivery", job.ID, "reason", f.Reason, "temporary", f.Temporary, "error", err)
 		return f
@@ -150,9 +183,9 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 // messageID returns the Message-ID (without brackets) of a delivery.
 func (n *Notifier) messageID(deliveryID string) string { return deliveryID + "@" + n.domain }
 
-// encrypt re-checks the target's key now and returns the multipart/encrypted
-// entity for it, sharing the alert's encrypted data.
-func (n *Notifier) encrypt(art *artefact, job *delivery.Job, sub *subscribers.Subscriber) ([]byte, error) {
+// recipient re-checks the target's key now and returns it, or says why
+// it cannot be encrypted to.
+func (n *Notifier) recipient(job *delivery.Job, sub *subscribers.Subscriber) (*pgp.Recipient, error) {
 	var key string
 	found := false
 	for _, e := range sub.Email {
@@ -171,15 +204,7 @@ func (n *Notifier) encrypt(art *artefact, job *delivery.Job, sub *subscribers.Su
 	if err != nil {
 		return nil, fmt.Errorf("email: key for %s unusable: %w", job.Target, err)
 	}
-	sealed, err := art.seal()
-	if err != nil {
-		return nil, fmt.Errorf("email: encrypt alert %s: %w", job.Alert.ID, err)
-	}
-	armored, err := sealed.For(r)
-	if err != nil {
-		return nil, fmt.Errorf("email: %w", err)
-	}
-	return encryptedEntity(armored), nil
+	return r, nil
 }
 
 // classify maps a send error onto a delivery failure, in one place.

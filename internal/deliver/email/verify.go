@@ -26,7 +26,19 @@ type Verification struct {
 	// covered by the signature.
 	Subject   string
 	MessageID string
-	// Text is the signed plain text.
+	// Protected holds the header fields carried inside the signed part
+	// (RFC 9788 header protection), as written, without the HP-Outer
+	// record of the outer ones; nil when the message has none. They are
+	// covered by the signature: prefer them to the outer ones. HP is its
+	// hp parameter: "clear" (signed only) or "cipher" (encrypted).
+	Protected mail.Header
+	HP        string
+	// ProtectedSubject is the protected Subject, decoded: for an
+	// encrypted message whose outer subject is minimal, the real one.
+	ProtectedSubject string
+	// Text is the signed plain text, without the Legacy Display Element
+	// (RFC 9788 §4.5) that repeats the protected subject for mail clients
+	// that do not read protected headers.
 	Text string
 }
 
@@ -108,12 +120,47 @@ func Verify(raw []byte, agencyPublicArmored []byte, secretArmored []byte, passph
 		return nil, fmt.Errorf("verify email: %w", err)
 	}
 	v.Signer = fp
-	text, err := decodeText(parts[0])
+	h, text, err := decodeText(parts[0])
 	if err != nil {
 		return nil, fmt.Errorf("verify email: signed part: %w", err)
 	}
+	_, tparams, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	if hp := tparams["hp"]; hp == "clear" || hp == "cipher" {
+		v.HP, v.Protected = hp, mail.Header{}
+		for k, vals := range h {
+			if !strings.HasPrefix(k, "Content-") && k != "Mime-Version" && k != "Hp-Outer" {
+				v.Protected[k] = vals
+			}
+		}
+		if s, err := new(mime.WordDecoder).DecodeHeader(h.Get("Subject")); err == nil {
+			v.ProtectedSubject = s
+		} else {
+			v.ProtectedSubject = h.Get("Subject")
+		}
+		if hp == "cipher" && v.Encrypted && tparams["hp-legacy-display"] == "1" {
+			text = stripLegacyDisplay(text)
+		}
+	}
 	v.Text = text
 	return v, nil
+}
+
+// stripLegacyDisplay removes the Legacy Display Element from the start of
+// a text/plain part (RFC 9788 §4.5): header-like lines up to and
+// including the first blank line. A text that does not start that way is
+// returned unchanged.
+func stripLegacyDisplay(text string) string {
+	end := strings.Index(text, "\n\n")
+	if end < 0 {
+		return text
+	}
+	for _, line := range strings.Split(text[:end], "\n") {
+		name, _, ok := strings.Cut(line, ": ")
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return text
+		}
+	}
+	return text[end+2:]
 }
 
 // splitMultipart returns the raw body parts of a multipart body (RFC 2046
@@ -165,25 +212,25 @@ func splitEntity(entity []byte) (mail.Header, []byte, error) {
 	return m.Header, body, err
 }
 
-// decodeText returns the text of a text/plain entity.
-func decodeText(entity []byte) (string, error) {
+// decodeText returns the header and the text of a text/plain entity.
+func decodeText(entity []byte) (mail.Header, string, error) {
 	h, body, err := splitEntity(entity)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	if ct, _, err := mime.ParseMediaType(h.Get("Content-Type")); err != nil || ct != "text/plain" {
-		return "", fmt.Errorf("signed part is %q, not text/plain", h.Get("Content-Type"))
+		return nil, "", fmt.Errorf("signed part is %q, not text/plain", h.Get("Content-Type"))
 	}
 	switch strings.ToLower(h.Get("Content-Transfer-Encoding")) {
 	case "quoted-printable":
 		b, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
 		if err != nil {
-			return "", fmt.Errorf("quoted-printable: %w", err)
+			return nil, "", fmt.Errorf("quoted-printable: %w", err)
 		}
 		body = b
 	case "", "7bit", "8bit":
 	default:
-		return "", fmt.Errorf("unexpected transfer encoding %q", h.Get("Content-Transfer-Encoding"))
+		return nil, "", fmt.Errorf("unexpected transfer encoding %q", h.Get("Content-Transfer-Encoding"))
 	}
-	return strings.ReplaceAll(string(body), "\r\n", "\n"), nil
+	return h, strings.ReplaceAll(string(body), "\r\n", "\n"), nil
 }

@@ -128,6 +128,9 @@ func New(t testing.TB, opts Options) *Server {
 	}()
 	t.Cleanup(func() {
 		srv.Close()
+		// Close the listener ourselves too: a Close that comes before
+		// Serve has registered it would leave Serve blocked in Accept.
+		l.Close()
 		<-done
 	})
 	return s
