@@ -325,12 +325,25 @@ func (s *Subscriber) SharesSector(sectors []string) bool {
 
 // RedactURL returns a webhook URL as analysts see it (PRODUCT.md §4): its
 // scheme, host and path, without credentials, query or fragment, which may
-// carry a partner's token. Anything that is not a URL comes back as
-// "(unparsable url)".
+// carry a partner's token.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" {
-		return "(unparsable url)"
+		// Not a URL Go can parse (a control character, say): cut the
+		// query, fragment and credentials by hand.
+		s, _, _ := strings.Cut(raw, "?")
+		s, _, _ = strings.Cut(s, "#")
+		if scheme, rest, ok := strings.Cut(s, "://"); ok {
+			host, path, _ := strings.Cut(rest, "/")
+			if at := strings.LastIndexByte(host, '@'); at >= 0 {
+				host = host[at+1:]
+			}
+			s = scheme + "://" + host
+			if path != "" || strings.Contains(rest, "/") {
+				s += "/" + path
+			}
+		}
+		return s
 	}
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }

@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"fmt"
-	"github.com/herald-alerts/herald/internal/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,14 +31,10 @@ func TestEmailThroughServe(t *testing.T) {
 	}
 	agencyPub, agencySec := pgptest.Key(t, pgptest.Agency)
 	alicePub, aliceSec := pgptest.RecipientKey(t, pgptest.Alice)
-	const bobToken = "hrld_e2e_second_analyst_bob"
 	extra := fmt.Sprintf(`signing: {key_file: %q}
 smtp: {host: %q, port: %d, tls: starttls, username: herald, password_file: %q, from: alerts@agency.example, ca_file: %q}
 delivery: {retry_schedule: [200ms, 500ms, 1s]}
-api:
-  tokens: [{name: bob, role: analyst, sha256: %s}]
-`, write("agency.sec.asc", agencySec), sink.Host, sink.Port, write("smtp.pw", "relay-pw\n"), write("relay-ca.pem", string(sink.CertPEM)),
-		config.HashToken(bobToken))
+`, write("agency.sec.asc", agencySec), sink.Host, sink.Port, write("smtp.pw", "relay-pw\n"), write("relay-ca.pem", string(sink.CertPEM)))
 	s := startServe(t, extra)
 
 	partners := write("partners.yaml", fmt.Sprintf(`

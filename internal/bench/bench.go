@@ -119,7 +119,7 @@ type Result struct {
 const (
 	FanoutJobs          = "fanout.jobs"
 	FanoutSignsWebhook  = "fanout.signatures_per_alert.webhook"
-	FanoutSignsEmail    = "fanout.signatures_per_alert.email"
+	FanoutSignsEmail    = "email.signatures_per_message"
 	WebhookDeliveries   = "webhook.deliveries"
 	EmailMessages       = "email.messages"
 	LatencyP50          = "latency.p50"

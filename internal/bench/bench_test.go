@@ -52,8 +52,9 @@ func TestRunTinySuite(t *testing.T) {
 			assert.Nil(t, r.Ratio, r.Name)
 		}
 	}
-	// One signature per alert per channel format: the webhook body and
-	// the signed email entity, however many partners.
+	// One signature per alert for the webhook body, however many
+	// partners; one per email message (each carries its own protected
+	// headers).
 	for _, r := range results {
 		if r.Name == FanoutSignsWebhook || r.Name == FanoutSignsEmail {
 			assert.Equal(t, 1.0, r.Herald, r.Name)

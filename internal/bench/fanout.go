@@ -175,7 +175,14 @@ func (e *env) signatures(ctx context.Context, w *fanout.Worker, reg *subscribers
 		if err := waitDone(ctx, done, 10*time.Second, ch.tr, "fan-out: "+ch.name+" deliveries"); err != nil {
 			return nil, err
 		}
-		out[ch.name] = float64(e.signer.Ops() - before)
+		signs := float64(e.signer.Ops() - before)
+		if ch.name == delivery.ChannelEmail {
+			// Each message carries its recipient's protected headers
+			// (RFC 9788) and acknowledgement link: one signature per
+			// message, and the text rendered once per alert.
+			signs /= float64(len(jobs))
+		}
+		out[ch.name] = signs
 	}
 	return out, nil
 }

@@ -137,7 +137,7 @@ func TestTextOutputEscapesData(t *testing.T) {
 		code, _, errOut := run(t, "", "status", "nope"+evil)
 		require.Equal(t, 1, code)
 		requireEscaped(t, errOut)
-		assert.Contains(t, errOut, `herald: no receipts for alert nope\x1b[31m\u202e: `)
+		assert.Contains(t, errOut, `herald: no alert nope\x1b[31m\u202e: `)
 	})
 }
 
