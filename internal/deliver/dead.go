@@ -65,7 +65,7 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 	err := b.ReadAll(ctx, bus.TopicDead, func(m kafka.Message) error {
 		d := DeadLetter{Partition: m.Partition, Offset: m.Offset, Time: m.Time,
 			Reason: bus.Header(m, HeaderReason), Error: bus.Header(m, HeaderError)}
-		if job, err := decodeJob(m.Value); err == nil {
+		if job, err := delivery.DecodeJob(m.Value, nil); err == nil {
 			d.Job = job
 		} else {
 			d.Raw = m.Value

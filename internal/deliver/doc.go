@@ -86,4 +86,15 @@
 // outcome receipt is no longer dead (it was delivered or replayed since):
 // replaying twice, or replaying what was delivered meanwhile, sends nothing
 // again.
+//
+// # Endpoints that answered 410 Gone
+//
+// A webhook that answers 410 is disabled by an endpoint state
+// (record.EndpointState, by "herald:deliver") written with the batch's
+// outcomes under its own key (record.EndpointKey) in the subscribers
+// topic. The partner's record is never written back, so an
+// administrator's change to it made at the same moment (a suspension
+// above all) stands whatever the order; the subscribers.Registry applies
+// the state on top of the record. An administrator re-enables the endpoint
+// by writing a state with Disabled false under the same key.
 package deliver
