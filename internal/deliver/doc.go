@@ -18,6 +18,14 @@
 // committed run again with the same delivery id, which receivers use to
 // drop duplicates.
 //
+// Outcomes are written as soon as they are settled, not when the whole
+// batch is: the partitions of a batch run side by side and each writes its
+// own outcomes when its jobs are done, so a retry-tier job waiting hours
+// for its time in one partition never holds back the receipts of jobs from
+// other partitions fetched with it. Within a partition, before waiting
+// longer than Hold for a job that is not yet due, the runner first writes
+// the outcomes of the jobs before it.
+//
 // # Retry tiers
 //
 // Retry tier i (topic retry.i) holds jobs waiting about Schedule[i]. Every

@@ -89,6 +89,13 @@ func (o *out) addJSON(topic, key string, v any, headers ...kafka.Header) {
 	o.add(topic, kafka.Message{Key: []byte(key), Value: b, Headers: headers})
 }
 
+// empty reports whether o holds nothing to write.
+func (o *out) empty() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.byTopic) == 0 && len(o.after) == 0 && o.err == nil
+}
+
 func (o *out) then(f func()) {
 	o.mu.Lock()
 	o.after = append(o.after, f)
