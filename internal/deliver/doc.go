@@ -7,6 +7,15 @@
 // §15.5.11). Retry-After (RFC 9110 §10.2.3) is honoured within the
 // schedule's bounds.
 //
+// # Only Herald's jobs
+//
+// Every job record read, from the deliveries topic or a retry tier, must
+// carry a valid herald-auth authenticator (bus.Authenticate, PRODUCT.md §3
+// rule 1). One that does not — written by a Kafka client that is not
+// Herald — is never attempted and writes no receipt: it goes to the dead
+// topic as it is, with reason "unattributed" (like an undecodable record,
+// reason "invalid"), and its offset is committed with its batch.
+//
 // # At least once
 //
 // Every topic is read through a consumer group (bus.Consume). A batch's
@@ -93,7 +102,12 @@
 // attempt count reset and history kept, unless its delivery id's latest
 // outcome receipt is no longer dead (it was delivered or replayed since):
 // replaying twice, or replaying what was delivered meanwhile, sends nothing
-// again.
+// again. Only what Herald wrote counts: receipts and dead letters that
+// fail authentication are ignored (ListDead lists the latter as
+// "unauthenticated"), and an unattributed job is never replayed. Its dead
+// letter is keyed "~unattributed/" + the original key, which Herald's
+// authenticator covers, so that no copy of it with other headers passes
+// for a dead job.
 //
 // # Endpoints that answered 410 Gone
 //

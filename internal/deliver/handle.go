@@ -143,6 +143,15 @@ func (r *Runner) sequence(ctx context.Context, tier int, msgs []kafka.Message) e
 	head := true // no job of this sequence has been dispatched yet
 	stopped := false
 	for _, m := range msgs {
+		if err := r.bus.Authenticate(m); err != nil {
+			if errors.Is(err, bus.ErrNoKeyring) {
+				// This process cannot tell; the records are not at fault.
+				b.wait()
+				return fmt.Errorf("authenticate delivery jobs: %w", err)
+			}
+			r.deadUnattributed(b.o, m, err)
+			continue
+		}
 		job, err := delivery.DecodeJob(m.Value, r.alerts)
 		if err != nil {
 			r.deadInvalid(b.o, m, err)

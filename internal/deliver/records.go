@@ -200,6 +200,23 @@ func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
 	r.log.Warn("undecodable delivery job moved to the dead-letter topic", "source", src, "error", err)
 }
 
+// deadUnattributed moves a record that Herald did not write (it fails
+// authentication) to the dead topic without attempting it: its value as it
+// is, under its key prefixed with unattributedKeyPrefix, which the
+// authenticator Herald adds covers, so that it can never pass for a dead
+// job and be replayed. It writes no receipt: the record's claims are not
+// Herald's.
+func (r *Runner) deadUnattributed(o *out, m kafka.Message, err error) {
+	src := source(m)
+	o.add(bus.TopicDead, kafka.Message{Key: append([]byte(unattributedKeyPrefix), m.Key...), Value: m.Value, Headers: []kafka.Header{
+		{Key: HeaderReason, Value: []byte(delivery.ReasonUnattributed)},
+		{Key: HeaderError, Value: []byte(err.Error())},
+		{Key: headerSource, Value: []byte(src)},
+	}})
+	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, delivery.ReasonUnattributed).Inc()
+	r.log.Warn("delivery job not written by Herald moved to the dead-letter topic unattempted", "source", src, "error", err)
+}
+
 // source names where m was read: topic/partition/offset.
 func source(m kafka.Message) string {
 	return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)

@@ -32,6 +32,8 @@ type Bus interface {
 	Consume(ctx context.Context, group string, topics []string, handle bus.Handler) error
 	Producer(topic string) *bus.Producer
 	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
+	// Authenticate checks that a record read was written by Herald.
+	Authenticate(m kafka.Message) error
 }
 
 var _ Bus = (*bus.Bus)(nil)
