@@ -146,6 +146,37 @@ func TestOnlyDeadLettersHeraldWroteAreReplayed(t *testing.T) {
 	assert.Empty(t, e.n.callsTo(hookA))
 }
 
+// TestReplayNeverResendsDelivered: delivered is final. A delivery that was
+// delivered and later dead-lettered by a duplicate attempt (a rebalance
+// handed its job to two workers) is never replayed.
+func TestReplayNeverResendsDelivered(t *testing.T) {
+	e := newEnv(t)
+	e.reg.Put(testSub("acme", hookA))
+	e.n.on(hookA, func(_ context.Context, n int) error {
+		if n == 1 {
+			return nil
+		}
+		return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 409 to the duplicate"))
+	})
+	job := testJob(testAlert("al-dup"), "acme", delivery.ChannelWebhook, hookA)
+	e.start(e.runner())
+	e.publish(job)
+	e.waitState(job.ID, delivery.StateDelivered)
+	e.publish(job) // the duplicate
+	rs := e.waitState(job.ID, delivery.StateDead)
+	require.Equal(t, []string{delivery.StateDelivered, delivery.StateDead}, states(rs), "the latest outcome says dead")
+	dead, err := ListDead(context.Background(), e.bus, DeadFilter{Alert: "al-dup"})
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.NotNil(t, dead[0].Job)
+
+	n, err := Replay(context.Background(), e.bus, DeadFilter{Alert: "al-dup"}, time.Now())
+	require.NoError(t, err)
+	assert.Zero(t, n, "a delivered delivery was replayed")
+	assert.Equal(t, []string{delivery.StateDelivered, delivery.StateDead}, states(e.outcomes(job.ID)))
+	assert.Len(t, e.n.callsTo(hookA), 2)
+}
+
 // TestReplayCountsOnlyHeraldsReceipts: receipts a stranger wrote neither
 // stop a replay nor make one happen twice.
 func TestReplayCountsOnlyHeraldsReceipts(t *testing.T) {

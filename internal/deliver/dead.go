@@ -133,10 +133,12 @@ func (d *DeadLetter) replayable() bool {
 // a pending receipt (reason "replayed") for each. It returns how many it
 // re-queued.
 //
-// A delivery is replayed only while its latest outcome receipt is dead or
-// disabled (or it has none): a delivery that was delivered, or replayed
-// and not dead again, since it was dead-lettered is skipped, so that
-// running Replay twice sends nothing twice. Only receipts Herald wrote
+// Delivered is final: a delivery with any delivered outcome receipt is
+// never replayed, even when a later receipt says dead (a duplicate attempt
+// of a job that two workers ran, after a rebalance). Otherwise a delivery
+// is replayed only while its latest outcome receipt is dead or disabled
+// (or it has none): one replayed and not dead again since is skipped, so
+// that running Replay twice sends nothing twice. Only receipts Herald wrote
 // count. Of several dead letters of one delivery, the latest is replayed.
 // Only dead jobs Herald wrote are replayed: never undecodable records, job
 // records Herald did not write, or records of the dead topic Herald did not
@@ -169,6 +171,7 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 		keys = append(keys, id)
 	}
 	state := make(map[string]string)
+	delivered := make(map[string]bool)
 	err = b.ReadKeys(ctx, bus.TopicReceipts, keys, func(m kafka.Message) error {
 		var rc delivery.Receipt
 		if json.Unmarshal(m.Value, &rc) != nil || rc.Kind != delivery.KindOutcome {
@@ -178,6 +181,9 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 			return nil
 		}
 		state[rc.DeliveryID] = rc.State
+		if rc.State == delivery.StateDelivered {
+			delivered[rc.DeliveryID] = true
+		}
 		return nil
 	})
 	if err != nil {
@@ -185,6 +191,9 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 	}
 	var jobs, receipts []kafka.Message
 	for _, id := range order {
+		if delivered[id] {
+			continue
+		}
 		if s, ok := state[id]; ok && s != delivery.StateDead && s != delivery.StateDisabled {
 			continue
 		}

@@ -99,15 +99,16 @@
 //
 // Dead letters carry the job with its attempt history and a reason
 // header. Replay re-queues a dead job to the deliveries topic with its
-// attempt count reset and history kept, unless its delivery id's latest
-// outcome receipt is no longer dead (it was delivered or replayed since):
-// replaying twice, or replaying what was delivered meanwhile, sends nothing
-// again. Only what Herald wrote counts: receipts and dead letters that
-// fail authentication are ignored (ListDead lists the latter as
-// "unauthenticated"), and an unattributed job is never replayed. Its dead
-// letter is keyed "~unattributed/" + the original key, which Herald's
-// authenticator covers, so that no copy of it with other headers passes
-// for a dead job.
+// attempt count reset and history kept. Delivered is final: a delivery
+// with any delivered outcome receipt is never replayed, even when a
+// duplicate attempt dead-lettered it afterwards; nor is one whose latest
+// outcome receipt is no longer dead (it was replayed since), so replaying
+// twice sends nothing again. Only what Herald wrote counts: receipts and
+// dead letters that fail authentication are ignored (ListDead lists the
+// latter as "unauthenticated"), and an unattributed job is never replayed.
+// Its dead letter is keyed "~unattributed/" + the original key, which
+// Herald's authenticator covers, so that no copy of it with other headers
+// passes for a dead job.
 //
 // # Endpoints that answered 410 Gone
 //
