@@ -53,7 +53,9 @@ func TestTemporaryFailuresThenDelivered(t *testing.T) {
 	assert.GreaterOrEqual(t, calls[2].at.Sub(calls[1].at), time.Duration(float64(testSchedule[1])*0.8))
 
 	// Nothing more arrives: exactly one delivered outcome.
-	time.Sleep(300 * time.Millisecond)
+	require.Never(t, func() bool {
+		return len(e.n.callsTo(hookA)) != 3 || countState(e.outcomes(job.ID), delivery.StateDelivered) != 1
+	}, 300*time.Millisecond, 20*time.Millisecond, "a fourth attempt or a second delivered outcome")
 	assert.Len(t, e.n.callsTo(hookA), 3)
 	assert.Equal(t, 1, countState(e.outcomes(job.ID), delivery.StateDelivered))
 }
@@ -318,7 +320,8 @@ func TestBreakerOpensAndOtherEndpointsContinue(t *testing.T) {
 	require.Eventually(t, func() bool { return testutil.ToFloat64(r.metrics.open) == 1 }, 10*time.Second, 20*time.Millisecond)
 	// Two failures opened the circuit; the jobs behind it were rescheduled
 	// without attempts, and keep their attempt counts.
-	time.Sleep(500 * time.Millisecond)
+	require.Never(t, func() bool { return len(e.n.callsTo(bad)) > 2 }, 500*time.Millisecond, 20*time.Millisecond,
+		"an attempt through the open circuit")
 	assert.Len(t, e.n.callsTo(bad), 2)
 	assert.Positive(t, testutil.ToFloat64(r.metrics.reschedule.WithLabelValues(causeCircuitOpen)))
 }
