@@ -1,14 +1,17 @@
 package subscribers_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -106,7 +109,9 @@ func TestRegistryConcurrent(t *testing.T) {
 				if i%7 == 0 {
 					r.Delete(id)
 				} else {
-					r.Put(sub(id, sectors[i%3], sectors[(i+w)%3]))
+					s := sub(id, sectors[i%3], sectors[(i+w)%3])
+					s.Webhooks = []subscribers.Webhook{{URL: "https://" + id + ".example/hook"}}
+					r.Put(s)
 				}
 			}
 		})
@@ -126,8 +131,230 @@ func TestRegistryConcurrent(t *testing.T) {
 			}
 		})
 	}
+	// Endpoint states come and go under the readers and writers.
+	wg.Go(func() {
+		for i := range 500 {
+			id := fmt.Sprintf("p%d-%d", i%2, i%50)
+			st := record.EndpointState{Subscriber: id, URL: "https://" + id + ".example/hook", Disabled: i%3 != 0}
+			if i%5 == 0 {
+				r.ClearEndpoint(st.Subscriber, st.URL)
+			} else {
+				r.PutEndpoint(st)
+			}
+		}
+	})
 	wg.Wait()
 	for _, s := range r.List() {
 		assert.Same(t, s, r.Get(s.ID))
 	}
+}
+
+func partner(id string, urls ...string) *subscribers.Subscriber {
+	s := sub(id, "care")
+	for _, u := range urls {
+		s.Webhooks = append(s.Webhooks, subscribers.Webhook{URL: u, Secrets: []string{secret1}})
+	}
+	s.Normalize()
+	return s
+}
+
+func encode(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+func state(sub, url string, disabled bool) record.EndpointState {
+	return record.EndpointState{Subscriber: sub, URL: url, Disabled: disabled, Reason: "gone", By: "herald:deliver",
+		At: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+// applyState applies st to r as the registry follower does: under its
+// endpoint's key.
+func applyState(t *testing.T, r *subscribers.Registry, st record.EndpointState) {
+	t.Helper()
+	require.NoError(t, r.Apply([]byte(record.EndpointKey(st.Subscriber, st.URL)), encode(t, st)))
+}
+
+func disabled(s *subscribers.Subscriber) []bool {
+	out := []bool{}
+	for _, w := range s.Webhooks {
+		out = append(out, w.Disabled)
+	}
+	return out
+}
+
+const (
+	hook1 = "https://one.acme.example/hook"
+	hook2 = "https://two.acme.example/hook"
+)
+
+// TestRegistryEndpointStates: endpoint states apply on top of the partner's
+// record, never into it.
+func TestRegistryEndpointStates(t *testing.T) {
+	r := subscribers.NewRegistry()
+	orig := partner("acme", hook1, hook2)
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, orig)))
+	before := r.Get("acme")
+	assert.Equal(t, []bool{false, false}, disabled(before))
+
+	applyState(t, r, state("acme", hook1, true))
+	got := r.Get("acme")
+	assert.Equal(t, []bool{true, false}, disabled(got), "the state disables its endpoint only")
+	assert.Equal(t, []bool{false, false}, disabled(before), "what Get returned before is not mutated")
+	assert.Equal(t, []bool{false, false}, disabled(r.Record("acme")), "the partner's record is not rewritten")
+	assert.Equal(t, orig.Email, got.Email)
+	assert.Equal(t, orig.Clearance, got.Clearance)
+	assert.Same(t, got, r.List()[0], "List returns the effective record")
+	subs, _ := r.Candidates(alertFor([]string{"care"}))
+	require.Len(t, subs, 1)
+	assert.Same(t, got, subs[0], "Candidates returns the effective record")
+	st, ok := r.Endpoint("acme", hook1)
+	require.True(t, ok)
+	assert.Equal(t, "herald:deliver", st.By)
+	assert.Equal(t, []record.EndpointState{state("acme", hook1, true)}, r.Endpoints("acme"))
+
+	t.Run("an administrator's record stands beside the state, whatever the order", func(t *testing.T) {
+		suspended := partner("acme", hook1, hook2)
+		suspended.Status = subscribers.StatusSuspended
+		for name, steps := range map[string][]func(*subscribers.Registry){
+			"state then suspension": {
+				func(r *subscribers.Registry) { applyState(t, r, state("acme", hook1, true)) },
+				func(r *subscribers.Registry) { require.NoError(t, r.Apply([]byte("acme"), encode(t, suspended))) },
+			},
+			"suspension then state": {
+				func(r *subscribers.Registry) { require.NoError(t, r.Apply([]byte("acme"), encode(t, suspended))) },
+				func(r *subscribers.Registry) { applyState(t, r, state("acme", hook1, true)) },
+			},
+		} {
+			t.Run(name, func(t *testing.T) {
+				r := subscribers.NewRegistry()
+				r.Put(partner("acme", hook1, hook2))
+				for _, step := range steps {
+					step(r)
+				}
+				s := r.Get("acme")
+				assert.Equal(t, subscribers.StatusSuspended, s.Status)
+				assert.Equal(t, []bool{true, false}, disabled(s))
+			})
+		}
+	})
+
+	t.Run("re-enable", func(t *testing.T) {
+		disabledOnes := r.Get("acme")
+		applyState(t, r, state("acme", hook1, false))
+		assert.Equal(t, []bool{false, false}, disabled(r.Get("acme")))
+		assert.Equal(t, []bool{true, false}, disabled(disabledOnes), "not mutated")
+		st, ok := r.Endpoint("acme", hook1)
+		require.True(t, ok, "the latest state is kept")
+		assert.False(t, st.Disabled)
+	})
+
+	t.Run("a tombstone of the endpoint key clears the state", func(t *testing.T) {
+		applyState(t, r, state("acme", hook2, true))
+		assert.Equal(t, []bool{false, true}, disabled(r.Get("acme")))
+		require.NoError(t, r.Apply([]byte(record.EndpointKey("acme", hook2)), nil))
+		assert.Equal(t, []bool{false, false}, disabled(r.Get("acme")))
+		_, ok := r.Endpoint("acme", hook2)
+		assert.False(t, ok)
+		// A tombstone of a key never seen changes nothing.
+		require.NoError(t, r.Apply([]byte(record.EndpointKey("acme", "https://never.example/")), nil))
+		require.NoError(t, r.Apply([]byte(record.EndpointKey("nobody", hook2)), nil))
+		assert.Equal(t, []bool{false, false}, disabled(r.Get("acme")))
+	})
+
+	t.Run("the record's own flag stays until the record is put without it", func(t *testing.T) {
+		flagged := partner("acme", hook1, hook2)
+		flagged.Webhooks[1].Disabled = true
+		r.Put(flagged)
+		applyState(t, r, state("acme", hook2, false))
+		assert.Equal(t, []bool{false, true}, disabled(r.Get("acme")))
+		assert.Same(t, flagged, r.Get("acme"), "no state changes it: the record itself")
+		r.Put(partner("acme", hook1, hook2))
+		assert.Equal(t, []bool{false, false}, disabled(r.Get("acme")))
+	})
+
+	t.Run("a state for a URL the record does not have changes nothing", func(t *testing.T) {
+		applyState(t, r, state("acme", "https://old.acme.example/hook", true))
+		assert.Equal(t, []bool{false, false}, disabled(r.Get("acme")))
+		assert.Same(t, r.Record("acme"), r.Get("acme"))
+	})
+
+	t.Run("deleting a subscriber leaves its states harmless", func(t *testing.T) {
+		applyState(t, r, state("acme", hook1, true))
+		require.NoError(t, r.Apply([]byte("acme"), nil))
+		assert.Nil(t, r.Get("acme"))
+		assert.Nil(t, r.Record("acme"))
+		assert.Zero(t, r.Len())
+		assert.Empty(t, r.List())
+		subs, missing := r.Candidates(alertFor([]string{"care"}, "acme"))
+		assert.Empty(t, subs)
+		assert.Equal(t, []string{"acme"}, missing)
+		// A state read before (or without) its partner's record names no
+		// partner.
+		applyState(t, r, state("ghost", hook1, true))
+		assert.Nil(t, r.Get("ghost"))
+		assert.Zero(t, r.Len())
+		// The topic keeps the states, so a record put again under the id
+		// finds them, as a process reading the topic from the start would.
+		r.Put(partner("acme", hook1, hook2))
+		assert.Equal(t, []bool{true, false}, disabled(r.Get("acme")))
+	})
+}
+
+func TestRegistryApplyRefusesMisfiledRecords(t *testing.T) {
+	r := subscribers.NewRegistry()
+	r.Put(partner("acme", hook1))
+	st := state("acme", hook1, true)
+	for name, tc := range map[string]struct {
+		key   string
+		value []byte
+		want  string
+	}{
+		"a state under another endpoint's key": {record.EndpointKey("acme", hook2), encode(t, st), "not its endpoint's key"},
+		"a state under another partner's key":  {record.EndpointKey("other", hook1), encode(t, st), "not its endpoint's key"},
+		"a state under the partner's key":      {"acme", encode(t, st), "unknown field"},
+		"a partner record under an endpoint key": {record.EndpointKey("acme", hook1),
+			encode(t, partner("acme", hook1)), "subscriber: missing"},
+		"a state without url": {record.EndpointKey("acme", ""), encode(t, state("acme", "", true)), "url: missing"},
+		"not JSON":            {record.EndpointKey("acme", hook1), []byte("{"), "endpoint state under key"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := r.Apply([]byte(tc.key), tc.value)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Equal(t, []bool{false}, disabled(r.Get("acme")), "nothing applied")
+		})
+	}
+}
+
+// TestRegistryPutEndpointIf: a worker's own state is applied at once only
+// while the registry has applied no state of that endpoint since the worker
+// read its revision, so that a later state read from the topic stands.
+func TestRegistryPutEndpointIf(t *testing.T) {
+	r := subscribers.NewRegistry()
+	r.Put(partner("acme", hook1))
+	rev := r.EndpointRevision("acme", hook1)
+	assert.Zero(t, rev)
+	require.True(t, r.PutEndpointIf(state("acme", hook1, true), rev))
+	assert.Equal(t, []bool{true}, disabled(r.Get("acme")))
+
+	// The worker's write, then an administrator's re-enable, both read by
+	// the registry before the worker's callback: the re-enable stands.
+	rev = r.EndpointRevision("acme", hook1)
+	applyState(t, r, state("acme", hook1, true))
+	applyState(t, r, state("acme", hook1, false))
+	require.False(t, r.PutEndpointIf(state("acme", hook1, true), rev))
+	assert.Equal(t, []bool{false}, disabled(r.Get("acme")))
+
+	// A tombstone is a change too.
+	rev = r.EndpointRevision("acme", hook1)
+	require.NoError(t, r.Apply([]byte(record.EndpointKey("acme", hook1)), nil))
+	assert.False(t, r.PutEndpointIf(state("acme", hook1, true), rev))
+	rev = r.EndpointRevision("acme", hook1)
+	require.True(t, r.ClearEndpoint("acme", hook1) == false, "already cleared")
+	assert.True(t, r.PutEndpointIf(state("acme", hook1, true), rev))
+	assert.True(t, r.ClearEndpoint("acme", hook1))
+	assert.Equal(t, []bool{false}, disabled(r.Get("acme")))
 }

@@ -71,8 +71,11 @@ type Webhook struct {
 	// partner requires it.
 	ClientCert string `json:"client_cert,omitempty" yaml:"client_cert,omitempty"`
 	ClientKey  string `json:"client_key,omitempty" yaml:"client_key,omitempty"`
-	// Disabled is set by Herald when the endpoint answered 410 Gone; an
-	// administrator clears it by putting the record again without it.
+	// Disabled marks an endpoint Herald must not call. An administrator
+	// may set it in the record; Herald itself never writes the record: an
+	// endpoint that answered 410 Gone gets an endpoint state
+	// (record.EndpointState) that the Registry applies on top, so the
+	// Registry's effective records have it set while that state says so.
 	Disabled bool `json:"disabled,omitempty" yaml:"disabled,omitempty"`
 }
 

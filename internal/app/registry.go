@@ -13,9 +13,10 @@ import (
 )
 
 // registryFollower keeps the subscriber registry in step with the compacted
-// subscribers topic and can wait until it has read everything written
-// before a given moment, so that an alert is never decided against a
-// registry older than the alert.
+// subscribers topic (partner records and endpoint states, see
+// subscribers.Registry.Apply), applying only the records Herald wrote, and
+// can wait until it has read everything written before a given moment, so
+// that an alert is never decided against a registry older than the alert.
 type registryFollower struct {
 	bus *bus.Bus
 	reg *subscribers.Registry
@@ -32,8 +33,12 @@ func newRegistryFollower(b *bus.Bus, reg *subscribers.Registry, log *slog.Logger
 // run follows the topic until ctx ends; caughtUp is called once.
 func (f *registryFollower) run(ctx context.Context, caughtUp func()) error {
 	return f.bus.Follow(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
-		if err := f.reg.Apply(m.Key, m.Value); err != nil {
-			f.log.Warn("skipping bad subscriber record", "key", string(m.Key), "offset", m.Offset, "error", err)
+		// A record not written by Herald (Authentic logs it) is skipped,
+		// tombstones included; its offset still counts for Sync.
+		if f.bus.Authentic(m) {
+			if err := f.reg.Apply(m.Key, m.Value); err != nil {
+				f.log.Warn("skipping bad subscriber record", "key", string(m.Key), "offset", m.Offset, "error", err)
+			}
 		}
 		f.mu.Lock()
 		f.next[m.Partition] = m.Offset + 1

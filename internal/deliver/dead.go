@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,16 +16,35 @@ import (
 // ReasonReplayed is the reason of the pending receipt Replay writes.
 const ReasonReplayed = "replayed"
 
-// TopicReader reads a whole topic; *bus.Bus satisfies it.
+// ReasonUnauthenticated is the reason ListDead gives a record of the dead
+// topic that Herald did not write (its herald-auth authenticator is
+// missing or wrong): whatever it claims, it is never replayed.
+const ReasonUnauthenticated = "unauthenticated"
+
+// unattributedKeyPrefix starts the key of a dead letter that holds a job
+// record Herald did not write (reason delivery.ReasonUnattributed).
+// Subscriber ids, the keys of dead jobs, are slugs and never start with
+// '~'. The key is covered by the authenticator Herald adds when it writes
+// the dead letter, and its headers are not: a copy of the record with
+// another reason header is still known for what it is.
+const unattributedKeyPrefix = "~unattributed/"
+
+// TopicReader reads a whole topic and authenticates its records;
+// *bus.Bus satisfies it.
 type TopicReader interface {
 	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
+	Authenticate(m kafka.Message) error
 }
 
 // ReplayBus is what Replay needs of Kafka; *bus.Bus satisfies it.
 type ReplayBus interface {
 	TopicReader
+	// ReadKeys is ReadAll restricted to the records under keys.
+	ReadKeys(ctx context.Context, topic string, keys []string, fn func(kafka.Message) error) error
 	Producer(topic string) *bus.Producer
 }
+
+var _ ReplayBus = (*bus.Bus)(nil)
 
 // DeadFilter selects dead letters; empty fields match everything.
 type DeadFilter struct {
@@ -47,28 +67,47 @@ type DeadLetter struct {
 	Partition int       `json:"partition"`
 	Offset    int64     `json:"offset"`
 	Time      time.Time `json:"time"`
-	// Reason is why the job is dead (a delivery.Reason… constant).
+	// Reason is why the job is dead (a delivery.Reason… constant), or
+	// ReasonUnauthenticated for a record Herald did not write.
 	Reason string `json:"reason"`
 	// Error is the last error.
 	Error string `json:"error,omitempty"`
-	// Job is the dead job with its attempt history; nil when the record
-	// could not be decoded (Reason is then "invalid" and Raw holds it).
+	// Authentic reports that Herald wrote the record (PRODUCT.md §3 rule
+	// 1). Only authentic dead jobs are replayed.
+	Authentic bool `json:"authentic"`
+	// Job is the dead job with its attempt history; nil when the record is
+	// not a job Herald dead-lettered: undecodable (Reason "invalid"), a job
+	// record Herald did not write that the runner moved here unattempted
+	// (Reason "unattributed"), or a record of the dead topic Herald did not
+	// write (Reason "unauthenticated"). Raw then holds its value.
 	Job *delivery.Job `json:"job,omitempty"`
-	// Raw is the record's value when it is not a job.
+	// Raw is the record's value when Job is nil.
 	Raw []byte `json:"raw,omitempty"`
 }
 
 // ListDead returns the dead letters that match filter, in topic order
-// (partition by partition, oldest first).
+// (partition by partition, oldest first). Records of the dead topic that
+// Herald did not write are listed with Reason "unauthenticated" and no
+// Job, whatever their headers claim.
 func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLetter, error) {
 	var out []DeadLetter
+	alerts := delivery.NewAlertCache(alertCacheSize)
 	err := b.ReadAll(ctx, bus.TopicDead, func(m kafka.Message) error {
-		d := DeadLetter{Partition: m.Partition, Offset: m.Offset, Time: m.Time,
-			Reason: bus.Header(m, HeaderReason), Error: bus.Header(m, HeaderError)}
-		if job, err := decodeJob(m.Value); err == nil {
-			d.Job = job
-		} else {
-			d.Raw = m.Value
+		d := DeadLetter{Partition: m.Partition, Offset: m.Offset, Time: m.Time}
+		switch err := b.Authenticate(m); {
+		case err != nil:
+			d.Reason, d.Error, d.Raw = ReasonUnauthenticated, err.Error(), m.Value
+		case bytes.HasPrefix(m.Key, []byte(unattributedKeyPrefix)):
+			d.Authentic = true
+			d.Reason, d.Error, d.Raw = delivery.ReasonUnattributed, bus.Header(m, HeaderError), m.Value
+		default:
+			d.Authentic = true
+			d.Reason, d.Error = bus.Header(m, HeaderReason), bus.Header(m, HeaderError)
+			if job, err := delivery.DecodeJob(m.Value, alerts); err == nil {
+				d.Job = job
+			} else {
+				d.Raw = m.Value
+			}
 		}
 		if d.Error == "" && d.Job != nil && len(d.Job.History) > 0 {
 			d.Error = d.Job.History[len(d.Job.History)-1].Error
@@ -84,17 +123,26 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 	return out, nil
 }
 
+// replayable reports whether d is a dead job Herald wrote.
+func (d *DeadLetter) replayable() bool {
+	return d.Authentic && d.Job != nil && d.Reason != delivery.ReasonUnattributed
+}
+
 // Replay re-queues the dead jobs that match filter to the deliveries
 // topic, with their attempt count reset and their history kept, and writes
 // a pending receipt (reason "replayed") for each. It returns how many it
 // re-queued.
 //
-// A delivery is replayed only while its latest outcome receipt is dead or
-// disabled (or it has none): a delivery that was delivered, or replayed and
-// not dead again, since it was dead-lettered is skipped, so that running
-// Replay twice sends nothing twice. Of several dead letters of one
-// delivery, the latest is replayed. Undecodable records are never
-// replayed. An endpoint disabled by 410 Gone stays disabled: its jobs are
+// Delivered is final: a delivery with any delivered outcome receipt is
+// never replayed, even when a later receipt says dead (a duplicate attempt
+// of a job that two workers ran, after a rebalance). Otherwise a delivery
+// is replayed only while its latest outcome receipt is dead or disabled
+// (or it has none): one replayed and not dead again since is skipped, so
+// that running Replay twice sends nothing twice. Only receipts Herald wrote
+// count. Of several dead letters of one delivery, the latest is replayed.
+// Only dead jobs Herald wrote are replayed: never undecodable records, job
+// records Herald did not write, or records of the dead topic Herald did not
+// write. An endpoint disabled by 410 Gone stays disabled: its jobs are
 // withheld at delivery time until an administrator re-enables it.
 func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) (int, error) {
 	dead, err := ListDead(ctx, b, filter)
@@ -103,26 +151,38 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 	}
 	latest := make(map[string]*delivery.Job)
 	var order []string
+	alertIDs := make(map[string]bool)
 	for _, d := range dead {
-		if d.Job == nil {
+		if !d.replayable() {
 			continue
 		}
 		if _, ok := latest[d.Job.ID]; !ok {
 			order = append(order, d.Job.ID)
 		}
 		latest[d.Job.ID] = d.Job
+		alertIDs[d.Job.Alert.ID] = true
 	}
 	if len(order) == 0 {
 		return 0, nil
 	}
+	// Receipts are keyed by alert id: read only those alerts' partitions.
+	keys := make([]string, 0, len(alertIDs))
+	for id := range alertIDs {
+		keys = append(keys, id)
+	}
 	state := make(map[string]string)
-	err = b.ReadAll(ctx, bus.TopicReceipts, func(m kafka.Message) error {
+	delivered := make(map[string]bool)
+	err = b.ReadKeys(ctx, bus.TopicReceipts, keys, func(m kafka.Message) error {
 		var rc delivery.Receipt
 		if json.Unmarshal(m.Value, &rc) != nil || rc.Kind != delivery.KindOutcome {
 			return nil
 		}
-		if _, ok := latest[rc.DeliveryID]; ok {
-			state[rc.DeliveryID] = rc.State
+		if _, ok := latest[rc.DeliveryID]; !ok || b.Authenticate(m) != nil {
+			return nil
+		}
+		state[rc.DeliveryID] = rc.State
+		if rc.State == delivery.StateDelivered {
+			delivered[rc.DeliveryID] = true
 		}
 		return nil
 	})
@@ -131,6 +191,9 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 	}
 	var jobs, receipts []kafka.Message
 	for _, id := range order {
+		if delivered[id] {
+			continue
+		}
 		if s, ok := state[id]; ok && s != delivery.StateDead && s != delivery.StateDisabled {
 			continue
 		}

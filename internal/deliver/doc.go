@@ -7,6 +7,15 @@
 // §15.5.11). Retry-After (RFC 9110 §10.2.3) is honoured within the
 // schedule's bounds.
 //
+// # Only Herald's jobs
+//
+// Every job record read, from the deliveries topic or a retry tier, must
+// carry a valid herald-auth authenticator (bus.Authenticate, PRODUCT.md §3
+// rule 1). One that does not — written by a Kafka client that is not
+// Herald — is never attempted and writes no receipt: it goes to the dead
+// topic as it is, with reason "unattributed" (like an undecodable record,
+// reason "invalid"), and its offset is committed with its batch.
+//
 // # At least once
 //
 // Every topic is read through a consumer group (bus.Consume). A batch's
@@ -17,6 +26,14 @@
 // nothing; jobs whose outcome was written but whose offsets were not
 // committed run again with the same delivery id, which receivers use to
 // drop duplicates.
+//
+// Outcomes are written as soon as they are settled, not when the whole
+// batch is: the partitions of a batch run side by side and each writes its
+// own outcomes when its jobs are done, so a retry-tier job waiting hours
+// for its time in one partition never holds back the receipts of jobs from
+// other partitions fetched with it. Within a partition, before waiting
+// longer than Hold for a job that is not yet due, the runner first writes
+// the outcomes of the jobs before it.
 //
 // # Retry tiers
 //
@@ -82,8 +99,25 @@
 //
 // Dead letters carry the job with its attempt history and a reason
 // header. Replay re-queues a dead job to the deliveries topic with its
-// attempt count reset and history kept, unless its delivery id's latest
-// outcome receipt is no longer dead (it was delivered or replayed since):
-// replaying twice, or replaying what was delivered meanwhile, sends nothing
-// again.
+// attempt count reset and history kept. Delivered is final: a delivery
+// with any delivered outcome receipt is never replayed, even when a
+// duplicate attempt dead-lettered it afterwards; nor is one whose latest
+// outcome receipt is no longer dead (it was replayed since), so replaying
+// twice sends nothing again. Only what Herald wrote counts: receipts and
+// dead letters that fail authentication are ignored (ListDead lists the
+// latter as "unauthenticated"), and an unattributed job is never replayed.
+// Its dead letter is keyed "~unattributed/" + the original key, which
+// Herald's authenticator covers, so that no copy of it with other headers
+// passes for a dead job.
+//
+// # Endpoints that answered 410 Gone
+//
+// A webhook that answers 410 is disabled by an endpoint state
+// (record.EndpointState, by "herald:deliver") written with the batch's
+// outcomes under its own key (record.EndpointKey) in the subscribers
+// topic. The partner's record is never written back, so an
+// administrator's change to it made at the same moment (a suspension
+// above all) stands whatever the order; the subscribers.Registry applies
+// the state on top of the record. An administrator re-enables the endpoint
+// by writing a state with Disabled false under the same key.
 package deliver

@@ -47,8 +47,9 @@ type result struct {
 	skipped bool          // not attempted: rescheduled by the task itself
 }
 
-// batch is one handler call: the jobs it dispatched and the records it
-// must write before it returns.
+// batch is one round of a partition's jobs: the jobs it dispatched and the
+// records it must write, as soon as they are settled, before the handler
+// may return.
 type batch struct {
 	r       *Runner
 	o       *out
@@ -56,6 +57,19 @@ type batch struct {
 	tasks   []*task
 	results chan result
 	abort   chan struct{}
+}
+
+// newBatch returns an empty batch for up to n jobs.
+func (r *Runner) newBatch(n int) *batch {
+	return &batch{r: r, o: newOut(), results: make(chan result, n), abort: make(chan struct{})}
+}
+
+// empty reports whether b has nothing to wait for or write.
+func (b *batch) empty() bool {
+	b.mu.Lock()
+	n := len(b.tasks)
+	b.mu.Unlock()
+	return n == 0 && b.o.empty()
 }
 
 // leaseState tracks an attempt handed off by its batch, by delivery id and
@@ -69,11 +83,13 @@ func leaseKey(job *delivery.Job) string { return job.ID + "#" + strconv.Itoa(job
 
 // handle processes one batch of topic deliveries (tier < 0) or of retry
 // tier tier, and returns nil only when every job's outcome is written.
+//
+// Partitions are independent FIFOs: they run side by side, each in offset
+// order, and each writes its outcomes as soon as they are settled, so that
+// a job waiting for its time in one partition never holds back the
+// outcomes of the others. The batch's offsets are committed when handle
+// returns, after every partition's outcomes were written.
 func (r *Runner) handle(ctx context.Context, tier int, msgs []kafka.Message) error {
-	b := &batch{r: r, o: newOut(), results: make(chan result, len(msgs)), abort: make(chan struct{})}
-
-	// Partitions are independent FIFOs: run them side by side, each in
-	// offset order.
 	type tp struct {
 		topic     string
 		partition int
@@ -87,14 +103,17 @@ func (r *Runner) handle(ctx context.Context, tier int, msgs []kafka.Message) err
 		}
 		parts[k] = append(parts[k], m)
 	}
+	errs := make([]error, len(order))
 	var wg sync.WaitGroup
-	for _, k := range order {
-		wg.Go(func() { r.sequence(ctx, b, tier, parts[k]) })
+	for i, k := range order {
+		wg.Go(func() {
+			if err := r.sequence(ctx, tier, parts[k]); err != nil {
+				errs[i] = fmt.Errorf("%s[%d]: %w", k.topic, k.partition, err)
+			}
+		})
 	}
 	wg.Wait()
-	b.wait()
-
-	if err := r.flush(ctx, b.o); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("write outcomes of %d jobs: %w", len(msgs), err)
 	}
 	if r.beforeCommit != nil {
@@ -105,11 +124,34 @@ func (r *Runner) handle(ctx context.Context, tier int, msgs []kafka.Message) err
 	return nil
 }
 
-// sequence processes the messages of one partition in order.
-func (r *Runner) sequence(ctx context.Context, b *batch, tier int, msgs []kafka.Message) {
+// sequence processes the messages of one partition in order and writes
+// their records: at the end, and before it waits longer than Hold for a
+// job that is not yet due, so that such a wait holds back nothing already
+// settled. It returns the first error writing them.
+func (r *Runner) sequence(ctx context.Context, tier int, msgs []kafka.Message) error {
+	b := r.newBatch(len(msgs))
+	// settle waits for b's attempts (handing off stragglers), writes b's
+	// records and starts a new batch.
+	settle := func() error {
+		b.wait()
+		if err := r.flush(ctx, b.o); err != nil {
+			return err
+		}
+		b = r.newBatch(len(msgs))
+		return nil
+	}
 	head := true // no job of this sequence has been dispatched yet
 	stopped := false
 	for _, m := range msgs {
+		if err := r.bus.Authenticate(m); err != nil {
+			if errors.Is(err, bus.ErrNoKeyring) {
+				// This process cannot tell; the records are not at fault.
+				b.wait()
+				return fmt.Errorf("authenticate delivery jobs: %w", err)
+			}
+			r.deadUnattributed(b.o, m, err)
+			continue
+		}
 		job, err := delivery.DecodeJob(m.Value, r.alerts)
 		if err != nil {
 			r.deadInvalid(b.o, m, err)
@@ -137,6 +179,16 @@ func (r *Runner) sequence(ctx context.Context, b *batch, tier int, msgs []kafka.
 				// span of it first, so that it hops instead of spinning.
 				wake = now.Add(limit)
 			}
+			// A long wait first writes what is settled: waiting for the
+			// attempts running (at most Hold) and writing their outcomes
+			// fits within it. A short one holds them no longer than a
+			// batch may hold an attempt, and keeps the attempts around
+			// it running side by side.
+			if wake.Sub(now) > r.cfg.Hold && !b.empty() {
+				if err := settle(); err != nil {
+					return err
+				}
+			}
 			if err := r.sleepUntil(ctx, wake); err != nil {
 				stopped = true
 				r.forward(b.o, job, lease, causeShutdown)
@@ -162,6 +214,7 @@ func (r *Runner) sequence(ctx context.Context, b *batch, tier int, msgs []kafka.
 		head = false
 		r.dispatch(ctx, b, job)
 	}
+	return settle()
 }
 
 // holdLimit is how long a sequence of tier may wait for a job that is

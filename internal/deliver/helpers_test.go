@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
@@ -122,17 +124,19 @@ func hang(ctx context.Context, _ int) error {
 
 // env is a runner against a real kfake cluster.
 type env struct {
-	t   testing.TB
-	bus *bus.Bus
-	reg *subscribers.Registry
-	n   *fake
-	cfg Config
+	t       testing.TB
+	cluster *kafkatest.Cluster
+	bus     *bus.Bus
+	reg     *subscribers.Registry
+	n       *fake
+	cfg     Config
 }
 
 func newEnv(t testing.TB, mods ...func(*Config)) *env {
 	t.Helper()
-	b := kafkatest.New(t, kafkatest.RetryTiers(len(testSchedule)))
-	e := &env{t: t, bus: b, reg: subscribers.NewRegistry(), n: newFake()}
+	c := kafkatest.Start(t, kafkatest.RetryTiers(len(testSchedule)))
+	b := c.Open(t, c.Config())
+	e := &env{t: t, cluster: c, bus: b, reg: subscribers.NewRegistry(), n: newFake()}
 	d := config.Default().Delivery
 	d.RetrySchedule = testSchedule
 	e.cfg = Config{
@@ -178,7 +182,7 @@ func (e *env) publish(jobs ...*delivery.Job) {
 	e.t.Helper()
 	var msgs []kafka.Message
 	for _, j := range jobs {
-		v, err := json.Marshal(j)
+		v, err := j.Encode()
 		require.NoError(e.t, err)
 		msgs = append(msgs, kafka.Message{Key: []byte(j.Subscriber), Value: v})
 	}
@@ -225,4 +229,76 @@ func states(rs []delivery.Receipt) []string {
 		out = append(out, r.State)
 	}
 	return out
+}
+
+// stranger returns a Bus on the same cluster whose publishing key is not
+// Herald's: a Kafka client that can write to the topics but cannot
+// authenticate what it writes.
+func (e *env) stranger() *bus.Bus {
+	e.t.Helper()
+	k, err := busauth.New(bytes.Repeat([]byte{0x5a}, busauth.KeySize))
+	require.NoError(e.t, err)
+	return e.cluster.OpenWith(e.t, e.cluster.Config(), bus.Options{Keyring: k, Log: kafkatest.Logger(e.t, slog.LevelError)})
+}
+
+// rawWriter returns a plain kafka-go writer to topic: records without any
+// authenticator, or with headers copied as they are.
+func (e *env) rawWriter(topic string) *kafka.Writer {
+	w := &kafka.Writer{Addr: kafka.TCP(e.bus.Brokers()...), Topic: e.bus.Topic(topic), Balancer: &kafka.Murmur2Balancer{},
+		BatchTimeout: 2 * time.Millisecond, RequiredAcks: kafka.RequireAll}
+	e.t.Cleanup(func() { _ = w.Close() })
+	return w
+}
+
+// follow keeps e.reg in step with the subscribers topic as the registry
+// follower of a Herald process does (authentic records only), from now
+// until the test ends; it returns once the registry has caught up.
+func (e *env) follow() {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	caughtUp := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- e.bus.Follow(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+			if e.bus.Authentic(m) {
+				if err := e.reg.Apply(m.Key, m.Value); err != nil {
+					e.t.Errorf("apply subscribers record %q: %v", m.Key, err)
+				}
+			}
+			return nil
+		}, func() { close(caughtUp) })
+	}()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("follow subscribers: %v", err)
+		}
+	})
+	select {
+	case <-caughtUp:
+	case <-time.After(10 * time.Second):
+		e.t.Fatal("the registry did not catch up with the subscribers topic within 10s")
+	}
+}
+
+// putSub writes s to the subscribers topic, as an administrator does.
+func (e *env) putSub(s *subscribers.Subscriber) {
+	e.t.Helper()
+	v, err := json.Marshal(s)
+	require.NoError(e.t, err)
+	require.NoError(e.t, e.bus.Producer(bus.TopicSubscribers).Write(context.Background(), kafka.Message{Key: []byte(s.ID), Value: v}))
+}
+
+// readRegistry returns a registry read from the whole subscribers topic,
+// as a process starting now would build it.
+func (e *env) readRegistry() *subscribers.Registry {
+	e.t.Helper()
+	reg := subscribers.NewRegistry()
+	require.NoError(e.t, e.bus.ReadAll(context.Background(), bus.TopicSubscribers, func(m kafka.Message) error {
+		if e.bus.Authentic(m) {
+			require.NoError(e.t, reg.Apply(m.Key, m.Value))
+		}
+		return nil
+	}))
+	return reg
 }

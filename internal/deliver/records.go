@@ -16,6 +16,7 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -88,6 +89,13 @@ func (o *out) addJSON(topic, key string, v any, headers ...kafka.Header) {
 	o.add(topic, kafka.Message{Key: []byte(key), Value: b, Headers: headers})
 }
 
+// empty reports whether o holds nothing to write.
+func (o *out) empty() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.byTopic) == 0 && len(o.after) == 0 && o.err == nil
+}
+
 func (o *out) then(f func()) {
 	o.mu.Lock()
 	o.after = append(o.after, f)
@@ -101,6 +109,11 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 	defer o.mu.Unlock()
 	if o.err != nil {
 		return o.err
+	}
+	if r.beforeFlush != nil {
+		if err := r.beforeFlush(o.byTopic); err != nil {
+			return err
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for topic, msgs := range o.byTopic {
@@ -177,7 +190,7 @@ func (r *Runner) dead(o *out, job *delivery.Job, state, reason, errText string, 
 
 // deadInvalid moves an undecodable record to the dead topic as it is.
 func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
-	src := m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+	src := source(m)
 	o.add(bus.TopicDead, kafka.Message{Key: m.Key, Value: m.Value, Headers: []kafka.Header{
 		{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
 		{Key: HeaderError, Value: []byte(err.Error())},
@@ -185,6 +198,28 @@ func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
 	}})
 	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, delivery.ReasonInvalid).Inc()
 	r.log.Warn("undecodable delivery job moved to the dead-letter topic", "source", src, "error", err)
+}
+
+// deadUnattributed moves a record that Herald did not write (it fails
+// authentication) to the dead topic without attempting it: its value as it
+// is, under its key prefixed with unattributedKeyPrefix, which the
+// authenticator Herald adds covers, so that it can never pass for a dead
+// job and be replayed. It writes no receipt: the record's claims are not
+// Herald's.
+func (r *Runner) deadUnattributed(o *out, m kafka.Message, err error) {
+	src := source(m)
+	o.add(bus.TopicDead, kafka.Message{Key: append([]byte(unattributedKeyPrefix), m.Key...), Value: m.Value, Headers: []kafka.Header{
+		{Key: HeaderReason, Value: []byte(delivery.ReasonUnattributed)},
+		{Key: HeaderError, Value: []byte(err.Error())},
+		{Key: headerSource, Value: []byte(src)},
+	}})
+	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, delivery.ReasonUnattributed).Inc()
+	r.log.Warn("delivery job not written by Herald moved to the dead-letter topic unattempted", "source", src, "error", err)
+}
+
+// source names where m was read: topic/partition/offset.
+func source(m kafka.Message) string {
+	return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
 }
 
 // conclude turns the result of an attempt of job into records: delivered,
@@ -201,7 +236,7 @@ func (r *Runner) conclude(o *out, job *delivery.Job, f *delivery.Failure, now ti
 	switch {
 	case f.Gone:
 		r.dead(o, &j, delivery.StateDisabled, delivery.ReasonGone, f.Error(), attempt)
-		r.disable(o, job)
+		r.disable(o, job, now)
 		log.Warn("endpoint answered 410 Gone: disabled", "attempt", attempt)
 	case !f.Temporary:
 		r.dead(o, &j, delivery.StateDead, f.Reason, f.Error(), attempt)
@@ -220,31 +255,28 @@ func (r *Runner) conclude(o *out, job *delivery.Job, f *delivery.Failure, now ti
 	}
 }
 
-// disable writes the subscriber's record with job's webhook disabled, so
-// that fan-out and the policy stop using it.
-func (r *Runner) disable(o *out, job *delivery.Job) {
-	sub := r.reg.Get(job.Subscriber)
-	if sub == nil || job.Channel != delivery.ChannelWebhook {
-		return
-	}
-	cp := *sub
-	cp.Webhooks = slices.Clone(sub.Webhooks)
-	changed := false
-	for i := range cp.Webhooks {
-		if cp.Webhooks[i].URL == job.Target && !cp.Webhooks[i].Disabled {
-			cp.Webhooks[i].Disabled = true
-			changed = true
-		}
-	}
-	if !changed {
-		return
-	}
-	o.addJSON(bus.TopicSubscribers, cp.ID, &cp)
-	o.then(func() { r.reg.Put(&cp) })
-}
+// ActorDeliver names the delivery runner as the author of the endpoint
+// states it writes (record.EndpointState.By).
+const ActorDeliver = "herald:deliver"
 
-// decodeJob decodes and checks a job record.
-func decodeJob(value []byte) (*delivery.Job, error) { return delivery.DecodeJob(value, nil) }
+// disable records job's webhook endpoint as disabled (it answered 410
+// Gone), so that fan-out and the policy stop using it: an endpoint state
+// under its own key in the subscribers topic, which the registry applies
+// on top of the partner's record. The partner's record is never written,
+// so an administrator's change to it made meanwhile stands.
+func (r *Runner) disable(o *out, job *delivery.Job, now time.Time) {
+	if job.Channel != delivery.ChannelWebhook {
+		return
+	}
+	st := record.EndpointState{Subscriber: job.Subscriber, URL: job.Target, Disabled: true,
+		Reason: delivery.ReasonGone, By: ActorDeliver, At: now}
+	// Once written, the state is applied to the registry at once, unless
+	// the registry has read a state of this endpoint meanwhile (ours, or
+	// a later one): its follower applies the topic in order.
+	rev := r.reg.EndpointRevision(st.Subscriber, st.URL)
+	o.addJSON(bus.TopicSubscribers, record.EndpointKey(st.Subscriber, st.URL), st)
+	o.then(func() { r.reg.PutEndpointIf(st, rev) })
+}
 
 // recheck re-evaluates the policy for job's target with sub's current
 // record. It returns the rule and reason of a withhold, or "" and updates

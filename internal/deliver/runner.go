@@ -32,6 +32,8 @@ type Bus interface {
 	Consume(ctx context.Context, group string, topics []string, handle bus.Handler) error
 	Producer(topic string) *bus.Producer
 	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
+	// Authenticate checks that a record read was written by Herald.
+	Authenticate(m kafka.Message) error
 }
 
 var _ Bus = (*bus.Bus)(nil)
@@ -133,6 +135,11 @@ type Runner struct {
 	// beforeCommit, if set, runs after a batch's outcomes were written
 	// and before the handler returns (tests inject crashes with it).
 	beforeCommit func(msgs []kafka.Message) error
+	// beforeFlush, if set, runs when records are about to be written (a
+	// partition's settled outcomes, or a handed-off attempt's), with them
+	// by topic; an error fails the write. Tests act between an attempt
+	// and the write of its outcome with it.
+	beforeFlush func(byTopic map[string][]kafka.Message) error
 }
 
 // New returns a Runner that reads jobs from b, subscribers from reg and

@@ -18,6 +18,7 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -52,7 +53,9 @@ func TestTemporaryFailuresThenDelivered(t *testing.T) {
 	assert.GreaterOrEqual(t, calls[2].at.Sub(calls[1].at), time.Duration(float64(testSchedule[1])*0.8))
 
 	// Nothing more arrives: exactly one delivered outcome.
-	time.Sleep(300 * time.Millisecond)
+	require.Never(t, func() bool {
+		return len(e.n.callsTo(hookA)) != 3 || countState(e.outcomes(job.ID), delivery.StateDelivered) != 1
+	}, 300*time.Millisecond, 20*time.Millisecond, "a fourth attempt or a second delivered outcome")
 	assert.Len(t, e.n.callsTo(hookA), 3)
 	assert.Equal(t, 1, countState(e.outcomes(job.ID), delivery.StateDelivered))
 }
@@ -216,20 +219,34 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	rs := e.waitState(job.ID, delivery.StateDisabled)
 	assert.Equal(t, delivery.ReasonGone, rs[0].Reason)
 
-	var rec *subscribers.Subscriber
+	// The 410 is recorded as the endpoint's own state, under its own key;
+	// the partner's record is never written.
+	var states []record.EndpointState
 	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicSubscribers, func(m kafka.Message) error {
-		if string(m.Key) == "acme" {
-			s, err := subscribers.Decode(m.Value)
-			require.NoError(t, err)
-			rec = s
-		}
+		require.NoError(t, e.bus.Authenticate(m))
+		require.Equal(t, record.EndpointKey("acme", hookA), string(m.Key), "only the endpoint state is written")
+		var st record.EndpointState
+		require.NoError(t, json.Unmarshal(m.Value, &st))
+		states = append(states, st)
 		return nil
 	}))
-	require.NotNil(t, rec, "no updated subscriber record")
+	require.Len(t, states, 1)
+	assert.Equal(t, "acme", states[0].Subscriber)
+	assert.Equal(t, hookA, states[0].URL)
+	assert.True(t, states[0].Disabled)
+	assert.Equal(t, delivery.ReasonGone, states[0].Reason)
+	assert.Equal(t, ActorDeliver, states[0].By)
+	assert.False(t, states[0].At.IsZero())
+	// The registry applies it on top of the record, which is kept as it
+	// was.
+	rec := e.reg.Get("acme")
 	require.Len(t, rec.Webhooks, 1)
 	assert.True(t, rec.Webhooks[0].Disabled)
 	assert.Equal(t, sub.Email, rec.Email, "the rest of the record is kept")
-	assert.True(t, e.reg.Get("acme").Webhooks[0].Disabled)
+	assert.Same(t, sub, e.reg.Record("acme"))
+	assert.False(t, sub.Webhooks[0].Disabled, "the stored record is not mutated")
+	st, ok := e.readRegistry().Endpoint("acme", hookA)
+	assert.True(t, ok && st.Disabled, "a process reading the topic sees it disabled")
 
 	dead, err := ListDead(context.Background(), e.bus, DeadFilter{})
 	require.NoError(t, err)
@@ -303,7 +320,8 @@ func TestBreakerOpensAndOtherEndpointsContinue(t *testing.T) {
 	require.Eventually(t, func() bool { return testutil.ToFloat64(r.metrics.open) == 1 }, 10*time.Second, 20*time.Millisecond)
 	// Two failures opened the circuit; the jobs behind it were rescheduled
 	// without attempts, and keep their attempt counts.
-	time.Sleep(500 * time.Millisecond)
+	require.Never(t, func() bool { return len(e.n.callsTo(bad)) > 2 }, 500*time.Millisecond, 20*time.Millisecond,
+		"an attempt through the open circuit")
 	assert.Len(t, e.n.callsTo(bad), 2)
 	assert.Positive(t, testutil.ToFloat64(r.metrics.reschedule.WithLabelValues(causeCircuitOpen)))
 }

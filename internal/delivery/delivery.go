@@ -324,6 +324,10 @@ const (
 	ReasonInvalid   = "invalid"   // the job itself is malformed
 	ReasonExhausted = "exhausted" // retries exhausted
 	ReasonUnknown   = "unknown"   // unclassified; treated as temporary
+
+	// ReasonUnattributed: the job record was not written by Herald (it has
+	// no valid herald-auth authenticator); it is never attempted.
+	ReasonUnattributed = "unattributed"
 )
 
 // Failure is a classified delivery error. Notifiers return it; anything
