@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/herald-alerts/herald/alerts"
-	"github.com/herald-alerts/herald/internal/record"
 )
 
 // Registry is the current set of subscribers, safe for concurrent use. It
@@ -18,8 +17,8 @@ import (
 //
 // It holds two kinds of record, as the compacted subscribers topic does:
 // each partner's record as an administrator wrote it, and the state Herald
-// records for single endpoints (record.EndpointState, under
-// record.EndpointKey: a webhook that answered 410 Gone is disabled). Get,
+// records for single endpoints (EndpointState, under
+// EndpointKey: a webhook that answered 410 Gone is disabled). Get,
 // List and Candidates return the effective record: the partner's record
 // with its endpoint states applied on top (a webhook is disabled when the
 // record says so or when its latest state does). Neither kind ever
@@ -39,7 +38,7 @@ type Registry struct {
 	// states holds the latest endpoint state by subscriber id and URL,
 	// also for subscribers that have no record (deleted, or not read
 	// yet: the two kinds of key lie on different partitions).
-	states map[string]map[string]record.EndpointState
+	states map[string]map[string]EndpointState
 	// revs counts changes per endpoint key (see EndpointRevision); it
 	// keeps counting across a tombstone.
 	revs map[string]uint64
@@ -52,7 +51,7 @@ func NewRegistry() *Registry {
 		raw:      map[string]*Subscriber{},
 		byID:     map[string]*Subscriber{},
 		bySector: map[string]map[string]*Subscriber{},
-		states:   map[string]map[string]record.EndpointState{},
+		states:   map[string]map[string]EndpointState{},
 		revs:     map[string]uint64{},
 	}
 }
@@ -86,7 +85,7 @@ func (r *Registry) Delete(id string) bool {
 // disabling state (an administrator re-enabling the endpoint; a Disabled
 // flag in the partner's own record stays until the record is put again
 // without it).
-func (r *Registry) PutEndpoint(st record.EndpointState) {
+func (r *Registry) PutEndpoint(st EndpointState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.putEndpointLocked(st)
@@ -99,7 +98,7 @@ func (r *Registry) PutEndpoint(st record.EndpointState) {
 func (r *Registry) EndpointRevision(subscriber, url string) uint64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.revs[record.EndpointKey(subscriber, url)]
+	return r.revs[EndpointKey(subscriber, url)]
 }
 
 // PutEndpointIf is PutEndpoint if the endpoint's revision is still rev, and
@@ -107,10 +106,10 @@ func (r *Registry) EndpointRevision(subscriber, url string) uint64 {
 // topic calls it with the revision it read before writing: if the
 // registry has since applied any state of that endpoint (its own st, or
 // one written after it), the registry's topic order stands.
-func (r *Registry) PutEndpointIf(st record.EndpointState, rev uint64) bool {
+func (r *Registry) PutEndpointIf(st EndpointState, rev uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.revs[record.EndpointKey(st.Subscriber, st.URL)] != rev {
+	if r.revs[EndpointKey(st.Subscriber, st.URL)] != rev {
 		return false
 	}
 	r.putEndpointLocked(st)
@@ -131,7 +130,7 @@ func (r *Registry) ClearEndpoint(subscriber, url string) bool {
 
 // Endpoint returns the latest state of subscriber's endpoint url, if it
 // has one.
-func (r *Registry) Endpoint(subscriber, url string) (record.EndpointState, bool) {
+func (r *Registry) Endpoint(subscriber, url string) (EndpointState, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	st, ok := r.states[subscriber][url]
@@ -140,14 +139,14 @@ func (r *Registry) Endpoint(subscriber, url string) (record.EndpointState, bool)
 
 // Endpoints returns the latest state of each endpoint of subscriber that
 // has one, sorted by URL, whether or not the subscriber has a record.
-func (r *Registry) Endpoints(subscriber string) []record.EndpointState {
+func (r *Registry) Endpoints(subscriber string) []EndpointState {
 	r.mu.RLock()
-	out := make([]record.EndpointState, 0, len(r.states[subscriber]))
+	out := make([]EndpointState, 0, len(r.states[subscriber]))
 	for _, st := range r.states[subscriber] {
 		out = append(out, st)
 	}
 	r.mu.RUnlock()
-	slices.SortFunc(out, func(a, b record.EndpointState) int { return strings.Compare(a.URL, b.URL) })
+	slices.SortFunc(out, func(a, b EndpointState) int { return strings.Compare(a.URL, b.URL) })
 	return out
 }
 
@@ -161,10 +160,10 @@ func (r *Registry) Record(id string) *Subscriber {
 	return r.raw[id]
 }
 
-func (r *Registry) putEndpointLocked(st record.EndpointState) {
+func (r *Registry) putEndpointLocked(st EndpointState) {
 	m := r.states[st.Subscriber]
 	if m == nil {
-		m = map[string]record.EndpointState{}
+		m = map[string]EndpointState{}
 		r.states[st.Subscriber] = m
 	}
 	m[st.URL] = st
@@ -183,7 +182,7 @@ func (r *Registry) clearLocked(subscriber, url string) {
 
 func (r *Registry) bumpLocked(subscriber, url string) {
 	r.seq++
-	r.revs[record.EndpointKey(subscriber, url)] = r.seq
+	r.revs[EndpointKey(subscriber, url)] = r.seq
 }
 
 // rebuildLocked recomputes the effective record of id from its record and
@@ -208,7 +207,7 @@ func (r *Registry) rebuildLocked(id string) {
 
 // effective returns s with states applied: s itself when they change
 // nothing, else a copy with its own webhook slice.
-func effective(s *Subscriber, states map[string]record.EndpointState) *Subscriber {
+func effective(s *Subscriber, states map[string]EndpointState) *Subscriber {
 	var cp *Subscriber
 	for i, w := range s.Webhooks {
 		if st, ok := states[w.URL]; !ok || !st.Disabled || w.Disabled {
@@ -313,15 +312,15 @@ func (r *Registry) Candidates(a *alerts.Alert) (subs []*Subscriber, missing []st
 }
 
 // Apply folds one record of the compacted subscribers topic into the
-// registry. Under an endpoint key (record.IsEndpointKey) the value is a
-// record.EndpointState of the endpoint the key names, applied with
+// registry. Under an endpoint key (IsEndpointKey) the value is a
+// EndpointState of the endpoint the key names, applied with
 // PutEndpoint, and a tombstone (empty value) clears that state. Under any
 // other key the value is a subscriber record whose id is the key, applied
 // with Put, and a tombstone deletes the subscriber. The caller checks the
 // record's authenticity first.
 func (r *Registry) Apply(key, value []byte) error {
 	k := string(key)
-	if record.IsEndpointKey(k) {
+	if IsEndpointKey(k) {
 		return r.applyEndpoint(k, value)
 	}
 	if len(value) == 0 {
@@ -345,10 +344,10 @@ func (r *Registry) applyEndpoint(key string, value []byte) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		// The key names the subscriber and a digest of the URL.
-		rest := strings.TrimPrefix(key, record.EndpointKeyPrefix)
+		rest := strings.TrimPrefix(key, EndpointKeyPrefix)
 		sub := rest[:max(0, strings.LastIndexByte(rest, '/'))]
 		for url := range r.states[sub] {
-			if record.EndpointKey(sub, url) == key {
+			if EndpointKey(sub, url) == key {
 				r.clearLocked(sub, url)
 				return nil
 			}
@@ -357,7 +356,7 @@ func (r *Registry) applyEndpoint(key string, value []byte) error {
 		r.revs[key] = r.seq // a change all the same, for PutEndpointIf
 		return nil
 	}
-	var st record.EndpointState
+	var st EndpointState
 	if err := json.Unmarshal(value, &st); err != nil {
 		return fmt.Errorf("endpoint state under key %q: %w", key, err)
 	}
@@ -366,7 +365,7 @@ func (r *Registry) applyEndpoint(key string, value []byte) error {
 		return fmt.Errorf("endpoint state under key %q: subscriber: missing", key)
 	case st.URL == "":
 		return fmt.Errorf("endpoint state under key %q: url: missing", key)
-	case record.EndpointKey(st.Subscriber, st.URL) != key:
+	case EndpointKey(st.Subscriber, st.URL) != key:
 		return fmt.Errorf("endpoint state of subscriber %q and its url is stored under key %q, not its endpoint's key", st.Subscriber, key)
 	}
 	r.PutEndpoint(st)

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
-	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -135,7 +134,7 @@ func TestRegistryConcurrent(t *testing.T) {
 	wg.Go(func() {
 		for i := range 500 {
 			id := fmt.Sprintf("p%d-%d", i%2, i%50)
-			st := record.EndpointState{Subscriber: id, URL: "https://" + id + ".example/hook", Disabled: i%3 != 0}
+			st := subscribers.EndpointState{Subscriber: id, URL: "https://" + id + ".example/hook", Disabled: i%3 != 0}
 			if i%5 == 0 {
 				r.ClearEndpoint(st.Subscriber, st.URL)
 			} else {
@@ -165,16 +164,16 @@ func encode(t *testing.T, v any) []byte {
 	return b
 }
 
-func state(sub, url string, disabled bool) record.EndpointState {
-	return record.EndpointState{Subscriber: sub, URL: url, Disabled: disabled, Reason: "gone", By: "herald:deliver",
+func state(sub, url string, disabled bool) subscribers.EndpointState {
+	return subscribers.EndpointState{Subscriber: sub, URL: url, Disabled: disabled, Reason: "gone", By: "herald:deliver",
 		At: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 }
 
 // applyState applies st to r as the registry follower does: under its
 // endpoint's key.
-func applyState(t *testing.T, r *subscribers.Registry, st record.EndpointState) {
+func applyState(t *testing.T, r *subscribers.Registry, st subscribers.EndpointState) {
 	t.Helper()
-	require.NoError(t, r.Apply([]byte(record.EndpointKey(st.Subscriber, st.URL)), encode(t, st)))
+	require.NoError(t, r.Apply([]byte(subscribers.EndpointKey(st.Subscriber, st.URL)), encode(t, st)))
 }
 
 func disabled(s *subscribers.Subscriber) []bool {
@@ -213,7 +212,7 @@ func TestRegistryEndpointStates(t *testing.T) {
 	st, ok := r.Endpoint("acme", hook1)
 	require.True(t, ok)
 	assert.Equal(t, "herald:deliver", st.By)
-	assert.Equal(t, []record.EndpointState{state("acme", hook1, true)}, r.Endpoints("acme"))
+	assert.Equal(t, []subscribers.EndpointState{state("acme", hook1, true)}, r.Endpoints("acme"))
 
 	t.Run("an administrator's record stands beside the state, whatever the order", func(t *testing.T) {
 		suspended := partner("acme", hook1, hook2)
@@ -254,13 +253,13 @@ func TestRegistryEndpointStates(t *testing.T) {
 	t.Run("a tombstone of the endpoint key clears the state", func(t *testing.T) {
 		applyState(t, r, state("acme", hook2, true))
 		assert.Equal(t, []bool{false, true}, disabled(r.Get("acme")))
-		require.NoError(t, r.Apply([]byte(record.EndpointKey("acme", hook2)), nil))
+		require.NoError(t, r.Apply([]byte(subscribers.EndpointKey("acme", hook2)), nil))
 		assert.Equal(t, []bool{false, false}, disabled(r.Get("acme")))
 		_, ok := r.Endpoint("acme", hook2)
 		assert.False(t, ok)
 		// A tombstone of a key never seen changes nothing.
-		require.NoError(t, r.Apply([]byte(record.EndpointKey("acme", "https://never.example/")), nil))
-		require.NoError(t, r.Apply([]byte(record.EndpointKey("nobody", hook2)), nil))
+		require.NoError(t, r.Apply([]byte(subscribers.EndpointKey("acme", "https://never.example/")), nil))
+		require.NoError(t, r.Apply([]byte(subscribers.EndpointKey("nobody", hook2)), nil))
 		assert.Equal(t, []bool{false, false}, disabled(r.Get("acme")))
 	})
 
@@ -312,13 +311,13 @@ func TestRegistryApplyRefusesMisfiledRecords(t *testing.T) {
 		value []byte
 		want  string
 	}{
-		"a state under another endpoint's key": {record.EndpointKey("acme", hook2), encode(t, st), "not its endpoint's key"},
-		"a state under another partner's key":  {record.EndpointKey("other", hook1), encode(t, st), "not its endpoint's key"},
+		"a state under another endpoint's key": {subscribers.EndpointKey("acme", hook2), encode(t, st), "not its endpoint's key"},
+		"a state under another partner's key":  {subscribers.EndpointKey("other", hook1), encode(t, st), "not its endpoint's key"},
 		"a state under the partner's key":      {"acme", encode(t, st), "unknown field"},
-		"a partner record under an endpoint key": {record.EndpointKey("acme", hook1),
+		"a partner record under an endpoint key": {subscribers.EndpointKey("acme", hook1),
 			encode(t, partner("acme", hook1)), "subscriber: missing"},
-		"a state without url": {record.EndpointKey("acme", ""), encode(t, state("acme", "", true)), "url: missing"},
-		"not JSON":            {record.EndpointKey("acme", hook1), []byte("{"), "endpoint state under key"},
+		"a state without url": {subscribers.EndpointKey("acme", ""), encode(t, state("acme", "", true)), "url: missing"},
+		"not JSON":            {subscribers.EndpointKey("acme", hook1), []byte("{"), "endpoint state under key"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := r.Apply([]byte(tc.key), tc.value)
@@ -350,7 +349,7 @@ func TestRegistryPutEndpointIf(t *testing.T) {
 
 	// A tombstone is a change too.
 	rev = r.EndpointRevision("acme", hook1)
-	require.NoError(t, r.Apply([]byte(record.EndpointKey("acme", hook1)), nil))
+	require.NoError(t, r.Apply([]byte(subscribers.EndpointKey("acme", hook1)), nil))
 	assert.False(t, r.PutEndpointIf(state("acme", hook1, true), rev))
 	rev = r.EndpointRevision("acme", hook1)
 	require.True(t, r.ClearEndpoint("acme", hook1) == false, "already cleared")

@@ -74,7 +74,7 @@ type Webhook struct {
 	// Disabled marks an endpoint Herald must not call. An administrator
 	// may set it in the record; Herald itself never writes the record: an
 	// endpoint that answered 410 Gone gets an endpoint state
-	// (record.EndpointState) that the Registry applies on top, so the
+	// (EndpointState) that the Registry applies on top, so the
 	// Registry's effective records have it set while that state says so.
 	Disabled bool `json:"disabled,omitempty" yaml:"disabled,omitempty"`
 }

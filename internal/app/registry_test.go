@@ -15,7 +15,6 @@ import (
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
-	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -48,7 +47,7 @@ func TestRegistryFollowerSkipsUnauthenticRecords(t *testing.T) {
 	forged.Status = subscribers.StatusSuspended
 	write(stranger, "acme", &forged)
 	write(stranger, "mallory", &subscribers.Subscriber{ID: "mallory", Name: "Mallory", Kind: subscribers.KindNGO, Clearance: alerts.TLPRed})
-	write(stranger, record.EndpointKey("acme", hook), record.EndpointState{Subscriber: "acme", URL: hook, Disabled: true, By: "herald:deliver"})
+	write(stranger, subscribers.EndpointKey("acme", hook), subscribers.EndpointState{Subscriber: "acme", URL: hook, Disabled: true, By: "herald:deliver"})
 
 	reg := subscribers.NewRegistry()
 	f := newRegistryFollower(herald, reg, kafkatest.Logger(t, slog.LevelError))
@@ -67,9 +66,9 @@ func TestRegistryFollowerSkipsUnauthenticRecords(t *testing.T) {
 	assert.False(t, got.Webhooks[0].Disabled)
 
 	// Herald's own endpoint state applies; a stranger's tombstones do not.
-	write(herald, record.EndpointKey("acme", hook), record.EndpointState{Subscriber: "acme", URL: hook, Disabled: true,
+	write(herald, subscribers.EndpointKey("acme", hook), subscribers.EndpointState{Subscriber: "acme", URL: hook, Disabled: true,
 		Reason: "gone", By: "herald:deliver", At: time.Now()})
-	write(stranger, record.EndpointKey("acme", hook), nil)
+	write(stranger, subscribers.EndpointKey("acme", hook), nil)
 	write(stranger, "acme", nil)
 	require.NoError(t, f.Sync(t.Context()))
 	got = reg.Get("acme")

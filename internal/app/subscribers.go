@@ -65,12 +65,12 @@ func (s SubscriberStore) Delete(ctx context.Context, actor, id string) error {
 // administrator re-enabling a webhook that answered 410 Gone, or disabling
 // one), as its own record: the partner's record is never rewritten.
 func (s SubscriberStore) SetEndpoint(ctx context.Context, actor, subscriber, url string, disabled bool, reason string, now time.Time) error {
-	st := record.EndpointState{Subscriber: subscriber, URL: url, Disabled: disabled, Reason: reason, By: actor, At: now.UTC()}
+	st := subscribers.EndpointState{Subscriber: subscriber, URL: url, Disabled: disabled, Reason: reason, By: actor, At: now.UTC()}
 	v, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(record.EndpointKey(subscriber, url)), Value: v}); err != nil {
+	if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(subscribers.EndpointKey(subscriber, url)), Value: v}); err != nil {
 		return fmt.Errorf("write endpoint state of %s: %w", subscriber, err)
 	}
 	action := record.ActionEndpointEnable

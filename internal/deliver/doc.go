@@ -113,8 +113,8 @@
 // # Endpoints that answered 410 Gone
 //
 // A webhook that answers 410 is disabled by an endpoint state
-// (record.EndpointState, by "herald:deliver") written with the batch's
-// outcomes under its own key (record.EndpointKey) in the subscribers
+// (subscribers.EndpointState, by "herald:deliver") written with the batch's
+// outcomes under its own key (subscribers.EndpointKey) in the subscribers
 // topic. The partner's record is never written back, so an
 // administrator's change to it made at the same moment (a suspension
 // above all) stands whatever the order; the subscribers.Registry applies

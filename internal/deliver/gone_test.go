@@ -16,7 +16,6 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -141,11 +140,11 @@ func TestReEnabledEndpointIsUsedAgain(t *testing.T) {
 	require.Eventually(t, func() bool { return e.reg.Get("acme").Webhooks[0].Disabled }, 5*time.Second, 10*time.Millisecond)
 
 	close(fixed)
-	st := record.EndpointState{Subscriber: "acme", URL: hookA, Disabled: false, Reason: "fixed by the partner", By: "api:admin", At: time.Now()}
+	st := subscribers.EndpointState{Subscriber: "acme", URL: hookA, Disabled: false, Reason: "fixed by the partner", By: "api:admin", At: time.Now()}
 	v, err := json.Marshal(st)
 	require.NoError(t, err)
 	require.NoError(t, e.bus.Producer(bus.TopicSubscribers).Write(context.Background(),
-		kafka.Message{Key: []byte(record.EndpointKey("acme", hookA)), Value: v}))
+		kafka.Message{Key: []byte(subscribers.EndpointKey("acme", hookA)), Value: v}))
 	require.Eventually(t, func() bool { return !e.reg.Get("acme").Webhooks[0].Disabled }, 5*time.Second, 10*time.Millisecond)
 
 	second := testJob(testAlert("al-re-2"), "acme", delivery.ChannelWebhook, hookA)

@@ -16,7 +16,6 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -256,7 +255,7 @@ func (r *Runner) conclude(o *out, job *delivery.Job, f *delivery.Failure, now ti
 }
 
 // ActorDeliver names the delivery runner as the author of the endpoint
-// states it writes (record.EndpointState.By).
+// states it writes (subscribers.EndpointState.By).
 const ActorDeliver = "herald:deliver"
 
 // disable records job's webhook endpoint as disabled (it answered 410
@@ -268,13 +267,13 @@ func (r *Runner) disable(o *out, job *delivery.Job, now time.Time) {
 	if job.Channel != delivery.ChannelWebhook {
 		return
 	}
-	st := record.EndpointState{Subscriber: job.Subscriber, URL: job.Target, Disabled: true,
+	st := subscribers.EndpointState{Subscriber: job.Subscriber, URL: job.Target, Disabled: true,
 		Reason: delivery.ReasonGone, By: ActorDeliver, At: now}
 	// Once written, the state is applied to the registry at once, unless
 	// the registry has read a state of this endpoint meanwhile (ours, or
 	// a later one): its follower applies the topic in order.
 	rev := r.reg.EndpointRevision(st.Subscriber, st.URL)
-	o.addJSON(bus.TopicSubscribers, record.EndpointKey(st.Subscriber, st.URL), st)
+	o.addJSON(bus.TopicSubscribers, subscribers.EndpointKey(st.Subscriber, st.URL), st)
 	o.then(func() { r.reg.PutEndpointIf(st, rev) })
 }
 
@@ -283,7 +282,9 @@ func (r *Runner) disable(o *out, job *delivery.Job, now time.Time) {
 // job's mode when the policy now allows less (a key-notice instead of
 // content).
 func (r *Runner) recheck(job *delivery.Job, sub *subscribers.Subscriber, now time.Time) (rule, why string) {
-	if job.Mode == delivery.ModeCancelNotice {
+	if job.Mode == delivery.ModeCancelNotice || job.Mode == delivery.ModeFollowUpKeyNotice {
+		// A content-free notice about an alert the target holds (rule 7):
+		// it goes unless the partner or the target is gone.
 		if !sub.Active() {
 			return policy.RuleSuspended, "the partner's status is " + strconv.Quote(sub.Status) + ", not active"
 		}

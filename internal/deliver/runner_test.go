@@ -18,7 +18,6 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -221,11 +220,11 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 
 	// The 410 is recorded as the endpoint's own state, under its own key;
 	// the partner's record is never written.
-	var states []record.EndpointState
+	var states []subscribers.EndpointState
 	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicSubscribers, func(m kafka.Message) error {
 		require.NoError(t, e.bus.Authenticate(m))
-		require.Equal(t, record.EndpointKey("acme", hookA), string(m.Key), "only the endpoint state is written")
-		var st record.EndpointState
+		require.Equal(t, subscribers.EndpointKey("acme", hookA), string(m.Key), "only the endpoint state is written")
+		var st subscribers.EndpointState
 		require.NoError(t, json.Unmarshal(m.Value, &st))
 		states = append(states, st)
 		return nil
