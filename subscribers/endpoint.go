@@ -37,4 +37,3 @@ type EndpointState struct {
 	By         string    `json:"by"`
 	At         time.Time `json:"at"`
 }
-
