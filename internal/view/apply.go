@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,36 +107,38 @@ func truncate(s string) string {
 // records it changed (written once at the end), and the ids whose place in
 // the alert list must be worked out again.
 type txn struct {
-	tx       *bbolt.Tx
-	pub      *bbolt.Bucket
-	rel      *bbolt.Bucket
-	rcpt     *bbolt.Bucket
-	entries  *bbolt.Bucket
-	acks     *bbolt.Bucket
-	partner  *bbolt.Bucket
-	pstate   *bbolt.Bucket
-	ralerts  map[string]*receiptsAlert
-	dirty    map[string]bool // ralerts to write
-	touched  map[string]bool // ids to place in the list again
-	keyBuf   []byte
-	entryBuf storedEntry
+	tx         *bbolt.Tx
+	pub        *bbolt.Bucket
+	rel        *bbolt.Bucket
+	rcpt       *bbolt.Bucket
+	entries    *bbolt.Bucket
+	acks       *bbolt.Bucket
+	partner    *bbolt.Bucket
+	pstate     *bbolt.Bucket
+	ralerts    map[string]*receiptsAlert
+	dirty      map[string]bool // ralerts to write
+	touched    map[string]bool // ids to place in the list again
+	entryCache map[string]*entryState
+	keyBuf     []byte
 }
 
 // apply applies a group of batches in one transaction, with their offsets.
 func apply(tx *bbolt.Tx, group []*batch) error {
 	t := &txn{
-		tx:      tx,
-		pub:     tx.Bucket(bPublished),
-		rel:     tx.Bucket(bRelease),
-		rcpt:    tx.Bucket(bReceipts),
-		entries: tx.Bucket(bEntries),
-		acks:    tx.Bucket(bAcks),
-		partner: tx.Bucket(bPartner),
-		pstate:  tx.Bucket(bPartnerState),
-		ralerts: map[string]*receiptsAlert{},
-		dirty:   map[string]bool{},
-		touched: map[string]bool{},
+		tx:         tx,
+		pub:        tx.Bucket(bPublished),
+		rel:        tx.Bucket(bRelease),
+		rcpt:       tx.Bucket(bReceipts),
+		entries:    tx.Bucket(bEntries),
+		acks:       tx.Bucket(bAcks),
+		partner:    tx.Bucket(bPartner),
+		pstate:     tx.Bucket(bPartnerState),
+		ralerts:    map[string]*receiptsAlert{},
+		dirty:      map[string]bool{},
+		touched:    map[string]bool{},
+		entryCache: map[string]*entryState{},
 	}
+	t.entries.FillPercent = 0.9 // alert ids mostly grow: entries are mostly appended
 	offsets := tx.Bucket(bOffsets)
 	for _, b := range group {
 		for _, r := range b.recs {
@@ -168,6 +171,9 @@ func apply(tx *bbolt.Tx, group []*batch) error {
 		if err := offsets.Put(k, s.encode()); err != nil {
 			return err
 		}
+	}
+	if err := t.flushEntries(); err != nil {
+		return err
 	}
 	for id := range t.dirty {
 		v, err := json.Marshal(t.ralerts[id])
@@ -288,14 +294,13 @@ func (t *txn) applyReceipt(r *delivery.Receipt) error {
 	if ra == nil {
 		ra = &receiptsAlert{Meta: ledger.Meta{ID: r.AlertID}, First: r.At}
 		t.ralerts[r.AlertID] = ra
-		t.touched[r.AlertID] = true
+		t.touched[r.AlertID], t.dirty[r.AlertID] = true, true
 	}
-	t.dirty[r.AlertID] = true
 	switch r.Kind {
 	case delivery.KindAlert:
 		if ra.Meta.FannedOut.IsZero() {
 			ra.Meta.Apply(*r)
-			t.touched[r.AlertID] = true
+			t.touched[r.AlertID], t.dirty[r.AlertID] = true, true
 		}
 	case delivery.KindAck:
 		k := join(r.AlertID, r.Subscriber)
@@ -303,7 +308,7 @@ func (t *txn) applyReceipt(r *delivery.Receipt) error {
 			return nil
 		}
 		ra.Acks++
-		t.touched[r.AlertID] = true
+		t.dirty[r.AlertID] = true
 		return putJSON(t.acks, k, &ledger.Ack{Subscriber: r.Subscriber, At: r.At, By: r.By, Note: r.Note})
 	case delivery.KindDecision, delivery.KindOutcome:
 		return t.applyEntry(ra, r)
@@ -311,60 +316,100 @@ func (t *txn) applyReceipt(r *delivery.Receipt) error {
 	return nil
 }
 
+// entryState is an entry touched by the transaction: as stored before it
+// (nil when new) and as folded so far. Entries are written, and their
+// counts and partner index keys changed, once per transaction, in key
+// order: a decision and its outcomes in one batch cost one write.
+type entryState struct {
+	key  string
+	id   string
+	orig *storedEntry
+	cur  *storedEntry
+}
+
 func (t *txn) applyEntry(ra *receiptsAlert, r *delivery.Receipt) error {
 	t.keyBuf = append(append(append(append(t.keyBuf[:0], r.AlertID...), 0), r.Subscriber...), 0)
 	t.keyBuf = append(t.keyBuf, r.Target...)
-	k := t.keyBuf
-	e := &t.entryBuf
-	fresh := true
-	if v := t.entries.Get(k); v != nil {
-		got, err := decodeEntry(v)
-		if err != nil {
-			return corrupt("entry", k, err)
-		}
-		e, fresh = got, false
-	} else {
-		*e = storedEntry{at: ra.Meta.FannedOut}
-		if e.at.IsZero() {
-			e.at = r.At
-		}
-	}
-	old := *e
-	e.Apply(*r)
-	if err := t.entries.Put(k, encodeEntry(e)); err != nil {
-		return err
-	}
-	if fresh || old.State != e.State {
-		if ra.Counts == nil {
-			ra.Counts = map[string]int{}
-		}
-		if !fresh {
-			if ra.Counts[old.State]--; ra.Counts[old.State] <= 0 {
-				delete(ra.Counts, old.State)
+	es := t.entryCache[string(t.keyBuf)]
+	if es == nil {
+		es = &entryState{key: string(t.keyBuf), id: r.AlertID}
+		if v := t.entries.Get(t.keyBuf); v != nil {
+			orig, err := decodeEntry(v)
+			if err != nil {
+				return corrupt("entry", t.keyBuf, err)
+			}
+			cur := *orig
+			es.orig, es.cur = orig, &cur
+		} else {
+			es.cur = &storedEntry{at: ra.Meta.FannedOut}
+			if es.cur.at.IsZero() {
+				es.cur.at = r.At
 			}
 		}
-		ra.Counts[e.State]++
-		t.touched[r.AlertID] = true
+		t.entryCache[es.key] = es
 	}
-	wasVisible, isVisible := !fresh && visible(old.Decision), visible(e.Decision)
-	if wasVisible && (!isVisible || old.State != e.State) {
-		if err := t.pstate.Delete(partnerStateKey(&old, r.AlertID)); err != nil {
+	es.cur.Apply(*r)
+	return nil
+}
+
+// flushEntries writes the entries the transaction changed, their alerts'
+// counts per state and the partner indexes.
+func (t *txn) flushEntries() error {
+	keys := make([]string, 0, len(t.entryCache))
+	for k := range t.entryCache {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var pDel, pPut, sDel, sPut [][]byte
+	for _, k := range keys {
+		es := t.entryCache[k]
+		old, e := es.orig, es.cur
+		if err := t.entries.Put([]byte(k), encodeEntry(e)); err != nil {
 			return err
 		}
-	}
-	if wasVisible && !isVisible {
-		if err := t.partner.Delete(partnerKey(&old, r.AlertID)); err != nil {
-			return err
+		if old == nil || old.State != e.State {
+			ra := t.ralerts[es.id]
+			if ra.Counts == nil {
+				ra.Counts = map[string]int{}
+			}
+			if old != nil {
+				if ra.Counts[old.State]--; ra.Counts[old.State] <= 0 {
+					delete(ra.Counts, old.State)
+				}
+			}
+			ra.Counts[e.State]++
+			t.dirty[es.id] = true
+		}
+		wasVisible, isVisible := old != nil && visible(old.Decision), visible(e.Decision)
+		if wasVisible && (!isVisible || old.State != e.State) {
+			sDel = append(sDel, partnerStateKey(old, es.id))
+		}
+		if wasVisible && !isVisible {
+			pDel = append(pDel, partnerKey(old, es.id))
+		}
+		if isVisible && (!wasVisible || old.State != e.State) {
+			sPut = append(sPut, partnerStateKey(e, es.id))
+		}
+		if isVisible && !wasVisible {
+			pPut = append(pPut, partnerKey(e, es.id))
 		}
 	}
-	if isVisible && (!wasVisible || old.State != e.State) {
-		if err := t.pstate.Put(partnerStateKey(e, r.AlertID), nil); err != nil {
-			return err
-		}
-	}
-	if isVisible && !wasVisible {
-		if err := t.partner.Put(partnerKey(e, r.AlertID), nil); err != nil {
-			return err
+	for _, op := range []struct {
+		b    *bbolt.Bucket
+		keys [][]byte
+		put  bool
+	}{{t.pstate, sDel, false}, {t.partner, pDel, false}, {t.pstate, sPut, true}, {t.partner, pPut, true}} {
+		slices.SortFunc(op.keys, bytes.Compare)
+		for _, k := range op.keys {
+			var err error
+			if op.put {
+				err = op.b.Put(k, nil)
+			} else {
+				err = op.b.Delete(k)
+			}
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -133,10 +133,13 @@ func Open(dir string, opt Options) (*View, error) {
 // version.
 func (v *View) openDB(path string) (*bbolt.DB, error) {
 	opts := &bbolt.Options{
-		Timeout:        time.Second,
-		NoSync:         true,
-		NoFreelistSync: true,
-		FreelistType:   bbolt.FreelistMapType,
+		Timeout: time.Second,
+		// Address space, not memory: growing the file within it needs no
+		// remap, which would wait for every reader.
+		InitialMmapSize: 1 << 30,
+		NoSync:          true,
+		NoFreelistSync:  true,
+		FreelistType:    bbolt.FreelistMapType,
 	}
 	for attempt := 0; ; attempt++ {
 		db, err := bbolt.Open(path, 0o600, opts)
@@ -295,14 +298,33 @@ func (e rebuildError) Error() string { return "rebuild the view: " + e.reason }
 
 var errResync = errors.New("resync")
 
+// kafkaError is a failure to read from Kafka while checking the store:
+// retried.
+type kafkaError struct{ err error }
+
+func (e kafkaError) Error() string { return e.err.Error() }
+func (e kafkaError) Unwrap() error { return e.err }
+
 // runOnce checks the store against the cluster and follows the topics
 // until ctx ends or something asks for a rebuild.
 func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
-	var offs map[string][]bus.PartitionOffsets
+	var (
+		offs map[string][]bus.PartitionOffsets
+		from map[string]map[int]int64
+	)
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		var err error
 		if offs, err = b.Offsets(ctx, Topics...); err == nil {
+			from, err = v.check(ctx, b, offs)
+		} else {
+			err = kafkaError{err}
+		}
+		var kerr kafkaError
+		if err == nil {
 			break
+		}
+		if !errors.As(err, &kerr) {
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -313,10 +335,6 @@ func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-	}
-	from, err := v.check(ctx, b, offs)
-	if err != nil {
-		return err
 	}
 
 	targets := map[string]map[int]int64{}
@@ -413,11 +431,14 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 		case p.s.next > po.End:
 			return nil, rebuildError{fmt.Sprintf("the view read %s up to offset %d, beyond its high watermark %d (a recreated topic, or another cluster)", where, p.s.next, po.End)}
 		case p.s.fpOffset >= po.Start:
+			// The last record applied must still be the one there. When
+			// there is none (compacted away) it cannot be told; records
+			// deleted by retention (below Start) cannot either.
 			m, ok, err := b.ReadAt(ctx, p.topic, p.partition, p.s.fpOffset)
 			if err != nil {
-				return nil, err
+				return nil, kafkaError{err}
 			}
-			if !ok || fingerprint(m) != p.s.fp {
+			if ok && fingerprint(m) != p.s.fp {
 				return nil, rebuildError{fmt.Sprintf("the record at %s@%d is not the one the view applied (a recreated topic, or another cluster)", where, p.s.fpOffset)}
 			}
 		}

@@ -521,6 +521,54 @@ func TestRebuildsWhenTheClusterIsReplacedWhileRunning(t *testing.T) {
 	assert.Equal(t, []string{"n1"}, ids(items))
 }
 
+func TestRecordsDeletedByRetentionAreGone(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	b := c.Open(t, c.Config())
+	p := b.Producer(bus.TopicReceipts)
+	// Older than the receipts topic's retention (400 days by default).
+	old := func(id string) kafka.Message {
+		r := decision(id, "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(0))
+		return kafka.Message{Key: []byte(id), Value: mustJSON(t, r), Time: time.Now().Add(-500 * 24 * time.Hour)}
+	}
+	fresh := func(id string) kafka.Message {
+		r := decision(id, "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(time.Minute))
+		return kafka.Message{Key: []byte(id), Value: mustJSON(t, r)}
+	}
+	require.NoError(t, p.Write(t.Context(), old("r1"), old("r2")))
+	require.NoError(t, p.Write(t.Context(), fresh("r3")))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicReceipts)
+		return err == nil && offs[bus.TopicReceipts][0].Start == 2
+	}, waitFor, tick)
+
+	dir := t.TempDir()
+	v := run(t, dir, b)
+	assert.EqualValues(t, 1, v.Stats().Applied[bus.TopicReceipts])
+	got, err := v.Lookup(t.Context(), []string{"r1", "r2", "r3"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"r3"}, sortedKeys(got))
+	v.stop()
+
+	// While the view was stopped, retention deleted records beyond its
+	// stored offset, and the record it applied last: it moves on to the
+	// first record held.
+	require.NoError(t, p.Write(t.Context(), old("r4"), old("r5")))
+	require.NoError(t, p.Write(t.Context(), fresh("r6")))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicReceipts)
+		return err == nil && offs[bus.TopicReceipts][0].Start == 5
+	}, waitFor, tick)
+	v = run(t, dir, b)
+	require.NoError(t, v.Sync(t.Context()))
+	assert.Zero(t, v.Stats().Rebuilds)
+	assert.EqualValues(t, 1, v.Stats().Applied[bus.TopicReceipts])
+	got, err = v.Lookup(t.Context(), []string{"r3", "r4", "r5", "r6"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"r3", "r6"}, sortedKeys(got), "what the view applied stays; what was deleted unread is gone")
+}
+
 func TestSyncWaitsForEverythingWrittenBefore(t *testing.T) {
 	c := kafkatest.Start(t)
 	b := c.Open(t, c.Config())
@@ -552,16 +600,20 @@ func TestSyncWaitsForEverythingWrittenBefore(t *testing.T) {
 	<-v.Ready()
 
 	// Whatever was written before Sync is visible when it returns.
+	var waited time.Duration
 	for i := range 20 {
 		id := "s" + string(rune('a'+i))
 		w.receipts(false, decision(id, "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(time.Duration(i)*time.Second)))
 		w.write(true, bus.TopicReceipts, id, []byte("forged"))
+		start := time.Now()
 		require.NoError(t, v.Sync(t.Context(), bus.TopicReceipts))
+		waited += time.Since(start)
 		got, err := v.Lookup(t.Context(), []string{id})
 		require.NoError(t, err)
 		require.Contains(t, got, id)
 	}
 	assert.EqualValues(t, 20, v.Stats().Skipped[bus.TopicReceipts], "forged records are skipped, and Sync still returns")
+	t.Logf("Sync right after a write returned after %s on average", waited/20)
 
 	short, cancelShort := context.WithTimeout(t.Context(), time.Millisecond)
 	defer cancelShort()
