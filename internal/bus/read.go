@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,37 +28,62 @@ type partitionRange struct {
 // ranges lists every partition of topic (full name) with its first offset
 // and high watermark.
 func (b *Bus) ranges(ctx context.Context, topic string) ([]partitionRange, error) {
-	ctx, cancel := withTimeout(ctx, "list offsets of "+topic)
+	all, err := b.rangesOf(ctx, []string{topic})
+	if err != nil {
+		return nil, err
+	}
+	return all[topic], nil
+}
+
+// rangesOf lists every partition of each of topics (full names) with its
+// first offset and high watermark, sorted by partition, in one metadata and
+// one list-offsets request.
+func (b *Bus) rangesOf(ctx context.Context, topics []string) (map[string][]partitionRange, error) {
+	what := strings.Join(topics, ", ")
+	ctx, cancel := withTimeout(ctx, "list offsets of "+what)
 	defer cancel()
-	md, err := b.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	md, err := b.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
-		return nil, fmt.Errorf("read metadata of %s: %w", topic, cause(ctx, err))
+		return nil, fmt.Errorf("read metadata of %s: %w", what, cause(ctx, err))
 	}
-	if len(md.Topics) != 1 || md.Topics[0].Name != topic {
-		return nil, fmt.Errorf("read metadata of %s: topic missing from the answer", topic)
-	}
-	if err := md.Topics[0].Error; err != nil {
-		return nil, fmt.Errorf("read metadata of %s: %w", topic, err)
-	}
-	var reqs []kafka.OffsetRequest
-	for _, p := range md.Topics[0].Partitions {
-		reqs = append(reqs, kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
-	}
-	res, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return nil, fmt.Errorf("list offsets of %s: %w", topic, cause(ctx, err))
-	}
-	var out []partitionRange
-	for _, po := range res.Topics[topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("list offsets of %s[%d]: %w", topic, po.Partition, po.Error)
+	parts := make(map[string]int, len(topics))
+	reqs := make(map[string][]kafka.OffsetRequest, len(topics))
+	for _, t := range md.Topics {
+		if !slices.Contains(topics, t.Name) {
+			continue
 		}
-		out = append(out, partitionRange{partition: po.Partition, start: po.FirstOffset, end: po.LastOffset})
+		if t.Error != nil {
+			return nil, fmt.Errorf("read metadata of %s: %w", t.Name, t.Error)
+		}
+		parts[t.Name] = len(t.Partitions)
+		for _, p := range t.Partitions {
+			reqs[t.Name] = append(reqs[t.Name], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+		}
 	}
-	if len(out) != len(md.Topics[0].Partitions) {
-		return nil, fmt.Errorf("list offsets of %s: %d of %d partitions answered", topic, len(out), len(md.Topics[0].Partitions))
+	for _, t := range topics {
+		if _, ok := parts[t]; !ok {
+			return nil, fmt.Errorf("read metadata of %s: topic missing from the answer", t)
+		}
 	}
-	slices.SortFunc(out, func(a, b partitionRange) int { return a.partition - b.partition })
+	res, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: reqs})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", what, cause(ctx, err))
+	}
+	out := make(map[string][]partitionRange, len(topics))
+	for _, topic := range topics {
+		var rs []partitionRange
+		for _, po := range res.Topics[topic] {
+			if po.Error != nil {
+				return nil, fmt.Errorf("list offsets of %s[%d]: %w", topic, po.Partition, po.Error)
+			}
+			rs = append(rs, partitionRange{partition: po.Partition, start: po.FirstOffset, end: po.LastOffset})
+		}
+		if len(rs) != parts[topic] {
+			return nil, fmt.Errorf("list offsets of %s: %d of %d partitions answered", topic, len(rs), parts[topic])
+		}
+		slices.SortFunc(rs, func(a, b partitionRange) int { return a.partition - b.partition })
+		out[topic] = rs
+	}
 	return out, nil
 }
 
@@ -449,4 +475,251 @@ func (b *Bus) Lag(ctx context.Context, group, topic string) (int64, error) {
 		lag += max(0, r.end-c)
 	}
 	return lag, nil
+}
+
+// PartitionOffsets says where one partition of a topic begins and ends.
+type PartitionOffsets struct {
+	Partition int
+	// Start is the first offset still held: records below it were deleted
+	// (retention).
+	Start int64
+	// End is the high watermark: the offset the next record written to the
+	// partition will get.
+	End int64
+}
+
+// Offsets returns, for each of topics (given without prefix), every
+// partition with its first offset and high watermark, sorted by partition,
+// keyed by the topic as given. It asks the brokers once for all topics.
+func (b *Bus) Offsets(ctx context.Context, topics ...string) (map[string][]PartitionOffsets, error) {
+	full := make([]string, len(topics))
+	for i, t := range topics {
+		full[i] = b.Topic(t)
+	}
+	all, err := b.rangesOf(ctx, full)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]PartitionOffsets, len(topics))
+	for i, t := range topics {
+		ps := make([]PartitionOffsets, 0, len(all[full[i]]))
+		for _, r := range all[full[i]] {
+			ps = append(ps, PartitionOffsets{Partition: r.partition, Start: r.start, End: r.end})
+		}
+		out[t] = ps
+	}
+	return out, nil
+}
+
+// ReadAt returns the message at offset of topic[partition] (topic given
+// without prefix), or ok false when the partition holds no message at that
+// offset: deleted by retention, compacted away, or not written yet.
+func (b *Bus) ReadAt(ctx context.Context, topic string, partition int, offset int64) (m kafka.Message, ok bool, err error) {
+	full := b.Topic(topic)
+	err = retry(ctx, func() error {
+		msgs, _, err := b.fetchBatch(ctx, full, partition, offset, 10*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if len(msgs) > 0 && msgs[0].Offset == offset {
+			m, ok = msgs[0], true
+		}
+		return nil
+	})
+	if errors.Is(err, ErrNotResumable) {
+		return kafka.Message{}, false, nil // beyond the end: nothing there
+	}
+	if err != nil {
+		return kafka.Message{}, false, fmt.Errorf("read %s[%d]@%d: %w", full, partition, offset, err)
+	}
+	return m, ok, nil
+}
+
+// ErrNotResumable is FollowFrom's answer when the offsets it was asked to
+// resume from do not fit the topic: an offset beyond a partition's high
+// watermark, or a partition the topic does not have. The topic was deleted
+// and created again, or this is another cluster.
+var ErrNotResumable = errors.New("offsets do not fit the topic (recreated, or another cluster)")
+
+// Batch is what FollowFrom hands its function: the messages of one fetch
+// from one partition, in offset order.
+type Batch struct {
+	// Topic is the topic without prefix, as given to FollowFrom.
+	Topic     string
+	Partition int
+	// Messages may be empty when only Next moved: records were deleted
+	// (retention) below the offset the partition was to be read from.
+	Messages []kafka.Message
+	// Next is the offset to read next: after the last message, or further
+	// when records were skipped.
+	Next int64
+}
+
+// FollowFrom is Follow for readers that keep their own offsets: it reads
+// topic (given without prefix) from the offsets in from (partition → next
+// offset to read; a partition absent from from is read from its first
+// offset) and keeps following new messages until ctx ends, when it returns
+// nil. fn receives a Batch per fetch, never concurrently; the batches of one
+// partition arrive in offset order. A partition whose offset lies below its
+// first offset (records deleted by retention) moves on to the first offset,
+// and fn is told with a Batch holding no message. FollowFrom returns fn's
+// first error, or an error wrapping ErrNotResumable (at once, or when it
+// finds out while following); broker errors are logged and retried.
+// Partitions added after FollowFrom began are not read.
+func (b *Bus) FollowFrom(ctx context.Context, topic string, from map[int]int64, fn func(Batch) error) error {
+	full := b.Topic(topic)
+	var rs []partitionRange
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		var err error
+		if rs, err = b.ranges(ctx, full); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		b.log.Warn("follow kafka topic: will retry", "topic", full, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+	}
+	have := make(map[int]partitionRange, len(rs))
+	for _, r := range rs {
+		have[r.partition] = r
+	}
+	for p, off := range from {
+		r, ok := have[p]
+		switch {
+		case !ok:
+			return fmt.Errorf("follow %s from stored offsets: partition %d does not exist (%d partitions): %w", full, p, len(rs), ErrNotResumable)
+		case off > r.end:
+			return fmt.Errorf("follow %s from stored offsets: offset %d of partition %d is beyond its high watermark %d: %w", full, off, p, r.end, ErrNotResumable)
+		}
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu       sync.Mutex // serialises fn
+		wg       sync.WaitGroup
+		first    error
+		firstErr sync.Once
+	)
+	call := func(bt Batch) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return fn(bt)
+	}
+	for _, r := range rs {
+		wg.Go(func() {
+			err := b.followBatches(ctx, topic, full, r, from, call)
+			if err != nil {
+				firstErr.Do(func() { first = err })
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// followBatches reads one partition for FollowFrom until ctx ends. It
+// returns fn's errors and ErrNotResumable; other errors are logged and
+// retried.
+func (b *Bus) followBatches(ctx context.Context, topic, full string, r partitionRange, from map[int]int64, fn func(Batch) error) error {
+	stored, ok := from[r.partition]
+	off := stored
+	if !ok || off < r.start {
+		off = r.start
+	}
+	if !ok || off != stored {
+		if err := fn(Batch{Topic: topic, Partition: r.partition, Next: off}); err != nil {
+			return err
+		}
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		msgs, next, err := b.fetchBatch(ctx, full, r.partition, off, b.cfg.Consumer.MaxWait)
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			if len(msgs) > 0 || next != off {
+				if err := fn(Batch{Topic: topic, Partition: r.partition, Messages: msgs, Next: next}); err != nil {
+					return err
+				}
+			}
+			off = next
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrNotResumable) {
+			return err
+		}
+		b.log.Warn("follow kafka topic: will retry", "topic", full, "partition", r.partition, "offset", off, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}
+
+// fetchBatch makes one fetch of topic (full name) [partition] at off and
+// returns its messages at or above off and the offset to fetch next. An
+// offset below the partition's first offset moves to the first offset (no
+// message); one beyond its high watermark is ErrNotResumable.
+func (b *Bus) fetchBatch(ctx context.Context, topic string, partition int, off int64, maxWait time.Duration) ([]kafka.Message, int64, error) {
+	fctx, cancel := context.WithTimeoutCause(ctx, requestTimeout+maxWait,
+		fmt.Errorf("fetch %s[%d]@%d: no answer from kafka within %s", topic, partition, off, requestTimeout+maxWait))
+	defer cancel()
+	res, err := b.client.Fetch(fctx, &kafka.FetchRequest{
+		Topic: topic, Partition: partition, Offset: off,
+		MinBytes: 1, MaxBytes: fetchMaxBytes, MaxWait: maxWait,
+	})
+	if err != nil {
+		return nil, off, fmt.Errorf("fetch %s[%d]@%d: %w", topic, partition, off, cause(fctx, err))
+	}
+	if res.Error != nil {
+		if c, ok := res.Records.(io.Closer); ok {
+			c.Close()
+		}
+		if !errors.Is(res.Error, kafka.OffsetOutOfRange) {
+			return nil, off, fmt.Errorf("fetch %s[%d]@%d: %w", topic, partition, off, res.Error)
+		}
+		if res.LogStartOffset > off {
+			return nil, res.LogStartOffset, nil
+		}
+		// Out of range and not below the start: beyond the end, unless
+		// the answer was stale; ask for the partition's range to be sure.
+		rs, rerr := b.ranges(fctx, topic)
+		if rerr != nil {
+			return nil, off, fmt.Errorf("fetch %s[%d]@%d: %w", topic, partition, off, res.Error)
+		}
+		for _, r := range rs {
+			if r.partition != partition {
+				continue
+			}
+			if off < r.start {
+				return nil, r.start, nil
+			}
+			if off > r.end {
+				return nil, off, errFatal{fmt.Errorf("fetch %s[%d]@%d: beyond the high watermark %d: %w", topic, partition, off, r.end, ErrNotResumable)}
+			}
+			return nil, off, fmt.Errorf("fetch %s[%d]@%d: %w", topic, partition, off, res.Error)
+		}
+		return nil, off, errFatal{fmt.Errorf("fetch %s[%d]@%d: partition gone: %w", topic, partition, off, ErrNotResumable)}
+	}
+	var msgs []kafka.Message
+	_, next, err := readRecords(topic, partition, off, -1, res, func(m kafka.Message) error {
+		msgs = append(msgs, m)
+		return nil
+	})
+	if err != nil {
+		return nil, off, err
+	}
+	return msgs, next, nil
 }

@@ -144,6 +144,19 @@ func (l *Ledger) Add(r delivery.Receipt) {
 	}
 }
 
+// Restore returns the Alert a fold kept elsewhere produced (a materialised
+// view of the receipts topic): its meta, the acknowledgements (nil when
+// there are none, as the fold leaves it) and its entries. It is the same
+// Alert Add builds from the receipts that gave them.
+func Restore(m Meta, acks map[string]Ack, entries []Entry) *Alert {
+	a := &Alert{Meta: m, Acks: acks, entries: make(map[string]*Entry, len(entries))}
+	for i := range entries {
+		e := entries[i]
+		a.entries[EntryKey(e.Subscriber, e.Target)] = &e
+	}
+	return a
+}
+
 // Alert returns what the ledger knows of id, or nil.
 func (l *Ledger) Alert(id string) *Alert { return l.alerts[id] }
 

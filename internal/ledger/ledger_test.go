@@ -62,3 +62,26 @@ func TestFoldingReceipts(t *testing.T) {
 	require.True(t, a.Done())
 	require.Nil(t, l.Alert("unknown"))
 }
+
+func TestRestoreGivesTheAlertTheFoldBuilt(t *testing.T) {
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	l := ledger.New()
+	for _, r := range []delivery.Receipt{
+		{Kind: delivery.KindAlert, AlertID: "a1", TLP: "GREEN", Marking: "OFFICIAL", Title: "t", At: at},
+		{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: "bank", Target: "x@bank.example", Decision: delivery.Deliver, At: at},
+		{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: "farm", Target: "f@farm.example", Decision: delivery.Withhold, At: at},
+		{Kind: delivery.KindOutcome, AlertID: "a1", Subscriber: "bank", Target: "x@bank.example", State: delivery.StateDelivered, Attempt: 1, At: at},
+		{Kind: delivery.KindAck, AlertID: "a1", Subscriber: "bank", By: "soc", At: at},
+	} {
+		l.Add(r)
+	}
+	a := l.Alert("a1")
+	got := ledger.Restore(a.Meta, a.Acks, a.Entries())
+	require.Equal(t, a, got)
+	require.True(t, got.Received("bank", "x@bank.example"))
+	require.Equal(t, a.Counts(), got.Counts())
+
+	none := ledger.New()
+	none.Add(delivery.Receipt{Kind: delivery.KindAlert, AlertID: "a2", At: at})
+	require.Equal(t, none.Alert("a2"), ledger.Restore(none.Alert("a2").Meta, nil, nil))
+}

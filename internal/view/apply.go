@@ -1,0 +1,582 @@
+package view
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.etcd.io/bbolt"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/record"
+)
+
+// rec is one authentic record, decoded once, on its way to the writer.
+type rec struct {
+	topic     string
+	key       string
+	partition int
+	offset    int64
+	time      time.Time
+
+	// alerts
+	value  []byte
+	alert  *alerts.Alert
+	digest string
+	// pending
+	release *record.Release
+	// receipts
+	receipt *delivery.Receipt
+	// audit
+	audit *record.Audit
+}
+
+// decode reads an authentic record of topic; an error means the record is
+// skipped.
+func decode(topic string, m kafka.Message) (*rec, error) {
+	r := &rec{topic: topic, key: string(m.Key), partition: m.Partition, offset: m.Offset, time: m.Time}
+	switch topic {
+	case bus.TopicAlerts:
+		if !alerts.ValidID(r.key) {
+			return nil, fmt.Errorf("key %q is not an alert id", truncate(r.key))
+		}
+		a, err := alerts.Decode(m.Value)
+		if err != nil {
+			return nil, err
+		}
+		if a.ID != r.key {
+			return nil, fmt.Errorf("alert id %q is not the record's key %q", truncate(a.ID), r.key)
+		}
+		a.Normalize()
+		r.value, r.alert, r.digest = m.Value, a, a.Digest()
+	case bus.TopicPending:
+		if !alerts.ValidID(r.key) {
+			return nil, fmt.Errorf("key %q is not an alert id", truncate(r.key))
+		}
+		var rel record.Release
+		if err := json.Unmarshal(m.Value, &rel); err != nil {
+			return nil, fmt.Errorf("decode release event: %w", err)
+		}
+		if rel.ID != r.key {
+			return nil, fmt.Errorf("release event of %q is not the record's key %q", truncate(rel.ID), r.key)
+		}
+		r.release = &rel
+	case bus.TopicReceipts:
+		var rc delivery.Receipt
+		if err := json.Unmarshal(m.Value, &rc); err != nil {
+			return nil, fmt.Errorf("decode receipt: %w", err)
+		}
+		// The ledger folds a receipt into its alert id, and is read by
+		// key: a receipt filed under another key is not that alert's.
+		if rc.AlertID != r.key || !alerts.ValidID(rc.AlertID) {
+			return nil, fmt.Errorf("receipt of alert %q filed under key %q", truncate(rc.AlertID), truncate(r.key))
+		}
+		if strings.IndexByte(rc.Subscriber, 0) >= 0 {
+			return nil, errors.New("receipt subscriber holds a NUL byte")
+		}
+		r.receipt = &rc
+	case bus.TopicAudit:
+		var a record.Audit
+		if err := json.Unmarshal(m.Value, &a); err != nil {
+			return nil, fmt.Errorf("decode audit entry: %w", err)
+		}
+		r.value, r.audit = m.Value, &a
+	default:
+		return nil, fmt.Errorf("topic %s is not one the view follows", topic)
+	}
+	return r, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// txn is the state of one write transaction: the receipts-side alert
+// records it changed (written once at the end), and the ids whose place in
+// the alert list must be worked out again.
+type txn struct {
+	tx         *bbolt.Tx
+	pub        *bbolt.Bucket
+	rel        *bbolt.Bucket
+	rcpt       *bbolt.Bucket
+	entries    *bbolt.Bucket
+	acks       *bbolt.Bucket
+	partner    *bbolt.Bucket
+	pstate     *bbolt.Bucket
+	ralerts    map[string]*receiptsAlert
+	dirty      map[string]bool // ralerts to write
+	touched    map[string]bool // ids to place in the list again
+	entryCache map[string]*entryState
+	keyBuf     []byte
+}
+
+// apply applies a group of batches in one transaction, with their offsets.
+func apply(tx *bbolt.Tx, group []*batch) error {
+	t := &txn{
+		tx:         tx,
+		pub:        tx.Bucket(bPublished),
+		rel:        tx.Bucket(bRelease),
+		rcpt:       tx.Bucket(bReceipts),
+		entries:    tx.Bucket(bEntries),
+		acks:       tx.Bucket(bAcks),
+		partner:    tx.Bucket(bPartner),
+		pstate:     tx.Bucket(bPartnerState),
+		ralerts:    map[string]*receiptsAlert{},
+		dirty:      map[string]bool{},
+		touched:    map[string]bool{},
+		entryCache: map[string]*entryState{},
+	}
+	t.entries.FillPercent = 0.9 // alert ids mostly grow: entries are mostly appended
+	offsets := tx.Bucket(bOffsets)
+	for _, b := range group {
+		for _, r := range b.recs {
+			var err error
+			switch r.topic {
+			case bus.TopicAlerts:
+				err = t.applyAlert(r)
+			case bus.TopicPending:
+				err = t.applyRelease(r)
+			case bus.TopicReceipts:
+				err = t.applyReceipt(r.receipt)
+			case bus.TopicAudit:
+				err = t.applyAudit(r)
+			}
+			if err != nil {
+				return fmt.Errorf("%s[%d]@%d: %w", r.topic, r.partition, r.offset, err)
+			}
+		}
+		k := offsetKey(b.topic, b.partition)
+		s := stored{next: b.next, fpOffset: b.last, fp: b.fp}
+		if b.last < 0 {
+			// Only the offset moved: keep the fingerprint of the last
+			// record applied.
+			prev, ok := decodeStored(offsets.Get(k))
+			if !ok {
+				prev.fpOffset = -1
+			}
+			s.fpOffset, s.fp = prev.fpOffset, prev.fp
+		}
+		if err := offsets.Put(k, s.encode()); err != nil {
+			return err
+		}
+	}
+	if err := t.flushEntries(); err != nil {
+		return err
+	}
+	for id := range t.dirty {
+		v, err := json.Marshal(t.ralerts[id])
+		if err != nil {
+			return err
+		}
+		if err := t.rcpt.Put([]byte(id), v); err != nil {
+			return err
+		}
+	}
+	for id := range t.touched {
+		if err := t.place(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func timeOrZero(p *time.Time) time.Time {
+	if p == nil {
+		return time.Time{}
+	}
+	return *p
+}
+
+// applyAlert applies a record of the alerts topic: the first of an id is
+// the alert; later ones are counted as duplicates or conflicts.
+func (t *txn) applyAlert(r *rec) error {
+	id := []byte(r.key)
+	if v := t.pub.Get(id); v != nil {
+		var p Published
+		if err := json.Unmarshal(v, &p); err != nil {
+			return corrupt("published", id, err)
+		}
+		if p.Digest == r.digest {
+			p.Duplicates++
+		} else {
+			p.Conflicts++
+		}
+		return putJSON(t.pub, id, &p)
+	}
+	a := r.alert
+	p := Published{
+		ID: a.ID, Digest: r.digest, Partition: r.partition, Offset: r.offset, Time: r.time,
+		Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
+		IssuedBy: a.IssuedBy, IssuedAt: timeOrZero(a.IssuedAt), ApprovedBy: a.ApprovedBy,
+		ApprovedAt: timeOrZero(a.ApprovedAt), ExpiresAt: timeOrZero(a.ExpiresAt),
+	}
+	if err := putJSON(t.pub, id, &p); err != nil {
+		return err
+	}
+	t.touched[r.key] = true
+	return t.tx.Bucket(bPublishedRaw).Put(id, r.value)
+}
+
+// applyRelease folds an event of the release log (record.ReleaseState).
+func (t *txn) applyRelease(r *rec) error {
+	id := []byte(r.key)
+	ev := *r.release
+	var st releaseRecord
+	if v := t.rel.Get(id); v != nil {
+		if err := json.Unmarshal(v, &st); err != nil {
+			return corrupt("release", id, err)
+		}
+	}
+	before := st.State
+	raw := ev.Alert
+	ev.Alert = nil // kept apart, in release.raw
+	st.State.Apply(ev)
+	switch {
+	case st.State.Submitted == nil:
+		return nil // a decision with nothing submitted: nothing waits
+	case before.Submitted == nil:
+		if a, err := alerts.Decode(raw); err == nil {
+			a.Normalize()
+			st.Type, st.TLP, st.Marking, st.Title = a.Type, a.TLP, a.Marking, a.Title
+		}
+		if err := t.tx.Bucket(bReleaseRaw).Put(id, raw); err != nil {
+			return err
+		}
+	case before.Conflicts == st.State.Conflicts && before.Approved == st.State.Approved && before.Rejected == st.State.Rejected:
+		return nil // changed nothing
+	}
+	t.touched[r.key] = true
+	return putJSON(t.rel, id, &st)
+}
+
+// ralert returns the receipts-side record of id, loading or making it.
+func (t *txn) ralert(id string) (*receiptsAlert, error) {
+	if ra, ok := t.ralerts[id]; ok {
+		return ra, nil
+	}
+	var ra *receiptsAlert
+	if v := t.rcpt.Get([]byte(id)); v != nil {
+		ra = &receiptsAlert{}
+		if err := json.Unmarshal(v, ra); err != nil {
+			return nil, corrupt("receipts", []byte(id), err)
+		}
+	}
+	t.ralerts[id] = ra
+	return ra, nil
+}
+
+// visible reports whether a partner may see an entry with this decision:
+// content or a notice went to it. Withheld entries (and entries with no
+// decision) are never shown to the partner.
+func visible(decision string) bool {
+	return decision == delivery.Deliver || decision == delivery.Notice
+}
+
+// applyReceipt folds a receipt as ledger.Ledger.Add does, keeping the
+// alert's counts per state and the partner indexes.
+func (t *txn) applyReceipt(r *delivery.Receipt) error {
+	ra, err := t.ralert(r.AlertID)
+	if err != nil {
+		return err
+	}
+	if ra == nil {
+		ra = &receiptsAlert{Meta: ledger.Meta{ID: r.AlertID}, First: r.At}
+		t.ralerts[r.AlertID] = ra
+		t.touched[r.AlertID], t.dirty[r.AlertID] = true, true
+	}
+	switch r.Kind {
+	case delivery.KindAlert:
+		if ra.Meta.FannedOut.IsZero() {
+			ra.Meta.Apply(*r)
+			t.touched[r.AlertID], t.dirty[r.AlertID] = true, true
+		}
+	case delivery.KindAck:
+		k := join(r.AlertID, r.Subscriber)
+		if t.acks.Get(k) != nil {
+			return nil
+		}
+		ra.Acks++
+		t.dirty[r.AlertID] = true
+		return putJSON(t.acks, k, &ledger.Ack{Subscriber: r.Subscriber, At: r.At, By: r.By, Note: r.Note})
+	case delivery.KindDecision, delivery.KindOutcome:
+		return t.applyEntry(ra, r)
+	}
+	return nil
+}
+
+// entryState is an entry touched by the transaction: as stored before it
+// (nil when new) and as folded so far. Entries are written, and their
+// counts and partner index keys changed, once per transaction, in key
+// order: a decision and its outcomes in one batch cost one write.
+type entryState struct {
+	key  string
+	id   string
+	orig *storedEntry
+	cur  *storedEntry
+}
+
+func (t *txn) applyEntry(ra *receiptsAlert, r *delivery.Receipt) error {
+	t.keyBuf = append(append(append(append(t.keyBuf[:0], r.AlertID...), 0), r.Subscriber...), 0)
+	t.keyBuf = append(t.keyBuf, r.Target...)
+	es := t.entryCache[string(t.keyBuf)]
+	if es == nil {
+		es = &entryState{key: string(t.keyBuf), id: r.AlertID}
+		if v := t.entries.Get(t.keyBuf); v != nil {
+			orig, err := decodeEntry(v)
+			if err != nil {
+				return corrupt("entry", t.keyBuf, err)
+			}
+			cur := *orig
+			es.orig, es.cur = orig, &cur
+		} else {
+			es.cur = &storedEntry{at: ra.Meta.FannedOut}
+			if es.cur.at.IsZero() {
+				es.cur.at = r.At
+			}
+		}
+		t.entryCache[es.key] = es
+	}
+	es.cur.Apply(*r)
+	return nil
+}
+
+// flushEntries writes the entries the transaction changed, their alerts'
+// counts per state and the partner indexes.
+func (t *txn) flushEntries() error {
+	keys := make([]string, 0, len(t.entryCache))
+	for k := range t.entryCache {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var pDel, pPut, sDel, sPut [][]byte
+	for _, k := range keys {
+		es := t.entryCache[k]
+		old, e := es.orig, es.cur
+		if err := t.entries.Put([]byte(k), encodeEntry(e)); err != nil {
+			return err
+		}
+		if old == nil || old.State != e.State {
+			ra := t.ralerts[es.id]
+			if ra.Counts == nil {
+				ra.Counts = map[string]int{}
+			}
+			if old != nil {
+				if ra.Counts[old.State]--; ra.Counts[old.State] <= 0 {
+					delete(ra.Counts, old.State)
+				}
+			}
+			ra.Counts[e.State]++
+			t.dirty[es.id] = true
+		}
+		wasVisible, isVisible := old != nil && visible(old.Decision), visible(e.Decision)
+		if wasVisible && (!isVisible || old.State != e.State) {
+			sDel = append(sDel, partnerStateKey(old, es.id))
+		}
+		if wasVisible && !isVisible {
+			pDel = append(pDel, partnerKey(old, es.id))
+		}
+		if isVisible && (!wasVisible || old.State != e.State) {
+			sPut = append(sPut, partnerStateKey(e, es.id))
+		}
+		if isVisible && !wasVisible {
+			pPut = append(pPut, partnerKey(e, es.id))
+		}
+	}
+	for _, op := range []struct {
+		b    *bbolt.Bucket
+		keys [][]byte
+		put  bool
+	}{{t.pstate, sDel, false}, {t.partner, pDel, false}, {t.pstate, sPut, true}, {t.partner, pPut, true}} {
+		slices.SortFunc(op.keys, bytes.Compare)
+		for _, k := range op.keys {
+			var err error
+			if op.put {
+				err = op.b.Put(k, nil)
+			} else {
+				err = op.b.Delete(k)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// partnerPlace is the part of the partner index keys after the subscriber
+// (and state): BE64(time) id 0x00 target.
+func partnerPlace(b []byte, e *storedEntry, id string) []byte {
+	b = appendTime(b, e.at)
+	b = append(append(b, id...), 0)
+	return append(b, e.Target...)
+}
+
+func partnerKey(e *storedEntry, id string) []byte {
+	return partnerPlace(append([]byte(e.Subscriber), 0), e, id)
+}
+
+func partnerStateKey(e *storedEntry, id string) []byte {
+	return partnerPlace(join(e.Subscriber, e.State, ""), e, id)
+}
+
+// applyAudit stores an audit entry under its time and place, and in the
+// actor and action indexes.
+func (t *txn) applyAudit(r *rec) error {
+	k := appendTime(nil, r.audit.At)
+	k = binary.BigEndian.AppendUint32(k, uint32(r.partition))
+	k = binary.BigEndian.AppendUint64(k, uint64(r.offset))
+	if err := t.tx.Bucket(bAudit).Put(k, r.value); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bAuditActor).Put(append(lenPrefixed(r.audit.Actor), k...), nil); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bAuditAction).Put(append(lenPrefixed(r.audit.Action), k...), nil)
+}
+
+func putJSON(b *bbolt.Bucket, k []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, data)
+}
+
+// State bytes of the list bucket.
+const (
+	listAll       = 'a'
+	listPending   = 'p'
+	listPublished = 'u'
+	listRejected  = 'r'
+)
+
+// records are what the view holds of one alert id, from each topic.
+type records struct {
+	pub *Published
+	rel *releaseRecord
+	ra  *receiptsAlert
+}
+
+// load reads the records of id (without the raw alert bytes).
+func load(tx *bbolt.Tx, id string, ra *receiptsAlert, haveRA bool) (records, error) {
+	var rs records
+	k := []byte(id)
+	if v := tx.Bucket(bPublished).Get(k); v != nil {
+		rs.pub = &Published{}
+		if err := json.Unmarshal(v, rs.pub); err != nil {
+			return rs, corrupt("published", k, err)
+		}
+	}
+	if v := tx.Bucket(bRelease).Get(k); v != nil {
+		rs.rel = &releaseRecord{}
+		if err := json.Unmarshal(v, rs.rel); err != nil {
+			return rs, corrupt("release", k, err)
+		}
+	}
+	if haveRA {
+		rs.ra = ra
+	} else if v := tx.Bucket(bReceipts).Get(k); v != nil {
+		rs.ra = &receiptsAlert{}
+		if err := json.Unmarshal(v, rs.ra); err != nil {
+			return rs, corrupt("receipts", k, err)
+		}
+	}
+	return rs, nil
+}
+
+// place returns the alert's list state byte and sort time; 0 when it is
+// not listed. It depends only on what each topic holds, never on the order
+// the topics were read in, so a rebuilt view lists alike.
+func (rs records) place() (byte, time.Time) {
+	var state byte
+	switch {
+	case rs.pub != nil, rs.ra != nil && !rs.ra.Meta.FannedOut.IsZero(), rs.rel != nil && rs.rel.State.Approved != nil:
+		state = listPublished
+	case rs.rel != nil && rs.rel.State.Rejected != nil:
+		state = listRejected
+	case rs.rel != nil:
+		state = listPending
+	case rs.ra != nil:
+		state = listPublished
+	default:
+		return 0, time.Time{}
+	}
+	var at time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	if rs.rel != nil {
+		earliest(rs.rel.State.Submitted.At)
+	}
+	if rs.pub != nil {
+		if !rs.pub.IssuedAt.IsZero() {
+			earliest(rs.pub.IssuedAt)
+		} else {
+			earliest(rs.pub.Time)
+		}
+	}
+	if rs.ra != nil {
+		if !rs.ra.Meta.FannedOut.IsZero() {
+			earliest(rs.ra.Meta.FannedOut)
+		} else {
+			earliest(rs.ra.First)
+		}
+	}
+	return state, at
+}
+
+func listKey(state byte, at time.Time, id string) []byte {
+	return append(appendTime([]byte{state}, at), id...)
+}
+
+// place puts id where it belongs in the alert list.
+func (t *txn) place(id string) error {
+	ra, err := t.ralert(id)
+	if err != nil {
+		return err
+	}
+	rs, err := load(t.tx, id, ra, true)
+	if err != nil {
+		return err
+	}
+	state, at := rs.place()
+	keys := t.tx.Bucket(bListKey)
+	list := t.tx.Bucket(bList)
+	want := appendTime([]byte{state}, at)
+	cur := keys.Get([]byte(id))
+	if bytes.Equal(cur, want) || (cur == nil && state == 0) {
+		return nil
+	}
+	if len(cur) == 9 {
+		var curAt [8]byte
+		copy(curAt[:], cur[1:])
+		for _, s := range []byte{listAll, cur[0]} {
+			if err := list.Delete(append(append([]byte{s}, curAt[:]...), id...)); err != nil {
+				return err
+			}
+		}
+	}
+	if state == 0 {
+		return keys.Delete([]byte(id))
+	}
+	for _, s := range []byte{listAll, state} {
+		if err := list.Put(listKey(s, at, id), nil); err != nil {
+			return err
+		}
+	}
+	return keys.Put([]byte(id), want)
+}

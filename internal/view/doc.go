@@ -1,0 +1,56 @@
+// Package view is the materialised view of Kafka that the roles answering
+// questions (api, fanout) keep in an embedded bbolt store: who got an alert
+// (status, rule 7's prior recipients), the alert list, a partner's own
+// deliveries and the audit trail, each answered in time proportional to the
+// answer, not to the history (PRODUCT.md §6, issues 12–14).
+//
+// Kafka stays the source of truth. The view follows the topics alerts,
+// pending, receipts and audit from the offsets it stored, applies every
+// authentic record (bus.Authentic; the others are skipped, their offsets
+// still advance) in one write transaction per batch together with the next
+// offsets, and is rebuilt from Kafka when its file is missing, was written by
+// another schema version, or does not match the cluster (topic prefix,
+// partition counts, an offset beyond a high watermark, or a record at a
+// stored place that is not the one applied: a recreated topic or another
+// cluster). Everything it stores is derived: a view rebuilt from scratch
+// answers every query as the view kept live does.
+//
+// # Durability
+//
+// The store is written without fsync (bbolt NoSync, NoFreelistSync): after a
+// crash of the process the operating system still holds every page written,
+// so the file is consistent; only a crash of the machine can tear it. A
+// state file beside the store records whether it was closed cleanly and the
+// boot id of the machine that wrote it; a store not closed cleanly under
+// another boot id (or where the boot id is unknown) is deleted and rebuilt
+// from Kafka at Open.
+//
+// # On-disk layout (dir/view.db, schema version in meta/version)
+//
+//	meta           version, prefix (the topic prefix), partitions/<topic> (BE32)
+//	offsets        <topic> 0x00 BE32(partition) → BE64(next offset) BE64(offset of the
+//	               last record applied, -1 if none) [16]byte(its fingerprint)
+//	published      <id> → JSON Published (first authentic record of the alerts topic)
+//	published.raw  <id> → the record's value as published
+//	release        <id> → JSON ReleaseState (the release log of the pending topic)
+//	release.raw    <id> → the submitted alert's bytes
+//	receipts       <id> → JSON of the receipts fold's alert: ledger.Meta, entry counts
+//	               per state, acknowledgement count, time of the first receipt
+//	entries        <id> 0x00 <subscriber> 0x00 <target> → binary ledger.Entry and the
+//	               time its partner-index keys are sorted by
+//	acks           <id> 0x00 <subscriber> → JSON ledger.Ack (the first of each partner)
+//	list           <state byte> BE64(time) <id> → nil; state byte 'a' (every alert),
+//	               'p' pending (expired ones too: expiry is judged at query time),
+//	               'u' published, 'r' rejected
+//	list.key       <id> → <state byte> BE64(time): the alert's current place in list
+//	partner        <subscriber> 0x00 BE64(time) <id> 0x00 <target> → nil, for entries
+//	               a partner may see (decision deliver or notice, never withhold)
+//	partner.state  <subscriber> 0x00 <state> 0x00 BE64(time) <id> 0x00 <target> → nil
+//	audit          BE64(at) BE32(partition) BE64(offset) → the record.Audit JSON
+//	audit.actor    uvarint(len) <actor> <audit key> → nil
+//	audit.action   uvarint(len) <action> <audit key> → nil
+//
+// Times in keys are Unix nanoseconds with the sign bit flipped, big-endian,
+// so that byte order is time order; every index is read newest first from a
+// cursor, so a page costs O(limit).
+package view

@@ -1,0 +1,420 @@
+package view_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/view"
+)
+
+const (
+	waitFor = 20 * time.Second
+	tick    = 5 * time.Millisecond
+)
+
+// t0 is when the workloads begin; now is the clock of the views.
+var (
+	t0  = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	now = t0.Add(10 * time.Minute)
+)
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+// running is a view being kept by Run.
+type running struct {
+	*view.View
+	stop func()
+}
+
+// run opens the view in dir and runs it on b until stop (or the end of
+// the test), then closes it; it returns once the view is ready.
+func run(t *testing.T, dir string, b *bus.Bus) *running {
+	t.Helper()
+	v, err := view.Open(dir, view.Options{Log: kafkatest.Logger(t, slog.LevelWarn), Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx, b) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(waitFor):
+			t.Fatal("Run did not return after cancel")
+		}
+		require.NoError(t, v.Close())
+	}
+	t.Cleanup(stop)
+	select {
+	case <-v.Ready():
+	case err := <-done:
+		t.Fatalf("Run returned before the view was ready: %v", err)
+	case <-time.After(waitFor):
+		t.Fatal("view not ready")
+	}
+	return &running{View: v, stop: stop}
+}
+
+// otherKeyring is a publishing key Herald does not hold: what a bus opened
+// with it writes is not authentic.
+func otherKeyring(t testing.TB) *busauth.Keyring {
+	k, err := busauth.New(bytes.Repeat([]byte{7}, busauth.KeySize))
+	require.NoError(t, err)
+	return k
+}
+
+// writer writes records to the topics, authentic through good and not
+// through bad, and counts them per topic.
+type writer struct {
+	t         *testing.T
+	good, bad *bus.Bus
+	authentic map[string]int
+	forged    map[string]int
+}
+
+func newWriter(t *testing.T, c *kafkatest.Cluster, good *bus.Bus) *writer {
+	bad := c.OpenWith(t, c.Config(), bus.Options{Keyring: otherKeyring(t), Log: kafkatest.Logger(t, slog.LevelError)})
+	return &writer{t: t, good: good, bad: bad, authentic: map[string]int{}, forged: map[string]int{}}
+}
+
+func (w *writer) write(forged bool, topic, key string, value []byte) {
+	w.t.Helper()
+	b := w.good
+	if forged {
+		b = w.bad
+		w.forged[topic]++
+	} else {
+		w.authentic[topic]++
+	}
+	require.NoError(w.t, b.Producer(topic).Write(w.t.Context(), kafka.Message{Key: []byte(key), Value: value}))
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+// alert returns a published alert's JSON.
+func alert(t testing.TB, id, title string, tlp alerts.TLP, by string, issued time.Time, approvedBy string, approved time.Time) *alerts.Alert {
+	a := &alerts.Alert{ID: id, Title: title, TLP: tlp, Marking: alerts.MarkingOfficial, Severity: alerts.SeverityModerate,
+		Summary: "summary of " + title, Handling: alerts.Handling{Code: "P"}, IssuedBy: by, IssuedAt: &issued,
+		Audience: alerts.Audience{Sectors: []string{"finance"}}}
+	if approvedBy != "" {
+		a.ApprovedBy, a.ApprovedAt = approvedBy, &approved
+	}
+	a.Normalize()
+	return a
+}
+
+func (w *writer) publish(a *alerts.Alert) { w.write(false, bus.TopicAlerts, a.ID, mustJSON(w.t, a)) }
+
+func (w *writer) release(forged bool, ev record.Release) {
+	w.write(forged, bus.TopicPending, ev.ID, mustJSON(w.t, ev))
+}
+
+func (w *writer) submit(a *alerts.Alert, expires time.Time) {
+	w.release(false, record.Release{Kind: record.Submitted, ID: a.ID, Digest: a.Digest(), Alert: mustJSON(w.t, a),
+		By: a.IssuedBy, At: *a.IssuedAt, ExpiresAt: expires})
+}
+
+func (w *writer) receipts(forged bool, rs ...delivery.Receipt) {
+	for _, r := range rs {
+		w.write(forged, bus.TopicReceipts, r.AlertID, mustJSON(w.t, r))
+	}
+}
+
+func (w *writer) audit(forged bool, a record.Audit) {
+	w.write(forged, bus.TopicAudit, a.Object, mustJSON(w.t, a))
+}
+
+func decision(id, sub, channel, target, dec, mode string, when time.Time) delivery.Receipt {
+	r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: id, Subscriber: sub, Channel: channel, Target: target,
+		Decision: dec, Mode: mode, Rule: channel + "." + dec, At: when}
+	if dec != delivery.Withhold {
+		r.DeliveryID = delivery.ID(id, sub, target)
+	}
+	return r
+}
+
+func outcome(id, sub, target, state string, attempt int, errText string, when time.Time) delivery.Receipt {
+	return delivery.Receipt{Kind: delivery.KindOutcome, AlertID: id, Subscriber: sub, Target: target, State: state,
+		Attempt: attempt, Error: errText, At: when}
+}
+
+func alertReceipt(a *alerts.Alert, when time.Time) delivery.Receipt {
+	return delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, Type: a.Type, TLP: a.TLP, Marking: a.Marking,
+		Title: a.Title, Digest: a.Digest(), IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, At: when}
+}
+
+func ack(id, sub, by, note string, when time.Time) delivery.Receipt {
+	return delivery.Receipt{Kind: delivery.KindAck, AlertID: id, Subscriber: sub, By: by, Note: note, At: when}
+}
+
+// Targets of the workload.
+const (
+	bankMail  = "soc@bank.example"
+	bankHook  = "https://hooks.bank.example/herald"
+	hotelMail = "sec@hotel.example"
+	farmMail  = "it@farm.example"
+)
+
+// The workload's alerts.
+var (
+	a1 = func(t testing.TB) *alerts.Alert {
+		return alert(t, "a1", "Phishing wave", alerts.TLPGreen, "api:alice", at(time.Minute), "", time.Time{})
+	}
+	a2 = func(t testing.TB) *alerts.Alert {
+		return alert(t, "a2", "Ransomware at a supplier", alerts.TLPAmber, "api:alice", at(2*time.Minute), "api:bob", at(3*time.Minute))
+	}
+	a3 = func(t testing.TB) *alerts.Alert {
+		return alert(t, "a3", "Not fanned out yet", alerts.TLPGreen, "api:carol", at(7*time.Minute), "", time.Time{})
+	}
+)
+
+// writeAlerts writes the alerts and release log of the workload: a1
+// published (then a duplicate, then a conflict), a2 submitted, approved and
+// published, a3 published, p1 pending, p2 expired, p3 rejected, p4 pending
+// with a conflicting submission and an approval of the other digest, and
+// records Herald did not write.
+func writeAlerts(w *writer) {
+	t := w.t
+	w.publish(a1(t))
+	w.publish(a1(t)) // the identical alert again
+	conflict := a1(t)
+	conflict.Title = "Another alert under a used id"
+	w.publish(conflict)
+	w.write(false, bus.TopicAlerts, "bad", []byte("{not json"))
+	w.write(true, bus.TopicAlerts, "u1", mustJSON(t, alert(t, "u1", "Forged", alerts.TLPClear, "api:mallory", at(time.Minute), "", time.Time{})))
+
+	sub2 := a2(t)
+	sub2.ApprovedBy, sub2.ApprovedAt = "", nil
+	w.submit(sub2, at(time.Hour))
+	w.publish(a2(t))
+	w.release(false, record.Release{Kind: record.Approved, ID: "a2", Digest: sub2.Digest(), By: "api:bob", At: at(3 * time.Minute)})
+
+	p1 := alert(t, "p1", "Waiting for a second analyst", alerts.TLPAmber, "api:alice", at(4*time.Minute), "", time.Time{})
+	w.submit(p1, at(time.Hour))
+	w.release(true, record.Release{Kind: record.Rejected, ID: "p1", Digest: p1.Digest(), By: "api:mallory", At: at(5 * time.Minute), Reason: "forged"})
+
+	p2 := alert(t, "p2", "Nobody approved it", alerts.TLPRed, "api:carol", at(5*time.Minute), "", time.Time{})
+	w.submit(p2, at(6*time.Minute))
+
+	p3 := alert(t, "p3", "Refused", alerts.TLPAmber, "api:alice", at(6*time.Minute), "", time.Time{})
+	w.submit(p3, at(time.Hour))
+	w.release(false, record.Release{Kind: record.Rejected, ID: "p3", Digest: p3.Digest(), By: "api:bob", At: at(8 * time.Minute), Reason: "not sourced"})
+
+	p4 := alert(t, "p4", "Submitted twice", alerts.TLPAmber, "api:alice", at(3*time.Minute+30*time.Second), "", time.Time{})
+	w.submit(p4, at(time.Hour))
+	other := alert(t, "p4", "Another p4", alerts.TLPAmber, "api:alice", at(3*time.Minute+40*time.Second), "", time.Time{})
+	w.submit(other, at(time.Hour))
+	w.release(false, record.Release{Kind: record.Approved, ID: "p4", Digest: other.Digest(), By: "api:bob", At: at(9 * time.Minute)})
+
+	w.publish(a3(t))
+}
+
+// writeReceipts writes the fan-out and delivery receipts of a1 and a2,
+// with retries, a dead letter, acknowledgements and forged receipts.
+func writeReceipts(w *writer) {
+	t := w.t
+	w.receipts(false,
+		alertReceipt(a1(t), at(70*time.Second)),
+		decision("a1", "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(70*time.Second)),
+		decision("a1", "bank", delivery.ChannelWebhook, bankHook, delivery.Deliver, delivery.ModeSigned, at(70*time.Second)),
+		decision("a1", "hotel", delivery.ChannelEmail, hotelMail, delivery.Notice, delivery.ModeKeyNotice, at(70*time.Second)),
+		decision("a1", "farm", delivery.ChannelEmail, farmMail, delivery.Withhold, "", at(70*time.Second)),
+		outcome("a1", "bank", bankMail, delivery.StateRetrying, 1, "smtp 451 try later", at(80*time.Second)),
+		outcome("a1", "bank", bankHook, delivery.StateDead, 1, "http 400", at(81*time.Second)),
+		outcome("a1", "bank", bankMail, delivery.StateDelivered, 2, "", at(140*time.Second)),
+		ack("a1", "bank", "partner:bank-soc", "acting on it", at(200*time.Second)),
+		ack("a1", "bank", "email link", "", at(210*time.Second)), // the first one stands
+	)
+	w.receipts(true,
+		ack("a1", "farm", "partner:farm", "forged", at(220*time.Second)),
+		outcome("a1", "farm", farmMail, delivery.StateDelivered, 1, "", at(221*time.Second)),
+	)
+	w.write(false, bus.TopicReceipts, "x9", mustJSON(t, ack("other", "bank", "x", "", at(230*time.Second)))) // filed under another key
+	w.receipts(false,
+		alertReceipt(a2(t), at(190*time.Second)),
+		decision("a2", "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeEncrypted, at(190*time.Second)),
+		decision("a2", "farm", delivery.ChannelEmail, farmMail, delivery.Deliver, delivery.ModeEncrypted, at(190*time.Second)),
+		outcome("a2", "farm", farmMail, delivery.StateDelivered, 1, "", at(195*time.Second)),
+	)
+}
+
+// writeAudit writes the audit trail of the workload.
+func writeAudit(w *writer) {
+	for _, a := range []record.Audit{
+		{At: at(time.Minute), Actor: "api:alice", Action: record.ActionPublish, Object: "alert:a1", Outcome: record.OutcomeOK},
+		{At: at(3 * time.Minute), Actor: "api:bob", Action: record.ActionApprove, Object: "alert:a2", Outcome: record.OutcomeOK},
+		{At: at(4 * time.Minute), Actor: "api:alice", Action: record.ActionSubmit, Object: "alert:p1", Outcome: record.OutcomeOK},
+		{At: at(8 * time.Minute), Actor: "api:bob", Action: record.ActionReject, Object: "alert:p3", Outcome: record.OutcomeOK,
+			Details: map[string]any{"reason": "not sourced"}},
+		{At: at(9 * time.Minute), Actor: "api:admin", Action: record.ActionSubscriberPut, Object: "subscriber:bank", Outcome: record.OutcomeOK,
+			Details: map[string]any{"changed": []any{"clearance"}}},
+		{At: at(9*time.Minute + 30*time.Second), Actor: "unknown", Action: record.ActionTokenRefused, Object: "token:x", Outcome: record.OutcomeRefused,
+			Reason: "unknown token"},
+	} {
+		w.audit(false, a)
+	}
+	w.audit(true, record.Audit{At: at(9 * time.Minute), Actor: "api:mallory", Action: record.ActionSubscriberDelete, Object: "subscriber:bank", Outcome: record.OutcomeOK})
+}
+
+func writeWorkload(w *writer) {
+	writeAlerts(w)
+	writeReceipts(w)
+	writeAudit(w)
+}
+
+// ledgerOf folds the authentic receipts of ids as ledger.FromBus does: the
+// answer the view must give.
+func ledgerOf(t *testing.T, b *bus.Bus, ids ...string) map[string]*ledger.Alert {
+	t.Helper()
+	l := ledger.New()
+	require.NoError(t, b.ReadAll(t.Context(), bus.TopicReceipts, func(m kafka.Message) error {
+		var r delivery.Receipt
+		if b.Authenticate(m) != nil || json.Unmarshal(m.Value, &r) != nil || r.AlertID != string(m.Key) {
+			return nil
+		}
+		l.Add(r)
+		return nil
+	}))
+	out := map[string]*ledger.Alert{}
+	for _, id := range ids {
+		if a := l.Alert(id); a != nil {
+			out[id] = a
+		}
+	}
+	return out
+}
+
+func ids(items []view.Summary) []string {
+	out := make([]string, len(items))
+	for i, s := range items {
+		out[i] = s.ID
+	}
+	return out
+}
+
+// dump asks the view every question the workload can answer, paging with
+// small pages, for comparing views.
+type dumped struct {
+	Published map[string]*view.Published
+	Release   map[string]*record.ReleaseState
+	Lookup    map[string]*ledger.Alert
+	Lists     map[string][]view.Summary
+	Partner   map[string][]view.PartnerDelivery
+	Audit     map[string][]record.Audit
+}
+
+var (
+	dumpIDs      = []string{"a1", "a2", "a3", "a4", "p1", "p2", "p3", "p4", "u1", "bad", "nope"}
+	dumpPartners = []string{"bank", "farm", "hotel", "gym", "nobody"}
+)
+
+func dump(t *testing.T, v *view.View) dumped {
+	t.Helper()
+	d := dumped{Published: map[string]*view.Published{}, Release: map[string]*record.ReleaseState{},
+		Lists: map[string][]view.Summary{}, Partner: map[string][]view.PartnerDelivery{}, Audit: map[string][]record.Audit{}}
+	for _, id := range dumpIDs {
+		if p, ok := v.Published(id); ok {
+			d.Published[id] = p
+		}
+		if r, ok := v.Release(id); ok {
+			d.Release[id] = r
+		}
+	}
+	var err error
+	d.Lookup, err = v.Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	for _, st := range []string{"", record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired} {
+		d.Lists[st] = allPages(t, func(before string) ([]view.Summary, string, error) {
+			return v.List(view.ListQuery{State: st, Limit: 2, Before: before})
+		})
+	}
+	for _, p := range dumpPartners {
+		for _, q := range []view.PartnerQuery{{}, {State: delivery.StateDelivered}, {State: delivery.StatePending}, {Alert: "a1"}} {
+			key := p + "/" + q.State + "/" + q.Alert
+			d.Partner[key] = allPages(t, func(before string) ([]view.PartnerDelivery, string, error) {
+				q.Limit, q.Before = 1, before
+				return v.PartnerDeliveries(p, q)
+			})
+		}
+	}
+	for name, q := range map[string]view.AuditQuery{
+		"all": {}, "bob": {Actor: "api:bob"}, "put": {Action: record.ActionSubscriberPut},
+		"alerts": {Object: "alert:"}, "window": {Since: at(3 * time.Minute), Until: at(9 * time.Minute)},
+	} {
+		d.Audit[name] = allPages(t, func(before string) ([]record.Audit, string, error) {
+			q.Limit, q.Before = 2, before
+			return v.Audit(q)
+		})
+	}
+	return d
+}
+
+// allPages follows next cursors to the end.
+func allPages[T any](t *testing.T, page func(before string) ([]T, string, error)) []T {
+	t.Helper()
+	var out []T
+	before := ""
+	for range 1000 {
+		items, next, err := page(before)
+		require.NoError(t, err)
+		out = append(out, items...)
+		if next == "" {
+			return out
+		}
+		require.NotEmpty(t, items, "a page with a next cursor holds items")
+		before = next
+	}
+	t.Fatal("paging does not end")
+	return nil
+}
+
+func sum(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func sumInt(m map[string]int) int64 {
+	var n int64
+	for _, v := range m {
+		n += int64(v)
+	}
+	return n
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

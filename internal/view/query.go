@@ -1,0 +1,524 @@
+package view
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/record"
+)
+
+// cursorPrefix starts every cursor; alert ids never hold ':', so a cursor
+// is never mistaken for an id.
+const cursorPrefix = "c:"
+
+func encodeCursor(place []byte) string {
+	return cursorPrefix + base64.RawURLEncoding.EncodeToString(place)
+}
+
+func decodeCursor(s string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(s, cursorPrefix)
+	if !ok {
+		return nil, errors.New("before: not a cursor from a previous page")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(rest)
+	if err != nil || len(b) == 0 {
+		return nil, errors.New("before: not a cursor from a previous page")
+	}
+	return b, nil
+}
+
+func limit(n int) (int, error) {
+	switch {
+	case n < 0:
+		return 0, fmt.Errorf("limit: %d is negative", n)
+	case n == 0:
+		return DefaultLimit, nil
+	case n > MaxLimit:
+		return MaxLimit, nil
+	}
+	return n, nil
+}
+
+// Published returns the alert id's first authentic record on the alerts
+// topic.
+func (v *View) Published(id string) (*Published, bool) {
+	var p *Published
+	_ = v.read(func(tx *bbolt.Tx) error {
+		val := tx.Bucket(bPublished).Get([]byte(id))
+		if val == nil {
+			return nil
+		}
+		p = &Published{}
+		if err := json.Unmarshal(val, p); err != nil {
+			p = nil
+			return nil
+		}
+		p.Alert = bytes.Clone(tx.Bucket(bPublishedRaw).Get([]byte(id)))
+		return nil
+	})
+	return p, p != nil
+}
+
+// Release returns the fold of the alert id's release log, with the
+// submitted alert's bytes in Submitted.Alert; false when nothing was
+// submitted under id.
+func (v *View) Release(id string) (*record.ReleaseState, bool) {
+	var r *record.ReleaseState
+	_ = v.read(func(tx *bbolt.Tx) error {
+		val := tx.Bucket(bRelease).Get([]byte(id))
+		if val == nil {
+			return nil
+		}
+		var st releaseRecord
+		if err := json.Unmarshal(val, &st); err != nil || st.State.Submitted == nil {
+			return nil
+		}
+		st.State.Submitted.Alert = bytes.Clone(tx.Bucket(bReleaseRaw).Get([]byte(id)))
+		r = &st.State
+		return nil
+	})
+	return r, r != nil
+}
+
+// Lookup returns what the receipts topic says of the alerts with the given
+// ids: the same *ledger.Alert that ledger.FromBus(b).Lookup folds from the
+// authentic receipts (the view is a drop-in for it). Alerts with no
+// receipts are absent from the result.
+func (v *View) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Alert, error) {
+	out := make(map[string]*ledger.Alert, len(ids))
+	err := v.read(func(tx *bbolt.Tx) error {
+		rcpt, entries, acks := tx.Bucket(bReceipts), tx.Bucket(bEntries).Cursor(), tx.Bucket(bAcks).Cursor()
+		for _, id := range ids {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if _, done := out[id]; done || strings.IndexByte(id, 0) >= 0 {
+				continue
+			}
+			val := rcpt.Get([]byte(id))
+			if val == nil {
+				continue
+			}
+			var ra receiptsAlert
+			if err := json.Unmarshal(val, &ra); err != nil {
+				return corrupt("receipts", []byte(id), err)
+			}
+			prefix := append([]byte(id), 0)
+			var es []ledger.Entry
+			for k, val := entries.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, val = entries.Next() {
+				e, err := decodeEntry(val)
+				if err != nil {
+					return corrupt("entry", k, err)
+				}
+				es = append(es, e.Entry)
+			}
+			var am map[string]ledger.Ack
+			for k, val := acks.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, val = acks.Next() {
+				var a ledger.Ack
+				if err := json.Unmarshal(val, &a); err != nil {
+					return corrupt("ack", k, err)
+				}
+				if am == nil {
+					am = map[string]ledger.Ack{}
+				}
+				am[a.Subscriber] = a
+			}
+			out[id] = ledger.Restore(ra.Meta, am, es)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("view lookup: %w", err)
+	}
+	return out, nil
+}
+
+// summarize builds the list's summary of id from what each topic holds.
+func (rs records) summarize(id string, at time.Time, state byte, now time.Time) Summary {
+	s := Summary{ID: id, At: at, Counts: map[string]int{}}
+	switch state {
+	case listPublished:
+		s.State = record.StatePublished
+	case listRejected:
+		s.State = record.StateRejected
+	default:
+		s.State = record.StatePending
+		if rs.rel != nil && rs.rel.State.State(now) == record.StateExpired {
+			s.State = record.StateExpired
+		}
+	}
+	if ra := rs.ra; ra != nil {
+		m := ra.Meta
+		s.Title, s.Type, s.TLP, s.Marking, s.IssuedBy, s.ApprovedBy = m.Title, m.Type, m.TLP, m.Marking, m.IssuedBy, m.ApprovedBy
+		s.FannedOut, s.Acks = m.FannedOut, ra.Acks
+		for st, n := range ra.Counts {
+			s.Counts[st] = n
+		}
+	}
+	if r := rs.rel; r != nil {
+		sub := r.State.Submitted
+		s.Title, s.Type, s.TLP, s.Marking, s.IssuedBy, s.IssuedAt = r.Title, r.Type, r.TLP, r.Marking, sub.By, sub.At
+		switch {
+		case r.State.Approved != nil:
+			s.ApprovedBy, s.ApprovedAt = r.State.Approved.By, r.State.Approved.At
+		case r.State.Rejected != nil:
+			s.RejectedBy, s.RejectReason, s.RejectedAt = r.State.Rejected.By, r.State.Rejected.Reason, r.State.Rejected.At
+		default:
+			s.ExpiresAt = sub.ExpiresAt
+		}
+	}
+	if p := rs.pub; p != nil {
+		s.Title, s.Type, s.TLP, s.Marking, s.IssuedBy, s.IssuedAt = p.Title, p.Type, p.TLP, p.Marking, p.IssuedBy, p.IssuedAt
+		if p.ApprovedBy != "" {
+			s.ApprovedBy, s.ApprovedAt = p.ApprovedBy, p.ApprovedAt
+		}
+	}
+	return s
+}
+
+// List returns a page of the alert list, newest first, and the cursor of
+// the next page ("" after the last). An alert is listed from the moment it
+// was submitted, published or fanned out, whichever came first. A page
+// costs O(limit); the pending and expired states read the pending alerts
+// (those that expired are told apart at query time, by Options.Now) and
+// skip the others.
+func (v *View) List(q ListQuery) ([]Summary, string, error) {
+	n, err := limit(q.Limit)
+	if err != nil {
+		return nil, "", err
+	}
+	var state byte
+	switch q.State {
+	case "":
+		state = listAll
+	case record.StatePending, record.StateExpired:
+		state = listPending
+	case record.StatePublished:
+		state = listPublished
+	case record.StateRejected:
+		state = listRejected
+	default:
+		return nil, "", fmt.Errorf("state: %q is not one of pending, published, rejected, expired", q.State)
+	}
+	now := v.now()
+	var items []Summary
+	var next string
+	err = v.read(func(tx *bbolt.Tx) error {
+		var bound []byte
+		if q.Before != "" {
+			place, err := v.listPlace(tx, q.Before)
+			if err != nil {
+				return err
+			}
+			bound = append([]byte{state}, place...)
+		}
+		prefix := []byte{state}
+		c := tx.Bucket(bList).Cursor()
+		var last []byte
+		for k := lastBefore(c, prefix, bound); k != nil; k = prev(c, prefix) {
+			id := string(k[9:])
+			rs, err := load(tx, id, nil, false)
+			if err != nil {
+				return err
+			}
+			st, at := rs.place()
+			s := rs.summarize(id, at, st, now)
+			if q.State != "" && s.State != q.State {
+				continue
+			}
+			if len(items) == n {
+				next = encodeCursor(last)
+				return nil
+			}
+			items = append(items, s)
+			last = bytes.Clone(k[1:])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("view list: %w", err)
+	}
+	return items, next, nil
+}
+
+// listPlace turns a before parameter (a cursor, or an alert id) into a
+// place in the list: BE64(time) id.
+func (v *View) listPlace(tx *bbolt.Tx, before string) ([]byte, error) {
+	if !strings.HasPrefix(before, cursorPrefix) {
+		cur := tx.Bucket(bListKey).Get([]byte(before))
+		if len(cur) != 9 {
+			return nil, fmt.Errorf("before: alert %q is not in the list", before)
+		}
+		return append(bytes.Clone(cur[1:]), before...), nil
+	}
+	place, err := decodeCursor(before)
+	if err != nil || len(place) < 9 {
+		return nil, errors.New("before: not a cursor from a previous page")
+	}
+	return place, nil
+}
+
+// partnerStates are the delivery states a partner may filter by.
+var partnerStates = map[string]bool{
+	delivery.StatePending: true, delivery.StateDelivered: true, delivery.StateRetrying: true,
+	delivery.StateDead: true, delivery.StateExpired: true, delivery.StateDisabled: true,
+}
+
+// PartnerDeliveries returns a page of subscriber's own deliveries, newest
+// alert first, and the cursor of the next page. It never returns an entry
+// whose decision withheld the alert from the partner (nor one with no
+// decision): a partner must not learn of alerts it was not cleared for. A
+// page costs O(limit), with or without a state; with an alert, O(the
+// partner's targets).
+func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDelivery, string, error) {
+	n, err := limit(q.Limit)
+	if err != nil {
+		return nil, "", err
+	}
+	if subscriber == "" || strings.IndexByte(subscriber, 0) >= 0 {
+		return nil, "", errors.New("subscriber: missing or not a subscriber id")
+	}
+	if q.State != "" && !partnerStates[q.State] {
+		return nil, "", fmt.Errorf("state: %q is not a delivery state (pending, delivered, retrying, dead, expired, disabled)", q.State)
+	}
+	var after []byte
+	if q.Before != "" {
+		if after, err = decodeCursor(q.Before); err != nil {
+			return nil, "", err
+		}
+	}
+	var out []PartnerDelivery
+	var next string
+	err = v.read(func(tx *bbolt.Tx) error {
+		r := partnerReader{tx: tx, metas: map[string]*receiptsAlert{}}
+		if q.Alert != "" {
+			return r.ofAlert(subscriber, q, after, n, &out, &next)
+		}
+		var prefix []byte
+		b := tx.Bucket(bPartner)
+		if q.State != "" {
+			b, prefix = tx.Bucket(bPartnerState), join(subscriber, q.State, "")
+		} else {
+			prefix = append([]byte(subscriber), 0)
+		}
+		var bound []byte
+		if after != nil {
+			bound = append(bytes.Clone(prefix), after...)
+		}
+		c := b.Cursor()
+		var last []byte
+		for k := lastBefore(c, prefix, bound); k != nil; k = prev(c, prefix) {
+			place := k[len(prefix):]
+			if len(place) < 10 {
+				return corrupt("partner index", k, errors.New("short key"))
+			}
+			id, target, ok := strings.Cut(string(place[8:]), "\x00")
+			if !ok {
+				return corrupt("partner index", k, errors.New("no target"))
+			}
+			d, ok, err := r.row(id, subscriber, target)
+			if err != nil {
+				return err
+			}
+			if !ok || (q.State != "" && d.State != q.State) {
+				continue
+			}
+			if len(out) == n {
+				next = encodeCursor(last)
+				return nil
+			}
+			out = append(out, d)
+			last = bytes.Clone(place)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("view partner deliveries: %w", err)
+	}
+	return out, next, nil
+}
+
+// partnerReader builds partner rows, reading each alert's meta once.
+type partnerReader struct {
+	tx    *bbolt.Tx
+	metas map[string]*receiptsAlert
+}
+
+// row returns the partner's row for (id, subscriber, target); ok is false
+// when there is no entry or the partner may not see it.
+func (r *partnerReader) row(id, subscriber, target string) (PartnerDelivery, bool, error) {
+	k := join(id, subscriber, target)
+	val := r.tx.Bucket(bEntries).Get(k)
+	if val == nil {
+		return PartnerDelivery{}, false, nil
+	}
+	e, err := decodeEntry(val)
+	if err != nil {
+		return PartnerDelivery{}, false, corrupt("entry", k, err)
+	}
+	return r.fromEntry(id, e)
+}
+
+func (r *partnerReader) fromEntry(id string, e *storedEntry) (PartnerDelivery, bool, error) {
+	if !visible(e.Decision) {
+		return PartnerDelivery{}, false, nil
+	}
+	ra, ok := r.metas[id]
+	if !ok {
+		if val := r.tx.Bucket(bReceipts).Get([]byte(id)); val != nil {
+			ra = &receiptsAlert{}
+			if err := json.Unmarshal(val, ra); err != nil {
+				return PartnerDelivery{}, false, corrupt("receipts", []byte(id), err)
+			}
+		}
+		r.metas[id] = ra
+	}
+	d := PartnerDelivery{
+		Alert: id, DeliveryID: e.DeliveryID, Channel: e.Channel, Target: e.Target, Mode: e.Mode, State: e.State,
+		Attempts: e.Attempts, LastError: e.LastError, RetryAt: e.RetryAt, UpdatedAt: e.UpdatedAt, FannedOut: e.at,
+	}
+	if ra != nil {
+		d.Type, d.TLP = ra.Meta.Type, ra.Meta.TLP
+	}
+	if val := r.tx.Bucket(bAcks).Get(join(id, e.Subscriber)); val != nil {
+		var a ledger.Ack
+		if err := json.Unmarshal(val, &a); err != nil {
+			return PartnerDelivery{}, false, corrupt("ack", join(id, e.Subscriber), err)
+		}
+		d.Acknowledged, d.AcknowledgedAt = true, a.At
+	}
+	return d, true, nil
+}
+
+// ofAlert pages the partner's entries of one alert, ordered as the partner
+// index orders them.
+func (r *partnerReader) ofAlert(subscriber string, q PartnerQuery, after []byte, n int, out *[]PartnerDelivery, next *string) error {
+	if strings.IndexByte(q.Alert, 0) >= 0 {
+		return nil
+	}
+	prefix := join(q.Alert, subscriber, "")
+	c := r.tx.Bucket(bEntries).Cursor()
+	type found struct {
+		place []byte
+		d     PartnerDelivery
+	}
+	var all []found
+	for k, val := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, val = c.Next() {
+		e, err := decodeEntry(val)
+		if err != nil {
+			return corrupt("entry", k, err)
+		}
+		d, ok, err := r.fromEntry(q.Alert, e)
+		if err != nil {
+			return err
+		}
+		if !ok || (q.State != "" && d.State != q.State) {
+			continue
+		}
+		place := partnerPlace(nil, e, q.Alert)
+		if after != nil && bytes.Compare(place, after) >= 0 {
+			continue
+		}
+		all = append(all, found{place, d})
+	}
+	// Newest first: the partner index's order, reversed.
+	slices.SortFunc(all, func(a, b found) int { return bytes.Compare(b.place, a.place) })
+	for i, f := range all {
+		if len(*out) == n {
+			*next = encodeCursor(all[i-1].place)
+			return nil
+		}
+		*out = append(*out, f.d)
+	}
+	return nil
+}
+
+// Audit returns a page of the audit trail, newest first, and the cursor of
+// the next page. With an actor or an action it reads that index, so a page
+// costs O(limit); an object prefix alone is matched as entries are read.
+func (v *View) Audit(q AuditQuery) ([]record.Audit, string, error) {
+	n, err := limit(q.Limit)
+	if err != nil {
+		return nil, "", err
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
+		return nil, "", errors.New("since: not before until")
+	}
+	var after []byte
+	if q.Before != "" {
+		if after, err = decodeCursor(q.Before); err != nil {
+			return nil, "", err
+		}
+		if len(after) != 20 {
+			return nil, "", errors.New("before: not a cursor from a previous page")
+		}
+	}
+	var out []record.Audit
+	var next string
+	err = v.read(func(tx *bbolt.Tx) error {
+		main := tx.Bucket(bAudit)
+		b, prefix := main, []byte(nil)
+		switch {
+		case q.Actor != "":
+			b, prefix = tx.Bucket(bAuditActor), lenPrefixed(q.Actor)
+		case q.Action != "":
+			b, prefix = tx.Bucket(bAuditAction), lenPrefixed(q.Action)
+		}
+		bound := after
+		if !q.Until.IsZero() {
+			until := appendTime(nil, q.Until)
+			if bound == nil || bytes.Compare(until, bound) < 0 {
+				bound = until
+			}
+		}
+		if bound != nil {
+			bound = append(bytes.Clone(prefix), bound...)
+		}
+		since := appendTime(nil, q.Since)
+		c := b.Cursor()
+		var last []byte
+		for k := lastBefore(c, prefix, bound); k != nil; k = prev(c, prefix) {
+			key := k[len(prefix):]
+			if len(key) != 20 {
+				return corrupt("audit index", k, errors.New("bad key"))
+			}
+			if !q.Since.IsZero() && bytes.Compare(key[:8], since) < 0 {
+				return nil
+			}
+			val := main.Get(key)
+			if val == nil {
+				return corrupt("audit", key, errors.New("indexed entry missing"))
+			}
+			var a record.Audit
+			if err := json.Unmarshal(val, &a); err != nil {
+				return corrupt("audit", key, err)
+			}
+			if (q.Actor != "" && a.Actor != q.Actor) || (q.Action != "" && a.Action != q.Action) ||
+				!strings.HasPrefix(a.Object, q.Object) {
+				continue
+			}
+			if len(out) == n {
+				next = encodeCursor(last)
+				return nil
+			}
+			out = append(out, a)
+			last = bytes.Clone(key)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("view audit: %w", err)
+	}
+	return out, next, nil
+}

@@ -1,0 +1,156 @@
+package view
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/record"
+)
+
+// Published is what the alerts topic says of an alert id: its first
+// authentic record (a decodable alert whose id is the record's key). A later
+// record under the same id with the same digest is a duplicate; with another
+// digest, a conflict (an id names one alert forever): neither changes it.
+type Published struct {
+	ID     string `json:"id"`
+	Digest string `json:"digest"`
+	// Alert is the record's value, exactly as published.
+	Alert      json.RawMessage `json:"alert,omitempty"`
+	Partition  int             `json:"partition"`
+	Offset     int64           `json:"offset"`
+	Time       time.Time       `json:"time"` // the record's timestamp
+	Type       alerts.Type     `json:"type,omitempty"`
+	TLP        alerts.TLP      `json:"tlp,omitempty"`
+	Marking    alerts.Marking  `json:"marking,omitempty"`
+	Title      string          `json:"title,omitempty"`
+	References []string        `json:"references,omitempty"`
+	IssuedBy   string          `json:"issued_by,omitempty"`
+	IssuedAt   time.Time       `json:"issued_at,omitzero"`
+	ApprovedBy string          `json:"approved_by,omitempty"`
+	ApprovedAt time.Time       `json:"approved_at,omitzero"`
+	ExpiresAt  time.Time       `json:"expires_at,omitzero"`
+	// Duplicates counts later records under the id with the same digest.
+	Duplicates int `json:"duplicates,omitempty"`
+	// Conflicts counts later records under the id with another digest.
+	Conflicts int `json:"conflicts,omitempty"`
+}
+
+// releaseRecord is what the view keeps of an alert's release log: the
+// fold (record.ReleaseState, the one home of it) without the submitted
+// alert's bytes (kept apart), and the labels the list shows.
+type releaseRecord struct {
+	State   record.ReleaseState `json:"state"`
+	Type    alerts.Type         `json:"type,omitempty"`
+	TLP     alerts.TLP          `json:"tlp,omitempty"`
+	Marking alerts.Marking      `json:"marking,omitempty"`
+	Title   string              `json:"title,omitempty"`
+}
+
+// Summary is one alert of the alert list.
+type Summary struct {
+	ID      string         `json:"id"`
+	Title   string         `json:"title,omitempty"`
+	Type    alerts.Type    `json:"type,omitempty"`
+	TLP     alerts.TLP     `json:"tlp,omitempty"`
+	Marking alerts.Marking `json:"marking,omitempty"`
+	// State is record.StatePending, StatePublished, StateRejected or
+	// StateExpired.
+	State        string    `json:"state"`
+	IssuedBy     string    `json:"issued_by,omitempty"`
+	IssuedAt     time.Time `json:"issued_at,omitzero"`
+	ApprovedBy   string    `json:"approved_by,omitempty"`
+	ApprovedAt   time.Time `json:"approved_at,omitzero"`
+	RejectedBy   string    `json:"rejected_by,omitempty"`
+	RejectReason string    `json:"reject_reason,omitempty"`
+	RejectedAt   time.Time `json:"rejected_at,omitzero"`
+	// ExpiresAt is when a pending alert stops waiting.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Counts are the alert's deliveries per state (ledger.Alert.Counts).
+	Counts map[string]int `json:"counts"`
+	// Acks counts the partners that acknowledged it.
+	Acks      int       `json:"acks"`
+	FannedOut time.Time `json:"fanned_out,omitzero"`
+	// At is the time the list is sorted by: the earliest of its submission,
+	// issue and fan-out.
+	At time.Time `json:"at"`
+}
+
+// ListQuery selects a page of the alert list.
+type ListQuery struct {
+	// State keeps alerts in that state only (record.StatePending, …);
+	// empty for all.
+	State string
+	// Limit is the page size: 0 means DefaultLimit; above MaxLimit is
+	// MaxLimit.
+	Limit int
+	// Before continues a list: the next cursor of the previous page, or an
+	// alert id (the page starts after it).
+	Before string
+}
+
+// Page sizes.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 500
+)
+
+// PartnerDelivery is one of a partner's own deliveries: one alert to one of
+// its targets. It never describes an alert withheld from the partner.
+type PartnerDelivery struct {
+	Alert      string      `json:"alert"`
+	Type       alerts.Type `json:"type,omitempty"`
+	TLP        alerts.TLP  `json:"tlp,omitempty"`
+	DeliveryID string      `json:"delivery_id,omitempty"`
+	Channel    string      `json:"channel,omitempty"`
+	Target     string      `json:"target"`
+	Mode       string      `json:"mode,omitempty"`
+	State      string      `json:"state"`
+	Attempts   int         `json:"attempts"`
+	LastError  string      `json:"last_error,omitempty"`
+	RetryAt    time.Time   `json:"retry_at,omitzero"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+	// FannedOut is when the alert was decided for the partner.
+	FannedOut time.Time `json:"fanned_out,omitzero"`
+	// Acknowledged is whether the partner acknowledged the alert, and
+	// AcknowledgedAt when.
+	Acknowledged   bool      `json:"acknowledged"`
+	AcknowledgedAt time.Time `json:"acknowledged_at,omitzero"`
+}
+
+// PartnerQuery selects a page of a partner's deliveries.
+type PartnerQuery struct {
+	// Alert keeps the deliveries of that alert only.
+	Alert string
+	// State keeps deliveries in that delivery state only
+	// (delivery.StateDelivered, …).
+	State string
+	// Limit and Before as in ListQuery (Before takes a next cursor only).
+	Limit  int
+	Before string
+}
+
+// AuditQuery selects a page of the audit trail, newest first.
+type AuditQuery struct {
+	Actor  string // exact
+	Action string // exact
+	Object string // prefix: "alert:" or "subscriber:bank"
+	// Since (inclusive) and Until (exclusive) bound the entries' time;
+	// zero for no bound.
+	Since, Until time.Time
+	// Limit and Before as in ListQuery (Before takes a next cursor only).
+	Limit  int
+	Before string
+}
+
+// receiptsAlert is what the view keeps of an alert from the receipts topic
+// besides its entries: the fold's meta, and counts kept as entries change
+// so that the list never reads entries.
+type receiptsAlert struct {
+	Meta   ledger.Meta    `json:"meta"`
+	Counts map[string]int `json:"counts,omitempty"`
+	Acks   int            `json:"acks,omitempty"`
+	// First is the time of the first receipt applied.
+	First time.Time `json:"first"`
+}

@@ -1,0 +1,661 @@
+package view_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/view"
+)
+
+func TestEveryQueryAfterAMixedWorkload(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	writeWorkload(w)
+	v := run(t, t.TempDir(), b)
+
+	// The alerts topic: the first authentic record of an id is the alert.
+	p, ok := v.Published("a1")
+	require.True(t, ok)
+	assert.Equal(t, "Phishing wave", p.Title)
+	assert.Equal(t, a1(t).Digest(), p.Digest)
+	assert.Equal(t, "api:alice", p.IssuedBy)
+	assert.Equal(t, at(time.Minute), p.IssuedAt)
+	assert.Equal(t, 1, p.Duplicates, "the identical alert again")
+	assert.Equal(t, 1, p.Conflicts, "another alert under the same id")
+	assert.JSONEq(t, string(mustJSON(t, a1(t))), string(p.Alert), "the bytes as published")
+	p, ok = v.Published("a2")
+	require.True(t, ok)
+	assert.Equal(t, "api:bob", p.ApprovedBy)
+	_, ok = v.Published("u1")
+	assert.False(t, ok, "written without Herald's key")
+	_, ok = v.Published("bad")
+	assert.False(t, ok, "not an alert")
+
+	// The release log.
+	r, ok := v.Release("p1")
+	require.True(t, ok)
+	assert.Equal(t, record.StatePending, r.State(now), "a forged rejection changes nothing")
+	assert.NotEmpty(t, r.Submitted.Alert)
+	r, ok = v.Release("p2")
+	require.True(t, ok)
+	assert.Equal(t, record.StateExpired, r.State(now))
+	r, ok = v.Release("p3")
+	require.True(t, ok)
+	require.NotNil(t, r.Rejected)
+	assert.Equal(t, "api:bob", r.Rejected.By)
+	assert.Equal(t, "not sourced", r.Rejected.Reason)
+	r, ok = v.Release("p4")
+	require.True(t, ok)
+	assert.Equal(t, "Submitted twice", titleOf(t, r.Submitted.Alert))
+	assert.Equal(t, 1, r.Conflicts)
+	assert.Nil(t, r.Approved, "an approval of another digest does not count")
+	r, ok = v.Release("a2")
+	require.True(t, ok)
+	assert.Equal(t, record.StatePublished, r.State(now))
+	_, ok = v.Release("a1")
+	assert.False(t, ok)
+
+	// Status: the same fold as the ledger's, of authentic receipts only.
+	got, err := v.Lookup(t.Context(), []string{"a1", "a2", "a3", "nope", "other", "x9"})
+	require.NoError(t, err)
+	want := ledgerOf(t, b, "a1", "a2", "a3", "nope", "other", "x9")
+	require.Equal(t, want, got)
+	require.Equal(t, []string{"a1", "a2"}, sortedKeys(got))
+	a := got["a1"]
+	assert.Equal(t, map[string]int{"delivered": 1, "dead": 1, "pending": 1, "withheld": 1}, a.Counts())
+	assert.Equal(t, "partner:bank-soc", a.Acks["bank"].By)
+	assert.NotContains(t, a.Acks, "farm", "a forged acknowledgement")
+	assert.True(t, a.Received("bank", bankMail))
+	assert.False(t, a.Received("farm", farmMail))
+
+	// The alert list, newest first.
+	all, next, err := v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Empty(t, next)
+	assert.Equal(t, []string{"a3", "p3", "p2", "p1", "p4", "a2", "a1"}, ids(all))
+	byID := map[string]view.Summary{}
+	for _, s := range all {
+		byID[s.ID] = s
+	}
+	assert.Equal(t, view.Summary{ID: "a1", Title: "Phishing wave", Type: "alert", TLP: "GREEN", Marking: "OFFICIAL",
+		State: record.StatePublished, IssuedBy: "api:alice", IssuedAt: at(time.Minute),
+		Counts: map[string]int{"delivered": 1, "dead": 1, "pending": 1, "withheld": 1}, Acks: 1,
+		FannedOut: at(70 * time.Second), At: at(time.Minute)}, byID["a1"])
+	assert.Equal(t, "api:bob", byID["a2"].ApprovedBy)
+	assert.Equal(t, map[string]int{"pending": 1, "delivered": 1}, byID["a2"].Counts)
+	assert.Equal(t, record.StatePublished, byID["a3"].State)
+	assert.Empty(t, byID["a3"].Counts)
+	assert.Equal(t, record.StateRejected, byID["p3"].State)
+	assert.Equal(t, "api:bob", byID["p3"].RejectedBy)
+	assert.Equal(t, "not sourced", byID["p3"].RejectReason)
+	assert.Equal(t, record.StateExpired, byID["p2"].State)
+	assert.Equal(t, "RED", string(byID["p2"].TLP))
+	assert.Equal(t, record.StatePending, byID["p1"].State)
+	assert.Equal(t, at(time.Hour), byID["p1"].ExpiresAt)
+	assert.Equal(t, "Waiting for a second analyst", byID["p1"].Title)
+
+	for state, want := range map[string][]string{
+		record.StatePending:   {"p1", "p4"},
+		record.StateExpired:   {"p2"},
+		record.StateRejected:  {"p3"},
+		record.StatePublished: {"a3", "a2", "a1"},
+	} {
+		items, _, err := v.List(view.ListQuery{State: state})
+		require.NoError(t, err)
+		assert.Equal(t, want, ids(items), state)
+	}
+	page, next, err := v.List(view.ListQuery{Limit: 3})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a3", "p3", "p2"}, ids(page))
+	page, next, err = v.List(view.ListQuery{Limit: 3, Before: next})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"p1", "p4", "a2"}, ids(page))
+	page, next, err = v.List(view.ListQuery{Limit: 3, Before: next})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a1"}, ids(page))
+	assert.Empty(t, next)
+	page, _, err = v.List(view.ListQuery{Before: "p1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"p4", "a2", "a1"}, ids(page), "before an alert id")
+	page, _, err = v.List(view.ListQuery{State: record.StatePublished, Before: "p1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a2", "a1"}, ids(page))
+	_, _, err = v.List(view.ListQuery{State: "sent"})
+	assert.ErrorContains(t, err, `state: "sent" is not one of`)
+	_, _, err = v.List(view.ListQuery{Before: "nope"})
+	assert.ErrorContains(t, err, `before: alert "nope" is not in the list`)
+	_, _, err = v.List(view.ListQuery{Before: "c:!!"})
+	assert.ErrorContains(t, err, "before: not a cursor")
+	_, _, err = v.List(view.ListQuery{Limit: -1})
+	assert.ErrorContains(t, err, "limit: -1 is negative")
+
+	// A partner's own deliveries: never what was withheld from it.
+	bank, next, err := v.PartnerDeliveries("bank", view.PartnerQuery{})
+	require.NoError(t, err)
+	assert.Empty(t, next)
+	require.Len(t, bank, 3)
+	assert.Equal(t, view.PartnerDelivery{Alert: "a2", Type: "alert", TLP: "AMBER", DeliveryID: delivery.ID("a2", "bank", bankMail),
+		Channel: "email", Target: bankMail, Mode: delivery.ModeEncrypted, State: delivery.StatePending,
+		UpdatedAt: at(190 * time.Second), FannedOut: at(190 * time.Second)}, bank[0])
+	assert.Equal(t, view.PartnerDelivery{Alert: "a1", Type: "alert", TLP: "GREEN", DeliveryID: delivery.ID("a1", "bank", bankMail),
+		Channel: "email", Target: bankMail, Mode: delivery.ModeSigned, State: delivery.StateDelivered, Attempts: 2,
+		LastError: "smtp 451 try later", UpdatedAt: at(140 * time.Second), FannedOut: at(70 * time.Second),
+		Acknowledged: true, AcknowledgedAt: at(200 * time.Second)}, bank[1])
+	assert.Equal(t, bankHook, bank[2].Target)
+	assert.Equal(t, delivery.StateDead, bank[2].State)
+	assert.Equal(t, "http 400", bank[2].LastError)
+
+	farm, _, err := v.PartnerDeliveries("farm", view.PartnerQuery{})
+	require.NoError(t, err)
+	require.Len(t, farm, 1, "a1 was withheld from the farm")
+	assert.Equal(t, "a2", farm[0].Alert)
+	farm, _, err = v.PartnerDeliveries("farm", view.PartnerQuery{Alert: "a1"})
+	require.NoError(t, err)
+	assert.Empty(t, farm)
+	hotel, _, err := v.PartnerDeliveries("hotel", view.PartnerQuery{})
+	require.NoError(t, err)
+	require.Len(t, hotel, 1, "a key notice went to the hotel")
+	assert.Equal(t, delivery.ModeKeyNotice, hotel[0].Mode)
+
+	for state, want := range map[string][]string{
+		delivery.StateDelivered: {bankMail}, delivery.StateDead: {bankHook}, delivery.StatePending: {bankMail},
+		delivery.StateRetrying: nil,
+	} {
+		ds, _, err := v.PartnerDeliveries("bank", view.PartnerQuery{State: state})
+		require.NoError(t, err)
+		var targets []string
+		for _, d := range ds {
+			targets = append(targets, d.Target)
+			assert.Equal(t, state, d.State)
+		}
+		assert.Equal(t, want, targets, state)
+	}
+	ds, _, err := v.PartnerDeliveries("bank", view.PartnerQuery{Alert: "a1"})
+	require.NoError(t, err)
+	require.Len(t, ds, 2)
+	assert.Equal(t, []string{bankMail, bankHook}, []string{ds[0].Target, ds[1].Target}, "in the order of the unfiltered list")
+	one, next, err := v.PartnerDeliveries("bank", view.PartnerQuery{Alert: "a1", Limit: 1})
+	require.NoError(t, err)
+	require.Len(t, one, 1)
+	assert.Equal(t, bankMail, one[0].Target)
+	one, next, err = v.PartnerDeliveries("bank", view.PartnerQuery{Alert: "a1", Limit: 1, Before: next})
+	require.NoError(t, err)
+	require.Len(t, one, 1)
+	assert.Equal(t, bankHook, one[0].Target)
+	assert.Empty(t, next)
+	paged := allPages(t, func(before string) ([]view.PartnerDelivery, string, error) {
+		return v.PartnerDeliveries("bank", view.PartnerQuery{Limit: 1, Before: before})
+	})
+	assert.Equal(t, bank, paged)
+	_, _, err = v.PartnerDeliveries("bank", view.PartnerQuery{State: delivery.StateWithheld})
+	assert.ErrorContains(t, err, `state: "withheld" is not a delivery state`)
+	_, _, err = v.PartnerDeliveries("", view.PartnerQuery{})
+	assert.ErrorContains(t, err, "subscriber:")
+
+	// The audit trail, newest first, authentic entries only.
+	trail, next, err := v.Audit(view.AuditQuery{})
+	require.NoError(t, err)
+	assert.Empty(t, next)
+	assert.Equal(t, []string{record.ActionTokenRefused, record.ActionSubscriberPut, record.ActionReject, record.ActionSubmit,
+		record.ActionApprove, record.ActionPublish}, actions(trail))
+	assert.Equal(t, "unknown token", trail[0].Reason)
+	assert.Equal(t, map[string]any{"changed": []any{"clearance"}}, trail[1].Details)
+	for name, c := range map[string]struct {
+		q    view.AuditQuery
+		want []string
+	}{
+		"actor":        {view.AuditQuery{Actor: "api:bob"}, []string{record.ActionReject, record.ActionApprove}},
+		"action":       {view.AuditQuery{Action: record.ActionSubmit}, []string{record.ActionSubmit}},
+		"object":       {view.AuditQuery{Object: "alert:"}, []string{record.ActionReject, record.ActionSubmit, record.ActionApprove, record.ActionPublish}},
+		"object+actor": {view.AuditQuery{Object: "alert:p", Actor: "api:alice"}, []string{record.ActionSubmit}},
+		"window":       {view.AuditQuery{Since: at(3 * time.Minute), Until: at(9 * time.Minute)}, []string{record.ActionReject, record.ActionSubmit, record.ActionApprove}},
+		"actor window": {view.AuditQuery{Actor: "api:bob", Until: at(8 * time.Minute)}, []string{record.ActionApprove}},
+		"nobody":       {view.AuditQuery{Actor: "api:mallory"}, nil},
+	} {
+		got, _, err := v.Audit(c.q)
+		require.NoError(t, err)
+		assert.Equal(t, c.want, actions(got), name)
+	}
+	page2, next, err := v.Audit(view.AuditQuery{Limit: 4})
+	require.NoError(t, err)
+	require.Len(t, page2, 4)
+	rest, next, err := v.Audit(view.AuditQuery{Limit: 4, Before: next})
+	require.NoError(t, err)
+	assert.Empty(t, next)
+	assert.Equal(t, trail, append(page2, rest...))
+	_, _, err = v.Audit(view.AuditQuery{Since: at(time.Hour), Until: at(time.Minute)})
+	assert.ErrorContains(t, err, "since:")
+
+	st := v.Stats()
+	assert.Equal(t, int64(w.forged[bus.TopicAlerts]+w.forged[bus.TopicPending]+w.forged[bus.TopicReceipts]+w.forged[bus.TopicAudit]), sum(st.Skipped))
+	assert.Equal(t, int64(2), sum(st.Malformed), "the undecodable alert and the receipt filed under another key")
+	assert.Equal(t, sumInt(w.authentic)-2, sum(st.Applied))
+}
+
+func titleOf(t *testing.T, raw []byte) string {
+	var a struct{ Title string }
+	require.NoError(t, json.Unmarshal(raw, &a))
+	return a.Title
+}
+
+func actions(as []record.Audit) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.Action)
+	}
+	return out
+}
+
+func TestRebuiltViewEqualsLiveView(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	live := run(t, t.TempDir(), b)
+
+	// The live view applies the workload as it is written, in many
+	// transactions, interleaving the topics otherwise than a rebuild.
+	writeReceipts(w)
+	require.NoError(t, live.Sync(t.Context()))
+	writeAudit(w)
+	writeAlerts(w)
+	require.NoError(t, live.Sync(t.Context()))
+	// More: an entry changing its decision to withhold, retries.
+	w.receipts(false,
+		decision("a4", "gym", delivery.ChannelWebhook, "https://gym.example/h", delivery.Deliver, delivery.ModeSigned, at(9*time.Minute)),
+		outcome("a4", "gym", "https://gym.example/h", delivery.StateRetrying, 1, "timeout", at(9*time.Minute+time.Second)),
+	)
+	require.NoError(t, live.Sync(t.Context(), bus.TopicReceipts))
+	w.receipts(false,
+		decision("a4", "gym", delivery.ChannelWebhook, "https://gym.example/h", delivery.Withhold, "", at(9*time.Minute+2*time.Second)),
+		outcome("a4", "gym", "https://gym.example/h", delivery.StateRetrying, 2, "timeout", at(9*time.Minute+3*time.Second)),
+	)
+	require.NoError(t, live.Sync(t.Context()))
+	require.Greater(t, live.Stats().Transactions, int64(3))
+
+	rebuilt := run(t, t.TempDir(), b)
+	want := dump(t, live.View)
+	got := dump(t, rebuilt.View)
+	require.Equal(t, want, got)
+	// The dump is not empty: it holds what the workload wrote.
+	require.Len(t, want.Lists[""], 8)
+	require.Len(t, want.Partner["bank//"], 3)
+	require.Len(t, want.Audit["all"], 6)
+	require.Equal(t, ledgerOf(t, b, dumpIDs...), got.Lookup)
+}
+
+func TestPartnerNeverSeesWhatWasWithheld(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	v := run(t, t.TempDir(), b)
+	const hook = "https://gym.example/h"
+	w.receipts(false,
+		decision("w1", "gym", delivery.ChannelEmail, "it@gym.example", delivery.Withhold, "", at(time.Minute)),
+		// An outcome for a withheld entry (it never should be) shows nothing either.
+		outcome("w1", "gym", "it@gym.example", delivery.StateDelivered, 1, "", at(2*time.Minute)),
+		// A decision without one: an outcome alone.
+		outcome("w2", "gym", hook, delivery.StateDead, 1, "http 400", at(3*time.Minute)),
+		decision("w3", "gym", delivery.ChannelWebhook, hook, delivery.Deliver, delivery.ModeSigned, at(4*time.Minute)),
+	)
+	require.NoError(t, v.Sync(t.Context()))
+	got := partnerAlerts(t, v, "gym")
+	assert.Equal(t, []string{"w3"}, got)
+
+	// A decision that turns to withhold takes the entry away.
+	w.receipts(false, decision("w3", "gym", delivery.ChannelWebhook, hook, delivery.Withhold, "", at(5*time.Minute)))
+	require.NoError(t, v.Sync(t.Context()))
+	assert.Empty(t, partnerAlerts(t, v, "gym"))
+	for _, st := range []string{delivery.StatePending, delivery.StateDelivered, delivery.StateDead} {
+		ds, _, err := v.PartnerDeliveries("gym", view.PartnerQuery{State: st})
+		require.NoError(t, err)
+		assert.Empty(t, ds, st)
+	}
+	for _, id := range []string{"w1", "w2", "w3"} {
+		ds, _, err := v.PartnerDeliveries("gym", view.PartnerQuery{Alert: id})
+		require.NoError(t, err)
+		assert.Empty(t, ds, id)
+	}
+	// Analysts still see every entry.
+	all, err := v.Lookup(t.Context(), []string{"w1", "w2", "w3"})
+	require.NoError(t, err)
+	assert.Len(t, all, 3)
+	assert.Equal(t, delivery.Withhold, all["w3"].Entries()[0].Decision)
+}
+
+func partnerAlerts(t *testing.T, v *running, sub string) []string {
+	t.Helper()
+	ds, _, err := v.PartnerDeliveries(sub, view.PartnerQuery{})
+	require.NoError(t, err)
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Alert)
+	}
+	return out
+}
+
+func TestRestartResumesFromStoredOffsets(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	dir := t.TempDir()
+	writeAlerts(w)
+	v := run(t, dir, b)
+	first := v.Stats()
+	v.stop()
+	require.Equal(t, int64(w.authentic[bus.TopicAlerts]+w.authentic[bus.TopicPending]-1), sum(first.Applied), "all but the undecodable alert")
+
+	writeReceipts(w)
+	writeAudit(w)
+
+	v = run(t, dir, b)
+	require.NoError(t, v.Sync(t.Context()))
+	st := v.Stats()
+	assert.Zero(t, st.Rebuilds)
+	assert.Zero(t, st.Applied[bus.TopicAlerts], "nothing read again")
+	assert.Zero(t, st.Applied[bus.TopicPending], "nothing read again")
+	assert.Equal(t, int64(w.authentic[bus.TopicReceipts]-1), st.Applied[bus.TopicReceipts], "every receipt but the one filed under another key, once")
+	assert.Equal(t, int64(w.authentic[bus.TopicAudit]), st.Applied[bus.TopicAudit])
+	assert.Equal(t, int64(w.forged[bus.TopicReceipts]+w.forged[bus.TopicAudit]), sum(st.Skipped))
+	items, _, err := v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Len(t, items, 7)
+	got, err := v.Lookup(t.Context(), []string{"a1", "a2"})
+	require.NoError(t, err)
+	require.Equal(t, ledgerOf(t, b, "a1", "a2"), got)
+}
+
+// workloadCluster starts a cluster with the workload written.
+func workloadCluster(t *testing.T, opts ...kafkatest.Option) (*kafkatest.Cluster, *bus.Bus, *writer) {
+	c := kafkatest.Start(t, opts...)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	writeWorkload(w)
+	return c, b, w
+}
+
+func TestRebuildsForAnotherCluster(t *testing.T) {
+	_, ba, _ := workloadCluster(t, kafkatest.Partitions(1))
+	dir := t.TempDir()
+	run(t, dir, ba).stop()
+
+	// A cluster holding fewer records: the stored offsets are beyond its
+	// high watermarks.
+	cb := kafkatest.Start(t, kafkatest.Partitions(1))
+	bb := cb.Open(t, cb.Config())
+	wb := newWriter(t, cb, bb)
+	wb.publish(a3(t))
+	v := run(t, dir, bb)
+	assert.EqualValues(t, 1, v.Stats().Rebuilds)
+	items, _, err := v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a3"}, ids(items))
+	v.stop()
+
+	// A cluster holding more records, other ones: the record at a stored
+	// offset is not the one applied.
+	_, bc, wc := workloadCluster(t, kafkatest.Partitions(1))
+	wc.publish(alert(t, "c1", "Only on the third cluster", alerts.TLPGreen, "api:carol", at(9*time.Minute), "", time.Time{}))
+	v = run(t, dir, bc)
+	assert.EqualValues(t, 1, v.Stats().Rebuilds)
+	items, _, err = v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"c1", "a3", "p3", "p2", "p1", "p4", "a2", "a1"}, ids(items))
+	v.stop()
+
+	// The same cluster and records: nothing is rebuilt or read again.
+	v = run(t, dir, bc)
+	assert.Zero(t, v.Stats().Rebuilds)
+	assert.Zero(t, sum(v.Stats().Applied))
+	v.stop()
+
+	// Other partition counts.
+	_, bd, _ := workloadCluster(t, kafkatest.Partitions(3))
+	v = run(t, dir, bd)
+	assert.EqualValues(t, 1, v.Stats().Rebuilds)
+	got, err := v.Lookup(t.Context(), []string{"a1", "a2"})
+	require.NoError(t, err)
+	require.Equal(t, ledgerOf(t, bd, "a1", "a2"), got)
+	v.stop()
+
+	// Another topic prefix on the same cluster.
+	ce := kafkatest.Start(t, kafkatest.Partitions(3), kafkatest.TopicPrefix("other."))
+	be := ce.Open(t, ce.Config())
+	v = run(t, dir, be)
+	assert.EqualValues(t, 1, v.Stats().Rebuilds)
+	items, _, err = v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Empty(t, items)
+}
+
+func TestRebuildsWhenTheStoreCannotBeTrusted(t *testing.T) {
+	_, b, w := workloadCluster(t)
+	total := sumInt(w.authentic) - 2 // the two records the view cannot read
+	dir := t.TempDir()
+	v := run(t, dir, b)
+	want := dump(t, v.View)
+	v.stop()
+
+	// Closed cleanly, then reopened: nothing is read again.
+	v = run(t, dir, b)
+	assert.Zero(t, sum(v.Stats().Applied))
+	v.stop()
+
+	// Another schema version: rebuilt at Open.
+	db, err := bbolt.Open(filepath.Join(dir, "view.db"), 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("0")) }))
+	require.NoError(t, db.Close())
+	v = run(t, dir, b)
+	assert.Equal(t, total, sum(v.Stats().Applied))
+	assert.Equal(t, want, dump(t, v.View))
+	v.stop()
+
+	// Not closed cleanly, same boot: a process crash leaves the file
+	// whole, and the view resumes.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "view.state"), []byte(`{"clean":false,"boot":"`+bootID(t)+`"}`), 0o600))
+	v = run(t, dir, b)
+	assert.Zero(t, sum(v.Stats().Applied))
+	v.stop()
+
+	// Not closed cleanly before the machine restarted: rebuilt.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "view.state"), []byte(`{"clean":false,"boot":"another boot"}`), 0o600))
+	v = run(t, dir, b)
+	assert.Equal(t, total, sum(v.Stats().Applied))
+	assert.Equal(t, want, dump(t, v.View))
+	v.stop()
+
+	// A file that is not a store: rebuilt.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "view.db"), []byte("garbage, not a bbolt file, long enough to be read as pages"), 0o600))
+	v = run(t, dir, b)
+	assert.Equal(t, total, sum(v.Stats().Applied))
+	assert.Equal(t, want, dump(t, v.View))
+}
+
+func bootID(t *testing.T) string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	require.NoError(t, err, "these tests run on Linux")
+	return string(trimNL(b))
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func TestRebuildsWhenTheClusterIsReplacedWhileRunning(t *testing.T) {
+	c, b, _ := workloadCluster(t, kafkatest.Partitions(1))
+	v := run(t, t.TempDir(), b)
+	require.NoError(t, v.Sync(t.Context()))
+
+	// The broker comes back empty at the same address (no data dir): the
+	// offsets the view follows from are beyond the new high watermarks.
+	c.Restart()
+	fresh := c.Open(t, c.Config()) // creates the topics on the new broker
+	n1 := decision("n1", "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(time.Hour))
+	require.NoError(t, fresh.Producer(bus.TopicReceipts).Write(t.Context(), kafka.Message{Key: []byte("n1"), Value: mustJSON(t, n1)}))
+
+	require.Eventually(t, func() bool { return v.Stats().Rebuilds == 1 }, waitFor, tick)
+	require.NoError(t, v.Sync(t.Context()))
+	got, err := v.Lookup(t.Context(), []string{"a1", "n1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"n1"}, sortedKeys(got), "what the old cluster held is gone")
+	items, _, err := v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"n1"}, ids(items))
+}
+
+func TestRecordsDeletedByRetentionAreGone(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	b := c.Open(t, c.Config())
+	p := b.Producer(bus.TopicReceipts)
+	// Older than the receipts topic's retention (400 days by default).
+	old := func(id string) kafka.Message {
+		r := decision(id, "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(0))
+		return kafka.Message{Key: []byte(id), Value: mustJSON(t, r), Time: time.Now().Add(-500 * 24 * time.Hour)}
+	}
+	fresh := func(id string) kafka.Message {
+		r := decision(id, "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(time.Minute))
+		return kafka.Message{Key: []byte(id), Value: mustJSON(t, r)}
+	}
+	require.NoError(t, p.Write(t.Context(), old("r1"), old("r2")))
+	require.NoError(t, p.Write(t.Context(), fresh("r3")))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicReceipts)
+		return err == nil && offs[bus.TopicReceipts][0].Start == 2
+	}, waitFor, tick)
+
+	dir := t.TempDir()
+	v := run(t, dir, b)
+	assert.EqualValues(t, 1, v.Stats().Applied[bus.TopicReceipts])
+	got, err := v.Lookup(t.Context(), []string{"r1", "r2", "r3"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"r3"}, sortedKeys(got))
+	v.stop()
+
+	// While the view was stopped, retention deleted records beyond its
+	// stored offset, and the record it applied last: it moves on to the
+	// first record held.
+	require.NoError(t, p.Write(t.Context(), old("r4"), old("r5")))
+	require.NoError(t, p.Write(t.Context(), fresh("r6")))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicReceipts)
+		return err == nil && offs[bus.TopicReceipts][0].Start == 5
+	}, waitFor, tick)
+	v = run(t, dir, b)
+	require.NoError(t, v.Sync(t.Context()))
+	assert.Zero(t, v.Stats().Rebuilds)
+	assert.EqualValues(t, 1, v.Stats().Applied[bus.TopicReceipts])
+	got, err = v.Lookup(t.Context(), []string{"r3", "r4", "r5", "r6"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"r3", "r6"}, sortedKeys(got), "what the view applied stays; what was deleted unread is gone")
+}
+
+func TestSyncWaitsForEverythingWrittenBefore(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	v, err := view.Open(t.TempDir(), view.Options{Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+
+	// Sync before Run waits for Run.
+	synced := make(chan error, 1)
+	go func() { synced <- v.Sync(t.Context()) }()
+	w.publish(a1(t))
+	select {
+	case <-v.Ready():
+		t.Fatal("ready before Run")
+	case err := <-synced:
+		t.Fatalf("Sync returned before Run: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx, b) }()
+	select {
+	case err := <-synced:
+		require.NoError(t, err)
+	case <-time.After(waitFor):
+		t.Fatal("Sync did not return")
+	}
+	<-v.Ready()
+
+	// Whatever was written before Sync is visible when it returns.
+	var waited time.Duration
+	for i := range 20 {
+		id := "s" + string(rune('a'+i))
+		w.receipts(false, decision(id, "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(time.Duration(i)*time.Second)))
+		w.write(true, bus.TopicReceipts, id, []byte("forged"))
+		start := time.Now()
+		require.NoError(t, v.Sync(t.Context(), bus.TopicReceipts))
+		waited += time.Since(start)
+		got, err := v.Lookup(t.Context(), []string{id})
+		require.NoError(t, err)
+		require.Contains(t, got, id)
+	}
+	assert.EqualValues(t, 20, v.Stats().Skipped[bus.TopicReceipts], "forged records are skipped, and Sync still returns")
+	t.Logf("Sync right after a write returned after %s on average", waited/20)
+
+	short, cancelShort := context.WithTimeout(t.Context(), time.Millisecond)
+	defer cancelShort()
+	<-short.Done()
+	assert.Error(t, v.Sync(short), "an ended context")
+
+	cancel()
+	require.NoError(t, <-done)
+	w.publish(a2(t))
+	assert.ErrorContains(t, v.Sync(t.Context()), "stopped")
+	assert.ErrorContains(t, v.Run(t.Context(), b), "twice")
+}
+
+func TestReadyWhenCaughtUpWithWhatWasThere(t *testing.T) {
+	// Empty topics: ready at once.
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	v := run(t, t.TempDir(), b)
+	items, _, err := v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Empty(t, items)
+	v.stop()
+
+	// Ready means everything written before Run began is applied.
+	_, b, _ = workloadCluster(t)
+	v = run(t, t.TempDir(), b)
+	items, _, err = v.List(view.ListQuery{})
+	require.NoError(t, err)
+	assert.Len(t, items, 7)
+	trail, _, err := v.Audit(view.AuditQuery{})
+	require.NoError(t, err)
+	assert.Len(t, trail, 6)
+}
+
+func TestOpenRefusesAStoreInUse(t *testing.T) {
+	dir := t.TempDir()
+	v, err := view.Open(dir, view.Options{})
+	require.NoError(t, err)
+	defer v.Close()
+	_, err = view.Open(dir, view.Options{})
+	require.ErrorContains(t, err, "in use by another process")
+	require.NoError(t, v.Close())
+	_, _, err = v.List(view.ListQuery{})
+	require.ErrorIs(t, err, view.ErrClosed)
+}
