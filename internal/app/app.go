@@ -23,9 +23,9 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/fanout"
-	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -93,6 +93,7 @@ type App struct {
 	signer   *pgp.Signer
 	registry *subscribers.Registry
 	follower *registryFollower
+	view     *view.View // nil unless a role that answers questions runs
 	metrics  *prometheus.Registry
 	now      func() time.Time
 	roles    []string // the roles actually running
@@ -157,6 +158,29 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if slices.Contains(roles, RoleAPI) || slices.Contains(roles, RoleFanout) {
+		dir, temporary, err := ViewDir(cfg)
+		if err != nil {
+			return err
+		}
+		v, closeView, err := OpenView(dir, temporary, log, a.now)
+		if err != nil {
+			return err
+		}
+		a.view = v
+		defer func() {
+			if err := closeView(); err != nil {
+				log.Warn("close the view", "error", err)
+			}
+		}()
+		g.Go(func() error {
+			if err := v.Run(gctx, a.bus); err != nil {
+				return fmt.Errorf("view: %w", err)
+			}
+			return nil
+		})
+		log.Info("keeping a view of kafka", "dir", dir, "temporary", temporary)
+	}
 	caughtUp := make(chan struct{})
 	a.follower = newRegistryFollower(a.bus, a.registry, log)
 	g.Go(func() error {
@@ -225,9 +249,13 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 		w := a.fanoutWorker()
 		return func(ctx context.Context) error {
 			return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
-				// Decide against every subscriber change acknowledged
+				// Decide against every subscriber change and every receipt
+				// (ids already fanned out, prior recipients) acknowledged
 				// before these alerts were fetched.
 				if err := a.follower.Sync(ctx); err != nil {
+					return err
+				}
+				if err := a.view.Sync(ctx, bus.TopicReceipts); err != nil {
 					return err
 				}
 				return w.Handle(ctx, msgs)
@@ -263,7 +291,7 @@ func (a *App) fanoutWorker() *fanout.Worker {
 		Deliveries:    a.bus.Producer(bus.TopicDeliveries),
 		Receipts:      a.bus.Producer(bus.TopicReceipts),
 		Quarantine:    a.bus.Producer(bus.TopicQuarantine),
-		History:       ledger.FromBus(a.bus),
+		History:       a.view,
 		Authenticate:  a.bus.Authenticate,
 		SecondAnalyst: a.cfg.Release.SecondAnalyst,
 		Now:           a.now,

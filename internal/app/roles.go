@@ -246,7 +246,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		a.log.Warn("no signing key configured (signing.key_file): GET /v1/signing-key answers 503 and nothing can be delivered")
 	}
 	opt := PolicyOptions(a.cfg)
-	index := publish.KafkaIndex{R: a.bus}
+	index := ViewIndex{V: a.view}
 	srv := &api.Server{
 		Publisher: Publisher(a.cfg, a.bus, index, a.registry, a.now),
 		Decide: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
@@ -260,7 +260,14 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Taxonomy:        taxonomy.Default(),
 		SigningKey:      pub,
 		Tokens:          a.cfg.API.Tokens,
-		Ready:           func(ctx context.Context) error { return a.bus.Ping(ctx) },
+		Ready: func(ctx context.Context) error {
+			select {
+			case <-a.view.Ready():
+			default:
+				return errors.New("the view of kafka is still catching up")
+			}
+			return a.bus.Ping(ctx)
+		},
 		Metrics:         a.metrics,
 		Now:             a.now,
 		Log:             a.log.With("role", RoleAPI),

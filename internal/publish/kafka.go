@@ -32,7 +32,9 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 		if ex.Published != "" || !k.R.Authentic(m) {
 			return nil
 		}
-		if a, err := alerts.Decode(m.Value); err == nil {
+		// The first authentic record whose alert id is its key, as the
+		// fan-out and the view judge it.
+		if a, err := alerts.Decode(m.Value); err == nil && a.ID == string(m.Key) {
 			a.Normalize()
 			ex.Published = a.Digest()
 		}
