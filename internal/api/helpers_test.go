@@ -26,6 +26,7 @@ import (
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -36,6 +37,7 @@ import (
 const (
 	analystToken       = "hrld_analyst_9f1c2e7a4b"
 	secondAnalystToken = "hrld_analyst_bob_55e1c0"
+	partnerToken       = "hrld_partner_acme_7c1d"
 	adminToken         = "hrld_admin_3d8b6f0c21"
 )
 
@@ -133,6 +135,7 @@ type env struct {
 	pub    *publish.Publisher
 	reg    *subscribers.Registry
 	wr     *subscriberStore
+	view   *view.View
 	logs   *syncBuffer
 }
 
@@ -165,7 +168,19 @@ func newEnv(t testing.TB, options ...any) *env {
 		Release: config.Release{PendingTTL: 24 * time.Hour},
 		Alerts:  b.Producer(bus.TopicAlerts), Pending: b.Producer(bus.TopicPending), Audit: app.AuditLog(b, now), Now: now,
 	}
+	v, err := view.Open(t.TempDir(), view.Options{Now: now})
+	require.NoError(t, err)
+	e.view = v
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx, b) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		require.NoError(t, v.Close())
+	})
 	e.server = &api.Server{
+		Desk:      v,
 		Publisher: e.pub,
 		Decide: func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
 			return fanout.Decide(a, e.reg, prior, now, policy.Options{})
@@ -179,6 +194,7 @@ func newEnv(t testing.TB, options ...any) *env {
 			{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(analystToken)},
 			{Name: "bob", Role: config.RoleAnalyst, SHA256: config.HashToken(secondAnalystToken)},
 			{Name: "ops", Role: config.RoleAdmin, SHA256: config.HashToken(adminToken)},
+			{Name: "acme-soc", Role: config.RolePartner, Subscriber: "acme", SHA256: config.HashToken(partnerToken)},
 		},
 		Metrics: prometheus.NewRegistry(),
 		Now:     now,
@@ -197,6 +213,12 @@ func newEnv(t testing.TB, options ...any) *env {
 	e.srv = httptest.NewServer(e.server.Handler())
 	t.Cleanup(e.srv.Close)
 	return e
+}
+
+// synced waits until the view has applied everything written so far.
+func (e *env) synced() {
+	e.t.Helper()
+	require.NoError(e.t, e.view.Sync(context.Background()))
 }
 
 // published returns the alerts written to the alerts topic, oldest first.

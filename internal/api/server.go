@@ -64,6 +64,8 @@ type Server struct {
 	Decide Decider
 	// Audit records refused tokens and subscriber changes.
 	Audit *audit.Log
+	// Desk answers the alert list and the audit trail (the view).
+	Desk Desk
 	// Ledger answers status questions and checks what updates and
 	// cancels reference.
 	Ledger Ledger
@@ -130,9 +132,13 @@ func (s *Server) Handler() http.Handler {
 	analyst := []string{config.RoleAnalyst}
 	readers := []string{config.RoleAnalyst, config.RoleAdmin}
 	admin := []string{config.RoleAdmin}
+	everyone := []string{config.RoleAnalyst, config.RoleAdmin, config.RolePartner}
 
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/alerts", h.auth(analyst, h.publish))
+	mux.Handle("GET /v1/alerts", h.auth(readers, h.listAlerts))
+	mux.Handle("GET /v1/audit", h.auth(admin, h.listAudit))
+	mux.Handle("GET /v1/taxonomy", h.auth(everyone, h.taxonomy))
 	mux.Handle("POST /v1/alerts/preview", h.auth(readers, h.preview))
 	mux.Handle("GET /v1/alerts/{id}", h.auth(readers, h.alertStatus))
 	mux.Handle("GET /v1/alerts/{id}/deliveries", h.auth(readers, h.deliveries))

@@ -245,6 +245,9 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 	} else {
 		a.log.Warn("no signing key configured (signing.key_file): GET /v1/signing-key answers 503 and nothing can be delivered")
 	}
+	if len(a.cfg.API.Tokens) == 0 {
+		a.log.Warn("the api role has no tokens (api.tokens): nobody can sign in to the console or use the API; make one with `herald token generate --role analyst --name NAME`")
+	}
 	opt := PolicyOptions(a.cfg)
 	index := ViewIndex{V: a.view}
 	srv := &api.Server{
@@ -253,6 +256,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 			return fanout.Decide(al, a.registry, prior, now, opt)
 		},
 		Audit:           AuditLog(a.bus, a.now),
+		Desk:            a.view,
 		Ledger:          index,
 		Registry:        a.registry,
 		Writer:          SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},

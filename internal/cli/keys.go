@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ func init() { extraCommands = append(extraCommands, newKeysCmd) }
 func newKeysCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Generate and export the agency's OpenPGP signing key"}
 	var name, addr, algo, out, passFile string
+	var publishing bool
 	gen := &cobra.Command{
 		Use:   "generate",
 		Short: "Generate an agency signing key (Ed25519 with a Curve25519 encryption subkey by default)",
@@ -23,6 +25,9 @@ func newKeysCmd(e *env) *cobra.Command {
 			"GET /v1/signing-key).",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
+			if publishing {
+				return e.generatePublishingKey(out)
+			}
 			if name == "" || addr == "" || out == "" {
 				return invalid(fmt.Errorf("--name, --email and --out are required"))
 			}
@@ -60,6 +65,7 @@ func newKeysCmd(e *env) *cobra.Command {
 	gen.Flags().StringVar(&algo, "algo", "ed25519", "ed25519 or rsa3072")
 	gen.Flags().StringVar(&out, "out", "", "file for the private key; the public key goes to FILE.pub")
 	gen.Flags().StringVar(&passFile, "passphrase-file", "", "encrypt the private key with the passphrase in this file")
+	gen.Flags().BoolVar(&publishing, "publishing", false, "make the publishing key (publishing.key_file) instead: the key that authenticates what Herald writes to Kafka")
 	export := &cobra.Command{
 		Use:   "export",
 		Short: "Print the agency's public key (from signing.key_file)",
@@ -79,6 +85,37 @@ func newKeysCmd(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(gen, export)
 	return cmd
+}
+
+// generatePublishingKey writes a new publishing key file (mode 0600).
+func (e *env) generatePublishingKey(out string) error {
+	if out == "" {
+		return invalid(fmt.Errorf("--out is required"))
+	}
+	data, err := busauth.Generate()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if os.IsExist(err) {
+			return invalid(fmt.Errorf("%s exists: refusing to overwrite a key", out))
+		}
+		return invalid(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	k, err := busauth.Parse(data)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "publishing key: %s (key id %s)\nset publishing.key_file to it in every Herald process and CLI of this cluster\n", out, k.IDs()[0])
+	return nil
 }
 
 func trimNewline(b []byte) []byte {

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/spf13/cobra"
 )
@@ -33,17 +34,32 @@ func newVersionCmd(e *env) *cobra.Command {
 
 func newTokenCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Make API bearer tokens"}
-	var role, name string
+	var role, name, subscriber string
 	gen := &cobra.Command{
 		Use:   "generate",
 		Short: "Print a new bearer token and the api.tokens entry (its SHA-256) to put in the configuration",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if role != config.RoleAnalyst && role != config.RoleAdmin {
-				return invalid(fmt.Errorf("--role must be analyst or admin, not %q", role))
+			switch role {
+			case config.RoleAnalyst, config.RoleAdmin:
+				if subscriber != "" {
+					return invalid(fmt.Errorf("--subscriber is only for --role partner"))
+				}
+			case config.RolePartner:
+				if subscriber == "" {
+					return invalid(fmt.Errorf("--subscriber is required with --role partner: the id of the partner the token acts for"))
+				}
+				if !alerts.ValidID(subscriber) {
+					return invalid(fmt.Errorf("--subscriber %q is not a subscriber id", subscriber))
+				}
+			default:
+				return invalid(fmt.Errorf("--role must be analyst, admin or partner, not %q", role))
 			}
 			if name == "" {
 				return invalid(fmt.Errorf("--name is required"))
+			}
+			if !alerts.ValidID(name) {
+				return invalid(fmt.Errorf("--name %q must be a short name: letters, digits, '.', '_' and '-'", name))
 			}
 			b := make([]byte, 32)
 			if _, err := rand.Read(b); err != nil {
@@ -51,11 +67,16 @@ func newTokenCmd(e *env) *cobra.Command {
 			}
 			tok := "hrld_" + base64.RawURLEncoding.EncodeToString(b)
 			fmt.Fprintf(e.stdout, "token (give it to %s; it is not stored anywhere):\n  %s\n", name, tok)
-			fmt.Fprintf(e.stdout, "configuration entry under api.tokens:\n  - {name: %s, role: %s, sha256: %s}\n", name, role, config.HashToken(tok))
+			bound := ""
+			if subscriber != "" {
+				bound = ", subscriber: " + subscriber
+			}
+			fmt.Fprintf(e.stdout, "configuration entry under api.tokens:\n  - {name: %s, role: %s%s, sha256: %s}\n", name, role, bound, config.HashToken(tok))
 			return nil
 		},
 	}
-	gen.Flags().StringVar(&role, "role", "", "analyst or admin")
+	gen.Flags().StringVar(&role, "role", "", "analyst, admin or partner")
+	gen.Flags().StringVar(&subscriber, "subscriber", "", "with --role partner: the subscriber id the token acts for")
 	gen.Flags().StringVar(&name, "name", "", "who the token is for (shown in issued_by and logs)")
 	cmd.AddCommand(gen)
 	return cmd

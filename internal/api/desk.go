@@ -1,0 +1,156 @@
+package api
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/internal/view"
+)
+
+// Desk answers the analyst's desk questions from the materialised view:
+// the alert list and the audit trail. *view.View satisfies it.
+type Desk interface {
+	List(q view.ListQuery) ([]view.Summary, string, error)
+	Audit(q view.AuditQuery) ([]record.Audit, string, error)
+}
+
+// AlertList is the answer to GET /v1/alerts: a page of the alert list,
+// newest first, and the cursor of the next page ("" at the end).
+type AlertList struct {
+	Alerts []view.Summary `json:"alerts"`
+	Next   string         `json:"next,omitempty"`
+}
+
+// AuditList is the answer to GET /v1/audit.
+type AuditList struct {
+	Entries []record.Audit `json:"entries"`
+	Next    string         `json:"next,omitempty"`
+}
+
+// Taxonomy is the answer to GET /v1/taxonomy: the sectors and regions an
+// audience is written with.
+type Taxonomy struct {
+	Sectors []taxonomy.Sector `json:"sectors"`
+	Regions []taxonomy.Region `json:"regions"`
+}
+
+// alertStates are the values of ?state=.
+var alertStates = []string{record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired}
+
+// pageQuery reads ?limit= and ?before=, adding a field error for a bad
+// limit.
+func pageQuery(r *http.Request, v *alerts.ValidationError) (limit int, before string) {
+	q := r.URL.Query()
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		switch {
+		case err != nil:
+			v.Add("limit", "must be a whole number, not %q", s)
+		case n < 1 || n > view.MaxLimit:
+			v.Add("limit", "must be between 1 and %d, not %d", view.MaxLimit, n)
+		default:
+			limit = n
+		}
+	}
+	before = q.Get("before")
+	if len(before) > 200 {
+		v.Add("before", "is not a cursor of this list")
+	}
+	return limit, before
+}
+
+func (h *handler) desk(w http.ResponseWriter) Desk {
+	if h.Desk == nil {
+		writeError(w, http.StatusServiceUnavailable, "the alert list is not available on this server", nil)
+	}
+	return h.Desk
+}
+
+// listAlerts handles GET /v1/alerts.
+func (h *handler) listAlerts(w http.ResponseWriter, r *http.Request) {
+	d := h.desk(w)
+	if d == nil {
+		return
+	}
+	v := &alerts.ValidationError{What: "invalid query"}
+	state := r.URL.Query().Get("state")
+	if state != "" && !slices.Contains(alertStates, state) {
+		v.Add("state", "must be %s, not %q", strings.Join(alertStates, ", "), state)
+	}
+	limit, before := pageQuery(r, v)
+	if err := v.Err(); err != nil {
+		writeInvalid(w, err)
+		return
+	}
+	list, next, err := d.List(view.ListQuery{State: state, Limit: limit, Before: before})
+	if err != nil {
+		h.viewError(w, r, err)
+		return
+	}
+	if list == nil {
+		list = []view.Summary{}
+	}
+	writeJSON(w, http.StatusOK, AlertList{Alerts: list, Next: next})
+}
+
+// listAudit handles GET /v1/audit.
+func (h *handler) listAudit(w http.ResponseWriter, r *http.Request) {
+	d := h.desk(w)
+	if d == nil {
+		return
+	}
+	v := &alerts.ValidationError{What: "invalid query"}
+	q := r.URL.Query()
+	aq := view.AuditQuery{Actor: q.Get("actor"), Action: q.Get("action"), Object: q.Get("object")}
+	for _, t := range []struct {
+		key string
+		dst *time.Time
+	}{{"since", &aq.Since}, {"until", &aq.Until}} {
+		if s := q.Get(t.key); s != "" {
+			at, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				v.Add(t.key, "must be an RFC 3339 time, not %q", s)
+			}
+			*t.dst = at
+		}
+	}
+	aq.Limit, aq.Before = pageQuery(r, v)
+	if err := v.Err(); err != nil {
+		writeInvalid(w, err)
+		return
+	}
+	entries, next, err := d.Audit(aq)
+	if err != nil {
+		h.viewError(w, r, err)
+		return
+	}
+	if entries == nil {
+		entries = []record.Audit{}
+	}
+	writeJSON(w, http.StatusOK, AuditList{Entries: entries, Next: next})
+}
+
+// viewError answers an error of the view: a bad cursor names before, the
+// rest is 503.
+func (h *handler) viewError(w http.ResponseWriter, r *http.Request, err error) {
+	for _, field := range []string{"before", "limit", "state"} {
+		if strings.HasPrefix(err.Error(), field) {
+			writeError(w, http.StatusUnprocessableEntity, "invalid query", []alerts.FieldError{{Field: field, Message: strings.TrimPrefix(strings.TrimPrefix(err.Error(), field), ": ")}})
+			return
+		}
+	}
+	h.log.Error("read the view", "route", r.Pattern, "error", err)
+	writeError(w, http.StatusServiceUnavailable, "cannot read the alert list now; try again", nil)
+}
+
+// taxonomy handles GET /v1/taxonomy.
+func (h *handler) taxonomy(w http.ResponseWriter, r *http.Request) {
+	t := taxonomy.Default()
+	writeJSON(w, http.StatusOK, Taxonomy{Sectors: t.Sectors(), Regions: t.Regions()})
+}

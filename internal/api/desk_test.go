@@ -1,0 +1,138 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/record"
+)
+
+func TestAlertList(t *testing.T) {
+	e := newEnv(t, withRelease)
+	green := strings.Replace(validAlert, `"TLP:AMBER"`, `"GREEN"`, 1)
+	var ids []string
+	for i := range 3 {
+		body := strings.Replace(green, `"title": "Car wash`, fmt.Sprintf(`"id": "g-%d", "title": "Car wash %d`, i, i), 1)
+		resp, out := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: body})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", out)
+		ids = append(ids, publishResp(t, out).ID)
+	}
+	resp, out := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: strings.Replace(validAlert, `"title"`, `"id": "a-pending", "title"`, 1)})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", out)
+	e.synced()
+
+	get := func(token, query string) (int, api.AlertList) {
+		resp, body := e.do(request{method: "GET", path: "/v1/alerts" + query, token: token})
+		var l api.AlertList
+		if resp.StatusCode == http.StatusOK {
+			require.NoError(t, json.Unmarshal(body, &l), "%s", body)
+		}
+		return resp.StatusCode, l
+	}
+	code, all := get(analystToken, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, all.Alerts, 4)
+	states := map[string]string{}
+	for _, s := range all.Alerts {
+		states[s.ID] = s.State
+		assert.Equal(t, "api:alice", s.IssuedBy, s.ID)
+	}
+	assert.Equal(t, map[string]string{"g-0": "published", "g-1": "published", "g-2": "published", "a-pending": "pending"}, states)
+
+	code, pending := get(adminToken, "?state=pending")
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, pending.Alerts, 1)
+	assert.Equal(t, "a-pending", pending.Alerts[0].ID)
+	assert.Equal(t, record.StatePending, pending.Alerts[0].State)
+
+	// Paging: two pages of two, newest first, no alert twice.
+	code, p1 := get(analystToken, "?limit=2")
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, p1.Alerts, 2)
+	require.NotEmpty(t, p1.Next)
+	code, p2 := get(analystToken, "?limit=2&before="+p1.Next)
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, p2.Alerts, 2)
+	seen := map[string]bool{}
+	for _, s := range append(p1.Alerts, p2.Alerts...) {
+		assert.False(t, seen[s.ID], "%s listed twice", s.ID)
+		seen[s.ID] = true
+	}
+	assert.Len(t, seen, 4)
+
+	for query, field := range map[string]string{"?state=lost": "state", "?limit=0": "limit", "?limit=x": "limit", "?limit=501": "limit"} {
+		resp, body := e.do(request{method: "GET", path: "/v1/alerts" + query, token: analystToken})
+		require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s: %s", query, body)
+		assert.Equal(t, []string{field}, fields(decodeError(t, body)), query)
+	}
+	code, _ = get("", "")
+	assert.Equal(t, http.StatusUnauthorized, code)
+	code, _ = get(partnerToken, "")
+	assert.Equal(t, http.StatusForbidden, code, "partners never see the alert list")
+}
+
+func TestAuditTrail(t *testing.T) {
+	e := newEnv(t, withRelease)
+	_, out := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
+	id := publishResp(t, out).ID
+	e.do(request{method: "POST", path: "/v1/alerts/" + id + "/approve", token: secondAnalystToken})
+	e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken,
+		body: `{"name": "Acme", "kind": "business", "sectors": ["car-washes"], "clearance": "GREEN", "email": [{"address": "a@acme.example"}]}`})
+	e.do(request{method: "GET", path: "/v1/subscribers", token: "hrld_wrong"})
+	e.synced()
+
+	resp, body := e.do(request{method: "GET", path: "/v1/audit", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var l api.AuditList
+	require.NoError(t, json.Unmarshal(body, &l))
+	var got []string
+	for _, a := range l.Entries {
+		got = append(got, a.Actor+" "+a.Action+" "+a.Object)
+		assert.NotContains(t, string(body), "hrld_", "never a token")
+	}
+	assert.Subset(t, got, []string{
+		"api:alice alert.submit alert:" + id,
+		"api:bob alert.approve alert:" + id,
+		"api:ops subscriber.put subscriber:acme",
+		"unknown token.refused route:GET /v1/subscribers",
+	})
+
+	resp, body = e.do(request{method: "GET", path: "/v1/audit?actor=api:bob", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, json.Unmarshal(body, &l))
+	require.Len(t, l.Entries, 1)
+	assert.Equal(t, record.ActionApprove, l.Entries[0].Action)
+
+	resp, body = e.do(request{method: "GET", path: "/v1/audit?object=subscriber:", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, json.Unmarshal(body, &l))
+	require.Len(t, l.Entries, 1)
+	assert.Equal(t, true, l.Entries[0].Details["created"])
+	assert.Contains(t, l.Entries[0].Details["changed"], "clearance", "the fields that changed, by name")
+	resp, body = e.do(request{method: "GET", path: "/v1/audit?since=yesterday", token: adminToken})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	assert.Equal(t, []string{"since"}, fields(decodeError(t, body)))
+	resp, _ = e.do(request{method: "GET", path: "/v1/audit", token: analystToken})
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode, "the audit trail is for administrators")
+}
+
+func TestTaxonomyForEveryRole(t *testing.T) {
+	e := newEnv(t)
+	for _, tok := range []string{analystToken, adminToken, partnerToken} {
+		resp, body := e.do(request{method: "GET", path: "/v1/taxonomy", token: tok})
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		var tx api.Taxonomy
+		require.NoError(t, json.Unmarshal(body, &tx))
+		assert.GreaterOrEqual(t, len(tx.Sectors), 19)
+		assert.Len(t, tx.Regions, 13)
+	}
+	resp, _ := e.do(request{method: "GET", path: "/v1/taxonomy"})
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+}
