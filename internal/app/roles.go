@@ -272,9 +272,9 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 			}
 			return a.bus.Ping(ctx)
 		},
-		Metrics:         a.metrics,
-		Now:             a.now,
-		Log:             a.log.With("role", RoleAPI),
+		Metrics: a.metrics,
+		Now:     a.now,
+		Log:     a.log.With("role", RoleAPI),
 	}
 	return a.listen("api.listen", a.cfg.API.Listen, srv.Handler())
 }
