@@ -64,8 +64,8 @@ type subscriberStore struct {
 	deletes []string
 }
 
-func (w *subscriberStore) Put(ctx context.Context, actor string, subs []*subscribers.Subscriber, prev func(string) *subscribers.Subscriber) error {
-	if err := w.SubscriberStore.Put(ctx, actor, subs, prev); err != nil {
+func (w *subscriberStore) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(string) *subscribers.Subscriber) error {
+	if err := w.SubscriberStore.Put(ctx, actor, reason, subs, prev); err != nil {
 		return err
 	}
 	w.mu.Lock()
@@ -185,11 +185,13 @@ func newEnv(t testing.TB, options ...any) *env {
 		Decide: func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
 			return fanout.Decide(a, e.reg, prior, now, policy.Options{})
 		},
-		Audit:    app.AuditLog(b, now),
-		Ledger:   publish.KafkaIndex{R: b},
-		Registry: e.reg,
-		Writer:   e.wr,
-		Taxonomy: taxonomy{},
+		Audit:     app.AuditLog(b, now),
+		Ledger:    publish.KafkaIndex{R: b},
+		Registry:  e.reg,
+		Directory: e.reg,
+		Endpoints: e.wr,
+		Writer:    e.wr,
+		Taxonomy:  taxonomy{},
 		Tokens: []config.Token{
 			{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(analystToken)},
 			{Name: "bob", Role: config.RoleAnalyst, SHA256: config.HashToken(secondAnalystToken)},

@@ -49,7 +49,7 @@ type Subscribers interface {
 // trail; prev returns the record a put replaces. The registry sees the
 // change once it has consumed it.
 type SubscriberWriter interface {
-	Put(ctx context.Context, actor string, subs []*subscribers.Subscriber, prev func(id string) *subscribers.Subscriber) error
+	Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(id string) *subscribers.Subscriber) error
 	Delete(ctx context.Context, actor, id string) error
 }
 
@@ -66,6 +66,10 @@ type Server struct {
 	Audit *audit.Log
 	// Desk answers the alert list and the audit trail (the view).
 	Desk Desk
+	// Directory gives the partner records as written and their endpoint
+	// states; Endpoints records an administrator's change of one.
+	Directory Directory
+	Endpoints EndpointWriter
 	// Ledger answers status questions and checks what updates and
 	// cancels reference.
 	Ledger Ledger
@@ -144,6 +148,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/alerts/{id}/deliveries", h.auth(readers, h.deliveries))
 	mux.Handle("POST /v1/alerts/{id}/approve", h.auth(analyst, h.approve))
 	mux.Handle("POST /v1/alerts/{id}/reject", h.auth(analyst, h.reject))
+	mux.Handle("GET /v1/partners", h.auth(readers, h.listPartners))
+	mux.Handle("POST /v1/subscribers/{id}/suspend", h.auth(admin, h.setStatus(subscribers.StatusSuspended)))
+	mux.Handle("POST /v1/subscribers/{id}/resume", h.auth(admin, h.setStatus(subscribers.StatusActive)))
+	mux.Handle("GET /v1/subscribers/{id}/endpoints", h.auth(admin, h.listEndpoints))
+	mux.Handle("POST /v1/subscribers/{id}/webhooks/{index}/enable", h.auth(admin, h.setEndpoint(false)))
+	mux.Handle("POST /v1/subscribers/{id}/webhooks/{index}/disable", h.auth(admin, h.setEndpoint(true)))
 	mux.Handle("GET /v1/subscribers", h.auth(admin, h.listSubscribers))
 	mux.Handle("GET /v1/subscribers/{id}", h.auth(admin, h.getSubscriber))
 	mux.Handle("PUT /v1/subscribers/{id}", h.auth(admin, h.putSubscriber))

@@ -81,9 +81,15 @@ func (h *handler) listSubscribers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list := h.Registry.List()
-	out := SubscriberList{Subscribers: make([]*subscribers.Subscriber, len(list))}
-	for i, s := range list {
-		out.Subscribers[i] = redacted(s)
+	out := SubscriberList{Subscribers: make([]*subscribers.Subscriber, 0, len(list))}
+	for _, s := range list {
+		// The records as written, as GET of one returns them.
+		if h.Directory != nil {
+			if rec := h.Directory.Record(s.ID); rec != nil {
+				s = rec
+			}
+		}
+		out.Subscribers = append(out.Subscribers, redacted(s))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -94,10 +100,10 @@ func (h *handler) getSubscriber(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "the subscriber registry is not available on this server", nil)
 		return
 	}
-	id := r.PathValue("id")
-	s := h.Registry.Get(id)
+	// The record as written: what a PUT of the edited record replaces.
+	// Endpoint states Herald recorded are at …/endpoints.
+	s := h.record(w, r)
 	if s == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no subscriber %q", id), nil)
 		return
 	}
 	writeJSON(w, http.StatusOK, redacted(s))
@@ -129,8 +135,8 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 	}
 	v := &alerts.ValidationError{What: "invalid subscriber"}
 	var old *subscribers.Subscriber
-	if h.Registry != nil {
-		old = h.Registry.Get(id)
+	if h.Directory != nil {
+		old = h.Directory.Record(id)
 	}
 	restoreSecrets(s, old, v)
 	if err := v.Err(); err != nil {
@@ -145,7 +151,7 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
 		return
 	}
-	if err := h.Writer.Put(r.Context(), actor(r), []*subscribers.Subscriber{s}, func(string) *subscribers.Subscriber { return old }); err != nil {
+	if err := h.Writer.Put(r.Context(), actor(r), "", []*subscribers.Subscriber{s}, func(string) *subscribers.Subscriber { return old }); err != nil {
 		h.log.Error("put subscriber", "subscriber", s.ID, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the record could not be stored; try again", nil)
 		return

@@ -257,6 +257,8 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		},
 		Audit:           AuditLog(a.bus, a.now),
 		Desk:            a.view,
+		Directory:       a.registry,
+		Endpoints:       SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},
 		Ledger:          index,
 		Registry:        a.registry,
 		Writer:          SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},

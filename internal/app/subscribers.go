@@ -22,9 +22,10 @@ type SubscriberStore struct {
 	Audit *audit.Log
 }
 
-// Put writes the records (validated by the caller), as actor; prev returns
-// the record each replaces, for the audit trail's list of changed fields.
-func (s SubscriberStore) Put(ctx context.Context, actor string, subs []*subscribers.Subscriber, prev func(id string) *subscribers.Subscriber) error {
+// Put writes the records (validated by the caller), as actor, for reason
+// (may be empty); prev returns the record each replaces, for the audit
+// trail's list of changed fields.
+func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(id string) *subscribers.Subscriber) error {
 	msgs := make([]kafka.Message, len(subs))
 	for i, sub := range subs {
 		v, err := json.Marshal(sub)
@@ -46,7 +47,7 @@ func (s SubscriberStore) Put(ctx context.Context, actor string, subs []*subscrib
 			details["created"] = true
 		}
 		if err := s.Audit.Record(ctx, record.Audit{Actor: actor, Action: record.ActionSubscriberPut,
-			Object: "subscriber:" + sub.ID, Details: details}); err != nil {
+			Object: "subscriber:" + sub.ID, Reason: reason, Details: details}); err != nil {
 			return err
 		}
 	}

@@ -84,9 +84,19 @@ func newSubscribersCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s := reg.Get(args[0])
+			// The record as written, so that it can be edited and put
+			// back; endpoints Herald disabled are listed apart.
+			s := reg.Record(args[0])
 			if s == nil {
-				return fmt.Errorf("no subscriber %q", args[0])
+				return fmt.Errorf("no subscriber %q", printable(args[0]))
+			}
+			if states := reg.Endpoints(s.ID); len(states) > 0 {
+				for _, st := range states {
+					if st.Disabled {
+						fmt.Fprintf(e.stderr, "herald: webhook %s is disabled (%s by %s at %s)\n", printable(subscribers.RedactURL(st.URL)),
+							printable(st.Reason), printable(st.By), st.At.UTC().Format(time.RFC3339))
+					}
+				}
 			}
 			return e.writeJSON(s)
 		},
@@ -175,7 +185,7 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 		return err
 	}
 	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
-	if err := store.Put(ctx, operator(), subs, reg.Get); err != nil {
+	if err := store.Put(ctx, operator(), "", subs, reg.Get); err != nil {
 		return err
 	}
 	for _, s := range subs {

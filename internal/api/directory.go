@@ -1,0 +1,192 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// Partner is one partner as analysts see it in the directory: who it is
+// and what it may receive, never its addresses, keys or secrets.
+type Partner struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"`
+	Kind        string          `json:"kind"`
+	Sectors     []string        `json:"sectors,omitempty"`
+	Regions     []string        `json:"regions,omitempty"`
+	MinSeverity alerts.Severity `json:"min_severity,omitempty"`
+	Clearance   alerts.TLP      `json:"clearance"`
+	Sensitive   bool            `json:"sensitive"`
+	AcceptsTest bool            `json:"accepts_test"`
+	Status      string          `json:"status"`
+	Emails      int             `json:"emails"`
+	Webhooks    int             `json:"webhooks"`
+}
+
+// PartnerList is the answer to GET /v1/partners.
+type PartnerList struct {
+	Partners []Partner `json:"partners"`
+}
+
+// EndpointList is the answer to GET /v1/subscribers/{id}/endpoints: the
+// state Herald recorded for each webhook of a partner (disabled after a
+// 410 Gone, enabled again by an administrator), beside the record.
+type EndpointList struct {
+	Endpoints []subscribers.EndpointState `json:"endpoints"`
+}
+
+// Directory is what the partner directory needs of the registry beyond
+// Subscribers: the records as written (an administrator edits those, never
+// the effective record with endpoint states applied) and endpoint states.
+// *subscribers.Registry satisfies it.
+type Directory interface {
+	Record(id string) *subscribers.Subscriber
+	Endpoints(subscriber string) []subscribers.EndpointState
+}
+
+// EndpointWriter records an administrator's change of an endpoint's state
+// as its own record (app.SubscriberStore satisfies it).
+type EndpointWriter interface {
+	SetEndpoint(ctx context.Context, actor, subscriber, url string, disabled bool, reason string, now time.Time) error
+}
+
+// listPartners handles GET /v1/partners: the directory analysts pick named
+// partners from.
+func (h *handler) listPartners(w http.ResponseWriter, r *http.Request) {
+	if h.Registry == nil {
+		writeError(w, http.StatusServiceUnavailable, "the subscriber registry is not available on this server", nil)
+		return
+	}
+	list := h.Registry.List()
+	out := PartnerList{Partners: make([]Partner, len(list))}
+	for i, s := range list {
+		out.Partners[i] = Partner{ID: s.ID, Name: s.Name, Kind: s.Kind, Sectors: s.Sectors, Regions: s.Regions,
+			MinSeverity: s.MinSeverity, Clearance: s.Clearance, Sensitive: s.Sensitive, AcceptsTest: s.AcceptsTest,
+			Status: s.Status, Emails: len(s.Email), Webhooks: len(s.Webhooks)}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// reasonRequest is the body of an administrator's action that needs a
+// reason.
+type reasonRequest struct {
+	Reason string `json:"reason"`
+}
+
+// decodeReason reads {"reason": …}, required and one line of text.
+func decodeReason(w http.ResponseWriter, r *http.Request) (string, bool) {
+	body, err := readBody(w, r, 16<<10)
+	if err != nil {
+		return "", false
+	}
+	var req reasonRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeDecodeError(w, "request", err)
+		return "", false
+	}
+	v := &alerts.ValidationError{What: "invalid request"}
+	alerts.CheckLine(v, "reason", strings.TrimSpace(req.Reason), 1, alerts.MaxTitle)
+	if err := v.Err(); err != nil {
+		writeInvalid(w, err)
+		return "", false
+	}
+	return strings.TrimSpace(req.Reason), true
+}
+
+// record returns the partner record named in the path as written, or
+// answers 404 and returns nil.
+func (h *handler) record(w http.ResponseWriter, r *http.Request) *subscribers.Subscriber {
+	id := r.PathValue("id")
+	var s *subscribers.Subscriber
+	if h.Directory != nil && alerts.ValidID(id) {
+		s = h.Directory.Record(id)
+	}
+	if s == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no subscriber %q", id), nil)
+	}
+	return s
+}
+
+// setStatus handles POST /v1/subscribers/{id}/suspend and …/resume: a new
+// version of the record with its status changed, the reason in the audit
+// trail.
+func (h *handler) setStatus(status string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		reason, ok := decodeReason(w, r)
+		if !ok {
+			return
+		}
+		old := h.record(w, r)
+		if old == nil {
+			return
+		}
+		s := *old
+		s.Status = status
+		if h.Writer == nil {
+			writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
+			return
+		}
+		if err := h.Writer.Put(r.Context(), actor(r), reason, []*subscribers.Subscriber{&s},
+			func(string) *subscribers.Subscriber { return old }); err != nil {
+			h.log.Error("set subscriber status", "subscriber", s.ID, "error", err)
+			writeError(w, http.StatusServiceUnavailable, "the record could not be stored; try again", nil)
+			return
+		}
+		h.log.Info("subscriber status set", "subscriber", s.ID, "status", status)
+		writeJSON(w, http.StatusOK, redacted(&s))
+	}
+}
+
+// listEndpoints handles GET /v1/subscribers/{id}/endpoints.
+func (h *handler) listEndpoints(w http.ResponseWriter, r *http.Request) {
+	s := h.record(w, r)
+	if s == nil {
+		return
+	}
+	states := h.Directory.Endpoints(s.ID)
+	if states == nil {
+		states = []subscribers.EndpointState{}
+	}
+	writeJSON(w, http.StatusOK, EndpointList{Endpoints: states})
+}
+
+// enableEndpoint handles POST /v1/subscribers/{id}/webhooks/{index}/enable
+// (and …/disable): an administrator's change of one endpoint's state,
+// recorded as its own record beside the partner's.
+func (h *handler) setEndpoint(disabled bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		reason, ok := decodeReason(w, r)
+		if !ok {
+			return
+		}
+		s := h.record(w, r)
+		if s == nil {
+			return
+		}
+		i, err := strconv.Atoi(r.PathValue("index"))
+		if err != nil || i < 0 || i >= len(s.Webhooks) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("subscriber %s has no webhook %q (webhooks are numbered from 0)", s.ID, r.PathValue("index")), nil)
+			return
+		}
+		if h.Endpoints == nil {
+			writeError(w, http.StatusServiceUnavailable, "endpoint states cannot be written on this server", nil)
+			return
+		}
+		if err := h.Endpoints.SetEndpoint(r.Context(), actor(r), s.ID, s.Webhooks[i].URL, disabled, reason, h.now()); err != nil {
+			h.log.Error("set endpoint state", "subscriber", s.ID, "error", err)
+			writeError(w, http.StatusServiceUnavailable, "the endpoint state could not be stored; try again", nil)
+			return
+		}
+		writeJSON(w, http.StatusOK, subscribers.EndpointState{Subscriber: s.ID, URL: s.Webhooks[i].URL, Disabled: disabled,
+			Reason: reason, By: actor(r), At: h.now().UTC()})
+	}
+}
