@@ -55,7 +55,7 @@ func (b *Bus) Consume(ctx context.Context, group string, topics []string, handle
 	})
 	defer stop()
 
-	backoff := b.cfg.Consumer.RetryBackoffMin
+	bo := newBackoff(b.cfg.Consumer.RetryBackoffMin, b.cfg.Consumer.RetryBackoffMax)
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -68,15 +68,12 @@ func (b *Bus) Consume(ctx context.Context, group string, topics []string, handle
 			return fmt.Errorf("consume group %s: %w", group, err)
 		}
 		if progressed {
-			backoff = b.cfg.Consumer.RetryBackoffMin
+			bo.reset()
 		}
-		log.Warn("kafka consumer: will fetch again from the last committed offset", "error", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
+		log.Warn("kafka consumer: will fetch again from the last committed offset", "error", err, "backoff", bo.current())
+		if !bo.wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, b.cfg.Consumer.RetryBackoffMax)
 	}
 }
 

@@ -188,19 +188,16 @@ func (b *Bus) readRanges(ctx context.Context, topic string, only func(n int) map
 // errors, with back-off from 100ms. Errors from a caller's function
 // (fnError), fatal errors and the end of ctx are not retried.
 func retry(ctx context.Context, f func() error) error {
-	backoff := 100 * time.Millisecond
+	bo := newBackoff(100*time.Millisecond, 5*time.Second)
 	for attempt := 0; ; attempt++ {
 		err := f()
 		var fe fnError
 		if err == nil || attempt == 4 || errors.As(err, &fe) || isFatal(err) || ctx.Err() != nil {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if !bo.wait(ctx) {
 			return err
-		case <-time.After(backoff):
 		}
-		backoff *= 2
 	}
 }
 
@@ -317,20 +314,8 @@ func readBytes(b protocol.Bytes) ([]byte, error) {
 func (b *Bus) Follow(ctx context.Context, topic string, fn func(kafka.Message) error, caughtUp func()) error {
 	full := b.Topic(topic)
 	var rs []partitionRange
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		var err error
-		if rs, err = b.ranges(ctx, full); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		b.log.Warn("follow kafka topic: will retry", "topic", full, "error", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
+	if !b.until(ctx, "follow kafka topic "+full, func() (err error) { rs, err = b.ranges(ctx, full); return err }) {
+		return nil
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -392,11 +377,11 @@ func (b *Bus) followPartition(ctx context.Context, topic string, r partitionRang
 		}
 		return nil
 	}
-	backoff := 100 * time.Millisecond
+	bo := readBackoff()
 	for ctx.Err() == nil {
 		next, err := b.readPartition(ctx, topic, r.partition, off, -1, b.cfg.Consumer.MaxWait, wrapped)
 		if next > off {
-			backoff = 100 * time.Millisecond
+			bo.reset()
 		}
 		off = next
 		if ctx.Err() != nil {
@@ -411,13 +396,10 @@ func (b *Bus) followPartition(ctx context.Context, topic string, r partitionRang
 			signalled = true
 			reached()
 		}
-		b.log.Warn("follow kafka topic: will retry", "topic", topic, "partition", r.partition, "offset", off, "error", err)
-		select {
-		case <-ctx.Done():
+		b.log.Warn("follow kafka topic: will retry", "topic", topic, "partition", r.partition, "offset", off, "error", err, "backoff", bo.current())
+		if !bo.wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 	return nil
 }
@@ -569,20 +551,8 @@ type Batch struct {
 func (b *Bus) FollowFrom(ctx context.Context, topic string, from map[int]int64, fn func(Batch) error) error {
 	full := b.Topic(topic)
 	var rs []partitionRange
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		var err error
-		if rs, err = b.ranges(ctx, full); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		b.log.Warn("follow kafka topic: will retry", "topic", full, "error", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
+	if !b.until(ctx, "follow kafka topic "+full, func() (err error) { rs, err = b.ranges(ctx, full); return err }) {
+		return nil
 	}
 	have := make(map[int]partitionRange, len(rs))
 	for _, r := range rs {
@@ -638,11 +608,11 @@ func (b *Bus) followBatches(ctx context.Context, topic, full string, r partition
 			return err
 		}
 	}
-	backoff := 100 * time.Millisecond
+	bo := readBackoff()
 	for ctx.Err() == nil {
 		msgs, next, err := b.fetchBatch(ctx, full, r.partition, off, b.cfg.Consumer.MaxWait)
 		if err == nil {
-			backoff = 100 * time.Millisecond
+			bo.reset()
 			if len(msgs) > 0 || next != off {
 				if err := fn(Batch{Topic: topic, Partition: r.partition, Messages: msgs, Next: next}); err != nil {
 					return err
@@ -657,13 +627,10 @@ func (b *Bus) followBatches(ctx context.Context, topic, full string, r partition
 		if errors.Is(err, ErrNotResumable) {
 			return err
 		}
-		b.log.Warn("follow kafka topic: will retry", "topic", full, "partition", r.partition, "offset", off, "error", err)
-		select {
-		case <-ctx.Done():
+		b.log.Warn("follow kafka topic: will retry", "topic", full, "partition", r.partition, "offset", off, "error", err, "backoff", bo.current())
+		if !bo.wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 	return nil
 }
