@@ -251,11 +251,15 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 			return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
 				// Decide against every subscriber change and every receipt
 				// (ids already fanned out, prior recipients) acknowledged
-				// before these alerts were fetched.
-				if err := a.follower.Sync(ctx); err != nil {
+				// before these alerts were fetched: one request for both.
+				offs, err := a.bus.Offsets(ctx, bus.TopicSubscribers, bus.TopicReceipts)
+				if err != nil {
+					return fmt.Errorf("read the offsets the fan-out decides against: %w", err)
+				}
+				if err := a.follower.SyncTo(ctx, offs[bus.TopicSubscribers]); err != nil {
 					return err
 				}
-				if err := a.view.Sync(ctx, bus.TopicReceipts); err != nil {
+				if err := a.view.SyncTo(ctx, map[string][]bus.PartitionOffsets{bus.TopicReceipts: offs[bus.TopicReceipts]}); err != nil {
 					return err
 				}
 				return w.Handle(ctx, msgs)

@@ -50,9 +50,19 @@ func (f *registryFollower) run(ctx context.Context, caughtUp func()) error {
 // Sync waits until every record written to the subscribers topic before
 // Sync was called has been applied to the registry.
 func (f *registryFollower) Sync(ctx context.Context) error {
-	hw, err := f.bus.HighWatermarks(ctx, bus.TopicSubscribers)
+	offs, err := f.bus.Offsets(ctx, bus.TopicSubscribers)
 	if err != nil {
 		return fmt.Errorf("sync subscriber registry: %w", err)
+	}
+	return f.SyncTo(ctx, offs[bus.TopicSubscribers])
+}
+
+// SyncTo waits until the registry has applied the subscribers topic up to
+// the given offsets (bus.Offsets, read by the caller).
+func (f *registryFollower) SyncTo(ctx context.Context, offs []bus.PartitionOffsets) error {
+	hw := make(map[int]int64, len(offs))
+	for _, po := range offs {
+		hw[po.Partition] = po.End
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/herald-alerts/herald/internal/config"
 )
 
 // Handler processes a batch of messages from a consumer group. Returning nil
@@ -162,17 +164,7 @@ func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []s
 			return progressed, fmt.Errorf("fetch: %w", err)
 		}
 		batch = append(batch, m)
-		if len(batch) < cc.CommitBatch {
-			lctx, lcancel := context.WithTimeout(ctx, cc.Linger)
-			for len(batch) < cc.CommitBatch {
-				m, err := r.FetchMessage(lctx)
-				if err != nil {
-					break
-				}
-				batch = append(batch, m)
-			}
-			lcancel()
-		}
+		batch = gather(ctx, r, batch, cc)
 
 		if err := handle(hctx, batch); err != nil {
 			return progressed, fmt.Errorf("handler failed on %d messages from %s[%d]@%d: %w",
@@ -191,6 +183,33 @@ func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []s
 			return progressed, nil
 		}
 	}
+}
+
+// drainWait is how long gather waits for a message the reader may already
+// hold: long enough to take what is queued, short against a delivery.
+const drainWait = 100 * time.Microsecond
+
+// gather adds to batch what the reader already holds and, only while the
+// brokers report more waiting behind the last message (a backlog), what
+// arrives within Linger, up to CommitBatch messages. One alert at a time
+// is handed on at once; a burst is handed on in large batches.
+func gather(ctx context.Context, r *kafka.Reader, batch []kafka.Message, cc config.KafkaConsumer) []kafka.Message {
+	deadline := time.Now().Add(cc.Linger)
+	for len(batch) < cc.CommitBatch {
+		last := batch[len(batch)-1]
+		wait := drainWait
+		if last.HighWaterMark > last.Offset+1 {
+			wait = max(drainWait, time.Until(deadline))
+		}
+		lctx, cancel := context.WithTimeout(ctx, wait)
+		m, err := r.FetchMessage(lctx)
+		cancel()
+		if err != nil {
+			return batch
+		}
+		batch = append(batch, m)
+	}
+	return batch
 }
 
 // dialer returns a kafka-go Dialer with the Bus's TLS and SASL settings, for

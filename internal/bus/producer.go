@@ -38,7 +38,7 @@ func (b *Bus) Producer(topic string) *Producer {
 		Balancer:               &kafka.Murmur2Balancer{},
 		BatchSize:              1000,
 		BatchBytes:             1 << 20, // kfake's and Kafka's default message.max.bytes is 1 MiB + 12.
-		BatchTimeout:           2 * time.Millisecond,
+		BatchTimeout:           200 * time.Microsecond,
 		WriteTimeout:           requestTimeout,
 		ReadTimeout:            requestTimeout,
 		RequiredAcks:           kafka.RequireAll,

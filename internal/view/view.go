@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -630,8 +631,27 @@ func (v *View) Sync(ctx context.Context, topics ...string) error {
 	if err != nil {
 		return fmt.Errorf("sync view: %w", err)
 	}
+	return v.SyncTo(ctx, offs)
+}
+
+// SyncTo is Sync to offsets the caller read (bus.Offsets of some of the
+// view's topics, perhaps with other topics the caller waits for as well),
+// so that one request serves several followers.
+func (v *View) SyncTo(ctx context.Context, offs map[string][]bus.PartitionOffsets) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, syncTimeout, fmt.Errorf("not caught up within %s", syncTimeout))
+	defer cancel()
+	select {
+	case <-v.started:
+	case <-ctx.Done():
+		return fmt.Errorf("sync view: Run has not started: %w", context.Cause(ctx))
+	}
 	want := map[string]map[int]int64{}
+	var topics []string
 	for t, ps := range offs {
+		if !slices.Contains(Topics, t) {
+			continue
+		}
+		topics = append(topics, t)
 		want[t] = map[int]int64{}
 		for _, po := range ps {
 			want[t][po.Partition] = po.End
