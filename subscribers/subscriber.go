@@ -18,7 +18,7 @@ import (
 	"strings"
 
 	"github.com/herald-alerts/herald/alerts"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Kinds of partner organisation.
