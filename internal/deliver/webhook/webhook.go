@@ -385,7 +385,7 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 	log := n.log.With("alert", job.Alert.ID, "subscriber", sub.ID, "delivery", job.ID, "endpoint", target)
 	resp, err := client.Do(req)
 	if err != nil {
-		f := classifyError(ctx, actx, err)
+		f := classifyError(actx, err)
 		f.Err = fmt.Errorf("deliver webhook to %s: %w", target, unwrapURL(err))
 		log.Debug("webhook attempt failed", "reason", f.Reason, "temporary", f.Temporary, "error", f.Err)
 		return f
