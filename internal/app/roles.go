@@ -163,7 +163,10 @@ func (a *App) deliverRole() (func(context.Context) error, error) {
 }
 
 // CheckSubscriber normalises and validates a record for registration: its
-// fields, keys, and webhook URLs against the operator's webhook settings.
+// fields and keys (Subscriber.Validate, which applies the webhook URL rule
+// allowing plain-http loopback), then its webhook URLs against the
+// operator's webhook settings (webhook.CheckTarget: plain http only when
+// webhooks.allow_insecure_loopback is on, and the SSRF guard).
 func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Time) error {
 	s.Normalize()
 	err := s.Validate(taxonomy.Default(), func(armored string) error { return pgp.CheckKeyParses(armored) })
@@ -177,8 +180,8 @@ func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Tim
 		return err
 	}
 	for i, w := range s.Webhooks {
-		if subscribers.CheckURL(w.URL) != nil {
-			continue // already reported
+		if _, _, err := subscribers.WebhookURL(w.URL, true); err != nil {
+			continue // Validate reported it
 		}
 		if err := webhook.CheckTarget(w.URL, wc); err != nil {
 			v.Add(fmt.Sprintf("webhooks[%d].url", i), "%v", err)

@@ -286,9 +286,12 @@ func TestSSRFGuardAtDialTime(t *testing.T) {
 func TestPlainHTTP(t *testing.T) {
 	rc := webhooktest.New(t)
 	names := webhooktest.Resolver(map[string][]string{
+		"localhost":             {"127.0.0.1"},
 		"dev.partner.test":      {"127.0.0.1"},
 		"metadata.partner.test": {"169.254.169.254"},
 	})
+	// What a tampered resolver or hosts file could make of localhost.
+	hijacked := webhooktest.Resolver(map[string][]string{"localhost": {"169.254.169.254"}})
 	tests := []struct {
 		name    string
 		target  string
@@ -297,13 +300,21 @@ func TestPlainHTTP(t *testing.T) {
 	}{
 		{"refused when not enabled", rc.URL("/h"), webhook.Config{AllowCIDRs: mustPrefixes("127.0.0.0/8")}, false},
 		{"loopback literal when enabled", rc.URL("/h"), webhook.Config{AllowInsecureLoopback: true}, true},
-		{"name resolving to loopback when enabled", rc.URLFor("dev.partner.test", "/h"), webhook.Config{AllowInsecureLoopback: true}, true},
+		{"localhost when enabled", rc.URLFor("localhost", "/h"), webhook.Config{AllowInsecureLoopback: true}, true},
+		// The webhook URL rule (subscribers.WebhookURL), as the policy
+		// applies it: plain http goes to localhost or a loopback literal,
+		// never to another name, whatever it resolves to.
+		{"other name refused even if it resolves to loopback", rc.URLFor("dev.partner.test", "/h"), webhook.Config{AllowInsecureLoopback: true}, false},
 		{"name resolving elsewhere refused even if allow-listed", rc.URLFor("metadata.partner.test", "/h"),
 			webhook.Config{AllowInsecureLoopback: true, AllowCIDRs: mustPrefixes("169.254.0.0/16")}, false},
+		{"localhost resolving elsewhere refused at connection time", rc.URLFor("localhost", "/h"),
+			webhook.Config{AllowInsecureLoopback: true, AllowCIDRs: mustPrefixes("169.254.0.0/16"), LookupIP: hijacked}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.LookupIP = names
+			if tt.cfg.LookupIP == nil {
+				tt.cfg.LookupIP = names
+			}
 			tt.cfg.Timeout = 5 * time.Second
 			n := newNotifier(t, tt.cfg, webhooktest.NewSigner(t))
 			sub := testSub(tt.target)
@@ -359,6 +370,9 @@ func TestCheckTarget(t *testing.T) {
 		{"http://[::1]:8080/h", dev, ""},
 		{"http://localhost:8080/h", dev, ""},
 		{"http://198.51.100.7/h", dev, "only to loopback"},
+		{"http://dev.partner.test/h", dev, "only to loopback"},
+		{"http://localhost.evil.example/h", dev, "only to loopback"},
+		{"https://%zz/h", webhook.Config{}, "not a URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
