@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"syscall"
 
 	"github.com/herald-alerts/herald/subscribers"
@@ -258,20 +257,15 @@ func (g *guard) control(network, address string, _ syscall.RawConn) error {
 // every connection (and a plain-http localhost must resolve to loopback).
 // It runs when a record is registered and before every delivery.
 func CheckTarget(rawURL string, cfg Config) error {
-	_, err := checkTarget(rawURL, cfg)
-	return err
-}
-
-func checkTarget(rawURL string, cfg Config) (*url.URL, error) {
 	u, plain, err := subscribers.WebhookURL(rawURL, cfg.AllowInsecureLoopback)
 	if err != nil {
-		return nil, fmt.Errorf("webhook url: %w", err)
+		return fmt.Errorf("webhook url: %w", err)
 	}
 	var r *RefusedError
 	if addr, literal := parseHost(u.Hostname()); literal && !plain && errors.As(newGuard(cfg, false).check(addr), &r) {
-		return nil, fmt.Errorf("webhook url: %s is %s; allow-list the range in webhooks.allow_cidrs if it is really wanted", addr, r.Reason)
+		return fmt.Errorf("webhook url: %s is %s; allow-list the range in webhooks.allow_cidrs if it is really wanted", addr, r.Reason)
 	}
-	return u, nil
+	return nil
 }
 
 // parseHost parses a URL host (brackets already removed) as an IP address.
