@@ -12,13 +12,14 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/herald-alerts/herald/alerts"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Kinds of partner organisation.
@@ -161,7 +162,7 @@ func (s *Subscriber) Validate(tax alerts.Taxonomy, keys KeyCheck) error {
 	}
 	for i, w := range s.Webhooks {
 		f := fmt.Sprintf("webhooks[%d]", i)
-		if err := CheckURL(w.URL); err != nil {
+		if _, _, err := WebhookURL(w.URL, true); err != nil {
 			v.Add(f+".url", "%v", err)
 		} else if seen[w.URL] {
 			v.Add(f+".url", "listed twice")
@@ -211,27 +212,55 @@ func CheckAddress(addr string) error {
 	return nil
 }
 
-// CheckURL accepts an absolute http or https URL with a host and without
-// credentials or fragment. Whether plain http and the host's address are
-// allowed is decided by policy and at connection time.
-func CheckURL(raw string) error {
-	u, err := url.Parse(raw)
+// WebhookURL is the webhook URL rule, the one place it is written: an
+// absolute URL with a host, without credentials (they would travel in
+// every log line and header) or a fragment, that uses https; or plain http
+// to a loopback host (localhost or a loopback address literal) when
+// allowInsecureLoopback is set (webhooks.allow_insecure_loopback, for
+// development). plainLoopback reports that the URL is such a plain-http
+// loopback URL.
+//
+// Validate applies it with allowInsecureLoopback set, so that a record
+// naming a plain-http loopback endpoint can be registered and the
+// operator's setting decides where it matters: when the API or CLI checks
+// the record against the configuration, in the policy's decision, and in
+// the webhook transport. Where the host's addresses may lead is not this
+// rule: the transport checks every address at connection time.
+func WebhookURL(raw string, allowInsecureLoopback bool) (u *url.URL, plainLoopback bool, err error) {
+	u, err = url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("not a URL: %v", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its message repeats the URL, credentials and all
+		}
+		return nil, false, fmt.Errorf("not a URL: %v", err)
 	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return fmt.Errorf("scheme must be https, not %q", u.Scheme)
+	switch {
+	case u.Scheme != "https" && u.Scheme != "http":
+		return nil, false, fmt.Errorf("scheme must be https, not %q", u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return nil, false, errors.New("has no host")
+	case u.User != nil:
+		return nil, false, errors.New("must not carry credentials")
+	case u.Fragment != "":
+		return nil, false, errors.New("must not have a fragment")
+	case u.Scheme == "https":
+		return u, false, nil
+	case !allowInsecureLoopback || !loopbackHost(u.Hostname()):
+		return nil, false, errors.New("must use https (plain http is allowed only to loopback, localhost or a loopback address, when webhooks.allow_insecure_loopback is on)")
 	}
-	if u.Host == "" || u.Hostname() == "" {
-		return errors.New("has no host")
+	return u, true, nil
+}
+
+// loopbackHost reports whether a URL's host is localhost or a loopback
+// address literal (IPv4-mapped included). A name other than localhost is
+// not: what it resolves to can change after it is checked.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
 	}
-	if u.User != nil {
-		return errors.New("must not carry credentials")
-	}
-	if u.Fragment != "" {
-		return errors.New("must not have a fragment")
-	}
-	return nil
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // CheckSecret accepts a Standard Webhooks secret: "whsec_" followed by

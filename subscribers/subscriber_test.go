@@ -87,7 +87,8 @@ func TestValidate(t *testing.T) {
 		{"URL with fragment", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "https://hooks.acme.example/#x" }, []string{"webhooks[0].url"}},
 		{"URL without host", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "https:///herald" }, []string{"webhooks[0].url"}},
 		{"URL unparsable", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "https://%zz/" }, []string{"webhooks[0].url"}},
-		{"plain http is for the policy to judge", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "http://127.0.0.1:8080/" }, nil},
+		{"plain http to loopback is for the operator's setting to judge", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "http://127.0.0.1:8080/" }, nil},
+		{"plain http elsewhere never goes", func(s *subscribers.Subscriber) { s.Webhooks[0].URL = "http://hooks.acme.example/" }, []string{"webhooks[0].url"}},
 		{"URL twice", func(s *subscribers.Subscriber) {
 			s.Webhooks = append(s.Webhooks, subscribers.Webhook{URL: s.Webhooks[0].URL, Secrets: []string{secret1}})
 		}, []string{"webhooks[1].url"}},
@@ -331,4 +332,51 @@ func TestSharesSector(t *testing.T) {
 	assert.True(t, s.SharesSector([]string{"retail", "cleaning"}))
 	assert.False(t, s.SharesSector([]string{"retail"}))
 	assert.False(t, s.SharesSector(nil))
+}
+
+// TestWebhookURL is the webhook URL rule, which registration, the policy
+// and the webhook transport all apply.
+func TestWebhookURL(t *testing.T) {
+	const refused = "must use https (plain http is allowed only to loopback, localhost or a loopback address, when webhooks.allow_insecure_loopback is on)"
+	tests := []struct {
+		raw   string
+		allow bool
+		plain bool
+		err   string // "" for accepted
+	}{
+		{"https://hooks.acme.example/herald?token=x", false, false, ""},
+		{"HTTPS://hooks.acme.example/", false, false, ""},
+		{"https://127.0.0.1/h", false, false, ""}, // the SSRF guard's business, not this rule's
+		{"http://127.0.0.1:8080/h", true, true, ""},
+		{"http://127.9.9.9/h", true, true, ""},
+		{"http://[::1]:9000/h", true, true, ""},
+		{"http://[::ffff:127.0.0.1]/h", true, true, ""},
+		{"http://LocalHost:9000/h", true, true, ""},
+		{"http://127.0.0.1:8080/h", false, false, refused},
+		{"http://hooks.acme.example/h", true, false, refused},
+		{"http://10.0.0.1/h", true, false, refused},
+		{"http://localhost.evil.example/h", true, false, refused},
+		{"ftp://hooks.acme.example/", true, false, `scheme must be https, not "ftp"`},
+		{"/herald", true, false, `scheme must be https, not ""`},
+		{"https:///herald", true, false, "has no host"},
+		{"https://:443/herald", true, false, "has no host"},
+		{"https://user:pw@hooks.acme.example/", true, false, "must not carry credentials"},
+		{"https://hooks.acme.example/#x", true, false, "must not have a fragment"},
+		{"https://%zz/", true, false, `not a URL: invalid URL escape "%zz"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.raw, func(t *testing.T) {
+			u, plain, err := subscribers.WebhookURL(tt.raw, tt.allow)
+			if tt.err != "" {
+				require.EqualError(t, err, tt.err)
+				require.Nil(t, u)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.plain, plain)
+			require.NotEmpty(t, u.Hostname())
+		})
+	}
+	_, _, err := subscribers.WebhookURL("https://user:secret@%zz/", true)
+	require.NotContains(t, err.Error(), "secret", "the error never repeats the URL")
 }

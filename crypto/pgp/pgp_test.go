@@ -163,6 +163,29 @@ func TestSignAndVerify(t *testing.T) {
 	}
 }
 
+// TestPublicKeys checks the parsed form VerifyDetached uses: read once,
+// checked many times, and its errors.
+func TestPublicKeys(t *testing.T) {
+	s := pgptest.AgencySigner(t)
+	keys, err := pgp.ReadPublicKeys(s.PublicKeyArmored())
+	require.NoError(t, err)
+	for _, body := range []string{`{"n":1}`, `{"n":2}`} {
+		sig, err := s.SignDetached([]byte(body))
+		require.NoError(t, err)
+		fp, err := keys.VerifyDetached([]byte(body), sig)
+		require.NoError(t, err)
+		require.Equal(t, s.Fingerprint(), fp)
+		_, err = keys.VerifyDetached([]byte(body+" "), sig)
+		require.ErrorContains(t, err, "bad signature")
+	}
+	_, err = pgp.ReadPublicKeys([]byte("not a key"))
+	require.Error(t, err)
+	_, err = pgp.VerifyDetached([]byte("not a key"), []byte("x"), []byte("y"))
+	require.ErrorContains(t, err, "verify: read public key")
+	_, err = keys.VerifyDetached([]byte("x"), []byte("-----BEGIN PGP MESSAGE-----\n\n-----END PGP MESSAGE-----\n"))
+	require.Error(t, err)
+}
+
 // TestDetachedSignatureInterop checks the binary signature sent in the
 // webhook herald-pgp-signature header with GnuPG and Sequoia.
 func TestDetachedSignatureInterop(t *testing.T) {

@@ -61,7 +61,7 @@ func KeyCheck(armored string, now time.Time) error {
 // WebhookConfig maps the configuration onto the webhook notifier's.
 func WebhookConfig(cfg *config.Config) (webhook.Config, error) {
 	wc := webhook.Config{Timeout: cfg.Webhooks.Timeout, AllowInsecureLoopback: cfg.Webhooks.AllowInsecureLoopback,
-		MaxResponseBytes: cfg.Webhooks.MaxResponseBytes, UserAgent: "Herald/1 (+webhooks)"}
+		MaxResponseBytes: cfg.Webhooks.MaxResponseBytes, UserAgent: "Herald/1 (+webhooks)", ClientCertDir: cfg.Webhooks.ClientCertDir}
 	pool, err := config.CertPool(cfg.Webhooks.CAFile)
 	if err != nil {
 		return wc, fmt.Errorf("webhooks.ca_file: %w", err)
@@ -163,7 +163,12 @@ func (a *App) deliverRole() (func(context.Context) error, error) {
 }
 
 // CheckSubscriber normalises and validates a record for registration: its
-// fields, keys, and webhook URLs against the operator's webhook settings.
+// fields and keys (Subscriber.Validate, which applies the webhook URL rule
+// allowing plain-http loopback), then its webhook URLs against the
+// operator's webhook settings (webhook.CheckTarget: plain http only when
+// webhooks.allow_insecure_loopback is on, and the SSRF guard), and its
+// client certificate files against webhooks.client_cert_dir
+// (webhook.ClientCertPath; the transport checks them again before loading).
 func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Time) error {
 	s.Normalize()
 	err := s.Validate(taxonomy.Default(), func(armored string) error { return pgp.CheckKeyParses(armored) })
@@ -177,11 +182,20 @@ func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Tim
 		return err
 	}
 	for i, w := range s.Webhooks {
-		if subscribers.CheckURL(w.URL) != nil {
-			continue // already reported
+		f := fmt.Sprintf("webhooks[%d]", i)
+		if _, _, err := subscribers.WebhookURL(w.URL, true); err == nil {
+			// (Validate reported a URL that breaks the rule itself.)
+			if err := webhook.CheckTarget(w.URL, wc); err != nil {
+				v.Add(f+".url", "%v", err)
+			}
 		}
-		if err := webhook.CheckTarget(w.URL, wc); err != nil {
-			v.Add(fmt.Sprintf("webhooks[%d].url", i), "%v", err)
+		for _, file := range [...]struct{ field, name string }{{".client_cert", w.ClientCert}, {".client_key", w.ClientKey}} {
+			if file.name == "" {
+				continue // none, or Validate reported the missing half
+			}
+			if _, err := webhook.ClientCertPath(wc.ClientCertDir, file.name); err != nil {
+				v.Add(f+file.field, "%v", err)
+			}
 		}
 	}
 	return v.Err()

@@ -21,6 +21,7 @@ import (
 	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/sink"
 )
 
 // Options size the runs. Zero fields take the full-size defaults, or the
@@ -247,7 +248,7 @@ type env struct {
 	hooks   *tracker
 	mails   *tracker
 	recv    *receivers
-	sink    *smtpSink
+	sink    *sink.SMTP
 	started time.Time
 }
 
@@ -305,7 +306,7 @@ func newEnv(ctx context.Context, opt Options, base *config.Config) (*env, error)
 	c.Kafka.TLS = config.KafkaTLS{}
 	c.Kafka.SASL = config.KafkaSASL{}
 	c.Signing = config.Signing{KeyFile: keyFile}
-	c.SMTP.Host, c.SMTP.Port, c.SMTP.TLS = "127.0.0.1", e.sink.addr.Port, "none"
+	c.SMTP.Host, c.SMTP.Port, c.SMTP.TLS = "127.0.0.1", e.sink.Port, "none"
 	c.SMTP.Username, c.SMTP.PasswordFile = "", ""
 	c.SMTP.From = "Herald alerts <alerts@herald.example>"
 	c.Webhooks.AllowInsecureLoopback = true
@@ -320,7 +321,7 @@ func (e *env) close() {
 		e.recv.close()
 	}
 	if e.sink != nil {
-		e.sink.close()
+		e.sink.Close()
 	}
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)

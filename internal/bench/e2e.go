@@ -241,7 +241,7 @@ func (e *env) emailRun(ctx context.Context, pub *bus.Producer, subs []*subscribe
 		rawPass := func() error {
 			e.progress("email: raw go-smtp: sending %d messages of %d bytes over %d connections", len(subs), len(sample.body), conns)
 			start := time.Now()
-			if err := rawSend(ctx, e.sink.addr.String(), conns, subs, sample.body); err != nil {
+			if err := rawSend(ctx, e.sink.Addr, conns, subs, sample.body); err != nil {
 				return fmt.Errorf("email: raw baseline: %w: %w", err, errIncomplete)
 			}
 			rawTime += time.Since(start)

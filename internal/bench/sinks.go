@@ -3,11 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/herald-alerts/herald/internal/sink"
 )
 
 // tracker counts the deliveries a phase expects, by delivery id, and
@@ -109,36 +107,33 @@ func (t *tracker) captured() *captured {
 	return t.sample
 }
 
-// receivers are loopback HTTP servers standing in for partners' webhook
-// endpoints. Each answers 204 to every POST after reading the body, and
-// reports the webhook-id to the tracker; requests without one (the raw
-// baseline) are only counted.
+// receivers are loopback HTTP receivers (internal/sink) standing in for
+// partners' webhook endpoints. Each answers 204 to every POST after reading
+// the body, and reports the webhook-id to the tracker; requests without one
+// (the raw baseline) are only counted.
 type receivers struct {
 	tr   *tracker
-	srvs []*http.Server
+	rcs  []*sink.Receiver
 	urls []string // base URLs, http://127.0.0.1:port
-	wg   sync.WaitGroup
 }
 
 // startReceivers starts n receivers on 127.0.0.1:0.
 func startReceivers(n int, tr *tracker) (*receivers, error) {
 	rs := &receivers{tr: tr}
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		rc, err := sink.StartReceiver(sink.ReceiverOptions{Discard: true})
 		if err != nil {
 			rs.close()
-			return nil, fmt.Errorf("start webhook receiver: %w", err)
+			return nil, err
 		}
-		srv := &http.Server{Handler: rs, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
-			ErrorLog: log.New(io.Discard, "", 0)}
-		rs.srvs = append(rs.srvs, srv)
-		rs.urls = append(rs.urls, "http://"+ln.Addr().String())
-		rs.wg.Go(func() { _ = srv.Serve(ln) })
+		rc.Script(rs.answer)
+		rs.rcs, rs.urls = append(rs.rcs, rc), append(rs.urls, rc.URL(""))
 	}
 	return rs, nil
 }
 
-func (rs *receivers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// answer is every receiver's one step.
+func (rs *receivers) answer(w http.ResponseWriter, r *http.Request, _ <-chan struct{}) {
 	id := r.Header.Get("webhook-id")
 	if id == "" || !rs.tr.wantsSample() {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -161,82 +156,29 @@ func (rs *receivers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // close stops the receivers.
 func (rs *receivers) close() {
-	for _, s := range rs.srvs {
-		_ = s.Close()
+	for _, rc := range rs.rcs {
+		rc.Close()
 	}
-	rs.wg.Wait()
 }
 
-// smtpSink is a loopback go-smtp server standing in for the mail relay. It
-// reports each message's delivery id (the local part of its Message-ID) to
-// the tracker; messages whose id it does not expect are only counted.
-type smtpSink struct {
-	tr   *tracker
-	srv  *smtp.Server
-	ln   net.Listener
-	addr *net.TCPAddr
-	done chan struct{}
-}
-
-// startSink starts the sink on 127.0.0.1:0.
-func startSink(tr *tracker) (*smtpSink, error) {
-	s := &smtpSink{tr: tr, done: make(chan struct{})}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }))
-	srv.Domain = "localhost"
-	srv.ReadTimeout = 30 * time.Second
-	srv.WriteTimeout = 30 * time.Second
-	srv.MaxMessageBytes = 16 << 20
-	srv.MaxRecipients = 100
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("start smtp sink: %w", err)
-	}
-	s.srv, s.ln, s.addr = srv, ln, ln.Addr().(*net.TCPAddr)
-	go func() {
-		defer close(s.done)
-		_ = srv.Serve(ln)
-	}()
-	return s, nil
-}
-
-// close stops the sink. The listener is closed here too: Server.Close
-// does not know it until Serve has started.
-func (s *smtpSink) close() {
-	_ = s.srv.Close()
-	_ = s.ln.Close()
-	<-s.done
-}
-
-type sinkSession struct {
-	s  *smtpSink
-	to int
-}
-
-func (ss *sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (ss *sinkSession) Rcpt(string, *smtp.RcptOptions) error { ss.to++; return nil }
-func (ss *sinkSession) Reset()                               { ss.to = 0 }
-func (ss *sinkSession) Logout() error                        { return nil }
-
-func (ss *sinkSession) Data(r io.Reader) error {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	if ss.to == 0 {
-		return errors.New("no recipient")
-	}
-	id, ok := messageID(data)
-	if !ok {
-		ss.s.tr.other.Add(1)
+// startSink starts the SMTP sink (internal/sink) standing in for the mail
+// relay on 127.0.0.1:0. It reports each message's delivery id (the local
+// part of its Message-ID) to the tracker; messages whose id it does not
+// expect are only counted.
+func startSink(tr *tracker) (*sink.SMTP, error) {
+	return sink.StartSMTP(sink.SMTPOptions{Discard: true, Data: func(_ []string, data []byte) *smtp.SMTPError {
+		id, ok := messageID(data)
+		if !ok {
+			tr.other.Add(1)
+			return nil
+		}
+		var c *captured
+		if tr.wantsSample() {
+			c = &captured{body: data}
+		}
+		tr.record(id, time.Now(), c)
 		return nil
-	}
-	var c *captured
-	if ss.s.tr.wantsSample() {
-		c = &captured{body: data}
-	}
-	ss.s.tr.record(id, time.Now(), c)
-	return nil
+	}})
 }
 
 // messageID returns the local part of the message's Message-ID header,

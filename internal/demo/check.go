@@ -18,6 +18,7 @@ import (
 	"github.com/herald-alerts/herald/internal/deliver/webhook"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
+	"github.com/herald-alerts/herald/internal/sink"
 )
 
 // checker compares what happened with the expected outcome table and
@@ -29,8 +30,8 @@ type checker struct {
 	agencyPub []byte
 	agencyFP  string
 	ledger    map[string]*ledger.Alert
-	mails     []mailMsg
-	hooks     []hook
+	mails     []sink.Message
+	hooks     []sink.Request
 	now       time.Time
 
 	files map[string][]byte // output folder contents, by relative path
@@ -40,8 +41,8 @@ type checker struct {
 // carries.
 type received struct {
 	id    string
-	mail  *mailMsg
-	hook  *hook
+	mail  *sink.Message
+	hook  *sink.Request
 	taken bool
 }
 
@@ -209,7 +210,7 @@ func (c *checker) file(dir, base, ext string, data []byte) string {
 
 // checkMail verifies one received email as the partner would, and checks
 // that it is what the policy decided.
-func (c *checker) checkMail(m *mailMsg, e expected, a *alerts.Alert, p *partner, tgt string, _ int) (string, error) {
+func (c *checker) checkMail(m *sink.Message, e expected, a *alerts.Alert, p *partner, tgt string, _ int) (string, error) {
 	name := c.file("email", fmt.Sprintf("%s-%s-%s", c.label(a.ID), p.sub.ID, e.mode), ".eml", m.Data)
 	var errs []error
 	if !m.TLS {
@@ -249,7 +250,7 @@ func (c *checker) checkMail(m *mailMsg, e expected, a *alerts.Alert, p *partner,
 // Standard Webhooks signature with the endpoint's secrets, the agency's
 // detached OpenPGP signature, and the captured request through the same
 // code `herald verify webhook` runs.
-func (c *checker) checkHook(h *hook, e expected, a *alerts.Alert, p *partner, _ int) (string, error) {
+func (c *checker) checkHook(h *sink.Request, e expected, a *alerts.Alert, p *partner, _ int) (string, error) {
 	name := c.file("webhook", fmt.Sprintf("%s-%s-%s", c.label(a.ID), p.sub.ID, e.mode), ".http", h.Raw)
 	ep := p.sub.Webhooks[0]
 	var errs []error

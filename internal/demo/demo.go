@@ -22,6 +22,7 @@ import (
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/sink"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -157,31 +158,37 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("write publishing key: %w", err)
 	}
 
-	ca, err := newThrowawayCA(now)
+	// The partners' servers on 127.0.0.1, reached as in production: SMTP
+	// with STARTTLS required and webhooks over HTTPS (HTTP/1.1, so that
+	// captures read as HTTP/1.1 text), verified against a throwaway CA in
+	// smtp.ca_file and webhooks.ca_file.
+	ca, err := sink.NewCA("Herald demo throwaway CA")
 	if err != nil {
 		return nil, err
 	}
 	caFile := filepath.Join(tmp, "ca.pem")
-	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+	if err := os.WriteFile(caFile, ca.PEM(), 0o644); err != nil {
 		return nil, fmt.Errorf("write throwaway ca: %w", err)
 	}
-	mails, err := startMailSink(log, ca.serverConfig())
+	mails, err := sink.StartSMTP(sink.SMTPOptions{TLS: ca.ServerTLS(), StartTLS: true,
+		ErrorLog: slog.NewLogLogger(log.With("component", "demo-smtp-sink").Handler(), slog.LevelDebug)})
 	if err != nil {
 		return nil, err
 	}
 	defer mails.Close()
-	hooks, err := startHookSink(log, ca.serverConfig())
+	hooks, err := sink.StartReceiver(sink.ReceiverOptions{TLS: ca.ServerTLS(), Raw: true,
+		ErrorLog: slog.NewLogLogger(log.With("component", "demo-webhook-receiver").Handler(), slog.LevelDebug)})
 	if err != nil {
 		return nil, err
 	}
 	defer hooks.Close()
 
-	res.SMTP, res.Webhooks = mails.addr, hooks.base
+	res.SMTP, res.Webhooks = mails.Addr, hooks.URL("")
 	partners, err := samplePartners(hooks, now)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := demoConfig(keyFile, pubKeyFile, caFile, mails.addr)
+	cfg, err := demoConfig(keyFile, pubKeyFile, caFile, mails.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +303,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	}
 
 	c := &checker{res: res, alerts: pub, partners: partners, agencyPub: agencyPub, agencyFP: signer.Fingerprint(),
-		ledger: got, mails: mails.messages(), hooks: hooks.requests(), now: time.Now()}
+		ledger: got, mails: mails.Messages(), hooks: hooks.Requests(), now: time.Now()}
 	if opt.tamper != nil {
 		opt.tamper(c)
 	}

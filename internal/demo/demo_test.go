@@ -16,6 +16,7 @@ import (
 	"github.com/herald-alerts/herald/internal/deliver/email"
 	"github.com/herald-alerts/herald/internal/deliver/webhook"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/sink"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/stretchr/testify/require"
 )
@@ -171,7 +172,7 @@ func TestDemoChecksCatch(t *testing.T) {
 			}
 		}
 		// AMBER content in clear, to a partner that should get nothing.
-		c.mails = append(c.mails, mailMsg{From: agencyEmail, To: []string{"office@harvestfarms.example"},
+		c.mails = append(c.mails, sink.Message{From: agencyEmail, To: []string{"office@harvestfarms.example"},
 			Data: []byte("Subject: " + amberTitle + "\r\n\r\n" + amberTitle + "\r\n")})
 		// A webhook that never arrived.
 		for i, h := range c.hooks {

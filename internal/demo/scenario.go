@@ -10,6 +10,7 @@ import (
 	"github.com/herald-alerts/herald/crypto/whsig"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/sink"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -38,7 +39,7 @@ var keyName = strings.NewReplacer("(", "", ")", "", "<", "", ">", "")
 // a hotel chain, an NGO, a suspended farm co-operative and a cleaning firm
 // that takes only the most severe alerts. Every mailbox except the hotel
 // chain's has a fresh Ed25519 key; webhooks point at hooks.
-func samplePartners(hooks *hookSink, now time.Time) ([]*partner, error) {
+func samplePartners(hooks *sink.Receiver, now time.Time) ([]*partner, error) {
 	secret := func() (string, error) { return whsig.NewSecret() }
 	type spec struct {
 		sub   subscribers.Subscriber

@@ -16,8 +16,6 @@
 package policy
 
 import (
-	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -121,7 +119,7 @@ func Rules() []RuleInfo {
 		{RuleNoUsableKey, "notice: content that must be encrypted is not sent to an address without a usable key; a content-free notice goes instead"},
 		{RuleWebhookRed, "withhold: TLP:RED never goes by webhook"},
 		{RuleWebhookTLP, "withhold: the alert's TLP exceeds the endpoint's max_tlp"},
-		{RuleInsecure, "withhold: webhooks need HTTPS; plain HTTP only to loopback when the operator allows it"},
+		{RuleInsecure, "withhold: the endpoint's URL breaks the webhook URL rule (subscribers.WebhookURL): HTTPS, or plain HTTP to loopback when the operator allows it; no credentials or fragment"},
 		{RuleDisabled, "withhold: the endpoint answered 410 Gone and is disabled until an administrator re-enables it"},
 		{RuleWebhookSign, "deliver: the webhook is signed (Standard Webhooks v1 and an OpenPGP detached signature)"},
 		{RuleNoLongerEligible, "notice: a target that received the referenced alert but may not receive its update or cancel gets a content-free notice that the alert it holds was withdrawn"},
@@ -190,14 +188,14 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 	}
 	for _, w := range s.Webhooks {
 		d := Decision{Subscriber: s.ID, Channel: delivery.ChannelWebhook, Target: w.URL, Decision: delivery.Withhold}
-		loopback, secure := transport(w.URL, opt.AllowInsecureLoopback)
+		_, loopback, urlErr := subscribers.WebhookURL(w.URL, opt.AllowInsecureLoopback)
 		switch {
 		case a.TLP == alerts.TLPRed:
 			d.Rule, d.Reason = RuleWebhookRed, "TLP:RED never goes by webhook"
 		case !w.MaxTLP.Valid() || a.TLP.Exceeds(w.MaxTLP):
 			d.Rule, d.Reason = RuleWebhookTLP, a.TLP.Label()+" exceeds the endpoint's max_tlp "+w.MaxTLP.Label()
-		case !secure:
-			d.Rule, d.Reason = RuleInsecure, "webhooks need HTTPS; plain HTTP goes only to a loopback host, and only when webhooks.allow_insecure_loopback is set"
+		case urlErr != nil:
+			d.Rule, d.Reason = RuleInsecure, "the endpoint's URL is refused: "+urlErr.Error()
 		case w.Disabled:
 			d.Rule, d.Reason = RuleDisabled, "the endpoint answered 410 Gone and is disabled"
 		case loopback:
@@ -291,35 +289,6 @@ func sharesRegion(alert, partner []string) bool {
 		}
 	}
 	return false
-}
-
-// transport reports whether a webhook URL may be used: HTTPS always;
-// plain HTTP only to a loopback host when allowLoopback is set. loopback
-// is true for such an HTTP endpoint. Which address a host name resolves to
-// is checked at connection time, not here.
-func transport(raw string, allowLoopback bool) (loopback, ok bool) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return false, false
-	}
-	switch u.Scheme {
-	case "https":
-		return false, true
-	case "http":
-		if !allowLoopback {
-			return false, false
-		}
-		host := u.Hostname()
-		if strings.EqualFold(host, "localhost") {
-			return true, true
-		}
-		ip, err := netip.ParseAddr(host)
-		if err != nil || !ip.Unmap().IsLoopback() {
-			return false, false
-		}
-		return true, true
-	}
-	return false, false
 }
 
 func withholdAll(dst []Decision, s *subscribers.Subscriber, rule, reason string) []Decision {

@@ -2,19 +2,14 @@ package email
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/mail"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/delivery"
@@ -172,7 +167,7 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 	}
 
 	if err := n.pool.send(ctx, n.from.Address, job.Target, message(h, c.outer, entity)); err != nil {
-		f := classify(err)
+		f := classify(ctx, err)
 		n.log.Debug("email not sent", "alert", a.ID, "subscriber", sub.ID, "delivery", job.ID, "reason", f.Reason, "temporary", f.Temporary, "error", err)
 		return f
 	}
@@ -207,32 +202,17 @@ func (n *Notifier) recipient(job *delivery.Job, sub *subscribers.Subscriber) (*p
 	return r, nil
 }
 
-// classify maps a send error onto a delivery failure, in one place.
-func classify(err error) *delivery.Failure {
-	var smtpErr *smtp.SMTPError
+// classify maps a send error onto a delivery failure: a relay that refused
+// Herald's credentials is the operator's to fix (temporary, config), so
+// the retries go through once it is; everything else is classified by
+// internal/delivery, SMTP replies first.
+func classify(ctx context.Context, err error) *delivery.Failure {
 	var ae *authError
-	var netErr net.Error
-	var certErr *tls.CertificateVerificationError
-	var unknownAuth x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var recordErr tls.RecordHeaderError
-	switch {
-	case errors.As(err, &ae):
-		// The relay refused our credentials: fix the configuration,
-		// then the retries go through.
+	if errors.As(err, &ae) {
 		return delivery.Temporary(delivery.ReasonConfig, err)
-	case errors.As(err, &smtpErr):
-		if smtpErr.Code >= 500 {
-			return delivery.Permanent(delivery.ReasonSMTP5xx, err)
-		}
-		return delivery.Temporary(delivery.ReasonSMTP4xx, err)
-	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &recordErr):
-		return delivery.Temporary(delivery.ReasonTLS, err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.As(err, &netErr) && netErr.Timeout():
-		return delivery.Temporary(delivery.ReasonTimeout, err)
-	case strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "STARTTLS"):
-		return delivery.Temporary(delivery.ReasonTLS, err)
 	}
-	return delivery.Temporary(delivery.ReasonConnect, err)
+	if f := delivery.ClassifySMTP(err); f != nil {
+		return f
+	}
+	return delivery.ClassifyNetwork(ctx, err)
 }

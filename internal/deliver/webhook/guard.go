@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"syscall"
+
+	"github.com/herald-alerts/herald/subscribers"
 )
 
 // RefusedError says that Herald will not connect to an address: the SSRF
@@ -249,50 +250,20 @@ func (g *guard) control(network, address string, _ syscall.RawConn) error {
 	return g.check(ap.Addr())
 }
 
-// CheckTarget validates a webhook URL at registration time: an absolute
-// https URL (http only when cfg.AllowInsecureLoopback, and then to a
-// loopback address: a literal one, or a name that must resolve to one at
-// connection time), no credentials, no fragment, and, when
-// the host is a literal IP address, one the SSRF guard allows. A host name
-// passes here; its addresses are checked again at every connection.
+// CheckTarget checks a webhook URL against the operator's settings: the
+// webhook URL rule (subscribers.WebhookURL, with
+// cfg.AllowInsecureLoopback), then, when the host is a literal IP address,
+// the SSRF guard. A host name passes here; its addresses are checked at
+// every connection (and a plain-http localhost must resolve to loopback).
+// It runs when a record is registered and before every delivery.
 func CheckTarget(rawURL string, cfg Config) error {
-	u, err := url.Parse(rawURL)
+	u, plain, err := subscribers.WebhookURL(rawURL, cfg.AllowInsecureLoopback)
 	if err != nil {
-		return fmt.Errorf("webhook url: not a URL: %w", err)
+		return fmt.Errorf("webhook url: %w", err)
 	}
-	if u.User != nil {
-		return errors.New("webhook url: must not carry credentials")
-	}
-	if u.Fragment != "" {
-		return errors.New("webhook url: must not have a fragment")
-	}
-	host := u.Hostname()
-	if host == "" {
-		return errors.New("webhook url: has no host")
-	}
-	addr, literal := parseHost(host)
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !cfg.AllowInsecureLoopback {
-			return errors.New("webhook url: must use https (plain http is allowed only to loopback, when webhooks.allow_insecure_loopback is on)")
-		}
-		if literal && !isLoopback(addr) {
-			return fmt.Errorf("webhook url: plain http is allowed only to loopback, not %s", addr)
-		}
-		return nil // a name must resolve to loopback at connection time
-	default:
-		return fmt.Errorf("webhook url: scheme must be https, not %q", u.Scheme)
-	}
-	if literal {
-		g := newGuard(cfg, false)
-		if err := g.check(addr); err != nil {
-			var r *RefusedError
-			if errors.As(err, &r) {
-				return fmt.Errorf("webhook url: %s is %s; allow-list the range in webhooks.allow_cidrs if it is really wanted", addr, r.Reason)
-			}
-			return fmt.Errorf("webhook url: %w", err)
-		}
+	var r *RefusedError
+	if addr, literal := parseHost(u.Hostname()); literal && !plain && errors.As(newGuard(cfg, false).check(addr), &r) {
+		return fmt.Errorf("webhook url: %s is %s; allow-list the range in webhooks.allow_cidrs if it is really wanted", addr, r.Reason)
 	}
 	return nil
 }

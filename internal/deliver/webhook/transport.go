@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -147,10 +146,10 @@ func newClients(cfg Config) *clients {
 var errPlainHTTP = errors.New("plain http is not enabled (webhooks.allow_insecure_loopback)")
 
 // get returns the client for a scheme and an endpoint's client certificate
-// files (both empty for none). A certificate is loaded once and reloaded
-// when either file changes, so a partner's renewed certificate is picked up
-// without a restart.
-func (c *clients) get(scheme, certFile, keyFile string) (*http.Client, error) {
+// files (both empty for none), whose stamp says when they last changed. A
+// certificate is loaded once and reloaded when its stamp changes, so a
+// partner's renewed certificate is picked up without a restart.
+func (c *clients) get(scheme, certFile, keyFile, stamp string) (*http.Client, error) {
 	if scheme == "http" {
 		if c.plain == nil {
 			return nil, &RefusedError{Reason: errPlainHTTP.Error()}
@@ -159,10 +158,6 @@ func (c *clients) get(scheme, certFile, keyFile string) (*http.Client, error) {
 	}
 	if certFile == "" && keyFile == "" {
 		return c.https, nil
-	}
-	stamp, err := fileStamp(certFile, keyFile)
-	if err != nil {
-		return nil, err
 	}
 	key := certFile + "\x00" + keyFile
 	c.mu.Lock()
@@ -180,18 +175,6 @@ func (c *clients) get(scheme, certFile, keyFile string) (*http.Client, error) {
 	cl := &http.Client{Transport: newTransport(c.cfg, newGuard(c.cfg, false), []tls.Certificate{cert}), CheckRedirect: noRedirect}
 	c.mtls[key] = &mtlsClient{stamp: stamp, client: cl}
 	return cl, nil
-}
-
-func fileStamp(files ...string) (string, error) {
-	var s []byte
-	for _, f := range files {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return "", fmt.Errorf("client certificate: %w", err)
-		}
-		s = fmt.Appendf(s, "%d:%d;", fi.ModTime().UnixNano(), fi.Size())
-	}
-	return string(s), nil
 }
 
 // closeIdle closes the idle connections of every client.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/crypto/whsig"
 )
 
@@ -110,9 +109,9 @@ func VerifyRequest(r io.Reader, secrets []string, agencyPublicArmored []byte, no
 	if err != nil {
 		return nil, err
 	}
-	var keyring openpgp.EntityList
+	var keys *pgp.PublicKeys
 	if len(bytes.TrimSpace(agencyPublicArmored)) > 0 {
-		keyring, err = openpgp.ReadArmoredKeyRing(bytes.NewReader(agencyPublicArmored))
+		keys, err = pgp.ReadPublicKeys(agencyPublicArmored)
 		if err != nil {
 			return nil, fmt.Errorf("read agency public key: %w", err)
 		}
@@ -132,14 +131,16 @@ func VerifyRequest(r io.Reader, secrets []string, agencyPublicArmored []byte, no
 	}
 	rep.SignatureErr = whsig.VerifySignature(h, body, secrets)
 	rep.TimestampErr = whsig.CheckTimestamp(h, now, tolerance)
-	if keyring != nil {
+	if keys != nil {
 		rep.PGPChecked = true
-		rep.PGPSigner, rep.PGPErr = checkPGP(h, body, keyring)
+		rep.PGPSigner, rep.PGPErr = checkPGP(h, body, keys)
 	}
 	return rep, nil
 }
 
-func checkPGP(h http.Header, body []byte, keyring openpgp.EntityList) (string, error) {
+// checkPGP checks herald-pgp-signature, the base64 of a binary detached
+// signature of body.
+func checkPGP(h http.Header, body []byte, keys *pgp.PublicKeys) (string, error) {
 	v := h.Get(whsig.HeaderPGPSignature)
 	if v == "" {
 		return "", errors.New("no herald-pgp-signature header")
@@ -148,11 +149,7 @@ func checkPGP(h http.Header, body []byte, keyring openpgp.EntityList) (string, e
 	if err != nil {
 		return "", fmt.Errorf("herald-pgp-signature is not base64: %w", err)
 	}
-	signer, err := openpgp.CheckDetachedSignature(keyring, bytes.NewReader(body), bytes.NewReader(sig), nil)
-	if err != nil {
-		return "", fmt.Errorf("check detached signature: %w", err)
-	}
-	return strings.ToUpper(hex.EncodeToString(signer.PrimaryKey.Fingerprint)), nil
+	return keys.VerifyDetached(body, sig)
 }
 
 // parseCapture splits a capture into headers and body.

@@ -19,16 +19,21 @@
 // (RFC 6052), 6to4 (RFC 3056) or Teredo (RFC 4380) IPv6 addresses, is
 // refused unless the operator allow-lists the range.
 //
-// Outcomes are classified once, here, into *delivery.Failure: 2xx is
-// delivered; 408, 429 and 5xx are temporary (Retry-After honoured, RFC 9110
-// §10.2.3); 410 is permanent and disables the endpoint; other 4xx and every
-// 3xx are permanent; connection errors, timeouts and TLS errors are
-// temporary; SSRF and scheme refusals are permanent.
+// Outcomes are classified into *delivery.Failure: 2xx is delivered; 408,
+// 429 and 5xx are temporary (Retry-After honoured, RFC 9110 §10.2.3); 410
+// is permanent and disables the endpoint; other 4xx and every 3xx are
+// permanent; SSRF and URL-rule refusals (subscribers.WebhookURL) are
+// permanent; connection errors, timeouts and TLS errors are temporary
+// (delivery.ClassifyNetwork).
+//
+// Client certificates for mutual TLS are loaded only from
+// webhooks.client_cert_dir (ClientCertPath).
 package webhook
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -40,7 +45,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 	"unicode"
 
@@ -98,6 +102,10 @@ type Config struct {
 	Now func() time.Time
 	// BodyCache is how many alerts' signed bodies are kept. Default 128.
 	BodyCache int
+	// ClientCertDir is the only directory endpoints' client certificates
+	// and keys may be loaded from (webhooks.client_cert_dir); empty
+	// refuses client certificates. See ClientCertPath.
+	ClientCertDir string
 }
 
 func (c Config) withDefaults() Config {
@@ -128,9 +136,8 @@ type Notifier struct {
 	clients *clients
 
 	flight singleflight.Group
-	mu     sync.Mutex
-	cache  map[string]*signedBody
-	order  []string // cache keys, oldest first
+	bodies *fifo[*signedBody] // by kind and the alert's content digest
+	routes *fifo[*route]      // by URL and client certificate files
 }
 
 // signedBody is a body and its detached signature, shared by every
@@ -165,7 +172,8 @@ func New(cfg Config, signer Signer, log *slog.Logger) (*Notifier, error) {
 		signer:  signer,
 		log:     log,
 		clients: newClients(cfg),
-		cache:   map[string]*signedBody{},
+		bodies:  newFIFO[*signedBody](cfg.BodyCache),
+		routes:  newFIFO[*route](maxRoutes),
 	}, nil
 }
 
@@ -205,7 +213,7 @@ type noticeAlert struct {
 // built and signed once per alert however many deliveries ask at once.
 // The returned slices are shared: do not modify them.
 func (n *Notifier) Body(a *alerts.Alert) (body, pgpSig []byte, err error) {
-	sb, err := n.signed("alert", a, contentEnvelope)
+	sb, err := n.signed("alert", a, [32]byte{}, contentEnvelope)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -223,7 +231,7 @@ func (n *Notifier) Body(a *alerts.Alert) (body, pgpSig []byte, err error) {
 // status and the ids it supersedes: no title, text, indicators, TLP or
 // marking.
 func (n *Notifier) NoticeBody(a *alerts.Alert) (body, pgpSig []byte, err error) {
-	sb, err := n.signed("notice", a, noticeEnvelope)
+	sb, err := n.signed("notice", a, [32]byte{}, noticeEnvelope)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -253,20 +261,28 @@ func noticeEnvelope(a *alerts.Alert) envelope {
 	}
 }
 
-// signed returns the cached signed body of kind for a, building and
-// signing it at most once at a time per alert (singleflight), and keeping
-// the last BodyCache alerts. Alert ids are unique and an alert never
-// changes once published, so the id is the key.
-func (n *Notifier) signed(kind string, a *alerts.Alert, build func(*alerts.Alert) envelope) (*signedBody, error) {
+// signed returns the signed body of kind for a, building and signing it at
+// most once at a time per content (singleflight) and keeping the last
+// BodyCache. The cache is keyed by kind and the alert's content digest:
+// digest, the SHA-256 of the alert bytes a job carries
+// (delivery.Job.AlertDigest), or, when zero, of a's JSON encoding.
+func (n *Notifier) signed(kind string, a *alerts.Alert, digest [32]byte, build func(*alerts.Alert) envelope) (*signedBody, error) {
 	if a == nil || a.ID == "" {
 		return nil, errors.New("build webhook body: alert has no id")
 	}
-	key := kind + "\x00" + a.ID
-	if sb := n.cached(key); sb != nil {
+	if digest == ([32]byte{}) {
+		b, err := json.Marshal(a)
+		if err != nil {
+			return nil, fmt.Errorf("build webhook body for %s: %w", a.ID, err)
+		}
+		digest = sha256.Sum256(b)
+	}
+	key := kind + "\x00" + string(digest[:])
+	if sb, ok := n.bodies.get(key); ok {
 		return sb, nil
 	}
 	v, err, _ := n.flight.Do(key, func() (any, error) {
-		if sb := n.cached(key); sb != nil {
+		if sb, ok := n.bodies.get(key); ok {
 			return sb, nil
 		}
 		body, err := json.Marshal(build(a))
@@ -281,7 +297,7 @@ func (n *Notifier) signed(kind string, a *alerts.Alert, build func(*alerts.Alert
 			return nil, fmt.Errorf("sign webhook body for %s: empty signature", a.ID)
 		}
 		sb := &signedBody{body: body, sig: sig, sigB64: base64.StdEncoding.EncodeToString(sig)}
-		n.store(key, sb)
+		n.bodies.put(key, sb)
 		n.log.Debug("webhook body signed", "alert", a.ID, "kind", kind, "bytes", len(body))
 		return sb, nil
 	})
@@ -291,103 +307,101 @@ func (n *Notifier) signed(kind string, a *alerts.Alert, build func(*alerts.Alert
 	return v.(*signedBody), nil
 }
 
-func (n *Notifier) cached(key string) *signedBody {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cache[key]
-}
-
-func (n *Notifier) store(key string, sb *signedBody) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, ok := n.cache[key]; ok {
-		return
-	}
-	n.cache[key] = sb
-	n.order = append(n.order, key)
-	for len(n.order) > n.cfg.BodyCache {
-		delete(n.cache, n.order[0])
-		n.order = n.order[1:]
-	}
-}
-
 // errAttemptTimeout is the cause of an attempt's deadline.
 var errAttemptTimeout = errors.New("webhook attempt timed out")
 
 // Notify delivers one job: job.Target is the endpoint's URL, found in
 // sub.Webhooks. It returns nil when the endpoint answered 2xx, or a
-// *delivery.Failure saying what went wrong and whether to retry.
+// *delivery.Failure saying what went wrong and whether to retry. Its steps
+// (check, route, body, send) return failures that do not name the
+// endpoint; Notify names it, without query or credentials, once.
 func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribers.Subscriber) error {
 	if job == nil || job.Alert == nil || sub == nil {
 		return delivery.Permanent(delivery.ReasonInvalid, errors.New("deliver webhook: job without alert or subscriber"))
 	}
 	target := redact(job.Target)
-	if job.ID == "" {
-		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: job has no delivery id", target))
+	log := n.log.With("alert", job.Alert.ID, "subscriber", sub.ID, "delivery", job.ID, "endpoint", target)
+	f := n.deliver(ctx, job, sub, log)
+	if f == nil {
+		return nil
 	}
-	if job.Channel != "" && job.Channel != delivery.ChannelWebhook {
-		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: job is for channel %q", target, job.Channel))
+	f.Err = fmt.Errorf("deliver webhook to %s: %w", target, f.Err)
+	log.Debug("webhook not delivered", "reason", f.Reason, "temporary", f.Temporary, "error", f.Err)
+	return f
+}
+
+func (n *Notifier) deliver(ctx context.Context, job *delivery.Job, sub *subscribers.Subscriber, log *slog.Logger) *delivery.Failure {
+	ep, f := check(job, sub)
+	if f != nil {
+		return f
+	}
+	rt, f := n.route(ep)
+	if f != nil {
+		return f
+	}
+	sb, f := n.body(job, sub, ep)
+	if f != nil {
+		return f
+	}
+	return n.send(ctx, rt, job, ep.Secrets, sb, log)
+}
+
+// check finds the job's endpoint and checks that it may be called.
+func check(job *delivery.Job, sub *subscribers.Subscriber) (*subscribers.Webhook, *delivery.Failure) {
+	switch {
+	case job.ID == "":
+		return nil, delivery.Permanent(delivery.ReasonInvalid, errors.New("job has no delivery id"))
+	case job.Channel != "" && job.Channel != delivery.ChannelWebhook:
+		return nil, delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("job is for channel %q", job.Channel))
 	}
 	ep := endpoint(sub, job.Target)
-	if ep == nil {
-		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: subscriber %s has no such endpoint", target, sub.ID))
+	switch {
+	case ep == nil:
+		return nil, delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("subscriber %s has no such endpoint", sub.ID))
+	case ep.Disabled:
+		return nil, delivery.Permanent(delivery.ReasonGone, errors.New("endpoint is disabled"))
+	case len(ep.Secrets) == 0:
+		return nil, delivery.Permanent(delivery.ReasonConfig, errors.New("endpoint has no secret"))
 	}
-	if ep.Disabled {
-		return delivery.Permanent(delivery.ReasonGone, fmt.Errorf("deliver webhook to %s: endpoint is disabled", target))
-	}
-	if len(ep.Secrets) == 0 {
-		return delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("deliver webhook to %s: endpoint has no secret", target))
-	}
-	if err := CheckTarget(job.Target, n.cfg); err != nil {
-		return delivery.Permanent(delivery.ReasonRefused, fmt.Errorf("deliver webhook to %s: %w", target, err))
-	}
+	return ep, nil
+}
 
+// body returns the signed body the job's mode calls for.
+func (n *Notifier) body(job *delivery.Job, sub *subscribers.Subscriber, ep *subscribers.Webhook) (*signedBody, *delivery.Failure) {
 	var sb *signedBody
 	var err error
 	switch job.Mode {
 	case delivery.ModeSigned, "":
 		if err := mayCarry(job.Alert, sub, ep); err != nil {
-			return delivery.Permanent(delivery.ReasonRefused, fmt.Errorf("deliver webhook to %s: %w", target, err))
+			return nil, delivery.Permanent(delivery.ReasonRefused, err)
 		}
-		sb, err = n.signed("alert", job.Alert, contentEnvelope)
+		sb, err = n.signed("alert", job.Alert, job.AlertDigest, contentEnvelope)
 	case delivery.ModeCancelNotice:
-		sb, err = n.signed("notice", job.Alert, noticeEnvelope)
+		sb, err = n.signed("notice", job.Alert, job.AlertDigest, noticeEnvelope)
 	default:
-		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: mode %q is not for webhooks", target, job.Mode))
+		return nil, delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("mode %q is not for webhooks", job.Mode))
 	}
 	if err != nil {
-		return delivery.Permanent(delivery.ReasonSign, fmt.Errorf("deliver webhook to %s: %w", target, err))
+		return nil, delivery.Permanent(delivery.ReasonSign, err)
 	}
+	return sb, nil
+}
 
-	u, _ := url.Parse(job.Target) // CheckTarget parsed it
-	client, err := n.clients.get(u.Scheme, ep.ClientCert, ep.ClientKey)
-	if err != nil {
-		var r *RefusedError
-		if errors.As(err, &r) {
-			return delivery.Permanent(delivery.ReasonRefused, fmt.Errorf("deliver webhook to %s: %w", target, err))
-		}
-		return delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("deliver webhook to %s: %w", target, err))
-	}
+// send makes one attempt: the route's request with the body and this
+// delivery's signatures; the response is read up to MaxResponseBytes and
+// classified.
+func (n *Notifier) send(ctx context.Context, rt *route, job *delivery.Job, secrets []string, sb *signedBody, log *slog.Logger) *delivery.Failure {
 	ts := n.cfg.Now()
-	sig, err := whsig.Sign(job.ID, ts, sb.body, ep.Secrets)
+	sig, err := whsig.Sign(job.ID, ts, sb.body, secrets)
 	if err != nil {
-		return delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("deliver webhook to %s: %w", target, err))
+		return delivery.Permanent(delivery.ReasonConfig, err)
 	}
-
 	actx, cancel := context.WithTimeoutCause(ctx, n.cfg.Timeout, errAttemptTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, job.Target, bytes.NewReader(sb.body))
+	resp, err := rt.client.Do(rt.request(actx, sb, job.ID, ts, sig))
 	if err != nil {
-		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("deliver webhook to %s: %w", target, err))
-	}
-	n.setHeaders(req.Header, job.ID, ts, sig, sb.sigB64)
-
-	log := n.log.With("alert", job.Alert.ID, "subscriber", sub.ID, "delivery", job.ID, "endpoint", target)
-	resp, err := client.Do(req)
-	if err != nil {
-		f := classifyError(ctx, actx, err)
-		f.Err = fmt.Errorf("deliver webhook to %s: %w", target, unwrapURL(err))
-		log.Debug("webhook attempt failed", "reason", f.Reason, "temporary", f.Temporary, "error", f.Err)
+		f := classifyError(actx, err)
+		f.Err = unwrapURL(err)
 		return f
 	}
 	snippet := drain(resp.Body, n.cfg.MaxResponseBytes)
@@ -397,19 +411,8 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 		log.Debug("webhook delivered", "status", resp.StatusCode, "proto", resp.Proto)
 		return nil
 	}
-	f.Err = fmt.Errorf("deliver webhook to %s: %s%s", target, resp.Status, snippet)
-	log.Debug("webhook attempt failed", "reason", f.Reason, "temporary", f.Temporary, "status", resp.StatusCode)
+	f.Err = errors.New(resp.Status + snippet)
 	return f
-}
-
-// setHeaders sets every header of a delivery.
-func (n *Notifier) setHeaders(h http.Header, id string, ts time.Time, sig, pgpB64 string) {
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", n.cfg.UserAgent)
-	h[whsig.HeaderID] = []string{id}
-	h[whsig.HeaderTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
-	h[whsig.HeaderSignature] = []string{sig}
-	h[whsig.HeaderPGPSignature] = []string{pgpB64}
 }
 
 // endpoint finds the webhook of sub with url target.

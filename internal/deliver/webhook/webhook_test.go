@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -286,9 +288,12 @@ func TestSSRFGuardAtDialTime(t *testing.T) {
 func TestPlainHTTP(t *testing.T) {
 	rc := webhooktest.New(t)
 	names := webhooktest.Resolver(map[string][]string{
+		"localhost":             {"127.0.0.1"},
 		"dev.partner.test":      {"127.0.0.1"},
 		"metadata.partner.test": {"169.254.169.254"},
 	})
+	// What a tampered resolver or hosts file could make of localhost.
+	hijacked := webhooktest.Resolver(map[string][]string{"localhost": {"169.254.169.254"}})
 	tests := []struct {
 		name    string
 		target  string
@@ -297,13 +302,21 @@ func TestPlainHTTP(t *testing.T) {
 	}{
 		{"refused when not enabled", rc.URL("/h"), webhook.Config{AllowCIDRs: mustPrefixes("127.0.0.0/8")}, false},
 		{"loopback literal when enabled", rc.URL("/h"), webhook.Config{AllowInsecureLoopback: true}, true},
-		{"name resolving to loopback when enabled", rc.URLFor("dev.partner.test", "/h"), webhook.Config{AllowInsecureLoopback: true}, true},
+		{"localhost when enabled", rc.URLFor("localhost", "/h"), webhook.Config{AllowInsecureLoopback: true}, true},
+		// The webhook URL rule (subscribers.WebhookURL), as the policy
+		// applies it: plain http goes to localhost or a loopback literal,
+		// never to another name, whatever it resolves to.
+		{"other name refused even if it resolves to loopback", rc.URLFor("dev.partner.test", "/h"), webhook.Config{AllowInsecureLoopback: true}, false},
 		{"name resolving elsewhere refused even if allow-listed", rc.URLFor("metadata.partner.test", "/h"),
 			webhook.Config{AllowInsecureLoopback: true, AllowCIDRs: mustPrefixes("169.254.0.0/16")}, false},
+		{"localhost resolving elsewhere refused at connection time", rc.URLFor("localhost", "/h"),
+			webhook.Config{AllowInsecureLoopback: true, AllowCIDRs: mustPrefixes("169.254.0.0/16"), LookupIP: hijacked}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.LookupIP = names
+			if tt.cfg.LookupIP == nil {
+				tt.cfg.LookupIP = names
+			}
 			tt.cfg.Timeout = 5 * time.Second
 			n := newNotifier(t, tt.cfg, webhooktest.NewSigner(t))
 			sub := testSub(tt.target)
@@ -359,6 +372,9 @@ func TestCheckTarget(t *testing.T) {
 		{"http://[::1]:8080/h", dev, ""},
 		{"http://localhost:8080/h", dev, ""},
 		{"http://198.51.100.7/h", dev, "only to loopback"},
+		{"http://dev.partner.test/h", dev, "only to loopback"},
+		{"http://localhost.evil.example/h", dev, "only to loopback"},
+		{"https://%zz/h", webhook.Config{}, "not a URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
@@ -375,17 +391,68 @@ func TestCheckTarget(t *testing.T) {
 func TestMutualTLS(t *testing.T) {
 	ca := webhooktest.NewCA(t)
 	rc := webhooktest.New(t, webhooktest.RequireClientCert(ca))
-	n := newNotifier(t, loopbackTLS(ca), webhooktest.NewSigner(t))
+	cert, key := ca.ClientCertFiles(t, "herald.agency.test")
+	cfg := loopbackTLS(ca)
+	cfg.ClientCertDir = filepath.Dir(cert)
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
 	target := rc.URLFor("partner.test", "/mtls")
 	a := testAlert("a-mtls")
 
 	t.Run("with certificate", func(t *testing.T) {
-		cert, key := ca.ClientCertFiles(t, "herald.agency.test")
 		sub := testSub(target)
 		sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
 		require.NoError(t, n.Notify(context.Background(), testJob(a, sub, target), sub))
 		reqs := rc.Requests()
 		require.Equal(t, "herald.agency.test", reqs[len(reqs)-1].ClientCN)
+	})
+	t.Run("with certificate named relative to client_cert_dir", func(t *testing.T) {
+		sub := testSub(target)
+		sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = filepath.Base(cert), filepath.Base(key)
+		require.NoError(t, n.Notify(context.Background(), testJob(a, sub, target), sub))
+	})
+	t.Run("certificate outside client_cert_dir", func(t *testing.T) {
+		// A valid certificate the CA issued, but in another directory:
+		// never loaded, nothing sent.
+		otherCert, otherKey := ca.ClientCertFiles(t, "elsewhere.agency.test")
+		link := filepath.Join(cfg.ClientCertDir, "linked.crt")
+		require.NoError(t, os.Symlink(otherCert, link))
+		dotdot, err := filepath.Rel(cfg.ClientCertDir, otherCert) // ../../…/client.crt
+		require.NoError(t, err)
+		for name, files := range map[string][2]string{
+			"absolute":     {otherCert, otherKey},
+			"dot-dot":      {dotdot, key},
+			"link out":     {link, key},
+			"key only out": {cert, otherKey},
+		} {
+			t.Run(name, func(t *testing.T) {
+				sub := testSub(target)
+				sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = files[0], files[1]
+				before := rc.Count()
+				f := failure(t, n.Notify(context.Background(), testJob(a, sub, target), sub), delivery.ReasonConfig, false)
+				require.ErrorContains(t, f, "must name a file in webhooks.client_cert_dir")
+				require.Equal(t, before, rc.Count())
+			})
+		}
+	})
+	t.Run("no client_cert_dir", func(t *testing.T) {
+		n := newNotifier(t, loopbackTLS(ca), webhooktest.NewSigner(t))
+		sub := testSub(target)
+		sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
+		f := failure(t, n.Notify(context.Background(), testJob(a, sub, target), sub), delivery.ReasonConfig, false)
+		require.ErrorContains(t, f, "client certificates are refused")
+	})
+	t.Run("renewed certificate", func(t *testing.T) {
+		renewedCert, renewedKey := ca.ClientCertFiles(t, "renewed.agency.test")
+		for _, f := range [][2]string{{renewedCert, cert}, {renewedKey, key}} {
+			data, err := os.ReadFile(f[0])
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(f[1], data, 0o600))
+		}
+		sub := testSub(target)
+		sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
+		require.NoError(t, n.Notify(context.Background(), testJob(a, sub, target), sub))
+		reqs := rc.Requests()
+		require.Equal(t, "renewed.agency.test", reqs[len(reqs)-1].ClientCN, "a renewed certificate is loaded without a restart")
 	})
 	t.Run("without certificate", func(t *testing.T) {
 		// In TLS 1.3 the server rejects a missing certificate after the
@@ -412,7 +479,82 @@ func TestMutualTLS(t *testing.T) {
 		sub := testSub(target)
 		sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = "/nonexistent/c.pem", "/nonexistent/k.pem"
 		failure(t, n.Notify(context.Background(), testJob(a, sub, target), sub), delivery.ReasonConfig, false)
+		sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = "missing.crt", "missing.key"
+		failure(t, n.Notify(context.Background(), testJob(a, sub, target), sub), delivery.ReasonConfig, false)
 	})
+}
+
+// TestClientCertPath is the rule for client certificate files: inside
+// webhooks.client_cert_dir, checked before the file system is touched, so
+// that a name outside gets the same answer whether or not it exists.
+func TestClientCertPath(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "certs")
+	outside := filepath.Join(root, "outside")
+	for _, d := range []string{filepath.Join(dir, "sub"), outside} {
+		require.NoError(t, os.MkdirAll(d, 0o700))
+	}
+	for _, f := range []string{filepath.Join(dir, "a.crt"), filepath.Join(dir, "sub", "b.crt"), filepath.Join(outside, "secret.key")} {
+		require.NoError(t, os.WriteFile(f, []byte("x"), 0o600))
+	}
+	require.NoError(t, os.Symlink(filepath.Join(outside, "secret.key"), filepath.Join(dir, "out.key")))
+	require.NoError(t, os.Symlink(filepath.Join(outside, "missing.key"), filepath.Join(dir, "dangling.key")))
+	require.NoError(t, os.Symlink(outside, filepath.Join(dir, "outdir")))
+	require.NoError(t, os.Symlink("sub/b.crt", filepath.Join(dir, "in.crt")))
+	// client_cert_dir itself reached through a link.
+	require.NoError(t, os.Symlink(dir, filepath.Join(root, "certs-link")))
+
+	const outsideErr = "must name a file in webhooks.client_cert_dir"
+	tests := []struct {
+		dir, name string
+		want      string // the path returned, or the error
+		err       bool
+	}{
+		{dir, "a.crt", filepath.Join(dir, "a.crt"), false},
+		{dir, "sub/b.crt", filepath.Join(dir, "sub", "b.crt"), false},
+		{dir, "./sub/../a.crt", filepath.Join(dir, "a.crt"), false},
+		{dir, filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.crt"), false},
+		{dir, "in.crt", filepath.Join(dir, "sub", "b.crt"), false},
+		{dir, "not-yet.crt", filepath.Join(dir, "not-yet.crt"), false},
+		{dir, "sub/new/not-yet.crt", filepath.Join(dir, "sub", "new", "not-yet.crt"), false},
+		{filepath.Join(root, "certs-link"), "a.crt", filepath.Join(dir, "a.crt"), false},
+		{dir + "/", "a.crt", filepath.Join(dir, "a.crt"), false},
+
+		{dir, "../outside/secret.key", outsideErr, true},
+		{dir, "../outside/missing.key", outsideErr, true},
+		{dir, "sub/../../outside/secret.key", outsideErr, true},
+		{dir, filepath.Join(outside, "secret.key"), outsideErr, true},
+		{dir, filepath.Join(outside, "missing.key"), outsideErr, true},
+		{dir, "/etc/passwd", outsideErr, true},
+		{dir, "/nonexistent/c.pem", outsideErr, true},
+		{dir, dir, outsideErr, true},
+		{dir, ".", outsideErr, true},
+		{dir, "out.key", outsideErr, true},
+		{dir, "outdir/secret.key", outsideErr, true},
+		{dir, "outdir/missing.key", outsideErr, true},
+		{dir, "outdir/missing/deeper.key", outsideErr, true},
+		{dir, "dangling.key", outsideErr, true},
+		{dir, filepath.Join(root, "certs-link", "..", "outside", "secret.key"), outsideErr, true},
+		{"", "a.crt", "client certificates are refused: webhooks.client_cert_dir is not set", true},
+		{dir, "", "is empty", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.dir+" "+tt.name, func(t *testing.T) {
+			got, err := webhook.ClientCertPath(tt.dir, tt.name)
+			if tt.err {
+				require.EqualError(t, err, tt.want)
+				return
+			}
+			require.NoError(t, err)
+			want, err := filepath.EvalSymlinks(filepath.Dir(tt.want))
+			if err == nil {
+				want = filepath.Join(want, filepath.Base(tt.want))
+			} else {
+				want = tt.want
+			}
+			require.Equal(t, want, got)
+		})
+	}
 }
 
 func TestUntrustedServerCertificate(t *testing.T) {
@@ -556,4 +698,41 @@ func TestConnectionRefused(t *testing.T) {
 	sub := testSub(target)
 	f := failure(t, n.Notify(context.Background(), testJob(testAlert("a-conn"), sub, target), sub), delivery.ReasonConnect, true)
 	require.NotContains(t, f.Error(), "?", "no query string in errors")
+}
+
+// TestRouteSharedByConcurrentDeliveries: deliveries to one endpoint share
+// its prepared route (parsed URL, client, request template); each request
+// still carries its own id, body and signatures.
+func TestRouteSharedByConcurrentDeliveries(t *testing.T) {
+	rc := webhooktest.New(t)
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 10 * time.Second}, webhooktest.NewSigner(t))
+	target := rc.URL("/shared?token=t")
+	sub := testSub(target)
+	const deliveries = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, deliveries)
+	for i := range deliveries {
+		wg.Go(func() {
+			errs <- n.Notify(context.Background(), testJob(testAlert(fmt.Sprintf("a-shared-%d", i)), sub, target), sub)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	ids := map[string]bool{}
+	for _, r := range rc.Requests() {
+		require.Equal(t, "/shared?token=t", r.Path)
+		require.Len(t, r.Header.Values(whsig.HeaderID), 1)
+		require.Len(t, r.Header.Values(whsig.HeaderSignature), 1)
+		require.NoError(t, whsig.Verify(r.Header, r.Body, []string{fixedSecret}, time.Now(), 0))
+		var env struct {
+			Alert struct{ ID string } `json:"alert"`
+		}
+		require.NoError(t, json.Unmarshal(r.Body, &env))
+		require.Equal(t, delivery.ID(env.Alert.ID, sub.ID, target), r.Header.Get(whsig.HeaderID), "the id belongs with the body")
+		ids[r.Header.Get(whsig.HeaderID)] = true
+	}
+	require.Len(t, ids, deliveries)
 }

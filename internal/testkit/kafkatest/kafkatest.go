@@ -75,8 +75,7 @@ type Cluster struct {
 	opts  options
 	mu    sync.Mutex
 	kc    *kfake.Cluster
-	real  []string // the brokers' own listen addresses
-	addrs []string // what clients dial: real, or the proxy's
+	addrs []string // what clients dial: the brokers', or the proxy's
 	// Proxy is in front of the brokers when the cluster was started
 	// WithProxy, else nil.
 	Proxy *Proxy
@@ -93,37 +92,32 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 	if o.proxy {
 		c.Proxy = NewProxy(t)
 	}
-	c.start(nil)
+	c.start(false)
 	t.Cleanup(c.stop)
 	return c
 }
 
-// start starts kfake; listen, when set, are the addresses to listen on
-// again after a restart.
-func (c *Cluster) start(listen []string) {
+// start starts kfake, its brokers on fresh ports (127.0.0.1:0). Behind a
+// proxy, a restart points the proxy's existing addresses at them.
+func (c *Cluster) start(restart bool) {
 	c.t.Helper()
-	var real, addrs []string
+	var addrs []string
 	i := 0
 	kopts := []kfake.Opt{
 		kfake.NumBrokers(c.opts.brokers),
 		kfake.DefaultNumPartitions(c.opts.partitions),
 		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
 		kfake.ListenFn(func(network, address string) (net.Listener, error) {
-			if listen != nil {
-				address = listen[i]
-			}
 			ln, err := net.Listen(network, address)
 			if err != nil {
 				return nil, err
 			}
-			real = append(real, ln.Addr().String())
 			if c.Proxy == nil {
 				addrs = append(addrs, ln.Addr().String())
-				i++
 				return ln, nil
 			}
 			pi := i // a restart reuses the proxy's links
-			if listen == nil {
+			if !restart {
 				if pi, err = c.Proxy.Listen(); err != nil {
 					ln.Close()
 					return nil, err
@@ -146,7 +140,7 @@ func (c *Cluster) start(listen []string) {
 		c.t.Fatalf("kafkatest: start kfake: %v", err)
 	}
 	c.mu.Lock()
-	c.kc, c.real, c.addrs = kc, real, addrs
+	c.kc, c.addrs = kc, addrs
 	c.mu.Unlock()
 }
 
@@ -183,15 +177,18 @@ func (c *Cluster) Addrs() []string {
 	return append([]string(nil), c.addrs...)
 }
 
-// Restart stops the cluster and starts it again on the same addresses;
-// with DataDir it keeps its messages and committed offsets.
+// Restart stops the cluster and starts it again behind the same proxy
+// addresses, so clients reconnect where they were; the brokers themselves
+// listen on fresh ports (a port closed and listened on again may be taken
+// in between). It needs WithProxy. With DataDir the cluster keeps its
+// messages and committed offsets.
 func (c *Cluster) Restart() {
 	c.t.Helper()
-	c.mu.Lock()
-	listen := append([]string(nil), c.real...)
-	c.mu.Unlock()
+	if c.Proxy == nil {
+		c.t.Fatalf("kafkatest: Restart needs WithProxy: clients keep the proxy's addresses while the brokers' ports change")
+	}
 	c.stop()
-	c.start(listen)
+	c.start(true)
 }
 
 // FastConsumer returns consumer settings that make rebalances take ~100 ms

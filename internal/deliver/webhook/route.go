@@ -1,0 +1,225 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/herald-alerts/herald/crypto/whsig"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// maxRoutes bounds the prepared routes kept, one per endpoint URL and
+// client certificate.
+const maxRoutes = 4096
+
+// route is what every delivery to one endpoint shares, prepared once: the
+// checked and parsed URL, the client (with the endpoint's client
+// certificate, if any), and a request template with the headers that
+// never change.
+type route struct {
+	client *http.Client
+	tpl    *http.Request
+}
+
+// route returns the endpoint's route, preparing it on first use. Routes
+// are keyed by the URL, the client certificate files and their stamps, so
+// a renewed certificate makes a new route.
+func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
+	certFile, keyFile, stamp, err := n.clientCert(ep)
+	if err != nil {
+		return nil, delivery.Permanent(delivery.ReasonConfig, err)
+	}
+	key := ep.URL + "\x00" + certFile + "\x00" + keyFile + "\x00" + stamp
+	if rt, ok := n.routes.get(key); ok {
+		return rt, nil
+	}
+	if err := CheckTarget(ep.URL, n.cfg); err != nil {
+		return nil, delivery.Permanent(delivery.ReasonRefused, err)
+	}
+	tpl, err := http.NewRequest(http.MethodPost, ep.URL, nil)
+	if err != nil {
+		return nil, delivery.Permanent(delivery.ReasonInvalid, err)
+	}
+	tpl.Header.Set("Content-Type", "application/json")
+	tpl.Header.Set("User-Agent", n.cfg.UserAgent)
+	client, err := n.clients.get(tpl.URL.Scheme, certFile, keyFile, stamp)
+	if err != nil {
+		var r *RefusedError
+		if errors.As(err, &r) {
+			return nil, delivery.Permanent(delivery.ReasonRefused, err)
+		}
+		return nil, delivery.Permanent(delivery.ReasonConfig, err)
+	}
+	rt := &route{client: client, tpl: tpl}
+	n.routes.put(key, rt)
+	return rt, nil
+}
+
+// request returns one attempt's request: the template's URL and fixed
+// headers, the body, and this delivery's Standard Webhooks and OpenPGP
+// signature headers.
+func (rt *route) request(ctx context.Context, sb *signedBody, id string, ts time.Time, sig string) *http.Request {
+	req := rt.tpl.Clone(ctx)
+	req.Body = io.NopCloser(bytes.NewReader(sb.body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(sb.body)), nil }
+	req.ContentLength = int64(len(sb.body))
+	req.Header[whsig.HeaderID] = []string{id}
+	req.Header[whsig.HeaderTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
+	req.Header[whsig.HeaderSignature] = []string{sig}
+	req.Header[whsig.HeaderPGPSignature] = []string{sb.sigB64}
+	return req
+}
+
+// clientCert resolves an endpoint's client certificate and key in
+// ClientCertDir and stamps them with their modification times and sizes;
+// all empty when the endpoint has none.
+func (n *Notifier) clientCert(ep *subscribers.Webhook) (certFile, keyFile, stamp string, err error) {
+	if ep.ClientCert == "" && ep.ClientKey == "" {
+		return "", "", "", nil
+	}
+	if certFile, err = ClientCertPath(n.cfg.ClientCertDir, ep.ClientCert); err != nil {
+		return "", "", "", fmt.Errorf("client_cert: %w", err)
+	}
+	if keyFile, err = ClientCertPath(n.cfg.ClientCertDir, ep.ClientKey); err != nil {
+		return "", "", "", fmt.Errorf("client_key: %w", err)
+	}
+	stamp, err = fileStamp(certFile, keyFile)
+	return certFile, keyFile, stamp, err
+}
+
+func fileStamp(files ...string) (string, error) {
+	var s []byte
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", fmt.Errorf("client certificate: %w", err)
+		}
+		s = fmt.Appendf(s, "%d:%d;", fi.ModTime().UnixNano(), fi.Size())
+	}
+	return string(s), nil
+}
+
+// errOutsideCertDir is the one answer for a client certificate or key
+// outside webhooks.client_cert_dir, whether or not such a file exists.
+var errOutsideCertDir = errors.New("must name a file in webhooks.client_cert_dir")
+
+// ClientCertPath is the rule for webhooks[].client_cert and client_key:
+// name, resolved against dir (webhooks.client_cert_dir) when relative,
+// must lie inside dir; an empty dir refuses client certificates. It
+// returns the path to load.
+//
+// Containment is checked lexically (after filepath.Clean) before the file
+// system is touched, so a name outside dir gets the same error whether or
+// not it exists; then after resolving symbolic links in both, so that a
+// link in dir cannot lead out of it (again the same error, whether or not
+// the link's target exists). A name inside dir that does not exist (yet)
+// passes; loading it says so. Registration
+// (app.CheckSubscriber) and the transport, before it loads the files,
+// both apply it.
+func ClientCertPath(dir, name string) (string, error) {
+	if dir == "" {
+		return "", errors.New("client certificates are refused: webhooks.client_cert_dir is not set")
+	}
+	if name == "" {
+		return "", errors.New("is empty")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("webhooks.client_cert_dir: %w", err)
+	}
+	p := filepath.Clean(name)
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(dir, p)
+	}
+	if !inside(dir, p) {
+		return "", errOutsideCertDir
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", fmt.Errorf("webhooks.client_cert_dir: %w", err)
+	}
+	real, err := resolve(p, 0)
+	if err != nil || !inside(realDir, real) {
+		return "", errOutsideCertDir
+	}
+	return real, nil
+}
+
+// resolve returns p with its symbolic links resolved as far as they exist:
+// a file that does not exist (yet) is resolved through its directory, and
+// a dangling link through its target, so that where p leads is known
+// whether or not the file is there. links counts the links followed.
+func resolve(p string, links int) (string, error) {
+	real, err := filepath.EvalSymlinks(p)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return real, err
+	}
+	parent := filepath.Dir(p)
+	if parent == p {
+		return p, nil
+	}
+	rp, err := resolve(parent, links)
+	if err != nil {
+		return "", err
+	}
+	q := filepath.Join(rp, filepath.Base(p))
+	target, err := os.Readlink(q)
+	switch {
+	case err != nil:
+		return q, nil // not there, and not a link
+	case links == 40:
+		return "", errors.New("too many links")
+	case !filepath.IsAbs(target):
+		target = filepath.Join(rp, target)
+	}
+	return resolve(target, links+1)
+}
+
+// inside reports whether path p lies below directory dir (both clean and
+// absolute).
+func inside(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != "." && filepath.IsLocal(rel)
+}
+
+// fifo keeps the newest max values by key. It is safe for concurrent use.
+type fifo[V any] struct {
+	mu    sync.Mutex
+	max   int
+	m     map[string]V
+	order []string // keys, oldest first
+}
+
+func newFIFO[V any](max int) *fifo[V] { return &fifo[V]{max: max, m: map[string]V{}} }
+
+func (c *fifo[V]) get(key string) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[key]
+	return v, ok
+}
+
+func (c *fifo[V]) put(key string, v V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[key]; ok {
+		return
+	}
+	c.m[key] = v
+	c.order = append(c.order, key)
+	for len(c.order) > c.max {
+		delete(c.m, c.order[0])
+		c.order = c.order[1:]
+	}
+}
