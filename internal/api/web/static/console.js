@@ -74,7 +74,8 @@
   function emptyTable(table) { clear(table.tBodies[0]); }
 
   // every runs fn now and then ms after each run ends, while fn returns
-  // true; it waits while the tab is hidden.
+  // true (or a number: the milliseconds to wait this time); it waits while
+  // the tab is hidden.
   function every(ms, fn) {
     let timer = null;
     async function run() {
@@ -82,7 +83,7 @@
       if (document.hidden) return;
       let again = false;
       try { again = await fn(); } catch (e) { again = true; }
-      if (again) timer = setTimeout(run, ms);
+      if (again) timer = setTimeout(run, typeof again === 'number' ? again : ms);
     }
     document.addEventListener('visibilitychange', function () {
       if (!document.hidden && timer === null) run();
@@ -930,7 +931,7 @@
       if (rv.status !== 404) { say(msg, problem(rv), 'bad'); return rv.status !== 401 && rv.status !== 403; }
       if (Date.now() - since < grace) {
         say(msg, 'Looking for alert ' + id + '\u2026', 'warn');
-        return true;
+        return 1000;
       }
       say(msg, 'Not found: Herald holds no alert ' + id + '. If it was published moments ago, check again.', 'bad');
       box.dataset.state = 'not-found';
