@@ -392,8 +392,7 @@
     }
     const table = $('alert-list');
     let filter = '';
-    let cursors = [];   // the before cursors of the pages shown before this one
-    let before = '';    // this page's cursor ('' for the newest)
+    let before = '';    // this page's cursor ('' for the newest; only it refreshes)
     let next = '';
     const cards = new Map(); // alert id → {node, done}
     const names = analyst ? loadPartners() : null;
@@ -402,12 +401,12 @@
       b.addEventListener('click', function () {
         filter = b.dataset.state;
         for (const o of document.querySelectorAll('#tiles .tile')) o.setAttribute('aria-pressed', String(o === b));
-        cursors = []; before = '';
+        before = '';
         refreshList();
       });
     }
-    $('older-btn').addEventListener('click', function () { cursors.push(before); before = next; refreshList(); });
-    $('newer-btn').addEventListener('click', function () { cursors = []; before = ''; refreshList(); });
+    $('older-btn').addEventListener('click', function () { before = next; refreshList(); });
+    $('newer-btn').addEventListener('click', function () { before = ''; refreshList(); });
 
     async function count(state, keep) {
       const r = await api('GET', '/v1/alerts?state=' + state + '&limit=500');
@@ -1077,9 +1076,7 @@
         if (r.data.errors) { reason.setAttribute('aria-invalid', 'true'); reason.focus(); }
         return;
       }
-      const keepHooks = rec.webhooks;
       showRecord(r.data);
-      rec.webhooks = keepHooks;
       reason.value = '';
       say(out, (action === 'suspend' ? 'Suspended: it receives nothing until resumed.' : 'Resumed.') + ' Recorded in the audit trail.', 'good');
     });
