@@ -146,6 +146,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/alerts/preview", h.auth(readers, h.preview))
 	mux.Handle("GET /v1/alerts/{id}", h.auth(readers, h.alertStatus))
 	mux.Handle("GET /v1/alerts/{id}/deliveries", h.auth(readers, h.deliveries))
+	mux.Handle("GET /v1/alerts/{id}/review", h.auth(readers, h.review))
 	mux.Handle("POST /v1/alerts/{id}/approve", h.auth(analyst, h.approve))
 	mux.Handle("POST /v1/alerts/{id}/reject", h.auth(analyst, h.reject))
 	mux.Handle("GET /v1/partners", h.auth(readers, h.listPartners))
