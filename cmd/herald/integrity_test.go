@@ -943,7 +943,10 @@ func TestIdenticalAlertPublishedTwiceIsOneDelivery(t *testing.T) {
 // been written, then answers 410. Whatever the order in which serve's
 // delivery worker sees the two, the partner ends suspended and its
 // endpoint disabled, and a later alert reaches neither the endpoint nor
-// the partner's email. Repeated, with the 410 a little later each time.
+// the partner's email. Four rounds order the two differently: the 410
+// once the put is written (the brief's race: the worker may still hold
+// the record from before the put), a little later, recorded before the
+// put, and at the same moment.
 func TestGoneRacingSuspensionEndsSuspended(t *testing.T) {
 	e := newIntEnv(t)
 	sectors := []string{"construction"}
@@ -955,13 +958,50 @@ func TestGoneRacingSuspensionEndsSuspended(t *testing.T) {
 	}
 	e.addPartners(t, append([]*intPartner{ctl}, gone...)...)
 
+	// get reads the partner's record as `herald subscribers get` shows it.
+	get := func(p *intPartner) (status string, disabled bool) {
+		code, out, _ := e.s.run(t, "", "subscribers", "get", p.ID)
+		var rec struct {
+			Status   string
+			Webhooks []struct{ Disabled bool }
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &rec) != nil || len(rec.Webhooks) != 1 {
+			return "", false
+		}
+		return rec.Status, rec.Webhooks[0].Disabled
+	}
+	// Each round orders the administrator's put and the 410 differently.
+	rounds := []struct {
+		name  string
+		order func(put func(), answer func(), p *intPartner)
+	}{
+		{"410 once the put is written", func(put, answer func(), _ *intPartner) { put(); answer() }},
+		{"410 30 ms after the put is written", func(put, answer func(), _ *intPartner) {
+			put()
+			time.Sleep(30 * time.Millisecond) // the delivery worker's registry has likely seen the put
+			answer()
+		}},
+		{"410 recorded before the put", func(put, answer func(), p *intPartner) {
+			answer()
+			require.Eventually(t, func() bool { _, disabled := get(p); return disabled }, 30*time.Second, 100*time.Millisecond)
+			put()
+		}},
+		{"410 while the put runs", func(put, answer func(), _ *intPartner) {
+			var wg sync.WaitGroup
+			wg.Go(answer)
+			put()
+			wg.Wait()
+		}},
+	}
+	require.Len(t, gone, len(rounds))
 	for i, p := range gone {
-		arrived, written := make(chan struct{}), make(chan struct{})
+		round := rounds[i]
+		arrived, answer := make(chan struct{}), make(chan struct{})
 		var once sync.Once
 		p.rc.Script(func(w http.ResponseWriter, r *http.Request, release <-chan struct{}) {
 			once.Do(func() { close(arrived) })
 			select {
-			case <-written:
+			case <-answer:
 			case <-release:
 			case <-r.Context().Done():
 			}
@@ -974,21 +1014,24 @@ func TestGoneRacingSuspensionEndsSuspended(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: the webhook never arrived", id)
 		}
-		e.s.must(t, "subscribers", "put", e.writeJSON(t, p.ID+".json", p.record(t, "suspended")))
-		time.Sleep(time.Duration(i) * 30 * time.Millisecond) // the 410 a little later each round
-		close(written)
-
-		var last string
-		require.Eventually(t, func() bool {
-			code, out, _ := e.s.run(t, "", "subscribers", "get", p.ID)
-			last = out
-			var rec struct {
-				Status   string
-				Webhooks []struct{ Disabled bool }
-			}
-			return code == 0 && json.Unmarshal([]byte(out), &rec) == nil &&
-				rec.Status == "suspended" && len(rec.Webhooks) == 1 && rec.Webhooks[0].Disabled
-		}, 30*time.Second, 100*time.Millisecond, "round %d: %s should end suspended with its endpoint disabled:\n%s", i, p.ID, &last)
+		suspended := e.writeJSON(t, p.ID+".json", p.record(t, "suspended"))
+		var putCode int
+		var putErr string
+		round.order(func() {
+			cmd := exec.Command(heraldBin, "subscribers", "put", suspended, "--config", e.s.config)
+			var errb bytes.Buffer
+			cmd.Env, cmd.Stderr = e.s.env, &errb
+			putCode, putErr = exitCode(cmd.Run()), errb.String()
+		}, func() { close(answer) }, p)
+		require.Equal(t, 0, putCode, "round %q: subscribers put: %s", round.name, putErr)
+		var status string
+		var disabled bool
+		assertEventually(30*time.Second, func() bool {
+			status, disabled = get(p)
+			return status == "suspended" && disabled
+		})
+		require.Equal(t, "suspended", status, "round %q: an administrator's suspension stands", round.name)
+		require.True(t, disabled, "round %q: the endpoint that answered 410 is disabled", round.name)
 		require.Equal(t, 1, p.rc.Count(), "a 410 is not retried")
 	}
 
