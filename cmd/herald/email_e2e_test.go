@@ -138,7 +138,7 @@ delivery: {retry_schedule: [200ms, 500ms, 1s]}
 	for _, id := range []string{greenID, amberID} {
 		require.Eventually(t, func() bool {
 			code, out, _ := s.run(t, "", "status", id, "--output", "json")
-			if code != 0 {
+			if code != 0 || !fannedOut(out) {
 				return false
 			}
 			for _, r := range rowsOf(t, out) {

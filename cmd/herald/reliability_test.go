@@ -140,10 +140,10 @@ delivery:
   retry_schedule: %s
   breaker: {failures: 5, cooldown: 500ms}
 api:
-  listen: %q
+  listen: %q             # these workers run no api role; were one to, it would take a free port
 log:
   level: %s
-`, quote(kc.Addrs()), kafkatest.KeyFile(t), keyFile, quote(schedule), freePort(t), "info")
+`, quote(kc.Addrs()), kafkatest.KeyFile(t), keyFile, quote(schedule), "127.0.0.1:0", "info")
 	e.config = filepath.Join(dir, "herald.yaml")
 	require.NoError(t, os.WriteFile(e.config, []byte(y), 0o600))
 	return e
