@@ -17,7 +17,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -69,12 +68,7 @@ func newIntEnv(t *testing.T) *intEnv {
 	e.sink = smtptest.New(t, smtptest.Options{StartTLS: true, Username: "herald", Password: "relay-pw"})
 	pub, sec := pgptest.Key(t, pgptest.Agency)
 	e.agencyPub = pub
-	// The CA's certificate, as the receivers present it after their own.
-	probe := webhooktest.New(t, webhooktest.TLS(e.ca))
-	chain := probe.Server.TLS.Certificates[0].Certificate
-	require.Len(t, chain, 2, "webhooktest serves its certificate and the CA's")
-	e.caFile = e.write("webhook-ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[1]})))
-	probe.Close()
+	e.caFile = e.write("webhook-ca.pem", string(e.ca.PEM()))
 	extra := fmt.Sprintf(`signing: {key_file: %q}
 smtp: {host: %q, port: %d, tls: starttls, username: herald, password_file: %q, from: alerts@agency.example, ca_file: %q}
 webhooks: {timeout: 5s, ca_file: %q, allow_cidrs: ["127.0.0.0/8"]}

@@ -16,6 +16,9 @@ import (
 // and localhost.
 type Options = sink.SMTPOptions
 
+// Message is one message the sink received.
+type Message = sink.Message
+
 // Server is a running SMTP sink.
 type Server struct {
 	*sink.SMTP
