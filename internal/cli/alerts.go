@@ -280,10 +280,13 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 	}
 	now := time.Now()
 	state := ex.State(now)
-	if output == "json" {
-		return e.writeJSON(map[string]any{"id": id, "state": state, "release": ex.Release})
-	}
 	rel := ex.Release
+	if output == "json" {
+		// The same shape as for a fanned-out alert (its rows: none yet);
+		// the state goes to standard error.
+		fmt.Fprintf(e.stderr, "herald: alert %s is %s: no deliveries yet\n", printable(id), state)
+		return e.writeJSON([]ledger.Entry{})
+	}
 	switch {
 	case state == record.StatePending:
 		fmt.Fprintf(e.stdout, "alert %s waits for a second analyst: issued by %s at %s, expires %s\n", printable(id),

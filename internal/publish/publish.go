@@ -241,14 +241,36 @@ func (p *Publisher) Publish(ctx context.Context, a *alerts.Alert, by string) (*R
 		if err := p.writeRelease(ctx, ev); err != nil {
 			return nil, err
 		}
-		p.audit(ctx, by, record.ActionSubmit, a, nil)
+		if err := p.won(ctx, a, by, record.ActionSubmit, digest); err != nil {
+			return nil, err
+		}
 		return &Result{ID: a.ID, State: record.StatePending, Digest: digest, ExpiresAt: ev.ExpiresAt}, nil
 	}
 	if err := p.Alerts.Write(ctx, kafka.Message{Key: []byte(a.ID), Value: value}); err != nil {
 		return nil, fmt.Errorf("publish alert %s: %w: %w", a.ID, ErrUnavailable, err)
 	}
-	p.audit(ctx, by, record.ActionPublish, a, nil)
+	if err := p.won(ctx, a, by, record.ActionPublish, digest); err != nil {
+		return nil, err
+	}
 	return &Result{ID: a.ID, State: record.StatePublished, Digest: digest}, nil
+}
+
+// won reads back what the id is bound to after the write and records the
+// action in the audit trail. Two publishers may pass Prepare's check at
+// the same moment with different alerts under one new id: the topic's
+// order decides (the first record wins; the fan-out quarantines the other
+// as duplicate-id), and the loser is told so here instead of "published".
+// If the read-back cannot be made the write stands: the fan-out still
+// refuses a second alert under the id.
+func (p *Publisher) won(ctx context.Context, a *alerts.Alert, by, action, digest string) error {
+	if ex, err := p.Index.Existing(ctx, a.ID); err == nil && ex != nil && ex.Digest() != "" && ex.Digest() != digest {
+		conflict := &ConflictError{ID: a.ID, State: ex.State(p.Now()), Digest: ex.Digest()}
+		_ = p.Audit.Record(ctx, record.Audit{Actor: by, Action: action, Object: "alert:" + a.ID,
+			Outcome: record.OutcomeRefused, Reason: "another alert took the id at the same moment; this one will not go out"})
+		return conflict
+	}
+	p.audit(ctx, by, action, a, nil)
+	return nil
 }
 
 func (p *Publisher) writeRelease(ctx context.Context, ev record.Release) error {
