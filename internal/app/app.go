@@ -247,7 +247,7 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 	switch role {
 	case RoleFanout:
 		w := a.fanoutWorker()
-		return func(ctx context.Context) error {
+		return a.withKeyWatch(func(ctx context.Context) error {
 			return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
 				// Decide against every subscriber change and every receipt
 				// (ids already fanned out, prior recipients) acknowledged
@@ -260,7 +260,7 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 				}
 				return w.Handle(ctx, msgs)
 			})
-		}, nil
+		}), nil
 	case RoleDeliver:
 		return a.deliverRole()
 	case RoleAPI:

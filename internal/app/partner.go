@@ -13,6 +13,8 @@ import (
 	"github.com/herald-alerts/herald/internal/deliver"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
+	"github.com/herald-alerts/herald/internal/keywatch"
+	"golang.org/x/sync/errgroup"
 )
 
 // ReceiptWriter writes receipts to the receipts topic, keyed by alert id
@@ -98,5 +100,26 @@ func AckURL(cfg *config.Config, links *ack.Codec, now func() time.Time) func(*de
 			return ""
 		}
 		return base + "/ack/" + tok
+	}
+}
+
+// withKeyWatch runs the key-expiry warnings (internal/keywatch) beside
+// run, the fan-out role's consumer, until both end: every process that
+// runs the fan-out watches partners' keys, and the notices' claims make
+// sure that one of them sends each notice.
+func (a *App) withKeyWatch(run func(context.Context) error) func(context.Context) error {
+	w := keywatch.New()
+	w.Registry = a.registry
+	w.Ledger = ViewIndex{V: a.view}
+	w.Jobs, w.Receipts = a.bus.Producer(bus.TopicDeliveries), a.bus.Producer(bus.TopicReceipts)
+	w.Thresholds = a.cfg.Email.KeyExpiryWarning
+	w.Now = a.now
+	w.Log = a.log.With("role", RoleFanout, "component", "keywatch")
+	a.metrics.MustRegister(w.Collectors()...)
+	return func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return w.Run(gctx) })
+		g.Go(func() error { return run(gctx) })
+		return g.Wait()
 	}
 }

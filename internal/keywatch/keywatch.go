@@ -311,10 +311,13 @@ func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error
 	}
 	w.soon.Set(float64(soon))
 	w.expired.Set(float64(expired))
-	if len(due) == 0 {
-		return nil
+	if len(due) > 0 {
+		if err := w.send(ctx, due, now); err != nil {
+			return err
+		}
 	}
-	return w.send(ctx, due, now)
+	w.log().Debug("partners' keys checked", "expiring", soon, "expired", expired, "within_a_threshold", len(due))
+	return nil
 }
 
 // send claims and queues the notices of due that no process has claimed.
