@@ -272,7 +272,11 @@ func (p *partnerAPI) acknowledge(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if a == nil {
-		p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerAck, Object: "alert:" + id,
+		object := "alert:" + id
+		if !alerts.ValidID(id) {
+			object = "alert:?" // not an alert id: what was sent is not kept
+		}
+		p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerAck, Object: object,
 			Outcome: record.OutcomeRefused, Reason: "not delivered to " + sub, Details: map[string]any{"subscriber": sub}})
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no alert %q was delivered to you", id), nil)
 		return

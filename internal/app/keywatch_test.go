@@ -85,7 +85,6 @@ func TestKeyExpiryWarningOnce(t *testing.T) {
 	cfg.Signing.KeyFile = signingKey
 	cfg.SMTP.Host, cfg.SMTP.Port, cfg.SMTP.TLS, cfg.SMTP.From = sink.Host, sink.Port, email.TLSNone, "Herald <alerts@herald.example>"
 	cfg.Email.IssuerName = "National Crime Agency"
-	cfg.View.Dir = filepath.Join(dir, "view")
 	require.Equal(t, []time.Duration{30 * 24 * time.Hour, 7 * 24 * time.Hour}, cfg.Email.KeyExpiryWarning, "the defaults")
 
 	const addr = "soc@acme.example"
@@ -152,7 +151,7 @@ func TestKeyExpiryWarningOnce(t *testing.T) {
 
 	// Herald restarts: it checks the key again and sends nothing.
 	logs, stop := run()
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "partners' keys checked") }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "partners' keys checked") }, 30*time.Second, 20*time.Millisecond, "%s", logs)
 	require.Never(t, func() bool { return sink.Count() > 1 || len(keyExpiryJobs(t, b)) > 1 }, 3*time.Second, 100*time.Millisecond,
 		"a second warning after the restart")
 	stop()
