@@ -14,7 +14,10 @@
 // that finds the same key within the same threshold names the same notice
 // (delivery.KeyExpiry.NoticeID) and the same delivery id. Its receipts go
 // to the receipts topic under the notice id, where alerts' go, so the
-// ledger answers for it as for an alert: who got it, when.
+// ledger answers for it as for an alert: who got it, when. Analysts
+// therefore see each notice in the alert list and its status, titled
+// "OpenPGP key expiry notice (30-day)" and issued by "herald:keywatch/…";
+// the partner sees it among its deliveries.
 //
 // Before sending, a process claims the notice: it writes the notice's
 // alert receipt (delivery.KindAlert) naming itself ("herald:keywatch/" and
@@ -29,8 +32,9 @@
 // (milliseconds), that notice is not sent; a process that fails to write
 // the job retries at its next check, since the claim is still its own.
 //
-// # When
+// # Where and when
 //
+// Every process that runs the fan-out role runs a Watch (internal/app).
 // Every address of an active partner whose key is usable now and expires
 // is looked at: at start, as soon as the registry holds a changed record
 // (the registry is looked at every Poll), and at least every Interval.
