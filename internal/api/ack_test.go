@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -79,6 +81,11 @@ func TestAckLink(t *testing.T) {
 		assert.Contains(t, csp, "form-action 'self'")
 		assert.NotContains(t, csp, "script-src")
 		assert.NotContains(t, string(body), "<script")
+		// The one style the policy allows is the page's, by its hash.
+		_, style, _ := strings.Cut(string(body), "<style>")
+		style, _, _ = strings.Cut(style, "</style>")
+		sum := sha256.Sum256([]byte(style))
+		assert.Contains(t, csp, "style-src 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'")
 		assert.Equal(t, "no-store", resp.Header.Get("Cache-Control"))
 		assert.Equal(t, "no-referrer", resp.Header.Get("Referrer-Policy"), "the link never leaks through a Referer")
 	}
