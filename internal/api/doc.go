@@ -30,6 +30,13 @@
 //     (separation of duties), and the record names the token that did it.
 //   - either role: GET /v1/whoami answers the token's name and role (the
 //     console checks a token with it at sign-in).
+//   - partner: a token bound to one subscriber (api.tokens[].subscriber)
+//     reaches /v1/partner/… only, and only that subscriber's data
+//     (PRODUCT.md §12): its deliveries (never one the policy withheld),
+//     acknowledgements, its own dead letters, its OpenPGP keys and its
+//     webhook secrets. Anything not its own is 404, never another
+//     partner's data; every change is audited as "partner:<token name>".
+//     GET /v1/taxonomy, which is public reference data, is open to it too.
 //   - public: GET /v1/signing-key (application/pgp-keys, RFC 3156 §7),
 //     /healthz, /readyz and /metrics. Following the Prometheus convention,
 //     /metrics is unauthenticated: it carries counts and durations, never
@@ -44,6 +51,17 @@
 // stored secret, so a fetched record can be edited and put back. PUT and
 // DELETE write to the subscribers topic; GET reads the registry, which
 // sees a write once it has consumed it. DELETE is idempotent (204).
+//
+// # Acknowledgement links
+//
+// Every email that carries an alert's content carries a link,
+// <api.public_url>/ack/<capability> (internal/ack: opaque, bound to that
+// one delivery, expiring with the alert). GET shows a page with a single
+// "Confirm receipt" button and records nothing, so the mail scanners
+// that fetch every link acknowledge nothing; the button POSTs, which
+// records the acknowledgement once. The pages run no script and load
+// nothing (their own Content-Security-Policy allows one inline style by
+// its hash). A link that is altered, forged or expired is a 404 page.
 //
 // # Console
 //

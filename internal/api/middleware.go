@@ -146,6 +146,8 @@ func (h *handler) observe(next http.Handler) http.Handler {
 // tokenHash is one configured token, its hash decoded.
 type tokenHash struct {
 	name, role string
+	// subscriber is the partner a partner token acts for.
+	subscriber string
 	sum        []byte
 }
 
@@ -159,7 +161,11 @@ func hashTokens(tokens []config.Token, log *slog.Logger) []tokenHash {
 			log.Warn("api token ignored: its sha256 is not a hex SHA-256", "token", t.Name)
 			continue
 		}
-		out = append(out, tokenHash{name: t.Name, role: t.Role, sum: sum})
+		if t.Role == config.RolePartner && strings.TrimSpace(t.Subscriber) == "" {
+			log.Warn("api token ignored: a partner token must name its subscriber", "token", t.Name)
+			continue
+		}
+		out = append(out, tokenHash{name: t.Name, role: t.Role, subscriber: strings.TrimSpace(t.Subscriber), sum: sum})
 	}
 	return out
 }

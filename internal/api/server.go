@@ -87,6 +87,9 @@ type Server struct {
 	// SigningKey is the agency's ASCII-armoured public signing key;
 	// empty makes /v1/signing-key answer 503.
 	SigningKey []byte
+	// Partner is what the partner endpoints and the email
+	// acknowledgement pages need (PRODUCT.md §12).
+	Partner Partners
 	// Tokens are the bearer tokens (hashed) and their roles.
 	Tokens []config.Token
 	// Ready reports whether the API can serve (Kafka reachable, registry
@@ -164,6 +167,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{h.log}}))
+	h.registerPartner(mux)
 	mux.HandleFunc("/v1/", h.notFound)
 	h.pages.register(mux)
 	return h.observe(securityHeaders(mux))

@@ -115,6 +115,8 @@ type Options struct {
 
 // Run runs the roles until ctx is cancelled, then drains and returns.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options) error {
+	own := *cfg // the app's copy: a listen address on port 0 becomes the one bound
+	cfg = &own
 	a := &App{cfg: cfg, log: log, registry: subscribers.NewRegistry(), metrics: prometheus.NewRegistry(), now: opt.Now}
 	if a.now == nil {
 		a.now = time.Now
@@ -247,7 +249,7 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 	switch role {
 	case RoleFanout:
 		w := a.fanoutWorker()
-		return func(ctx context.Context) error {
+		return a.withKeyWatch(func(ctx context.Context) error {
 			return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
 				// Decide against every subscriber change and every receipt
 				// (ids already fanned out, prior recipients) acknowledged
@@ -264,13 +266,22 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 				}
 				return w.Handle(ctx, msgs)
 			})
-		}, nil
+		}), nil
 	case RoleDeliver:
 		return a.deliverRole()
 	case RoleAPI:
 		return a.apiRole()
 	}
 	return nil, fmt.Errorf("unknown role %q", role)
+}
+
+// APIAddr returns the address the api role listens on (the one bound when
+// api.listen asked for port 0), or "" when the role does not run.
+func (a *App) APIAddr() string {
+	if !slices.Contains(a.roles, RoleAPI) {
+		return ""
+	}
+	return a.cfg.API.Listen
 }
 
 // Roles returns the roles that are running.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -274,16 +273,6 @@ func (h *herald) call(t *testing.T, method, path, token, body string) (int, stri
 	return resp.StatusCode, string(b)
 }
 
-// freeAddr returns a loopback address nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
 // startHerald runs every role of Herald on the embedded broker, with a
 // partner whose webhook (plain HTTP on loopback) really receives alerts,
 // and a second partner cleared for GREEN only.
@@ -311,7 +300,7 @@ func startHerald(t *testing.T) *herald {
 	cfg.Signing = config.Signing{KeyFile: keyFile}
 	cfg.Publishing.KeyFile = kafkatest.KeyFile(t)
 	cfg.View.Dir = filepath.Join(dir, "view")
-	cfg.API.Listen = freeAddr(t)
+	cfg.API.Listen = "127.0.0.1:0"
 	cfg.API.Tokens = []config.Token{
 		{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(aliceToken)},
 		{Name: "bob", Role: config.RoleAnalyst, SHA256: config.HashToken(bobToken)},
@@ -322,17 +311,16 @@ func startHerald(t *testing.T) *herald {
 	cfg.Webhooks.Timeout = 5 * time.Second
 	cfg.Delivery.RetrySchedule = []time.Duration{time.Second, 2 * time.Second}
 	require.NoError(t, cfg.Validate())
-	h.url = "http://" + cfg.API.Listen
 
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
+	started := make(chan *app.App, 1)
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = kafkatest.Logger(t, slog.LevelWarn)
 	}
 	go func() {
-		done <- app.Run(ctx, &cfg, log, app.Options{Started: func(*app.App) { close(started) }})
+		done <- app.Run(ctx, &cfg, log, app.Options{Started: func(a *app.App) { started <- a }})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -344,7 +332,8 @@ func startHerald(t *testing.T) *herald {
 		}
 	})
 	select {
-	case <-started:
+	case a := <-started:
+		h.url = "http://" + a.APIAddr() // the port the api role bound
 	case err := <-done:
 		t.Fatalf("herald did not start: %v", err)
 	case <-time.After(30 * time.Second):

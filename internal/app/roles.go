@@ -113,6 +113,11 @@ func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliv
 		if err != nil {
 			return nil, nil, err
 		}
+		links, err := AckLinks(a.bus)
+		if err != nil {
+			return nil, nil, fmt.Errorf("acknowledgement links: %w", err)
+		}
+		ec.AckURL = AckURL(cfg, links, a.now)
 		n, err := email.New(ec, signer, a.log.With("channel", "email"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("email channel: %w", err)
@@ -238,6 +243,11 @@ func (a *App) listen(key, addr string, h http.Handler) (func(context.Context) er
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
 	a.log.Info("listening", "key", key, "addr", ln.Addr().String())
+	if key == "api.listen" {
+		// api.listen on port 0 takes a free port: links in email and
+		// APIAddr name the one bound.
+		a.cfg.API.Listen = ln.Addr().String()
+	}
 	return func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- hs.Serve(ln) }()
@@ -264,6 +274,10 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 	}
 	opt := PolicyOptions(a.cfg)
 	index := ViewIndex{V: a.view}
+	links, err := AckLinks(a.bus)
+	if err != nil {
+		return nil, fmt.Errorf("acknowledgement links: %w", err)
+	}
 	srv := &api.Server{
 		Publisher: Publisher(a.cfg, a.bus, index, a.registry, a.now),
 		Decide: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
@@ -279,7 +293,14 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
 		Taxonomy:        taxonomy.Default(),
 		SigningKey:      pub,
-		Tokens:          a.cfg.API.Tokens,
+		Partner: api.Partners{
+			Deliveries: a.view,
+			Receipts:   ReceiptWriter{P: a.bus.Producer(bus.TopicReceipts)},
+			Dead:       DeadLetters{Bus: a.bus, Now: a.now},
+			Links:      links,
+			Sync:       a.follower.Sync,
+		},
+		Tokens: a.cfg.API.Tokens,
 		Ready: func(ctx context.Context) error {
 			select {
 			case <-a.view.Ready():

@@ -86,7 +86,7 @@ func newDeadCmd(e *env) *cobra.Command {
 		Short: "Re-queue dead letters (after the partner fixed their side); already-delivered ones are skipped",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f == (deliver.DeadFilter{}) && !all {
+			if f.Empty() && !all {
 				return invalid(errors.New("name --subscriber and/or --alert, or --all to replay every dead letter"))
 			}
 			b, _, err := e.client(cmd.Context())

@@ -8,6 +8,8 @@ import (
 
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/keywatch"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
@@ -45,20 +47,31 @@ func newSubscribersCmd(e *env) *cobra.Command {
 		Use:   "subscribers",
 		Short: "Manage partner organisations (list, get, put, delete, import)",
 	}
-	var output string
+	var output, expiring string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List every subscriber",
+		Short: "List every subscriber, or with --expiring the OpenPGP keys that expire soon",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			var within time.Duration
+			if expiring != "" {
+				d, err := config.ParseDuration(expiring)
+				if err != nil || d <= 0 {
+					return invalid(fmt.Errorf("--expiring must be a positive duration such as 30d or 72h, not %q", expiring))
+				}
+				within = d
 			}
 			reg, err := e.registry(cmd.Context())
 			if err != nil {
 				return err
 			}
 			subs := reg.List()
+			if expiring != "" {
+				return e.listExpiring(subs, within, output)
+			}
 			if output == "json" {
 				if subs == nil {
 					subs = []*subscribers.Subscriber{}
@@ -75,6 +88,7 @@ func newSubscribersCmd(e *env) *cobra.Command {
 		},
 	}
 	outputFlag(list, &output)
+	list.Flags().StringVar(&expiring, "expiring", "", "list the addresses whose OpenPGP key expires within this time (30d, 72h), those expired included")
 	get := &cobra.Command{
 		Use:   "get ID",
 		Short: "Print one subscriber as JSON",
@@ -137,6 +151,42 @@ func newSubscribersCmd(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(list, get, put, imp, del)
 	return cmd
+}
+
+// listExpiring prints the keys of subs that expire within within of now,
+// soonest first: subscriber, address, fingerprint and expiry.
+func (e *env) listExpiring(subs []*subscribers.Subscriber, within time.Duration, output string) error {
+	now := time.Now()
+	keys := keywatch.Expiring(subs, now, within)
+	if output == "json" {
+		if keys == nil {
+			keys = []keywatch.Key{}
+		}
+		return e.writeJSON(keys)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBSCRIBER\tSTATUS\tADDRESS\tFINGERPRINT\tEXPIRES\tIN")
+	for _, k := range keys {
+		in := "expired"
+		if left := k.Expires.Sub(now); left > 0 {
+			in = fmt.Sprintf("%dd%dh", int(left/(24*time.Hour)), int(left%(24*time.Hour)/time.Hour))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(k.Subscriber), printable(k.Status), printable(k.Address),
+			printable(k.Fingerprint), k.Expires.UTC().Format(time.RFC3339), in)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "\n%d keys expire within %s\n", len(keys), printable(fmtDays(within)))
+	return nil
+}
+
+// fmtDays writes a duration of whole days as "30d".
+func fmtDays(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }
 
 // putSubscribers validates every record in the input and, only if all are

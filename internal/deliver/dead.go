@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -52,14 +53,23 @@ type DeadFilter struct {
 	Subscriber string
 	// Alert is an alert id.
 	Alert string
+	// Deliveries, when not empty, keeps the dead letters of these
+	// delivery ids only.
+	Deliveries []string
+}
+
+// Empty reports whether f selects every dead letter.
+func (f DeadFilter) Empty() bool {
+	return f.Subscriber == "" && f.Alert == "" && len(f.Deliveries) == 0
 }
 
 func (f DeadFilter) match(d *DeadLetter) bool {
 	if d.Job == nil {
-		return f.Subscriber == "" && f.Alert == ""
+		return f.Empty()
 	}
 	return (f.Subscriber == "" || d.Job.Subscriber == f.Subscriber) &&
-		(f.Alert == "" || (d.Job.Alert != nil && d.Job.Alert.ID == f.Alert))
+		(f.Alert == "" || (d.Job.Alert != nil && d.Job.Alert.ID == f.Alert)) &&
+		(len(f.Deliveries) == 0 || slices.Contains(f.Deliveries, d.Job.ID))
 }
 
 // DeadLetter is one record of the dead topic.

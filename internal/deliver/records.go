@@ -282,9 +282,10 @@ func (r *Runner) disable(o *out, job *delivery.Job, now time.Time) {
 // job's mode when the policy now allows less (a key-notice instead of
 // content).
 func (r *Runner) recheck(job *delivery.Job, sub *subscribers.Subscriber, now time.Time) (rule, why string) {
-	if job.Mode == delivery.ModeCancelNotice || job.Mode == delivery.ModeFollowUpKeyNotice {
-		// A content-free notice about an alert the target holds (rule 7):
-		// it goes unless the partner or the target is gone.
+	if job.Mode == delivery.ModeCancelNotice || job.Mode == delivery.ModeFollowUpKeyNotice || job.Mode == delivery.ModeKeyExpiryNotice {
+		// A content-free notice about an alert the target holds (rule 7),
+		// or about the target's own key: it goes unless the partner or
+		// the target is gone.
 		if !sub.Active() {
 			return policy.RuleSuspended, "the partner's status is " + strconv.Quote(sub.Status) + ", not active"
 		}

@@ -509,6 +509,13 @@ func TestListDeadAndReplay(t *testing.T) {
 	dead, err = ListDead(ctx, e.bus, DeadFilter{Alert: "nope"})
 	require.NoError(t, err)
 	assert.Empty(t, dead)
+	dead, err = ListDead(ctx, e.bus, DeadFilter{Deliveries: []string{jo.ID, "msg_nope"}})
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.Equal(t, jo.ID, dead[0].Job.ID)
+	dead, err = ListDead(ctx, e.bus, DeadFilter{Subscriber: "acme", Deliveries: []string{jo.ID}})
+	require.NoError(t, err)
+	assert.Empty(t, dead, "every field of the filter holds")
 
 	broken.Store(false)
 	n, err := Replay(ctx, e.bus, DeadFilter{Subscriber: "acme"}, time.Now())

@@ -43,6 +43,12 @@ const (
 	// it names the alert the target holds, says it was updated or
 	// withdrawn, and that the key needs attention (PRODUCT.md §3 rule 7).
 	ModeFollowUpKeyNotice = "followup-key-notice"
+	// ModeKeyExpiryNotice is the content-free notice to an email address
+	// whose OpenPGP key expires within one of email.key_expiry_warning
+	// (PRODUCT.md §12). Its job carries a notice Herald made, not an
+	// alert (internal/keywatch): the address, the key's fingerprint and
+	// its expiry.
+	ModeKeyExpiryNotice = "key-expiry-notice"
 )
 
 // Held names an alert a target received, for the notices that tell it

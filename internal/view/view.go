@@ -353,6 +353,9 @@ func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
 			targets[t][po.Partition] = po.End
 		}
 	}
+	// A Sync that began before the stored positions were known waits for
+	// progress: they may already be what it waits for.
+	v.broadcastLocked()
 	v.posMu.Unlock()
 	v.checkReady(targets)
 

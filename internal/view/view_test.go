@@ -3,6 +3,7 @@ package view_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -658,4 +659,30 @@ func TestOpenRefusesAStoreInUse(t *testing.T) {
 	require.NoError(t, v.Close())
 	_, _, err = v.List(view.ListQuery{})
 	require.ErrorIs(t, err, view.ErrClosed)
+}
+
+// TestSyncRightAfterARestart: a Sync called as a restarted view starts,
+// before it has read its stored positions, returns as soon as they show
+// that nothing is missing, not when the next record arrives (or after
+// 30 s when none does).
+func TestSyncRightAfterARestart(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	writeWorkload(w)
+	dir := t.TempDir()
+	run(t, dir, b).stop()
+	for i := range 5 {
+		v, err := view.Open(dir, view.Options{Log: kafkatest.Logger(t, slog.LevelWarn), Now: func() time.Time { return now }})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- v.Run(ctx, b) }()
+		start := time.Now()
+		require.NoError(t, v.Sync(t.Context(), bus.TopicReceipts), "restart %d", i)
+		assert.Less(t, time.Since(start), 5*time.Second, "restart %d: Sync waited for a record that never came", i)
+		cancel()
+		require.NoError(t, <-done)
+		require.NoError(t, v.Close())
+	}
 }

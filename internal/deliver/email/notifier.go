@@ -109,6 +109,12 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 		encrypted = true
 	case delivery.ModeKeyNotice, delivery.ModeCancelNotice, delivery.ModeFollowUpKeyNotice:
 		// Content-free: signed only.
+	case delivery.ModeKeyExpiryNotice:
+		// Content-free, signed only, and about its own target: checked
+		// here, before a rendering cached by content could be reused.
+		if _, err := delivery.KeyExpiryOf(job); err != nil {
+			return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("email: %w", err))
+		}
 	default:
 		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("email: unknown mode %q", job.Mode))
 	}

@@ -245,6 +245,29 @@ func ackParagraph(url string) string {
 		"\n(opens a page with a button; nothing is recorded until you press it)\n"
 }
 
+// keyExpirySubject is the Subject of a key-expiry notice.
+func keyExpirySubject(a *alerts.Alert, k delivery.KeyExpiry) string {
+	return oneLine(fmt.Sprintf("[%s] Herald: your OpenPGP key expires on %s", a.TLP.Label(), k.Expires.UTC().Format(time.DateOnly)))
+}
+
+// renderKeyExpiryNotice is the content-free notice sent to an address
+// whose key expires within one of the warning thresholds: it names the
+// address, the key and its expiry, and how to replace the key.
+func renderKeyExpiryNotice(a *alerts.Alert, k delivery.KeyExpiry) string {
+	var w textWriter
+	w.line("%s", banner(a))
+	w.paragraphs(
+		fmt.Sprintf("The OpenPGP key Herald holds for %s expires on %s.", oneLine(k.Address), k.Expires.UTC().Format("2 January 2006 at 15:04 UTC")),
+		"Key fingerprint: "+groupFingerprint(oneLine(k.Fingerprint)),
+		"After that, alerts that may only be sent encrypted cannot be sent to this address: it would receive only "+
+			"notices that an alert is waiting. Please replace the key before then with a current OpenPGP public key "+
+			"(version 4, Curve25519 or RSA, with an encryption subkey): upload it through Herald's partner API "+
+			"(PUT /v1/partner/email/{address}/key), or send it to your agency contact.",
+		"Nothing of any alert's content is in this message.",
+	)
+	return w.String()
+}
+
 // renderText renders the alert as the plain text every recipient gets:
 // TLP label and marking first, then handling conditions, then the alert.
 // It names the agency (issuer), never the analyst who issued or approved
@@ -404,6 +427,13 @@ func render(job *delivery.Job, issuer, fingerprint string) (*content, error) {
 	case delivery.ModeCancelNotice:
 		c.subject, c.ack = cancelNoticeSubject(job), true
 		text = renderCancelNotice(job)
+	case delivery.ModeKeyExpiryNotice:
+		k, err := delivery.KeyExpiryOf(job)
+		if err != nil {
+			return nil, err
+		}
+		c.subject = keyExpirySubject(a, k)
+		text = renderKeyExpiryNotice(a, k)
 	case delivery.ModeFollowUpKeyNotice:
 		if a.Type != alerts.TypeUpdate && a.Type != alerts.TypeCancel {
 			return nil, fmt.Errorf("a %s is for an update or cancel, not a %s", job.Mode, a.Type)
