@@ -25,6 +25,11 @@ const (
 	MaxBody    = 64 << 10
 )
 
+// ReservedIDPrefix starts the ids of the notices Herald sends on its own
+// (key-expiry warnings): an analyst's alert may not use it, so that no
+// alert and no notice ever share an id.
+const ReservedIDPrefix = "key-expiry-"
+
 // idPattern is the rule for an analyst-supplied alert id.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
@@ -219,8 +224,11 @@ func (a *Alert) Normalize() {
 // expires_at must lie after; tax may be nil to skip taxonomy checks.
 func (a *Alert) Validate(now time.Time, tax Taxonomy) error {
 	v := &ValidationError{What: "invalid alert"}
-	if a.ID != "" && !ValidID(a.ID) {
+	switch {
+	case a.ID != "" && !ValidID(a.ID):
 		v.Add("id", "must match %s", idPattern)
+	case strings.HasPrefix(a.ID, ReservedIDPrefix):
+		v.Add("id", "the prefix %s is reserved for Herald's own notices", ReservedIDPrefix)
 	}
 	switch a.Type {
 	case TypeAlert:

@@ -30,8 +30,9 @@ type KeyExpiry struct {
 const (
 	// KeyExpiryIssuer is the issued_by of every key-expiry notice.
 	KeyExpiryIssuer = "herald:keywatch"
-	// keyExpiryPrefix starts the id of every key-expiry notice.
-	keyExpiryPrefix = "key-expiry-"
+	// keyExpiryPrefix starts the id of every key-expiry notice: the
+	// prefix alerts refuse for analysts' alerts.
+	keyExpiryPrefix = alerts.ReservedIDPrefix
 	// Indicator types that carry the address and the fingerprint.
 	indicatorAddress     = "email-address"
 	indicatorFingerprint = "openpgp-fingerprint"

@@ -554,6 +554,9 @@ func (t *txn) place(id string) error {
 		return err
 	}
 	state, at := rs.place()
+	if delivery.IsKeyExpiryNotice(id) {
+		state = 0 // Herald's own notice, not an analyst's alert: not listed
+	}
 	keys := t.tx.Bucket(bListKey)
 	list := t.tx.Bucket(bList)
 	want := appendTime([]byte{state}, at)

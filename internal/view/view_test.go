@@ -501,7 +501,7 @@ func trimNL(b []byte) []byte {
 }
 
 func TestRebuildsWhenTheClusterIsReplacedWhileRunning(t *testing.T) {
-	c, b, _ := workloadCluster(t, kafkatest.Partitions(1))
+	c, b, _ := workloadCluster(t, kafkatest.Partitions(1), kafkatest.WithProxy())
 	v := run(t, t.TempDir(), b)
 	require.NoError(t, v.Sync(t.Context()))
 
