@@ -323,3 +323,14 @@ func TestNewID(t *testing.T) {
 	assert.Less(t, a, b, "ids sort by time")
 	assert.Equal(t, strings.ToLower(a), a)
 }
+
+func TestReservedIDPrefix(t *testing.T) {
+	a := &alerts.Alert{ID: alerts.ReservedIDPrefix + "abc", Title: "t", Severity: "minor", TLP: "GREEN", Marking: "OFFICIAL",
+		Handling: alerts.Handling{Code: "P"}, Audience: alerts.Audience{Sectors: []string{"care"}}}
+	a.Normalize()
+	var v *alerts.ValidationError
+	require.ErrorAs(t, a.Validate(time.Now(), nil), &v)
+	require.Len(t, v.Fields, 1)
+	require.Equal(t, "id", v.Fields[0].Field)
+	require.Contains(t, v.Fields[0].Message, "reserved")
+}
