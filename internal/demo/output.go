@@ -146,7 +146,13 @@ alerts/N-ID.json      the alerts the demo published
 email/N-ID-HOW.eml    each email as the partner's mail server received it (alert N, partner ID)
 webhook/N-ID-HOW.http each webhook request as the partner's endpoint received it (raw HTTP)
 outcomes.txt          the outcome table and the result of every check
-
+`)
+	if c.sandbox {
+		b.WriteString(`sandbox/email/        what partners' mailboxes receive while ` + "`herald demo --serve`" + ` runs, as it arrives
+sandbox/webhook/      what partners' webhook endpoints receive while it runs (raw HTTP)
+`)
+	}
+	b.WriteString(`
 Check them as a partner would:
 `)
 	for _, h := range c.res.Hints {
