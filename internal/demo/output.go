@@ -159,9 +159,11 @@ Check them as a partner would:
 		b.WriteString("  " + h + "\n")
 	}
 	b.WriteString(`
-gpg and sq verify the emails too (save the signed part and its signature), and a webhook's
-secrets are in partners.json. Webhook timestamps are checked against the current time:
---tolerance lets an old capture through.
+gpg and sq verify the emails too: docs/examples/gpg/verify-email.sh in Herald's repository cuts
+out the signed part and its signature, decrypts with a key from keys/, and runs both, e.g.
+  sh docs/examples/gpg/verify-email.sh email/2-northbank-encrypted.eml agency.asc keys/northbank.secret.asc
+A webhook's secrets are in partners.json. Webhook timestamps are checked against the current
+time (five minutes either way): --tolerance lets an old capture through.
 `)
 	return b.String()
 }
