@@ -214,16 +214,27 @@ type deliveries struct {
 func (s *sandbox) settled(t *testing.T, id string) deliveries {
 	t.Helper()
 	var d deliveries
-	require.Eventually(t, func() bool {
+	poll(t, time.Minute, func() bool {
 		d = deliveries{}
 		return s.api(t, "GET", "/v1/alerts/"+id+"/deliveries", s.tokens["analyst"], nil, &d) == http.StatusOK && d.Done
-	}, time.Minute, 100*time.Millisecond, "alert %s never settled: %+v", id, d)
+	}, "alert %s never settled", id)
 	for _, e := range d.Deliveries {
 		if e.Decision != "withhold" {
 			require.Equal(t, "delivered", e.State, "%+v", e)
 		}
 	}
 	return d
+}
+
+// poll checks cond in the test's goroutine until it holds, failing the
+// test after within.
+func poll(t *testing.T, within time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: "+msg, append([]any{within}, args...)...)
+		}
+	}
 }
 
 // received returns the files of dir whose name or content holds s.
@@ -271,7 +282,7 @@ func TestDemoServeSandbox(t *testing.T) {
 	require.Equal(t, "published", pub.State)
 	d := s.settled(t, pub.ID)
 	require.Equal(t, 7, d.Counts["delivered"], "%+v", d.Counts)
-	require.Eventually(t, func() bool { return len(received(t, s.webhookDir, pub.ID)) == 3 }, 30*time.Second, 50*time.Millisecond,
+	poll(t, 30*time.Second, func() bool { return len(received(t, s.webhookDir, pub.ID)) == 3 },
 		"the three partners' webhooks received alert %s", pub.ID)
 	for _, p := range []string{"northbank", "staffright", "grandstay", "freedom-trust"} {
 		require.NotEmpty(t, received(t, s.emailDir, p), "%s's mailbox", p)
@@ -438,6 +449,23 @@ func (sh *shell) run(t *testing.T, line string, within time.Duration) (int, stri
 	}
 }
 
+// pollShell runs line until done holds for its status and output, as
+// someone re-running a command would, and returns the last output.
+func pollShell(t *testing.T, sh *shell, line string, within time.Duration, done func(int, string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		code, out := sh.run(t, line, within)
+		if done(code, out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q never gave what was expected within %s; last (exit %d):\n%s", line, within, code, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // commandLines splits a block into command lines, joining continuations.
 func commandLines(script string) []string {
 	var out []string
@@ -507,13 +535,8 @@ func TestReadmeByHand(t *testing.T) {
 	require.Contains(t, last, "status", "the by-hand section ends with herald status")
 
 	// A newcomer runs status again until the delivery is done.
-	var out string
 	delivered := regexp.MustCompile(`(?m)^local-partner\s+http://\S+/herald\s+deliver\s+webhook\.signed\s+delivered\s`)
-	require.Eventually(t, func() bool {
-		var code int
-		code, out = sh.run(t, last, time.Minute)
-		return code == 0 && delivered.MatchString(out)
-	}, time.Minute, 500*time.Millisecond, "no delivered row:\n%s", out)
+	out := pollShell(t, sh, last, time.Minute, func(code int, out string) bool { return code == 0 && delivered.MatchString(out) })
 	require.Contains(t, out, "NEXT ATTEMPT")
 	require.Contains(t, recv.out.String(), "verified msg_")
 	require.Contains(t, recv.out.String(), "alert.published")
@@ -563,12 +586,12 @@ func TestStatusShowsRetries(t *testing.T) {
 	code, o, e := s.run(t, sub, "subscribers", "put", "-")
 	require.Equal(t, 0, code, o+e)
 	id := strings.TrimSpace(s.must(t, "publish", filepath.Join(repoRoot(t), "examples", "alert-green.yaml")))
-	var text string
 	row := regexp.MustCompile(`(?m)^nobody-home\s+http://\S+\s+deliver\s+webhook\.signed\s+retrying\s+\d+\s+(\S+)\s+(.*connection refused.*)$`)
-	require.Eventually(t, func() bool {
+	var text string
+	for deadline := time.Now().Add(time.Minute); !row.MatchString(text); time.Sleep(200 * time.Millisecond) {
+		require.False(t, time.Now().After(deadline), "no retrying row:\n%s", text)
 		text = s.must(t, "status", id)
-		return row.MatchString(text)
-	}, time.Minute, 200*time.Millisecond, "no retrying row:\n%s", text)
+	}
 	m := row.FindStringSubmatch(text)
 	next, err := time.Parse(time.RFC3339, m[1])
 	require.NoError(t, err, "NEXT ATTEMPT %q", m[1])
