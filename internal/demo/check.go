@@ -35,6 +35,9 @@ type checker struct {
 	now       time.Time
 
 	files map[string][]byte // output folder contents, by relative path
+	// sandbox says that the output folder will also receive, in sandbox/,
+	// what arrives while `herald demo --serve` runs.
+	sandbox bool
 }
 
 // received is one email or webhook request with the delivery id it

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -49,6 +50,9 @@ type Options struct {
 	Timeout time.Duration
 	// Log receives Herald's own logs; nil discards them.
 	Log *slog.Logger
+	// Serve, if set, keeps everything running as a sandbox after the
+	// checks, until the context ends (`herald demo --serve`).
+	Serve *ServeOptions
 
 	// tamper, set by tests, changes what was received or recorded before
 	// the checks run, to show that they catch it.
@@ -170,7 +174,8 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err := os.WriteFile(caFile, ca.PEM(), 0o644); err != nil {
 		return nil, fmt.Errorf("write throwaway ca: %w", err)
 	}
-	mails, err := sink.StartSMTP(sink.SMTPOptions{TLS: ca.ServerTLS(), StartTLS: true,
+	ib := &inbox{log: log}
+	mails, err := sink.StartSMTP(sink.SMTPOptions{TLS: ca.ServerTLS(), StartTLS: true, Data: ib.mail,
 		ErrorLog: slog.NewLogLogger(log.With("component", "demo-smtp-sink").Handler(), slog.LevelDebug)})
 	if err != nil {
 		return nil, err
@@ -182,6 +187,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	defer hooks.Close()
+	hooks.Script(ib.hook)
 
 	res.SMTP, res.Webhooks = mails.Addr, hooks.URL("")
 	partners, err := samplePartners(hooks, now)
@@ -191,6 +197,23 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	cfg, err := demoConfig(keyFile, pubKeyFile, caFile, mails.Addr)
 	if err != nil {
 		return nil, err
+	}
+	roles := []string{app.RoleFanout, app.RoleDeliver}
+	var sandbox *Sandbox
+	if opt.Serve != nil {
+		listen, err := resolveListen(opt.Serve.Listen)
+		if err != nil {
+			return nil, err
+		}
+		tokens, err := sandboxTokens()
+		if err != nil {
+			return nil, err
+		}
+		if err := serveConfig(cfg, listen, tokens); err != nil {
+			return nil, err
+		}
+		roles = app.AllRoles
+		sandbox = &Sandbox{Console: consoleURL(listen), Tokens: tokens, PublishingKeyFile: pubKeyFile}
 	}
 	for _, p := range partners {
 		if err := app.CheckSubscriber(cfg, p.sub, now); err != nil {
@@ -222,7 +245,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	started := make(chan *app.App, 1)
 	appDone := make(chan error, 1)
 	go func() {
-		appDone <- app.Run(runCtx, cfg, log, app.Options{Bus: b, Roles: []string{app.RoleFanout, app.RoleDeliver},
+		appDone <- app.Run(runCtx, cfg, log, app.Options{Bus: b, Roles: roles,
 			Explicit: true, Started: func(a *app.App) { started <- a }})
 	}()
 	stopApp := func() error {
@@ -298,8 +321,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		got, _ = led.Lookup(rctx, ids)
 		cancel()
 	}
-	if err := stopApp(); err != nil {
-		res.failf("herald stopped with an error: %v", err)
+	if sandbox == nil {
+		if err := stopApp(); err != nil {
+			res.failf("herald stopped with an error: %v", err)
+		}
 	}
 
 	c := &checker{res: res, alerts: pub, partners: partners, agencyPub: agencyPub, agencyFP: signer.Fingerprint(),
@@ -308,11 +333,62 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		opt.tamper(c)
 	}
 	c.check()
+	c.sandbox = sandbox != nil
 	if err := c.write(agencyPub, opt.OutDir); err != nil {
+		if sandbox != nil {
+			stopApp()
+		}
 		return nil, fmt.Errorf("write %s: %w", out, err)
 	}
 	res.Elapsed = time.Since(start)
-	return res, nil
+	if sandbox == nil {
+		return res, nil
+	}
+	if !res.OK() {
+		// A sandbox whose checks failed would teach the wrong thing.
+		if err := stopApp(); err != nil {
+			res.failf("herald stopped with an error: %v", err)
+		}
+		return res, nil
+	}
+	return res, serve(ctx, opt.Serve, res, sandbox, ib, partners, appDone, stopApp)
+}
+
+// serve opens the sandbox's inbox, says where everything is, and runs
+// until ctx ends or Herald stops by itself (an error).
+func serve(ctx context.Context, opt *ServeOptions, res *Result, sb *Sandbox, ib *inbox, partners []*partner,
+	appDone chan error, stopApp func() error) error {
+	if err := ib.start(filepath.Join(res.OutDir, "sandbox"), partners); err != nil {
+		stopApp()
+		return err
+	}
+	sb.Brokers = res.Brokers
+	sb.EmailDir, sb.WebhookDir = ib.mailDir, ib.hookDir
+	sb.AgencyKey = filepath.Join(res.OutDir, "agency.asc")
+	sb.PartnersFile = filepath.Join(res.OutDir, "partners.json")
+	sb.KeysDir = filepath.Join(res.OutDir, "keys")
+	sb.Env = fmt.Sprintf("export HERALD_KAFKA_BROKERS=%s HERALD_PUBLISHING_KEY_FILE=%s",
+		strings.Join(res.Brokers, ","), shellQuote(sb.PublishingKeyFile))
+	if opt.Ready != nil {
+		opt.Ready(res, sb)
+	}
+	select {
+	case <-ctx.Done():
+		return stopApp()
+	case err := <-appDone:
+		if err == nil {
+			err = errors.New("herald stopped")
+		}
+		return fmt.Errorf("sandbox: %w", err)
+	}
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:,=+@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // demoConfig is Herald's configuration for the demo: the defaults (and any

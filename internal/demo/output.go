@@ -87,7 +87,7 @@ func (c *checker) write(agencyPub []byte, shown string) error {
 	var table bytes.Buffer
 	c.res.Print(&table)
 	files["outcomes.txt"] = table.Bytes()
-	files["README.txt"] = []byte(c.readme())
+	files["README.txt"] = []byte(c.readme(shown))
 
 	for name, data := range files {
 		path := filepath.Join(c.res.OutDir, filepath.FromSlash(name))
@@ -134,7 +134,7 @@ func (c *checker) hints(shown string) []string {
 	return out
 }
 
-func (c *checker) readme() string {
+func (c *checker) readme(shown string) string {
 	var b strings.Builder
 	b.WriteString(`What the Herald demo's partners received
 =========================================
@@ -146,16 +146,29 @@ alerts/N-ID.json      the alerts the demo published
 email/N-ID-HOW.eml    each email as the partner's mail server received it (alert N, partner ID)
 webhook/N-ID-HOW.http each webhook request as the partner's endpoint received it (raw HTTP)
 outcomes.txt          the outcome table and the result of every check
-
+`)
+	if c.sandbox {
+		b.WriteString(`sandbox/email/        what partners' mailboxes receive while ` + "`herald demo --serve`" + ` runs, as it arrives
+sandbox/webhook/      what partners' webhook endpoints receive while it runs (raw HTTP)
+`)
+	}
+	b.WriteString(`
 Check them as a partner would:
 `)
 	for _, h := range c.res.Hints {
 		b.WriteString("  " + h + "\n")
 	}
 	b.WriteString(`
-gpg and sq verify the emails too (save the signed part and its signature), and a webhook's
-secrets are in partners.json. Webhook timestamps are checked against the current time:
---tolerance lets an old capture through.
+gpg and sq verify the emails too: docs/examples/gpg/verify-email.sh, in Herald's repository,
+cuts out the signed part and its signature, decrypts with a key from keys/ and runs both. From
+the repository's root:
+`)
+	path := func(rel string) string { return filepath.Join(shown, filepath.FromSlash(rel)) }
+	fmt.Fprintf(&b, "  sh docs/examples/gpg/verify-email.sh %s %s %s\n", path("email/2-"+bank+"-encrypted.eml"),
+		path("agency.asc"), path("keys/"+bank+".secret.asc"))
+	b.WriteString(`
+A webhook's secrets are in partners.json. Webhook timestamps are checked against the current
+time (five minutes either way): --tolerance lets an old capture through.
 `)
 	return b.String()
 }
