@@ -3,6 +3,8 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/record"
 	"text/tabwriter"
 	"time"
 
@@ -97,6 +99,17 @@ func newDeadCmd(e *env) *cobra.Command {
 			n, err := deliver.Replay(cmd.Context(), b, f, time.Now())
 			if err != nil {
 				return err
+			}
+			object := "dead:all"
+			switch {
+			case f.Subscriber != "":
+				object = "subscriber:" + f.Subscriber
+			case f.Alert != "":
+				object = "alert:" + f.Alert
+			}
+			if err := app.AuditLog(b, time.Now).Record(cmd.Context(), record.Audit{Actor: operator(), Action: record.ActionDeadReplay,
+				Object: object, Details: map[string]any{"requeued": n, "subscriber": f.Subscriber, "alert": f.Alert}}); err != nil {
+				fmt.Fprintf(e.stderr, "herald: the replay is done but was not recorded in the audit trail: %v\n", err)
 			}
 			fmt.Fprintf(e.stdout, "re-queued %d deliveries\n", n)
 			return nil

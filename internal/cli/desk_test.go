@@ -107,3 +107,29 @@ func TestKeysGeneratePublishing(t *testing.T) {
 	code, _, _ = run(t, "", "keys", "generate", "--publishing", "--out", p)
 	require.Equal(t, 2, code, "never overwrites a key")
 }
+
+// TestDeadReplayIsAudited: an operator's replay of dead letters is in the
+// audit trail with who did it and how many went back.
+func TestDeadReplayIsAudited(t *testing.T) {
+	cluster := kafkatest.Start(t)
+	cluster.Open(t, cluster.Config())
+	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	code, out, errOut := run(t, "", "dead", "replay", "--subscriber", "acme")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "re-queued 0 deliveries\n", out)
+	code, out, errOut = run(t, "", "audit", "list", "--action", "dead.replay", "--output", "json")
+	require.Equal(t, 0, code, errOut)
+	var l struct {
+		Entries []struct {
+			Actor, Action, Object string
+			Details              map[string]any
+		} `json:"entries"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &l))
+	require.Len(t, l.Entries, 1)
+	assert.Equal(t, "subscriber:acme", l.Entries[0].Object)
+	assert.True(t, strings.HasPrefix(l.Entries[0].Actor, "cli:"))
+	assert.EqualValues(t, 0, l.Entries[0].Details["requeued"])
+}
