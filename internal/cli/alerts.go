@@ -348,7 +348,11 @@ func newStatusCmd(e *env) *cobra.Command {
 				if en.State == delivery.StateRetrying && !en.RetryAt.IsZero() {
 					next = en.RetryAt.UTC().Format(time.RFC3339)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(en.Subscriber), dash(en.Target), printable(en.Decision), printable(en.Rule), printable(en.State), en.Attempts, next, dash(en.LastError))
+				lastErr := en.LastError
+				if en.State == delivery.StateDelivered {
+					lastErr = "" // an earlier attempt's error no longer matters
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(en.Subscriber), dash(en.Target), printable(en.Decision), printable(en.Rule), printable(en.State), en.Attempts, next, dash(lastErr))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
