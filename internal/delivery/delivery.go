@@ -22,7 +22,15 @@ import (
 const (
 	ChannelEmail   = "email"
 	ChannelWebhook = "webhook"
+	// ChannelPull is the partner's pull channel: its TAXII 2.1 collection
+	// and MISP feed (PRODUCT.md §11). The policy decides it like a target;
+	// nothing is sent, so the fan-out writes no job for it.
+	ChannelPull = "pull"
 )
+
+// TargetPull is the target of every pull decision: a partner has one pull
+// channel.
+const TargetPull = "pull"
 
 // Decisions of the dissemination policy (PRODUCT.md §3).
 const (
@@ -43,6 +51,9 @@ const (
 	// it names the alert the target holds, says it was updated or
 	// withdrawn, and that the key needs attention (PRODUCT.md §3 rule 7).
 	ModeFollowUpKeyNotice = "followup-key-notice"
+	// ModePull: the alert is in the partner's pull collection, served to
+	// its partner token over TAXII 2.1 and as a MISP feed.
+	ModePull = "pull"
 )
 
 // Held names an alert a target received, for the notices that tell it
@@ -93,6 +104,10 @@ type Job struct {
 	// Held lists, for notices about an update or cancel, the alerts it
 	// supersedes that this target received.
 	Held []Held `json:"held,omitempty"`
+	// Lineage places an update or cancel in its chain, for the formats
+	// partners' tools read; nil for an alert that references nothing. The
+	// fan-out sets the same lineage on every job of an alert.
+	Lineage *Lineage `json:"lineage,omitempty"`
 }
 
 // jobWire is Job without its methods, for encoding.
@@ -262,6 +277,10 @@ const (
 	StateExpired   = "expired"   // the alert expired before delivery
 	StateWithheld  = "withheld"  // the policy said no
 	StateDisabled  = "disabled"  // the endpoint answered 410 Gone and is disabled
+	// StateAvailable: the alert is in the partner's pull collection (or,
+	// for a notice, the alerts it supersedes are withdrawn from it); it
+	// becomes delivered when the partner first pulls it.
+	StateAvailable = "available"
 )
 
 // Receipt records one decision or one outcome. Receipts are keyed by alert
