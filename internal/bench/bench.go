@@ -150,16 +150,16 @@ type Goal struct {
 
 // Goals are the targets of the issue, by result name.
 var Goals = map[string]Goal{
-	FanoutJobs:         {AtLeast: 100_000},
-	FanoutSignsHerald:  {AtMost: 1},
-	FanoutSignsSTIX:    {AtMost: 1},
-	FanoutSignsMISP:    {AtMost: 1},
-	FanoutSignsCAP:     {AtMost: 1},
-	FanoutSignsEmail:   {AtMost: 1},
-	WebhookDeliveries:  {Ratio: true, AtLeast: 0.7},
-	EmailMessages:      {Ratio: true, AtLeast: 0.7},
-	LatencyP99:         {AtMost: 200},
-	PeakRSS:            {AtMost: 256},
+	FanoutJobs:        {AtLeast: 100_000},
+	FanoutSignsHerald: {AtMost: 1},
+	FanoutSignsSTIX:   {AtMost: 1},
+	FanoutSignsMISP:   {AtMost: 1},
+	FanoutSignsCAP:    {AtMost: 1},
+	FanoutSignsEmail:  {AtMost: 1},
+	WebhookDeliveries: {Ratio: true, AtLeast: 0.7},
+	EmailMessages:     {Ratio: true, AtLeast: 0.7},
+	LatencyP99:        {AtMost: 200},
+	PeakRSS:           {AtMost: 256},
 }
 
 // String renders the goal, e.g. "ratio ≥ 0.7".
