@@ -172,8 +172,10 @@ func Pull(a *alerts.Alert, s *subscribers.Subscriber, now time.Time, opt Options
 	if s.Pull == nil {
 		return Decision{}, false
 	}
-	ds := Evaluate(a, s, now, opt)
-	return ds[len(ds)-1], true
+	only := *s // the pull channel alone: no key to check, no URL to parse
+	only.Email, only.Webhooks = nil, nil
+	var one [1]Decision
+	return Append(one[:0], a, &only, now, opt)[0], true
 }
 
 // Append is Evaluate appending to dst, for callers that evaluate many
