@@ -12,6 +12,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/taxii"
+	"github.com/herald-alerts/herald/internal/view"
 )
 
 // Agency is the agency's name in everything partners read:
@@ -38,6 +39,10 @@ func CAPSender(cfg *config.Config) string {
 	}
 	return DefaultCAPSender
 }
+
+// The fan-out's history is the view, which keeps the published alerts that
+// updates and cancels trace their lineage from.
+var _ fanout.PublishedHistory = (*view.View)(nil)
 
 // pullReceipts records the pull servers' receipts on the receipts topic.
 type pullReceipts struct{ p *bus.Producer }

@@ -20,7 +20,6 @@ import (
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/taxonomy"
-	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -69,7 +68,7 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 		Deliveries:   b.Producer(bus.TopicDeliveries),
 		Receipts:     b.Producer(bus.TopicReceipts),
 		Quarantine:   b.Producer(bus.TopicQuarantine),
-		History:      plainHistory{ledger.FromBus(b)},
+		History:      ledger.FromBus(b),
 		Authenticate: b.Authenticate,
 		Now:          time.Now,
 		Log:          opt.Log.With("role", app.RoleFanout),
@@ -115,13 +114,6 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 		Result{Name: FanoutSignsEmail, Herald: signs[delivery.ChannelEmail], Unit: unitSignatures},
 	), nil
 }
-
-// plainHistory is the fan-out's history in this run: the ledger folded
-// from its receipts topic. The run fans out alerts that reference nothing,
-// so no published alert is ever looked up for a lineage.
-type plainHistory struct{ *ledger.Source }
-
-func (plainHistory) Published(string) (*view.Published, bool) { return nil, false }
 
 // signatures delivers every job of alert a through Herald's notifiers,
 // one webhook format after the other and then the email channel, and

@@ -33,12 +33,18 @@ type Producer interface {
 	Write(ctx context.Context, msgs ...kafka.Message) error
 }
 
-// History finds what Herald knows of alerts: what the ledger knows of
-// earlier alerts for updates and cancels, and whether an id was already
-// fanned out (Lookup); and each alert as published, for the lineage of an
-// update or cancel (Published). *view.View satisfies it.
+// History finds what the ledger knows of alerts: earlier alerts for
+// updates and cancels, and whether an id was already fanned out.
 type History interface {
 	Lookup(ctx context.Context, ids []string) (map[string]*ledger.Alert, error)
+}
+
+// PublishedHistory is the capability a History adds to give each alert as
+// published, from which the fan-out traces the lineage of an update or
+// cancel (delivery.TraceLineage). *view.View has it. Without it, updates
+// and cancels cannot be planned.
+type PublishedHistory interface {
+	History
 	// Published returns the first authentic record of the alerts topic
 	// under id, or false.
 	Published(id string) (*view.Published, bool)
@@ -295,7 +301,7 @@ type Plan struct {
 // gets (Decide), and builds the jobs and receipts to write. raw is the
 // alert exactly as published: every job carries those bytes (nil encodes
 // a). Webhook jobs carry the alert's lineage, traced from the published
-// alerts it references (History.Published), the same for every job, so
+// alerts it references (PublishedHistory), the same for every job, so
 // that each payload format renders and signs it once.
 //
 // The pull channel sends nothing: its decisions get no job, and a pull
@@ -377,7 +383,11 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 
 // published returns the alert id as published, for TraceLineage.
 func (w *Worker) published(id string) (*alerts.Alert, error) {
-	p, ok := w.History.Published(id)
+	h, ok := w.History.(PublishedHistory)
+	if !ok {
+		return nil, fmt.Errorf("alert %s as published: the fan-out's history does not keep published alerts", id)
+	}
+	p, ok := h.Published(id)
 	if !ok || len(p.Alert) == 0 {
 		return nil, fmt.Errorf("alert %s is not (yet) in the view of the alerts topic", id)
 	}

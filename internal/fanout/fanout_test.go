@@ -82,6 +82,8 @@ type history struct {
 	published map[string]*view.Published
 }
 
+var _ fanout.PublishedHistory = (*history)(nil)
+
 func (h *history) publish(id string, raw []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -276,6 +278,13 @@ func TestUpdateJobsCarryLineage(t *testing.T) {
 	e.history.mu.Unlock()
 	again := alert("cancel-2", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"up-1"} })
 	require.ErrorContains(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, again)}), "up-1")
+
+	// A history that keeps no published alerts cannot plan an update.
+	w := &fanout.Worker{Registry: e.reg, Taxonomy: e.w.Taxonomy, Policy: e.w.Policy, Deliveries: e.w.Deliveries,
+		Receipts: e.w.Receipts, Quarantine: e.w.Quarantine, History: ledger.FromBus(e.bus), Authenticate: e.w.Authenticate,
+		Now: e.w.Now, Log: e.w.Log}
+	other := alert("cancel-3", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"root-1"} })
+	require.ErrorContains(t, w.Handle(ctx, []kafka.Message{e.msg(t, other)}), "does not keep published alerts")
 }
 
 // TestPullDecisionsAreRecordedWithoutJobs: the pull channel is decided and
