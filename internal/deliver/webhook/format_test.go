@@ -355,3 +355,38 @@ func TestFormatNamesAgree(t *testing.T) {
 	}
 	require.Equal(t, subscribers.WebhookFormats, names)
 }
+
+// TestVerifyAnyFormat: herald verify webhook checks a delivery in any
+// format; only Herald's envelope names an event.
+func TestVerifyAnyFormat(t *testing.T) {
+	rc := webhooktest.New(t)
+	signer := webhooktest.NewSigner(t)
+	n := formatNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, signer)
+	sub := testSub()
+	for _, f := range formats.Formats {
+		sub.Webhooks = append(sub.Webhooks, subscribers.Webhook{URL: rc.URL("/" + string(f)), Secrets: []string{fixedSecret},
+			MaxTLP: alerts.TLPAmber, Format: string(f)})
+	}
+	c := formatCases(t)[1]
+	for _, ep := range sub.Webhooks {
+		job := testJob(c.a, sub, ep.URL)
+		job.Lineage = c.lineage
+		require.NoError(t, n.Notify(context.Background(), job, sub))
+	}
+	for i, r := range rc.Requests() {
+		headers := map[string]string{}
+		for k := range r.Header {
+			headers[k] = r.Header.Get(k)
+		}
+		capture, err := json.Marshal(map[string]any{"headers": headers, "body": string(r.Body)})
+		require.NoError(t, err)
+		rep, err := webhook.VerifyRequest(strings.NewReader(string(capture)), []string{fixedSecret}, signer.PublicArmored(t), time.Now(), 0)
+		require.NoError(t, err)
+		require.True(t, rep.OK(), "%s", rep)
+		if sub.Webhooks[i].Format == subscribers.FormatHerald {
+			require.Equal(t, webhook.EventUpdated, rep.Event)
+		} else {
+			require.Empty(t, rep.Event, sub.Webhooks[i].Format)
+		}
+	}
+}
