@@ -22,11 +22,14 @@ func (h *handler) registerPull(mux *http.ServeMux) {
 
 // pullCaller identifies a token presented to the pull servers: its name,
 // its role and, for a partner token, the subscriber it is bound to
-// (api.tokens[].subscriber).
-func (h *handler) pullCaller(presented string) (taxii.Caller, bool) {
+// (api.tokens[].subscriber). The request log names the token.
+func (h *handler) pullCaller(r *http.Request, presented string) (taxii.Caller, bool) {
 	t, ok := h.identify(presented)
 	if !ok {
 		return taxii.Caller{}, false
+	}
+	if info, _ := r.Context().Value(infoKey{}).(*requestInfo); info != nil {
+		info.token = t.name
 	}
 	c := taxii.Caller{Name: t.name, Role: t.role}
 	for _, ct := range h.Tokens {

@@ -138,7 +138,7 @@ func newEnv(t *testing.T) *env {
 		Agency: agency, Log: kafkatest.Logger(t, slog.LevelWarn)}
 	mux := http.NewServeMux()
 	var mu sync.Mutex
-	e.server.Register(mux, func(tok string) (taxii.Caller, bool) {
+	e.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {
 		c, ok := tokens[tok]
 		return c, ok
 	}, func(r *http.Request, who, why string) {

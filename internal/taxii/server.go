@@ -51,9 +51,9 @@ type Caller struct {
 	Subscriber string
 }
 
-// Identify returns the holder of a presented token, or false when the
-// token is not known.
-type Identify func(token string) (Caller, bool)
+// Identify returns the holder of the token a request presented, or false
+// when the token is not known.
+type Identify func(r *http.Request, token string) (Caller, bool)
 
 // Refuse records a refused token (the audit trail): who ("unknown", or the
 // role and name) and why.
@@ -214,7 +214,7 @@ func (g *gate) wrap(ew errorWriter, checkAccept bool, h func(http.ResponseWriter
 				"present your partner token as a Bearer token, or as the password of HTTP Basic authentication")
 			return
 		}
-		c, ok := g.identify(tok)
+		c, ok := g.identify(r, tok)
 		if !ok {
 			g.refused(r, "unknown", "the token is not known")
 			challenge(w)
