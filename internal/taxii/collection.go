@@ -59,11 +59,7 @@ func (s *Server) items(sub *subscribers.Subscriber, now time.Time) ([]*item, err
 			case delivery.ModeCancelNotice:
 				// The partner may not have this update or cancel: the
 				// alerts it supersedes leave the collection.
-				if p, ok := s.Source.Published(d.Alert); ok {
-					for _, ref := range p.References {
-						withdrawn[ref] = true
-					}
-				}
+				s.withdraw(d.Alert, withdrawn)
 			}
 		}
 		if cursor == "" {
@@ -92,6 +88,29 @@ func (s *Server) items(sub *subscribers.Subscriber, now time.Time) ([]*item, err
 	})
 	return out, nil
 }
+
+// withdraw adds to withdrawn every alert the follow-up id supersedes,
+// directly or through earlier updates, so that no older version of the
+// chain takes the place of the one withdrawn.
+func (s *Server) withdraw(id string, withdrawn map[string]bool) {
+	queue := []string{id}
+	for n := 0; len(queue) > 0 && n < maxChain; n++ {
+		p, ok := s.Source.Published(queue[0])
+		queue = queue[1:]
+		if !ok {
+			continue
+		}
+		for _, ref := range p.References {
+			if !withdrawn[ref] {
+				withdrawn[ref] = true
+				queue = append(queue, ref)
+			}
+		}
+	}
+}
+
+// maxChain bounds the alerts withdraw visits.
+const maxChain = 1000
 
 // item builds one alert of the collection, or nil when the policy no
 // longer lets sub pull it.

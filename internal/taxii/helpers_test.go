@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,10 +152,14 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// issueSeq counts the alerts made, so that each is issued a second after
+// the last: an update is always a new version of its original's objects.
+var issueSeq atomic.Int64
+
 // alert returns a valid alert for the financial-services sector, issued
-// now by an analyst.
+// by an analyst within the last hour.
 func alert(id string, mut func(*alerts.Alert)) *alerts.Alert {
-	now := time.Now().UTC().Truncate(time.Second)
+	now := time.Now().UTC().Truncate(time.Second).Add(-time.Hour).Add(time.Duration(issueSeq.Add(1)) * time.Second)
 	a := &alerts.Alert{ID: id, Title: "Forced labour indicators " + id, Summary: "Workers housed on site.",
 		Severity: "severe", Marking: "OFFICIAL", TLP: "GREEN", Handling: alerts.Handling{Code: "P"},
 		Indicators: []alerts.Indicator{

@@ -396,12 +396,20 @@ func TestPolicyDecidesTheCollection(t *testing.T) {
 	e.put("charity", func(s *subscribers.Subscriber) { s.Pull = nil })
 	require.Equal(t, http.StatusForbidden, e.objects(charityToken, "charity", "").status)
 
-	// An update raised to AMBER: the bank may not pull it, and the
-	// original it holds leaves its collection.
+	// An update the bank may pull, then one raised to AMBER: the bank may
+	// not pull that, and the whole chain it holds leaves its collection (no
+	// older version takes the place of the one withdrawn).
 	e.publish(alert("po-005", func(a *alerts.Alert) {
-		a.Type, a.References, a.TLP = alerts.TypeUpdate, []string{"po-001"}, alerts.TLPAmber
+		a.Type, a.References = alerts.TypeUpdate, []string{"po-001"}
 	}))
 	bank, _ = e.all(bankToken, "bank", "", 100)
+	require.Equal(t, []string{"po-005"}, alertsIn(bank))
+	e.publish(alert("po-006", func(a *alerts.Alert) {
+		a.Type, a.References, a.TLP = alerts.TypeUpdate, []string{"po-005"}, alerts.TLPAmber
+	}))
+	bank, _ = e.all(bankToken, "bank", "", 100)
+	require.Empty(t, bank)
+	bank, _ = e.all(bankToken, "bank", "match[version]=all", 100)
 	require.Empty(t, bank)
 }
 
