@@ -385,8 +385,12 @@ func TestPolicyDecidesTheCollection(t *testing.T) {
 	charity, _ = e.all(charityToken, "charity", "", 100)
 	require.Len(t, alertsIn(charity), 3)
 
-	// A lower max_tlp, or a lower clearance, takes the alerts above it
-	// away at once.
+	// A lower clearance, a lower max_tlp, or a partner no longer cleared
+	// for OFFICIAL-SENSITIVE loses the alerts above it at once.
+	e.put("charity", func(s *subscribers.Subscriber) { s.Clearance = alerts.TLPGreen })
+	charity, _ = e.all(charityToken, "charity", "", 100)
+	require.Equal(t, []string{"po-001", "po-004"}, alertsIn(charity))
+	e.put("charity", func(s *subscribers.Subscriber) { s.Clearance = alerts.TLPRed })
 	e.put("charity", func(s *subscribers.Subscriber) { s.Pull.MaxTLP = alerts.TLPGreen })
 	charity, _ = e.all(charityToken, "charity", "", 100)
 	require.Equal(t, []string{"po-001", "po-004"}, alertsIn(charity))
