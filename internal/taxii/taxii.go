@@ -180,8 +180,10 @@ func addedHeaders(w http.ResponseWriter, page []*entry) {
 	if len(page) == 0 {
 		return
 	}
-	w.Header().Set("X-TAXII-Date-Added-First", page[0].added().Format(timeFormat))
-	w.Header().Set("X-TAXII-Date-Added-Last", page[len(page)-1].added().Format(timeFormat))
+	// Written as the specification spells them (header names are
+	// case-insensitive; some clients compare them exactly).
+	w.Header()["X-TAXII-Date-Added-First"] = []string{page[0].added().Format(timeFormat)}
+	w.Header()["X-TAXII-Date-Added-Last"] = []string{page[len(page)-1].added().Format(timeFormat)}
 }
 
 // query checks the request is for sub's own collection, reads its
