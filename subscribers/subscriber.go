@@ -55,7 +55,33 @@ type Subscriber struct {
 	Status      string          `json:"status,omitempty" yaml:"status,omitempty"`
 	Email       []Email         `json:"email,omitempty" yaml:"email,omitempty"`
 	Webhooks    []Webhook       `json:"webhooks,omitempty" yaml:"webhooks,omitempty"`
+	// Pull, when set, lets the partner pull the alerts the policy lets it
+	// receive by the pull channel: a TAXII 2.1 collection and a MISP feed
+	// (PRODUCT.md §11), read with a partner token.
+	Pull *Pull `json:"pull,omitempty" yaml:"pull,omitempty"`
 }
+
+// Pull is a partner's pull channel.
+type Pull struct {
+	// MaxTLP is the highest TLP the partner may pull. It defaults to the
+	// partner's clearance, capped at AMBER+STRICT, and may exceed neither:
+	// TLP:RED is never served by pull.
+	MaxTLP alerts.TLP `json:"max_tlp,omitempty" yaml:"max_tlp,omitempty"`
+}
+
+// Webhook payload formats (PRODUCT.md §2 webhooks[].format, §11). The
+// renderers live in internal/formats, whose Formats must list the same
+// names.
+const (
+	FormatHerald = "herald" // Herald's JSON envelope (PRODUCT.md §5), the default
+	FormatSTIX   = "stix"   // a STIX 2.1 bundle
+	FormatMISP   = "misp"   // a MISP event
+	FormatCAP    = "cap"    // an OASIS CAP 1.2 message
+)
+
+// WebhookFormats lists the payload formats a webhook may choose, the
+// default first.
+var WebhookFormats = []string{FormatHerald, FormatSTIX, FormatMISP, FormatCAP}
 
 // Email is one address of a partner and its OpenPGP public key, if any.
 type Email struct {
@@ -68,6 +94,9 @@ type Webhook struct {
 	URL     string     `json:"url" yaml:"url"`
 	Secrets []string   `json:"secrets" yaml:"secrets"`
 	MaxTLP  alerts.TLP `json:"max_tlp,omitempty" yaml:"max_tlp,omitempty"`
+	// Format is the payload format, one of WebhookFormats; empty means
+	// FormatHerald.
+	Format string `json:"format,omitempty" yaml:"format,omitempty"`
 	// ClientCert and ClientKey name PEM files for mutual TLS, if the
 	// partner requires it.
 	ClientCert string `json:"client_cert,omitempty" yaml:"client_cert,omitempty"`
@@ -84,7 +113,9 @@ type Webhook struct {
 func (s *Subscriber) Active() bool { return s.Status == StatusActive }
 
 // Normalize fills defaults: status active, min_severity minor, webhook
-// max_tlp the partner's clearance; and canonicalises TLP labels.
+// max_tlp the partner's clearance, webhook format herald, pull max_tlp the
+// partner's clearance capped at AMBER+STRICT; and canonicalises TLP
+// labels and format names.
 func (s *Subscriber) Normalize() {
 	if s.Status == "" {
 		s.Status = StatusActive
@@ -100,6 +131,19 @@ func (s *Subscriber) Normalize() {
 			w.MaxTLP = s.Clearance
 		}
 		w.MaxTLP = alerts.NormalizeTLP(string(w.MaxTLP))
+		w.Format = strings.ToLower(strings.TrimSpace(w.Format))
+		if w.Format == "" {
+			w.Format = FormatHerald
+		}
+	}
+	if p := s.Pull; p != nil {
+		if p.MaxTLP == "" {
+			p.MaxTLP = s.Clearance
+			if p.MaxTLP == alerts.TLPRed {
+				p.MaxTLP = alerts.TLPAmberStrict
+			}
+		}
+		p.MaxTLP = alerts.NormalizeTLP(string(p.MaxTLP))
 	}
 	for i := range s.Email {
 		s.Email[i].Address = strings.TrimSpace(s.Email[i].Address)
@@ -181,8 +225,21 @@ func (s *Subscriber) Validate(tax alerts.Taxonomy, keys KeyCheck) error {
 		} else if s.Clearance.Valid() && w.MaxTLP.Exceeds(s.Clearance) {
 			v.Add(f+".max_tlp", "%s exceeds the partner's clearance %s", w.MaxTLP, s.Clearance)
 		}
+		if w.Format != "" && !slices.Contains(WebhookFormats, w.Format) {
+			v.Add(f+".format", "must be %s, not %q", strings.Join(WebhookFormats, ", "), w.Format)
+		}
 		if (w.ClientCert == "") != (w.ClientKey == "") {
 			v.Add(f+".client_cert", "client_cert and client_key go together")
+		}
+	}
+	if p := s.Pull; p != nil {
+		switch {
+		case !p.MaxTLP.Valid():
+			v.Add("pull.max_tlp", "must be CLEAR, GREEN, AMBER or AMBER+STRICT, not %q", p.MaxTLP)
+		case p.MaxTLP == alerts.TLPRed:
+			v.Add("pull.max_tlp", "TLP:RED is never served by pull; at most AMBER+STRICT")
+		case s.Clearance.Valid() && p.MaxTLP.Exceeds(s.Clearance):
+			v.Add("pull.max_tlp", "%s exceeds the partner's clearance %s", p.MaxTLP, s.Clearance)
 		}
 	}
 	return v.Err()

@@ -101,6 +101,18 @@ func TestValidate(t *testing.T) {
 		{"max_tlp equal to clearance", func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = alerts.TLPAmber }, nil},
 		{"max_tlp below clearance", func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = "tlp:clear" }, nil},
 		{"max_tlp invalid", func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = "WHITE" }, []string{"webhooks[0].max_tlp"}},
+		{"format stix", func(s *subscribers.Subscriber) { s.Webhooks[0].Format = subscribers.FormatSTIX }, nil},
+		{"format misp", func(s *subscribers.Subscriber) { s.Webhooks[0].Format = subscribers.FormatMISP }, nil},
+		{"format cap", func(s *subscribers.Subscriber) { s.Webhooks[0].Format = subscribers.FormatCAP }, nil},
+		{"format unknown", func(s *subscribers.Subscriber) { s.Webhooks[0].Format = "openioc" }, []string{"webhooks[0].format"}},
+		{"pull at the clearance", func(s *subscribers.Subscriber) { s.Pull = &subscribers.Pull{MaxTLP: alerts.TLPAmber} }, nil},
+		{"pull below the clearance", func(s *subscribers.Subscriber) { s.Pull = &subscribers.Pull{MaxTLP: alerts.TLPGreen} }, nil},
+		{"pull above the clearance", func(s *subscribers.Subscriber) { s.Pull = &subscribers.Pull{MaxTLP: alerts.TLPAmberStrict} }, []string{"pull.max_tlp"}},
+		{"pull never RED", func(s *subscribers.Subscriber) {
+			s.Clearance = alerts.TLPRed
+			s.Pull = &subscribers.Pull{MaxTLP: alerts.TLPRed}
+		}, []string{"pull.max_tlp"}},
+		{"pull max_tlp invalid", func(s *subscribers.Subscriber) { s.Pull = &subscribers.Pull{MaxTLP: "WHITE"} }, []string{"pull.max_tlp"}},
 		{"client cert without key", func(s *subscribers.Subscriber) { s.Webhooks[0].ClientCert = "/etc/herald/acme.pem" }, []string{"webhooks[0].client_cert"}},
 		{"every problem at once", func(s *subscribers.Subscriber) {
 			s.ID, s.Kind = "", ""
@@ -215,8 +227,59 @@ func TestNormalize(t *testing.T) {
 	assert.False(t, s.Sensitive, "sensitive defaults to false")
 	assert.False(t, s.AcceptsTest)
 
+	assert.Equal(t, subscribers.FormatHerald, s.Webhooks[0].Format, "format defaults to herald")
+	assert.Nil(t, s.Pull, "no pull channel unless asked for")
+
 	s.Status = subscribers.StatusSuspended
 	assert.False(t, s.Active())
+}
+
+// TestNormalizePull: pull max_tlp defaults to the clearance, never above
+// AMBER+STRICT; a format is lower-cased.
+func TestNormalizePull(t *testing.T) {
+	for clearance, want := range map[alerts.TLP]alerts.TLP{
+		alerts.TLPGreen: alerts.TLPGreen, alerts.TLPAmber: alerts.TLPAmber,
+		alerts.TLPAmberStrict: alerts.TLPAmberStrict, alerts.TLPRed: alerts.TLPAmberStrict,
+	} {
+		s := validSubscriber()
+		s.Clearance = clearance
+		s.Webhooks[0].MaxTLP = alerts.TLPClear
+		s.Webhooks[0].Format = " STIX "
+		s.Pull = &subscribers.Pull{}
+		s.Normalize()
+		assert.Equal(t, want, s.Pull.MaxTLP, clearance)
+		assert.Equal(t, subscribers.FormatSTIX, s.Webhooks[0].Format)
+		require.NoError(t, s.Validate(nil, keys), clearance)
+	}
+	s := validSubscriber()
+	s.Pull = &subscribers.Pull{MaxTLP: "tlp:green"}
+	s.Normalize()
+	assert.Equal(t, alerts.TLPGreen, s.Pull.MaxTLP)
+}
+
+// TestDecodePullAndFormat reads both fields from YAML and JSON; an unknown
+// field inside pull is an error.
+func TestDecodePullAndFormat(t *testing.T) {
+	list, err := subscribers.DecodeList([]byte(`
+id: bank
+name: Bank
+kind: business
+clearance: AMBER
+pull: {}
+webhooks:
+  - url: https://hooks.bank.example/
+    secrets: [` + secret1 + `]
+    format: misp
+`))
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.NotNil(t, list[0].Pull)
+	assert.Equal(t, "misp", list[0].Webhooks[0].Format)
+	s, err := subscribers.Decode([]byte(`{"id":"bank","name":"Bank","kind":"business","clearance":"GREEN","pull":{"max_tlp":"CLEAR"}}`))
+	require.NoError(t, err)
+	assert.Equal(t, alerts.TLPClear, s.Pull.MaxTLP)
+	_, err = subscribers.Decode([]byte(`{"id":"bank","pull":{"collection":"x"}}`))
+	require.Error(t, err)
 }
 
 func TestDecode(t *testing.T) {

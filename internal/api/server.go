@@ -12,6 +12,7 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/publish"
+	"github.com/herald-alerts/herald/internal/taxii"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -90,6 +91,9 @@ type Server struct {
 	// Partner is what the partner endpoints and the email
 	// acknowledgement pages need (PRODUCT.md §12).
 	Partner Partners
+	// Pull serves the partners' pull channel (TAXII 2.1 and the MISP
+	// feed); nil serves neither.
+	Pull *taxii.Server
 	// Tokens are the bearer tokens (hashed) and their roles.
 	Tokens []config.Token
 	// Ready reports whether the API can serve (Kafka reachable, registry
@@ -168,6 +172,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", h.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{h.log}}))
 	h.registerPartner(mux)
+	h.registerPull(mux)
 	mux.HandleFunc("/v1/", h.notFound)
 	h.pages.register(mux)
 	return h.observe(securityHeaders(mux))

@@ -61,7 +61,8 @@ func KeyCheck(armored string, now time.Time) error {
 // WebhookConfig maps the configuration onto the webhook notifier's.
 func WebhookConfig(cfg *config.Config) (webhook.Config, error) {
 	wc := webhook.Config{Timeout: cfg.Webhooks.Timeout, AllowInsecureLoopback: cfg.Webhooks.AllowInsecureLoopback,
-		MaxResponseBytes: cfg.Webhooks.MaxResponseBytes, UserAgent: "Herald/1 (+webhooks)", ClientCertDir: cfg.Webhooks.ClientCertDir}
+		MaxResponseBytes: cfg.Webhooks.MaxResponseBytes, UserAgent: "Herald/1 (+webhooks)", ClientCertDir: cfg.Webhooks.ClientCertDir,
+		Agency: Agency(cfg, nil), Sender: CAPSender(cfg)}
 	pool, err := config.CertPool(cfg.Webhooks.CAFile)
 	if err != nil {
 		return wc, fmt.Errorf("webhooks.ca_file: %w", err)
@@ -129,6 +130,7 @@ func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliv
 	if err != nil {
 		return nil, nil, err
 	}
+	wc.Agency = Agency(cfg, signer)
 	wn, err := webhook.New(wc, signer, a.log.With("channel", "webhook"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("webhook channel: %w", err)
@@ -300,6 +302,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 			Links:      links,
 			Sync:       a.follower.Sync,
 		},
+		Pull:   a.pullServer(),
 		Tokens: a.cfg.API.Tokens,
 		Ready: func(ctx context.Context) error {
 			select {

@@ -119,7 +119,10 @@ type Result struct {
 // Names of the results, in the order Run returns them.
 const (
 	FanoutJobs          = "fanout.jobs"
-	FanoutSignsWebhook  = "fanout.signatures_per_alert.webhook"
+	FanoutSignsHerald   = "fanout.signatures_per_alert.herald"
+	FanoutSignsSTIX     = "fanout.signatures_per_alert.stix"
+	FanoutSignsMISP     = "fanout.signatures_per_alert.misp"
+	FanoutSignsCAP      = "fanout.signatures_per_alert.cap"
 	FanoutSignsEmail    = "email.signatures_per_message"
 	WebhookDeliveries   = "webhook.deliveries"
 	EmailMessages       = "email.messages"
@@ -147,13 +150,16 @@ type Goal struct {
 
 // Goals are the targets of the issue, by result name.
 var Goals = map[string]Goal{
-	FanoutJobs:         {AtLeast: 100_000},
-	FanoutSignsWebhook: {AtMost: 1},
-	FanoutSignsEmail:   {AtMost: 1},
-	WebhookDeliveries:  {Ratio: true, AtLeast: 0.7},
-	EmailMessages:      {Ratio: true, AtLeast: 0.7},
-	LatencyP99:         {AtMost: 200},
-	PeakRSS:            {AtMost: 256},
+	FanoutJobs:        {AtLeast: 100_000},
+	FanoutSignsHerald: {AtMost: 1},
+	FanoutSignsSTIX:   {AtMost: 1},
+	FanoutSignsMISP:   {AtMost: 1},
+	FanoutSignsCAP:    {AtMost: 1},
+	FanoutSignsEmail:  {AtMost: 1},
+	WebhookDeliveries: {Ratio: true, AtLeast: 0.7},
+	EmailMessages:     {Ratio: true, AtLeast: 0.7},
+	LatencyP99:        {AtMost: 200},
+	PeakRSS:           {AtMost: 256},
 }
 
 // String renders the goal, e.g. "ratio ≥ 0.7".

@@ -36,8 +36,8 @@ func TestRunTinySuite(t *testing.T) {
 	for i, r := range results {
 		names[i] = r.Name
 	}
-	assert.Equal(t, []string{FanoutJobs, FanoutSignsWebhook, FanoutSignsEmail, WebhookDeliveries, EmailMessages,
-		LatencyP50, LatencyP99, PeakRSS}, names)
+	assert.Equal(t, []string{FanoutJobs, FanoutSignsHerald, FanoutSignsSTIX, FanoutSignsMISP, FanoutSignsCAP, FanoutSignsEmail,
+		WebhookDeliveries, EmailMessages, LatencyP50, LatencyP99, PeakRSS}, names)
 	for _, r := range results {
 		assert.Greater(t, r.Herald, 0.0, r.Name)
 		assert.NotEmpty(t, r.Unit, r.Name)
@@ -52,15 +52,16 @@ func TestRunTinySuite(t *testing.T) {
 			assert.Nil(t, r.Ratio, r.Name)
 		}
 	}
-	// One signature per alert for the webhook body, however many
-	// partners; one per email message (each carries its own protected
-	// headers).
+	// One signature per alert and payload format for the webhook bodies,
+	// however many partners; one per email message (each carries its own
+	// protected headers).
 	for _, r := range results {
-		if r.Name == FanoutSignsWebhook || r.Name == FanoutSignsEmail {
+		switch r.Name {
+		case FanoutSignsHerald, FanoutSignsSTIX, FanoutSignsMISP, FanoutSignsCAP, FanoutSignsEmail:
 			assert.Equal(t, 1.0, r.Herald, r.Name)
 		}
 	}
-	p50, p99 := results[5].Herald, results[6].Herald
+	p50, p99 := results[9].Herald, results[10].Herald
 	assert.LessOrEqual(t, p50, p99)
 }
 

@@ -5,8 +5,10 @@
 //     alert matched against 100,000 partners (10 % matching, one email
 //     address and one webhook each), into the embedded Kafka-protocol
 //     broker; and the agency key's OpenPGP (RFC 9580) signatures per alert
-//     per channel format, counted by pgp.Signer.Ops while the jobs of that
-//     alert are delivered through the webhook and email notifiers.
+//     for each webhook payload format (herald, stix, misp, cap: the
+//     matching partners' webhooks take them in turn) and per email
+//     message, counted by pgp.Signer.Ops while the jobs of that alert are
+//     delivered through the webhook and email notifiers.
 //  2. Webhook delivery end to end (publish → fan-out → deliver, Standard
 //     Webhooks v1 signed) to loopback HTTP receivers, beside a raw net/http
 //     client posting the same bodies to the same receivers.

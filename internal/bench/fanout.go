@@ -17,6 +17,7 @@ import (
 	"github.com/herald-alerts/herald/internal/deliver/webhook"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
+	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
@@ -29,12 +30,14 @@ var fanoutSectors = []string{"agriculture", "food-processing", "construction", "
 
 // runFanout is run 1: FanoutAlerts alerts, each matched against Partners
 // partners (one in ten sharing its sector, each with one email address and
-// one webhook), through fanout.Worker.Handle into an embedded broker of its
-// own, so that none of these jobs reach the end-to-end runs. Then the jobs
-// of the last alert (planned again by Worker.Plan, the function Handle
-// uses) are delivered through Herald's webhook and email notifiers to the
-// loopback receivers, and the agency key's signature count is read from
-// pgp.Signer.Ops before and after each channel.
+// one webhook; the webhooks of the matching partners take the payload
+// formats in turn), through fanout.Worker.Handle into an embedded broker
+// of its own, so that none of these jobs reach the end-to-end runs. Then
+// the jobs of the last alert (planned again by Worker.Plan, the function
+// Handle uses) are delivered through Herald's webhook and email notifiers
+// to the loopback receivers, and the agency key's signature count is read
+// from pgp.Signer.Ops before and after each webhook format and the email
+// channel.
 func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 	opt := e.opt
 	b, err := app.OpenBus(ctx, e.cfg, false, opt.Log.With("component", "bench-fanout"))
@@ -54,6 +57,7 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 		if s.Sectors[0] == fanoutSectors[0] {
 			matching++
 		}
+		s.Webhooks[0].Format = string(formats.Formats[(i/len(fanoutSectors))%len(formats.Formats)])
 		reg.Put(s)
 	}
 	var jobs atomic.Int64
@@ -103,31 +107,41 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 		return results, err
 	}
 	return append(results,
-		Result{Name: FanoutSignsWebhook, Herald: signs[delivery.ChannelWebhook], Unit: unitSignatures},
+		Result{Name: FanoutSignsHerald, Herald: signs[string(formats.FormatHerald)], Unit: unitSignatures},
+		Result{Name: FanoutSignsSTIX, Herald: signs[string(formats.FormatSTIX)], Unit: unitSignatures},
+		Result{Name: FanoutSignsMISP, Herald: signs[string(formats.FormatMISP)], Unit: unitSignatures},
+		Result{Name: FanoutSignsCAP, Herald: signs[string(formats.FormatCAP)], Unit: unitSignatures},
 		Result{Name: FanoutSignsEmail, Herald: signs[delivery.ChannelEmail], Unit: unitSignatures},
 	), nil
 }
 
 // signatures delivers every job of alert a through Herald's notifiers,
-// one channel after the other, and returns the agency-key signatures each
-// channel's deliveries made.
+// one webhook format after the other and then the email channel, and
+// returns the agency-key signatures each format's and the email channel's
+// deliveries made (email: per message).
 func (e *env) signatures(ctx context.Context, w *fanout.Worker, reg *subscribers.Registry, a *alerts.Alert) (map[string]float64, error) {
 	plan, err := w.Plan(ctx, a, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fan-out: plan %s again: %w", a.ID, err)
 	}
-	byChannel := map[string][]*delivery.Job{}
+	// Jobs by webhook format, and the email jobs.
+	byGroup := map[string][]*delivery.Job{}
 	for _, m := range plan.Jobs {
 		var j delivery.Job
 		if err := json.Unmarshal(m.Value, &j); err != nil {
 			return nil, fmt.Errorf("fan-out: decode job: %w", err)
 		}
-		byChannel[j.Channel] = append(byChannel[j.Channel], &j)
+		group := j.Channel
+		if j.Channel == delivery.ChannelWebhook {
+			group = reg.Get(j.Subscriber).Webhooks[0].Format
+		}
+		byGroup[group] = append(byGroup[group], &j)
 	}
 	wc, err := app.WebhookConfig(e.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("fan-out: %w", err)
 	}
+	wc.Agency = app.Agency(e.cfg, e.signer)
 	wn, err := webhook.New(wc, e.signer, e.opt.Log)
 	if err != nil {
 		return nil, fmt.Errorf("fan-out: %w", err)
@@ -143,19 +157,23 @@ func (e *env) signatures(ctx context.Context, w *fanout.Worker, reg *subscribers
 	}
 	defer en.Close()
 
-	out := map[string]float64{}
-	for _, ch := range []struct {
-		name string
-		n    interface {
-			Notify(context.Context, *delivery.Job, *subscribers.Subscriber) error
-		}
+	type notifier interface {
+		Notify(context.Context, *delivery.Job, *subscribers.Subscriber) error
+	}
+	type group struct {
+		name    string
+		n       notifier
 		tr      *tracker
 		workers int
-	}{
-		{delivery.ChannelWebhook, wn, e.hooks, e.concurrency(e.opt.Receivers)},
-		{delivery.ChannelEmail, en, e.mails, e.concurrency(1)},
-	} {
-		jobs := byChannel[ch.name]
+	}
+	var groups []group
+	for _, f := range formats.Formats {
+		groups = append(groups, group{string(f), wn, e.hooks, e.concurrency(e.opt.Receivers)})
+	}
+	groups = append(groups, group{delivery.ChannelEmail, en, e.mails, e.concurrency(1)})
+	out := map[string]float64{}
+	for _, ch := range groups {
+		jobs := byGroup[ch.name]
 		if len(jobs) == 0 {
 			return nil, fmt.Errorf("fan-out: alert %s has no %s jobs: %w", a.ID, ch.name, errIncomplete)
 		}

@@ -22,7 +22,15 @@ import (
 const (
 	ChannelEmail   = "email"
 	ChannelWebhook = "webhook"
+	// ChannelPull is the partner's pull channel: its TAXII 2.1 collection
+	// and MISP feed (PRODUCT.md §11). The policy decides it like a target;
+	// nothing is sent, so the fan-out writes no job for it.
+	ChannelPull = "pull"
 )
+
+// TargetPull is the target of every pull decision: a partner has one pull
+// channel.
+const TargetPull = "pull"
 
 // Decisions of the dissemination policy (PRODUCT.md §3).
 const (
@@ -49,6 +57,9 @@ const (
 	// alert (internal/keywatch): the address, the key's fingerprint and
 	// its expiry.
 	ModeKeyExpiryNotice = "key-expiry-notice"
+	// ModePull: the alert is in the partner's pull collection, served to
+	// its partner token over TAXII 2.1 and as a MISP feed.
+	ModePull = "pull"
 )
 
 // Held names an alert a target received, for the notices that tell it
@@ -99,6 +110,10 @@ type Job struct {
 	// Held lists, for notices about an update or cancel, the alerts it
 	// supersedes that this target received.
 	Held []Held `json:"held,omitempty"`
+	// Lineage places an update or cancel in its chain, for the formats
+	// partners' tools read; nil for an alert that references nothing. The
+	// fan-out sets the same lineage on every job of an alert.
+	Lineage *Lineage `json:"lineage,omitempty"`
 }
 
 // jobWire is Job without its methods, for encoding.
@@ -268,6 +283,10 @@ const (
 	StateExpired   = "expired"   // the alert expired before delivery
 	StateWithheld  = "withheld"  // the policy said no
 	StateDisabled  = "disabled"  // the endpoint answered 410 Gone and is disabled
+	// StateAvailable: the alert is in the partner's pull collection (or,
+	// for a notice, the alerts it supersedes are withdrawn from it); it
+	// becomes delivered when the partner first pulls it.
+	StateAvailable = "available"
 )
 
 // Receipt records one decision or one outcome. Receipts are keyed by alert

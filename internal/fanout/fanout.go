@@ -22,6 +22,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
 )
@@ -36,6 +37,17 @@ type Producer interface {
 // updates and cancels, and whether an id was already fanned out.
 type History interface {
 	Lookup(ctx context.Context, ids []string) (map[string]*ledger.Alert, error)
+}
+
+// PublishedHistory is the capability a History adds to give each alert as
+// published, from which the fan-out traces the lineage of an update or
+// cancel (delivery.TraceLineage). *view.View has it. Without it, updates
+// and cancels cannot be planned.
+type PublishedHistory interface {
+	History
+	// Published returns the first authentic record of the alerts topic
+	// under id, or false.
+	Published(id string) (*view.Published, bool)
 }
 
 // Quarantine reasons, sent in the "reason" header.
@@ -138,7 +150,13 @@ func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	w.remember(a.ID, plan.Digest)
 	log.Info("alert fanned out", "alert", a.ID, "jobs", len(plan.Jobs), "decisions", len(plan.Decisions))
 	if w.Observe != nil {
-		w.Observe(a.ID, len(plan.Jobs), len(plan.Decisions)-len(plan.Jobs))
+		withheld := 0
+		for _, d := range plan.Decisions {
+			if d.Decision == delivery.Withhold {
+				withheld++
+			}
+		}
+		w.Observe(a.ID, len(plan.Jobs), withheld)
 	}
 	return nil
 }
@@ -272,14 +290,24 @@ func Decide(a *alerts.Alert, reg Candidates, prior map[string]*ledger.Alert, now
 type Plan struct {
 	Digest    string
 	Decisions []policy.Decision
-	Jobs      []kafka.Message
-	Receipts  []kafka.Message
+	// Lineage is the alert's place in its chain (nil for an alert that
+	// references nothing); every webhook job carries it.
+	Lineage  *delivery.Lineage
+	Jobs     []kafka.Message
+	Receipts []kafka.Message
 }
 
 // Plan decides, for every partner the alert could reach, what each target
 // gets (Decide), and builds the jobs and receipts to write. raw is the
 // alert exactly as published: every job carries those bytes (nil encodes
-// a).
+// a). Webhook jobs carry the alert's lineage, traced from the published
+// alerts it references (PublishedHistory), the same for every job, so
+// that each payload format renders and signs it once.
+//
+// The pull channel sends nothing: its decisions get no job, and a pull
+// target the policy lets have the alert (or, by a notice, lose the alerts
+// it supersedes) gets at once an outcome receipt in state
+// delivery.StateAvailable; the pull servers record the first pull.
 func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, error) {
 	now := w.Now()
 	var prior map[string]*ledger.Alert
@@ -306,16 +334,36 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 		}
 	}
 	plan := &Plan{Digest: a.Digest(), Decisions: Decide(a, w.Registry, prior, now, w.Policy)}
+	if len(a.References) > 0 {
+		lineage, err := delivery.TraceLineage(a, w.published)
+		if err != nil {
+			// The references were fanned out, so the view of the alerts
+			// topic holds them once it catches up: fail the batch, which
+			// is fetched again.
+			return nil, err
+		}
+		plan.Lineage = lineage
+	}
 	plan.Receipts = append(plan.Receipts, ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: now,
 		Type: a.Type, TLP: a.TLP, Marking: a.Marking, References: a.References, IssuedBy: a.IssuedBy,
 		ApprovedBy: a.ApprovedBy, Title: a.Title, Digest: plan.Digest}))
 	for _, d := range plan.Decisions {
 		r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, Subscriber: d.Subscriber, Channel: d.Channel,
 			Target: d.Target, Decision: d.Decision, Mode: d.Mode, Rule: d.Rule, Reason: d.Reason, At: now}
+		if d.Decision != delivery.Withhold && d.Channel == delivery.ChannelPull {
+			r.DeliveryID = delivery.ID(a.ID, d.Subscriber, d.Target)
+			plan.Receipts = append(plan.Receipts, ReceiptMessage(r), ReceiptMessage(delivery.Receipt{Kind: delivery.KindOutcome,
+				AlertID: a.ID, DeliveryID: r.DeliveryID, Subscriber: d.Subscriber, Channel: d.Channel, Target: d.Target,
+				Mode: d.Mode, State: delivery.StateAvailable, At: now}))
+			continue
+		}
 		if d.Decision != delivery.Withhold {
 			r.DeliveryID = delivery.ID(a.ID, d.Subscriber, d.Target)
 			job := delivery.Job{ID: r.DeliveryID, AlertJSON: raw, Subscriber: d.Subscriber, Channel: d.Channel,
 				Target: d.Target, Mode: d.Mode}
+			if d.Channel == delivery.ChannelWebhook {
+				job.Lineage = plan.Lineage
+			}
 			if d.Mode == delivery.ModeCancelNotice || d.Mode == delivery.ModeFollowUpKeyNotice {
 				job.Held = held(prior, d.Subscriber, d.Target)
 			}
@@ -331,6 +379,24 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 		plan.Receipts = append(plan.Receipts, ReceiptMessage(r))
 	}
 	return plan, nil
+}
+
+// published returns the alert id as published, for TraceLineage.
+func (w *Worker) published(id string) (*alerts.Alert, error) {
+	h, ok := w.History.(PublishedHistory)
+	if !ok {
+		return nil, fmt.Errorf("alert %s as published: the fan-out's history does not keep published alerts", id)
+	}
+	p, ok := h.Published(id)
+	if !ok || len(p.Alert) == 0 {
+		return nil, fmt.Errorf("alert %s is not (yet) in the view of the alerts topic", id)
+	}
+	a, err := alerts.Decode(p.Alert)
+	if err != nil {
+		return nil, fmt.Errorf("alert %s as published: %w", id, err)
+	}
+	a.Normalize()
+	return a, nil
 }
 
 // held lists the referenced alerts the target received, for a notice

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
@@ -56,17 +58,45 @@ func alert(id string, mut func(*alerts.Alert)) *alerts.Alert {
 }
 
 // msg is a as the fan-out reads it from the alerts topic, written by one of
-// Herald's publishers.
+// Herald's publishers; the history then holds it as published (the first
+// under its id), as the view of the alerts topic would.
 func (e *env) msg(t *testing.T, a *alerts.Alert) kafka.Message {
 	v, err := json.Marshal(a)
 	require.NoError(t, err)
+	e.history.publish(a.ID, v)
 	return e.bus.AsWritten(bus.TopicAlerts, kafka.Message{Key: []byte(a.ID), Value: v, Time: now})
 }
 
 type env struct {
-	bus *bus.Bus
-	w   *fanout.Worker
-	reg *subscribers.Registry
+	bus     *bus.Bus
+	w       *fanout.Worker
+	reg     *subscribers.Registry
+	history *history
+}
+
+// history is the fan-out's History in tests: the ledger folded from the
+// receipts topic, and the alerts the test published.
+type history struct {
+	*ledger.Source
+	mu        sync.Mutex
+	published map[string]*view.Published
+}
+
+var _ fanout.PublishedHistory = (*history)(nil)
+
+func (h *history) publish(id string, raw []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.published[id]; !ok {
+		h.published[id] = &view.Published{ID: id, Alert: raw}
+	}
+}
+
+func (h *history) Published(id string) (*view.Published, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p, ok := h.published[id]
+	return p, ok
 }
 
 func setup(t *testing.T) *env {
@@ -75,10 +105,11 @@ func setup(t *testing.T) *env {
 	for _, s := range partners() {
 		reg.Put(s)
 	}
-	return &env{bus: b, reg: reg, w: &fanout.Worker{
+	h := &history{Source: ledger.FromBus(b), published: map[string]*view.Published{}}
+	return &env{bus: b, reg: reg, history: h, w: &fanout.Worker{
 		Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
 		Deliveries: b.Producer(bus.TopicDeliveries), Receipts: b.Producer(bus.TopicReceipts),
-		Quarantine: b.Producer(bus.TopicQuarantine), History: ledger.FromBus(b), Authenticate: b.Authenticate,
+		Quarantine: b.Producer(bus.TopicQuarantine), History: h, Authenticate: b.Authenticate,
 		SecondAnalyst: []string{"AMBER", "AMBER+STRICT", "RED", "OFFICIAL-SENSITIVE"},
 		Now:           func() time.Time { return now }, Log: slog.New(slog.DiscardHandler),
 	}}
@@ -202,6 +233,108 @@ func TestUpdateReachesPriorRecipientsAndNoticesTheIneligible(t *testing.T) {
 	ghost := alert("ghost", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"never-sent"} })
 	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, down), e.msg(t, ghost)}))
 	require.Equal(t, map[string]string{"down": fanout.ReasonDowngrade, "ghost": fanout.ReasonUnknownRef}, e.quarantined(t))
+}
+
+// TestUpdateJobsCarryLineage: every webhook job of an update carries the
+// same lineage, traced from the published alerts it references: the root,
+// the referenced alerts' issue times, the earlier indicators.
+func TestUpdateJobsCarryLineage(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	earlier := now.Add(-2 * time.Hour)
+	phone := alerts.Indicator{Type: "phone", Value: "+44 7700 900123"}
+	orig := alert("root-1", func(a *alerts.Alert) { a.IssuedAt, a.Indicators = &earlier, []alerts.Indicator{phone} })
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, orig)}))
+	mid := now.Add(-time.Hour)
+	up1 := alert("up-1", func(a *alerts.Alert) {
+		a.Type, a.References, a.IssuedAt = alerts.TypeUpdate, []string{"root-1"}, &mid
+	})
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, up1)}))
+	cancel := alert("cancel-1", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"up-1"} })
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, cancel)}))
+
+	want := &delivery.Lineage{Root: "root-1", RootIssuedAt: earlier,
+		References: []delivery.Ref{{ID: "up-1", IssuedAt: mid}}, Earlier: []alerts.Indicator{phone}}
+	hooks := 0
+	for _, j := range e.jobs(t) {
+		switch {
+		case j.Alert.ID != "cancel-1":
+		case j.Channel == delivery.ChannelWebhook:
+			hooks++
+			require.Equal(t, want, j.Lineage)
+		default:
+			require.Nil(t, j.Lineage, "only webhook jobs render the formats that need it")
+		}
+		if j.Alert.ID == "root-1" {
+			require.Nil(t, j.Lineage, "an alert that references nothing is its own root")
+		}
+	}
+	require.Equal(t, 1, hooks)
+
+	// A reference the view has not applied yet fails the batch (it is
+	// fetched again), rather than rendering without the chain.
+	e.history.mu.Lock()
+	delete(e.history.published, "up-1")
+	e.history.mu.Unlock()
+	again := alert("cancel-2", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"up-1"} })
+	require.ErrorContains(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, again)}), "up-1")
+
+	// A history that keeps no published alerts cannot plan an update.
+	w := &fanout.Worker{Registry: e.reg, Taxonomy: e.w.Taxonomy, Policy: e.w.Policy, Deliveries: e.w.Deliveries,
+		Receipts: e.w.Receipts, Quarantine: e.w.Quarantine, History: ledger.FromBus(e.bus), Authenticate: e.w.Authenticate,
+		Now: e.w.Now, Log: e.w.Log}
+	other := alert("cancel-3", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"root-1"} })
+	require.ErrorContains(t, w.Handle(ctx, []kafka.Message{e.msg(t, other)}), "does not keep published alerts")
+}
+
+// TestPullDecisionsAreRecordedWithoutJobs: the pull channel is decided and
+// recorded like a target, with no job; a deliver decision is available at
+// once, and an update the partner may no longer pull withdraws the original.
+func TestPullDecisionsAreRecordedWithoutJobs(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	puller := &subscribers.Subscriber{ID: "puller", Name: "Puller", Kind: "ngo", Sectors: []string{"hospitality"},
+		Clearance: "AMBER", Pull: &subscribers.Pull{MaxTLP: "GREEN"}}
+	puller.Normalize()
+	e.reg.Put(puller)
+	var observed [2]int
+	e.w.Observe = func(_ string, jobs, withheld int) { observed = [2]int{jobs, withheld} }
+
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, alert("p1", nil))}))
+	for _, j := range e.jobs(t) {
+		require.NotEqual(t, delivery.ChannelPull, j.Channel, "nothing is sent by pull")
+	}
+	require.Equal(t, [2]int{3, 0}, observed, "bank email and webhook, hotel email; the pull is not withheld")
+	found, err := ledger.FromBus(e.bus).Lookup(ctx, []string{"p1"})
+	require.NoError(t, err)
+	var pull *ledger.Entry
+	for _, en := range found["p1"].Entries() {
+		if en.Subscriber == "puller" {
+			pull = &en
+		}
+	}
+	require.NotNil(t, pull)
+	require.Equal(t, ledger.Entry{Subscriber: "puller", Target: delivery.TargetPull, Decision: delivery.Deliver,
+		Rule: policy.RulePullAvailable, State: delivery.StateAvailable, Channel: delivery.ChannelPull, Mode: delivery.ModePull,
+		Reason: pull.Reason, DeliveryID: delivery.ID("p1", "puller", delivery.TargetPull), UpdatedAt: now}, *pull)
+	require.Equal(t, 1, found["p1"].Counts()[delivery.StateAvailable], "an alert waiting to be pulled is not pending")
+
+	up := alert("p2", func(a *alerts.Alert) {
+		a.Type, a.References, a.TLP = alerts.TypeUpdate, []string{"p1"}, alerts.TLPAmber
+		a.ApprovedBy, a.ApprovedAt = "api:bob", &now
+	})
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, up)}))
+	found, err = ledger.FromBus(e.bus).Lookup(ctx, []string{"p2"})
+	require.NoError(t, err)
+	for _, en := range found["p2"].Entries() {
+		if en.Subscriber == "puller" {
+			require.Equal(t, delivery.Notice, en.Decision)
+			require.Equal(t, delivery.ModeCancelNotice, en.Mode)
+			require.Equal(t, policy.RuleNoLongerEligible, en.Rule)
+			require.Equal(t, delivery.StateAvailable, en.State)
+			require.Contains(t, en.Reason, "pull collection")
+		}
+	}
 }
 
 func TestNotBeforeIsCarriedAndNamedUnknownRecorded(t *testing.T) {

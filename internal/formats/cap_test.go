@@ -3,8 +3,6 @@ package formats_test
 import (
 	"encoding/xml"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,23 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/internal/formats"
+	"github.com/herald-alerts/herald/internal/formats/formatstest"
 )
 
-// capXSD is the official OASIS CAP 1.2 schema (testdata/cap/NOTICE.md).
-var capXSD = filepath.Join("testdata", "cap", "CAP-v1.2.xsd")
-
-// xmllint validates the document against the CAP 1.2 XSD with libxml2's
-// xmllint (Debian libxml2-utils). A missing xmllint fails the test: it
-// never skips.
-func xmllint(t *testing.T, doc []byte) (string, error) {
-	t.Helper()
-	bin, err := exec.LookPath("xmllint")
-	require.NoError(t, err, "xmllint is required (Debian package libxml2-utils)")
-	path := filepath.Join(t.TempDir(), "alert.xml")
-	require.NoError(t, os.WriteFile(path, doc, 0o600))
-	out, err := exec.Command(bin, "--noout", "--nonet", "--schema", capXSD, path).CombinedOutput()
-	return string(out), err
-}
+// xmllint validates a CAP document against the CAP 1.2 XSD
+// (formatstest.Xmllint, shared with the packages that serve CAP).
+func xmllint(t *testing.T, doc []byte) (string, error) { return formatstest.Xmllint(t, doc) }
 
 // TestCAPSchema validates every golden message (TestGolden holds them
 // equal to what CAP renders) against the CAP 1.2 XSD.

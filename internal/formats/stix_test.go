@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -18,158 +15,12 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/formats"
+	"github.com/herald-alerts/herald/internal/formats/formatstest"
 )
 
-// schemaBase is the $id prefix of the vendored OASIS STIX 2.1 schemas
-// (testdata/stix2-json-schemas/schemas); their relative $refs resolve
-// against it, so each file is registered under its own $id.
-const schemaBase = "http://raw.githubusercontent.com/oasis-open/cti-stix2-json-schemas/stix2.1/schemas/"
-
-// tlp2Schema is the $id of the vendored OASIS TLP 2.0 extension schema.
-const tlp2Schema = "https://raw.githubusercontent.com/oasis-open/cti-stix-common-objects/main/extension-definition-specifications/tlp-2.0/extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d.json"
-
-// stixValidator holds the compiled schemas.
-type stixValidator struct {
-	bundle *jsonschema.Schema
-	byType map[string]*jsonschema.Schema // the schema of each object type Herald renders
-	tlp2   *jsonschema.Schema
-}
-
-var loadSTIXSchemas = sync.OnceValues(func() (*stixValidator, error) {
-	c := jsonschema.NewCompiler()
-	// The schemas are draft 2020-12 (the TLP 2.0 one draft-07, which it
-	// declares). Their regular expressions compile with Go's RE2 engine,
-	// santhosh-tekuri's default, as they are: unlike ajv, no setting is
-	// needed (ajv in unicode mode rejects escapes such as \- that RE2
-	// accepts).
-	c.AssertFormat()
-	root := filepath.Join("testdata", "stix2-json-schemas", "schemas")
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".json") {
-			return err
-		}
-		rel, err := filepath.Rel(root, path)
-		if err != nil {
-			return err
-		}
-		url := schemaBase + filepath.ToSlash(rel)
-		doc, err := readJSONSchema(path)
-		if err != nil {
-			return err
-		}
-		if id, _ := doc.(map[string]any)["$id"].(string); id != url {
-			return fmt.Errorf("%s: $id %q, want %q", path, id, url)
-		}
-		return c.AddResource(url, doc)
-	})
-	if err != nil {
-		return nil, err
-	}
-	doc, err := readJSONSchema(filepath.Join("testdata", "stix-tlp2", "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d.json"))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.AddResource(tlp2Schema, doc); err != nil {
-		return nil, err
-	}
-	v := &stixValidator{byType: map[string]*jsonschema.Schema{}}
-	if v.bundle, err = c.Compile(schemaBase + "common/bundle.json"); err != nil {
-		return nil, err
-	}
-	for typ, file := range map[string]string{
-		"identity":           "sdos/identity.json",
-		"report":             "sdos/report.json",
-		"indicator":          "sdos/indicator.json",
-		"note":               "sdos/note.json",
-		"marking-definition": "common/marking-definition.json",
-	} {
-		if v.byType[typ], err = c.Compile(schemaBase + file); err != nil {
-			return nil, err
-		}
-	}
-	if v.tlp2, err = c.Compile(tlp2Schema); err != nil {
-		return nil, err
-	}
-	return v, nil
-})
-
-func readJSONSchema(path string) (any, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return jsonschema.UnmarshalJSON(f)
-}
-
-func stixSchemas(t testing.TB) *stixValidator {
-	t.Helper()
-	v, err := loadSTIXSchemas()
-	require.NoError(t, err, "compile the vendored STIX schemas")
-	return v
-}
-
-// bundleSchemaOmits are the types Herald renders that the vendored
-// bundle.json fails to list (see validate); TestBundleSchemaOmitsNote
-// notices when an update of the schemas fixes that.
-var bundleSchemaOmits = map[string]bool{"note": true}
-
-// validate checks a bundle against the bundle schema, every object
-// against the schema of its type, and the standard TLP markings against
-// the TLP 2.0 extension schema.
-func (v *stixValidator) validate(bundle []byte) error {
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(bundle))
-	if err != nil {
-		return err
-	}
-	var errs []error
-	objects, _ := inst.(map[string]any)["objects"].([]any)
-	// The bundle schema lists the object types a bundle may hold, and at
-	// the vendored commit the list lacks note (and grouping, opinion,
-	// location, incident): a note matches neither a listed type nor the
-	// custom-object branch (it satisfies both core.json and
-	// cyber-observable-core.json, and that branch is a oneOf). The same
-	// defect once affected infrastructure (oasis-open/cti-stix2-json-schemas
-	// issue 133). The OASIS validator checks each object against the schema
-	// of its type, as below; the bundle schema checks the envelope and the
-	// objects it knows.
-	var listed []any
-	for _, o := range objects {
-		if typ, _ := o.(map[string]any)["type"].(string); !bundleSchemaOmits[typ] {
-			listed = append(listed, o)
-		}
-	}
-	envelope := map[string]any{}
-	for k, val := range inst.(map[string]any) {
-		envelope[k] = val
-	}
-	envelope["objects"] = listed
-	if err := v.bundle.Validate(envelope); err != nil {
-		errs = append(errs, fmt.Errorf("bundle: %w", err))
-	}
-	tlpIDs := map[string]bool{}
-	for _, id := range formats.TLPMarkingIDs {
-		tlpIDs[id] = true
-	}
-	for i, o := range objects {
-		obj, _ := o.(map[string]any)
-		typ, _ := obj["type"].(string)
-		sch, ok := v.byType[typ]
-		if !ok {
-			errs = append(errs, fmt.Errorf("objects[%d]: unexpected type %q", i, typ))
-			continue
-		}
-		if err := sch.Validate(obj); err != nil {
-			errs = append(errs, fmt.Errorf("objects[%d] (%s): %w", i, typ, err))
-		}
-		if id, _ := obj["id"].(string); tlpIDs[id] {
-			if err := v.tlp2.Validate(obj); err != nil {
-				errs = append(errs, fmt.Errorf("objects[%d] (TLP 2.0): %w", i, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
+// stixSchemas returns the OASIS schemas' validator (formatstest, shared
+// with the packages that serve STIX).
+func stixSchemas(t testing.TB) *formatstest.STIXValidator { return formatstest.STIX(t) }
 
 // TestSTIXSchemas validates every golden bundle (TestGolden holds them
 // equal to what STIX renders), object by object.
@@ -179,7 +30,7 @@ func TestSTIXSchemas(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b, err := os.ReadFile(goldenPath(c, rendererNamed("stix")))
 			require.NoError(t, err)
-			require.NoError(t, v.validate(b))
+			require.NoError(t, v.Validate(b))
 		})
 	}
 	t.Run("every TLP", func(t *testing.T) {
@@ -188,21 +39,22 @@ func TestSTIXSchemas(t *testing.T) {
 			a.TLP = tlp
 			b, err := formats.STIX(a, formats.Context{Agency: agency})
 			require.NoError(t, err)
-			require.NoError(t, v.validate(b), tlp)
+			require.NoError(t, v.Validate(b), tlp)
 		}
 	})
 }
 
 // TestBundleSchemaOmitsNote pins the defect validate works around: the
 // vendored bundle schema refuses a bundle holding a valid note. When it
-// fails, the schemas were updated and fixed: drop bundleSchemaOmits.
+// fails, the schemas were updated and fixed: drop
+// formatstest.BundleSchemaOmits.
 func TestBundleSchemaOmitsNote(t *testing.T) {
 	v := stixSchemas(t)
 	objects := stixObjects(t, rootAlert(), formats.Context{Agency: agency})
 	note := byType(objects, "note")[0]
-	require.NoError(t, v.byType["note"].Validate(roundTrip(t, note)), "the note is valid by the note schema")
+	require.NoError(t, v.Object("note").Validate(roundTrip(t, note)), "the note is valid by the note schema")
 	bundle := map[string]any{"type": "bundle", "id": "bundle--5a6a3aca-a526-59a2-a68b-7b4efc4b3816", "objects": []any{note}}
-	require.Error(t, v.bundle.Validate(roundTrip(t, bundle)), "bundle.json refuses it")
+	require.Error(t, v.Bundle().Validate(roundTrip(t, bundle)), "bundle.json refuses it")
 }
 
 // roundTrip re-decodes v as the validator expects its instances.
@@ -221,7 +73,7 @@ func TestSTIXSchemasReject(t *testing.T) {
 	v := stixSchemas(t)
 	good, err := formats.STIX(rootAlert(), formats.Context{Agency: agency})
 	require.NoError(t, err)
-	require.NoError(t, v.validate(good))
+	require.NoError(t, v.Validate(good))
 	tests := []struct {
 		name   string
 		mutate func(objects []map[string]any)
@@ -257,7 +109,7 @@ func TestSTIXSchemasReject(t *testing.T) {
 			tt.mutate(objects)
 			broken, err := json.Marshal(bundle)
 			require.NoError(t, err)
-			require.Error(t, v.validate(broken))
+			require.Error(t, v.Validate(broken))
 		})
 	}
 }

@@ -35,7 +35,9 @@ var silent = map[string]bool{
 // notice or not at all:
 //
 //   - now withheld: it gets a content-free cancel notice instead
-//     (delivery.ModeCancelNotice, rule update.no-longer-eligible), unless
+//     (delivery.ModeCancelNotice, rule update.no-longer-eligible; on the
+//     pull channel, which sends nothing, the alerts the follow-up
+//     supersedes leave the partner's pull collection), unless
 //     the withhold is one after which nothing at all may go (suspension,
 //     expiry, a test the partner does not take, an insecure or disabled
 //     webhook);
@@ -57,8 +59,11 @@ func FollowUp(ds []Decision, received func(subscriber, target string) bool) []De
 		}
 		switch {
 		case d.Decision == delivery.Withhold && !silent[d.Rule]:
-			d.Reason = "received the alert this one supersedes but is no longer eligible (" + d.Rule + ": " + d.Reason +
-				"); only a content-free notice that it was withdrawn goes"
+			what := "only a content-free notice that it was withdrawn goes"
+			if d.Channel == delivery.ChannelPull {
+				what = "the alerts it supersedes are withdrawn from the partner's pull collection"
+			}
+			d.Reason = "received the alert this one supersedes but is no longer eligible (" + d.Rule + ": " + d.Reason + "); " + what
 			d.Decision, d.Mode, d.Rule = delivery.Notice, delivery.ModeCancelNotice, RuleNoLongerEligible
 		case d.Decision == delivery.Notice && d.Mode == delivery.ModeKeyNotice:
 			d.Reason = "received the alert this one supersedes but cannot read this one (" + d.Reason +

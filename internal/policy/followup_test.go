@@ -51,6 +51,16 @@ func TestFollowUp(t *testing.T) {
 			sub:      func(s *subscribers.Subscriber) { s.Webhooks[0].MaxTLP = alerts.TLPGreen },
 			received: []string{"https://hooks.acme.example/herald"},
 			want:     []string{"deliver/encrypted/email.encrypted", cancelNotice}},
+		{name: "pull raised above its max_tlp: the original leaves the collection", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber },
+			sub: func(s *subscribers.Subscriber) {
+				s.Email, s.Webhooks, s.Pull = nil, nil, &subscribers.Pull{MaxTLP: alerts.TLPGreen}
+			},
+			received: []string{"pull"},
+			want:     []string{cancelNotice}},
+		{name: "pull still eligible", sub: func(s *subscribers.Subscriber) {
+			s.Email, s.Webhooks, s.Pull = nil, nil, &subscribers.Pull{MaxTLP: alerts.TLPGreen}
+		},
+			received: []string{"pull"}, want: []string{"deliver/pull/pull.available"}},
 		{name: "key no longer usable: a notice naming the alert it holds, with the key advice", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber },
 			sub:      func(s *subscribers.Subscriber) { s.Email[0].PGPKey = badKey },
 			received: []string{"alerts@acme.example"},

@@ -47,10 +47,10 @@ type Options struct {
 type Decision struct {
 	// Subscriber is the partner's id.
 	Subscriber string `json:"subscriber"`
-	// Channel is delivery.ChannelEmail or delivery.ChannelWebhook; it is
-	// empty when the partner has no targets.
+	// Channel is delivery.ChannelEmail, delivery.ChannelWebhook or
+	// delivery.ChannelPull; it is empty when the partner has no targets.
 	Channel string `json:"channel,omitempty"`
-	// Target is the email address or the webhook URL.
+	// Target is the email address, the webhook URL, or delivery.TargetPull.
 	Target string `json:"target"`
 	// Decision is delivery.Deliver, delivery.Notice or delivery.Withhold.
 	Decision string `json:"decision"`
@@ -66,26 +66,29 @@ type Decision struct {
 
 // Names of the rules, as recorded in decisions and receipts.
 const (
-	RuleSuspended    = "subscriber.suspended"
-	RuleInvalidAlert = "alert.invalid"
-	RuleExpired      = "timing.expired"
-	RuleTest         = "audience.test"
-	RuleRedNamedOnly = "audience.red-named-only"
-	RuleNamed        = "audience.named"
-	RuleSector       = "audience.sector"
-	RuleRegion       = "audience.region"
-	RuleSeverity     = "audience.severity"
-	RuleClearance    = "clearance.tlp"
-	RuleSensitive    = "clearance.sensitive"
-	RuleNoTargets    = "subscriber.no-targets"
-	RuleEmailSigned  = "email.signed"
-	RuleEmailCrypt   = "email.encrypted"
-	RuleNoUsableKey  = "email.no-usable-key"
-	RuleWebhookRed   = "webhook.red"
-	RuleWebhookTLP   = "webhook.max-tlp"
-	RuleInsecure     = "webhook.insecure"
-	RuleDisabled     = "webhook.disabled"
-	RuleWebhookSign  = "webhook.signed"
+	RuleSuspended     = "subscriber.suspended"
+	RuleInvalidAlert  = "alert.invalid"
+	RuleExpired       = "timing.expired"
+	RuleTest          = "audience.test"
+	RuleRedNamedOnly  = "audience.red-named-only"
+	RuleNamed         = "audience.named"
+	RuleSector        = "audience.sector"
+	RuleRegion        = "audience.region"
+	RuleSeverity      = "audience.severity"
+	RuleClearance     = "clearance.tlp"
+	RuleSensitive     = "clearance.sensitive"
+	RuleNoTargets     = "subscriber.no-targets"
+	RuleEmailSigned   = "email.signed"
+	RuleEmailCrypt    = "email.encrypted"
+	RuleNoUsableKey   = "email.no-usable-key"
+	RuleWebhookRed    = "webhook.red"
+	RuleWebhookTLP    = "webhook.max-tlp"
+	RuleInsecure      = "webhook.insecure"
+	RuleDisabled      = "webhook.disabled"
+	RuleWebhookSign   = "webhook.signed"
+	RulePullRed       = "pull.red"
+	RulePullTLP       = "pull.max-tlp"
+	RulePullAvailable = "pull.available"
 	// RuleNoLongerEligible and RuleFollowUpNoKey are applied by FollowUp
 	// (rule 7).
 	RuleNoLongerEligible = "update.no-longer-eligible"
@@ -113,7 +116,7 @@ func Rules() []RuleInfo {
 		{RuleSeverity, "withhold: a partner not named gets only alerts at or above its min_severity"},
 		{RuleClearance, "withhold: the alert's TLP must not exceed the partner's clearance, named or not"},
 		{RuleSensitive, "withhold: OFFICIAL-SENSITIVE needs a partner cleared as sensitive, named or not"},
-		{RuleNoTargets, "withhold: the partner is in the audience but has no email address or webhook"},
+		{RuleNoTargets, "withhold: the partner is in the audience but has no email address, webhook or pull channel"},
 		{RuleEmailSigned, "deliver: below TLP:AMBER and OFFICIAL, email is PGP/MIME signed"},
 		{RuleEmailCrypt, "deliver: TLP:AMBER and above and OFFICIAL-SENSITIVE go PGP/MIME signed and encrypted to the address's key"},
 		{RuleNoUsableKey, "notice: content that must be encrypted is not sent to an address without a usable key; a content-free notice goes instead"},
@@ -122,6 +125,9 @@ func Rules() []RuleInfo {
 		{RuleInsecure, "withhold: the endpoint's URL breaks the webhook URL rule (subscribers.WebhookURL): HTTPS, or plain HTTP to loopback when the operator allows it; no credentials or fragment"},
 		{RuleDisabled, "withhold: the endpoint answered 410 Gone and is disabled until an administrator re-enables it"},
 		{RuleWebhookSign, "deliver: the webhook is signed (Standard Webhooks v1 and an OpenPGP detached signature)"},
+		{RulePullRed, "withhold: TLP:RED is never served by pull"},
+		{RulePullTLP, "withhold: the alert's TLP exceeds the pull channel's max_tlp"},
+		{RulePullAvailable, "deliver: the alert joins the partner's pull collection (TAXII 2.1 and MISP feed), served only to its partner token and only while the policy, judged again at each request against the partner's current record, still allows it"},
 		{RuleNoLongerEligible, "notice: a target that received the referenced alert but may not receive its update or cancel gets a content-free notice that the alert it holds was withdrawn"},
 		{RuleFollowUpNoKey, "notice: a target that received the referenced alert but cannot read its encrypted update or cancel (no usable key) gets a content-free notice that the alert it holds was updated or withdrawn, with the key advice"},
 	}
@@ -137,15 +143,39 @@ const (
 	reasonEmailEncrypted = "signed and encrypted email to the address's key: the alert is TLP:AMBER or above, or OFFICIAL-SENSITIVE"
 	reasonWebhookHTTPS   = "signed webhook over HTTPS"
 	reasonWebhookLoop    = "signed webhook over plain HTTP to loopback, allowed by webhooks.allow_insecure_loopback"
+	reasonPull           = "in the partner's pull collection (TAXII 2.1 and MISP feed)"
 )
 
 // Evaluate decides, for every target of s, whether and how a may reach it
-// at now. It returns one decision per email address and then one per
-// webhook, in record order. When a rule about the partner as a whole says
-// no, every target gets that withhold; a partner without targets gets one
-// decision with an empty Channel and Target.
+// at now. It returns one decision per email address, then one per
+// webhook, in record order, then one for the pull channel if the partner
+// has one. When a rule about the partner as a whole says no, every target
+// gets that withhold; a partner without targets gets one decision with an
+// empty Channel and Target.
 func Evaluate(a *alerts.Alert, s *subscribers.Subscriber, now time.Time, opt Options) []Decision {
-	return Append(make([]Decision, 0, max(1, len(s.Email)+len(s.Webhooks))), a, s, now, opt)
+	return Append(make([]Decision, 0, max(1, targets(s))), a, s, now, opt)
+}
+
+// targets counts the partner's targets.
+func targets(s *subscribers.Subscriber) int {
+	n := len(s.Email) + len(s.Webhooks)
+	if s.Pull != nil {
+		n++
+	}
+	return n
+}
+
+// Pull returns the decision for the partner's pull channel, with
+// Evaluate's rules; ok is false when the partner has no pull channel. It
+// is what the pull servers ask at every request.
+func Pull(a *alerts.Alert, s *subscribers.Subscriber, now time.Time, opt Options) (d Decision, ok bool) {
+	if s.Pull == nil {
+		return Decision{}, false
+	}
+	only := *s // the pull channel alone: no key to check, no URL to parse
+	only.Email, only.Webhooks = nil, nil
+	var one [1]Decision
+	return Append(one[:0], a, &only, now, opt)[0], true
 }
 
 // Append is Evaluate appending to dst, for callers that evaluate many
@@ -155,9 +185,9 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 	if rule != "" {
 		return withholdAll(dst, s, rule, reason)
 	}
-	if len(s.Email) == 0 && len(s.Webhooks) == 0 {
+	if targets(s) == 0 {
 		return append(dst, Decision{Subscriber: s.ID, Decision: delivery.Withhold, Rule: RuleNoTargets,
-			Reason: "in the audience but the record has no email address or webhook"})
+			Reason: "in the audience but the record has no email address, webhook or pull channel"})
 	}
 	prefix := matchedPrefix
 	if named {
@@ -202,6 +232,18 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleWebhookSign, prefix+reasonWebhookLoop
 		default:
 			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleWebhookSign, prefix+reasonWebhookHTTPS
+		}
+		dst = append(dst, d)
+	}
+	if p := s.Pull; p != nil {
+		d := Decision{Subscriber: s.ID, Channel: delivery.ChannelPull, Target: delivery.TargetPull, Decision: delivery.Withhold}
+		switch {
+		case a.TLP == alerts.TLPRed:
+			d.Rule, d.Reason = RulePullRed, "TLP:RED is never served by pull"
+		case !p.MaxTLP.Valid() || a.TLP.Exceeds(p.MaxTLP):
+			d.Rule, d.Reason = RulePullTLP, a.TLP.Label()+" exceeds the pull channel's max_tlp "+p.MaxTLP.Label()
+		default:
+			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModePull, RulePullAvailable, prefix+reasonPull
 		}
 		dst = append(dst, d)
 	}
@@ -292,7 +334,7 @@ func sharesRegion(alert, partner []string) bool {
 }
 
 func withholdAll(dst []Decision, s *subscribers.Subscriber, rule, reason string) []Decision {
-	if len(s.Email) == 0 && len(s.Webhooks) == 0 {
+	if targets(s) == 0 {
 		return append(dst, Decision{Subscriber: s.ID, Decision: delivery.Withhold, Rule: rule, Reason: reason})
 	}
 	for _, e := range s.Email {
@@ -301,6 +343,10 @@ func withholdAll(dst []Decision, s *subscribers.Subscriber, rule, reason string)
 	}
 	for _, w := range s.Webhooks {
 		dst = append(dst, Decision{Subscriber: s.ID, Channel: delivery.ChannelWebhook, Target: w.URL,
+			Decision: delivery.Withhold, Rule: rule, Reason: reason})
+	}
+	if s.Pull != nil {
+		dst = append(dst, Decision{Subscriber: s.ID, Channel: delivery.ChannelPull, Target: delivery.TargetPull,
 			Decision: delivery.Withhold, Rule: rule, Reason: reason})
 	}
 	return dst

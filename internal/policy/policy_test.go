@@ -451,8 +451,73 @@ func TestRules(t *testing.T) {
 		policy.RuleRedNamedOnly, policy.RuleNamed, policy.RuleSector, policy.RuleRegion, policy.RuleSeverity,
 		policy.RuleClearance, policy.RuleSensitive, policy.RuleNoTargets, policy.RuleEmailSigned, policy.RuleEmailCrypt,
 		policy.RuleNoUsableKey, policy.RuleWebhookRed, policy.RuleWebhookTLP, policy.RuleInsecure, policy.RuleDisabled,
-		policy.RuleWebhookSign, policy.RuleNoLongerEligible, policy.RuleFollowUpNoKey} {
+		policy.RuleWebhookSign, policy.RulePullRed, policy.RulePullTLP, policy.RulePullAvailable,
+		policy.RuleNoLongerEligible, policy.RuleFollowUpNoKey} {
 		assert.True(t, names[r], "rule %s missing from Rules()", r)
 	}
-	assert.Len(t, rules, 22)
+	assert.Len(t, rules, 25)
+}
+
+// TestPull: the pull channel is judged like a webhook (max_tlp, never
+// RED) after the rules about the partner as a whole, and is decided last.
+func TestPull(t *testing.T) {
+	const (
+		available = "deliver/pull/pull.available"
+		red       = "withhold//pull.red"
+		maxTLP    = "withhold//pull.max-tlp"
+	)
+	tests := []struct {
+		name  string
+		alert func(*alerts.Alert)
+		sub   func(*subscribers.Subscriber)
+		want  string
+	}{
+		{name: "GREEN within a GREEN pull", want: available},
+		{name: "AMBER above a GREEN pull", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber }, want: maxTLP},
+		{name: "AMBER within an AMBER pull", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmber },
+			sub: func(s *subscribers.Subscriber) { s.Pull.MaxTLP = alerts.TLPAmber }, want: available},
+		{name: "RED never, even named and cleared", alert: func(a *alerts.Alert) {
+			a.TLP, a.Audience.Subscribers = alerts.TLPRed, []string{"acme"}
+		}, sub: func(s *subscribers.Subscriber) { s.Clearance, s.Pull.MaxTLP = alerts.TLPRed, alerts.TLPRed }, want: red},
+		{name: "another sector sees nothing", alert: func(a *alerts.Alert) { a.Audience.Sectors = []string{"retail"} },
+			want: "withhold//audience.sector"},
+		{name: "suspended", sub: func(s *subscribers.Subscriber) { s.Status = subscribers.StatusSuspended },
+			want: "withhold//subscriber.suspended"},
+		{name: "above clearance", alert: func(a *alerts.Alert) { a.TLP = alerts.TLPAmberStrict },
+			sub: func(s *subscribers.Subscriber) { s.Pull.MaxTLP = alerts.TLPAmberStrict }, want: "withhold//clearance.tlp"},
+		{name: "OFFICIAL-SENSITIVE needs sensitive", alert: func(a *alerts.Alert) { a.Marking = alerts.MarkingOfficialSensitive },
+			want: "withhold//clearance.sensitive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, s := newAlert(), newSubscriber()
+			s.Pull = &subscribers.Pull{MaxTLP: alerts.TLPGreen}
+			if tt.alert != nil {
+				tt.alert(a)
+			}
+			if tt.sub != nil {
+				tt.sub(s)
+			}
+			ds := policy.Evaluate(a, s, now, policy.Options{KeyCheck: keyCheck})
+			require.Len(t, ds, 3, "email, webhook, pull")
+			d := ds[2]
+			assert.Equal(t, delivery.ChannelPull, d.Channel)
+			assert.Equal(t, delivery.TargetPull, d.Target)
+			assert.Equal(t, tt.want, short(d), d.Reason)
+			one, ok := policy.Pull(a, s, now, policy.Options{KeyCheck: keyCheck})
+			require.True(t, ok)
+			assert.Equal(t, d, one, "Pull is Evaluate's pull decision")
+		})
+	}
+	t.Run("pull alone is a target", func(t *testing.T) {
+		s := newSubscriber()
+		s.Email, s.Webhooks, s.Pull = nil, nil, &subscribers.Pull{MaxTLP: alerts.TLPGreen}
+		ds := policy.Evaluate(newAlert(), s, now, policy.Options{})
+		require.Len(t, ds, 1)
+		assert.Equal(t, available, short(ds[0]))
+	})
+	t.Run("no pull channel", func(t *testing.T) {
+		_, ok := policy.Pull(newAlert(), newSubscriber(), now, policy.Options{KeyCheck: keyCheck})
+		assert.False(t, ok)
+	})
 }

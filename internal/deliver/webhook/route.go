@@ -51,7 +51,6 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if err != nil {
 		return nil, delivery.Permanent(delivery.ReasonInvalid, err)
 	}
-	tpl.Header.Set("Content-Type", "application/json")
 	tpl.Header.Set("User-Agent", n.cfg.UserAgent)
 	client, err := n.clients.get(tpl.URL.Scheme, certFile, keyFile, stamp)
 	if err != nil {
@@ -67,13 +66,14 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 }
 
 // request returns one attempt's request: the template's URL and fixed
-// headers, the body, and this delivery's Standard Webhooks and OpenPGP
-// signature headers.
+// headers, the body and its Content-Type, and this delivery's Standard
+// Webhooks and OpenPGP signature headers.
 func (rt *route) request(ctx context.Context, sb *signedBody, id string, ts time.Time, sig string) *http.Request {
 	req := rt.tpl.Clone(ctx)
 	req.Body = io.NopCloser(bytes.NewReader(sb.body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(sb.body)), nil }
 	req.ContentLength = int64(len(sb.body))
+	req.Header["Content-Type"] = []string{sb.contentType}
 	req.Header[whsig.HeaderID] = []string{id}
 	req.Header[whsig.HeaderTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
 	req.Header[whsig.HeaderSignature] = []string{sig}

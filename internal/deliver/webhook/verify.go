@@ -25,7 +25,9 @@ type Report struct {
 	ID string
 	// Timestamp is the webhook-timestamp.
 	Timestamp time.Time
-	// Event and AlertID come from the body, if it is Herald's JSON.
+	// Event and AlertID come from the body, if it is Herald's JSON
+	// envelope (format herald, or a notice); other formats leave them
+	// empty.
 	Event   string
 	AlertID string
 	// Notice is the body's notice field, set on content-free notices.
@@ -126,7 +128,9 @@ func VerifyRequest(r io.Reader, secrets []string, agencyPublicArmored []byte, no
 			ID string `json:"id"`
 		} `json:"alert"`
 	}
-	if json.Unmarshal(body, &env) == nil {
+	// Only Herald's envelope names an event; a STIX bundle's "type" is
+	// "bundle".
+	if json.Unmarshal(body, &env) == nil && strings.HasPrefix(env.Type, "alert.") {
 		rep.Event, rep.AlertID, rep.Notice = env.Type, env.Alert.ID, env.Notice
 	}
 	rep.SignatureErr = whsig.VerifySignature(h, body, secrets)

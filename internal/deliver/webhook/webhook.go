@@ -1,13 +1,23 @@
 // Package webhook delivers alerts to partners' HTTPS endpoints
 // (PRODUCT.md §3 rule 5, §4, §5).
 //
-// Every request is a POST of a JSON body that is the same for every
-// recipient of an alert, built and signed once per alert: a Standard
-// Webhooks v1 signature (https://www.standardwebhooks.com) per delivery,
-// keyed with the endpoint's whsec_ secrets, in webhook-id,
-// webhook-timestamp and webhook-signature, and the base64 of a binary
-// OpenPGP (RFC 9580) detached signature of the body by the agency key in
+// Every request is a POST of a body that is the same for every recipient
+// of an alert in the endpoint's payload format (webhooks[].format, PRODUCT.md
+// §11), built and signed once per alert and format: Herald's JSON envelope
+// (herald, the default), a STIX 2.1 bundle, a MISP event or a CAP 1.2
+// message (internal/formats), each with its own Content-Type (see
+// ContentType). Every format carries a Standard Webhooks v1 signature
+// (https://www.standardwebhooks.com) per delivery, keyed with the
+// endpoint's whsec_ secrets, in webhook-id, webhook-timestamp and
+// webhook-signature, and the base64 of a binary OpenPGP (RFC 9580)
+// detached signature of the body by the agency key in
 // herald-pgp-signature.
+//
+// A content-free cancel notice (a partner that had an alert and may not
+// have its update or cancel) is Herald's JSON notice envelope in the
+// herald, stix and misp formats, and a CAP Cancel without an info block in
+// the cap format (see NoticeBody and the partner guide
+// docs/partner-formats.md).
 //
 // Transport: one shared client with keep-alive and HTTP/2 (RFC 9113), TLS
 // verification always on, optional mutual TLS per endpoint, redirects never
@@ -45,12 +55,14 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/crypto/whsig"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/subscribers"
 	"golang.org/x/sync/singleflight"
 )
@@ -106,6 +118,16 @@ type Config struct {
 	// and keys may be loaded from (webhooks.client_cert_dir); empty
 	// refuses client certificates. See ClientCertPath.
 	ClientCertDir string
+	// Agency is the agency's name as partners know it (email.issuer_name,
+	// or the name on the signing key): the STIX identity, the MISP
+	// organisation and the CAP senderName. Endpoints in the stix, misp and
+	// cap formats need it; without it their deliveries fail for good
+	// (ReasonConfig) and nothing is sent.
+	Agency string
+	// Sender is the CAP sender: the identifier of the agency's alerting
+	// service, such as its alerts address (formats.Context.Sender). The
+	// cap format needs it.
+	Sender string
 }
 
 func (c Config) withDefaults() Config {
@@ -136,16 +158,18 @@ type Notifier struct {
 	clients *clients
 
 	flight singleflight.Group
-	bodies *fifo[*signedBody] // by kind and the alert's content digest
+	bodies *fifo[*signedBody] // by rendering, the alert's content digest and its lineage
 	routes *fifo[*route]      // by URL and client certificate files
 }
 
-// signedBody is a body and its detached signature, shared by every
-// delivery of one alert. Never modified after it is built.
+// signedBody is a body, its media type and its detached signature, shared
+// by every delivery of one alert in one format. Never modified after it is
+// built.
 type signedBody struct {
-	body   []byte
-	sig    []byte
-	sigB64 string
+	body        []byte
+	contentType string
+	sig         []byte
+	sigB64      string
 }
 
 var _ interface {
@@ -213,7 +237,7 @@ type noticeAlert struct {
 // built and signed once per alert however many deliveries ask at once.
 // The returned slices are shared: do not modify them.
 func (n *Notifier) Body(a *alerts.Alert) (body, pgpSig []byte, err error) {
-	sb, err := n.signed("alert", a, [32]byte{}, contentEnvelope)
+	sb, err := n.signed(rendering{kindAlert, formats.FormatHerald}, a, [32]byte{}, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -231,7 +255,7 @@ func (n *Notifier) Body(a *alerts.Alert) (body, pgpSig []byte, err error) {
 // status and the ids it supersedes: no title, text, indicators, TLP or
 // marking.
 func (n *Notifier) NoticeBody(a *alerts.Alert) (body, pgpSig []byte, err error) {
-	sb, err := n.signed("notice", a, [32]byte{}, noticeEnvelope)
+	sb, err := n.signed(rendering{kindNotice, formats.FormatHerald}, a, [32]byte{}, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -261,12 +285,14 @@ func noticeEnvelope(a *alerts.Alert) envelope {
 	}
 }
 
-// signed returns the signed body of kind for a, building and signing it at
-// most once at a time per content (singleflight) and keeping the last
-// BodyCache. The cache is keyed by kind and the alert's content digest:
-// digest, the SHA-256 of the alert bytes a job carries
-// (delivery.Job.AlertDigest), or, when zero, of a's JSON encoding.
-func (n *Notifier) signed(kind string, a *alerts.Alert, digest [32]byte, build func(*alerts.Alert) envelope) (*signedBody, error) {
+// signed returns the signed body of rendering r for a, rendering and
+// signing it at most once at a time per content (singleflight) and keeping
+// the last BodyCache. The cache is keyed by the rendering (kind and
+// format), the alert's content digest — digest, the SHA-256 of the alert
+// bytes a job carries (delivery.Job.AlertDigest), or, when zero, of a's
+// JSON encoding — and, for the formats that render it, the digest of the
+// lineage: never by the alert's id.
+func (n *Notifier) signed(r rendering, a *alerts.Alert, digest [32]byte, lineage *delivery.Lineage) (*signedBody, error) {
 	if a == nil || a.ID == "" {
 		return nil, errors.New("build webhook body: alert has no id")
 	}
@@ -277,7 +303,13 @@ func (n *Notifier) signed(kind string, a *alerts.Alert, digest [32]byte, build f
 		}
 		digest = sha256.Sum256(b)
 	}
-	key := kind + "\x00" + string(digest[:])
+	key := r.kind + "\x00" + string(r.format) + "\x00" + string(digest[:])
+	if r.usesLineage() {
+		ld := lineage.Digest()
+		key += string(ld[:])
+	} else {
+		lineage = nil
+	}
 	if sb, ok := n.bodies.get(key); ok {
 		return sb, nil
 	}
@@ -285,20 +317,20 @@ func (n *Notifier) signed(kind string, a *alerts.Alert, digest [32]byte, build f
 		if sb, ok := n.bodies.get(key); ok {
 			return sb, nil
 		}
-		body, err := json.Marshal(build(a))
+		body, contentType, err := n.render(r, a, lineage)
 		if err != nil {
-			return nil, fmt.Errorf("build webhook body for %s: %w", a.ID, err)
+			return nil, err
 		}
 		sig, err := n.signer.SignDetached(body)
 		if err != nil {
-			return nil, fmt.Errorf("sign webhook body for %s: %w", a.ID, err)
+			return nil, &signError{fmt.Errorf("sign webhook body for %s: %w", a.ID, err)}
 		}
 		if len(sig) == 0 {
-			return nil, fmt.Errorf("sign webhook body for %s: empty signature", a.ID)
+			return nil, &signError{fmt.Errorf("sign webhook body for %s: empty signature", a.ID)}
 		}
-		sb := &signedBody{body: body, sig: sig, sigB64: base64.StdEncoding.EncodeToString(sig)}
+		sb := &signedBody{body: body, contentType: contentType, sig: sig, sigB64: base64.StdEncoding.EncodeToString(sig)}
 		n.bodies.put(key, sb)
-		n.log.Debug("webhook body signed", "alert", a.ID, "kind", kind, "bytes", len(body))
+		n.log.Debug("webhook body signed", "alert", a.ID, "kind", r.kind, "format", r.format, "bytes", len(body))
 		return sb, nil
 	})
 	if err != nil {
@@ -306,6 +338,12 @@ func (n *Notifier) signed(kind string, a *alerts.Alert, digest [32]byte, build f
 	}
 	return v.(*signedBody), nil
 }
+
+// signError marks a failure to sign, as opposed to one to render.
+type signError struct{ err error }
+
+func (e *signError) Error() string { return e.err.Error() }
+func (e *signError) Unwrap() error { return e.err }
 
 // errAttemptTimeout is the cause of an attempt's deadline.
 var errAttemptTimeout = errors.New("webhook attempt timed out")
@@ -366,23 +404,39 @@ func check(job *delivery.Job, sub *subscribers.Subscriber) (*subscribers.Webhook
 	return ep, nil
 }
 
-// body returns the signed body the job's mode calls for.
+// body returns the signed body the job's mode calls for, in the
+// endpoint's format.
 func (n *Notifier) body(job *delivery.Job, sub *subscribers.Subscriber, ep *subscribers.Webhook) (*signedBody, *delivery.Failure) {
-	var sb *signedBody
-	var err error
+	format := formats.Format(ep.Format)
+	if format == "" {
+		format = formats.FormatHerald
+	}
+	if !format.Valid() {
+		return nil, delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("endpoint format %q is not one of herald, stix, misp, cap", ep.Format))
+	}
+	var r rendering
 	switch job.Mode {
 	case delivery.ModeSigned, "":
 		if err := mayCarry(job.Alert, sub, ep); err != nil {
 			return nil, delivery.Permanent(delivery.ReasonRefused, err)
 		}
-		sb, err = n.signed("alert", job.Alert, job.AlertDigest, contentEnvelope)
+		r = rendering{kindAlert, format}
 	case delivery.ModeCancelNotice:
-		sb, err = n.signed("notice", job.Alert, job.AlertDigest, noticeEnvelope)
+		r = noticeRendering(format)
 	default:
 		return nil, delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("mode %q is not for webhooks", job.Mode))
 	}
-	if err != nil {
+	if r.format != formats.FormatHerald && strings.TrimSpace(n.cfg.Agency) == "" {
+		return nil, delivery.Permanent(delivery.ReasonConfig,
+			fmt.Errorf("the %s format names the agency, and its name is not configured (email.issuer_name)", r.format))
+	}
+	sb, err := n.signed(r, job.Alert, job.AlertDigest, job.Lineage)
+	var se *signError
+	switch {
+	case errors.As(err, &se):
 		return nil, delivery.Permanent(delivery.ReasonSign, err)
+	case err != nil:
+		return nil, delivery.Permanent(delivery.ReasonInvalid, err)
 	}
 	return sb, nil
 }

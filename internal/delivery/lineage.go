@@ -1,0 +1,139 @@
+package delivery
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/formats"
+)
+
+// Lineage places an alert in its chain of updates and cancels: what the
+// renderers of the formats partners' tools read need besides the alert
+// itself (formats.Context without the agency's names). The fan-out traces
+// it once per alert and every job of the alert carries it, so every
+// rendering of the alert in one format is the same bytes.
+type Lineage struct {
+	// Root is the id of the first alert of the chain.
+	Root string `json:"root"`
+	// RootIssuedAt is the root's issued_at.
+	RootIssuedAt time.Time `json:"root_issued_at"`
+	// References gives, for each alert the alert references, its
+	// issued_at, in the alert's order.
+	References []Ref `json:"references,omitempty"`
+	// Earlier lists the indicators every earlier alert of the chain
+	// carried, nearest first (duplicates kept), so that those the alert
+	// no longer carries are rendered withdrawn.
+	Earlier []alerts.Indicator `json:"earlier,omitempty"`
+}
+
+// Ref names one alert an update or cancel supersedes and when it was
+// issued.
+type Ref struct {
+	ID       string    `json:"id"`
+	IssuedAt time.Time `json:"issued_at"`
+}
+
+// maxChain bounds the alerts TraceLineage visits: a chain is a handful of
+// updates in practice, and the bound keeps a corrupt history from making
+// the fan-out walk without end.
+const maxChain = 1000
+
+// TraceLineage traces the lineage of a from the alerts it references,
+// which lookup returns as published (an error when an id is unknown). An
+// alert that references nothing has no lineage: nil. The root is reached
+// through the first reference of each alert; Earlier gathers the
+// indicators of every alert reachable through references, breadth first
+// in reference order, each alert once.
+func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)) (*Lineage, error) {
+	if a == nil || len(a.References) == 0 {
+		return nil, nil
+	}
+	seen := map[string]*alerts.Alert{}
+	get := func(id string) (*alerts.Alert, error) {
+		if r, ok := seen[id]; ok {
+			return r, nil
+		}
+		if len(seen) == maxChain {
+			return nil, fmt.Errorf("trace the chain of %s: more than %d alerts", a.ID, maxChain)
+		}
+		r, err := lookup(id)
+		if err != nil {
+			return nil, fmt.Errorf("trace the chain of %s: %w", a.ID, err)
+		}
+		if r == nil || r.IssuedAt == nil || r.IssuedAt.IsZero() {
+			return nil, fmt.Errorf("trace the chain of %s: alert %s has no issued_at", a.ID, id)
+		}
+		seen[id] = r
+		return r, nil
+	}
+	l := &Lineage{}
+	for _, id := range a.References {
+		r, err := get(id)
+		if err != nil {
+			return nil, err
+		}
+		l.References = append(l.References, Ref{ID: id, IssuedAt: r.IssuedAt.UTC()})
+	}
+	// Earlier: breadth first from the alert's references.
+	queue, queued := append([]string(nil), a.References...), map[string]bool{a.ID: true}
+	for _, id := range a.References {
+		queued[id] = true
+	}
+	for len(queue) > 0 {
+		r, err := get(queue[0])
+		if err != nil {
+			return nil, err
+		}
+		queue = queue[1:]
+		l.Earlier = append(l.Earlier, r.Indicators...)
+		for _, next := range r.References {
+			if !queued[next] {
+				queued[next] = true
+				queue = append(queue, next)
+			}
+		}
+	}
+	// Root: through first references, to an alert of type alert.
+	root := seen[a.References[0]]
+	for steps := 0; root.Type != alerts.TypeAlert && len(root.References) > 0; steps++ {
+		if steps == maxChain {
+			return nil, errors.New("trace the chain of " + a.ID + ": its references go round in a circle")
+		}
+		next, err := get(root.References[0])
+		if err != nil {
+			return nil, err
+		}
+		root = next
+	}
+	l.Root, l.RootIssuedAt = root.ID, root.IssuedAt.UTC()
+	return l, nil
+}
+
+// Context returns the renderers' context of an alert with lineage l (nil:
+// an alert that is its own root), issued by agency (email.issuer_name)
+// from sender (its CAP sender).
+func (l *Lineage) Context(agency, sender string) formats.Context {
+	ctx := formats.Context{Agency: agency, Sender: sender}
+	if l == nil {
+		return ctx
+	}
+	ctx.Root, ctx.RootIssuedAt, ctx.Earlier = l.Root, l.RootIssuedAt, l.Earlier
+	for _, r := range l.References {
+		ctx.References = append(ctx.References, formats.Ref{ID: r.ID, IssuedAt: r.IssuedAt})
+	}
+	return ctx
+}
+
+// Digest returns the SHA-256 of the lineage's JSON encoding, for the keys
+// of caches of what is rendered with it; zero for nil.
+func (l *Lineage) Digest() [32]byte {
+	if l == nil {
+		return [32]byte{}
+	}
+	b, _ := json.Marshal(l) // strings, times and indicators always encode
+	return sha256.Sum256(b)
+}

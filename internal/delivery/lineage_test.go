@@ -1,0 +1,107 @@
+package delivery_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/stretchr/testify/require"
+)
+
+// chainOf returns a lookup over the given alerts.
+func chainOf(as ...*alerts.Alert) func(string) (*alerts.Alert, error) {
+	m := map[string]*alerts.Alert{}
+	for _, a := range as {
+		m[a.ID] = a
+	}
+	return func(id string) (*alerts.Alert, error) {
+		if a, ok := m[id]; ok {
+			return a, nil
+		}
+		return nil, fmt.Errorf("alert %s is not published", id)
+	}
+}
+
+func issued(id string, typ alerts.Type, at time.Time, refs []string, inds ...alerts.Indicator) *alerts.Alert {
+	return &alerts.Alert{ID: id, Type: typ, References: refs, IssuedAt: &at, Indicators: inds}
+}
+
+// TestTraceLineage follows an update of an update back to its root,
+// gathers every earlier indicator and the referenced alerts' issue times,
+// and gives the renderers' context.
+func TestTraceLineage(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	phone := alerts.Indicator{Type: "phone", Value: "+44 7700 900123"}
+	url := alerts.Indicator{Type: "url", Value: "https://jobs.example/"}
+	iban := alerts.Indicator{Type: "iban", Value: "GB33BUKB20201555555555"}
+	root := issued("root", alerts.TypeAlert, t0, nil, phone, url)
+	up1 := issued("up1", alerts.TypeUpdate, t0.Add(time.Hour), []string{"root"}, phone, iban)
+	other := issued("other", alerts.TypeAlert, t0.Add(30*time.Minute), nil, url)
+	up2 := issued("up2", alerts.TypeUpdate, t0.Add(2*time.Hour), []string{"up1", "other"})
+	lookup := chainOf(root, up1, other, up2)
+
+	l, err := delivery.TraceLineage(up2, lookup)
+	require.NoError(t, err)
+	require.Equal(t, &delivery.Lineage{
+		Root: "root", RootIssuedAt: t0,
+		References: []delivery.Ref{{ID: "up1", IssuedAt: t0.Add(time.Hour)}, {ID: "other", IssuedAt: t0.Add(30 * time.Minute)}},
+		Earlier:    []alerts.Indicator{phone, iban, url, phone, url},
+	}, l)
+
+	ctx := l.Context("National Crime Agency", "alerts@nca.example")
+	require.Equal(t, "National Crime Agency", ctx.Agency)
+	require.Equal(t, "alerts@nca.example", ctx.Sender)
+	require.Equal(t, "root", ctx.Root)
+	require.Equal(t, t0, ctx.RootIssuedAt)
+	require.Len(t, ctx.References, 2)
+	require.Equal(t, l.Earlier, ctx.Earlier)
+
+	again, err := delivery.TraceLineage(up2, lookup)
+	require.NoError(t, err)
+	require.Equal(t, l.Digest(), again.Digest(), "deterministic")
+	require.NotEqual(t, l.Digest(), (*delivery.Lineage)(nil).Digest())
+
+	none, err := delivery.TraceLineage(root, lookup)
+	require.NoError(t, err)
+	require.Nil(t, none, "an alert that references nothing is its own root")
+	require.Equal(t, "", none.Context("A", "s").Root)
+	require.Zero(t, none.Digest())
+}
+
+func TestTraceLineageFails(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	up := issued("up", alerts.TypeUpdate, t0, []string{"gone"})
+	_, err := delivery.TraceLineage(up, chainOf(up))
+	require.ErrorContains(t, err, "gone")
+
+	unissued := &alerts.Alert{ID: "x", Type: alerts.TypeAlert}
+	_, err = delivery.TraceLineage(issued("u", alerts.TypeUpdate, t0, []string{"x"}), chainOf(unissued))
+	require.ErrorContains(t, err, "issued_at")
+
+	a := issued("a", alerts.TypeUpdate, t0, []string{"b"})
+	b := issued("b", alerts.TypeUpdate, t0, []string{"a"})
+	_, err = delivery.TraceLineage(issued("c", alerts.TypeCancel, t0, []string{"a"}), chainOf(a, b))
+	require.ErrorContains(t, err, "circle")
+
+	_, err = delivery.TraceLineage(up, func(string) (*alerts.Alert, error) { return nil, errors.New("view closed") })
+	require.ErrorContains(t, err, "view closed")
+}
+
+// TestJobCarriesLineage: the lineage survives the job's encoding.
+func TestJobCarriesLineage(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	raw := []byte(`{"id":"up","type":"update","references":["root"],"title":"T","severity":"minor","tlp":"GREEN","marking":"OFFICIAL","handling":{"code":"P"},"audience":{"sectors":["care"]}}`)
+	l := &delivery.Lineage{Root: "root", RootIssuedAt: t0, References: []delivery.Ref{{ID: "root", IssuedAt: t0}},
+		Earlier: []alerts.Indicator{{Type: "email", Value: "x@y.example"}}}
+	j := delivery.Job{ID: delivery.ID("up", "acme", "https://h.example/"), AlertJSON: raw, Subscriber: "acme",
+		Channel: delivery.ChannelWebhook, Target: "https://h.example/", Mode: delivery.ModeSigned, Lineage: l}
+	v, err := j.Encode()
+	require.NoError(t, err)
+	got, err := delivery.DecodeJob(v, nil)
+	require.NoError(t, err)
+	require.Equal(t, l, got.Lineage)
+	require.Equal(t, l.Digest(), got.Lineage.Digest())
+}

@@ -1,0 +1,257 @@
+package taxii_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
+	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/taxii"
+	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/view"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+const agency = "National Crime Agency"
+
+// Tokens of the test partners, and of an analyst.
+const (
+	bankToken    = "tok-bank-5b2f"    // bank: financial services, pull up to GREEN
+	charityToken = "tok-charity-77a1" // charity: financial services, pull up to AMBER
+	ngoToken     = "tok-ngo-c09e"     // ngo: care only, pull up to AMBER
+	hotelToken   = "tok-hotel-1d44"   // hotel: financial services, no pull channel
+	analystToken = "tok-analyst-9e0b"
+)
+
+var tokens = map[string]taxii.Caller{
+	bankToken:    {Name: "bank-misp", Role: taxii.RolePartner, Subscriber: "bank"},
+	charityToken: {Name: "charity-octi", Role: taxii.RolePartner, Subscriber: "charity"},
+	ngoToken:     {Name: "ngo-octi", Role: taxii.RolePartner, Subscriber: "ngo"},
+	hotelToken:   {Name: "hotel", Role: taxii.RolePartner, Subscriber: "hotel"},
+	analystToken: {Name: "alice", Role: "analyst"},
+}
+
+func partners() []*subscribers.Subscriber {
+	subs := []*subscribers.Subscriber{
+		{ID: "bank", Name: "Bank", Kind: "business", Sectors: []string{"financial-services"}, Clearance: "AMBER",
+			Pull: &subscribers.Pull{MaxTLP: "GREEN"}},
+		{ID: "charity", Name: "Charity", Kind: "ngo", Sectors: []string{"financial-services"}, Clearance: "RED",
+			Sensitive: true, Pull: &subscribers.Pull{MaxTLP: "AMBER"}},
+		{ID: "ngo", Name: "NGO", Kind: "ngo", Sectors: []string{"care"}, Clearance: "AMBER", Pull: &subscribers.Pull{}},
+		{ID: "hotel", Name: "Hotel", Kind: "business", Sectors: []string{"financial-services"}, Clearance: "GREEN",
+			Email: []subscribers.Email{{Address: "sec@hotel.example"}}},
+	}
+	for _, s := range subs {
+		s.Normalize()
+	}
+	return subs
+}
+
+// env is the pull servers over a real in-process Kafka cluster: alerts
+// are fanned out by the fan-out worker, the view follows the topics, and
+// the servers answer from it.
+type env struct {
+	t       *testing.T
+	bus     *bus.Bus
+	view    *view.View
+	reg     *subscribers.Registry
+	w       *fanout.Worker
+	server  *taxii.Server
+	srv     *httptest.Server
+	clock   *clock
+	refused []string
+}
+
+// clock is the fan-out's clock: each alert is fanned out a minute after
+// the last.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) tick() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(time.Minute)
+	return c.now
+}
+
+// receiptWriter writes receipts to the receipts topic, as the app does.
+type receiptWriter struct {
+	p    *bus.Producer
+	fail error
+}
+
+func (w *receiptWriter) WriteReceipt(ctx context.Context, r delivery.Receipt) error {
+	if w.fail != nil {
+		return w.fail
+	}
+	return w.p.Write(ctx, fanout.ReceiptMessage(r))
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	b := kafkatest.New(t)
+	reg := subscribers.NewRegistry()
+	for _, s := range partners() {
+		reg.Put(s)
+	}
+	v, err := view.Open(t.TempDir(), view.Options{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx, b) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		require.NoError(t, v.Close())
+	})
+	e := &env{t: t, bus: b, view: v, reg: reg, clock: &clock{now: time.Now().UTC().Add(-time.Hour).Truncate(time.Second)}}
+	e.w = &fanout.Worker{
+		Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
+		Deliveries: b.Producer(bus.TopicDeliveries), Receipts: b.Producer(bus.TopicReceipts),
+		Quarantine: b.Producer(bus.TopicQuarantine), History: v, Authenticate: b.Authenticate,
+		Now: e.clock.Now, Log: slog.New(slog.DiscardHandler),
+	}
+	e.server = &taxii.Server{Source: v, Registry: reg, Receipts: &receiptWriter{p: b.Producer(bus.TopicReceipts)},
+		Agency: agency, Log: kafkatest.Logger(t, slog.LevelWarn)}
+	mux := http.NewServeMux()
+	var mu sync.Mutex
+	e.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {
+		c, ok := tokens[tok]
+		return c, ok
+	}, func(r *http.Request, who, why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		e.refused = append(e.refused, who)
+	})
+	e.srv = httptest.NewServer(mux)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// issueSeq counts the alerts made, so that each is issued a second after
+// the last: an update is always a new version of its original's objects.
+var issueSeq atomic.Int64
+
+// alert returns a valid alert for the financial-services sector, issued
+// by an analyst within the last hour.
+func alert(id string, mut func(*alerts.Alert)) *alerts.Alert {
+	now := time.Now().UTC().Truncate(time.Second).Add(-time.Hour).Add(time.Duration(issueSeq.Add(1)) * time.Second)
+	a := &alerts.Alert{ID: id, Title: "Forced labour indicators " + id, Summary: "Workers housed on site.",
+		Severity: "severe", Marking: "OFFICIAL", TLP: "GREEN", Handling: alerts.Handling{Code: "P"},
+		Indicators: []alerts.Indicator{
+			{Type: "email", Value: "jobs-" + id + "@recruit.example", Context: "recruiter"},
+			{Type: "phone", Value: "+44 7700 900" + id[len(id)-3:]},
+		},
+		Audience: alerts.Audience{Sectors: []string{"financial-services"}},
+		IssuedBy: "api:alice", IssuedAt: &now}
+	if mut != nil {
+		mut(a)
+	}
+	a.Normalize()
+	return a
+}
+
+// publish writes a to the alerts topic as Herald's publishers do, fans it
+// out a minute after the last, and waits for the view to apply it all.
+func (e *env) publish(a *alerts.Alert) time.Time {
+	e.t.Helper()
+	ctx := context.Background()
+	v, err := json.Marshal(a)
+	require.NoError(e.t, err)
+	m := kafka.Message{Key: []byte(a.ID), Value: v}
+	require.NoError(e.t, e.bus.Producer(bus.TopicAlerts).Write(ctx, m))
+	e.synced()
+	at := e.clock.tick()
+	require.NoError(e.t, e.w.Handle(ctx, []kafka.Message{e.bus.AsWritten(bus.TopicAlerts, m)}))
+	e.synced()
+	return at
+}
+
+func (e *env) synced() {
+	e.t.Helper()
+	require.NoError(e.t, e.view.Sync(context.Background()))
+}
+
+// put replaces a partner's record in the registry, as the registry
+// follower applies an administrator's change.
+func (e *env) put(id string, mut func(*subscribers.Subscriber)) {
+	s := *e.reg.Get(id)
+	if s.Pull != nil {
+		p := *s.Pull
+		s.Pull = &p
+	}
+	mut(&s)
+	e.reg.Put(&s)
+}
+
+// response is what a request got.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// json decodes the body.
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(r.body, &m), "body: %s", r.body)
+	return m
+}
+
+// get requests path with a Bearer token ("" for none) and the TAXII
+// Accept header.
+func (e *env) get(path, token string) response {
+	return e.do(path, func(h http.Header) {
+		h.Set("Accept", taxii.MediaTAXII)
+		if token != "" {
+			h.Set("Authorization", "Bearer "+token)
+		}
+	})
+}
+
+func (e *env) do(path string, headers func(http.Header)) response {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	require.NoError(e.t, err)
+	headers(req.Header)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+func basic(token string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte("any-user:"+token))
+}
+
+// collectionPath is the path of a partner's collection.
+func collectionPath(subscriber string) string {
+	return "/taxii2/herald/collections/" + taxii.CollectionID(subscriber) + "/"
+}
