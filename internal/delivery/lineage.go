@@ -24,10 +24,22 @@ type Lineage struct {
 	// References gives, for each alert the alert references, its
 	// issued_at, in the alert's order.
 	References []Ref `json:"references,omitempty"`
-	// Earlier lists the indicators every earlier alert of the chain
-	// carried, nearest first (duplicates kept), so that those the alert
-	// no longer carries are rendered withdrawn.
+	// Earlier lists the indicators the earlier alerts of the chain that
+	// this recipient received carried, nearest first (duplicates kept), so
+	// that those the alert no longer carries are rendered withdrawn. It is
+	// set per recipient (For): a partner that was not an addressee of an
+	// earlier alert must never learn its indicators from a withdrawal.
 	Earlier []alerts.Indicator `json:"earlier,omitempty"`
+
+	// chain is every earlier alert of the chain with its indicators,
+	// breadth first from the alert's references; For picks from it.
+	chain []chained
+}
+
+// chained is one earlier alert of a chain and the indicators it carried.
+type chained struct {
+	id         string
+	indicators []alerts.Indicator
 }
 
 // Ref names one alert an update or cancel supersedes and when it was
@@ -45,9 +57,8 @@ const maxChain = 1000
 // TraceLineage traces the lineage of a from the alerts it references,
 // which lookup returns as published (an error when an id is unknown). An
 // alert that references nothing has no lineage: nil. The root is reached
-// through the first reference of each alert; Earlier gathers the
-// indicators of every alert reachable through references, breadth first
-// in reference order, each alert once.
+// through the first reference of each alert. Earlier is empty: For gives
+// each recipient the lineage with the indicators it may see withdrawn.
 func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)) (*Lineage, error) {
 	if a == nil || len(a.References) == 0 {
 		return nil, nil
@@ -78,7 +89,7 @@ func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)
 		}
 		l.References = append(l.References, Ref{ID: id, IssuedAt: r.IssuedAt.UTC()})
 	}
-	// Earlier: breadth first from the alert's references.
+	// The chain: breadth first from the alert's references.
 	queue, queued := append([]string(nil), a.References...), map[string]bool{a.ID: true}
 	for _, id := range a.References {
 		queued[id] = true
@@ -89,7 +100,7 @@ func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)
 			return nil, err
 		}
 		queue = queue[1:]
-		l.Earlier = append(l.Earlier, r.Indicators...)
+		l.chain = append(l.chain, chained{id: r.ID, indicators: r.Indicators})
 		for _, next := range r.References {
 			if !queued[next] {
 				queued[next] = true
@@ -111,6 +122,38 @@ func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)
 	}
 	l.Root, l.RootIssuedAt = root.ID, root.IssuedAt.UTC()
 	return l, nil
+}
+
+// Chain returns the ids of every earlier alert of the chain, breadth
+// first from the alert's references (nil for nil).
+func (l *Lineage) Chain() []string {
+	if l == nil {
+		return nil
+	}
+	ids := make([]string, len(l.chain))
+	for i, c := range l.chain {
+		ids[i] = c.id
+	}
+	return ids
+}
+
+// For returns the lineage as one recipient may see it: Earlier holds the
+// indicators of the earlier alerts of the chain that received reports the
+// recipient received, so a withdrawal never shows a partner an indicator
+// value it was not sent. Recipients with the same history get equal
+// lineages (equal Digest), so a rendering is signed once for them all.
+// For of nil is nil.
+func (l *Lineage) For(received func(id string) bool) *Lineage {
+	if l == nil {
+		return nil
+	}
+	out := &Lineage{Root: l.Root, RootIssuedAt: l.RootIssuedAt, References: l.References, chain: l.chain}
+	for _, c := range l.chain {
+		if received(c.id) {
+			out.Earlier = append(out.Earlier, c.indicators...)
+		}
+	}
+	return out
 }
 
 // Context returns the renderers' context of an alert with lineage l (nil:

@@ -30,8 +30,9 @@ func issued(id string, typ alerts.Type, at time.Time, refs []string, inds ...ale
 }
 
 // TestTraceLineage follows an update of an update back to its root,
-// gathers every earlier indicator and the referenced alerts' issue times,
-// and gives the renderers' context.
+// gathers the referenced alerts' issue times, gives each recipient only
+// the earlier indicators of the alerts it received, and gives the
+// renderers' context.
 func TestTraceLineage(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
 	phone := alerts.Indicator{Type: "phone", Value: "+44 7700 900123"}
@@ -43,13 +44,23 @@ func TestTraceLineage(t *testing.T) {
 	up2 := issued("up2", alerts.TypeUpdate, t0.Add(2*time.Hour), []string{"up1", "other"})
 	lookup := chainOf(root, up1, other, up2)
 
-	l, err := delivery.TraceLineage(up2, lookup)
+	traced, err := delivery.TraceLineage(up2, lookup)
 	require.NoError(t, err)
-	require.Equal(t, &delivery.Lineage{
-		Root: "root", RootIssuedAt: t0,
-		References: []delivery.Ref{{ID: "up1", IssuedAt: t0.Add(time.Hour)}, {ID: "other", IssuedAt: t0.Add(30 * time.Minute)}},
-		Earlier:    []alerts.Indicator{phone, iban, url, phone, url},
-	}, l)
+	require.Equal(t, "root", traced.Root)
+	require.Equal(t, t0, traced.RootIssuedAt)
+	require.Equal(t, []delivery.Ref{{ID: "up1", IssuedAt: t0.Add(time.Hour)}, {ID: "other", IssuedAt: t0.Add(30 * time.Minute)}}, traced.References)
+	require.Equal(t, []string{"up1", "other", "root"}, traced.Chain(), "breadth first from the references")
+	require.Empty(t, traced.Earlier, "nothing is withdrawn until a recipient is named")
+
+	l := traced.For(func(string) bool { return true })
+	require.Equal(t, []alerts.Indicator{phone, iban, url, phone, url}, l.Earlier, "a recipient of every earlier alert")
+	onlyOther := traced.For(func(id string) bool { return id == "other" })
+	require.Equal(t, []alerts.Indicator{url}, onlyOther.Earlier,
+		"a partner that never received root or up1 is not shown their phone or IBAN")
+	require.Empty(t, traced.For(func(string) bool { return false }).Earlier, "a partner new to the chain sees nothing withdrawn")
+	require.NotEqual(t, l.Digest(), onlyOther.Digest(), "renderings for different histories are keyed apart")
+	require.Equal(t, l.Digest(), traced.For(func(string) bool { return true }).Digest(), "the same history, the same key")
+	require.Nil(t, (*delivery.Lineage)(nil).For(func(string) bool { return true }))
 
 	ctx := l.Context("National Crime Agency", "alerts@nca.example")
 	require.Equal(t, "National Crime Agency", ctx.Agency)
@@ -61,7 +72,7 @@ func TestTraceLineage(t *testing.T) {
 
 	again, err := delivery.TraceLineage(up2, lookup)
 	require.NoError(t, err)
-	require.Equal(t, l.Digest(), again.Digest(), "deterministic")
+	require.Equal(t, traced.Digest(), again.Digest(), "deterministic")
 	require.NotEqual(t, l.Digest(), (*delivery.Lineage)(nil).Digest())
 
 	none, err := delivery.TraceLineage(root, lookup)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -291,7 +292,8 @@ type Plan struct {
 	Digest    string
 	Decisions []policy.Decision
 	// Lineage is the alert's place in its chain (nil for an alert that
-	// references nothing); every webhook job carries it.
+	// references nothing); every webhook job carries it, with the
+	// withdrawn indicators its partner may see (delivery.Lineage.For).
 	Lineage  *delivery.Lineage
 	Jobs     []kafka.Message
 	Receipts []kafka.Message
@@ -301,8 +303,9 @@ type Plan struct {
 // gets (Decide), and builds the jobs and receipts to write. raw is the
 // alert exactly as published: every job carries those bytes (nil encodes
 // a). Webhook jobs carry the alert's lineage, traced from the published
-// alerts it references (PublishedHistory), the same for every job, so
-// that each payload format renders and signs it once.
+// alerts it references (PublishedHistory) and narrowed to what each
+// partner received of the chain, so that partners with the same history
+// share one rendering and signature per payload format.
 //
 // The pull channel sends nothing: its decisions get no job, and a pull
 // target the policy lets have the alert (or, by a notice, lose the alerts
@@ -334,6 +337,7 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 		}
 	}
 	plan := &Plan{Digest: a.Digest(), Decisions: Decide(a, w.Registry, prior, now, w.Policy)}
+	var chain map[string]*ledger.Alert
 	if len(a.References) > 0 {
 		lineage, err := delivery.TraceLineage(a, w.published)
 		if err != nil {
@@ -343,6 +347,9 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 			return nil, err
 		}
 		plan.Lineage = lineage
+		if chain, err = w.chainHistory(ctx, lineage, prior); err != nil {
+			return nil, err
+		}
 	}
 	plan.Receipts = append(plan.Receipts, ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: now,
 		Type: a.Type, TLP: a.TLP, Marking: a.Marking, References: a.References, IssuedBy: a.IssuedBy,
@@ -362,7 +369,12 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 			job := delivery.Job{ID: r.DeliveryID, AlertJSON: raw, Subscriber: d.Subscriber, Channel: d.Channel,
 				Target: d.Target, Mode: d.Mode}
 			if d.Channel == delivery.ChannelWebhook {
-				job.Lineage = plan.Lineage
+				// Withdrawals name only indicators of earlier alerts this
+				// partner received: never a value it was not sent.
+				job.Lineage = plan.Lineage.For(func(id string) bool {
+					p := chain[id]
+					return p != nil && p.ReceivedBy(d.Subscriber)
+				})
 			}
 			if d.Mode == delivery.ModeCancelNotice || d.Mode == delivery.ModeFollowUpKeyNotice {
 				job.Held = held(prior, d.Subscriber, d.Target)
@@ -379,6 +391,30 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 		plan.Receipts = append(plan.Receipts, ReceiptMessage(r))
 	}
 	return plan, nil
+}
+
+// chainHistory returns the ledger of every earlier alert of the chain
+// (prior holds those the alert references directly), so that each
+// partner's lineage withdraws only what it received.
+func (w *Worker) chainHistory(ctx context.Context, l *delivery.Lineage, prior map[string]*ledger.Alert) (map[string]*ledger.Alert, error) {
+	chain := make(map[string]*ledger.Alert, len(prior))
+	var missing []string
+	for _, id := range l.Chain() {
+		if p, ok := prior[id]; ok {
+			chain[id] = p
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return chain, nil
+	}
+	more, err := w.History.Lookup(ctx, missing)
+	if err != nil {
+		return nil, fmt.Errorf("look up the chain of %s: %w", l.Root, err)
+	}
+	maps.Copy(chain, more)
+	return chain, nil
 }
 
 // published returns the alert id as published, for TraceLineage.

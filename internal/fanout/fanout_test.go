@@ -235,41 +235,58 @@ func TestUpdateReachesPriorRecipientsAndNoticesTheIneligible(t *testing.T) {
 	require.Equal(t, map[string]string{"down": fanout.ReasonDowngrade, "ghost": fanout.ReasonUnknownRef}, e.quarantined(t))
 }
 
-// TestUpdateJobsCarryLineage: every webhook job of an update carries the
-// same lineage, traced from the published alerts it references: the root,
-// the referenced alerts' issue times, the earlier indicators.
+// TestUpdateJobsCarryLineage: every webhook job of an update carries its
+// lineage, traced from the published alerts it references: the root, the
+// referenced alerts' issue times, and the earlier indicators withdrawn —
+// only those of alerts that partner received, so a partner new to the
+// chain never learns an earlier indicator's value from its withdrawal.
 func TestUpdateJobsCarryLineage(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	earlier := now.Add(-2 * time.Hour)
 	phone := alerts.Indicator{Type: "phone", Value: "+44 7700 900123"}
+	iban := alerts.Indicator{Type: "iban", Value: "GB33BUKB20201555555555"}
 	orig := alert("root-1", func(a *alerts.Alert) { a.IssuedAt, a.Indicators = &earlier, []alerts.Indicator{phone} })
 	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, orig)}))
+	// A lender joins the sector after the original went out.
+	lender := &subscribers.Subscriber{ID: "lender", Name: "Lender", Kind: "business", Sectors: []string{"financial-services"},
+		Clearance: "AMBER", Webhooks: []subscribers.Webhook{{URL: "https://hooks.lender.example/h", Secrets: []string{secret}}}}
+	lender.Normalize()
+	e.reg.Put(lender)
 	mid := now.Add(-time.Hour)
 	up1 := alert("up-1", func(a *alerts.Alert) {
-		a.Type, a.References, a.IssuedAt = alerts.TypeUpdate, []string{"root-1"}, &mid
+		a.Type, a.References, a.IssuedAt, a.Indicators = alerts.TypeUpdate, []string{"root-1"}, &mid, []alerts.Indicator{iban}
 	})
 	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, up1)}))
 	cancel := alert("cancel-1", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"up-1"} })
 	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, cancel)}))
 
-	want := &delivery.Lineage{Root: "root-1", RootIssuedAt: earlier,
-		References: []delivery.Ref{{ID: "up-1", IssuedAt: mid}}, Earlier: []alerts.Indicator{phone}}
-	hooks := 0
+	type lineage struct {
+		Root         string
+		RootIssuedAt time.Time
+		References   []delivery.Ref
+		Earlier      []alerts.Indicator
+	}
+	want := map[string]lineage{
+		"up-1 bank":   {"root-1", earlier, []delivery.Ref{{ID: "root-1", IssuedAt: earlier}}, []alerts.Indicator{phone}},
+		"up-1 lender": {"root-1", earlier, []delivery.Ref{{ID: "root-1", IssuedAt: earlier}}, nil},
+		"cancel-1 bank": {"root-1", earlier, []delivery.Ref{{ID: "up-1", IssuedAt: mid}},
+			[]alerts.Indicator{iban, phone}},
+		"cancel-1 lender": {"root-1", earlier, []delivery.Ref{{ID: "up-1", IssuedAt: mid}}, []alerts.Indicator{iban}},
+	}
+	got := map[string]lineage{}
 	for _, j := range e.jobs(t) {
 		switch {
-		case j.Alert.ID != "cancel-1":
+		case j.Alert.ID == "root-1":
+			require.Nil(t, j.Lineage, "an alert that references nothing is its own root")
 		case j.Channel == delivery.ChannelWebhook:
-			hooks++
-			require.Equal(t, want, j.Lineage)
+			require.NotNil(t, j.Lineage)
+			got[j.Alert.ID+" "+j.Subscriber] = lineage{j.Lineage.Root, j.Lineage.RootIssuedAt, j.Lineage.References, j.Lineage.Earlier}
 		default:
 			require.Nil(t, j.Lineage, "only webhook jobs render the formats that need it")
 		}
-		if j.Alert.ID == "root-1" {
-			require.Nil(t, j.Lineage, "an alert that references nothing is its own root")
-		}
 	}
-	require.Equal(t, 1, hooks)
+	require.Equal(t, want, got, "the lender is never shown the original's phone number")
 
 	// A reference the view has not applied yet fails the batch (it is
 	// fetched again), rather than rendering without the chain.

@@ -94,7 +94,8 @@ type Context struct {
 	// reads it.
 	References []Ref
 	// Earlier lists the indicators the earlier alerts of the chain carried
-	// (duplicates allowed). Those this alert no longer carries are
+	// that the recipient received (duplicates allowed): never an alert the
+	// recipient was not sent, whose values the withdrawal would disclose. Those this alert no longer carries are
 	// withdrawn: STIX renders them revoked, MISP renders them deleted, so a
 	// partner's platform drops them; a cancel withdraws every indicator.
 	// CAP, whose Update and Cancel replace the earlier message whole,

@@ -180,6 +180,17 @@ func (a *Alert) Received(subscriber, target string) bool {
 	return e != nil && e.Decision == delivery.Deliver
 }
 
+// ReceivedBy reports whether the alert's content was sent, or is on its
+// way, to any target of subscriber: what the partner may know of it.
+func (a *Alert) ReceivedBy(subscriber string) bool {
+	for _, e := range a.entries {
+		if e.Subscriber == subscriber && e.Decision == delivery.Deliver {
+			return true
+		}
+	}
+	return false
+}
+
 // Counts returns how many entries are in each state.
 func (a *Alert) Counts() map[string]int {
 	m := map[string]int{}

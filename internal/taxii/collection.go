@@ -67,12 +67,18 @@ func (s *Server) items(sub *subscribers.Subscriber, now time.Time) ([]*item, err
 		}
 		next = cursor
 	}
+	// What the partner was given to pull: the only earlier alerts whose
+	// indicators its renderings may show withdrawn.
+	received := make(map[string]bool, len(delivered))
+	for _, d := range delivered {
+		received[d.Alert] = true
+	}
 	out := make([]*item, 0, len(delivered))
 	for _, d := range delivered {
 		if withdrawn[d.Alert] {
 			continue
 		}
-		it, err := s.item(d, sub, now)
+		it, err := s.item(d, sub, now, received)
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +120,9 @@ const maxChain = 1000
 
 // item builds one alert of the collection, or nil when the policy no
 // longer lets sub pull it.
-func (s *Server) item(d view.PartnerDelivery, sub *subscribers.Subscriber, now time.Time) (*item, error) {
+// Its lineage withdraws only indicators of the earlier alerts of the
+// chain that received holds.
+func (s *Server) item(d view.PartnerDelivery, sub *subscribers.Subscriber, now time.Time, received map[string]bool) (*item, error) {
 	a, raw, err := s.alert(d.Alert)
 	if err != nil {
 		return nil, err
@@ -122,13 +130,14 @@ func (s *Server) item(d view.PartnerDelivery, sub *subscribers.Subscriber, now t
 	if dec, ok := policy.Pull(a, sub, now, s.Policy); !ok || dec.Decision != delivery.Deliver {
 		return nil, nil
 	}
-	lineage, err := delivery.TraceLineage(a, func(id string) (*alerts.Alert, error) {
+	traced, err := delivery.TraceLineage(a, func(id string) (*alerts.Alert, error) {
 		ref, _, err := s.alert(id)
 		return ref, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
+	lineage := traced.For(func(id string) bool { return received[id] })
 	added := d.FannedOut
 	if added.IsZero() {
 		added = d.UpdatedAt

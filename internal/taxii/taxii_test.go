@@ -417,6 +417,44 @@ func TestPolicyDecidesTheCollection(t *testing.T) {
 	require.Empty(t, bank)
 }
 
+// TestWithdrawalsShowOnlyWhatThePartnerHad: an update that drops an
+// indicator shows it revoked to a partner that pulled the original, and
+// never shows its value to a partner new to the chain.
+func TestWithdrawalsShowOnlyWhatThePartnerHad(t *testing.T) {
+	e := newEnv(t)
+	orig := alert("lw-001", func(a *alerts.Alert) { a.Audience = alerts.Audience{Subscribers: []string{"charity"}} })
+	e.publish(orig)
+	dropped := orig.Indicators[1].Value
+	e.publish(alert("lw-002", func(a *alerts.Alert) {
+		a.Type, a.References, a.Indicators = alerts.TypeUpdate, []string{"lw-001"}, orig.Indicators[:1]
+	}))
+
+	charity, _ := e.all(charityToken, "charity", "", 100)
+	validate(t, charity)
+	b, err := json.Marshal(charity)
+	require.NoError(t, err)
+	require.Contains(t, string(b), dropped, "the partner that had the original sees the phone withdrawn")
+	bank, _ := e.all(bankToken, "bank", "match[version]=all", 100)
+	require.Equal(t, []string{"lw-002"}, alertsIn(bank))
+	validate(t, bank)
+	b, err = json.Marshal(bank)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), dropped, "a partner new to the chain never learns the original's phone")
+	for _, who := range []struct {
+		token string
+		sees  bool
+	}{{charityToken, true}, {bankToken, false}} {
+		var manifest map[string]any
+		require.NoError(t, json.Unmarshal(e.feed("manifest.json", who.token).body, &manifest))
+		require.Len(t, manifest, 1, "one event for the chain")
+		for id := range manifest {
+			ev := e.feed(id+".json", who.token)
+			require.Equal(t, http.StatusOK, ev.status, "%s", ev.body)
+			require.Equal(t, who.sees, strings.Contains(string(ev.body), dropped), "the MISP feed withdraws what the partner had")
+		}
+	}
+}
+
 // TestPullsAreRecorded: the first pull of each alert is an outcome
 // receipt in state delivered on the partner's pull target; polling again
 // records nothing more; a pull that cannot be recorded is not served.
