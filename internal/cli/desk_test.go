@@ -124,7 +124,7 @@ func TestDeadReplayIsAudited(t *testing.T) {
 	var l struct {
 		Entries []struct {
 			Actor, Action, Object string
-			Details              map[string]any
+			Details               map[string]any
 		} `json:"entries"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &l))
