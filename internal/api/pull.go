@@ -1,10 +1,7 @@
 package api
 
 import (
-	"bytes"
-	"encoding/hex"
 	"net/http"
-	"strings"
 
 	"github.com/herald-alerts/herald/internal/taxii"
 )
@@ -31,12 +28,5 @@ func (h *handler) pullCaller(r *http.Request, presented string) (taxii.Caller, b
 	if info, _ := r.Context().Value(infoKey{}).(*requestInfo); info != nil {
 		info.token = t.name
 	}
-	c := taxii.Caller{Name: t.name, Role: t.role}
-	for _, ct := range h.Tokens {
-		if sum, err := hex.DecodeString(strings.TrimSpace(ct.SHA256)); err == nil && bytes.Equal(sum, t.sum) {
-			c.Subscriber = strings.TrimSpace(ct.Subscriber)
-			break
-		}
-	}
-	return c, true
+	return taxii.Caller{Name: t.name, Role: t.role, Subscriber: t.subscriber}, true
 }

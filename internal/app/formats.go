@@ -1,15 +1,12 @@
 package app
 
 import (
-	"context"
-	"fmt"
 	"net/mail"
 	"strings"
 
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
-	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/taxii"
 	"github.com/herald-alerts/herald/internal/view"
@@ -44,17 +41,6 @@ func CAPSender(cfg *config.Config) string {
 // updates and cancels trace their lineage from.
 var _ fanout.PublishedHistory = (*view.View)(nil)
 
-// pullReceipts records the pull servers' receipts on the receipts topic.
-type pullReceipts struct{ p *bus.Producer }
-
-// WriteReceipt implements taxii.Receipts.
-func (w pullReceipts) WriteReceipt(ctx context.Context, r delivery.Receipt) error {
-	if err := w.p.Write(ctx, fanout.ReceiptMessage(r)); err != nil {
-		return fmt.Errorf("write %s receipt of %s: %w", r.Kind, r.AlertID, err)
-	}
-	return nil
-}
-
 // pullServer is the partners' pull channel (TAXII 2.1 and the MISP feed)
 // the api role serves, answering from the view.
 func (a *App) pullServer() *taxii.Server {
@@ -65,10 +51,13 @@ func (a *App) pullServer() *taxii.Server {
 	return &taxii.Server{
 		Source:   a.view,
 		Registry: a.registry,
-		Receipts: pullReceipts{a.bus.Producer(bus.TopicReceipts)},
+		Receipts: ReceiptWriter{P: a.bus.Producer(bus.TopicReceipts)},
 		Policy:   PolicyOptions(a.cfg),
 		Agency:   agency,
-		Now:      a.now,
-		Log:      a.log.With("role", RoleAPI, "component", "pull"),
+		// Discovery names api.public_url when it is set, else the
+		// request's own host.
+		BaseURL: strings.TrimRight(a.cfg.API.PublicURL, "/"),
+		Now:     a.now,
+		Log:     a.log.With("role", RoleAPI, "component", "pull"),
 	}
 }

@@ -369,8 +369,7 @@ func newStatusCmd(e *env) *cobra.Command {
 // order.
 func summarize(counts map[string]int) string {
 	var parts []string
-	for _, st := range []string{delivery.StateDelivered, delivery.StatePending, delivery.StateRetrying, delivery.StateDead,
-		delivery.StateExpired, delivery.StateDisabled, delivery.StateWithheld} {
+	for _, st := range delivery.States {
 		if n := counts[st]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, st))
 		}

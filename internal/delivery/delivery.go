@@ -289,6 +289,10 @@ const (
 	StateAvailable = "available"
 )
 
+// States lists every delivery state, in the order summaries show them.
+var States = []string{StateDelivered, StateAvailable, StatePending, StateRetrying, StateDead,
+	StateExpired, StateDisabled, StateWithheld}
+
 // Receipt records one decision or one outcome. Receipts are keyed by alert
 // id on the receipts topic, so that one alert's ledger lives in one
 // partition.

@@ -273,6 +273,7 @@ func (v *View) listPlace(tx *bbolt.Tx, before string) ([]byte, error) {
 var partnerStates = map[string]bool{
 	delivery.StatePending: true, delivery.StateDelivered: true, delivery.StateRetrying: true,
 	delivery.StateDead: true, delivery.StateExpired: true, delivery.StateDisabled: true,
+	delivery.StateAvailable: true,
 }
 
 // PartnerDeliveries returns a page of subscriber's own deliveries, newest
@@ -290,7 +291,7 @@ func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDe
 		return nil, "", errors.New("subscriber: missing or not a subscriber id")
 	}
 	if q.State != "" && !partnerStates[q.State] {
-		return nil, "", fmt.Errorf("state: %q is not a delivery state (pending, delivered, retrying, dead, expired, disabled)", q.State)
+		return nil, "", fmt.Errorf("state: %q is not a delivery state (pending, delivered, available, retrying, dead, expired, disabled)", q.State)
 	}
 	var after []byte
 	if q.Before != "" {

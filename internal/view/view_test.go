@@ -175,7 +175,7 @@ func TestEveryQueryAfterAMixedWorkload(t *testing.T) {
 
 	for state, want := range map[string][]string{
 		delivery.StateDelivered: {bankMail}, delivery.StateDead: {bankHook}, delivery.StatePending: {bankMail},
-		delivery.StateRetrying: nil,
+		delivery.StateRetrying: nil, delivery.StateAvailable: nil,
 	} {
 		ds, _, err := v.PartnerDeliveries("bank", view.PartnerQuery{State: state})
 		require.NoError(t, err)
