@@ -45,6 +45,7 @@ func TestAlertList(t *testing.T) {
 		assert.Equal(t, "api:alice", s.IssuedBy, s.ID)
 	}
 	assert.Equal(t, map[string]string{"g-0": "published", "g-1": "published", "g-2": "published", "a-pending": "pending"}, states)
+	assert.Equal(t, []string{"g-0", "g-1", "g-2"}, ids, "publishing answered with the ids the list shows")
 
 	code, pending := get(adminToken, "?state=pending")
 	require.Equal(t, http.StatusOK, code)

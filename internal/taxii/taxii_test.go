@@ -41,9 +41,7 @@ func (e *env) all(token, subscriber, query string, limit int) (objects []map[str
 		require.Equal(e.t, http.StatusOK, r.status, "%s", r.body)
 		pages = append(pages, r)
 		env := r.json(e.t)
-		for _, o := range list(env["objects"]) {
-			objects = append(objects, o)
-		}
+		objects = append(objects, list(env["objects"])...)
 		require.LessOrEqual(e.t, len(list(env["objects"])), limit)
 		if env["more"] != true {
 			require.NotContains(e.t, env, "next")
