@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -153,7 +152,7 @@ func (s *Server) alert(id string) (*alerts.Alert, [32]byte, error) {
 		return nil, [32]byte{}, fmt.Errorf("%w: alert %s is not in the view of the alerts topic", errUnavailable, id)
 	}
 	sum := sha256.Sum256(p.Alert)
-	if a, ok := s.cache.alert(sum); ok {
+	if a, ok := s.alerts.Get(sum); ok {
 		return a, sum, nil
 	}
 	a, err := alerts.Decode(p.Alert)
@@ -161,7 +160,7 @@ func (s *Server) alert(id string) (*alerts.Alert, [32]byte, error) {
 		return nil, sum, fmt.Errorf("%w: alert %s as published: %v", errUnavailable, id, err)
 	}
 	a.Normalize()
-	s.cache.putAlert(sum, a)
+	s.alerts.Add(sum, a)
 	return a, sum, nil
 }
 
@@ -182,7 +181,7 @@ func (s *Server) render(it *item, f formats.Format) ([]byte, error) {
 		return nil, errNoAgency
 	}
 	k := renderKey{f, it.raw, it.lineage.Digest(), s.Agency}
-	if b, ok := s.cache.rendered(k); ok {
+	if b, ok := s.renders.Get(k); ok {
 		return b.([]byte), nil
 	}
 	var b []byte
@@ -199,7 +198,7 @@ func (s *Server) render(it *item, f formats.Format) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render alert %s: %w", it.alert.ID, err)
 	}
-	s.cache.putRendered(k, b)
+	s.renders.Add(k, b)
 	return b, nil
 }
 
@@ -209,7 +208,7 @@ func (s *Server) render(it *item, f formats.Format) ([]byte, error) {
 func (s *Server) recordPulls(ctx context.Context, sub *subscribers.Subscriber, its []*item, how string) error {
 	now := s.Now()
 	for _, it := range its {
-		if it.pulled || s.seen.has(it.deliveryID) {
+		if it.pulled || s.seen.Contains(it.deliveryID) {
 			continue
 		}
 		if s.Receipts == nil {
@@ -221,7 +220,7 @@ func (s *Server) recordPulls(ctx context.Context, sub *subscribers.Subscriber, i
 		if err != nil {
 			return fmt.Errorf("record the pull of %s by %s: %w", it.alert.ID, sub.ID, err)
 		}
-		s.seen.add(it.deliveryID)
+		s.seen.Add(it.deliveryID, struct{}{})
 		s.Log.Info("alert pulled", "alert", it.alert.ID, "subscriber", sub.ID, "by", how)
 	}
 	return nil
@@ -232,91 +231,3 @@ const (
 	renderCacheSize = 4096
 	pulledSetSize   = 65536
 )
-
-// renderCache keeps decoded alerts and renderings, keyed by digests of
-// what they were made from, dropping the oldest. Safe for concurrent use.
-type renderCache struct {
-	mu      sync.Mutex
-	max     int
-	alerts  map[[32]byte]*alerts.Alert
-	aOrder  [][32]byte
-	renders map[renderKey]any
-	rOrder  []renderKey
-}
-
-func newRenderCache(max int) *renderCache {
-	return &renderCache{max: max, alerts: map[[32]byte]*alerts.Alert{}, renders: map[renderKey]any{}}
-}
-
-func (c *renderCache) alert(k [32]byte) (*alerts.Alert, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	a, ok := c.alerts[k]
-	return a, ok
-}
-
-func (c *renderCache) putAlert(k [32]byte, a *alerts.Alert) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.alerts[k]; ok {
-		return
-	}
-	c.alerts[k] = a
-	c.aOrder = append(c.aOrder, k)
-	for len(c.aOrder) > c.max {
-		delete(c.alerts, c.aOrder[0])
-		c.aOrder = c.aOrder[1:]
-	}
-}
-
-func (c *renderCache) rendered(k renderKey) (any, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b, ok := c.renders[k]
-	return b, ok
-}
-
-func (c *renderCache) putRendered(k renderKey, b any) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.renders[k]; ok {
-		return
-	}
-	c.renders[k] = b
-	c.rOrder = append(c.rOrder, k)
-	for len(c.rOrder) > c.max {
-		delete(c.renders, c.rOrder[0])
-		c.rOrder = c.rOrder[1:]
-	}
-}
-
-// pulledSet remembers the deliveries whose pull this process recorded,
-// until the view shows them delivered. Safe for concurrent use.
-type pulledSet struct {
-	mu    sync.Mutex
-	max   int
-	m     map[string]bool
-	order []string
-}
-
-func newPulledSet(max int) *pulledSet { return &pulledSet{max: max, m: map[string]bool{}} }
-
-func (p *pulledSet) has(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.m[id]
-}
-
-func (p *pulledSet) add(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m[id] {
-		return
-	}
-	p.m[id] = true
-	p.order = append(p.order, id)
-	for len(p.order) > p.max {
-		delete(p.m, p.order[0])
-		p.order = p.order[1:]
-	}
-}

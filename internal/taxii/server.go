@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/policy"
@@ -88,8 +90,13 @@ type Server struct {
 	// Log receives one line per recorded pull; nil discards.
 	Log *slog.Logger
 
-	cache *renderCache
-	seen  *pulledSet
+	// alerts and renders keep decoded alerts and their renderings, keyed
+	// by digests of what they were made from; seen remembers the
+	// deliveries whose pull this process recorded, until the view shows
+	// them delivered. Each drops its least recently used entries.
+	alerts  *lru.Cache[[32]byte, *alerts.Alert]
+	renders *lru.Cache[renderKey, any]
+	seen    *lru.Cache[string, struct{}]
 }
 
 // Media types of TAXII 2.1.
@@ -124,8 +131,9 @@ func (s *Server) Register(mux *http.ServeMux, identify Identify, refuse Refuse) 
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
-	s.cache = newRenderCache(renderCacheSize)
-	s.seen = newPulledSet(pulledSetSize)
+	s.alerts = mustLRU[[32]byte, *alerts.Alert](renderCacheSize)
+	s.renders = mustLRU[renderKey, any](renderCacheSize)
+	s.seen = mustLRU[string, struct{}](pulledSetSize)
 	g := &gate{identify: identify, refuse: refuse, registry: s.Registry}
 	taxii := func(h func(http.ResponseWriter, *http.Request, *subscribers.Subscriber)) http.Handler {
 		return g.wrap(taxiiErrors{}, true, h)
@@ -313,3 +321,13 @@ func acceptsTAXII(values []string) bool {
 
 // errNoAgency is the answer while the agency's name is not configured.
 var errNoAgency = errors.New("the agency's name is not configured (email.issuer_name)")
+
+// mustLRU returns an LRU cache of size entries; lru.New fails only for a
+// size below 1, which the constants never are.
+func mustLRU[K comparable, V any](size int) *lru.Cache[K, V] {
+	c, err := lru.New[K, V](size)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}

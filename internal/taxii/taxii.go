@@ -343,7 +343,7 @@ func (s *Server) entries(sub *subscribers.Subscriber) ([]*entry, error) {
 // per rendering.
 func (s *Server) stixObjects(it *item) ([]parsedObject, error) {
 	k := renderKey{"stix-objects", it.raw, it.lineage.Digest(), s.Agency}
-	if v, ok := s.cache.rendered(k); ok {
+	if v, ok := s.renders.Get(k); ok {
 		return v.([]parsedObject), nil
 	}
 	b, err := s.render(it, formats.FormatSTIX)
@@ -371,7 +371,7 @@ func (s *Server) stixObjects(it *item) ([]parsedObject, error) {
 		}
 		objs[i] = o
 	}
-	s.cache.putRendered(k, objs)
+	s.renders.Add(k, objs)
 	return objs, nil
 }
 
