@@ -54,9 +54,15 @@ type Options struct {
 	Log *slog.Logger
 	// Progress, if set, is told what each run is doing.
 	Progress io.Writer
+	// StatusReceipts is how many receipts of other alerts the receipts
+	// topic holds when the status lookup is timed (1,000,000; 50,000 with
+	// Quick).
+	StatusReceipts int
+	// StatusRequests is how many status requests are timed.
+	StatusRequests int
 	// Runs, if not empty, limits the suite to the named runs (RunFanout,
-	// RunWebhook, RunEmail, RunLatency), to profile one of them. Peak RSS
-	// is always reported.
+	// RunWebhook, RunEmail, RunLatency, RunStatus), to profile
+	// one of them. Peak RSS is always reported.
 	Runs []string
 }
 
@@ -66,10 +72,11 @@ const (
 	RunWebhook = "webhook"
 	RunEmail   = "email"
 	RunLatency = "latency"
+	RunStatus  = "status"
 )
 
 // AllRuns lists the runs in the order they run.
-var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency}
+var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency, RunStatus}
 
 // runs reports whether run is selected.
 func (o Options) runs(run string) bool { return len(o.Runs) == 0 || slices.Contains(o.Runs, run) }
@@ -77,9 +84,9 @@ func (o Options) runs(run string) bool { return len(o.Runs) == 0 || slices.Conta
 // Sizes of the full and quick suites.
 var (
 	fullOptions = Options{Partners: 100_000, FanoutAlerts: 5, WebhookPartners: 10_000, EmailPartners: 10_000, Rounds: 3,
-		LatencyAlerts: 1_000, Receivers: 16}
+		LatencyAlerts: 1_000, Receivers: 16, StatusReceipts: 1_000_000, StatusRequests: 50}
 	quickOptions = Options{Partners: 100_000, FanoutAlerts: 2, WebhookPartners: 2_000, EmailPartners: 2_000, Rounds: 1,
-		LatencyAlerts: 100, Receivers: 16}
+		LatencyAlerts: 100, Receivers: 16, StatusReceipts: 50_000, StatusRequests: 50}
 )
 
 func (o Options) withDefaults() Options {
@@ -99,6 +106,8 @@ func (o Options) withDefaults() Options {
 	pick(&o.Rounds, d.Rounds)
 	pick(&o.LatencyAlerts, d.LatencyAlerts)
 	pick(&o.Receivers, d.Receivers)
+	pick(&o.StatusReceipts, d.StatusReceipts)
+	pick(&o.StatusRequests, d.StatusRequests)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -132,6 +141,10 @@ const (
 	LatencyP50          = "latency.p50"
 	LatencyP99          = "latency.p99"
 	PeakRSS             = "rss.peak"
+	StatusReceipts      = "status.receipts"
+	StatusRebuild       = "status.rebuild"
+	StatusLookup        = "status.lookup"
+	StatusLookupP99     = "status.lookup.p99"
 	unitJobsPerSecond   = "jobs/s"
 	unitSignatures      = "signatures"
 	unitDeliveriesPerS  = "deliveries/s"
@@ -139,6 +152,8 @@ const (
 	unitMilliseconds    = "ms"
 	unitMicroseconds    = "µs"
 	unitMebibytes       = "MiB"
+	unitReceipts        = "receipts"
+	unitReceiptsPerS    = "receipts/s"
 	retryWaitFirst      = 200 * time.Millisecond
 	endToEndMinDeadline = 60 * time.Second
 )
@@ -166,6 +181,8 @@ var Goals = map[string]Goal{
 	LatencyP50:        {AtMost: 5},
 	LatencyP99:        {AtMost: 10},
 	PeakRSS:           {AtMost: 256},
+	StatusLookup:      {AtMost: 50},
+	StatusLookupP99:   {AtMost: 50},
 }
 
 // CPUPerDeliveryBaseline is "today's" cpu.per_delivery_us, measured the
@@ -213,7 +230,9 @@ func (g Goal) Met(r Result) bool {
 // and a raw go-smtp client sending the same bytes to the same loopback
 // receivers, with the process's CPU time per webhook delivery; (4)
 // latency from publication to webhook arrival; (5) the process's peak
-// resident set during runs 1 to 3.
+// resident set during runs 1 to 3; (6) the status question answered by
+// the api role from its view of a receipts topic holding StatusReceipts
+// receipts of other alerts.
 //
 // For loopback delivery the configuration is set to
 // webhooks.allow_insecure_loopback true and webhooks.allow_cidrs
@@ -253,6 +272,13 @@ func Run(ctx context.Context, opt Options) ([]Result, error) {
 	results = append(results, e2e...)
 	if err != nil {
 		return results, err
+	}
+	if opt.runs(RunStatus) {
+		st, err := env.runStatus(ctx)
+		results = append(results, st...)
+		if err != nil {
+			return results, err
+		}
 	}
 	return results, nil
 }

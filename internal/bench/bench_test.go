@@ -16,9 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// tiny is the quick suite in a configuration of a few hundred deliveries.
+// tiny is the quick suite in a configuration of a few hundred deliveries
+// and a status history of 5,000 receipts.
 var tiny = Options{Quick: true, Partners: 2_000, FanoutAlerts: 1, WebhookPartners: 150, EmailPartners: 150,
-	Rounds: 2, LatencyAlerts: 5, Receivers: 3}
+	Rounds: 2, LatencyAlerts: 5, Receivers: 3, StatusReceipts: 5_000, StatusRequests: 5}
 
 // TestRunTinySuite runs every run end to end and checks that every
 // measurement is present and positive. Run returns an error when any
@@ -40,7 +41,8 @@ func TestRunTinySuite(t *testing.T) {
 		byName[r.Name] = r
 	}
 	assert.Equal(t, []string{FanoutJobs, FanoutSignsHerald, FanoutSignsSTIX, FanoutSignsMISP, FanoutSignsCAP, FanoutSignsEmail,
-		WebhookDeliveries, CPUPerDelivery, EmailMessages, LatencyP50, LatencyP99, PeakRSS}, names)
+		WebhookDeliveries, CPUPerDelivery, EmailMessages, LatencyP50, LatencyP99, PeakRSS,
+		StatusReceipts, StatusRebuild, StatusLookup, StatusLookupP99}, names)
 	for _, r := range results {
 		assert.Greater(t, r.Herald, 0.0, r.Name)
 		assert.NotEmpty(t, r.Unit, r.Name)
@@ -69,6 +71,13 @@ func TestRunTinySuite(t *testing.T) {
 	// CPU time per delivery: some, and less than a second.
 	assert.Equal(t, "µs", byName[CPUPerDelivery].Unit)
 	assert.Less(t, byName[CPUPerDelivery].Herald, 1e6)
+
+	// The status history is the one asked for, and every request was
+	// answered (a wrong answer is an error of Run).
+	assert.Equal(t, float64(tiny.StatusReceipts+statusTargetReceipts), byName[StatusReceipts].Herald)
+	assert.Equal(t, "receipts/s", byName[StatusRebuild].Unit)
+	assert.Equal(t, "ms", byName[StatusLookup].Unit)
+	assert.LessOrEqual(t, byName[StatusLookup].Herald, byName[StatusLookupP99].Herald)
 
 	// Every figure with a goal is judged in the table.
 	var tb bytes.Buffer
@@ -104,15 +113,20 @@ func TestGoalsOfIssue12(t *testing.T) {
 		{EmailMessages, Goal{Ratio: true, AtLeast: 0.8}},
 		{LatencyP50, Goal{AtMost: 5}},
 		{LatencyP99, Goal{AtMost: 10}},
+		{StatusLookup, Goal{AtMost: 50}},
+		{StatusLookupP99, Goal{AtMost: 50}},
 		{CPUPerDelivery, Goal{AtMost: CPUPerDeliveryBaseline / 2}},
 		{PeakRSS, Goal{AtMost: 256}},
 	} {
 		assert.Equal(t, tc.goal, Goals[tc.name], tc.name)
 	}
 	assert.Greater(t, CPUPerDeliveryBaseline, 0.0, "today's figure, measured")
+	assert.NotContains(t, Goals, StatusRebuild, "reported, no goal")
 
 	assert.True(t, Goals[LatencyP50].Met(Result{Herald: 4.9}))
 	assert.False(t, Goals[LatencyP50].Met(Result{Herald: 5.1}))
+	assert.True(t, Goals[StatusLookup].Met(Result{Herald: 49.9}))
+	assert.False(t, Goals[StatusLookup].Met(Result{Herald: 50.1}))
 	assert.True(t, Goals[WebhookDeliveries].Met(Result{Herald: 1, Ratio: ptr(0.8)}))
 	assert.False(t, Goals[WebhookDeliveries].Met(Result{Herald: 1e9, Ratio: ptr(0.79)}))
 	assert.False(t, Goals[WebhookDeliveries].Met(Result{Herald: 1e9}), "no ratio, not met")
