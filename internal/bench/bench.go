@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -60,8 +61,19 @@ type Options struct {
 	StatusReceipts int
 	// StatusRequests is how many status requests are timed.
 	StatusRequests int
+	// WorkerAlerts is how many alerts go through the separate fanout and
+	// deliver process whose peak resident set is rss.workers.
+	WorkerAlerts int
+	// Serve, if set, makes the command that runs `herald serve` with args
+	// for rss.workers. Nil runs this program (os.Executable) with args,
+	// which is Herald's command line when the suite runs from
+	// `herald bench`; a test binary dispatches to the command line in its
+	// TestMain. The child's environment is this process's without HERALD_
+	// variables (the configuration file given to it holds every setting),
+	// followed by the command's own Env.
+	Serve func(ctx context.Context, args ...string) *exec.Cmd
 	// Runs, if not empty, limits the suite to the named runs (RunFanout,
-	// RunWebhook, RunEmail, RunLatency, RunStatus), to profile
+	// RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers), to profile
 	// one of them. Peak RSS is always reported.
 	Runs []string
 }
@@ -73,10 +85,11 @@ const (
 	RunEmail   = "email"
 	RunLatency = "latency"
 	RunStatus  = "status"
+	RunWorkers = "workers"
 )
 
 // AllRuns lists the runs in the order they run.
-var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency, RunStatus}
+var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers}
 
 // runs reports whether run is selected.
 func (o Options) runs(run string) bool { return len(o.Runs) == 0 || slices.Contains(o.Runs, run) }
@@ -84,9 +97,9 @@ func (o Options) runs(run string) bool { return len(o.Runs) == 0 || slices.Conta
 // Sizes of the full and quick suites.
 var (
 	fullOptions = Options{Partners: 100_000, FanoutAlerts: 5, WebhookPartners: 10_000, EmailPartners: 10_000, Rounds: 3,
-		LatencyAlerts: 1_000, Receivers: 16, StatusReceipts: 1_000_000, StatusRequests: 50}
+		LatencyAlerts: 1_000, Receivers: 16, StatusReceipts: 1_000_000, StatusRequests: 50, WorkerAlerts: 3}
 	quickOptions = Options{Partners: 100_000, FanoutAlerts: 2, WebhookPartners: 2_000, EmailPartners: 2_000, Rounds: 1,
-		LatencyAlerts: 100, Receivers: 16, StatusReceipts: 50_000, StatusRequests: 50}
+		LatencyAlerts: 100, Receivers: 16, StatusReceipts: 50_000, StatusRequests: 50, WorkerAlerts: 1}
 )
 
 func (o Options) withDefaults() Options {
@@ -108,6 +121,7 @@ func (o Options) withDefaults() Options {
 	pick(&o.Receivers, d.Receivers)
 	pick(&o.StatusReceipts, d.StatusReceipts)
 	pick(&o.StatusRequests, d.StatusRequests)
+	pick(&o.WorkerAlerts, d.WorkerAlerts)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -145,6 +159,7 @@ const (
 	StatusRebuild       = "status.rebuild"
 	StatusLookup        = "status.lookup"
 	StatusLookupP99     = "status.lookup.p99"
+	WorkersRSS          = "rss.workers"
 	unitJobsPerSecond   = "jobs/s"
 	unitSignatures      = "signatures"
 	unitDeliveriesPerS  = "deliveries/s"
@@ -183,6 +198,7 @@ var Goals = map[string]Goal{
 	PeakRSS:           {AtMost: 256},
 	StatusLookup:      {AtMost: 50},
 	StatusLookupP99:   {AtMost: 50},
+	WorkersRSS:        {AtMost: 128},
 }
 
 // CPUPerDeliveryBaseline is "today's" cpu.per_delivery_us, measured the
@@ -232,7 +248,9 @@ func (g Goal) Met(r Result) bool {
 // latency from publication to webhook arrival; (5) the process's peak
 // resident set during runs 1 to 3; (6) the status question answered by
 // the api role from its view of a receipts topic holding StatusReceipts
-// receipts of other alerts.
+// receipts of other alerts; (7) the peak resident set of a separate `herald
+// serve --roles fanout,deliver` process with Partners partners registered,
+// against a broker in this process.
 //
 // For loopback delivery the configuration is set to
 // webhooks.allow_insecure_loopback true and webhooks.allow_cidrs
@@ -276,6 +294,13 @@ func Run(ctx context.Context, opt Options) ([]Result, error) {
 	if opt.runs(RunStatus) {
 		st, err := env.runStatus(ctx)
 		results = append(results, st...)
+		if err != nil {
+			return results, err
+		}
+	}
+	if opt.runs(RunWorkers) {
+		wk, err := env.runWorkers(ctx)
+		results = append(results, wk...)
 		if err != nil {
 			return results, err
 		}

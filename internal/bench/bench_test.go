@@ -16,10 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// tiny is the quick suite in a configuration of a few hundred deliveries
-// and a status history of 5,000 receipts.
+// tiny is the quick suite in a configuration of a few hundred deliveries,
+// a status history of 5,000 receipts and a serve process (this test
+// binary, see TestMain) with 2,000 partners.
 var tiny = Options{Quick: true, Partners: 2_000, FanoutAlerts: 1, WebhookPartners: 150, EmailPartners: 150,
-	Rounds: 2, LatencyAlerts: 5, Receivers: 3, StatusReceipts: 5_000, StatusRequests: 5}
+	Rounds: 2, LatencyAlerts: 5, Receivers: 3, StatusReceipts: 5_000, StatusRequests: 5, WorkerAlerts: 1,
+	Serve: serveChild}
 
 // TestRunTinySuite runs every run end to end and checks that every
 // measurement is present and positive. Run returns an error when any
@@ -42,7 +44,7 @@ func TestRunTinySuite(t *testing.T) {
 	}
 	assert.Equal(t, []string{FanoutJobs, FanoutSignsHerald, FanoutSignsSTIX, FanoutSignsMISP, FanoutSignsCAP, FanoutSignsEmail,
 		WebhookDeliveries, CPUPerDelivery, EmailMessages, LatencyP50, LatencyP99, PeakRSS,
-		StatusReceipts, StatusRebuild, StatusLookup, StatusLookupP99}, names)
+		StatusReceipts, StatusRebuild, StatusLookup, StatusLookupP99, WorkersRSS}, names)
 	for _, r := range results {
 		assert.Greater(t, r.Herald, 0.0, r.Name)
 		assert.NotEmpty(t, r.Unit, r.Name)
@@ -78,6 +80,10 @@ func TestRunTinySuite(t *testing.T) {
 	assert.Equal(t, "receipts/s", byName[StatusRebuild].Unit)
 	assert.Equal(t, "ms", byName[StatusLookup].Unit)
 	assert.LessOrEqual(t, byName[StatusLookup].Herald, byName[StatusLookupP99].Herald)
+
+	// The serve process's peak resident set: a separate process's, in MiB.
+	assert.Equal(t, "MiB", byName[WorkersRSS].Unit)
+	assert.Less(t, byName[WorkersRSS].Herald, 64*1024.0)
 
 	// Every figure with a goal is judged in the table.
 	var tb bytes.Buffer
@@ -115,6 +121,7 @@ func TestGoalsOfIssue12(t *testing.T) {
 		{LatencyP99, Goal{AtMost: 10}},
 		{StatusLookup, Goal{AtMost: 50}},
 		{StatusLookupP99, Goal{AtMost: 50}},
+		{WorkersRSS, Goal{AtMost: 128}},
 		{CPUPerDelivery, Goal{AtMost: CPUPerDeliveryBaseline / 2}},
 		{PeakRSS, Goal{AtMost: 256}},
 	} {
@@ -132,6 +139,7 @@ func TestGoalsOfIssue12(t *testing.T) {
 	assert.False(t, Goals[WebhookDeliveries].Met(Result{Herald: 1e9}), "no ratio, not met")
 	assert.Equal(t, "ratio ≥ 0.80", Goals[EmailMessages].String())
 	assert.Equal(t, "≤ 10", Goals[LatencyP99].String())
+	assert.Equal(t, "≤ 128", Goals[WorkersRSS].String())
 }
 
 func TestTrackerCountsOnlyExpectedDeliveries(t *testing.T) {
