@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -253,7 +254,7 @@ func (e *env) timeStatus(ctx context.Context, b *bus.Bus, base *config.Config, d
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- app.Run(appCtx, &c, e.opt.Log, app.Options{Bus: b, Roles: []string{app.RoleAPI}, Explicit: true,
+		errc <- app.Run(appCtx, &c, slog.New(quietReadyz{e.opt.Log.Handler()}), app.Options{Bus: b, Roles: []string{app.RoleAPI}, Explicit: true,
 			Started: func(a *app.App) { addrc <- a.APIAddr() }})
 	}()
 	stop := func() error {
@@ -325,6 +326,31 @@ func (e *env) requestStatus(ctx context.Context, base, token string) ([]time.Dur
 		}
 	}
 	return ds, nil
+}
+
+// quietReadyz drops the api's log lines of /readyz requests: the bench
+// polls it until the view has caught up, and each 503 before then is
+// logged as an error.
+type quietReadyz struct{ slog.Handler }
+
+func (q quietReadyz) Handle(ctx context.Context, r slog.Record) error {
+	readyz := false
+	r.Attrs(func(a slog.Attr) bool {
+		readyz = a.Key == "route" && a.Value.String() == "GET /readyz"
+		return !readyz
+	})
+	if readyz {
+		return nil
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietReadyz) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietReadyz{q.Handler.WithAttrs(as)}
+}
+
+func (q quietReadyz) WithGroup(name string) slog.Handler {
+	return quietReadyz{q.Handler.WithGroup(name)}
 }
 
 // get sends GET url, with token as bearer token if not empty, and returns

@@ -81,6 +81,9 @@ func (e *env) throughWorkers(p *serveProcess, b *bus.Bus, subs []*subscribers.Su
 	if _, err := e.latencyOnce(ctx, pub, subs[0], "bench-workers-warm", workersStartTimeout); err != nil {
 		return 0, fmt.Errorf("warm-up: %w", err)
 	}
+	if mib, err := processPeakRSS(p.cmd.Process.Pid); err == nil {
+		e.progress("workers: peak resident set with the partners loaded and one alert delivered: %.0f MiB", mib)
+	}
 	var hooks, mails []string
 	for k := range e.opt.WorkerAlerts {
 		a := newAlert(fmt.Sprintf("bench-workers-%d", k), []string{fanoutSectors[0]}, nil)
