@@ -436,14 +436,31 @@ func ThisMachine() Machine {
 	return m
 }
 
-// WriteJSON writes results as a JSON array.
+// WriteJSON writes results as a JSON array; a result with a goal carries
+// it as "goal": {"text", "ratio" (the goal is on the ratio), "at_least" or
+// "at_most", "met"}.
 func WriteJSON(w io.Writer, results []Result) error {
+	type goal struct {
+		Text    string  `json:"text"`
+		Ratio   bool    `json:"ratio,omitempty"`
+		AtLeast float64 `json:"at_least,omitempty"`
+		AtMost  float64 `json:"at_most,omitempty"`
+		Met     bool    `json:"met"`
+	}
+	type withGoal struct {
+		Result
+		Goal *goal `json:"goal,omitempty"`
+	}
+	out := make([]withGoal, len(results))
+	for i, r := range results {
+		out[i].Result = r
+		if g, ok := Goals[r.Name]; ok {
+			out[i].Goal = &goal{Text: g.String(), Ratio: g.Ratio, AtLeast: g.AtLeast, AtMost: g.AtMost, Met: g.Met(r)}
+		}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if results == nil {
-		results = []Result{}
-	}
-	return enc.Encode(results)
+	return enc.Encode(out)
 }
 
 // WriteTable writes results as a table for people, with each goal and

@@ -85,14 +85,30 @@ func TestRunTinySuite(t *testing.T) {
 	assert.Equal(t, "MiB", byName[WorkersRSS].Unit)
 	assert.Less(t, byName[WorkersRSS].Herald, 64*1024.0)
 
-	// Every figure with a goal is judged in the table.
-	var tb bytes.Buffer
+	// Every figure with a goal is judged in the table and in JSON.
+	var tb, js bytes.Buffer
 	require.NoError(t, WriteTable(&tb, ThisMachine(), results))
-	for name, g := range Goals {
-		if _, ok := byName[name]; !ok {
+	require.NoError(t, WriteJSON(&js, results))
+	var out []struct {
+		Name string
+		Goal *struct {
+			Text string
+			Met  *bool
+		}
+	}
+	require.NoError(t, json.Unmarshal(js.Bytes(), &out))
+	require.Len(t, out, len(results))
+	for i, name := range names {
+		g, ok := Goals[name]
+		if !ok {
+			assert.Nil(t, out[i].Goal, name)
 			continue
 		}
 		assert.Regexp(t, `(?m)^`+regexp.QuoteMeta(name)+` .*`+regexp.QuoteMeta(g.String())+` (met|MISSED)\s*$`, tb.String())
+		if assert.NotNil(t, out[i].Goal, name) {
+			assert.Equal(t, g.String(), out[i].Goal.Text, name)
+			assert.NotNil(t, out[i].Goal.Met, name)
+		}
 	}
 }
 
@@ -217,14 +233,20 @@ func TestOutputFormats(t *testing.T) {
 	results := []Result{
 		{Name: FanoutJobs, Herald: 123456.7, Unit: unitJobsPerSecond},
 		{Name: WebhookDeliveries, Herald: 600, Raw: ptr(1000), Ratio: ptr(0.6), Unit: unitDeliveriesPerS},
+		{Name: StatusRebuild, Herald: 90000, Unit: unitReceiptsPerS},
+		{Name: StatusLookup, Herald: 3.5, Unit: unitMilliseconds},
 	}
 	var js bytes.Buffer
 	require.NoError(t, WriteJSON(&js, results))
 	var raw []map[string]any
 	require.NoError(t, json.Unmarshal(js.Bytes(), &raw))
-	require.Len(t, raw, 2)
-	assert.Equal(t, map[string]any{"name": FanoutJobs, "herald": 123456.7, "unit": "jobs/s"}, raw[0])
-	assert.Equal(t, map[string]any{"name": WebhookDeliveries, "herald": 600.0, "raw": 1000.0, "ratio": 0.6, "unit": "deliveries/s"}, raw[1])
+	require.Len(t, raw, 4)
+	assert.Equal(t, map[string]any{"name": FanoutJobs, "herald": 123456.7, "unit": "jobs/s",
+		"goal": map[string]any{"text": "≥ 100000", "at_least": 100000.0, "met": true}}, raw[0])
+	assert.Equal(t, map[string]any{"name": WebhookDeliveries, "herald": 600.0, "raw": 1000.0, "ratio": 0.6, "unit": "deliveries/s",
+		"goal": map[string]any{"text": "ratio ≥ 0.80", "ratio": true, "at_least": 0.8, "met": false}}, raw[1])
+	assert.Equal(t, map[string]any{"name": StatusRebuild, "herald": 90000.0, "unit": "receipts/s"}, raw[2], "no goal")
+	assert.Equal(t, map[string]any{"text": "≤ 50", "at_most": 50.0, "met": true}, raw[3]["goal"])
 
 	js.Reset()
 	require.NoError(t, WriteJSON(&js, nil))
