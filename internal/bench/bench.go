@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -54,9 +55,26 @@ type Options struct {
 	Log *slog.Logger
 	// Progress, if set, is told what each run is doing.
 	Progress io.Writer
+	// StatusReceipts is how many receipts of other alerts the receipts
+	// topic holds when the status lookup is timed (1,000,000; 50,000 with
+	// Quick).
+	StatusReceipts int
+	// StatusRequests is how many status requests are timed.
+	StatusRequests int
+	// WorkerAlerts is how many alerts go through the separate fanout and
+	// deliver process whose peak resident set is rss.workers.
+	WorkerAlerts int
+	// Serve, if set, makes the command that runs `herald serve` with args
+	// for rss.workers. Nil runs this program (os.Executable) with args,
+	// which is Herald's command line when the suite runs from
+	// `herald bench`; a test binary dispatches to the command line in its
+	// TestMain. The child's environment is this process's without HERALD_
+	// variables (the configuration file given to it holds every setting),
+	// followed by the command's own Env.
+	Serve func(ctx context.Context, args ...string) *exec.Cmd
 	// Runs, if not empty, limits the suite to the named runs (RunFanout,
-	// RunWebhook, RunEmail, RunLatency), to profile one of them. Peak RSS
-	// is always reported.
+	// RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers), to profile
+	// one of them. Peak RSS is always reported.
 	Runs []string
 }
 
@@ -66,18 +84,22 @@ const (
 	RunWebhook = "webhook"
 	RunEmail   = "email"
 	RunLatency = "latency"
+	RunStatus  = "status"
+	RunWorkers = "workers"
 )
 
 // AllRuns lists the runs in the order they run.
-var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency}
+var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers}
 
 // runs reports whether run is selected.
 func (o Options) runs(run string) bool { return len(o.Runs) == 0 || slices.Contains(o.Runs, run) }
 
 // Sizes of the full and quick suites.
 var (
-	fullOptions  = Options{Partners: 100_000, FanoutAlerts: 5, WebhookPartners: 10_000, EmailPartners: 10_000, Rounds: 3, LatencyAlerts: 1_000, Receivers: 16}
-	quickOptions = Options{Partners: 100_000, FanoutAlerts: 2, WebhookPartners: 2_000, EmailPartners: 2_000, Rounds: 1, LatencyAlerts: 100, Receivers: 16}
+	fullOptions = Options{Partners: 100_000, FanoutAlerts: 5, WebhookPartners: 10_000, EmailPartners: 10_000, Rounds: 3,
+		LatencyAlerts: 1_000, Receivers: 16, StatusReceipts: 1_000_000, StatusRequests: 50, WorkerAlerts: 3}
+	quickOptions = Options{Partners: 100_000, FanoutAlerts: 2, WebhookPartners: 2_000, EmailPartners: 2_000, Rounds: 1,
+		LatencyAlerts: 100, Receivers: 16, StatusReceipts: 50_000, StatusRequests: 50, WorkerAlerts: 1}
 )
 
 func (o Options) withDefaults() Options {
@@ -97,6 +119,9 @@ func (o Options) withDefaults() Options {
 	pick(&o.Rounds, d.Rounds)
 	pick(&o.LatencyAlerts, d.LatencyAlerts)
 	pick(&o.Receivers, d.Receivers)
+	pick(&o.StatusReceipts, d.StatusReceipts)
+	pick(&o.StatusRequests, d.StatusRequests)
+	pick(&o.WorkerAlerts, d.WorkerAlerts)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -125,16 +150,25 @@ const (
 	FanoutSignsCAP      = "fanout.signatures_per_alert.cap"
 	FanoutSignsEmail    = "email.signatures_per_message"
 	WebhookDeliveries   = "webhook.deliveries"
+	CPUPerDelivery      = "cpu.per_delivery_us"
 	EmailMessages       = "email.messages"
 	LatencyP50          = "latency.p50"
 	LatencyP99          = "latency.p99"
 	PeakRSS             = "rss.peak"
+	StatusReceipts      = "status.receipts"
+	StatusRebuild       = "status.rebuild"
+	StatusLookup        = "status.lookup"
+	StatusLookupP99     = "status.lookup.p99"
+	WorkersRSS          = "rss.workers"
 	unitJobsPerSecond   = "jobs/s"
 	unitSignatures      = "signatures"
 	unitDeliveriesPerS  = "deliveries/s"
 	unitMessagesPerS    = "msgs/s"
 	unitMilliseconds    = "ms"
+	unitMicroseconds    = "µs"
 	unitMebibytes       = "MiB"
+	unitReceipts        = "receipts"
+	unitReceiptsPerS    = "receipts/s"
 	retryWaitFirst      = 200 * time.Millisecond
 	endToEndMinDeadline = 60 * time.Second
 )
@@ -156,11 +190,22 @@ var Goals = map[string]Goal{
 	FanoutSignsMISP:   {AtMost: 1},
 	FanoutSignsCAP:    {AtMost: 1},
 	FanoutSignsEmail:  {AtMost: 1},
-	WebhookDeliveries: {Ratio: true, AtLeast: 0.7},
-	EmailMessages:     {Ratio: true, AtLeast: 0.7},
-	LatencyP99:        {AtMost: 200},
+	WebhookDeliveries: {Ratio: true, AtLeast: 0.8},
+	EmailMessages:     {Ratio: true, AtLeast: 0.8},
+	CPUPerDelivery:    {AtMost: CPUPerDeliveryBaseline / 2},
+	LatencyP50:        {AtMost: 5},
+	LatencyP99:        {AtMost: 10},
 	PeakRSS:           {AtMost: 256},
+	StatusLookup:      {AtMost: 50},
+	StatusLookupP99:   {AtMost: 50},
+	WorkersRSS:        {AtMost: 128},
 }
+
+// CPUPerDeliveryBaseline is "today's" cpu.per_delivery_us, measured the
+// same way on the commit before the work of issue 12 began (73479c6,
+// `herald bench --run webhook`: the median of nine runs, 154–221 µs; see
+// docs/BENCHMARKS.md). The goal is half of it.
+const CPUPerDeliveryBaseline float64 = 165
 
 // String renders the goal, e.g. "ratio ≥ 0.7".
 func (g Goal) String() string {
@@ -199,8 +244,13 @@ func (g Goal) Met(r Result) bool {
 // end to end — alert published to Kafka, fanned out and delivered by
 // internal/app's fanout and deliver roles — beside a raw net/http client
 // and a raw go-smtp client sending the same bytes to the same loopback
-// receivers; (4) latency from publication to webhook arrival; (5) the
-// process's peak resident set during runs 1 to 3.
+// receivers, with the process's CPU time per webhook delivery; (4)
+// latency from publication to webhook arrival; (5) the process's peak
+// resident set during runs 1 to 3; (6) the status question answered by
+// the api role from its view of a receipts topic holding StatusReceipts
+// receipts of other alerts; (7) the peak resident set of a separate `herald
+// serve --roles fanout,deliver` process with Partners partners registered,
+// against a broker in this process.
 //
 // For loopback delivery the configuration is set to
 // webhooks.allow_insecure_loopback true and webhooks.allow_cidrs
@@ -240,6 +290,20 @@ func Run(ctx context.Context, opt Options) ([]Result, error) {
 	results = append(results, e2e...)
 	if err != nil {
 		return results, err
+	}
+	if opt.runs(RunStatus) {
+		st, err := env.runStatus(ctx)
+		results = append(results, st...)
+		if err != nil {
+			return results, err
+		}
+	}
+	if opt.runs(RunWorkers) {
+		wk, err := env.runWorkers(ctx)
+		results = append(results, wk...)
+		if err != nil {
+			return results, err
+		}
 	}
 	return results, nil
 }
@@ -372,14 +436,31 @@ func ThisMachine() Machine {
 	return m
 }
 
-// WriteJSON writes results as a JSON array.
+// WriteJSON writes results as a JSON array; a result with a goal carries
+// it as "goal": {"text", "ratio" (the goal is on the ratio), "at_least" or
+// "at_most", "met"}.
 func WriteJSON(w io.Writer, results []Result) error {
+	type goal struct {
+		Text    string  `json:"text"`
+		Ratio   bool    `json:"ratio,omitempty"`
+		AtLeast float64 `json:"at_least,omitempty"`
+		AtMost  float64 `json:"at_most,omitempty"`
+		Met     bool    `json:"met"`
+	}
+	type withGoal struct {
+		Result
+		Goal *goal `json:"goal,omitempty"`
+	}
+	out := make([]withGoal, len(results))
+	for i, r := range results {
+		out[i].Result = r
+		if g, ok := Goals[r.Name]; ok {
+			out[i].Goal = &goal{Text: g.String(), Ratio: g.Ratio, AtLeast: g.AtLeast, AtMost: g.AtMost, Met: g.Met(r)}
+		}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if results == nil {
-		results = []Result{}
-	}
-	return enc.Encode(results)
+	return enc.Encode(out)
 }
 
 // WriteTable writes results as a table for people, with each goal and

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -15,9 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// tiny is the quick suite in a configuration of a few hundred deliveries.
+// tiny is the quick suite in a configuration of a few hundred deliveries,
+// a status history of 5,000 receipts and a serve process (this test
+// binary, see TestMain) with 2,000 partners.
 var tiny = Options{Quick: true, Partners: 2_000, FanoutAlerts: 1, WebhookPartners: 150, EmailPartners: 150,
-	Rounds: 2, LatencyAlerts: 5, Receivers: 3}
+	Rounds: 2, LatencyAlerts: 5, Receivers: 3, StatusReceipts: 5_000, StatusRequests: 5, WorkerAlerts: 1,
+	Serve: serveChild}
 
 // TestRunTinySuite runs every run end to end and checks that every
 // measurement is present and positive. Run returns an error when any
@@ -33,11 +37,14 @@ func TestRunTinySuite(t *testing.T) {
 	require.NoError(t, err, "progress:\n%s", progress.String())
 
 	names := make([]string, len(results))
+	byName := map[string]Result{}
 	for i, r := range results {
 		names[i] = r.Name
+		byName[r.Name] = r
 	}
 	assert.Equal(t, []string{FanoutJobs, FanoutSignsHerald, FanoutSignsSTIX, FanoutSignsMISP, FanoutSignsCAP, FanoutSignsEmail,
-		WebhookDeliveries, EmailMessages, LatencyP50, LatencyP99, PeakRSS}, names)
+		WebhookDeliveries, CPUPerDelivery, EmailMessages, LatencyP50, LatencyP99, PeakRSS,
+		StatusReceipts, StatusRebuild, StatusLookup, StatusLookupP99, WorkersRSS}, names)
 	for _, r := range results {
 		assert.Greater(t, r.Herald, 0.0, r.Name)
 		assert.NotEmpty(t, r.Unit, r.Name)
@@ -61,8 +68,48 @@ func TestRunTinySuite(t *testing.T) {
 			assert.Equal(t, 1.0, r.Herald, r.Name)
 		}
 	}
-	p50, p99 := results[9].Herald, results[10].Herald
-	assert.LessOrEqual(t, p50, p99)
+	assert.LessOrEqual(t, byName[LatencyP50].Herald, byName[LatencyP99].Herald)
+
+	// CPU time per delivery: some, and less than a second.
+	assert.Equal(t, "µs", byName[CPUPerDelivery].Unit)
+	assert.Less(t, byName[CPUPerDelivery].Herald, 1e6)
+
+	// The status history is the one asked for, and every request was
+	// answered (a wrong answer is an error of Run).
+	assert.Equal(t, float64(tiny.StatusReceipts+statusTargetReceipts), byName[StatusReceipts].Herald)
+	assert.Equal(t, "receipts/s", byName[StatusRebuild].Unit)
+	assert.Equal(t, "ms", byName[StatusLookup].Unit)
+	assert.LessOrEqual(t, byName[StatusLookup].Herald, byName[StatusLookupP99].Herald)
+
+	// The serve process's peak resident set: a separate process's, in MiB.
+	assert.Equal(t, "MiB", byName[WorkersRSS].Unit)
+	assert.Less(t, byName[WorkersRSS].Herald, 64*1024.0)
+
+	// Every figure with a goal is judged in the table and in JSON.
+	var tb, js bytes.Buffer
+	require.NoError(t, WriteTable(&tb, ThisMachine(), results))
+	require.NoError(t, WriteJSON(&js, results))
+	var out []struct {
+		Name string
+		Goal *struct {
+			Text string
+			Met  *bool
+		}
+	}
+	require.NoError(t, json.Unmarshal(js.Bytes(), &out))
+	require.Len(t, out, len(results))
+	for i, name := range names {
+		g, ok := Goals[name]
+		if !ok {
+			assert.Nil(t, out[i].Goal, name)
+			continue
+		}
+		assert.Regexp(t, `(?m)^`+regexp.QuoteMeta(name)+` .*`+regexp.QuoteMeta(g.String())+` (met|MISSED)\s*$`, tb.String())
+		if assert.NotNil(t, out[i].Goal, name) {
+			assert.Equal(t, g.String(), out[i].Goal.Text, name)
+			assert.NotNil(t, out[i].Goal.Met, name)
+		}
+	}
 }
 
 func TestRunOnlySelectedRunsAndRejectsUnknown(t *testing.T) {
@@ -77,6 +124,38 @@ func TestRunOnlySelectedRunsAndRejectsUnknown(t *testing.T) {
 	opt.Runs = []string{"fan-out"}
 	_, err = Run(t.Context(), opt)
 	require.ErrorContains(t, err, `unknown run "fan-out"`)
+}
+
+func TestGoalsOfIssue12(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		goal Goal
+	}{
+		{WebhookDeliveries, Goal{Ratio: true, AtLeast: 0.8}},
+		{EmailMessages, Goal{Ratio: true, AtLeast: 0.8}},
+		{LatencyP50, Goal{AtMost: 5}},
+		{LatencyP99, Goal{AtMost: 10}},
+		{StatusLookup, Goal{AtMost: 50}},
+		{StatusLookupP99, Goal{AtMost: 50}},
+		{WorkersRSS, Goal{AtMost: 128}},
+		{CPUPerDelivery, Goal{AtMost: CPUPerDeliveryBaseline / 2}},
+		{PeakRSS, Goal{AtMost: 256}},
+	} {
+		assert.Equal(t, tc.goal, Goals[tc.name], tc.name)
+	}
+	assert.Greater(t, CPUPerDeliveryBaseline, 0.0, "today's figure, measured")
+	assert.NotContains(t, Goals, StatusRebuild, "reported, no goal")
+
+	assert.True(t, Goals[LatencyP50].Met(Result{Herald: 4.9}))
+	assert.False(t, Goals[LatencyP50].Met(Result{Herald: 5.1}))
+	assert.True(t, Goals[StatusLookup].Met(Result{Herald: 49.9}))
+	assert.False(t, Goals[StatusLookup].Met(Result{Herald: 50.1}))
+	assert.True(t, Goals[WebhookDeliveries].Met(Result{Herald: 1, Ratio: ptr(0.8)}))
+	assert.False(t, Goals[WebhookDeliveries].Met(Result{Herald: 1e9, Ratio: ptr(0.79)}))
+	assert.False(t, Goals[WebhookDeliveries].Met(Result{Herald: 1e9}), "no ratio, not met")
+	assert.Equal(t, "ratio ≥ 0.80", Goals[EmailMessages].String())
+	assert.Equal(t, "≤ 10", Goals[LatencyP99].String())
+	assert.Equal(t, "≤ 128", Goals[WorkersRSS].String())
 }
 
 func TestTrackerCountsOnlyExpectedDeliveries(t *testing.T) {
@@ -154,14 +233,20 @@ func TestOutputFormats(t *testing.T) {
 	results := []Result{
 		{Name: FanoutJobs, Herald: 123456.7, Unit: unitJobsPerSecond},
 		{Name: WebhookDeliveries, Herald: 600, Raw: ptr(1000), Ratio: ptr(0.6), Unit: unitDeliveriesPerS},
+		{Name: StatusRebuild, Herald: 90000, Unit: unitReceiptsPerS},
+		{Name: StatusLookup, Herald: 3.5, Unit: unitMilliseconds},
 	}
 	var js bytes.Buffer
 	require.NoError(t, WriteJSON(&js, results))
 	var raw []map[string]any
 	require.NoError(t, json.Unmarshal(js.Bytes(), &raw))
-	require.Len(t, raw, 2)
-	assert.Equal(t, map[string]any{"name": FanoutJobs, "herald": 123456.7, "unit": "jobs/s"}, raw[0])
-	assert.Equal(t, map[string]any{"name": WebhookDeliveries, "herald": 600.0, "raw": 1000.0, "ratio": 0.6, "unit": "deliveries/s"}, raw[1])
+	require.Len(t, raw, 4)
+	assert.Equal(t, map[string]any{"name": FanoutJobs, "herald": 123456.7, "unit": "jobs/s",
+		"goal": map[string]any{"text": "≥ 100000", "at_least": 100000.0, "met": true}}, raw[0])
+	assert.Equal(t, map[string]any{"name": WebhookDeliveries, "herald": 600.0, "raw": 1000.0, "ratio": 0.6, "unit": "deliveries/s",
+		"goal": map[string]any{"text": "ratio ≥ 0.80", "ratio": true, "at_least": 0.8, "met": false}}, raw[1])
+	assert.Equal(t, map[string]any{"name": StatusRebuild, "herald": 90000.0, "unit": "receipts/s"}, raw[2], "no goal")
+	assert.Equal(t, map[string]any{"text": "≤ 50", "at_most": 50.0, "met": true}, raw[3]["goal"])
 
 	js.Reset()
 	require.NoError(t, WriteJSON(&js, nil))
@@ -175,7 +260,7 @@ func TestOutputFormats(t *testing.T) {
 		return strings.Contains(l, FanoutJobs) && strings.Contains(l, "123457") && strings.Contains(l, "≥ 100000 met")
 	}), tb.String())
 	assert.True(t, slices.ContainsFunc(lines, func(l string) bool {
-		return strings.Contains(l, WebhookDeliveries) && strings.Contains(l, "0.60") && strings.Contains(l, "ratio ≥ 0.70 MISSED")
+		return strings.Contains(l, WebhookDeliveries) && strings.Contains(l, "0.60") && strings.Contains(l, "ratio ≥ 0.80 MISSED")
 	}), tb.String())
 }
 

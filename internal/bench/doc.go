@@ -11,12 +11,21 @@
 //     delivered through the webhook and email notifiers.
 //  2. Webhook delivery end to end (publish → fan-out → deliver, Standard
 //     Webhooks v1 signed) to loopback HTTP receivers, beside a raw net/http
-//     client posting the same bodies to the same receivers.
+//     client posting the same bodies to the same receivers; and the
+//     process's CPU time (getrusage(2), user + system) over Herald's passes
+//     per delivery.
 //  3. Email delivery end to end (RFC 3156 PGP/MIME signed) to a loopback
 //     go-smtp sink (RFC 5321), beside a raw go-smtp client sending the same
 //     messages over the same number of connections.
 //  4. Latency from publication to webhook arrival, one alert at a time.
 //  5. Peak resident set of the process during runs 1 to 3 (VmHWM).
+//  6. The status question, GET /v1/alerts/{id}/deliveries, answered by the
+//     api role from its view (internal/view) of a receipts topic holding an
+//     alert's 1,000 receipts among a million others; and the rate at which
+//     the view is rebuilt from scratch.
+//  7. Peak resident set of `herald serve --roles fanout,deliver` in a
+//     process of its own, with the broker outside it and 100,000 partners
+//     registered.
 //
 // Loopback delivery needs webhooks.allow_insecure_loopback and
 // webhooks.allow_cidrs 127.0.0.0/8; Run sets them, with a short retry

@@ -102,11 +102,11 @@ func (e *env) runEndToEnd(ctx context.Context) ([]Result, error) {
 
 	var results []Result
 	if opt.runs(RunWebhook) {
-		wh, err := e.webhookRun(ctx, pub, hooks)
+		wh, err := e.webhookRun(ctx, b, pub, hooks)
 		if err != nil {
 			return nil, err
 		}
-		results = append(results, wh)
+		results = append(results, wh...)
 	}
 	if opt.runs(RunEmail) {
 		em, err := e.emailRun(ctx, pub, mails)
@@ -162,7 +162,9 @@ func deadline(n int) time.Duration {
 // webhookRun is run 2: Rounds alerts to every webhook partner, each beside
 // a raw net/http pass posting the same body and headers to the same URLs
 // with as many concurrent requests as Herald's deliver role allows itself.
-func (e *env) webhookRun(ctx context.Context, pub *bus.Producer, subs []*subscribers.Subscriber) (Result, error) {
+// It also reports the process's CPU time per delivery over Herald's passes
+// (see heraldPassCPU).
+func (e *env) webhookRun(ctx context.Context, b *bus.Bus, pub *bus.Producer, subs []*subscribers.Subscriber) ([]Result, error) {
 	workers := e.concurrency(e.opt.Receivers)
 	raw := &http.Client{
 		Transport: &http.Transport{ForceAttemptHTTP2: true, MaxIdleConns: 1024, MaxIdleConnsPerHost: 64,
@@ -170,13 +172,15 @@ func (e *env) webhookRun(ctx context.Context, pub *bus.Producer, subs []*subscri
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	defer raw.CloseIdleConnections()
-	var heraldTime, rawTime time.Duration
+	var heraldTime, rawTime, heraldCPU time.Duration
 	var sample *captured
 	for round := range e.opt.Rounds {
-		heraldPass := func() (err error) {
-			sample, err = e.publishAndWait(ctx, pub, "webhook", webhookSector, round, subs, e.hooks,
-				func(s *subscribers.Subscriber) string { return s.Webhooks[0].URL }, &heraldTime)
-			return err
+		heraldPass := func() error {
+			return e.heraldPassCPU(ctx, b, &heraldCPU, func() (err error) {
+				sample, err = e.publishAndWait(ctx, pub, "webhook", webhookSector, round, subs, e.hooks,
+					func(s *subscribers.Subscriber) string { return s.Webhooks[0].URL }, &heraldTime)
+				return err
+			})
 		}
 		rawPass := func() error {
 			e.progress("webhook: raw net/http: posting %d bodies of %d bytes", len(subs), len(sample.body))
@@ -191,10 +195,61 @@ func (e *env) webhookRun(ctx context.Context, pub *bus.Producer, subs []*subscri
 			return nil
 		}
 		if err := alternate(round, heraldPass, rawPass); err != nil {
-			return Result{}, err
+			return nil, err
 		}
 	}
-	return rates(WebhookDeliveries, unitDeliveriesPerS, e.opt.Rounds*len(subs), heraldTime, rawTime), nil
+	n := e.opt.Rounds * len(subs)
+	cpu := Result{Name: CPUPerDelivery, Herald: float64(heraldCPU.Nanoseconds()) / 1e3 / float64(n), Unit: unitMicroseconds}
+	e.progress("webhook: %.1f µs of process CPU time per delivery", cpu.Herald)
+	return []Result{rates(WebhookDeliveries, unitDeliveriesPerS, n, heraldTime, rawTime), cpu}, nil
+}
+
+// heraldPassCPU runs one Herald pass and adds the CPU time the whole
+// process used meanwhile to *total: from just before the alert is written
+// until every delivery has arrived and the deliver role has committed every
+// job (so its outcome receipts are written too). The process also hosts
+// the embedded broker, the receivers and the bench itself; the raw passes
+// are not counted.
+func (e *env) heraldPassCPU(ctx context.Context, b *bus.Bus, total *time.Duration, pass func() error) error {
+	before, err := cpuTime()
+	if err != nil {
+		return err
+	}
+	if err := pass(); err != nil {
+		return err
+	}
+	if err := waitCommitted(ctx, b, app.GroupDeliver, bus.TopicDeliveries); err != nil {
+		return err
+	}
+	after, err := cpuTime()
+	if err != nil {
+		return err
+	}
+	*total += after - before
+	return nil
+}
+
+// waitCommitted waits until group has committed every message of topic.
+func waitCommitted(ctx context.Context, b *bus.Bus, group, topic string) error {
+	const limit = 30 * time.Second
+	give := time.Now().Add(limit)
+	for {
+		lag, err := b.Lag(ctx, group, topic)
+		if err != nil {
+			return fmt.Errorf("wait for %s to commit %s: %w", group, topic, err)
+		}
+		if lag == 0 {
+			return nil
+		}
+		if time.Now().After(give) {
+			return fmt.Errorf("%s had %d messages of %s uncommitted %s after the last delivery arrived", group, lag, topic, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s to commit %s: %w", group, topic, context.Cause(ctx))
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // rawPost posts the captured body with the captured headers to url.

@@ -28,6 +28,19 @@ import (
 var fanoutSectors = []string{"agriculture", "food-processing", "construction", "manufacturing", "textiles",
 	"warehousing-logistics", "recruitment", "hospitality", "care", "retail"}
 
+// population returns the fan-out population of n partners: partner i is
+// in sector i mod 10 and has one email address and one webhook; the
+// webhooks of each sector take the payload formats in turn.
+func (e *env) population(n int) []*subscribers.Subscriber {
+	subs := make([]*subscribers.Subscriber, n)
+	for i := range subs {
+		s := e.partner(fmt.Sprintf("p-%06d", i), fanoutSectors[i%len(fanoutSectors)], true, true, i)
+		s.Webhooks[0].Format = string(formats.Formats[(i/len(fanoutSectors))%len(formats.Formats)])
+		subs[i] = s
+	}
+	return subs
+}
+
 // runFanout is run 1: FanoutAlerts alerts, each matched against Partners
 // partners (one in ten sharing its sector, each with one email address and
 // one webhook; the webhooks of the matching partners take the payload
@@ -52,12 +65,10 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 	e.progress("fan-out: registering %d partners", opt.Partners)
 	reg := subscribers.NewRegistry()
 	matching := 0
-	for i := range opt.Partners {
-		s := e.partner(fmt.Sprintf("p-%06d", i), fanoutSectors[i%len(fanoutSectors)], true, true, i)
+	for _, s := range e.population(opt.Partners) {
 		if s.Sectors[0] == fanoutSectors[0] {
 			matching++
 		}
-		s.Webhooks[0].Format = string(formats.Formats[(i/len(fanoutSectors))%len(formats.Formats)])
 		reg.Put(s)
 	}
 	var jobs atomic.Int64

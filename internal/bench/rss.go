@@ -15,14 +15,28 @@ import (
 // receivers and the raw baselines run in the same process, so the figure
 // covers all of them.
 func peakRSS() (float64, error) {
-	b, err := os.ReadFile("/proc/self/status")
+	return readHWM("/proc/self/status")
+}
+
+// processPeakRSS returns the peak resident set size of process pid in MiB,
+// VmHWM of /proc/<pid>/status.
+func processPeakRSS(pid int) (float64, error) {
+	return readHWM(fmt.Sprintf("/proc/%d/status", pid))
+}
+
+func readHWM(file string) (float64, error) {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return 0, fmt.Errorf("peak RSS: %w", err)
 	}
-	return parseHWM(b)
+	mib, err := parseHWM(b)
+	if err != nil {
+		return 0, fmt.Errorf("%w in %s", err, file)
+	}
+	return mib, nil
 }
 
-// parseHWM reads VmHWM (in kB) from the text of /proc/self/status.
+// parseHWM reads VmHWM (in kB) from the text of a /proc/<pid>/status.
 func parseHWM(status []byte) (float64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
@@ -36,5 +50,5 @@ func parseHWM(status []byte) (float64, error) {
 		}
 		return kb / 1024, nil
 	}
-	return 0, errors.New("peak RSS: no VmHWM in /proc/self/status")
+	return 0, errors.New("peak RSS: no VmHWM")
 }

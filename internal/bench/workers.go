@@ -1,0 +1,266 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// workersStartTimeout bounds the serve process's start: loading the
+// registry of Partners partners and joining the consumer groups.
+const workersStartTimeout = 2 * time.Minute
+
+// runWorkers is run 7: Herald's own fanout and deliver roles in a process of
+// their own, `herald serve --roles fanout,deliver`, against an embedded
+// broker in this process, with the fan-out population (Partners partners,
+// one in ten matching) registered through the subscribers topic.
+// WorkerAlerts alerts go through it to the loopback receivers and sink;
+// then its peak resident set (VmHWM of /proc/<pid>/status) is read and it
+// is stopped with SIGTERM.
+func (e *env) runWorkers(ctx context.Context) ([]Result, error) {
+	opt := e.opt
+	c := *e.cfg
+	b, err := app.OpenBus(ctx, &c, false, opt.Log.With("component", "bench-workers"))
+	if err != nil {
+		return nil, fmt.Errorf("workers: open embedded broker: %w", err)
+	}
+	defer b.Close()
+	if err := b.EnsureTopics(ctx, len(c.Delivery.RetrySchedule)); err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
+	subs := e.population(opt.Partners)
+	e.progress("workers: registering %d partners through the subscribers topic", len(subs))
+	if err := register(ctx, b, subs); err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
+
+	file := filepath.Join(e.dir, "workers.yaml")
+	if err := writeConfig(file, e.workersConfig(b)); err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
+	e.progress("workers: starting herald serve --roles fanout,deliver against this process's broker")
+	child, err := e.startServe(ctx, "serve", "--roles", app.RoleFanout+","+app.RoleDeliver, "--config", file)
+	if err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
+	defer child.stop()
+	rss, err := e.throughWorkers(child, b, subs)
+	if err != nil {
+		return nil, fmt.Errorf("workers: %w%s", err, child.logTail())
+	}
+	if err := child.stop(); err != nil {
+		return nil, fmt.Errorf("workers: %w%s", err, child.logTail())
+	}
+	e.progress("workers: peak resident set of the fanout and deliver process %.0f MiB", rss)
+	return []Result{{Name: WorkersRSS, Herald: rss, Unit: unitMebibytes}}, nil
+}
+
+// throughWorkers waits for the serve process to deliver a first alert,
+// sends WorkerAlerts alerts to the matching partners through it, and
+// returns its peak resident set in MiB. It stops waiting when the process
+// exits.
+func (e *env) throughWorkers(p *serveProcess, b *bus.Bus, subs []*subscribers.Subscriber) (float64, error) {
+	ctx := p.ctx
+	pub := b.Producer(bus.TopicAlerts)
+	e.progress("workers: waiting for the process to load %d partners and join its groups", len(subs))
+	// subs[0] matches the alerts' sector and has a webhook.
+	if _, err := e.latencyOnce(ctx, pub, subs[0], "bench-workers-warm", workersStartTimeout); err != nil {
+		return 0, fmt.Errorf("warm-up: %w", err)
+	}
+	if mib, err := processPeakRSS(p.cmd.Process.Pid); err == nil {
+		e.progress("workers: peak resident set with the partners loaded and one alert delivered: %.0f MiB", mib)
+	}
+	var hooks, mails []string
+	for k := range e.opt.WorkerAlerts {
+		a := newAlert(fmt.Sprintf("bench-workers-%d", k), []string{fanoutSectors[0]}, nil)
+		hooks, mails = hooks[:0], mails[:0]
+		for _, s := range subs {
+			if s.Sectors[0] == fanoutSectors[0] {
+				hooks = append(hooks, delivery.ID(a.ID, s.ID, s.Webhooks[0].URL))
+				mails = append(mails, delivery.ID(a.ID, s.ID, s.Email[0].Address))
+			}
+		}
+		e.progress("workers: publishing %s to %d partners (%d webhooks, %d emails)", a.ID, len(hooks), len(hooks), len(mails))
+		hooksDone, mailsDone := e.hooks.expect(hooks, false), e.mails.expect(mails, false)
+		if err := pub.Write(ctx, alertMessage(a)); err != nil {
+			return 0, fmt.Errorf("publish %s: %w", a.ID, err)
+		}
+		n := len(hooks) + len(mails)
+		if err := waitDone(ctx, hooksDone, deadline(n), e.hooks, "webhook deliveries of "+a.ID); err != nil {
+			return 0, fmt.Errorf("%w: %w", err, errIncomplete)
+		}
+		if err := waitDone(ctx, mailsDone, deadline(n), e.mails, "email deliveries of "+a.ID); err != nil {
+			return 0, fmt.Errorf("%w: %w", err, errIncomplete)
+		}
+	}
+	return processPeakRSS(p.cmd.Process.Pid)
+}
+
+// workersConfig is the serve process's configuration: the bench's, with
+// b's broker as kafka.brokers (the same publishing key authenticates both
+// sides), a view folder in the bench's temporary folder, no metrics
+// listener and warnings only in its log.
+func (e *env) workersConfig(b *bus.Bus) *config.Config {
+	c := *e.cfg
+	c.Kafka.Brokers = b.Brokers()
+	c.Kafka.CreateTopics = false
+	c.View.Dir = filepath.Join(e.dir, "workers-view")
+	c.Metrics.Listen = ""
+	c.Log = config.Log{Level: "warn", Format: "text"}
+	return &c
+}
+
+// serveProcess is a running `herald serve` child process.
+type serveProcess struct {
+	cmd *exec.Cmd
+	log *tail
+	// ctx ends when the process exits, with the exit as its cause.
+	ctx    context.Context
+	done   chan struct{}
+	err    error
+	once   sync.Once
+	result error
+}
+
+// startServe starts Herald's command line with args in a child process
+// (Options.Serve, or this program).
+func (e *env) startServe(ctx context.Context, args ...string) (*serveProcess, error) {
+	var cmd *exec.Cmd
+	if e.opt.Serve != nil {
+		cmd = e.opt.Serve(ctx, args...)
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find this program to run herald serve: %w", err)
+		}
+		cmd = exec.Command(exe, args...)
+	}
+	env := make([]string, 0, len(os.Environ())+len(cmd.Env))
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HERALD_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, cmd.Env...)
+	p := &serveProcess{cmd: cmd, log: &tail{max: 16 << 10}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", strings.Join(cmd.Args, " "), err)
+	}
+	pctx, cancel := context.WithCancelCause(ctx)
+	p.ctx = pctx
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+		cancel(fmt.Errorf("herald serve exited: %v", p.err))
+	}()
+	return p, nil
+}
+
+// stop asks the process to stop (SIGTERM), waits for it to drain and exit,
+// and reports how it exited. Calls after the first return the first's
+// answer.
+func (p *serveProcess) stop() error {
+	p.once.Do(func() {
+		select {
+		case <-p.done:
+			p.result = fmt.Errorf("herald serve exited before it was asked to stop: %v", p.err)
+			return
+		default:
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			if p.err != nil {
+				p.result = fmt.Errorf("herald serve stopped with an error: %w", p.err)
+			}
+		case <-time.After(stopTimeout):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			p.result = fmt.Errorf("herald serve did not stop within %s of SIGTERM", stopTimeout)
+		}
+	})
+	return p.result
+}
+
+// logTail returns the end of the process's log, to append to an error.
+func (p *serveProcess) logTail() string {
+	s := strings.TrimSpace(p.log.String())
+	if s == "" {
+		return ""
+	}
+	return "\nherald serve's log (end):\n" + s
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// writeConfig writes c to file as a configuration file config.Load reads:
+// every key (as mapstructure names it) with its value, durations as Go
+// durations, in JSON, which YAML reads.
+func writeConfig(file string, c *config.Config) error {
+	doc, err := json.MarshalIndent(configDocument(reflect.ValueOf(*c)), "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode configuration: %w", err)
+	}
+	if err := os.WriteFile(file, doc, 0o600); err != nil {
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	return nil
+}
+
+// configDocument turns a configuration value into what its YAML would
+// decode to.
+func configDocument(v reflect.Value) any {
+	switch {
+	case v.Type() == reflect.TypeFor[time.Duration]():
+		return time.Duration(v.Int()).String()
+	case v.Kind() == reflect.Struct:
+		m := map[string]any{}
+		for i := range v.NumField() {
+			m[v.Type().Field(i).Tag.Get("mapstructure")] = configDocument(v.Field(i))
+		}
+		return m
+	case v.Kind() == reflect.Slice:
+		l := make([]any, v.Len())
+		for i := range l {
+			l[i] = configDocument(v.Index(i))
+		}
+		return l
+	}
+	return v.Interface()
+}
