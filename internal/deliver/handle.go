@@ -248,7 +248,7 @@ func (r *Runner) dispatch(ctx context.Context, b *batch, job *delivery.Job) {
 	if n == nil {
 		n = missingNotifier(job.Channel)
 	}
-	ep := r.endpoints.get(endpointKey(job))
+	ep := r.endpoints.forJob(job)
 	ok, trial, until := r.endpoints.admit(ep, now)
 	if !ok {
 		due := now.Add(r.jittered(r.cfg.RetrySchedule[0]))
