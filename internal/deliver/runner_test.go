@@ -562,3 +562,50 @@ func TestLongWaitInShortTierHopsWithoutSpinning(t *testing.T) {
 	// a busy loop of rewrites.
 	assert.Less(t, testutil.ToFloat64(r.metrics.reschedule.WithLabelValues(causeNotDue)), 30.0)
 }
+
+// failingQueue is the bus, except that writing jobs to the deliveries
+// topic fails.
+type failingQueue struct {
+	*bus.Bus
+	closed *bus.Bus
+}
+
+func (f failingQueue) Producer(topic string) *bus.Producer {
+	if topic == bus.TopicDeliveries {
+		return f.closed.Producer(topic)
+	}
+	return f.Bus.Producer(topic)
+}
+
+func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
+	e := newEnv(t)
+	e.reg.Put(testSub("acme", hookA))
+	broken := atomic.Bool{}
+	broken.Store(true)
+	e.n.on(hookA, func(context.Context, int) error {
+		if broken.Load() {
+			return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 403"))
+		}
+		return nil
+	})
+	job := testJob(testAlert("al-19"), "acme", delivery.ChannelWebhook, hookA)
+	e.start(e.runner())
+	e.publish(job)
+	e.waitState(job.ID, delivery.StateDead)
+	broken.Store(false)
+
+	closed := e.cluster.Open(t, e.cluster.Config())
+	require.NoError(t, closed.Close())
+	ctx := context.Background()
+	n, err := Replay(ctx, failingQueue{Bus: e.bus, closed: closed}, DeadFilter{}, time.Now())
+	require.Error(t, err)
+	assert.Zero(t, n)
+	rs := e.outcomes(job.ID)
+	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(rs))
+	assert.Equal(t, ReasonReplayFailed, rs[2].Reason)
+
+	n, err = Replay(ctx, e.bus, DeadFilter{}, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "a replay that was not queued can be replayed")
+	e.waitState(job.ID, delivery.StateDelivered)
+}
