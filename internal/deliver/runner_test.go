@@ -353,7 +353,17 @@ func TestCrashBeforeCommitRunsJobsAgain(t *testing.T) {
 }
 
 func TestGracefulShutdownDrainsAndLosesNothing(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.RetrySchedule = []time.Duration{time.Hour, time.Hour, time.Hour} })
+	// The subject is the drain: every job of the batch in flight is
+	// attempted before its offset is committed. A batch that outlives Hold
+	// (or whose stragglers outlive Grace) hands its queued jobs to retry
+	// tier 0 unattempted instead (TestSlowAttemptIsHandedOff), and there,
+	// with this schedule, they would wait an hour behind the job that
+	// failed: on a loaded machine the 100 ms attempts below can take that
+	// long, so neither bound may end the wait here.
+	e := newEnv(t, func(c *Config) {
+		c.RetrySchedule = []time.Duration{time.Hour, time.Hour, time.Hour}
+		c.Hold, c.Grace = time.Hour, time.Hour
+	})
 	const hookB = "https://b.partner.example/hook"
 	e.reg.Put(testSub("acme", hookA, hookB))
 	started := make(chan struct{}, 100)
