@@ -85,7 +85,9 @@ const (
 // the Java client's default partitioner, so Herald, Kafka's own tools and any
 // Java producer put the same key on the same partition (which a compacted
 // topic needs). Jobs for the deliveries and retry topics are compressed with
-// LZ4: a batch of them repeats the same alert.
+// LZ4 (a batch of them repeats the same alert), and so are receipts (two per
+// delivery, much alike): the broker stores and serves a fraction of the
+// bytes, for less CPU than copying them costs.
 func (b *Bus) Producer(topic string) *Producer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -100,7 +102,7 @@ func (b *Bus) Producer(topic string) *Producer {
 		closed:  &b.producersClosed,
 		senders: &b.senders,
 	}
-	if topic == TopicDeliveries || strings.HasPrefix(topic, "retry.") {
+	if topic == TopicDeliveries || topic == TopicReceipts || strings.HasPrefix(topic, "retry.") {
 		p.compress = kafka.Lz4
 	}
 	if b.closed {
