@@ -149,7 +149,7 @@ func (r *Runner) receipt(o *out, job *delivery.Job, rc delivery.Receipt) {
 	if rc.At.IsZero() {
 		rc.At = r.now()
 	}
-	o.addJSON(bus.TopicReceipts, rc.AlertID, rc)
+	o.add(bus.TopicReceipts, kafka.Message{Key: []byte(rc.AlertID), Value: rc.Encode()})
 	reason := rc.Reason
 	if rc.State == delivery.StateWithheld {
 		reason = rc.Rule
