@@ -136,6 +136,8 @@ type Runner struct {
 
 	alerts *delivery.AlertCache // decoded alerts by digest of their bytes
 
+	deadline error // the cause of an attempt's deadline
+
 	leaseMu sync.Mutex
 	leases  map[string]leaseState // delivery id + attempt → state
 
@@ -164,6 +166,7 @@ func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Noti
 		stopping:  make(chan struct{}),
 		leases:    make(map[string]leaseState),
 		alerts:    delivery.NewAlertCache(alertCacheSize),
+		deadline:  fmt.Errorf("attempt deadline of %s exceeded", cfg.AttemptTimeout),
 	}
 	r.endpoints = newEndpoints(cfg.PerEndpoint, cfg.Breaker)
 	r.metrics = newMetrics(r.endpoints, cfg.Now)
