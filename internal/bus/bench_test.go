@@ -91,3 +91,19 @@ func BenchmarkConsume(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkProduceOne measures one synchronous (acks=all) write of one
+// small message at a time: the latency an idle producer adds to each hop
+// of an alert.
+func BenchmarkProduceOne(b *testing.B) {
+	bb := kafkatest.New(b, kafkatest.RetryTiers(0))
+	p := bb.Producer(bus.TopicReceipts)
+	msg := benchMessages(1)
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		if err := p.Write(ctx, msg...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -49,6 +50,10 @@ type Bus struct {
 	mu        sync.Mutex
 	producers map[string]*Producer
 	closed    bool
+	// producersClosed tells the producers the Bus was closed.
+	producersClosed atomic.Bool
+	// senders are the producers' goroutines sending queued writes.
+	senders sync.WaitGroup
 }
 
 // Options are what Open needs besides the kafka section of the
@@ -199,7 +204,7 @@ func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
 	}
 }
 
-// Close flushes and closes the producers, drops idle connections and, for
+// Close closes the producers (later writes fail), drops idle connections and, for
 // the embedded broker, shuts it down (saving its state when it has a
 // DataDir). It is safe to call more than once.
 func (b *Bus) Close() error {
@@ -209,22 +214,19 @@ func (b *Bus) Close() error {
 		return nil
 	}
 	b.closed = true
-	producers := b.producers
 	b.producers = nil
+	b.producersClosed.Store(true)
 	b.mu.Unlock()
 
-	var errs []error
-	for topic, p := range producers {
-		if err := p.w.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close producer for %s: %w", topic, err))
-		}
-	}
+	// Writes in flight end (a retry sees the Bus closed); nothing else is
+	// pending in the producers.
+	b.senders.Wait()
 	b.transport.CloseIdleConnections()
 	b.admin.CloseIdleConnections()
 	if b.cluster != nil {
 		b.cluster.Close()
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Brokers returns the bootstrap brokers in use: the configured ones, or the

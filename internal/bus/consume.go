@@ -31,14 +31,29 @@ type Handler func(ctx context.Context, msgs []kafka.Message) error
 // is at least once, and handle must be idempotent. A rebalance may also hand
 // a batch to another member.
 //
+// Pipelining (the Pipeline option): up to n batches are handled at once,
+// each handle call starting as soon as its batch is fetched, so that the
+// fetch and the work of batch k+1 overlap the end of batch k (the writes
+// of its outcomes, its commit). Offsets are still committed strictly in
+// fetch order, each batch's only once its own handle call and those of
+// every batch before it returned nil; when one fails, no later batch is
+// committed either: Consume waits for the calls in flight, then fetches
+// again from the last committed offset. Without the option one batch is
+// handled at a time.
+//
 // Drain: when ctx is cancelled Consume stops fetching, lets the in-flight
-// handle call finish and commits its batch, then returns nil. The context
-// handle receives is not cancelled with ctx, only Config.Consumer.DrainTimeout
-// after it. Consume returns an error only for failures that retrying cannot
-// fix: missing topics, or authentication and authorisation errors.
-func (b *Bus) Consume(ctx context.Context, group string, topics []string, handle Handler) error {
+// handle calls finish and commits their batches, then returns nil. The
+// context handle receives is not cancelled with ctx, only
+// Config.Consumer.DrainTimeout after it. Consume returns an error only for
+// failures that retrying cannot fix: missing topics, or authentication and
+// authorisation errors.
+func (b *Bus) Consume(ctx context.Context, group string, topics []string, handle Handler, opts ...ConsumeOption) error {
 	if group == "" || len(topics) == 0 || handle == nil {
 		return errors.New("consume: group, topics and handler are required")
+	}
+	co := consumeOptions{pipeline: 1}
+	for _, o := range opts {
+		o(&co)
 	}
 	full := make([]string, len(topics))
 	for i, t := range topics {
@@ -62,7 +77,7 @@ func (b *Bus) Consume(ctx context.Context, group string, topics []string, handle
 		if ctx.Err() != nil {
 			return nil
 		}
-		progressed, err := b.consumeSession(ctx, hctx, group, full, handle, log)
+		progressed, err := b.consumeSession(ctx, hctx, group, full, handle, co, log)
 		if err == nil {
 			return nil
 		}
@@ -77,6 +92,19 @@ func (b *Bus) Consume(ctx context.Context, group string, topics []string, handle
 			return nil
 		}
 	}
+}
+
+// ConsumeOption tunes Consume.
+type ConsumeOption func(*consumeOptions)
+
+type consumeOptions struct {
+	pipeline int
+}
+
+// Pipeline lets Consume handle up to n batches at once (see Consume); n
+// below 1 counts as 1.
+func Pipeline(n int) ConsumeOption {
+	return func(o *consumeOptions) { o.pipeline = max(1, n) }
 }
 
 // errFatal marks errors that retrying cannot fix.
@@ -107,7 +135,7 @@ func isFatal(err error) bool {
 // consumeSession runs one group membership: it returns nil when ctx ended,
 // or the error that ended it. progressed reports whether a batch was
 // committed.
-func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []string, handle Handler, log *slog.Logger) (progressed bool, err error) {
+func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []string, handle Handler, co consumeOptions, log *slog.Logger) (progressed bool, err error) {
 	pctx, cancel := withTimeout(ctx, "consume: check topics")
 	err = b.Ping(pctx)
 	var missing []string
@@ -153,36 +181,96 @@ func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []s
 		}
 	}()
 
-	batch := make([]kafka.Message, 0, cc.CommitBatch)
-	for {
-		batch = batch[:0]
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return progressed, nil
-			}
-			return progressed, fmt.Errorf("fetch: %w", err)
-		}
-		batch = append(batch, m)
-		batch = gather(ctx, r, batch, cc)
+	return b.pipeline(ctx, hctx, r, handle, co.pipeline)
+}
 
-		if err := handle(hctx, batch); err != nil {
-			return progressed, fmt.Errorf("handler failed on %d messages from %s[%d]@%d: %w",
-				len(batch), batch[0].Topic, batch[0].Partition, batch[0].Offset, err)
+// inflight is a batch handed to the handler, waiting for its result.
+type inflight struct {
+	batch []kafka.Message
+	done  chan error // the handler's result; buffered
+}
+
+// pipeline fetches batches from r and hands each to handle in a goroutine
+// of its own, at most depth at once, while committing them in fetch order
+// as their handlers succeed. It returns when ctx ends (nil, after the
+// batches in flight were handled and committed) or at the first failure
+// of a handler, a commit or a fetch, once every handler in flight has
+// returned; progressed reports whether a batch was committed.
+func (b *Bus) pipeline(ctx, hctx context.Context, r *kafka.Reader, handle Handler, depth int) (progressed bool, err error) {
+	cc := b.cfg.Consumer
+	// fctx ends fetching: with ctx, or when a batch cannot be committed.
+	fctx, stopFetching := context.WithCancel(ctx)
+	defer stopFetching()
+	slots := make(chan struct{}, depth)  // a slot per batch handled and not yet committed
+	queue := make(chan *inflight, depth) // in fetch order
+	committed := make(chan error, 1)
+	go func() {
+		var failed error
+		for f := range queue {
+			err := <-f.done
+			if failed == nil && err != nil {
+				failed = fmt.Errorf("handler failed on %d messages from %s[%d]@%d: %w",
+					len(f.batch), f.batch[0].Topic, f.batch[0].Partition, f.batch[0].Offset, err)
+			}
+			if failed == nil {
+				if err := commit(ctx, r, f.batch); err != nil {
+					failed = err
+				} else {
+					progressed = true
+				}
+			}
+			if failed != nil {
+				// Nothing after a batch that was not committed may be:
+				// stop fetching, and only wait for the handlers in flight.
+				stopFetching()
+			}
+			<-slots
 		}
-		cctx, ccancel := context.WithTimeoutCause(context.WithoutCancel(ctx), requestTimeout,
-			fmt.Errorf("commit offsets: no answer from kafka within %s", requestTimeout))
-		err = r.CommitMessages(cctx, batch...)
-		err = cause(cctx, err)
-		ccancel()
+		committed <- failed
+	}()
+
+	var fetchErr error
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-fctx.Done():
+		}
+		if fctx.Err() != nil {
+			break
+		}
+		m, err := r.FetchMessage(fctx)
 		if err != nil {
-			return progressed, fmt.Errorf("commit %d messages: %w", len(batch), err)
+			<-slots
+			if fctx.Err() == nil {
+				fetchErr = fmt.Errorf("fetch: %w", err)
+			}
+			break
 		}
-		progressed = true
-		if ctx.Err() != nil {
-			return progressed, nil
+		batch := gather(fctx, r, append(make([]kafka.Message, 0, cc.CommitBatch), m), cc)
+		if fctx.Err() != nil && ctx.Err() == nil {
+			<-slots // an earlier batch failed: this one would not be committed
+			break
 		}
+		f := &inflight{batch: batch, done: make(chan error, 1)}
+		queue <- f
+		go func() { f.done <- handle(hctx, f.batch) }()
 	}
+	close(queue)
+	if err := <-committed; err != nil {
+		return progressed, err
+	}
+	return progressed, fetchErr
+}
+
+// commit commits the offsets of batch, synchronously.
+func commit(ctx context.Context, r *kafka.Reader, batch []kafka.Message) error {
+	cctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), requestTimeout,
+		fmt.Errorf("commit offsets: no answer from kafka within %s", requestTimeout))
+	defer cancel()
+	if err := cause(cctx, r.CommitMessages(cctx, batch...)); err != nil {
+		return fmt.Errorf("commit %d messages: %w", len(batch), err)
+	}
+	return nil
 }
 
 // drainWait is how long gather waits for a message the reader may already

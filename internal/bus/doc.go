@@ -12,7 +12,13 @@
 // and commits their offsets only after the handler returned nil; a failed
 // batch is fetched again from the last committed offset. Handlers must
 // therefore be idempotent, which Herald's deterministic delivery ids make
-// cheap.
+// cheap. With the Pipeline option several batches are handled at once and
+// still committed in order.
+//
+// Producers write synchronously (acks=all) and add nothing to a write's
+// latency: a write goes out at once when its partition is idle, and the
+// writes that arrive while a request to the partition is in flight go
+// together in the next one, so batches grow with the backlog only.
 //
 // Topic names in this API are given without the configured prefix
 // (TopicAlerts, RetryTopic(0), …); the Bus adds it.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/listoffsets"
 )
 
 // fetchMaxBytes bounds one fetch response; it must exceed the largest
@@ -36,8 +37,8 @@ func (b *Bus) ranges(ctx context.Context, topic string) ([]partitionRange, error
 }
 
 // rangesOf lists every partition of each of topics (full names) with its
-// first offset and high watermark, sorted by partition, in one metadata and
-// one list-offsets request.
+// first offset and high watermark, sorted by partition, in one metadata
+// request and two list-offsets requests per partition leader (listOffsets).
 func (b *Bus) rangesOf(ctx context.Context, topics []string) (map[string][]partitionRange, error) {
 	what := strings.Join(topics, ", ")
 	ctx, cancel := withTimeout(ctx, "list offsets of "+what)
@@ -47,7 +48,7 @@ func (b *Bus) rangesOf(ctx context.Context, topics []string) (map[string][]parti
 		return nil, fmt.Errorf("read metadata of %s: %w", what, cause(ctx, err))
 	}
 	parts := make(map[string]int, len(topics))
-	reqs := make(map[string][]kafka.OffsetRequest, len(topics))
+	byLeader := make(map[int]map[string][]int32)
 	for _, t := range md.Topics {
 		if !slices.Contains(topics, t.Name) {
 			continue
@@ -57,7 +58,10 @@ func (b *Bus) rangesOf(ctx context.Context, topics []string) (map[string][]parti
 		}
 		parts[t.Name] = len(t.Partitions)
 		for _, p := range t.Partitions {
-			reqs[t.Name] = append(reqs[t.Name], kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+			if byLeader[p.Leader.ID] == nil {
+				byLeader[p.Leader.ID] = make(map[string][]int32)
+			}
+			byLeader[p.Leader.ID][t.Name] = append(byLeader[p.Leader.ID][t.Name], int32(p.ID))
 		}
 	}
 	for _, t := range topics {
@@ -65,24 +69,124 @@ func (b *Bus) rangesOf(ctx context.Context, topics []string) (map[string][]parti
 			return nil, fmt.Errorf("read metadata of %s: topic missing from the answer", t)
 		}
 	}
-	res, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: reqs})
+	first, last, err := b.listOffsets(ctx, byLeader)
 	if err != nil {
 		return nil, fmt.Errorf("list offsets of %s: %w", what, cause(ctx, err))
 	}
 	out := make(map[string][]partitionRange, len(topics))
 	for _, topic := range topics {
 		var rs []partitionRange
-		for _, po := range res.Topics[topic] {
-			if po.Error != nil {
-				return nil, fmt.Errorf("list offsets of %s[%d]: %w", topic, po.Partition, po.Error)
+		for tp, start := range first {
+			if tp.topic != topic {
+				continue
 			}
-			rs = append(rs, partitionRange{partition: po.Partition, start: po.FirstOffset, end: po.LastOffset})
+			end, ok := last[tp]
+			if !ok {
+				return nil, fmt.Errorf("list offsets of %s[%d]: no high watermark in the answer", topic, tp.partition)
+			}
+			rs = append(rs, partitionRange{partition: tp.partition, start: start, end: end})
 		}
 		if len(rs) != parts[topic] {
 			return nil, fmt.Errorf("list offsets of %s: %d of %d partitions answered", topic, len(rs), parts[topic])
 		}
 		slices.SortFunc(rs, func(a, b partitionRange) int { return a.partition - b.partition })
 		out[topic] = rs
+	}
+	return out, nil
+}
+
+// topicPartition names one partition of a topic (full name).
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+// listOffsets asks each partition leader for the first offsets and the
+// high watermarks of its partitions (leader id → topic → partitions): two
+// requests per leader, sent side by side.
+func (b *Bus) listOffsets(ctx context.Context, byLeader map[int]map[string][]int32) (first, last map[topicPartition]int64, err error) {
+	type answer struct {
+		last bool
+		res  map[topicPartition]int64
+		err  error
+	}
+	answers := make(chan answer, 2*len(byLeader))
+	for _, topics := range byLeader {
+		for _, latest := range []bool{false, true} {
+			go func() {
+				res, err := b.listOffsetsOf(ctx, topics, latest)
+				answers <- answer{last: latest, res: res, err: err}
+			}()
+		}
+	}
+	first, last = make(map[topicPartition]int64), make(map[topicPartition]int64)
+	var errs []error
+	for range 2 * len(byLeader) {
+		a := <-answers
+		if a.err != nil {
+			errs = append(errs, a.err)
+			continue
+		}
+		into := first
+		if a.last {
+			into = last
+		}
+		for tp, o := range a.res {
+			into[tp] = o
+		}
+	}
+	return first, last, errors.Join(errs...)
+}
+
+// listOffsetsRequest is kafka-go's ListOffsets request (the same fields,
+// so kafka-go encodes it as one) without its Split method: kafka-go splits
+// a ListOffsets request into one request per partition and timestamp, 24
+// round trips (about 1 ms of CPU) to read two topics of six partitions;
+// Kafka answers for every partition of one leader at once, as long as no
+// partition is asked twice in one request. Each listOffsetsRequest holds
+// partitions of one leader (Broker routes it there).
+type listOffsetsRequest listoffsets.Request
+
+// ApiKey implements protocol.Message.
+func (r *listOffsetsRequest) ApiKey() protocol.ApiKey { return protocol.ListOffsets }
+
+// Broker implements protocol.BrokerMessage: the leader of the request's
+// first partition, which leads them all.
+func (r *listOffsetsRequest) Broker(cluster protocol.Cluster) (protocol.Broker, error) {
+	return (*listoffsets.Request)(r).Broker(cluster)
+}
+
+// listOffsetsOf asks one leader for the first offset (or, latest, the high
+// watermark) of each of its partitions.
+func (b *Bus) listOffsetsOf(ctx context.Context, topics map[string][]int32, latest bool) (map[topicPartition]int64, error) {
+	ts := kafka.FirstOffset
+	if latest {
+		ts = kafka.LastOffset
+	}
+	req := &listOffsetsRequest{ReplicaID: -1}
+	for topic, ps := range topics {
+		rt := listoffsets.RequestTopic{Topic: topic}
+		for _, p := range ps {
+			rt.Partitions = append(rt.Partitions, listoffsets.RequestPartition{Partition: p, CurrentLeaderEpoch: -1, Timestamp: ts})
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	m, err := b.admin.RoundTrip(ctx, b.client.Addr, req)
+	if err != nil {
+		return nil, err
+	}
+	res, ok := m.(*listoffsets.Response)
+	if !ok {
+		return nil, fmt.Errorf("list offsets: unexpected answer %T", m)
+	}
+	out := make(map[topicPartition]int64)
+	for _, t := range res.Topics {
+		for _, p := range t.Partitions {
+			if p.ErrorCode != 0 {
+				return nil, fmt.Errorf("%s[%d]: %w", t.Topic, p.Partition, kafka.Error(p.ErrorCode))
+			}
+			out[topicPartition{t.Topic, int(p.Partition)}] = p.Offset
+		}
 	}
 	return out, nil
 }

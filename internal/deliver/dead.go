@@ -17,6 +17,11 @@ import (
 // ReasonReplayed is the reason of the pending receipt Replay writes.
 const ReasonReplayed = "replayed"
 
+// ReasonReplayFailed is the reason of the dead receipt Replay writes
+// after its pending receipt when it could not re-queue the jobs: the
+// delivery is dead again, and may be replayed again.
+const ReasonReplayFailed = "replay-failed"
+
 // ReasonUnauthenticated is the reason ListDead gives a record of the dead
 // topic that Herald did not write (its herald-auth authenticator is
 // missing or wrong): whatever it claims, it is never replayed.
@@ -154,6 +159,15 @@ func (d *DeadLetter) replayable() bool {
 // records Herald did not write, or records of the dead topic Herald did not
 // write. An endpoint disabled by 410 Gone stays disabled: its jobs are
 // withheld at delivery time until an administrator re-enables it.
+//
+// The pending receipts are written before the jobs: a deliver role takes
+// a replayed job up within milliseconds, and its outcome must follow the
+// pending receipt in the alert's receipts (were it the other way round, a
+// replay that died again at once would end at "pending", never to be
+// replayed). When the jobs cannot be written, Replay records those
+// deliveries dead again (reason "replay-failed") and returns the error.
+// Only a process killed between the two writes leaves a delivery pending
+// with no job queued.
 func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) (int, error) {
 	dead, err := ListDead(ctx, b, filter)
 	if err != nil {
@@ -199,7 +213,7 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 	if err != nil {
 		return 0, fmt.Errorf("replay dead letters: read receipts: %w", err)
 	}
-	var jobs, receipts []kafka.Message
+	var jobs, receipts, undo []kafka.Message
 	for _, id := range order {
 		if delivered[id] {
 			continue
@@ -215,20 +229,37 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 			return 0, fmt.Errorf("replay dead letters: encode job %s: %w", id, err)
 		}
 		jobs = append(jobs, kafka.Message{Key: []byte(j.Subscriber), Value: v})
-		rv, err := json.Marshal(delivery.Receipt{Kind: delivery.KindOutcome, AlertID: j.Alert.ID, DeliveryID: j.ID,
+		rc := delivery.Receipt{Kind: delivery.KindOutcome, AlertID: j.Alert.ID, DeliveryID: j.ID,
 			Subscriber: j.Subscriber, Channel: j.Channel, Target: j.Target, State: delivery.StatePending,
-			Reason: ReasonReplayed, At: now})
+			Reason: ReasonReplayed, At: now}
+		rv, err := json.Marshal(rc)
 		if err != nil {
 			return 0, fmt.Errorf("replay dead letters: encode receipt %s: %w", id, err)
 		}
 		receipts = append(receipts, kafka.Message{Key: []byte(j.Alert.ID), Value: rv})
+		rc.State, rc.Reason = delivery.StateDead, ReasonReplayFailed
+		uv, err := json.Marshal(rc)
+		if err != nil {
+			return 0, fmt.Errorf("replay dead letters: encode receipt %s: %w", id, err)
+		}
+		undo = append(undo, kafka.Message{Key: []byte(j.Alert.ID), Value: uv})
 	}
-	// Jobs first: a receipt never claims a replay that is not queued.
-	if err := b.Producer(bus.TopicDeliveries).Write(ctx, jobs...); err != nil {
+	// The pending receipts first: a running deliver role may take up a
+	// replayed job and write its outcome at once, and that outcome must
+	// come after the pending receipt in the alert's receipts, or the
+	// ledger would end at "pending" (and never replay it again) although
+	// the replay was delivered or died again.
+	if err := b.Producer(bus.TopicReceipts).Write(ctx, receipts...); err != nil {
 		return 0, fmt.Errorf("replay dead letters: %w", err)
 	}
-	if err := b.Producer(bus.TopicReceipts).Write(ctx, receipts...); err != nil {
-		return len(jobs), fmt.Errorf("replay dead letters: jobs re-queued, receipts not written: %w", err)
+	if err := b.Producer(bus.TopicDeliveries).Write(ctx, jobs...); err != nil {
+		// Nothing was queued, or only part of it: say so in the ledger,
+		// so that these deliveries can be replayed again. A job that was
+		// queued all the same runs, and its outcome follows.
+		if uerr := b.Producer(bus.TopicReceipts).Write(context.WithoutCancel(ctx), undo...); uerr != nil {
+			return 0, fmt.Errorf("replay dead letters: %w; and recording that they were not re-queued failed: %w", err, uerr)
+		}
+		return 0, fmt.Errorf("replay dead letters: %w", err)
 	}
 	return len(jobs), nil
 }

@@ -22,10 +22,15 @@
 // offsets are committed only when the handler returns nil, and it returns
 // nil only after every job of the batch has its outcome written and
 // acknowledged (acks=all): a receipt, and where the job goes on, its retry
-// or dead-letter record. A worker killed at any instant therefore loses
-// nothing; jobs whose outcome was written but whose offsets were not
-// committed run again with the same delivery id, which receivers use to
-// drop duplicates.
+// or dead-letter record — those first, then the receipts that tell of them,
+// so a receipt never names a record that was not written. A worker killed
+// at any instant therefore loses nothing; jobs whose outcome was written
+// but whose offsets were not committed run again with the same delivery
+// id, which receivers use to drop duplicates. Two batches of the deliveries topic are handled at once
+// (bus.Pipeline): the next batch's attempts start while the last ones of
+// the batch before run and its outcomes are written; offsets are still
+// committed in order, each batch's only after its own outcomes and those of
+// every batch before it were written.
 //
 // Outcomes are written as soon as they are settled, not when the whole
 // batch is: the partitions of a batch run side by side and each writes its

@@ -40,23 +40,56 @@ type endpoints struct {
 	perEndpoint int
 	breaker     config.Breaker
 
-	mu sync.Mutex
-	m  map[string]*endpoint
+	mu       sync.Mutex
+	m        map[string]*endpoint
+	byTarget map[string]*endpoint // webhook URL → its endpoint (see forJob)
 }
 
+// maxTargets bounds the webhook URLs whose endpoint forJob remembers.
+const maxTargets = 1 << 16
+
 func newEndpoints(perEndpoint int, breaker config.Breaker) *endpoints {
-	return &endpoints{perEndpoint: perEndpoint, breaker: breaker, m: make(map[string]*endpoint)}
+	return &endpoints{perEndpoint: perEndpoint, breaker: breaker, m: make(map[string]*endpoint),
+		byTarget: make(map[string]*endpoint)}
 }
 
 // get returns the state of key, creating it.
 func (es *endpoints) get(key string) *endpoint {
 	es.mu.Lock()
 	defer es.mu.Unlock()
+	return es.getLocked(key)
+}
+
+func (es *endpoints) getLocked(key string) *endpoint {
 	e := es.m[key]
 	if e == nil {
 		e = &endpoint{slots: make(chan struct{}, es.perEndpoint)}
 		es.m[key] = e
 	}
+	return e
+}
+
+// forJob returns the state of job's endpoint (endpointKey), remembering
+// which endpoint each webhook URL belongs to, so that a URL is parsed once
+// and not at every attempt.
+func (es *endpoints) forJob(job *delivery.Job) *endpoint {
+	if job.Channel != delivery.ChannelWebhook {
+		return es.get(endpointKey(job))
+	}
+	es.mu.Lock()
+	e := es.byTarget[job.Target]
+	es.mu.Unlock()
+	if e != nil {
+		return e
+	}
+	key := endpointKey(job)
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if len(es.byTarget) >= maxTargets {
+		clear(es.byTarget)
+	}
+	e = es.getLocked(key)
+	es.byTarget[job.Target] = e
 	return e
 }
 

@@ -248,7 +248,7 @@ func (r *Runner) dispatch(ctx context.Context, b *batch, job *delivery.Job) {
 	if n == nil {
 		n = missingNotifier(job.Channel)
 	}
-	ep := r.endpoints.get(endpointKey(job))
+	ep := r.endpoints.forJob(job)
 	ok, trial, until := r.endpoints.admit(ep, now)
 	if !ok {
 		due := now.Add(r.jittered(r.cfg.RetrySchedule[0]))
@@ -341,7 +341,7 @@ func (r *Runner) run(ctx context.Context, b *batch, t *task) {
 
 // attempt calls the notifier once, under the attempt deadline.
 func (r *Runner) attempt(ctx context.Context, t *task) *delivery.Failure {
-	deadline := fmt.Errorf("attempt deadline of %s exceeded", r.cfg.AttemptTimeout)
+	deadline := r.deadline
 	actx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), r.cfg.AttemptTimeout, deadline)
 	defer cancel()
 	start := time.Now()
@@ -365,6 +365,8 @@ func (b *batch) wait() {
 	holdUntil := time.Now().Add(r.cfg.Hold)
 	var slowest time.Duration
 	completed := 0
+	timer := time.NewTimer(r.cfg.Hold)
+	defer timer.Stop()
 	for remaining > 0 {
 		deadline := holdUntil
 		// Stragglers are the few left when most of the batch is done.
@@ -380,10 +382,9 @@ func (b *batch) wait() {
 				deadline = s
 			}
 		}
-		timer := time.NewTimer(time.Until(deadline))
+		timer.Reset(time.Until(deadline))
 		select {
 		case res := <-b.results:
-			timer.Stop()
 			res.t.collected = true
 			remaining--
 			if res.skipped {

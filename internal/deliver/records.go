@@ -101,8 +101,12 @@ func (o *out) then(f func()) {
 	o.mu.Unlock()
 }
 
-// flush writes everything o holds, one acknowledged write per topic, the
-// topics in parallel, then runs the after functions.
+// flush writes everything o holds, one acknowledged write per topic, then
+// runs the after functions. Receipts go last: the retry jobs, dead
+// letters and endpoint states they tell of are written (in parallel)
+// first, so that whoever reads a receipt finds what it describes — a
+// "retrying" job in its tier, a "dead" one in the dead topic — even if
+// the process dies between the writes.
 func (r *Runner) flush(ctx context.Context, o *out) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -116,9 +120,14 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for topic, msgs := range o.byTopic {
-		g.Go(func() error { return r.bus.Producer(topic).Write(gctx, msgs...) })
+		if topic != bus.TopicReceipts {
+			g.Go(func() error { return r.bus.Producer(topic).Write(gctx, msgs...) })
+		}
 	}
 	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := r.bus.Producer(bus.TopicReceipts).Write(ctx, o.byTopic[bus.TopicReceipts]...); err != nil {
 		return err
 	}
 	for _, f := range o.after {
@@ -140,7 +149,7 @@ func (r *Runner) receipt(o *out, job *delivery.Job, rc delivery.Receipt) {
 	if rc.At.IsZero() {
 		rc.At = r.now()
 	}
-	o.addJSON(bus.TopicReceipts, rc.AlertID, rc)
+	o.add(bus.TopicReceipts, kafka.Message{Key: []byte(rc.AlertID), Value: rc.Encode()})
 	reason := rc.Reason
 	if rc.State == delivery.StateWithheld {
 		reason = rc.Rule

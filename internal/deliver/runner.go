@@ -29,7 +29,7 @@ type Notifier interface {
 
 // Bus is what the runner needs of Kafka; *bus.Bus satisfies it.
 type Bus interface {
-	Consume(ctx context.Context, group string, topics []string, handle bus.Handler) error
+	Consume(ctx context.Context, group string, topics []string, handle bus.Handler, opts ...bus.ConsumeOption) error
 	Producer(topic string) *bus.Producer
 	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
 	// Authenticate checks that a record read was written by Herald.
@@ -47,6 +47,13 @@ const (
 	defaultGrace          = 25 * time.Millisecond
 	defaultTierHold       = 30 * time.Second
 )
+
+// deliveriesPipeline is how many batches of the deliveries topic are
+// handled at once (bus.Pipeline): the next batch's attempts start while
+// the last ones of a batch run and its outcomes are written and committed.
+// Retry tiers handle one batch at a time: their sequences wait for jobs
+// that are not yet due.
+const deliveriesPipeline = 2
 
 // alertCacheSize is how many decoded alerts a runner keeps: the jobs of an
 // alert arrive close together.
@@ -129,6 +136,8 @@ type Runner struct {
 
 	alerts *delivery.AlertCache // decoded alerts by digest of their bytes
 
+	deadline error // the cause of an attempt's deadline
+
 	leaseMu sync.Mutex
 	leases  map[string]leaseState // delivery id + attempt → state
 
@@ -157,6 +166,7 @@ func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Noti
 		stopping:  make(chan struct{}),
 		leases:    make(map[string]leaseState),
 		alerts:    delivery.NewAlertCache(alertCacheSize),
+		deadline:  fmt.Errorf("attempt deadline of %s exceeded", cfg.AttemptTimeout),
 	}
 	r.endpoints = newEndpoints(cfg.PerEndpoint, cfg.Breaker)
 	r.metrics = newMetrics(r.endpoints, cfg.Now)
@@ -177,7 +187,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return r.bus.Consume(gctx, r.cfg.Group, []string{bus.TopicDeliveries}, func(hctx context.Context, msgs []kafka.Message) error {
 			return r.handle(hctx, -1, msgs)
-		})
+		}, bus.Pipeline(deliveriesPipeline))
 	})
 	for tier := range r.cfg.RetrySchedule {
 		g.Go(func() error {

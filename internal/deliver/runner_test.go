@@ -353,7 +353,17 @@ func TestCrashBeforeCommitRunsJobsAgain(t *testing.T) {
 }
 
 func TestGracefulShutdownDrainsAndLosesNothing(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.RetrySchedule = []time.Duration{time.Hour, time.Hour, time.Hour} })
+	// The subject is the drain: every job of the batch in flight is
+	// attempted before its offset is committed. A batch that outlives Hold
+	// (or whose stragglers outlive Grace) hands its queued jobs to retry
+	// tier 0 unattempted instead (TestSlowAttemptIsHandedOff), and there,
+	// with this schedule, they would wait an hour behind the job that
+	// failed: on a loaded machine the 100 ms attempts below can take that
+	// long, so neither bound may end the wait here.
+	e := newEnv(t, func(c *Config) {
+		c.RetrySchedule = []time.Duration{time.Hour, time.Hour, time.Hour}
+		c.Hold, c.Grace = time.Hour, time.Hour
+	})
 	const hookB = "https://b.partner.example/hook"
 	e.reg.Put(testSub("acme", hookA, hookB))
 	started := make(chan struct{}, 100)
@@ -561,4 +571,51 @@ func TestLongWaitInShortTierHopsWithoutSpinning(t *testing.T) {
 	// It waited a tier's span between hops: about 800/70 forwards, not
 	// a busy loop of rewrites.
 	assert.Less(t, testutil.ToFloat64(r.metrics.reschedule.WithLabelValues(causeNotDue)), 30.0)
+}
+
+// failingQueue is the bus, except that writing jobs to the deliveries
+// topic fails.
+type failingQueue struct {
+	*bus.Bus
+	closed *bus.Bus
+}
+
+func (f failingQueue) Producer(topic string) *bus.Producer {
+	if topic == bus.TopicDeliveries {
+		return f.closed.Producer(topic)
+	}
+	return f.Bus.Producer(topic)
+}
+
+func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
+	e := newEnv(t)
+	e.reg.Put(testSub("acme", hookA))
+	broken := atomic.Bool{}
+	broken.Store(true)
+	e.n.on(hookA, func(context.Context, int) error {
+		if broken.Load() {
+			return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 403"))
+		}
+		return nil
+	})
+	job := testJob(testAlert("al-19"), "acme", delivery.ChannelWebhook, hookA)
+	e.start(e.runner())
+	e.publish(job)
+	e.waitState(job.ID, delivery.StateDead)
+	broken.Store(false)
+
+	closed := e.cluster.Open(t, e.cluster.Config())
+	require.NoError(t, closed.Close())
+	ctx := context.Background()
+	n, err := Replay(ctx, failingQueue{Bus: e.bus, closed: closed}, DeadFilter{}, time.Now())
+	require.Error(t, err)
+	assert.Zero(t, n)
+	rs := e.outcomes(job.ID)
+	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(rs))
+	assert.Equal(t, ReasonReplayFailed, rs[2].Reason)
+
+	n, err = Replay(ctx, e.bus, DeadFilter{}, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "a replay that was not queued can be replayed")
+	e.waitState(job.ID, delivery.StateDelivered)
 }

@@ -188,6 +188,17 @@ type AlertCache struct {
 	max   int
 	m     map[[32]byte]*alerts.Alert
 	order [][32]byte
+	// last is the entry found or added last: the jobs of one alert come
+	// one after another, and comparing their bytes with its bytes costs
+	// less than hashing them.
+	last *cached
+}
+
+// cached is an alert with the exact bytes it was decoded from.
+type cached struct {
+	raw    []byte
+	digest [32]byte
+	alert  *alerts.Alert
 }
 
 // NewAlertCache returns a cache of up to max alerts.
@@ -196,10 +207,21 @@ func NewAlertCache(max int) *AlertCache {
 }
 
 func (c *AlertCache) decode(raw []byte) (*alerts.Alert, [32]byte, error) {
+	if c != nil {
+		c.mu.Lock()
+		last := c.last
+		c.mu.Unlock()
+		if last != nil && bytes.Equal(last.raw, raw) {
+			return last.alert, last.digest, nil
+		}
+	}
 	sum := sha256.Sum256(raw)
 	if c != nil {
 		c.mu.Lock()
 		a, ok := c.m[sum]
+		if ok {
+			c.last = &cached{raw: raw, digest: sum, alert: a}
+		}
 		c.mu.Unlock()
 		if ok {
 			return a, sum, nil
@@ -219,19 +241,36 @@ func (c *AlertCache) decode(raw []byte) (*alerts.Alert, [32]byte, error) {
 				c.order = c.order[1:]
 			}
 		}
+		c.last = &cached{raw: raw, digest: sum, alert: c.m[sum]}
+		a := c.m[sum]
 		c.mu.Unlock()
+		return a, sum, nil
 	}
 	return &a, sum, nil
 }
 
 // DecodeJob decodes and checks a job record, decoding its alert through
 // cache (which may be nil).
+//
+// The alert is most of a job's bytes, and the jobs of one alert carry the
+// same alert bytes: the alert's value is found with one pass over it
+// (splitAlert) and decoded, through cache, only when its bytes are new,
+// and encoding/json decodes the rest of the job. A record that pass does
+// not take apart is decoded by encoding/json as a whole, with the same
+// result.
 func DecodeJob(value []byte, cache *AlertCache) (*Job, error) {
 	var w jobWire
-	if err := json.Unmarshal(value, &w); err != nil {
+	rest, raw, ok := splitAlert(value)
+	if !ok {
+		rest = value
+	}
+	if err := json.Unmarshal(rest, &w); err != nil {
 		return nil, fmt.Errorf("decode delivery job: %w", err)
 	}
 	j := Job(w)
+	if ok {
+		j.AlertJSON = raw
+	}
 	if len(j.AlertJSON) > 0 && string(j.AlertJSON) != "null" {
 		a, sum, err := cache.decode(j.AlertJSON)
 		if err != nil {
@@ -252,6 +291,151 @@ func DecodeJob(value []byte, cache *AlertCache) (*Job, error) {
 		return &j, fmt.Errorf("delivery job has negative attempt %d", j.Attempt)
 	}
 	return &j, nil
+}
+
+// splitAlert finds the value of the "alert" member of the JSON object v in
+// one pass: it returns the alert's bytes (a sub-slice of v) and a copy of v
+// with that value replaced by null, for encoding/json to decode. It
+// reports false for anything it does not take apart with certainty — not
+// an object, a member name with an escape, no alert member, more than one,
+// or one spelled in other case — and checks nothing else: encoding/json checks rest, and the alert
+// bytes when it decodes them.
+func splitAlert(v []byte) (rest, alert []byte, ok bool) {
+	i := skipSpace(v, 0)
+	if i >= len(v) || v[i] != '{' {
+		return nil, nil, false
+	}
+	i++
+	start, end := -1, -1
+	for {
+		i = skipSpace(v, i)
+		if i < len(v) && v[i] == '}' && start < 0 && end < 0 {
+			return nil, nil, false // empty object: no alert
+		}
+		if i >= len(v) || v[i] != '"' {
+			return nil, nil, false
+		}
+		j := i + 1
+		for j < len(v) && v[j] != '"' {
+			if v[j] == '\\' {
+				return nil, nil, false
+			}
+			j++
+		}
+		if j >= len(v) {
+			return nil, nil, false
+		}
+		name := v[i+1 : j]
+		i = skipSpace(v, j+1)
+		if i >= len(v) || v[i] != ':' {
+			return nil, nil, false
+		}
+		i = skipSpace(v, i+1)
+		vend, ok := skipValue(v, i)
+		if !ok {
+			return nil, nil, false
+		}
+		if bytes.EqualFold(name, []byte("alert")) {
+			// encoding/json matches names without regard to case, and
+			// the last of several wins: leave those cases to it.
+			if start >= 0 || string(name) != "alert" {
+				return nil, nil, false
+			}
+			start, end = i, vend
+		}
+		i = skipSpace(v, vend)
+		if i >= len(v) {
+			return nil, nil, false
+		}
+		if v[i] == ',' {
+			i++
+			continue
+		}
+		if v[i] != '}' {
+			return nil, nil, false
+		}
+		break
+	}
+	if start < 0 {
+		return nil, nil, false
+	}
+	rest = make([]byte, 0, len(v)-(end-start)+4)
+	rest = append(rest, v[:start]...)
+	rest = append(rest, "null"...)
+	rest = append(rest, v[end:]...)
+	return rest, v[start:end], true
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON whitespace.
+func skipSpace(v []byte, i int) int {
+	for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == '\n' || v[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just after the JSON value that starts at i:
+// a string, an object or array (with the strings inside them), or a
+// literal or number (up to the next delimiter). It reports false when the
+// input ends first or a bracket does not match; it does not check the
+// value's grammar.
+func skipValue(v []byte, i int) (int, bool) {
+	if i >= len(v) {
+		return i, false
+	}
+	switch v[i] {
+	case '"':
+		return skipString(v, i)
+	case '{', '[':
+		var stack []byte
+		for i < len(v) {
+			switch c := v[i]; c {
+			case '"':
+				var ok bool
+				if i, ok = skipString(v, i); !ok {
+					return i, false
+				}
+				continue
+			case '{', '[':
+				stack = append(stack, c)
+			case '}', ']':
+				if len(stack) == 0 || (c == '}') != (stack[len(stack)-1] == '{') {
+					return i, false
+				}
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
+					return i + 1, true
+				}
+			}
+			i++
+		}
+		return i, false
+	default:
+		j := i
+		for j < len(v) {
+			switch v[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return j, j > i
+			}
+			j++
+		}
+		return j, false
+	}
+}
+
+// skipString returns the index just after the JSON string that starts at
+// i (a quote).
+func skipString(v []byte, i int) (int, bool) {
+	for j := i + 1; j < len(v); j++ {
+		switch v[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, true
+		}
+	}
+	return len(v), false
 }
 
 // Attempt is one failed try.

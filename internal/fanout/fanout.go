@@ -477,6 +477,5 @@ func addPriorRecipients(reg Candidates, cands []*subscribers.Subscriber, prior m
 
 // ReceiptMessage encodes a receipt for the receipts topic, keyed by alert id.
 func ReceiptMessage(r delivery.Receipt) kafka.Message {
-	v, _ := json.Marshal(r) // a Receipt always encodes
-	return kafka.Message{Key: []byte(r.AlertID), Value: v}
+	return kafka.Message{Key: []byte(r.AlertID), Value: r.Encode()}
 }

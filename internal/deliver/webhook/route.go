@@ -8,11 +8,10 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/herald-alerts/herald/crypto/whsig"
 	"github.com/herald-alerts/herald/internal/delivery"
@@ -20,16 +19,18 @@ import (
 )
 
 // maxRoutes bounds the prepared routes kept, one per endpoint URL and
-// client certificate.
-const maxRoutes = 4096
+// client certificate. Every partner usually has endpoints of its own, so
+// the bound is well above the endpoints one alert reaches: a cache smaller
+// than the working set would be emptied by every alert. A route is a
+// parsed URL and two pointers (a few hundred bytes).
+const maxRoutes = 1 << 16
 
 // route is what every delivery to one endpoint shares, prepared once: the
-// checked and parsed URL, the client (with the endpoint's client
-// certificate, if any), and a request template with the headers that
-// never change.
+// checked and parsed URL and the client (with the endpoint's client
+// certificate, if any). Never modified after it is built.
 type route struct {
 	client *http.Client
-	tpl    *http.Request
+	url    *url.URL
 }
 
 // route returns the endpoint's route, preparing it on first use. Routes
@@ -40,19 +41,21 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if err != nil {
 		return nil, delivery.Permanent(delivery.ReasonConfig, err)
 	}
-	key := ep.URL + "\x00" + certFile + "\x00" + keyFile + "\x00" + stamp
+	key := ep.URL
+	if certFile != "" || keyFile != "" {
+		key += "\x00" + certFile + "\x00" + keyFile + "\x00" + stamp
+	}
 	if rt, ok := n.routes.get(key); ok {
 		return rt, nil
 	}
 	if err := CheckTarget(ep.URL, n.cfg); err != nil {
 		return nil, delivery.Permanent(delivery.ReasonRefused, err)
 	}
-	tpl, err := http.NewRequest(http.MethodPost, ep.URL, nil)
+	u, err := url.Parse(ep.URL)
 	if err != nil {
-		return nil, delivery.Permanent(delivery.ReasonInvalid, err)
+		return nil, delivery.Permanent(delivery.ReasonInvalid, unwrapURL(err))
 	}
-	tpl.Header.Set("User-Agent", n.cfg.UserAgent)
-	client, err := n.clients.get(tpl.URL.Scheme, certFile, keyFile, stamp)
+	client, err := n.clients.get(u.Scheme, certFile, keyFile, stamp)
 	if err != nil {
 		var r *RefusedError
 		if errors.As(err, &r) {
@@ -60,25 +63,44 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 		}
 		return nil, delivery.Permanent(delivery.ReasonConfig, err)
 	}
-	rt := &route{client: client, tpl: tpl}
+	rt := &route{client: client, url: u}
 	n.routes.put(key, rt)
 	return rt, nil
 }
 
-// request returns one attempt's request: the template's URL and fixed
-// headers, the body and its Content-Type, and this delivery's Standard
-// Webhooks and OpenPGP signature headers.
-func (rt *route) request(ctx context.Context, sb *signedBody, id string, ts time.Time, sig string) *http.Request {
-	req := rt.tpl.Clone(ctx)
-	req.Body = io.NopCloser(bytes.NewReader(sb.body))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(sb.body)), nil }
-	req.ContentLength = int64(len(sb.body))
-	req.Header["Content-Type"] = []string{sb.contentType}
-	req.Header[whsig.HeaderID] = []string{id}
-	req.Header[whsig.HeaderTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
-	req.Header[whsig.HeaderSignature] = []string{sig}
-	req.Header[whsig.HeaderPGPSignature] = []string{sb.sigB64}
+// request returns one attempt's request: the route's URL, the body and
+// its Content-Type, the User-Agent, and this delivery's Standard Webhooks
+// and OpenPGP signature headers. It shares the route's URL, which the
+// client never modifies.
+func (rt *route) request(ctx context.Context, userAgent string, sb *signedBody, id, ts, sig string) *http.Request {
+	req := (&http.Request{
+		Method:     http.MethodPost,
+		URL:        rt.url,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Host:       rt.url.Host,
+		Header: http.Header{
+			"User-Agent":             {userAgent},
+			"Content-Type":           {sb.contentType},
+			whsig.HeaderID:           {id},
+			whsig.HeaderTimestamp:    {ts},
+			whsig.HeaderSignature:    {sig},
+			whsig.HeaderPGPSignature: {sb.sigB64},
+		},
+		Body:          io.NopCloser(bytes.NewReader(sb.body)),
+		GetBody:       sb.reader,
+		ContentLength: int64(len(sb.body)),
+	}).WithContext(ctx)
 	return req
+}
+
+// reader returns a new reader of the body, for http.Request.GetBody. The
+// body is an io.NopCloser of a *bytes.Reader, which net/http knows for an
+// in-memory body: it writes the headers and a body that fits its buffer
+// in one write.
+func (sb *signedBody) reader() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(sb.body)), nil
 }
 
 // clientCert resolves an endpoint's client certificate and key in

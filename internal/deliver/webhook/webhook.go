@@ -357,17 +357,24 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 	if job == nil || job.Alert == nil || sub == nil {
 		return delivery.Permanent(delivery.ReasonInvalid, errors.New("deliver webhook: job without alert or subscriber"))
 	}
-	target := redact(job.Target)
-	log := n.log.With("alert", job.Alert.ID, "subscriber", sub.ID, "delivery", job.ID, "endpoint", target)
+	// Outcomes are logged at debug level only: build the logger only
+	// when that level is on (the runner logs what matters).
+	var log *slog.Logger
+	if n.log.Enabled(ctx, slog.LevelDebug) {
+		log = n.log.With("alert", job.Alert.ID, "subscriber", sub.ID, "delivery", job.ID, "endpoint", redact(job.Target))
+	}
 	f := n.deliver(ctx, job, sub, log)
 	if f == nil {
 		return nil
 	}
-	f.Err = fmt.Errorf("deliver webhook to %s: %w", target, f.Err)
-	log.Debug("webhook not delivered", "reason", f.Reason, "temporary", f.Temporary, "error", f.Err)
+	f.Err = fmt.Errorf("deliver webhook to %s: %w", redact(job.Target), f.Err)
+	if log != nil {
+		log.Debug("webhook not delivered", "reason", f.Reason, "temporary", f.Temporary, "error", f.Err)
+	}
 	return f
 }
 
+// deliver makes the attempt; log is nil unless debug logging is on.
 func (n *Notifier) deliver(ctx context.Context, job *delivery.Job, sub *subscribers.Subscriber, log *slog.Logger) *delivery.Failure {
 	ep, f := check(job, sub)
 	if f != nil {
@@ -452,7 +459,7 @@ func (n *Notifier) send(ctx context.Context, rt *route, job *delivery.Job, secre
 	}
 	actx, cancel := context.WithTimeoutCause(ctx, n.cfg.Timeout, errAttemptTimeout)
 	defer cancel()
-	resp, err := rt.client.Do(rt.request(actx, sb, job.ID, ts, sig))
+	resp, err := rt.client.Do(rt.request(actx, n.cfg.UserAgent, sb, job.ID, strconv.FormatInt(ts.Unix(), 10), sig))
 	if err != nil {
 		f := classifyError(actx, err)
 		f.Err = unwrapURL(err)
@@ -462,7 +469,9 @@ func (n *Notifier) send(ctx context.Context, rt *route, job *delivery.Job, secre
 	resp.Body.Close()
 	f := classifyStatus(resp, n.cfg.Now())
 	if f == nil {
-		log.Debug("webhook delivered", "status", resp.StatusCode, "proto", resp.Proto)
+		if log != nil {
+			log.Debug("webhook delivered", "status", resp.StatusCode, "proto", resp.Proto)
+		}
 		return nil
 	}
 	f.Err = errors.New(resp.Status + snippet)
