@@ -45,6 +45,8 @@ type Registry struct {
 	// keeps counting across a tombstone.
 	revs map[string]uint64
 	seq  uint64
+	// rev counts changes of any record or endpoint state (Revision).
+	rev uint64
 }
 
 // stored is one record as the registry keeps it: the caller's record
@@ -96,6 +98,7 @@ func (r *Registry) putPacked(s *Subscriber) {
 // keys are taken from id (for a packed record, part of it), so that
 // nothing else is kept alive by them.
 func (r *Registry) putLocked(id string, sectors []string, x stored) {
+	r.rev++
 	r.unindexLocked(id)
 	delete(r.raw, id) // a replaced entry keeps its old key: drop it
 	r.raw[id] = x
@@ -119,10 +122,19 @@ func (r *Registry) Delete(id string) bool {
 	if _, ok := r.raw[id]; !ok {
 		return false
 	}
+	r.rev++
 	r.unindexLocked(id)
 	delete(r.raw, id)
 	delete(r.eff, id)
 	return true
+}
+
+// Revision returns a number that changes whenever a record or an endpoint
+// state changes, so that a reader can tell cheaply whether anything did.
+func (r *Registry) Revision() uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.rev
 }
 
 // PutEndpoint records st as the latest state of its endpoint (st.URL of
@@ -228,6 +240,7 @@ func (r *Registry) clearLocked(subscriber, url string) {
 }
 
 func (r *Registry) bumpLocked(subscriber, url string) {
+	r.rev++
 	r.seq++
 	r.revs[EndpointKey(subscriber, url)] = r.seq
 }
@@ -321,6 +334,24 @@ func (r *Registry) List() []*Subscriber {
 	}
 	r.mu.RUnlock()
 	return records(xs)
+}
+
+// Each calls fn with the effective record of every subscriber, sorted by
+// id, one after the other: unlike List, it never holds them all at once
+// (the packed records are unpacked one at a time). fn runs without the
+// registry's lock.
+func (r *Registry) Each(fn func(*Subscriber)) {
+	r.mu.RLock()
+	xs := make([]idStored, 0, len(r.raw))
+	for id := range r.raw {
+		x, _ := r.currentLocked(id)
+		xs = append(xs, idStored{id, x})
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(xs, func(a, b idStored) int { return strings.Compare(a.id, b.id) })
+	for _, x := range xs {
+		fn(x.x.record())
+	}
 }
 
 // idStored is a stored record with its id.
