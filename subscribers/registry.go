@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 
@@ -25,15 +24,18 @@ import (
 // rewrites the other, so an administrator's change and a worker's 410
 // both stand whatever their order.
 //
-// Records are immutable once stored: Put stores the caller's pointer and
-// never mutates it, and an effective record that differs from the stored
-// one is a new copy, rebuilt whenever the record or one of its endpoint
-// states changes. A record returned earlier is never modified.
+// Records are immutable once stored, and a record returned is never
+// modified. Put keeps the caller's record as it is (and Get returns it
+// while no endpoint state changes it); the records Apply reads from the
+// topic are kept packed, about a third of their decoded size and nothing
+// for the garbage collector to scan, and each Get, List or Candidates
+// returns a new copy of them (equal records; callers must not rely on
+// getting the same pointer twice).
 type Registry struct {
 	mu       sync.RWMutex
-	raw      map[string]*Subscriber // as written, by id
-	byID     map[string]*Subscriber // effective, by id
-	bySector map[string]map[string]*Subscriber
+	raw      map[string]stored              // as written, by id
+	eff      map[string]stored              // effective, by id, where endpoint states change the record
+	bySector map[string]map[string]struct{} // sector → ids
 
 	// states holds the latest endpoint state by subscriber id and URL,
 	// also for subscribers that have no record (deleted, or not read
@@ -43,26 +45,72 @@ type Registry struct {
 	// keeps counting across a tombstone.
 	revs map[string]uint64
 	seq  uint64
+	// rev counts changes of any record or endpoint state (Revision).
+	rev uint64
+}
+
+// stored is one record as the registry keeps it: the caller's record
+// (Put), or a record read from the topic (Apply), packed.
+type stored struct {
+	s *Subscriber
+	p string
+}
+
+// record returns the stored record (a new copy of a packed one), or nil.
+func (x stored) record() *Subscriber {
+	if x.s != nil || x.p == "" {
+		return x.s
+	}
+	return unpack(x.p)
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
 	return &Registry{
-		raw:      map[string]*Subscriber{},
-		byID:     map[string]*Subscriber{},
-		bySector: map[string]map[string]*Subscriber{},
+		raw:      map[string]stored{},
+		eff:      map[string]stored{},
+		bySector: map[string]map[string]struct{}{},
 		states:   map[string]map[string]EndpointState{},
 		revs:     map[string]uint64{},
 	}
 }
 
-// Put adds or replaces a subscriber's record. The endpoint states of the
-// subscriber stay in force on top of it.
+// Put adds or replaces a subscriber's record, keeping s itself (see
+// Registry). The endpoint states of the subscriber stay in force on top of
+// it.
 func (r *Registry) Put(s *Subscriber) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.raw[s.ID] = s
-	r.rebuildLocked(s.ID)
+	r.putLocked(s.ID, s.Sectors, stored{s: s})
+}
+
+// putPacked adds or replaces a subscriber's record, packed.
+func (r *Registry) putPacked(s *Subscriber) {
+	p := pack(s)
+	u := unpacker{p: p}
+	id := u.string() // s.ID, sharing the packed record's memory
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.putLocked(id, s.Sectors, stored{p: p})
+}
+
+// putLocked stores x, the record of id in sectors, and indexes it. The map
+// keys are taken from id (for a packed record, part of it), so that
+// nothing else is kept alive by them.
+func (r *Registry) putLocked(id string, sectors []string, x stored) {
+	r.rev++
+	r.unindexLocked(id)
+	delete(r.raw, id) // a replaced entry keeps its old key: drop it
+	r.raw[id] = x
+	for _, sec := range sectors {
+		m := r.bySector[sec]
+		if m == nil {
+			m = map[string]struct{}{}
+			r.bySector[sec] = m
+		}
+		m[id] = struct{}{}
+	}
+	r.rebuildLocked(id)
 }
 
 // Delete removes a subscriber's record; it reports whether there was one.
@@ -74,9 +122,19 @@ func (r *Registry) Delete(id string) bool {
 	if _, ok := r.raw[id]; !ok {
 		return false
 	}
+	r.rev++
+	r.unindexLocked(id)
 	delete(r.raw, id)
-	r.rebuildLocked(id)
+	delete(r.eff, id)
 	return true
+}
+
+// Revision returns a number that changes whenever a record or an endpoint
+// state changes, so that a reader can tell cheaply whether anything did.
+func (r *Registry) Revision() uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.rev
 }
 
 // PutEndpoint records st as the latest state of its endpoint (st.URL of
@@ -156,8 +214,9 @@ func (r *Registry) Endpoints(subscriber string) []EndpointState {
 // the partner's record, where re-enabling the endpoint no longer reaches.
 func (r *Registry) Record(id string) *Subscriber {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.raw[id]
+	x := r.raw[id]
+	r.mu.RUnlock()
+	return x.record()
 }
 
 func (r *Registry) putEndpointLocked(st EndpointState) {
@@ -181,27 +240,28 @@ func (r *Registry) clearLocked(subscriber, url string) {
 }
 
 func (r *Registry) bumpLocked(subscriber, url string) {
+	r.rev++
 	r.seq++
 	r.revs[EndpointKey(subscriber, url)] = r.seq
 }
 
 // rebuildLocked recomputes the effective record of id from its record and
-// endpoint states, and re-indexes it.
+// endpoint states.
 func (r *Registry) rebuildLocked(id string) {
-	r.unindexLocked(id)
-	s := r.raw[id]
-	if s == nil {
+	delete(r.eff, id)
+	raw, ok := r.raw[id]
+	states := r.states[id]
+	if !ok || len(states) == 0 {
 		return
 	}
-	s = effective(s, r.states[id])
-	r.byID[id] = s
-	for _, sec := range s.Sectors {
-		m := r.bySector[sec]
-		if m == nil {
-			m = map[string]*Subscriber{}
-			r.bySector[sec] = m
-		}
-		m[id] = s
+	s := raw.record()
+	e := effective(s, states)
+	switch {
+	case e == s:
+	case raw.s != nil:
+		r.eff[id] = stored{s: e}
+	default:
+		r.eff[id] = stored{p: pack(e)}
 	}
 }
 
@@ -226,13 +286,13 @@ func effective(s *Subscriber, states map[string]EndpointState) *Subscriber {
 	return cp
 }
 
+// unindexLocked removes id's record from the sector index.
 func (r *Registry) unindexLocked(id string) {
-	old, ok := r.byID[id]
+	old, ok := r.raw[id]
 	if !ok {
 		return
 	}
-	delete(r.byID, id)
-	for _, sec := range old.Sectors {
+	for _, sec := range old.record().Sectors {
 		delete(r.bySector[sec], id)
 		if len(r.bySector[sec]) == 0 {
 			delete(r.bySector, sec)
@@ -240,29 +300,73 @@ func (r *Registry) unindexLocked(id string) {
 	}
 }
 
+// currentLocked returns the effective record of id as stored.
+func (r *Registry) currentLocked(id string) (stored, bool) {
+	if x, ok := r.eff[id]; ok {
+		return x, true
+	}
+	x, ok := r.raw[id]
+	return x, ok
+}
+
 // Get returns the effective record of the subscriber with id, or nil.
 func (r *Registry) Get(id string) *Subscriber {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.byID[id]
+	x, _ := r.currentLocked(id)
+	r.mu.RUnlock()
+	return x.record()
 }
 
 // Len returns the number of subscribers.
 func (r *Registry) Len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return len(r.byID)
+	return len(r.raw)
 }
 
 // List returns the effective record of every subscriber, sorted by id.
 func (r *Registry) List() []*Subscriber {
 	r.mu.RLock()
-	out := make([]*Subscriber, 0, len(r.byID))
-	for _, s := range r.byID {
-		out = append(out, s)
+	xs := make([]idStored, 0, len(r.raw))
+	for id := range r.raw {
+		x, _ := r.currentLocked(id)
+		xs = append(xs, idStored{id, x})
 	}
 	r.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return records(xs)
+}
+
+// Each calls fn with the effective record of every subscriber, sorted by
+// id, one after the other: unlike List, it never holds them all at once
+// (the packed records are unpacked one at a time). fn runs without the
+// registry's lock.
+func (r *Registry) Each(fn func(*Subscriber)) {
+	r.mu.RLock()
+	xs := make([]idStored, 0, len(r.raw))
+	for id := range r.raw {
+		x, _ := r.currentLocked(id)
+		xs = append(xs, idStored{id, x})
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(xs, func(a, b idStored) int { return strings.Compare(a.id, b.id) })
+	for _, x := range xs {
+		fn(x.x.record())
+	}
+}
+
+// idStored is a stored record with its id.
+type idStored struct {
+	id string
+	x  stored
+}
+
+// records sorts xs by id and returns their records.
+func records(xs []idStored) []*Subscriber {
+	slices.SortFunc(xs, func(a, b idStored) int { return strings.Compare(a.id, b.id) })
+	out := make([]*Subscriber, len(xs))
+	for i, x := range xs {
+		out[i] = x.x.record()
+	}
 	return out
 }
 
@@ -278,12 +382,13 @@ func (r *Registry) Candidates(a *alerts.Alert) (subs []*Subscriber, missing []st
 		n += len(r.bySector[sec])
 	}
 	seen := make(map[string]struct{}, n+len(a.Audience.Subscribers))
-	subs = make([]*Subscriber, 0, n+len(a.Audience.Subscribers))
+	xs := make([]idStored, 0, n+len(a.Audience.Subscribers))
 	for _, sec := range a.Audience.Sectors {
-		for id, s := range r.bySector[sec] {
+		for id := range r.bySector[sec] {
 			if _, dup := seen[id]; !dup {
 				seen[id] = struct{}{}
-				subs = append(subs, s)
+				x, _ := r.currentLocked(id)
+				xs = append(xs, idStored{id, x})
 			}
 		}
 	}
@@ -291,24 +396,15 @@ func (r *Registry) Candidates(a *alerts.Alert) (subs []*Subscriber, missing []st
 		if _, dup := seen[id]; dup {
 			continue
 		}
-		if s, ok := r.byID[id]; ok {
+		if x, ok := r.currentLocked(id); ok {
 			seen[id] = struct{}{}
-			subs = append(subs, s)
+			xs = append(xs, idStored{id, x})
 		} else if !slices.Contains(missing, id) {
 			missing = append(missing, id)
 		}
 	}
 	r.mu.RUnlock()
-	slices.SortFunc(subs, func(x, y *Subscriber) int {
-		switch {
-		case x.ID < y.ID:
-			return -1
-		case x.ID > y.ID:
-			return 1
-		}
-		return 0
-	})
-	return subs, missing
+	return records(xs), missing
 }
 
 // Apply folds one record of the compacted subscribers topic into the
@@ -335,7 +431,7 @@ func (r *Registry) Apply(key, value []byte) error {
 		return fmt.Errorf("subscriber record %q is stored under key %q", s.ID, key)
 	}
 	s.Normalize()
-	r.Put(s)
+	r.putPacked(s)
 	return nil
 }
 

@@ -205,10 +205,10 @@ func TestRegistryEndpointStates(t *testing.T) {
 	assert.Equal(t, []bool{false, false}, disabled(r.Record("acme")), "the partner's record is not rewritten")
 	assert.Equal(t, orig.Email, got.Email)
 	assert.Equal(t, orig.Clearance, got.Clearance)
-	assert.Same(t, got, r.List()[0], "List returns the effective record")
+	assert.Equal(t, got, r.List()[0], "List returns the effective record")
 	subs, _ := r.Candidates(alertFor([]string{"care"}))
 	require.Len(t, subs, 1)
-	assert.Same(t, got, subs[0], "Candidates returns the effective record")
+	assert.Equal(t, got, subs[0], "Candidates returns the effective record")
 	st, ok := r.Endpoint("acme", hook1)
 	require.True(t, ok)
 	assert.Equal(t, "herald:deliver", st.By)
@@ -356,4 +356,33 @@ func TestRegistryPutEndpointIf(t *testing.T) {
 	assert.True(t, r.PutEndpointIf(state("acme", hook1, true), rev))
 	assert.True(t, r.ClearEndpoint("acme", hook1))
 	assert.Equal(t, []bool{false}, disabled(r.Get("acme")))
+}
+
+// TestRegistryRevisionAndEach: every change moves the revision, and Each
+// hands out what List returns, one record at a time.
+func TestRegistryRevisionAndEach(t *testing.T) {
+	r := subscribers.NewRegistry()
+	rev := r.Revision()
+	moved := func(what string) {
+		t.Helper()
+		now := r.Revision()
+		assert.NotEqual(t, rev, now, what)
+		rev = now
+	}
+	r.Put(sub("b", "care"))
+	moved("put")
+	require.NoError(t, r.Apply([]byte("a"), encode(t, sub("a", "retail"))))
+	moved("apply")
+	r.PutEndpoint(subscribers.EndpointState{Subscriber: "a", URL: "https://a.example/h", Disabled: true})
+	moved("endpoint state")
+	r.ClearEndpoint("a", "https://a.example/h")
+	moved("endpoint state cleared")
+	assert.False(t, r.Delete("nobody"))
+	assert.Equal(t, rev, r.Revision(), "nothing deleted")
+	var each []*subscribers.Subscriber
+	r.Each(func(s *subscribers.Subscriber) { each = append(each, s) })
+	assert.Equal(t, r.List(), each)
+	assert.Equal(t, []string{"a", "b"}, ids(each))
+	require.True(t, r.Delete("b"))
+	moved("delete")
 }

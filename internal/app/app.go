@@ -165,7 +165,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		if err != nil {
 			return err
 		}
-		v, closeView, err := OpenView(dir, temporary, log, a.now)
+		// The fan-out alone asks the view only for the history of alerts
+		// (view.ScopeFanOut): none of the outcomes, partner indexes or
+		// audit trail the api role answers from.
+		scope := view.ScopeFanOut
+		if slices.Contains(roles, RoleAPI) {
+			scope = view.ScopeAll
+		}
+		v, closeView, err := openView(dir, temporary, scope, log, a.now)
 		if err != nil {
 			return err
 		}
@@ -181,7 +188,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 			}
 			return nil
 		})
-		log.Info("keeping a view of kafka", "dir", dir, "temporary", temporary)
+		log.Info("keeping a view of kafka", "dir", dir, "temporary", temporary, "scope", scope)
 	}
 	caughtUp := make(chan struct{})
 	a.follower = newRegistryFollower(a.bus, a.registry, log)

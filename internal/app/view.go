@@ -52,9 +52,15 @@ func ClientViewDir(cfg *config.Config) string {
 	return filepath.Join(cache, "herald", "view-"+hex.EncodeToString(sum[:8]))
 }
 
-// OpenView opens the view in dir; close removes a temporary one.
+// OpenView opens the whole view (view.ScopeAll) in dir; close removes a
+// temporary one.
 func OpenView(dir string, temporary bool, log *slog.Logger, now func() time.Time) (*view.View, func() error, error) {
-	v, err := view.Open(dir, view.Options{Log: log.With("component", "view"), Now: now})
+	return openView(dir, temporary, view.ScopeAll, log, now)
+}
+
+// openView is OpenView keeping scope.
+func openView(dir string, temporary bool, scope view.Scope, log *slog.Logger, now func() time.Time) (*view.View, func() error, error) {
+	v, err := view.Open(dir, view.Options{Log: log.With("component", "view"), Now: now, Scope: scope})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 )
 
 // Producer writes messages synchronously: Write returns once the broker has
@@ -121,12 +122,9 @@ var errAlreadyFannedOut = errors.New("already fanned out")
 func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	log := w.Log.With("partition", m.Partition, "offset", m.Offset)
 	a, err := w.ingest(m)
-	var plan *Plan
+	var d *decided
 	if err == nil {
-		err = w.checkIdentity(ctx, a)
-	}
-	if err == nil {
-		plan, err = w.Plan(ctx, a, m.Value)
+		d, err = w.prepare(ctx, a, m.Value)
 	}
 	if errors.Is(err, errAlreadyFannedOut) {
 		log.Info("identical alert published again: nothing to do", "alert", a.ID)
@@ -142,22 +140,20 @@ func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := w.Deliveries.Write(ctx, plan.Jobs...); err != nil {
-		return fmt.Errorf("write delivery jobs of alert %s: %w", a.ID, err)
+	jobs, err := w.write(ctx, d)
+	if err != nil {
+		return err
 	}
-	if err := w.Receipts.Write(ctx, plan.Receipts...); err != nil {
-		return fmt.Errorf("write receipts of alert %s: %w", a.ID, err)
-	}
-	w.remember(a.ID, plan.Digest)
-	log.Info("alert fanned out", "alert", a.ID, "jobs", len(plan.Jobs), "decisions", len(plan.Decisions))
+	w.remember(a.ID, d.digest)
+	log.Info("alert fanned out", "alert", a.ID, "jobs", jobs, "decisions", len(d.decisions))
 	if w.Observe != nil {
 		withheld := 0
-		for _, d := range plan.Decisions {
-			if d.Decision == delivery.Withhold {
+		for _, x := range d.decisions {
+			if x.Decision == delivery.Withhold {
 				withheld++
 			}
 		}
-		w.Observe(a.ID, len(plan.Jobs), withheld)
+		w.Observe(a.ID, jobs, withheld)
 	}
 	return nil
 }
@@ -215,31 +211,63 @@ func SamePerson(x, y string) bool {
 	return name(x) == name(y)
 }
 
-// checkIdentity applies "an id names one alert forever": the identical
-// alert already fanned out is errAlreadyFannedOut; another alert under a
-// fanned-out id is a duplicate-id rejection.
-func (w *Worker) checkIdentity(ctx context.Context, a *alerts.Alert) error {
+// identity applies "an id names one alert forever" to an alert whose id
+// was fanned out before with digest prev: the identical alert is
+// errAlreadyFannedOut, another alert a duplicate-id rejection.
+func identity(a *alerts.Alert, prev, digest string) error {
+	if prev == digest {
+		return errAlreadyFannedOut
+	}
+	return &rejection{ReasonDuplicateID, fmt.Errorf("alert %s was already fanned out with other content (%s, this is %s): an id names one alert forever", a.ID, prev, digest)}
+}
+
+// prepare checks the alert's identity against the ledger (identity) and
+// the alerts it references (rule 7, checkPrior), and decides it. One read
+// of the history answers both questions; while it runs, an alert that
+// references nothing is decided, since its decisions do not depend on it.
+// Nothing is written until the answer is in.
+func (w *Worker) prepare(ctx context.Context, a *alerts.Alert, raw []byte) (*decided, error) {
 	digest := a.Digest()
 	w.mu.Lock()
 	prev, ok := w.seen[a.ID]
 	w.mu.Unlock()
-	if !ok {
-		known, err := w.History.Lookup(ctx, []string{a.ID})
-		if err != nil {
-			return fmt.Errorf("look up alert %s in the ledger: %w", a.ID, err)
+	if ok {
+		return nil, identity(a, prev, digest)
+	}
+	now := w.Now()
+	type answer struct {
+		known map[string]*ledger.Alert
+		err   error
+	}
+	lookup := make(chan answer, 1)
+	go func() {
+		known, err := w.History.Lookup(ctx, append([]string{a.ID}, a.References...))
+		lookup <- answer{known, err}
+	}()
+	var early []policy.Decision
+	if len(a.References) == 0 {
+		early = Decide(a, w.Registry, nil, now, w.Policy)
+	}
+	ans := <-lookup
+	if ans.err != nil {
+		return nil, fmt.Errorf("look up alert %s in the ledger: %w", a.ID, ans.err)
+	}
+	if k := ans.known[a.ID]; k != nil && !k.FannedOut.IsZero() {
+		return nil, identity(a, k.Digest, digest)
+	}
+	var prior map[string]*ledger.Alert
+	if len(a.References) > 0 {
+		prior = make(map[string]*ledger.Alert, len(a.References))
+		for _, ref := range a.References {
+			if p := ans.known[ref]; p != nil {
+				prior[ref] = p
+			}
 		}
-		if k := known[a.ID]; k != nil && !k.FannedOut.IsZero() {
-			prev, ok = k.Digest, true
+		if err := checkPrior(a, prior); err != nil {
+			return nil, err
 		}
 	}
-	switch {
-	case !ok:
-		return nil
-	case prev == digest:
-		return errAlreadyFannedOut
-	default:
-		return &rejection{ReasonDuplicateID, fmt.Errorf("alert %s was already fanned out with other content (%s, this is %s): an id names one alert forever", a.ID, prev, digest)}
-	}
+	return w.decide(ctx, a, raw, now, digest, prior, early)
 }
 
 // remember records that this worker fanned out id with digest, so that a
@@ -294,18 +322,22 @@ type Plan struct {
 	// Lineage is the alert's place in its chain (nil for an alert that
 	// references nothing); every webhook job carries it, with the
 	// withdrawn indicators its partner may see (delivery.Lineage.For).
-	Lineage  *delivery.Lineage
-	Jobs     []kafka.Message
+	Lineage *delivery.Lineage
+	Jobs    []kafka.Message
+	// Receipts are the decisions' receipts, then the alert receipt: the
+	// record that the alert was fanned out, which Handle writes only once
+	// every job and every other receipt is written.
 	Receipts []kafka.Message
 }
 
-// Plan decides, for every partner the alert could reach, what each target
-// gets (Decide), and builds the jobs and receipts to write. raw is the
-// alert exactly as published: every job carries those bytes (nil encodes
-// a). Webhook jobs carry the alert's lineage, traced from the published
-// alerts it references (PublishedHistory) and narrowed to what each
-// partner received of the chain, so that partners with the same history
-// share one rendering and signature per payload format.
+// Plan decides, for every partner the alert could reach (Decide), what
+// each target gets, and builds all the jobs and receipts to write, as
+// Handle writes them (Handle builds and writes them a slice at a time). raw
+// is the alert exactly as published: every job carries those bytes (nil
+// encodes a). Webhook jobs carry the alert's lineage, traced from the
+// published alerts it references (PublishedHistory) and narrowed to what
+// each partner received of the chain, so that partners with the same
+// history share one rendering and signature per payload format.
 //
 // The pull channel sends nothing: its decisions get no job, and a pull
 // target the policy lets have the alert (or, by a notice, lose the alerts
@@ -320,24 +352,67 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 		if err != nil {
 			return nil, fmt.Errorf("look up alerts referenced by %s: %w", a.ID, err)
 		}
-		if errs := ledger.CheckReferences(a, prior); len(errs) > 0 {
-			reason := ReasonDowngrade
-			for _, fe := range errs {
-				if strings.HasPrefix(fe.Field, "references") {
-					reason = ReasonUnknownRef
-				}
-			}
-			return nil, &rejection{reason, &alerts.ValidationError{What: "invalid " + string(a.Type), Fields: errs}}
+		if err := checkPrior(a, prior); err != nil {
+			return nil, err
 		}
 	}
+	d, err := w.decide(ctx, a, raw, now, a.Digest(), prior, nil)
+	if err != nil {
+		return nil, err
+	}
+	plan := &Plan{Digest: d.digest, Decisions: d.decisions, Lineage: d.lineage}
+	for from := 0; from < len(d.decisions); {
+		if plan.Jobs, plan.Receipts, from, err = d.messages(from, plan.Jobs, plan.Receipts); err != nil {
+			return nil, err
+		}
+	}
+	plan.Receipts = append(plan.Receipts, d.alertReceipt())
+	return plan, nil
+}
+
+// checkPrior applies rule 7 to an update or cancel given what the ledger
+// knows of the alerts it references: a rejection names what is wrong.
+func checkPrior(a *alerts.Alert, prior map[string]*ledger.Alert) error {
+	errs := ledger.CheckReferences(a, prior)
+	if len(errs) == 0 {
+		return nil
+	}
+	reason := ReasonDowngrade
+	for _, fe := range errs {
+		if strings.HasPrefix(fe.Field, "references") {
+			reason = ReasonUnknownRef
+		}
+	}
+	return &rejection{reason, &alerts.ValidationError{What: "invalid " + string(a.Type), Fields: errs}}
+}
+
+// decided is an alert decided, from which its jobs and receipts are made.
+type decided struct {
+	a         *alerts.Alert
+	raw       []byte
+	now       time.Time
+	digest    string
+	decisions []policy.Decision
+	prior     map[string]*ledger.Alert
+	lineage   *delivery.Lineage
+	chain     map[string]*ledger.Alert
+}
+
+// decide decides a for every partner it could reach, given what the ledger
+// knows of the alerts it references (prior, checked by checkPrior), and
+// traces its lineage. decisions, when not nil, is what Decide already
+// returned for a (an alert without references).
+func (w *Worker) decide(ctx context.Context, a *alerts.Alert, raw []byte, now time.Time, digest string, prior map[string]*ledger.Alert, decisions []policy.Decision) (*decided, error) {
 	if raw == nil {
 		var err error
 		if raw, err = json.Marshal(a); err != nil {
 			return nil, fmt.Errorf("encode alert %s: %w", a.ID, err)
 		}
 	}
-	plan := &Plan{Digest: a.Digest(), Decisions: Decide(a, w.Registry, prior, now, w.Policy)}
-	var chain map[string]*ledger.Alert
+	if decisions == nil {
+		decisions = Decide(a, w.Registry, prior, now, w.Policy)
+	}
+	d := &decided{a: a, raw: raw, now: now, digest: digest, decisions: decisions, prior: prior}
 	if len(a.References) > 0 {
 		lineage, err := delivery.TraceLineage(a, w.published)
 		if err != nil {
@@ -346,51 +421,148 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 			// is fetched again.
 			return nil, err
 		}
-		plan.Lineage = lineage
-		if chain, err = w.chainHistory(ctx, lineage, prior); err != nil {
+		d.lineage = lineage
+		if d.chain, err = w.chainHistory(ctx, lineage, prior); err != nil {
 			return nil, err
 		}
 	}
-	plan.Receipts = append(plan.Receipts, ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: now,
-		Type: a.Type, TLP: a.TLP, Marking: a.Marking, References: a.References, IssuedBy: a.IssuedBy,
-		ApprovedBy: a.ApprovedBy, Title: a.Title, Digest: plan.Digest}))
-	for _, d := range plan.Decisions {
-		r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, Subscriber: d.Subscriber, Channel: d.Channel,
-			Target: d.Target, Decision: d.Decision, Mode: d.Mode, Rule: d.Rule, Reason: d.Reason, At: now}
-		if d.Decision != delivery.Withhold && d.Channel == delivery.ChannelPull {
-			r.DeliveryID = delivery.ID(a.ID, d.Subscriber, d.Target)
-			plan.Receipts = append(plan.Receipts, ReceiptMessage(r), ReceiptMessage(delivery.Receipt{Kind: delivery.KindOutcome,
-				AlertID: a.ID, DeliveryID: r.DeliveryID, Subscriber: d.Subscriber, Channel: d.Channel, Target: d.Target,
-				Mode: d.Mode, State: delivery.StateAvailable, At: now}))
+	return d, nil
+}
+
+// The fan-out makes and writes an alert's jobs and receipts a slice at a
+// time, so that what it holds does not grow with the audience: a slice
+// ends after sliceMessages jobs and receipts or sliceBytes of jobs, and at
+// most slicesInFlight slices are being written at once. (Fewer, larger
+// slices cost the writers less per message.)
+const (
+	sliceMessages  = 4000
+	sliceBytes     = 4 << 20
+	slicesInFlight = 2
+)
+
+// messages appends to jobs and receipts the messages of the decisions from
+// d.decisions[from] on, until the slice is full, and returns where the
+// next slice starts (len(d.decisions) when done).
+func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Message, []kafka.Message, int, error) {
+	a, now := d.a, d.now
+	var notBefore time.Time
+	if a.NotBefore != nil && a.NotBefore.After(now) {
+		notBefore = *a.NotBefore
+	}
+	// Every receipt is keyed by the alert id, every job by its partner's
+	// id; the writers never modify keys, so messages share them.
+	rkey := []byte(a.ID)
+	receipt := func(r *delivery.Receipt) kafka.Message {
+		return kafka.Message{Key: rkey, Value: r.Encode()}
+	}
+	if jobs == nil && receipts == nil {
+		rest := min(len(d.decisions)-from, sliceMessages/2+1)
+		jobs, receipts = make([]kafka.Message, 0, rest), make([]kafka.Message, 0, rest)
+	}
+	var jkey []byte
+	n, size := 0, 0
+	i := from
+	for ; i < len(d.decisions) && n < sliceMessages && size < sliceBytes; i++ {
+		x := &d.decisions[i]
+		r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, Subscriber: x.Subscriber, Channel: x.Channel,
+			Target: x.Target, Decision: x.Decision, Mode: x.Mode, Rule: x.Rule, Reason: x.Reason, At: now}
+		switch {
+		case x.Decision == delivery.Withhold:
+		case x.Channel == delivery.ChannelPull:
+			r.DeliveryID = delivery.ID(a.ID, x.Subscriber, x.Target)
+			receipts = append(receipts, receipt(&r), receipt(&delivery.Receipt{Kind: delivery.KindOutcome,
+				AlertID: a.ID, DeliveryID: r.DeliveryID, Subscriber: x.Subscriber, Channel: x.Channel, Target: x.Target,
+				Mode: x.Mode, State: delivery.StateAvailable, At: now}))
+			n += 2
 			continue
-		}
-		if d.Decision != delivery.Withhold {
-			r.DeliveryID = delivery.ID(a.ID, d.Subscriber, d.Target)
-			job := delivery.Job{ID: r.DeliveryID, AlertJSON: raw, Subscriber: d.Subscriber, Channel: d.Channel,
-				Target: d.Target, Mode: d.Mode}
-			if d.Channel == delivery.ChannelWebhook {
+		default:
+			r.DeliveryID = delivery.ID(a.ID, x.Subscriber, x.Target)
+			job := delivery.Job{ID: r.DeliveryID, AlertJSON: d.raw, Subscriber: x.Subscriber, Channel: x.Channel,
+				Target: x.Target, Mode: x.Mode, NotBefore: notBefore}
+			if x.Channel == delivery.ChannelWebhook {
 				// Withdrawals name only indicators of earlier alerts this
 				// partner received: never a value it was not sent.
-				job.Lineage = plan.Lineage.For(func(id string) bool {
-					p := chain[id]
-					return p != nil && p.ReceivedBy(d.Subscriber)
+				job.Lineage = d.lineage.For(func(id string) bool {
+					p := d.chain[id]
+					return p != nil && p.ReceivedBy(x.Subscriber)
 				})
 			}
-			if d.Mode == delivery.ModeCancelNotice || d.Mode == delivery.ModeFollowUpKeyNotice {
-				job.Held = held(prior, d.Subscriber, d.Target)
-			}
-			if a.NotBefore != nil && a.NotBefore.After(now) {
-				job.NotBefore = *a.NotBefore
+			if x.Mode == delivery.ModeCancelNotice || x.Mode == delivery.ModeFollowUpKeyNotice {
+				job.Held = held(d.prior, x.Subscriber, x.Target)
 			}
 			v, err := job.Encode()
 			if err != nil {
-				return nil, fmt.Errorf("encode job: %w", err)
+				return jobs, receipts, i, fmt.Errorf("encode job: %w", err)
 			}
-			plan.Jobs = append(plan.Jobs, kafka.Message{Key: []byte(d.Subscriber), Value: v})
+			if string(jkey) != x.Subscriber {
+				jkey = []byte(x.Subscriber)
+			}
+			jobs = append(jobs, kafka.Message{Key: jkey, Value: v})
+			n++
+			size += len(v)
 		}
-		plan.Receipts = append(plan.Receipts, ReceiptMessage(r))
+		receipts = append(receipts, receipt(&r))
+		n++
 	}
-	return plan, nil
+	return jobs, receipts, i, nil
+}
+
+// alertReceipt is the receipt recording that the alert was fanned out.
+func (d *decided) alertReceipt() kafka.Message {
+	a := d.a
+	return ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: d.now,
+		Type: a.Type, TLP: a.TLP, Marking: a.Marking, References: a.References, IssuedBy: a.IssuedBy,
+		ApprovedBy: a.ApprovedBy, Title: a.Title, Digest: d.digest})
+}
+
+// write writes the alert's jobs and decision receipts a slice at a time,
+// up to slicesInFlight slices at once, and then, once every one of them is
+// acknowledged, the alert receipt: a fan-out cut short anywhere before it
+// leaves no record that the alert was fanned out, so the alert is planned
+// and written again in full (jobs and receipts again under the same
+// delivery ids, which receivers and the ledger take as duplicates). It
+// returns the number of jobs written.
+func (w *Worker) write(ctx context.Context, d *decided) (int, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2 * slicesInFlight)
+	jobs := 0
+	var err error
+	for from := 0; from < len(d.decisions) && gctx.Err() == nil; {
+		var js, rs []kafka.Message
+		if js, rs, from, err = d.messages(from, nil, nil); err != nil {
+			break
+		}
+		jobs += len(js)
+		if len(js) > 0 {
+			g.Go(func() error {
+				if err := w.Deliveries.Write(gctx, js...); err != nil {
+					return fmt.Errorf("write delivery jobs of alert %s: %w", d.a.ID, err)
+				}
+				return nil
+			})
+		}
+		if len(rs) > 0 {
+			g.Go(func() error {
+				if err := w.Receipts.Write(gctx, rs...); err != nil {
+					return fmt.Errorf("write receipts of alert %s: %w", d.a.ID, err)
+				}
+				return nil
+			})
+		}
+	}
+	if werr := g.Wait(); err == nil {
+		err = werr
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := w.Receipts.Write(ctx, d.alertReceipt()); err != nil {
+		return 0, fmt.Errorf("write the alert receipt of %s: %w", d.a.ID, err)
+	}
+	return jobs, nil
 }
 
 // chainHistory returns the ledger of every earlier alert of the chain

@@ -387,49 +387,60 @@ func fuzzMessage(b *bus.Bus, keys, other *busauth.Keyring, id string, op fuzzOp,
 	return x
 }
 
-// outcomes reads the worker's writes for one batch, in order.
+// outcomes reads the worker's writes for one batch, in order. A fan-out
+// is a run of writes of jobs and decision receipts (a slice at a time, in
+// any order) closed by the alert receipt, written on its own once every
+// one of them was acknowledged (the recorder logs a write when it
+// returned).
 func outcomes(t *testing.T, events []fuzzEvent) []fuzzOutcome {
 	t.Helper()
 	var out []fuzzOutcome
-	for i := 0; i < len(events); i++ {
-		ev := events[i]
+	var cur *fuzzOutcome
+	for _, ev := range events {
 		switch ev.topic {
 		case bus.TopicQuarantine:
+			if cur != nil {
+				t.Fatalf("a quarantine record in the middle of a fan-out: %+v", events)
+			}
 			for j := range ev.msgs {
 				out = append(out, fuzzOutcome{quarantine: &ev.msgs[j]})
 			}
 		case bus.TopicDeliveries:
-			if i+1 == len(events) || events[i+1].topic != bus.TopicReceipts {
-				t.Fatalf("jobs written without receipts after them: %+v", events)
+			if cur == nil {
+				cur = &fuzzOutcome{}
 			}
-			var o fuzzOutcome
 			for _, m := range ev.msgs {
 				var j fuzzJob
 				if err := json.Unmarshal(m.Value, &j); err != nil {
 					t.Fatalf("a job that is not JSON: %v\n%s", err, m.Value)
 				}
-				o.jobs = append(o.jobs, j)
+				cur.jobs = append(cur.jobs, j)
 			}
-			i++
-			for _, m := range events[i].msgs {
+		case bus.TopicReceipts:
+			if cur == nil {
+				cur = &fuzzOutcome{}
+			}
+			for _, m := range ev.msgs {
 				var r delivery.Receipt
 				if err := json.Unmarshal(m.Value, &r); err != nil {
 					t.Fatalf("a receipt that is not JSON: %v\n%s", err, m.Value)
 				}
-				if r.Kind == delivery.KindAlert {
-					if o.alert != nil {
-						t.Fatalf("two alert receipts in one fan-out of %s", r.AlertID)
-					}
-					o.alert = &r
+				if r.Kind != delivery.KindAlert {
+					continue
 				}
+				if len(ev.msgs) != 1 {
+					t.Fatalf("the alert receipt of %s is written with other records, not after them", r.AlertID)
+				}
+				cur.alert = &r
+				out = append(out, *cur)
+				cur = nil
 			}
-			if o.alert == nil {
-				t.Fatalf("a fan-out without its alert receipt")
-			}
-			out = append(out, o)
 		default:
 			t.Fatalf("a write to %s on its own", ev.topic)
 		}
+	}
+	if cur != nil {
+		t.Fatalf("a fan-out without its alert receipt: %+v", events)
 	}
 	return out
 }

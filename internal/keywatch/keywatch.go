@@ -78,10 +78,12 @@ const (
 )
 
 // Registry is the current set of partners; *subscribers.Registry
-// satisfies it. Its records are immutable: a changed record is a new
-// pointer.
+// satisfies it.
 type Registry interface {
-	List() []*subscribers.Subscriber
+	// Revision changes whenever a record or an endpoint state does.
+	Revision() uint64
+	// Each calls fn with the effective record of every partner.
+	Each(fn func(*subscribers.Subscriber))
 }
 
 // Ledger answers what the receipts topic holds of the given ids, caught
@@ -143,7 +145,6 @@ type Watch struct {
 
 	claim   string
 	keys    map[[32]byte]keyInfo
-	seen    map[string]*subscribers.Subscriber
 	soon    prometheus.Gauge
 	expired prometheus.Gauge
 	sent    prometheus.Counter
@@ -162,7 +163,6 @@ func New() *Watch {
 	return &Watch{
 		claim: delivery.KeyExpiryIssuer + "/" + hex.EncodeToString(b[:]),
 		keys:  map[[32]byte]keyInfo{},
-		seen:  map[string]*subscribers.Subscriber{},
 		soon: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_partner_keys_expiring",
 			Help: "OpenPGP keys of active partners' email addresses that expire within 30 days and have not expired yet."}),
 		expired: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_partner_keys_expired",
@@ -208,11 +208,11 @@ func (w *Watch) Run(ctx context.Context) error {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	var last time.Time
-	failed := false
+	var checked uint64
+	first, failed := true, false
 	for {
-		subs := w.Registry.List()
-		if changed := w.changed(subs); changed || failed || time.Since(last) >= interval {
-			if err := w.Check(ctx, subs); err != nil {
+		if rev := w.Registry.Revision(); first || rev != checked || failed || time.Since(last) >= interval {
+			if err := w.Check(ctx, w.withKeys()); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -221,6 +221,7 @@ func (w *Watch) Run(ctx context.Context) error {
 			} else {
 				failed, last = false, time.Now()
 			}
+			first, checked = false, rev
 		}
 		select {
 		case <-ctx.Done():
@@ -230,18 +231,20 @@ func (w *Watch) Run(ctx context.Context) error {
 	}
 }
 
-// changed reports whether subs differ from the records of the last call.
-func (w *Watch) changed(subs []*subscribers.Subscriber) bool {
-	changed := len(subs) != len(w.seen)
-	next := make(map[string]*subscribers.Subscriber, len(subs))
-	for _, s := range subs {
-		next[s.ID] = s
-		if w.seen[s.ID] != s {
-			changed = true
+// withKeys returns the partners with an OpenPGP key: the only ones Check
+// looks at. The registry hands out its records one at a time, so the
+// others are never held all at once.
+func (w *Watch) withKeys() []*subscribers.Subscriber {
+	var out []*subscribers.Subscriber
+	w.Registry.Each(func(s *subscribers.Subscriber) {
+		for _, e := range s.Email {
+			if strings.TrimSpace(e.PGPKey) != "" {
+				out = append(out, s)
+				return
+			}
 		}
-	}
-	w.seen = next
-	return changed
+	})
+	return out
 }
 
 // inspect returns what is known of an armoured key, parsing it once.

@@ -59,6 +59,7 @@ func partner(id, status string, keys ...string) *subscribers.Subscriber {
 type registry struct {
 	mu   sync.Mutex
 	subs []*subscribers.Subscriber
+	rev  uint64
 }
 
 func (r *registry) List() []*subscribers.Subscriber {
@@ -67,9 +68,22 @@ func (r *registry) List() []*subscribers.Subscriber {
 	return r.subs
 }
 
+func (r *registry) Revision() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rev
+}
+
+func (r *registry) Each(fn func(*subscribers.Subscriber)) {
+	for _, s := range r.List() {
+		fn(s)
+	}
+}
+
 func (r *registry) set(subs ...*subscribers.Subscriber) {
 	r.mu.Lock()
 	r.subs = subs
+	r.rev++
 	r.mu.Unlock()
 }
 

@@ -40,6 +40,16 @@ type rec struct {
 	audit *record.Audit
 }
 
+// notDecided reports whether an authentic receipt is an outcome or an
+// acknowledgement, which a view of ScopeFanOut does not keep, without
+// decoding it: every writer of receipts encodes them with encoding/json or
+// the fan-out's encoder, which write the kind first, and a record that
+// does not start so is decoded and judged by its kind.
+func notDecided(value []byte) bool {
+	return bytes.HasPrefix(value, []byte(`{"kind":"`+delivery.KindOutcome+`"`)) ||
+		bytes.HasPrefix(value, []byte(`{"kind":"`+delivery.KindAck+`"`))
+}
+
 // decode reads an authentic record of topic; an error means the record is
 // skipped.
 func decode(topic string, m kafka.Message) (*rec, error) {
@@ -107,6 +117,7 @@ func truncate(s string) string {
 // records it changed (written once at the end), and the ids whose place in
 // the alert list must be worked out again.
 type txn struct {
+	scope      Scope
 	tx         *bbolt.Tx
 	pub        *bbolt.Bucket
 	rel        *bbolt.Bucket
@@ -123,8 +134,9 @@ type txn struct {
 }
 
 // apply applies a group of batches in one transaction, with their offsets.
-func apply(tx *bbolt.Tx, group []*batch) error {
+func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
 	t := &txn{
+		scope:      scope,
 		tx:         tx,
 		pub:        tx.Bucket(bPublished),
 		rel:        tx.Bucket(bRelease),
@@ -149,6 +161,9 @@ func apply(tx *bbolt.Tx, group []*batch) error {
 			case bus.TopicPending:
 				err = t.applyRelease(r)
 			case bus.TopicReceipts:
+				if scope == ScopeFanOut && r.receipt.Kind != delivery.KindAlert && r.receipt.Kind != delivery.KindDecision {
+					continue // not kept (notDecided let it through)
+				}
 				err = t.applyReceipt(r.receipt)
 			case bus.TopicAudit:
 				err = t.applyAudit(r)
@@ -183,6 +198,9 @@ func apply(tx *bbolt.Tx, group []*batch) error {
 		if err := t.rcpt.Put([]byte(id), v); err != nil {
 			return err
 		}
+	}
+	if scope == ScopeFanOut {
+		return nil // no alert list
 	}
 	for id := range t.touched {
 		if err := t.place(id); err != nil {
@@ -379,6 +397,9 @@ func (t *txn) flushEntries() error {
 			}
 			ra.Counts[e.State]++
 			t.dirty[es.id] = true
+		}
+		if t.scope == ScopeFanOut {
+			continue // no partner indexes
 		}
 		wasVisible, isVisible := old != nil && visible(old.Decision), visible(e.Decision)
 		if wasVisible && (!isVisible || old.State != e.State) {

@@ -4,16 +4,22 @@
 // deliveries and the audit trail, each answered in time proportional to the
 // answer, not to the history (PRODUCT.md §6, issues 12–14).
 //
+// A process that runs the fan-out without the api role keeps a view of
+// ScopeFanOut: the alerts topic and, of the receipts, the alert receipts
+// and decisions — what Lookup and Published answer the fan-out — and none
+// of the outcomes, acknowledgements, indexes or topics the api role reads.
+//
 // Kafka stays the source of truth. The view follows the topics alerts,
-// pending, receipts and audit from the offsets it stored, applies every
-// authentic record (bus.Authentic; the others are skipped, their offsets
-// still advance) in one write transaction per batch together with the next
-// offsets, and is rebuilt from Kafka when its file is missing, was written by
-// another schema version, or does not match the cluster (topic prefix,
-// partition counts, an offset beyond a high watermark, or a record at a
-// stored place that is not the one applied: a recreated topic or another
-// cluster). Everything it stores is derived: a view rebuilt from scratch
-// answers every query as the view kept live does.
+// pending, receipts and audit (alerts and receipts for ScopeFanOut) from
+// the offsets it stored, applies every authentic record (bus.Authentic;
+// the others are skipped, their offsets still advance) in one write
+// transaction per batch together with the next offsets, and is rebuilt
+// from Kafka when its file is missing, was written by another schema
+// version or for another scope, or does not match the cluster (topic
+// prefix, partition counts, an offset beyond a high watermark, or a record
+// at a stored place that is not the one applied: a recreated topic or
+// another cluster). Everything it stores is derived: a view rebuilt from
+// scratch answers every query as the view kept live does.
 //
 // # Durability
 //
@@ -27,7 +33,8 @@
 //
 // # On-disk layout (dir/view.db, schema version in meta/version)
 //
-//	meta           version, prefix (the topic prefix), partitions/<topic> (BE32)
+//	meta           version, prefix (the topic prefix), partitions/<topic> (BE32),
+//	               scope ("all" or "fanout"; absent: all)
 //	offsets        <topic> 0x00 BE32(partition) → BE64(next offset) BE64(offset of the
 //	               last record applied, -1 if none) [16]byte(its fingerprint)
 //	published      <id> → JSON Published (first authentic record of the alerts topic)

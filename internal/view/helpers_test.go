@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -45,7 +46,13 @@ type running struct {
 // the test), then closes it; it returns once the view is ready.
 func run(t *testing.T, dir string, b *bus.Bus) *running {
 	t.Helper()
-	v, err := view.Open(dir, view.Options{Log: kafkatest.Logger(t, slog.LevelWarn), Now: func() time.Time { return now }})
+	return runScope(t, dir, b, view.ScopeAll)
+}
+
+// runScope is run for a view of scope.
+func runScope(t *testing.T, dir string, b *bus.Bus, scope view.Scope) *running {
+	t.Helper()
+	v, err := view.Open(dir, view.Options{Log: kafkatest.Logger(t, slog.LevelWarn), Now: func() time.Time { return now }, Scope: scope})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -292,10 +299,20 @@ func writeWorkload(w *writer) {
 // answer the view must give.
 func ledgerOf(t *testing.T, b *bus.Bus, ids ...string) map[string]*ledger.Alert {
 	t.Helper()
+	return ledgerOfKinds(t, b, nil, ids...)
+}
+
+// ledgerOfKinds is ledgerOf folding only the receipts of the given kinds
+// (all when nil).
+func ledgerOfKinds(t *testing.T, b *bus.Bus, kinds []string, ids ...string) map[string]*ledger.Alert {
+	t.Helper()
 	l := ledger.New()
 	require.NoError(t, b.ReadAll(t.Context(), bus.TopicReceipts, func(m kafka.Message) error {
 		var r delivery.Receipt
 		if b.Authenticate(m) != nil || json.Unmarshal(m.Value, &r) != nil || r.AlertID != string(m.Key) {
+			return nil
+		}
+		if kinds != nil && !slices.Contains(kinds, r.Kind) {
 			return nil
 		}
 		l.Add(r)

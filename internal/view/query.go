@@ -72,8 +72,11 @@ func (v *View) Published(id string) (*Published, bool) {
 
 // Release returns the fold of the alert id's release log, with the
 // submitted alert's bytes in Submitted.Alert; false when nothing was
-// submitted under id.
+// submitted under id, and always in a view of ScopeFanOut.
 func (v *View) Release(id string) (*record.ReleaseState, bool) {
+	if v.scope != ScopeAll {
+		return nil, false
+	}
 	var r *record.ReleaseState
 	_ = v.read(func(tx *bbolt.Tx) error {
 		val := tx.Bucket(bRelease).Get([]byte(id))
@@ -194,6 +197,9 @@ func (rs records) summarize(id string, at time.Time, state byte, now time.Time) 
 // (those that expired are told apart at query time, by Options.Now) and
 // skip the others.
 func (v *View) List(q ListQuery) ([]Summary, string, error) {
+	if v.scope != ScopeAll {
+		return nil, "", ErrNotKept
+	}
 	n, err := limit(q.Limit)
 	if err != nil {
 		return nil, "", err
@@ -283,6 +289,9 @@ var partnerStates = map[string]bool{
 // page costs O(limit), with or without a state; with an alert, O(the
 // partner's targets).
 func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDelivery, string, error) {
+	if v.scope != ScopeAll {
+		return nil, "", ErrNotKept
+	}
 	n, err := limit(q.Limit)
 	if err != nil {
 		return nil, "", err
@@ -449,6 +458,9 @@ func (r *partnerReader) ofAlert(subscriber string, q PartnerQuery, after []byte,
 // the next page. With an actor or an action it reads that index, so a page
 // costs O(limit); an object prefix alone is matched as entries are read.
 func (v *View) Audit(q AuditQuery) ([]record.Audit, string, error) {
+	if v.scope != ScopeAll {
+		return nil, "", ErrNotKept
+	}
 	n, err := limit(q.Limit)
 	if err != nil {
 		return nil, "", err

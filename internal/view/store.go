@@ -43,6 +43,7 @@ var (
 var (
 	kVersion = []byte("version")
 	kPrefix  = []byte("prefix")
+	kScope   = []byte("scope") // Scope.String(); absent: ScopeAll
 )
 
 func partitionsKey(topic string) []byte { return []byte("partitions/" + topic) }

@@ -29,6 +29,41 @@ import (
 // Topics are the topics the view follows (without prefix).
 var Topics = []string{bus.TopicAlerts, bus.TopicPending, bus.TopicReceipts, bus.TopicAudit}
 
+// Scope is what a view keeps.
+type Scope int
+
+const (
+	// ScopeAll keeps everything the api role asks: the alerts, pending,
+	// receipts and audit topics.
+	ScopeAll Scope = iota
+	// ScopeFanOut keeps what the fan-out (and its key-expiry watch) asks:
+	// Lookup and Published. It follows the alerts and receipts topics
+	// only, and keeps of the receipts the alert receipts and the
+	// decisions (every entry, without its outcomes: its state stays
+	// pending), none of the outcomes (half of all receipts, one or more
+	// per delivery), acknowledgements, partner indexes or the alert list.
+	// List, PartnerDeliveries, Audit and Release answer ErrNotKept.
+	ScopeFanOut
+)
+
+// topics returns the topics a view of this scope follows.
+func (s Scope) topics() []string {
+	if s == ScopeFanOut {
+		return []string{bus.TopicAlerts, bus.TopicReceipts}
+	}
+	return Topics
+}
+
+func (s Scope) String() string {
+	if s == ScopeFanOut {
+		return "fanout"
+	}
+	return "all"
+}
+
+// ErrNotKept is the answer of a query a view of ScopeFanOut cannot answer.
+var ErrNotKept = errors.New("the view of this process keeps only what the fan-out needs (the api role keeps the whole view)")
+
 // File names in the view's directory.
 const (
 	dbFile    = "view.db"
@@ -53,15 +88,20 @@ type Options struct {
 	// Now is the clock pending alerts expire by at query time; nil means
 	// time.Now.
 	Now func() time.Time
+	// Scope is what the view keeps (ScopeAll by default). A store kept
+	// in another scope is rebuilt.
+	Scope Scope
 }
 
 // View is the materialised view of Herald's topics. Open it, call Run
 // (once) to keep it in step with Kafka, query it from any goroutine, and
 // Close it after Run returned.
 type View struct {
-	dir string
-	log *slog.Logger
-	now func() time.Time
+	dir    string
+	log    *slog.Logger
+	now    func() time.Time
+	scope  Scope
+	topics []string // the topics it follows
 
 	dbMu sync.RWMutex // guards db: queries and writes hold it shared, a wipe exclusive
 	db   *bbolt.DB
@@ -92,6 +132,8 @@ func Open(dir string, opt Options) (*View, error) {
 		dir:      dir,
 		log:      opt.Log,
 		now:      opt.Now,
+		scope:    opt.Scope,
+		topics:   opt.Scope.topics(),
 		pos:      map[string]map[int]int64{},
 		progress: make(chan struct{}),
 		started:  make(chan struct{}),
@@ -148,7 +190,7 @@ func (v *View) openDB(path string) (*bbolt.DB, error) {
 			return nil, fmt.Errorf("%s is in use by another process", path)
 		}
 		if err == nil {
-			var version []byte
+			var version, scope []byte
 			err = db.Update(func(tx *bbolt.Tx) error {
 				for _, name := range allBuckets {
 					if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -156,18 +198,26 @@ func (v *View) openDB(path string) (*bbolt.DB, error) {
 					}
 				}
 				m := tx.Bucket(bMeta)
-				version = bytes.Clone(m.Get(kVersion))
+				version, scope = bytes.Clone(m.Get(kVersion)), bytes.Clone(m.Get(kScope))
 				if version == nil && tx.Bucket(bOffsets).Stats().KeyN == 0 {
-					version = []byte(schemaVersion)
+					version, scope = []byte(schemaVersion), []byte(v.scope.String())
+					if err := m.Put(kScope, scope); err != nil {
+						return err
+					}
 					return m.Put(kVersion, version)
+				}
+				if scope == nil {
+					scope = []byte(ScopeAll.String()) // kept before scopes were
 				}
 				return nil
 			})
-			if err == nil && string(version) == schemaVersion {
+			if err == nil && string(version) == schemaVersion && string(scope) == v.scope.String() {
 				return db, nil
 			}
-			if err == nil {
+			if err == nil && string(version) != schemaVersion {
 				err = fmt.Errorf("schema version %q, not %q", version, schemaVersion)
+			} else if err == nil {
+				err = fmt.Errorf("kept for the %s scope, not %s", scope, v.scope)
 			}
 			_ = db.Close()
 		}
@@ -315,7 +365,7 @@ func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
 	)
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		var err error
-		if offs, err = b.Offsets(ctx, Topics...); err == nil {
+		if offs, err = b.Offsets(ctx, v.topics...); err == nil {
 			from, err = v.check(ctx, b, offs)
 		} else {
 			err = kafkaError{err}
@@ -342,7 +392,7 @@ func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
 	v.posMu.Lock()
 	v.pos = map[string]map[int]int64{}
 	v.followed = map[string]int{}
-	for _, t := range Topics {
+	for _, t := range v.topics {
 		targets[t] = map[int]int64{}
 		v.pos[t] = map[int]int64{}
 		v.followed[t] = len(offs[t])
@@ -361,7 +411,7 @@ func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	in := make(chan *batch, 2)
-	for _, t := range Topics {
+	for _, t := range v.topics {
 		g.Go(func() error { return b.FollowFrom(gctx, t, from[t], v.decoder(gctx, b, t, in)) })
 	}
 	g.Go(func() error { return v.write(gctx, in, targets) })
@@ -394,7 +444,7 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 	err := v.read(func(tx *bbolt.Tx) error {
 		m := tx.Bucket(bMeta)
 		storedPrefix = bytes.Clone(m.Get(kPrefix))
-		for _, t := range Topics {
+		for _, t := range v.topics {
 			if c := m.Get(partitionsKey(t)); len(c) == 4 {
 				counts[t] = int(binary.BigEndian.Uint32(c))
 			}
@@ -456,7 +506,7 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 		if err := m.Put(kPrefix, []byte(prefix)); err != nil {
 			return err
 		}
-		for _, t := range Topics {
+		for _, t := range v.topics {
 			if err := m.Put(partitionsKey(t), binary.BigEndian.AppendUint32(nil, uint32(len(offs[t])))); err != nil {
 				return err
 			}
@@ -513,6 +563,9 @@ func (v *View) decoder(ctx context.Context, b *bus.Bus, topic string, in chan<- 
 				out.skipped++
 				continue
 			}
+			if v.scope == ScopeFanOut && topic == bus.TopicReceipts && notDecided(m.Value) {
+				continue // an outcome or acknowledgement: not kept
+			}
 			r, err := decode(topic, m)
 			if err != nil {
 				out.malformed++
@@ -552,7 +605,7 @@ func (v *View) write(ctx context.Context, in <-chan *batch, targets map[string]m
 				break gather
 			}
 		}
-		if err := v.update(func(tx *bbolt.Tx) error { return apply(tx, group) }); err != nil {
+		if err := v.update(func(tx *bbolt.Tx) error { return apply(tx, v.scope, group) }); err != nil {
 			if ctx.Err() != nil && errors.Is(err, ErrClosed) {
 				return nil
 			}
@@ -618,7 +671,7 @@ func (v *View) checkReady(targets map[string]map[int]int64) {
 // needs the history (Sync(ctx, bus.TopicReceipts)).
 func (v *View) Sync(ctx context.Context, topics ...string) error {
 	if len(topics) == 0 {
-		topics = Topics
+		topics = v.topics
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, syncTimeout, fmt.Errorf("not caught up within %s", syncTimeout))
 	defer cancel()
@@ -651,7 +704,7 @@ func (v *View) SyncTo(ctx context.Context, offs map[string][]bus.PartitionOffset
 	want := map[string]map[int]int64{}
 	var topics []string
 	for t, ps := range offs {
-		if !slices.Contains(Topics, t) {
+		if !slices.Contains(v.topics, t) {
 			continue
 		}
 		topics = append(topics, t)
@@ -703,7 +756,7 @@ type Stats struct {
 func (v *View) Stats() Stats {
 	s := Stats{Applied: map[string]int64{}, Skipped: map[string]int64{}, Malformed: map[string]int64{},
 		Transactions: v.txs.Load(), Rebuilds: v.rebuilds.Load()}
-	for _, t := range Topics {
+	for _, t := range v.topics {
 		s.Applied[t] = counter(&v.applied, t).Load()
 		s.Skipped[t] = counter(&v.skipped, t).Load()
 		s.Malformed[t] = counter(&v.malformed, t).Load()

@@ -686,3 +686,70 @@ func TestSyncRightAfterARestart(t *testing.T) {
 		require.NoError(t, v.Close())
 	}
 }
+
+// TestFanOutScopeKeepsWhatTheFanOutAsks: a view of ScopeFanOut answers
+// Published as the whole view does, and Lookup as the ledger folded from
+// the alert receipts and decisions alone (what rule 7, lineage and the
+// identity check read); it answers nothing else, keeps no outcome, and a
+// store kept in one scope is rebuilt when opened in the other.
+func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	writeWorkload(w)
+	all := run(t, t.TempDir(), b)
+	dir := t.TempDir()
+	lean := runScope(t, dir, b, view.ScopeFanOut)
+
+	want := dump(t, all.View)
+	for _, id := range dumpIDs {
+		p, ok := lean.Published(id)
+		require.Equal(t, want.Published[id] != nil, ok, id)
+		if ok {
+			require.Equal(t, want.Published[id], p, id)
+		}
+		_, ok = lean.Release(id)
+		require.False(t, ok, "release logs are not kept")
+	}
+	got, err := lean.Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	decided := ledgerOfKinds(t, b, []string{delivery.KindAlert, delivery.KindDecision}, dumpIDs...)
+	require.Equal(t, decided, got)
+	require.True(t, got["a1"].Received("bank", bankMail), "rule 7 reads the decisions")
+	require.False(t, got["a1"].Received("farm", farmMail))
+	require.Equal(t, map[string]int{delivery.StatePending: 3, delivery.StateWithheld: 1}, got["a1"].Counts(), "no outcome is kept")
+	require.Empty(t, got["a1"].Acks)
+	require.Equal(t, want.Lookup["a2"].Meta, got["a2"].Meta)
+
+	_, _, err = lean.List(view.ListQuery{})
+	require.ErrorIs(t, err, view.ErrNotKept)
+	_, _, err = lean.PartnerDeliveries("bank", view.PartnerQuery{})
+	require.ErrorIs(t, err, view.ErrNotKept)
+	_, _, err = lean.Audit(view.AuditQuery{})
+	require.ErrorIs(t, err, view.ErrNotKept)
+
+	// Live and rebuilt alike.
+	w.receipts(false, decision("a3", "gym", delivery.ChannelWebhook, "https://gym.example/h", delivery.Deliver, delivery.ModeSigned, at(9*time.Minute)),
+		outcome("a3", "gym", "https://gym.example/h", delivery.StateDelivered, 1, "", at(9*time.Minute+time.Second)),
+		alertReceipt(a3(t), at(9*time.Minute+2*time.Second)))
+	require.NoError(t, lean.Sync(t.Context()))
+	rebuilt := runScope(t, t.TempDir(), b, view.ScopeFanOut)
+	live, err := lean.Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	again, err := rebuilt.Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	require.Equal(t, live, again)
+	require.Equal(t, ledgerOfKinds(t, b, []string{delivery.KindAlert, delivery.KindDecision}, dumpIDs...), again)
+
+	// The store kept for the fan-out is rebuilt for the whole view, and
+	// the other way round.
+	lean.stop()
+	whole := run(t, dir, b)
+	require.NoError(t, all.Sync(t.Context()))
+	require.Equal(t, dump(t, all.View), dump(t, whole.View))
+	whole.stop()
+	again2 := runScope(t, dir, b, view.ScopeFanOut)
+	got, err = again2.Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	require.Equal(t, live, got)
+}

@@ -64,6 +64,32 @@ func (r *Receipt) Encode() []byte {
 	return append(b, '}')
 }
 
+// plain reports whether the job is one appendPlain writes: a first
+// attempt with its alert's bytes, and no lineage, held alerts or
+// not_before.
+func (j *Job) plain() bool {
+	return j.Attempt == 0 && j.NotBefore.IsZero() && j.History == nil && j.Held == nil && j.Lineage == nil &&
+		len(j.AlertJSON) > 0
+}
+
+// appendPlain writes a plain job as encodeReflect does.
+func (j *Job) appendPlain() []byte {
+	b := make([]byte, 0, len(j.AlertJSON)+len(j.ID)+len(j.Subscriber)+len(j.Target)+96)
+	b = append(b, `{"id":`...)
+	b = appendString(b, j.ID)
+	b = append(b, `,"alert":`...)
+	b = append(b, j.AlertJSON...)
+	b = append(b, `,"subscriber":`...)
+	b = appendString(b, j.Subscriber)
+	b = append(b, `,"channel":`...)
+	b = appendString(b, j.Channel)
+	b = append(b, `,"target":`...)
+	b = appendString(b, j.Target)
+	b = append(b, `,"mode":`...)
+	b = appendString(b, j.Mode)
+	return append(b, `,"attempt":0}`...)
+}
+
 // encodableTime reports whether t encodes as JSON (time.Time.MarshalJSON
 // refuses years outside 0-9999).
 func encodableTime(t time.Time) bool {
