@@ -115,10 +115,7 @@ func (s *Server) envelope(w http.ResponseWriter, r *http.Request, sub *subscribe
 		return
 	}
 	addedHeaders(w, page)
-	res := map[string]any{"more": more}
-	if more {
-		res["next"] = next
-	}
+	res := envelope(more, next)
 	if len(objects) > 0 {
 		res["objects"] = objects
 	}
@@ -137,10 +134,7 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request, sub *subscribe
 		vs[i] = e.version
 	}
 	addedHeaders(w, page)
-	res := map[string]any{"more": more}
-	if more {
-		res["next"] = next
-	}
+	res := envelope(more, next)
 	if len(vs) > 0 {
 		res["versions"] = vs
 	}
@@ -165,10 +159,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, sub *subscribe
 		records[i] = record{ID: e.id, DateAdded: e.added().Format(timeFormat), Version: e.version, MediaType: MediaSTIX}
 	}
 	addedHeaders(w, page)
-	res := map[string]any{"more": more}
-	if more {
-		res["next"] = next
-	}
+	res := envelope(more, next)
 	if len(records) > 0 {
 		res["objects"] = records
 	}
@@ -571,4 +562,14 @@ func (q *query) page(sel []*entry) (page []*entry, more bool, next string) {
 		return page, true, page[len(page)-1].position().encode()
 	}
 	return sel, false, ""
+}
+
+// envelope starts a TAXII envelope (or versions or manifest resource):
+// more, and next when there is more.
+func envelope(more bool, next string) map[string]any {
+	res := map[string]any{"more": more}
+	if more {
+		res["next"] = next
+	}
+	return res
 }
