@@ -198,15 +198,85 @@ func CAP(a *alerts.Alert, ctx Context) ([]byte, error) {
 		msg.Info.Expires = capTime(*a.ExpiresAt)
 	}
 
+	return encodeCAP(a.ID, msg)
+}
+
+// CAPNoticeRestriction is the CAP restriction of a content-free cancel
+// notice.
+const CAPNoticeRestriction = "Content-free notice: the messages referenced are withdrawn for this recipient, " +
+	"which is no longer eligible to receive them or what supersedes them. Delete or disregard them."
+
+// CAPNoticeSuffix ends the identifier of a CAP cancel notice, which is a
+// message of its own: the alert's identifier names the update or cancel
+// its eligible recipients receive.
+const CAPNoticeSuffix = ".withdrawn"
+
+// CAPNotice renders the content-free cancel notice of an update or cancel
+// as a CAP 1.2 Cancel: identifier = the follow-up's id + CAPNoticeSuffix,
+// sender, sent = the follow-up's issued_at, its status, msgType Cancel,
+// scope Restricted with CAPNoticeRestriction, and references naming every
+// alert the follow-up supersedes (sender,identifier,sent, from
+// Context.References); no info block, so no title, text, indicators, TLP
+// or marking.
+func CAPNotice(a *alerts.Alert, ctx Context) ([]byte, error) {
+	if err := checkCAPToken("context.sender", ctx.Sender); err != nil {
+		return nil, fmt.Errorf("render the CAP notice of %s: %w", a.ID, err)
+	}
+	if a.IssuedAt == nil {
+		return nil, fmt.Errorf("render the CAP notice of %s: issued_at: required (set by Herald before delivery)", a.ID)
+	}
+	if len(a.References) == 0 {
+		return nil, fmt.Errorf("render the CAP notice of %s: references: the notice names the alerts it withdraws, and there are none", a.ID)
+	}
+	refs, err := capReferences(a, ctx)
+	if err != nil {
+		return nil, fmt.Errorf("render the CAP notice of %s: %w", a.ID, err)
+	}
+	status, ok := capStatuses[a.Status]
+	if a.Status == "" {
+		status, ok = capStatuses[alerts.StatusActual], true
+	}
+	if !ok {
+		return nil, fmt.Errorf("render the CAP notice of %s: status: %q has no CAP status", a.ID, a.Status)
+	}
+	return encodeCAP(a.ID, capCancel{
+		Identifier:  a.ID + CAPNoticeSuffix,
+		Sender:      ctx.Sender,
+		Sent:        capTime(*a.IssuedAt),
+		Status:      status,
+		MsgType:     "Cancel",
+		Scope:       "Restricted",
+		Restriction: CAPNoticeRestriction,
+		References:  refs,
+	})
+}
+
+// encodeCAP writes a CAP message as XML: the declaration, the message
+// indented, a final newline.
+func encodeCAP(id string, msg any) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(xml.Header)
 	enc := xml.NewEncoder(&b)
 	enc.Indent("", "  ")
 	if err := enc.Encode(msg); err != nil {
-		return nil, fmt.Errorf("render alert %s as CAP: %w", a.ID, err)
+		return nil, fmt.Errorf("render alert %s as CAP: %w", id, err)
 	}
 	b.WriteByte('\n')
 	return b.Bytes(), nil
+}
+
+// capCancel is a CAP 1.2 alert message without info; field order is the
+// schema's.
+type capCancel struct {
+	XMLName     xml.Name `xml:"urn:oasis:names:tc:emergency:cap:1.2 alert"`
+	Identifier  string   `xml:"identifier"`
+	Sender      string   `xml:"sender"`
+	Sent        string   `xml:"sent"`
+	Status      string   `xml:"status"`
+	MsgType     string   `xml:"msgType"`
+	Scope       string   `xml:"scope"`
+	Restriction string   `xml:"restriction"`
+	References  string   `xml:"references"`
 }
 
 // appendNew appends ind unless list holds one of the same type and value.

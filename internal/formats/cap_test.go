@@ -152,3 +152,33 @@ func TestCAPContent(t *testing.T) {
 		}
 	})
 }
+
+// TestCAPNotice: the content-free notice of a cancel is a valid CAP 1.2
+// Cancel naming only the withdrawn messages, with nothing of the alert's
+// content; without references or a sender it is refused.
+func TestCAPNotice(t *testing.T) {
+	root, cancel := rootAlert(), cancelAlert()
+	ctx := formats.Context{Agency: agency, Sender: sender, References: []formats.Ref{{ID: cancel.References[0], IssuedAt: *root.IssuedAt}}}
+	b, err := formats.CAPNotice(cancel, ctx)
+	require.NoError(t, err)
+	out, err := xmllint(t, b)
+	require.NoError(t, err, out)
+
+	var m capMessage
+	require.NoError(t, xml.Unmarshal(b, &m))
+	require.Equal(t, cancel.ID+formats.CAPNoticeSuffix, m.Identifier)
+	require.Equal(t, "Cancel", m.MsgType)
+	require.Equal(t, formats.CAPNoticeRestriction, m.Restriction)
+	require.Equal(t, sender+","+cancel.References[0]+","+root.IssuedAt.UTC().Format("2006-01-02T15:04:05-07:00"), m.References)
+	require.Empty(t, m.Info.Headline)
+	for _, leak := range []string{cancel.Title, root.Title, string(cancel.TLP.Label()), string(cancel.Marking)} {
+		require.NotContains(t, string(b), leak)
+	}
+
+	noRefs := *cancel
+	noRefs.References = nil
+	_, err = formats.CAPNotice(&noRefs, ctx)
+	require.ErrorContains(t, err, "references")
+	_, err = formats.CAPNotice(cancel, formats.Context{Agency: agency, References: ctx.References})
+	require.ErrorContains(t, err, "context.sender")
+}
