@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -86,8 +87,8 @@ func NewSecret() (string, error) {
 // non-empty and contain no space, comma or line break; ts is signed in
 // whole Unix seconds, as the webhook-timestamp header carries it.
 func Sign(msgID string, ts time.Time, body []byte, secrets []string) (string, error) {
-	if msgID == "" || strings.ContainsAny(msgID, " ,\r\n") {
-		return "", fmt.Errorf("sign webhook: invalid message id %q", msgID)
+	if err := checkID(msgID); err != nil {
+		return "", err
 	}
 	if len(secrets) == 0 {
 		return "", errors.New("sign webhook: no secret")
@@ -105,6 +106,78 @@ func Sign(msgID string, ts time.Time, body []byte, secrets []string) (string, er
 		b.WriteString(base64.StdEncoding.EncodeToString(mac(key, msgID, ts.Unix(), body)))
 	}
 	return b.String(), nil
+}
+
+// Signer signs messages with a fixed list of secrets, decoded and keyed
+// once: a sender that signs many messages with one endpoint's secrets
+// keeps one instead of calling Sign, which decodes the secrets and keys
+// an HMAC for each message. It is safe for concurrent use.
+type Signer struct {
+	keys []*keyedMAC
+}
+
+// keyedMAC hands out HMAC-SHA256 states keyed with one secret.
+type keyedMAC struct {
+	key  []byte
+	pool sync.Pool // of hash.Hash keyed with key
+}
+
+func (k *keyedMAC) sum(msgID string, unix int64, body []byte) []byte {
+	h, _ := k.pool.Get().(hash.Hash)
+	if h == nil {
+		h = hmac.New(sha256.New, k.key)
+	} else {
+		h.Reset() // back to the keyed state, without hashing the key again
+	}
+	writeSigned(h, msgID, unix, body)
+	var out [sha256.Size]byte
+	sum := h.Sum(out[:0])
+	k.pool.Put(h)
+	return sum
+}
+
+// NewSigner decodes secrets (whsec_ and base64, as Sign takes them) for
+// signing.
+func NewSigner(secrets []string) (*Signer, error) {
+	if len(secrets) == 0 {
+		return nil, errors.New("sign webhook: no secret")
+	}
+	s := &Signer{keys: make([]*keyedMAC, len(secrets))}
+	for i, sec := range secrets {
+		key, err := DecodeSecret(sec)
+		if err != nil {
+			return nil, fmt.Errorf("sign webhook: secret %d: %w", i, err)
+		}
+		s.keys[i] = &keyedMAC{key: key}
+	}
+	return s, nil
+}
+
+// Sign returns the webhook-signature header value for a message, as the
+// package's Sign does with the Signer's secrets.
+func (s *Signer) Sign(msgID string, ts time.Time, body []byte) (string, error) {
+	if err := checkID(msgID); err != nil {
+		return "", err
+	}
+	const entry = len("v1,") + (sha256.Size+2)/3*4
+	b := make([]byte, 0, len(s.keys)*(entry+1))
+	for i, k := range s.keys {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, "v1,"...)
+		b = base64.StdEncoding.AppendEncode(b, k.sum(msgID, ts.Unix(), body))
+	}
+	return string(b), nil
+}
+
+// checkID checks a message id to be signed: non-empty, without space,
+// comma or line break.
+func checkID(msgID string) error {
+	if msgID == "" || strings.ContainsAny(msgID, " ,\r\n") {
+		return fmt.Errorf("sign webhook: invalid message id %q", msgID)
+	}
+	return nil
 }
 
 // mac computes HMAC-SHA256(key, id "." timestamp "." body) without copying

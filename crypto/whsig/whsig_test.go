@@ -150,3 +150,47 @@ func TestVerifyBoundsEntries(t *testing.T) {
 	err = whsig.Verify(headers("msg_1", now, many), nil, []string{s}, now, 0)
 	require.True(t, errors.Is(err, whsig.ErrNoMatch), "entries past the bound must be ignored, got %v", err)
 }
+
+// TestSignerMatchesSign: a Signer kept for many messages signs each as
+// Sign does, with one entry per secret, and its signatures verify.
+func TestSignerMatchesSign(t *testing.T) {
+	secrets := []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_" + "c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24="}
+	s, err := whsig.NewSigner(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Unix(1_700_000_000, 0)
+	for i := range 3 {
+		id := "msg_" + strconv.Itoa(i)
+		body := []byte(`{"n":` + strconv.Itoa(i) + `}`)
+		got, err := s.Sign(id, ts, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := whsig.Sign(id, ts, body, secrets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("message %d: Signer gave %q, Sign %q", i, got, want)
+		}
+		h := http.Header{}
+		h.Set(whsig.HeaderID, id)
+		h.Set(whsig.HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
+		h.Set(whsig.HeaderSignature, got)
+		for _, sec := range secrets {
+			if err := whsig.Verify(h, body, []string{sec}, ts, 0); err != nil {
+				t.Fatalf("message %d: does not verify with one of the secrets: %v", i, err)
+			}
+		}
+	}
+	if _, err := s.Sign("bad id", ts, nil); err == nil {
+		t.Fatal("Signer signed a message id with a space")
+	}
+	if _, err := whsig.NewSigner(nil); err == nil {
+		t.Fatal("NewSigner accepted no secret")
+	}
+	if _, err := whsig.NewSigner([]string{"whsec_!!!"}); err == nil {
+		t.Fatal("NewSigner accepted a secret that is not base64")
+	}
+}

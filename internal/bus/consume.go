@@ -281,8 +281,38 @@ const drainWait = 100 * time.Microsecond
 // brokers report more waiting behind the last message (a backlog), what
 // arrives within Linger, up to CommitBatch messages. One alert at a time
 // is handed on at once; a burst is handed on in large batches.
+//
+// While there is a backlog, one context bounded by the linger deadline
+// serves every fetch of the batch (a context and a timer per message cost
+// about as much as the rest of taking it).
 func gather(ctx context.Context, r *kafka.Reader, batch []kafka.Message, cc config.KafkaConsumer) []kafka.Message {
 	deadline := time.Now().Add(cc.Linger)
+	var linger context.Context // bounded by deadline; made when first needed
+	if cc.Linger > drainWait {
+		var cancel context.CancelFunc
+		defer func() {
+			if cancel != nil {
+				cancel()
+			}
+		}()
+		lingerCtx := func() context.Context {
+			if linger == nil {
+				linger, cancel = context.WithDeadline(ctx, deadline)
+			}
+			return linger
+		}
+		for len(batch) < cc.CommitBatch {
+			last := batch[len(batch)-1]
+			if last.HighWaterMark <= last.Offset+1 || time.Until(deadline) <= drainWait {
+				break // no backlog: wait no longer than drainWait
+			}
+			m, err := r.FetchMessage(lingerCtx())
+			if err != nil {
+				return batch
+			}
+			batch = append(batch, m)
+		}
+	}
 	for len(batch) < cc.CommitBatch {
 		last := batch[len(batch)-1]
 		wait := drainWait

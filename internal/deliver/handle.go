@@ -264,7 +264,7 @@ func (r *Runner) dispatch(ctx context.Context, b *batch, job *delivery.Job) {
 	b.mu.Lock()
 	b.tasks = append(b.tasks, t)
 	b.mu.Unlock()
-	go r.run(ctx, b, t)
+	r.workers.submit(func() { r.run(ctx, b, t) })
 }
 
 // missingNotifier fails jobs of a channel the runner has no notifier for.

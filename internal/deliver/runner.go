@@ -128,6 +128,7 @@ type Runner struct {
 	metrics   *metrics
 
 	sem       chan struct{} // Concurrency slots
+	workers   *workers      // the goroutines that run attempts
 	endpoints *endpoints
 
 	stopping chan struct{} // closed when Run's context ends
@@ -163,6 +164,7 @@ func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Noti
 		notifiers: notifiers,
 		log:       cfg.Log,
 		sem:       make(chan struct{}, cfg.Concurrency),
+		workers:   newWorkers(cfg.Concurrency),
 		stopping:  make(chan struct{}),
 		leases:    make(map[string]leaseState),
 		alerts:    delivery.NewAlertCache(alertCacheSize),
@@ -200,6 +202,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	err := g.Wait()
 	r.stopOnce.Do(func() { close(r.stopping) })
 	r.orphans.Wait()
+	r.workers.stop()
 	if err != nil {
 		return fmt.Errorf("deliver: %w", err)
 	}

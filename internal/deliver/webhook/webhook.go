@@ -160,6 +160,9 @@ type Notifier struct {
 	flight singleflight.Group
 	bodies *fifo[*signedBody] // by rendering, the alert's content digest and its lineage
 	routes *fifo[*route]      // by URL and client certificate files
+	// signers are the endpoints' Standard Webhooks signers, by their
+	// secrets: decoded and keyed once, not at every delivery.
+	signers *fifo[*whsig.Signer]
 }
 
 // signedBody is a body, its media type and its detached signature, shared
@@ -198,6 +201,7 @@ func New(cfg Config, signer Signer, log *slog.Logger) (*Notifier, error) {
 		clients: newClients(cfg),
 		bodies:  newFIFO[*signedBody](cfg.BodyCache),
 		routes:  newFIFO[*route](maxRoutes),
+		signers: newFIFO[*whsig.Signer](maxRoutes),
 	}, nil
 }
 
@@ -453,7 +457,11 @@ func (n *Notifier) body(job *delivery.Job, sub *subscribers.Subscriber, ep *subs
 // classified.
 func (n *Notifier) send(ctx context.Context, rt *route, job *delivery.Job, secrets []string, sb *signedBody, log *slog.Logger) *delivery.Failure {
 	ts := n.cfg.Now()
-	sig, err := whsig.Sign(job.ID, ts, sb.body, secrets)
+	signer, err := n.webhookSigner(secrets)
+	if err != nil {
+		return delivery.Permanent(delivery.ReasonConfig, err)
+	}
+	sig, err := signer.Sign(job.ID, ts, sb.body)
 	if err != nil {
 		return delivery.Permanent(delivery.ReasonConfig, err)
 	}
@@ -476,6 +484,22 @@ func (n *Notifier) send(ctx context.Context, rt *route, job *delivery.Job, secre
 	}
 	f.Err = errors.New(resp.Status + snippet)
 	return f
+}
+
+// webhookSigner returns the Standard Webhooks signer of an endpoint's secrets,
+// making it on first use. It is keyed by the secrets themselves, so a
+// partner's rotated secrets make a new one at once.
+func (n *Notifier) webhookSigner(secrets []string) (*whsig.Signer, error) {
+	key := strings.Join(secrets, "\x00")
+	if s, ok := n.signers.get(key); ok {
+		return s, nil
+	}
+	s, err := whsig.NewSigner(secrets)
+	if err != nil {
+		return nil, err
+	}
+	n.signers.put(key, s)
+	return s, nil
 }
 
 // endpoint finds the webhook of sub with url target.
