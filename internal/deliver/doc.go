@@ -22,8 +22,11 @@
 // offsets are committed only when the handler returns nil, and it returns
 // nil only after every job of the batch has its outcome written and
 // acknowledged (acks=all): a receipt, and where the job goes on, its retry
-// or dead-letter record — those first, then the receipts that tell of them,
-// so a receipt never names a record that was not written. A worker killed
+// or dead-letter record. Dead letters (and endpoint states) are written
+// before the receipts that tell of them, so a "dead" receipt never names a
+// dead letter that was not written; retry jobs after the receipts, so the
+// "retrying" receipt is in the receipts topic before the retry's own
+// outcome can follow it (receipts are folded in topic order). A worker killed
 // at any instant therefore loses nothing; jobs whose outcome was written
 // but whose offsets were not committed run again with the same delivery
 // id, which receivers use to drop duplicates. Two batches of the deliveries topic are handled at once

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -101,12 +102,8 @@ func (o *out) then(f func()) {
 	o.mu.Unlock()
 }
 
-// flush writes everything o holds, one acknowledged write per topic, then
-// runs the after functions. Receipts go last: the retry jobs, dead
-// letters and endpoint states they tell of are written (in parallel)
-// first, so that whoever reads a receipt finds what it describes — a
-// "retrying" job in its tier, a "dead" one in the dead topic — even if
-// the process dies between the writes.
+// flush writes everything o holds, one acknowledged write per topic, in
+// the phases of flushPhases, then runs the after functions.
 func (r *Runner) flush(ctx context.Context, o *out) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -118,22 +115,57 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 			return err
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	for topic, msgs := range o.byTopic {
-		if topic != bus.TopicReceipts {
+	for _, phase := range flushPhases(o.byTopic) {
+		g, gctx := errgroup.WithContext(ctx)
+		for _, topic := range phase {
+			msgs := o.byTopic[topic]
 			g.Go(func() error { return r.bus.Producer(topic).Write(gctx, msgs...) })
 		}
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if err := r.bus.Producer(bus.TopicReceipts).Write(ctx, o.byTopic[bus.TopicReceipts]...); err != nil {
-		return err
+		if err := g.Wait(); err != nil {
+			return err
+		}
 	}
 	for _, f := range o.after {
 		f()
 	}
 	return nil
+}
+
+// flushPhases orders the topics of a batch's records into phases, each
+// written (its topics in parallel) once the one before is acknowledged:
+//
+//  1. dead letters and endpoint states, so that whoever reads a "dead"
+//     receipt finds the dead letter it tells of;
+//  2. the receipts;
+//  3. the jobs of the retry tiers (and any other topic), so that a
+//     retrying delivery's receipt is in the receipts topic before the
+//     retry can be attempted and its next outcome written: receipts of a
+//     delivery are folded in topic order, and an "expired" or "dead"
+//     written by a retry tier must never come before the "retrying" that
+//     led to it.
+//
+// A process that dies between phases has not committed the jobs it was
+// handling; they are handled again, and their records written again.
+func flushPhases(byTopic map[string][]kafka.Message) [][]string {
+	var first, receipts, last []string
+	for topic := range byTopic {
+		switch topic {
+		case bus.TopicDead, bus.TopicSubscribers:
+			first = append(first, topic)
+		case bus.TopicReceipts:
+			receipts = append(receipts, topic)
+		default:
+			last = append(last, topic)
+		}
+	}
+	var phases [][]string
+	for _, p := range [][]string{first, receipts, last} {
+		if len(p) > 0 {
+			sort.Strings(p)
+			phases = append(phases, p)
+		}
+	}
+	return phases
 }
 
 // receipt records an outcome of job.
