@@ -284,7 +284,10 @@ func (w *Worker) remember(id, digest string) {
 
 // Candidates is what Decide needs of the subscriber registry.
 type Candidates interface {
-	Candidates(a *alerts.Alert) (subs []*subscribers.Subscriber, missing []string)
+	// EachCandidate calls fn with every partner the alert could reach
+	// (subscribers.Registry.EachCandidate), one at a time, and returns
+	// the named ids that are not registered.
+	EachCandidate(a *alerts.Alert, fn func(*subscribers.Subscriber)) (missing []string)
 	Get(id string) *subscribers.Subscriber
 }
 
@@ -294,16 +297,25 @@ type Candidates interface {
 // alert it references), the policy's decision for each target, with rule 7
 // applied; a named partner that is not registered gets a withhold row.
 // Every other partner is outside the audience by rule 2 and has no row.
+//
+// The candidates are decided one at a time, so that only the decisions
+// are held, not the partners' records as well.
 func Decide(a *alerts.Alert, reg Candidates, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) []policy.Decision {
-	cands, missing := reg.Candidates(a)
-	if len(prior) > 0 {
-		cands = addPriorRecipients(reg, cands, prior)
-	}
 	var ds []policy.Decision
-	for _, s := range cands {
-		ds = policy.Append(ds, a, s, now, opt)
-	}
+	var have map[string]bool
 	if len(prior) > 0 {
+		have = make(map[string]bool)
+	}
+	missing := reg.EachCandidate(a, func(s *subscribers.Subscriber) {
+		if have != nil {
+			have[s.ID] = true
+		}
+		ds = policy.Append(ds, a, s, now, opt)
+	})
+	if len(prior) > 0 {
+		for _, s := range priorRecipients(reg, have, prior) {
+			ds = policy.Append(ds, a, s, now, opt)
+		}
 		ds = policy.FollowUp(ds, ledger.ReceivedAny(prior))
 	}
 	for _, id := range missing {
@@ -631,13 +643,10 @@ func held(prior map[string]*ledger.Alert, subscriber, target string) []delivery.
 	return out
 }
 
-// addPriorRecipients adds to cands every registered partner that received
-// one of the prior alerts and is not already a candidate.
-func addPriorRecipients(reg Candidates, cands []*subscribers.Subscriber, prior map[string]*ledger.Alert) []*subscribers.Subscriber {
-	have := make(map[string]bool, len(cands))
-	for _, s := range cands {
-		have[s.ID] = true
-	}
+// priorRecipients returns every registered partner that received one of
+// the prior alerts and is not a candidate already (have), each once.
+func priorRecipients(reg Candidates, have map[string]bool, prior map[string]*ledger.Alert) []*subscribers.Subscriber {
+	var out []*subscribers.Subscriber
 	for _, p := range prior {
 		for _, e := range p.Entries() {
 			if have[e.Subscriber] || e.Decision != delivery.Deliver {
@@ -645,11 +654,11 @@ func addPriorRecipients(reg Candidates, cands []*subscribers.Subscriber, prior m
 			}
 			if s := reg.Get(e.Subscriber); s != nil {
 				have[s.ID] = true
-				cands = append(cands, s)
+				out = append(out, s)
 			}
 		}
 	}
-	return cands
+	return out
 }
 
 // ReceiptMessage encodes a receipt for the receipts topic, keyed by alert id.
