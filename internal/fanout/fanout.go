@@ -541,7 +541,9 @@ func (d *decided) alertReceipt() kafka.Message {
 // returns the number of jobs written.
 func (w *Worker) write(ctx context.Context, d *decided) (int, error) {
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(2 * slicesInFlight)
+	// A slice's jobs and receipts are written at the same time, and the
+	// slice counts as in flight until both are acknowledged.
+	g.SetLimit(slicesInFlight)
 	jobs := 0
 	var err error
 	for from := 0; from < len(d.decisions) && gctx.Err() == nil; {
@@ -550,22 +552,24 @@ func (w *Worker) write(ctx context.Context, d *decided) (int, error) {
 			break
 		}
 		jobs += len(js)
-		if len(js) > 0 {
-			g.Go(func() error {
-				if err := w.Deliveries.Write(gctx, js...); err != nil {
-					return fmt.Errorf("write delivery jobs of alert %s: %w", d.a.ID, err)
-				}
-				return nil
-			})
-		}
-		if len(rs) > 0 {
-			g.Go(func() error {
-				if err := w.Receipts.Write(gctx, rs...); err != nil {
-					return fmt.Errorf("write receipts of alert %s: %w", d.a.ID, err)
-				}
-				return nil
-			})
-		}
+		g.Go(func() error {
+			var jerr, rerr error
+			var wg sync.WaitGroup
+			if len(js) > 0 {
+				wg.Go(func() { jerr = w.Deliveries.Write(gctx, js...) })
+			}
+			if len(rs) > 0 {
+				rerr = w.Receipts.Write(gctx, rs...)
+			}
+			wg.Wait()
+			switch {
+			case jerr != nil:
+				return fmt.Errorf("write delivery jobs of alert %s: %w", d.a.ID, jerr)
+			case rerr != nil:
+				return fmt.Errorf("write receipts of alert %s: %w", d.a.ID, rerr)
+			}
+			return nil
+		})
 	}
 	if werr := g.Wait(); err == nil {
 		err = werr
