@@ -2,6 +2,9 @@ package subscribers
 
 import (
 	"encoding/binary"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/herald-alerts/herald/alerts"
 )
@@ -16,6 +19,11 @@ import (
 // and nothing for the collector to scan. unpack builds the record again,
 // its strings pointing into the packed one (no copy), in well under a
 // microsecond.
+//
+// The fields drawn from a small vocabulary (kind, sectors, regions,
+// severity, clearance, status, a webhook's max_tlp and format, the pull
+// channel's max_tlp) are packed as words: the index of one copy the
+// records share (words), about 45 bytes less a partner.
 //
 // pack and unpack know every field of Subscriber, Email, Webhook and Pull;
 // packed_test.go fails when one is added, so that a field is never
@@ -51,11 +59,11 @@ func pack(s *Subscriber) string {
 	b := make([]byte, 0, n)
 	b = packString(b, s.ID)
 	b = packString(b, s.Name)
-	b = packString(b, s.Kind)
-	b = packStrings(b, s.Sectors)
-	b = packStrings(b, s.Regions)
-	b = packString(b, string(s.MinSeverity))
-	b = packString(b, string(s.Clearance))
+	b = packWord(b, s.Kind)
+	b = packWords(b, s.Sectors)
+	b = packWords(b, s.Regions)
+	b = packWord(b, string(s.MinSeverity))
+	b = packWord(b, string(s.Clearance))
 	var flags byte
 	if s.Sensitive {
 		flags |= packSensitive
@@ -67,7 +75,7 @@ func pack(s *Subscriber) string {
 		flags |= packPull
 	}
 	b = append(b, flags)
-	b = packString(b, s.Status)
+	b = packWord(b, s.Status)
 	b = packLen(b, s.Email == nil, len(s.Email))
 	for _, e := range s.Email {
 		b = packString(b, e.Address)
@@ -77,8 +85,8 @@ func pack(s *Subscriber) string {
 	for _, w := range s.Webhooks {
 		b = packString(b, w.URL)
 		b = packStrings(b, w.Secrets)
-		b = packString(b, string(w.MaxTLP))
-		b = packString(b, w.Format)
+		b = packWord(b, string(w.MaxTLP))
+		b = packWord(b, w.Format)
 		b = packString(b, w.ClientCert)
 		b = packString(b, w.ClientKey)
 		var wf byte
@@ -88,9 +96,71 @@ func pack(s *Subscriber) string {
 		b = append(b, wf)
 	}
 	if s.Pull != nil {
-		b = packString(b, string(s.Pull.MaxTLP))
+		b = packWord(b, string(s.Pull.MaxTLP))
 	}
 	return string(b)
+}
+
+// words is the vocabulary packed records share: every word packed, once,
+// up to maxWords words of at most maxWordLen bytes (longer or later ones
+// are packed in full, as a safeguard against records that do not stick
+// to a vocabulary). The list only grows, so that the index a record holds
+// stays valid; unpack reads it without the lock.
+var words struct {
+	mu   sync.Mutex
+	ids  map[string]uint64 // word → its index in list, plus one
+	list atomic.Pointer[[]string]
+}
+
+const (
+	maxWords   = 4096
+	maxWordLen = 64
+)
+
+// wordID returns the index plus one of s in words, adding it, or 0 when s
+// is not to be shared.
+func wordID(s string) uint64 {
+	if s == "" || len(s) > maxWordLen {
+		return 0
+	}
+	words.mu.Lock()
+	defer words.mu.Unlock()
+	if i, ok := words.ids[s]; ok {
+		return i
+	}
+	if len(words.ids) >= maxWords {
+		return 0
+	}
+	if words.ids == nil {
+		words.ids = make(map[string]uint64)
+	}
+	var list []string
+	if l := words.list.Load(); l != nil {
+		list = *l
+	}
+	// A new array each time: readers may hold the old one.
+	list = append(list[:len(list):len(list)], strings.Clone(s))
+	words.list.Store(&list)
+	i := uint64(len(list))
+	words.ids[list[i-1]] = i
+	return i
+}
+
+// packWord appends s as a word: twice its index plus one, plus one; or
+// twice its length, then its bytes.
+func packWord(b []byte, s string) []byte {
+	if i := wordID(s); i > 0 {
+		return binary.AppendUvarint(b, (i-1)<<1|1)
+	}
+	return append(binary.AppendUvarint(b, uint64(len(s))<<1), s...)
+}
+
+func packWords(b []byte, ss []string) []byte {
+	b = packLen(b, ss == nil, len(ss))
+	for _, s := range ss {
+		b = packWord(b, s)
+	}
+	return b
 }
 
 func packString(b []byte, s string) []byte {
@@ -116,8 +186,9 @@ func packStrings(b []byte, ss []string) []byte {
 // unpacker reads a packed record. Packed records are made by pack only:
 // a malformed one is a bug, and reading past its end panics.
 type unpacker struct {
-	p string
-	i int
+	p     string
+	i     int
+	words []string // the shared words, as long as when unpacking began
 }
 
 func (u *unpacker) uvarint() uint64 {
@@ -145,6 +216,30 @@ func (u *unpacker) string() string {
 	return s
 }
 
+// word reads a word packed by packWord.
+func (u *unpacker) word() string {
+	x := u.uvarint()
+	if x&1 == 1 {
+		return u.words[x>>1]
+	}
+	n := int(x >> 1)
+	s := u.p[u.i : u.i+n]
+	u.i += n
+	return s
+}
+
+func (u *unpacker) wordList() []string {
+	n := u.len()
+	if n < 0 {
+		return nil
+	}
+	ss := make([]string, n)
+	for i := range ss {
+		ss[i] = u.word()
+	}
+	return ss
+}
+
 // len reads a slice's length: -1 for a nil slice.
 func (u *unpacker) len() int { return int(u.uvarint()) - 1 }
 
@@ -163,18 +258,21 @@ func (u *unpacker) strings() []string {
 // unpack decodes a record made by pack.
 func unpack(p string) *Subscriber {
 	u := &unpacker{p: p}
+	if l := words.list.Load(); l != nil {
+		u.words = *l
+	}
 	s := &Subscriber{}
 	s.ID = u.string()
 	s.Name = u.string()
-	s.Kind = u.string()
-	s.Sectors = u.strings()
-	s.Regions = u.strings()
-	s.MinSeverity = alerts.Severity(u.string())
-	s.Clearance = alerts.TLP(u.string())
+	s.Kind = u.word()
+	s.Sectors = u.wordList()
+	s.Regions = u.wordList()
+	s.MinSeverity = alerts.Severity(u.word())
+	s.Clearance = alerts.TLP(u.word())
 	flags := u.byte()
 	s.Sensitive = flags&packSensitive != 0
 	s.AcceptsTest = flags&packAcceptsTest != 0
-	s.Status = u.string()
+	s.Status = u.word()
 	if n := u.len(); n >= 0 {
 		s.Email = make([]Email, n)
 		for i := range s.Email {
@@ -187,15 +285,15 @@ func unpack(p string) *Subscriber {
 			w := &s.Webhooks[i]
 			w.URL = u.string()
 			w.Secrets = u.strings()
-			w.MaxTLP = alerts.TLP(u.string())
-			w.Format = u.string()
+			w.MaxTLP = alerts.TLP(u.word())
+			w.Format = u.word()
 			w.ClientCert = u.string()
 			w.ClientKey = u.string()
 			w.Disabled = u.byte()&packDisabled != 0
 		}
 	}
 	if flags&packPull != 0 {
-		s.Pull = &Pull{MaxTLP: alerts.TLP(u.string())}
+		s.Pull = &Pull{MaxTLP: alerts.TLP(u.word())}
 	}
 	if u.i != len(p) {
 		panic("subscribers: a packed record longer than its fields")

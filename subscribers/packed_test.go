@@ -86,3 +86,27 @@ func TestRegistryKeepsReadRecordsPacked(t *testing.T) {
 	require.NotEmpty(t, r.raw["acme"].p)
 	require.NotSame(t, r.Get("acme"), r.Get("acme"), "each Get is a copy of the packed record")
 }
+
+// TestPackSharesWords: the vocabulary fields of records are packed once
+// for all records, words too long for the vocabulary are packed in full,
+// and a record packed before later words were added still unpacks.
+func TestPackSharesWords(t *testing.T) {
+	rec := func(id, kind string) *Subscriber {
+		return &Subscriber{ID: id, Kind: kind, Sectors: []string{"care", "warehousing-logistics"},
+			Clearance: "amber", Status: StatusActive, Webhooks: []Webhook{{URL: "https://h.example/" + id, MaxTLP: "green", Format: "stix"}}}
+	}
+	a := rec("a", KindBusiness)
+	pa := pack(a)
+	plain := len(a.ID) + len(a.Kind) + len("care") + len("warehousing-logistics") + len("amber") + len(StatusActive) +
+		len(a.Webhooks[0].URL) + len("green") + len("stix")
+	require.Less(t, len(pa), plain, "the words are not in the packed record")
+
+	long := rec("b", strings.Repeat("k", maxWordLen+1))
+	pb := pack(long)
+	require.Greater(t, len(pb), maxWordLen, "a word longer than maxWordLen is packed in full")
+	for i := range 10 {
+		pack(rec(fmt.Sprintf("c%d", i), fmt.Sprintf("kind-%d", i)))
+	}
+	require.Equal(t, a, unpack(pa))
+	require.Equal(t, long, unpack(pb))
+}

@@ -376,13 +376,34 @@ func records(xs []idStored) []*Subscriber {
 // rule 2 of PRODUCT.md §3 and needs no evaluation. Named ids that are not
 // registered are returned in missing.
 func (r *Registry) Candidates(a *alerts.Alert) (subs []*Subscriber, missing []string) {
+	xs, missing := r.candidates(a)
+	return records(xs), missing
+}
+
+// EachCandidate calls fn with each subscriber Candidates returns, in the
+// same order, one after the other: unlike Candidates it never holds them
+// all at once (the packed records are unpacked one at a time, and fn may
+// drop each). fn runs without the registry's lock. Named ids that are not
+// registered are returned in missing.
+func (r *Registry) EachCandidate(a *alerts.Alert, fn func(*Subscriber)) (missing []string) {
+	xs, missing := r.candidates(a)
+	slices.SortFunc(xs, func(a, b idStored) int { return strings.Compare(a.id, b.id) })
+	for _, x := range xs {
+		fn(x.x.record())
+	}
+	return missing
+}
+
+// candidates returns the stored records of Candidates, unsorted.
+func (r *Registry) candidates(a *alerts.Alert) (xs []idStored, missing []string) {
 	r.mu.RLock()
+	defer r.mu.RUnlock()
 	n := 0
 	for _, sec := range a.Audience.Sectors {
 		n += len(r.bySector[sec])
 	}
 	seen := make(map[string]struct{}, n+len(a.Audience.Subscribers))
-	xs := make([]idStored, 0, n+len(a.Audience.Subscribers))
+	xs = make([]idStored, 0, n+len(a.Audience.Subscribers))
 	for _, sec := range a.Audience.Sectors {
 		for id := range r.bySector[sec] {
 			if _, dup := seen[id]; !dup {
@@ -403,8 +424,7 @@ func (r *Registry) Candidates(a *alerts.Alert) (subs []*Subscriber, missing []st
 			missing = append(missing, id)
 		}
 	}
-	r.mu.RUnlock()
-	return records(xs), missing
+	return xs, missing
 }
 
 // Apply folds one record of the compacted subscribers topic into the

@@ -55,6 +55,16 @@ func TestRegistry(t *testing.T) {
 		assert.Equal(t, []string{"b", "d"}, ids(subs))
 		assert.Equal(t, []string{"ghost", "zed"}, missing)
 	})
+	t.Run("each candidate: the same partners in the same order, one at a time", func(t *testing.T) {
+		a := alertFor([]string{"retail", "care"}, "d", "ghost")
+		want, wantMissing := r.Candidates(a)
+		var got []*subscribers.Subscriber
+		missing := r.EachCandidate(a, func(s *subscribers.Subscriber) { got = append(got, s) })
+		assert.Equal(t, []string{"a", "b", "c", "d"}, ids(got))
+		assert.Equal(t, want, got)
+		assert.Equal(t, wantMissing, missing)
+		assert.Equal(t, []string{"ghost"}, missing)
+	})
 	t.Run("no sector matches", func(t *testing.T) {
 		subs, missing := r.Candidates(alertFor([]string{"textiles"}))
 		assert.Empty(t, subs)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -292,8 +293,15 @@ func (p *Producer) send(partition int, q *partitionQueue) {
 			q.mu.Unlock()
 			return
 		}
-		batch := q.pending[:n:n]
+		// The queue's array lets go of the writes taken: slicing them off
+		// alone would keep them, and every message they carry, alive
+		// until an append happens to move the array.
+		batch := slices.Clone(q.pending[:n])
+		clear(q.pending[:n])
 		q.pending = q.pending[n:]
+		if len(q.pending) == 0 {
+			q.pending = nil
+		}
 		q.mu.Unlock()
 
 		// Writes whose writer gave up are not sent.

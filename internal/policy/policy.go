@@ -144,6 +144,27 @@ const (
 	reasonWebhookHTTPS   = "signed webhook over HTTPS"
 	reasonWebhookLoop    = "signed webhook over plain HTTP to loopback, allowed by webhooks.allow_insecure_loopback"
 	reasonPull           = "in the partner's pull collection (TAXII 2.1 and MISP feed)"
+	reasonNoKey          = "the alert must be encrypted and the address has no OpenPGP key; only a content-free notice goes"
+)
+
+// reasons are the reasons of the positive decisions with their prefix,
+// concatenated once: a fan-out to 10,000 partners holds 20,000 decisions,
+// and a reason made for each would add 2 MB to them.
+type reasons struct {
+	emailSigned, emailEncrypted, noKey, webhookHTTPS, webhookLoop, pull string
+}
+
+var (
+	matchedReasons = reasons{
+		emailSigned: matchedPrefix + reasonEmailSigned, emailEncrypted: matchedPrefix + reasonEmailEncrypted,
+		noKey: matchedPrefix + reasonNoKey, webhookHTTPS: matchedPrefix + reasonWebhookHTTPS,
+		webhookLoop: matchedPrefix + reasonWebhookLoop, pull: matchedPrefix + reasonPull,
+	}
+	namedReasons = reasons{
+		emailSigned: namedPrefix + reasonEmailSigned, emailEncrypted: namedPrefix + reasonEmailEncrypted,
+		noKey: namedPrefix + reasonNoKey, webhookHTTPS: namedPrefix + reasonWebhookHTTPS,
+		webhookLoop: namedPrefix + reasonWebhookLoop, pull: namedPrefix + reasonPull,
+	}
 )
 
 // Evaluate decides, for every target of s, whether and how a may reach it
@@ -189,19 +210,19 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 		return append(dst, Decision{Subscriber: s.ID, Decision: delivery.Withhold, Rule: RuleNoTargets,
 			Reason: "in the audience but the record has no email address, webhook or pull channel"})
 	}
-	prefix := matchedPrefix
+	prefix, why := matchedPrefix, &matchedReasons
 	if named {
-		prefix = namedPrefix
+		prefix, why = namedPrefix, &namedReasons
 	}
 	encrypt := a.MustEncrypt()
 	for _, e := range s.Email {
 		d := Decision{Subscriber: s.ID, Channel: delivery.ChannelEmail, Target: e.Address}
 		switch {
 		case !encrypt:
-			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleEmailSigned, prefix+reasonEmailSigned
+			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleEmailSigned, why.emailSigned
 		case e.PGPKey == "":
 			d.Decision, d.Mode, d.Rule = delivery.Notice, delivery.ModeKeyNotice, RuleNoUsableKey
-			d.Reason = prefix + "the alert must be encrypted and the address has no OpenPGP key; only a content-free notice goes"
+			d.Reason = why.noKey
 		default:
 			var err error
 			if opt.KeyCheck != nil {
@@ -211,7 +232,7 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 				d.Decision, d.Mode, d.Rule = delivery.Notice, delivery.ModeKeyNotice, RuleNoUsableKey
 				d.Reason = prefix + "the alert must be encrypted and the address's key is not usable (" + err.Error() + "); only a content-free notice goes"
 			} else {
-				d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeEncrypted, RuleEmailCrypt, prefix+reasonEmailEncrypted
+				d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeEncrypted, RuleEmailCrypt, why.emailEncrypted
 			}
 		}
 		dst = append(dst, d)
@@ -229,9 +250,9 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 		case w.Disabled:
 			d.Rule, d.Reason = RuleDisabled, "the endpoint answered 410 Gone and is disabled"
 		case loopback:
-			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleWebhookSign, prefix+reasonWebhookLoop
+			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleWebhookSign, why.webhookLoop
 		default:
-			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleWebhookSign, prefix+reasonWebhookHTTPS
+			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModeSigned, RuleWebhookSign, why.webhookHTTPS
 		}
 		dst = append(dst, d)
 	}
@@ -243,7 +264,7 @@ func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time
 		case !p.MaxTLP.Valid() || a.TLP.Exceeds(p.MaxTLP):
 			d.Rule, d.Reason = RulePullTLP, a.TLP.Label()+" exceeds the pull channel's max_tlp "+p.MaxTLP.Label()
 		default:
-			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModePull, RulePullAvailable, prefix+reasonPull
+			d.Decision, d.Mode, d.Rule, d.Reason = delivery.Deliver, delivery.ModePull, RulePullAvailable, why.pull
 		}
 		dst = append(dst, d)
 	}
