@@ -28,8 +28,7 @@ var benchReceipts = flag.Int("view.receipts", 1_000_000,
 // with 1,000 receipts among at least 1,000,000 receipts of other alerts.
 const (
 	targetReceipts = 1000
-	targetEntries  = 500 // 500 decisions, 499 outcomes and the alert receipt
-	statusGoal     = 50 * time.Millisecond
+	targetEntries  = 500  // 500 decisions, 499 outcomes and the alert receipt
 	partners       = 1000 // per other alert: 1 alert receipt, a decision and an outcome each
 )
 
@@ -171,7 +170,8 @@ func BenchmarkStatusLookup(b *testing.B) {
 }
 
 // TestStatusLookupAmongOtherAlerts is BenchmarkStatusLookup at a size CI
-// runs: the answer is the ledger's, and within the goal.
+// runs: the answer is the ledger's. (How fast it is, is measured by the
+// benchmark and herald bench, not asserted here.)
 func TestStatusLookupAmongOtherAlerts(t *testing.T) {
 	f := newStatusFixture(t, 20000)
 	f.report(t)
@@ -182,12 +182,4 @@ func TestStatusLookupAmongOtherAlerts(t *testing.T) {
 	require.Equal(t, want, got)
 	require.Len(t, got["target"].Entries(), targetEntries)
 
-	var worst time.Duration
-	for range 20 {
-		start := time.Now()
-		f.lookup(t)
-		worst = max(worst, time.Since(start))
-	}
-	t.Logf("status lookup of %d receipts: slowest of 20 %s", targetReceipts, worst)
-	require.Less(t, worst, statusGoal, "the status goal, even under the race detector")
 }
