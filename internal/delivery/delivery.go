@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/herald-alerts/herald/alerts"
 )
 
@@ -190,16 +191,14 @@ func (j *Job) UnmarshalJSON(b []byte) error {
 // AlertCache decodes each distinct alert once per process: the jobs of one
 // alert carry identical alert bytes, and decoding the alert is most of the
 // cost of decoding a job. It is keyed by the SHA-256 of the bytes, so two
-// different alerts can never share an entry, and holds at most a fixed
-// number of alerts (oldest dropped). Safe for concurrent use.
+// different alerts can never share an entry, and holds the most recently
+// used alerts up to a fixed number (golang-lru). Safe for concurrent use.
 type AlertCache struct {
-	mu    sync.Mutex
-	max   int
-	m     map[[32]byte]*alerts.Alert
-	order [][32]byte
+	lru *lru.Cache[[32]byte, *alerts.Alert]
 	// last is the entry found or added last: the jobs of one alert come
 	// one after another, and comparing their bytes with its bytes costs
 	// less than hashing them.
+	mu   sync.Mutex
 	last *cached
 }
 
@@ -210,9 +209,13 @@ type cached struct {
 	alert  *alerts.Alert
 }
 
-// NewAlertCache returns a cache of up to max alerts.
-func NewAlertCache(max int) *AlertCache {
-	return &AlertCache{max: max, m: make(map[[32]byte]*alerts.Alert, max)}
+// NewAlertCache returns a cache of up to size alerts (at least one).
+func NewAlertCache(size int) *AlertCache {
+	c, err := lru.New[[32]byte, *alerts.Alert](max(size, 1))
+	if err != nil {
+		panic(err) // only for a size below one
+	}
+	return &AlertCache{lru: c}
 }
 
 func (c *AlertCache) decode(raw []byte) (*alerts.Alert, [32]byte, error) {
@@ -225,37 +228,27 @@ func (c *AlertCache) decode(raw []byte) (*alerts.Alert, [32]byte, error) {
 		}
 	}
 	sum := sha256.Sum256(raw)
+	a, ok := (*alerts.Alert)(nil), false
 	if c != nil {
-		c.mu.Lock()
-		a, ok := c.m[sum]
-		if ok {
-			c.last = &cached{raw: raw, digest: sum, alert: a}
+		a, ok = c.lru.Get(sum)
+	}
+	if !ok {
+		a = new(alerts.Alert)
+		if err := json.Unmarshal(raw, a); err != nil {
+			return nil, sum, err
 		}
-		c.mu.Unlock()
-		if ok {
+		if c == nil {
 			return a, sum, nil
 		}
-	}
-	var a alerts.Alert
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, sum, err
-	}
-	if c != nil {
-		c.mu.Lock()
-		if _, ok := c.m[sum]; !ok {
-			c.m[sum] = &a
-			c.order = append(c.order, sum)
-			for len(c.order) > c.max {
-				delete(c.m, c.order[0])
-				c.order = c.order[1:]
-			}
+		// Two decoders of the same new bytes: the first one kept wins.
+		if prev, found, _ := c.lru.PeekOrAdd(sum, a); found {
+			a = prev
 		}
-		c.last = &cached{raw: raw, digest: sum, alert: c.m[sum]}
-		a := c.m[sum]
-		c.mu.Unlock()
-		return a, sum, nil
 	}
-	return &a, sum, nil
+	c.mu.Lock()
+	c.last = &cached{raw: raw, digest: sum, alert: a}
+	c.mu.Unlock()
+	return a, sum, nil
 }
 
 // DecodeJob decodes and checks a job record, decoding its alert through

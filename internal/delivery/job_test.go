@@ -43,6 +43,18 @@ func TestJobCarriesAlertBytesAsTheyAre(t *testing.T) {
 	require.NotEqual(t, a1.AlertDigest, b.AlertDigest)
 	require.Equal(t, "Other text", b.Alert.Title)
 
+	// A cache of one alert, alternating between the two: each decode
+	// gives its own bytes' alert, whatever was evicted.
+	one := delivery.NewAlertCache(1)
+	for i := range 4 {
+		x, err := delivery.DecodeJob(v, one)
+		require.NoError(t, err)
+		require.Equal(t, "Spaced out", x.Alert.Title, "round %d", i)
+		y, err := delivery.DecodeJob(v2, one)
+		require.NoError(t, err)
+		require.Equal(t, "Other text", y.Alert.Title, "round %d", i)
+	}
+
 	// A job built from a decoded alert only encodes it.
 	j2 := delivery.Job{ID: j.ID, Alert: &alerts.Alert{ID: "op-7", Title: "t"}, Subscriber: "acme",
 		Channel: delivery.ChannelEmail, Target: "x@acme.example"}

@@ -11,8 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/herald-alerts/herald/crypto/whsig"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/subscribers"
@@ -45,7 +45,7 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if certFile != "" || keyFile != "" {
 		key += "\x00" + certFile + "\x00" + keyFile + "\x00" + stamp
 	}
-	if rt, ok := n.routes.get(key); ok {
+	if rt, ok := n.routes.Get(key); ok {
 		return rt, nil
 	}
 	if err := CheckTarget(ep.URL, n.cfg); err != nil {
@@ -64,7 +64,7 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 		return nil, delivery.Permanent(delivery.ReasonConfig, err)
 	}
 	rt := &route{client: client, url: u}
-	n.routes.put(key, rt)
+	n.routes.Add(key, rt)
 	return rt, nil
 }
 
@@ -215,33 +215,15 @@ func inside(dir, p string) bool {
 	return err == nil && rel != "." && filepath.IsLocal(rel)
 }
 
-// fifo keeps the newest max values by key. It is safe for concurrent use.
-type fifo[V any] struct {
-	mu    sync.Mutex
-	max   int
-	m     map[string]V
-	order []string // keys, oldest first
-}
+// cache keeps the size most recently used values by key (golang-lru). It
+// is safe for concurrent use.
+type cache[V any] = lru.Cache[string, V]
 
-func newFIFO[V any](max int) *fifo[V] { return &fifo[V]{max: max, m: map[string]V{}} }
-
-func (c *fifo[V]) get(key string) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v, ok := c.m[key]
-	return v, ok
-}
-
-func (c *fifo[V]) put(key string, v V) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[key]; ok {
-		return
+// newCache returns a cache of size values (at least one).
+func newCache[V any](size int) *cache[V] {
+	c, err := lru.New[string, V](max(size, 1))
+	if err != nil {
+		panic(err) // only for a size below one
 	}
-	c.m[key] = v
-	c.order = append(c.order, key)
-	for len(c.order) > c.max {
-		delete(c.m, c.order[0])
-		c.order = c.order[1:]
-	}
+	return c
 }

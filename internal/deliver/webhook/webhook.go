@@ -61,6 +61,7 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/crypto/whsig"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/subscribers"
@@ -73,12 +74,11 @@ type Signer interface {
 	SignDetached(data []byte) ([]byte, error)
 }
 
-// Defaults for Config's zero values.
+// Defaults for Config's zero values that are not configuration keys (the
+// timeout and response bound are config.Default()'s webhooks settings).
 const (
-	DefaultTimeout          = 10 * time.Second
-	DefaultMaxResponseBytes = 64 << 10
-	DefaultUserAgent        = "Herald-Webhooks/1"
-	DefaultBodyCache        = 128
+	DefaultUserAgent = "Herald-Webhooks/1"
+	DefaultBodyCache = 128
 	// MaxRetryAfter caps a receiver's Retry-After: Herald's retry window is
 	// about a day, so a longer wait means "give up", which the schedule
 	// decides, not the receiver.
@@ -132,10 +132,10 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Timeout <= 0 {
-		c.Timeout = DefaultTimeout
+		c.Timeout = config.Default().Webhooks.Timeout
 	}
 	if c.MaxResponseBytes <= 0 {
-		c.MaxResponseBytes = DefaultMaxResponseBytes
+		c.MaxResponseBytes = config.Default().Webhooks.MaxResponseBytes
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = DefaultUserAgent
@@ -158,11 +158,11 @@ type Notifier struct {
 	clients *clients
 
 	flight singleflight.Group
-	bodies *fifo[*signedBody] // by rendering, the alert's content digest and its lineage
-	routes *fifo[*route]      // by URL and client certificate files
+	bodies *cache[*signedBody] // by rendering, the alert's content digest and its lineage
+	routes *cache[*route]      // by URL and client certificate files
 	// signers are the endpoints' Standard Webhooks signers, by their
 	// secrets: decoded and keyed once, not at every delivery.
-	signers *fifo[*whsig.Signer]
+	signers *cache[*whsig.Signer]
 }
 
 // signedBody is a body, its media type and its detached signature, shared
@@ -199,9 +199,9 @@ func New(cfg Config, signer Signer, log *slog.Logger) (*Notifier, error) {
 		signer:  signer,
 		log:     log,
 		clients: newClients(cfg),
-		bodies:  newFIFO[*signedBody](cfg.BodyCache),
-		routes:  newFIFO[*route](maxRoutes),
-		signers: newFIFO[*whsig.Signer](maxRoutes),
+		bodies:  newCache[*signedBody](cfg.BodyCache),
+		routes:  newCache[*route](maxRoutes),
+		signers: newCache[*whsig.Signer](maxRoutes),
 	}, nil
 }
 
@@ -314,11 +314,11 @@ func (n *Notifier) signed(r rendering, a *alerts.Alert, digest [32]byte, lineage
 	} else {
 		lineage = nil
 	}
-	if sb, ok := n.bodies.get(key); ok {
+	if sb, ok := n.bodies.Get(key); ok {
 		return sb, nil
 	}
 	v, err, _ := n.flight.Do(key, func() (any, error) {
-		if sb, ok := n.bodies.get(key); ok {
+		if sb, ok := n.bodies.Get(key); ok {
 			return sb, nil
 		}
 		body, contentType, err := n.render(r, a, lineage)
@@ -333,7 +333,7 @@ func (n *Notifier) signed(r rendering, a *alerts.Alert, digest [32]byte, lineage
 			return nil, &signError{fmt.Errorf("sign webhook body for %s: empty signature", a.ID)}
 		}
 		sb := &signedBody{body: body, contentType: contentType, sig: sig, sigB64: base64.StdEncoding.EncodeToString(sig)}
-		n.bodies.put(key, sb)
+		n.bodies.Add(key, sb)
 		n.log.Debug("webhook body signed", "alert", a.ID, "kind", r.kind, "format", r.format, "bytes", len(body))
 		return sb, nil
 	})
@@ -491,14 +491,14 @@ func (n *Notifier) send(ctx context.Context, rt *route, job *delivery.Job, secre
 // partner's rotated secrets make a new one at once.
 func (n *Notifier) webhookSigner(secrets []string) (*whsig.Signer, error) {
 	key := strings.Join(secrets, "\x00")
-	if s, ok := n.signers.get(key); ok {
+	if s, ok := n.signers.Get(key); ok {
 		return s, nil
 	}
 	s, err := whsig.NewSigner(secrets)
 	if err != nil {
 		return nil, err
 	}
-	n.signers.put(key, s)
+	n.signers.Add(key, s)
 	return s, nil
 }
 
