@@ -44,7 +44,8 @@ type Registry struct {
 	// change the record.
 	eff map[int32]stored
 	// bySector lists the slots of the records in each sector, each once,
-	// in no order.
+	// in order: a slot is found by binary search, and new slots (the
+	// next after the last) are appended.
 	bySector map[string][]int32
 
 	// states holds the latest endpoint state by subscriber id and URL,
@@ -343,7 +344,10 @@ func (r *Registry) indexLocked(slot int32, sectors []string) {
 		if slices.Contains(sectors[:i], sec) {
 			continue
 		}
-		r.bySector[sec] = append(r.bySector[sec], slot)
+		l := r.bySector[sec]
+		if j, found := slices.BinarySearch(l, slot); !found {
+			r.bySector[sec] = slices.Insert(l, j, slot)
+		}
 	}
 }
 
@@ -355,12 +359,11 @@ func (r *Registry) unindexLocked(slot int32, sectors []string) {
 			continue
 		}
 		l := r.bySector[sec]
-		j := slices.Index(l, slot)
-		if j < 0 {
+		j, found := slices.BinarySearch(l, slot)
+		if !found {
 			continue
 		}
-		l[j] = l[len(l)-1]
-		l = l[:len(l)-1]
+		l = slices.Delete(l, j, j+1)
 		switch {
 		case len(l) == 0:
 			delete(r.bySector, sec)
