@@ -65,9 +65,9 @@ type Registry struct {
 // 90 bytes a partner of map entries and keys besides the packed records.
 // It keeps them in one slice of records instead, found by id through an
 // open-addressing table of slot numbers (idIndex, whose keys are the
-// records' own ids), with a slice of slot numbers per sector: about 40
-// bytes a partner, and no pointers in the index for the garbage collector
-// to follow.
+// records' own ids), with a sorted slice of slot numbers per sector:
+// about 40 bytes a partner, and the table and the sectors' slices hold no
+// pointers for the garbage collector to follow.
 
 // stored is one record as the registry keeps it: the caller's record
 // (Put), or a record read from the topic (Apply), packed.
