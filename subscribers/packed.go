@@ -255,6 +255,18 @@ func (u *unpacker) strings() []string {
 	return ss
 }
 
+// unpackSectors decodes the sectors of a record made by pack.
+func unpackSectors(p string) []string {
+	u := &unpacker{p: p}
+	if l := words.list.Load(); l != nil {
+		u.words = *l
+	}
+	u.string() // ID
+	u.string() // Name
+	u.word()   // Kind
+	return u.wordList()
+}
+
 // unpack decodes a record made by pack.
 func unpack(p string) *Subscriber {
 	u := &unpacker{p: p}

@@ -82,8 +82,10 @@ func TestRegistryKeepsReadRecordsPacked(t *testing.T) {
 	want.Normalize()
 	require.Equal(t, want, r.Get("acme"))
 	require.Equal(t, want, r.Record("acme"))
-	require.Nil(t, r.raw["acme"].s)
-	require.NotEmpty(t, r.raw["acme"].p)
+	slot, ok := r.ids.find(r.recs, "acme")
+	require.True(t, ok)
+	require.Nil(t, r.recs[slot].s)
+	require.NotEmpty(t, r.recs[slot].p)
 	require.NotSame(t, r.Get("acme"), r.Get("acme"), "each Get is a copy of the packed record")
 }
 

@@ -3,6 +3,7 @@ package subscribers
 import (
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -32,10 +33,20 @@ import (
 // returns a new copy of them (equal records; callers must not rely on
 // getting the same pointer twice).
 type Registry struct {
-	mu       sync.RWMutex
-	raw      map[string]stored              // as written, by id
-	eff      map[string]stored              // effective, by id, where endpoint states change the record
-	bySector map[string]map[string]struct{} // sector → ids
+	mu sync.RWMutex
+	// recs holds every record as written, by slot; a deleted record's
+	// slot is zero and listed in free, for the next new id.
+	recs []stored
+	free []int32
+	// ids finds an id's slot in recs.
+	ids idIndex
+	// eff holds the effective record, by slot, where endpoint states
+	// change the record.
+	eff map[int32]stored
+	// bySector lists the slots of the records in each sector, each once,
+	// in order: a slot is found by binary search, and new slots (the
+	// next after the last) are appended.
+	bySector map[string][]int32
 
 	// states holds the latest endpoint state by subscriber id and URL,
 	// also for subscribers that have no record (deleted, or not read
@@ -48,6 +59,15 @@ type Registry struct {
 	// rev counts changes of any record or endpoint state (Revision).
 	rev uint64
 }
+
+// A registry of a hundred thousand partners kept its records in maps
+// keyed by id (the records as written, and a set of ids per sector): about
+// 90 bytes a partner of map entries and keys besides the packed records.
+// It keeps them in one slice of records instead, found by id through an
+// open-addressing table of slot numbers (idIndex, whose keys are the
+// records' own ids), with a sorted slice of slot numbers per sector:
+// about 40 bytes a partner, and the table and the sectors' slices hold no
+// pointers for the garbage collector to follow.
 
 // stored is one record as the registry keeps it: the caller's record
 // (Put), or a record read from the topic (Apply), packed.
@@ -64,12 +84,29 @@ func (x stored) record() *Subscriber {
 	return unpack(x.p)
 }
 
+// id returns the id of the stored record without unpacking it.
+func (x stored) id() string {
+	if x.s != nil {
+		return x.s.ID
+	}
+	u := unpacker{p: x.p}
+	return u.string()
+}
+
+// sectors returns the sectors of the stored record.
+func (x stored) sectors() []string {
+	if x.s != nil {
+		return x.s.Sectors
+	}
+	return unpackSectors(x.p)
+}
+
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
 	return &Registry{
-		raw:      map[string]stored{},
-		eff:      map[string]stored{},
-		bySector: map[string]map[string]struct{}{},
+		ids:      idIndex{seed: maphash.MakeSeed()},
+		eff:      map[int32]stored{},
+		bySector: map[string][]int32{},
 		states:   map[string]map[string]EndpointState{},
 		revs:     map[string]uint64{},
 	}
@@ -87,30 +124,35 @@ func (r *Registry) Put(s *Subscriber) {
 // putPacked adds or replaces a subscriber's record, packed.
 func (r *Registry) putPacked(s *Subscriber) {
 	p := pack(s)
-	u := unpacker{p: p}
-	id := u.string() // s.ID, sharing the packed record's memory
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.putLocked(id, s.Sectors, stored{p: p})
+	r.putLocked(s.ID, s.Sectors, stored{p: p})
 }
 
-// putLocked stores x, the record of id in sectors, and indexes it. The map
-// keys are taken from id (for a packed record, part of it), so that
-// nothing else is kept alive by them.
+// putLocked stores x, the record of id in sectors, and indexes it.
 func (r *Registry) putLocked(id string, sectors []string, x stored) {
 	r.rev++
-	r.unindexLocked(id)
-	delete(r.raw, id) // a replaced entry keeps its old key: drop it
-	r.raw[id] = x
-	for _, sec := range sectors {
-		m := r.bySector[sec]
-		if m == nil {
-			m = map[string]struct{}{}
-			r.bySector[sec] = m
+	slot, ok := r.ids.find(r.recs, id)
+	switch {
+	case ok:
+		if old := r.recs[slot].sectors(); !slices.Equal(old, sectors) {
+			r.unindexLocked(slot, old)
+			r.indexLocked(slot, sectors)
 		}
-		m[id] = struct{}{}
+		r.recs[slot] = x
+	default:
+		if n := len(r.free); n > 0 {
+			slot = r.free[n-1]
+			r.free = r.free[:n-1]
+			r.recs[slot] = x
+		} else {
+			slot = int32(len(r.recs))
+			r.recs = append(r.recs, x)
+		}
+		r.ids.insert(r.recs, slot)
+		r.indexLocked(slot, sectors)
 	}
-	r.rebuildLocked(id)
+	r.rebuildLocked(id, slot)
 }
 
 // Delete removes a subscriber's record; it reports whether there was one.
@@ -119,13 +161,16 @@ func (r *Registry) putLocked(id string, sectors []string, x stored) {
 func (r *Registry) Delete(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.raw[id]; !ok {
+	slot, ok := r.ids.find(r.recs, id)
+	if !ok {
 		return false
 	}
 	r.rev++
-	r.unindexLocked(id)
-	delete(r.raw, id)
-	delete(r.eff, id)
+	r.unindexLocked(slot, r.recs[slot].sectors())
+	r.ids.remove(r.recs, id)
+	r.recs[slot] = stored{}
+	r.free = append(r.free, slot)
+	delete(r.eff, slot)
 	return true
 }
 
@@ -214,7 +259,10 @@ func (r *Registry) Endpoints(subscriber string) []EndpointState {
 // the partner's record, where re-enabling the endpoint no longer reaches.
 func (r *Registry) Record(id string) *Subscriber {
 	r.mu.RLock()
-	x := r.raw[id]
+	var x stored
+	if slot, ok := r.ids.find(r.recs, id); ok {
+		x = r.recs[slot]
+	}
 	r.mu.RUnlock()
 	return x.record()
 }
@@ -227,7 +275,9 @@ func (r *Registry) putEndpointLocked(st EndpointState) {
 	}
 	m[st.URL] = st
 	r.bumpLocked(st.Subscriber, st.URL)
-	r.rebuildLocked(st.Subscriber)
+	if slot, ok := r.ids.find(r.recs, st.Subscriber); ok {
+		r.rebuildLocked(st.Subscriber, slot)
+	}
 }
 
 func (r *Registry) clearLocked(subscriber, url string) {
@@ -236,7 +286,9 @@ func (r *Registry) clearLocked(subscriber, url string) {
 		delete(r.states, subscriber)
 	}
 	r.bumpLocked(subscriber, url)
-	r.rebuildLocked(subscriber)
+	if slot, ok := r.ids.find(r.recs, subscriber); ok {
+		r.rebuildLocked(subscriber, slot)
+	}
 }
 
 func (r *Registry) bumpLocked(subscriber, url string) {
@@ -245,13 +297,13 @@ func (r *Registry) bumpLocked(subscriber, url string) {
 	r.revs[EndpointKey(subscriber, url)] = r.seq
 }
 
-// rebuildLocked recomputes the effective record of id from its record and
-// endpoint states.
-func (r *Registry) rebuildLocked(id string) {
-	delete(r.eff, id)
-	raw, ok := r.raw[id]
+// rebuildLocked recomputes the effective record of id, in slot, from its
+// record and endpoint states.
+func (r *Registry) rebuildLocked(id string, slot int32) {
+	delete(r.eff, slot)
+	raw := r.recs[slot]
 	states := r.states[id]
-	if !ok || len(states) == 0 {
+	if len(states) == 0 {
 		return
 	}
 	s := raw.record()
@@ -259,9 +311,9 @@ func (r *Registry) rebuildLocked(id string) {
 	switch {
 	case e == s:
 	case raw.s != nil:
-		r.eff[id] = stored{s: e}
+		r.eff[slot] = stored{s: e}
 	default:
-		r.eff[id] = stored{p: pack(e)}
+		r.eff[slot] = stored{p: pack(e)}
 	}
 }
 
@@ -286,33 +338,58 @@ func effective(s *Subscriber, states map[string]EndpointState) *Subscriber {
 	return cp
 }
 
-// unindexLocked removes id's record from the sector index.
-func (r *Registry) unindexLocked(id string) {
-	old, ok := r.raw[id]
-	if !ok {
-		return
-	}
-	for _, sec := range old.record().Sectors {
-		delete(r.bySector[sec], id)
-		if len(r.bySector[sec]) == 0 {
-			delete(r.bySector, sec)
+// indexLocked adds slot to the index of each of sectors, once.
+func (r *Registry) indexLocked(slot int32, sectors []string) {
+	for i, sec := range sectors {
+		if slices.Contains(sectors[:i], sec) {
+			continue
+		}
+		l := r.bySector[sec]
+		if j, found := slices.BinarySearch(l, slot); !found {
+			r.bySector[sec] = slices.Insert(l, j, slot)
 		}
 	}
 }
 
-// currentLocked returns the effective record of id as stored.
-func (r *Registry) currentLocked(id string) (stored, bool) {
-	if x, ok := r.eff[id]; ok {
-		return x, true
+// unindexLocked removes slot from the index of each of sectors, the
+// sectors it was indexed with.
+func (r *Registry) unindexLocked(slot int32, sectors []string) {
+	for i, sec := range sectors {
+		if slices.Contains(sectors[:i], sec) {
+			continue
+		}
+		l := r.bySector[sec]
+		j, found := slices.BinarySearch(l, slot)
+		if !found {
+			continue
+		}
+		l = slices.Delete(l, j, j+1)
+		switch {
+		case len(l) == 0:
+			delete(r.bySector, sec)
+		case cap(l) >= 64 && len(l) < cap(l)/4:
+			r.bySector[sec] = slices.Clone(l)
+		default:
+			r.bySector[sec] = l
+		}
 	}
-	x, ok := r.raw[id]
-	return x, ok
+}
+
+// currentLocked returns the effective record in slot as stored.
+func (r *Registry) currentLocked(slot int32) stored {
+	if x, ok := r.eff[slot]; ok {
+		return x
+	}
+	return r.recs[slot]
 }
 
 // Get returns the effective record of the subscriber with id, or nil.
 func (r *Registry) Get(id string) *Subscriber {
 	r.mu.RLock()
-	x, _ := r.currentLocked(id)
+	var x stored
+	if slot, ok := r.ids.find(r.recs, id); ok {
+		x = r.currentLocked(slot)
+	}
 	r.mu.RUnlock()
 	return x.record()
 }
@@ -321,19 +398,12 @@ func (r *Registry) Get(id string) *Subscriber {
 func (r *Registry) Len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return len(r.raw)
+	return r.ids.n
 }
 
 // List returns the effective record of every subscriber, sorted by id.
 func (r *Registry) List() []*Subscriber {
-	r.mu.RLock()
-	xs := make([]idStored, 0, len(r.raw))
-	for id := range r.raw {
-		x, _ := r.currentLocked(id)
-		xs = append(xs, idStored{id, x})
-	}
-	r.mu.RUnlock()
-	return records(xs)
+	return records(r.all())
 }
 
 // Each calls fn with the effective record of every subscriber, sorted by
@@ -341,17 +411,26 @@ func (r *Registry) List() []*Subscriber {
 // (the packed records are unpacked one at a time). fn runs without the
 // registry's lock.
 func (r *Registry) Each(fn func(*Subscriber)) {
-	r.mu.RLock()
-	xs := make([]idStored, 0, len(r.raw))
-	for id := range r.raw {
-		x, _ := r.currentLocked(id)
-		xs = append(xs, idStored{id, x})
-	}
-	r.mu.RUnlock()
+	xs := r.all()
 	slices.SortFunc(xs, func(a, b idStored) int { return strings.Compare(a.id, b.id) })
 	for _, x := range xs {
 		fn(x.x.record())
 	}
+}
+
+// all returns the effective record of every subscriber as stored,
+// unsorted.
+func (r *Registry) all() []idStored {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	xs := make([]idStored, 0, r.ids.n)
+	for slot, raw := range r.recs {
+		if raw.s == nil && raw.p == "" {
+			continue // deleted
+		}
+		xs = append(xs, idStored{raw.id(), r.currentLocked(int32(slot))})
+	}
+	return xs
 }
 
 // idStored is a stored record with its id.
@@ -402,27 +481,22 @@ func (r *Registry) candidates(a *alerts.Alert) (xs []idStored, missing []string)
 	for _, sec := range a.Audience.Sectors {
 		n += len(r.bySector[sec])
 	}
-	seen := make(map[string]struct{}, n+len(a.Audience.Subscribers))
-	xs = make([]idStored, 0, n+len(a.Audience.Subscribers))
+	slots := make([]int32, 0, n+len(a.Audience.Subscribers))
 	for _, sec := range a.Audience.Sectors {
-		for id := range r.bySector[sec] {
-			if _, dup := seen[id]; !dup {
-				seen[id] = struct{}{}
-				x, _ := r.currentLocked(id)
-				xs = append(xs, idStored{id, x})
-			}
-		}
+		slots = append(slots, r.bySector[sec]...)
 	}
 	for _, id := range a.Audience.Subscribers {
-		if _, dup := seen[id]; dup {
-			continue
-		}
-		if x, ok := r.currentLocked(id); ok {
-			seen[id] = struct{}{}
-			xs = append(xs, idStored{id, x})
+		if slot, ok := r.ids.find(r.recs, id); ok {
+			slots = append(slots, slot)
 		} else if !slices.Contains(missing, id) {
 			missing = append(missing, id)
 		}
+	}
+	slices.Sort(slots)
+	slots = slices.Compact(slots)
+	xs = make([]idStored, len(slots))
+	for i, slot := range slots {
+		xs[i] = idStored{r.recs[slot].id(), r.currentLocked(slot)}
 	}
 	return xs, missing
 }
