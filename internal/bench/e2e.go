@@ -401,7 +401,7 @@ func (e *env) latencyRun(ctx context.Context, pub *bus.Producer, lat *subscriber
 // latencyOnce publishes one alert named to lat and returns how long its
 // webhook took to arrive.
 func (e *env) latencyOnce(ctx context.Context, pub *bus.Producer, lat *subscribers.Subscriber, id string, timeout time.Duration) (time.Duration, error) {
-	a := newAlert(id, nil, []string{lat.ID})
+	a := NewAlert(id, nil, []string{lat.ID})
 	did := delivery.ID(a.ID, lat.ID, lat.Webhooks[0].URL)
 	done := e.hooks.expect([]string{did}, false)
 	start := time.Now()
@@ -432,7 +432,7 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // time taken to *elapsed. It returns one delivery as it arrived.
 func (e *env) publishAndWait(ctx context.Context, pub *bus.Producer, channel, sector string, round int,
 	subs []*subscribers.Subscriber, tr *tracker, target func(*subscribers.Subscriber) string, elapsed *time.Duration) (*captured, error) {
-	a := newAlert(fmt.Sprintf("bench-%s-%d", channel, round), []string{sector}, nil)
+	a := NewAlert(fmt.Sprintf("bench-%s-%d", channel, round), []string{sector}, nil)
 	ids := make([]string, len(subs))
 	for i, s := range subs {
 		ids[i] = delivery.ID(a.ID, s.ID, target(s))

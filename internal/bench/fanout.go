@@ -88,7 +88,7 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 
 	// Warm up the producers (metadata, connections) with an alert for one
 	// named partner.
-	warm := newAlert("bench-fanout-warm", []string{"online-platforms"}, []string{"p-000000"})
+	warm := NewAlert("bench-fanout-warm", []string{"online-platforms"}, []string{"p-000000"})
 	if err := w.Handle(ctx, []kafka.Message{b.AsWritten(bus.TopicAlerts, alertMessage(warm))}); err != nil {
 		return nil, fmt.Errorf("fan-out: warm-up: %w", err)
 	}
@@ -98,7 +98,7 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 	var elapsed time.Duration
 	var last *alerts.Alert
 	for k := range opt.FanoutAlerts {
-		last = newAlert(fmt.Sprintf("bench-fanout-%d", k), []string{fanoutSectors[0]}, nil)
+		last = NewAlert(fmt.Sprintf("bench-fanout-%d", k), []string{fanoutSectors[0]}, nil)
 		msg := b.AsWritten(bus.TopicAlerts, alertMessage(last))
 		start := time.Now()
 		if err := w.Handle(ctx, []kafka.Message{msg}); err != nil {

@@ -32,10 +32,10 @@ func (e *env) partner(id, sector string, withEmail, withWebhook bool, i int) *su
 	return s
 }
 
-// newAlert returns a valid TLP:GREEN OFFICIAL alert of realistic size
+// NewAlert returns a valid TLP:GREEN OFFICIAL alert of realistic size
 // (about 1.5 KiB of JSON) for sectors and named partners, issued now as if
 // an analyst had published it through Herald.
-func newAlert(id string, sectors, named []string) *alerts.Alert {
+func NewAlert(id string, sectors, named []string) *alerts.Alert {
 	now := time.Now().UTC()
 	a := &alerts.Alert{
 		ID:      id,

@@ -172,7 +172,7 @@ func writeStatusHistory(ctx context.Context, b *bus.Bus, others int) (int, error
 // decision for each of partners partners (a webhook or an email address in
 // turn), then one delivered outcome each, until n are made.
 func statusReceipts(id string, n, partners int, at time.Time, add func(delivery.Receipt)) {
-	a := newAlert(id, []string{webhookSector}, nil)
+	a := NewAlert(id, []string{webhookSector}, nil)
 	add(delivery.Receipt{Kind: delivery.KindAlert, AlertID: id, At: at, Type: a.Type, TLP: a.TLP, Marking: a.Marking,
 		IssuedBy: a.IssuedBy, Title: a.Title, Digest: a.Digest()})
 	n--

@@ -86,7 +86,7 @@ func (e *env) throughWorkers(p *serveProcess, b *bus.Bus, subs []*subscribers.Su
 	}
 	var hooks, mails []string
 	for k := range e.opt.WorkerAlerts {
-		a := newAlert(fmt.Sprintf("bench-workers-%d", k), []string{fanoutSectors[0]}, nil)
+		a := NewAlert(fmt.Sprintf("bench-workers-%d", k), []string{fanoutSectors[0]}, nil)
 		hooks, mails = hooks[:0], mails[:0]
 		for _, s := range subs {
 			if s.Sectors[0] == fanoutSectors[0] {

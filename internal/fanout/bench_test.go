@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bench"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
@@ -46,36 +47,9 @@ func benchPopulation(n int) []*subscribers.Subscriber {
 	return subs
 }
 
-// benchAlert is an alert of herald bench's size (about 1.5 KiB of JSON)
-// for the first sector.
-func benchAlert(id string) *alerts.Alert {
-	at := time.Now().UTC()
-	a := &alerts.Alert{
-		ID:      id,
-		Title:   "Hand car wash network moving workers between sites under debt bondage",
-		Summary: "Workers at several hand car washes are housed above the premises, have their passports held by a controller and are moved between sites weekly.",
-		Body: "Intelligence from three independent sources indicates that a network operating hand car washes " +
-			"recruits workers abroad with promises of construction work, charges them for travel and housing, " +
-			"and deducts the debt from wages that are paid in cash, if at all.\n\n" +
-			"Workers are collected from a shared house at 06:30 and returned after 20:00. The same vehicles are " +
-			"seen at several sites. Payments for rent are made to one account in the name of a lettings company.\n",
-		Indicators: []alerts.Indicator{
-			{Type: "phone", Value: "+44 7700 900123", Context: "controller"},
-			{Type: "vehicle", Value: "YX19 ABC", Context: "transport of workers"},
-			{Type: "iban", Value: "GB33BUKB20201555555555", Context: "rent payments"},
-			{Type: "address", Value: "12 Example Road, Leeds LS1 1AA", Context: "shared house"},
-		},
-		Actions:   []string{"Check right-to-work records of staff supplied by third parties", "Report matching payments"},
-		Reporting: "Submit a SAR quoting the alert id, or call the modern slavery helpline.",
-		Contact:   "Herald duty desk, 0300 000 0000",
-		Severity:  alerts.SeveritySevere, Audience: alerts.Audience{Sectors: benchSectors[:1]},
-		Marking: alerts.MarkingOfficial, TLP: alerts.TLPGreen, Handling: alerts.Handling{Code: "P"},
-		Grading:  &alerts.Grading{Source: 2, Intelligence: "B"},
-		IssuedBy: "bench-analyst", IssuedAt: &at,
-	}
-	a.Normalize()
-	return a
-}
+// benchAlert is herald bench's alert (about 1.5 KiB of JSON) for the
+// first sector.
+func benchAlert(id string) *alerts.Alert { return bench.NewAlert(id, benchSectors[:1], nil) }
 
 // BenchmarkHandle is herald bench's fan-out run: one alert to 10,000 of
 // 100,000 partners (20,000 jobs) per iteration, through Handle into a
