@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
+
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
@@ -76,7 +78,7 @@ func freshEnv(t *testing.T, dir string, extra ...string) []string {
 type background struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *logtest.Buffer
 	done chan struct{}
 	err  error
 }
@@ -85,7 +87,7 @@ type background struct {
 // when the test ends.
 func startBackground(t *testing.T, name string, cmd *exec.Cmd) *background {
 	t.Helper()
-	b := &background{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	b := &background{name: name, cmd: cmd, out: &logtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = b.out, b.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start(), name)

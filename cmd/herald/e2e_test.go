@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/herald-alerts/herald/internal/config"
 	"io"
 	"net"
 	"net/http"
@@ -14,10 +13,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
@@ -71,24 +72,6 @@ func addrInUse(log string) bool {
 	return strings.Contains(log, "address already in use")
 }
 
-// syncBuffer is a bytes.Buffer safe for a subprocess and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Tokens every e2e server accepts: two analysts (for release by a second
 // analyst) and an administrator.
 const (
@@ -103,7 +86,7 @@ var e2eTokens = fmt.Sprintf("    - {name: alice, role: analyst, sha256: %s}\n   
 // server is a running `herald serve` subprocess.
 type server struct {
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *logtest.Buffer
 	config string
 	broker string
 	api    string
@@ -139,7 +122,7 @@ func startServeKafka(t *testing.T, kafkaExtra, extra string, args ...string) *se
 	cache := t.TempDir()
 	env := append(relEnviron(), "XDG_CACHE_HOME="+cache)
 	for attempt := 1; ; attempt++ {
-		s := &server{log: &syncBuffer{}, env: env, cache: cache, done: make(chan error, 1), exited: make(chan struct{})}
+		s := &server{log: &logtest.Buffer{}, env: env, cache: cache, done: make(chan error, 1), exited: make(chan struct{})}
 		s.broker = freePort(t)
 		s.config = filepath.Join(t.TempDir(), "herald.yaml")
 		y := fmt.Sprintf("kafka:\n  embedded: {listen: %q}\n  partitions: 3\n%sapi:\n  listen: \"127.0.0.1:0\"\n  tokens:\n%s%s",

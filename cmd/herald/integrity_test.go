@@ -34,6 +34,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
+
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
@@ -1130,8 +1132,8 @@ func TestServeRefusesShortRetention(t *testing.T) {
 		require.NoError(t, os.WriteFile(p, []byte(y), 0o600))
 		return p
 	}
-	serve := func(cfg string, args ...string) (*exec.Cmd, *syncBuffer, chan error) {
-		log := &syncBuffer{}
+	serve := func(cfg string, args ...string) (*exec.Cmd, *logtest.Buffer, chan error) {
+		log := &logtest.Buffer{}
 		cmd := exec.Command(heraldBin, append([]string{"serve", "--config", cfg}, args...)...)
 		cmd.Env, cmd.Stdout, cmd.Stderr = relEnviron(), log, log
 		require.NoError(t, cmd.Start())
@@ -1140,7 +1142,7 @@ func TestServeRefusesShortRetention(t *testing.T) {
 		return cmd, log, done
 	}
 	// running waits until serve runs, then stops it; it must exit 0.
-	running := func(what string, cmd *exec.Cmd, log *syncBuffer, done chan error) {
+	running := func(what string, cmd *exec.Cmd, log *logtest.Buffer, done chan error) {
 		t.Helper()
 		require.Eventually(t, func() bool { return strings.Contains(log.String(), "herald running") },
 			60*time.Second, 20*time.Millisecond, "%s did not start:\n%s", what, log)

@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
+
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -187,7 +189,7 @@ func (e *relEnv) mustHerald(t *testing.T, args ...string) string {
 type relWorker struct {
 	roles  string
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *logtest.Buffer
 	exited chan struct{}
 }
 
@@ -196,7 +198,7 @@ type relWorker struct {
 // runs; a data race it reported fails the test.
 func (e *relEnv) start(t *testing.T, roles string) *relWorker {
 	t.Helper()
-	w := &relWorker{roles: roles, log: &syncBuffer{}, exited: make(chan struct{})}
+	w := &relWorker{roles: roles, log: &logtest.Buffer{}, exited: make(chan struct{})}
 	w.cmd = exec.Command(heraldBin, "serve", "--config", e.config, "--roles", roles)
 	w.cmd.Env = relEnviron()
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log

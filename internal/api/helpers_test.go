@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/api"
@@ -108,24 +109,6 @@ func (taxonomy) HasSector(s string) bool {
 }
 func (taxonomy) HasRegion(r string) bool { return slices.Contains([]string{"UK", "TLC", "TLE"}, r) }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is one API server over a real in-process Kafka cluster.
 type env struct {
 	t      testing.TB
@@ -136,7 +119,7 @@ type env struct {
 	reg    *subscribers.Registry
 	wr     *subscriberStore
 	view   *view.View
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 }
 
 // withRelease turns release by a second analyst on with the default list.
@@ -160,7 +143,7 @@ func withKafkaDown(e *env) {
 func newEnv(t testing.TB, options ...any) *env {
 	t.Helper()
 	b := kafkatest.New(t)
-	e := &env{t: t, bus: b, reg: subscribers.NewRegistry(), logs: &syncBuffer{}}
+	e := &env{t: t, bus: b, reg: subscribers.NewRegistry(), logs: &logtest.Buffer{}}
 	now := func() time.Time { return testNow }
 	e.wr = &subscriberStore{SubscriberStore: app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, now)}, reg: e.reg}
 	e.pub = &publish.Publisher{

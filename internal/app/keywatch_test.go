@@ -1,9 +1,7 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
-	"crypto"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -13,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
+
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,41 +28,6 @@ import (
 	"github.com/herald-alerts/herald/internal/testkit/smtptest"
 	"github.com/herald-alerts/herald/subscribers"
 )
-
-// syncBuffer is a log sink safe for the process's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// expiringKey returns a public key made yesterday that expires left from
-// now.
-func expiringKey(t *testing.T, left time.Duration) string {
-	t.Helper()
-	created := time.Now().Add(-24 * time.Hour).Truncate(time.Second)
-	cfg := &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, Curve: packet.Curve25519, DefaultHash: crypto.SHA256,
-		Time: func() time.Time { return created }, KeyLifetimeSecs: uint32((left + 24*time.Hour) / time.Second)}
-	e, err := openpgp.NewEntity("Acme SOC", "", "soc@acme.example", cfg)
-	require.NoError(t, err)
-	var buf bytes.Buffer
-	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
-	require.NoError(t, err)
-	require.NoError(t, e.Serialize(w))
-	require.NoError(t, w.Close())
-	return buf.String()
-}
 
 // TestKeyExpiryWarningOnce is issue 14's end-to-end case: Herald (fan-out
 // and deliver roles, a real Kafka protocol broker, an SMTP server) holds
@@ -90,14 +52,14 @@ func TestKeyExpiryWarningOnce(t *testing.T) {
 	const addr = "soc@acme.example"
 	b := cluster.Open(t, cfg.Kafka)
 	acme := &subscribers.Subscriber{ID: "acme", Name: "Acme Car Wash", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
-		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: addr, PGPKey: expiringKey(t, 10*24*time.Hour)}}}
+		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: addr, PGPKey: pgptest.ExpiringKey(t, addr, 10*24*time.Hour)}}}
 	acme.Normalize()
 	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
 	require.NoError(t, store.Put(t.Context(), "cli:test", "", []*subscribers.Subscriber{acme}, nil))
 
 	// run runs one Herald process until stop is called.
-	run := func() (logs *syncBuffer, stop func()) {
-		logs = &syncBuffer{}
+	run := func() (logs *logtest.Buffer, stop func()) {
+		logs = &logtest.Buffer{}
 		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

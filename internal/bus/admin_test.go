@@ -1,15 +1,15 @@
 package bus_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
@@ -148,27 +148,9 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func openEmbedded(t *testing.T, listen, dataDir string) (*bus.Bus, *syncBuffer) {
+func openEmbedded(t *testing.T, listen, dataDir string) (*bus.Bus, *logtest.Buffer) {
 	t.Helper()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cfg := config.Default().Kafka
 	cfg.Embedded = config.Embedded{Listen: listen, DataDir: dataDir}
 	cfg.Partitions = 2

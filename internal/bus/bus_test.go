@@ -25,9 +25,17 @@ const tick = 10 * time.Millisecond
 // function that stops it and returns Consume's result.
 func consumeInBackground(t *testing.T, b *bus.Bus, group string, topics []string, h bus.Handler) (stop func() error) {
 	t.Helper()
+	return inBackground(t, "consume", func(ctx context.Context) error { return b.Consume(ctx, group, topics, h) })
+}
+
+// inBackground runs run until the test ends or stop is called, and
+// returns stop, which cancels run's context and returns run's result (an
+// error naming what if it does not return in time).
+func inBackground(t *testing.T, what string, run func(context.Context) error) (stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- b.Consume(ctx, group, topics, h) }()
+	go func() { done <- run(ctx) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -36,7 +44,7 @@ func consumeInBackground(t *testing.T, b *bus.Bus, group string, topics []string
 			select {
 			case err = <-done:
 			case <-time.After(waitFor):
-				err = errors.New("consume did not return after cancel")
+				err = errors.New(what + " did not return after cancel")
 			}
 		})
 		return err

@@ -53,24 +53,8 @@ func (c *batches) snapshot() (map[int]int64, []string) {
 
 // follow runs FollowFrom in the background until stop is called.
 func follow(t *testing.T, b *bus.Bus, topic string, from map[int]int64, c *batches) (stop func() error) {
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- b.FollowFrom(ctx, topic, from, c.add) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(waitFor):
-				err = fmt.Errorf("FollowFrom did not return after cancel")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	t.Helper()
+	return inBackground(t, "FollowFrom", func(ctx context.Context) error { return b.FollowFrom(ctx, topic, from, c.add) })
 }
 
 func keyed(prefix string, n int) []kafka.Message {

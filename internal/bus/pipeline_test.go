@@ -3,7 +3,6 @@ package bus_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,24 +19,9 @@ import (
 // returns a function that stops it and returns Consume's result.
 func pipelined(t *testing.T, b *bus.Bus, group string, depth int, h bus.Handler) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Consume(ctx, group, []string{bus.TopicReceipts}, h, bus.Pipeline(depth)) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(waitFor):
-				err = errors.New("consume did not return after cancel")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	return inBackground(t, "consume", func(ctx context.Context) error {
+		return b.Consume(ctx, group, []string{bus.TopicReceipts}, h, bus.Pipeline(depth))
+	})
 }
 
 func contains(msgs []kafka.Message, value string) bool {

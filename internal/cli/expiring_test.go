@@ -1,8 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
-	"crypto"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,32 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 )
-
-// keyExpiringIn returns a public key made yesterday that expires left
-// from now.
-func keyExpiringIn(t *testing.T, left time.Duration) string {
-	t.Helper()
-	created := time.Now().Add(-24 * time.Hour).Truncate(time.Second)
-	cfg := &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, Curve: packet.Curve25519, DefaultHash: crypto.SHA256,
-		Time: func() time.Time { return created }, KeyLifetimeSecs: uint32((left + 24*time.Hour) / time.Second)}
-	e, err := openpgp.NewEntity("Partner", "", "soc@partner.example", cfg)
-	require.NoError(t, err)
-	var buf bytes.Buffer
-	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
-	require.NoError(t, err)
-	require.NoError(t, e.Serialize(w))
-	require.NoError(t, w.Close())
-	return buf.String()
-}
 
 // TestSubscribersListExpiring: `subscribers list --expiring 30d` lists the
 // addresses whose key expires within 30 days (and those expired), soonest
@@ -49,9 +27,9 @@ func TestSubscribersListExpiring(t *testing.T) {
 	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
 	records := []map[string]any{
 		{"id": "acme", "name": "Acme", "kind": "business", "clearance": "AMBER", "email": []map[string]string{
-			{"address": "soon@acme.example", "pgp_key": keyExpiringIn(t, 10*24*time.Hour)},
+			{"address": "soon@acme.example", "pgp_key": pgptest.ExpiringKey(t, "soon@acme.example", 10*24*time.Hour)},
 			{"address": "never@acme.example", "pgp_key": alice},
-			{"address": "later@acme.example", "pgp_key": keyExpiringIn(t, 60*24*time.Hour)},
+			{"address": "later@acme.example", "pgp_key": pgptest.ExpiringKey(t, "later@acme.example", 60*24*time.Hour)},
 			{"address": "nokey@acme.example"},
 		}},
 		{"id": "globex", "name": "Globex", "kind": "ngo", "clearance": "GREEN", "email": []map[string]string{

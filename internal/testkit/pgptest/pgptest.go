@@ -6,10 +6,15 @@
 package pgptest
 
 import (
+	"bytes"
+	"crypto"
 	"embed"
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/herald-alerts/herald/crypto/pgp"
 )
 
@@ -77,4 +82,29 @@ func Signer(t testing.TB, name string) *pgp.Signer {
 		t.Fatalf("pgptest: load signer %s: %v", name, err)
 	}
 	return s
+}
+
+// ExpiringKey returns a new armoured public Ed25519/Curve25519 key for
+// email, made yesterday, that expires left from now (left > -24h).
+func ExpiringKey(t testing.TB, email string, left time.Duration) string {
+	t.Helper()
+	created := time.Now().Add(-24 * time.Hour).Truncate(time.Second)
+	cfg := &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, Curve: packet.Curve25519, DefaultHash: crypto.SHA256,
+		Time: func() time.Time { return created }, KeyLifetimeSecs: uint32((left + 24*time.Hour) / time.Second)}
+	e, err := openpgp.NewEntity("Partner", "", email, cfg)
+	if err != nil {
+		t.Fatalf("make a key expiring in %s: %v", left, err)
+	}
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
+	if err == nil {
+		err = e.Serialize(w)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err != nil {
+		t.Fatalf("armour a key expiring in %s: %v", left, err)
+	}
+	return buf.String()
 }
