@@ -45,6 +45,12 @@ func noticeRendering(f formats.Format) rendering {
 	return rendering{kindNotice, formats.FormatHerald}
 }
 
+// renderers render an alert's content in the formats other than Herald's
+// own envelope.
+var renderers = map[formats.Format]func(*alerts.Alert, formats.Context) ([]byte, error){
+	formats.FormatSTIX: formats.STIX, formats.FormatMISP: formats.MISP, formats.FormatCAP: formats.CAP,
+}
+
 // render renders the body of r for a with lineage, and its media type:
 // the format's (formats.Format.ContentType), which for CAP is
 // application/cap+xml (an XML reader takes it by its +xml suffix).
@@ -59,9 +65,7 @@ func (n *Notifier) render(r rendering, a *alerts.Alert, lineage *delivery.Lineag
 	case r.kind == kindNotice && r.format == formats.FormatCAP:
 		body, err = formats.CAPNotice(a, lineage.Context(n.cfg.Agency, n.cfg.Sender))
 	case r.kind == kindAlert:
-		render := map[formats.Format]func(*alerts.Alert, formats.Context) ([]byte, error){
-			formats.FormatSTIX: formats.STIX, formats.FormatMISP: formats.MISP, formats.FormatCAP: formats.CAP,
-		}[r.format]
+		render := renderers[r.format]
 		if render == nil {
 			return nil, "", fmt.Errorf("build webhook body for %s: unknown format %q", a.ID, r.format)
 		}
