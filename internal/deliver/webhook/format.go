@@ -25,6 +25,24 @@ type rendering struct {
 // every format but Herald's envelope.
 func (r rendering) usesLineage() bool { return r.format != formats.FormatHerald }
 
+// lineage returns the part of l that the rendering reads, which is what
+// its cache key covers: nil for Herald's envelope; for CAP, l without
+// Earlier, since a CAP Update or Cancel replaces the earlier message whole
+// and never lists withdrawn indicators (formats.Context.Earlier), so one
+// rendering and one signature serve every recipient whatever earlier
+// alerts each received (PRODUCT.md §11).
+func (r rendering) lineage(l *delivery.Lineage) *delivery.Lineage {
+	switch {
+	case !r.usesLineage():
+		return nil
+	case r.format == formats.FormatCAP && l != nil && l.Earlier != nil:
+		c := *l
+		c.Earlier = nil
+		return &c
+	}
+	return l
+}
+
 // noticeRendering returns how the cancel notice is rendered for an
 // endpoint in format f. A notice must say nothing of the alert but its id,
 // its status and the ids it supersedes:
