@@ -90,22 +90,11 @@ func Sign(msgID string, ts time.Time, body []byte, secrets []string) (string, er
 	if err := checkID(msgID); err != nil {
 		return "", err
 	}
-	if len(secrets) == 0 {
-		return "", errors.New("sign webhook: no secret")
+	s, err := NewSigner(secrets)
+	if err != nil {
+		return "", err
 	}
-	var b strings.Builder
-	for i, s := range secrets {
-		key, err := DecodeSecret(s)
-		if err != nil {
-			return "", fmt.Errorf("sign webhook: secret %d: %w", i, err)
-		}
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString("v1,")
-		b.WriteString(base64.StdEncoding.EncodeToString(mac(key, msgID, ts.Unix(), body)))
-	}
-	return b.String(), nil
+	return s.Sign(msgID, ts, body)
 }
 
 // Signer signs messages with a fixed list of secrets, decoded and keyed

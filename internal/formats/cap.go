@@ -176,7 +176,7 @@ func CAP(a *alerts.Alert, ctx Context) ([]byte, error) {
 		Note:        capText(statusNotice(a.Status)),
 		References:  refs,
 		Incidents:   c.root,
-		Info: capInfo{
+		Info: &capInfo{
 			Language:    "en-GB",
 			Category:    "Security",
 			Event:       CAPEvent,
@@ -239,7 +239,7 @@ func CAPNotice(a *alerts.Alert, ctx Context) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("render the CAP notice of %s: status: %q has no CAP status", a.ID, a.Status)
 	}
-	return encodeCAP(a.ID, capCancel{
+	return encodeCAP(a.ID, capAlert{
 		Identifier:  a.ID + CAPNoticeSuffix,
 		Sender:      ctx.Sender,
 		Sent:        capTime(*a.IssuedAt),
@@ -248,7 +248,7 @@ func CAPNotice(a *alerts.Alert, ctx Context) ([]byte, error) {
 		Scope:       "Restricted",
 		Restriction: CAPNoticeRestriction,
 		References:  refs,
-	})
+	}) // no Info: the notice carries nothing of the alert
 }
 
 // encodeCAP writes a CAP message as XML: the declaration, the message
@@ -263,20 +263,6 @@ func encodeCAP(id string, msg any) ([]byte, error) {
 	}
 	b.WriteByte('\n')
 	return b.Bytes(), nil
-}
-
-// capCancel is a CAP 1.2 alert message without info; field order is the
-// schema's.
-type capCancel struct {
-	XMLName     xml.Name `xml:"urn:oasis:names:tc:emergency:cap:1.2 alert"`
-	Identifier  string   `xml:"identifier"`
-	Sender      string   `xml:"sender"`
-	Sent        string   `xml:"sent"`
-	Status      string   `xml:"status"`
-	MsgType     string   `xml:"msgType"`
-	Scope       string   `xml:"scope"`
-	Restriction string   `xml:"restriction"`
-	References  string   `xml:"references"`
 }
 
 // appendNew appends ind unless list holds one of the same type and value.
@@ -331,7 +317,8 @@ func capReferences(a *alerts.Alert, ctx Context) (string, error) {
 	return strings.Join(refs, " "), nil
 }
 
-// capAlert is a CAP 1.2 alert message; field order is the schema's.
+// capAlert is a CAP 1.2 alert message; field order is the schema's. A
+// content-free notice (CAPNotice) has no Info.
 type capAlert struct {
 	XMLName     xml.Name `xml:"urn:oasis:names:tc:emergency:cap:1.2 alert"`
 	Identifier  string   `xml:"identifier"`
@@ -344,7 +331,7 @@ type capAlert struct {
 	Note        capText  `xml:"note,omitempty"`
 	References  string   `xml:"references,omitempty"`
 	Incidents   string   `xml:"incidents,omitempty"`
-	Info        capInfo  `xml:"info"`
+	Info        *capInfo `xml:"info,omitempty"`
 }
 
 // capInfo is the info block of a CAP alert; field order is the schema's.

@@ -25,6 +25,24 @@ type rendering struct {
 // every format but Herald's envelope.
 func (r rendering) usesLineage() bool { return r.format != formats.FormatHerald }
 
+// lineage returns the part of l that the rendering reads, which is what
+// its cache key covers: nil for Herald's envelope; for CAP, l without
+// Earlier, since a CAP Update or Cancel replaces the earlier message whole
+// and never lists withdrawn indicators (formats.Context.Earlier), so one
+// rendering and one signature serve every recipient whatever earlier
+// alerts each received (PRODUCT.md §11).
+func (r rendering) lineage(l *delivery.Lineage) *delivery.Lineage {
+	switch {
+	case !r.usesLineage():
+		return nil
+	case r.format == formats.FormatCAP && l != nil && l.Earlier != nil:
+		c := *l
+		c.Earlier = nil
+		return &c
+	}
+	return l
+}
+
 // noticeRendering returns how the cancel notice is rendered for an
 // endpoint in format f. A notice must say nothing of the alert but its id,
 // its status and the ids it supersedes:
@@ -45,6 +63,12 @@ func noticeRendering(f formats.Format) rendering {
 	return rendering{kindNotice, formats.FormatHerald}
 }
 
+// renderers render an alert's content in the formats other than Herald's
+// own envelope.
+var renderers = map[formats.Format]func(*alerts.Alert, formats.Context) ([]byte, error){
+	formats.FormatSTIX: formats.STIX, formats.FormatMISP: formats.MISP, formats.FormatCAP: formats.CAP,
+}
+
 // render renders the body of r for a with lineage, and its media type:
 // the format's (formats.Format.ContentType), which for CAP is
 // application/cap+xml (an XML reader takes it by its +xml suffix).
@@ -59,9 +83,7 @@ func (n *Notifier) render(r rendering, a *alerts.Alert, lineage *delivery.Lineag
 	case r.kind == kindNotice && r.format == formats.FormatCAP:
 		body, err = formats.CAPNotice(a, lineage.Context(n.cfg.Agency, n.cfg.Sender))
 	case r.kind == kindAlert:
-		render := map[formats.Format]func(*alerts.Alert, formats.Context) ([]byte, error){
-			formats.FormatSTIX: formats.STIX, formats.FormatMISP: formats.MISP, formats.FormatCAP: formats.CAP,
-		}[r.format]
+		render := renderers[r.format]
 		if render == nil {
 			return nil, "", fmt.Errorf("build webhook body for %s: unknown format %q", a.ID, r.format)
 		}

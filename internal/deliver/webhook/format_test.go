@@ -305,17 +305,25 @@ func TestSignsOncePerAlertAndFormat(t *testing.T) {
 	}
 	require.Len(t, bodies, len(formats.Formats))
 
-	// Another lineage is another rendering for the formats that read it;
-	// the herald envelope does not change.
+	// A partner that received none of the earlier alerts (no Earlier) is
+	// another rendering for STIX and MISP, which withdraw what the partner
+	// had; the herald envelope and CAP, which never list withdrawn
+	// indicators, are the same bytes, signed once.
 	other := *c.lineage
 	other.Earlier = nil
+	before := len(rc.Requests())
 	for _, f := range formats.Formats {
 		ep := sub.Webhooks[slices.IndexFunc(sub.Webhooks, func(w subscribers.Webhook) bool { return w.Format == string(f) })]
 		job := testJob(c.a, sub, ep.URL)
 		job.Lineage = &other
 		require.NoError(t, n.Notify(context.Background(), job, sub))
 	}
-	require.EqualValues(t, 2*len(formats.Formats)-1, signer.Count())
+	require.EqualValues(t, 2*len(formats.Formats)-2, signer.Count(), "a new signature for stix and misp only")
+	for _, r := range rc.Requests()[before:] {
+		if f := strings.Split(r.Path, "/")[1]; f == string(formats.FormatCAP) || f == string(formats.FormatHerald) {
+			require.Equal(t, bodies[f], r.Body, "%s does not read what the partner received earlier", f)
+		}
+	}
 }
 
 // TestFormatRefusals: an endpoint in an unknown format, or in a format

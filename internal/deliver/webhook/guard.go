@@ -255,7 +255,9 @@ func (g *guard) control(network, address string, _ syscall.RawConn) error {
 // cfg.AllowInsecureLoopback), then, when the host is a literal IP address,
 // the SSRF guard. A host name passes here; its addresses are checked at
 // every connection (and a plain-http localhost must resolve to loopback).
-// It runs when a record is registered and before every delivery.
+// It runs when a record is registered and when a delivery first prepares
+// the endpoint's route (Notifier.route, cached by URL: the settings it
+// reads do not change while Herald runs).
 func CheckTarget(rawURL string, cfg Config) error {
 	u, plain, err := subscribers.WebhookURL(rawURL, cfg.AllowInsecureLoopback)
 	if err != nil {

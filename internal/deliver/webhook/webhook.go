@@ -295,7 +295,8 @@ func noticeEnvelope(a *alerts.Alert) envelope {
 // format), the alert's content digest — digest, the SHA-256 of the alert
 // bytes a job carries (delivery.Job.AlertDigest), or, when zero, of a's
 // JSON encoding — and, for the formats that render it, the digest of the
-// lineage: never by the alert's id.
+// part of the lineage they read (rendering.lineage): never by the alert's
+// id.
 func (n *Notifier) signed(r rendering, a *alerts.Alert, digest [32]byte, lineage *delivery.Lineage) (*signedBody, error) {
 	if a == nil || a.ID == "" {
 		return nil, errors.New("build webhook body: alert has no id")
@@ -308,11 +309,10 @@ func (n *Notifier) signed(r rendering, a *alerts.Alert, digest [32]byte, lineage
 		digest = sha256.Sum256(b)
 	}
 	key := r.kind + "\x00" + string(r.format) + "\x00" + string(digest[:])
+	lineage = r.lineage(lineage)
 	if r.usesLineage() {
 		ld := lineage.Digest()
 		key += string(ld[:])
-	} else {
-		lineage = nil
 	}
 	if sb, ok := n.bodies.Get(key); ok {
 		return sb, nil
