@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -71,9 +70,6 @@ type DeadLetters interface {
 // partnerAPI serves the partner endpoints.
 type partnerAPI struct {
 	*handler
-	// mu serialises this process's changes to partner records, each a
-	// read of the record as last written and a write of the next version.
-	mu sync.Mutex
 }
 
 // registerPartner adds the partner endpoints and the acknowledgement

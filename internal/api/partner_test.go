@@ -554,3 +554,57 @@ func TestPartnerWebhookSecrets(t *testing.T) {
 	assert.Equal(t, 1+1+api.MaxSecrets-1, n)
 	assert.NotContains(t, e.logs.String(), "whsec_", "no secret in the log")
 }
+
+// heldWriter holds a partner's write of its record until release is
+// closed, after telling held; every other write goes straight through.
+type heldWriter struct {
+	api.SubscriberWriter
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (w *heldWriter) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(string) *subscribers.Subscriber) error {
+	if strings.HasPrefix(actor, "partner:") {
+		close(w.held)
+		<-w.release
+	}
+	return w.SubscriberWriter.Put(ctx, actor, reason, subs, prev)
+}
+
+// TestPartnerKeyUploadKeepsConcurrentSuspension: an administrator
+// suspends a partner while the partner's key upload is being written; the
+// upload must not write back its copy of the record, still active, over
+// the suspension.
+func TestPartnerKeyUploadKeepsConcurrentSuspension(t *testing.T) {
+	e := newEnv(t, withPartners)
+	hw := &heldWriter{SubscriberWriter: e.server.Writer, held: make(chan struct{}), release: make(chan struct{})}
+	e.server.Writer = hw
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+
+	upload := make(chan int, 1)
+	go func() {
+		resp, _ := e.do(request{method: "PUT", path: "/v1/partner/email/" + acmeMail + "/key", token: partnerToken,
+			contentType: "application/pgp-keys", body: alice})
+		upload <- resp.StatusCode
+	}()
+	<-hw.held
+	suspend := make(chan int, 1)
+	go func() {
+		resp, _ := e.do(request{method: "POST", path: "/v1/subscribers/acme/suspend", token: adminToken, body: `{"reason": "vetting lapsed"}`})
+		suspend <- resp.StatusCode
+	}()
+	// Give the suspension time to be written if nothing holds it back.
+	select {
+	case <-suspend:
+		t.Log("the suspension did not wait for the partner's change")
+		suspend <- http.StatusOK
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(hw.release)
+	require.Equal(t, http.StatusOK, <-upload)
+	require.Equal(t, http.StatusOK, <-suspend)
+
+	rec := e.reg.Record("acme")
+	assert.Equal(t, subscribers.StatusSuspended, rec.Status, "the administrator's suspension stands")
+	assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(rec.Email[0].PGPKey), "and so does the partner's key")
+}
