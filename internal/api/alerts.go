@@ -165,12 +165,18 @@ func (h *handler) preview(w http.ResponseWriter, r *http.Request) {
 	if ds == nil {
 		ds = []policy.Decision{}
 	}
+	writeJSON(w, http.StatusOK, PreviewResponse{Alert: a, Digest: a.Digest(), NeedsRelease: prep.NeedsRelease,
+		Decisions: viewDecisions(r, ds), Counts: decisionCounts(ds)})
+}
+
+// decisionCounts counts a decision table's rows per decision, every
+// decision present: the preview's counts, and the review's.
+func decisionCounts(ds []policy.Decision) map[string]int {
 	counts := map[string]int{delivery.Deliver: 0, delivery.Notice: 0, delivery.Withhold: 0}
 	for i := range ds {
 		counts[ds[i].Decision]++
 	}
-	writeJSON(w, http.StatusOK, PreviewResponse{Alert: a, Digest: a.Digest(), NeedsRelease: prep.NeedsRelease,
-		Decisions: viewDecisions(r, ds), Counts: counts})
+	return counts
 }
 
 // releaseRequest is the body of approve and reject: the digest of what the
