@@ -1,8 +1,6 @@
 package api
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -189,23 +187,8 @@ type releaseRequest struct {
 // decodeRelease reads an optional JSON body of approve or reject.
 func decodeRelease(w http.ResponseWriter, r *http.Request) (releaseRequest, bool) {
 	var req releaseRequest
-	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
-		return req, true
-	}
-	body, err := readBody(w, r, 16<<10)
-	if err != nil {
-		return req, false
-	}
-	if len(body) == 0 {
-		return req, true
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeDecodeError(w, "request", err)
-		return req, false
-	}
-	return req, true
+	ok := decodeOptional(w, r, 16<<10, "request", &req)
+	return req, ok
 }
 
 // approve handles POST /v1/alerts/{id}/approve.
