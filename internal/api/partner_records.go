@@ -172,10 +172,7 @@ func (p *partnerAPI) store(w http.ResponseWriter, r *http.Request, old, next *su
 
 // listEmail handles GET /v1/partner/email.
 func (p *partnerAPI) listEmail(w http.ResponseWriter, r *http.Request) {
-	var rec *subscribers.Subscriber
-	if p.Directory != nil {
-		rec = p.Directory.Record(subscriberOf(r))
-	}
+	rec := p.ownRecord(subscriberOf(r))
 	if rec == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", subscriberOf(r)), nil)
 		return
@@ -287,10 +284,8 @@ func redactSecrets(secrets []string) []string {
 // listWebhooks handles GET /v1/partner/webhooks.
 func (p *partnerAPI) listWebhooks(w http.ResponseWriter, r *http.Request) {
 	sub := subscriberOf(r)
-	var rec, eff *subscribers.Subscriber
-	if p.Directory != nil {
-		rec = p.Directory.Record(sub)
-	}
+	rec := p.ownRecord(sub)
+	var eff *subscribers.Subscriber
 	if p.Registry != nil {
 		eff = p.Registry.Get(sub)
 	}
