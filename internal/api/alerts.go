@@ -1,8 +1,6 @@
 package api
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -165,12 +163,18 @@ func (h *handler) preview(w http.ResponseWriter, r *http.Request) {
 	if ds == nil {
 		ds = []policy.Decision{}
 	}
+	writeJSON(w, http.StatusOK, PreviewResponse{Alert: a, Digest: a.Digest(), NeedsRelease: prep.NeedsRelease,
+		Decisions: viewDecisions(r, ds), Counts: decisionCounts(ds)})
+}
+
+// decisionCounts counts a decision table's rows per decision, every
+// decision present: the preview's counts, and the review's.
+func decisionCounts(ds []policy.Decision) map[string]int {
 	counts := map[string]int{delivery.Deliver: 0, delivery.Notice: 0, delivery.Withhold: 0}
 	for i := range ds {
 		counts[ds[i].Decision]++
 	}
-	writeJSON(w, http.StatusOK, PreviewResponse{Alert: a, Digest: a.Digest(), NeedsRelease: prep.NeedsRelease,
-		Decisions: viewDecisions(r, ds), Counts: counts})
+	return counts
 }
 
 // releaseRequest is the body of approve and reject: the digest of what the
@@ -183,23 +187,8 @@ type releaseRequest struct {
 // decodeRelease reads an optional JSON body of approve or reject.
 func decodeRelease(w http.ResponseWriter, r *http.Request) (releaseRequest, bool) {
 	var req releaseRequest
-	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
-		return req, true
-	}
-	body, err := readBody(w, r, 16<<10)
-	if err != nil {
-		return req, false
-	}
-	if len(body) == 0 {
-		return req, true
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeDecodeError(w, "request", err)
-		return req, false
-	}
-	return req, true
+	ok := decodeOptional(w, r, 16<<10, "request", &req)
+	return req, ok
 }
 
 // approve handles POST /v1/alerts/{id}/approve.

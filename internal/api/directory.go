@@ -125,16 +125,25 @@ func (h *handler) setStatus(status string) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		if h.Writer == nil {
+			writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
+			return
+		}
+		// Under the same lock as a partner's own changes: neither may
+		// write back a copy that misses the other's change.
+		unlock, err := h.lockRecords(r.Context())
+		if err != nil {
+			h.log.Error("set subscriber status", "subscriber", r.PathValue("id"), "error", err)
+			writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+			return
+		}
+		defer unlock()
 		old := h.record(w, r)
 		if old == nil {
 			return
 		}
 		s := *old
 		s.Status = status
-		if h.Writer == nil {
-			writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
-			return
-		}
 		if err := h.Writer.Put(r.Context(), actor(r), reason, []*subscribers.Subscriber{&s},
 			func(string) *subscribers.Subscriber { return old }); err != nil {
 			h.log.Error("set subscriber status", "subscriber", s.ID, "error", err)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -71,9 +70,6 @@ type DeadLetters interface {
 // partnerAPI serves the partner endpoints.
 type partnerAPI struct {
 	*handler
-	// mu serialises this process's changes to partner records, each a
-	// read of the record as last written and a write of the next version.
-	mu sync.Mutex
 }
 
 // registerPartner adds the partner endpoints and the acknowledgement
@@ -121,21 +117,19 @@ type PartnerInfo struct {
 // whoami handles GET /v1/partner.
 func (p *partnerAPI) whoami(w http.ResponseWriter, r *http.Request) {
 	info := PartnerInfo{Subscriber: subscriberOf(r), Token: caller(r).name}
-	if rec := p.ownRecord(); rec != nil {
-		if s := rec(info.Subscriber); s != nil {
-			info.Name, info.Status = s.Name, s.Status
-		}
+	if s := p.ownRecord(info.Subscriber); s != nil {
+		info.Name, info.Status = s.Name, s.Status
 	}
 	writeJSON(w, http.StatusOK, info)
 }
 
-// ownRecord returns the function that gives a partner's record as
-// written, or nil without a directory.
-func (p *partnerAPI) ownRecord() func(string) *subscribers.Subscriber {
+// ownRecord returns the partner's record as written, or nil (also
+// without a directory).
+func (p *partnerAPI) ownRecord(sub string) *subscribers.Subscriber {
 	if p.Directory == nil {
 		return nil
 	}
-	return p.Directory.Record
+	return p.Directory.Record(sub)
 }
 
 // PartnerDeliveryList is the answer to GET /v1/partner/deliveries: a page

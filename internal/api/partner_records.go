@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -113,22 +114,36 @@ func cloneRecord(s *subscribers.Subscriber) *subscribers.Subscriber {
 	return &c
 }
 
-// lockRecord serialises a change to the partner's record and returns the
-// record as last written, or answers (404 or 503) and returns nil. The
-// caller calls unlock.
+// lockRecords serialises a change to a partner record with every other
+// change this process makes to one (handler.records) and waits until the
+// registry has applied every record written before (Partner.Sync), so that
+// the change is made to the record as last written: a copy a moment old
+// would undo a concurrent change, such as an administrator's suspension.
+func (h *handler) lockRecords(ctx context.Context) (unlock func(), err error) {
+	h.records.Lock()
+	if h.Partner.Sync != nil {
+		if err := h.Partner.Sync(ctx); err != nil {
+			h.records.Unlock()
+			return nil, fmt.Errorf("catch up with the subscribers topic: %w", err)
+		}
+	}
+	return h.records.Unlock, nil
+}
+
+// lockRecord serialises a change to the partner's record (lockRecords)
+// and returns the record as last written, or answers (404 or 503) and
+// returns nil. The caller calls unlock.
 func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec *subscribers.Subscriber, unlock func()) {
-	p.mu.Lock()
-	unlock = p.mu.Unlock
+	unlock = func() {}
 	if p.Directory == nil || p.Writer == nil {
 		writeError(w, http.StatusServiceUnavailable, "partner records cannot be changed on this server", nil)
 		return nil, unlock
 	}
-	if p.Partner.Sync != nil {
-		if err := p.Partner.Sync(r.Context()); err != nil {
-			p.log.Error("catch up with the subscribers topic", "error", err)
-			writeError(w, http.StatusServiceUnavailable, "cannot read your record now; try again", nil)
-			return nil, unlock
-		}
+	unlock, err := p.lockRecords(r.Context())
+	if err != nil {
+		p.log.Error("read a partner record", "error", err)
+		writeError(w, http.StatusServiceUnavailable, "cannot read your record now; try again", nil)
+		return nil, func() {}
 	}
 	sub := subscriberOf(r)
 	rec = p.Directory.Record(sub)
@@ -157,10 +172,7 @@ func (p *partnerAPI) store(w http.ResponseWriter, r *http.Request, old, next *su
 
 // listEmail handles GET /v1/partner/email.
 func (p *partnerAPI) listEmail(w http.ResponseWriter, r *http.Request) {
-	var rec *subscribers.Subscriber
-	if p.Directory != nil {
-		rec = p.Directory.Record(subscriberOf(r))
-	}
+	rec := p.ownRecord(subscriberOf(r))
 	if rec == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", subscriberOf(r)), nil)
 		return
@@ -272,10 +284,8 @@ func redactSecrets(secrets []string) []string {
 // listWebhooks handles GET /v1/partner/webhooks.
 func (p *partnerAPI) listWebhooks(w http.ResponseWriter, r *http.Request) {
 	sub := subscriberOf(r)
-	var rec, eff *subscribers.Subscriber
-	if p.Directory != nil {
-		rec = p.Directory.Record(sub)
-	}
+	rec := p.ownRecord(sub)
+	var eff *subscribers.Subscriber
 	if p.Registry != nil {
 		eff = p.Registry.Get(sub)
 	}

@@ -554,3 +554,78 @@ func TestPartnerWebhookSecrets(t *testing.T) {
 	assert.Equal(t, 1+1+api.MaxSecrets-1, n)
 	assert.NotContains(t, e.logs.String(), "whsec_", "no secret in the log")
 }
+
+// heldWriter holds a partner's write of its record until release is
+// closed, after telling held; every other write goes straight through.
+type heldWriter struct {
+	api.SubscriberWriter
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (w *heldWriter) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(string) *subscribers.Subscriber) error {
+	if strings.HasPrefix(actor, "partner:") {
+		close(w.held)
+		<-w.release
+	}
+	return w.SubscriberWriter.Put(ctx, actor, reason, subs, prev)
+}
+
+// TestPartnerChangeKeepsConcurrentAdminChange: an administrator
+// suspends, edits or deletes a partner's record while the partner's key
+// upload is being written; the upload must not write back its copy of the
+// record over the administrator's change.
+func TestPartnerChangeKeepsConcurrentAdminChange(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	for name, c := range map[string]struct {
+		admin request
+		check func(t *testing.T, rec *subscribers.Subscriber)
+	}{
+		"suspend": {
+			request{method: "POST", path: "/v1/subscribers/acme/suspend", token: adminToken, body: `{"reason": "vetting lapsed"}`},
+			func(t *testing.T, rec *subscribers.Subscriber) {
+				require.NotNil(t, rec)
+				assert.Equal(t, subscribers.StatusSuspended, rec.Status, "the administrator's suspension stands")
+				assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(rec.Email[0].PGPKey), "and so does the partner's key")
+			}},
+		"lower clearance": {
+			request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken,
+				body: `{"name": "Acme Car Wash", "kind": "business", "sectors": ["car-washes"], "clearance": "GREEN",
+					"email": [{"address": "` + acmeMail + `"}]}`},
+			func(t *testing.T, rec *subscribers.Subscriber) {
+				require.NotNil(t, rec)
+				assert.Equal(t, alerts.TLPGreen, rec.Clearance, "the administrator's clearance stands")
+			}},
+		"delete": {
+			request{method: "DELETE", path: "/v1/subscribers/acme", token: adminToken},
+			func(t *testing.T, rec *subscribers.Subscriber) {
+				assert.Nil(t, rec, "the deleted record is not brought back")
+			}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, withPartners)
+			hw := &heldWriter{SubscriberWriter: e.server.Writer, held: make(chan struct{}), release: make(chan struct{})}
+			e.server.Writer = hw
+
+			upload := make(chan int, 1)
+			go func() {
+				resp, _ := e.do(request{method: "PUT", path: "/v1/partner/email/" + acmeMail + "/key", token: partnerToken,
+					contentType: "application/pgp-keys", body: alice})
+				upload <- resp.StatusCode
+			}()
+			<-hw.held
+			admin := make(chan int, 1)
+			go func() {
+				resp, _ := e.do(c.admin)
+				admin <- resp.StatusCode
+			}()
+			// Give the administrator's change time to be written if
+			// nothing holds it back.
+			time.Sleep(300 * time.Millisecond)
+			close(hw.release)
+			require.Equal(t, http.StatusOK, <-upload)
+			require.Less(t, <-admin, 300)
+			c.check(t, e.reg.Record("acme"))
+		})
+	}
+}

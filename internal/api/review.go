@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
-	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/publish"
 )
 
 // Review is the answer to GET /v1/alerts/{id}/review: an alert that was
@@ -84,7 +84,7 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request) {
 	// An update or cancel is judged against what its references reached,
 	// as the author's preview judged it.
 	var prior map[string]*ledger.Alert
-	if refs := referenced(a); len(refs) > 0 {
+	if refs := publish.References(a); len(refs) > 0 {
 		if prior, err = p.Index.Lookup(r.Context(), refs); err != nil {
 			h.log.Error("look up referenced alerts", "alert", id, "error", err)
 			writeError(w, http.StatusServiceUnavailable, "cannot read the referenced alerts' receipts now; try again", nil)
@@ -95,14 +95,10 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request) {
 	if ds == nil {
 		ds = []policy.Decision{}
 	}
-	counts := map[string]int{delivery.Deliver: 0, delivery.Notice: 0, delivery.Withhold: 0}
-	for i := range ds {
-		counts[ds[i].Decision]++
-	}
 	out := Review{
 		Alert: sub.Alert, Digest: sub.Digest, State: ex.State(h.now()), IssuedBy: sub.By, SubmittedAt: sub.At,
 		ExpiresAt: sub.ExpiresAt, Own: fanout.SamePerson(actor(r), sub.By),
-		Decisions: viewDecisions(r, ds), Counts: counts,
+		Decisions: viewDecisions(r, ds), Counts: decisionCounts(ds),
 	}
 	if rel.Approved != nil {
 		out.ApprovedBy, out.ApprovedAt = rel.Approved.By, rel.Approved.At
@@ -111,16 +107,4 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request) {
 		out.RejectedBy, out.RejectedAt, out.RejectReason = rel.Rejected.By, rel.Rejected.At, rel.Rejected.Reason
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// referenced returns the valid ids an update or cancel references, other
-// than its own (as the publisher reads them for its checks).
-func referenced(a *alerts.Alert) []string {
-	var ids []string
-	for _, ref := range a.References {
-		if alerts.ValidID(ref) && ref != a.ID {
-			ids = append(ids, ref)
-		}
-	}
-	return ids
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -116,6 +117,10 @@ type handler struct {
 	now     func() time.Time
 	metrics *httpMetrics
 	pages   *pages
+	// records serialises this process's changes to partner records (a
+	// partner's own, an administrator's suspension or resumption): each
+	// reads the record as last written and writes its next version.
+	records sync.Mutex
 }
 
 // Handler returns the HTTP handler serving the API, the console, the

@@ -133,6 +133,15 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 		}})
 		return
 	}
+	// Under the same lock as a partner's own changes, so that neither
+	// writes back a copy that misses the other's change.
+	unlock, err := h.lockRecords(r.Context())
+	if err != nil {
+		h.log.Error("put subscriber", "subscriber", id, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+		return
+	}
+	defer unlock()
 	v := &alerts.ValidationError{What: "invalid subscriber"}
 	var old *subscribers.Subscriber
 	if h.Directory != nil {
@@ -182,6 +191,14 @@ func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
 		return
 	}
+	// A partner's change being written must not bring the record back.
+	unlock, err := h.lockRecords(r.Context())
+	if err != nil {
+		h.log.Error("delete subscriber", "subscriber", id, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+		return
+	}
+	defer unlock()
 	if err := h.Writer.Delete(r.Context(), actor(r), id); err != nil {
 		h.log.Error("delete subscriber", "subscriber", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the record could not be deleted; try again", nil)

@@ -52,6 +52,7 @@ func (a *App) pullServer() *taxii.Server {
 		Source:   a.view,
 		Registry: a.registry,
 		Receipts: ReceiptWriter{P: a.bus.Producer(bus.TopicReceipts)},
+		Audit:    AuditLog(a.bus, a.now),
 		Policy:   PolicyOptions(a.cfg),
 		Agency:   agency,
 		// Discovery names api.public_url when it is set, else the

@@ -3,12 +3,12 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"github.com/herald-alerts/herald/internal/app"
-	"github.com/herald-alerts/herald/internal/record"
 	"text/tabwriter"
 	"time"
 
+	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/deliver"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/spf13/cobra"
 )
 

@@ -235,7 +235,7 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 		return err
 	}
 	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
-	if err := store.Put(ctx, operator(), "", subs, reg.Get); err != nil {
+	if err := store.Put(ctx, operator(), "", subs, reg.Record); err != nil {
 		return err
 	}
 	for _, s := range subs {

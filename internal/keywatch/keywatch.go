@@ -49,7 +49,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -61,6 +60,7 @@ import (
 
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -343,7 +343,7 @@ func (w *Watch) send(ctx context.Context, due []delivery.KeyExpiry, now time.Tim
 		a := known[ids[i]]
 		switch {
 		case a == nil:
-			claims = append(claims, receipt(claimReceipt(k, w.claim, now)))
+			claims = append(claims, fanout.ReceiptMessage(claimReceipt(k, w.claim, now)))
 			open = append(open, k)
 		case a.IssuedBy == w.claim && len(a.Entries()) == 0:
 			open = append(open, k) // ours, and its job was not written: again
@@ -378,7 +378,7 @@ func (w *Watch) send(ctx context.Context, due []delivery.KeyExpiry, now time.Tim
 			return fmt.Errorf("encode key-expiry notice %s: %w", job.ID, err)
 		}
 		jobs = append(jobs, kafka.Message{Key: []byte(job.Subscriber), Value: v})
-		decisions = append(decisions, receipt(delivery.Receipt{Kind: delivery.KindDecision, AlertID: job.Alert.ID, DeliveryID: job.ID,
+		decisions = append(decisions, fanout.ReceiptMessage(delivery.Receipt{Kind: delivery.KindDecision, AlertID: job.Alert.ID, DeliveryID: job.ID,
 			Subscriber: job.Subscriber, Channel: job.Channel, Target: job.Target, Decision: delivery.Notice, Mode: job.Mode, Rule: Rule,
 			Reason: fmt.Sprintf("the OpenPGP key %s expires on %s: the %s notice", k.Fingerprint, k.Expires.UTC().Format(time.RFC3339), days(k.Threshold)),
 			At:     now}))
@@ -408,12 +408,6 @@ func claimReceipt(k delivery.KeyExpiry, claim string, now time.Time) delivery.Re
 	a := k.Notice(now)
 	return delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: now, Type: a.Type, TLP: a.TLP, Marking: a.Marking,
 		IssuedBy: claim, Title: a.Title + " (" + days(k.Threshold) + ")", Digest: a.Digest()}
-}
-
-// receipt encodes r keyed by its alert id.
-func receipt(r delivery.Receipt) kafka.Message {
-	v, _ := json.Marshal(r) // a Receipt always encodes
-	return kafka.Message{Key: []byte(r.AlertID), Value: v}
 }
 
 // days names a threshold: "30-day", or the duration when not whole days.

@@ -163,7 +163,7 @@ func (p *Publisher) Prepare(ctx context.Context, a *alerts.Alert, by string) (*P
 		}
 	}
 	prep := &Prepared{Alert: a, NeedsRelease: policy.NeedsRelease(a, p.Release.SecondAnalyst)}
-	if refs := references(a); len(refs) > 0 {
+	if refs := References(a); len(refs) > 0 {
 		known, err := p.Index.Lookup(ctx, refs)
 		if err != nil {
 			return nil, fmt.Errorf("check the referenced alerts: %w: %w", ErrUnavailable, err)
@@ -189,9 +189,9 @@ func (p *Publisher) Prepare(ctx context.Context, a *alerts.Alert, by string) (*P
 	return prep, nil
 }
 
-// references returns the valid ids an update or cancel references;
-// Validate names the others.
-func references(a *alerts.Alert) []string {
+// References returns the valid ids an update or cancel references, other
+// than its own; Validate names the others.
+func References(a *alerts.Alert) []string {
 	var ids []string
 	for _, ref := range a.References {
 		if alerts.ValidID(ref) && ref != a.ID {

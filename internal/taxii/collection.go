@@ -13,6 +13,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -222,6 +223,15 @@ func (s *Server) recordPulls(ctx context.Context, sub *subscribers.Subscriber, i
 		}
 		s.seen.Add(it.deliveryID, struct{}{})
 		s.Log.Info("alert pulled", "alert", it.alert.ID, "subscriber", sub.ID, "by", how)
+		if s.Audit != nil {
+			c, _ := ctx.Value(callerKey{}).(Caller)
+			if err := s.Audit.Record(ctx, record.Audit{Actor: "partner:" + c.Name, Action: record.ActionPartnerPull,
+				Object: "alert:" + it.alert.ID, Details: map[string]any{"subscriber": sub.ID, "via": how}}); err != nil {
+				// The pull itself is recorded (its receipt): log, as the
+				// partner API does.
+				s.Log.Warn("audit a partner's pull", "alert", it.alert.ID, "subscriber", sub.ID, "error", err)
+			}
+		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/taxii"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
@@ -76,6 +78,26 @@ type env struct {
 	srv     *httptest.Server
 	clock   *clock
 	refused []string
+	audit   *auditRecorder
+}
+
+// auditRecorder keeps the audit entries the server records.
+type auditRecorder struct {
+	mu      sync.Mutex
+	entries []record.Audit
+}
+
+func (a *auditRecorder) Record(_ context.Context, e record.Audit) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.entries = append(a.entries, e)
+	return nil
+}
+
+func (a *auditRecorder) all() []record.Audit {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.entries)
 }
 
 // clock is the fan-out's clock: each alert is fanned out a minute after
@@ -135,8 +157,9 @@ func newEnv(t *testing.T) *env {
 		Quarantine: b.Producer(bus.TopicQuarantine), History: v, Authenticate: b.Authenticate,
 		Now: e.clock.Now, Log: slog.New(slog.DiscardHandler),
 	}
+	e.audit = &auditRecorder{}
 	e.server = &taxii.Server{Source: v, Registry: reg, Receipts: &receiptWriter{p: b.Producer(bus.TopicReceipts)},
-		Agency: agency, Log: kafkatest.Logger(t, slog.LevelWarn)}
+		Audit: e.audit, Agency: agency, Log: kafkatest.Logger(t, slog.LevelWarn)}
 	mux := http.NewServeMux()
 	var mu sync.Mutex
 	e.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {

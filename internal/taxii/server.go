@@ -19,6 +19,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -43,6 +44,11 @@ type Receipts interface {
 	WriteReceipt(ctx context.Context, r delivery.Receipt) error
 }
 
+// Auditor records an entry of the audit trail (*audit.Log satisfies it).
+type Auditor interface {
+	Record(ctx context.Context, e record.Audit) error
+}
+
 // Caller is the holder of a token a request presented.
 type Caller struct {
 	// Name is the token's name (never the token).
@@ -61,6 +67,9 @@ type Identify func(r *http.Request, token string) (Caller, bool)
 // role and name) and why.
 type Refuse func(r *http.Request, who, why string)
 
+// callerKey is the context key of the request's Caller.
+type callerKey struct{}
+
 // RolePartner is the role of partner tokens (config.RolePartner).
 const RolePartner = "partner"
 
@@ -74,6 +83,9 @@ type Server struct {
 	// Receipts records each first pull of an alert. Required: a pull that
 	// cannot be recorded is not served (503).
 	Receipts Receipts
+	// Audit records each first pull of an alert in the audit trail, as
+	// the partner's other actions are; nil records none.
+	Audit Auditor
 	// Policy are the policy's settings, as the fan-out has them.
 	Policy policy.Options
 	// Agency is the agency's name as partners know it (email.issuer_name
@@ -248,7 +260,7 @@ func (g *gate) wrap(ew errorWriter, checkAccept bool, h func(http.ResponseWriter
 			ew.write(w, http.StatusNotAcceptable, "Not acceptable", "this server answers "+MediaTAXII)
 			return
 		}
-		h(w, r, sub)
+		h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)), sub)
 	})
 }
 

@@ -475,6 +475,12 @@ func TestPullsAreRecorded(t *testing.T) {
 		e.synced()
 	}
 	require.Equal(t, map[string]int{"rc-001/bank": 1, "rc-002/bank": 1}, pulls(t, e), "one receipt per alert, however often it is polled")
+	var audited []string
+	for _, a := range e.audit.all() {
+		audited = append(audited, a.Actor+" "+a.Action+" "+a.Object)
+	}
+	require.Equal(t, []string{"partner:bank-misp partner.pull alert:rc-001", "partner:bank-misp partner.pull alert:rc-002"}, audited,
+		"each first pull is in the audit trail, with the token that pulled")
 
 	ds, _, err := e.view.PartnerDeliveries("bank", view.PartnerQuery{})
 	require.NoError(t, err)
