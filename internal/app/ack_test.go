@@ -57,7 +57,10 @@ func TestAckLinkFromEmail(t *testing.T) {
 	done := make(chan error, 1)
 	started := make(chan *app.App, 1)
 	go func() {
-		done <- app.Run(ctx, &cfg, slog.New(slog.DiscardHandler), app.Options{Explicit: true, Started: func(a *app.App) { started <- a }})
+		// The roles in the reverse of their start order: the deliver role's
+		// links must still name the port the api role binds.
+		done <- app.Run(ctx, &cfg, slog.New(slog.DiscardHandler), app.Options{Explicit: true,
+			Roles: []string{app.RoleDeliver, app.RoleFanout, app.RoleAPI}, Started: func(a *app.App) { started <- a }})
 	}()
 	t.Cleanup(func() {
 		cancel()

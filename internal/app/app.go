@@ -125,6 +125,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if len(roles) == 0 {
 		roles = AllRoles
 	}
+	// Roles start in the order of AllRoles whatever order they were given
+	// in: the api role binds api.listen (a port 0 becomes the one bound)
+	// before the deliver role builds acknowledgement links from it.
+	roles = slices.Clone(roles)
+	slices.SortStableFunc(roles, func(x, y string) int { return slices.Index(AllRoles, x) - slices.Index(AllRoles, y) })
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	signer, err := LoadSigner(cfg, a.now())
 	if err != nil {

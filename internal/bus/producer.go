@@ -345,9 +345,10 @@ func (p *Producer) send(partition int, q *partitionQueue) {
 // produce sends one produce request, retrying temporary failures.
 func (p *Producer) produce(ctx context.Context, partition int, msgs []kafka.Message) error {
 	var err error
+	bo := newBackoff(writeBackoffMin, writeBackoffMax)
 	for attempt := range maxAttempts {
 		if attempt > 0 {
-			if !sleep(ctx, backoffDelay(attempt, writeBackoffMin, writeBackoffMax)) {
+			if !bo.wait(ctx) {
 				return errors.Join(err, ctx.Err())
 			}
 			if p.closed.Load() {
@@ -396,28 +397,6 @@ func retriable(err error) bool {
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || (errors.As(err, &ne) && ne.Timeout())
-}
-
-// backoffDelay is the wait before attempt (from 1): min doubled per
-// attempt, at most max.
-func backoffDelay(attempt int, min, max time.Duration) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	return d
-}
-
-// sleep waits d, or until ctx ends (false).
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // messageSize estimates what m adds to a produce request (its record's

@@ -292,7 +292,7 @@ func (b *Bus) readRanges(ctx context.Context, topic string, only func(n int) map
 // errors, with back-off from 100ms. Errors from a caller's function
 // (fnError), fatal errors and the end of ctx are not retried.
 func retry(ctx context.Context, f func() error) error {
-	bo := newBackoff(100*time.Millisecond, 5*time.Second)
+	bo := readBackoff()
 	for attempt := 0; ; attempt++ {
 		err := f()
 		var fe fnError

@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
 )
 
 // ReasonReplayed is the reason of the pending receipt Replay writes.
@@ -45,8 +46,7 @@ type TopicReader interface {
 // ReplayBus is what Replay needs of Kafka; *bus.Bus satisfies it.
 type ReplayBus interface {
 	TopicReader
-	// ReadKeys is ReadAll restricted to the records under keys.
-	ReadKeys(ctx context.Context, topic string, keys []string, fn func(kafka.Message) error) error
+	ledger.Reader // the receipts of the dead jobs' alerts
 	Producer(topic string) *bus.Producer
 }
 
@@ -148,13 +148,14 @@ func (d *DeadLetter) replayable() bool {
 // a pending receipt (reason "replayed") for each. It returns how many it
 // re-queued.
 //
-// Delivered is final: a delivery with any delivered outcome receipt is
-// never replayed, even when a later receipt says dead (a duplicate attempt
-// of a job that two workers ran, after a rebalance). Otherwise a delivery
-// is replayed only while its latest outcome receipt is dead or disabled
-// (or it has none): one replayed and not dead again since is skipped, so
-// that running Replay twice sends nothing twice. Only receipts Herald wrote
-// count. Of several dead letters of one delivery, the latest is replayed.
+// Replay judges each delivery by its state in the ledger (ledger.FromBus,
+// which folds only receipts Herald wrote). Delivered is final there: a
+// delivery with any delivered outcome receipt is never replayed, even when
+// a later receipt says dead (a duplicate attempt of a job that two workers
+// ran, after a rebalance). Otherwise a delivery is replayed only while its
+// state is dead or disabled (or the ledger holds nothing of it): one
+// replayed and not dead again since is pending, and skipped, so that
+// running Replay twice sends nothing twice. Of several dead letters of one delivery, the latest is replayed.
 // Only dead jobs Herald wrote are replayed: never undecodable records, job
 // records Herald did not write, or records of the dead topic Herald did not
 // write. An endpoint disabled by 410 Gone stays disabled: its jobs are
@@ -194,32 +195,18 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 	for id := range alertIDs {
 		keys = append(keys, id)
 	}
-	state := make(map[string]string)
-	delivered := make(map[string]bool)
-	err = b.ReadKeys(ctx, bus.TopicReceipts, keys, func(m kafka.Message) error {
-		var rc delivery.Receipt
-		if json.Unmarshal(m.Value, &rc) != nil || rc.Kind != delivery.KindOutcome {
-			return nil
-		}
-		if _, ok := latest[rc.DeliveryID]; !ok || b.Authenticate(m) != nil {
-			return nil
-		}
-		state[rc.DeliveryID] = rc.State
-		if rc.State == delivery.StateDelivered {
-			delivered[rc.DeliveryID] = true
-		}
-		return nil
-	})
+	// The ledger folds only receipts Herald wrote, and in it delivered is
+	// final (ledger.Entry.Apply).
+	known, err := ledger.FromBus(b).Lookup(ctx, keys)
 	if err != nil {
-		return 0, fmt.Errorf("replay dead letters: read receipts: %w", err)
+		return 0, fmt.Errorf("replay dead letters: %w", err)
 	}
 	var jobs, receipts, undo []kafka.Message
 	for _, id := range order {
-		if delivered[id] {
-			continue
-		}
-		if s, ok := state[id]; ok && s != delivery.StateDead && s != delivery.StateDisabled {
-			continue
+		if a := known[latest[id].Alert.ID]; a != nil {
+			if s := a.State(latest[id].Subscriber, latest[id].Target); s != "" && s != delivery.StateDead && s != delivery.StateDisabled {
+				continue
+			}
 		}
 		j := *latest[id]
 		j.Attempt = 0

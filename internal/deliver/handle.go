@@ -274,25 +274,19 @@ func (m missingNotifier) Notify(context.Context, *delivery.Job, *subscribers.Sub
 	return delivery.Temporary(delivery.ReasonConfig, fmt.Errorf("no notifier for channel %q", string(m)))
 }
 
-// run acquires t's slots and attempts it.
+// run acquires t's endpoint slot and attempts it. It runs on one of the
+// runner's workers, which bound the attempts of the process to
+// Concurrency.
 func (r *Runner) run(ctx context.Context, b *batch, t *task) {
-	gotSem, gotSlot := false, false
+	gotSlot := false
 	release := func() {
 		if gotSlot {
 			<-t.ep.slots
 		}
-		if gotSem {
-			<-r.sem
-		}
 	}
 	select {
-	case r.sem <- struct{}{}:
-		gotSem = true
-		select {
-		case t.ep.slots <- struct{}{}:
-			gotSlot = true
-		case <-b.abort:
-		}
+	case t.ep.slots <- struct{}{}:
+		gotSlot = true
 	case <-b.abort:
 	}
 	t.mu.Lock()

@@ -127,8 +127,7 @@ type Runner struct {
 	log       *slog.Logger
 	metrics   *metrics
 
-	sem       chan struct{} // Concurrency slots
-	workers   *workers      // the goroutines that run attempts
+	workers   *workers // the goroutines that run attempts, Concurrency at most
 	endpoints *endpoints
 
 	stopping chan struct{} // closed when Run's context ends
@@ -163,7 +162,6 @@ func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Noti
 		reg:       reg,
 		notifiers: notifiers,
 		log:       cfg.Log,
-		sem:       make(chan struct{}, cfg.Concurrency),
 		workers:   newWorkers(cfg.Concurrency),
 		stopping:  make(chan struct{}),
 		leases:    make(map[string]leaseState),

@@ -407,7 +407,9 @@ type decided struct {
 	decisions []policy.Decision
 	prior     map[string]*ledger.Alert
 	lineage   *delivery.Lineage
-	chain     map[string]*ledger.Alert
+	// received maps each earlier alert of the chain to the partners it
+	// reached (ledger.Alert.Recipients), found once for all the jobs.
+	received map[string]map[string]bool
 }
 
 // decide decides a for every partner it could reach, given what the ledger
@@ -434,8 +436,15 @@ func (w *Worker) decide(ctx context.Context, a *alerts.Alert, raw []byte, now ti
 			return nil, err
 		}
 		d.lineage = lineage
-		if d.chain, err = w.chainHistory(ctx, lineage, prior); err != nil {
+		chain, err := w.chainHistory(ctx, lineage, prior)
+		if err != nil {
 			return nil, err
+		}
+		d.received = make(map[string]map[string]bool, len(chain))
+		for id, p := range chain {
+			if p != nil {
+				d.received[id] = p.Recipients()
+			}
 		}
 	}
 	return d, nil
@@ -499,10 +508,7 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 			if x.Channel == delivery.ChannelWebhook {
 				// Withdrawals name only indicators of earlier alerts this
 				// partner received: never a value it was not sent.
-				job.Lineage = d.lineage.For(func(id string) bool {
-					p := d.chain[id]
-					return p != nil && p.ReceivedBy(x.Subscriber)
-				})
+				job.Lineage = d.lineage.For(func(id string) bool { return d.received[id][x.Subscriber] })
 			}
 			if x.Mode == delivery.ModeCancelNotice || x.Mode == delivery.ModeFollowUpKeyNotice {
 				job.Held = held(d.prior, x.Subscriber, x.Target)

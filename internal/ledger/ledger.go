@@ -180,15 +180,25 @@ func (a *Alert) Received(subscriber, target string) bool {
 	return e != nil && e.Decision == delivery.Deliver
 }
 
-// ReceivedBy reports whether the alert's content was sent, or is on its
-// way, to any target of subscriber: what the partner may know of it.
-func (a *Alert) ReceivedBy(subscriber string) bool {
+// State returns the delivery state of target of subscriber, or "" when
+// the ledger holds no receipt of it.
+func (a *Alert) State(subscriber, target string) string {
+	if e := a.entries[EntryKey(subscriber, target)]; e != nil {
+		return e.State
+	}
+	return ""
+}
+
+// Recipients returns the partners to any target of which the alert's
+// content was sent, or is on its way: what each may know of it.
+func (a *Alert) Recipients() map[string]bool {
+	out := make(map[string]bool)
 	for _, e := range a.entries {
-		if e.Subscriber == subscriber && e.Decision == delivery.Deliver {
-			return true
+		if e.Decision == delivery.Deliver {
+			out[e.Subscriber] = true
 		}
 	}
-	return false
+	return out
 }
 
 // Counts returns how many entries are in each state.

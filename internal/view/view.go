@@ -667,11 +667,19 @@ func (v *View) checkReady(targets map[string]map[int]int64) {
 // Sync waits until every record written to topics (all the view's topics
 // when none is given) before Sync was called has been applied, so that a
 // question asked next sees it. It gives up after 30 s, when ctx ends or
-// when Run returned. The fan-out calls it before deciding a batch that
+// when Run returned. A topic the view does not follow (ScopeFanOut) is
+// ErrNotKept. The fan-out calls it before deciding a batch that
 // needs the history (Sync(ctx, bus.TopicReceipts)).
 func (v *View) Sync(ctx context.Context, topics ...string) error {
 	if len(topics) == 0 {
 		topics = v.topics
+	}
+	for _, t := range topics {
+		if !slices.Contains(v.topics, t) {
+			// SyncTo would skip it: answering nil would claim what the
+			// view cannot know.
+			return fmt.Errorf("sync view with %s: %w", t, ErrNotKept)
+		}
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, syncTimeout, fmt.Errorf("not caught up within %s", syncTimeout))
 	defer cancel()

@@ -727,6 +727,7 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 	require.ErrorIs(t, err, view.ErrNotKept)
 	_, _, err = lean.Audit(view.AuditQuery{})
 	require.ErrorIs(t, err, view.ErrNotKept)
+	require.ErrorIs(t, lean.Sync(t.Context(), bus.TopicPending), view.ErrNotKept, "a topic it does not follow is never caught up with")
 
 	// Live and rebuilt alike.
 	w.receipts(false, decision("a3", "gym", delivery.ChannelWebhook, "https://gym.example/h", delivery.Deliver, delivery.ModeSigned, at(9*time.Minute)),
