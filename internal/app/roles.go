@@ -280,18 +280,20 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("acknowledgement links: %w", err)
 	}
+	auditLog := AuditLog(a.bus, a.now)
+	store := SubscriberStore{Bus: a.bus, Audit: auditLog}
 	srv := &api.Server{
 		Publisher: Publisher(a.cfg, a.bus, index, a.registry, a.now),
 		Decide: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
 			return fanout.Decide(al, a.registry, prior, now, opt)
 		},
-		Audit:           AuditLog(a.bus, a.now),
+		Audit:           auditLog,
 		Desk:            a.view,
 		Directory:       a.registry,
-		Endpoints:       SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},
+		Endpoints:       store,
 		Ledger:          index,
 		Registry:        a.registry,
-		Writer:          SubscriberStore{Bus: a.bus, Audit: AuditLog(a.bus, a.now)},
+		Writer:          store,
 		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
 		Taxonomy:        taxonomy.Default(),
 		SigningKey:      pub,
