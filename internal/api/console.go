@@ -56,15 +56,6 @@ type auditFilters struct {
 	Actor, Action, Object, Since, Until string
 }
 
-// auditActions are the actions the audit page's filter offers.
-var auditActions = []string{
-	record.ActionPublish, record.ActionSubmit, record.ActionApprove, record.ActionReject,
-	record.ActionSubscriberPut, record.ActionSubscriberDelete, record.ActionEndpointDisable,
-	record.ActionEndpointEnable, record.ActionDeadReplay, record.ActionTokenRefused,
-	record.ActionPartnerAck, record.ActionPartnerKey, record.ActionPartnerSecret,
-	record.ActionPartnerReplay, record.ActionPartnerPull,
-}
-
 // notAnID is what a page says of an id that cannot be one.
 const notAnID = "That is not an id: ids are letters, digits, '.', '_' and '-', at most 64."
 
@@ -176,7 +167,7 @@ func (p *pages) servePartner(w http.ResponseWriter, r *http.Request) {
 // serveAudit renders the audit trail page with the filters in the query.
 func (p *pages) serveAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p.render(w, http.StatusOK, pageData{Title: "Audit trail", Page: pageAudit, Actions: auditActions,
+	p.render(w, http.StatusOK, pageData{Title: "Audit trail", Page: pageAudit, Actions: record.Actions,
 		Audit: auditFilters{Actor: q.Get("actor"), Action: q.Get("action"), Object: q.Get("object"),
 			Since: q.Get("since"), Until: q.Get("until")}})
 }

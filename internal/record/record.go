@@ -65,6 +65,16 @@ const (
 	ActionPartnerPull      = "partner.pull"
 )
 
+// Actions lists every audit action, in the order the console's audit
+// filter offers them.
+var Actions = []string{
+	ActionPublish, ActionSubmit, ActionApprove, ActionReject,
+	ActionSubscriberPut, ActionSubscriberDelete, ActionEndpointDisable,
+	ActionEndpointEnable, ActionDeadReplay, ActionTokenRefused,
+	ActionPartnerAck, ActionPartnerKey, ActionPartnerSecret,
+	ActionPartnerReplay, ActionPartnerPull,
+}
+
 // Audit is one entry of the audit trail: who did what to which object,
 // when (topic audit, keyed by Object). It never holds a token, a secret
 // or a key: Details name what changed, not its secret value.
