@@ -57,8 +57,6 @@ func Seal(plaintext []byte) (*Sealed, error) {
 	return &Sealed{sessionKey: key, data: buf.Bytes()}, nil
 }
 
-// DataLen returns the size of the shared encrypted data packet.
-func (s *Sealed) DataLen() int { return len(s.data) }
 
 // For returns the ASCII-armoured OpenPGP message (CRLF line endings) for
 // one recipient: its key packet in front of the shared encrypted data.

@@ -296,9 +296,6 @@ func (a *App) APIAddr() string {
 	return a.cfg.API.Listen
 }
 
-// Roles returns the roles that are running.
-func (a *App) Roles() []string { return slices.Clone(a.roles) }
-
 // Bus returns the app's bus.
 func (a *App) Bus() *bus.Bus { return a.bus }
 
