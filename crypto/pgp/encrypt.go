@@ -57,7 +57,6 @@ func Seal(plaintext []byte) (*Sealed, error) {
 	return &Sealed{sessionKey: key, data: buf.Bytes()}, nil
 }
 
-
 // For returns the ASCII-armoured OpenPGP message (CRLF line endings) for
 // one recipient: its key packet in front of the shared encrypted data.
 func (s *Sealed) For(r *Recipient) ([]byte, error) {
