@@ -157,13 +157,19 @@ func truncate(s string) string {
 	return s
 }
 
-// Derive returns a KeySize sub-key of the signing key for purpose (HKDF
-// with SHA-256), for capabilities that must not be forged either, such as
-// acknowledgement links. Rotating the keyring rotates every derived key.
-func (k *Keyring) Derive(purpose string) []byte {
-	out, err := hkdf.Key(sha256.New, k.keys[0].secret, nil, "herald busauth derive: "+purpose, KeySize)
-	if err != nil {
-		panic("busauth: hkdf: " + err.Error()) // only for lengths over 255*32
+// Derive returns a KeySize sub-key of each key of the keyring for purpose
+// (HKDF with SHA-256), the signing key's first, for capabilities that must
+// not be forged either, such as acknowledgement links: made with the first,
+// accepted under any, so that what was issued before a rotation (the old
+// key kept second in the file) stays valid until the old key is removed.
+func (k *Keyring) Derive(purpose string) [][]byte {
+	out := make([][]byte, len(k.keys))
+	for i, kk := range k.keys {
+		sub, err := hkdf.Key(sha256.New, kk.secret, nil, "herald busauth derive: "+purpose, KeySize)
+		if err != nil {
+			panic("busauth: hkdf: " + err.Error()) // only for lengths over 255*32
+		}
+		out[i] = sub
 	}
 	return out
 }

@@ -82,10 +82,14 @@ func TestParse(t *testing.T) {
 func TestDerive(t *testing.T) {
 	k, _ := busauth.New(secret(1))
 	k2, _ := busauth.New(secret(2))
-	require.Len(t, k.Derive("ack"), busauth.KeySize)
+	require.Len(t, k.Derive("ack"), 1)
+	require.Len(t, k.Derive("ack")[0], busauth.KeySize)
 	require.Equal(t, k.Derive("ack"), k.Derive("ack"))
 	require.NotEqual(t, k.Derive("ack"), k.Derive("other"))
 	require.NotEqual(t, k.Derive("ack"), k2.Derive("ack"))
+	// During a rotation: one sub-key per key, the signing key's first.
+	both, _ := busauth.New(secret(2), secret(1))
+	require.Equal(t, [][]byte{k2.Derive("ack")[0], k.Derive("ack")[0]}, both.Derive("ack"))
 }
 
 func TestLoadOrCreate(t *testing.T) {

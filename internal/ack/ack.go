@@ -9,8 +9,9 @@
 // Keyring.Derive(Purpose)), padded to a multiple of 64 bytes so that its
 // length says little, and encoded in unpadded base64url (RFC 4648 §5) to
 // sit in a URL path. A token that was altered, made with another key, or
-// has expired does not open. Rotating the publishing key invalidates the
-// links already sent.
+// has expired does not open. Links are made under the current publishing
+// key and opened under any key of the key file, so the links already sent
+// keep working through a rotation until the old key is removed from it.
 package ack
 
 import (
@@ -80,24 +81,33 @@ func ClaimFor(job *delivery.Job, now time.Time) Claim {
 
 // Codec seals and opens links. It is safe for concurrent use.
 type Codec struct {
-	aead cipher.AEAD
+	// aeads[0] seals; every one opens.
+	aeads []cipher.AEAD
 }
 
-// New returns a Codec with key (KeySize bytes, such as
-// Keyring.Derive(Purpose)).
-func New(key []byte) (*Codec, error) {
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("ack: key is %d bytes, want %d", len(key), KeySize)
+// New returns a Codec that seals with the first key and opens what any of
+// keys sealed (each KeySize bytes, such as Keyring.Derive(Purpose): the
+// current publishing key first, then the one it replaces).
+func New(keys ...[]byte) (*Codec, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("ack: no key")
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("ack: %w", err)
+	c := &Codec{}
+	for i, key := range keys {
+		if len(key) != KeySize {
+			return nil, fmt.Errorf("ack: key %d is %d bytes, want %d", i, len(key), KeySize)
+		}
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			return nil, fmt.Errorf("ack: %w", err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("ack: %w", err)
+		}
+		c.aeads = append(c.aeads, aead)
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("ack: %w", err)
-	}
-	return &Codec{aead: aead}, nil
+	return c, nil
 }
 
 // Seal returns the token of c.
@@ -115,11 +125,12 @@ func (k *Codec) Seal(c Claim) (string, error) {
 	for len(p)%64 != 0 {
 		p = append(p, 0)
 	}
-	nonce := make([]byte, k.aead.NonceSize(), k.aead.NonceSize()+len(p)+k.aead.Overhead())
+	aead := k.aeads[0]
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(p)+aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		return "", fmt.Errorf("ack: nonce: %w", err)
 	}
-	return base64.RawURLEncoding.EncodeToString(k.aead.Seal(nonce, nonce, p, aad)), nil
+	return base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, p, aad)), nil
 }
 
 // Open returns the claim of token: ErrInvalid when it was altered or made
@@ -129,11 +140,19 @@ func (k *Codec) Open(token string, now time.Time) (Claim, error) {
 		return Claim{}, ErrInvalid
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(token)
-	ns := k.aead.NonceSize()
-	if err != nil || len(raw) < ns+k.aead.Overhead() {
+	if err != nil {
 		return Claim{}, ErrInvalid
 	}
-	p, err := k.aead.Open(nil, raw[:ns], raw[ns:], aad)
+	var p []byte
+	for _, aead := range k.aeads {
+		ns := aead.NonceSize()
+		if len(raw) < ns+aead.Overhead() {
+			return Claim{}, ErrInvalid
+		}
+		if p, err = aead.Open(nil, raw[:ns], raw[ns:], aad); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return Claim{}, ErrInvalid
 	}

@@ -22,9 +22,41 @@ func codec(t testing.TB, seed byte) *ack.Codec {
 	t.Helper()
 	k, err := busauth.New(bytes.Repeat([]byte{seed}, busauth.KeySize))
 	require.NoError(t, err)
-	c, err := ack.New(k.Derive(ack.Purpose))
+	c, err := ack.New(k.Derive(ack.Purpose)...)
 	require.NoError(t, err)
 	return c
+}
+
+// TestLinkSurvivesRotation: a link made before the publishing key was
+// rotated opens while the old key stays in the key file (second), and
+// stops opening when it is removed; links made after are made under the
+// new key.
+func TestLinkSurvivesRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, busauth.KeySize), bytes.Repeat([]byte{2}, busauth.KeySize)
+	before := codec(t, 1)
+	claim := ack.Claim{Alert: "op-7", Subscriber: "acme", Target: "soc@acme.example", Expires: now.Add(48 * time.Hour)}
+	tok, err := before.Seal(claim)
+	require.NoError(t, err)
+
+	k, err := busauth.New(newKey, oldKey)
+	require.NoError(t, err)
+	during, err := ack.New(k.Derive(ack.Purpose)...)
+	require.NoError(t, err)
+	got, err := during.Open(tok, now)
+	require.NoError(t, err, "a link sent before the rotation still opens")
+	assert.Equal(t, claim, got)
+
+	fresh, err := during.Seal(claim)
+	require.NoError(t, err)
+	_, err = codec(t, 2).Open(fresh, now)
+	require.NoError(t, err, "new links are made under the new key")
+	_, err = before.Open(fresh, now)
+	assert.ErrorIs(t, err, ack.ErrInvalid, "the old key alone does not open a new link")
+
+	_, err = codec(t, 2).Open(tok, now)
+	assert.ErrorIs(t, err, ack.ErrInvalid, "once the old key leaves the file, its links stop opening")
+	_, err = ack.New()
+	assert.Error(t, err, "a codec needs a key")
 }
 
 // TestLink: a link opens to exactly the delivery it was made for, reveals

@@ -65,13 +65,14 @@ func (d DeadLetters) Replay(ctx context.Context, subscriber string, ids []string
 }
 
 // AckLinks returns the codec of acknowledgement links, keyed from the
-// publishing key of b, or nil when b has none.
+// publishing keys of b (links made under the key a rotation replaced keep
+// working while it stays in the key file), or nil when b has none.
 func AckLinks(b *bus.Bus) (*ack.Codec, error) {
 	k := b.Keyring()
 	if k == nil {
 		return nil, nil
 	}
-	return ack.New(k.Derive(ack.Purpose))
+	return ack.New(k.Derive(ack.Purpose)...)
 }
 
 // PublicURL is where partners reach the API: api.public_url, or the
