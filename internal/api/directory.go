@@ -64,8 +64,9 @@ type ManagedKey struct {
 	At      time.Time `json:"at"`
 }
 
-// ManagedSecrets is a partner's own secrets for one webhook: its URL
-// without credentials, query or fragment, and the secrets redacted.
+// ManagedSecrets is a partner's own secrets for one webhook: its URL as the
+// record has it (administrators see whole records, as the endpoint states
+// at …/endpoints do), and the secrets redacted.
 type ManagedSecrets struct {
 	URL     string   `json:"url"`
 	Secrets []string `json:"secrets"`
@@ -235,7 +236,7 @@ func partnerManaged(d Directory, rec *subscribers.Subscriber, now time.Time) Par
 		out.Keys = append(out.Keys, mk)
 	}
 	for _, o := range d.SecretsOverlays(rec.ID) {
-		out.Secrets = append(out.Secrets, ManagedSecrets{URL: subscribers.RedactURL(o.URL), Secrets: redactSecrets(o.Secrets), By: o.By, At: o.At,
+		out.Secrets = append(out.Secrets, ManagedSecrets{URL: o.URL, Secrets: redactSecrets(o.Secrets), By: o.By, At: o.At,
 			InForce: slices.ContainsFunc(rec.Webhooks, func(w subscribers.Webhook) bool { return w.URL == o.URL })})
 	}
 	return out

@@ -593,7 +593,7 @@ func TestAdminPutAndPartnerKey(t *testing.T) {
 	assert.True(t, pm.Keys[0].InForce)
 	assert.Equal(t, "partner:acme-soc", pm.Keys[0].By)
 	require.Len(t, pm.Secrets, 1)
-	assert.Equal(t, "https://hooks.acme.example/herald", pm.Secrets[0].URL, "no credentials")
+	assert.Equal(t, acmeHook, pm.Secrets[0].URL, "as the record has it, as …/endpoints shows it")
 	assert.Equal(t, added.Secrets, pm.Secrets[0].Secrets)
 
 	// The old GET, edited and put back: the partner's key and secrets
