@@ -268,9 +268,11 @@ func (r *Registry) Endpoints(subscriber string) []EndpointState {
 }
 
 // Record returns the subscriber's record as it was written, without its
-// endpoint states, or nil. An administrator edits this record: putting
-// back the effective record from Get would copy an endpoint state into
-// the partner's record, where re-enabling the endpoint no longer reaches.
+// endpoint states or the partner's own keys and secrets, or nil. An
+// administrator edits this record: putting back the effective record from
+// Get would copy an endpoint state into the partner's record, where
+// re-enabling the endpoint no longer reaches, and would make the partner's
+// key the administrator's.
 func (r *Registry) Record(id string) *Subscriber {
 	r.mu.RLock()
 	var x stored

@@ -40,8 +40,9 @@ type OverlayIndex interface {
 
 // Put writes the records (validated by the caller), as actor, for reason
 // (may be empty); prev returns the record as written that each replaces
-// (nil for a new record), for the audit trail's list of changed fields and
-// for the partner's own keys and secrets it replaces.
+// (nil for a new record; a nil prev treats every record as new), for the
+// audit trail's list of changed fields and for the partner's own keys and
+// secrets it replaces.
 //
 // A partner's own key for an address (or secrets for a webhook) stays in
 // force over the record unless the record sets that address's key
