@@ -16,8 +16,16 @@ const EndpointKeyPrefix = "~endpoint/"
 // endpoint url of subscriber: one key per endpoint, so the compacted topic
 // keeps its latest state beside, never inside, the partner's record.
 func EndpointKey(subscriber, url string) string {
-	h := sha256.Sum256([]byte(url))
-	return EndpointKeyPrefix + subscriber + "/" + hex.EncodeToString(h[:12])
+	return EndpointKeyPrefix + subscriber + "/" + keyDigest(url)
+}
+
+// keyDigest returns the part of a subscribers-topic key that names one
+// target of a partner (a webhook URL, an address): the hex of the first 12
+// bytes of its SHA-256, so that the key carries no credentials of a URL
+// and has a bounded length.
+func keyDigest(target string) string {
+	h := sha256.Sum256([]byte(target))
+	return hex.EncodeToString(h[:12])
 }
 
 // IsEndpointKey reports whether a subscribers-topic key holds an endpoint

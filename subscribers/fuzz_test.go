@@ -49,7 +49,7 @@ func FuzzDecodeSubscriber(f *testing.F) {
 			return
 		}
 		s.Normalize()
-		if !subscribers.IsEndpointKey(s.ID) {
+		if subscribers.IsRecordKey(s.ID) {
 			// The registry keeps what it reads packed: it gives back the
 			// record decoded, valid or not.
 			r := subscribers.NewRegistry()

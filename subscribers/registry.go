@@ -15,15 +15,19 @@ import (
 // keeps an index from sector slug to subscribers so that Candidates costs
 // O(matches), not O(all partners).
 //
-// It holds two kinds of record, as the compacted subscribers topic does:
-// each partner's record as an administrator wrote it, and the state Herald
-// records for single endpoints (EndpointState, under
-// EndpointKey: a webhook that answered 410 Gone is disabled). Get,
-// List and Candidates return the effective record: the partner's record
-// with its endpoint states applied on top (a webhook is disabled when the
-// record says so or when its latest state does). Neither kind ever
-// rewrites the other, so an administrator's change and a worker's 410
-// both stand whatever their order.
+// It holds the kinds of record the compacted subscribers topic does: each
+// partner's record as an administrator wrote it; the state Herald records
+// for single endpoints (EndpointState, under EndpointKey: a webhook that
+// answered 410 Gone is disabled); and the partner's own OpenPGP key for an
+// address (KeyOverlay, under KeyOverlayKey) and secrets for a webhook
+// (SecretsOverlay, under SecretsOverlayKey). Get, List and Candidates
+// return the effective record: the partner's record with its endpoint
+// states and overlays applied on top (a webhook is disabled when the
+// record says so or when its latest state does; an address the record
+// still lists has the partner's key, a webhook whose URL it still lists
+// has the partner's secrets). Record returns the record as written. No
+// kind ever rewrites another, so an administrator's change, a worker's 410
+// and a partner's new key all stand whatever their order.
 //
 // Records are immutable once stored, and a record returned is never
 // modified. Put keeps the caller's record as it is (and Get returns it
@@ -52,6 +56,13 @@ type Registry struct {
 	// also for subscribers that have no record (deleted, or not read
 	// yet: the two kinds of key lie on different partitions).
 	states map[string]map[string]EndpointState
+	// keys and secrets hold the partner's own overlays by subscriber id,
+	// and by lower-cased address or by URL; like states, also for
+	// subscribers without a record, and for addresses and URLs the
+	// record no longer lists (they change nothing until it lists them
+	// again).
+	keys    map[string]map[string]KeyOverlay
+	secrets map[string]map[string]SecretsOverlay
 	// revs counts changes per endpoint key (see EndpointRevision); it
 	// keeps counting across a tombstone.
 	revs map[string]uint64
@@ -108,13 +119,15 @@ func NewRegistry() *Registry {
 		eff:      map[int32]stored{},
 		bySector: map[string][]int32{},
 		states:   map[string]map[string]EndpointState{},
+		keys:     map[string]map[string]KeyOverlay{},
+		secrets:  map[string]map[string]SecretsOverlay{},
 		revs:     map[string]uint64{},
 	}
 }
 
 // Put adds or replaces a subscriber's record, keeping s itself (see
-// Registry). The endpoint states of the subscriber stay in force on top of
-// it.
+// Registry). The endpoint states and overlays of the subscriber stay in
+// force on top of it.
 func (r *Registry) Put(s *Subscriber) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -156,8 +169,9 @@ func (r *Registry) putLocked(id string, sectors []string, x stored) {
 }
 
 // Delete removes a subscriber's record; it reports whether there was one.
-// Its endpoint states are kept, as the topic keeps them, and are harmless:
-// they name no partner until a record with that id and URL is put again.
+// Its endpoint states and overlays are kept, as the topic keeps them
+// until their tombstones arrive, and are harmless: they name no partner
+// until a record with that id and address or URL is put again.
 func (r *Registry) Delete(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -174,8 +188,8 @@ func (r *Registry) Delete(id string) bool {
 	return true
 }
 
-// Revision returns a number that changes whenever a record or an endpoint
-// state changes, so that a reader can tell cheaply whether anything did.
+// Revision returns a number that changes whenever a record, an endpoint
+// state or an overlay changes, so that a reader can tell cheaply whether anything did.
 func (r *Registry) Revision() uint64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -254,9 +268,11 @@ func (r *Registry) Endpoints(subscriber string) []EndpointState {
 }
 
 // Record returns the subscriber's record as it was written, without its
-// endpoint states, or nil. An administrator edits this record: putting
-// back the effective record from Get would copy an endpoint state into
-// the partner's record, where re-enabling the endpoint no longer reaches.
+// endpoint states or the partner's own keys and secrets, or nil. An
+// administrator edits this record: putting back the effective record from
+// Get would copy an endpoint state into the partner's record, where
+// re-enabling the endpoint no longer reaches, and would make the partner's
+// key the administrator's.
 func (r *Registry) Record(id string) *Subscriber {
 	r.mu.RLock()
 	var x stored
@@ -298,16 +314,16 @@ func (r *Registry) bumpLocked(subscriber, url string) {
 }
 
 // rebuildLocked recomputes the effective record of id, in slot, from its
-// record and endpoint states.
+// record, endpoint states and overlays.
 func (r *Registry) rebuildLocked(id string, slot int32) {
 	delete(r.eff, slot)
 	raw := r.recs[slot]
-	states := r.states[id]
-	if len(states) == 0 {
+	states, keys, secrets := r.states[id], r.keys[id], r.secrets[id]
+	if len(states) == 0 && len(keys) == 0 && len(secrets) == 0 {
 		return
 	}
 	s := raw.record()
-	e := effective(s, states)
+	e := effective(s, states, keys, secrets)
 	switch {
 	case e == s:
 	case raw.s != nil:
@@ -317,20 +333,33 @@ func (r *Registry) rebuildLocked(id string, slot int32) {
 	}
 }
 
-// effective returns s with states applied: s itself when they change
-// nothing, else a copy with its own webhook slice.
-func effective(s *Subscriber, states map[string]EndpointState) *Subscriber {
+// effective returns s with its endpoint states and overlays applied: s
+// itself when they change nothing, else a copy with its own email and
+// webhook slices. keys is by lower-cased address, states and secrets by
+// URL; an overlay of an address or URL s does not list changes nothing.
+func effective(s *Subscriber, states map[string]EndpointState, keys map[string]KeyOverlay, secrets map[string]SecretsOverlay) *Subscriber {
 	var cp *Subscriber
-	for i, w := range s.Webhooks {
-		if st, ok := states[w.URL]; !ok || !st.Disabled || w.Disabled {
-			continue
-		}
+	cloned := func() *Subscriber {
 		if cp == nil {
 			c := *s
+			c.Email = slices.Clone(s.Email)
 			c.Webhooks = slices.Clone(s.Webhooks)
 			cp = &c
 		}
-		cp.Webhooks[i].Disabled = true
+		return cp
+	}
+	for i, e := range s.Email {
+		if o, ok := keys[strings.ToLower(e.Address)]; ok && o.PGPKey != e.PGPKey {
+			cloned().Email[i].PGPKey = o.PGPKey
+		}
+	}
+	for i, w := range s.Webhooks {
+		if o, ok := secrets[w.URL]; ok && !slices.Equal(o.Secrets, w.Secrets) {
+			cloned().Webhooks[i].Secrets = slices.Clone(o.Secrets)
+		}
+		if st, ok := states[w.URL]; ok && st.Disabled && !w.Disabled {
+			cloned().Webhooks[i].Disabled = true
+		}
 	}
 	if cp == nil {
 		return s
@@ -504,14 +533,24 @@ func (r *Registry) candidates(a *alerts.Alert) (xs []idStored, missing []string)
 // Apply folds one record of the compacted subscribers topic into the
 // registry. Under an endpoint key (IsEndpointKey) the value is a
 // EndpointState of the endpoint the key names, applied with
-// PutEndpoint, and a tombstone (empty value) clears that state. Under any
-// other key the value is a subscriber record whose id is the key, applied
-// with Put, and a tombstone deletes the subscriber. The caller checks the
-// record's authenticity first.
+// PutEndpoint, and a tombstone (empty value) clears that state. Under an
+// overlay key (KeyOverlayKey, SecretsOverlayKey) the value is the
+// KeyOverlay or SecretsOverlay the key names, applied with PutKeyOverlay
+// or PutSecretsOverlay, and a tombstone clears it. Under a record key
+// (IsRecordKey) the value is a subscriber record whose id is the key,
+// applied with Put, and a tombstone deletes the subscriber. Any other key
+// is refused. The caller checks the record's authenticity first.
 func (r *Registry) Apply(key, value []byte) error {
 	k := string(key)
-	if IsEndpointKey(k) {
+	switch {
+	case IsEndpointKey(k):
 		return r.applyEndpoint(k, value)
+	case strings.HasPrefix(k, KeyOverlayPrefix):
+		return r.applyKeyOverlay(k, value)
+	case strings.HasPrefix(k, SecretsOverlayPrefix):
+		return r.applySecretsOverlay(k, value)
+	case !IsRecordKey(k):
+		return fmt.Errorf("subscribers-topic key %q: not a kind of record this version of Herald knows", k)
 	}
 	if len(value) == 0 {
 		r.Delete(k)

@@ -6,7 +6,9 @@ package subscribers
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -435,6 +437,19 @@ func RedactURL(raw string) string {
 		return s
 	}
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// RedactedSecretPrefix starts a webhook secret as Herald shows it. A
+// Standard Webhooks secret lets whoever holds it sign webhooks that the
+// partner will believe came from the agency, so Herald never shows one: it
+// shows "redacted:" and the first 16 hex digits of the secret's SHA-256,
+// which is enough to tell secrets apart during a rotation.
+const RedactedSecretPrefix = "redacted:"
+
+// RedactSecret returns the form of a webhook secret Herald shows.
+func RedactSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return RedactedSecretPrefix + hex.EncodeToString(sum[:8])
 }
 
 // RedactTarget returns a delivery target as analysts see it: an email

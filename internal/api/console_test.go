@@ -169,7 +169,7 @@ func TestConsoleStatic(t *testing.T) {
 	resp, body := e.do(request{method: "GET", path: "/static/console.js"})
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Contains(t, resp.Header.Get("Content-Type"), "javascript")
-	for _, call := range []string{"/v1/alerts/preview", "/review", "/approve", "/reject", "/v1/taxonomy", "/v1/partners", "/v1/audit?", "/endpoints"} {
+	for _, call := range []string{"/v1/alerts/preview", "/review", "/approve", "/reject", "/v1/taxonomy", "/v1/partners", "/v1/audit?", "/endpoints", "/partner-managed"} {
 		assert.Contains(t, string(body), call)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,13 +43,57 @@ type EndpointList struct {
 	Endpoints []subscribers.EndpointState `json:"endpoints"`
 }
 
+// PartnerManaged is the answer to GET /v1/subscribers/{id}/partner-managed:
+// the keys and webhook secrets the partner manages itself (PRODUCT.md
+// §12), stored beside its record and in force over the record's own
+// while the record lists their address or webhook. Keys are shown by
+// fingerprint, secrets redacted, never the material itself.
+type PartnerManaged struct {
+	Keys    []ManagedKey     `json:"keys"`
+	Secrets []ManagedSecrets `json:"secrets"`
+}
+
+// ManagedKey is a partner's own key for one address.
+type ManagedKey struct {
+	Address string `json:"address"`
+	KeyStatus
+	// InForce says whether the record lists the address: a key for an
+	// address it no longer lists changes nothing.
+	InForce bool      `json:"in_force"`
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+}
+
+// ManagedSecrets is a partner's own secrets for one webhook: its URL as the
+// record has it (administrators see whole records, as the endpoint states
+// at …/endpoints do), and the secrets redacted.
+type ManagedSecrets struct {
+	URL     string   `json:"url"`
+	Secrets []string `json:"secrets"`
+	// InForce says whether the record lists the webhook.
+	InForce bool      `json:"in_force"`
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+}
+
 // Directory is what the partner directory needs of the registry beyond
 // Subscribers: the records as written (an administrator edits those, never
-// the effective record with endpoint states applied) and endpoint states.
-// *subscribers.Registry satisfies it.
+// the effective record with endpoint states and the partner's own keys and
+// secrets applied), endpoint states, and the partner's own keys and
+// secrets. *subscribers.Registry satisfies it.
 type Directory interface {
 	Record(id string) *subscribers.Subscriber
 	Endpoints(subscriber string) []subscribers.EndpointState
+	KeyOverlays(subscriber string) []subscribers.KeyOverlay
+	SecretsOverlays(subscriber string) []subscribers.SecretsOverlay
+}
+
+// OverlayWriter records a partner's own key for one address, or its own
+// secrets for one webhook, as its own record beside the partner's record,
+// which it never rewrites (app.SubscriberStore satisfies it).
+type OverlayWriter interface {
+	SetKey(ctx context.Context, actor, subscriber, address, pgpKey string, now time.Time) error
+	SetSecrets(ctx context.Context, actor, subscriber, url string, secrets []string, now time.Time) error
 }
 
 // EndpointWriter records an administrator's change of an endpoint's state
@@ -129,8 +174,9 @@ func (h *handler) setStatus(status string) http.HandlerFunc {
 			writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
 			return
 		}
-		// Under the same lock as a partner's own changes: neither may
-		// write back a copy that misses the other's change.
+		// After the registry has caught up, so that the new version is
+		// made from the record as last written. A partner's own key or
+		// secret is not in that record and stays in force.
 		unlock, err := h.lockRecords(r.Context())
 		if err != nil {
 			h.log.Error("set subscriber status", "subscriber", r.PathValue("id"), "error", err)
@@ -166,6 +212,34 @@ func (h *handler) listEndpoints(w http.ResponseWriter, r *http.Request) {
 		states = []subscribers.EndpointState{}
 	}
 	writeJSON(w, http.StatusOK, EndpointList{Endpoints: states})
+}
+
+// listPartnerManaged handles GET /v1/subscribers/{id}/partner-managed.
+func (h *handler) listPartnerManaged(w http.ResponseWriter, r *http.Request) {
+	s := h.record(w, r)
+	if s == nil {
+		return
+	}
+	writeJSON(w, http.StatusOK, partnerManaged(h.Directory, s, h.now()))
+}
+
+// partnerManaged describes the keys and secrets the partner of rec, its
+// record as written, manages itself, at now.
+func partnerManaged(d Directory, rec *subscribers.Subscriber, now time.Time) PartnerManaged {
+	out := PartnerManaged{Keys: []ManagedKey{}, Secrets: []ManagedSecrets{}}
+	for _, o := range d.KeyOverlays(rec.ID) {
+		mk := ManagedKey{Address: o.Address, By: o.By, At: o.At,
+			InForce: slices.ContainsFunc(rec.Email, func(e subscribers.Email) bool { return strings.EqualFold(e.Address, o.Address) })}
+		if ks := keyStatus(o.PGPKey, now); ks != nil {
+			mk.KeyStatus = *ks
+		}
+		out.Keys = append(out.Keys, mk)
+	}
+	for _, o := range d.SecretsOverlays(rec.ID) {
+		out.Secrets = append(out.Secrets, ManagedSecrets{URL: o.URL, Secrets: redactSecrets(o.Secrets), By: o.By, At: o.At,
+			InForce: slices.ContainsFunc(rec.Webhooks, func(w subscribers.Webhook) bool { return w.URL == o.URL })})
+	}
+	return out
 }
 
 // enableEndpoint handles POST /v1/subscribers/{id}/webhooks/{index}/enable

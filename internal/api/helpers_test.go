@@ -54,9 +54,10 @@ const validAlert = `{
   "audience": {"sectors": ["car-washes"], "regions": ["TLE"]}
 }`
 
-// subscriberStore is the real store (records and audit to Kafka) that also
-// applies what it writes to the registry at once, as the consumer of the
-// subscribers topic would a moment later.
+// subscriberStore is the real store (records, overlays and audit to Kafka)
+// that also applies what it writes to the registry at once, as the
+// consumer of the subscribers topic would a moment later. (The tests of
+// internal/app run two API servers, each with the real consumer.)
 type subscriberStore struct {
 	app.SubscriberStore
 	mu      sync.Mutex
@@ -66,11 +67,25 @@ type subscriberStore struct {
 }
 
 func (w *subscriberStore) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(string) *subscribers.Subscriber) error {
+	var clear []string
+	for _, s := range subs {
+		var old *subscribers.Subscriber
+		if prev != nil {
+			old = prev(s.ID)
+		}
+		clear = append(clear, subscribers.ReplacedOverlays(old, s)...)
+		if old == nil {
+			clear = append(clear, w.reg.OverlayKeys(s.ID)...)
+		}
+	}
 	if err := w.SubscriberStore.Put(ctx, actor, reason, subs, prev); err != nil {
 		return err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for _, k := range clear {
+		w.reg.ClearOverlay(k)
+	}
 	for _, s := range subs {
 		w.puts = append(w.puts, s)
 		w.reg.Put(s)
@@ -79,13 +94,33 @@ func (w *subscriberStore) Put(ctx context.Context, actor, reason string, subs []
 }
 
 func (w *subscriberStore) Delete(ctx context.Context, actor, id string) error {
+	clear := w.reg.OverlayKeys(id)
 	if err := w.SubscriberStore.Delete(ctx, actor, id); err != nil {
 		return err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for _, k := range clear {
+		w.reg.ClearOverlay(k)
+	}
 	w.deletes = append(w.deletes, id)
 	w.reg.Delete(id)
+	return nil
+}
+
+func (w *subscriberStore) SetKey(ctx context.Context, actor, subscriber, address, pgpKey string, now time.Time) error {
+	if err := w.SubscriberStore.SetKey(ctx, actor, subscriber, address, pgpKey, now); err != nil {
+		return err
+	}
+	w.reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: subscriber, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC()})
+	return nil
+}
+
+func (w *subscriberStore) SetSecrets(ctx context.Context, actor, subscriber, url string, secrets []string, now time.Time) error {
+	if err := w.SubscriberStore.SetSecrets(ctx, actor, subscriber, url, secrets, now); err != nil {
+		return err
+	}
+	w.reg.PutSecretsOverlay(subscribers.SecretsOverlay{Subscriber: subscriber, URL: url, Secrets: secrets, By: actor, At: now.UTC()})
 	return nil
 }
 
@@ -145,7 +180,7 @@ func newEnv(t testing.TB, options ...any) *env {
 	b := kafkatest.New(t)
 	e := &env{t: t, bus: b, reg: subscribers.NewRegistry(), logs: &logtest.Buffer{}}
 	now := func() time.Time { return testNow }
-	e.wr = &subscriberStore{SubscriberStore: app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, now)}, reg: e.reg}
+	e.wr = &subscriberStore{SubscriberStore: app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, now), Overlays: e.reg}, reg: e.reg}
 	e.pub = &publish.Publisher{
 		Index: publish.KafkaIndex{R: b}, Registry: e.reg, Taxonomy: taxonomy{},
 		Release: config.Release{PendingTTL: 24 * time.Hour},
@@ -173,6 +208,7 @@ func newEnv(t testing.TB, options ...any) *env {
 		Registry:  e.reg,
 		Directory: e.reg,
 		Endpoints: e.wr,
+		Overlays:  e.wr,
 		Writer:    e.wr,
 		Taxonomy:  taxonomy{},
 		Tokens: []config.Token{

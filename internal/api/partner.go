@@ -123,11 +123,15 @@ func (p *partnerAPI) whoami(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
-// ownRecord returns the partner's record as written, or nil (also
-// without a directory).
+// ownRecord returns the partner's effective record: as written, with its
+// endpoint states and its own keys and secrets applied (the registry's
+// Get), or nil (also without a directory).
 func (p *partnerAPI) ownRecord(sub string) *subscribers.Subscriber {
 	if p.Directory == nil {
 		return nil
+	}
+	if p.Registry != nil {
+		return p.Registry.Get(sub)
 	}
 	return p.Directory.Record(sub)
 }

@@ -114,11 +114,15 @@ func cloneRecord(s *subscribers.Subscriber) *subscribers.Subscriber {
 	return &c
 }
 
-// lockRecords serialises a change to a partner record with every other
-// change this process makes to one (handler.records) and waits until the
-// registry has applied every record written before (Partner.Sync), so that
-// the change is made to the record as last written: a copy a moment old
-// would undo a concurrent change, such as an administrator's suspension.
+// lockRecords serialises a change to a partner record, or to a partner's
+// own key or secrets, with every other such change this process makes
+// (handler.records) and waits until the registry has applied every record
+// written before (Partner.Sync), so that the change starts from what was
+// last written. Correctness does not rest on it: a partner's change is
+// written as its own record (an overlay) and an administrator's record
+// replaces an overlay only where it changes that key or secret (see
+// app.SubscriberStore.Put), so neither ever writes back a copy of the
+// other's change, whichever process makes it.
 func (h *handler) lockRecords(ctx context.Context) (unlock func(), err error) {
 	h.records.Lock()
 	if h.Partner.Sync != nil {
@@ -130,12 +134,13 @@ func (h *handler) lockRecords(ctx context.Context) (unlock func(), err error) {
 	return h.records.Unlock, nil
 }
 
-// lockRecord serialises a change to the partner's record (lockRecords)
-// and returns the record as last written, or answers (404 or 503) and
-// returns nil. The caller calls unlock.
+// lockRecord serialises a change to the partner's own key or secrets
+// (lockRecords) and returns the partner's effective record, the one its
+// keys and secrets are read from, or answers (404 or 503) and returns nil.
+// The caller calls unlock.
 func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec *subscribers.Subscriber, unlock func()) {
 	unlock = func() {}
-	if p.Directory == nil || p.Writer == nil {
+	if p.Directory == nil || p.Overlays == nil {
 		writeError(w, http.StatusServiceUnavailable, "partner records cannot be changed on this server", nil)
 		return nil, unlock
 	}
@@ -146,28 +151,32 @@ func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec *su
 		return nil, func() {}
 	}
 	sub := subscriberOf(r)
-	rec = p.Directory.Record(sub)
+	rec = p.ownRecord(sub)
 	if rec == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", sub), nil)
 	}
 	return rec, unlock
 }
 
-// store checks and writes next, the new version of old, as the partner,
-// for reason. It answers a refusal (422) or failure (503) itself and
-// reports whether next was stored.
-func (p *partnerAPI) store(w http.ResponseWriter, r *http.Request, old, next *subscribers.Subscriber, reason string) bool {
+// check checks next, the partner's effective record with its change
+// made, as any record is checked, and answers a refusal (422) itself.
+func (p *partnerAPI) check(w http.ResponseWriter, next *subscribers.Subscriber) bool {
 	if err := p.checkSubscriber(next); err != nil {
 		writeInvalid(w, err)
 		return false
 	}
-	if err := p.Writer.Put(r.Context(), partnerActor(r), reason, []*subscribers.Subscriber{next},
-		func(string) *subscribers.Subscriber { return old }); err != nil {
-		p.log.Error("put subscriber", "subscriber", next.ID, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "your record could not be stored; try again", nil)
-		return false
-	}
 	return true
+}
+
+// stored answers a failure (503) to store a partner's change, if err is
+// one, and reports whether the change was stored.
+func (p *partnerAPI) stored(w http.ResponseWriter, sub string, err error) bool {
+	if err == nil {
+		return true
+	}
+	p.log.Error("put subscriber", "subscriber", sub, "error", err)
+	writeError(w, http.StatusServiceUnavailable, "your record could not be stored; try again", nil)
+	return false
 }
 
 // listEmail handles GET /v1/partner/email.
@@ -212,8 +221,10 @@ func readKey(w http.ResponseWriter, r *http.Request) (string, bool) {
 
 // putKey handles PUT /v1/partner/email/{address}/key: the key is checked
 // as the policy will use it (pgp.CheckRecipientKey: parsable, usable for
-// encryption, not expired or revoked), then the record is checked as any
-// record is and stored as its next version.
+// encryption, not expired or revoked), then the partner's record with the
+// key is checked as any record is, and the key is stored as the partner's
+// own key for the address (a subscribers.KeyOverlay), never as a new
+// version of the record.
 func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	armored, ok := readKey(w, r)
 	if !ok {
@@ -245,7 +256,8 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	}
 	next := cloneRecord(old)
 	next.Email[i].PGPKey = armored
-	if !p.store(w, r, old, next, "new OpenPGP key for "+res.Address) {
+	if !p.check(w, next) ||
+		!p.stored(w, old.ID, p.Overlays.SetKey(r.Context(), partnerActor(r), old.ID, old.Email[i].Address, armored, now)) {
 		return
 	}
 	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerKey, Object: "subscriber:" + old.ID,
@@ -254,21 +266,14 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// partnerWebhooks lists rec's webhooks as the partner sees them; eff is
-// the effective record (endpoint states applied), or nil.
-func partnerWebhooks(rec, eff *subscribers.Subscriber) []PartnerWebhook {
+// partnerWebhooks lists the webhooks of rec, the partner's effective
+// record (endpoint states and its own secrets applied), as the partner
+// sees them.
+func partnerWebhooks(rec *subscribers.Subscriber) []PartnerWebhook {
 	out := make([]PartnerWebhook, len(rec.Webhooks))
 	for i, wh := range rec.Webhooks {
-		pw := PartnerWebhook{Index: i, URL: subscribers.RedactURL(wh.URL), MaxTLP: wh.MaxTLP, Disabled: wh.Disabled,
+		out[i] = PartnerWebhook{Index: i, URL: subscribers.RedactURL(wh.URL), MaxTLP: wh.MaxTLP, Disabled: wh.Disabled,
 			Secrets: redactSecrets(wh.Secrets)}
-		if eff != nil {
-			for _, e := range eff.Webhooks {
-				if e.URL == wh.URL {
-					pw.Disabled = e.Disabled
-				}
-			}
-		}
-		out[i] = pw
 	}
 	return out
 }
@@ -285,15 +290,11 @@ func redactSecrets(secrets []string) []string {
 func (p *partnerAPI) listWebhooks(w http.ResponseWriter, r *http.Request) {
 	sub := subscriberOf(r)
 	rec := p.ownRecord(sub)
-	var eff *subscribers.Subscriber
-	if p.Registry != nil {
-		eff = p.Registry.Get(sub)
-	}
 	if rec == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", sub), nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, PartnerWebhookList{Webhooks: partnerWebhooks(rec, eff)})
+	writeJSON(w, http.StatusOK, PartnerWebhookList{Webhooks: partnerWebhooks(rec)})
 }
 
 // webhookIndex returns the index of the path's webhook in rec, or answers
@@ -309,9 +310,11 @@ func webhookIndex(w http.ResponseWriter, r *http.Request, rec *subscribers.Subsc
 }
 
 // addSecret handles POST /v1/partner/webhooks/{index}/secrets: a new
-// whsec_ secret, made by Herald, joins the endpoint's secrets. Webhooks
-// are then signed with every secret (Standard Webhooks), so the receiver
-// may switch to the new one before the old one is retired.
+// whsec_ secret, made by Herald, joins the endpoint's secrets, stored as
+// the partner's own secrets for the endpoint (a
+// subscribers.SecretsOverlay). Webhooks are then signed with every secret
+// (Standard Webhooks), so the receiver may switch to the new one before
+// the old one is retired.
 func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 	old, unlock := p.lockRecord(w, r)
 	defer unlock()
@@ -334,7 +337,8 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = append(next.Webhooks[i].Secrets, secret)
-	if !p.store(w, r, old, next, fmt.Sprintf("new secret for webhook %d", i)) {
+	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old.ID,
+		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
 	added := redactSecret(secret)
@@ -346,7 +350,8 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 
 // retireSecret handles DELETE /v1/partner/webhooks/{index}/secrets/{n}:
 // n is the secret's place in the list (from 0) or its redacted form, which
-// does not shift when another secret is retired first. The last secret
+// does not shift when another secret is retired first. The rest are
+// stored as the partner's own secrets for the endpoint. The last secret
 // stays: an endpoint without one could not verify what it receives.
 func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	old, unlock := p.lockRecord(w, r)
@@ -374,7 +379,8 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = slices.Delete(next.Webhooks[i].Secrets, j, j+1)
-	if !p.store(w, r, old, next, fmt.Sprintf("secret retired from webhook %d", i)) {
+	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old.ID,
+		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
 	retired := redactSecret(secrets[j])

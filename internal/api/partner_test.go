@@ -388,9 +388,9 @@ func TestPartnerDeadReplay(t *testing.T) {
 }
 
 // TestPartnerKeyUpload: a new key is checked as the policy will use it and
-// stored as the next version of the record, with the audit trail; a key
-// that cannot be used is 422 naming pgp_key and why; an address that is
-// not the partner's is 404.
+// stored as the partner's own key for the address, beside its record and
+// never into it, with the audit trail; a key that cannot be used is 422
+// naming pgp_key and why; an address that is not the partner's is 404.
 func TestPartnerKeyUpload(t *testing.T) {
 	e := newEnv(t, withPartners)
 	put := func(tok, addr, ctype, key string) (*http.Response, []byte) {
@@ -426,19 +426,23 @@ func TestPartnerKeyUpload(t *testing.T) {
 	assert.Equal(t, acmeMail, kr.Address)
 	assert.Len(t, kr.Fingerprint, 40)
 	assert.True(t, kr.Usable)
-	stored := e.wr.stored()
-	require.Len(t, stored, 3)
-	got := stored[2]
+	require.Len(t, e.wr.stored(), 2, "the partner's record is never written")
+	got := e.reg.Get("acme")
 	assert.Equal(t, "acme", got.ID)
-	assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(got.Email[0].PGPKey))
+	assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(got.Email[0].PGPKey), "in force over the record")
 	assert.Empty(t, got.Email[1].PGPKey, "the other address is untouched")
 	assert.Equal(t, []string{testSecret}, got.Webhooks[0].Secrets, "the rest of the record is as written")
-	assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(e.reg.Record("acme").Email[0].PGPKey))
+	assert.Empty(t, e.reg.Record("acme").Email[0].PGPKey, "the record as written is not rewritten")
+	overlays := e.reg.KeyOverlays("acme")
+	require.Len(t, overlays, 1)
+	assert.Equal(t, acmeMail, overlays[0].Address, "the record's spelling of the address")
+	assert.Equal(t, "partner:acme-soc", overlays[0].By)
+	rev := e.reg.Revision()
 
 	resp, body = put(partnerToken, acmeMail, "application/pgp-keys", alice)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	assert.Contains(t, string(body), `"unchanged": true`)
-	assert.Len(t, e.wr.stored(), 3, "the same key again writes nothing")
+	assert.Equal(t, rev, e.reg.Revision(), "the same key again writes nothing")
 
 	resp, body = e.do(request{method: "GET", path: "/v1/partner/email", token: partnerToken})
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
@@ -458,7 +462,6 @@ func TestPartnerKeyUpload(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"partner:acme-soc partner.key refused the address is not in the partner's record",
-		"partner:acme-soc subscriber.put ok new OpenPGP key for " + acmeMail,
 		"partner:acme-soc partner.key ok ",
 	}, audited)
 }
@@ -503,8 +506,9 @@ func TestPartnerWebhookSecrets(t *testing.T) {
 	require.True(t, strings.HasPrefix(added.Secret, "whsec_"), added.Secret)
 	require.NoError(t, subscribers.CheckSecret(added.Secret))
 	assert.Equal(t, []string{oldRedacted, added.Added}, added.Secrets)
-	stored := e.wr.stored()
-	assert.Equal(t, []string{testSecret, added.Secret}, stored[len(stored)-1].Webhooks[0].Secrets)
+	assert.Equal(t, []string{testSecret, added.Secret}, e.reg.Get("acme").Webhooks[0].Secrets, "in force over the record")
+	assert.Equal(t, []string{testSecret}, e.reg.Record("acme").Webhooks[0].Secrets, "the record as written is not rewritten")
+	assert.Len(t, e.wr.stored(), 2, "the partner's record is never written")
 	hooks = list(partnerToken)
 	assert.Equal(t, []string{oldRedacted, added.Added}, hooks[0].Secrets, "never shown again, only its redacted form")
 
@@ -524,8 +528,7 @@ func TestPartnerWebhookSecrets(t *testing.T) {
 	assert.Equal(t, oldRedacted, retired.Retired)
 	assert.Equal(t, []string{added.Added}, retired.Secrets)
 	assert.Empty(t, retired.Secret)
-	stored = e.wr.stored()
-	assert.Equal(t, []string{added.Secret}, stored[len(stored)-1].Webhooks[0].Secrets)
+	assert.Equal(t, []string{added.Secret}, e.reg.Get("acme").Webhooks[0].Secrets)
 	assert.Equal(t, []string{testSecret}, e.reg.Record("globex").Webhooks[0].Secrets, "globex is untouched")
 
 	resp, body = e.do(request{method: "DELETE", path: "/v1/partner/webhooks/0/secrets/0", token: partnerToken})
@@ -555,77 +558,77 @@ func TestPartnerWebhookSecrets(t *testing.T) {
 	assert.NotContains(t, e.logs.String(), "whsec_", "no secret in the log")
 }
 
-// heldWriter holds a partner's write of its record until release is
-// closed, after telling held; every other write goes straight through.
-type heldWriter struct {
-	api.SubscriberWriter
-	held    chan struct{}
-	release chan struct{}
-}
-
-func (w *heldWriter) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(string) *subscribers.Subscriber) error {
-	if strings.HasPrefix(actor, "partner:") {
-		close(w.held)
-		<-w.release
-	}
-	return w.SubscriberWriter.Put(ctx, actor, reason, subs, prev)
-}
-
-// TestPartnerChangeKeepsConcurrentAdminChange: an administrator
-// suspends, edits or deletes a partner's record while the partner's key
-// upload is being written; the upload must not write back its copy of the
-// record over the administrator's change.
-func TestPartnerChangeKeepsConcurrentAdminChange(t *testing.T) {
+// TestAdminPutAndPartnerKey: an administrator's record put back from a
+// GET made before the partner's key upload (the same key as written)
+// leaves the partner's newer key in force; a record that changes the
+// address's key is the administrator's explicit choice and replaces the
+// partner's. The partner-managed keys and secrets are listed beside the
+// record as written.
+func TestAdminPutAndPartnerKey(t *testing.T) {
+	e := newEnv(t, withPartners)
 	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
-	for name, c := range map[string]struct {
-		admin request
-		check func(t *testing.T, rec *subscribers.Subscriber)
-	}{
-		"suspend": {
-			request{method: "POST", path: "/v1/subscribers/acme/suspend", token: adminToken, body: `{"reason": "vetting lapsed"}`},
-			func(t *testing.T, rec *subscribers.Subscriber) {
-				require.NotNil(t, rec)
-				assert.Equal(t, subscribers.StatusSuspended, rec.Status, "the administrator's suspension stands")
-				assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(rec.Email[0].PGPKey), "and so does the partner's key")
-			}},
-		"lower clearance": {
-			request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken,
-				body: `{"name": "Acme Car Wash", "kind": "business", "sectors": ["car-washes"], "clearance": "GREEN",
-					"email": [{"address": "` + acmeMail + `"}]}`},
-			func(t *testing.T, rec *subscribers.Subscriber) {
-				require.NotNil(t, rec)
-				assert.Equal(t, alerts.TLPGreen, rec.Clearance, "the administrator's clearance stands")
-			}},
-		"delete": {
-			request{method: "DELETE", path: "/v1/subscribers/acme", token: adminToken},
-			func(t *testing.T, rec *subscribers.Subscriber) {
-				assert.Nil(t, rec, "the deleted record is not brought back")
-			}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			e := newEnv(t, withPartners)
-			hw := &heldWriter{SubscriberWriter: e.server.Writer, held: make(chan struct{}), release: make(chan struct{})}
-			e.server.Writer = hw
+	bob, _ := pgptest.RecipientKey(t, pgptest.Bob)
+	resp, oldGET := e.do(request{method: "GET", path: "/v1/subscribers/acme", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", oldGET)
 
-			upload := make(chan int, 1)
-			go func() {
-				resp, _ := e.do(request{method: "PUT", path: "/v1/partner/email/" + acmeMail + "/key", token: partnerToken,
-					contentType: "application/pgp-keys", body: alice})
-				upload <- resp.StatusCode
-			}()
-			<-hw.held
-			admin := make(chan int, 1)
-			go func() {
-				resp, _ := e.do(c.admin)
-				admin <- resp.StatusCode
-			}()
-			// Give the administrator's change time to be written if
-			// nothing holds it back.
-			time.Sleep(300 * time.Millisecond)
-			close(hw.release)
-			require.Equal(t, http.StatusOK, <-upload)
-			require.Less(t, <-admin, 300)
-			c.check(t, e.reg.Record("acme"))
-		})
-	}
+	resp, body := e.do(request{method: "PUT", path: "/v1/partner/email/" + acmeMail + "/key", token: partnerToken,
+		contentType: "application/pgp-keys", body: alice})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var kr api.KeyResponse
+	require.NoError(t, json.Unmarshal(body, &kr))
+	resp, body = e.do(request{method: "POST", path: "/v1/partner/webhooks/0/secrets", token: partnerToken})
+	require.Equal(t, http.StatusCreated, resp.StatusCode, "%s", body)
+	var added api.SecretResponse
+	require.NoError(t, json.Unmarshal(body, &added))
+
+	resp, body = e.do(request{method: "GET", path: "/v1/subscribers/acme/partner-managed", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.NotContains(t, string(body), "BEGIN PGP")
+	assert.NotContains(t, string(body), "whsec_")
+	var pm api.PartnerManaged
+	require.NoError(t, json.Unmarshal(body, &pm))
+	require.Len(t, pm.Keys, 1)
+	assert.Equal(t, acmeMail, pm.Keys[0].Address)
+	assert.Equal(t, kr.Fingerprint, pm.Keys[0].Fingerprint)
+	assert.True(t, pm.Keys[0].InForce)
+	assert.Equal(t, "partner:acme-soc", pm.Keys[0].By)
+	require.Len(t, pm.Secrets, 1)
+	assert.Equal(t, acmeHook, pm.Secrets[0].URL, "as the record has it, as …/endpoints shows it")
+	assert.Equal(t, added.Secrets, pm.Secrets[0].Secrets)
+
+	// The old GET, edited and put back: the partner's key and secrets
+	// stay in force.
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(oldGET, &rec))
+	rec["name"] = "Acme Car Wash Ltd"
+	edited, err := json.Marshal(rec)
+	require.NoError(t, err)
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: string(edited)})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	got := e.reg.Get("acme")
+	assert.Equal(t, "Acme Car Wash Ltd", got.Name)
+	assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(got.Email[0].PGPKey), "the partner's newer key stands")
+	assert.Equal(t, []string{testSecret, added.Secret}, got.Webhooks[0].Secrets, "and its newer secrets")
+
+	// The administrator sets another key: theirs replaces the partner's.
+	rec["email"] = []map[string]any{{"address": acmeMail, "pgp_key": bob}, {"address": "alerts@acme.example"}}
+	edited, err = json.Marshal(rec)
+	require.NoError(t, err)
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: string(edited)})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	got = e.reg.Get("acme")
+	assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(got.Email[0].PGPKey), "the administrator's explicit key")
+	assert.Empty(t, e.reg.KeyOverlays("acme"), "the partner's key is cleared")
+	assert.Equal(t, []string{testSecret, added.Secret}, got.Webhooks[0].Secrets, "the secrets it did not change stand")
+
+	// Secrets put back as the partner-managed list shows them (redacted)
+	// are restored and become the record's own.
+	rec["webhooks"] = []map[string]any{{"url": acmeHook, "secrets": added.Secrets}}
+	edited, err = json.Marshal(rec)
+	require.NoError(t, err)
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: string(edited)})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.Equal(t, []string{testSecret, added.Secret}, e.reg.Record("acme").Webhooks[0].Secrets)
+	assert.Empty(t, e.reg.SecretsOverlays("acme"))
+	assert.Equal(t, []string{testSecret, added.Secret}, e.reg.Get("acme").Webhooks[0].Secrets)
 }

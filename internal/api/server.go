@@ -72,6 +72,9 @@ type Server struct {
 	// states; Endpoints records an administrator's change of one.
 	Directory Directory
 	Endpoints EndpointWriter
+	// Overlays records a partner's change of its own key or webhook
+	// secrets beside its record; nil answers those changes 503.
+	Overlays OverlayWriter
 	// Ledger answers status questions and checks what updates and
 	// cancels reference.
 	Ledger Ledger
@@ -117,9 +120,8 @@ type handler struct {
 	now     func() time.Time
 	metrics *httpMetrics
 	pages   *pages
-	// records serialises this process's changes to partner records (a
-	// partner's own, an administrator's suspension or resumption): each
-	// reads the record as last written and writes its next version.
+	// records serialises this process's changes to partner records and to
+	// partners' own keys and secrets (see lockRecords).
 	records sync.Mutex
 }
 
@@ -165,6 +167,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/subscribers/{id}/suspend", h.auth(admin, h.setStatus(subscribers.StatusSuspended)))
 	mux.Handle("POST /v1/subscribers/{id}/resume", h.auth(admin, h.setStatus(subscribers.StatusActive)))
 	mux.Handle("GET /v1/subscribers/{id}/endpoints", h.auth(admin, h.listEndpoints))
+	mux.Handle("GET /v1/subscribers/{id}/partner-managed", h.auth(admin, h.listPartnerManaged))
 	mux.Handle("POST /v1/subscribers/{id}/webhooks/{index}/enable", h.auth(admin, h.setEndpoint(false)))
 	mux.Handle("POST /v1/subscribers/{id}/webhooks/{index}/disable", h.auth(admin, h.setEndpoint(true)))
 	mux.Handle("GET /v1/subscribers", h.auth(admin, h.listSubscribers))

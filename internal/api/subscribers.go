@@ -1,8 +1,6 @@
 package api
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,14 +9,11 @@ import (
 	"github.com/herald-alerts/herald/subscribers"
 )
 
-// redactedPrefix starts a webhook secret as the API shows it. A Standard
-// Webhooks secret lets whoever holds it sign webhooks that the partner
-// will believe came from the agency, so the API never returns one: it
-// returns "redacted:" and the first 16 hex digits of the secret's SHA-256,
-// which is enough to tell secrets apart during a rotation. A PUT may send
-// that form back to keep a stored secret unchanged, so a record fetched
-// with GET can be edited and put back.
-const redactedPrefix = "redacted:"
+// redactedPrefix starts a webhook secret as the API shows it
+// (subscribers.RedactSecret). A PUT may send that form back to keep a
+// stored secret unchanged, so a record fetched with GET can be edited and
+// put back.
+const redactedPrefix = subscribers.RedactedSecretPrefix
 
 // SubscriberList is the answer to GET /v1/subscribers.
 type SubscriberList struct {
@@ -26,10 +21,7 @@ type SubscriberList struct {
 }
 
 // redactSecret returns the form of a webhook secret the API shows.
-func redactSecret(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return redactedPrefix + hex.EncodeToString(sum[:8])
-}
+func redactSecret(secret string) string { return subscribers.RedactSecret(secret) }
 
 // redacted returns a copy of s with its webhook secrets redacted. Records
 // in the registry are immutable, so the copy shares nothing it changes.
@@ -49,12 +41,19 @@ func redacted(s *subscribers.Subscriber) *subscribers.Subscriber {
 	return &c
 }
 
-// restoreSecrets replaces redacted secrets in s by the stored secrets of
-// old they stand for, naming each one that matches none.
-func restoreSecrets(s, old *subscribers.Subscriber, v *alerts.ValidationError) {
+// restoreSecrets replaces redacted secrets in s by the stored secrets they
+// stand for, naming each one that matches none: those of the records
+// known, old as written and the effective record eff (where the partner's
+// own secrets are), either of which may be nil. A secret restored from old
+// for the same webhook leaves it unchanged, so the partner's own secrets
+// for it stay in force (subscribers.ReplacedOverlays).
+func restoreSecrets(s, old, eff *subscribers.Subscriber, v *alerts.ValidationError) {
 	stored := map[string]string{}
-	if old != nil {
-		for _, wh := range old.Webhooks {
+	for _, known := range []*subscribers.Subscriber{eff, old} {
+		if known == nil {
+			continue
+		}
+		for _, wh := range known.Webhooks {
 			for _, sec := range wh.Secrets {
 				stored[redactSecret(sec)] = sec
 			}
@@ -101,7 +100,8 @@ func (h *handler) getSubscriber(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The record as written: what a PUT of the edited record replaces.
-	// Endpoint states Herald recorded are at …/endpoints.
+	// Endpoint states Herald recorded are at …/endpoints, the keys and
+	// secrets the partner manages itself at …/partner-managed.
 	s := h.record(w, r)
 	if s == nil {
 		return
@@ -133,8 +133,10 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 		}})
 		return
 	}
-	// Under the same lock as a partner's own changes, so that neither
-	// writes back a copy that misses the other's change.
+	// After the registry has caught up (lockRecords), so that the record
+	// as written it is compared with is the latest: the partner's own
+	// keys and secrets stay in force unless this record changes them
+	// (app.SubscriberStore.Put).
 	unlock, err := h.lockRecords(r.Context())
 	if err != nil {
 		h.log.Error("put subscriber", "subscriber", id, "error", err)
@@ -143,11 +145,14 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 	}
 	defer unlock()
 	v := &alerts.ValidationError{What: "invalid subscriber"}
-	var old *subscribers.Subscriber
+	var old, eff *subscribers.Subscriber
 	if h.Directory != nil {
 		old = h.Directory.Record(id)
 	}
-	restoreSecrets(s, old, v)
+	if h.Registry != nil {
+		eff = h.Registry.Get(id)
+	}
+	restoreSecrets(s, old, eff, v)
 	if err := v.Err(); err != nil {
 		writeInvalid(w, err)
 		return
@@ -191,7 +196,9 @@ func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
 		return
 	}
-	// A partner's change being written must not bring the record back.
+	// After the registry has caught up, so that the partner's own keys
+	// and secrets it knows are cleared with the record. A partner's key
+	// written meanwhile is its own record and brings nothing back.
 	unlock, err := h.lockRecords(r.Context())
 	if err != nil {
 		h.log.Error("delete subscriber", "subscriber", id, "error", err)

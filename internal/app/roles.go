@@ -281,7 +281,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		return nil, fmt.Errorf("acknowledgement links: %w", err)
 	}
 	auditLog := AuditLog(a.bus, a.now)
-	store := SubscriberStore{Bus: a.bus, Audit: auditLog}
+	store := SubscriberStore{Bus: a.bus, Audit: auditLog, Overlays: a.registry}
 	srv := &api.Server{
 		Publisher: Publisher(a.cfg, a.bus, index, a.registry, a.now),
 		Decide: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
@@ -291,6 +291,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Desk:            a.view,
 		Directory:       a.registry,
 		Endpoints:       store,
+		Overlays:        store,
 		Ledger:          index,
 		Registry:        a.registry,
 		Writer:          store,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -14,34 +15,69 @@ import (
 	"github.com/herald-alerts/herald/subscribers"
 )
 
-// SubscriberStore writes partner records and endpoint states to the
-// compacted subscribers topic and records each change in the audit trail,
+// SubscriberStore writes partner records, endpoint states and partners'
+// own keys and secrets (overlays) to the compacted subscribers topic and
+// records each change of a record or endpoint state in the audit trail,
 // for the API and the CLI alike.
 type SubscriberStore struct {
 	Bus   *bus.Bus
 	Audit *audit.Log
+	// Overlays, if set, is the registry the records put and deleted were
+	// read from: a new record or a deletion also clears the overlays it
+	// knows for the id beyond those of the record's own addresses and
+	// webhooks (an address the record no longer lists).
+	Overlays OverlayIndex
+}
+
+// OverlayIndex is what the store needs of the registry to clear a
+// partner's overlays. *subscribers.Registry satisfies it.
+type OverlayIndex interface {
+	// Record returns the partner's record as written, or nil.
+	Record(id string) *subscribers.Subscriber
+	// OverlayKeys returns the keys of every overlay held for subscriber.
+	OverlayKeys(subscriber string) []string
 }
 
 // Put writes the records (validated by the caller), as actor, for reason
-// (may be empty); prev returns the record each replaces, for the audit
-// trail's list of changed fields.
+// (may be empty); prev returns the record as written that each replaces
+// (nil for a new record; a nil prev treats every record as new), for the
+// audit trail's list of changed fields and for the partner's own keys and
+// secrets it replaces.
+//
+// A partner's own key for an address (or secrets for a webhook) stays in
+// force over the record unless the record sets that address's key
+// differently from prev (subscribers.ReplacedOverlays), which is the
+// administrator's explicit choice: then, and for every address and
+// webhook of a new record, the overlay is cleared (a tombstone written
+// before the record), so that an administrator's copy read a moment ago
+// never undoes the partner's newer key, and a partner later registered
+// under an old id never inherits an old key or secret.
 func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(id string) *subscribers.Subscriber) error {
 	msgs := make([]kafka.Message, len(subs))
+	olds := make([]*subscribers.Subscriber, len(subs))
+	var clear []string
 	for i, sub := range subs {
 		v, err := json.Marshal(sub)
 		if err != nil {
 			return fmt.Errorf("encode subscriber %s: %w", sub.ID, err)
 		}
 		msgs[i] = kafka.Message{Key: []byte(sub.ID), Value: v}
+		if prev != nil {
+			olds[i] = prev(sub.ID)
+		}
+		clear = append(clear, subscribers.ReplacedOverlays(olds[i], sub)...)
+		if olds[i] == nil && s.Overlays != nil {
+			clear = append(clear, s.Overlays.OverlayKeys(sub.ID)...)
+		}
+	}
+	if err := s.clearOverlays(ctx, clear); err != nil {
+		return err
 	}
 	if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
 		return fmt.Errorf("write subscribers: %w", err)
 	}
-	for _, sub := range subs {
-		var old *subscribers.Subscriber
-		if prev != nil {
-			old = prev(sub.ID)
-		}
+	for i, sub := range subs {
+		old := olds[i]
 		details := map[string]any{"changed": subscribers.Changed(old, sub)}
 		if old == nil {
 			details["created"] = true
@@ -54,8 +90,38 @@ func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*
 	return nil
 }
 
-// Delete writes a tombstone for id, as actor.
+// clearOverlays writes a tombstone for each overlay key, each once,
+// before the records that replace them.
+func (s SubscriberStore) clearOverlays(ctx context.Context, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	msgs := make([]kafka.Message, len(keys))
+	for i, k := range keys {
+		msgs[i] = kafka.Message{Key: []byte(k)}
+	}
+	if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
+		return fmt.Errorf("clear partners' own keys and secrets: %w", err)
+	}
+	return nil
+}
+
+// Delete writes a tombstone for id, as actor, after tombstones for the
+// partner's own keys and secrets: those of the record's addresses and
+// webhooks, and every other one the Overlays registry knows.
 func (s SubscriberStore) Delete(ctx context.Context, actor, id string) error {
+	var clear []string
+	if s.Overlays != nil {
+		clear = s.Overlays.OverlayKeys(id)
+		if rec := s.Overlays.Record(id); rec != nil {
+			clear = append(clear, subscribers.ReplacedOverlays(nil, rec)...)
+		}
+	}
+	if err := s.clearOverlays(ctx, clear); err != nil {
+		return fmt.Errorf("delete subscriber %s: %w", id, err)
+	}
 	if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(id)}); err != nil {
 		return fmt.Errorf("delete subscriber %s: %w", id, err)
 	}
@@ -80,4 +146,34 @@ func (s SubscriberStore) SetEndpoint(ctx context.Context, actor, subscriber, url
 	}
 	return s.Audit.Record(ctx, record.Audit{Actor: actor, Action: action, Object: "subscriber:" + subscriber,
 		Reason: reason, Details: map[string]any{"endpoint": subscribers.RedactURL(url)}})
+}
+
+// SetKey records pgpKey as the partner's own key for its address, as
+// actor, as its own record (subscribers.KeyOverlay) beside the partner's
+// record, which is never rewritten. The caller checks the key and records
+// the change in the audit trail.
+func (s SubscriberStore) SetKey(ctx context.Context, actor, subscriber, address, pgpKey string, now time.Time) error {
+	o := subscribers.KeyOverlay{Subscriber: subscriber, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC()}
+	return s.writeOverlay(ctx, subscribers.KeyOverlayKey(subscriber, address), o, "key of "+subscriber)
+}
+
+// SetSecrets records secrets as the partner's own secrets for its webhook
+// url, as actor, as its own record (subscribers.SecretsOverlay) beside the
+// partner's record, which is never rewritten. The caller checks the
+// secrets and records the change in the audit trail.
+func (s SubscriberStore) SetSecrets(ctx context.Context, actor, subscriber, url string, secrets []string, now time.Time) error {
+	o := subscribers.SecretsOverlay{Subscriber: subscriber, URL: url, Secrets: secrets, By: actor, At: now.UTC()}
+	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(subscriber, url), o, "webhook secrets of "+subscriber)
+}
+
+// writeOverlay writes one overlay, what, under key.
+func (s SubscriberStore) writeOverlay(ctx context.Context, key string, o any, what string) error {
+	v, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("encode the partner's own %s: %w", what, err)
+	}
+	if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, kafka.Message{Key: []byte(key), Value: v}); err != nil {
+		return fmt.Errorf("write the partner's own %s: %w", what, err)
+	}
+	return nil
 }

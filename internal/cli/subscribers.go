@@ -3,9 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
@@ -112,6 +115,7 @@ func newSubscribersCmd(e *env) *cobra.Command {
 					}
 				}
 			}
+			e.printPartnerManaged(reg, s)
 			return e.writeJSON(s)
 		},
 	}
@@ -141,7 +145,13 @@ func newSubscribersCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
+			// The partner's own keys and secrets are cleared with the
+			// record: those the registry holds for the id.
+			reg, err := loadRegistry(cmd.Context(), b)
+			if err != nil {
+				return err
+			}
+			store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now), Overlays: reg}
 			if err := store.Delete(cmd.Context(), operator(), args[0]); err != nil {
 				return err
 			}
@@ -151,6 +161,35 @@ func newSubscribersCmd(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(list, get, put, imp, del)
 	return cmd
+}
+
+// printPartnerManaged names on standard error the keys and webhook
+// secrets the partner of rec (its record as written) manages itself, in
+// force over the record's own: keys by fingerprint, secrets redacted.
+func (e *env) printPartnerManaged(reg *subscribers.Registry, rec *subscribers.Subscriber) {
+	now := time.Now()
+	for _, o := range reg.KeyOverlays(rec.ID) {
+		if !slices.ContainsFunc(rec.Email, func(m subscribers.Email) bool { return strings.EqualFold(m.Address, o.Address) }) {
+			continue // an address the record no longer lists: not in force
+		}
+		which := "an unreadable key"
+		if info, err := pgp.InspectKey(o.PGPKey, now); err == nil {
+			which = "key " + info.Fingerprint
+		}
+		fmt.Fprintf(e.stderr, "herald: %s uses the partner's own %s, not the record's (by %s at %s)\n", printable(o.Address),
+			which, printable(o.By), o.At.UTC().Format(time.RFC3339))
+	}
+	for _, o := range reg.SecretsOverlays(rec.ID) {
+		if !slices.ContainsFunc(rec.Webhooks, func(w subscribers.Webhook) bool { return w.URL == o.URL }) {
+			continue
+		}
+		red := make([]string, len(o.Secrets))
+		for i, sec := range o.Secrets {
+			red[i] = subscribers.RedactSecret(sec)
+		}
+		fmt.Fprintf(e.stderr, "herald: webhook %s uses the partner's own secrets %s, not the record's (by %s at %s)\n",
+			printable(subscribers.RedactURL(o.URL)), strings.Join(red, ", "), printable(o.By), o.At.UTC().Format(time.RFC3339))
+	}
 }
 
 // listExpiring prints the keys of subs that expire within within of now,
@@ -234,7 +273,9 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 	if err != nil {
 		return err
 	}
-	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
+	// Compared with the records as written: a partner's own key or secret
+	// stays in force unless the record changes it.
+	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now), Overlays: reg}
 	if err := store.Put(ctx, operator(), "", subs, reg.Record); err != nil {
 		return err
 	}

@@ -262,3 +262,27 @@ func TestExpiring(t *testing.T) {
 	}
 	assert.Equal(t, []string{"globex b@globex.example 2020-01-02", "globex c@globex.example 2026-11-22", "acme a@acme.example 2026-12-10"}, got)
 }
+
+// TestRunWarnsOfAPartnersOwnKey: a key the partner uploaded itself (an
+// overlay beside its record, applied by the real registry) is the key
+// Herald warns of; the record's own key, which it replaces, is not.
+func TestRunWarnsOfAPartnersOwnKey(t *testing.T) {
+	b := kafkatest.New(t)
+	reg := subscribers.NewRegistry()
+	reg.Put(partner("acme", subscribers.StatusActive, keyExpiringIn(t, 400*day)))
+	w := watch(b, reg)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	own := keyExpiringIn(t, 10*day)
+	reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: "acme", Address: "a@acme.example", PGPKey: own, By: "partner:acme-soc", At: now})
+	require.Eventually(t, func() bool { return len(queued(t, b)) == 1 }, 10*time.Second, 20*time.Millisecond)
+	k, err := delivery.KeyExpiryOf(queued(t, b)[0])
+	require.NoError(t, err)
+	assert.Equal(t, 30*day, k.Threshold, "the partner's own key expires in 10 days")
+	assert.Equal(t, "a@acme.example", queued(t, b)[0].Target)
+}

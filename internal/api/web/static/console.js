@@ -991,6 +991,8 @@
     if (needSignIn(msg, 'admin')) return;
     $('partner-audit').href = '/audit?object=' + enc('subscriber:' + id);
     let rec = null;
+    // The keys and secrets the partner manages itself (…/partner-managed).
+    let managed = { keys: [], secrets: [] };
 
     function showRecord(s) {
       rec = s;
@@ -1012,8 +1014,16 @@
       const emails = $('partner-emails');
       emptyTable(emails);
       for (const e of s.email || []) {
-        row(emails, null, [e.address, e.pgp_key ? 'on file: alerts that must be encrypted are encrypted to it'
-          : 'none: alerts that must be encrypted go as a content-free key notice']);
+        // A key the partner uploaded itself is in force over the record's.
+        const own = managed.keys.find(function (k) { return k.in_force && k.address.toLowerCase() === e.address.toLowerCase(); });
+        let text = e.pgp_key ? 'on file: alerts that must be encrypted are encrypted to it'
+          : 'none: alerts that must be encrypted go as a content-free key notice';
+        if (own) {
+          text = "the partner's own key " + (own.fingerprint || '') + ' (by ' + own.by + ' at ' + when(own.at) + '): ' +
+            (own.usable ? 'alerts that must be encrypted are encrypted to it'
+              : 'cannot be used (' + (own.problem || 'unusable') + '): alerts that must be encrypted go as a content-free key notice');
+        }
+        row(emails, null, [e.address, text]);
       }
       $('emails-box').hidden = !(s.email && s.email.length);
     }
@@ -1055,8 +1065,12 @@
           others.push(r.data);
           showWebhooks(others);
         });
+        // Secrets the partner rotated itself are in force over the record's.
+        const own = managed.secrets.find(function (x) { return x.in_force && x.url === w.url; });
+        const secrets = own ? own.secrets : (w.secrets || []);
         const tr = row(table, disabled ? 'state-disabled' : '', [String(i), el('td', 'target', w.url), w.max_tlp ? 'TLP:' + w.max_tlp : '',
-          w.format || 'herald', (w.secrets || []).length + ' (' + (w.secrets || []).join(', ') + ')', state, form]);
+          w.format || 'herald', secrets.length + ' (' + secrets.join(', ') + ')' + (own ? " the partner's own (by " + own.by + ' at ' + when(own.at) + ')' : ''),
+          state, form]);
         tr.dataset.index = String(i);
       });
       $('webhooks-box').hidden = !(s.webhooks && s.webhooks.length);
@@ -1088,7 +1102,10 @@
         return;
       }
       say(msg, '');
+      const m = await api('GET', '/v1/subscribers/' + enc(id) + '/partner-managed');
+      if (m.status === 200) managed = m.data;
       showRecord(r.data);
+      if (m.status !== 200) say(msg, "Cannot load the partner's own keys and secrets: " + problem(m), 'bad');
       const e = await api('GET', '/v1/subscribers/' + enc(id) + '/endpoints');
       showWebhooks(e.status === 200 ? e.data.endpoints : []);
       if (e.status !== 200) say(msg, 'Cannot load the endpoint states: ' + problem(e), 'bad');

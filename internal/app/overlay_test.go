@@ -1,0 +1,340 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/pgptest"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// Tokens of the two API processes' callers.
+const (
+	overlayAdminToken   = "hrld_admin_overlay_5b2e"
+	overlayPartnerToken = "hrld_partner_acme_overlay_a41c"
+)
+
+// Acme's targets.
+const (
+	overlayMail   = "soc@acme.example"
+	overlayHook   = "https://hooks.acme.example/herald?token=s3cret"
+	overlaySecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+)
+
+// overlayNow is a moment at which the test keys are valid.
+var overlayNow = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+// apiProcess is one Herald api process's worth of state: its own bus
+// client, its own registry kept by its own registry follower, and its own
+// API server. Its follower can be held back: held, the follower stops and
+// the process's catch-up (Partner.Sync) answers at once, as when the
+// process caught up a moment before another process wrote.
+type apiProcess struct {
+	t    *testing.T
+	reg  *subscribers.Registry
+	srv  *httptest.Server
+	f    *registryFollower
+	stop func()
+	held atomic.Bool
+	c    *kafkatest.Cluster
+}
+
+// startAPIProcess starts one api process on the cluster.
+func startAPIProcess(t *testing.T, c *kafkatest.Cluster, name string) *apiProcess {
+	t.Helper()
+	b := c.Open(t, c.Config())
+	p := &apiProcess{t: t, reg: subscribers.NewRegistry(), c: c}
+	now := func() time.Time { return overlayNow }
+	store := SubscriberStore{Bus: b, Audit: AuditLog(b, now), Overlays: p.reg}
+	srv := &api.Server{
+		Audit:     AuditLog(b, now),
+		Directory: p.reg,
+		Registry:  p.reg,
+		Writer:    store,
+		Endpoints: store,
+		Overlays:  store,
+		Tokens: []config.Token{
+			{Name: "ops", Role: config.RoleAdmin, SHA256: config.HashToken(overlayAdminToken)},
+			{Name: "acme-soc", Role: config.RolePartner, Subscriber: "acme", SHA256: config.HashToken(overlayPartnerToken)},
+		},
+		Partner: api.Partners{Sync: func(ctx context.Context) error {
+			if p.held.Load() {
+				return nil
+			}
+			return p.f.Sync(ctx)
+		}},
+		Now: now,
+		Log: kafkatest.Logger(t, slog.LevelWarn).With("process", name),
+	}
+	p.follow(b)
+	p.srv = httptest.NewServer(srv.Handler())
+	t.Cleanup(p.srv.Close)
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+// follow starts a registry follower on b over the process's registry and
+// waits until it has read the topic. A new follower reads the topic from
+// the start, so the registry ends as the topic is.
+func (p *apiProcess) follow(b *bus.Bus) {
+	p.t.Helper()
+	p.f = newRegistryFollower(b, p.reg, kafkatest.Logger(p.t, slog.LevelWarn))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	caughtUp := make(chan struct{})
+	f := p.f
+	go func() { done <- f.run(ctx, func() { close(caughtUp) }) }()
+	select {
+	case <-caughtUp:
+	case err := <-done:
+		p.t.Fatalf("registry follower stopped: %v", err)
+	}
+	stopped := false
+	p.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		require.NoError(p.t, <-done)
+	}
+}
+
+// hold stops the process's follower: its registry keeps what it has read
+// until release.
+func (p *apiProcess) hold() {
+	p.held.Store(true)
+	p.stop()
+}
+
+// release starts a follower again and waits until the registry has read
+// every record written before.
+func (p *apiProcess) release() {
+	p.t.Helper()
+	p.follow(p.c.Open(p.t, p.c.Config()))
+	p.held.Store(false)
+	require.NoError(p.t, p.f.Sync(p.t.Context()))
+}
+
+// call makes one request of the process's API.
+func (p *apiProcess) call(method, path, token, ctype, body string) (int, string) {
+	p.t.Helper()
+	req, err := http.NewRequestWithContext(p.t.Context(), method, p.srv.URL+path, strings.NewReader(body))
+	require.NoError(p.t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(p.t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(p.t, err)
+	return resp.StatusCode, string(out)
+}
+
+// twoProcesses starts two api processes on one broker, stores acme's
+// record through a and waits until both have read it.
+func twoProcesses(t *testing.T) (a, b *apiProcess) {
+	t.Helper()
+	c := kafkatest.Start(t, kafkatest.RetryTiers(1))
+	a, b = startAPIProcess(t, c, "a"), startAPIProcess(t, c, "b")
+	acme := &subscribers.Subscriber{ID: "acme", Name: "Acme Car Wash", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: overlayMail}, {Address: "alerts@acme.example"}},
+		Webhooks: []subscribers.Webhook{{URL: overlayHook, Secrets: []string{overlaySecret}}}}
+	acme.Normalize()
+	body, err := json.Marshal(acme)
+	require.NoError(t, err)
+	code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+	require.Equal(t, http.StatusOK, code, out)
+	a.sync()
+	b.sync()
+	require.NotNil(t, b.reg.Get("acme"))
+	return a, b
+}
+
+// sync waits until the process's registry has read every record written.
+func (p *apiProcess) sync() {
+	p.t.Helper()
+	require.NoError(p.t, p.f.Sync(p.t.Context()))
+}
+
+// TestPartnerChangeInOneProcessKeepsAdminChangeInAnother: an
+// administrator changes acme's record through api process A while the
+// partner changes its own key or secrets through process B, whose
+// registry has not yet read the administrator's change. Once both have
+// caught up, both changes are in force in both: B never writes back its
+// copy of the record over A's suspension, lowered clearance or deletion.
+func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	putKey := func(p *apiProcess) (int, string) {
+		return p.call("PUT", "/v1/partner/email/"+overlayMail+"/key", overlayPartnerToken, "application/pgp-keys", alice)
+	}
+	addSecret := func(p *apiProcess) (int, string) {
+		return p.call("POST", "/v1/partner/webhooks/0/secrets", overlayPartnerToken, "", "")
+	}
+	for name, c := range map[string]struct {
+		admin   func(a *apiProcess)
+		partner func(b *apiProcess) (int, string)
+		check   func(t *testing.T, p *apiProcess, partnerSaid string)
+	}{
+		"suspension and key upload": {
+			admin: func(a *apiProcess) {
+				code, out := a.call("POST", "/v1/subscribers/acme/suspend", overlayAdminToken, "application/json", `{"reason": "vetting lapsed"}`)
+				require.Equal(t, http.StatusOK, code, out)
+			},
+			partner: putKey,
+			check: func(t *testing.T, p *apiProcess, _ string) {
+				got := p.reg.Get("acme")
+				require.NotNil(t, got)
+				assert.Equal(t, subscribers.StatusSuspended, got.Status, "the administrator's suspension stands")
+				assert.False(t, got.Active())
+				assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(got.Email[0].PGPKey), "and so does the partner's key")
+				assert.Equal(t, subscribers.StatusSuspended, p.reg.Record("acme").Status)
+			},
+		},
+		"lowered clearance and secret rotation": {
+			admin: func(a *apiProcess) {
+				code, rec := a.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
+				require.Equal(t, http.StatusOK, code, rec)
+				var s subscribers.Subscriber
+				require.NoError(t, json.Unmarshal([]byte(rec), &s))
+				s.Clearance, s.Webhooks[0].MaxTLP = alerts.TLPGreen, alerts.TLPGreen
+				body, err := json.Marshal(s)
+				require.NoError(t, err)
+				code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+				require.Equal(t, http.StatusOK, code, out)
+			},
+			partner: addSecret,
+			check: func(t *testing.T, p *apiProcess, partnerSaid string) {
+				var added api.SecretResponse
+				require.NoError(t, json.Unmarshal([]byte(partnerSaid), &added))
+				got := p.reg.Get("acme")
+				require.NotNil(t, got)
+				assert.Equal(t, alerts.TLPGreen, got.Clearance, "the administrator's clearance stands")
+				assert.Equal(t, alerts.TLPGreen, got.Webhooks[0].MaxTLP, "and the endpoint's max_tlp")
+				assert.Equal(t, []string{overlaySecret, added.Secret}, got.Webhooks[0].Secrets, "and so does the partner's new secret")
+			},
+		},
+		"deletion and key upload": {
+			admin: func(a *apiProcess) {
+				code, out := a.call("DELETE", "/v1/subscribers/acme", overlayAdminToken, "", "")
+				require.Equal(t, http.StatusNoContent, code, out)
+			},
+			partner: putKey,
+			check: func(t *testing.T, p *apiProcess, _ string) {
+				assert.Nil(t, p.reg.Get("acme"), "the deleted partner is not brought back")
+				assert.Nil(t, p.reg.Record("acme"))
+				assert.Zero(t, p.reg.Len())
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, b := twoProcesses(t)
+			b.hold()
+			c.admin(a)
+			a.sync()
+			require.NotEqual(t, a.reg.Get("acme"), b.reg.Get("acme"), "b has not read the administrator's change")
+			code, said := c.partner(b)
+			require.Less(t, code, 300, "the partner's change, made from b's copy: %s", said)
+			b.release()
+			a.sync()
+			for _, p := range []*apiProcess{a, b} {
+				c.check(t, p, said)
+			}
+		})
+	}
+}
+
+// TestRecreatedPartnerDoesNotInheritKey: a partner deleted in process A
+// while its key upload went through process B stays deleted; a record made
+// again under the id does not get the old partner's key or secrets.
+func TestRecreatedPartnerDoesNotInheritKey(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	a, b := twoProcesses(t)
+	code, out := b.call("POST", "/v1/partner/webhooks/0/secrets", overlayPartnerToken, "", "")
+	require.Equal(t, http.StatusCreated, code, out)
+	b.sync()
+	b.hold()
+	code, out = a.call("DELETE", "/v1/subscribers/acme", overlayAdminToken, "", "")
+	require.Equal(t, http.StatusNoContent, code, out)
+	code, out = b.call("PUT", "/v1/partner/email/"+overlayMail+"/key", overlayPartnerToken, "application/pgp-keys", alice)
+	require.Equal(t, http.StatusOK, code, out)
+	b.release()
+	a.sync()
+	require.Nil(t, a.reg.Get("acme"))
+	require.Nil(t, b.reg.Get("acme"))
+
+	again := `{"name": "Acme Car Wash (new owners)", "kind": "business", "sectors": ["car-washes"], "clearance": "AMBER",
+		"email": [{"address": "` + overlayMail + `"}],
+		"webhooks": [{"url": "` + overlayHook + `", "secrets": ["whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"]}]}`
+	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", again)
+	require.Equal(t, http.StatusOK, code, out)
+	a.sync()
+	b.sync()
+	for _, p := range []*apiProcess{a, b} {
+		got := p.reg.Get("acme")
+		require.NotNil(t, got)
+		assert.Empty(t, got.Email[0].PGPKey, "no key of the old partner")
+		assert.Equal(t, []string{"whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"}, got.Webhooks[0].Secrets, "no secret of the old partner")
+		assert.Empty(t, p.reg.OverlayKeys("acme"), "every overlay of the id is cleared")
+	}
+}
+
+// TestAdminPutFromOldGETKeepsPartnerKey: an administrator's record put
+// back through process A from a GET made before the partner's key upload
+// through process B leaves the partner's newer key in force; a record
+// that changes the key replaces the partner's.
+func TestAdminPutFromOldGETKeepsPartnerKey(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	bob, _ := pgptest.RecipientKey(t, pgptest.Bob)
+	a, b := twoProcesses(t)
+	code, oldGET := a.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
+	require.Equal(t, http.StatusOK, code, oldGET)
+
+	code, out := b.call("PUT", "/v1/partner/email/"+overlayMail+"/key", overlayPartnerToken, "application/pgp-keys", alice)
+	require.Equal(t, http.StatusOK, code, out)
+	var s subscribers.Subscriber
+	require.NoError(t, json.Unmarshal([]byte(oldGET), &s))
+	s.Name = "Acme Car Wash Ltd"
+	body, err := json.Marshal(s)
+	require.NoError(t, err)
+	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+	require.Equal(t, http.StatusOK, code, out)
+	a.sync()
+	b.sync()
+	for _, p := range []*apiProcess{a, b} {
+		got := p.reg.Get("acme")
+		assert.Equal(t, "Acme Car Wash Ltd", got.Name)
+		assert.Equal(t, strings.TrimSpace(alice), strings.TrimSpace(got.Email[0].PGPKey), "the partner's newer key stands")
+	}
+
+	s.Email[0].PGPKey = bob
+	body, err = json.Marshal(s)
+	require.NoError(t, err)
+	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+	require.Equal(t, http.StatusOK, code, out)
+	a.sync()
+	b.sync()
+	for _, p := range []*apiProcess{a, b} {
+		got := p.reg.Get("acme")
+		assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(got.Email[0].PGPKey), "the administrator's explicit key")
+		assert.Empty(t, p.reg.KeyOverlays("acme"))
+	}
+}
