@@ -45,7 +45,7 @@ func (s *Server) items(sub *subscribers.Subscriber, now time.Time) ([]*item, err
 	withdrawn := map[string]bool{}
 	next := ""
 	for {
-		page, cursor, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Limit: view.MaxLimit, Before: next})
+		page, cursor, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Channel: delivery.ChannelPull, Limit: view.MaxLimit, Before: next})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 		}
