@@ -181,13 +181,13 @@ func BenchmarkPullPage(b *testing.B) {
 // objects a page, following next.
 func BenchmarkPullSync(b *testing.B) {
 	f := newPullFixture(b)
-	b.ReportMetric(float64(f.objects), "objects")
 	b.ResetTimer()
 	for b.Loop() {
 		if n := f.sync(b); n != f.objects {
 			b.Fatalf("sync: %d objects, want %d", n, f.objects)
 		}
 	}
+	b.ReportMetric(float64(f.objects), "objects")
 }
 
 // TestPullBenchmarkFixture keeps the benchmarks' fixture honest: the
