@@ -111,10 +111,10 @@ type Server struct {
 	// them delivered; cached keeps partners' collections, keyed by
 	// what they were made from. Each drops its least recently used
 	// entries.
-	alerts      *lru.Cache[[32]byte, *alerts.Alert]
-	renders     *lru.Cache[renderKey, any]
-	seen        *lru.Cache[string, struct{}]
-	cached      *lru.Cache[collectionKey, *collection]
+	alerts  *lru.Cache[[32]byte, *alerts.Alert]
+	renders *lru.Cache[renderKey, any]
+	seen    *lru.Cache[string, struct{}]
+	cached  *lru.Cache[collectionKey, *collection]
 }
 
 // Media types of TAXII 2.1.
