@@ -3,10 +3,13 @@ package taxii
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -29,25 +32,99 @@ type item struct {
 	// microsecond: its objects' date_added.
 	added      time.Time
 	deliveryID string
-	// pulled says the partner pulled it before (its pull target is
-	// delivered).
-	pulled bool
+	// pulled says the view showed the partner's pull of it (its pull
+	// target delivered): when the collection was made, or since. A pull
+	// is final, so it is never unset; recordPulls asks the view again
+	// about an item it does not mark.
+	pulled atomic.Bool
 }
 
 // errUnavailable wraps failures to read the view: the answer is 503.
 var errUnavailable = errors.New("the view of Kafka cannot be read")
 
-// items returns the alerts of sub's collection at now, oldest first: the
-// alerts whose pull decision for sub was deliver, not withdrawn by a later
-// notice, that the policy still lets sub pull against its current record.
-func (s *Server) items(sub *subscribers.Subscriber, now time.Time) ([]*item, error) {
+// collection is a partner's pull collection, made from one content of its
+// record and one revision of its pull entries, and what the TAXII server
+// and the MISP feed make of it, each made once and shared by the requests
+// that page through it.
+type collection struct {
+	// items are its alerts, oldest first.
+	items []*item
+	// until is when the policy's answer for one of its alerts changes
+	// with the time alone (the earliest expires_at among them); zero for
+	// never.
+	until time.Time
+
+	mu       sync.Mutex // guards what follows, made on first use
+	entries  []*entry   // TAXII: every object version, in collection order
+	selected map[selectKey][]*entry
+	events   map[string]*feedEvent
+	made     struct{ entries, events bool }
+}
+
+// collectionKey is what a collection is made from, besides the time: the
+// SHA-256 of the partner's effective record as JSON (its id, clearance,
+// audience, status, pull channel, …: everything policy.Pull judges) and
+// the view's revision of the partner's pull entries (view.PullRevision:
+// every decision about them, withdrawal notices included). A change to
+// either is another key, so a collection is never served for a record or
+// entries it was not made from.
+type collectionKey struct {
+	record [sha256.Size]byte
+	rev    view.Revision
+}
+
+// collectionAt returns sub's collection at now — the alerts whose pull
+// decision for sub was deliver, not withdrawn by a later notice, that the
+// policy still lets sub pull against its current record, oldest first —:
+// the one made from the same record and revision of its pull entries
+// while it is still valid at now, else one made afresh.
+//
+// The only input of a collection that depends on the time is each
+// alert's expires_at (policy rule 8, judged by policy.Pull; the partner's
+// record has no validity period, its status is in the record, and the one
+// other check that depends on the time, of an email key, is not part of
+// Pull). An expired alert stays expired, so a collection holds until its
+// earliest expiry.
+func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*collection, error) {
+	// The key is read before the collection is made: what changes while
+	// it is made moves the revision past the key, and is made again.
+	record, err := json.Marshal(sub)
+	if err != nil {
+		return nil, fmt.Errorf("encode the record of partner %s: %w", sub.ID, err)
+	}
+	rev, err := s.Source.PullRevision(sub.ID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	key := collectionKey{record: sha256.Sum256(record), rev: rev}
+	if c, ok := s.cached.Get(key); ok && (c.until.IsZero() || now.Before(c.until)) {
+		return c, nil
+	}
+	c, complete, err := s.make(sub, now)
+	if err != nil {
+		return nil, err
+	}
+	if complete {
+		s.cached.Add(key, c)
+	} else {
+		s.cached.Remove(key)
+	}
+	return c, nil
+}
+
+// make makes sub's collection at now; complete is false when the view
+// lacked an alert a withdrawal notice names (the alerts topic behind the
+// receipts), so that what it withdraws is not known yet: such a
+// collection serves its request and is not kept.
+func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection, complete bool, err error) {
 	var delivered []view.PartnerDelivery
 	withdrawn := map[string]bool{}
+	complete = true
 	next := ""
 	for {
-		page, cursor, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Limit: view.MaxLimit, Before: next})
+		page, cursor, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Channel: delivery.ChannelPull, Limit: view.MaxLimit, Before: next})
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+			return nil, false, fmt.Errorf("%w: %v", errUnavailable, err)
 		}
 		for _, d := range page {
 			if d.Channel != delivery.ChannelPull || d.Target != delivery.TargetPull {
@@ -59,7 +136,9 @@ func (s *Server) items(sub *subscribers.Subscriber, now time.Time) ([]*item, err
 			case delivery.ModeCancelNotice:
 				// The partner may not have this update or cancel: the
 				// alerts it supersedes leave the collection.
-				s.withdraw(d.Alert, withdrawn)
+				if !s.withdraw(d.Alert, withdrawn) {
+					complete = false
+				}
 			}
 		}
 		if cursor == "" {
@@ -73,37 +152,44 @@ func (s *Server) items(sub *subscribers.Subscriber, now time.Time) ([]*item, err
 	for _, d := range delivered {
 		received[d.Alert] = true
 	}
-	out := make([]*item, 0, len(delivered))
+	c = &collection{items: make([]*item, 0, len(delivered))}
 	for _, d := range delivered {
 		if withdrawn[d.Alert] {
 			continue
 		}
 		it, err := s.item(d, sub, now, received)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		if it != nil {
-			out = append(out, it)
+		if it == nil {
+			continue
+		}
+		c.items = append(c.items, it)
+		if exp := it.alert.ExpiresAt; exp != nil && (c.until.IsZero() || exp.Before(c.until)) {
+			c.until = *exp
 		}
 	}
-	slices.SortFunc(out, func(a, b *item) int {
+	slices.SortFunc(c.items, func(a, b *item) int {
 		if c := a.added.Compare(b.added); c != 0 {
 			return c
 		}
 		return strings.Compare(a.alert.ID, b.alert.ID)
 	})
-	return out, nil
+	return c, complete, nil
 }
 
 // withdraw adds to withdrawn every alert the follow-up id supersedes,
 // directly or through earlier updates, so that no older version of the
-// chain takes the place of the one withdrawn.
-func (s *Server) withdraw(id string, withdrawn map[string]bool) {
+// chain takes the place of the one withdrawn. It reports whether the view
+// held every alert of the chain it visited.
+func (s *Server) withdraw(id string, withdrawn map[string]bool) bool {
+	complete := true
 	queue := []string{id}
 	for n := 0; len(queue) > 0 && n < maxChain; n++ {
 		p, ok := s.Source.Published(queue[0])
 		queue = queue[1:]
 		if !ok {
+			complete = false
 			continue
 		}
 		for _, ref := range p.References {
@@ -113,6 +199,7 @@ func (s *Server) withdraw(id string, withdrawn map[string]bool) {
 			}
 		}
 	}
+	return complete
 }
 
 // maxChain bounds the alerts withdraw visits.
@@ -142,8 +229,9 @@ func (s *Server) item(d view.PartnerDelivery, sub *subscribers.Subscriber, now t
 	if added.IsZero() {
 		added = d.UpdatedAt
 	}
-	return &item{alert: a, raw: raw, lineage: lineage, added: added.UTC().Truncate(time.Microsecond),
-		deliveryID: d.DeliveryID, pulled: d.State == delivery.StateDelivered}, nil
+	it := &item{alert: a, raw: raw, lineage: lineage, added: added.UTC().Truncate(time.Microsecond), deliveryID: d.DeliveryID}
+	it.pulled.Store(d.State == delivery.StateDelivered)
+	return it, nil
 }
 
 // alert returns the alert id as published, decoded once per content.
@@ -209,13 +297,23 @@ func (s *Server) render(it *item, f formats.Format) ([]byte, error) {
 func (s *Server) recordPulls(ctx context.Context, sub *subscribers.Subscriber, its []*item, how string) error {
 	now := s.Now()
 	for _, it := range its {
-		if it.pulled || s.seen.Contains(it.deliveryID) {
+		if it.pulled.Load() || s.seen.Contains(it.deliveryID) {
+			continue
+		}
+		// The collection may be older than the pull: ask the view now,
+		// as a collection made for this request would have.
+		pulled, err := s.pulledNow(sub, it)
+		if err != nil {
+			return err
+		}
+		if pulled {
+			it.pulled.Store(true)
 			continue
 		}
 		if s.Receipts == nil {
 			return errors.New("pulls cannot be recorded: no receipts writer")
 		}
-		err := s.Receipts.WriteReceipt(ctx, delivery.Receipt{Kind: delivery.KindOutcome, AlertID: it.alert.ID,
+		err = s.Receipts.WriteReceipt(ctx, delivery.Receipt{Kind: delivery.KindOutcome, AlertID: it.alert.ID,
 			DeliveryID: it.deliveryID, Subscriber: sub.ID, Channel: delivery.ChannelPull, Target: delivery.TargetPull,
 			Mode: delivery.ModePull, State: delivery.StateDelivered, Attempt: 1, At: now})
 		if err != nil {
@@ -236,8 +334,26 @@ func (s *Server) recordPulls(ctx context.Context, sub *subscribers.Subscriber, i
 	return nil
 }
 
+// pulledNow reports whether the view shows sub's pull of it.
+func (s *Server) pulledNow(sub *subscribers.Subscriber, it *item) (bool, error) {
+	ds, _, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Alert: it.alert.ID, Channel: delivery.ChannelPull})
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	for _, d := range ds {
+		if d.Target == delivery.TargetPull && d.DeliveryID == it.deliveryID && d.State == delivery.StateDelivered {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Cache sizes.
 const (
 	renderCacheSize = 4096
 	pulledSetSize   = 65536
+	// collectionCacheSize bounds the collections kept: one per partner
+	// paging through its collection at once, and a few superseded ones
+	// on their way out.
+	collectionCacheSize = 32
 )

@@ -79,6 +79,28 @@ type env struct {
 	clock   *clock
 	refused []string
 	audit   *auditRecorder
+	// ahead moves the servers' clock (time.Now) forward.
+	ahead atomic.Int64
+}
+
+// serverNow is the servers' clock: time.Now, moved forward by ahead.
+func (e *env) serverNow() time.Time { return time.Now().Add(time.Duration(e.ahead.Load())) }
+
+// replica returns e with a pull server of its own on e's view, registry
+// and receipts topic and e's clock, as another replica of the api role
+// would be.
+func (e *env) replica() *env {
+	r := &env{t: e.t, bus: e.bus, view: e.view, reg: e.reg, w: e.w, clock: e.clock, audit: e.audit}
+	r.server = &taxii.Server{Source: e.view, Registry: e.reg, Receipts: &receiptWriter{p: e.bus.Producer(bus.TopicReceipts)},
+		Audit: e.audit, Agency: agency, Now: e.serverNow, Log: kafkatest.Logger(e.t, slog.LevelWarn)}
+	mux := http.NewServeMux()
+	r.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {
+		c, ok := tokens[tok]
+		return c, ok
+	}, nil)
+	r.srv = httptest.NewServer(mux)
+	e.t.Cleanup(r.srv.Close)
+	return r
 }
 
 // auditRecorder keeps the audit entries the server records.
@@ -159,7 +181,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e.audit = &auditRecorder{}
 	e.server = &taxii.Server{Source: v, Registry: reg, Receipts: &receiptWriter{p: b.Producer(bus.TopicReceipts)},
-		Audit: e.audit, Agency: agency, Log: kafkatest.Logger(t, slog.LevelWarn)}
+		Audit: e.audit, Agency: agency, Now: e.serverNow, Log: kafkatest.Logger(t, slog.LevelWarn)}
 	mux := http.NewServeMux()
 	var mu sync.Mutex
 	e.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {

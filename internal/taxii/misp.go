@@ -51,31 +51,44 @@ func (s *Server) feed(w http.ResponseWriter, sub *subscribers.Subscriber) (map[s
 		unavailable(w, feedErrors{}, errNoAgency)
 		return nil, false
 	}
-	its, err := s.items(sub, s.Now())
+	c, err := s.collectionAt(sub, s.Now())
 	if err != nil {
 		unavailable(w, feedErrors{}, err)
 		return nil, false
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.made.events {
+		if c.events, err = s.makeEvents(c.items); err != nil {
+			unavailable(w, feedErrors{}, err)
+			return nil, false
+		}
+		c.made.events = true
+	}
+	return c.events, true
+}
+
+// makeEvents renders its as MISP events and keeps the latest alert of
+// each chain.
+func (s *Server) makeEvents(its []*item) (map[string]*feedEvent, error) {
 	events := map[string]*feedEvent{}
 	for _, it := range its {
 		body, err := s.render(it, formats.FormatMISP)
 		if err != nil {
-			unavailable(w, feedErrors{}, err)
-			return nil, false
+			return nil, err
 		}
 		var doc struct {
 			Event mispEvent `json:"Event"`
 		}
 		if err := json.Unmarshal(body, &doc); err != nil {
-			unavailable(w, feedErrors{}, fmt.Errorf("read the MISP event of %s: %w", it.alert.ID, err))
-			return nil, false
+			return nil, fmt.Errorf("read the MISP event of %s: %w", it.alert.ID, err)
 		}
 		ev := &feedEvent{it: it, body: body, meta: doc.Event}
 		if prev := events[ev.meta.UUID]; prev == nil || later(it, prev.it) {
 			events[ev.meta.UUID] = ev
 		}
 	}
-	return events, true
+	return events, nil
 }
 
 // later reports whether a is a later alert of a chain than b.

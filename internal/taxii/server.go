@@ -31,6 +31,9 @@ type Source interface {
 	PartnerDeliveries(subscriber string, q view.PartnerQuery) ([]view.PartnerDelivery, string, error)
 	// Published returns the alert id as published.
 	Published(id string) (*view.Published, bool)
+	// PullRevision returns the revision of a partner's pull entries,
+	// which changes with every decision about them.
+	PullRevision(subscriber string) (view.Revision, error)
 }
 
 // Registry gives the partners' current records: *subscribers.Registry
@@ -105,10 +108,13 @@ type Server struct {
 	// alerts and renders keep decoded alerts and their renderings, keyed
 	// by digests of what they were made from; seen remembers the
 	// deliveries whose pull this process recorded, until the view shows
-	// them delivered. Each drops its least recently used entries.
+	// them delivered; cached keeps partners' collections, keyed by
+	// what they were made from. Each drops its least recently used
+	// entries.
 	alerts  *lru.Cache[[32]byte, *alerts.Alert]
 	renders *lru.Cache[renderKey, any]
 	seen    *lru.Cache[string, struct{}]
+	cached  *lru.Cache[collectionKey, *collection]
 }
 
 // Media types of TAXII 2.1.
@@ -146,6 +152,7 @@ func (s *Server) Register(mux *http.ServeMux, identify Identify, refuse Refuse) 
 	s.alerts = mustLRU[[32]byte, *alerts.Alert](renderCacheSize)
 	s.renders = mustLRU[renderKey, any](renderCacheSize)
 	s.seen = mustLRU[string, struct{}](pulledSetSize)
+	s.cached = mustLRU[collectionKey, *collection](collectionCacheSize)
 	g := &gate{identify: identify, refuse: refuse, registry: s.Registry}
 	taxii := func(h func(http.ResponseWriter, *http.Request, *subscribers.Subscriber)) http.Handler {
 		return g.wrap(taxiiErrors{}, true, h)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -191,7 +192,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, sub *subscribers.
 		taxiiErrors{}.write(w, http.StatusBadRequest, "Bad request", err.Error())
 		return nil, nil, false
 	}
-	entries, err := s.entries(sub)
+	c, entries, err := s.entries(sub)
 	if err != nil {
 		unavailable(w, taxiiErrors{}, err)
 		return nil, nil, false
@@ -203,7 +204,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, sub *subscribers.
 		}
 		q.ids = map[string]bool{object: true}
 	}
-	return q.selectEntries(entries), q, true
+	return c.selectEntries(q, entries), q, true
 }
 
 // own checks that the request names the API root and sub's own
@@ -295,13 +296,60 @@ type parsedObject struct {
 	raw json.RawMessage
 }
 
-// entries returns every object version of sub's collection, in the order
-// their alerts were added.
-func (s *Server) entries(sub *subscribers.Subscriber) ([]*entry, error) {
-	its, err := s.items(sub, s.Now())
+// entries returns sub's collection and every object version of it, in
+// the order their alerts were added, made once per collection.
+func (s *Server) entries(sub *subscribers.Subscriber) (*collection, []*entry, error) {
+	c, err := s.collectionAt(sub, s.Now())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.made.entries {
+		if c.entries, err = s.makeEntries(c.items); err != nil {
+			return nil, nil, err
+		}
+		c.made.entries = true
+	}
+	return c, c.entries, nil
+}
+
+// selectEntries is q.selectEntries(entries) for entries, c's: what a
+// query without match[id], match[type], match[spec_version] or a
+// match[version] timestamp selects (a sync, page after page) is selected
+// once per collection, and added_after then cuts it where it begins.
+func (c *collection) selectEntries(q *query, entries []*entry) []*entry {
+	if q.ids != nil || q.types != nil || q.specs != nil || len(q.at) != 0 {
+		return q.selectEntries(entries)
+	}
+	k := selectKey{q.versioned, q.all, q.first, q.last}
+	c.mu.Lock()
+	sel, ok := c.selected[k]
+	if !ok {
+		all := *q
+		all.addedAfter = time.Time{}
+		sel = all.selectEntries(entries)
+		if c.selected == nil {
+			c.selected = map[selectKey][]*entry{}
+		}
+		c.selected[k] = sel
+	}
+	c.mu.Unlock()
+	if !q.addedAfter.IsZero() {
+		// In collection order, added first: those added after are the
+		// end of it.
+		sel = sel[sort.Search(len(sel), func(i int) bool { return sel[i].added().After(q.addedAfter) }):]
+	}
+	return sel
+}
+
+// selectKey is what a query selects by when it selects whole versions
+// (collection.selectEntries).
+type selectKey struct{ versioned, all, first, last bool }
+
+// makeEntries returns every object version of the STIX bundles of its, in
+// its order and each bundle's, each version once.
+func (s *Server) makeEntries(its []*item) ([]*entry, error) {
 	tlp := map[string]bool{}
 	for _, id := range formats.TLPMarkingIDs {
 		tlp[id] = true
@@ -551,10 +599,8 @@ func (q *query) selectEntries(all []*entry) []*entry {
 // whether more follow, and the next cursor.
 func (q *query) page(sel []*entry) (page []*entry, more bool, next string) {
 	if q.after != nil {
-		i := slices.IndexFunc(sel, func(e *entry) bool { return q.after.less(e.position()) })
-		if i < 0 {
-			return nil, false, ""
-		}
+		// sel is in collection order: the first entry after the cursor.
+		i := sort.Search(len(sel), func(i int) bool { return q.after.less(sel[i].position()) })
 		sel = sel[i:]
 	}
 	if len(sel) > q.limit {

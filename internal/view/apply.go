@@ -126,11 +126,15 @@ type txn struct {
 	acks       *bbolt.Bucket
 	partner    *bbolt.Bucket
 	pstate     *bbolt.Bucket
+	pchan      *bbolt.Bucket
 	ralerts    map[string]*receiptsAlert
 	dirty      map[string]bool // ralerts to write
 	touched    map[string]bool // ids to place in the list again
 	entryCache map[string]*entryState
-	keyBuf     []byte
+	// pullRev counts, per subscriber, the receipts of this transaction
+	// that change what its pull collection is built from (PullRevision).
+	pullRev map[string]uint64
+	keyBuf  []byte
 }
 
 // apply applies a group of batches in one transaction, with their offsets.
@@ -145,10 +149,12 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
 		acks:       tx.Bucket(bAcks),
 		partner:    tx.Bucket(bPartner),
 		pstate:     tx.Bucket(bPartnerState),
+		pchan:      tx.Bucket(bPartnerChan),
 		ralerts:    map[string]*receiptsAlert{},
 		dirty:      map[string]bool{},
 		touched:    map[string]bool{},
 		entryCache: map[string]*entryState{},
+		pullRev:    map[string]uint64{},
 	}
 	t.entries.FillPercent = 0.9 // alert ids mostly grow: entries are mostly appended
 	offsets := tx.Bucket(bOffsets)
@@ -188,6 +194,9 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
 		}
 	}
 	if err := t.flushEntries(); err != nil {
+		return err
+	}
+	if err := t.flushPullRev(); err != nil {
 		return err
 	}
 	for id := range t.dirty {
@@ -367,6 +376,40 @@ func (t *txn) applyEntry(ra *receiptsAlert, r *delivery.Receipt) error {
 		t.entryCache[es.key] = es
 	}
 	es.cur.Apply(*r)
+	// What a pull collection is built from: the partner's visible pull
+	// entries, their decision, mode, delivery id and time. Outcomes move
+	// only the state (whether the partner pulled it), unless the entry
+	// has no time of its own and sorts by its last update. Counted per
+	// receipt, so a view rebuilt in other transactions counts alike.
+	if t.scope == ScopeAll && es.cur.Channel == delivery.ChannelPull && (r.Kind == delivery.KindDecision || es.cur.at.IsZero()) {
+		t.pullRev[es.cur.Subscriber]++
+	}
+	return nil
+}
+
+// flushPullRev adds the transaction's counts to pull.rev.
+func (t *txn) flushPullRev() error {
+	if len(t.pullRev) == 0 {
+		return nil
+	}
+	b := t.tx.Bucket(bPullRev)
+	subs := make([]string, 0, len(t.pullRev))
+	for sub := range t.pullRev {
+		subs = append(subs, sub)
+	}
+	slices.Sort(subs)
+	for _, sub := range subs {
+		var n uint64
+		if v := b.Get([]byte(sub)); v != nil {
+			if len(v) != 8 {
+				return corrupt("pull.rev", []byte(sub), errors.New("not 8 bytes"))
+			}
+			n = binary.BigEndian.Uint64(v)
+		}
+		if err := b.Put([]byte(sub), binary.BigEndian.AppendUint64(nil, n+t.pullRev[sub])); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -378,7 +421,7 @@ func (t *txn) flushEntries() error {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	var pDel, pPut, sDel, sPut [][]byte
+	var pDel, pPut, sDel, sPut, cDel, cPut [][]byte
 	for _, k := range keys {
 		es := t.entryCache[k]
 		old, e := es.orig, es.cur
@@ -414,12 +457,21 @@ func (t *txn) flushEntries() error {
 		if isVisible && !wasVisible {
 			pPut = append(pPut, partnerKey(e, es.id))
 		}
+		// An entry's channel is fixed by its first receipt; the channel
+		// index changes as the state index does, should it ever not be.
+		if wasVisible && (!isVisible || old.Channel != e.Channel) {
+			cDel = append(cDel, partnerChannelKey(old, es.id))
+		}
+		if isVisible && (!wasVisible || old.Channel != e.Channel) {
+			cPut = append(cPut, partnerChannelKey(e, es.id))
+		}
 	}
 	for _, op := range []struct {
 		b    *bbolt.Bucket
 		keys [][]byte
 		put  bool
-	}{{t.pstate, sDel, false}, {t.partner, pDel, false}, {t.pstate, sPut, true}, {t.partner, pPut, true}} {
+	}{{t.pstate, sDel, false}, {t.pchan, cDel, false}, {t.partner, pDel, false},
+		{t.pstate, sPut, true}, {t.pchan, cPut, true}, {t.partner, pPut, true}} {
 		slices.SortFunc(op.keys, bytes.Compare)
 		for _, k := range op.keys {
 			var err error
@@ -450,6 +502,10 @@ func partnerKey(e *storedEntry, id string) []byte {
 
 func partnerStateKey(e *storedEntry, id string) []byte {
 	return partnerPlace(join(e.Subscriber, e.State, ""), e, id)
+}
+
+func partnerChannelKey(e *storedEntry, id string) []byte {
+	return partnerPlace(join(e.Subscriber, e.Channel, ""), e, id)
 }
 
 // applyAudit stores an audit entry under its time and place, and in the

@@ -53,6 +53,10 @@
 //	partner        <subscriber> 0x00 BE64(time) <id> 0x00 <target> → nil, for entries
 //	               a partner may see (decision deliver or notice, never withhold)
 //	partner.state  <subscriber> 0x00 <state> 0x00 BE64(time) <id> 0x00 <target> → nil
+//	partner.channel <subscriber> 0x00 <channel> 0x00 BE64(time) <id> 0x00 <target> → nil
+//	               (partner.state and partner.channel hold the entries partner holds)
+//	pull.rev       <subscriber> → BE64(the decisions applied to the partner's pull
+//	               entries): PullRevision
 //	audit          BE64(at) BE32(partition) BE64(offset) → the record.Audit JSON
 //	audit.actor    uvarint(len) <actor> <audit key> → nil
 //	audit.action   uvarint(len) <action> <audit key> → nil

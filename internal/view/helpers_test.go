@@ -343,7 +343,10 @@ type dumped struct {
 	Lookup    map[string]*ledger.Alert
 	Lists     map[string][]view.Summary
 	Partner   map[string][]view.PartnerDelivery
-	Audit     map[string][]record.Audit
+	// PullRev is each partner's PullRevision without its epoch (a view
+	// rebuilt while open starts another).
+	PullRev map[string]uint64
+	Audit   map[string][]record.Audit
 }
 
 var (
@@ -354,7 +357,8 @@ var (
 func dump(t *testing.T, v *view.View) dumped {
 	t.Helper()
 	d := dumped{Published: map[string]*view.Published{}, Release: map[string]*record.ReleaseState{},
-		Lists: map[string][]view.Summary{}, Partner: map[string][]view.PartnerDelivery{}, Audit: map[string][]record.Audit{}}
+		Lists: map[string][]view.Summary{}, Partner: map[string][]view.PartnerDelivery{}, PullRev: map[string]uint64{},
+		Audit: map[string][]record.Audit{}}
 	for _, id := range dumpIDs {
 		if p, ok := v.Published(id); ok {
 			d.Published[id] = p
@@ -372,13 +376,19 @@ func dump(t *testing.T, v *view.View) dumped {
 		})
 	}
 	for _, p := range dumpPartners {
-		for _, q := range []view.PartnerQuery{{}, {State: delivery.StateDelivered}, {State: delivery.StatePending}, {Alert: "a1"}} {
-			key := p + "/" + q.State + "/" + q.Alert
+		for _, q := range []view.PartnerQuery{{}, {State: delivery.StateDelivered}, {State: delivery.StatePending}, {Alert: "a1"},
+			{Channel: delivery.ChannelEmail}, {Channel: delivery.ChannelWebhook}, {Channel: delivery.ChannelPull},
+			{State: delivery.StateDelivered, Channel: delivery.ChannelEmail}, {State: delivery.StateAvailable, Channel: delivery.ChannelPull},
+			{Alert: "a4", Channel: delivery.ChannelPull}} {
+			key := p + "/" + q.State + "/" + q.Alert + "/" + q.Channel
 			d.Partner[key] = allPages(t, func(before string) ([]view.PartnerDelivery, string, error) {
 				q.Limit, q.Before = 1, before
 				return v.PartnerDeliveries(p, q)
 			})
 		}
+		rev, err := v.PullRevision(p)
+		require.NoError(t, err)
+		d.PullRev[p] = rev.Seq
 	}
 	for name, q := range map[string]view.AuditQuery{
 		"all": {}, "bob": {Actor: "api:bob"}, "put": {Action: record.ActionSubscriberPut},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -282,12 +283,19 @@ var partnerStates = map[string]bool{
 	delivery.StateAvailable: true,
 }
 
+// partnerChannels are the channels a partner may filter by.
+var partnerChannels = map[string]bool{
+	delivery.ChannelEmail: true, delivery.ChannelWebhook: true, delivery.ChannelPull: true,
+}
+
 // PartnerDeliveries returns a page of subscriber's own deliveries, newest
 // alert first, and the cursor of the next page. It never returns an entry
 // whose decision withheld the alert from the partner (nor one with no
 // decision): a partner must not learn of alerts it was not cleared for. A
-// page costs O(limit), with or without a state; with an alert, O(the
-// partner's targets).
+// page costs O(limit), with a state, a channel or neither; with both, it
+// walks the two indexes together, seeking each to the other's place, so
+// that it costs O(limit) plus the entries of the smaller side it skips;
+// with an alert, O(the partner's targets).
 func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDelivery, string, error) {
 	if v.scope != ScopeAll {
 		return nil, "", ErrNotKept
@@ -302,6 +310,9 @@ func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDe
 	if q.State != "" && !partnerStates[q.State] {
 		return nil, "", fmt.Errorf("state: %q is not a delivery state (pending, delivered, available, retrying, dead, expired, disabled)", q.State)
 	}
+	if q.Channel != "" && !partnerChannels[q.Channel] {
+		return nil, "", fmt.Errorf("channel: %q is not a channel (email, webhook, pull)", q.Channel)
+	}
 	var after []byte
 	if q.Before != "" {
 		if after, err = decodeCursor(q.Before); err != nil {
@@ -315,48 +326,140 @@ func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDe
 		if q.Alert != "" {
 			return r.ofAlert(subscriber, q, after, n, &out, &next)
 		}
-		var prefix []byte
-		b := tx.Bucket(bPartner)
+		var walks []indexWalk
 		if q.State != "" {
-			b, prefix = tx.Bucket(bPartnerState), join(subscriber, q.State, "")
-		} else {
-			prefix = append([]byte(subscriber), 0)
+			walks = append(walks, indexWalk{tx.Bucket(bPartnerState).Cursor(), join(subscriber, q.State, "")})
 		}
-		var bound []byte
-		if after != nil {
-			bound = append(bytes.Clone(prefix), after...)
+		if q.Channel != "" {
+			walks = append(walks, indexWalk{tx.Bucket(bPartnerChan).Cursor(), join(subscriber, q.Channel, "")})
 		}
-		c := b.Cursor()
+		if len(walks) == 0 {
+			walks = append(walks, indexWalk{tx.Bucket(bPartner).Cursor(), append([]byte(subscriber), 0)})
+		}
 		var last []byte
-		for k := lastBefore(c, prefix, bound); k != nil; k = prev(c, prefix) {
-			place := k[len(prefix):]
+		return places(walks, after, func(place []byte) (bool, error) {
 			if len(place) < 10 {
-				return corrupt("partner index", k, errors.New("short key"))
+				return false, corrupt("partner index", place, errors.New("short key"))
 			}
 			id, target, ok := strings.Cut(string(place[8:]), "\x00")
 			if !ok {
-				return corrupt("partner index", k, errors.New("no target"))
+				return false, corrupt("partner index", place, errors.New("no target"))
 			}
 			d, ok, err := r.row(id, subscriber, target)
 			if err != nil {
-				return err
+				return false, err
 			}
-			if !ok || (q.State != "" && d.State != q.State) {
-				continue
+			if !ok || (q.State != "" && d.State != q.State) || (q.Channel != "" && d.Channel != q.Channel) {
+				return true, nil
 			}
 			if len(out) == n {
 				next = encodeCursor(last)
-				return nil
+				return false, nil
 			}
 			out = append(out, d)
 			last = bytes.Clone(place)
-		}
-		return nil
+			return true, nil
+		})
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("view partner deliveries: %w", err)
 	}
 	return out, next, nil
+}
+
+// indexWalk reads one partner index (partner, partner.state or
+// partner.channel) within a prefix, newest first, by place: the key after
+// the prefix, BE64(time) id 0x00 target.
+type indexWalk struct {
+	c      *bbolt.Cursor
+	prefix []byte
+}
+
+// below returns the greatest place below bound (the greatest of all when
+// bound is nil), or nil.
+func (w indexWalk) below(bound []byte) []byte {
+	if bound != nil {
+		bound = append(bytes.Clone(w.prefix), bound...)
+	}
+	return w.place(lastBefore(w.c, w.prefix, bound))
+}
+
+// atMost returns the greatest place that is not above place, or nil.
+func (w indexWalk) atMost(place []byte) []byte {
+	return w.place(lastBefore(w.c, w.prefix, append(append(bytes.Clone(w.prefix), place...), 0)))
+}
+
+// prev returns the place before the last one returned, or nil.
+func (w indexWalk) prev() []byte { return w.place(prev(w.c, w.prefix)) }
+
+func (w indexWalk) place(k []byte) []byte {
+	if k == nil {
+		return nil
+	}
+	return k[len(w.prefix):]
+}
+
+// places calls fn with each place every walk holds, newest first, below
+// after (from the newest when nil), until fn returns false or an error.
+// With two walks it leapfrogs: each seeks to the other's place, so that
+// a run of places only one of them holds costs one seek.
+func places(walks []indexWalk, after []byte, fn func(place []byte) (bool, error)) error {
+	a := walks[0]
+	pa := a.below(after)
+	if len(walks) == 1 {
+		for ; pa != nil; pa = a.prev() {
+			if more, err := fn(pa); !more || err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	b := walks[1]
+	for pa != nil {
+		pb := b.atMost(pa)
+		switch {
+		case pb == nil:
+			return nil
+		case bytes.Equal(pa, pb):
+			if more, err := fn(pa); !more || err != nil {
+				return err
+			}
+			pa = a.prev()
+		default: // pb < pa: a holds nothing between them that b holds
+			pa = a.atMost(pb)
+		}
+	}
+	return nil
+}
+
+// PullRevision returns the revision of what subscriber's pull collection
+// is made from: the partner's pull entries the view holds, without their
+// states. It changes whenever a decision about one of them is applied (an
+// alert made available to pull or withheld, a withdrawal notice), and not
+// when only an entry's state moves (the partner pulled the alert). A view
+// rebuilt from Kafka counts alike; a rebuild while the view is open starts
+// another epoch. A view of ScopeFanOut answers ErrNotKept.
+func (v *View) PullRevision(subscriber string) (Revision, error) {
+	if v.scope != ScopeAll {
+		return Revision{}, ErrNotKept
+	}
+	var rev Revision
+	err := v.read(func(tx *bbolt.Tx) error {
+		rev.Epoch = v.rebuilds.Load()
+		val := tx.Bucket(bPullRev).Get([]byte(subscriber))
+		if val == nil {
+			return nil
+		}
+		if len(val) != 8 {
+			return corrupt("pull.rev", []byte(subscriber), errors.New("not 8 bytes"))
+		}
+		rev.Seq = binary.BigEndian.Uint64(val)
+		return nil
+	})
+	if err != nil {
+		return Revision{}, fmt.Errorf("view pull revision: %w", err)
+	}
+	return rev, nil
 }
 
 // partnerReader builds partner rows, reading each alert's meta once.
@@ -433,7 +536,7 @@ func (r *partnerReader) ofAlert(subscriber string, q PartnerQuery, after []byte,
 		if err != nil {
 			return err
 		}
-		if !ok || (q.State != "" && d.State != q.State) {
+		if !ok || (q.State != "" && d.State != q.State) || (q.Channel != "" && d.Channel != q.Channel) {
 			continue
 		}
 		place := partnerPlace(nil, e, q.Alert)

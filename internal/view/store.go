@@ -14,7 +14,7 @@ import (
 
 // schemaVersion changes whenever what the view stores, or how, changes: a
 // store of another version is rebuilt.
-const schemaVersion = "1"
+const schemaVersion = "2"
 
 // Buckets (see the package documentation for their keys and values).
 var (
@@ -31,12 +31,14 @@ var (
 	bListKey      = []byte("list.key")
 	bPartner      = []byte("partner")
 	bPartnerState = []byte("partner.state")
+	bPartnerChan  = []byte("partner.channel")
+	bPullRev      = []byte("pull.rev")
 	bAudit        = []byte("audit")
 	bAuditActor   = []byte("audit.actor")
 	bAuditAction  = []byte("audit.action")
 
 	allBuckets = [][]byte{bMeta, bOffsets, bPublished, bPublishedRaw, bRelease, bReleaseRaw, bReceipts,
-		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bAudit, bAuditActor, bAuditAction}
+		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bPartnerChan, bPullRev, bAudit, bAuditActor, bAuditAction}
 )
 
 // Keys of the meta bucket.

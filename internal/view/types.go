@@ -126,6 +126,9 @@ type PartnerQuery struct {
 	// State keeps deliveries in that delivery state only
 	// (delivery.StateDelivered, …).
 	State string
+	// Channel keeps deliveries by that channel only
+	// (delivery.ChannelEmail, ChannelWebhook or ChannelPull).
+	Channel string
 	// Limit and Before as in ListQuery (Before takes a next cursor only).
 	Limit  int
 	Before string
@@ -142,6 +145,16 @@ type AuditQuery struct {
 	// Limit and Before as in ListQuery (Before takes a next cursor only).
 	Limit  int
 	Before string
+}
+
+// Revision is a state of something the view holds: of one View, two equal
+// revisions of the same thing mean that it did not change in between. It
+// is for keying what is made from that thing; it orders nothing.
+type Revision struct {
+	// Epoch counts the times the view was rebuilt while it was open.
+	Epoch int64
+	// Seq counts the changes applied since the store was made.
+	Seq uint64
 }
 
 // receiptsAlert is what the view keeps of an alert from the receipts topic

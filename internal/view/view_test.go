@@ -286,15 +286,37 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 		outcome("a4", "gym", "https://gym.example/h", delivery.StateRetrying, 2, "timeout", at(9*time.Minute+3*time.Second)),
 	)
 	require.NoError(t, live.Sync(t.Context()))
-	require.Greater(t, live.Stats().Transactions, int64(3))
+	// The pull channel: made available, pulled, a withdrawal notice, and
+	// one withheld, across transactions.
+	w.receipts(false,
+		decision("a4", "gym", delivery.ChannelPull, delivery.TargetPull, delivery.Deliver, delivery.ModePull, at(9*time.Minute)),
+		outcome("a4", "gym", delivery.TargetPull, delivery.StateAvailable, 0, "", at(9*time.Minute)),
+		decision("a4", "hotel", delivery.ChannelPull, delivery.TargetPull, delivery.Withhold, "", at(9*time.Minute)),
+	)
+	require.NoError(t, live.Sync(t.Context()))
+	w.receipts(false, outcome("a4", "gym", delivery.TargetPull, delivery.StateDelivered, 1, "", at(9*time.Minute+4*time.Second)))
+	require.NoError(t, live.Sync(t.Context()))
+	w.receipts(false,
+		decision("a5", "gym", delivery.ChannelPull, delivery.TargetPull, delivery.Deliver, delivery.ModeCancelNotice, at(10*time.Minute)),
+		outcome("a5", "gym", delivery.TargetPull, delivery.StateAvailable, 0, "", at(10*time.Minute)),
+	)
+	require.NoError(t, live.Sync(t.Context()))
+	require.Greater(t, live.Stats().Transactions, int64(6))
 
 	rebuilt := run(t, t.TempDir(), b)
 	want := dump(t, live.View)
 	got := dump(t, rebuilt.View)
 	require.Equal(t, want, got)
 	// The dump is not empty: it holds what the workload wrote.
-	require.Len(t, want.Lists[""], 8)
-	require.Len(t, want.Partner["bank//"], 3)
+	require.Len(t, want.Lists[""], 9)
+	require.Len(t, want.Partner["bank///"], 3)
+	require.Len(t, want.Partner["bank///email"], 2)
+	require.Len(t, want.Partner["gym///pull"], 2)
+	require.Len(t, want.Partner["gym//a4/pull"], 1)
+	require.Len(t, want.Partner["gym/available//pull"], 1, "a5: a4 was pulled")
+	require.Empty(t, want.Partner["hotel///pull"], "withheld")
+	require.Equal(t, uint64(2), want.PullRev["gym"], "two decisions on gym's pull entries")
+	require.Equal(t, uint64(1), want.PullRev["hotel"])
 	require.Len(t, want.Audit["all"], 6)
 	require.Equal(t, ledgerOf(t, b, dumpIDs...), got.Lookup)
 }
@@ -504,6 +526,8 @@ func TestRebuildsWhenTheClusterIsReplacedWhileRunning(t *testing.T) {
 	c, b, _ := workloadCluster(t, kafkatest.Partitions(1), kafkatest.WithProxy())
 	v := run(t, t.TempDir(), b)
 	require.NoError(t, v.Sync(t.Context()))
+	before, err := v.PullRevision("bank")
+	require.NoError(t, err)
 
 	// The broker comes back empty at the same address (no data dir): the
 	// offsets the view follows from are beyond the new high watermarks.
@@ -514,6 +538,9 @@ func TestRebuildsWhenTheClusterIsReplacedWhileRunning(t *testing.T) {
 
 	require.Eventually(t, func() bool { return v.Stats().Rebuilds == 1 }, waitFor, tick)
 	require.NoError(t, v.Sync(t.Context()))
+	after, err := v.PullRevision("bank")
+	require.NoError(t, err)
+	assert.Equal(t, before.Epoch+1, after.Epoch, "a revision of the old cluster's view is never one of the new")
 	got, err := v.Lookup(t.Context(), []string{"a1", "n1"})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"n1"}, sortedKeys(got), "what the old cluster held is gone")
