@@ -3,6 +3,7 @@ package taxii_test
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -141,4 +142,47 @@ func first(t *testing.T, e *env) []map[string]any {
 	r := e.objects(bankToken, "bank", "")
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	return list(r.json(t)["objects"])
+}
+
+// TestNotBeforeWaits: rule 8 holds for the pull channel as for email and
+// webhooks: an alert whose not_before is ahead is not in the collection
+// (by TAXII or the MISP feed) until then, nor is a withdrawal by a
+// follow-up whose not_before is ahead; at not_before the alert is there,
+// dated then, so that a client polling with added_after since before
+// not_before finds it, and the withdrawal takes effect.
+func TestNotBeforeWaits(t *testing.T) {
+	e := newEnv(t)
+	notBefore := time.Now().UTC().Add(30 * time.Minute).Truncate(time.Second)
+	e.publish(alert("nb-001", nil))
+	e.publish(alert("nb-002", func(a *alerts.Alert) { a.NotBefore = &notBefore }))
+	// An update above what the bank may pull withdraws nb-001 from its
+	// collection, from its not_before on.
+	e.publish(alert("nb-003", func(a *alerts.Alert) {
+		a.Type, a.References, a.TLP, a.NotBefore = alerts.TypeUpdate, []string{"nb-001"}, alerts.TLPAmber, &notBefore
+	}))
+	events := func() []string {
+		t.Helper()
+		r := e.feed("manifest.json", bankToken)
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		var manifest map[string]map[string]any
+		require.NoError(t, json.Unmarshal(r.body, &manifest))
+		var titles []string
+		for _, ev := range manifest {
+			titles = append(titles, ev["info"].(string))
+		}
+		slices.Sort(titles)
+		return titles
+	}
+
+	objects, _ := e.all(bankToken, "bank", "", 100)
+	require.Equal(t, []string{"nb-001"}, alertsIn(objects), "nb-002 waits for its not_before; nb-003's withdrawal too")
+	require.Equal(t, []string{"Forced labour indicators nb-001"}, events())
+	polled := e.serverNow()
+
+	e.ahead.Store(int64(time.Until(notBefore) + time.Second))
+	objects, _ = e.all(bankToken, "bank", "", 100)
+	require.Equal(t, []string{"nb-002"}, alertsIn(objects), "at not_before nb-002 is there and nb-001 withdrawn")
+	require.Equal(t, []string{"Forced labour indicators nb-002"}, events())
+	objects, _ = e.all(bankToken, "bank", "added_after="+polled.Format(time.RFC3339Nano), 100)
+	require.Equal(t, []string{"nb-002"}, alertsIn(objects), "dated at its not_before: a client polling since before finds it")
 }

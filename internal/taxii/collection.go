@@ -49,9 +49,9 @@ var errUnavailable = errors.New("the view of Kafka cannot be read")
 type collection struct {
 	// items are its alerts, oldest first.
 	items []*item
-	// until is when the policy's answer for one of its alerts changes
-	// with the time alone (the earliest expires_at among them); zero for
-	// never.
+	// until is when the collection changes with the time alone (the
+	// earliest expires_at among its alerts, or not_before still ahead
+	// among the alerts and withdrawals waiting for it); zero for never.
 	until time.Time
 
 	mu       sync.Mutex // guards what follows, made on first use
@@ -79,12 +79,14 @@ type collectionKey struct {
 // the one made from the same record and revision of its pull entries
 // while it is still valid at now, else one made afresh.
 //
-// The only input of a collection that depends on the time is each
-// alert's expires_at (policy rule 8, judged by policy.Pull; the partner's
-// record has no validity period, its status is in the record, and the one
-// other check that depends on the time, of an email key, is not part of
-// Pull). An expired alert stays expired, so a collection holds until its
-// earliest expiry.
+// The inputs of a collection that depend on the time are each alert's
+// expires_at and not_before (policy rule 8: nothing is delivered before
+// not_before or after expires_at; expiry is judged by policy.Pull, and an
+// alert — or a withdrawal — whose not_before is still ahead is not in the
+// collection yet: see make). The partner's record has no validity period,
+// its status is in the record, and the one other check that depends on
+// the time, of an email key, is not part of Pull. So a collection holds
+// until the earliest of those instants still ahead.
 func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*collection, error) {
 	// The key is read before the collection is made: what changes while
 	// it is made moves the revision past the key, and is made again.
@@ -116,7 +118,15 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 // lacked an alert a withdrawal notice names (the alerts topic behind the
 // receipts), so that what it withdraws is not known yet: such a
 // collection serves its request and is not kept.
+//
+// An alert, or a withdrawal by a follow-up, whose not_before is still
+// ahead waits for it (rule 8), as its email and webhooks do in the
+// deliver runner: until then it is not in the collection, withdraws
+// nothing, and counts as nothing the partner received; from then on its
+// objects are dated (date_added) at its not_before, so that a TAXII
+// client polling with added_after finds it.
 func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection, complete bool, err error) {
+	c = &collection{}
 	var delivered []view.PartnerDelivery
 	withdrawn := map[string]bool{}
 	complete = true
@@ -135,7 +145,11 @@ func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection
 				delivered = append(delivered, d)
 			case delivery.ModeCancelNotice:
 				// The partner may not have this update or cancel: the
-				// alerts it supersedes leave the collection.
+				// alerts it supersedes leave the collection, from the
+				// follow-up's not_before on.
+				if a, _, err := s.alert(d.Alert); err == nil && c.waits(a, now) {
+					continue
+				}
 				if !s.withdraw(d.Alert, withdrawn) {
 					complete = false
 				}
@@ -146,15 +160,21 @@ func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection
 		}
 		next = cursor
 	}
-	// What the partner was given to pull: the only earlier alerts whose
-	// indicators its renderings may show withdrawn.
+	// What the partner was given to pull, now: the only earlier alerts
+	// whose indicators its renderings may show withdrawn.
 	received := make(map[string]bool, len(delivered))
 	for _, d := range delivered {
-		received[d.Alert] = true
+		a, _, err := s.alert(d.Alert)
+		if err != nil {
+			return nil, false, err
+		}
+		if !c.waits(a, now) {
+			received[d.Alert] = true
+		}
 	}
-	c = &collection{items: make([]*item, 0, len(delivered))}
+	c.items = make([]*item, 0, len(delivered))
 	for _, d := range delivered {
-		if withdrawn[d.Alert] {
+		if withdrawn[d.Alert] || !received[d.Alert] {
 			continue
 		}
 		it, err := s.item(d, sub, now, received)
@@ -165,8 +185,8 @@ func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection
 			continue
 		}
 		c.items = append(c.items, it)
-		if exp := it.alert.ExpiresAt; exp != nil && (c.until.IsZero() || exp.Before(c.until)) {
-			c.until = *exp
+		if exp := it.alert.ExpiresAt; exp != nil {
+			c.ends(*exp)
 		}
 	}
 	slices.SortFunc(c.items, func(a, b *item) int {
@@ -176,6 +196,23 @@ func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection
 		return strings.Compare(a.alert.ID, b.alert.ID)
 	})
 	return c, complete, nil
+}
+
+// waits reports whether a's not_before is still ahead at now; if so, the
+// collection ends then.
+func (c *collection) waits(a *alerts.Alert, now time.Time) bool {
+	if a.NotBefore == nil || !a.NotBefore.After(now) {
+		return false
+	}
+	c.ends(*a.NotBefore)
+	return true
+}
+
+// ends makes the collection end at t at the latest.
+func (c *collection) ends(t time.Time) {
+	if c.until.IsZero() || t.Before(c.until) {
+		c.until = t
+	}
 }
 
 // withdraw adds to withdrawn every alert the follow-up id supersedes,
@@ -228,6 +265,9 @@ func (s *Server) item(d view.PartnerDelivery, sub *subscribers.Subscriber, now t
 	added := d.FannedOut
 	if added.IsZero() {
 		added = d.UpdatedAt
+	}
+	if a.NotBefore != nil && a.NotBefore.After(added) {
+		added = *a.NotBefore // made available at not_before, not before
 	}
 	it := &item{alert: a, raw: raw, lineage: lineage, added: added.UTC().Truncate(time.Microsecond), deliveryID: d.DeliveryID}
 	it.pulled.Store(d.State == delivery.StateDelivered)
