@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -136,17 +137,15 @@ func (h *handler) listAudit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, AuditList{Entries: entries, Next: next})
 }
 
-// viewError answers an error of the view: a bad cursor names before, the
-// rest is 503.
+// viewError answers an error of the view: a query it refuses
+// (view.QueryError) is 422 naming the field, the rest is 503.
 func (h *handler) viewError(w http.ResponseWriter, r *http.Request, err error) {
-	for _, field := range []string{"before", "limit", "state"} {
-		if strings.HasPrefix(err.Error(), field) {
-			writeError(w, http.StatusUnprocessableEntity, "invalid query", []alerts.FieldError{{Field: field, Message: strings.TrimPrefix(strings.TrimPrefix(err.Error(), field), ": ")}})
-			return
-		}
+	if qe, ok := errors.AsType[*view.QueryError](err); ok {
+		writeError(w, http.StatusUnprocessableEntity, "invalid query", []alerts.FieldError{{Field: qe.Field, Message: qe.Message}})
+		return
 	}
 	h.log.Error("read the view", "route", r.Pattern, "error", err)
-	writeError(w, http.StatusServiceUnavailable, "cannot read the alert list now; try again", nil)
+	writeError(w, http.StatusServiceUnavailable, "cannot read the deliveries, alerts and audit trail kept from Kafka now; try again", nil)
 }
 
 // taxonomy handles GET /v1/taxonomy.

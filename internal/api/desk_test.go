@@ -120,6 +120,18 @@ func TestAuditTrail(t *testing.T) {
 	resp, body = e.do(request{method: "GET", path: "/v1/audit?since=yesterday", token: adminToken})
 	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
 	assert.Equal(t, []string{"since"}, fields(decodeError(t, body)))
+	// What only the view can judge is the caller's mistake too, by field:
+	// since not before until, an action that is none, a cursor no page
+	// gave (before, they were 503 or an empty page).
+	for _, bad := range []struct{ query, field string }{
+		{"since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z", "since"},
+		{"action=alert.publsh", "action"},
+		{"before=c:AAAA", "before"},
+	} {
+		resp, body = e.do(request{method: "GET", path: "/v1/audit?" + bad.query, token: adminToken})
+		require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s: %s", bad.query, body)
+		assert.Equal(t, []string{bad.field}, fields(decodeError(t, body)), bad.query)
+	}
 	resp, _ = e.do(request{method: "GET", path: "/v1/audit", token: analystToken})
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode, "the audit trail is for administrators")
 }

@@ -76,7 +76,7 @@ func newAlertsCmd(e *env) *cobra.Command {
 			return e.withView(cmd.Context(), func(v *view.View) error {
 				items, next, err := v.List(view.ListQuery{State: state, Limit: limit, Before: before})
 				if err != nil {
-					return invalid(err)
+					return queryError(err)
 				}
 				if output == "json" {
 					if items == nil {
@@ -145,7 +145,7 @@ func newAuditCmd(e *env) *cobra.Command {
 			return e.withView(cmd.Context(), func(v *view.View) error {
 				entries, next, err := v.Audit(q)
 				if err != nil {
-					return invalid(err)
+					return queryError(err)
 				}
 				if output == "json" {
 					return e.writeJSON(map[string]any{"entries": entries, "next": next})
@@ -199,3 +199,13 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 }
 
 func sortStrings(s []string) []string { slices.Sort(s); return s }
+
+// queryError is an error of a query of the view: invalid input (exit 2,
+// the flag named) when the view refused the query, else a failure to read
+// the view (exit 1).
+func queryError(err error) error {
+	if qe, ok := errors.AsType[*view.QueryError](err); ok {
+		return invalid(fmt.Errorf("--%s: %s", qe.Field, qe.Message))
+	}
+	return fmt.Errorf("read the view: %w", err)
+}

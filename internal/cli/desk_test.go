@@ -132,4 +132,12 @@ func TestDeadReplayIsAudited(t *testing.T) {
 	assert.Equal(t, "subscriber:acme", l.Entries[0].Object)
 	assert.True(t, strings.HasPrefix(l.Entries[0].Actor, "cli:"))
 	assert.EqualValues(t, 0, l.Entries[0].Details["requeued"])
+
+	// A query the view refuses is invalid input naming the flag.
+	code, _, errOut = run(t, "", "audit", "list", "--action", "dead.replya")
+	require.Equal(t, 2, code, errOut)
+	assert.Contains(t, errOut, `--action: "dead.replya" is not an audit action`)
+	code, _, errOut = run(t, "", "alerts", "list", "--before", "c:AAAA")
+	require.Equal(t, 2, code, errOut)
+	assert.Contains(t, errOut, "--before: not a cursor from a previous page")
 }

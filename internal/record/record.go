@@ -66,7 +66,8 @@ const (
 )
 
 // Actions lists every audit action, in the order the console's audit
-// filter offers them.
+// filter offers them; an audit query for any other action is refused
+// (view.View.Audit).
 var Actions = []string{
 	ActionPublish, ActionSubmit, ActionApprove, ActionReject,
 	ActionSubscriberPut, ActionSubscriberDelete, ActionEndpointDisable,

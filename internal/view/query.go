@@ -23,6 +23,24 @@ import (
 // is never mistaken for an id.
 const cursorPrefix = "c:"
 
+// QueryError is a query the view refuses: Field names the query's field
+// (before, limit, state, channel, subscriber, since, action) and Message
+// says what is wrong with it. Callers answer it as the caller's mistake
+// (422 naming the field), every other error of a query as the view's.
+type QueryError struct {
+	Field, Message string
+}
+
+func (e *QueryError) Error() string { return e.Field + ": " + e.Message }
+
+// invalid returns a QueryError of field.
+func invalid(field, format string, args ...any) error {
+	return &QueryError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// errNotACursor is the answer to a before that no page gave.
+var errNotACursor = &QueryError{Field: "before", Message: "not a cursor from a previous page"}
+
 func encodeCursor(place []byte) string {
 	return cursorPrefix + base64.RawURLEncoding.EncodeToString(place)
 }
@@ -30,11 +48,11 @@ func encodeCursor(place []byte) string {
 func decodeCursor(s string) ([]byte, error) {
 	rest, ok := strings.CutPrefix(s, cursorPrefix)
 	if !ok {
-		return nil, errors.New("before: not a cursor from a previous page")
+		return nil, errNotACursor
 	}
 	b, err := base64.RawURLEncoding.DecodeString(rest)
 	if err != nil || len(b) == 0 {
-		return nil, errors.New("before: not a cursor from a previous page")
+		return nil, errNotACursor
 	}
 	return b, nil
 }
@@ -42,7 +60,7 @@ func decodeCursor(s string) ([]byte, error) {
 func limit(n int) (int, error) {
 	switch {
 	case n < 0:
-		return 0, fmt.Errorf("limit: %d is negative", n)
+		return 0, invalid("limit", "%d is negative", n)
 	case n == 0:
 		return DefaultLimit, nil
 	case n > MaxLimit:
@@ -216,7 +234,7 @@ func (v *View) List(q ListQuery) ([]Summary, string, error) {
 	case record.StateRejected:
 		state = listRejected
 	default:
-		return nil, "", fmt.Errorf("state: %q is not one of pending, published, rejected, expired", q.State)
+		return nil, "", invalid("state", "%q is not one of pending, published, rejected, expired", q.State)
 	}
 	now := v.now()
 	var items []Summary
@@ -265,13 +283,13 @@ func (v *View) listPlace(tx *bbolt.Tx, before string) ([]byte, error) {
 	if !strings.HasPrefix(before, cursorPrefix) {
 		cur := tx.Bucket(bListKey).Get([]byte(before))
 		if len(cur) != 9 {
-			return nil, fmt.Errorf("before: alert %q is not in the list", before)
+			return nil, invalid("before", "alert %q is not in the list", before)
 		}
 		return append(bytes.Clone(cur[1:]), before...), nil
 	}
 	place, err := decodeCursor(before)
 	if err != nil || len(place) < 9 {
-		return nil, errors.New("before: not a cursor from a previous page")
+		return nil, errNotACursor
 	}
 	return place, nil
 }
@@ -305,13 +323,13 @@ func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDe
 		return nil, "", err
 	}
 	if subscriber == "" || strings.IndexByte(subscriber, 0) >= 0 {
-		return nil, "", errors.New("subscriber: missing or not a subscriber id")
+		return nil, "", invalid("subscriber", "missing or not a subscriber id")
 	}
 	if q.State != "" && !partnerStates[q.State] {
-		return nil, "", fmt.Errorf("state: %q is not a delivery state (pending, delivered, available, retrying, dead, expired, disabled)", q.State)
+		return nil, "", invalid("state", "%q is not a delivery state (pending, delivered, available, retrying, dead, expired, disabled)", q.State)
 	}
 	if q.Channel != "" && !partnerChannels[q.Channel] {
-		return nil, "", fmt.Errorf("channel: %q is not a channel (email, webhook, pull)", q.Channel)
+		return nil, "", invalid("channel", "%q is not a channel (email, webhook, pull)", q.Channel)
 	}
 	var after []byte
 	if q.Before != "" {
@@ -569,7 +587,10 @@ func (v *View) Audit(q AuditQuery) ([]record.Audit, string, error) {
 		return nil, "", err
 	}
 	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
-		return nil, "", errors.New("since: not before until")
+		return nil, "", invalid("since", "not before until")
+	}
+	if q.Action != "" && !slices.Contains(record.Actions, q.Action) {
+		return nil, "", invalid("action", "%q is not an audit action (%s)", q.Action, strings.Join(record.Actions, ", "))
 	}
 	var after []byte
 	if q.Before != "" {
@@ -577,7 +598,7 @@ func (v *View) Audit(q AuditQuery) ([]record.Audit, string, error) {
 			return nil, "", err
 		}
 		if len(after) != 20 {
-			return nil, "", errors.New("before: not a cursor from a previous page")
+			return nil, "", errNotACursor
 		}
 	}
 	var out []record.Audit
