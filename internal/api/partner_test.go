@@ -197,6 +197,11 @@ func TestPartnerDeliveries(t *testing.T) {
 	assert.Empty(t, list(partnerToken, "?alert=op-2").Deliveries, "withheld")
 	assert.Len(t, list(partnerToken, "?alert=op-1").Deliveries, 2)
 	assert.Len(t, list(partnerToken, "?state=retrying").Deliveries, 1)
+	assert.Len(t, list(partnerToken, "?channel=email").Deliveries, 2)
+	webhooks := list(partnerToken, "?channel=webhook&state=retrying").Deliveries
+	require.Len(t, webhooks, 1)
+	assert.Equal(t, "op-1", webhooks[0].Alert)
+	assert.Empty(t, list(partnerToken, "?channel=webhook&state=delivered").Deliveries)
 	page := list(partnerToken, "?limit=1")
 	require.Len(t, page.Deliveries, 1)
 	require.NotEmpty(t, page.Next)
@@ -212,7 +217,7 @@ func TestPartnerDeliveries(t *testing.T) {
 
 	for query, field := range map[string]string{
 		"?state=lost": "state", "?limit=0": "limit", "?limit=x": "limit", "?alert=" + strings.Repeat("x", 70): "alert",
-		"?alert=a%20b": "alert", "?before=nonsense": "before",
+		"?alert=a%20b": "alert", "?before=nonsense": "before", "?channel=fax": "channel",
 	} {
 		resp, body := e.do(request{method: "GET", path: "/v1/partner/deliveries" + query, token: partnerToken})
 		require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s: %s", query, body)
