@@ -439,6 +439,21 @@ func RedactURL(raw string) string {
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
+// Version returns a strong HTTP entity tag (RFC 9110 §8.8.3) of the
+// record as it is: the hex of the first 16 bytes of the SHA-256 of its
+// JSON, quoted. Two records have one version exactly when they encode
+// alike, so an administrator's change made from a copy read earlier can
+// be refused when the record changed in between (If-Match).
+func (s *Subscriber) Version() string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		// A record that cannot be encoded could not have been stored.
+		return `"unencodable"`
+	}
+	sum := sha256.Sum256(b)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
+}
+
 // RedactedSecretPrefix starts a webhook secret as Herald shows it. A
 // Standard Webhooks secret lets whoever holds it sign webhooks that the
 // partner will believe came from the agency, so Herald never shows one: it

@@ -443,3 +443,14 @@ func TestWebhookURL(t *testing.T) {
 	_, _, err := subscribers.WebhookURL("https://user:secret@%zz/", true)
 	require.NotContains(t, err.Error(), "secret", "the error never repeats the URL")
 }
+
+// TestVersion: a record's version is a strong entity tag that changes
+// with any field, and only then.
+func TestVersion(t *testing.T) {
+	a := &subscribers.Subscriber{ID: "acme", Name: "Acme", Kind: subscribers.KindBusiness, Sectors: []string{"care"}, Clearance: "GREEN"}
+	b := *a
+	require.Regexp(t, `^"[0-9a-f]{32}"$`, a.Version())
+	require.Equal(t, a.Version(), b.Version())
+	b.Status = subscribers.StatusSuspended
+	require.NotEqual(t, a.Version(), b.Version())
+}

@@ -287,6 +287,8 @@ func (e *env) receipts(rs ...delivery.Receipt) {
 // request is one call to the server.
 type request struct {
 	method, path, token, contentType, body string
+	// header holds further request headers.
+	header map[string]string
 }
 
 // do sends req and returns the response with its body read.
@@ -305,6 +307,9 @@ func (e *env) do(req request) (*http.Response, []byte) {
 		r.Header.Set("Content-Type", req.contentType)
 	} else if req.body != "" {
 		r.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range req.header {
+		r.Header.Set(k, v)
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(r)

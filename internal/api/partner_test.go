@@ -637,3 +637,69 @@ func TestAdminPutAndPartnerKey(t *testing.T) {
 	assert.Empty(t, e.reg.SecretsOverlays("acme"))
 	assert.Equal(t, []string{testSecret, added.Secret}, e.reg.Get("acme").Webhooks[0].Secrets)
 }
+
+// TestSubscriberVersions: GET gives the record's ETag; a PUT or DELETE
+// with If-Match is refused (412) once the record changed since — here an
+// administrator's suspension, which a stale copy written back would undo
+// — and goes through with the current one; If-None-Match: * creates only.
+func TestSubscriberVersions(t *testing.T) {
+	e := newEnv(t, withPartners)
+	resp, body := e.do(request{method: "GET", path: "/v1/subscribers/acme", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	read := resp.Header.Get("ETag")
+	require.Regexp(t, `^"[0-9a-f]{32}"$`, read)
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(body, &rec))
+	rec["name"] = "Acme Car Wash Ltd"
+	edited, err := json.Marshal(rec)
+	require.NoError(t, err)
+
+	// Another administrator suspends acme meanwhile.
+	resp, body = e.do(request{method: "POST", path: "/v1/subscribers/acme/suspend", token: adminToken, body: `{"reason":"investigation"}`})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: string(edited),
+		header: map[string]string{"If-Match": read}})
+	require.Equal(t, http.StatusPreconditionFailed, resp.StatusCode, "%s", body)
+	assert.Contains(t, string(body), "changed since you read it")
+	assert.Equal(t, subscribers.StatusSuspended, e.reg.Get("acme").Status, "the stale copy is not written back")
+	resp, _ = e.do(request{method: "DELETE", path: "/v1/subscribers/acme", token: adminToken, header: map[string]string{"If-Match": read}})
+	require.Equal(t, http.StatusPreconditionFailed, resp.StatusCode)
+	require.NotNil(t, e.reg.Record("acme"))
+
+	// Read again, change that, send it with the new ETag.
+	resp, body = e.do(request{method: "GET", path: "/v1/subscribers/acme", token: adminToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	current := resp.Header.Get("ETag")
+	require.NotEqual(t, read, current)
+	require.NoError(t, json.Unmarshal(body, &rec))
+	assert.Equal(t, subscribers.StatusSuspended, rec["status"])
+	rec["name"] = "Acme Car Wash Ltd"
+	edited, err = json.Marshal(rec)
+	require.NoError(t, err)
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: string(edited),
+		header: map[string]string{"If-Match": `W/"x", ` + current}})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	stored := resp.Header.Get("ETag")
+	assert.NotEqual(t, current, stored)
+	assert.Equal(t, "Acme Car Wash Ltd", e.reg.Get("acme").Name)
+	assert.Equal(t, subscribers.StatusSuspended, e.reg.Get("acme").Status)
+	resp, _ = e.do(request{method: "GET", path: "/v1/subscribers/acme", token: adminToken})
+	assert.Equal(t, stored, resp.Header.Get("ETag"), "the ETag a PUT answers is the one GET gives next")
+
+	// If-None-Match: * creates only.
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/acme", token: adminToken, body: string(edited),
+		header: map[string]string{"If-None-Match": "*"}})
+	require.Equal(t, http.StatusPreconditionFailed, resp.StatusCode, "%s", body)
+	// If-Match: * changes only what exists.
+	rec["id"] = "initech"
+	fresh, err := json.Marshal(rec)
+	require.NoError(t, err)
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/initech", token: adminToken, body: string(fresh),
+		header: map[string]string{"If-Match": "*"}})
+	require.Equal(t, http.StatusPreconditionFailed, resp.StatusCode, "%s", body)
+	assert.Nil(t, e.reg.Record("initech"))
+
+	resp, _ = e.do(request{method: "DELETE", path: "/v1/subscribers/acme", token: adminToken, header: map[string]string{"If-Match": stored}})
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+}

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -106,7 +107,46 @@ func (h *handler) getSubscriber(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
+	w.Header().Set("ETag", s.Version())
 	writeJSON(w, http.StatusOK, redacted(s))
+}
+
+// preconditions judges the request's If-Match and If-None-Match (RFC 9110
+// §13.1.1–2) against current, the record as last written (nil: none), and
+// answers 412 itself when they fail. A change made from a copy read
+// earlier — GET, edit, PUT with the ETag that GET gave — is refused when
+// the record changed in between (another administrator's suspension, say),
+// instead of writing the stale copy back over it.
+func preconditions(w http.ResponseWriter, r *http.Request, id string, current *subscribers.Subscriber) bool {
+	if match := r.Header.Get("If-Match"); match != "" {
+		ok := current != nil && (strings.TrimSpace(match) == "*" || slices.Contains(etags(match), current.Version()))
+		if !ok {
+			now := "it has been deleted"
+			if current != nil {
+				now = "its ETag is now " + current.Version()
+			}
+			writeError(w, http.StatusPreconditionFailed, fmt.Sprintf("subscriber %q changed since you read it (%s): GET it again, make your change to that, and send it with the new ETag in If-Match", id, now), nil)
+			return false
+		}
+	}
+	if none := r.Header.Get("If-None-Match"); none != "" && current != nil &&
+		(strings.TrimSpace(none) == "*" || slices.Contains(etags(none), current.Version())) {
+		writeError(w, http.StatusPreconditionFailed, fmt.Sprintf("subscriber %q exists (If-None-Match): its ETag is %s", id, current.Version()), nil)
+		return false
+	}
+	return true
+}
+
+// etags splits an If-Match or If-None-Match list; weak tags (W/) never
+// match strongly, so they are left out.
+func etags(list string) []string {
+	var out []string
+	for _, t := range strings.Split(list, ",") {
+		if t = strings.TrimSpace(t); t != "" && !strings.HasPrefix(t, "W/") {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // putSubscriber handles PUT /v1/subscribers/{id}: it validates the record
@@ -149,6 +189,9 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 	if h.Directory != nil {
 		old = h.Directory.Record(id)
 	}
+	if !preconditions(w, r, id, old) {
+		return
+	}
 	if h.Registry != nil {
 		eff = h.Registry.Get(id)
 	}
@@ -171,6 +214,7 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("subscriber stored", "subscriber", s.ID)
+	w.Header().Set("ETag", s.Version())
 	writeJSON(w, http.StatusOK, redacted(s))
 }
 
@@ -206,6 +250,13 @@ func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer unlock()
+	var current *subscribers.Subscriber
+	if h.Directory != nil {
+		current = h.Directory.Record(id)
+	}
+	if !preconditions(w, r, id, current) {
+		return
+	}
 	if err := h.Writer.Delete(r.Context(), actor(r), id); err != nil {
 		h.log.Error("delete subscriber", "subscriber", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the record could not be deleted; try again", nil)
