@@ -13,8 +13,10 @@ import (
 
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/crypto/whsig"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/cli"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -136,4 +138,18 @@ func TestVersionAndUsage(t *testing.T) {
 	code, _, errOut := run(t, "", "serve", "--roles", "api,teleport")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "teleport")
+}
+
+// onBroker starts a Kafka-protocol broker with Herald's topics for the
+// test and points the command line at it (HERALD_KAFKA_BROKERS, its
+// publishing key, a cache folder of the test's own for its view), and
+// returns a client of it.
+func onBroker(t *testing.T) *bus.Bus {
+	t.Helper()
+	cluster := kafkatest.Start(t)
+	b := cluster.Open(t, cluster.Config())
+	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	return b
 }

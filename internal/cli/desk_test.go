@@ -11,18 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/crypto/busauth"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
 // TestAlertsAndAuditList: what the CLI publishes shows in `alerts list`
 // (waiting for a second analyst, then published) and in `audit list`, read
 // from a view kept in the user's cache folder between commands.
 func TestAlertsAndAuditList(t *testing.T) {
-	cluster := kafkatest.Start(t)
-	cluster.Open(t, cluster.Config()) // topics
-	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
-	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	onBroker(t)
 	dir := t.TempDir()
 	green := filepath.Join(dir, "green.yaml")
 	amber := filepath.Join(dir, "amber.yaml")
@@ -111,11 +106,7 @@ func TestKeysGeneratePublishing(t *testing.T) {
 // TestDeadReplayIsAudited: an operator's replay of dead letters is in the
 // audit trail with who did it and how many went back.
 func TestDeadReplayIsAudited(t *testing.T) {
-	cluster := kafkatest.Start(t)
-	cluster.Open(t, cluster.Config())
-	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
-	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	onBroker(t)
 	code, out, errOut := run(t, "", "dead", "replay", "--subscriber", "acme")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "re-queued 0 deliveries\n", out)

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 )
 
@@ -19,10 +18,7 @@ import (
 // addresses whose key expires within 30 days (and those expired), soonest
 // first, with subscriber, address, fingerprint and expiry.
 func TestSubscribersListExpiring(t *testing.T) {
-	cluster := kafkatest.Start(t)
-	cluster.Open(t, cluster.Config()) // topics
-	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
-	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
+	onBroker(t)
 	expired, _ := pgptest.RecipientKey(t, pgptest.Expired)
 	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
 	records := []map[string]any{

@@ -15,7 +15,6 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/deliver"
 	"github.com/herald-alerts/herald/internal/delivery"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -41,10 +40,7 @@ func requireEscaped(t *testing.T, out string) {
 // (\x1b, \u202e) and as JSON (\u001b, \u202e) that decodes to the same
 // value.
 func TestTextOutputEscapesData(t *testing.T) {
-	cluster := kafkatest.Start(t)
-	b := cluster.Open(t, cluster.Config())
-	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
-	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
+	b := onBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	write := func(topic, key string, v any, headers ...kafka.Header) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/internal/app"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
 // TestSubscribersPutAuditsAgainstTheRecord: the audit trail's list of
@@ -21,11 +19,7 @@ import (
 // with the effective record: an endpoint Herald disabled after a 410 is
 // not a change the operator made.
 func TestSubscribersPutAuditsAgainstTheRecord(t *testing.T) {
-	cluster := kafkatest.Start(t)
-	b := cluster.Open(t, cluster.Config())
-	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
-	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	b := onBroker(t)
 	const hook = "https://hooks.acme.example/herald"
 	data, err := json.Marshal(map[string]any{"id": "acme", "name": "Acme", "kind": "business", "clearance": "AMBER",
 		"webhooks": []map[string]any{{"url": hook, "secrets": []string{"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}}}})

@@ -14,7 +14,6 @@ import (
 
 	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/app"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -25,11 +24,7 @@ import (
 // a record that changes the key replaces the partner's; `subscribers
 // delete` clears them, so a record made again under the id has none.
 func TestSubscribersCommandsAndPartnersOwnKeys(t *testing.T) {
-	cluster := kafkatest.Start(t)
-	b := cluster.Open(t, cluster.Config())
-	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
-	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	b := onBroker(t)
 	const (
 		addr    = "soc@acme.example"
 		hook    = "https://hooks.acme.example/herald"
