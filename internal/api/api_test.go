@@ -104,6 +104,27 @@ func TestAuth(t *testing.T) {
 	assert.Contains(t, logs, "token=ops")
 }
 
+// TestRefusalsAreLogged: a request the API refuses is recorded in its
+// log line with what the caller was told and which fields were wrong, by
+// name, never their values.
+func TestRefusalsAreLogged(t *testing.T) {
+	e := newEnv(t)
+	bad := strings.Replace(validAlert, `"tlp": "TLP:AMBER"`, `"tlp": "MAUVE-SECRET-VALUE"`, 1)
+	require.NotEqual(t, validAlert, bad)
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: bad})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	var line string
+	for _, l := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(l, `route="POST /v1/alerts"`) && strings.Contains(l, "status=422") {
+			line = l
+		}
+	}
+	require.NotEmpty(t, line, "the refused request is logged:\n%s", e.logs.String())
+	assert.Contains(t, line, `refused="invalid alert"`)
+	assert.Contains(t, line, "fields=[tlp]")
+	assert.NotContains(t, line, "MAUVE-SECRET-VALUE", "field names, not values")
+}
+
 func TestPublish(t *testing.T) {
 	e := newEnv(t)
 	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})

@@ -30,6 +30,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeError writes an error with the fields it names, if any.
 func writeError(w http.ResponseWriter, status int, msg string, fields []alerts.FieldError) {
+	if sw, ok := w.(*statusWriter); ok {
+		// For the request's log line: the fields by name, never their
+		// values.
+		sw.refusal, sw.fields = msg, nil
+		for _, f := range fields {
+			sw.fields = append(sw.fields, f.Field)
+		}
+	}
 	writeJSON(w, status, errorBody{Error: msg, Errors: fields})
 }
 

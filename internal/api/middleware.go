@@ -86,10 +86,16 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// statusWriter records the status code written.
+// statusWriter records the status code written and, for a request the
+// API refused, what it told the caller (writeError): the request's log
+// line then says why, and which fields were wrong.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	// refusal and fields are the error and the names of the fields of
+	// an error answer.
+	refusal string
+	fields  []string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -133,13 +139,20 @@ func (h *handler) observe(next http.Handler) http.Handler {
 		if sw.status >= 500 {
 			level = slog.LevelError
 		}
-		h.log.LogAttrs(r.Context(), level, "http request",
+		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("route", route),
 			slog.Int("status", sw.status),
 			slog.Duration("duration", d),
 			slog.String("token", info.token),
-		)
+		}
+		if sw.status >= 400 && sw.refusal != "" {
+			attrs = append(attrs, slog.String("refused", sw.refusal))
+			if len(sw.fields) > 0 {
+				attrs = append(attrs, slog.Any("fields", sw.fields))
+			}
+		}
+		h.log.LogAttrs(r.Context(), level, "http request", attrs...)
 	})
 }
 

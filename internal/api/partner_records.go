@@ -370,7 +370,12 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 		j = n
 	}
 	if j < 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("webhook %d has no secret %q (give its place from 0, or its redacted form)", i, want), nil)
+		shown := want
+		if strings.HasPrefix(want, "whsec_") {
+			// A secret itself in the path: not echoed, nor logged.
+			shown = redactSecret(want)
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("webhook %d has no secret %q (give its place from 0, or its redacted form)", i, shown), nil)
 		return
 	}
 	if len(secrets) == 1 {
