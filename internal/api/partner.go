@@ -154,7 +154,7 @@ func (p *partnerAPI) deliveries(w http.ResponseWriter, r *http.Request) {
 	}
 	v := &alerts.ValidationError{What: "invalid query"}
 	q := view.PartnerQuery{Alert: r.URL.Query().Get("alert"), State: r.URL.Query().Get("state"),
-		Channel: r.URL.Query().Get("channel")}
+		Channel: r.URL.Query().Get("channel"), At: p.now()}
 	if q.Alert != "" && !alerts.ValidID(q.Alert) {
 		v.Add("alert", "is not an alert id (^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$)")
 	}

@@ -189,3 +189,43 @@ func TestPullRevision(t *testing.T) {
 	_, err := lean.PullRevision("gym")
 	require.ErrorIs(t, err, view.ErrNotKept)
 }
+
+// TestPartnerDeliveriesWaitForNotBefore: with At, a partner's deliveries
+// leave out those of alerts whose not_before is after At — every channel,
+// with or without a state, channel or alert — and show them from then on.
+func TestPartnerDeliveriesWaitForNotBefore(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	notBefore := at(2 * time.Hour)
+	embargoed := alert(t, "nb-1", "embargoed", "GREEN", "api:alice", at(0), "", time.Time{})
+	embargoed.NotBefore = &notBefore
+	w.publish(embargoed)
+	w.publish(alert(t, "now-1", "at once", "GREEN", "api:alice", at(0), "", time.Time{}))
+	for _, id := range []string{"nb-1", "now-1"} {
+		w.receipts(false,
+			decision(id, "gym", delivery.ChannelEmail, "it@gym.example", delivery.Deliver, delivery.ModeSigned, at(time.Minute)),
+			decision(id, "gym", delivery.ChannelPull, delivery.TargetPull, delivery.Deliver, delivery.ModePull, at(time.Minute)),
+			outcome(id, "gym", delivery.TargetPull, delivery.StateAvailable, 0, "", at(time.Minute)))
+	}
+	v := run(t, t.TempDir(), b)
+
+	for _, q := range []view.PartnerQuery{{}, {Channel: delivery.ChannelPull}, {State: delivery.StatePending},
+		{Channel: delivery.ChannelPull, State: delivery.StateAvailable}, {Alert: "nb-1"}} {
+		q.At = at(time.Hour)
+		got, _, err := v.PartnerDeliveries("gym", q)
+		require.NoError(t, err)
+		assert.NotContains(t, alertsOf(got), "nb-1", "%+v: before its not_before", q)
+		if q.Alert == "" {
+			assert.Contains(t, alertsOf(got), "now-1", "%+v", q)
+		}
+		q.At = notBefore
+		got, _, err = v.PartnerDeliveries("gym", q)
+		require.NoError(t, err)
+		assert.Contains(t, alertsOf(got), "nb-1", "%+v: from its not_before on", q)
+		q.At = time.Time{}
+		got, _, err = v.PartnerDeliveries("gym", q)
+		require.NoError(t, err)
+		assert.Contains(t, alertsOf(got), "nb-1", "%+v: no At, no filter", q)
+	}
+}

@@ -340,7 +340,7 @@ func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDe
 	var out []PartnerDelivery
 	var next string
 	err = v.read(func(tx *bbolt.Tx) error {
-		r := partnerReader{tx: tx, metas: map[string]*receiptsAlert{}}
+		r := partnerReader{tx: tx, metas: map[string]*receiptsAlert{}, at: q.At, waiting: map[string]bool{}}
 		if q.Alert != "" {
 			return r.ofAlert(subscriber, q, after, n, &out, &next)
 		}
@@ -484,6 +484,33 @@ func (v *View) PullRevision(subscriber string) (Revision, error) {
 type partnerReader struct {
 	tx    *bbolt.Tx
 	metas map[string]*receiptsAlert
+	// at is PartnerQuery.At; waiting holds, by alert id, whether its
+	// not_before is after at.
+	at      time.Time
+	waiting map[string]bool
+}
+
+// waits reports whether alert id's not_before is after r.at (never when
+// r.at is zero, or the view lacks the alert).
+func (r *partnerReader) waits(id string) (bool, error) {
+	if r.at.IsZero() {
+		return false, nil
+	}
+	w, ok := r.waiting[id]
+	if ok {
+		return w, nil
+	}
+	if raw := r.tx.Bucket(bPublishedRaw).Get([]byte(id)); raw != nil {
+		var a struct {
+			NotBefore *time.Time `json:"not_before"`
+		}
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return false, corrupt("published alert", []byte(id), err)
+		}
+		w = a.NotBefore != nil && a.NotBefore.After(r.at)
+	}
+	r.waiting[id] = w
+	return w, nil
 }
 
 // row returns the partner's row for (id, subscriber, target); ok is false
@@ -504,6 +531,9 @@ func (r *partnerReader) row(id, subscriber, target string) (PartnerDelivery, boo
 func (r *partnerReader) fromEntry(id string, e *storedEntry) (PartnerDelivery, bool, error) {
 	if !visible(e.Decision) {
 		return PartnerDelivery{}, false, nil
+	}
+	if w, err := r.waits(id); err != nil || w {
+		return PartnerDelivery{}, false, err
 	}
 	ra, ok := r.metas[id]
 	if !ok {
