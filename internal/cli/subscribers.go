@@ -116,23 +116,26 @@ func newSubscribersCmd(e *env) *cobra.Command {
 				}
 			}
 			e.printPartnerManaged(reg, s)
+			fmt.Fprintf(e.stderr, "herald: version %s (subscribers put --if-match %s refuses to replace the record if it changes meanwhile)\n", s.Version(), s.Version())
 			return e.writeJSON(s)
 		},
 	}
+	var ifMatch string
 	put := &cobra.Command{
 		Use:   "put FILE|-",
 		Short: "Add or replace one subscriber (JSON or YAML)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.putSubscribers(cmd.Context(), args[0], true)
+			return e.putSubscribers(cmd.Context(), args[0], true, ifMatch)
 		},
 	}
+	put.Flags().StringVar(&ifMatch, "if-match", "", "replace the record only if it is still at this version (what `subscribers get` prints on stderr, or the API's ETag): a colleague's change made since, a suspension say, is never undone by your copy")
 	imp := &cobra.Command{
 		Use:   "import FILE|-",
 		Short: "Add or replace every subscriber in a YAML or JSON list; nothing is written if any is invalid",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.putSubscribers(cmd.Context(), args[0], false)
+			return e.putSubscribers(cmd.Context(), args[0], false, "")
 		},
 	}
 	del := &cobra.Command{
@@ -230,7 +233,7 @@ func fmtDays(d time.Duration) string {
 
 // putSubscribers validates every record in the input and, only if all are
 // valid, writes them to the subscribers topic.
-func (e *env) putSubscribers(ctx context.Context, file string, single bool) error {
+func (e *env) putSubscribers(ctx context.Context, file string, single bool, ifMatch string) error {
 	data, err := e.readInput(file)
 	if err != nil {
 		return err
@@ -272,6 +275,16 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool) erro
 	reg, err := loadRegistry(ctx, b)
 	if err != nil {
 		return err
+	}
+	if ifMatch != "" {
+		want := `"` + strings.Trim(strings.TrimSpace(ifMatch), `"`) + `"`
+		if cur := reg.Record(subs[0].ID); cur == nil || cur.Version() != want {
+			now := "it has been deleted"
+			if cur != nil {
+				now = "it is now at version " + cur.Version()
+			}
+			return fmt.Errorf("subscriber %s changed since version %s (%s): nothing was written; get it again, make your change to that, and put it with the new version", printable(subs[0].ID), printable(want), now)
+		}
 	}
 	// Compared with the records as written: a partner's own key or secret
 	// stays in force unless the record changes it.
