@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -87,16 +88,18 @@ func readsTopics(role string, retryTiers int) []string {
 
 // App is a running Herald process.
 type App struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	bus      *bus.Bus
-	signer   *pgp.Signer
-	registry *subscribers.Registry
-	follower *registryFollower
-	view     *view.View // nil unless a role that answers questions runs
-	metrics  *prometheus.Registry
-	now      func() time.Time
-	roles    []string // the roles actually running
+	// apiListener is Options.APIListener.
+	apiListener net.Listener
+	cfg         *config.Config
+	log         *slog.Logger
+	bus         *bus.Bus
+	signer      *pgp.Signer
+	registry    *subscribers.Registry
+	follower    *registryFollower
+	view        *view.View // nil unless a role that answers questions runs
+	metrics     *prometheus.Registry
+	now         func() time.Time
+	roles       []string // the roles actually running
 }
 
 // Options are the less common knobs of Run.
@@ -111,13 +114,22 @@ type Options struct {
 	// Started, if set, is called once every role is running.
 	Started func(*App)
 	Now     func() time.Time
+	// APIListener, if set, is where the api role serves instead of
+	// binding api.listen, which must name its address: a caller that
+	// prints the API's URL before the roles start binds it first, so that
+	// nothing else can take the port in between. Run closes it.
+	APIListener net.Listener
 }
 
 // Run runs the roles until ctx is cancelled, then drains and returns.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options) error {
 	own := *cfg // the app's copy: a listen address on port 0 becomes the one bound
 	cfg = &own
-	a := &App{cfg: cfg, log: log, registry: subscribers.NewRegistry(), metrics: prometheus.NewRegistry(), now: opt.Now}
+	a := &App{cfg: cfg, log: log, registry: subscribers.NewRegistry(), metrics: prometheus.NewRegistry(), now: opt.Now,
+		apiListener: opt.APIListener}
+	if a.apiListener != nil {
+		defer a.apiListener.Close() // served and shut down by then, or never used
+	}
 	if a.now == nil {
 		a.now = time.Now
 	}

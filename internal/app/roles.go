@@ -238,9 +238,14 @@ func (a *App) metricsListener(addr string) (func(context.Context) error, error) 
 // listen binds addr and returns a function serving h until ctx ends, then
 // shutting down gracefully.
 func (a *App) listen(key, addr string, h http.Handler) (func(context.Context) error, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
+	var ln net.Listener
+	if key == "api.listen" && a.apiListener != nil {
+		ln = a.apiListener // bound by the caller (Options.APIListener)
+	} else {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
 	}
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}

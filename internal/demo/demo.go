@@ -200,11 +200,16 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	}
 	roles := []string{app.RoleFanout, app.RoleDeliver}
 	var sandbox *Sandbox
+	var apiLn net.Listener
 	if opt.Serve != nil {
-		listen, err := resolveListen(opt.Serve.Listen)
+		// Bound now and handed to the api role, so that the console URL
+		// printed names a port nothing else can take meanwhile.
+		apiLn, err = listenAPI(opt.Serve.Listen)
 		if err != nil {
 			return nil, err
 		}
+		defer apiLn.Close() // app.Run closes it too; this covers a failure before
+		listen := apiLn.Addr().String()
 		tokens, err := sandboxTokens()
 		if err != nil {
 			return nil, err
@@ -245,7 +250,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	started := make(chan *app.App, 1)
 	appDone := make(chan error, 1)
 	go func() {
-		appDone <- app.Run(runCtx, cfg, log, app.Options{Bus: b, Roles: roles,
+		appDone <- app.Run(runCtx, cfg, log, app.Options{Bus: b, Roles: roles, APIListener: apiLn,
 			Explicit: true, Started: func(a *app.App) { started <- a }})
 	}()
 	stopApp := func() error {

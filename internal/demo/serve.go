@@ -110,25 +110,21 @@ func sandboxTokens() ([]Token, error) {
 	return ts, nil
 }
 
-// resolveListen turns a port 0 into a free port, so that the console's URL
-// can be printed before the API starts.
-func resolveListen(addr string) (string, error) {
+// listenAPI binds the sandbox's API and console address ("" is
+// DefaultListen; port 0 takes a free port), so that the console's URL can
+// be printed before the API starts and names a port nothing else can take.
+func listenAPI(addr string) (net.Listener, error) {
 	if addr == "" {
 		addr = DefaultListen
 	}
-	host, port, err := net.SplitHostPort(addr)
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("--listen %s: %w", addr, err)
+		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}
-	if port != "0" {
-		return addr, nil
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", fmt.Errorf("--listen %s: %w", addr, err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return ln, nil
 }
 
 // consoleURL is the URL a browser on this machine opens for addr.
