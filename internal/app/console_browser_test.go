@@ -28,11 +28,13 @@ import (
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 )
 
-// Tokens of the console test: two analysts and an administrator.
+// Tokens of the console test: two analysts, an administrator and a partner.
 const (
 	aliceToken = "hrld_browser_alice_5b1e9c"
 	bobToken   = "hrld_browser_bob_0d7a44"
 	opsToken   = "hrld_browser_ops_c3f812"
+	// greencoToken is the partner greenco's own token.
+	greencoToken = "hrld_browser_greenco_5e91b0"
 )
 
 // chromiumFlags are the flags Chromium runs with here and in CI: headless,
@@ -178,6 +180,9 @@ func TestConsoleInABrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("status-btn")))
 	b.poll(`document.getElementById('partner-status').textContent === 'suspended'`)
 	assert.Contains(t, b.text("#partner-webhooks"), "enabled", "endpoint state shown")
+	assert.Contains(t, b.text("#partner-webhooks"), "2 (redacted:", "the partner's two secrets, redacted")
+	assert.Contains(t, b.text("#partner-webhooks"), "the partner's own (by partner:greenco-soc", "secrets the partner rotated itself, and by whom")
+	assert.NotContains(t, b.text("#partner-webhooks"), "whsec_", "never a secret itself")
 	b.shot("12-partner-suspended")
 
 	b.navigate("/audit?object=subscriber:greenco")
@@ -305,6 +310,7 @@ func startHerald(t *testing.T) *herald {
 		{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(aliceToken)},
 		{Name: "bob", Role: config.RoleAnalyst, SHA256: config.HashToken(bobToken)},
 		{Name: "ops", Role: config.RoleAdmin, SHA256: config.HashToken(opsToken)},
+		{Name: "greenco-soc", Role: config.RolePartner, Subscriber: "greenco", SHA256: config.HashToken(greencoToken)},
 	}
 	cfg.Webhooks.AllowInsecureLoopback = true
 	cfg.Webhooks.AllowCIDRs = []string{"127.0.0.0/8"}
@@ -358,6 +364,10 @@ func startHerald(t *testing.T) *herald {
 		status, body := h.call(t, "PUT", "/v1/subscribers/"+id, opsToken, rec)
 		require.Equal(t, http.StatusOK, status, "put %s: %s", id, body)
 	}
+	// greenco rotates its webhook's secret itself: its own record, beside
+	// the one the administrator wrote.
+	status, body := h.call(t, "POST", "/v1/partner/webhooks/0/secrets", greencoToken, "")
+	require.Equal(t, http.StatusCreated, status, "partner secret: %s", body)
 	require.Eventually(t, func() bool {
 		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
 		return strings.Contains(body, `"acme"`) && strings.Contains(body, `"greenco"`)
