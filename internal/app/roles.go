@@ -235,26 +235,21 @@ func (a *App) metricsListener(addr string) (func(context.Context) error, error) 
 	return a.listen("metrics.listen", addr, mux)
 }
 
-// listen binds addr and returns a function serving h until ctx ends, then
-// shutting down gracefully.
+// listen binds addr and returns a function serving h on it (serve).
 func (a *App) listen(key, addr string, h http.Handler) (func(context.Context) error, error) {
-	var ln net.Listener
-	if key == "api.listen" && a.apiListener != nil {
-		ln = a.apiListener // bound by the caller (Options.APIListener)
-	} else {
-		var err error
-		if ln, err = net.Listen("tcp", addr); err != nil {
-			return nil, fmt.Errorf("%s: %w", key, err)
-		}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
+	return a.serve(key, ln, h), nil
+}
+
+// serve returns a function serving h on ln until ctx ends, then shutting
+// down gracefully.
+func (a *App) serve(key string, ln net.Listener, h http.Handler) func(context.Context) error {
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
 	a.log.Info("listening", "key", key, "addr", ln.Addr().String())
-	if key == "api.listen" {
-		// api.listen on port 0 takes a free port: links in email and
-		// APIAddr name the one bound.
-		a.cfg.API.Listen = ln.Addr().String()
-	}
 	return func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- hs.Serve(ln) }()
@@ -266,7 +261,7 @@ func (a *App) listen(key, addr string, h http.Handler) (func(context.Context) er
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return hs.Shutdown(sctx)
-	}, nil
+	}
 }
 
 func (a *App) apiRole() (func(context.Context) error, error) {
@@ -324,5 +319,14 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Now:     a.now,
 		Log:     a.log.With("role", RoleAPI),
 	}
-	return a.listen("api.listen", a.cfg.API.Listen, srv.Handler())
+	ln := a.apiListener // bound by Run's caller (Options.APIListener)
+	if ln == nil {
+		if ln, err = net.Listen("tcp", a.cfg.API.Listen); err != nil {
+			return nil, fmt.Errorf("api.listen: %w", err)
+		}
+	}
+	// api.listen on port 0 takes a free port: links in email and APIAddr
+	// name the one bound.
+	a.cfg.API.Listen = ln.Addr().String()
+	return a.serve("api.listen", ln, srv.Handler()), nil
 }
