@@ -18,6 +18,14 @@ import (
 // ReasonReplayed is the reason of the pending receipt Replay writes.
 const ReasonReplayed = "replayed"
 
+// ReplayGrace is how long a replayed delivery may stay pending before a
+// later Replay takes it for a replay that was cut short (killed between its
+// pending receipt and its job) and queues it again. A deliver role takes a
+// replayed job up within moments; one that was down for longer may send
+// the delivery twice, which receivers drop by its webhook-id or
+// Message-ID: at least once, never lost.
+const ReplayGrace = 15 * time.Minute
+
 // ReasonReplayFailed is the reason of the dead receipt Replay writes
 // after its pending receipt when it could not re-queue the jobs: the
 // delivery is dead again, and may be replayed again.
@@ -155,7 +163,10 @@ func (d *DeadLetter) replayable() bool {
 // ran, after a rebalance). Otherwise a delivery is replayed only while its
 // state is dead or disabled (or the ledger holds nothing of it): one
 // replayed and not dead again since is pending, and skipped, so that
-// running Replay twice sends nothing twice. Of several dead letters of one delivery, the latest is replayed.
+// running Replay twice sends nothing twice — until it has been pending for
+// ReplayGrace (a delivery with a dead letter is pending only by a replay),
+// when its replay is taken to have been cut short and it is queued again.
+// Of several dead letters of one delivery, the latest is replayed.
 // Only dead jobs Herald wrote are replayed: never undecodable records, job
 // records Herald did not write, or records of the dead topic Herald did not
 // write. An endpoint disabled by 410 Gone stays disabled: its jobs are
@@ -167,8 +178,8 @@ func (d *DeadLetter) replayable() bool {
 // replay that died again at once would end at "pending", never to be
 // replayed). When the jobs cannot be written, Replay records those
 // deliveries dead again (reason "replay-failed") and returns the error.
-// Only a process killed between the two writes leaves a delivery pending
-// with no job queued.
+// A process killed between the two writes leaves a delivery pending with
+// no job queued, until ReplayGrace has passed and Replay runs again.
 func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) (int, error) {
 	dead, err := ListDead(ctx, b, filter)
 	if err != nil {
@@ -204,7 +215,7 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 	var jobs, receipts, undo []kafka.Message
 	for _, id := range order {
 		if a := known[latest[id].Alert.ID]; a != nil {
-			if s := a.State(latest[id].Subscriber, latest[id].Target); s != "" && s != delivery.StateDead && s != delivery.StateDisabled {
+			if e, ok := a.Entry(latest[id].Subscriber, latest[id].Target); ok && !queueAgain(e, now) {
 				continue
 			}
 		}
@@ -249,4 +260,16 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 		return 0, fmt.Errorf("replay dead letters: %w", err)
 	}
 	return len(jobs), nil
+}
+
+// queueAgain reports whether a dead-lettered delivery whose ledger entry
+// is e may be queued again at now (see Replay).
+func queueAgain(e ledger.Entry, now time.Time) bool {
+	switch e.State {
+	case "", delivery.StateDead, delivery.StateDisabled:
+		return true
+	case delivery.StatePending:
+		return !e.UpdatedAt.After(now.Add(-ReplayGrace))
+	}
+	return false
 }

@@ -619,3 +619,41 @@ func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
 	assert.Equal(t, 1, n, "a replay that was not queued can be replayed")
 	e.waitState(job.ID, delivery.StateDelivered)
 }
+
+// TestReplayCutShortIsQueuedAgain: a replay killed between its pending
+// receipt and its job leaves the delivery pending with nothing queued; a
+// Replay within ReplayGrace leaves it (a replay in flight), one after
+// ReplayGrace queues it again, and it is delivered.
+func TestReplayCutShortIsQueuedAgain(t *testing.T) {
+	e := newEnv(t)
+	e.reg.Put(testSub("acme", hookA))
+	broken := atomic.Bool{}
+	broken.Store(true)
+	e.n.on(hookA, func(context.Context, int) error {
+		if broken.Load() {
+			return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 403"))
+		}
+		return nil
+	})
+	job := testJob(testAlert("al-cut"), "acme", delivery.ChannelWebhook, hookA)
+	e.start(e.runner())
+	e.publish(job)
+	e.waitState(job.ID, delivery.StateDead)
+	broken.Store(false)
+
+	// What a Replay killed after its first write leaves: the pending
+	// receipt, no job.
+	cut := time.Now()
+	pending := delivery.Receipt{Kind: delivery.KindOutcome, AlertID: job.Alert.ID, DeliveryID: job.ID, Subscriber: job.Subscriber,
+		Channel: job.Channel, Target: job.Target, State: delivery.StatePending, Reason: ReasonReplayed, At: cut}
+	ctx := context.Background()
+	require.NoError(t, e.bus.Producer(bus.TopicReceipts).Write(ctx, kafka.Message{Key: []byte(job.Alert.ID), Value: pending.Encode()}))
+
+	n, err := Replay(ctx, e.bus, DeadFilter{}, cut.Add(time.Minute))
+	require.NoError(t, err)
+	assert.Zero(t, n, "a replay still in flight is not queued twice")
+	n, err = Replay(ctx, e.bus, DeadFilter{}, cut.Add(ReplayGrace+time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "a replay cut short is queued again")
+	e.waitState(job.ID, delivery.StateDelivered)
+}

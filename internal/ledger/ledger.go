@@ -180,6 +180,14 @@ func (a *Alert) Received(subscriber, target string) bool {
 	return e != nil && e.Decision == delivery.Deliver
 }
 
+// Entry returns the entry of subscriber's target, if the ledger has one.
+func (a *Alert) Entry(subscriber, target string) (Entry, bool) {
+	if e := a.entries[EntryKey(subscriber, target)]; e != nil {
+		return *e, true
+	}
+	return Entry{}, false
+}
+
 // State returns the delivery state of target of subscriber, or "" when
 // the ledger holds no receipt of it.
 func (a *Alert) State(subscriber, target string) string {
