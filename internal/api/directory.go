@@ -220,12 +220,14 @@ func (h *handler) listPartnerManaged(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, partnerManaged(h.Directory, s, h.now()))
+	writeJSON(w, http.StatusOK, PartnerManagedOf(h.Directory, s, h.now()))
 }
 
-// partnerManaged describes the keys and secrets the partner of rec, its
-// record as written, manages itself, at now.
-func partnerManaged(d Directory, rec *subscribers.Subscriber, now time.Time) PartnerManaged {
+// PartnerManagedOf describes the keys and secrets the partner of rec, its
+// record as written, manages itself, at now: what GET
+// /v1/subscribers/{id}/partner-managed answers and `herald subscribers
+// get` names, so that both say the same.
+func PartnerManagedOf(d Directory, rec *subscribers.Subscriber, now time.Time) PartnerManaged {
 	out := PartnerManaged{Keys: []ManagedKey{}, Secrets: []ManagedSecrets{}}
 	for _, o := range d.KeyOverlays(rec.ID) {
 		mk := ManagedKey{Address: o.Address, By: o.By, At: o.At,

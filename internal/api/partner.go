@@ -125,15 +125,14 @@ func (p *partnerAPI) whoami(w http.ResponseWriter, r *http.Request) {
 
 // ownRecord returns the partner's effective record: as written, with its
 // endpoint states and its own keys and secrets applied (the registry's
-// Get), or nil (also without a directory).
+// Get), or nil (also without a registry). Never the record as written: a
+// partner's change made from it would drop the partner's own earlier key
+// or secrets.
 func (p *partnerAPI) ownRecord(sub string) *subscribers.Subscriber {
-	if p.Directory == nil {
+	if p.Registry == nil {
 		return nil
 	}
-	if p.Registry != nil {
-		return p.Registry.Get(sub)
-	}
-	return p.Directory.Record(sub)
+	return p.Registry.Get(sub)
 }
 
 // PartnerDeliveryList is the answer to GET /v1/partner/deliveries: a page

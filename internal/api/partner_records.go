@@ -140,7 +140,7 @@ func (h *handler) lockRecords(ctx context.Context) (unlock func(), err error) {
 // The caller calls unlock.
 func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec *subscribers.Subscriber, unlock func()) {
 	unlock = func() {}
-	if p.Directory == nil || p.Overlays == nil {
+	if p.Registry == nil || p.Overlays == nil {
 		writeError(w, http.StatusServiceUnavailable, "partner records cannot be changed on this server", nil)
 		return nil, unlock
 	}

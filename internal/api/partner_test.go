@@ -703,3 +703,17 @@ func TestSubscriberVersions(t *testing.T) {
 	resp, _ = e.do(request{method: "DELETE", path: "/v1/subscribers/acme", token: adminToken, header: map[string]string{"If-Match": stored}})
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
 }
+
+// TestPartnerChangesNeedTheRegistry: a server without the registry (the
+// effective records, where the partner's own keys and secrets are) refuses
+// a partner's change rather than making it from the record as written,
+// which would drop the partner's own secrets rotated earlier.
+func TestPartnerChangesNeedTheRegistry(t *testing.T) {
+	e := newEnv(t, withPartners, func(s *api.Server) { s.Registry = nil })
+	resp, body := e.do(request{method: "POST", path: "/v1/partner/webhooks/0/secrets", token: partnerToken})
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	resp, body = e.do(request{method: "PUT", path: "/v1/partner/email/" + acmeMail + "/key", token: partnerToken,
+		contentType: "application/pgp-keys", body: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n"})
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	assert.Empty(t, e.reg.SecretsOverlays("acme"), "nothing written")
+}

@@ -3,12 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/herald-alerts/herald/crypto/pgp"
+	"github.com/herald-alerts/herald/internal/api"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
@@ -168,30 +167,27 @@ func newSubscribersCmd(e *env) *cobra.Command {
 
 // printPartnerManaged names on standard error the keys and webhook
 // secrets the partner of rec (its record as written) manages itself, in
-// force over the record's own: keys by fingerprint, secrets redacted.
+// force over the record's own (api.PartnerManagedOf, as the API lists
+// them): keys by fingerprint, secrets redacted.
 func (e *env) printPartnerManaged(reg *subscribers.Registry, rec *subscribers.Subscriber) {
-	now := time.Now()
-	for _, o := range reg.KeyOverlays(rec.ID) {
-		if !slices.ContainsFunc(rec.Email, func(m subscribers.Email) bool { return strings.EqualFold(m.Address, o.Address) }) {
-			continue // an address the record no longer lists: not in force
+	m := api.PartnerManagedOf(reg, rec, time.Now())
+	for _, k := range m.Keys {
+		if !k.InForce {
+			continue // an address the record no longer lists
 		}
 		which := "an unreadable key"
-		if info, err := pgp.InspectKey(o.PGPKey, now); err == nil {
-			which = "key " + info.Fingerprint
+		if k.Fingerprint != "" {
+			which = "key " + k.Fingerprint
 		}
-		fmt.Fprintf(e.stderr, "herald: %s uses the partner's own %s, not the record's (by %s at %s)\n", printable(o.Address),
-			which, printable(o.By), o.At.UTC().Format(time.RFC3339))
+		fmt.Fprintf(e.stderr, "herald: %s uses the partner's own %s, not the record's (by %s at %s)\n", printable(k.Address),
+			which, printable(k.By), k.At.UTC().Format(time.RFC3339))
 	}
-	for _, o := range reg.SecretsOverlays(rec.ID) {
-		if !slices.ContainsFunc(rec.Webhooks, func(w subscribers.Webhook) bool { return w.URL == o.URL }) {
+	for _, s := range m.Secrets {
+		if !s.InForce {
 			continue
 		}
-		red := make([]string, len(o.Secrets))
-		for i, sec := range o.Secrets {
-			red[i] = subscribers.RedactSecret(sec)
-		}
 		fmt.Fprintf(e.stderr, "herald: webhook %s uses the partner's own secrets %s, not the record's (by %s at %s)\n",
-			printable(subscribers.RedactURL(o.URL)), strings.Join(red, ", "), printable(o.By), o.At.UTC().Format(time.RFC3339))
+			printable(subscribers.RedactURL(s.URL)), strings.Join(s.Secrets, ", "), printable(s.By), s.At.UTC().Format(time.RFC3339))
 	}
 }
 
