@@ -54,11 +54,12 @@ type collection struct {
 	// among the alerts and withdrawals waiting for it); zero for never.
 	until time.Time
 
-	mu       sync.Mutex // guards what follows, made on first use
-	entries  []*entry   // TAXII: every object version, in collection order
+	// mu guards what follows, each made on first use (nil until then;
+	// an empty collection's entries stay nil and cost nothing to make).
+	mu       sync.Mutex
+	entries  []*entry // TAXII: every object version, in collection order
 	selected map[selectKey][]*entry
 	events   map[string]*feedEvent
-	made     struct{ entries, events bool }
 }
 
 // collectionKey is what a collection is made from, besides the time: the
