@@ -45,6 +45,8 @@ func (discardReceipts) WriteReceipt(context.Context, delivery.Receipt) error { r
 type pullFixture struct {
 	mux     *http.ServeMux
 	objects int // objects in the collection (every version)
+	reg     *subscribers.Registry
+	sub     *subscribers.Subscriber
 }
 
 // newPullFixture writes the history straight to an embedded broker (the
@@ -119,7 +121,7 @@ func newPullFixture(tb testing.TB) *pullFixture {
 	sub.Normalize()
 	reg.Put(sub)
 	s := &taxii.Server{Source: v, Registry: reg, Receipts: discardReceipts{}, Agency: agency}
-	f := &pullFixture{mux: http.NewServeMux()}
+	f := &pullFixture{mux: http.NewServeMux(), reg: reg, sub: sub}
 	s.Register(f.mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {
 		return taxii.Caller{Name: "pb-octi", Role: taxii.RolePartner, Subscriber: benchPartner}, tok == benchToken
 	}, nil)
@@ -188,6 +190,23 @@ func BenchmarkPullSync(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(f.objects), "objects")
+}
+
+// BenchmarkPullRemake measures the first page of that collection when the
+// kept one may not serve it (here: the partner's record changed, as a new
+// decision about its pull entries would also do), so that it is made
+// again from the view.
+func BenchmarkPullRemake(b *testing.B) {
+	f := newPullFixture(b)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		changed := *f.sub
+		changed.Name = fmt.Sprintf("Pull bench %d", i)
+		f.reg.Put(&changed)
+		if n, next := f.page(b, ""); n != benchPage || next == "" {
+			b.Fatalf("first page: %d objects, next %q", n, next)
+		}
+	}
 }
 
 // TestPullBenchmarkFixture keeps the benchmarks' fixture honest: the

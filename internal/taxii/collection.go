@@ -54,11 +54,12 @@ type collection struct {
 	// among the alerts and withdrawals waiting for it); zero for never.
 	until time.Time
 
-	mu       sync.Mutex // guards what follows, made on first use
-	entries  []*entry   // TAXII: every object version, in collection order
+	// mu guards what follows, each made on first use (nil until then;
+	// an empty collection's entries stay nil and cost nothing to make).
+	mu       sync.Mutex
+	entries  []*entry // TAXII: every object version, in collection order
 	selected map[selectKey][]*entry
 	events   map[string]*feedEvent
-	made     struct{ entries, events bool }
 }
 
 // collectionKey is what a collection is made from, besides the time: the
@@ -161,23 +162,26 @@ func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection
 		next = cursor
 	}
 	// What the partner was given to pull, now: the only earlier alerts
-	// whose indicators its renderings may show withdrawn.
+	// whose indicators its renderings may show withdrawn. Each alert is
+	// read from the view once, here, and handed to item.
 	received := make(map[string]bool, len(delivered))
+	given := make([]published, 0, len(delivered))
 	for _, d := range delivered {
-		a, _, err := s.alert(d.Alert)
+		a, raw, err := s.alert(d.Alert)
 		if err != nil {
 			return nil, false, err
 		}
 		if !c.waits(a, now) {
 			received[d.Alert] = true
+			given = append(given, published{d, a, raw})
 		}
 	}
-	c.items = make([]*item, 0, len(delivered))
-	for _, d := range delivered {
-		if withdrawn[d.Alert] || !received[d.Alert] {
+	c.items = make([]*item, 0, len(given))
+	for _, g := range given {
+		if withdrawn[g.d.Alert] {
 			continue
 		}
-		it, err := s.item(d, sub, now, received)
+		it, err := s.item(g, sub, now, received)
 		if err != nil {
 			return nil, false, err
 		}
@@ -242,15 +246,19 @@ func (s *Server) withdraw(id string, withdrawn map[string]bool) bool {
 // maxChain bounds the alerts withdraw visits.
 const maxChain = 1000
 
+// published is a pull delivery and its alert as published (s.alert).
+type published struct {
+	d   view.PartnerDelivery
+	a   *alerts.Alert
+	raw [32]byte
+}
+
 // item builds one alert of the collection, or nil when the policy no
 // longer lets sub pull it.
 // Its lineage withdraws only indicators of the earlier alerts of the
 // chain that received holds.
-func (s *Server) item(d view.PartnerDelivery, sub *subscribers.Subscriber, now time.Time, received map[string]bool) (*item, error) {
-	a, raw, err := s.alert(d.Alert)
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) item(g published, sub *subscribers.Subscriber, now time.Time, received map[string]bool) (*item, error) {
+	d, a, raw := g.d, g.a, g.raw
 	if dec, ok := policy.Pull(a, sub, now, s.Policy); !ok || dec.Decision != delivery.Deliver {
 		return nil, nil
 	}

@@ -58,12 +58,11 @@ func (s *Server) feed(w http.ResponseWriter, sub *subscribers.Subscriber) (map[s
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.made.events {
+	if c.events == nil {
 		if c.events, err = s.makeEvents(c.items); err != nil {
 			unavailable(w, feedErrors{}, err)
 			return nil, false
 		}
-		c.made.events = true
 	}
 	return c.events, true
 }

@@ -305,11 +305,10 @@ func (s *Server) entries(sub *subscribers.Subscriber) (*collection, []*entry, er
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.made.entries {
+	if c.entries == nil {
 		if c.entries, err = s.makeEntries(c.items); err != nil {
 			return nil, nil, err
 		}
-		c.made.entries = true
 	}
 	return c, c.entries, nil
 }

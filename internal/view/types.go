@@ -149,10 +149,6 @@ type AuditQuery struct {
 	// Limit and Before as in ListQuery (Before takes a next cursor only).
 	Limit  int
 	Before string
-	// At, if set, leaves out the deliveries of alerts whose not_before is
-	// after it: a partner learns of an alert no sooner than it may have it
-	// (rule 8), not even its id in a pending delivery. Zero shows them.
-	At time.Time
 }
 
 // Revision is a state of something the view holds: of one View, two equal
