@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // TestWorkers: every submitted function runs once, at most max at a time,
@@ -30,11 +32,10 @@ func TestWorkers(t *testing.T) {
 			ran.Add(1)
 		})
 	}
-	// All n were queued while the workers were held.
-	time.Sleep(10 * time.Millisecond)
-	if got := ran.Load(); got != 0 {
-		t.Fatalf("%d ran while every worker was held", got)
-	}
+	// All n were queued while the workers were held: none runs until
+	// a worker is free.
+	require.Never(t, func() bool { return ran.Load() != 0 }, 100*time.Millisecond, 5*time.Millisecond,
+		"a function ran while every worker was held")
 	close(release)
 	wg.Wait()
 	if got := ran.Load(); got != n {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/formats/formatstest"
 )
@@ -181,4 +182,32 @@ func TestCAPNotice(t *testing.T) {
 	require.ErrorContains(t, err, "references")
 	_, err = formats.CAPNotice(cancel, formats.Context{Agency: agency, References: ctx.References})
 	require.ErrorContains(t, err, "context.sender")
+}
+
+// TestCAPIgnoresEarlier: a CAP message (alert or notice) never reads
+// Context.Earlier, what the recipient received of the earlier alerts: a
+// CAP Update or Cancel replaces the earlier message whole. The webhook
+// notifier relies on it to render and sign one CAP body for every
+// recipient of an alert (webhook.rendering.lineage leaves Earlier out of
+// the cache key); were CAP to read it, recipients would be sent bodies made
+// for others.
+func TestCAPIgnoresEarlier(t *testing.T) {
+	for _, c := range cases() {
+		if len(c.ctx.References) == 0 {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			none := c.ctx
+			none.Earlier = nil
+			for name, render := range map[string]func(*alerts.Alert, formats.Context) ([]byte, error){
+				"alert": formats.CAP, "notice": formats.CAPNotice,
+			} {
+				with, err := render(c.a, c.ctx)
+				require.NoError(t, err, name)
+				without, err := render(c.a, none)
+				require.NoError(t, err, name)
+				require.Equal(t, string(without), string(with), "%s: the CAP %s depends on Context.Earlier", c.name, name)
+			}
+		})
+	}
 }
