@@ -40,12 +40,6 @@ func SecretsOverlayKey(subscriber, url string) string {
 	return SecretsOverlayPrefix + subscriber + "/" + keyDigest(url)
 }
 
-// IsOverlayKey reports whether a subscribers-topic key holds a partner's
-// own key or secrets rather than a partner record.
-func IsOverlayKey(key string) bool {
-	return strings.HasPrefix(key, KeyOverlayPrefix) || strings.HasPrefix(key, SecretsOverlayPrefix)
-}
-
 // IsRecordKey reports whether a subscribers-topic key holds a partner
 // record: not an endpoint state, not an overlay, nor any other record kept
 // beside the partners' records (their keys start with '~').
