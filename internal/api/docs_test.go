@@ -146,6 +146,7 @@ func withDocPartners(e *env) {
 	acme.Normalize()
 	require.NoError(e.t, e.wr.Put(context.Background(), "api:ops", "", []*subscribers.Subscriber{acme}, nil))
 	e.decided(docMailAlert, [4]string{"acme", docMail, delivery.Deliver, delivery.StateDelivered})
+	e.publishAs(docHookAlert)
 	e.fannedOut(docHookAlert, alerts.TLPGreen, alerts.MarkingOfficial)
 	did := delivery.ID(docHookAlert, "acme", docHook)
 	const failure = "permanent failure (http-4xx): the endpoint answered 403 Forbidden"

@@ -68,6 +68,7 @@ func withPartners(e *env) {
 // each (subscriber, target, decision, state).
 func (e *env) decided(id string, ds ...[4]string) {
 	e.t.Helper()
+	e.publishAs(id)
 	e.fannedOut(id, alerts.TLPAmber, alerts.MarkingOfficial)
 	var rs []delivery.Receipt
 	for _, d := range ds {

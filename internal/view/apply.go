@@ -247,7 +247,7 @@ func (t *txn) applyAlert(r *rec) error {
 		ID: a.ID, Digest: r.digest, Partition: r.partition, Offset: r.offset, Time: r.time,
 		Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
 		IssuedBy: a.IssuedBy, IssuedAt: timeOrZero(a.IssuedAt), ApprovedBy: a.ApprovedBy,
-		ApprovedAt: timeOrZero(a.ApprovedAt), ExpiresAt: timeOrZero(a.ExpiresAt),
+		ApprovedAt: timeOrZero(a.ApprovedAt), ExpiresAt: timeOrZero(a.ExpiresAt), NotBefore: timeOrZero(a.NotBefore),
 	}
 	if err := putJSON(t.pub, id, &p); err != nil {
 		return err

@@ -208,7 +208,22 @@ func TestPartnerDeliveriesWaitForNotBefore(t *testing.T) {
 			decision(id, "gym", delivery.ChannelPull, delivery.TargetPull, delivery.Deliver, delivery.ModePull, at(time.Minute)),
 			outcome(id, "gym", delivery.TargetPull, delivery.StateAvailable, 0, "", at(time.Minute)))
 	}
+	// Receipts of an alert the view does not hold yet (the receipts topic
+	// ahead of the alerts topic).
+	w.receipts(false, decision("ahead-1", "gym", delivery.ChannelEmail, "it@gym.example", delivery.Deliver, delivery.ModeSigned, at(time.Minute)))
 	v := run(t, t.TempDir(), b)
+
+	got, _, err := v.PartnerDeliveries("gym", view.PartnerQuery{At: at(time.Hour)})
+	require.NoError(t, err)
+	assert.NotContains(t, alertsOf(got), "ahead-1", "an alert the view lacks is held: its not_before is not known")
+	got, _, err = v.PartnerDeliveries("gym", view.PartnerQuery{})
+	require.NoError(t, err)
+	assert.Contains(t, alertsOf(got), "ahead-1", "no At, no filter")
+	w.publish(alert(t, "ahead-1", "arrives", "GREEN", "api:alice", at(0), "", time.Time{}))
+	require.NoError(t, v.Sync(t.Context()))
+	got, _, err = v.PartnerDeliveries("gym", view.PartnerQuery{At: at(time.Hour)})
+	require.NoError(t, err)
+	assert.Contains(t, alertsOf(got), "ahead-1", "shown once the view holds it")
 
 	for _, q := range []view.PartnerQuery{{}, {Channel: delivery.ChannelPull}, {State: delivery.StatePending},
 		{Channel: delivery.ChannelPull, State: delivery.StateAvailable}, {Alert: "nb-1"}} {

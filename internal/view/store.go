@@ -14,7 +14,7 @@ import (
 
 // schemaVersion changes whenever what the view stores, or how, changes: a
 // store of another version is rebuilt.
-const schemaVersion = "2"
+const schemaVersion = "3"
 
 // Buckets (see the package documentation for their keys and values).
 var (

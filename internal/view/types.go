@@ -31,6 +31,9 @@ type Published struct {
 	ApprovedBy string          `json:"approved_by,omitempty"`
 	ApprovedAt time.Time       `json:"approved_at,omitzero"`
 	ExpiresAt  time.Time       `json:"expires_at,omitzero"`
+	// NotBefore is the alert's not_before: nothing of it reaches a partner
+	// before then (rule 8).
+	NotBefore time.Time `json:"not_before,omitzero"`
 	// Duplicates counts later records under the id with the same digest.
 	Duplicates int `json:"duplicates,omitempty"`
 	// Conflicts counts later records under the id with another digest.
