@@ -312,13 +312,19 @@ func TestAdminPutFromOldGETKeepsPartnerKey(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, out)
 	var s subscribers.Subscriber
 	require.NoError(t, json.Unmarshal([]byte(oldGET), &s))
+	// put is the administrator's PUT of s through a, both processes caught
+	// up after it.
+	put := func() {
+		t.Helper()
+		body, err := json.Marshal(s)
+		require.NoError(t, err)
+		code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+		require.Equal(t, http.StatusOK, code, out)
+		a.sync()
+		b.sync()
+	}
 	s.Name = "Acme Car Wash Ltd"
-	body, err := json.Marshal(s)
-	require.NoError(t, err)
-	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-	require.Equal(t, http.StatusOK, code, out)
-	a.sync()
-	b.sync()
+	put()
 	for _, p := range []*apiProcess{a, b} {
 		got := p.reg.Get("acme")
 		assert.Equal(t, "Acme Car Wash Ltd", got.Name)
@@ -326,12 +332,7 @@ func TestAdminPutFromOldGETKeepsPartnerKey(t *testing.T) {
 	}
 
 	s.Email[0].PGPKey = bob
-	body, err = json.Marshal(s)
-	require.NoError(t, err)
-	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-	require.Equal(t, http.StatusOK, code, out)
-	a.sync()
-	b.sync()
+	put()
 	for _, p := range []*apiProcess{a, b} {
 		got := p.reg.Get("acme")
 		assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(got.Email[0].PGPKey), "the administrator's explicit key")
