@@ -119,7 +119,7 @@ func (h *handler) getSubscriber(w http.ResponseWriter, r *http.Request) {
 // instead of writing the stale copy back over it.
 func preconditions(w http.ResponseWriter, r *http.Request, id string, current *subscribers.Subscriber) bool {
 	if match := r.Header.Get("If-Match"); match != "" {
-		ok := current != nil && (strings.TrimSpace(match) == "*" || slices.Contains(etags(match), current.Version()))
+		ok := current != nil && (strings.TrimSpace(match) == "*" || slices.Contains(etags(match, false), current.Version()))
 		if !ok {
 			now := "it has been deleted"
 			if current != nil {
@@ -130,19 +130,28 @@ func preconditions(w http.ResponseWriter, r *http.Request, id string, current *s
 		}
 	}
 	if none := r.Header.Get("If-None-Match"); none != "" && current != nil &&
-		(strings.TrimSpace(none) == "*" || slices.Contains(etags(none), current.Version())) {
+		(strings.TrimSpace(none) == "*" || slices.Contains(etags(none, true), current.Version())) {
 		writeError(w, http.StatusPreconditionFailed, fmt.Sprintf("subscriber %q exists (If-None-Match): its ETag is %s", id, current.Version()), nil)
 		return false
 	}
 	return true
 }
 
-// etags splits an If-Match or If-None-Match list; weak tags (W/) never
-// match strongly, so they are left out.
-func etags(list string) []string {
+// etags splits an If-Match or If-None-Match list into the tags to compare
+// with a current one. If-Match compares strongly, so weak tags (W/) never
+// match and are left out; If-None-Match compares weakly (RFC 9110
+// §13.1.2), so weak tags count with their W/ taken off.
+func etags(list string, weak bool) []string {
 	var out []string
 	for _, t := range strings.Split(list, ",") {
-		if t = strings.TrimSpace(t); t != "" && !strings.HasPrefix(t, "W/") {
+		t = strings.TrimSpace(t)
+		if w, ok := strings.CutPrefix(t, "W/"); ok {
+			if !weak {
+				continue
+			}
+			t = w
+		}
+		if t != "" {
 			out = append(out, t)
 		}
 	}
