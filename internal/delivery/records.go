@@ -39,7 +39,7 @@ func DecodeReceipts(key string, value []byte) ([]Receipt, error) {
 		return nil, fmt.Errorf("key %q is not an alert id", truncate(key))
 	}
 	var rs []Receipt
-	field := "receipt"
+	array := false
 	if v := bytes.TrimLeft(value, " \t\r\n"); len(v) > 0 && v[0] == '[' {
 		if err := json.Unmarshal(v, &rs); err != nil {
 			return nil, fmt.Errorf("decode receipts: %w", err)
@@ -47,26 +47,28 @@ func DecodeReceipts(key string, value []byte) ([]Receipt, error) {
 		if len(rs) == 0 {
 			return nil, errors.New("receipts: an empty array holds no receipt")
 		}
-		field = "receipts"
+		array = true
 	} else {
 		rs = make([]Receipt, 1)
 		if err := json.Unmarshal(value, &rs[0]); err != nil {
 			return nil, fmt.Errorf("decode receipt: %w", err)
 		}
 	}
+	name := func(i int) string {
+		if array {
+			return fmt.Sprintf("receipts[%d]", i)
+		}
+		return "receipt"
+	}
 	for i := range rs {
 		r := &rs[i]
-		name := field
-		if field == "receipts" {
-			name = fmt.Sprintf("receipts[%d]", i)
-		}
 		// The ledger folds a receipt into its alert id, and is read by
 		// key: a receipt filed under another key is not that alert's.
 		if r.AlertID != key {
-			return nil, fmt.Errorf("%s.alert: receipt of alert %q filed under key %q", name, truncate(r.AlertID), truncate(key))
+			return nil, fmt.Errorf("%s.alert: receipt of alert %q filed under key %q", name(i), truncate(r.AlertID), truncate(key))
 		}
 		if strings.IndexByte(r.Subscriber, 0) >= 0 {
-			return nil, fmt.Errorf("%s.subscriber: holds a NUL byte", name)
+			return nil, fmt.Errorf("%s.subscriber: holds a NUL byte", name(i))
 		}
 	}
 	return rs, nil
