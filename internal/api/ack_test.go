@@ -29,11 +29,13 @@ func (e *env) ackReceipts() []delivery.Receipt {
 	e.t.Helper()
 	var out []delivery.Receipt
 	require.NoError(e.t, e.bus.ReadAll(context.Background(), bus.TopicReceipts, func(m kafka.Message) error {
-		var r delivery.Receipt
-		require.NoError(e.t, json.Unmarshal(m.Value, &r))
-		if r.Kind == delivery.KindAck {
-			require.NoError(e.t, e.bus.Authenticate(m))
-			out = append(out, r)
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(e.t, err)
+		for _, r := range rs {
+			if r.Kind == delivery.KindAck {
+				require.NoError(e.t, e.bus.Authenticate(m))
+				out = append(out, r)
+			}
 		}
 		return nil
 	}))

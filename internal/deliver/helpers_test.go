@@ -194,12 +194,14 @@ func (e *env) outcomes(id string) []delivery.Receipt {
 	e.t.Helper()
 	var out []delivery.Receipt
 	require.NoError(e.t, e.bus.ReadAll(context.Background(), bus.TopicReceipts, func(m kafka.Message) error {
-		var rc delivery.Receipt
-		if err := json.Unmarshal(m.Value, &rc); err != nil {
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		if err != nil {
 			return err
 		}
-		if rc.Kind == delivery.KindOutcome && rc.DeliveryID == id {
-			out = append(out, rc)
+		for _, rc := range rs {
+			if rc.Kind == delivery.KindOutcome && rc.DeliveryID == id {
+				out = append(out, rc)
+			}
 		}
 		return nil
 	}))

@@ -119,6 +119,9 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 		g, gctx := errgroup.WithContext(ctx)
 		for _, topic := range phase {
 			msgs := o.byTopic[topic]
+			if topic == bus.TopicReceipts {
+				msgs = packReceipts(msgs)
+			}
 			g.Go(func() error { return r.bus.Producer(topic).Write(gctx, msgs...) })
 		}
 		if err := g.Wait(); err != nil {
@@ -129,6 +132,42 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 		f()
 	}
 	return nil
+}
+
+// packReceipts packs the receipts records of one flush, one receipt each,
+// alert by alert (delivery.PackReceipts): each alert's receipts in the
+// order they were settled, the alerts in the order of their first
+// receipt. Packing changes how many records the receipts take, never when
+// they are written: all of them are written by the same flush as before.
+// Receipts carry no headers (the producer adds herald-auth to each record
+// it writes); should one ever carry any, nothing is packed.
+func packReceipts(msgs []kafka.Message) []kafka.Message {
+	if len(msgs) < 2 {
+		return msgs
+	}
+	var keys []string
+	byKey := make(map[string][][]byte)
+	for _, m := range msgs {
+		if len(m.Headers) > 0 {
+			return msgs
+		}
+		k := string(m.Key)
+		if _, ok := byKey[k]; !ok {
+			keys = append(keys, k)
+		}
+		byKey[k] = append(byKey[k], m.Value)
+	}
+	if len(keys) == len(msgs) {
+		return msgs // one receipt an alert: nothing to pack
+	}
+	out := make([]kafka.Message, 0, len(keys))
+	for _, k := range keys {
+		key := []byte(k)
+		for _, v := range delivery.PackReceipts(byKey[k]) {
+			out = append(out, kafka.Message{Key: key, Value: v})
+		}
+	}
+	return out
 }
 
 // flushPhases orders the topics of a batch's records into phases, each

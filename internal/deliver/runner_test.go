@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -656,4 +658,56 @@ func TestReplayCutShortIsQueuedAgain(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n, "a replay cut short is queued again")
 	e.waitState(job.ID, delivery.StateDelivered)
+}
+
+// TestOutcomesOfABatchShareRecords: the outcomes a flush writes go out as
+// one record per alert (an array, or the receipt alone), authenticated,
+// and every outcome is there once.
+func TestOutcomesOfABatchShareRecords(t *testing.T) {
+	e := newEnv(t)
+	var jobs []*delivery.Job
+	for i := range 40 {
+		sub := fmt.Sprintf("p%02d", i)
+		e.reg.Put(testSub(sub, hookA))
+		jobs = append(jobs, testJob(testAlert(fmt.Sprintf("al-%d", i%2)), sub, delivery.ChannelWebhook, hookA))
+	}
+	r := e.runner()
+	var mu sync.Mutex
+	want := 0 // records: one per alert per flush
+	r.beforeFlush = func(byTopic map[string][]kafka.Message) error {
+		keys := map[string]bool{}
+		for _, m := range byTopic[bus.TopicReceipts] {
+			keys[string(m.Key)] = true
+		}
+		mu.Lock()
+		want += len(keys)
+		mu.Unlock()
+		return nil
+	}
+	e.start(r)
+	e.publish(jobs...)
+	for _, j := range jobs {
+		e.waitState(j.ID, delivery.StateDelivered)
+	}
+
+	records, outcomes := 0, map[string]int{}
+	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicReceipts, func(m kafka.Message) error {
+		require.NoError(t, e.bus.Authenticate(m))
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(t, err)
+		records++
+		for _, rc := range rs {
+			require.Equal(t, delivery.StateDelivered, rc.State)
+			outcomes[rc.DeliveryID]++
+		}
+		return nil
+	}))
+	require.Len(t, outcomes, len(jobs))
+	for id, n := range outcomes {
+		require.Equal(t, 1, n, id)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, want, records, "one record per alert per flush")
+	require.Less(t, records, len(jobs), "outcomes share records")
 }

@@ -336,9 +336,11 @@ type Plan struct {
 	// withdrawn indicators its partner may see (delivery.Lineage.For).
 	Lineage *delivery.Lineage
 	Jobs    []kafka.Message
-	// Receipts are the decisions' receipts, then the alert receipt: the
-	// record that the alert was fanned out, which Handle writes only once
-	// every job and every other receipt is written.
+	// Receipts are the records of the decisions' receipts (each slice's
+	// packed into arrays by delivery.PackReceipts), then the alert
+	// receipt, alone in its record: the record that the alert was fanned
+	// out, which Handle writes only once every job and every other
+	// receipt is written.
 	Receipts []kafka.Message
 }
 
@@ -476,14 +478,15 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 		notBefore = *a.NotBefore
 	}
 	// Every receipt is keyed by the alert id, every job by its partner's
-	// id; the writers never modify keys, so messages share them.
+	// id; the writers never modify keys, so messages share them. The
+	// slice's receipts, in order, are packed into records of many
+	// (delivery.PackReceipts): a record fewer per delivery.
 	rkey := []byte(a.ID)
-	receipt := func(r *delivery.Receipt) kafka.Message {
-		return kafka.Message{Key: rkey, Value: r.Encode()}
-	}
-	if jobs == nil && receipts == nil {
-		rest := min(len(d.decisions)-from, sliceMessages/2+1)
-		jobs, receipts = make([]kafka.Message, 0, rest), make([]kafka.Message, 0, rest)
+	rest := min(len(d.decisions)-from, sliceMessages/2+1)
+	encoded := make([][]byte, 0, rest)
+	receipt := func(r *delivery.Receipt) { encoded = append(encoded, r.Encode()) }
+	if jobs == nil {
+		jobs = make([]kafka.Message, 0, rest)
 	}
 	var jkey []byte
 	n, size := 0, 0
@@ -496,9 +499,10 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 		case x.Decision == delivery.Withhold:
 		case x.Channel == delivery.ChannelPull:
 			r.DeliveryID = delivery.ID(a.ID, x.Subscriber, x.Target)
-			receipts = append(receipts, receipt(&r), receipt(&delivery.Receipt{Kind: delivery.KindOutcome,
+			receipt(&r)
+			receipt(&delivery.Receipt{Kind: delivery.KindOutcome,
 				AlertID: a.ID, DeliveryID: r.DeliveryID, Subscriber: x.Subscriber, Channel: x.Channel, Target: x.Target,
-				Mode: x.Mode, State: delivery.StateAvailable, At: now}))
+				Mode: x.Mode, State: delivery.StateAvailable, At: now})
 			n += 2
 			continue
 		default:
@@ -524,8 +528,11 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 			n++
 			size += len(v)
 		}
-		receipts = append(receipts, receipt(&r))
+		receipt(&r)
 		n++
+	}
+	for _, v := range delivery.PackReceipts(encoded) {
+		receipts = append(receipts, kafka.Message{Key: rkey, Value: v})
 	}
 	return jobs, receipts, i, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -457,4 +458,66 @@ func TestSensitiveAlertsNeedASecondAnalyst(t *testing.T) {
 	for _, j := range e.jobs(t) {
 		require.Equal(t, "amber-3", j.Alert.ID)
 	}
+}
+
+// TestFanOutPacksReceipts: the decisions' receipts of a fan-out go out as
+// arrays of receipts (a pull decision with its available outcome after
+// it), bounded and authenticated like every record, and the alert receipt
+// last, alone: every decision once, the same receipts Plan makes.
+func TestFanOutPacksReceipts(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	const hotels = 1500 // more than one slice
+	for i := range hotels {
+		s := &subscribers.Subscriber{ID: fmt.Sprintf("hotel-%04d", i), Name: "Hotel", Kind: "business",
+			Sectors: []string{"hospitality"}, Clearance: "GREEN", Email: []subscribers.Email{{Address: fmt.Sprintf("sec@%d.example", i)}}}
+		if i%100 == 0 {
+			s.Pull = &subscribers.Pull{MaxTLP: "GREEN"}
+		}
+		s.Normalize()
+		e.reg.Put(s)
+	}
+	a := alert("many", nil)
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, a)}))
+
+	var records []kafka.Message
+	require.NoError(t, e.bus.ReadAll(ctx, bus.TopicReceipts, func(m kafka.Message) error {
+		require.NoError(t, e.bus.Authenticate(m), "every record is authenticated")
+		records = append(records, m)
+		return nil
+	}))
+	require.NotEmpty(t, records)
+	last := records[len(records)-1]
+	require.Equal(t, byte('{'), last.Value[0], "the alert receipt is a record of its own")
+	var got []string
+	for i, m := range records {
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(rs), delivery.MaxRecordReceipts)
+		for j, r := range rs {
+			require.Equal(t, i == len(records)-1, r.Kind == delivery.KindAlert, "the alert receipt comes last")
+			if r.Kind == delivery.KindOutcome {
+				require.Positive(t, j, "an available outcome follows its decision in the same record")
+				require.Equal(t, delivery.StateAvailable, r.State)
+				require.Equal(t, rs[j-1].DeliveryID, r.DeliveryID)
+				require.Equal(t, delivery.KindDecision, rs[j-1].Kind)
+			}
+			got = append(got, string(r.Encode()))
+		}
+	}
+	decisions := 2 + 1 + hotels + hotels/100 // bank's two targets, hotel, the hotels' email and pull targets
+	require.Len(t, got, decisions+hotels/100+1, "every decision, the pull outcomes and the alert receipt, once")
+	require.Less(t, len(records), 10, "packed")
+
+	plan, err := e.w.Plan(ctx, a, nil)
+	require.NoError(t, err)
+	var planned []string
+	for _, m := range plan.Receipts {
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(t, err)
+		for _, r := range rs {
+			planned = append(planned, string(r.Encode()))
+		}
+	}
+	require.ElementsMatch(t, planned, got, "Handle writes what Plan makes (slices may land in either order)")
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -211,10 +210,12 @@ func TestOneProcessSends(t *testing.T) {
 	// process that sent it.
 	var claims []string
 	require.NoError(t, b.ReadAll(t.Context(), bus.TopicReceipts, func(m kafka.Message) error {
-		var r delivery.Receipt
-		require.NoError(t, json.Unmarshal(m.Value, &r))
-		if r.Kind == delivery.KindAlert {
-			claims = append(claims, r.IssuedBy)
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(t, err)
+		for _, r := range rs {
+			if r.Kind == delivery.KindAlert {
+				claims = append(claims, r.IssuedBy)
+			}
 		}
 		return nil
 	}))

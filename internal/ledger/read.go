@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/herald-alerts/herald/internal/bus"
@@ -29,11 +28,16 @@ func FromBus(r Reader) *Source { return &Source{r: r} }
 func (s *Source) Lookup(ctx context.Context, ids []string) (map[string]*Alert, error) {
 	l := New()
 	err := s.r.ReadKeys(ctx, bus.TopicReceipts, ids, func(m kafka.Message) error {
-		var r delivery.Receipt
-		if !s.r.Authentic(m) || json.Unmarshal(m.Value, &r) != nil || r.AlertID != string(m.Key) {
-			return nil // not Herald's receipt, or not about this key: skip it
+		if !s.r.Authentic(m) {
+			return nil // not Herald's receipts: skip them
 		}
-		l.Add(r)
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		if err != nil {
+			return nil // not receipts of this key's alert: skip the record, as the view does
+		}
+		for _, r := range rs {
+			l.Add(r)
+		}
 		return nil
 	})
 	if err != nil {

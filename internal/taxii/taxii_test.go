@@ -505,11 +505,13 @@ func pulls(t *testing.T, e *env) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicReceipts, func(m kafka.Message) error {
-		var r delivery.Receipt
-		require.NoError(t, json.Unmarshal(m.Value, &r))
-		if r.Kind == delivery.KindOutcome && r.Channel == delivery.ChannelPull && r.State == delivery.StateDelivered {
-			assert.Equal(t, delivery.ID(r.AlertID, r.Subscriber, delivery.TargetPull), r.DeliveryID)
-			out[r.AlertID+"/"+r.Subscriber]++
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(t, err)
+		for _, r := range rs {
+			if r.Kind == delivery.KindOutcome && r.Channel == delivery.ChannelPull && r.State == delivery.StateDelivered {
+				assert.Equal(t, delivery.ID(r.AlertID, r.Subscriber, delivery.TargetPull), r.DeliveryID)
+				out[r.AlertID+"/"+r.Subscriber]++
+			}
 		}
 		return nil
 	}))

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -34,20 +33,44 @@ type rec struct {
 	digest string
 	// pending
 	release *record.Release
-	// receipts
-	receipt *delivery.Receipt
+	// receipts: one record's, in the order they are applied
+	receipts []delivery.Receipt
 	// audit
 	audit *record.Audit
 }
 
-// notDecided reports whether an authentic receipt is an outcome or an
-// acknowledgement, which a view of ScopeFanOut does not keep, without
-// decoding it: every writer of receipts encodes them with encoding/json or
-// the fan-out's encoder, which write the kind first, and a record that
-// does not start so is decoded and judged by its kind.
+// notDecided reports whether an authentic record of receipts holds only
+// outcomes and acknowledgements, which a view of ScopeFanOut does not keep,
+// without decoding it: every writer of receipts encodes them with
+// encoding/json or delivery.Receipt.Encode, which write the kind first and
+// no white space, and packs them with delivery.PackReceipts, so that every
+// receipt of a record opens with {"kind":" (which, in JSON, opens nothing
+// else: a quote inside a string is escaped). A record that does not start
+// so is decoded and judged by its kinds.
 func notDecided(value []byte) bool {
-	return bytes.HasPrefix(value, []byte(`{"kind":"`+delivery.KindOutcome+`"`)) ||
-		bytes.HasPrefix(value, []byte(`{"kind":"`+delivery.KindAck+`"`))
+	if len(value) == 0 || value[0] != '[' {
+		return outcomeOrAck(value)
+	}
+	for v := value[1:]; ; {
+		if !outcomeOrAck(v) {
+			return false
+		}
+		i := bytes.Index(v[1:], receiptOpen)
+		if i < 0 {
+			return true
+		}
+		v = v[1+i:]
+	}
+}
+
+// receiptOpen opens every receipt Herald writes.
+var receiptOpen = []byte(`{"kind":"`)
+
+// outcomeOrAck reports whether v opens a receipt that is an outcome or an
+// acknowledgement.
+func outcomeOrAck(v []byte) bool {
+	return bytes.HasPrefix(v, []byte(`{"kind":"`+delivery.KindOutcome+`"`)) ||
+		bytes.HasPrefix(v, []byte(`{"kind":"`+delivery.KindAck+`"`))
 }
 
 // decode reads an authentic record of topic; an error means the record is
@@ -81,19 +104,11 @@ func decode(topic string, m kafka.Message) (*rec, error) {
 		}
 		r.release = &rel
 	case bus.TopicReceipts:
-		var rc delivery.Receipt
-		if err := json.Unmarshal(m.Value, &rc); err != nil {
-			return nil, fmt.Errorf("decode receipt: %w", err)
+		rs, err := delivery.DecodeReceipts(r.key, m.Value)
+		if err != nil {
+			return nil, err
 		}
-		// The ledger folds a receipt into its alert id, and is read by
-		// key: a receipt filed under another key is not that alert's.
-		if rc.AlertID != r.key || !alerts.ValidID(rc.AlertID) {
-			return nil, fmt.Errorf("receipt of alert %q filed under key %q", truncate(rc.AlertID), truncate(r.key))
-		}
-		if strings.IndexByte(rc.Subscriber, 0) >= 0 {
-			return nil, errors.New("receipt subscriber holds a NUL byte")
-		}
-		r.receipt = &rc
+		r.receipts = rs
 	case bus.TopicAudit:
 		var a record.Audit
 		if err := json.Unmarshal(m.Value, &a); err != nil {
@@ -167,10 +182,15 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
 			case bus.TopicPending:
 				err = t.applyRelease(r)
 			case bus.TopicReceipts:
-				if scope == ScopeFanOut && r.receipt.Kind != delivery.KindAlert && r.receipt.Kind != delivery.KindDecision {
-					continue // not kept (notDecided let it through)
+				for i := range r.receipts {
+					rc := &r.receipts[i]
+					if scope == ScopeFanOut && rc.Kind != delivery.KindAlert && rc.Kind != delivery.KindDecision {
+						continue // not kept (notDecided let it through)
+					}
+					if err = t.applyReceipt(rc); err != nil {
+						break
+					}
 				}
-				err = t.applyReceipt(r.receipt)
 			case bus.TopicAudit:
 				err = t.applyAudit(r)
 			}

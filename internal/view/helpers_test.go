@@ -98,6 +98,8 @@ type writer struct {
 	good, bad *bus.Bus
 	authentic map[string]int
 	forged    map[string]int
+	// pack writes the receipts of one call, alert by alert, as arrays.
+	pack bool
 }
 
 func newWriter(t *testing.T, c *kafkatest.Cluster, good *bus.Bus) *writer {
@@ -147,9 +149,23 @@ func (w *writer) submit(a *alerts.Alert, expires time.Time) {
 		By: a.IssuedBy, At: *a.IssuedAt, ExpiresAt: expires})
 }
 
+// receipts writes rs, one receipt a record, or, when w packs, each run of
+// receipts of one alert as the fan-out and the deliver role write them
+// (delivery.PackReceipts: an array, or an object for a run of one).
 func (w *writer) receipts(forged bool, rs ...delivery.Receipt) {
-	for _, r := range rs {
-		w.write(forged, bus.TopicReceipts, r.AlertID, mustJSON(w.t, r))
+	for i := 0; i < len(rs); {
+		j := i + 1
+		for w.pack && j < len(rs) && rs[j].AlertID == rs[i].AlertID {
+			j++
+		}
+		var encs [][]byte
+		for _, r := range rs[i:j] {
+			encs = append(encs, mustJSON(w.t, r))
+		}
+		for _, v := range delivery.PackReceipts(encs) {
+			w.write(forged, bus.TopicReceipts, rs[i].AlertID, v)
+		}
+		i = j
 	}
 }
 
@@ -308,14 +324,18 @@ func ledgerOfKinds(t *testing.T, b *bus.Bus, kinds []string, ids ...string) map[
 	t.Helper()
 	l := ledger.New()
 	require.NoError(t, b.ReadAll(t.Context(), bus.TopicReceipts, func(m kafka.Message) error {
-		var r delivery.Receipt
-		if b.Authenticate(m) != nil || json.Unmarshal(m.Value, &r) != nil || r.AlertID != string(m.Key) {
+		if b.Authenticate(m) != nil {
 			return nil
 		}
-		if kinds != nil && !slices.Contains(kinds, r.Kind) {
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		if err != nil {
 			return nil
 		}
-		l.Add(r)
+		for _, r := range rs {
+			if kinds == nil || slices.Contains(kinds, r.Kind) {
+				l.Add(r)
+			}
+		}
 		return nil
 	}))
 	out := map[string]*ledger.Alert{}

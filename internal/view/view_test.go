@@ -17,6 +17,7 @@ import (
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/view"
@@ -780,4 +781,107 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 	got, err = again2.Lookup(t.Context(), dumpIDs)
 	require.NoError(t, err)
 	require.Equal(t, live, got)
+}
+
+// TestPackedReceiptsFoldAsWrittenSingly: a receipts topic holding the
+// workload's receipts packed into arrays (a run of one alert's receipts
+// in one record, a lone receipt an object, as delivery.PackReceipts
+// writes them) gives the view of either scope, and the ledger, that the
+// same receipts written one per record give; an array holding one receipt
+// of another alert is refused whole.
+func TestPackedReceiptsFoldAsWrittenSingly(t *testing.T) {
+	more := func(w *writer) {
+		w.receipts(false,
+			decision("a4", "gym", delivery.ChannelWebhook, "https://gym.example/h", delivery.Deliver, delivery.ModeSigned, at(9*time.Minute)),
+			outcome("a4", "gym", "https://gym.example/h", delivery.StateRetrying, 1, "timeout", at(9*time.Minute+time.Second)),
+			decision("a4", "gym", delivery.ChannelPull, delivery.TargetPull, delivery.Deliver, delivery.ModePull, at(9*time.Minute)),
+			outcome("a4", "gym", delivery.TargetPull, delivery.StateAvailable, 0, "", at(9*time.Minute)),
+			decision("a4", "hotel", delivery.ChannelPull, delivery.TargetPull, delivery.Withhold, "", at(9*time.Minute)),
+		)
+		// The deliver role's outcomes alone, and a lone one.
+		w.receipts(false,
+			outcome("a4", "gym", "https://gym.example/h", delivery.StateDelivered, 2, "", at(9*time.Minute+5*time.Second)),
+			outcome("a4", "gym", delivery.TargetPull, delivery.StateDelivered, 1, "", at(9*time.Minute+4*time.Second)),
+		)
+		w.receipts(false, outcome("a1", "hotel", hotelMail, delivery.StateDelivered, 1, "", at(9*time.Minute)))
+	}
+	cs := kafkatest.Start(t)
+	bs := cs.Open(t, cs.Config())
+	single := newWriter(t, cs, bs)
+	writeWorkload(single)
+	more(single)
+
+	cp := kafkatest.Start(t)
+	bp := cp.Open(t, cp.Config())
+	packed := newWriter(t, cp, bp)
+	packed.pack = true
+	writeWorkload(packed)
+	more(packed)
+	// An array with one receipt of another alert: none of it is applied.
+	packed.pack = false
+	bad := delivery.PackReceipts([][]byte{
+		mustJSON(t, decision("a4", "farm", delivery.ChannelEmail, farmMail, delivery.Deliver, delivery.ModeSigned, at(9*time.Minute))),
+		mustJSON(t, ack("a4", "gym", "partner:gym", "never applied", at(9*time.Minute))),
+		mustJSON(t, outcome("a2", "bank", bankMail, delivery.StateDelivered, 1, "", at(9*time.Minute))),
+	})
+	require.Len(t, bad, 1)
+	packed.write(false, bus.TopicReceipts, "a4", bad[0])
+
+	records := func(b *bus.Bus) (objects, arrays, receipts int) {
+		require.NoError(t, b.ReadAll(t.Context(), bus.TopicReceipts, func(m kafka.Message) error {
+			rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+			switch {
+			case err != nil:
+			case m.Value[0] == '[':
+				arrays++
+			default:
+				objects++
+			}
+			receipts += len(rs)
+			return nil
+		}))
+		return objects, arrays, receipts
+	}
+	so, sa, sr := records(bs)
+	po, pa, pr := records(bp)
+	require.Zero(t, sa)
+	require.Greater(t, pa, 2, "packed: arrays")
+	require.Positive(t, po, "packed: and objects")
+	require.Less(t, po+pa, so, "fewer records")
+	require.Equal(t, sr, pr, "the same receipts")
+
+	for _, scope := range []view.Scope{view.ScopeAll, view.ScopeFanOut} {
+		vs := runScope(t, t.TempDir(), bs, scope)
+		vp := runScope(t, t.TempDir(), bp, scope)
+		require.NoError(t, vs.Sync(t.Context()))
+		require.NoError(t, vp.Sync(t.Context()))
+		assert.EqualValues(t, 1, vp.Stats().Malformed[bus.TopicReceipts]-vs.Stats().Malformed[bus.TopicReceipts], "scope %d: the bad array", scope)
+		if scope == view.ScopeAll {
+			want, got := dump(t, vs.View), dump(t, vp.View)
+			for id, p := range want.Published {
+				// Written to two clusters: the alerts' record times differ.
+				require.WithinDuration(t, p.Time, got.Published[id].Time, time.Minute)
+				p.Time, got.Published[id].Time = time.Time{}, time.Time{}
+			}
+			require.Equal(t, want, got)
+			require.Equal(t, 2, want.Lookup["a4"].Counts()[delivery.StateDelivered])
+			require.Empty(t, want.Lookup["a4"].Acks)
+			require.False(t, got.Lookup["a4"].Received("farm", farmMail), "nothing of the bad array")
+			continue
+		}
+		want, err := vs.Lookup(t.Context(), dumpIDs)
+		require.NoError(t, err)
+		got, err := vp.Lookup(t.Context(), dumpIDs)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+		require.Equal(t, ledgerOfKinds(t, bp, []string{delivery.KindAlert, delivery.KindDecision}, dumpIDs...), got)
+	}
+
+	// The ledger read from the topic folds alike.
+	want, err := ledger.FromBus(bs).Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	got, err := ledger.FromBus(bp).Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	require.Equal(t, ledgerOf(t, bs, dumpIDs...), got)
 }
