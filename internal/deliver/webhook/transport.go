@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,7 +115,9 @@ const (
 //
 // The HostClients serve as connection pools and buffer pools; the
 // exchange itself is host.do's, so that it can honour the attempt's
-// context: fasthttp's Do takes none.
+// context: fasthttp's Do takes none. A host's pool, once made, is kept
+// while the Notifier lives (a few hundred bytes once its idle connections
+// are closed), so that MaxConnsPerHost always counts every connection.
 type pool struct {
 	cfg    Config
 	dialer *dialer
@@ -143,7 +146,8 @@ func (p *pool) host(u *url.URL) *host {
 			port = "443"
 		}
 	}
-	addr := net.JoinHostPort(u.Hostname(), port)
+	name := strings.ToLower(u.Hostname())
+	addr := net.JoinHostPort(name, port)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if h := p.hosts[addr]; h != nil {
@@ -152,7 +156,7 @@ func (p *pool) host(u *url.URL) *host {
 	h := &host{addr: addr, dialer: p.dialer}
 	if p.tls != nil {
 		h.tls = p.tls.Clone()
-		h.tls.ServerName = u.Hostname()
+		h.tls.ServerName = name
 	}
 	maxConns, wait := math.MaxInt32, time.Duration(0)
 	if p.cfg.MaxConnsPerHost > 0 {
