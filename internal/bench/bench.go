@@ -133,6 +133,10 @@ func (o Options) withDefaults() Options {
 
 // Result is one measurement. Raw and Ratio are set where the figure has a
 // raw-transport baseline measured in the same run; Ratio is Herald / Raw.
+// webhook.raw_fasthttp is such a figure for information, without a goal:
+// Herald's webhook rate against a raw fasthttp client's (the client
+// Herald's transport uses), while webhook.deliveries keeps net/http's as
+// its reference (issue 12).
 type Result struct {
 	Name   string   `json:"name"`
 	Herald float64  `json:"herald"`
@@ -150,6 +154,7 @@ const (
 	FanoutSignsCAP      = "fanout.signatures_per_alert.cap"
 	FanoutSignsEmail    = "email.signatures_per_message"
 	WebhookDeliveries   = "webhook.deliveries"
+	WebhookRawFastHTTP  = "webhook.raw_fasthttp"
 	CPUPerDelivery      = "cpu.per_delivery_us"
 	EmailMessages       = "email.messages"
 	LatencyP50          = "latency.p50"

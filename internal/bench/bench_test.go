@@ -43,13 +43,13 @@ func TestRunTinySuite(t *testing.T) {
 		byName[r.Name] = r
 	}
 	assert.Equal(t, []string{FanoutJobs, FanoutSignsHerald, FanoutSignsSTIX, FanoutSignsMISP, FanoutSignsCAP, FanoutSignsEmail,
-		WebhookDeliveries, CPUPerDelivery, EmailMessages, LatencyP50, LatencyP99, PeakRSS,
+		WebhookDeliveries, WebhookRawFastHTTP, CPUPerDelivery, EmailMessages, LatencyP50, LatencyP99, PeakRSS,
 		StatusReceipts, StatusRebuild, StatusLookup, StatusLookupP99, WorkersRSS}, names)
 	for _, r := range results {
 		assert.Greater(t, r.Herald, 0.0, r.Name)
 		assert.NotEmpty(t, r.Unit, r.Name)
 		switch r.Name {
-		case WebhookDeliveries, EmailMessages:
+		case WebhookDeliveries, WebhookRawFastHTTP, EmailMessages:
 			require.NotNil(t, r.Raw, r.Name)
 			require.NotNil(t, r.Ratio, r.Name)
 			assert.Greater(t, *r.Raw, 0.0, r.Name)

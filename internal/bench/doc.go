@@ -11,9 +11,10 @@
 //     delivered through the webhook and email notifiers.
 //  2. Webhook delivery end to end (publish → fan-out → deliver, Standard
 //     Webhooks v1 signed) to loopback HTTP receivers, beside a raw net/http
-//     client posting the same bodies to the same receivers; and the
-//     process's CPU time (getrusage(2), user + system) over Herald's passes
-//     per delivery.
+//     client posting the same bodies to the same receivers (the reference
+//     of the goal) and, for information, a raw fasthttp client doing the
+//     same (webhook.raw_fasthttp, no goal); and the process's CPU time
+//     (getrusage(2), user + system) over Herald's passes per delivery.
 //  3. Email delivery end to end (RFC 3156 PGP/MIME signed) to a loopback
 //     go-smtp sink (RFC 5321), beside a raw go-smtp client sending the same
 //     messages over the same number of connections.

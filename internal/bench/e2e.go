@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/segmentio/kafka-go"
+	"github.com/valyala/fasthttp"
 
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
@@ -161,9 +162,12 @@ func deadline(n int) time.Duration {
 
 // webhookRun is run 2: Rounds alerts to every webhook partner, each beside
 // a raw net/http pass posting the same body and headers to the same URLs
-// with as many concurrent requests as Herald's deliver role allows itself.
-// It also reports the process's CPU time per delivery over Herald's passes
-// (see heraldPassCPU).
+// with as many concurrent requests as Herald's deliver role allows itself
+// (the reference of webhook.deliveries), and, for information, a raw
+// fasthttp pass doing the same (webhook.raw_fasthttp: Herald's transport is
+// fasthttp's, so this is the limit of the client it uses). It also reports
+// the process's CPU time per delivery over Herald's passes (see
+// heraldPassCPU).
 func (e *env) webhookRun(ctx context.Context, b *bus.Bus, pub *bus.Producer, subs []*subscribers.Subscriber) ([]Result, error) {
 	workers := e.concurrency(e.opt.Receivers)
 	raw := &http.Client{
@@ -172,7 +176,10 @@ func (e *env) webhookRun(ctx context.Context, b *bus.Bus, pub *bus.Producer, sub
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	defer raw.CloseIdleConnections()
-	var heraldTime, rawTime, heraldCPU time.Duration
+	fast := &fasthttp.Client{MaxIdleConnDuration: 90 * time.Second, NoDefaultUserAgentHeader: true,
+		DisableHeaderNamesNormalizing: true, DisablePathNormalizing: true}
+	defer fast.CloseIdleConnections()
+	var heraldTime, rawTime, fastTime, heraldCPU time.Duration
 	var sample *captured
 	for round := range e.opt.Rounds {
 		heraldPass := func() error {
@@ -194,14 +201,30 @@ func (e *env) webhookRun(ctx context.Context, b *bus.Bus, pub *bus.Producer, sub
 			rawTime += time.Since(start)
 			return nil
 		}
-		if err := alternate(round, heraldPass, rawPass); err != nil {
+		fastPass := func() error {
+			e.progress("webhook: raw fasthttp: posting %d bodies of %d bytes", len(subs), len(sample.body))
+			start := time.Now()
+			err := parallel(ctx, workers, len(subs), func(i int) error {
+				return rawFastPost(fast, subs[i].Webhooks[0].URL, sample)
+			})
+			if err != nil {
+				return fmt.Errorf("webhook: raw fasthttp reference: %w: %w", err, errIncomplete)
+			}
+			fastTime += time.Since(start)
+			return nil
+		}
+		if err := alternate(round, heraldPass, rawPass, fastPass); err != nil {
 			return nil, err
 		}
 	}
 	n := e.opt.Rounds * len(subs)
 	cpu := Result{Name: CPUPerDelivery, Herald: float64(heraldCPU.Nanoseconds()) / 1e3 / float64(n), Unit: unitMicroseconds}
 	e.progress("webhook: %.1f µs of process CPU time per delivery", cpu.Herald)
-	return []Result{rates(WebhookDeliveries, unitDeliveriesPerS, n, heraldTime, rawTime), cpu}, nil
+	return []Result{
+		rates(WebhookDeliveries, unitDeliveriesPerS, n, heraldTime, rawTime),
+		rates(WebhookRawFastHTTP, unitDeliveriesPerS, n, heraldTime, fastTime),
+		cpu,
+	}, nil
 }
 
 // heraldPassCPU runs one Herald pass and adds the CPU time the whole
@@ -273,6 +296,30 @@ func rawPost(ctx context.Context, c *http.Client, url string, s *captured) error
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("post %s: status %d", url, resp.StatusCode)
+	}
+	return nil
+}
+
+// rawFastPost posts the captured body with the captured headers to url
+// with fasthttp's client.
+func rawFastPost(c *fasthttp.Client, url string, s *captured) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.DisableNormalizing()
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(url)
+	for _, h := range []string{"Content-Type", "User-Agent", "webhook-id", "webhook-timestamp", "webhook-signature", "herald-pgp-signature"} {
+		if v := s.header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	req.SetBodyRaw(s.body)
+	if err := c.DoTimeout(req, resp, 30*time.Second); err != nil {
+		return err
+	}
+	if resp.StatusCode()/100 != 2 {
+		return fmt.Errorf("post %s: status %d", url, resp.StatusCode())
 	}
 	return nil
 }
@@ -450,14 +497,14 @@ func (e *env) publishAndWait(ctx context.Context, pub *bus.Producer, channel, se
 	return tr.captured(), nil
 }
 
-// alternate runs Herald's pass and the raw pass of one round. Herald goes
-// first in the first round (the raw pass repeats the body Herald sent);
-// then the order alternates, so that neither side always meets the other's
-// leftovers.
-func alternate(round int, herald, raw func() error) error {
-	order := []func() error{herald, raw}
+// alternate runs Herald's pass and the raw passes of one round. Herald
+// goes first in the first round (the raw passes repeat the body Herald
+// sent); then the order reverses every round, so that no pass always meets
+// another's leftovers.
+func alternate(round int, herald func() error, raws ...func() error) error {
+	order := append([]func() error{herald}, raws...)
 	if round%2 == 1 {
-		order[0], order[1] = raw, herald
+		slices.Reverse(order)
 	}
 	for _, pass := range order {
 		if err := pass(); err != nil {

@@ -1,13 +1,9 @@
 package webhook
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,21 +12,25 @@ import (
 	"github.com/herald-alerts/herald/crypto/whsig"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/subscribers"
+	"github.com/valyala/fasthttp"
 )
 
 // maxRoutes bounds the prepared routes kept, one per endpoint URL and
 // client certificate. Every partner usually has endpoints of its own, so
 // the bound is well above the endpoints one alert reaches: a cache smaller
 // than the working set would be emptied by every alert. A route is a
-// parsed URL and two pointers (a few hundred bytes).
+// parsed URL, two strings and a pointer (a few hundred bytes).
 const maxRoutes = 1 << 16
 
 // route is what every delivery to one endpoint shares, prepared once: the
-// checked and parsed URL and the client (with the endpoint's client
-// certificate, if any). Never modified after it is built.
+// checked and parsed URL, its Host header and request target, and the
+// connection pool of its host (with the endpoint's client certificate, if
+// any). Never modified after it is built.
 type route struct {
-	client *http.Client
-	url    *url.URL
+	host       *host
+	url        *url.URL
+	hostHeader string // url.Host
+	target     string // url.RequestURI(): path and query
 }
 
 // route returns the endpoint's route, preparing it on first use. Routes
@@ -55,7 +55,7 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if err != nil {
 		return nil, delivery.Permanent(delivery.ReasonInvalid, unwrapURL(err))
 	}
-	client, err := n.clients.get(u.Scheme, certFile, keyFile, stamp)
+	p, err := n.clients.get(u.Scheme, certFile, keyFile, stamp)
 	if err != nil {
 		var r *RefusedError
 		if errors.As(err, &r) {
@@ -63,44 +63,30 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 		}
 		return nil, delivery.Permanent(delivery.ReasonConfig, err)
 	}
-	rt := &route{client: client, url: u}
+	rt := &route{host: p.host(u), url: u, hostHeader: u.Host, target: u.RequestURI()}
 	n.routes.Add(key, rt)
 	return rt, nil
 }
 
-// request returns one attempt's request: the route's URL, the body and
-// its Content-Type, the User-Agent, and this delivery's Standard Webhooks
-// and OpenPGP signature headers. It shares the route's URL, which the
-// client never modifies.
-func (rt *route) request(ctx context.Context, userAgent string, sb *signedBody, id, ts, sig string) *http.Request {
-	req := (&http.Request{
-		Method:     http.MethodPost,
-		URL:        rt.url,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Host:       rt.url.Host,
-		Header: http.Header{
-			"User-Agent":             {userAgent},
-			"Content-Type":           {sb.contentType},
-			whsig.HeaderID:           {id},
-			whsig.HeaderTimestamp:    {ts},
-			whsig.HeaderSignature:    {sig},
-			whsig.HeaderPGPSignature: {sb.sigB64},
-		},
-		Body:          io.NopCloser(bytes.NewReader(sb.body)),
-		GetBody:       sb.reader,
-		ContentLength: int64(len(sb.body)),
-	}).WithContext(ctx)
-	return req
-}
-
-// reader returns a new reader of the body, for http.Request.GetBody. The
-// body is an io.NopCloser of a *bytes.Reader, which net/http knows for an
-// in-memory body: it writes the headers and a body that fits its buffer
-// in one write.
-func (sb *signedBody) reader() (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(sb.body)), nil
+// request fills req, a request from fasthttp.AcquireRequest, for one
+// attempt: POST of the body with its Content-Type to the route's request
+// target and Host, the User-Agent, and this delivery's Standard Webhooks
+// and OpenPGP signature headers, with their names as written here (no
+// normalising). The body is shared, not copied: fasthttp never modifies
+// it.
+func (rt *route) request(req *fasthttp.Request, userAgent string, sb *signedBody, id, ts, sig string) {
+	h := &req.Header
+	h.DisableNormalizing()
+	h.SetMethod(fasthttp.MethodPost)
+	h.SetRequestURI(rt.target)
+	h.SetHost(rt.hostHeader)
+	h.SetUserAgent(userAgent)
+	h.SetContentType(sb.contentType)
+	h.Set(whsig.HeaderID, id)
+	h.Set(whsig.HeaderTimestamp, ts)
+	h.Set(whsig.HeaderSignature, sig)
+	h.Set(whsig.HeaderPGPSignature, sb.sigB64)
+	req.SetBodyRaw(sb.body)
 }
 
 // clientCert resolves an endpoint's client certificate and key in

@@ -5,12 +5,17 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
-	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // dialer resolves a host itself, drops the addresses the guard forbids,
@@ -39,7 +44,7 @@ func newDialer(g *guard, cfg Config) *dialer {
 // maxAddrs bounds the addresses tried for one name.
 const maxAddrs = 4
 
-// DialContext is http.Transport's DialContext.
+// DialContext connects to address (host:port) as described on dialer.
 func (d *dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	host, portStr, err := net.SplitHostPort(address)
 	if err != nil {
@@ -89,67 +94,347 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 	return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("resolve %s: no addresses", host)}
 }
 
-// newTransport returns a transport with keep-alive, HTTP/2, verification
-// always on, no proxy (a proxy would connect where the guard cannot see),
-// and the guarded dialer.
-func newTransport(cfg Config, g *guard, certs []tls.Certificate) *http.Transport {
-	return &http.Transport{
-		Proxy:       nil,
-		DialContext: newDialer(g, cfg).DialContext,
-		TLSClientConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			RootCAs:      cfg.RootCAs,
-			Certificates: certs,
-		},
-		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    64,
-		MaxConnsPerHost:        cfg.MaxConnsPerHost,
-		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    cfg.Timeout,
-		MaxResponseHeaderBytes: 64 << 10,
-		DisableCompression:     true,
+// Transport settings.
+const (
+	// maxHeaderBytes bounds a response's status line and headers: the
+	// size of the read buffer, which fasthttp never grows (a longer header
+	// block fails the attempt, as net/http's MaxResponseHeaderBytes did).
+	maxHeaderBytes = 64 << 10
+	// writeBufferSize holds the request line, headers and a body of up to
+	// about 15 KiB, written with one write(2).
+	writeBufferSize = 16 << 10
+	// idleTimeout closes a connection unused for that long.
+	idleTimeout = 90 * time.Second
+)
+
+// pool holds the connections of one kind of client (plain http to
+// loopback, https, or https with one client certificate): one
+// fasthttp.HostClient per host and port, each with keep-alive, at most
+// MaxConnsPerHost connections, no proxy (a proxy would connect where the
+// guard cannot see) and no compression. fasthttp speaks HTTP/1.1 only.
+//
+// The HostClients serve as connection pools and buffer pools; the
+// exchange itself is host.do's, so that it can honour the attempt's
+// context: fasthttp's Do takes none. A host's pool, once made, is kept
+// while the Notifier lives (a few hundred bytes once its idle connections
+// are closed), so that MaxConnsPerHost always counts every connection.
+type pool struct {
+	cfg    Config
+	dialer *dialer
+	tls    *tls.Config // nil for plain http
+
+	mu    sync.Mutex
+	hosts map[string]*host // by host:port
+}
+
+func newPool(cfg Config, g *guard, tlsCfg *tls.Config) *pool {
+	return &pool{cfg: cfg, dialer: newDialer(g, cfg), tls: tlsCfg, hosts: map[string]*host{}}
+}
+
+// newTLS returns the client TLS configuration: verification always on,
+// TLS 1.2 or later, cfg.RootCAs, and the client certificates, if any.
+func newTLS(cfg Config, certs []tls.Certificate) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs, Certificates: certs}
+}
+
+// host returns the pool of u's host and port, making it on first use.
+func (p *pool) host(u *url.URL) *host {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if p.tls != nil {
+			port = "443"
+		}
+	}
+	name := strings.ToLower(u.Hostname())
+	addr := net.JoinHostPort(name, port)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h := p.hosts[addr]; h != nil {
+		return h
+	}
+	h := &host{addr: addr, dialer: p.dialer}
+	if p.tls != nil {
+		h.tls = p.tls.Clone()
+		h.tls.ServerName = name
+	}
+	maxConns, wait := math.MaxInt32, time.Duration(0)
+	if p.cfg.MaxConnsPerHost > 0 {
+		// A request that finds every connection busy waits for one, never
+		// longer than its attempt: AcquireConn waits at most the time
+		// left to the attempt's deadline, and this bound is longer.
+		maxConns, wait = p.cfg.MaxConnsPerHost, p.cfg.Timeout+time.Second
+	}
+	h.hc = &fasthttp.HostClient{
+		Addr: addr,
+		// The connection is made by host.connect, under the attempt's
+		// context; IsTLS stays false because TLS is done there too.
+		Dial:                func(string) (net.Conn, error) { return new(conn), nil },
+		MaxConns:            maxConns,
+		MaxConnWaitTimeout:  wait,
+		MaxIdleConnDuration: idleTimeout,
+		// The most recently used connection first, as net/http: the
+		// least likely to have been closed by the server meanwhile.
+		ConnPoolStrategy:              fasthttp.LIFO,
+		ReadBufferSize:                maxHeaderBytes,
+		WriteBufferSize:               writeBufferSize,
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+	}
+	p.hosts[addr] = h
+	return h
+}
+
+// closeIdle closes the idle connections of every host.
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, h := range p.hosts {
+		h.hc.CloseIdleConnections()
 	}
 }
 
-// noRedirect makes the client hand a 3xx back instead of following it.
-func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+// host is the connection pool of one host and port.
+type host struct {
+	addr   string // host:port, as the URL names it
+	dialer *dialer
+	tls    *tls.Config // with ServerName; nil for plain http
+	hc     *fasthttp.HostClient
+}
 
-// clients holds the shared clients: one for https, one for plain http to
+// conn is a connection of a host's pool. The HostClient makes it
+// unconnected; the attempt that takes it first connects it (host.connect).
+// An attempt has it to itself, so its fields need no lock.
+type conn struct {
+	c      net.Conn // nil until connected
+	reused bool     // it carried a whole exchange before
+	got    int      // bytes read in the current exchange
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	if c.c == nil {
+		return 0, net.ErrClosed
+	}
+	n, err := c.c.Read(b)
+	c.got += n
+	return n, err
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	if c.c == nil {
+		return 0, net.ErrClosed
+	}
+	return c.c.Write(b)
+}
+
+func (c *conn) Close() error {
+	if c.c == nil {
+		return nil
+	}
+	return c.c.Close()
+}
+
+func (c *conn) LocalAddr() net.Addr {
+	if c.c == nil {
+		return nil
+	}
+	return c.c.LocalAddr()
+}
+
+func (c *conn) RemoteAddr() net.Addr {
+	if c.c == nil {
+		return nil
+	}
+	return c.c.RemoteAddr()
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	if c.c == nil {
+		return net.ErrClosed
+	}
+	return c.c.SetDeadline(t)
+}
+
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if c.c == nil {
+		return net.ErrClosed
+	}
+	return c.c.SetReadDeadline(t)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	if c.c == nil {
+		return net.ErrClosed
+	}
+	return c.c.SetWriteDeadline(t)
+}
+
+// connect connects through the guarded dialer and, for https, completes
+// the TLS handshake, both under ctx.
+func (h *host) connect(ctx context.Context) (net.Conn, error) {
+	c, err := h.dialer.DialContext(ctx, "tcp", h.addr)
+	if err != nil || h.tls == nil {
+		return c, err
+	}
+	tc := tls.Client(c, h.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// response is what an exchange learnt of the response: its status, its
+// Retry-After and reason phrase, and a printable excerpt of its body.
+type response struct {
+	status     int
+	reason     string
+	retryAfter string
+	excerpt    string
+}
+
+// do sends req and reads the response, its body up to limit bytes
+// (discarded), all before deadline. Cancelling ctx ends it at once: the
+// connect is made under ctx, and the connection's deadline is moved to
+// the past when ctx ends. A request on a kept-alive connection that the
+// server had closed, so that nothing at all came back, is sent once more
+// on a new connection (net/http does the same for a connection it finds
+// closed, and a partner drops a duplicate by its webhook-id).
+func (h *host) do(ctx context.Context, deadline time.Time, req *fasthttp.Request, resp *fasthttp.Response, limit int64) (response, error) {
+	for try := 0; ; try++ {
+		r, stale, err := h.try(ctx, deadline, req, resp, limit)
+		if !stale || try > 0 || ctx.Err() != nil || !time.Now().Before(deadline) {
+			return r, err
+		}
+	}
+}
+
+// interrupted is a deadline in the past: it makes every blocked and future
+// read and write of a connection fail at once.
+var interrupted = time.Unix(1, 0)
+
+// try makes one exchange on one connection. stale reports a failure on a
+// reused connection before any byte of a response came back.
+func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Request, resp *fasthttp.Response, limit int64) (r response, stale bool, err error) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		return r, false, fasthttp.ErrTimeout
+	}
+	cc, err := h.hc.AcquireConn(left, false)
+	if err != nil {
+		return r, false, err
+	}
+	c := cc.Conn().(*conn)
+	if c.c == nil {
+		cctx, cancel := context.WithDeadline(ctx, deadline)
+		c.c, err = h.connect(cctx)
+		cancel()
+		if err != nil {
+			h.hc.CloseConn(cc)
+			return r, false, err
+		}
+	}
+	c.got = 0
+	nc := c.c
+	if err := nc.SetDeadline(deadline); err != nil {
+		h.hc.CloseConn(cc)
+		return r, c.reused, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(interrupted) })
+	r, keep, err := h.exchange(c, req, resp, limit)
+	if !stop() {
+		keep = false // the deadline is spoilt
+	}
+	if err != nil {
+		stale = c.reused && c.got == 0 && !isTimeout(err)
+	}
+	if keep {
+		c.reused = true
+		h.hc.ReleaseConn(cc)
+	} else {
+		h.hc.CloseConn(cc)
+	}
+	return r, stale, err
+}
+
+// exchange writes req to c and reads the response; keep reports whether c
+// may carry another request.
+func (h *host) exchange(c *conn, req *fasthttp.Request, resp *fasthttp.Response, limit int64) (r response, keep bool, err error) {
+	bw := h.hc.AcquireWriter(c)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	h.hc.ReleaseWriter(bw)
+	if err != nil {
+		return r, false, err
+	}
+	br := h.hc.AcquireReader(c)
+	defer h.hc.ReleaseReader(br)
+	resp.StreamBody = true
+	if err := resp.Read(br); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fasthttp.ErrConnectionClosed
+		}
+		return r, false, err
+	}
+	r.status = resp.StatusCode()
+	r.reason = string(resp.Header.StatusMessage())
+	r.retryAfter = string(resp.Header.Peek("Retry-After"))
+	complete := true
+	if body := resp.BodyStream(); body != nil {
+		r.excerpt, complete = drain(body, limit)
+		// A body that lasts until the connection closes leaves nothing
+		// to reuse.
+		complete = complete && resp.Header.ContentLength() != -2
+		_ = resp.CloseBodyStream()
+	}
+	return r, complete && !resp.ConnectionClose(), nil
+}
+
+// isTimeout reports whether err is a deadline's.
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// clients holds the shared pools: one for https, one for plain http to
 // loopback (when enabled), and one per distinct client certificate.
 type clients struct {
 	cfg   Config
-	https *http.Client
-	plain *http.Client // nil unless AllowInsecureLoopback
+	https *pool
+	plain *pool // nil unless AllowInsecureLoopback
 
 	mu   sync.Mutex
-	mtls map[string]*mtlsClient
+	mtls map[string]*mtlsPool
 }
 
-type mtlsClient struct {
-	stamp  string // modification times and sizes of the files when loaded
-	client *http.Client
+type mtlsPool struct {
+	stamp string // modification times and sizes of the files when loaded
+	pool  *pool
 }
 
 func newClients(cfg Config) *clients {
 	c := &clients{
 		cfg:   cfg,
-		https: &http.Client{Transport: newTransport(cfg, newGuard(cfg, false), nil), CheckRedirect: noRedirect},
-		mtls:  map[string]*mtlsClient{},
+		https: newPool(cfg, newGuard(cfg, false), newTLS(cfg, nil)),
+		mtls:  map[string]*mtlsPool{},
 	}
 	if cfg.AllowInsecureLoopback {
-		c.plain = &http.Client{Transport: newTransport(cfg, newGuard(cfg, true), nil), CheckRedirect: noRedirect}
+		c.plain = newPool(cfg, newGuard(cfg, true), nil)
 	}
 	return c
 }
 
 var errPlainHTTP = errors.New("plain http is not enabled (webhooks.allow_insecure_loopback)")
 
-// get returns the client for a scheme and an endpoint's client certificate
+// get returns the pool for a scheme and an endpoint's client certificate
 // files (both empty for none), whose stamp says when they last changed. A
 // certificate is loaded once and reloaded when its stamp changes, so a
-// partner's renewed certificate is picked up without a restart.
-func (c *clients) get(scheme, certFile, keyFile, stamp string) (*http.Client, error) {
+// partner's renewed certificate is picked up without a restart; the old
+// pool's idle connections are closed.
+func (c *clients) get(scheme, certFile, keyFile, stamp string) (*pool, error) {
 	if scheme == "http" {
 		if c.plain == nil {
 			return nil, &RefusedError{Reason: errPlainHTTP.Error()}
@@ -163,29 +448,29 @@ func (c *clients) get(scheme, certFile, keyFile, stamp string) (*http.Client, er
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if m := c.mtls[key]; m != nil && m.stamp == stamp {
-		return m.client, nil
+		return m.pool, nil
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load client certificate %s: %w", certFile, err)
 	}
 	if old := c.mtls[key]; old != nil {
-		old.client.CloseIdleConnections()
+		old.pool.closeIdle()
 	}
-	cl := &http.Client{Transport: newTransport(c.cfg, newGuard(c.cfg, false), []tls.Certificate{cert}), CheckRedirect: noRedirect}
-	c.mtls[key] = &mtlsClient{stamp: stamp, client: cl}
-	return cl, nil
+	p := newPool(c.cfg, newGuard(c.cfg, false), newTLS(c.cfg, []tls.Certificate{cert}))
+	c.mtls[key] = &mtlsPool{stamp: stamp, pool: p}
+	return p, nil
 }
 
-// closeIdle closes the idle connections of every client.
+// closeIdle closes the idle connections of every pool.
 func (c *clients) closeIdle() {
-	c.https.CloseIdleConnections()
+	c.https.closeIdle()
 	if c.plain != nil {
-		c.plain.CloseIdleConnections()
+		c.plain.closeIdle()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, m := range c.mtls {
-		m.client.CloseIdleConnections()
+		m.pool.closeIdle()
 	}
 }

@@ -1,0 +1,349 @@
+package webhook_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-alerts/herald/internal/deliver/webhook"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/testkit/webhooktest"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSuccessBodyBeyondBound: a 2xx answer is a delivery whatever its
+// body. A body within MaxResponseBytes is read to its end and the
+// connection kept; a longer one is read up to the bound only, and the
+// connection dropped.
+func TestSuccessBodyBeyondBound(t *testing.T) {
+	const bound = 4 << 10
+	rc := webhooktest.New(t)
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second, MaxResponseBytes: bound},
+		webhooktest.NewSigner(t))
+	target := rc.URL("/h")
+	sub := testSub(target)
+	job := testJob(testAlert("a-body"), sub, target)
+
+	rc.Script(webhooktest.Body(http.StatusOK, strings.Repeat("k", bound)))
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.EqualValues(t, 1, rc.Conns(), "a body within the bound leaves the connection reusable")
+
+	rc.Script(webhooktest.Body(http.StatusOK, strings.Repeat("x", 64*bound)))
+	require.NoError(t, n.Notify(context.Background(), job, sub), "a 2xx with a big body is delivered")
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"the connection of an unread body is dropped")
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.EqualValues(t, 2, rc.Conns())
+
+	rc.Script(webhooktest.Body(http.StatusServiceUnavailable, strings.Repeat("y", 64*bound)))
+	f := failure(t, n.Notify(context.Background(), job, sub), delivery.ReasonHTTP5xx, true)
+	require.ErrorContains(t, f, "503 Service Unavailable: yyyy")
+}
+
+// TestResponseHeaderBound: a response whose header block exceeds 64 KiB is
+// a temporary failure, not a delivery; a large one within it is read.
+func TestResponseHeaderBound(t *testing.T) {
+	rc := webhooktest.New(t)
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
+	target := rc.URL("/h")
+	sub := testSub(target)
+	job := testJob(testAlert("a-headers"), sub, target)
+	header := func(size int) webhooktest.Step {
+		return func(w http.ResponseWriter, _ *http.Request, _ <-chan struct{}) {
+			w.Header().Set("X-Padding", strings.Repeat("p", size))
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}
+	rc.Script(header(32 << 10))
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	rc.Script(header(70 << 10))
+	f := failure(t, n.Notify(context.Background(), job, sub), delivery.ReasonConnect, true)
+	require.NotErrorIs(t, f, context.DeadlineExceeded)
+}
+
+// TestContextDeadlineBoundsAttempt: the attempt ends by the context's
+// deadline when it comes before the configured Timeout.
+func TestContextDeadlineBoundsAttempt(t *testing.T) {
+	rc := webhooktest.New(t)
+	rc.Script(webhooktest.Hang())
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: time.Minute}, webhooktest.NewSigner(t))
+	target := rc.URL("/h")
+	sub := testSub(target)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	failure(t, n.Notify(ctx, testJob(testAlert("a-ctx-deadline"), sub, target), sub), delivery.ReasonTimeout, true)
+	require.Less(t, time.Since(start), 10*time.Second)
+}
+
+// listen runs handle for every connection accepted on 127.0.0.1:0 until
+// the test ends, and returns the address and a count of connections.
+func listen(t *testing.T, handle func(net.Conn)) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepted = new(atomic.Int64)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String(), accepted
+}
+
+// TestCancelEndsConnect: cancelling the context ends an attempt stuck in
+// the TLS handshake at once, and its connection is closed.
+func TestCancelEndsConnect(t *testing.T) {
+	in := make(chan struct{}, 1)
+	gone := make(chan struct{}, 1)
+	addr, _ := listen(t, func(c net.Conn) {
+		in <- struct{}{}
+		_, _ = io.Copy(io.Discard, c) // never answers the ClientHello
+		gone <- struct{}{}
+	})
+	ca := webhooktest.NewCA(t)
+	n := newNotifier(t, loopbackTLS(ca), webhooktest.NewSigner(t))
+	target := "https://partner.test:" + portOf(t, addr) + "/h"
+	sub := testSub(target)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- n.Notify(ctx, testJob(testAlert("a-cancel-tls"), sub, target), sub) }()
+	<-in
+	cancel()
+	select {
+	case err := <-errc:
+		failure(t, err, delivery.ReasonUnknown, true)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the attempt did not end when its context was cancelled")
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection was not closed")
+	}
+}
+
+// TestCancelEndsExchange: cancelling the context ends an attempt waiting
+// for the response at once, and its connection is not kept.
+func TestCancelEndsExchange(t *testing.T) {
+	rc := webhooktest.New(t)
+	rc.Script(webhooktest.Hang())
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: time.Minute}, webhooktest.NewSigner(t))
+	target := rc.URL("/h")
+	sub := testSub(target)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- n.Notify(ctx, testJob(testAlert("a-cancel"), sub, target), sub) }()
+	require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
+	cancel()
+	select {
+	case err := <-errc:
+		failure(t, err, delivery.ReasonUnknown, true)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the attempt did not end when its context was cancelled")
+	}
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
+}
+
+func portOf(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	return port
+}
+
+// TestMaxConnsPerHost: deliveries beyond the bound wait for a connection
+// rather than fail, and the wait ends with the attempt.
+func TestMaxConnsPerHost(t *testing.T) {
+	t.Run("deliveries wait for the connection", func(t *testing.T) {
+		rc := webhooktest.New(t)
+		rc.Script(func(w http.ResponseWriter, _ *http.Request, _ <-chan struct{}) {
+			time.Sleep(10 * time.Millisecond) // the receiver is slow, so the deliveries overlap
+			w.WriteHeader(http.StatusNoContent)
+		})
+		n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 10 * time.Second, MaxConnsPerHost: 1},
+			webhooktest.NewSigner(t))
+		const deliveries = 8
+		var urls []string
+		for i := range deliveries {
+			urls = append(urls, rc.URL(fmt.Sprintf("/p/%d", i)))
+		}
+		sub := testSub(urls...)
+		var wg sync.WaitGroup
+		errs := make(chan error, deliveries)
+		for _, u := range urls {
+			wg.Go(func() { errs <- n.Notify(context.Background(), testJob(testAlert("a-maxconns"), sub, u), sub) })
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		require.Equal(t, deliveries, rc.Count())
+		require.EqualValues(t, 1, rc.Conns())
+	})
+	t.Run("the wait is bounded by the attempt", func(t *testing.T) {
+		rc := webhooktest.New(t)
+		rc.Script(webhooktest.Hang())
+		n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 300 * time.Millisecond, MaxConnsPerHost: 1},
+			webhooktest.NewSigner(t))
+		target := rc.URL("/h")
+		sub := testSub(target)
+		first := make(chan error, 1)
+		go func() { first <- n.Notify(context.Background(), testJob(testAlert("a-hold"), sub, target), sub) }()
+		require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
+		f := failure(t, n.Notify(context.Background(), testJob(testAlert("a-wait"), sub, target), sub), delivery.ReasonTimeout, true)
+		require.NotContains(t, f.Error(), "no free connections")
+		failure(t, <-first, delivery.ReasonTimeout, true)
+	})
+}
+
+// TestStaleConnection: a kept-alive connection that the server closed
+// while it was idle does not fail the next delivery, which goes out on a
+// new connection; a new connection closed without an answer is not tried
+// again.
+func TestStaleConnection(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	var requests atomic.Int64
+	addr, accepted := listen(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		requests.Add(1)
+		_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		c.Close() // no "Connection: close": the client finds out on its next request
+		closed <- struct{}{}
+	})
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
+	target := "http://" + addr + "/h"
+	sub := testSub(target)
+	job := testJob(testAlert("a-stale"), sub, target)
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	<-closed
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.EqualValues(t, 2, requests.Load())
+	require.EqualValues(t, 2, accepted.Load())
+
+	mute, mutes := listen(t, func(c net.Conn) {
+		_, _ = http.ReadRequest(bufio.NewReader(c)) // and close without a word
+	})
+	target = "http://" + mute + "/h"
+	sub = testSub(target)
+	failure(t, n.Notify(context.Background(), testJob(testAlert("a-mute"), sub, target), sub), delivery.ReasonConnect, true)
+	require.EqualValues(t, 1, mutes.Load(), "a new connection is not tried again")
+}
+
+// TestRebindingRefused: a name that resolved to an allowed address and
+// later resolves to a forbidden one is refused at the next connection.
+func TestRebindingRefused(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.TLS(ca))
+	var rebound atomic.Bool
+	lookup := func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if host != "partner.test" {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		if rebound.Load() {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	cfg := webhook.Config{Timeout: 5 * time.Second, RootCAs: ca.Pool(), AllowCIDRs: mustPrefixes("127.0.0.1/32"), LookupIP: lookup}
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	target := rc.URLFor("partner.test", "/h")
+	sub := testSub(target)
+	job := testJob(testAlert("a-rebind"), sub, target)
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	n.Close() // drop the kept-alive connection
+	rebound.Store(true)
+	f := failure(t, n.Notify(context.Background(), job, sub), delivery.ReasonRefused, false)
+	var refused *webhook.RefusedError
+	require.ErrorAs(t, f, &refused)
+	require.Equal(t, netip.MustParseAddr("127.0.0.2"), refused.Addr)
+	require.Equal(t, 1, rc.Count())
+}
+
+// TestRenewedCertificateClosesIdle: a renewed client certificate makes a
+// new pool, and the old pool's idle connection is closed.
+func TestRenewedCertificateClosesIdle(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.RequireClientCert(ca))
+	cert, key := ca.ClientCertFiles(t, "first.agency.test")
+	cfg := loopbackTLS(ca)
+	cfg.ClientCertDir = filepath.Dir(cert)
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	target := rc.URLFor("partner.test", "/mtls")
+	sub := testSub(target)
+	sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
+	job := testJob(testAlert("a-renew"), sub, target)
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.EqualValues(t, 1, rc.ActiveConns())
+
+	renewedCert, renewedKey := ca.ClientCertFiles(t, "second.agency.test")
+	for _, f := range [][2]string{{renewedCert, cert}, {renewedKey, key}} {
+		data, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1], data, 0o600))
+	}
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	reqs := rc.Requests()
+	require.Equal(t, "second.agency.test", reqs[len(reqs)-1].ClientCN)
+	require.EqualValues(t, 2, rc.Conns())
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the old certificate's idle connection is closed")
+}
+
+// TestTLSVersionFloor: a server that speaks nothing newer than TLS 1.1 is
+// refused in the handshake.
+func TestTLSVersionFloor(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	srvTLS := ca.ServerTLS()
+	srvTLS.MinVersion, srvTLS.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
+	require.NoError(t, err)
+	var served atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		served.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+
+	n := newNotifier(t, loopbackTLS(ca), webhooktest.NewSigner(t))
+	target := "https://partner.test:" + portOf(t, ln.Addr().String()) + "/h"
+	sub := testSub(target)
+	failure(t, n.Notify(context.Background(), testJob(testAlert("a-tls11"), sub, target), sub), delivery.ReasonTLS, true)
+	require.Zero(t, served.Load())
+}
