@@ -105,6 +105,9 @@ const (
 	writeBufferSize = 16 << 10
 	// idleTimeout closes a connection unused for that long.
 	idleTimeout = 90 * time.Second
+	// maxHosts is how many hosts' pools a pool keeps before it forgets
+	// those with no connection open.
+	maxHosts = 4096
 )
 
 // pool holds the connections of one kind of client (plain http to
@@ -152,6 +155,17 @@ func (p *pool) host(u *url.URL) *host {
 	defer p.mu.Unlock()
 	if h := p.hosts[addr]; h != nil {
 		return h
+	}
+	if len(p.hosts) >= maxHosts {
+		// Forget the hosts with no connection open, so that the map does
+		// not grow with every host ever delivered to. A route prepared
+		// earlier still holds its host, whose pool keeps working; a new
+		// route to that host gets a pool of its own.
+		for a, h := range p.hosts {
+			if h.hc.ConnsCount() == 0 {
+				delete(p.hosts, a)
+			}
+		}
 	}
 	h := &host{addr: addr, dialer: p.dialer}
 	if p.tls != nil {
