@@ -47,7 +47,8 @@ func IsRecordKey(key string) bool { return !strings.HasPrefix(key, "~") }
 
 // KeyOverlay is a partner's own OpenPGP key for one of its addresses. The
 // Registry's effective record has it in place of the key the record holds
-// for that address, while the record lists the address.
+// for that address, while the record lists the address and is the
+// incarnation the key was uploaded to (InForce).
 type KeyOverlay struct {
 	Subscriber string `json:"subscriber"`
 	Address    string `json:"address"`
@@ -55,12 +56,15 @@ type KeyOverlay struct {
 	By         string `json:"by"`
 	// At is when it was written.
 	At time.Time `json:"at"`
+	// Incarnation is the Incarnation of the record it was made against:
+	// it applies to that incarnation only.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // SecretsOverlay is a partner's own list of Standard Webhooks secrets for
 // one of its webhooks. The Registry's effective record has them in place
 // of the secrets the record holds for that webhook, while the record lists
-// its URL.
+// its URL and is the incarnation they were made for (InForce).
 type SecretsOverlay struct {
 	Subscriber string   `json:"subscriber"`
 	URL        string   `json:"url"`
@@ -68,6 +72,24 @@ type SecretsOverlay struct {
 	By         string   `json:"by"`
 	// At is when it was written.
 	At time.Time `json:"at"`
+	// Incarnation is the Incarnation of the record it was made against:
+	// it applies to that incarnation only.
+	Incarnation string `json:"incarnation,omitempty"`
+}
+
+// InForce reports whether o applies to rec, the partner's record as
+// written: the record lists o's address and is the incarnation o was made
+// against.
+func (o KeyOverlay) InForce(rec *Subscriber) bool {
+	return o.Incarnation == rec.Incarnation &&
+		slices.ContainsFunc(rec.Email, func(e Email) bool { return strings.EqualFold(e.Address, o.Address) })
+}
+
+// InForce reports whether o applies to rec, the partner's record as
+// written: the record lists o's webhook and is the incarnation o was made
+// against.
+func (o SecretsOverlay) InForce(rec *Subscriber) bool {
+	return o.Incarnation == rec.Incarnation && slices.ContainsFunc(rec.Webhooks, func(w Webhook) bool { return w.URL == o.URL })
 }
 
 // ReplacedOverlays returns the keys of the overlays that next, an

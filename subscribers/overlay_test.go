@@ -245,3 +245,47 @@ func TestReplacedOverlays(t *testing.T) {
 		})
 	}
 }
+
+// TestOverlaysApplyToTheirIncarnation: a partner's own key and secrets
+// apply only to the incarnation of the record they were made against: a
+// record created again under the id (a new incarnation) is untouched by
+// them, as a packed record through the registry, and InForce says so; an
+// administrator's update, which keeps the incarnation, keeps them in
+// force.
+func TestOverlaysApplyToTheirIncarnation(t *testing.T) {
+	r := subscribers.NewRegistry()
+	first := mailPartner("acme", hook1)
+	first.Incarnation = "inc-1"
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, first)))
+	k, s := keyOverlay("acme", mail1, keyNew), secretsOverlay("acme", hook1, secret2)
+	k.Incarnation, s.Incarnation = "inc-1", "inc-1"
+	applyOverlay(t, r, k)
+	applyOverlay(t, r, s)
+	got := r.Get("acme")
+	assert.Equal(t, []string{keyNew, ""}, pgpKeys(got))
+	assert.Equal(t, []string{secret2}, got.Webhooks[0].Secrets)
+	assert.True(t, k.InForce(r.Record("acme")))
+	assert.True(t, s.InForce(r.Record("acme")))
+
+	updated := mailPartner("acme", hook1)
+	updated.Incarnation, updated.Name = "inc-1", "Acme Ltd"
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, updated)))
+	assert.Equal(t, []string{keyNew, ""}, pgpKeys(r.Get("acme")), "an update keeps the incarnation and the partner's key")
+
+	again := mailPartner("acme", hook1)
+	again.Incarnation = "inc-2"
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, again)))
+	got = r.Get("acme")
+	assert.Equal(t, "inc-2", got.Incarnation, "the incarnation goes through the packed record")
+	assert.Equal(t, []string{keyOld, ""}, pgpKeys(got), "the record's key, not the old incarnation's upload")
+	assert.Equal(t, again.Webhooks[0].Secrets, got.Webhooks[0].Secrets)
+	assert.False(t, k.InForce(r.Record("acme")))
+	assert.False(t, s.InForce(r.Record("acme")))
+	assert.Len(t, r.KeyOverlays("acme"), 1, "still held, for deletion to clear")
+
+	legacy := mailPartner("acme", hook1) // written before incarnations
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, legacy)))
+	old := keyOverlay("acme", mail1, keyNew)
+	applyOverlay(t, r, old)
+	assert.Equal(t, []string{keyNew, ""}, pgpKeys(r.Get("acme")), "a record and an overlay without incarnation match")
+}

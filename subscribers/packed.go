@@ -40,7 +40,7 @@ const packDisabled = 1
 
 // pack encodes s into one string.
 func pack(s *Subscriber) string {
-	n := 64 + len(s.ID) + len(s.Name) + len(s.Kind) + len(s.MinSeverity) + len(s.Clearance) + len(s.Status)
+	n := 64 + len(s.ID) + len(s.Name) + len(s.Incarnation) + len(s.Kind) + len(s.MinSeverity) + len(s.Clearance) + len(s.Status)
 	for _, x := range s.Sectors {
 		n += 2 + len(x)
 	}
@@ -98,6 +98,7 @@ func pack(s *Subscriber) string {
 	if s.Pull != nil {
 		b = packWord(b, string(s.Pull.MaxTLP))
 	}
+	b = packString(b, s.Incarnation)
 	return string(b)
 }
 
@@ -307,6 +308,7 @@ func unpack(p string) *Subscriber {
 	if flags&packPull != 0 {
 		s.Pull = &Pull{MaxTLP: alerts.TLP(u.word())}
 	}
+	s.Incarnation = u.string()
 	if u.i != len(p) {
 		panic("subscribers: a packed record longer than its fields")
 	}

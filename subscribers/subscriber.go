@@ -61,6 +61,17 @@ type Subscriber struct {
 	// receive by the pull channel: a TAXII 2.1 collection and a MISP feed
 	// (PRODUCT.md §11), read with a partner token.
 	Pull *Pull `json:"pull,omitempty" yaml:"pull,omitempty"`
+	// Incarnation is Herald's: it names the partner's record from its
+	// creation until its deletion, and a record created again under the
+	// same id gets a new one (SubscriberStore.Put in internal/app sets it;
+	// a value supplied with a record is replaced). A partner's own key or
+	// secrets (KeyOverlay, SecretsOverlay) apply only to the incarnation
+	// they were made against, so a partner registered under an old id
+	// never inherits a key or secret its predecessor uploaded, even one
+	// written after the re-creation by a process that had not yet seen
+	// the deletion. Records written before it existed have none, and
+	// their overlays none either.
+	Incarnation string `json:"incarnation,omitempty" yaml:"incarnation,omitempty"`
 }
 
 // Pull is a partner's pull channel.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,8 +56,10 @@ type PartnerManaged struct {
 type ManagedKey struct {
 	Address string `json:"address"`
 	KeyStatus
-	// InForce says whether the record lists the address: a key for an
-	// address it no longer lists changes nothing.
+	// InForce says whether the record lists the address and is the
+	// incarnation the key was uploaded to (subscribers.KeyOverlay.InForce):
+	// a key for an address it no longer lists, or uploaded to a deleted
+	// partner's record under the same id, changes nothing.
 	InForce bool      `json:"in_force"`
 	By      string    `json:"by"`
 	At      time.Time `json:"at"`
@@ -70,7 +71,9 @@ type ManagedKey struct {
 type ManagedSecrets struct {
 	URL     string   `json:"url"`
 	Secrets []string `json:"secrets"`
-	// InForce says whether the record lists the webhook.
+	// InForce says whether the record lists the webhook and is the
+	// incarnation the secrets were made for
+	// (subscribers.SecretsOverlay.InForce).
 	InForce bool      `json:"in_force"`
 	By      string    `json:"by"`
 	At      time.Time `json:"at"`
@@ -92,8 +95,8 @@ type Directory interface {
 // secrets for one webhook, as its own record beside the partner's record,
 // which it never rewrites (app.SubscriberStore satisfies it).
 type OverlayWriter interface {
-	SetKey(ctx context.Context, actor, subscriber, address, pgpKey string, now time.Time) error
-	SetSecrets(ctx context.Context, actor, subscriber, url string, secrets []string, now time.Time) error
+	SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error
+	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, secrets []string, now time.Time) error
 }
 
 // EndpointWriter records an administrator's change of an endpoint's state
@@ -230,8 +233,7 @@ func (h *handler) listPartnerManaged(w http.ResponseWriter, r *http.Request) {
 func PartnerManagedOf(d Directory, rec *subscribers.Subscriber, now time.Time) PartnerManaged {
 	out := PartnerManaged{Keys: []ManagedKey{}, Secrets: []ManagedSecrets{}}
 	for _, o := range d.KeyOverlays(rec.ID) {
-		mk := ManagedKey{Address: o.Address, By: o.By, At: o.At,
-			InForce: slices.ContainsFunc(rec.Email, func(e subscribers.Email) bool { return strings.EqualFold(e.Address, o.Address) })}
+		mk := ManagedKey{Address: o.Address, By: o.By, At: o.At, InForce: o.InForce(rec)}
 		if ks := keyStatus(o.PGPKey, now); ks != nil {
 			mk.KeyStatus = *ks
 		}
@@ -239,7 +241,7 @@ func PartnerManagedOf(d Directory, rec *subscribers.Subscriber, now time.Time) P
 	}
 	for _, o := range d.SecretsOverlays(rec.ID) {
 		out.Secrets = append(out.Secrets, ManagedSecrets{URL: o.URL, Secrets: redactSecrets(o.Secrets), By: o.By, At: o.At,
-			InForce: slices.ContainsFunc(rec.Webhooks, func(w subscribers.Webhook) bool { return w.URL == o.URL })})
+			InForce: o.InForce(rec)})
 	}
 	return out
 }

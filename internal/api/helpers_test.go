@@ -108,19 +108,21 @@ func (w *subscriberStore) Delete(ctx context.Context, actor, id string) error {
 	return nil
 }
 
-func (w *subscriberStore) SetKey(ctx context.Context, actor, subscriber, address, pgpKey string, now time.Time) error {
-	if err := w.SubscriberStore.SetKey(ctx, actor, subscriber, address, pgpKey, now); err != nil {
+func (w *subscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
+	if err := w.SubscriberStore.SetKey(ctx, actor, rec, address, pgpKey, now); err != nil {
 		return err
 	}
-	w.reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: subscriber, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC()})
+	w.reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: rec.ID, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC(),
+		Incarnation: rec.Incarnation})
 	return nil
 }
 
-func (w *subscriberStore) SetSecrets(ctx context.Context, actor, subscriber, url string, secrets []string, now time.Time) error {
-	if err := w.SubscriberStore.SetSecrets(ctx, actor, subscriber, url, secrets, now); err != nil {
+func (w *subscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, secrets []string, now time.Time) error {
+	if err := w.SubscriberStore.SetSecrets(ctx, actor, rec, url, secrets, now); err != nil {
 		return err
 	}
-	w.reg.PutSecretsOverlay(subscribers.SecretsOverlay{Subscriber: subscriber, URL: url, Secrets: secrets, By: actor, At: now.UTC()})
+	w.reg.PutSecretsOverlay(subscribers.SecretsOverlay{Subscriber: rec.ID, URL: url, Secrets: secrets, By: actor, At: now.UTC(),
+		Incarnation: rec.Incarnation})
 	return nil
 }
 

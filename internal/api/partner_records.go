@@ -257,7 +257,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	next := cloneRecord(old)
 	next.Email[i].PGPKey = armored
 	if !p.check(w, next) ||
-		!p.stored(w, old.ID, p.Overlays.SetKey(r.Context(), partnerActor(r), old.ID, old.Email[i].Address, armored, now)) {
+		!p.stored(w, old.ID, p.Overlays.SetKey(r.Context(), partnerActor(r), old, old.Email[i].Address, armored, now)) {
 		return
 	}
 	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerKey, Object: "subscriber:" + old.ID,
@@ -337,7 +337,7 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = append(next.Webhooks[i].Secrets, secret)
-	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old.ID,
+	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
 		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
@@ -384,7 +384,7 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = slices.Delete(next.Webhooks[i].Secrets, j, j+1)
-	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old.ID,
+	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
 		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
 		return
 	}

@@ -297,6 +297,58 @@ func TestRecreatedPartnerDoesNotInheritKey(t *testing.T) {
 	}
 }
 
+// TestUploadAfterRecreationIsNotInherited: the old partner's key upload
+// and secret rotation, accepted by process B, which has not yet seen the
+// partner's deletion and re-creation under the same id through process
+// A, land after the re-creation. They were made against the old record's
+// incarnation, so the new partner inherits neither, in either process,
+// and administrators see them as not in force.
+func TestUploadAfterRecreationIsNotInherited(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	a, b := twoProcesses(t)
+	b.sync()
+	old := b.reg.Record("acme")
+	require.NotNil(t, old)
+	b.hold()
+	code, out := a.call("DELETE", "/v1/subscribers/acme", overlayAdminToken, "", "")
+	require.Equal(t, http.StatusNoContent, code, out)
+	const newSecret = "whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"
+	again := `{"name": "Acme Car Wash (new owners)", "kind": "business", "sectors": ["car-washes"], "clearance": "AMBER",
+		"email": [{"address": "` + overlayMail + `"}],
+		"webhooks": [{"url": "` + overlayHook + `", "secrets": ["` + newSecret + `"]}]}`
+	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", again)
+	require.Equal(t, http.StatusOK, code, out)
+	a.sync()
+	recreated := a.reg.Record("acme")
+	require.NotNil(t, recreated)
+	require.NotEqual(t, old.Incarnation, recreated.Incarnation, "a record created again starts a new incarnation")
+
+	// B still holds the old partner's record: it takes the old partner's
+	// changes, and writes them after the re-creation.
+	code, out = b.call("PUT", "/v1/partner/email/"+overlayMail+"/key", overlayPartnerToken, "application/pgp-keys", alice)
+	require.Equal(t, http.StatusOK, code, out)
+	code, out = b.call("POST", "/v1/partner/webhooks/0/secrets", overlayPartnerToken, "", "")
+	require.Equal(t, http.StatusCreated, code, out)
+	b.release()
+	a.sync()
+	b.sync()
+	for _, p := range []*apiProcess{a, b} {
+		got := p.reg.Get("acme")
+		require.NotNil(t, got)
+		assert.Equal(t, "Acme Car Wash (new owners)", got.Name)
+		assert.Empty(t, got.Email[0].PGPKey, "no key of the old partner")
+		assert.Equal(t, []string{newSecret}, got.Webhooks[0].Secrets, "no secret of the old partner")
+	}
+	code, out = a.call("GET", "/v1/subscribers/acme/partner-managed", overlayAdminToken, "", "")
+	require.Equal(t, http.StatusOK, code, out)
+	var managed api.PartnerManaged
+	require.NoError(t, json.Unmarshal([]byte(out), &managed))
+	require.Len(t, managed.Keys, 1)
+	require.Len(t, managed.Secrets, 1)
+	assert.False(t, managed.Keys[0].InForce, "the old partner's key is shown, not in force")
+	assert.False(t, managed.Secrets[0].InForce, "the old partner's secrets are shown, not in force")
+}
+
 // TestAdminPutFromOldGETKeepsPartnerKey: an administrator's record put
 // back through process A from a GET made before the partner's key upload
 // through process B leaves the partner's newer key in force; a record
@@ -338,4 +390,28 @@ func TestAdminPutFromOldGETKeepsPartnerKey(t *testing.T) {
 		assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(got.Email[0].PGPKey), "the administrator's explicit key")
 		assert.Empty(t, p.reg.KeyOverlays("acme"))
 	}
+}
+
+// TestIncarnationIsHeralds: a record's incarnation is Herald's: a new
+// record starts one, an update keeps it whatever the administrator sends,
+// and it is part of the record as read.
+func TestIncarnationIsHeralds(t *testing.T) {
+	a, _ := twoProcesses(t)
+	a.sync()
+	first := a.reg.Record("acme").Incarnation
+	require.NotEmpty(t, first, "a record put through the store starts an incarnation")
+	code, out := a.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
+	require.Equal(t, http.StatusOK, code, out)
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &rec))
+	assert.Equal(t, first, rec["incarnation"])
+	rec["incarnation"], rec["name"] = "forged", "Acme Car Wash Ltd"
+	body, err := json.Marshal(rec)
+	require.NoError(t, err)
+	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+	require.Equal(t, http.StatusOK, code, out)
+	a.sync()
+	got := a.reg.Record("acme")
+	assert.Equal(t, "Acme Car Wash Ltd", got.Name)
+	assert.Equal(t, first, got.Incarnation, "an update keeps the incarnation, whatever was sent")
 }

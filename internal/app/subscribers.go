@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -57,14 +59,25 @@ func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*
 	olds := make([]*subscribers.Subscriber, len(subs))
 	var clear []string
 	for i, sub := range subs {
+		if prev != nil {
+			olds[i] = prev(sub.ID)
+		}
+		// The record keeps the incarnation of the one it replaces; a new
+		// record starts one (subscribers.Subscriber.Incarnation).
+		if olds[i] != nil {
+			sub.Incarnation = olds[i].Incarnation
+		} else {
+			inc, err := newIncarnation()
+			if err != nil {
+				return fmt.Errorf("subscriber %s: %w", sub.ID, err)
+			}
+			sub.Incarnation = inc
+		}
 		v, err := json.Marshal(sub)
 		if err != nil {
 			return fmt.Errorf("encode subscriber %s: %w", sub.ID, err)
 		}
 		msgs[i] = kafka.Message{Key: []byte(sub.ID), Value: v}
-		if prev != nil {
-			olds[i] = prev(sub.ID)
-		}
 		clear = append(clear, subscribers.ReplacedOverlays(olds[i], sub)...)
 		if olds[i] == nil && s.Overlays != nil {
 			clear = append(clear, s.Overlays.OverlayKeys(sub.ID)...)
@@ -88,6 +101,16 @@ func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*
 		}
 	}
 	return nil
+}
+
+// newIncarnation returns a new record incarnation: 96 random bits,
+// base64url.
+func newIncarnation() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("new record incarnation: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
 // clearOverlays writes a tombstone for each overlay key, each once,
@@ -150,20 +173,24 @@ func (s SubscriberStore) SetEndpoint(ctx context.Context, actor, subscriber, url
 
 // SetKey records pgpKey as the partner's own key for its address, as
 // actor, as its own record (subscribers.KeyOverlay) beside the partner's
-// record, which is never rewritten. The caller checks the key and records
-// the change in the audit trail.
-func (s SubscriberStore) SetKey(ctx context.Context, actor, subscriber, address, pgpKey string, now time.Time) error {
-	o := subscribers.KeyOverlay{Subscriber: subscriber, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC()}
-	return s.writeOverlay(ctx, subscribers.KeyOverlayKey(subscriber, address), o, "key of "+subscriber)
+// record rec, which is never rewritten; the key applies to rec's
+// incarnation only. The caller checks the key and records the change in
+// the audit trail.
+func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
+	o := subscribers.KeyOverlay{Subscriber: rec.ID, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC(),
+		Incarnation: rec.Incarnation}
+	return s.writeOverlay(ctx, subscribers.KeyOverlayKey(rec.ID, address), o, "key of "+rec.ID)
 }
 
 // SetSecrets records secrets as the partner's own secrets for its webhook
 // url, as actor, as its own record (subscribers.SecretsOverlay) beside the
-// partner's record, which is never rewritten. The caller checks the
-// secrets and records the change in the audit trail.
-func (s SubscriberStore) SetSecrets(ctx context.Context, actor, subscriber, url string, secrets []string, now time.Time) error {
-	o := subscribers.SecretsOverlay{Subscriber: subscriber, URL: url, Secrets: secrets, By: actor, At: now.UTC()}
-	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(subscriber, url), o, "webhook secrets of "+subscriber)
+// partner's record rec, which is never rewritten; they apply to rec's
+// incarnation only. The caller checks the secrets and records the change
+// in the audit trail.
+func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, secrets []string, now time.Time) error {
+	o := subscribers.SecretsOverlay{Subscriber: rec.ID, URL: url, Secrets: secrets, By: actor, At: now.UTC(),
+		Incarnation: rec.Incarnation}
+	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(rec.ID, url), o, "webhook secrets of "+rec.ID)
 }
 
 // writeOverlay writes one overlay, what, under key.

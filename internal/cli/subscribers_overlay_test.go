@@ -57,8 +57,10 @@ func TestSubscribersCommandsAndPartnersOwnKeys(t *testing.T) {
 	code, _, errOut := run(t, "", "subscribers", "put", asWritten)
 	require.Equal(t, 0, code, errOut)
 	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
-	require.NoError(t, store.SetKey(context.Background(), "partner:acme-soc", "acme", addr, alice, time.Now()))
-	require.NoError(t, store.SetSecrets(context.Background(), "partner:acme-soc", "acme", hook, []string{secret1, secret2}, time.Now()))
+	cur := effective()
+	require.NotEmpty(t, cur.Incarnation, "a new record starts an incarnation")
+	require.NoError(t, store.SetKey(context.Background(), "partner:acme-soc", cur, addr, alice, time.Now()))
+	require.NoError(t, store.SetSecrets(context.Background(), "partner:acme-soc", cur, hook, []string{secret1, secret2}, time.Now()))
 
 	code, out, errOut := run(t, "", "subscribers", "get", "acme")
 	require.Equal(t, 0, code, errOut)
