@@ -281,20 +281,32 @@ func TestRecreatedPartnerDoesNotInheritKey(t *testing.T) {
 	require.Nil(t, a.reg.Get("acme"))
 	require.Nil(t, b.reg.Get("acme"))
 
-	again := `{"name": "Acme Car Wash (new owners)", "kind": "business", "sectors": ["car-washes"], "clearance": "AMBER",
-		"email": [{"address": "` + overlayMail + `"}],
-		"webhooks": [{"url": "` + overlayHook + `", "secrets": ["whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"]}]}`
-	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", again)
-	require.Equal(t, http.StatusOK, code, out)
-	a.sync()
+	recreateAcme(t, a)
 	b.sync()
 	for _, p := range []*apiProcess{a, b} {
 		got := p.reg.Get("acme")
 		require.NotNil(t, got)
 		assert.Empty(t, got.Email[0].PGPKey, "no key of the old partner")
-		assert.Equal(t, []string{"whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"}, got.Webhooks[0].Secrets, "no secret of the old partner")
+		assert.Equal(t, []string{newOwnersSecret}, got.Webhooks[0].Secrets, "no secret of the old partner")
 		assert.Empty(t, p.reg.OverlayKeys("acme"), "every overlay of the id is cleared")
 	}
+}
+
+// newOwnersSecret is the webhook secret of the partner recreateAcme
+// registers.
+const newOwnersSecret = "whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"
+
+// recreateAcme registers a new partner under the deleted id acme through
+// p, with the old partner's address (no key) and webhook (newOwnersSecret),
+// and waits for p's registry to have it.
+func recreateAcme(t *testing.T, p *apiProcess) {
+	t.Helper()
+	again := `{"name": "Acme Car Wash (new owners)", "kind": "business", "sectors": ["car-washes"], "clearance": "AMBER",
+		"email": [{"address": "` + overlayMail + `"}],
+		"webhooks": [{"url": "` + overlayHook + `", "secrets": ["` + newOwnersSecret + `"]}]}`
+	code, out := p.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", again)
+	require.Equal(t, http.StatusOK, code, out)
+	p.sync()
 }
 
 // TestUploadAfterRecreationIsNotInherited: the old partner's key upload
@@ -312,13 +324,7 @@ func TestUploadAfterRecreationIsNotInherited(t *testing.T) {
 	b.hold()
 	code, out := a.call("DELETE", "/v1/subscribers/acme", overlayAdminToken, "", "")
 	require.Equal(t, http.StatusNoContent, code, out)
-	const newSecret = "whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"
-	again := `{"name": "Acme Car Wash (new owners)", "kind": "business", "sectors": ["car-washes"], "clearance": "AMBER",
-		"email": [{"address": "` + overlayMail + `"}],
-		"webhooks": [{"url": "` + overlayHook + `", "secrets": ["` + newSecret + `"]}]}`
-	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", again)
-	require.Equal(t, http.StatusOK, code, out)
-	a.sync()
+	recreateAcme(t, a)
 	recreated := a.reg.Record("acme")
 	require.NotNil(t, recreated)
 	require.NotEqual(t, old.Incarnation, recreated.Incarnation, "a record created again starts a new incarnation")
@@ -337,7 +343,7 @@ func TestUploadAfterRecreationIsNotInherited(t *testing.T) {
 		require.NotNil(t, got)
 		assert.Equal(t, "Acme Car Wash (new owners)", got.Name)
 		assert.Empty(t, got.Email[0].PGPKey, "no key of the old partner")
-		assert.Equal(t, []string{newSecret}, got.Webhooks[0].Secrets, "no secret of the old partner")
+		assert.Equal(t, []string{newOwnersSecret}, got.Webhooks[0].Secrets, "no secret of the old partner")
 	}
 	code, out = a.call("GET", "/v1/subscribers/acme/partner-managed", overlayAdminToken, "", "")
 	require.Equal(t, http.StatusOK, code, out)
