@@ -73,7 +73,7 @@ type Options struct {
 	// followed by the command's own Env.
 	Serve func(ctx context.Context, args ...string) *exec.Cmd
 	// Runs, if not empty, limits the suite to the named runs (RunFanout,
-	// RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers), to profile
+	// RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers, RunRoles), to profile
 	// one of them. Peak RSS is always reported.
 	Runs []string
 }
@@ -86,10 +86,11 @@ const (
 	RunLatency = "latency"
 	RunStatus  = "status"
 	RunWorkers = "workers"
+	RunRoles   = "roles"
 )
 
 // AllRuns lists the runs in the order they run.
-var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers}
+var AllRuns = []string{RunFanout, RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers, RunRoles}
 
 // runs reports whether run is selected.
 func (o Options) runs(run string) bool { return len(o.Runs) == 0 || slices.Contains(o.Runs, run) }
@@ -165,6 +166,7 @@ const (
 	StatusLookup        = "status.lookup"
 	StatusLookupP99     = "status.lookup.p99"
 	WorkersRSS          = "rss.workers"
+	RolesCPUPerDelivery = "cpu.roles_per_delivery_us"
 	unitJobsPerSecond   = "jobs/s"
 	unitSignatures      = "signatures"
 	unitDeliveriesPerS  = "deliveries/s"
@@ -306,6 +308,13 @@ func Run(ctx context.Context, opt Options) ([]Result, error) {
 	if opt.runs(RunWorkers) {
 		wk, err := env.runWorkers(ctx)
 		results = append(results, wk...)
+		if err != nil {
+			return results, err
+		}
+	}
+	if opt.runs(RunRoles) {
+		ro, err := env.runRoles(ctx)
+		results = append(results, ro...)
 		if err != nil {
 			return results, err
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -44,7 +45,7 @@ func TestRunTinySuite(t *testing.T) {
 	}
 	assert.Equal(t, []string{FanoutJobs, FanoutSignsHerald, FanoutSignsSTIX, FanoutSignsMISP, FanoutSignsCAP, FanoutSignsEmail,
 		WebhookDeliveries, WebhookRawFastHTTP, CPUPerDelivery, EmailMessages, LatencyP50, LatencyP99, PeakRSS,
-		StatusReceipts, StatusRebuild, StatusLookup, StatusLookupP99, WorkersRSS}, names)
+		StatusReceipts, StatusRebuild, StatusLookup, StatusLookupP99, WorkersRSS, RolesCPUPerDelivery}, names)
 	for _, r := range results {
 		assert.Greater(t, r.Herald, 0.0, r.Name)
 		assert.NotEmpty(t, r.Unit, r.Name)
@@ -70,9 +71,12 @@ func TestRunTinySuite(t *testing.T) {
 	}
 	assert.LessOrEqual(t, byName[LatencyP50].Herald, byName[LatencyP99].Herald)
 
-	// CPU time per delivery: some, and less than a second.
+	// CPU time per delivery: some, and less than a second; Herald's roles
+	// alone, in a process of their own, too.
 	assert.Equal(t, "µs", byName[CPUPerDelivery].Unit)
 	assert.Less(t, byName[CPUPerDelivery].Herald, 1e6)
+	assert.Equal(t, "µs", byName[RolesCPUPerDelivery].Unit)
+	assert.Less(t, byName[RolesCPUPerDelivery].Herald, 1e6)
 
 	// The status history is the one asked for, and every request was
 	// answered (a wrong answer is an error of Run).
@@ -216,6 +220,39 @@ func TestParseHWM(t *testing.T) {
 	require.Error(t, err)
 	_, err = parseHWM([]byte("VmHWM:\tmany kB\n"))
 	require.Error(t, err)
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with a space and a parenthesis; utime 250 and stime
+	// 75 ticks of 1/100 s.
+	stat := []byte("4242 (herald (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 12 0 123456 1000000 2000 18446744073709551615")
+	d, err := parseStatCPU(stat)
+	require.NoError(t, err)
+	assert.Equal(t, 3250*time.Millisecond, d)
+	_, err = parseStatCPU([]byte("4242 (herald) S 1 2 3"))
+	require.ErrorContains(t, err, "fields after the command name")
+	_, err = parseStatCPU([]byte("4242 (herald) S 1 4242 4242 0 -1 4194560 1234 0 0 0 x 75 0"))
+	require.ErrorContains(t, err, "utime")
+	_, err = parseStatCPU([]byte("no name"))
+	require.Error(t, err)
+
+	// This process's own, read from /proc, agrees with getrusage(2) to
+	// the tick: after 100 ms of CPU time by getrusage, /proc says at
+	// least 80 ms more.
+	before, err := processCPU(os.Getpid())
+	require.NoError(t, err)
+	start, err := cpuTime()
+	require.NoError(t, err)
+	for {
+		now, err := cpuTime()
+		require.NoError(t, err)
+		if now-start >= 100*time.Millisecond {
+			break
+		}
+	}
+	after, err := processCPU(os.Getpid())
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, after-before, 80*time.Millisecond)
 }
 
 func TestPercentile(t *testing.T) {

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -16,10 +18,11 @@ func init() { extraCommands = append(extraCommands, newBenchCmd) }
 
 func newBenchCmd(e *env) *cobra.Command {
 	var (
-		quick      bool
-		output     string
-		cpuprofile string
-		runs       []string
+		quick       bool
+		output      string
+		cpuprofile  string
+		serveBinary string
+		runs        []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -32,8 +35,9 @@ func newBenchCmd(e *env) *cobra.Command {
 			"webhooks.allow_insecure_loopback and webhooks.allow_cidrs 127.0.0.0/8, smtp.tls none, and a short\n" +
 			"retry schedule on its own copy of the configuration; the delivery settings are used as configured.\n" +
 			"The status run times GET /v1/alerts/{id}/deliveries against a receipts topic of 1,000,000 receipts;\n" +
-			"the workers run measures a separate `herald serve --roles fanout,deliver` process (this program,\n" +
-			"started again) against a broker in this one.\n" +
+			"the workers and roles runs measure a separate `herald serve --roles fanout,deliver` process (this\n" +
+			"program, started again) against a broker in this one: its peak memory with 100,000 partners, and\n" +
+			"its CPU time per webhook delivery (Herald's work alone, without the broker and receivers).\n" +
 			"--quick runs a version of every run that takes seconds (a status history of 50,000 receipts).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -50,6 +54,12 @@ func newBenchCmd(e *env) *cobra.Command {
 				lc.Log.Level = "warn"
 			}
 			opt := bench.Options{Quick: quick, Config: c, Log: e.logger(&lc), Progress: e.stderr, Runs: runs}
+			if serveBinary != "" {
+				if _, err := os.Stat(serveBinary); err != nil {
+					return invalid(fmt.Errorf("--serve-binary: %w", err))
+				}
+				opt.Serve = func(_ context.Context, args ...string) *exec.Cmd { return exec.Command(serveBinary, args...) }
+			}
 			if cpuprofile != "" {
 				f, err := os.Create(cpuprofile)
 				if err != nil {
@@ -77,7 +87,9 @@ func newBenchCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&quick, "quick", false, "run a seconds-long version of every run (for CI)")
 	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run, this process only, to FILE (go tool pprof -top FILE)")
-	cmd.Flags().StringSliceVar(&runs, "run", nil, "run only these (fanout, webhook, email, latency, status, workers; comma-separated), e.g. to profile one")
+	cmd.Flags().StringVar(&serveBinary, "serve-binary", "", "run this herald program as the serve process of the workers and roles runs instead of this one, to compare\n"+
+		"builds on one harness (it must read this build's configuration file)")
+	cmd.Flags().StringSliceVar(&runs, "run", nil, "run only these (fanout, webhook, email, latency, status, workers, roles; comma-separated), e.g. to profile one")
 	outputFlag(cmd, &output)
 	return cmd
 }

@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// runRoles is run 8: the webhook run's deliveries (WebhookPartners
+// partners with one webhook each on the loopback receivers, Rounds alerts)
+// made by Herald's own fanout and deliver roles in a process of their own,
+// `herald serve --roles fanout,deliver` (this program, started again),
+// against an embedded broker in this process. It reports the CPU time of
+// that process alone per delivery (user + system of all its threads, from
+// /proc/<pid>/stat), counted as cpu.per_delivery_us counts a Herald pass:
+// from just before the alert is written until every delivery has arrived
+// and the deliver group has committed every job. cpu.per_delivery_us also
+// counts the broker, the receivers and the bench, which share its
+// process; this figure is Herald's work alone. It has no goal.
+func (e *env) runRoles(ctx context.Context) ([]Result, error) {
+	opt := e.opt
+	c := *e.cfg
+	b, err := app.OpenBus(ctx, &c, false, opt.Log.With("component", "bench-roles"))
+	if err != nil {
+		return nil, fmt.Errorf("roles: open embedded broker: %w", err)
+	}
+	defer b.Close()
+	if err := b.EnsureTopics(ctx, len(c.Delivery.RetrySchedule)); err != nil {
+		return nil, fmt.Errorf("roles: %w", err)
+	}
+	hooks := make([]*subscribers.Subscriber, opt.WebhookPartners)
+	for i := range hooks {
+		hooks[i] = e.partner(fmt.Sprintf("wh-%05d", i), webhookSector, false, true, i)
+	}
+	e.progress("roles: registering %d partners through the subscribers topic", len(hooks))
+	if err := register(ctx, b, hooks); err != nil {
+		return nil, fmt.Errorf("roles: %w", err)
+	}
+	cfg := e.workersConfig(b)
+	cfg.View.Dir = filepath.Join(e.dir, "roles-view")
+	file := filepath.Join(e.dir, "roles.yaml")
+	if err := writeConfig(file, cfg); err != nil {
+		return nil, fmt.Errorf("roles: %w", err)
+	}
+	e.progress("roles: starting herald serve --roles fanout,deliver against this process's broker")
+	child, err := e.startServe(ctx, "serve", "--roles", app.RoleFanout+","+app.RoleDeliver, "--config", file)
+	if err != nil {
+		return nil, fmt.Errorf("roles: %w", err)
+	}
+	defer child.stop()
+	perDelivery, err := e.throughRoles(child, b, hooks)
+	if err != nil {
+		return nil, fmt.Errorf("roles: %w%s", err, child.logTail())
+	}
+	if err := child.stop(); err != nil {
+		return nil, fmt.Errorf("roles: %w%s", err, child.logTail())
+	}
+	e.progress("roles: %.1f µs of the fanout and deliver process's CPU time per delivery", perDelivery)
+	return []Result{{Name: RolesCPUPerDelivery, Herald: perDelivery, Unit: unitMicroseconds}}, nil
+}
+
+// throughRoles warms the serve process up with one delivery, then sends
+// Rounds alerts to hooks through it and returns its CPU time per delivery
+// in µs over those passes.
+func (e *env) throughRoles(p *serveProcess, b *bus.Bus, hooks []*subscribers.Subscriber) (float64, error) {
+	ctx := p.ctx
+	pub := b.Producer(bus.TopicAlerts)
+	e.progress("roles: waiting for the process to join its groups")
+	if _, err := e.latencyOnce(ctx, pub, hooks[0], "bench-roles-warm", workersStartTimeout); err != nil {
+		return 0, fmt.Errorf("warm-up: %w", err)
+	}
+	if err := waitCommitted(ctx, b, app.GroupDeliver, bus.TopicDeliveries); err != nil {
+		return 0, err
+	}
+	pid := p.cmd.Process.Pid
+	var total, elapsed time.Duration
+	for round := range e.opt.Rounds {
+		before, err := processCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := e.publishAndWait(ctx, pub, "roles", webhookSector, round, hooks, e.hooks,
+			func(s *subscribers.Subscriber) string { return s.Webhooks[0].URL }, &elapsed); err != nil {
+			return 0, err
+		}
+		if err := waitCommitted(ctx, b, app.GroupDeliver, bus.TopicDeliveries); err != nil {
+			return 0, err
+		}
+		after, err := processCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		total += after - before
+	}
+	n := e.opt.Rounds * len(hooks)
+	return float64(total.Nanoseconds()) / 1e3 / float64(n), nil
+}
