@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/herald-alerts/herald/internal/app"
@@ -23,42 +22,18 @@ import (
 // counts the broker, the receivers and the bench, which share its
 // process; this figure is Herald's work alone. It has no goal.
 func (e *env) runRoles(ctx context.Context) ([]Result, error) {
-	opt := e.opt
-	c := *e.cfg
-	b, err := app.OpenBus(ctx, &c, false, opt.Log.With("component", "bench-roles"))
-	if err != nil {
-		return nil, fmt.Errorf("roles: open embedded broker: %w", err)
-	}
-	defer b.Close()
-	if err := b.EnsureTopics(ctx, len(c.Delivery.RetrySchedule)); err != nil {
-		return nil, fmt.Errorf("roles: %w", err)
-	}
-	hooks := make([]*subscribers.Subscriber, opt.WebhookPartners)
+	hooks := make([]*subscribers.Subscriber, e.opt.WebhookPartners)
 	for i := range hooks {
 		hooks[i] = e.partner(fmt.Sprintf("wh-%05d", i), webhookSector, false, true, i)
 	}
-	e.progress("roles: registering %d partners through the subscribers topic", len(hooks))
-	if err := register(ctx, b, hooks); err != nil {
-		return nil, fmt.Errorf("roles: %w", err)
-	}
-	cfg := e.workersConfig(b)
-	cfg.View.Dir = filepath.Join(e.dir, "roles-view")
-	file := filepath.Join(e.dir, "roles.yaml")
-	if err := writeConfig(file, cfg); err != nil {
-		return nil, fmt.Errorf("roles: %w", err)
-	}
-	e.progress("roles: starting herald serve --roles fanout,deliver against this process's broker")
-	child, err := e.startServe(ctx, "serve", "--roles", app.RoleFanout+","+app.RoleDeliver, "--config", file)
+	var perDelivery float64
+	err := e.againstServe(ctx, RunRoles, hooks, func(p *serveProcess, b *bus.Bus, subs []*subscribers.Subscriber) error {
+		var err error
+		perDelivery, err = e.throughRoles(p, b, subs)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("roles: %w", err)
-	}
-	defer child.stop()
-	perDelivery, err := e.throughRoles(child, b, hooks)
-	if err != nil {
-		return nil, fmt.Errorf("roles: %w%s", err, child.logTail())
-	}
-	if err := child.stop(); err != nil {
-		return nil, fmt.Errorf("roles: %w%s", err, child.logTail())
+		return nil, err
 	}
 	e.progress("roles: %.1f µs of the fanout and deliver process's CPU time per delivery", perDelivery)
 	return []Result{{Name: RolesCPUPerDelivery, Herald: perDelivery, Unit: unitMicroseconds}}, nil

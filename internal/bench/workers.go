@@ -32,41 +32,59 @@ const workersStartTimeout = 2 * time.Minute
 // then its peak resident set (VmHWM of /proc/<pid>/status) is read and it
 // is stopped with SIGTERM.
 func (e *env) runWorkers(ctx context.Context) ([]Result, error) {
-	opt := e.opt
-	c := *e.cfg
-	b, err := app.OpenBus(ctx, &c, false, opt.Log.With("component", "bench-workers"))
+	var rss float64
+	err := e.againstServe(ctx, RunWorkers, e.population(e.opt.Partners), func(p *serveProcess, b *bus.Bus, subs []*subscribers.Subscriber) error {
+		var err error
+		rss, err = e.throughWorkers(p, b, subs)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("workers: open embedded broker: %w", err)
-	}
-	defer b.Close()
-	if err := b.EnsureTopics(ctx, len(c.Delivery.RetrySchedule)); err != nil {
-		return nil, fmt.Errorf("workers: %w", err)
-	}
-	subs := e.population(opt.Partners)
-	e.progress("workers: registering %d partners through the subscribers topic", len(subs))
-	if err := register(ctx, b, subs); err != nil {
-		return nil, fmt.Errorf("workers: %w", err)
-	}
-
-	file := filepath.Join(e.dir, "workers.yaml")
-	if err := writeConfig(file, e.workersConfig(b)); err != nil {
-		return nil, fmt.Errorf("workers: %w", err)
-	}
-	e.progress("workers: starting herald serve --roles fanout,deliver against this process's broker")
-	child, err := e.startServe(ctx, "serve", "--roles", app.RoleFanout+","+app.RoleDeliver, "--config", file)
-	if err != nil {
-		return nil, fmt.Errorf("workers: %w", err)
-	}
-	defer child.stop()
-	rss, err := e.throughWorkers(child, b, subs)
-	if err != nil {
-		return nil, fmt.Errorf("workers: %w%s", err, child.logTail())
-	}
-	if err := child.stop(); err != nil {
-		return nil, fmt.Errorf("workers: %w%s", err, child.logTail())
+		return nil, err
 	}
 	e.progress("workers: peak resident set of the fanout and deliver process %.0f MiB", rss)
 	return []Result{{Name: WorkersRSS, Herald: rss, Unit: unitMebibytes}}, nil
+}
+
+// againstServe is what the workers and roles runs share: an embedded
+// broker of the run's own in this process, with subs registered through
+// the subscribers topic, and `herald serve --roles fanout,deliver` started
+// against it with a configuration file (workersConfig, its view in a
+// folder named after the run). through runs with both; then the process
+// must stop cleanly.
+func (e *env) againstServe(ctx context.Context, run string, subs []*subscribers.Subscriber,
+	through func(p *serveProcess, b *bus.Bus, subs []*subscribers.Subscriber) error) error {
+	c := *e.cfg
+	b, err := app.OpenBus(ctx, &c, false, e.opt.Log.With("component", "bench-"+run))
+	if err != nil {
+		return fmt.Errorf("%s: open embedded broker: %w", run, err)
+	}
+	defer b.Close()
+	if err := b.EnsureTopics(ctx, len(c.Delivery.RetrySchedule)); err != nil {
+		return fmt.Errorf("%s: %w", run, err)
+	}
+	e.progress("%s: registering %d partners through the subscribers topic", run, len(subs))
+	if err := register(ctx, b, subs); err != nil {
+		return fmt.Errorf("%s: %w", run, err)
+	}
+	cfg := e.workersConfig(b)
+	cfg.View.Dir = filepath.Join(e.dir, run+"-view")
+	file := filepath.Join(e.dir, run+".yaml")
+	if err := writeConfig(file, cfg); err != nil {
+		return fmt.Errorf("%s: %w", run, err)
+	}
+	e.progress("%s: starting herald serve --roles fanout,deliver against this process's broker", run)
+	child, err := e.startServe(ctx, "serve", "--roles", app.RoleFanout+","+app.RoleDeliver, "--config", file)
+	if err != nil {
+		return fmt.Errorf("%s: %w", run, err)
+	}
+	defer child.stop()
+	if err := through(child, b, subs); err != nil {
+		return fmt.Errorf("%s: %w%s", run, err, child.logTail())
+	}
+	if err := child.stop(); err != nil {
+		return fmt.Errorf("%s: %w%s", run, err, child.logTail())
+	}
+	return nil
 }
 
 // throughWorkers waits for the serve process to deliver a first alert,
@@ -112,13 +130,12 @@ func (e *env) throughWorkers(p *serveProcess, b *bus.Bus, subs []*subscribers.Su
 
 // workersConfig is the serve process's configuration: the bench's, with
 // b's broker as kafka.brokers (the same publishing key authenticates both
-// sides), a view folder in the bench's temporary folder, no metrics
-// listener and warnings only in its log.
+// sides), no metrics listener and warnings only in its log (againstServe
+// puts its view in the bench's temporary folder).
 func (e *env) workersConfig(b *bus.Bus) *config.Config {
 	c := *e.cfg
 	c.Kafka.Brokers = b.Brokers()
 	c.Kafka.CreateTopics = false
-	c.View.Dir = filepath.Join(e.dir, "workers-view")
 	c.Metrics.Listen = ""
 	c.Log = config.Log{Level: "warn", Format: "text"}
 	return &c
