@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -118,9 +119,10 @@ const (
 //
 // The HostClients serve as connection pools and buffer pools; the
 // exchange itself is host.do's, so that it can honour the attempt's
-// context: fasthttp's Do takes none. A host's pool, once made, is kept
-// while the Notifier lives (a few hundred bytes once its idle connections
-// are closed), so that MaxConnsPerHost always counts every connection.
+// context: fasthttp's Do takes none. Once a pool knows maxHosts hosts it
+// forgets those with no connection open; a forgotten host never keeps a
+// connection idle, and a route that holds one is prepared again, so every
+// idle connection is in a host that closeIdle reaches.
 type pool struct {
 	cfg    Config
 	dialer *dialer
@@ -149,7 +151,11 @@ func (p *pool) host(u *url.URL) *host {
 			port = "443"
 		}
 	}
-	name := strings.ToLower(u.Hostname())
+	return p.hostOf(strings.ToLower(u.Hostname()), port)
+}
+
+// hostOf returns the pool of host name (lower case) and port.
+func (p *pool) hostOf(name, port string) *host {
 	addr := net.JoinHostPort(name, port)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -159,10 +165,12 @@ func (p *pool) host(u *url.URL) *host {
 	if len(p.hosts) >= maxHosts {
 		// Forget the hosts with no connection open, so that the map does
 		// not grow with every host ever delivered to. A route prepared
-		// earlier still holds its host, whose pool keeps working; a new
-		// route to that host gets a pool of its own.
+		// earlier may still hold a forgotten host: Notifier.route prepares
+		// it again, and an attempt already under way closes its
+		// connection when done (host.try).
 		for a, h := range p.hosts {
 			if h.hc.ConnsCount() == 0 {
+				h.forgotten.Store(true)
 				delete(p.hosts, a)
 			}
 		}
@@ -215,6 +223,9 @@ type host struct {
 	dialer *dialer
 	tls    *tls.Config // with ServerName; nil for plain http
 	hc     *fasthttp.HostClient
+	// forgotten is set when the pool drops the host (pool.hostOf): it
+	// keeps no connection idle any more, since closeIdle no longer sees it.
+	forgotten atomic.Bool
 }
 
 // conn is a connection of a host's pool. The HostClient makes it
@@ -363,7 +374,7 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 	if err != nil {
 		stale = c.reused && c.got == 0 && !isTimeout(err)
 	}
-	if keep {
+	if keep && !h.forgotten.Load() {
 		c.reused = true
 		h.hc.ReleaseConn(cc)
 	} else {

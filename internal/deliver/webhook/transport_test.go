@@ -347,3 +347,23 @@ func TestTLSVersionFloor(t *testing.T) {
 	failure(t, n.Notify(context.Background(), testJob(testAlert("a-tls11"), sub, target), sub), delivery.ReasonTLS, true)
 	require.Zero(t, served.Load())
 }
+
+// TestForgottenHostKeepsNoConnection: a route prepared before its host's
+// pool was forgotten (the pool forgets hosts with no connection open once
+// it knows 4,096) leaves no connection that Close cannot reach.
+func TestForgottenHostKeepsNoConnection(t *testing.T) {
+	rc := webhooktest.New(t)
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
+	target := rc.URL("/h")
+	sub := testSub(target)
+	job := testJob(testAlert("a-forgotten"), sub, target)
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	n.Close()
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
+
+	webhook.ForgetIdleHosts(n)
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	n.Close()
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"Close closes the idle connection of a route made before its host was forgotten")
+}
