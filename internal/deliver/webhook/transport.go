@@ -113,9 +113,10 @@ const (
 
 // pool holds the connections of one kind of client (plain http to
 // loopback, https, or https with one client certificate): one
-// fasthttp.HostClient per host and port, each with keep-alive, at most
-// MaxConnsPerHost connections, no proxy (a proxy would connect where the
-// guard cannot see) and no compression. fasthttp speaks HTTP/1.1 only.
+// fasthttp.HostClient per host and port, each with keep-alive, no bound
+// on its connections (as net/http's default), no proxy (a proxy would
+// connect where the guard cannot see) and no compression. fasthttp speaks
+// HTTP/1.1 only.
 //
 // The HostClients serve as connection pools and buffer pools; the
 // exchange itself is host.do's, so that it can honour the attempt's
@@ -124,7 +125,6 @@ const (
 // connection idle, and a route that holds one is prepared again, so every
 // idle connection is in a host that closeIdle reaches.
 type pool struct {
-	cfg    Config
 	dialer *dialer
 	tls    *tls.Config // nil for plain http
 
@@ -133,7 +133,7 @@ type pool struct {
 }
 
 func newPool(cfg Config, g *guard, tlsCfg *tls.Config) *pool {
-	return &pool{cfg: cfg, dialer: newDialer(g, cfg), tls: tlsCfg, hosts: map[string]*host{}}
+	return &pool{dialer: newDialer(g, cfg), tls: tlsCfg, hosts: map[string]*host{}}
 }
 
 // newTLS returns the client TLS configuration: verification always on,
@@ -180,20 +180,13 @@ func (p *pool) hostOf(name, port string) *host {
 		h.tls = p.tls.Clone()
 		h.tls.ServerName = name
 	}
-	maxConns, wait := math.MaxInt32, time.Duration(0)
-	if p.cfg.MaxConnsPerHost > 0 {
-		// A request that finds every connection busy waits for one, never
-		// longer than its attempt: AcquireConn waits at most the time
-		// left to the attempt's deadline, and this bound is longer.
-		maxConns, wait = p.cfg.MaxConnsPerHost, p.cfg.Timeout+time.Second
-	}
 	h.hc = &fasthttp.HostClient{
 		Addr: addr,
 		// The connection is made by host.connect, under the attempt's
 		// context; IsTLS stays false because TLS is done there too.
-		Dial:                func(string) (net.Conn, error) { return new(conn), nil },
-		MaxConns:            maxConns,
-		MaxConnWaitTimeout:  wait,
+		Dial: func(string) (net.Conn, error) { return new(conn), nil },
+		// fasthttp's zero would mean 512.
+		MaxConns:            math.MaxInt32,
 		MaxIdleConnDuration: idleTimeout,
 		// The most recently used connection first, as net/http: the
 		// least likely to have been closed by the server meanwhile.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"log"
 	"net"
@@ -179,52 +178,6 @@ func portOf(t *testing.T, addr string) string {
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	return port
-}
-
-// TestMaxConnsPerHost: deliveries beyond the bound wait for a connection
-// rather than fail, and the wait ends with the attempt.
-func TestMaxConnsPerHost(t *testing.T) {
-	t.Run("deliveries wait for the connection", func(t *testing.T) {
-		rc := webhooktest.New(t)
-		rc.Script(func(w http.ResponseWriter, _ *http.Request, _ <-chan struct{}) {
-			time.Sleep(10 * time.Millisecond) // the receiver is slow, so the deliveries overlap
-			w.WriteHeader(http.StatusNoContent)
-		})
-		n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 10 * time.Second, MaxConnsPerHost: 1},
-			webhooktest.NewSigner(t))
-		const deliveries = 8
-		var urls []string
-		for i := range deliveries {
-			urls = append(urls, rc.URL(fmt.Sprintf("/p/%d", i)))
-		}
-		sub := testSub(urls...)
-		var wg sync.WaitGroup
-		errs := make(chan error, deliveries)
-		for _, u := range urls {
-			wg.Go(func() { errs <- n.Notify(context.Background(), testJob(testAlert("a-maxconns"), sub, u), sub) })
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
-		}
-		require.Equal(t, deliveries, rc.Count())
-		require.EqualValues(t, 1, rc.Conns())
-	})
-	t.Run("the wait is bounded by the attempt", func(t *testing.T) {
-		rc := webhooktest.New(t)
-		rc.Script(webhooktest.Hang())
-		n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 300 * time.Millisecond, MaxConnsPerHost: 1},
-			webhooktest.NewSigner(t))
-		target := rc.URL("/h")
-		sub := testSub(target)
-		first := make(chan error, 1)
-		go func() { first <- n.Notify(context.Background(), testJob(testAlert("a-hold"), sub, target), sub) }()
-		require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
-		f := failure(t, n.Notify(context.Background(), testJob(testAlert("a-wait"), sub, target), sub), delivery.ReasonTimeout, true)
-		require.NotContains(t, f.Error(), "no free connections")
-		failure(t, <-first, delivery.ReasonTimeout, true)
-	})
 }
 
 // TestStaleConnection: a kept-alive connection that the server closed
