@@ -223,11 +223,12 @@ type host struct {
 
 // conn is a connection of a host's pool. The HostClient makes it
 // unconnected; the attempt that takes it first connects it (host.connect).
-// An attempt has it to itself, so its fields need no lock.
+// A connected conn in the pool has carried a whole exchange: every attempt
+// that fails closes its conn. An attempt has it to itself, so its fields
+// need no lock.
 type conn struct {
-	c      net.Conn // nil until connected
-	reused bool     // it carried a whole exchange before
-	got    int      // bytes read in the current exchange
+	c   net.Conn // nil until connected
+	got int      // bytes read in the current exchange
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -344,7 +345,8 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 		return r, false, err
 	}
 	c := cc.Conn().(*conn)
-	if c.c == nil {
+	reused := c.c != nil
+	if !reused {
 		cctx, cancel := context.WithDeadline(ctx, deadline)
 		c.c, err = h.connect(cctx)
 		cancel()
@@ -357,7 +359,7 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 	nc := c.c
 	if err := nc.SetDeadline(deadline); err != nil {
 		h.hc.CloseConn(cc)
-		return r, c.reused, err
+		return r, reused, err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(interrupted) })
 	r, keep, err := h.exchange(c, req, resp, limit)
@@ -365,10 +367,9 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 		keep = false // the deadline is spoilt
 	}
 	if err != nil {
-		stale = c.reused && c.got == 0 && !isTimeout(err)
+		stale = reused && c.got == 0 && !isTimeout(err)
 	}
 	if keep && !h.forgotten.Load() {
-		c.reused = true
 		h.hc.ReleaseConn(cc)
 	} else {
 		h.hc.CloseConn(cc)
