@@ -320,3 +320,36 @@ func TestForgottenHostKeepsNoConnection(t *testing.T) {
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"Close closes the idle connection of a route made before its host was forgotten")
 }
+
+// TestTLSServerName: the server's certificate is verified against the
+// URL's host, an IP literal or a name in any case, not against the address
+// the name resolved to.
+func TestTLSServerName(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.TLS(ca)) // certified for localhost, partner.test, 127.0.0.1, ::1
+	cfg := loopbackTLS(ca)
+	cfg.LookupIP = webhooktest.Resolver(map[string][]string{"partner.test": {"127.0.0.1"}, "other.test": {"127.0.0.1"}})
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	for _, tt := range []struct {
+		host string
+		ok   bool
+	}{
+		{"127.0.0.1", true},
+		{"PARTNER.Test", true},
+		{"other.test", false},
+	} {
+		t.Run(tt.host, func(t *testing.T) {
+			target := rc.URLFor(tt.host, "/h")
+			sub := testSub(target)
+			before := rc.Count()
+			err := n.Notify(context.Background(), testJob(testAlert("a-sni"), sub, target), sub)
+			if tt.ok {
+				require.NoError(t, err)
+				require.Equal(t, before+1, rc.Count())
+				return
+			}
+			failure(t, err, delivery.ReasonTLS, true)
+			require.Equal(t, before, rc.Count())
+		})
+	}
+}
