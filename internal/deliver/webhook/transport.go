@@ -201,6 +201,19 @@ func (p *pool) hostOf(name, port string) *host {
 	return h
 }
 
+// forget forgets every host of a pool that is no longer used (a renewed
+// client certificate's old pool) and closes their idle connections; an
+// attempt still under way closes its connection when done.
+func (p *pool) forget() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, h := range p.hosts {
+		h.forgotten.Store(true)
+		h.hc.CloseIdleConnections()
+		delete(p.hosts, a)
+	}
+}
+
 // closeIdle closes the idle connections of every host.
 func (p *pool) closeIdle() {
 	p.mu.Lock()
@@ -216,8 +229,9 @@ type host struct {
 	dialer *dialer
 	tls    *tls.Config // with ServerName; nil for plain http
 	hc     *fasthttp.HostClient
-	// forgotten is set when the pool drops the host (pool.hostOf): it
-	// keeps no connection idle any more, since closeIdle no longer sees it.
+	// forgotten is set when the pool drops the host (pool.hostOf,
+	// pool.forget): it keeps no connection idle any more, since closeIdle
+	// no longer sees it.
 	forgotten atomic.Bool
 }
 
@@ -371,6 +385,11 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 	}
 	if keep && !h.forgotten.Load() {
 		h.hc.ReleaseConn(cc)
+		if h.forgotten.Load() {
+			// Forgotten meanwhile, perhaps after its idle connections
+			// were closed (pool.forget).
+			h.hc.CloseIdleConnections()
+		}
 	} else {
 		h.hc.CloseConn(cc)
 	}
@@ -452,7 +471,7 @@ var errPlainHTTP = errors.New("plain http is not enabled (webhooks.allow_insecur
 // files (both empty for none), whose stamp says when they last changed. A
 // certificate is loaded once and reloaded when its stamp changes, so a
 // partner's renewed certificate is picked up without a restart; the old
-// pool's idle connections are closed.
+// pool is forgotten (pool.forget).
 func (c *clients) get(scheme, certFile, keyFile, stamp string) (*pool, error) {
 	if scheme == "http" {
 		if c.plain == nil {
@@ -474,7 +493,7 @@ func (c *clients) get(scheme, certFile, keyFile, stamp string) (*pool, error) {
 		return nil, fmt.Errorf("load client certificate %s: %w", certFile, err)
 	}
 	if old := c.mtls[key]; old != nil {
-		old.pool.closeIdle()
+		old.pool.forget()
 	}
 	p := newPool(c.cfg, newGuard(c.cfg, false), newTLS(c.cfg, []tls.Certificate{cert}))
 	c.mtls[key] = &mtlsPool{stamp: stamp, pool: p}

@@ -353,3 +353,44 @@ func TestTLSServerName(t *testing.T) {
 		})
 	}
 }
+
+// TestRenewedCertificateInFlight: a delivery still under way when its
+// client certificate is renewed leaves no idle connection in the old pool,
+// which Close no longer reaches.
+func TestRenewedCertificateInFlight(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.RequireClientCert(ca))
+	hold := make(chan struct{})
+	held := func(w http.ResponseWriter, _ *http.Request, release <-chan struct{}) {
+		select {
+		case <-hold:
+		case <-release:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+	rc.Script(held, webhooktest.Status(http.StatusNoContent))
+	cert, key := ca.ClientCertFiles(t, "first.agency.test")
+	cfg := loopbackTLS(ca)
+	cfg.ClientCertDir = filepath.Dir(cert)
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	target := rc.URLFor("partner.test", "/mtls")
+	sub := testSub(target)
+	sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
+	job := testJob(testAlert("a-renew-inflight"), sub, target)
+	first := make(chan error, 1)
+	go func() { first <- n.Notify(context.Background(), job, sub) }()
+	require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
+
+	renewedCert, renewedKey := ca.ClientCertFiles(t, "second.agency.test")
+	for _, f := range [][2]string{{renewedCert, cert}, {renewedKey, key}} {
+		data, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1], data, 0o600))
+	}
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	close(hold)
+	require.NoError(t, <-first)
+	n.Close()
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"the old certificate's connection is not left idle where Close cannot reach it")
+}
