@@ -335,12 +335,11 @@ type response struct {
 // on a new connection (net/http does the same for a connection it finds
 // closed, and a partner drops a duplicate by its webhook-id).
 func (h *host) do(ctx context.Context, deadline time.Time, req *fasthttp.Request, resp *fasthttp.Response, limit int64) (response, error) {
-	for try := 0; ; try++ {
-		r, stale, err := h.try(ctx, deadline, req, resp, limit)
-		if !stale || try > 0 || ctx.Err() != nil || !time.Now().Before(deadline) {
-			return r, err
-		}
+	r, stale, err := h.try(ctx, deadline, req, resp, limit)
+	if stale && ctx.Err() == nil && time.Now().Before(deadline) {
+		r, _, err = h.try(ctx, deadline, req, resp, limit)
 	}
+	return r, err
 }
 
 // interrupted is a deadline in the past: it makes every blocked and future
