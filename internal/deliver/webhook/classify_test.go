@@ -32,10 +32,7 @@ func TestClassifyError(t *testing.T) {
 	}{
 		{"timeout", live, fasthttp.ErrTimeout, delivery.ReasonTimeout, true},
 		{"wrapped timeout", live, fmt.Errorf("read: %w", fasthttp.ErrTimeout), delivery.ReasonTimeout, true},
-		{"dial timeout", live, fasthttp.ErrDialTimeout, delivery.ReasonTimeout, true},
-		{"TLS handshake timeout", live, fasthttp.ErrTLSHandshakeTimeout, delivery.ReasonTimeout, true},
 		{"closed before answering", live, fasthttp.ErrConnectionClosed, delivery.ReasonConnect, true},
-		{"no free connections", live, fasthttp.ErrNoFreeConns, delivery.ReasonConnect, true},
 		{"deadline", live, context.DeadlineExceeded, delivery.ReasonTimeout, true},
 		{"cancelled, ended by a timeout", cancelled, fasthttp.ErrTimeout, delivery.ReasonUnknown, true},
 		{"cancelled", cancelled, context.Canceled, delivery.ReasonUnknown, true},

@@ -35,7 +35,8 @@ type route struct {
 
 // route returns the endpoint's route, preparing it on first use. Routes
 // are keyed by the URL, the client certificate files and their stamps, so
-// a renewed certificate makes a new route.
+// a renewed certificate makes a new route; a route whose host its pool has
+// forgotten is prepared again.
 func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	certFile, keyFile, stamp, err := n.clientCert(ep)
 	if err != nil {
@@ -45,7 +46,7 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if certFile != "" || keyFile != "" {
 		key += "\x00" + certFile + "\x00" + keyFile + "\x00" + stamp
 	}
-	if rt, ok := n.routes.Get(key); ok {
+	if rt, ok := n.routes.Get(key); ok && !rt.host.forgotten.Load() {
 		return rt, nil
 	}
 	if err := CheckTarget(ep.URL, n.cfg); err != nil {

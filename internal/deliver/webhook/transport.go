@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -112,17 +113,18 @@ const (
 
 // pool holds the connections of one kind of client (plain http to
 // loopback, https, or https with one client certificate): one
-// fasthttp.HostClient per host and port, each with keep-alive, at most
-// MaxConnsPerHost connections, no proxy (a proxy would connect where the
-// guard cannot see) and no compression. fasthttp speaks HTTP/1.1 only.
+// fasthttp.HostClient per host and port, each with keep-alive, no bound
+// on its connections (as net/http's default), no proxy (a proxy would
+// connect where the guard cannot see) and no compression. fasthttp speaks
+// HTTP/1.1 only.
 //
 // The HostClients serve as connection pools and buffer pools; the
 // exchange itself is host.do's, so that it can honour the attempt's
-// context: fasthttp's Do takes none. A host's pool, once made, is kept
-// while the Notifier lives (a few hundred bytes once its idle connections
-// are closed), so that MaxConnsPerHost always counts every connection.
+// context: fasthttp's Do takes none. Once a pool knows maxHosts hosts it
+// forgets those with no connection open; a forgotten host never keeps a
+// connection idle, and a route that holds one is prepared again, so every
+// idle connection is in a host that closeIdle reaches.
 type pool struct {
-	cfg    Config
 	dialer *dialer
 	tls    *tls.Config // nil for plain http
 
@@ -131,7 +133,7 @@ type pool struct {
 }
 
 func newPool(cfg Config, g *guard, tlsCfg *tls.Config) *pool {
-	return &pool{cfg: cfg, dialer: newDialer(g, cfg), tls: tlsCfg, hosts: map[string]*host{}}
+	return &pool{dialer: newDialer(g, cfg), tls: tlsCfg, hosts: map[string]*host{}}
 }
 
 // newTLS returns the client TLS configuration: verification always on,
@@ -149,7 +151,11 @@ func (p *pool) host(u *url.URL) *host {
 			port = "443"
 		}
 	}
-	name := strings.ToLower(u.Hostname())
+	return p.hostOf(strings.ToLower(u.Hostname()), port)
+}
+
+// hostOf returns the pool of host name (lower case) and port.
+func (p *pool) hostOf(name, port string) *host {
 	addr := net.JoinHostPort(name, port)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -159,10 +165,12 @@ func (p *pool) host(u *url.URL) *host {
 	if len(p.hosts) >= maxHosts {
 		// Forget the hosts with no connection open, so that the map does
 		// not grow with every host ever delivered to. A route prepared
-		// earlier still holds its host, whose pool keeps working; a new
-		// route to that host gets a pool of its own.
+		// earlier may still hold a forgotten host: Notifier.route prepares
+		// it again, and an attempt already under way closes its
+		// connection when done (host.try).
 		for a, h := range p.hosts {
 			if h.hc.ConnsCount() == 0 {
+				h.forgotten.Store(true)
 				delete(p.hosts, a)
 			}
 		}
@@ -172,20 +180,13 @@ func (p *pool) host(u *url.URL) *host {
 		h.tls = p.tls.Clone()
 		h.tls.ServerName = name
 	}
-	maxConns, wait := math.MaxInt32, time.Duration(0)
-	if p.cfg.MaxConnsPerHost > 0 {
-		// A request that finds every connection busy waits for one, never
-		// longer than its attempt: AcquireConn waits at most the time
-		// left to the attempt's deadline, and this bound is longer.
-		maxConns, wait = p.cfg.MaxConnsPerHost, p.cfg.Timeout+time.Second
-	}
 	h.hc = &fasthttp.HostClient{
 		Addr: addr,
 		// The connection is made by host.connect, under the attempt's
 		// context; IsTLS stays false because TLS is done there too.
-		Dial:                func(string) (net.Conn, error) { return new(conn), nil },
-		MaxConns:            maxConns,
-		MaxConnWaitTimeout:  wait,
+		Dial: func(string) (net.Conn, error) { return new(conn), nil },
+		// fasthttp's zero would mean 512.
+		MaxConns:            math.MaxInt32,
 		MaxIdleConnDuration: idleTimeout,
 		// The most recently used connection first, as net/http: the
 		// least likely to have been closed by the server meanwhile.
@@ -198,6 +199,19 @@ func (p *pool) host(u *url.URL) *host {
 	}
 	p.hosts[addr] = h
 	return h
+}
+
+// forget forgets every host of a pool that is no longer used (a renewed
+// client certificate's old pool) and closes their idle connections; an
+// attempt still under way closes its connection when done.
+func (p *pool) forget() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, h := range p.hosts {
+		h.forgotten.Store(true)
+		h.hc.CloseIdleConnections()
+		delete(p.hosts, a)
+	}
 }
 
 // closeIdle closes the idle connections of every host.
@@ -215,15 +229,20 @@ type host struct {
 	dialer *dialer
 	tls    *tls.Config // with ServerName; nil for plain http
 	hc     *fasthttp.HostClient
+	// forgotten is set when the pool drops the host (pool.hostOf,
+	// pool.forget): it keeps no connection idle any more, since closeIdle
+	// no longer sees it.
+	forgotten atomic.Bool
 }
 
 // conn is a connection of a host's pool. The HostClient makes it
 // unconnected; the attempt that takes it first connects it (host.connect).
-// An attempt has it to itself, so its fields need no lock.
+// A connected conn in the pool has carried a whole exchange: every attempt
+// that fails closes its conn. An attempt has it to itself, so its fields
+// need no lock.
 type conn struct {
-	c      net.Conn // nil until connected
-	reused bool     // it carried a whole exchange before
-	got    int      // bytes read in the current exchange
+	c   net.Conn // nil until connected
+	got int      // bytes read in the current exchange
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -316,12 +335,11 @@ type response struct {
 // on a new connection (net/http does the same for a connection it finds
 // closed, and a partner drops a duplicate by its webhook-id).
 func (h *host) do(ctx context.Context, deadline time.Time, req *fasthttp.Request, resp *fasthttp.Response, limit int64) (response, error) {
-	for try := 0; ; try++ {
-		r, stale, err := h.try(ctx, deadline, req, resp, limit)
-		if !stale || try > 0 || ctx.Err() != nil || !time.Now().Before(deadline) {
-			return r, err
-		}
+	r, stale, err := h.try(ctx, deadline, req, resp, limit)
+	if stale && ctx.Err() == nil && time.Now().Before(deadline) {
+		r, _, err = h.try(ctx, deadline, req, resp, limit)
 	}
+	return r, err
 }
 
 // interrupted is a deadline in the past: it makes every blocked and future
@@ -340,7 +358,8 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 		return r, false, err
 	}
 	c := cc.Conn().(*conn)
-	if c.c == nil {
+	reused := c.c != nil
+	if !reused {
 		cctx, cancel := context.WithDeadline(ctx, deadline)
 		c.c, err = h.connect(cctx)
 		cancel()
@@ -353,7 +372,7 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 	nc := c.c
 	if err := nc.SetDeadline(deadline); err != nil {
 		h.hc.CloseConn(cc)
-		return r, c.reused, err
+		return r, reused, err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(interrupted) })
 	r, keep, err := h.exchange(c, req, resp, limit)
@@ -361,11 +380,15 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 		keep = false // the deadline is spoilt
 	}
 	if err != nil {
-		stale = c.reused && c.got == 0 && !isTimeout(err)
+		stale = reused && c.got == 0 && !isTimeout(err)
 	}
-	if keep {
-		c.reused = true
+	if keep && !h.forgotten.Load() {
 		h.hc.ReleaseConn(cc)
+		if h.forgotten.Load() {
+			// Forgotten meanwhile, perhaps after its idle connections
+			// were closed (pool.forget).
+			h.hc.CloseIdleConnections()
+		}
 	} else {
 		h.hc.CloseConn(cc)
 	}
@@ -447,7 +470,7 @@ var errPlainHTTP = errors.New("plain http is not enabled (webhooks.allow_insecur
 // files (both empty for none), whose stamp says when they last changed. A
 // certificate is loaded once and reloaded when its stamp changes, so a
 // partner's renewed certificate is picked up without a restart; the old
-// pool's idle connections are closed.
+// pool is forgotten (pool.forget).
 func (c *clients) get(scheme, certFile, keyFile, stamp string) (*pool, error) {
 	if scheme == "http" {
 		if c.plain == nil {
@@ -469,7 +492,7 @@ func (c *clients) get(scheme, certFile, keyFile, stamp string) (*pool, error) {
 		return nil, fmt.Errorf("load client certificate %s: %w", certFile, err)
 	}
 	if old := c.mtls[key]; old != nil {
-		old.pool.closeIdle()
+		old.pool.forget()
 	}
 	p := newPool(c.cfg, newGuard(c.cfg, false), newTLS(c.cfg, []tls.Certificate{cert}))
 	c.mtls[key] = &mtlsPool{stamp: stamp, pool: p}

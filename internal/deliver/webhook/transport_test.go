@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"log"
 	"net"
@@ -181,52 +180,6 @@ func portOf(t *testing.T, addr string) string {
 	return port
 }
 
-// TestMaxConnsPerHost: deliveries beyond the bound wait for a connection
-// rather than fail, and the wait ends with the attempt.
-func TestMaxConnsPerHost(t *testing.T) {
-	t.Run("deliveries wait for the connection", func(t *testing.T) {
-		rc := webhooktest.New(t)
-		rc.Script(func(w http.ResponseWriter, _ *http.Request, _ <-chan struct{}) {
-			time.Sleep(10 * time.Millisecond) // the receiver is slow, so the deliveries overlap
-			w.WriteHeader(http.StatusNoContent)
-		})
-		n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 10 * time.Second, MaxConnsPerHost: 1},
-			webhooktest.NewSigner(t))
-		const deliveries = 8
-		var urls []string
-		for i := range deliveries {
-			urls = append(urls, rc.URL(fmt.Sprintf("/p/%d", i)))
-		}
-		sub := testSub(urls...)
-		var wg sync.WaitGroup
-		errs := make(chan error, deliveries)
-		for _, u := range urls {
-			wg.Go(func() { errs <- n.Notify(context.Background(), testJob(testAlert("a-maxconns"), sub, u), sub) })
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
-		}
-		require.Equal(t, deliveries, rc.Count())
-		require.EqualValues(t, 1, rc.Conns())
-	})
-	t.Run("the wait is bounded by the attempt", func(t *testing.T) {
-		rc := webhooktest.New(t)
-		rc.Script(webhooktest.Hang())
-		n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 300 * time.Millisecond, MaxConnsPerHost: 1},
-			webhooktest.NewSigner(t))
-		target := rc.URL("/h")
-		sub := testSub(target)
-		first := make(chan error, 1)
-		go func() { first <- n.Notify(context.Background(), testJob(testAlert("a-hold"), sub, target), sub) }()
-		require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
-		f := failure(t, n.Notify(context.Background(), testJob(testAlert("a-wait"), sub, target), sub), delivery.ReasonTimeout, true)
-		require.NotContains(t, f.Error(), "no free connections")
-		failure(t, <-first, delivery.ReasonTimeout, true)
-	})
-}
-
 // TestStaleConnection: a kept-alive connection that the server closed
 // while it was idle does not fail the next delivery, which goes out on a
 // new connection; a new connection closed without an answer is not tried
@@ -346,4 +299,98 @@ func TestTLSVersionFloor(t *testing.T) {
 	sub := testSub(target)
 	failure(t, n.Notify(context.Background(), testJob(testAlert("a-tls11"), sub, target), sub), delivery.ReasonTLS, true)
 	require.Zero(t, served.Load())
+}
+
+// TestForgottenHostKeepsNoConnection: a route prepared before its host's
+// pool was forgotten (the pool forgets hosts with no connection open once
+// it knows 4,096) leaves no connection that Close cannot reach.
+func TestForgottenHostKeepsNoConnection(t *testing.T) {
+	rc := webhooktest.New(t)
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
+	target := rc.URL("/h")
+	sub := testSub(target)
+	job := testJob(testAlert("a-forgotten"), sub, target)
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	n.Close()
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
+
+	webhook.ForgetIdleHosts(n)
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	n.Close()
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"Close closes the idle connection of a route made before its host was forgotten")
+}
+
+// TestTLSServerName: the server's certificate is verified against the
+// URL's host, an IP literal or a name in any case, not against the address
+// the name resolved to.
+func TestTLSServerName(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.TLS(ca)) // certified for localhost, partner.test, 127.0.0.1, ::1
+	cfg := loopbackTLS(ca)
+	cfg.LookupIP = webhooktest.Resolver(map[string][]string{"partner.test": {"127.0.0.1"}, "other.test": {"127.0.0.1"}})
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	for _, tt := range []struct {
+		host string
+		ok   bool
+	}{
+		{"127.0.0.1", true},
+		{"PARTNER.Test", true},
+		{"other.test", false},
+	} {
+		t.Run(tt.host, func(t *testing.T) {
+			target := rc.URLFor(tt.host, "/h")
+			sub := testSub(target)
+			before := rc.Count()
+			err := n.Notify(context.Background(), testJob(testAlert("a-sni"), sub, target), sub)
+			if tt.ok {
+				require.NoError(t, err)
+				require.Equal(t, before+1, rc.Count())
+				return
+			}
+			failure(t, err, delivery.ReasonTLS, true)
+			require.Equal(t, before, rc.Count())
+		})
+	}
+}
+
+// TestRenewedCertificateInFlight: a delivery still under way when its
+// client certificate is renewed leaves no idle connection in the old pool,
+// which Close no longer reaches.
+func TestRenewedCertificateInFlight(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.RequireClientCert(ca))
+	hold := make(chan struct{})
+	held := func(w http.ResponseWriter, _ *http.Request, release <-chan struct{}) {
+		select {
+		case <-hold:
+		case <-release:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+	rc.Script(held, webhooktest.Status(http.StatusNoContent))
+	cert, key := ca.ClientCertFiles(t, "first.agency.test")
+	cfg := loopbackTLS(ca)
+	cfg.ClientCertDir = filepath.Dir(cert)
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	target := rc.URLFor("partner.test", "/mtls")
+	sub := testSub(target)
+	sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
+	job := testJob(testAlert("a-renew-inflight"), sub, target)
+	first := make(chan error, 1)
+	go func() { first <- n.Notify(context.Background(), job, sub) }()
+	require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
+
+	renewedCert, renewedKey := ca.ClientCertFiles(t, "second.agency.test")
+	for _, f := range [][2]string{{renewedCert, cert}, {renewedKey, key}} {
+		data, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1], data, 0o600))
+	}
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	close(hold)
+	require.NoError(t, <-first)
+	n.Close()
+	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
+		"the old certificate's connection is not left idle where Close cannot reach it")
 }

@@ -111,9 +111,6 @@ type Config struct {
 	// RootCAs verifies servers' certificates; nil means the system roots.
 	// Tests set it to their receiver's CA.
 	RootCAs *x509.CertPool
-	// MaxConnsPerHost bounds connections per host; 0 means no bound. A
-	// delivery that finds them all busy waits for one, within its attempt.
-	MaxConnsPerHost int
 	// LookupIP resolves a host name; nil means the system resolver. Tests
 	// set it to make names resolve to chosen addresses. Whatever it
 	// returns passes through the SSRF guard.
