@@ -65,7 +65,7 @@ type Options struct {
 	// deliver process whose peak resident set is rss.workers.
 	WorkerAlerts int
 	// Serve, if set, makes the command that runs `herald serve` with args
-	// for rss.workers. Nil runs this program (os.Executable) with args,
+	// for the workers and roles runs (`herald bench --serve-binary`). Nil runs this program (os.Executable) with args,
 	// which is Herald's command line when the suite runs from
 	// `herald bench`; a test binary dispatches to the command line in its
 	// TestMain. The child's environment is this process's without HERALD_
