@@ -589,7 +589,11 @@ func (f failingQueue) Producer(topic string) *bus.Producer {
 	return f.Bus.Producer(topic)
 }
 
-func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
+// deadThenMended runs a webhook job of alertID to acme that its receiver
+// refuses for good (403), waits for it to be dead, and mends the receiver:
+// a dead letter that a replay delivers.
+func deadThenMended(t *testing.T, alertID string) (*env, *delivery.Job) {
+	t.Helper()
 	e := newEnv(t)
 	e.reg.Put(testSub("acme", hookA))
 	broken := atomic.Bool{}
@@ -600,11 +604,16 @@ func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
 		}
 		return nil
 	})
-	job := testJob(testAlert("al-19"), "acme", delivery.ChannelWebhook, hookA)
+	job := testJob(testAlert(alertID), "acme", delivery.ChannelWebhook, hookA)
 	e.start(e.runner())
 	e.publish(job)
 	e.waitState(job.ID, delivery.StateDead)
 	broken.Store(false)
+	return e, job
+}
+
+func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
+	e, job := deadThenMended(t, "al-19")
 
 	closed := e.cluster.Open(t, e.cluster.Config())
 	require.NoError(t, closed.Close())
@@ -627,21 +636,7 @@ func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
 // Replay within ReplayGrace leaves it (a replay in flight), one after
 // ReplayGrace queues it again, and it is delivered.
 func TestReplayCutShortIsQueuedAgain(t *testing.T) {
-	e := newEnv(t)
-	e.reg.Put(testSub("acme", hookA))
-	broken := atomic.Bool{}
-	broken.Store(true)
-	e.n.on(hookA, func(context.Context, int) error {
-		if broken.Load() {
-			return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 403"))
-		}
-		return nil
-	})
-	job := testJob(testAlert("al-cut"), "acme", delivery.ChannelWebhook, hookA)
-	e.start(e.runner())
-	e.publish(job)
-	e.waitState(job.ID, delivery.StateDead)
-	broken.Store(false)
+	e, job := deadThenMended(t, "al-cut")
 
 	// What a Replay killed after its first write leaves: the pending
 	// receipt, no job.
