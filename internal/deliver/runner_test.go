@@ -706,3 +706,45 @@ func TestOutcomesOfABatchShareRecords(t *testing.T) {
 	require.Equal(t, want, records, "one record per alert per flush")
 	require.Less(t, records, len(jobs), "outcomes share records")
 }
+
+// TestReplayPacksItsReceipts: the receipts a Replay writes of one alert's
+// deliveries share a record (delivery.PackReceipts), as the runner's
+// flushes do: the pending ones, and the ones that undo them when the jobs
+// cannot be queued.
+func TestReplayPacksItsReceipts(t *testing.T) {
+	e := newEnv(t)
+	const other = "https://o.partner.example/hook"
+	e.reg.Put(testSub("acme", hookA))
+	e.reg.Put(testSub("other", other))
+	refuse := func(context.Context, int) error {
+		return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 403"))
+	}
+	e.n.on(hookA, refuse)
+	e.n.on(other, refuse)
+	a := testAlert("al-pack")
+	ja := testJob(a, "acme", delivery.ChannelWebhook, hookA)
+	jo := testJob(a, "other", delivery.ChannelWebhook, other)
+	e.start(e.runner())
+	e.publish(ja, jo)
+	e.waitState(ja.ID, delivery.StateDead)
+	e.waitState(jo.ID, delivery.StateDead)
+
+	closed := e.cluster.Open(t, e.cluster.Config())
+	require.NoError(t, closed.Close())
+	_, err := Replay(context.Background(), failingQueue{Bus: e.bus, closed: closed}, DeadFilter{}, time.Now())
+	require.Error(t, err)
+
+	records := map[string][]int{} // reason → receipts per record
+	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicReceipts, func(m kafka.Message) error {
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(t, err)
+		if r := rs[0].Reason; r == ReasonReplayed || r == ReasonReplayFailed {
+			records[r] = append(records[r], len(rs))
+		}
+		return nil
+	}))
+	assert.Equal(t, map[string][]int{ReasonReplayed: {2}, ReasonReplayFailed: {2}}, records,
+		"one record of the alert's two receipts each")
+	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(e.outcomes(ja.ID)))
+	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(e.outcomes(jo.ID)))
+}
