@@ -3,7 +3,6 @@ package deliver
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -230,18 +229,14 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 		rc := delivery.Receipt{Kind: delivery.KindOutcome, AlertID: j.Alert.ID, DeliveryID: j.ID,
 			Subscriber: j.Subscriber, Channel: j.Channel, Target: j.Target, State: delivery.StatePending,
 			Reason: ReasonReplayed, At: now}
-		rv, err := json.Marshal(rc)
-		if err != nil {
-			return 0, fmt.Errorf("replay dead letters: encode receipt %s: %w", id, err)
-		}
-		receipts = append(receipts, kafka.Message{Key: []byte(j.Alert.ID), Value: rv})
+		receipts = append(receipts, kafka.Message{Key: []byte(j.Alert.ID), Value: rc.Encode()})
 		rc.State, rc.Reason = delivery.StateDead, ReasonReplayFailed
-		uv, err := json.Marshal(rc)
-		if err != nil {
-			return 0, fmt.Errorf("replay dead letters: encode receipt %s: %w", id, err)
-		}
-		undo = append(undo, kafka.Message{Key: []byte(j.Alert.ID), Value: uv})
+		undo = append(undo, kafka.Message{Key: []byte(j.Alert.ID), Value: rc.Encode()})
 	}
+	// An alert's receipts share records, as the runner's flush writes
+	// them: one write each for all the pending receipts, and for all the
+	// undoing ones.
+	receipts, undo = packReceipts(receipts), packReceipts(undo)
 	// The pending receipts first: a running deliver role may take up a
 	// replayed job and write its outcome at once, and that outcome must
 	// come after the pending receipt in the alert's receipts, or the

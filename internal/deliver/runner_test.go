@@ -589,7 +589,11 @@ func (f failingQueue) Producer(topic string) *bus.Producer {
 	return f.Bus.Producer(topic)
 }
 
-func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
+// deadThenMended runs a webhook job of alertID to acme that its receiver
+// refuses for good (403), waits for it to be dead, and mends the receiver:
+// a dead letter that a replay delivers.
+func deadThenMended(t *testing.T, alertID string) (*env, *delivery.Job) {
+	t.Helper()
 	e := newEnv(t)
 	e.reg.Put(testSub("acme", hookA))
 	broken := atomic.Bool{}
@@ -600,11 +604,16 @@ func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
 		}
 		return nil
 	})
-	job := testJob(testAlert("al-19"), "acme", delivery.ChannelWebhook, hookA)
+	job := testJob(testAlert(alertID), "acme", delivery.ChannelWebhook, hookA)
 	e.start(e.runner())
 	e.publish(job)
 	e.waitState(job.ID, delivery.StateDead)
 	broken.Store(false)
+	return e, job
+}
+
+func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
+	e, job := deadThenMended(t, "al-19")
 
 	closed := e.cluster.Open(t, e.cluster.Config())
 	require.NoError(t, closed.Close())
@@ -627,21 +636,7 @@ func TestReplayThatCannotQueueLeavesTheDeliveryDeadAndReplayable(t *testing.T) {
 // Replay within ReplayGrace leaves it (a replay in flight), one after
 // ReplayGrace queues it again, and it is delivered.
 func TestReplayCutShortIsQueuedAgain(t *testing.T) {
-	e := newEnv(t)
-	e.reg.Put(testSub("acme", hookA))
-	broken := atomic.Bool{}
-	broken.Store(true)
-	e.n.on(hookA, func(context.Context, int) error {
-		if broken.Load() {
-			return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 403"))
-		}
-		return nil
-	})
-	job := testJob(testAlert("al-cut"), "acme", delivery.ChannelWebhook, hookA)
-	e.start(e.runner())
-	e.publish(job)
-	e.waitState(job.ID, delivery.StateDead)
-	broken.Store(false)
+	e, job := deadThenMended(t, "al-cut")
 
 	// What a Replay killed after its first write leaves: the pending
 	// receipt, no job.
@@ -710,4 +705,46 @@ func TestOutcomesOfABatchShareRecords(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, want, records, "one record per alert per flush")
 	require.Less(t, records, len(jobs), "outcomes share records")
+}
+
+// TestReplayPacksItsReceipts: the receipts a Replay writes of one alert's
+// deliveries share a record (delivery.PackReceipts), as the runner's
+// flushes do: the pending ones, and the ones that undo them when the jobs
+// cannot be queued.
+func TestReplayPacksItsReceipts(t *testing.T) {
+	e := newEnv(t)
+	const other = "https://o.partner.example/hook"
+	e.reg.Put(testSub("acme", hookA))
+	e.reg.Put(testSub("other", other))
+	refuse := func(context.Context, int) error {
+		return delivery.Permanent(delivery.ReasonHTTP4xx, errors.New("receiver answered 403"))
+	}
+	e.n.on(hookA, refuse)
+	e.n.on(other, refuse)
+	a := testAlert("al-pack")
+	ja := testJob(a, "acme", delivery.ChannelWebhook, hookA)
+	jo := testJob(a, "other", delivery.ChannelWebhook, other)
+	e.start(e.runner())
+	e.publish(ja, jo)
+	e.waitState(ja.ID, delivery.StateDead)
+	e.waitState(jo.ID, delivery.StateDead)
+
+	closed := e.cluster.Open(t, e.cluster.Config())
+	require.NoError(t, closed.Close())
+	_, err := Replay(context.Background(), failingQueue{Bus: e.bus, closed: closed}, DeadFilter{}, time.Now())
+	require.Error(t, err)
+
+	records := map[string][]int{} // reason → receipts per record
+	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicReceipts, func(m kafka.Message) error {
+		rs, err := delivery.DecodeReceipts(string(m.Key), m.Value)
+		require.NoError(t, err)
+		if r := rs[0].Reason; r == ReasonReplayed || r == ReasonReplayFailed {
+			records[r] = append(records[r], len(rs))
+		}
+		return nil
+	}))
+	assert.Equal(t, map[string][]int{ReasonReplayed: {2}, ReasonReplayFailed: {2}}, records,
+		"one record of the alert's two receipts each")
+	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(e.outcomes(ja.ID)))
+	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(e.outcomes(jo.ID)))
 }

@@ -97,6 +97,19 @@ func watch(b *bus.Bus, reg keywatch.Registry) *keywatch.Watch {
 	return w
 }
 
+// running runs w until the test ends, and then wants Run to have
+// returned no error.
+func running(t *testing.T, w *keywatch.Watch) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+}
+
 // queued returns the jobs on the deliveries topic.
 func queued(t testing.TB, b *bus.Bus) []*delivery.Job {
 	t.Helper()
@@ -236,14 +249,7 @@ func TestRunChecksWhenARecordChanges(t *testing.T) {
 	b := kafkatest.New(t)
 	reg := &registry{}
 	reg.set(partner("acme", subscribers.StatusActive))
-	w := watch(b, reg)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	running(t, watch(b, reg))
 	reg.set(partner("acme", subscribers.StatusActive, keyExpiringIn(t, 10*day)))
 	require.Eventually(t, func() bool { return len(queued(t, b)) == 1 }, 10*time.Second, 20*time.Millisecond)
 }
@@ -271,14 +277,7 @@ func TestRunWarnsOfAPartnersOwnKey(t *testing.T) {
 	b := kafkatest.New(t)
 	reg := subscribers.NewRegistry()
 	reg.Put(partner("acme", subscribers.StatusActive, keyExpiringIn(t, 400*day)))
-	w := watch(b, reg)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	running(t, watch(b, reg))
 	own := keyExpiringIn(t, 10*day)
 	reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: "acme", Address: "a@acme.example", PGPKey: own, By: "partner:acme-soc", At: now})
 	require.Eventually(t, func() bool { return len(queued(t, b)) == 1 }, 10*time.Second, 20*time.Millisecond)

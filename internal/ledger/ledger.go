@@ -188,15 +188,6 @@ func (a *Alert) Entry(subscriber, target string) (Entry, bool) {
 	return Entry{}, false
 }
 
-// State returns the delivery state of target of subscriber, or "" when
-// the ledger holds no receipt of it.
-func (a *Alert) State(subscriber, target string) string {
-	if e := a.entries[EntryKey(subscriber, target)]; e != nil {
-		return e.State
-	}
-	return ""
-}
-
 // Recipients returns the partners to any target of which the alert's
 // content was sent, or is on its way: what each may know of it.
 func (a *Alert) Recipients() map[string]bool {

@@ -3,6 +3,7 @@ package view_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,5 +243,29 @@ func TestPartnerDeliveriesWaitForNotBefore(t *testing.T) {
 		got, _, err = v.PartnerDeliveries("gym", q)
 		require.NoError(t, err)
 		assert.Contains(t, alertsOf(got), "nb-1", "%+v: no At, no filter", q)
+	}
+}
+
+// TestPartnerDeliveriesShowKeyExpiryNotices: with At, a partner's
+// deliveries still show Herald's own key-expiry notices, which are never
+// on the alerts topic and have no not_before: only an analyst's alert the
+// view does not hold yet is held back.
+func TestPartnerDeliveriesShowKeyExpiryNotices(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	k := delivery.KeyExpiry{Subscriber: "gym", Address: "it@gym.example", Fingerprint: strings.Repeat("AB", 20),
+		Expires: at(30 * 24 * time.Hour), Threshold: 30 * 24 * time.Hour}
+	notice := k.Notice(at(0))
+	w.receipts(false, alertReceipt(notice, at(0)),
+		decision(notice.ID, "gym", delivery.ChannelEmail, "it@gym.example", delivery.Notice, delivery.ModeKeyExpiryNotice, at(0)),
+		outcome(notice.ID, "gym", "it@gym.example", delivery.StateDelivered, 1, "", at(time.Second)))
+	v := run(t, t.TempDir(), b)
+
+	for _, q := range []view.PartnerQuery{{}, {Alert: notice.ID}, {Channel: delivery.ChannelEmail}, {State: delivery.StateDelivered}} {
+		q.At = at(time.Hour)
+		got, _, err := v.PartnerDeliveries("gym", q)
+		require.NoError(t, err)
+		assert.Equal(t, []string{notice.ID}, alertsOf(got), "%+v", q)
 	}
 }

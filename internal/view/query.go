@@ -491,9 +491,11 @@ type partnerReader struct {
 }
 
 // waits reports whether alert id's not_before is after r.at, or the view
-// does not hold the alert yet (never when r.at is zero).
+// does not hold the alert yet (never when r.at is zero, nor for Herald's
+// own key-expiry notices, which are never on the alerts topic and have no
+// not_before).
 func (r *partnerReader) waits(id string) (bool, error) {
-	if r.at.IsZero() {
+	if r.at.IsZero() || delivery.IsKeyExpiryNotice(id) {
 		return false, nil
 	}
 	w, ok := r.waiting[id]
