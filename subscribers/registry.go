@@ -336,8 +336,8 @@ func (r *Registry) rebuildLocked(id string, slot int32) {
 // effective returns s with its endpoint states and overlays applied: s
 // itself when they change nothing, else a copy with its own email and
 // webhook slices. keys is by lower-cased address, states and secrets by
-// URL; an overlay of an address or URL s does not list, or made against
-// another incarnation of the record, changes nothing.
+// URL; an overlay not in force over s (KeyOverlay.InForce,
+// SecretsOverlay.InForce) changes nothing.
 func effective(s *Subscriber, states map[string]EndpointState, keys map[string]KeyOverlay, secrets map[string]SecretsOverlay) *Subscriber {
 	var cp *Subscriber
 	cloned := func() *Subscriber {
@@ -350,12 +350,12 @@ func effective(s *Subscriber, states map[string]EndpointState, keys map[string]K
 		return cp
 	}
 	for i, e := range s.Email {
-		if o, ok := keys[strings.ToLower(e.Address)]; ok && o.Incarnation == s.Incarnation && o.PGPKey != e.PGPKey {
+		if o, ok := keys[strings.ToLower(e.Address)]; ok && o.over(s, e) && o.PGPKey != e.PGPKey {
 			cloned().Email[i].PGPKey = o.PGPKey
 		}
 	}
 	for i, w := range s.Webhooks {
-		if o, ok := secrets[w.URL]; ok && o.Incarnation == s.Incarnation && !slices.Equal(o.Secrets, w.Secrets) {
+		if o, ok := secrets[w.URL]; ok && o.over(s, w) && !slices.Equal(o.Secrets, w.Secrets) {
 			cloned().Webhooks[i].Secrets = slices.Clone(o.Secrets)
 		}
 		if st, ok := states[w.URL]; ok && st.Disabled && !w.Disabled {

@@ -96,7 +96,7 @@ type Directory interface {
 // which it never rewrites (app.SubscriberStore satisfies it).
 type OverlayWriter interface {
 	SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error
-	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, secrets []string, now time.Time) error
+	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error
 }
 
 // EndpointWriter records an administrator's change of an endpoint's state

@@ -136,26 +136,45 @@ func (h *handler) lockRecords(ctx context.Context) (unlock func(), err error) {
 
 // lockRecord serialises a change to the partner's own key or secrets
 // (lockRecords) and returns the partner's effective record, the one its
-// keys and secrets are read from, or answers (404 or 503) and returns nil.
-// The caller calls unlock.
-func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec *subscribers.Subscriber, unlock func()) {
+// keys and secrets are read from, and its record as written, or answers
+// (404 or 503) and returns nil. The caller calls unlock.
+//
+// The record as written is read first: should the registry apply an
+// administrator's change between the two reads, an overlay made from them
+// is over secrets the record no longer holds, and so never in force
+// (subscribers.SecretsOverlay.Over), rather than over the new ones with
+// the old ones copied in.
+func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, written *subscribers.Subscriber, unlock func()) {
 	unlock = func() {}
-	if p.Registry == nil || p.Overlays == nil {
+	if p.Registry == nil || p.Directory == nil || p.Overlays == nil {
 		writeError(w, http.StatusServiceUnavailable, "partner records cannot be changed on this server", nil)
-		return nil, unlock
+		return nil, nil, unlock
 	}
 	unlock, err := p.lockRecords(r.Context())
 	if err != nil {
 		p.log.Error("read a partner record", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "cannot read your record now; try again", nil)
-		return nil, func() {}
+		return nil, nil, func() {}
 	}
 	sub := subscriberOf(r)
+	written = p.Directory.Record(sub)
 	rec = p.ownRecord(sub)
-	if rec == nil {
+	if rec == nil || written == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", sub), nil)
+		return nil, nil, unlock
 	}
-	return rec, unlock
+	return rec, written, unlock
+}
+
+// writtenSecrets returns the secrets written, the partner's record as
+// written, holds for its webhook url (nil if it lists no such webhook).
+func writtenSecrets(written *subscribers.Subscriber, url string) []string {
+	for _, wh := range written.Webhooks {
+		if wh.URL == url {
+			return wh.Secrets
+		}
+	}
+	return nil
 }
 
 // check checks next, the partner's effective record with its change
@@ -230,7 +249,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	old, unlock := p.lockRecord(w, r)
+	old, _, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -316,7 +335,7 @@ func webhookIndex(w http.ResponseWriter, r *http.Request, rec *subscribers.Subsc
 // (Standard Webhooks), so the receiver may switch to the new one before
 // the old one is retired.
 func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
-	old, unlock := p.lockRecord(w, r)
+	old, written, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -338,7 +357,7 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = append(next.Webhooks[i].Secrets, secret)
 	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
-		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
+		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
 	added := redactSecret(secret)
@@ -354,7 +373,7 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 // stored as the partner's own secrets for the endpoint. The last secret
 // stays: an endpoint without one could not verify what it receives.
 func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
-	old, unlock := p.lockRecord(w, r)
+	old, written, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -385,7 +404,7 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = slices.Delete(next.Webhooks[i].Secrets, j, j+1)
 	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
-		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
+		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
 	retired := redactSecret(secrets[j])
