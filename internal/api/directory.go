@@ -180,10 +180,8 @@ func (h *handler) setStatus(status string) http.HandlerFunc {
 		// After the registry has caught up, so that the new version is
 		// made from the record as last written. A partner's own key or
 		// secret is not in that record and stays in force.
-		unlock, err := h.lockRecords(r.Context())
-		if err != nil {
-			h.log.Error("set subscriber status", "subscriber", r.PathValue("id"), "error", err)
-			writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+		unlock, ok := h.lockRecords(w, r)
+		if !ok {
 			return
 		}
 		defer unlock()

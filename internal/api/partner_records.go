@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -122,16 +121,20 @@ func cloneRecord(s *subscribers.Subscriber) *subscribers.Subscriber {
 // written as its own record (an overlay) and an administrator's record
 // replaces an overlay only where it changes that key or secret (see
 // app.SubscriberStore.Put), so neither ever writes back a copy of the
-// other's change, whichever process makes it.
-func (h *handler) lockRecords(ctx context.Context) (unlock func(), err error) {
+// other's change, whichever process makes it. When the registry cannot
+// catch up it answers 503 itself and reports false; otherwise the caller
+// calls unlock.
+func (h *handler) lockRecords(w http.ResponseWriter, r *http.Request) (unlock func(), ok bool) {
 	h.records.Lock()
 	if h.Partner.Sync != nil {
-		if err := h.Partner.Sync(ctx); err != nil {
+		if err := h.Partner.Sync(r.Context()); err != nil {
 			h.records.Unlock()
-			return nil, fmt.Errorf("catch up with the subscribers topic: %w", err)
+			h.log.Error("catch up with the subscribers topic", "request", r.Method+" "+r.URL.Path, "error", err)
+			writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+			return nil, false
 		}
 	}
-	return h.records.Unlock, nil
+	return h.records.Unlock, true
 }
 
 // lockRecord serialises a change to the partner's own key or secrets
@@ -150,10 +153,8 @@ func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, wr
 		writeError(w, http.StatusServiceUnavailable, "partner records cannot be changed on this server", nil)
 		return nil, nil, unlock
 	}
-	unlock, err := p.lockRecords(r.Context())
-	if err != nil {
-		p.log.Error("read a partner record", "error", err)
-		writeError(w, http.StatusServiceUnavailable, "cannot read your record now; try again", nil)
+	unlock, ok := p.lockRecords(w, r)
+	if !ok {
 		return nil, nil, func() {}
 	}
 	sub := subscriberOf(r)

@@ -186,10 +186,8 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 	// as written it is compared with is the latest: the partner's own
 	// keys and secrets stay in force unless this record changes them
 	// (app.SubscriberStore.Put).
-	unlock, err := h.lockRecords(r.Context())
-	if err != nil {
-		h.log.Error("put subscriber", "subscriber", id, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+	unlock, ok := h.lockRecords(w, r)
+	if !ok {
 		return
 	}
 	defer unlock()
@@ -252,10 +250,8 @@ func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
 	// After the registry has caught up, so that the partner's own keys
 	// and secrets it knows are cleared with the record. A partner's key
 	// written meanwhile is its own record and brings nothing back.
-	unlock, err := h.lockRecords(r.Context())
-	if err != nil {
-		h.log.Error("delete subscriber", "subscriber", id, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+	unlock, ok := h.lockRecords(w, r)
+	if !ok {
 		return
 	}
 	defer unlock()
