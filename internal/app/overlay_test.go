@@ -159,10 +159,7 @@ func twoProcesses(t *testing.T) (a, b *apiProcess) {
 		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: overlayMail}, {Address: "alerts@acme.example"}},
 		Webhooks: []subscribers.Webhook{{URL: overlayHook, Secrets: []string{overlaySecret}}}}
 	acme.Normalize()
-	body, err := json.Marshal(acme)
-	require.NoError(t, err)
-	code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-	require.Equal(t, http.StatusOK, code, out)
+	a.putRecord(acme)
 	a.sync()
 	b.sync()
 	require.NotNil(t, b.reg.Get("acme"))
@@ -225,10 +222,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 				var s subscribers.Subscriber
 				require.NoError(t, json.Unmarshal([]byte(rec), &s))
 				s.Clearance, s.Webhooks[0].MaxTLP = alerts.TLPGreen, alerts.TLPGreen
-				body, err := json.Marshal(s)
-				require.NoError(t, err)
-				code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-				require.Equal(t, http.StatusOK, code, out)
+				a.putRecord(s)
 			},
 			partner: addSecret,
 			check: func(t *testing.T, p *apiProcess, partnerSaid string) {
@@ -402,10 +396,7 @@ func TestAdminPutFromOldGETKeepsPartnerKey(t *testing.T) {
 	// up after it.
 	put := func() {
 		t.Helper()
-		body, err := json.Marshal(s)
-		require.NoError(t, err)
-		code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-		require.Equal(t, http.StatusOK, code, out)
+		a.putRecord(s)
 		a.sync()
 		b.sync()
 	}
@@ -440,10 +431,7 @@ func TestIncarnationIsHeralds(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &rec))
 	assert.Equal(t, first, rec["incarnation"])
 	rec["incarnation"], rec["name"] = "forged", "Acme Car Wash Ltd"
-	body, err := json.Marshal(rec)
-	require.NoError(t, err)
-	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-	require.Equal(t, http.StatusOK, code, out)
+	a.putRecord(rec)
 	a.sync()
 	got := a.reg.Record("acme")
 	assert.Equal(t, "Acme Car Wash Ltd", got.Name)
