@@ -298,10 +298,13 @@ func partnerWebhooks(rec *subscribers.Subscriber) []PartnerWebhook {
 	return out
 }
 
+// redactSecrets returns secrets as Herald shows them
+// (subscribers.RedactSecret): a PUT may send them back in that form to
+// keep them unchanged (restoreSecrets).
 func redactSecrets(secrets []string) []string {
 	out := make([]string, len(secrets))
 	for i, s := range secrets {
-		out[i] = redactSecret(s)
+		out[i] = subscribers.RedactSecret(s)
 	}
 	return out
 }
@@ -361,7 +364,7 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
-	added := redactSecret(secret)
+	added := subscribers.RedactSecret(secret)
 	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID,
 		Details: map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(old.Webhooks[i].URL), "added": added}})
 	p.log.Info("partner added a webhook secret", "subscriber", old.ID, "webhook", i, "secret", added)
@@ -385,7 +388,7 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	secrets := old.Webhooks[i].Secrets
 	want := r.PathValue("n")
-	j := slices.IndexFunc(secrets, func(s string) bool { return redactSecret(s) == want })
+	j := slices.IndexFunc(secrets, func(s string) bool { return subscribers.RedactSecret(s) == want })
 	if n, err := strconv.Atoi(want); err == nil && strconv.Itoa(n) == want && n >= 0 && n < len(secrets) {
 		j = n
 	}
@@ -393,7 +396,7 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 		shown := want
 		if strings.HasPrefix(want, "whsec_") {
 			// A secret itself in the path: not echoed, nor logged.
-			shown = redactSecret(want)
+			shown = subscribers.RedactSecret(want)
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("webhook %d has no secret %q (give its place from 0, or its redacted form)", i, shown), nil)
 		return
@@ -408,7 +411,7 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
-	retired := redactSecret(secrets[j])
+	retired := subscribers.RedactSecret(secrets[j])
 	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID,
 		Details: map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(old.Webhooks[i].URL), "retired": retired}})
 	p.log.Info("partner retired a webhook secret", "subscriber", old.ID, "webhook", i, "secret", retired)
