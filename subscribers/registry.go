@@ -25,13 +25,15 @@ import (
 // states and overlays applied on top (a webhook is disabled when the
 // record says so or when its latest state does; an address the record
 // still lists has the partner's key, a webhook whose URL it still lists
-// has the partner's secrets). Record returns the record as written. No
+// with the secrets the partner's list was made over has the partner's
+// secrets; each only in the incarnation it was made against: InForce).
+// Record returns the record as written. No
 // kind ever rewrites another, so an administrator's change, a worker's 410
 // and a partner's new key all stand whatever their order.
 //
 // Records are immutable once stored, and a record returned is never
 // modified. Put keeps the caller's record as it is (and Get returns it
-// while no endpoint state changes it); the records Apply reads from the
+// while no endpoint state or overlay changes it); the records Apply reads from the
 // topic are kept packed, about a third of their decoded size and nothing
 // for the garbage collector to scan, and each Get, List or Candidates
 // returns a new copy of them (equal records; callers must not rely on
@@ -44,8 +46,8 @@ type Registry struct {
 	free []int32
 	// ids finds an id's slot in recs.
 	ids idIndex
-	// eff holds the effective record, by slot, where endpoint states
-	// change the record.
+	// eff holds the effective record, by slot, where endpoint states or
+	// overlays change the record.
 	eff map[int32]stored
 	// bySector lists the slots of the records in each sector, each once,
 	// in order: a slot is found by binary search, and new slots (the
@@ -67,7 +69,8 @@ type Registry struct {
 	// keeps counting across a tombstone.
 	revs map[string]uint64
 	seq  uint64
-	// rev counts changes of any record or endpoint state (Revision).
+	// rev counts changes of any record, endpoint state or overlay
+	// (Revision).
 	rev uint64
 }
 
