@@ -71,9 +71,11 @@ type ManagedKey struct {
 type ManagedSecrets struct {
 	URL     string   `json:"url"`
 	Secrets []string `json:"secrets"`
-	// InForce says whether the record lists the webhook and is the
-	// incarnation the secrets were made for
-	// (subscribers.SecretsOverlay.InForce).
+	// InForce says whether the record lists the webhook, with the
+	// secrets the partner's list was made over, and is the incarnation
+	// it was made for (subscribers.SecretsOverlay.InForce): a list made
+	// before an administrator changed the webhook's secrets changes
+	// nothing.
 	InForce bool      `json:"in_force"`
 	By      string    `json:"by"`
 	At      time.Time `json:"at"`
