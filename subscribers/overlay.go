@@ -2,6 +2,8 @@ package subscribers
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -64,7 +66,8 @@ type KeyOverlay struct {
 // SecretsOverlay is a partner's own list of Standard Webhooks secrets for
 // one of its webhooks. The Registry's effective record has them in place
 // of the secrets the record holds for that webhook, while the record lists
-// its URL and is the incarnation they were made for (InForce).
+// its URL with the secrets they were made over and is the incarnation
+// they were made for (InForce).
 type SecretsOverlay struct {
 	Subscriber string   `json:"subscriber"`
 	URL        string   `json:"url"`
@@ -75,21 +78,48 @@ type SecretsOverlay struct {
 	// Incarnation is the Incarnation of the record it was made against:
 	// it applies to that incarnation only.
 	Incarnation string `json:"incarnation,omitempty"`
+	// Over is SecretsDigest of the secrets the record as written held for
+	// the webhook when the partner made its list from them: the list
+	// applies only while the record still holds those. Secrets carries a
+	// copy of the administrator's secrets beside the partner's new one,
+	// so an administrator's change of them (a revoked secret) made
+	// meanwhile is never undone by it.
+	Over string `json:"over"`
+}
+
+// SecretsDigest returns the digest of a webhook's secrets that a
+// SecretsOverlay is made over (SecretsOverlay.Over).
+func SecretsDigest(secrets []string) string {
+	h := sha256.New()
+	for _, s := range secrets {
+		h.Write([]byte(s))
+		h.Write([]byte{'\n'})
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // InForce reports whether o applies to rec, the partner's record as
 // written: the record lists o's address and is the incarnation o was made
 // against.
 func (o KeyOverlay) InForce(rec *Subscriber) bool {
-	return o.Incarnation == rec.Incarnation &&
-		slices.ContainsFunc(rec.Email, func(e Email) bool { return strings.EqualFold(e.Address, o.Address) })
+	return slices.ContainsFunc(rec.Email, func(e Email) bool { return o.over(rec, e) })
+}
+
+// over reports whether o applies to e, an address of rec as written.
+func (o KeyOverlay) over(rec *Subscriber, e Email) bool {
+	return o.Incarnation == rec.Incarnation && strings.EqualFold(e.Address, o.Address)
 }
 
 // InForce reports whether o applies to rec, the partner's record as
-// written: the record lists o's webhook and is the incarnation o was made
-// against.
+// written: the record lists o's webhook with the secrets o was made over,
+// and is the incarnation o was made against.
 func (o SecretsOverlay) InForce(rec *Subscriber) bool {
-	return o.Incarnation == rec.Incarnation && slices.ContainsFunc(rec.Webhooks, func(w Webhook) bool { return w.URL == o.URL })
+	return slices.ContainsFunc(rec.Webhooks, func(w Webhook) bool { return o.over(rec, w) })
+}
+
+// over reports whether o applies to w, a webhook of rec as written.
+func (o SecretsOverlay) over(rec *Subscriber, w Webhook) bool {
+	return o.Incarnation == rec.Incarnation && w.URL == o.URL && SecretsDigest(w.Secrets) == o.Over
 }
 
 // ReplacedOverlays returns the keys of the overlays that next, an

@@ -31,8 +31,11 @@ func keyOverlay(sub, addr, key string) subscribers.KeyOverlay {
 	return subscribers.KeyOverlay{Subscriber: sub, Address: addr, PGPKey: key, By: "partner:acme-soc", At: overlayAt}
 }
 
+// secretsOverlay is the partner's own secrets for url, made over the
+// secrets partner gives every webhook.
 func secretsOverlay(sub, url string, secrets ...string) subscribers.SecretsOverlay {
-	return subscribers.SecretsOverlay{Subscriber: sub, URL: url, Secrets: secrets, By: "partner:acme-soc", At: overlayAt}
+	return subscribers.SecretsOverlay{Subscriber: sub, URL: url, Secrets: secrets, By: "partner:acme-soc", At: overlayAt,
+		Over: subscribers.SecretsDigest([]string{secret1})}
 }
 
 // applyOverlay applies o to r as the registry follower does: under its own
@@ -288,4 +291,39 @@ func TestOverlaysApplyToTheirIncarnation(t *testing.T) {
 	old := keyOverlay("acme", mail1, keyNew)
 	applyOverlay(t, r, old)
 	assert.Equal(t, []string{keyNew, ""}, pgpKeys(r.Get("acme")), "a record and an overlay without incarnation match")
+}
+
+// TestSecretsOverlayAppliesOverItsSecrets: a partner's own secrets, a
+// list made from the secrets the record held beside its new one, apply
+// only while the record as written still holds those: an administrator's
+// change of the webhook's secrets (a revoked secret) stands against a
+// list made before it, whatever the order they are read in.
+func TestSecretsOverlayAppliesOverItsSecrets(t *testing.T) {
+	rotated := secretsOverlay("acme", hook1, secret1, secret2)
+	revoked := partner("acme", hook1)
+	revoked.Webhooks[0].Secrets = []string{secret2}
+	for name, steps := range map[string][]any{
+		"rotation then revocation": {rotated, revoked},
+		"revocation then rotation": {revoked, rotated},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := subscribers.NewRegistry()
+			require.NoError(t, r.Apply([]byte("acme"), encode(t, partner("acme", hook1))))
+			for _, step := range steps {
+				switch step := step.(type) {
+				case subscribers.SecretsOverlay:
+					applyOverlay(t, r, step)
+				case *subscribers.Subscriber:
+					require.NoError(t, r.Apply([]byte("acme"), encode(t, step)))
+				}
+			}
+			assert.Equal(t, []string{secret2}, r.Get("acme").Webhooks[0].Secrets, "the revoked secret1 stays revoked")
+			assert.False(t, rotated.InForce(r.Record("acme")))
+		})
+	}
+	r := subscribers.NewRegistry()
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, partner("acme", hook1))))
+	applyOverlay(t, r, rotated)
+	assert.Equal(t, []string{secret1, secret2}, r.Get("acme").Webhooks[0].Secrets, "in force over the secrets it was made over")
+	assert.True(t, rotated.InForce(r.Record("acme")))
 }

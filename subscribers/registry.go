@@ -25,13 +25,15 @@ import (
 // states and overlays applied on top (a webhook is disabled when the
 // record says so or when its latest state does; an address the record
 // still lists has the partner's key, a webhook whose URL it still lists
-// has the partner's secrets). Record returns the record as written. No
+// with the secrets the partner's list was made over has the partner's
+// secrets; each only in the incarnation it was made against: InForce).
+// Record returns the record as written. No
 // kind ever rewrites another, so an administrator's change, a worker's 410
 // and a partner's new key all stand whatever their order.
 //
 // Records are immutable once stored, and a record returned is never
 // modified. Put keeps the caller's record as it is (and Get returns it
-// while no endpoint state changes it); the records Apply reads from the
+// while no endpoint state or overlay changes it); the records Apply reads from the
 // topic are kept packed, about a third of their decoded size and nothing
 // for the garbage collector to scan, and each Get, List or Candidates
 // returns a new copy of them (equal records; callers must not rely on
@@ -44,8 +46,8 @@ type Registry struct {
 	free []int32
 	// ids finds an id's slot in recs.
 	ids idIndex
-	// eff holds the effective record, by slot, where endpoint states
-	// change the record.
+	// eff holds the effective record, by slot, where endpoint states or
+	// overlays change the record.
 	eff map[int32]stored
 	// bySector lists the slots of the records in each sector, each once,
 	// in order: a slot is found by binary search, and new slots (the
@@ -67,7 +69,8 @@ type Registry struct {
 	// keeps counting across a tombstone.
 	revs map[string]uint64
 	seq  uint64
-	// rev counts changes of any record or endpoint state (Revision).
+	// rev counts changes of any record, endpoint state or overlay
+	// (Revision).
 	rev uint64
 }
 
@@ -336,8 +339,8 @@ func (r *Registry) rebuildLocked(id string, slot int32) {
 // effective returns s with its endpoint states and overlays applied: s
 // itself when they change nothing, else a copy with its own email and
 // webhook slices. keys is by lower-cased address, states and secrets by
-// URL; an overlay of an address or URL s does not list, or made against
-// another incarnation of the record, changes nothing.
+// URL; an overlay not in force over s (KeyOverlay.InForce,
+// SecretsOverlay.InForce) changes nothing.
 func effective(s *Subscriber, states map[string]EndpointState, keys map[string]KeyOverlay, secrets map[string]SecretsOverlay) *Subscriber {
 	var cp *Subscriber
 	cloned := func() *Subscriber {
@@ -350,12 +353,12 @@ func effective(s *Subscriber, states map[string]EndpointState, keys map[string]K
 		return cp
 	}
 	for i, e := range s.Email {
-		if o, ok := keys[strings.ToLower(e.Address)]; ok && o.Incarnation == s.Incarnation && o.PGPKey != e.PGPKey {
+		if o, ok := keys[strings.ToLower(e.Address)]; ok && o.over(s, e) && o.PGPKey != e.PGPKey {
 			cloned().Email[i].PGPKey = o.PGPKey
 		}
 	}
 	for i, w := range s.Webhooks {
-		if o, ok := secrets[w.URL]; ok && o.Incarnation == s.Incarnation && !slices.Equal(o.Secrets, w.Secrets) {
+		if o, ok := secrets[w.URL]; ok && o.over(s, w) && !slices.Equal(o.Secrets, w.Secrets) {
 			cloned().Webhooks[i].Secrets = slices.Clone(o.Secrets)
 		}
 		if st, ok := states[w.URL]; ok && st.Disabled && !w.Disabled {

@@ -71,9 +71,11 @@ type ManagedKey struct {
 type ManagedSecrets struct {
 	URL     string   `json:"url"`
 	Secrets []string `json:"secrets"`
-	// InForce says whether the record lists the webhook and is the
-	// incarnation the secrets were made for
-	// (subscribers.SecretsOverlay.InForce).
+	// InForce says whether the record lists the webhook, with the
+	// secrets the partner's list was made over, and is the incarnation
+	// it was made for (subscribers.SecretsOverlay.InForce): a list made
+	// before an administrator changed the webhook's secrets changes
+	// nothing.
 	InForce bool      `json:"in_force"`
 	By      string    `json:"by"`
 	At      time.Time `json:"at"`
@@ -96,7 +98,7 @@ type Directory interface {
 // which it never rewrites (app.SubscriberStore satisfies it).
 type OverlayWriter interface {
 	SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error
-	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, secrets []string, now time.Time) error
+	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error
 }
 
 // EndpointWriter records an administrator's change of an endpoint's state
@@ -180,10 +182,8 @@ func (h *handler) setStatus(status string) http.HandlerFunc {
 		// After the registry has caught up, so that the new version is
 		// made from the record as last written. A partner's own key or
 		// secret is not in that record and stays in force.
-		unlock, err := h.lockRecords(r.Context())
-		if err != nil {
-			h.log.Error("set subscriber status", "subscriber", r.PathValue("id"), "error", err)
-			writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+		unlock, ok := h.lockRecords(w, r)
+		if !ok {
 			return
 		}
 		defer unlock()

@@ -117,12 +117,12 @@ func (w *subscriberStore) SetKey(ctx context.Context, actor string, rec *subscri
 	return nil
 }
 
-func (w *subscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, secrets []string, now time.Time) error {
-	if err := w.SubscriberStore.SetSecrets(ctx, actor, rec, url, secrets, now); err != nil {
+func (w *subscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
+	if err := w.SubscriberStore.SetSecrets(ctx, actor, rec, url, written, secrets, now); err != nil {
 		return err
 	}
 	w.reg.PutSecretsOverlay(subscribers.SecretsOverlay{Subscriber: rec.ID, URL: url, Secrets: secrets, By: actor, At: now.UTC(),
-		Incarnation: rec.Incarnation})
+		Incarnation: rec.Incarnation, Over: subscribers.SecretsDigest(written)})
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -122,40 +121,61 @@ func cloneRecord(s *subscribers.Subscriber) *subscribers.Subscriber {
 // written as its own record (an overlay) and an administrator's record
 // replaces an overlay only where it changes that key or secret (see
 // app.SubscriberStore.Put), so neither ever writes back a copy of the
-// other's change, whichever process makes it.
-func (h *handler) lockRecords(ctx context.Context) (unlock func(), err error) {
+// other's change, whichever process makes it. When the registry cannot
+// catch up it answers 503 itself and reports false; otherwise the caller
+// calls unlock.
+func (h *handler) lockRecords(w http.ResponseWriter, r *http.Request) (unlock func(), ok bool) {
 	h.records.Lock()
 	if h.Partner.Sync != nil {
-		if err := h.Partner.Sync(ctx); err != nil {
+		if err := h.Partner.Sync(r.Context()); err != nil {
 			h.records.Unlock()
-			return nil, fmt.Errorf("catch up with the subscribers topic: %w", err)
+			h.log.Error("catch up with the subscribers topic", "request", r.Method+" "+r.URL.Path, "error", err)
+			writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+			return nil, false
 		}
 	}
-	return h.records.Unlock, nil
+	return h.records.Unlock, true
 }
 
 // lockRecord serialises a change to the partner's own key or secrets
 // (lockRecords) and returns the partner's effective record, the one its
-// keys and secrets are read from, or answers (404 or 503) and returns nil.
-// The caller calls unlock.
-func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec *subscribers.Subscriber, unlock func()) {
+// keys and secrets are read from, and its record as written, or answers
+// (404 or 503) and returns nil. The caller calls unlock.
+//
+// The record as written is read first: should the registry apply an
+// administrator's change between the two reads, an overlay made from them
+// is over secrets the record no longer holds, and so never in force
+// (subscribers.SecretsOverlay.Over), rather than over the new ones with
+// the old ones copied in.
+func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, written *subscribers.Subscriber, unlock func()) {
 	unlock = func() {}
-	if p.Registry == nil || p.Overlays == nil {
+	if p.Registry == nil || p.Directory == nil || p.Overlays == nil {
 		writeError(w, http.StatusServiceUnavailable, "partner records cannot be changed on this server", nil)
-		return nil, unlock
+		return nil, nil, unlock
 	}
-	unlock, err := p.lockRecords(r.Context())
-	if err != nil {
-		p.log.Error("read a partner record", "error", err)
-		writeError(w, http.StatusServiceUnavailable, "cannot read your record now; try again", nil)
-		return nil, func() {}
+	unlock, ok := p.lockRecords(w, r)
+	if !ok {
+		return nil, nil, func() {}
 	}
 	sub := subscriberOf(r)
+	written = p.Directory.Record(sub)
 	rec = p.ownRecord(sub)
-	if rec == nil {
+	if rec == nil || written == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", sub), nil)
+		return nil, nil, unlock
 	}
-	return rec, unlock
+	return rec, written, unlock
+}
+
+// writtenSecrets returns the secrets written, the partner's record as
+// written, holds for its webhook url (nil if it lists no such webhook).
+func writtenSecrets(written *subscribers.Subscriber, url string) []string {
+	for _, wh := range written.Webhooks {
+		if wh.URL == url {
+			return wh.Secrets
+		}
+	}
+	return nil
 }
 
 // check checks next, the partner's effective record with its change
@@ -230,7 +250,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	old, unlock := p.lockRecord(w, r)
+	old, _, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -278,10 +298,13 @@ func partnerWebhooks(rec *subscribers.Subscriber) []PartnerWebhook {
 	return out
 }
 
+// redactSecrets returns secrets as Herald shows them
+// (subscribers.RedactSecret): a PUT may send them back in that form to
+// keep them unchanged (restoreSecrets).
 func redactSecrets(secrets []string) []string {
 	out := make([]string, len(secrets))
 	for i, s := range secrets {
-		out[i] = redactSecret(s)
+		out[i] = subscribers.RedactSecret(s)
 	}
 	return out
 }
@@ -316,7 +339,7 @@ func webhookIndex(w http.ResponseWriter, r *http.Request, rec *subscribers.Subsc
 // (Standard Webhooks), so the receiver may switch to the new one before
 // the old one is retired.
 func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
-	old, unlock := p.lockRecord(w, r)
+	old, written, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -338,10 +361,10 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = append(next.Webhooks[i].Secrets, secret)
 	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
-		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
+		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
-	added := redactSecret(secret)
+	added := subscribers.RedactSecret(secret)
 	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID,
 		Details: map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(old.Webhooks[i].URL), "added": added}})
 	p.log.Info("partner added a webhook secret", "subscriber", old.ID, "webhook", i, "secret", added)
@@ -354,7 +377,7 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 // stored as the partner's own secrets for the endpoint. The last secret
 // stays: an endpoint without one could not verify what it receives.
 func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
-	old, unlock := p.lockRecord(w, r)
+	old, written, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -365,7 +388,7 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	secrets := old.Webhooks[i].Secrets
 	want := r.PathValue("n")
-	j := slices.IndexFunc(secrets, func(s string) bool { return redactSecret(s) == want })
+	j := slices.IndexFunc(secrets, func(s string) bool { return subscribers.RedactSecret(s) == want })
 	if n, err := strconv.Atoi(want); err == nil && strconv.Itoa(n) == want && n >= 0 && n < len(secrets) {
 		j = n
 	}
@@ -373,7 +396,7 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 		shown := want
 		if strings.HasPrefix(want, "whsec_") {
 			// A secret itself in the path: not echoed, nor logged.
-			shown = redactSecret(want)
+			shown = subscribers.RedactSecret(want)
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("webhook %d has no secret %q (give its place from 0, or its redacted form)", i, shown), nil)
 		return
@@ -385,10 +408,10 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	next := cloneRecord(old)
 	next.Webhooks[i].Secrets = slices.Delete(next.Webhooks[i].Secrets, j, j+1)
 	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
-		old.Webhooks[i].URL, next.Webhooks[i].Secrets, p.now())) {
+		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
 		return
 	}
-	retired := redactSecret(secrets[j])
+	retired := subscribers.RedactSecret(secrets[j])
 	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID,
 		Details: map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(old.Webhooks[i].URL), "retired": retired}})
 	p.log.Info("partner retired a webhook secret", "subscriber", old.ID, "webhook", i, "secret", retired)

@@ -10,19 +10,10 @@ import (
 	"github.com/herald-alerts/herald/subscribers"
 )
 
-// redactedPrefix starts a webhook secret as the API shows it
-// (subscribers.RedactSecret). A PUT may send that form back to keep a
-// stored secret unchanged, so a record fetched with GET can be edited and
-// put back.
-const redactedPrefix = subscribers.RedactedSecretPrefix
-
 // SubscriberList is the answer to GET /v1/subscribers.
 type SubscriberList struct {
 	Subscribers []*subscribers.Subscriber `json:"subscribers"`
 }
-
-// redactSecret returns the form of a webhook secret the API shows.
-func redactSecret(secret string) string { return subscribers.RedactSecret(secret) }
 
 // redacted returns a copy of s with its webhook secrets redacted. Records
 // in the registry are immutable, so the copy shares nothing it changes.
@@ -30,10 +21,7 @@ func redacted(s *subscribers.Subscriber) *subscribers.Subscriber {
 	c := *s
 	c.Webhooks = make([]subscribers.Webhook, len(s.Webhooks))
 	for i, wh := range s.Webhooks {
-		wh.Secrets = make([]string, len(s.Webhooks[i].Secrets))
-		for j, sec := range s.Webhooks[i].Secrets {
-			wh.Secrets[j] = redactSecret(sec)
-		}
+		wh.Secrets = redactSecrets(wh.Secrets)
 		c.Webhooks[i] = wh
 	}
 	if len(c.Webhooks) == 0 {
@@ -56,13 +44,13 @@ func restoreSecrets(s, old, eff *subscribers.Subscriber, v *alerts.ValidationErr
 		}
 		for _, wh := range known.Webhooks {
 			for _, sec := range wh.Secrets {
-				stored[redactSecret(sec)] = sec
+				stored[subscribers.RedactSecret(sec)] = sec
 			}
 		}
 	}
 	for i := range s.Webhooks {
 		for j, sec := range s.Webhooks[i].Secrets {
-			if !strings.HasPrefix(sec, redactedPrefix) {
+			if !strings.HasPrefix(sec, subscribers.RedactedSecretPrefix) {
 				continue
 			}
 			if real, ok := stored[sec]; ok {
@@ -186,10 +174,8 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 	// as written it is compared with is the latest: the partner's own
 	// keys and secrets stay in force unless this record changes them
 	// (app.SubscriberStore.Put).
-	unlock, err := h.lockRecords(r.Context())
-	if err != nil {
-		h.log.Error("put subscriber", "subscriber", id, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+	unlock, ok := h.lockRecords(w, r)
+	if !ok {
 		return
 	}
 	defer unlock()
@@ -252,10 +238,8 @@ func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
 	// After the registry has caught up, so that the partner's own keys
 	// and secrets it knows are cleared with the record. A partner's key
 	// written meanwhile is its own record and brings nothing back.
-	unlock, err := h.lockRecords(r.Context())
-	if err != nil {
-		h.log.Error("delete subscriber", "subscriber", id, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
+	unlock, ok := h.lockRecords(w, r)
+	if !ok {
 		return
 	}
 	defer unlock()

@@ -159,14 +159,20 @@ func twoProcesses(t *testing.T) (a, b *apiProcess) {
 		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: overlayMail}, {Address: "alerts@acme.example"}},
 		Webhooks: []subscribers.Webhook{{URL: overlayHook, Secrets: []string{overlaySecret}}}}
 	acme.Normalize()
-	body, err := json.Marshal(acme)
-	require.NoError(t, err)
-	code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-	require.Equal(t, http.StatusOK, code, out)
+	a.putRecord(acme)
 	a.sync()
 	b.sync()
 	require.NotNil(t, b.reg.Get("acme"))
 	return a, b
+}
+
+// putRecord is an administrator's PUT of rec through the process's API.
+func (p *apiProcess) putRecord(rec any) {
+	p.t.Helper()
+	body, err := json.Marshal(rec)
+	require.NoError(p.t, err)
+	code, out := p.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+	require.Equal(p.t, http.StatusOK, code, out)
 }
 
 // sync waits until the process's registry has read every record written.
@@ -216,10 +222,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 				var s subscribers.Subscriber
 				require.NoError(t, json.Unmarshal([]byte(rec), &s))
 				s.Clearance, s.Webhooks[0].MaxTLP = alerts.TLPGreen, alerts.TLPGreen
-				body, err := json.Marshal(s)
-				require.NoError(t, err)
-				code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-				require.Equal(t, http.StatusOK, code, out)
+				a.putRecord(s)
 			},
 			partner: addSecret,
 			check: func(t *testing.T, p *apiProcess, partnerSaid string) {
@@ -230,6 +233,25 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 				assert.Equal(t, alerts.TLPGreen, got.Clearance, "the administrator's clearance stands")
 				assert.Equal(t, alerts.TLPGreen, got.Webhooks[0].MaxTLP, "and the endpoint's max_tlp")
 				assert.Equal(t, []string{overlaySecret, added.Secret}, got.Webhooks[0].Secrets, "and so does the partner's new secret")
+			},
+		},
+		// The partner's rotation is made from b's copy of the secrets the
+		// administrator has just revoked: it must not bring them back.
+		"revoked secret and secret rotation": {
+			admin: func(a *apiProcess) {
+				code, rec := a.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
+				require.Equal(t, http.StatusOK, code, rec)
+				var s subscribers.Subscriber
+				require.NoError(t, json.Unmarshal([]byte(rec), &s))
+				s.Webhooks[0].Secrets = []string{newOwnersSecret}
+				a.putRecord(s)
+			},
+			partner: addSecret,
+			check: func(t *testing.T, p *apiProcess, _ string) {
+				got := p.reg.Get("acme")
+				require.NotNil(t, got)
+				assert.Equal(t, []string{newOwnersSecret}, got.Webhooks[0].Secrets,
+					"the administrator's revocation stands: the rotation made over the revoked secret is not in force")
 			},
 		},
 		"deletion and key upload": {
@@ -374,10 +396,7 @@ func TestAdminPutFromOldGETKeepsPartnerKey(t *testing.T) {
 	// up after it.
 	put := func() {
 		t.Helper()
-		body, err := json.Marshal(s)
-		require.NoError(t, err)
-		code, out := a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-		require.Equal(t, http.StatusOK, code, out)
+		a.putRecord(s)
 		a.sync()
 		b.sync()
 	}
@@ -412,10 +431,7 @@ func TestIncarnationIsHeralds(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &rec))
 	assert.Equal(t, first, rec["incarnation"])
 	rec["incarnation"], rec["name"] = "forged", "Acme Car Wash Ltd"
-	body, err := json.Marshal(rec)
-	require.NoError(t, err)
-	code, out = a.call("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
-	require.Equal(t, http.StatusOK, code, out)
+	a.putRecord(rec)
 	a.sync()
 	got := a.reg.Record("acme")
 	assert.Equal(t, "Acme Car Wash Ltd", got.Name)

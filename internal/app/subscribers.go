@@ -185,11 +185,13 @@ func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscrib
 // SetSecrets records secrets as the partner's own secrets for its webhook
 // url, as actor, as its own record (subscribers.SecretsOverlay) beside the
 // partner's record rec, which is never rewritten; they apply to rec's
-// incarnation only. The caller checks the secrets and records the change
-// in the audit trail.
-func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, secrets []string, now time.Time) error {
+// incarnation only, and only while the record as written still holds
+// written, the secrets it held for the webhook when the partner's list
+// was made (an administrator's change of them stands). The caller checks
+// the secrets and records the change in the audit trail.
+func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
 	o := subscribers.SecretsOverlay{Subscriber: rec.ID, URL: url, Secrets: secrets, By: actor, At: now.UTC(),
-		Incarnation: rec.Incarnation}
+		Incarnation: rec.Incarnation, Over: subscribers.SecretsDigest(written)}
 	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(rec.ID, url), o, "webhook secrets of "+rec.ID)
 }
 

@@ -60,7 +60,7 @@ func TestSubscribersCommandsAndPartnersOwnKeys(t *testing.T) {
 	cur := effective()
 	require.NotEmpty(t, cur.Incarnation, "a new record starts an incarnation")
 	require.NoError(t, store.SetKey(context.Background(), "partner:acme-soc", cur, addr, alice, time.Now()))
-	require.NoError(t, store.SetSecrets(context.Background(), "partner:acme-soc", cur, hook, []string{secret1, secret2}, time.Now()))
+	require.NoError(t, store.SetSecrets(context.Background(), "partner:acme-soc", cur, hook, cur.Webhooks[0].Secrets, []string{secret1, secret2}, time.Now()))
 
 	code, out, errOut := run(t, "", "subscribers", "get", "acme")
 	require.Equal(t, 0, code, errOut)
