@@ -83,8 +83,10 @@ type SecretsOverlay struct {
 	// applies only while the record still holds those. Secrets carries a
 	// copy of the administrator's secrets beside the partner's new one,
 	// so an administrator's change of them (a revoked secret) made
-	// meanwhile is never undone by it.
-	Over string `json:"over"`
+	// meanwhile is never undone by it. Lists written before Over existed
+	// have none and apply as they did then, so that an upgrade does not
+	// silently drop the secrets partners rotated.
+	Over string `json:"over,omitempty"`
 }
 
 // SecretsDigest returns the digest of a webhook's secrets that a
@@ -119,7 +121,7 @@ func (o SecretsOverlay) InForce(rec *Subscriber) bool {
 
 // over reports whether o applies to w, a webhook of rec as written.
 func (o SecretsOverlay) over(rec *Subscriber, w Webhook) bool {
-	return o.Incarnation == rec.Incarnation && w.URL == o.URL && SecretsDigest(w.Secrets) == o.Over
+	return o.Incarnation == rec.Incarnation && w.URL == o.URL && (o.Over == "" || SecretsDigest(w.Secrets) == o.Over)
 }
 
 // ReplacedOverlays returns the keys of the overlays that next, an

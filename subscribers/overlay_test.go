@@ -326,4 +326,17 @@ func TestSecretsOverlayAppliesOverItsSecrets(t *testing.T) {
 	applyOverlay(t, r, rotated)
 	assert.Equal(t, []string{secret1, secret2}, r.Get("acme").Webhooks[0].Secrets, "in force over the secrets it was made over")
 	assert.True(t, rotated.InForce(r.Record("acme")))
+
+	// A list written before Over existed applies as it did then, over
+	// whatever the record holds, so that an upgrade keeps the secrets
+	// partners rotated.
+	legacy := secretsOverlay("acme", hook1, secret2)
+	legacy.Over = ""
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, revoked)))
+	applyOverlay(t, r, legacy)
+	assert.Equal(t, []string{secret2}, r.Get("acme").Webhooks[0].Secrets)
+	assert.True(t, legacy.InForce(r.Record("acme")))
+	legacy.Secrets = []string{secret1}
+	applyOverlay(t, r, legacy)
+	assert.Equal(t, []string{secret1}, r.Get("acme").Webhooks[0].Secrets)
 }
