@@ -164,6 +164,13 @@ func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, wr
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", sub), nil)
 		return nil, nil, unlock
 	}
+	if rec.Incarnation != written.Incarnation {
+		// The record was deleted and created again between the two
+		// reads: a change made now would carry one incarnation's data
+		// under the other's.
+		writeError(w, http.StatusServiceUnavailable, "your record changed while it was read; try again", nil)
+		return nil, nil, unlock
+	}
 	return rec, written, unlock
 }
 

@@ -720,3 +720,31 @@ func TestPartnerChangesNeedTheRegistry(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
 	assert.Empty(t, e.reg.SecretsOverlays("acme"), "nothing written")
 }
+
+// recreatedDirectory answers the record as written as another incarnation
+// than the registry's effective record holds: the partner's record was
+// deleted and created again between lockRecord's two reads.
+type recreatedDirectory struct{ *subscribers.Registry }
+
+func (d recreatedDirectory) Record(id string) *subscribers.Subscriber {
+	rec := d.Registry.Record(id)
+	if rec == nil {
+		return nil
+	}
+	c := *rec
+	c.Incarnation = "recreated"
+	return &c
+}
+
+// TestPartnerChangeRefusedAcrossARecreation: a partner's change that reads
+// its record as written and as in force from two incarnations (a deletion
+// and re-creation landing between the reads) is refused with 503 and
+// writes nothing, rather than carry one incarnation's secrets under the
+// other's.
+func TestPartnerChangeRefusedAcrossARecreation(t *testing.T) {
+	e := newEnv(t, withPartners, func(s *api.Server) { s.Directory = recreatedDirectory{s.Registry.(*subscribers.Registry)} })
+	resp, body := e.do(request{method: "POST", path: "/v1/partner/webhooks/0/secrets", token: partnerToken})
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	assert.Contains(t, string(body), "changed while it was read")
+	assert.Empty(t, e.reg.SecretsOverlays("acme"), "nothing written")
+}
