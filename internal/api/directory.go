@@ -175,14 +175,10 @@ func (h *handler) setStatus(status string) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		if h.Writer == nil {
-			writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
-			return
-		}
 		// After the registry has caught up, so that the new version is
 		// made from the record as last written. A partner's own key or
 		// secret is not in that record and stays in force.
-		unlock, ok := h.lockRecords(w, r)
+		unlock, ok := h.lockWrites(w, r)
 		if !ok {
 			return
 		}

@@ -137,6 +137,16 @@ func (h *handler) lockRecords(w http.ResponseWriter, r *http.Request) (unlock fu
 	return h.records.Unlock, true
 }
 
+// lockWrites is lockRecords for an administrator's write of records: it
+// answers 503 itself, and reports false, when this server has no Writer.
+func (h *handler) lockWrites(w http.ResponseWriter, r *http.Request) (unlock func(), ok bool) {
+	if h.Writer == nil {
+		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
+		return nil, false
+	}
+	return h.lockRecords(w, r)
+}
+
 // lockRecord serialises a change to the partner's own key or secrets
 // (lockRecords) and returns the partner's effective record, the one its
 // keys and secrets are read from, and its record as written, or answers

@@ -174,7 +174,7 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 	// as written it is compared with is the latest: the partner's own
 	// keys and secrets stay in force unless this record changes them
 	// (app.SubscriberStore.Put).
-	unlock, ok := h.lockRecords(w, r)
+	unlock, ok := h.lockWrites(w, r)
 	if !ok {
 		return
 	}
@@ -197,10 +197,6 @@ func (h *handler) putSubscriber(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := h.checkSubscriber(s); err != nil {
 		writeInvalid(w, err)
-		return
-	}
-	if h.Writer == nil {
-		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
 		return
 	}
 	if err := h.Writer.Put(r.Context(), actor(r), "", []*subscribers.Subscriber{s}, func(string) *subscribers.Subscriber { return old }); err != nil {
@@ -231,14 +227,10 @@ func (h *handler) deleteSubscriber(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no subscriber %q", id), nil)
 		return
 	}
-	if h.Writer == nil {
-		writeError(w, http.StatusServiceUnavailable, "subscriber records cannot be written on this server", nil)
-		return
-	}
 	// After the registry has caught up, so that the partner's own keys
 	// and secrets it knows are cleared with the record. A partner's key
 	// written meanwhile is its own record and brings nothing back.
-	unlock, ok := h.lockRecords(w, r)
+	unlock, ok := h.lockWrites(w, r)
 	if !ok {
 		return
 	}
