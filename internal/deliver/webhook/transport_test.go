@@ -20,6 +20,7 @@ import (
 	"github.com/herald-alerts/herald/internal/deliver/webhook"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/testkit/webhooktest"
+	"github.com/herald-alerts/herald/subscribers"
 	"github.com/stretchr/testify/require"
 )
 
@@ -247,28 +248,42 @@ func TestRebindingRefused(t *testing.T) {
 	require.Equal(t, 1, rc.Count())
 }
 
+// mtlsEndpoint is a notifier with a client certificate for first.agency.test
+// in its client-certificate folder, a partner whose endpoint on rc uses it,
+// and a job of alert id for it; renew overwrites the certificate's files
+// with one for second.agency.test.
+func mtlsEndpoint(t *testing.T, ca *webhooktest.CA, rc *webhooktest.Receiver, id string) (n *webhook.Notifier,
+	sub *subscribers.Subscriber, job *delivery.Job, renew func()) {
+	t.Helper()
+	cert, key := ca.ClientCertFiles(t, "first.agency.test")
+	cfg := loopbackTLS(ca)
+	cfg.ClientCertDir = filepath.Dir(cert)
+	n = newNotifier(t, cfg, webhooktest.NewSigner(t))
+	target := rc.URLFor("partner.test", "/mtls")
+	sub = testSub(target)
+	sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
+	renew = func() {
+		t.Helper()
+		renewedCert, renewedKey := ca.ClientCertFiles(t, "second.agency.test")
+		for _, f := range [][2]string{{renewedCert, cert}, {renewedKey, key}} {
+			data, err := os.ReadFile(f[0])
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(f[1], data, 0o600))
+		}
+	}
+	return n, sub, testJob(testAlert(id), sub, target), renew
+}
+
 // TestRenewedCertificateClosesIdle: a renewed client certificate makes a
 // new pool, and the old pool's idle connection is closed.
 func TestRenewedCertificateClosesIdle(t *testing.T) {
 	ca := webhooktest.NewCA(t)
 	rc := webhooktest.New(t, webhooktest.RequireClientCert(ca))
-	cert, key := ca.ClientCertFiles(t, "first.agency.test")
-	cfg := loopbackTLS(ca)
-	cfg.ClientCertDir = filepath.Dir(cert)
-	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
-	target := rc.URLFor("partner.test", "/mtls")
-	sub := testSub(target)
-	sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
-	job := testJob(testAlert("a-renew"), sub, target)
+	n, sub, job, renew := mtlsEndpoint(t, ca, rc, "a-renew")
 	require.NoError(t, n.Notify(context.Background(), job, sub))
 	require.EqualValues(t, 1, rc.ActiveConns())
 
-	renewedCert, renewedKey := ca.ClientCertFiles(t, "second.agency.test")
-	for _, f := range [][2]string{{renewedCert, cert}, {renewedKey, key}} {
-		data, err := os.ReadFile(f[0])
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(f[1], data, 0o600))
-	}
+	renew()
 	require.NoError(t, n.Notify(context.Background(), job, sub))
 	reqs := rc.Requests()
 	require.Equal(t, "second.agency.test", reqs[len(reqs)-1].ClientCN)
@@ -369,24 +384,12 @@ func TestRenewedCertificateInFlight(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}
 	rc.Script(held, webhooktest.Status(http.StatusNoContent))
-	cert, key := ca.ClientCertFiles(t, "first.agency.test")
-	cfg := loopbackTLS(ca)
-	cfg.ClientCertDir = filepath.Dir(cert)
-	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
-	target := rc.URLFor("partner.test", "/mtls")
-	sub := testSub(target)
-	sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = cert, key
-	job := testJob(testAlert("a-renew-inflight"), sub, target)
+	n, sub, job, renew := mtlsEndpoint(t, ca, rc, "a-renew-inflight")
 	first := make(chan error, 1)
 	go func() { first <- n.Notify(context.Background(), job, sub) }()
 	require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
 
-	renewedCert, renewedKey := ca.ClientCertFiles(t, "second.agency.test")
-	for _, f := range [][2]string{{renewedCert, cert}, {renewedKey, key}} {
-		data, err := os.ReadFile(f[0])
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(f[1], data, 0o600))
-	}
+	renew()
 	require.NoError(t, n.Notify(context.Background(), job, sub))
 	close(hold)
 	require.NoError(t, <-first)
