@@ -175,6 +175,16 @@ func (p *apiProcess) putRecord(rec any) {
 	require.Equal(p.t, http.StatusOK, code, out)
 }
 
+// getRecord is an administrator's GET of acme's record through p.
+func (p *apiProcess) getRecord() subscribers.Subscriber {
+	p.t.Helper()
+	code, out := p.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
+	require.Equal(p.t, http.StatusOK, code, out)
+	var s subscribers.Subscriber
+	require.NoError(p.t, json.Unmarshal([]byte(out), &s))
+	return s
+}
+
 // sync waits until the process's registry has read every record written.
 func (p *apiProcess) sync() {
 	p.t.Helper()
@@ -217,10 +227,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 		},
 		"lowered clearance and secret rotation": {
 			admin: func(a *apiProcess) {
-				code, rec := a.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
-				require.Equal(t, http.StatusOK, code, rec)
-				var s subscribers.Subscriber
-				require.NoError(t, json.Unmarshal([]byte(rec), &s))
+				s := a.getRecord()
 				s.Clearance, s.Webhooks[0].MaxTLP = alerts.TLPGreen, alerts.TLPGreen
 				a.putRecord(s)
 			},
@@ -239,10 +246,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 		// administrator has just revoked: it must not bring them back.
 		"revoked secret and secret rotation": {
 			admin: func(a *apiProcess) {
-				code, rec := a.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
-				require.Equal(t, http.StatusOK, code, rec)
-				var s subscribers.Subscriber
-				require.NoError(t, json.Unmarshal([]byte(rec), &s))
+				s := a.getRecord()
 				s.Webhooks[0].Secrets = []string{newOwnersSecret}
 				a.putRecord(s)
 			},
@@ -385,13 +389,10 @@ func TestAdminPutFromOldGETKeepsPartnerKey(t *testing.T) {
 	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
 	bob, _ := pgptest.RecipientKey(t, pgptest.Bob)
 	a, b := twoProcesses(t)
-	code, oldGET := a.call("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
-	require.Equal(t, http.StatusOK, code, oldGET)
+	s := a.getRecord()
 
 	code, out := b.call("PUT", "/v1/partner/email/"+overlayMail+"/key", overlayPartnerToken, "application/pgp-keys", alice)
 	require.Equal(t, http.StatusOK, code, out)
-	var s subscribers.Subscriber
-	require.NoError(t, json.Unmarshal([]byte(oldGET), &s))
 	// put is the administrator's PUT of s through a, both processes caught
 	// up after it.
 	put := func() {
