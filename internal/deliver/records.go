@@ -103,7 +103,11 @@ func (o *out) then(f func()) {
 }
 
 // flush writes everything o holds, one acknowledged write per topic, in
-// the phases of flushPhases, then runs the after functions.
+// the phases of flushPhases. The after functions run once the first phase
+// (dead letters and endpoint states, which is what they apply) is
+// acknowledged and before the receipts are written: whoever reads a
+// "disabled" receipt finds the endpoint disabled in this runner's registry
+// too, so the next job for it is withheld.
 func (r *Runner) flush(ctx context.Context, o *out) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -115,7 +119,17 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 			return err
 		}
 	}
+	after := o.after
+	runAfter := func() {
+		for _, f := range after {
+			f()
+		}
+		after = nil
+	}
 	for _, phase := range flushPhases(o.byTopic) {
+		if !slices.Contains(phase, bus.TopicDead) && !slices.Contains(phase, bus.TopicSubscribers) {
+			runAfter() // the first phase, if any, is written
+		}
 		g, gctx := errgroup.WithContext(ctx)
 		for _, topic := range phase {
 			msgs := o.byTopic[topic]
@@ -128,9 +142,7 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 			return err
 		}
 	}
-	for _, f := range o.after {
-		f()
-	}
+	runAfter()
 	return nil
 }
 
