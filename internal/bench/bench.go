@@ -69,8 +69,9 @@ type Options struct {
 	// which is Herald's command line when the suite runs from
 	// `herald bench`; a test binary dispatches to the command line in its
 	// TestMain. The child's environment is this process's without HERALD_
-	// variables (the configuration file given to it holds every setting),
-	// followed by the command's own Env.
+	// variables, followed by the command's own Env, then HERALD_VIEW_DIR
+	// and HERALD_PUBLISHING_KEY_FILE; the configuration file given to it
+	// holds every other setting that differs from the defaults.
 	Serve func(ctx context.Context, args ...string) *exec.Cmd
 	// Runs, if not empty, limits the suite to the named runs (RunFanout,
 	// RunWebhook, RunEmail, RunLatency, RunStatus, RunWorkers, RunRoles), to profile

@@ -25,6 +25,12 @@ func (e *env) runRoles(ctx context.Context) ([]Result, error) {
 	hooks := make([]*subscribers.Subscriber, e.opt.WebhookPartners)
 	for i := range hooks {
 		hooks[i] = e.partner(fmt.Sprintf("wh-%05d", i), webhookSector, false, true, i)
+		// The default format, left out of the record as a partner
+		// registered before formats existed would have it, so that
+		// --serve-binary can run issue 12's baseline build (73479c6), whose
+		// registry refuses a field it does not know. Every build reads
+		// an absent format as herald.
+		hooks[i].Webhooks[0].Format = ""
 	}
 	var perDelivery float64
 	err := e.againstServe(ctx, RunRoles, hooks, func(p *serveProcess, b *bus.Bus, subs []*subscribers.Subscriber) error {

@@ -67,13 +67,20 @@ func (e *env) againstServe(ctx context.Context, run string, subs []*subscribers.
 		return fmt.Errorf("%s: %w", run, err)
 	}
 	cfg := e.workersConfig(b)
-	cfg.View.Dir = filepath.Join(e.dir, run+"-view")
+	// view.dir and publishing.key_file go as HERALD_ variables, which a
+	// build that does not know them ignores, so that --serve-binary can run
+	// a build from before them (issue 12's baseline, 73479c6); every other
+	// setting goes in the file.
+	env := []string{"HERALD_VIEW_DIR=" + filepath.Join(e.dir, run+"-view"),
+		"HERALD_PUBLISHING_KEY_FILE=" + cfg.Publishing.KeyFile}
+	cfg.View.Dir = config.Default().View.Dir
+	cfg.Publishing = config.Default().Publishing
 	file := filepath.Join(e.dir, run+".yaml")
 	if err := writeConfig(file, cfg); err != nil {
 		return fmt.Errorf("%s: %w", run, err)
 	}
 	e.progress("%s: starting herald serve --roles fanout,deliver against this process's broker", run)
-	child, err := e.startServe(ctx, "serve", "--roles", app.RoleFanout+","+app.RoleDeliver, "--config", file)
+	child, err := e.startServe(ctx, env, "serve", "--roles", app.RoleFanout+","+app.RoleDeliver, "--config", file)
 	if err != nil {
 		return fmt.Errorf("%s: %w", run, err)
 	}
@@ -154,8 +161,9 @@ type serveProcess struct {
 }
 
 // startServe starts Herald's command line with args in a child process
-// (Options.Serve, or this program).
-func (e *env) startServe(ctx context.Context, args ...string) (*serveProcess, error) {
+// (Options.Serve, or this program), with this process's environment less
+// its HERALD_ variables, plus env.
+func (e *env) startServe(ctx context.Context, env []string, args ...string) (*serveProcess, error) {
 	var cmd *exec.Cmd
 	if e.opt.Serve != nil {
 		cmd = e.opt.Serve(ctx, args...)
@@ -166,13 +174,13 @@ func (e *env) startServe(ctx context.Context, args ...string) (*serveProcess, er
 		}
 		cmd = exec.Command(exe, args...)
 	}
-	env := make([]string, 0, len(os.Environ())+len(cmd.Env))
+	vars := make([]string, 0, len(os.Environ())+len(cmd.Env)+len(env))
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "HERALD_") {
-			env = append(env, kv)
+			vars = append(vars, kv)
 		}
 	}
-	cmd.Env = append(env, cmd.Env...)
+	cmd.Env = append(append(vars, cmd.Env...), env...)
 	p := &serveProcess{cmd: cmd, log: &tail{max: 16 << 10}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
@@ -250,7 +258,7 @@ func (t *tail) String() string {
 // every key (as mapstructure names it) with its value, durations as Go
 // durations, in JSON, which YAML reads.
 func writeConfig(file string, c *config.Config) error {
-	doc, err := json.MarshalIndent(configDocument(reflect.ValueOf(*c)), "", "  ")
+	doc, err := json.MarshalIndent(configDocument(reflect.ValueOf(*c), reflect.ValueOf(config.Default())), "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode configuration: %w", err)
 	}
@@ -261,21 +269,27 @@ func writeConfig(file string, c *config.Config) error {
 }
 
 // configDocument turns a configuration value into what its YAML would
-// decode to.
-func configDocument(v reflect.Value) any {
+// decode to, keeping only the settings that differ from def (the
+// defaults): the serve process gets the same configuration from its own
+// defaults, and another build started with --serve-binary reads only the
+// keys the bench sets, not every key this build knows.
+func configDocument(v, def reflect.Value) any {
 	switch {
 	case v.Type() == reflect.TypeFor[time.Duration]():
 		return time.Duration(v.Int()).String()
 	case v.Kind() == reflect.Struct:
 		m := map[string]any{}
 		for i := range v.NumField() {
-			m[v.Type().Field(i).Tag.Get("mapstructure")] = configDocument(v.Field(i))
+			if reflect.DeepEqual(v.Field(i).Interface(), def.Field(i).Interface()) {
+				continue
+			}
+			m[v.Type().Field(i).Tag.Get("mapstructure")] = configDocument(v.Field(i), def.Field(i))
 		}
 		return m
 	case v.Kind() == reflect.Slice:
 		l := make([]any, v.Len())
 		for i := range l {
-			l[i] = configDocument(v.Index(i))
+			l[i] = configDocument(v.Index(i), reflect.Zero(v.Type().Elem()))
 		}
 		return l
 	}

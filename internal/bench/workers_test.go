@@ -2,9 +2,12 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +55,17 @@ func TestWriteConfigReadsBack(t *testing.T) {
 	got, err := config.Load(file)
 	require.NoError(t, err)
 	assert.Equal(t, c, *got)
+
+	// Only what differs from the defaults is written, so that another
+	// build (--serve-binary) meets only the keys the bench sets.
+	raw, err := os.ReadFile(file)
+	require.NoError(t, err)
+	var doc map[string]map[string]any
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	assert.ElementsMatch(t, []string{"kafka", "delivery", "webhooks", "api", "log"}, slices.Collect(maps.Keys(doc)))
+	assert.ElementsMatch(t, []string{"brokers", "consumer"}, slices.Collect(maps.Keys(doc["kafka"])))
+	assert.Equal(t, map[string]any{"linger": "1.5ms"}, doc["kafka"]["consumer"])
+	assert.Equal(t, map[string]any{"level": "warn"}, doc["log"])
 }
 
 func TestServeProcessReportsHowItEnded(t *testing.T) {
@@ -62,7 +76,7 @@ func TestServeProcessReportsHowItEnded(t *testing.T) {
 	}
 	t.Run("exits early", func(t *testing.T) {
 		e := &env{opt: Options{Serve: sh("echo boom >&2; exit 3")}}
-		p, err := e.startServe(t.Context(), "serve")
+		p, err := e.startServe(t.Context(), nil, "serve")
 		require.NoError(t, err)
 		<-p.ctx.Done()
 		assert.ErrorContains(t, context.Cause(p.ctx), "herald serve exited: exit status 3")
@@ -71,7 +85,7 @@ func TestServeProcessReportsHowItEnded(t *testing.T) {
 	})
 	t.Run("stops on SIGTERM", func(t *testing.T) {
 		e := &env{opt: Options{Serve: sh("trap 'exit 0' TERM; echo started; while :; do sleep 0.05; done")}}
-		p, err := e.startServe(t.Context(), "serve")
+		p, err := e.startServe(t.Context(), nil, "serve")
 		require.NoError(t, err)
 		require.Eventually(t, func() bool { return strings.Contains(p.log.String(), "started") }, 10*time.Second, 10*time.Millisecond)
 		mib, err := processPeakRSS(p.cmd.Process.Pid)
@@ -80,20 +94,21 @@ func TestServeProcessReportsHowItEnded(t *testing.T) {
 		require.NoError(t, p.stop())
 		require.NoError(t, p.stop(), "a second stop answers as the first")
 	})
-	t.Run("HERALD_ settings stay out of its environment", func(t *testing.T) {
+	t.Run("HERALD_ settings stay out of its environment but for its own", func(t *testing.T) {
 		t.Setenv("HERALD_KAFKA_BROKERS", "elsewhere:9092")
 		e := &env{opt: Options{Serve: func(ctx context.Context, _ ...string) *exec.Cmd {
 			cmd := exec.CommandContext(ctx, "sh", "-c", "env; echo end")
 			cmd.Env = []string{"OWN=1"}
 			return cmd
 		}}}
-		p, err := e.startServe(t.Context(), "serve")
+		p, err := e.startServe(t.Context(), []string{"HERALD_VIEW_DIR=/v"}, "serve")
 		require.NoError(t, err)
 		<-p.ctx.Done()
 		out := p.log.String()
 		assert.Contains(t, out, "end")
 		assert.Contains(t, out, "OWN=1")
 		assert.NotContains(t, out, "HERALD_KAFKA_BROKERS")
+		assert.Contains(t, out, "HERALD_VIEW_DIR=/v", "the variables startServe is given are passed")
 	})
 }
 

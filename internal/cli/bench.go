@@ -88,7 +88,7 @@ func newBenchCmd(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&quick, "quick", false, "run a seconds-long version of every run (for CI)")
 	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run, this process only, to FILE (go tool pprof -top FILE)")
 	cmd.Flags().StringVar(&serveBinary, "serve-binary", "", "run this herald program as the serve process of the workers and roles runs instead of this one, to compare\n"+
-		"builds on one harness (it must read this build's configuration file)")
+		"builds on one harness (it must read the keys the bench sets; 73479c6, issue 12's baseline, does)")
 	cmd.Flags().StringSliceVar(&runs, "run", nil, "run only these (fanout, webhook, email, latency, status, workers, roles; comma-separated), e.g. to profile one")
 	outputFlag(cmd, &output)
 	return cmd
