@@ -126,6 +126,9 @@
 // topic. The partner's record is never written back, so an
 // administrator's change to it made at the same moment (a suspension
 // above all) stands whatever the order; the subscribers.Registry applies
-// the state on top of the record. An administrator re-enables the endpoint
-// by writing a state with Disabled false under the same key.
+// the state on top of the record. The runner applies the state to its own
+// registry as soon as it is written, before the "disabled" receipt is, so
+// that whoever reads that receipt and publishes again finds the endpoint's
+// next job withheld. An administrator re-enables the endpoint by writing a
+// state with Disabled false under the same key.
 package deliver
