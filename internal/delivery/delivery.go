@@ -257,8 +257,8 @@ func (c *AlertCache) decode(raw []byte) (*alerts.Alert, [32]byte, error) {
 // The alert is most of a job's bytes, and the jobs of one alert carry the
 // same alert bytes: the alert's value is found with one pass over it
 // (splitAlert) and decoded, through cache, only when its bytes are new,
-// and encoding/json decodes the rest of the job. A record that pass does
-// not take apart is decoded by encoding/json as a whole, with the same
+// and decodeJSON decodes the rest of the job. A record that pass does
+// not take apart is decoded by decodeJSON as a whole, with the same
 // result.
 func DecodeJob(value []byte, cache *AlertCache) (*Job, error) {
 	var w jobWire
@@ -266,7 +266,7 @@ func DecodeJob(value []byte, cache *AlertCache) (*Job, error) {
 	if !ok {
 		rest = value
 	}
-	if err := json.Unmarshal(rest, &w); err != nil {
+	if err := decodeJSON(rest, &w); err != nil {
 		return nil, fmt.Errorf("decode delivery job: %w", err)
 	}
 	j := Job(w)

@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,7 +40,7 @@ func DecodeReceipts(key string, value []byte) ([]Receipt, error) {
 	var rs []Receipt
 	array := false
 	if v := bytes.TrimLeft(value, " \t\r\n"); len(v) > 0 && v[0] == '[' {
-		if err := json.Unmarshal(v, &rs); err != nil {
+		if err := decodeJSON(v, &rs); err != nil {
 			return nil, fmt.Errorf("decode receipts: %w", err)
 		}
 		if len(rs) == 0 {
@@ -50,7 +49,7 @@ func DecodeReceipts(key string, value []byte) ([]Receipt, error) {
 		array = true
 	} else {
 		rs = make([]Receipt, 1)
-		if err := json.Unmarshal(value, &rs[0]); err != nil {
+		if err := decodeJSON(value, &rs[0]); err != nil {
 			return nil, fmt.Errorf("decode receipt: %w", err)
 		}
 	}

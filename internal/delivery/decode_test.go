@@ -1,0 +1,70 @@
+package delivery
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// FuzzDecodeJSONIsEncodingJSON: for any bytes, decodeJSON gives what
+// encoding/json gives, value and error alike, for the two records it
+// decodes on the delivery path: receipts (one or an array) and a job's
+// fields beside its alert.
+func FuzzDecodeJSONIsEncodingJSON(f *testing.F) {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 123, time.UTC)
+	r := Receipt{Kind: KindOutcome, AlertID: "al-1", DeliveryID: "msg_x", Subscriber: "acme", Channel: ChannelWebhook,
+		Target: "https://h.example/x", State: StateRetrying, Attempt: 2, Error: "é\u2028<", RetryAt: at, At: at,
+		References: []string{"al-0"}, TLP: "TLP:GREEN"}
+	one := r.Encode()
+	f.Add(one)
+	f.Add(PackReceipts([][]byte{one, one})[0])
+	for _, s := range []string{
+		`{"alert":"al-1","at":"bad"}`,
+		`{"alert":"al-1","attempt":1.5}`,
+		`{"alert":"al-1","attempt":"1"}`,
+		`{"ALERT":"al-1","Kind":"ack","at":null}`,
+		`{"alert":"al-1",}`,
+		`{"alert":"al-1"} x`,
+		`[{"alert":"al-1"},{"alert":2}]`,
+		`{"alert":"\ud800\xff","subscriber":"a\u0000"}`,
+		`{"id":"x","alert":null,"subscriber":"s","channel":"email","target":"t","attempt":2,"history":[{"at":"2026-01-01T00:00:00Z","reason":"timeout"}]}`,
+		`{"id":"x","not_before":"2026-01-01T00:00:00+01:00","mode":"content","attempt":-1}`,
+		`{"references":{"a":1}}`,
+		`[]`, `null`, ``, `{}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		same(t, data, func() any { return new(Receipt) })
+		same(t, data, func() any { return new([]Receipt) })
+		same(t, data, func() any { return new(jobWire) })
+	})
+}
+
+// same decodes data into a fresh value from mk with decodeJSON and with
+// encoding/json and fails unless both agree.
+func same(t *testing.T, data []byte, mk func() any) {
+	t.Helper()
+	fast, ref := mk(), mk()
+	var errFast error
+	switch v := fast.(type) {
+	case *Receipt:
+		errFast = decodeJSON(data, v)
+	case *[]Receipt:
+		errFast = decodeJSON(data, v)
+	case *jobWire:
+		errFast = decodeJSON(data, v)
+	}
+	errRef := json.Unmarshal(data, ref)
+	if (errFast == nil) != (errRef == nil) || (errRef != nil && errFast.Error() != errRef.Error()) {
+		t.Fatalf("%q into %T: decodeJSON %v, encoding/json %v", data, fast, errFast, errRef)
+	}
+	if errRef != nil {
+		return
+	}
+	a, _ := json.Marshal(fast)
+	b, _ := json.Marshal(ref)
+	if string(a) != string(b) {
+		t.Fatalf("%q into %T: decodeJSON %s, encoding/json %s", data, fast, a, b)
+	}
+}
