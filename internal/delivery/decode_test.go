@@ -68,3 +68,34 @@ func same(t *testing.T, data []byte, mk func() any) {
 		t.Fatalf("%q into %T: decodeJSON %s, encoding/json %s", data, fast, a, b)
 	}
 }
+
+// BenchmarkDecodeReceipts decodes a packed record of 100 outcomes with
+// encoding/json and with decodeJSON.
+func BenchmarkDecodeReceipts(b *testing.B) {
+	at := time.Now().UTC()
+	var encs [][]byte
+	for i := range 100 {
+		target := "https://h.example/x" + string(rune('a'+i%26))
+		r := Receipt{Kind: KindOutcome, AlertID: "al-1", DeliveryID: ID("al-1", "acme", target), Subscriber: "acme",
+			Channel: ChannelWebhook, Target: target, State: StateDelivered, Attempt: 1 + i%2, At: at}
+		encs = append(encs, r.Encode())
+	}
+	v := PackReceipts(encs)[0]
+	for _, c := range []struct {
+		name   string
+		decode func([]byte, *[]Receipt) error
+	}{
+		{"encoding_json", func(d []byte, rs *[]Receipt) error { return json.Unmarshal(d, rs) }},
+		{"decodeJSON", decodeJSON[[]Receipt]},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(v)))
+			for b.Loop() {
+				var rs []Receipt
+				if err := c.decode(v, &rs); err != nil || len(rs) != 100 {
+					b.Fatal(err, len(rs))
+				}
+			}
+		})
+	}
+}
