@@ -255,8 +255,9 @@ func (t *tail) String() string {
 }
 
 // writeConfig writes c to file as a configuration file config.Load reads:
-// every key (as mapstructure names it) with its value, durations as Go
-// durations, in JSON, which YAML reads.
+// every key (as mapstructure names it) whose value differs from the
+// default, with that value, durations as Go durations, in JSON, which YAML
+// reads.
 func writeConfig(file string, c *config.Config) error {
 	doc, err := json.MarshalIndent(configDocument(reflect.ValueOf(*c), reflect.ValueOf(config.Default())), "", "  ")
 	if err != nil {
