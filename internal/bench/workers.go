@@ -74,7 +74,7 @@ func (e *env) againstServe(ctx context.Context, run string, subs []*subscribers.
 	env := []string{"HERALD_VIEW_DIR=" + filepath.Join(e.dir, run+"-view"),
 		"HERALD_PUBLISHING_KEY_FILE=" + cfg.Publishing.KeyFile}
 	cfg.View.Dir = config.Default().View.Dir
-	cfg.Publishing = config.Default().Publishing
+	cfg.Publishing.KeyFile = config.Default().Publishing.KeyFile
 	file := filepath.Join(e.dir, run+".yaml")
 	if err := writeConfig(file, cfg); err != nil {
 		return fmt.Errorf("%s: %w", run, err)
