@@ -167,7 +167,7 @@ func deadline(n int) time.Duration {
 // fasthttp pass doing the same (webhook.raw_fasthttp: Herald's transport is
 // fasthttp's, so this is the limit of the client it uses). It also reports
 // the process's CPU time per delivery over Herald's passes (see
-// heraldPassCPU).
+// passCPU).
 func (e *env) webhookRun(ctx context.Context, b *bus.Bus, pub *bus.Producer, subs []*subscribers.Subscriber) ([]Result, error) {
 	workers := e.concurrency(e.opt.Receivers)
 	raw := &http.Client{
@@ -183,7 +183,7 @@ func (e *env) webhookRun(ctx context.Context, b *bus.Bus, pub *bus.Producer, sub
 	var sample *captured
 	for round := range e.opt.Rounds {
 		heraldPass := func() error {
-			return e.heraldPassCPU(ctx, b, &heraldCPU, func() (err error) {
+			return passCPU(ctx, b, cpuTime, &heraldCPU, func() (err error) {
 				sample, err = e.publishAndWait(ctx, pub, "webhook", webhookSector, round, subs, e.hooks,
 					func(s *subscribers.Subscriber) string { return s.Webhooks[0].URL }, &heraldTime)
 				return err
@@ -227,14 +227,15 @@ func (e *env) webhookRun(ctx context.Context, b *bus.Bus, pub *bus.Producer, sub
 	}, nil
 }
 
-// heraldPassCPU runs one Herald pass and adds the CPU time the whole
-// process used meanwhile to *total: from just before the alert is written
-// until every delivery has arrived and the deliver role has committed every
-// job (so its outcome receipts are written too). The process also hosts
-// the embedded broker, the receivers and the bench itself; the raw passes
-// are not counted.
-func (e *env) heraldPassCPU(ctx context.Context, b *bus.Bus, total *time.Duration, pass func() error) error {
-	before, err := cpuTime()
+// passCPU runs one Herald pass and adds to *total the CPU time cpu
+// reports was used meanwhile: from just before the alert is written until
+// every delivery has arrived and the deliver role has committed every job
+// (so its outcome receipts are written too). Run 2 counts this whole
+// process (cpuTime), which also hosts the embedded broker, the receivers
+// and the bench itself, and not its raw passes; run 8 counts the serve
+// process alone (processCPU).
+func passCPU(ctx context.Context, b *bus.Bus, cpu func() (time.Duration, error), total *time.Duration, pass func() error) error {
+	before, err := cpu()
 	if err != nil {
 		return err
 	}
@@ -244,7 +245,7 @@ func (e *env) heraldPassCPU(ctx context.Context, b *bus.Bus, total *time.Duratio
 	if err := waitCommitted(ctx, b, app.GroupDeliver, bus.TopicDeliveries); err != nil {
 		return err
 	}
-	after, err := cpuTime()
+	after, err := cpu()
 	if err != nil {
 		return err
 	}
@@ -283,11 +284,7 @@ func rawPost(ctx context.Context, c *http.Client, url string, s *captured) error
 	if err != nil {
 		return err
 	}
-	for _, h := range []string{"Content-Type", "User-Agent", "webhook-id", "webhook-timestamp", "webhook-signature", "herald-pgp-signature"} {
-		if v := s.header.Get(h); v != "" {
-			req.Header.Set(h, v)
-		}
-	}
+	s.eachHeader(req.Header.Set)
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
@@ -309,11 +306,7 @@ func rawFastPost(c *fasthttp.Client, url string, s *captured) error {
 	req.Header.DisableNormalizing()
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI(url)
-	for _, h := range []string{"Content-Type", "User-Agent", "webhook-id", "webhook-timestamp", "webhook-signature", "herald-pgp-signature"} {
-		if v := s.header.Get(h); v != "" {
-			req.Header.Set(h, v)
-		}
-	}
+	s.eachHeader(req.Header.Set)
 	req.SetBodyRaw(s.body)
 	if err := c.DoTimeout(req, resp, 30*time.Second); err != nil {
 		return err

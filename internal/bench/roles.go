@@ -58,25 +58,17 @@ func (e *env) throughRoles(p *serveProcess, b *bus.Bus, hooks []*subscribers.Sub
 	if err := waitCommitted(ctx, b, app.GroupDeliver, bus.TopicDeliveries); err != nil {
 		return 0, err
 	}
-	pid := p.cmd.Process.Pid
+	cpu := func() (time.Duration, error) { return processCPU(p.cmd.Process.Pid) }
 	var total, elapsed time.Duration
 	for round := range e.opt.Rounds {
-		before, err := processCPU(pid)
+		err := passCPU(ctx, b, cpu, &total, func() error {
+			_, err := e.publishAndWait(ctx, pub, "roles", webhookSector, round, hooks, e.hooks,
+				func(s *subscribers.Subscriber) string { return s.Webhooks[0].URL }, &elapsed)
+			return err
+		})
 		if err != nil {
 			return 0, err
 		}
-		if _, err := e.publishAndWait(ctx, pub, "roles", webhookSector, round, hooks, e.hooks,
-			func(s *subscribers.Subscriber) string { return s.Webhooks[0].URL }, &elapsed); err != nil {
-			return 0, err
-		}
-		if err := waitCommitted(ctx, b, app.GroupDeliver, bus.TopicDeliveries); err != nil {
-			return 0, err
-		}
-		after, err := processCPU(pid)
-		if err != nil {
-			return 0, err
-		}
-		total += after - before
 	}
 	n := e.opt.Rounds * len(hooks)
 	return float64(total.Nanoseconds()) / 1e3 / float64(n), nil

@@ -37,6 +37,20 @@ type captured struct {
 	body   []byte
 }
 
+// replayedHeaders are the headers of a captured webhook request that the
+// raw passes send again with its body.
+var replayedHeaders = []string{"Content-Type", "User-Agent", "webhook-id", "webhook-timestamp", "webhook-signature", "herald-pgp-signature"}
+
+// eachHeader calls set with each of replayedHeaders the request carried,
+// and its value.
+func (s *captured) eachHeader(set func(name, value string)) {
+	for _, h := range replayedHeaders {
+		if v := s.header.Get(h); v != "" {
+			set(h, v)
+		}
+	}
+}
+
 // expect starts a phase that waits for ids; the channel closes when every
 // one has arrived. With sample, the first expected arrival is kept.
 func (t *tracker) expect(ids []string, sample bool) <-chan struct{} {
