@@ -48,9 +48,8 @@ func (e *env) runWorkers(ctx context.Context) ([]Result, error) {
 // againstServe is what the workers and roles runs share: an embedded
 // broker of the run's own in this process, with subs registered through
 // the subscribers topic, and `herald serve --roles fanout,deliver` started
-// against it with a configuration file (workersConfig, its view in a
-// folder named after the run). through runs with both; then the process
-// must stop cleanly.
+// against it with the settings of serveConfig. through runs with both;
+// then the process must stop cleanly.
 func (e *env) againstServe(ctx context.Context, run string, subs []*subscribers.Subscriber,
 	through func(p *serveProcess, b *bus.Bus, subs []*subscribers.Subscriber) error) error {
 	c := *e.cfg
@@ -66,15 +65,7 @@ func (e *env) againstServe(ctx context.Context, run string, subs []*subscribers.
 	if err := register(ctx, b, subs); err != nil {
 		return fmt.Errorf("%s: %w", run, err)
 	}
-	cfg := e.workersConfig(b)
-	// view.dir and publishing.key_file go as HERALD_ variables, which a
-	// build that does not know them ignores, so that --serve-binary can run
-	// a build from before them (issue 12's baseline, 73479c6); every other
-	// setting goes in the file.
-	env := []string{"HERALD_VIEW_DIR=" + filepath.Join(e.dir, run+"-view"),
-		"HERALD_PUBLISHING_KEY_FILE=" + cfg.Publishing.KeyFile}
-	cfg.View.Dir = config.Default().View.Dir
-	cfg.Publishing.KeyFile = config.Default().Publishing.KeyFile
+	cfg, env := e.serveConfig(b, run)
 	file := filepath.Join(e.dir, run+".yaml")
 	if err := writeConfig(file, cfg); err != nil {
 		return fmt.Errorf("%s: %w", run, err)
@@ -135,17 +126,25 @@ func (e *env) throughWorkers(p *serveProcess, b *bus.Bus, subs []*subscribers.Su
 	return processPeakRSS(p.cmd.Process.Pid)
 }
 
-// workersConfig is the serve process's configuration: the bench's, with
-// b's broker as kafka.brokers (the same publishing key authenticates both
-// sides), no metrics listener and warnings only in its log (againstServe
-// puts its view in the bench's temporary folder).
-func (e *env) workersConfig(b *bus.Bus) *config.Config {
+// serveConfig is the serve process's configuration for run: the bench's,
+// with b's broker as kafka.brokers, no metrics listener and warnings only
+// in its log, for its file; and the variables for its environment:
+// view.dir (a folder named after run in the bench's temporary folder) and
+// publishing.key_file (the bench's, so the same key authenticates both
+// sides). Those two go as HERALD_ variables, which a build that does not
+// know them ignores, so that --serve-binary can run a build from before
+// them (issue 12's baseline, 73479c6).
+func (e *env) serveConfig(b *bus.Bus, run string) (*config.Config, []string) {
 	c := *e.cfg
 	c.Kafka.Brokers = b.Brokers()
 	c.Kafka.CreateTopics = false
 	c.Metrics.Listen = ""
 	c.Log = config.Log{Level: "warn", Format: "text"}
-	return &c
+	env := []string{"HERALD_VIEW_DIR=" + filepath.Join(e.dir, run+"-view"),
+		"HERALD_PUBLISHING_KEY_FILE=" + c.Publishing.KeyFile}
+	c.View.Dir = config.Default().View.Dir
+	c.Publishing.KeyFile = config.Default().Publishing.KeyFile
+	return &c, env
 }
 
 // serveProcess is a running `herald serve` child process.
