@@ -31,11 +31,7 @@ import (
 func TestSuccessBodyBeyondBound(t *testing.T) {
 	const bound = 4 << 10
 	rc := webhooktest.New(t)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second, MaxResponseBytes: bound},
-		webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-body"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{MaxResponseBytes: bound}, "a-body")
 
 	rc.Script(webhooktest.Body(http.StatusOK, strings.Repeat("k", bound)))
 	require.NoError(t, n.Notify(context.Background(), job, sub))
@@ -58,10 +54,7 @@ func TestSuccessBodyBeyondBound(t *testing.T) {
 // a temporary failure, not a delivery; a large one within it is read.
 func TestResponseHeaderBound(t *testing.T) {
 	rc := webhooktest.New(t)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-headers"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{}, "a-headers")
 	header := func(size int) webhooktest.Step {
 		return func(w http.ResponseWriter, _ *http.Request, _ <-chan struct{}) {
 			w.Header().Set("X-Padding", strings.Repeat("p", size))
@@ -80,13 +73,11 @@ func TestResponseHeaderBound(t *testing.T) {
 func TestContextDeadlineBoundsAttempt(t *testing.T) {
 	rc := webhooktest.New(t)
 	rc.Script(webhooktest.Hang())
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: time.Minute}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{Timeout: time.Minute}, "a-ctx-deadline")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	failure(t, n.Notify(ctx, testJob(testAlert("a-ctx-deadline"), sub, target), sub), delivery.ReasonTimeout, true)
+	failure(t, n.Notify(ctx, job, sub), delivery.ReasonTimeout, true)
 	require.Less(t, time.Since(start), 10*time.Second)
 }
 
@@ -156,13 +147,11 @@ func TestCancelEndsConnect(t *testing.T) {
 func TestCancelEndsExchange(t *testing.T) {
 	rc := webhooktest.New(t)
 	rc.Script(webhooktest.Hang())
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: time.Minute}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{Timeout: time.Minute}, "a-cancel")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- n.Notify(ctx, testJob(testAlert("a-cancel"), sub, target), sub) }()
+	go func() { errc <- n.Notify(ctx, job, sub) }()
 	require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
 	cancel()
 	select {
@@ -321,10 +310,7 @@ func TestTLSVersionFloor(t *testing.T) {
 // it knows 4,096) leaves no connection that Close cannot reach.
 func TestForgottenHostKeepsNoConnection(t *testing.T) {
 	rc := webhooktest.New(t)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-forgotten"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{}, "a-forgotten")
 	require.NoError(t, n.Notify(context.Background(), job, sub))
 	n.Close()
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
