@@ -307,7 +307,8 @@ func TestTLSVersionFloor(t *testing.T) {
 
 // TestForgottenHostKeepsNoConnection: a route prepared before its host's
 // pool was forgotten (the pool forgets hosts with no connection open once
-// it knows 4,096) leaves no connection that Close cannot reach.
+// it knows 4,096) is prepared again, so its connections are kept alive in
+// a pool that Close reaches.
 func TestForgottenHostKeepsNoConnection(t *testing.T) {
 	rc := webhooktest.New(t)
 	n, sub, job := loopbackJob(t, rc, webhook.Config{}, "a-forgotten")
@@ -316,7 +317,10 @@ func TestForgottenHostKeepsNoConnection(t *testing.T) {
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
 
 	webhook.ForgetIdleHosts(n)
+	conns := rc.Conns()
 	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.Equal(t, conns+1, rc.Conns(), "the route is prepared again: its host's pool keeps the connection for the next delivery")
 	n.Close()
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"Close closes the idle connection of a route made before its host was forgotten")
