@@ -207,6 +207,51 @@ func TestStaleConnection(t *testing.T) {
 	require.EqualValues(t, 1, mutes.Load(), "a new connection is not tried again")
 }
 
+// TestStaleConnections: when every kept-alive connection of a host was
+// closed by the server while idle (its keep-alive timeout ran out), the
+// next delivery goes out on a new connection, however many of them the
+// pool held.
+func TestStaleConnections(t *testing.T) {
+	const idle = 3
+	var served atomic.Int64
+	arrived, release, closed := make(chan struct{}, idle), make(chan struct{}), make(chan struct{}, idle)
+	addr, accepted := listen(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		first := served.Add(1) <= idle
+		if first {
+			arrived <- struct{}{}
+			<-release // so that the first deliveries take a connection each
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		if first {
+			c.Close() // no "Connection: close": the client finds out on its next request
+			closed <- struct{}{}
+		}
+	})
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
+	target := "http://" + addr + "/h"
+	sub := testSub(target)
+	job := testJob(testAlert("a-stale-all"), sub, target)
+	errc := make(chan error, idle)
+	for range idle {
+		go func() { errc <- n.Notify(context.Background(), job, sub) }()
+	}
+	for range idle {
+		<-arrived
+	}
+	close(release)
+	for range idle {
+		require.NoError(t, <-errc)
+		<-closed
+	}
+	require.NoError(t, n.Notify(context.Background(), job, sub), "a delivery after the server closed every idle connection")
+	require.EqualValues(t, idle+1, accepted.Load())
+}
+
 // TestRebindingRefused: a name that resolved to an allowed address and
 // later resolves to a forbidden one is refused at the next connection.
 func TestRebindingRefused(t *testing.T) {
