@@ -56,11 +56,12 @@ const (
 )
 
 // out collects the records one batch, or one handed-off attempt, must
-// write before its work counts as done; after runs once they are written.
+// write before its work counts as done; after holds, by topic, what runs
+// once that topic's records are written.
 type out struct {
 	mu      sync.Mutex
 	byTopic map[string][]kafka.Message
-	after   []func()
+	after   map[string][]func()
 	err     error
 }
 
@@ -96,18 +97,23 @@ func (o *out) empty() bool {
 	return len(o.byTopic) == 0 && len(o.after) == 0 && o.err == nil
 }
 
-func (o *out) then(f func()) {
+// then makes f run once the records of topic that o holds (f applies one
+// of them) are acknowledged, before the next phase is written.
+func (o *out) then(topic string, f func()) {
 	o.mu.Lock()
-	o.after = append(o.after, f)
+	if o.after == nil {
+		o.after = make(map[string][]func())
+	}
+	o.after[topic] = append(o.after[topic], f)
 	o.mu.Unlock()
 }
 
 // flush writes everything o holds, one acknowledged write per topic, in
-// the phases of flushPhases. The after functions run once the first phase
-// (dead letters and endpoint states, which is what they apply) is
-// acknowledged and before the receipts are written: whoever reads a
-// "disabled" receipt finds the endpoint disabled in this runner's registry
-// too, so the next job for it is withheld.
+// the phases of flushPhases, and runs the after functions of each phase's
+// topics once it is acknowledged. An endpoint state is thus applied to
+// this runner's registry before the receipts are written: whoever reads a
+// "disabled" receipt finds the endpoint disabled here too, so the next job
+// for it is withheld.
 func (r *Runner) flush(ctx context.Context, o *out) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -119,17 +125,7 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 			return err
 		}
 	}
-	after := o.after
-	runAfter := func() {
-		for _, f := range after {
-			f()
-		}
-		after = nil
-	}
 	for _, phase := range flushPhases(o.byTopic) {
-		if !slices.Contains(phase, bus.TopicDead) && !slices.Contains(phase, bus.TopicSubscribers) {
-			runAfter() // the first phase, if any, is written
-		}
 		g, gctx := errgroup.WithContext(ctx)
 		for _, topic := range phase {
 			msgs := o.byTopic[topic]
@@ -141,8 +137,12 @@ func (r *Runner) flush(ctx context.Context, o *out) error {
 		if err := g.Wait(); err != nil {
 			return err
 		}
+		for _, topic := range phase {
+			for _, f := range o.after[topic] {
+				f()
+			}
+		}
 	}
-	runAfter()
 	return nil
 }
 
@@ -366,7 +366,7 @@ func (r *Runner) disable(o *out, job *delivery.Job, now time.Time) {
 	// a later one): its follower applies the topic in order.
 	rev := r.reg.EndpointRevision(st.Subscriber, st.URL)
 	o.addJSON(bus.TopicSubscribers, subscribers.EndpointKey(st.Subscriber, st.URL), st)
-	o.then(func() { r.reg.PutEndpointIf(st, rev) })
+	o.then(bus.TopicSubscribers, func() { r.reg.PutEndpointIf(st, rev) })
 }
 
 // recheck re-evaluates the policy for job's target with sub's current

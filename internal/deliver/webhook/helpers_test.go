@@ -68,6 +68,21 @@ func newNotifier(t testing.TB, cfg webhook.Config, signer webhook.Signer) *webho
 	return n
 }
 
+// loopbackJob returns a notifier of cfg, with plain http to loopback
+// allowed and Timeout 5s unless cfg sets one, and a partner whose endpoint
+// is rc's /h with a job of alert id for it.
+func loopbackJob(t *testing.T, rc *webhooktest.Receiver, cfg webhook.Config, id string) (*webhook.Notifier, *subscribers.Subscriber, *delivery.Job) {
+	t.Helper()
+	cfg.AllowInsecureLoopback = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	target := rc.URL("/h")
+	sub := testSub(target)
+	return n, sub, testJob(testAlert(id), sub, target)
+}
+
 // failure asserts err is a *delivery.Failure with reason and temporariness.
 func failure(t *testing.T, err error, reason string, temporary bool) *delivery.Failure {
 	t.Helper()

@@ -236,71 +236,28 @@ type host struct {
 }
 
 // conn is a connection of a host's pool. The HostClient makes it
-// unconnected; the attempt that takes it first connects it (host.connect).
-// A connected conn in the pool has carried a whole exchange: every attempt
-// that fails closes its conn. An attempt has it to itself, so its fields
-// need no lock.
+// unconnected, with a nil Conn; the attempt that takes it first connects
+// it (host.connect), and nothing reads, writes or sets a deadline before
+// then, so only Close, which the HostClient calls on a conn whose connect
+// failed, minds a nil Conn. A connected conn in the pool has carried a
+// whole exchange: every attempt that fails closes its conn. An attempt
+// has it to itself, so its fields need no lock.
 type conn struct {
-	c   net.Conn // nil until connected
-	got int      // bytes read in the current exchange
+	net.Conn     // nil until connected
+	got      int // bytes read in the current exchange
 }
 
 func (c *conn) Read(b []byte) (int, error) {
-	if c.c == nil {
-		return 0, net.ErrClosed
-	}
-	n, err := c.c.Read(b)
+	n, err := c.Conn.Read(b)
 	c.got += n
 	return n, err
 }
 
-func (c *conn) Write(b []byte) (int, error) {
-	if c.c == nil {
-		return 0, net.ErrClosed
-	}
-	return c.c.Write(b)
-}
-
 func (c *conn) Close() error {
-	if c.c == nil {
+	if c.Conn == nil {
 		return nil
 	}
-	return c.c.Close()
-}
-
-func (c *conn) LocalAddr() net.Addr {
-	if c.c == nil {
-		return nil
-	}
-	return c.c.LocalAddr()
-}
-
-func (c *conn) RemoteAddr() net.Addr {
-	if c.c == nil {
-		return nil
-	}
-	return c.c.RemoteAddr()
-}
-
-func (c *conn) SetDeadline(t time.Time) error {
-	if c.c == nil {
-		return net.ErrClosed
-	}
-	return c.c.SetDeadline(t)
-}
-
-func (c *conn) SetReadDeadline(t time.Time) error {
-	if c.c == nil {
-		return net.ErrClosed
-	}
-	return c.c.SetReadDeadline(t)
-}
-
-func (c *conn) SetWriteDeadline(t time.Time) error {
-	if c.c == nil {
-		return net.ErrClosed
-	}
-	return c.c.SetWriteDeadline(t)
+	return c.Conn.Close()
 }
 
 // connect connects through the guarded dialer and, for https, completes
@@ -331,15 +288,18 @@ type response struct {
 // (discarded), all before deadline. Cancelling ctx ends it at once: the
 // connect is made under ctx, and the connection's deadline is moved to
 // the past when ctx ends. A request on a kept-alive connection that the
-// server had closed, so that nothing at all came back, is sent once more
-// on a new connection (net/http does the same for a connection it finds
-// closed, and a partner drops a duplicate by its webhook-id).
+// server had closed, so that nothing at all came back, is sent again on
+// the next connection, until one is not such a stale one: each stale
+// connection is closed, so at the latest the pool runs out of idle ones
+// and a new connection is made (net/http does the same for a connection
+// it finds closed, and a partner drops a duplicate by its webhook-id).
 func (h *host) do(ctx context.Context, deadline time.Time, req *fasthttp.Request, resp *fasthttp.Response, limit int64) (response, error) {
-	r, stale, err := h.try(ctx, deadline, req, resp, limit)
-	if stale && ctx.Err() == nil && time.Now().Before(deadline) {
-		r, _, err = h.try(ctx, deadline, req, resp, limit)
+	for {
+		r, stale, err := h.try(ctx, deadline, req, resp, limit)
+		if !stale || ctx.Err() != nil || !time.Now().Before(deadline) {
+			return r, err
+		}
 	}
-	return r, err
 }
 
 // interrupted is a deadline in the past: it makes every blocked and future
@@ -358,10 +318,10 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 		return r, false, err
 	}
 	c := cc.Conn().(*conn)
-	reused := c.c != nil
+	reused := c.Conn != nil
 	if !reused {
 		cctx, cancel := context.WithDeadline(ctx, deadline)
-		c.c, err = h.connect(cctx)
+		c.Conn, err = h.connect(cctx)
 		cancel()
 		if err != nil {
 			h.hc.CloseConn(cc)
@@ -369,7 +329,7 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 		}
 	}
 	c.got = 0
-	nc := c.c
+	nc := c.Conn
 	if err := nc.SetDeadline(deadline); err != nil {
 		h.hc.CloseConn(cc)
 		return r, reused, err

@@ -31,11 +31,7 @@ import (
 func TestSuccessBodyBeyondBound(t *testing.T) {
 	const bound = 4 << 10
 	rc := webhooktest.New(t)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second, MaxResponseBytes: bound},
-		webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-body"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{MaxResponseBytes: bound}, "a-body")
 
 	rc.Script(webhooktest.Body(http.StatusOK, strings.Repeat("k", bound)))
 	require.NoError(t, n.Notify(context.Background(), job, sub))
@@ -58,10 +54,7 @@ func TestSuccessBodyBeyondBound(t *testing.T) {
 // a temporary failure, not a delivery; a large one within it is read.
 func TestResponseHeaderBound(t *testing.T) {
 	rc := webhooktest.New(t)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-headers"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{}, "a-headers")
 	header := func(size int) webhooktest.Step {
 		return func(w http.ResponseWriter, _ *http.Request, _ <-chan struct{}) {
 			w.Header().Set("X-Padding", strings.Repeat("p", size))
@@ -80,13 +73,11 @@ func TestResponseHeaderBound(t *testing.T) {
 func TestContextDeadlineBoundsAttempt(t *testing.T) {
 	rc := webhooktest.New(t)
 	rc.Script(webhooktest.Hang())
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: time.Minute}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{Timeout: time.Minute}, "a-ctx-deadline")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	failure(t, n.Notify(ctx, testJob(testAlert("a-ctx-deadline"), sub, target), sub), delivery.ReasonTimeout, true)
+	failure(t, n.Notify(ctx, job, sub), delivery.ReasonTimeout, true)
 	require.Less(t, time.Since(start), 10*time.Second)
 }
 
@@ -156,13 +147,11 @@ func TestCancelEndsConnect(t *testing.T) {
 func TestCancelEndsExchange(t *testing.T) {
 	rc := webhooktest.New(t)
 	rc.Script(webhooktest.Hang())
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: time.Minute}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{Timeout: time.Minute}, "a-cancel")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- n.Notify(ctx, testJob(testAlert("a-cancel"), sub, target), sub) }()
+	go func() { errc <- n.Notify(ctx, job, sub) }()
 	require.Eventually(t, func() bool { return rc.Count() == 1 }, 5*time.Second, 5*time.Millisecond)
 	cancel()
 	select {
@@ -216,6 +205,51 @@ func TestStaleConnection(t *testing.T) {
 	sub = testSub(target)
 	failure(t, n.Notify(context.Background(), testJob(testAlert("a-mute"), sub, target), sub), delivery.ReasonConnect, true)
 	require.EqualValues(t, 1, mutes.Load(), "a new connection is not tried again")
+}
+
+// TestStaleConnections: when every kept-alive connection of a host was
+// closed by the server while idle (its keep-alive timeout ran out), the
+// next delivery goes out on a new connection, however many of them the
+// pool held.
+func TestStaleConnections(t *testing.T) {
+	const idle = 3
+	var served atomic.Int64
+	arrived, release, closed := make(chan struct{}, idle), make(chan struct{}), make(chan struct{}, idle)
+	addr, accepted := listen(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		first := served.Add(1) <= idle
+		if first {
+			arrived <- struct{}{}
+			<-release // so that the first deliveries take a connection each
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		if first {
+			c.Close() // no "Connection: close": the client finds out on its next request
+			closed <- struct{}{}
+		}
+	})
+	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
+	target := "http://" + addr + "/h"
+	sub := testSub(target)
+	job := testJob(testAlert("a-stale-all"), sub, target)
+	errc := make(chan error, idle)
+	for range idle {
+		go func() { errc <- n.Notify(context.Background(), job, sub) }()
+	}
+	for range idle {
+		<-arrived
+	}
+	close(release)
+	for range idle {
+		require.NoError(t, <-errc)
+		<-closed
+	}
+	require.NoError(t, n.Notify(context.Background(), job, sub), "a delivery after the server closed every idle connection")
+	require.EqualValues(t, idle+1, accepted.Load())
 }
 
 // TestRebindingRefused: a name that resolved to an allowed address and
@@ -318,19 +352,20 @@ func TestTLSVersionFloor(t *testing.T) {
 
 // TestForgottenHostKeepsNoConnection: a route prepared before its host's
 // pool was forgotten (the pool forgets hosts with no connection open once
-// it knows 4,096) leaves no connection that Close cannot reach.
+// it knows 4,096) is prepared again, so its connections are kept alive in
+// a pool that Close reaches.
 func TestForgottenHostKeepsNoConnection(t *testing.T) {
 	rc := webhooktest.New(t)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-forgotten"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{}, "a-forgotten")
 	require.NoError(t, n.Notify(context.Background(), job, sub))
 	n.Close()
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
 
 	webhook.ForgetIdleHosts(n)
+	conns := rc.Conns()
 	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.Equal(t, conns+1, rc.Conns(), "the route is prepared again: its host's pool keeps the connection for the next delivery")
 	n.Close()
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"Close closes the idle connection of a route made before its host was forgotten")

@@ -552,25 +552,15 @@ func mayCarry(a *alerts.Alert, sub *subscribers.Subscriber, ep *subscribers.Webh
 // body ended within the limit (so that the connection may be reused).
 func drain(r io.Reader, limit int64) (excerpt string, complete bool) {
 	var head [200]byte
-	hl := int(min(int64(len(head)), max(limit, 0)))
-	n := 0
-	for n < hl {
-		k, err := r.Read(head[n:hl])
-		n += k
-		if err == io.EOF {
-			complete = true
-			break
-		}
-		if err != nil {
-			return printable(head[:n]), false
-		}
-	}
-	if !complete {
+	n, err := io.ReadFull(r, head[:min(int64(len(head)), max(limit, 0))])
+	switch err {
+	case nil:
 		// One byte past the limit tells a body that ends at it from one
-		// that goes on.
-		left := limit - int64(n)
-		m, err := io.CopyN(io.Discard, r, left+1)
-		complete = err == io.EOF && m <= left
+		// that goes on: io.EOF means fewer came.
+		_, err = io.CopyN(io.Discard, r, limit-int64(n)+1)
+		complete = err == io.EOF
+	case io.EOF, io.ErrUnexpectedEOF:
+		complete = true
 	}
 	return printable(head[:n]), complete
 }

@@ -101,10 +101,7 @@ func TestDeliverSigned(t *testing.T) {
 func TestRetriesKeepID(t *testing.T) {
 	rc := webhooktest.New(t)
 	rc.FailThenSucceed(2, http.StatusServiceUnavailable)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-retry"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{}, "a-retry")
 	for range 2 {
 		failure(t, n.Notify(context.Background(), job, sub), delivery.ReasonHTTP5xx, true)
 	}
@@ -120,11 +117,7 @@ func TestRetriesKeepID(t *testing.T) {
 func TestStatusClasses(t *testing.T) {
 	rc := webhooktest.New(t)
 	now := time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second, Now: func() time.Time { return now }},
-		webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-status"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{Now: func() time.Time { return now }}, "a-status")
 
 	tests := []struct {
 		name       string
@@ -172,10 +165,7 @@ func TestStatusClasses(t *testing.T) {
 
 func TestTimeouts(t *testing.T) {
 	rc := webhooktest.New(t)
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 300 * time.Millisecond}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	job := testJob(testAlert("a-timeout"), sub, target)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{Timeout: 300 * time.Millisecond}, "a-timeout")
 
 	t.Run("hang before headers", func(t *testing.T) {
 		rc.Script(webhooktest.Hang())
@@ -206,10 +196,8 @@ func TestRedirectNotFollowed(t *testing.T) {
 	inner := webhooktest.New(t) // a loopback service the redirect points at
 	rc := webhooktest.New(t)
 	rc.Script(webhooktest.Redirect(http.StatusTemporaryRedirect, inner.URL("/admin")))
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second}, webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	failure(t, n.Notify(context.Background(), testJob(testAlert("a-redir"), sub, target), sub), delivery.ReasonRedirect, false)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{}, "a-redir")
+	failure(t, n.Notify(context.Background(), job, sub), delivery.ReasonRedirect, false)
 	require.Equal(t, 1, rc.Count())
 	require.Zero(t, inner.Count(), "the redirect must not be followed")
 }
@@ -217,11 +205,8 @@ func TestRedirectNotFollowed(t *testing.T) {
 func TestOversizedResponse(t *testing.T) {
 	rc := webhooktest.New(t)
 	rc.Script(webhooktest.Endless(http.StatusOK))
-	n := newNotifier(t, webhook.Config{AllowInsecureLoopback: true, Timeout: 5 * time.Second, MaxResponseBytes: 4 << 10},
-		webhooktest.NewSigner(t))
-	target := rc.URL("/h")
-	sub := testSub(target)
-	require.NoError(t, n.Notify(context.Background(), testJob(testAlert("a-big"), sub, target), sub))
+	n, sub, job := loopbackJob(t, rc, webhook.Config{MaxResponseBytes: 4 << 10}, "a-big")
+	require.NoError(t, n.Notify(context.Background(), job, sub))
 	// Herald stopped reading after the bound and dropped the connection
 	// rather than draining an endless body.
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
