@@ -19,7 +19,6 @@ import (
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/taxii"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
-	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -94,23 +93,7 @@ func newPullFixture(tb testing.TB) *pullFixture {
 		}
 	}
 
-	v, err := view.Open(tb.TempDir(), view.Options{})
-	require.NoError(tb, err)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- v.Run(rctx, b) }()
-	tb.Cleanup(func() {
-		cancel()
-		require.NoError(tb, <-done)
-		require.NoError(tb, v.Close())
-	})
-	select {
-	case <-v.Ready():
-	case err := <-done:
-		tb.Fatalf("view stopped: %v", err)
-	case <-time.After(5 * time.Minute):
-		tb.Fatal("view not ready within 5 minutes")
-	}
+	v := runView(tb, b)
 
 	reg := subscribers.NewRegistry()
 	sub := &subscribers.Subscriber{ID: benchPartner, Name: "Pull bench", Kind: subscribers.KindBusiness,

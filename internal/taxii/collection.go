@@ -84,7 +84,7 @@ type collectionKey struct {
 // expires_at and not_before (policy rule 8: nothing is delivered before
 // not_before or after expires_at; expiry is judged by policy.Pull, and an
 // alert — or a withdrawal — whose not_before is still ahead is not in the
-// collection yet: see make). The partner's record has no validity period,
+// collection yet: see build). The partner's record has no validity period,
 // its status is in the record, and the one other check that depends on
 // the time, of an email key, is not part of Pull. So a collection holds
 // until the earliest of those instants still ahead.
@@ -103,7 +103,7 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 	if c, ok := s.cached.Get(key); ok && (c.until.IsZero() || now.Before(c.until)) {
 		return c, nil
 	}
-	c, complete, err := s.make(sub, now)
+	c, complete, err := s.build(sub, now)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,7 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 	return c, nil
 }
 
-// make makes sub's collection at now; complete is false when the view
+// build makes sub's collection at now; complete is false when the view
 // lacked an alert a withdrawal notice names (the alerts topic behind the
 // receipts), so that what it withdraws is not known yet: such a
 // collection serves its request and is not kept.
@@ -126,7 +126,7 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 // nothing, and counts as nothing the partner received; from then on its
 // objects are dated (date_added) at its not_before, so that a TAXII
 // client polling with added_after finds it.
-func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection, complete bool, err error) {
+func (s *Server) build(sub *subscribers.Subscriber, now time.Time) (c *collection, complete bool, err error) {
 	c = &collection{}
 	var delivered []view.PartnerDelivery
 	withdrawn := map[string]bool{}
@@ -138,7 +138,7 @@ func (s *Server) make(sub *subscribers.Subscriber, now time.Time) (c *collection
 			return nil, false, fmt.Errorf("%w: %v", errUnavailable, err)
 		}
 		for _, d := range page {
-			if d.Channel != delivery.ChannelPull || d.Target != delivery.TargetPull {
+			if d.Target != delivery.TargetPull { // the query kept the pull channel alone
 				continue
 			}
 			switch d.Mode {

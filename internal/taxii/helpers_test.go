@@ -91,16 +91,51 @@ func (e *env) serverNow() time.Time { return time.Now().Add(time.Duration(e.ahea
 // would be.
 func (e *env) replica() *env {
 	r := &env{t: e.t, bus: e.bus, view: e.view, reg: e.reg, w: e.w, clock: e.clock, audit: e.audit}
-	r.server = &taxii.Server{Source: e.view, Registry: e.reg, Receipts: &receiptWriter{p: e.bus.Producer(bus.TopicReceipts)},
-		Audit: e.audit, Agency: agency, Now: e.serverNow, Log: kafkatest.Logger(e.t, slog.LevelWarn)}
+	r.serve(e.serverNow)
+	return r
+}
+
+// serve starts e's pull server on e's view, registry and receipts topic,
+// with clock now, and keeps the callers it refuses in e.refused.
+func (e *env) serve(now func() time.Time) {
+	e.server = &taxii.Server{Source: e.view, Registry: e.reg, Receipts: &receiptWriter{p: e.bus.Producer(bus.TopicReceipts)},
+		Audit: e.audit, Agency: agency, Now: now, Log: kafkatest.Logger(e.t, slog.LevelWarn)}
 	mux := http.NewServeMux()
-	r.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {
+	var mu sync.Mutex
+	e.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {
 		c, ok := tokens[tok]
 		return c, ok
-	}, nil)
-	r.srv = httptest.NewServer(mux)
-	e.t.Cleanup(r.srv.Close)
-	return r
+	}, func(r *http.Request, who, why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		e.refused = append(e.refused, who)
+	})
+	e.srv = httptest.NewServer(mux)
+	e.t.Cleanup(e.srv.Close)
+}
+
+// runView opens a view and runs it on b until the test ends; it returns
+// once the view is ready.
+func runView(tb testing.TB, b *bus.Bus) *view.View {
+	tb.Helper()
+	v, err := view.Open(tb.TempDir(), view.Options{})
+	require.NoError(tb, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx, b) }()
+	tb.Cleanup(func() {
+		cancel()
+		require.NoError(tb, <-done)
+		require.NoError(tb, v.Close())
+	})
+	select {
+	case <-v.Ready():
+	case err := <-done:
+		tb.Fatalf("view stopped: %v", err)
+	case <-time.After(5 * time.Minute):
+		tb.Fatal("view not ready within 5 minutes")
+	}
+	return v
 }
 
 // auditRecorder keeps the audit entries the server records.
@@ -162,16 +197,7 @@ func newEnv(t *testing.T) *env {
 	for _, s := range partners() {
 		reg.Put(s)
 	}
-	v, err := view.Open(t.TempDir(), view.Options{})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- v.Run(ctx, b) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		require.NoError(t, v.Close())
-	})
+	v := runView(t, b)
 	e := &env{t: t, bus: b, view: v, reg: reg, clock: &clock{now: time.Now().UTC().Add(-time.Hour).Truncate(time.Second)}}
 	e.w = &fanout.Worker{
 		Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
@@ -180,20 +206,7 @@ func newEnv(t *testing.T) *env {
 		Now: e.clock.Now, Log: slog.New(slog.DiscardHandler),
 	}
 	e.audit = &auditRecorder{}
-	e.server = &taxii.Server{Source: v, Registry: reg, Receipts: &receiptWriter{p: b.Producer(bus.TopicReceipts)},
-		Audit: e.audit, Agency: agency, Now: e.serverNow, Log: kafkatest.Logger(t, slog.LevelWarn)}
-	mux := http.NewServeMux()
-	var mu sync.Mutex
-	e.server.Register(mux, func(_ *http.Request, tok string) (taxii.Caller, bool) {
-		c, ok := tokens[tok]
-		return c, ok
-	}, func(r *http.Request, who, why string) {
-		mu.Lock()
-		defer mu.Unlock()
-		e.refused = append(e.refused, who)
-	})
-	e.srv = httptest.NewServer(mux)
-	t.Cleanup(e.srv.Close)
+	e.serve(e.serverNow)
 	return e
 }
 

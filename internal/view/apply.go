@@ -468,21 +468,18 @@ func (t *txn) flushEntries() error {
 		if wasVisible && (!isVisible || old.State != e.State) {
 			sDel = append(sDel, partnerStateKey(old, es.id))
 		}
+		// An entry's channel, like its time, is fixed by its first
+		// receipt (ledger.Entry.Apply): the channel index changes with the
+		// partner index.
 		if wasVisible && !isVisible {
 			pDel = append(pDel, partnerKey(old, es.id))
+			cDel = append(cDel, partnerChannelKey(old, es.id))
 		}
 		if isVisible && (!wasVisible || old.State != e.State) {
 			sPut = append(sPut, partnerStateKey(e, es.id))
 		}
 		if isVisible && !wasVisible {
 			pPut = append(pPut, partnerKey(e, es.id))
-		}
-		// An entry's channel is fixed by its first receipt; the channel
-		// index changes as the state index does, should it ever not be.
-		if wasVisible && (!isVisible || old.Channel != e.Channel) {
-			cDel = append(cDel, partnerChannelKey(old, es.id))
-		}
-		if isVisible && (!wasVisible || old.Channel != e.Channel) {
 			cPut = append(cPut, partnerChannelKey(e, es.id))
 		}
 	}

@@ -465,3 +465,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// lookupAll is l's answer to the status question for every alert the
+// workload writes (dumpIDs): a view's or the ledger read from the topic.
+func lookupAll(t *testing.T, l interface {
+	Lookup(context.Context, []string) (map[string]*ledger.Alert, error)
+}) map[string]*ledger.Alert {
+	t.Helper()
+	got, err := l.Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	return got
+}

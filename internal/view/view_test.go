@@ -739,8 +739,7 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 		_, ok = lean.Release(id)
 		require.False(t, ok, "release logs are not kept")
 	}
-	got, err := lean.Lookup(t.Context(), dumpIDs)
-	require.NoError(t, err)
+	got := lookupAll(t, lean)
 	decided := ledgerOfKinds(t, b, []string{delivery.KindAlert, delivery.KindDecision}, dumpIDs...)
 	require.Equal(t, decided, got)
 	require.True(t, got["a1"].Received("bank", bankMail), "rule 7 reads the decisions")
@@ -749,7 +748,7 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 	require.Empty(t, got["a1"].Acks)
 	require.Equal(t, want.Lookup["a2"].Meta, got["a2"].Meta)
 
-	_, _, err = lean.List(view.ListQuery{})
+	_, _, err := lean.List(view.ListQuery{})
 	require.ErrorIs(t, err, view.ErrNotKept)
 	_, _, err = lean.PartnerDeliveries("bank", view.PartnerQuery{})
 	require.ErrorIs(t, err, view.ErrNotKept)
@@ -763,10 +762,7 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 		alertReceipt(a3(t), at(9*time.Minute+2*time.Second)))
 	require.NoError(t, lean.Sync(t.Context()))
 	rebuilt := runScope(t, t.TempDir(), b, view.ScopeFanOut)
-	live, err := lean.Lookup(t.Context(), dumpIDs)
-	require.NoError(t, err)
-	again, err := rebuilt.Lookup(t.Context(), dumpIDs)
-	require.NoError(t, err)
+	live, again := lookupAll(t, lean), lookupAll(t, rebuilt)
 	require.Equal(t, live, again)
 	require.Equal(t, ledgerOfKinds(t, b, []string{delivery.KindAlert, delivery.KindDecision}, dumpIDs...), again)
 
@@ -778,9 +774,7 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 	require.Equal(t, dump(t, all.View), dump(t, whole.View))
 	whole.stop()
 	again2 := runScope(t, dir, b, view.ScopeFanOut)
-	got, err = again2.Lookup(t.Context(), dumpIDs)
-	require.NoError(t, err)
-	require.Equal(t, live, got)
+	require.Equal(t, live, lookupAll(t, again2))
 }
 
 // TestPackedReceiptsFoldAsWrittenSingly: a receipts topic holding the
@@ -869,19 +863,13 @@ func TestPackedReceiptsFoldAsWrittenSingly(t *testing.T) {
 			require.False(t, got.Lookup["a4"].Received("farm", farmMail), "nothing of the bad array")
 			continue
 		}
-		want, err := vs.Lookup(t.Context(), dumpIDs)
-		require.NoError(t, err)
-		got, err := vp.Lookup(t.Context(), dumpIDs)
-		require.NoError(t, err)
-		require.Equal(t, want, got)
+		got := lookupAll(t, vp)
+		require.Equal(t, lookupAll(t, vs), got)
 		require.Equal(t, ledgerOfKinds(t, bp, []string{delivery.KindAlert, delivery.KindDecision}, dumpIDs...), got)
 	}
 
 	// The ledger read from the topic folds alike.
-	want, err := ledger.FromBus(bs).Lookup(t.Context(), dumpIDs)
-	require.NoError(t, err)
-	got, err := ledger.FromBus(bp).Lookup(t.Context(), dumpIDs)
-	require.NoError(t, err)
-	require.Equal(t, want, got)
+	got := lookupAll(t, ledger.FromBus(bp))
+	require.Equal(t, lookupAll(t, ledger.FromBus(bs)), got)
 	require.Equal(t, ledgerOf(t, bs, dumpIDs...), got)
 }
