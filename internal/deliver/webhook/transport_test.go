@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/testkit/webhooktest"
 	"github.com/herald-alerts/herald/subscribers"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -431,4 +433,31 @@ func TestRenewedCertificateInFlight(t *testing.T) {
 	n.Close()
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"the old certificate's connection is not left idle where Close cannot reach it")
+}
+
+// An endpoint under an internationalised host name is reached by its
+// ASCII (punycode) form: the name looked up, the TLS server name and the
+// Host header, as net/http's client sent them.
+func TestInternationalHostName(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.TLS(ca))
+	var host, serverName string
+	rc.Script(func(w http.ResponseWriter, r *http.Request, _ <-chan struct{}) {
+		host, serverName = r.Host, r.TLS.ServerName
+		w.WriteHeader(http.StatusNoContent)
+	})
+	const ascii = "xn--bcher-kva.partner.test"
+	cfg := webhook.Config{Timeout: 5 * time.Second, RootCAs: ca.Pool(), AllowCIDRs: mustPrefixes("127.0.0.1/32"),
+		LookupIP: webhooktest.Resolver(map[string][]string{ascii: {"127.0.0.1"}})}
+	n := newNotifier(t, cfg, webhooktest.NewSigner(t))
+	target := rc.URLFor("bücher.partner.test", "/h")
+	sub := testSub(target)
+	require.NoError(t, n.Notify(context.Background(), testJob(testAlert("a-idn"), sub, target), sub))
+	assert.Equal(t, fmt.Sprintf("%s:%d", ascii, rc.Port()), host)
+	assert.Equal(t, ascii, serverName)
+
+	// A name IDNA refuses is the endpoint's fault, for good.
+	bad := rc.URLFor("ü_x.partner.test", "/h")
+	sub = testSub(bad)
+	failure(t, n.Notify(context.Background(), testJob(testAlert("a-idn-bad"), sub, bad), sub), delivery.ReasonInvalid, false)
 }
