@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -747,4 +748,18 @@ func TestPartnerChangeRefusedAcrossARecreation(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
 	assert.Contains(t, string(body), "changed while it was read")
 	assert.Empty(t, e.reg.SecretsOverlays("acme"), "nothing written")
+}
+
+// TestCatchUpFailureLogsNoSecret: when the registry cannot catch up, the
+// error is logged by route, never by the request's path, which may hold
+// a whole webhook secret (a partner retiring it by value).
+func TestCatchUpFailureLogsNoSecret(t *testing.T) {
+	e := newEnv(t, withPartners, func(s *api.Server) {
+		s.Partner.Sync = func(context.Context) error { return errors.New("broker unreachable") }
+	})
+	resp, body := e.do(request{method: "DELETE", path: "/v1/partner/webhooks/0/secrets/" + testSecret, token: partnerToken})
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	logs := e.logs.String()
+	require.Contains(t, logs, "broker unreachable", "the failure is logged")
+	assert.NotContains(t, logs, strings.TrimPrefix(testSecret, "whsec_"), "the secret in the path is never logged")
 }
