@@ -156,8 +156,7 @@ func ReplacedOverlays(prev, next *Subscriber) []string {
 }
 
 // PutKeyOverlay records o as the partner's own key for its address, in
-// force on top of the partner's record while the record lists the
-// address.
+// force on top of the partner's record while KeyOverlay.InForce says so.
 func (r *Registry) PutKeyOverlay(o KeyOverlay) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -171,8 +170,8 @@ func (r *Registry) PutKeyOverlay(o KeyOverlay) {
 }
 
 // PutSecretsOverlay records o as the partner's own secrets for its
-// webhook, in force on top of the partner's record while the record lists
-// the webhook's URL.
+// webhook, in force on top of the partner's record while
+// SecretsOverlay.InForce says so.
 func (r *Registry) PutSecretsOverlay(o SecretsOverlay) {
 	o.Secrets = slices.Clone(o.Secrets)
 	r.mu.Lock()

@@ -129,7 +129,9 @@ func (h *handler) lockRecords(w http.ResponseWriter, r *http.Request) (unlock fu
 	if h.Partner.Sync != nil {
 		if err := h.Partner.Sync(r.Context()); err != nil {
 			h.records.Unlock()
-			h.log.Error("catch up with the subscribers topic", "request", r.Method+" "+r.URL.Path, "error", err)
+			// By route, never by path: a path may hold a whole secret
+			// (DELETE …/secrets/{n} given the secret itself).
+			h.log.Error("catch up with the subscribers topic", "route", r.Pattern, "error", err)
 			writeError(w, http.StatusServiceUnavailable, "the record cannot be read now; try again", nil)
 			return nil, false
 		}
@@ -152,11 +154,12 @@ func (h *handler) lockWrites(w http.ResponseWriter, r *http.Request) (unlock fun
 // keys and secrets are read from, and its record as written, or answers
 // (404 or 503) and returns nil. The caller calls unlock.
 //
-// The record as written is read first: should the registry apply an
-// administrator's change between the two reads, an overlay made from them
-// is over secrets the record no longer holds, and so never in force
-// (subscribers.SecretsOverlay.Over), rather than over the new ones with
-// the old ones copied in.
+// The record as written is read before and after the record in force:
+// should the registry apply an administrator's change (or a deletion and
+// re-creation) between the reads, the two would not belong together, and
+// a change made from them would be over secrets the record no longer
+// holds (never in force: subscribers.SecretsOverlay.Over) or carry one
+// incarnation's data under another's; it answers 503 instead.
 func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, written *subscribers.Subscriber, unlock func()) {
 	unlock = func() {}
 	if p.Registry == nil || p.Directory == nil || p.Overlays == nil {
@@ -174,10 +177,8 @@ func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, wr
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no record for subscriber %q", sub), nil)
 		return nil, nil, unlock
 	}
-	if rec.Incarnation != written.Incarnation {
-		// The record was deleted and created again between the two
-		// reads: a change made now would carry one incarnation's data
-		// under the other's.
+	if again := p.Directory.Record(sub); again == nil || again.Version() != written.Version() ||
+		rec.Incarnation != written.Incarnation {
 		writeError(w, http.StatusServiceUnavailable, "your record changed while it was read; try again", nil)
 		return nil, nil, unlock
 	}

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -743,6 +744,58 @@ func (d recreatedDirectory) Record(id string) *subscribers.Subscriber {
 // other's.
 func TestPartnerChangeRefusedAcrossARecreation(t *testing.T) {
 	e := newEnv(t, withPartners, func(s *api.Server) { s.Directory = recreatedDirectory{s.Registry.(*subscribers.Registry)} })
+	resp, body := e.do(request{method: "POST", path: "/v1/partner/webhooks/0/secrets", token: partnerToken})
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	assert.Contains(t, string(body), "changed while it was read")
+	assert.Empty(t, e.reg.SecretsOverlays("acme"), "nothing written")
+}
+
+// TestCatchUpFailureLogsNoSecret: when the registry cannot catch up, the
+// error is logged by route, never by the request's path, which may hold
+// a whole webhook secret (a partner retiring it by value).
+func TestCatchUpFailureLogsNoSecret(t *testing.T) {
+	e := newEnv(t, withPartners, func(s *api.Server) {
+		s.Partner.Sync = func(context.Context) error { return errors.New("broker unreachable") }
+	})
+	resp, body := e.do(request{method: "DELETE", path: "/v1/partner/webhooks/0/secrets/" + testSecret, token: partnerToken})
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	logs := e.logs.String()
+	require.Contains(t, logs, "broker unreachable", "the failure is logged")
+	assert.NotContains(t, logs, strings.TrimPrefix(testSecret, "whsec_"), "the secret in the path is never logged")
+}
+
+// staleFirstDirectory answers the first read of a record as written with
+// the record before an administrator's change of its webhook's secrets,
+// and every later read as the registry holds it: the change landed
+// between lockRecord's reads of the record as written and in force.
+type staleFirstDirectory struct {
+	*subscribers.Registry
+	before *subscribers.Subscriber
+	reads  *int
+}
+
+func (d staleFirstDirectory) Record(id string) *subscribers.Subscriber {
+	*d.reads++
+	if *d.reads == 1 {
+		return d.before
+	}
+	return d.Registry.Record(id)
+}
+
+// TestPartnerChangeRefusedAcrossAnAdminChange: a partner's secret rotation
+// that reads its record as written before an administrator's change of
+// the webhook's secrets, and the record in force after it, is refused
+// (503, nothing written) rather than answered 201 with a secret that is
+// never in force.
+func TestPartnerChangeRefusedAcrossAnAdminChange(t *testing.T) {
+	const revoked = "whsec_ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7"
+	var reads int
+	e := newEnv(t, withPartners, func(s *api.Server) {
+		reg := s.Registry.(*subscribers.Registry)
+		before := *reg.Record("acme")
+		before.Webhooks = []subscribers.Webhook{{URL: acmeHook, Secrets: []string{revoked}}}
+		s.Directory = staleFirstDirectory{Registry: reg, before: &before, reads: &reads}
+	})
 	resp, body := e.do(request{method: "POST", path: "/v1/partner/webhooks/0/secrets", token: partnerToken})
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
 	assert.Contains(t, string(body), "changed while it was read")

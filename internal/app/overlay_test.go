@@ -135,6 +135,14 @@ func (p *apiProcess) release() {
 // call makes one request of the process's API.
 func (p *apiProcess) call(method, path, token, ctype, body string) (int, string) {
 	p.t.Helper()
+	resp, out := p.do(method, path, token, ctype, body)
+	return resp.StatusCode, out
+}
+
+// do makes one request of the process's API and returns the response,
+// its body read.
+func (p *apiProcess) do(method, path, token, ctype, body string) (*http.Response, string) {
+	p.t.Helper()
 	req, err := http.NewRequestWithContext(p.t.Context(), method, p.srv.URL+path, strings.NewReader(body))
 	require.NoError(p.t, err)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -146,7 +154,7 @@ func (p *apiProcess) call(method, path, token, ctype, body string) (int, string)
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	require.NoError(p.t, err)
-	return resp.StatusCode, string(out)
+	return resp, string(out)
 }
 
 // twoProcesses starts two api processes on one broker, stores acme's
@@ -437,4 +445,30 @@ func TestIncarnationIsHeralds(t *testing.T) {
 	got := a.reg.Record("acme")
 	assert.Equal(t, "Acme Car Wash Ltd", got.Name)
 	assert.Equal(t, first, got.Incarnation, "an update keeps the incarnation, whatever was sent")
+}
+
+// TestPutETagIsTheNextGETs: the ETag a PUT answers is the one a GET gives
+// next, in this process and in another that read the record back from
+// the topic (packed, normalised, the incarnation Herald keeps set), so an
+// administrator can make a further change with If-Match without reading
+// again.
+func TestPutETagIsTheNextGETs(t *testing.T) {
+	a, b := twoProcesses(t)
+	s := a.getRecord()
+	s.Name = "Acme Car Wash Ltd"
+	s.Pull = &subscribers.Pull{MaxTLP: alerts.TLPGreen}
+	s.Incarnation = "" // a record written from a file names none
+	body, err := json.Marshal(s)
+	require.NoError(t, err)
+	resp, out := a.do("PUT", "/v1/subscribers/acme", overlayAdminToken, "application/json", string(body))
+	require.Equal(t, http.StatusOK, resp.StatusCode, out)
+	stored := resp.Header.Get("ETag")
+	require.NotEmpty(t, stored)
+	a.sync()
+	b.sync()
+	for _, p := range []*apiProcess{a, b} {
+		resp, out := p.do("GET", "/v1/subscribers/acme", overlayAdminToken, "", "")
+		require.Equal(t, http.StatusOK, resp.StatusCode, out)
+		assert.Equal(t, stored, resp.Header.Get("ETag"))
+	}
 }

@@ -54,6 +54,11 @@ type OverlayIndex interface {
 // before the record), so that an administrator's copy read a moment ago
 // never undoes the partner's newer key, and a partner later registered
 // under an old id never inherits an old key or secret.
+//
+// Put sets each record's Incarnation (subscribers.Subscriber.Incarnation)
+// before writing it, in the caller's record: prev's for a record it
+// replaces, a new one otherwise. The caller's record is then the one
+// written, and its Version the one a reader of the topic computes.
 func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*subscribers.Subscriber, prev func(id string) *subscribers.Subscriber) error {
 	msgs := make([]kafka.Message, len(subs))
 	olds := make([]*subscribers.Subscriber, len(subs))
@@ -184,11 +189,12 @@ func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscrib
 
 // SetSecrets records secrets as the partner's own secrets for its webhook
 // url, as actor, as its own record (subscribers.SecretsOverlay) beside the
-// partner's record rec, which is never rewritten; they apply to rec's
-// incarnation only, and only while the record as written still holds
-// written, the secrets it held for the webhook when the partner's list
-// was made (an administrator's change of them stands). The caller checks
-// the secrets and records the change in the audit trail.
+// partner's record rec, which is never rewritten. written are the
+// secrets the record as written held for the webhook when the partner's
+// list was made: the list applies to rec's incarnation only, and only
+// while the record still holds written (an administrator's change of
+// them stands). The caller checks the secrets and records the change in
+// the audit trail.
 func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
 	o := subscribers.SecretsOverlay{Subscriber: rec.ID, URL: url, Secrets: secrets, By: actor, At: now.UTC(),
 		Incarnation: rec.Incarnation, Over: subscribers.SecretsDigest(written)}
