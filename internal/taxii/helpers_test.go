@@ -26,6 +26,7 @@ import (
 	"github.com/herald-alerts/herald/internal/taxii"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/viewtest"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -118,23 +119,7 @@ func (e *env) serve(now func() time.Time) {
 // once the view is ready.
 func runView(tb testing.TB, b *bus.Bus) *view.View {
 	tb.Helper()
-	v, err := view.Open(tb.TempDir(), view.Options{})
-	require.NoError(tb, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- v.Run(ctx, b) }()
-	tb.Cleanup(func() {
-		cancel()
-		require.NoError(tb, <-done)
-		require.NoError(tb, v.Close())
-	})
-	select {
-	case <-v.Ready():
-	case err := <-done:
-		tb.Fatalf("view stopped: %v", err)
-	case <-time.After(5 * time.Minute):
-		tb.Fatal("view not ready within 5 minutes")
-	}
+	v, _ := viewtest.Run(tb, tb.TempDir(), view.Options{}, b, 5*time.Minute)
 	return v
 }
 

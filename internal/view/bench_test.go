@@ -18,6 +18,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/viewtest"
 	"github.com/herald-alerts/herald/internal/view"
 )
 
@@ -100,24 +101,8 @@ func newStatusFixture(tb testing.TB, others int) *statusFixture {
 	f := &statusFixture{bus: b, written: written + targetReceipts, write: time.Since(start)}
 
 	f.dir = tb.TempDir()
-	v, err := view.Open(f.dir, view.Options{})
-	require.NoError(tb, err)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
 	start = time.Now()
-	go func() { done <- v.Run(rctx, b) }()
-	tb.Cleanup(func() {
-		cancel()
-		require.NoError(tb, <-done)
-		require.NoError(tb, v.Close())
-	})
-	select {
-	case <-v.Ready():
-	case err := <-done:
-		tb.Fatalf("view stopped: %v", err)
-	case <-time.After(10 * time.Minute):
-		tb.Fatal("view not ready within 10 minutes")
-	}
+	v, _ := viewtest.Run(tb, f.dir, view.Options{}, b, 10*time.Minute)
 	f.build, f.view = time.Since(start), v
 	require.EqualValues(tb, f.written, v.Stats().Applied[bus.TopicReceipts])
 	return f

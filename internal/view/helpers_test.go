@@ -20,6 +20,7 @@ import (
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/viewtest"
 	"github.com/herald-alerts/herald/internal/view"
 )
 
@@ -52,34 +53,7 @@ func run(t *testing.T, dir string, b *bus.Bus) *running {
 // runScope is run for a view of scope.
 func runScope(t *testing.T, dir string, b *bus.Bus, scope view.Scope) *running {
 	t.Helper()
-	v, err := view.Open(dir, view.Options{Log: kafkatest.Logger(t, slog.LevelWarn), Now: func() time.Time { return now }, Scope: scope})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- v.Run(ctx, b) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(waitFor):
-			t.Fatal("Run did not return after cancel")
-		}
-		require.NoError(t, v.Close())
-	}
-	t.Cleanup(stop)
-	select {
-	case <-v.Ready():
-	case err := <-done:
-		t.Fatalf("Run returned before the view was ready: %v", err)
-	case <-time.After(waitFor):
-		t.Fatal("view not ready")
-	}
+	v, stop := viewtest.Run(t, dir, view.Options{Log: kafkatest.Logger(t, slog.LevelWarn), Now: func() time.Time { return now }, Scope: scope}, b, waitFor)
 	return &running{View: v, stop: stop}
 }
 
