@@ -328,7 +328,10 @@ func Keys() map[string]any {
 	return out
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType  = reflect.TypeFor[time.Duration]()
+	durationsType = reflect.TypeFor[[]time.Duration]()
+)
 
 func leaves(v reflect.Value, prefix string, out map[string]any) {
 	t := v.Type()
@@ -365,6 +368,7 @@ func Load(file string) (*Config, error) {
 	}
 	var c Config
 	hook := mapstructure.ComposeDecodeHookFunc(
+		stringToDurations,
 		stringToDuration,
 		mapstructure.StringToSliceHookFunc(","),
 	)
@@ -385,6 +389,24 @@ func stringToDuration(from, to reflect.Type, data any) (any, error) {
 		return data, nil
 	}
 	return ParseDuration(data.(string))
+}
+
+// stringToDurations decodes a list of durations given as one string, as
+// an environment variable gives it: comma-separated, each as
+// stringToDuration reads it ("10s, 1m, 5m"; "720h,7d").
+func stringToDurations(from, to reflect.Type, data any) (any, error) {
+	if to != durationsType || from.Kind() != reflect.String {
+		return data, nil
+	}
+	out := []time.Duration{}
+	for _, p := range splitList([]string{data.(string)}) {
+		d, err := ParseDuration(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // ParseDuration parses a Go duration or a number of days ("400d").

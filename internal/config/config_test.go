@@ -202,6 +202,23 @@ func TestEnvironmentOverrides(t *testing.T) {
 	require.Equal(t, "/var/lib/herald", c.Kafka.Embedded.DataDir)
 }
 
+// Lists of durations come from one variable, comma-separated, as the
+// other lists do; a bad element is an error naming the key.
+func TestEnvironmentDurationLists(t *testing.T) {
+	t.Setenv("HERALD_DELIVERY_RETRY_SCHEDULE", "10s, 1m,2h")
+	t.Setenv("HERALD_EMAIL_KEY_EXPIRY_WARNING", "30d,168h")
+	c, err := config.Load("")
+	require.NoError(t, err)
+	require.Equal(t, []time.Duration{10 * time.Second, time.Minute, 2 * time.Hour}, c.Delivery.RetrySchedule)
+	require.Equal(t, []time.Duration{30 * config.Day, 7 * config.Day}, c.Email.KeyExpiryWarning)
+	require.NoError(t, c.Validate())
+
+	t.Setenv("HERALD_DELIVERY_RETRY_SCHEDULE", "10s,soon")
+	_, err = config.Load("")
+	require.ErrorContains(t, err, "retry_schedule")
+	require.ErrorContains(t, err, `"soon" is not a duration`)
+}
+
 func TestFileThenEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "c.yaml")
