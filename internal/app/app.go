@@ -224,7 +224,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 
 	for _, role := range roles {
 		run, err := a.role(gctx, role)
-		if errors.Is(err, errNoSigner) && !opt.Explicit {
+		if errors.Is(err, ErrNoSigner) && !opt.Explicit {
 			log.Warn("deliver role not started: delivery jobs wait in Kafka until a deliver worker with a signing key runs", "reason", err)
 			continue
 		}

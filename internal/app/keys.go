@@ -118,5 +118,6 @@ func LoadSigner(cfg *config.Config, now time.Time) (*pgp.Signer, error) {
 	return s, nil
 }
 
-// errNoSigner says why delivery cannot start without a signing key.
-var errNoSigner = errors.New("signing.key_file is not set: Herald signs everything it sends and will not send unsigned (generate a key with `herald keys generate`)")
+// ErrNoSigner says why delivery (or exporting the public key) cannot
+// start without a signing key.
+var ErrNoSigner = errors.New("signing.key_file is not set: Herald signs everything it sends and will not send unsigned (generate a key with `herald keys generate`)")

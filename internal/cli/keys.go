@@ -79,6 +79,9 @@ func newKeysCmd(e *env) *cobra.Command {
 			if err != nil {
 				return invalid(err)
 			}
+			if s == nil {
+				return invalid(app.ErrNoSigner)
+			}
 			_, err = e.stdout.Write(s.PublicKeyArmored())
 			return err
 		},
