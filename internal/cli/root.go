@@ -135,7 +135,40 @@ func newRoot(e *env) *cobra.Command {
 	for _, add := range extraCommands {
 		root.AddCommand(add(e))
 	}
+	requireSubcommands(root)
 	return root
+}
+
+// requireSubcommands makes every command that only groups others (herald,
+// herald keys, herald subscribers…) a usage error, exit status 2, when it
+// is run without one of them or with an unknown one, where cobra would
+// print its help and succeed.
+func requireSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		requireSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2 // cobra's own default, which SuggestionsFor does not apply
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
+		if len(args) > 0 {
+			hint := ""
+			if sug := cmd.SuggestionsFor(args[0]); len(sug) > 0 {
+				hint = "; did you mean " + strings.Join(sug, " or ") + "?"
+			}
+			return invalid(fmt.Errorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint))
+		}
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
+			}
+		}
+		return invalid(fmt.Errorf("%s needs a command: %s", cmd.CommandPath(), strings.Join(names, ", ")))
+	}
 }
 
 // extraCommands lets each command file register itself.
