@@ -56,7 +56,16 @@ func newTokenCmd(e *env) *cobra.Command {
 				return invalid(fmt.Errorf("--role must be analyst, admin or partner, not %q", role))
 			}
 			if name == "" {
-				return invalid(fmt.Errorf("--name is required"))
+				// The contract's form has no --name: a partner's token is
+				// named after its partner, anyone else's after its role
+				// with a random suffix, so that two people's tokens never
+				// share a name (issued_by, the second-analyst rule and
+				// the audit trail tell people apart by it).
+				n, err := defaultTokenName(role, subscriber)
+				if err != nil {
+					return err
+				}
+				name = n
 			}
 			if !alerts.ValidID(name) {
 				return invalid(fmt.Errorf("--name %q must be a short name: letters, digits, '.', '_' and '-'", name))
@@ -77,7 +86,21 @@ func newTokenCmd(e *env) *cobra.Command {
 	}
 	gen.Flags().StringVar(&role, "role", "", "analyst, admin or partner")
 	gen.Flags().StringVar(&subscriber, "subscriber", "", "with --role partner: the subscriber id the token acts for")
-	gen.Flags().StringVar(&name, "name", "", "who the token is for (shown in issued_by and logs)")
+	gen.Flags().StringVar(&name, "name", "", "who the token is for (shown in issued_by, the audit trail and logs); default: the partner's id, or the role and a random suffix (e.g. analyst-3f9a2c), to be edited in the entry")
 	cmd.AddCommand(gen)
 	return cmd
+}
+
+// defaultTokenName names a token generated without --name: the
+// partner's id for a partner token, otherwise the role and 6 random hex
+// digits.
+func defaultTokenName(role, subscriber string) (string, error) {
+	if role == config.RolePartner {
+		return subscriber, nil
+	}
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("token name: %w", err)
+	}
+	return fmt.Sprintf("%s-%x", role, b), nil
 }
