@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,37 @@ func TestKeysGenerateAndExport(t *testing.T) {
 	code, _, errOut = run(t, "", "keys", "export")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "signing.key_file")
+
+	// No key configured at all: the same clear error, not a crash.
+	t.Setenv("HERALD_SIGNING_KEY_FILE", "")
+	code, _, errOut = run(t, "", "keys", "export")
+	require.Equal(t, 2, code, errOut)
+	require.Contains(t, errOut, "signing.key_file is not set")
+}
+
+// A command that only groups others is a usage error (exit 2) without
+// one of them or with an unknown one, with its usage on stderr.
+func TestGroupCommandsNeedASubcommand(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"keys"}, "herald keys needs a command: export, generate"},
+		{[]string{"keys", "frob"}, `unknown command "frob" for "herald keys"`},
+		{[]string{"subscribers", "lsit"}, `unknown command "lsit" for "herald subscribers"; did you mean list?`},
+		{[]string{"dead", "frob"}, `unknown command "frob" for "herald dead"`},
+		{[]string{"frob"}, `unknown command "frob" for "herald"`},
+		{nil, "herald needs a command: "},
+	} {
+		code, out, errOut := run(t, "", tc.args...)
+		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)
+		require.Empty(t, out, "%v", tc.args)
+		require.Contains(t, errOut, tc.err, "%v", tc.args)
+		require.Contains(t, errOut, "Usage:", "%v", tc.args)
+	}
+	code, out, _ := run(t, "", "keys", "--help")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "Available Commands:")
 }
 
 func TestTokenGenerate(t *testing.T) {
@@ -81,6 +113,21 @@ func TestTokenGenerate(t *testing.T) {
 	require.Contains(t, out, "{name: alice, role: analyst, sha256: "+config.HashToken(tok)+"}")
 	code, _, _ = run(t, "", "token", "generate", "--role", "root", "--name", "x")
 	require.Equal(t, 2, code)
+
+	// The contract's form, without --name: a name is made, distinct for
+	// two tokens of one role, and the partner's id for a partner token.
+	names := map[string]bool{}
+	for range 2 {
+		code, out, errOut := run(t, "", "token", "generate", "--role", "admin")
+		require.Equal(t, 0, code, errOut)
+		m := regexp.MustCompile(`\{name: (admin-[0-9a-f]{6}), role: admin, sha256: [0-9a-f]{64}\}`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		names[m[1]] = true
+	}
+	require.Len(t, names, 2)
+	code, out, errOut := run(t, "", "token", "generate", "--role", "partner", "--subscriber", "northbank")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "{name: northbank, role: partner, subscriber: northbank, sha256: ")
 }
 
 func TestVerifyWebhook(t *testing.T) {
