@@ -106,6 +106,9 @@ func (u unconfigured) Notify(context.Context, *delivery.Job, *subscribers.Subscr
 func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliver.Notifier, func(), error) {
 	ns := map[string]deliver.Notifier{}
 	closers := []func(){}
+	if cfg.Webhooks.AllowInsecureLoopback {
+		a.log.Warn("webhooks.allow_insecure_loopback is on (development only): webhooks may go to loopback addresses, over plain http:// too")
+	}
 	if cfg.SMTP.Host == "" {
 		a.log.Warn("email channel not configured (smtp.host is empty): email deliveries wait and retry until it is")
 		ns[delivery.ChannelEmail] = unconfigured{"smtp.host is not configured"}
@@ -146,7 +149,7 @@ func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliv
 // deliverRole builds the deliver role; it needs the signing key.
 func (a *App) deliverRole() (func(context.Context) error, error) {
 	if a.signer == nil {
-		return nil, errNoSigner
+		return nil, ErrNoSigner
 	}
 	ns, closeAll, err := Notifiers(a.cfg, a.signer, a)
 	if err != nil {
