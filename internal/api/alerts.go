@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -274,14 +273,7 @@ func (h *handler) find(w http.ResponseWriter, r *http.Request) (string, *ledger.
 }
 
 // acks returns an alert's acknowledgements, oldest first.
-func acks(a *ledger.Alert) []ledger.Ack {
-	out := make([]ledger.Ack, 0, len(a.Acks))
-	for _, k := range a.Acks {
-		out = append(out, k)
-	}
-	slices.SortFunc(out, func(x, y ledger.Ack) int { return x.At.Compare(y.At) })
-	return out
-}
+func acks(a *ledger.Alert) []ledger.Ack { return a.Acknowledgements() }
 
 // alertStatus handles GET /v1/alerts/{id}.
 func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
