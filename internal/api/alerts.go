@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -13,6 +12,7 @@ import (
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -43,20 +43,37 @@ type PreviewResponse struct {
 	Counts       map[string]int    `json:"counts"`
 }
 
-// AlertStatus is the answer to GET /v1/alerts/{id}.
+// AlertStatus is the answer to GET /v1/alerts/{id}: what the receipts say
+// of an alert that was fanned out, and what the alert list says of one
+// that was not (yet): waiting for a second analyst, rejected, expired, or
+// published moments ago. The fields are named as in the alert list.
 type AlertStatus struct {
-	ID         string         `json:"id"`
+	ID string `json:"id"`
+	// State is published, pending, rejected or expired, as in the alert
+	// list (view.Summary.State).
+	State      string         `json:"state"`
 	Type       alerts.Type    `json:"type"`
 	TLP        alerts.TLP     `json:"tlp"`
 	Marking    alerts.Marking `json:"marking"`
 	Title      string         `json:"title,omitempty"`
 	References []string       `json:"references,omitempty"`
 	IssuedBy   string         `json:"issued_by"`
-	ApprovedBy string         `json:"approved_by,omitempty"`
-	FannedOut  time.Time      `json:"fanned_out,omitzero"`
-	Counts     map[string]int `json:"counts"`
-	Acks       []ledger.Ack   `json:"acks,omitempty"`
-	Done       bool           `json:"done"`
+	// IssuedAt, ApprovedAt, the rejection and ExpiresAt are given for an
+	// alert not fanned out yet, from the alert list.
+	IssuedAt     time.Time `json:"issued_at,omitzero"`
+	ApprovedBy   string    `json:"approved_by,omitempty"`
+	ApprovedAt   time.Time `json:"approved_at,omitzero"`
+	RejectedBy   string    `json:"rejected_by,omitempty"`
+	RejectReason string    `json:"reject_reason,omitempty"`
+	RejectedAt   time.Time `json:"rejected_at,omitzero"`
+	// ExpiresAt is when an alert pending approval stops waiting.
+	ExpiresAt time.Time      `json:"expires_at,omitzero"`
+	FannedOut time.Time      `json:"fanned_out,omitzero"`
+	Counts    map[string]int `json:"counts"`
+	Acks      []ledger.Ack   `json:"acks,omitempty"`
+	// Done says no delivery will change any more: every one settled, or,
+	// for a rejected or expired alert, none will ever be made.
+	Done bool `json:"done"`
 }
 
 // Deliveries is the answer to GET /v1/alerts/{id}/deliveries: who got the
@@ -226,49 +243,85 @@ func (h *handler) reject(w http.ResponseWriter, r *http.Request) {
 // lookup returns the ledger's view of the alert named in the path, or
 // answers 404 or 503 and returns nil.
 func (h *handler) lookup(w http.ResponseWriter, r *http.Request) *ledger.Alert {
+	id, a, ok := h.find(w, r)
+	if ok && a == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
+	}
+	return a
+}
+
+// find returns the id in the path and the ledger's view of it: nil when
+// it has no receipts. It answers 404 for an id that cannot name an alert,
+// or 503, and returns false.
+func (h *handler) find(w http.ResponseWriter, r *http.Request) (string, *ledger.Alert, bool) {
 	id := r.PathValue("id")
 	if !alerts.ValidID(id) {
 		writeError(w, http.StatusNotFound, "no such alert: an alert id matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", nil)
-		return nil
+		return id, nil, false
 	}
 	if h.Ledger == nil {
 		writeError(w, http.StatusServiceUnavailable, "alert status is not available on this server", nil)
-		return nil
+		return id, nil, false
 	}
 	known, err := h.Ledger.Lookup(r.Context(), []string{id})
 	if err != nil {
 		h.log.Error("look up alert", "alert", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "cannot read delivery receipts now; try again", nil)
-		return nil
+		return id, nil, false
 	}
-	a := known[id]
-	if a == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
-		return nil
-	}
-	return a
+	return id, known[id], true
 }
 
 // acks returns an alert's acknowledgements, oldest first.
-func acks(a *ledger.Alert) []ledger.Ack {
-	out := make([]ledger.Ack, 0, len(a.Acks))
-	for _, k := range a.Acks {
-		out = append(out, k)
-	}
-	slices.SortFunc(out, func(x, y ledger.Ack) int { return x.At.Compare(y.At) })
-	return out
-}
+func acks(a *ledger.Alert) []ledger.Ack { return a.Acknowledgements() }
 
 // alertStatus handles GET /v1/alerts/{id}.
 func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
-	a := h.lookup(w, r)
+	id, a, ok := h.find(w, r)
+	if !ok {
+		return
+	}
 	if a == nil {
+		h.listedStatus(w, r, id)
 		return
 	}
 	writeJSON(w, http.StatusOK, AlertStatus{
-		ID: a.ID, Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
+		ID: a.ID, State: record.StatePublished, Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
 		IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, FannedOut: a.FannedOut, Counts: a.Counts(),
 		Acks: acks(a), Done: a.Done(),
+	})
+}
+
+// listedStatus answers GET /v1/alerts/{id} for an alert with no receipts
+// from the alert list, caught up first with what was published and
+// submitted before the request: one that waits for a second analyst, was
+// rejected, expired, or was published moments ago and not fanned out yet.
+// It has no deliveries. An id the list does not hold is 404.
+func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string) {
+	if h.Desk == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
+		return
+	}
+	if err := h.Desk.Sync(r.Context()); err != nil {
+		h.log.Error("catch the view up", "alert", id, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "cannot read the alerts published and waiting for approval now; try again", nil)
+		return
+	}
+	s, ok, err := h.Desk.Summary(id)
+	if err != nil {
+		h.viewError(w, r, err)
+		return
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no alert %q: nothing was published or submitted for approval under this id (check the id)", id), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, AlertStatus{
+		ID: s.ID, State: s.State, Type: s.Type, TLP: s.TLP, Marking: s.Marking, Title: s.Title,
+		IssuedBy: s.IssuedBy, IssuedAt: s.IssuedAt, ApprovedBy: s.ApprovedBy, ApprovedAt: s.ApprovedAt,
+		RejectedBy: s.RejectedBy, RejectReason: s.RejectReason, RejectedAt: s.RejectedAt, ExpiresAt: s.ExpiresAt,
+		FannedOut: s.FannedOut, Counts: s.Counts,
+		Done: s.State == record.StateRejected || s.State == record.StateExpired,
 	})
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -15,10 +16,16 @@ import (
 )
 
 // Desk answers the analyst's desk questions from the materialised view:
-// the alert list and the audit trail. *view.View satisfies it.
+// the alert list, one alert's row of it, and the audit trail. *view.View
+// satisfies it.
 type Desk interface {
 	List(q view.ListQuery) ([]view.Summary, string, error)
+	// Summary is one alert's row of the list; false when it is not listed.
+	Summary(id string) (view.Summary, bool, error)
 	Audit(q view.AuditQuery) ([]record.Audit, string, error)
+	// Sync waits until the view has applied what was written to its
+	// topics (all of them when none is named) before the call.
+	Sync(ctx context.Context, topics ...string) error
 }
 
 // AlertList is the answer to GET /v1/alerts: a page of the alert list,

@@ -180,3 +180,79 @@ func TestRefusedTokensAreAudited(t *testing.T) {
 	}
 	assert.Equal(t, []string{"unknown route:GET /v1/subscribers", "analyst:alice route:GET /v1/subscribers"}, got)
 }
+
+// TestStatusOfAnAlertNotFannedOut: GET /v1/alerts/{id} answers an alert
+// that has no deliveries yet, or never will, with what the alert list
+// says of it: its state, who issued it (and who approved or rejected it),
+// and no deliveries.
+func TestStatusOfAnAlertNotFannedOut(t *testing.T) {
+	e := newEnv(t, withRelease)
+	status := func(id string) (api.AlertStatus, map[string]any) {
+		t.Helper()
+		resp, body := e.do(request{method: "GET", path: "/v1/alerts/" + id, token: analystToken})
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		var st api.AlertStatus
+		require.NoError(t, json.Unmarshal(body, &st))
+		var raw map[string]any
+		require.NoError(t, json.Unmarshal(body, &raw))
+		return st, raw
+	}
+
+	// Pending, asked right after it was published.
+	_, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: validAlert})
+	pending := publishResp(t, body)
+	require.Equal(t, record.StatePending, pending.State)
+	st, raw := status(pending.ID)
+	assert.Equal(t, api.AlertStatus{
+		ID: pending.ID, State: record.StatePending, Type: alerts.TypeAlert, TLP: alerts.TLPAmber, Marking: alerts.MarkingOfficial,
+		Title: "Car wash in Leeds recruiting via social media", IssuedBy: "api:alice", IssuedAt: testNow, ExpiresAt: testNow.Add(24 * time.Hour), Counts: map[string]int{},
+	}, st)
+	for _, k := range []string{"state", "issued_by", "issued_at", "expires_at", "counts", "done"} {
+		assert.Contains(t, raw, k, "named as in the alert list")
+	}
+	assert.NotContains(t, raw, "acks")
+	assert.NotContains(t, raw, "fanned_out")
+
+	// The alert list says the same.
+	e.synced()
+	resp, body := e.do(request{method: "GET", path: "/v1/alerts?state=pending", token: analystToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var list struct {
+		Alerts []map[string]any `json:"alerts"`
+	}
+	require.NoError(t, json.Unmarshal(body, &list))
+	require.Len(t, list.Alerts, 1)
+	for _, k := range []string{"id", "state", "type", "tlp", "marking", "title", "issued_by", "issued_at", "expires_at"} {
+		assert.Equal(t, list.Alerts[0][k], raw[k], k)
+	}
+
+	// Rejected: who rejected it and why; nothing more will happen.
+	second := strings.Replace(validAlert, `"title": "`, `"title": "Another `, 1)
+	_, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: second})
+	rejected := publishResp(t, body)
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/" + rejected.ID + "/reject", token: secondAnalystToken, body: `{"reason": "names a victim"}`})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	st, _ = status(rejected.ID)
+	assert.Equal(t, record.StateRejected, st.State)
+	assert.Equal(t, "api:alice", st.IssuedBy)
+	assert.Equal(t, "api:bob", st.RejectedBy)
+	assert.Equal(t, "names a victim", st.RejectReason)
+	assert.Empty(t, st.Counts)
+	assert.True(t, st.Done, "a rejected alert goes to nobody, ever")
+
+	// Approved, not fanned out yet: published, no deliveries so far.
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/" + pending.ID + "/approve", token: secondAnalystToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	st, _ = status(pending.ID)
+	assert.Equal(t, record.StatePublished, st.State)
+	assert.Equal(t, "api:alice", st.IssuedBy)
+	assert.Equal(t, "api:bob", st.ApprovedBy)
+	assert.True(t, st.FannedOut.IsZero())
+	assert.False(t, st.Done)
+
+	// Still no deliveries to list, and an unknown id is still 404.
+	for _, path := range []string{"/v1/alerts/" + rejected.ID + "/deliveries", "/v1/alerts/no-such-alert"} {
+		resp, body = e.do(request{method: "GET", path: path, token: analystToken})
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s: %s", path, body)
+	}
+}

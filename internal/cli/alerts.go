@@ -269,7 +269,8 @@ func dash(s string) string {
 
 // notFannedOut answers status for an alert with no receipts: waiting for
 // a second analyst, rejected, expired, published moments ago, or unknown
-// (exit 1).
+// (exit 1). The text names who issued it; with --output json the array is
+// empty (no rows yet) and the same sentence goes to standard error.
 func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) error {
 	ex, err := publish.KafkaIndex{R: b}.Existing(ctx, id)
 	if err != nil {
@@ -278,28 +279,55 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 	if ex == nil {
 		return fmt.Errorf("no alert %s: not published (check the id), or quarantined", printable(id))
 	}
-	now := time.Now()
-	state := ex.State(now)
+	state := ex.State(time.Now())
 	rel := ex.Release
-	if output == "json" {
-		// The same shape as for a fanned-out alert (its rows: none yet);
-		// the state goes to standard error.
-		fmt.Fprintf(e.stderr, "herald: alert %s is %s: no deliveries yet\n", printable(id), state)
-		return e.writeJSON([]ledger.Entry{})
-	}
+	var msg string
 	switch {
 	case state == record.StatePending:
-		fmt.Fprintf(e.stdout, "alert %s waits for a second analyst: issued by %s at %s, expires %s\n", printable(id),
+		msg = fmt.Sprintf("alert %s waits for a second analyst: issued by %s at %s, expires %s", printable(id),
 			printable(rel.Submitted.By), rel.Submitted.At.Format(time.RFC3339), rel.Submitted.ExpiresAt.Format(time.RFC3339))
 	case state == record.StateRejected:
-		fmt.Fprintf(e.stdout, "alert %s was rejected by %s at %s: %s\n", printable(id), printable(rel.Rejected.By),
-			rel.Rejected.At.Format(time.RFC3339), printable(rel.Rejected.Reason))
+		msg = fmt.Sprintf("alert %s, issued by %s, was rejected by %s at %s: %s", printable(id), printable(rel.Submitted.By),
+			printable(rel.Rejected.By), rel.Rejected.At.Format(time.RFC3339), printable(rel.Rejected.Reason))
 	case state == record.StateExpired:
-		fmt.Fprintf(e.stdout, "alert %s expired at %s without a second analyst's approval\n", printable(id), rel.Submitted.ExpiresAt.Format(time.RFC3339))
+		msg = fmt.Sprintf("alert %s, issued by %s, expired at %s without a second analyst's approval", printable(id),
+			printable(rel.Submitted.By), rel.Submitted.ExpiresAt.Format(time.RFC3339))
 	default:
-		fmt.Fprintf(e.stdout, "alert %s is published; the fan-out has not recorded its decisions yet\n", printable(id))
+		msg = fmt.Sprintf("alert %s is published; the fan-out has not recorded its decisions yet", printable(id))
 	}
+	if output == "json" {
+		// The same shape as for a fanned-out alert (its rows: none yet);
+		// where it stands goes to standard error.
+		fmt.Fprintf(e.stderr, "herald: %s; no deliveries yet\n", msg)
+		return e.writeJSON([]statusRow{})
+	}
+	fmt.Fprintln(e.stdout, msg)
 	return nil
+}
+
+// statusRow is one row of `herald status --output json`: the ledger's
+// entry of one partner's target, then what the receipts say of the
+// partner's acknowledgement (on every row of a partner that acknowledged)
+// and of who issued and approved the alert. The fields after the entry's
+// were added to it; none of the entry's was renamed.
+type statusRow struct {
+	ledger.Entry
+	AcknowledgedAt time.Time `json:"acknowledged_at,omitzero"`
+	AcknowledgedBy string    `json:"acknowledged_by,omitempty"`
+	IssuedBy       string    `json:"issued_by,omitempty"`
+	ApprovedBy     string    `json:"approved_by,omitempty"`
+}
+
+// statusRows returns the JSON rows of the alert's entries.
+func statusRows(la *ledger.Alert, entries []ledger.Entry) []statusRow {
+	rows := make([]statusRow, len(entries))
+	for i, en := range entries {
+		rows[i] = statusRow{Entry: en, IssuedBy: la.IssuedBy, ApprovedBy: la.ApprovedBy}
+		if k, ok := la.Acks[en.Subscriber]; ok {
+			rows[i].AcknowledgedAt, rows[i].AcknowledgedBy = k.At, k.By
+		}
+	}
+	return rows
 }
 
 func newStatusCmd(e *env) *cobra.Command {
@@ -331,10 +359,7 @@ func newStatusCmd(e *env) *cobra.Command {
 				entries[i].Target = subscribers.RedactTarget(entries[i].Target)
 			}
 			if output == "json" {
-				if entries == nil {
-					entries = []ledger.Entry{}
-				}
-				return e.writeJSON(entries)
+				return e.writeJSON(statusRows(la, entries))
 			}
 			approved := ""
 			if la.ApprovedBy != "" {
@@ -358,6 +383,16 @@ func newStatusCmd(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "\n%s\n", summarize(la.Counts()))
+			if acks := la.Acknowledgements(); len(acks) > 0 {
+				fmt.Fprintln(e.stdout)
+				for _, k := range acks {
+					note := ""
+					if k.Note != "" {
+						note = ": " + printable(k.Note)
+					}
+					fmt.Fprintf(e.stdout, "%s acknowledged at %s (%s)%s\n", printable(k.Subscriber), k.At.UTC().Format(time.RFC3339), printable(k.By), note)
+				}
+			}
 			return nil
 		},
 	}

@@ -172,6 +172,19 @@ func (a *Alert) Entries() []Entry {
 	return out
 }
 
+// Acknowledgements returns the partners' acknowledgements, oldest first
+// (then by partner): one per partner, the first it made.
+func (a *Alert) Acknowledgements() []Ack {
+	out := make([]Ack, 0, len(a.Acks))
+	for _, k := range a.Acks {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(x, y Ack) int {
+		return cmp.Or(x.At.Compare(y.At), cmp.Compare(x.Subscriber, y.Subscriber))
+	})
+	return out
+}
+
 // Received reports whether the alert's content was sent, or is on its way,
 // to target of subscriber: the policy decided to deliver it. It is what
 // rule 7 of PRODUCT.md §3 asks of an update or cancel.

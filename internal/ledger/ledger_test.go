@@ -85,3 +85,26 @@ func TestRestoreGivesTheAlertTheFoldBuilt(t *testing.T) {
 	none.Add(delivery.Receipt{Kind: delivery.KindAlert, AlertID: "a2", At: at})
 	require.Equal(t, none.Alert("a2"), ledger.Restore(none.Alert("a2").Meta, nil, nil))
 }
+
+func TestAcknowledgementsOldestFirst(t *testing.T) {
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	l := ledger.New()
+	for _, r := range []delivery.Receipt{
+		{Kind: delivery.KindAck, AlertID: "a1", Subscriber: "hotel", By: "hotel-soc", At: at.Add(time.Minute)},
+		{Kind: delivery.KindAck, AlertID: "a1", Subscriber: "farm", By: "email link", At: at.Add(time.Minute)},
+		{Kind: delivery.KindAck, AlertID: "a1", Subscriber: "bank", By: "soc", Note: "seen", At: at},
+		// A partner's second acknowledgement does not count.
+		{Kind: delivery.KindAck, AlertID: "a1", Subscriber: "bank", By: "email link", At: at.Add(time.Hour)},
+	} {
+		l.Add(r)
+	}
+	require.Equal(t, []ledger.Ack{
+		{Subscriber: "bank", By: "soc", Note: "seen", At: at},
+		{Subscriber: "farm", By: "email link", At: at.Add(time.Minute)},
+		{Subscriber: "hotel", By: "hotel-soc", At: at.Add(time.Minute)},
+	}, l.Alert("a1").Acknowledgements())
+
+	none := ledger.New()
+	none.Add(delivery.Receipt{Kind: delivery.KindAlert, AlertID: "a2", At: at})
+	require.Empty(t, none.Alert("a2").Acknowledgements())
+}

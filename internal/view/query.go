@@ -277,6 +277,36 @@ func (v *View) List(q ListQuery) ([]Summary, string, error) {
 	return items, next, nil
 }
 
+// Summary returns what the alert list says of id: the same Summary, state
+// included, that List gives for it; false when id is not in the list (no
+// alert was submitted, published or fanned out under it, or it is one of
+// Herald's own notices). A status question about one alert asks it
+// rather than paging through the list.
+func (v *View) Summary(id string) (Summary, bool, error) {
+	if v.scope != ScopeAll {
+		return Summary{}, false, ErrNotKept
+	}
+	now := v.now()
+	var s Summary
+	var found bool
+	err := v.read(func(tx *bbolt.Tx) error {
+		if strings.IndexByte(id, 0) >= 0 || len(tx.Bucket(bListKey).Get([]byte(id))) != 9 {
+			return nil
+		}
+		rs, err := load(tx, id, nil, false)
+		if err != nil {
+			return err
+		}
+		st, at := rs.place()
+		s, found = rs.summarize(id, at, st, now), true
+		return nil
+	})
+	if err != nil {
+		return Summary{}, false, fmt.Errorf("view summary of %q: %w", id, err)
+	}
+	return s, found, nil
+}
+
 // listPlace turns a before parameter (a cursor, or an alert id) into a
 // place in the list: BE64(time) id.
 func (v *View) listPlace(tx *bbolt.Tx, before string) ([]byte, error) {

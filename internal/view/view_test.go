@@ -111,6 +111,19 @@ func TestEveryQueryAfterAMixedWorkload(t *testing.T) {
 	assert.Equal(t, at(time.Hour), byID["p1"].ExpiresAt)
 	assert.Equal(t, "Waiting for a second analyst", byID["p1"].Title)
 
+	// One alert's summary is its row of the list.
+	for _, s := range all {
+		got, ok, err := v.Summary(s.ID)
+		require.NoError(t, err)
+		require.True(t, ok, s.ID)
+		assert.Equal(t, s, got, s.ID)
+	}
+	for _, id := range []string{"nope", "", "a1\x00"} {
+		_, ok, err := v.Summary(id)
+		require.NoError(t, err)
+		assert.False(t, ok, "%q is not in the list", id)
+	}
+
 	for state, want := range map[string][]string{
 		record.StatePending:   {"p1", "p4"},
 		record.StateExpired:   {"p2"},
@@ -751,6 +764,8 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 	_, _, err := lean.List(view.ListQuery{})
 	require.ErrorIs(t, err, view.ErrNotKept)
 	_, _, err = lean.PartnerDeliveries("bank", view.PartnerQuery{})
+	require.ErrorIs(t, err, view.ErrNotKept)
+	_, _, err = lean.Summary("a1")
 	require.ErrorIs(t, err, view.ErrNotKept)
 	_, _, err = lean.Audit(view.AuditQuery{})
 	require.ErrorIs(t, err, view.ErrNotKept)
