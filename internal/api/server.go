@@ -100,8 +100,9 @@ type Server struct {
 	Pull *taxii.Server
 	// Tokens are the bearer tokens (hashed) and their roles.
 	Tokens []config.Token
-	// Ready reports whether the API can serve (Kafka reachable, registry
-	// caught up); nil means always ready.
+	// Ready reports whether the process is ready (Kafka reachable, registry
+	// caught up, no role it was asked to run stopped); nil means always
+	// ready.
 	Ready func(ctx context.Context) error
 	// Metrics is served on /metrics and receives the API's own metrics;
 	// nil means prometheus.DefaultGatherer plus the API's metrics.

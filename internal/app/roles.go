@@ -308,6 +308,11 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Pull:   a.pullServer(),
 		Tokens: a.cfg.API.Tokens,
 		Ready: func(ctx context.Context) error {
+			// A role of this process stopped at start (a topic's
+			// retention) is not ready, however well the API serves.
+			if err := a.stoppedErr(); err != nil {
+				return err
+			}
 			select {
 			case <-a.view.Ready():
 			default:
