@@ -1102,10 +1102,12 @@ func TestGoneRacingSuspensionEndsSuspended(t *testing.T) {
 
 // TestServeRefusesShortRetention points `herald serve` at a Kafka cluster
 // (kfake, in this process) where the receipts topic exists with Kafka's
-// stock 7-day retention: serve stops with an error naming the topic and
-// both durations; a role that does not read receipts starts; with
-// kafka.retention.accept_shorter serve starts. The topics serve created
-// keep their records as configured (read back through the admin API).
+// stock 7-day retention: the roles that read it (api, fanout) are stopped
+// with an error naming the topic and both durations, and the deliver role,
+// which does not read it, starts; serve with only roles that read it
+// stops with their errors (exit 1); with kafka.retention.accept_shorter
+// serve starts every role. The topics serve created keep their records as
+// configured (read back through the admin API).
 func TestServeRefusesShortRetention(t *testing.T) {
 	kc := kafkatest.Start(t, kafkatest.Partitions(3))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -1158,7 +1160,18 @@ func TestServeRefusesShortRetention(t *testing.T) {
 	}
 
 	strict := writeConfig("strict.yaml", "")
-	_, log, done := serve(strict)
+	// Every role: the api and fanout roles read receipts and are stopped,
+	// each with an error line; the deliver role runs (PRODUCT.md §6).
+	cmd, log, done := serve(strict)
+	running("serve with a 7-day receipts topic", cmd, log, done)
+	for _, role := range []string{"api", "fanout"} {
+		require.Regexp(t, `level=ERROR msg="role not started[^\n]*role=`+role+
+			`[^\n]*herald\.receipts keeps records for 7d, kafka\.retention\.receipts asks for 400d[^\n]*kafka\.retention\.accept_shorter`, log.String())
+	}
+	require.Regexp(t, `msg="herald running" roles=deliver [^\n]*stopped=api,fanout`, log.String())
+
+	// Only roles that read receipts: none can start, serve stops.
+	_, log, done = serve(strict, "--roles", "api,fanout")
 	select {
 	case err := <-done:
 		require.Error(t, err, "serve must refuse a 7-day receipts topic:\n%s", log)
@@ -1167,11 +1180,13 @@ func TestServeRefusesShortRetention(t *testing.T) {
 		t.Fatalf("serve did not stop:\n%s", log)
 	}
 	require.NotContains(t, log.String(), "herald running")
-	require.Regexp(t, `herald\.receipts keeps records for 7d, kafka\.retention\.receipts asks for 400d`, log.String())
+	for _, role := range []string{"api", "fanout"} {
+		require.Regexp(t, role+` role not started: kafka topics keep records for too short a time: herald\.receipts keeps records for 7d, kafka\.retention\.receipts asks for 400d`, log.String())
+	}
 	require.Contains(t, log.String(), "kafka.retention.accept_shorter")
 
 	// The deliver role reads no receipts: it starts.
-	cmd, log, done := serve(strict, "--roles", "deliver")
+	cmd, log, done = serve(strict, "--roles", "deliver")
 	running("serve --roles deliver", cmd, log, done)
 
 	// The operator accepts the shorter retention: serve starts, and says so.

@@ -101,7 +101,8 @@ type Server struct {
 	// Tokens are the bearer tokens (hashed) and their roles.
 	Tokens []config.Token
 	// Ready reports whether the API can serve (Kafka reachable, registry
-	// caught up); nil means always ready.
+	// caught up); nil means always ready. A role of the process that is
+	// stopped does not make it unready (herald_role_up says so).
 	Ready func(ctx context.Context) error
 	// Metrics is served on /metrics and receives the API's own metrics;
 	// nil means prometheus.DefaultGatherer plus the API's metrics.

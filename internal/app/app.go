@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -100,12 +101,19 @@ type App struct {
 	metrics     *prometheus.Registry
 	now         func() time.Time
 	roles       []string // the roles actually running
+	// stopped holds the requested roles not started because of an error
+	// (a topic they read keeps records for too short a time), with why;
+	// written before any role starts, read-only after.
+	stopped map[string]error
 }
 
 // Options are the less common knobs of Run.
 type Options struct {
 	// Roles to run; empty means all. Explicit says the user chose them, so a
-	// role that cannot start is an error rather than a warning.
+	// deliver role that cannot start for want of a signing key is an error
+	// rather than a warning. A role stopped by a topic's retention stops
+	// alone either way (PRODUCT.md §6): Run fails only when no role can
+	// start.
 	Roles    []string
 	Explicit bool
 	// Bus, if set, is used instead of opening one from the configuration
@@ -143,6 +151,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	roles = slices.Clone(roles)
 	slices.SortStableFunc(roles, func(x, y string) int { return slices.Index(AllRoles, x) - slices.Index(AllRoles, y) })
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	roleUp := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "herald_role_up",
+		Help: "1 for each role this process was asked to run that runs; 0 for one that does not (stopped by a topic's retention, or deliver without a signing key)."},
+		[]string{"role"})
+	a.metrics.MustRegister(roleUp)
+	for _, r := range roles {
+		roleUp.WithLabelValues(r).Set(0)
+	}
 	signer, err := LoadSigner(cfg, a.now())
 	if err != nil {
 		return err
@@ -164,15 +179,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 			return fmt.Errorf("create topics: %w", err)
 		}
 	}
-	var reads []string
-	for _, r := range roles {
-		for _, t := range readsTopics(r, tiers) {
-			if !slices.Contains(reads, t) {
-				reads = append(reads, t)
-			}
-		}
-	}
-	if err := a.bus.CheckRetention(ctx, reads, tiers); err != nil {
+	if roles, err = a.checkRetention(ctx, roles, tiers); err != nil {
 		return err
 	}
 
@@ -224,6 +231,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 
 	for _, role := range roles {
 		run, err := a.role(gctx, role)
+		if errors.Is(err, ErrNoSigner) && !opt.Explicit && len(roles) == 1 && len(a.stopped) > 0 {
+			// The retention check stopped every other role: nothing
+			// would run.
+			err = fmt.Errorf("no role can start: %w; and the %s role: %w", a.stoppedErr(), role, err)
+			g.Go(func() error { return err })
+			return waitErr(g)
+		}
 		if errors.Is(err, ErrNoSigner) && !opt.Explicit {
 			log.Warn("deliver role not started: delivery jobs wait in Kafka until a deliver worker with a signing key runs", "reason", err)
 			continue
@@ -233,6 +247,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 			return waitErr(g)
 		}
 		a.roles = append(a.roles, role)
+		roleUp.WithLabelValues(role).Set(1)
 		g.Go(func() error {
 			if err := run(gctx); err != nil && !errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%s: %w", role, err)
@@ -248,7 +263,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		}
 		g.Go(func() error { return run(gctx) })
 	}
-	log.Info("herald running", "roles", strings.Join(a.roles, ","), "brokers", strings.Join(a.bus.Brokers(), ","), "embedded", a.bus.Embedded())
+	running := []any{"roles", strings.Join(a.roles, ","), "brokers", strings.Join(a.bus.Brokers(), ","), "embedded", a.bus.Embedded()}
+	if len(a.stopped) > 0 {
+		running = append(running, "stopped", strings.Join(a.stoppedRoles(), ","))
+	}
+	log.Info("herald running", running...)
 	if opt.Started != nil {
 		opt.Started(a)
 	}
@@ -257,6 +276,78 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		log.Info("shutting down: draining in-flight work")
 	}
 	return waitErr(g)
+}
+
+// checkRetention checks the retention of the topics each of roles reads
+// (PRODUCT.md §6) and returns the roles that may start. A role reading a
+// topic that keeps records for too short a time is stopped alone: its
+// error (naming the topic, its setting and both durations) is logged at
+// error level and kept in a.stopped (Stopped, herald_role_up), and the other roles
+// start. When no role can start it returns every role's error.
+func (a *App) checkRetention(ctx context.Context, roles []string, tiers int) ([]string, error) {
+	reads := map[string][]string{}
+	for _, r := range roles {
+		reads[r] = readsTopics(r, tiers)
+	}
+	failed, err := a.bus.CheckRetentionOf(ctx, reads, tiers)
+	if err != nil {
+		return nil, fmt.Errorf("check the retention of kafka topics: %w", err)
+	}
+	var run []string
+	var errs []error
+	for _, r := range roles {
+		if err := failed[r]; err != nil {
+			errs = append(errs, fmt.Errorf("%s role not started: %w", r, err))
+			continue
+		}
+		run = append(run, r)
+	}
+	if len(run) == 0 {
+		return nil, errors.Join(errs...)
+	}
+	a.stopped = map[string]error{}
+	for _, r := range roles {
+		if err := failed[r]; err != nil {
+			a.stopped[r] = err
+			a.log.Error("role not started: a kafka topic it reads does not keep records as configured; the other roles run",
+				"role", r, "error", err)
+		}
+	}
+	return run, nil
+}
+
+// stoppedRoles lists the roles of a.stopped in the order of AllRoles.
+func (a *App) stoppedRoles() []string {
+	var rs []string
+	for _, r := range AllRoles {
+		if _, ok := a.stopped[r]; ok {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// stoppedErr says which requested roles are stopped and why, or nil when
+// none is.
+func (a *App) stoppedErr() error {
+	var why []string
+	for _, r := range a.stoppedRoles() {
+		why = append(why, fmt.Sprintf("the %s role is stopped: %v", r, a.stopped[r]))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(why, "; "))
+}
+
+// Stopped returns the requested roles that were not started because of an
+// error at start (a topic they read keeps records for too short a time),
+// with the error; nil when every such role runs.
+func (a *App) Stopped() map[string]error {
+	if len(a.stopped) == 0 {
+		return nil
+	}
+	return maps.Clone(a.stopped)
 }
 
 // waitErr waits for every goroutine of g and returns the first error,

@@ -311,6 +311,9 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Pull:   a.pullServer(),
 		Tokens: a.cfg.API.Tokens,
 		Ready: func(ctx context.Context) error {
+			// Ready for the API's traffic: a role of this process stopped
+			// at start (a topic's retention) does not take the API out
+			// of service; herald_role_up and the error log say it.
 			select {
 			case <-a.view.Ready():
 			default:

@@ -116,6 +116,48 @@ func TestCheckRetentionRefusesShortTopics(t *testing.T) {
 	assert.ErrorContains(t, err, "compacted.receipts is compacted")
 }
 
+// TestCheckRetentionOfFailsOnlyTheReadersOfAShortTopic: with several
+// readers checked at once, a topic that keeps records for too short a time
+// fails only the readers that read it, each with its own topics named once;
+// a reader of right topics is absent; accept_shorter fails none and warns
+// once per topic.
+func TestCheckRetentionOfFailsOnlyTheReadersOfAShortTopic(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.RetryTiers(1))
+	short := c.Config()
+	short.Retention.Audit = 7 * config.Day
+	short.Retention.Retry = config.Day
+	c.Open(t, short) // creates the topics so
+
+	groups := map[string][]string{
+		"api":     {bus.TopicAlerts, bus.TopicSubscribers, bus.TopicAudit},
+		"fanout":  {bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts},
+		"deliver": {bus.TopicDeliveries, bus.TopicSubscribers, bus.RetryTopic(0), bus.RetryTopic(0)},
+	}
+	failed, err := c.Open(t, c.Config()).CheckRetentionOf(t.Context(), groups, 1)
+	require.NoError(t, err)
+	require.Len(t, failed, 2, "%v", failed)
+	var re *bus.RetentionError
+	require.ErrorAs(t, failed["api"], &re)
+	assert.Equal(t, []string{"herald.audit keeps records for 7d, kafka.retention.audit asks for 400d"}, re.Problems)
+	require.ErrorAs(t, failed["deliver"], &re)
+	assert.Equal(t, []string{"herald.retry.0 keeps records for 1d, kafka.retention.retry asks for 7d"}, re.Problems, "named once")
+	assert.NotContains(t, failed, "fanout")
+
+	_, err = c.Open(t, c.Config()).CheckRetentionOf(t.Context(), map[string][]string{"x": {"nope"}}, 1)
+	assert.ErrorContains(t, err, "nope is not one of Herald's topics")
+
+	var logs logtest.Buffer
+	accept := c.Config()
+	accept.Retention.AcceptShorter = true
+	opts := c.Options(t)
+	opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	failed, err = c.OpenWith(t, accept, opts).CheckRetentionOf(t.Context(), groups, 1)
+	require.NoError(t, err)
+	assert.Empty(t, failed)
+	assert.Equal(t, 1, strings.Count(logs.String(), "herald.audit keeps records for 7d"), logs.String())
+	assert.Equal(t, 1, strings.Count(logs.String(), "herald.retry.0 keeps records for 1d"), logs.String())
+}
+
 func TestEnsureTopicsWithoutCreateNamesMissingTopics(t *testing.T) {
 	c := kafkatest.Start(t)
 	cfg := c.Config()

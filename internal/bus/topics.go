@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -201,41 +202,83 @@ func (e *RetentionError) Error() string {
 // when it must be, with both durations. With kafka.retention.accept_shorter
 // the problems are logged as warnings instead.
 func (b *Bus) CheckRetention(ctx context.Context, names []string, retryTiers int) error {
+	failed, err := b.CheckRetentionOf(ctx, map[string][]string{"": names}, retryTiers)
+	if err != nil {
+		return err
+	}
+	return failed[""]
+}
+
+// CheckRetentionOf is CheckRetention for several readers at once (the
+// roles of one process, say): groups maps each reader to the topics it
+// reads (names without prefix, among Topics). It reads the configuration
+// of every topic once, and returns a *RetentionError for each group that
+// reads a topic keeping records for less time than configured, or not
+// compacted when it must be, naming that group's topics with both
+// durations, in the group's order; groups whose topics are all right are
+// absent. With kafka.retention.accept_shorter each problem is logged once
+// as a warning and no group fails. The error is for topics it could not
+// describe, or a name that is not one of Herald's topics.
+func (b *Bus) CheckRetentionOf(ctx context.Context, groups map[string][]string, retryTiers int) (map[string]error, error) {
 	want := map[string]Topic{}
 	for _, t := range Topics(b.cfg, retryTiers) {
 		want[t.Name] = t
 	}
+	var names []string // every group's topics, once, in a stable order
+	for _, g := range slices.Sorted(maps.Keys(groups)) {
+		for _, n := range groups[g] {
+			if _, ok := want[n]; !ok {
+				return nil, fmt.Errorf("check retention: %s is not one of Herald's topics", n)
+			}
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
 	got, err := b.DescribeTopics(ctx, names)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var problems []string
+	problem := map[string]string{} // topic → what is wrong with it
 	for _, n := range names {
-		t, ok := want[n]
-		if !ok {
-			return fmt.Errorf("check retention: %s is not one of Herald's topics", n)
-		}
-		g := got[n]
+		t, g := want[n], got[n]
 		switch {
 		case t.Compacted && !g.Compacted:
-			problems = append(problems, fmt.Sprintf("%s is not compacted (cleanup.policy=compact), so its records expire after %s", b.Topic(n), g.Retention))
+			problem[n] = fmt.Sprintf("%s is not compacted (cleanup.policy=compact), so its records expire after %s", b.Topic(n), g.Retention)
 		case t.Compacted:
 		case g.Compacted && !g.Deletes:
-			problems = append(problems, fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s", b.Topic(n), n, t.Retention))
+			problem[n] = fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s", b.Topic(n), n, t.Retention)
 		case g.Retention >= 0 && g.Retention < t.Retention:
-			problems = append(problems, fmt.Sprintf("%s keeps records for %s, %s asks for %s", b.Topic(n), days(g.Retention), t.Key, days(t.Retention)))
+			problem[n] = fmt.Sprintf("%s keeps records for %s, %s asks for %s", b.Topic(n), days(g.Retention), t.Key, days(t.Retention))
 		}
 	}
-	if len(problems) == 0 {
-		return nil
+	if len(problem) == 0 {
+		return nil, nil
 	}
 	if b.cfg.Retention.AcceptShorter {
-		for _, p := range problems {
-			b.log.Warn("kafka topic retention shorter than configured, accepted by kafka.retention.accept_shorter", "problem", p)
+		for _, n := range names {
+			if p, ok := problem[n]; ok {
+				b.log.Warn("kafka topic retention shorter than configured, accepted by kafka.retention.accept_shorter", "problem", p)
+			}
 		}
-		return nil
+		return nil, nil
 	}
-	return &RetentionError{Problems: problems}
+	failed := map[string]error{}
+	for g, ns := range groups {
+		var problems []string
+		for _, n := range ns {
+			if p, ok := problem[n]; ok && !slices.Contains(problems, p) {
+				problems = append(problems, p)
+			}
+		}
+		if len(problems) > 0 {
+			failed[g] = &RetentionError{Problems: problems}
+		}
+	}
+	return failed, nil
 }
 
 // days renders a duration in days when it is a whole number of them.

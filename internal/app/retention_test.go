@@ -1,0 +1,247 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/deliver/email"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
+	"github.com/herald-alerts/herald/internal/testkit/pgptest"
+	"github.com/herald-alerts/herald/internal/testkit/smtptest"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// retentionEnv is a Kafka cluster (kfake, in this process) on which some
+// of Herald's topics already exist as an operator made them, an SMTP sink
+// and the configuration of `herald serve` against them.
+type retentionEnv struct {
+	cluster *kafkatest.Cluster
+	sink    *smtptest.Server
+	cfg     config.Config
+	logs    *logtest.Buffer
+}
+
+// newRetentionEnv creates topics (full names) with the given configs
+// before Herald sees the cluster.
+func newRetentionEnv(t *testing.T, topics map[string][]kafka.ConfigEntry) *retentionEnv {
+	t.Helper()
+	cluster := kafkatest.Start(t, kafkatest.RetryTiers(len(config.Default().Delivery.RetrySchedule)))
+	var req kafka.CreateTopicsRequest
+	for name, entries := range topics {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: name, NumPartitions: 3, ReplicationFactor: 1, ConfigEntries: entries})
+	}
+	admin := &kafka.Client{Addr: kafka.TCP(cluster.Addrs()...), Timeout: 10 * time.Second}
+	res, err := admin.CreateTopics(t.Context(), &req)
+	require.NoError(t, err)
+	for name := range topics {
+		require.NoError(t, res.Errors[name], name)
+	}
+	sink := smtptest.New(t, smtptest.Options{})
+	_, agency := pgptest.Key(t, pgptest.Agency)
+	signingKey := filepath.Join(t.TempDir(), "agency.asc")
+	require.NoError(t, os.WriteFile(signingKey, []byte(agency), 0o600))
+	cfg := config.Default()
+	cfg.Kafka = cluster.Config()
+	cfg.Publishing.KeyFile = kafkatest.KeyFile(t)
+	cfg.Signing.KeyFile = signingKey
+	cfg.SMTP.Host, cfg.SMTP.Port, cfg.SMTP.TLS, cfg.SMTP.From = sink.Host, sink.Port, email.TLSNone, "Herald <alerts@herald.example>"
+	cfg.Email.IssuerName = "National Crime Agency"
+	cfg.API.Listen = "127.0.0.1:0"
+	return &retentionEnv{cluster: cluster, sink: sink, cfg: cfg, logs: &logtest.Buffer{}}
+}
+
+// serve runs app.Run as `herald serve` with no --roles does (every role,
+// not explicit) until the test ends; it returns the running App, or the
+// error Run returned when it did not start.
+func (e *retentionEnv) serve(t *testing.T, opt app.Options) (*app.App, error) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan *app.App, 1)
+	opt.Started = func(a *app.App) { started <- a }
+	go func() { done <- app.Run(ctx, &e.cfg, log, opt) }()
+	select {
+	case a := <-started:
+		t.Cleanup(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(60 * time.Second):
+				t.Error("herald did not stop")
+			}
+		})
+		return a, nil
+	case err := <-done:
+		cancel()
+		return nil, err
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatalf("herald neither started nor failed within a minute:\n%s", e.logs)
+		return nil, nil
+	}
+}
+
+// get fetches url and returns the status and body.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+// TestShortAuditTopicStopsOnlyTheAPIRole: the audit topic exists with a
+// stock cluster's 7 days. `herald serve` (every role) does not start the
+// api role, which alone reads it, and says why at error level, naming
+// the topic, its setting and both durations; the fan-out and deliver
+// roles start, and an alert is delivered. herald_role_up on
+// metrics.listen (there is no API listener) says which roles run.
+func TestShortAuditTopicStopsOnlyTheAPIRole(t *testing.T) {
+	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{"herald.audit": {{ConfigName: "retention.ms", ConfigValue: "604800000"}}})
+	e.cfg.Metrics.Listen = "127.0.0.1:0"
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	acme := &subscribers.Subscriber{ID: "acme", Name: "Acme Car Wash", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: "soc@acme.example"}}}
+	acme.Normalize()
+	require.NoError(t, app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}.Put(t.Context(), "cli:test", "", []*subscribers.Subscriber{acme}, nil))
+
+	h, err := e.serve(t, app.Options{})
+	require.NoError(t, err, "serve must start the roles that do not read the audit topic:\n%s", e.logs)
+	const why = "herald.audit keeps records for 7d, kafka.retention.audit asks for 400d"
+	stopped := h.Stopped()
+	require.Len(t, stopped, 1, "%v", stopped)
+	require.ErrorContains(t, stopped[app.RoleAPI], why)
+	var re *bus.RetentionError
+	require.ErrorAs(t, stopped[app.RoleAPI], &re)
+	assert.Empty(t, h.APIAddr(), "no API listener")
+	logs := e.logs.String()
+	assert.Regexp(t, `level=ERROR msg="role not started[^\n]*role=api[^\n]*`+regexp.QuoteMeta(why)+`[^\n]*kafka\.retention\.accept_shorter`, logs)
+	assert.Regexp(t, `msg="herald running" roles=fanout,deliver [^\n]*stopped=api`, logs)
+
+	issued := time.Now().UTC()
+	a := &alerts.Alert{ID: "op-audit-short-1", Type: alerts.TypeAlert, Status: alerts.StatusActual, Title: "Car wash recruits through a fake agency",
+		Summary: "Workers are charged for travel and housing.", Severity: alerts.SeveritySevere, TLP: alerts.TLPGreen,
+		Marking: alerts.MarkingOfficial, Handling: alerts.Handling{Code: "P"}, Audience: alerts.Audience{Sectors: []string{"car-washes"}},
+		IssuedBy: "api:alice", IssuedAt: &issued}
+	v, err := json.Marshal(a)
+	require.NoError(t, err)
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte(a.ID), Value: v}))
+	require.Eventually(t, func() bool { return e.sink.Count() >= 1 }, 60*time.Second, 50*time.Millisecond,
+		"the alert is fanned out and delivered:\n%s", e.logs)
+	ver, err := email.Verify(e.sink.Messages()[0].Data, pgptestPublic(t), nil, nil)
+	require.NoError(t, err)
+	assert.Contains(t, ver.Text, "Car wash recruits through a fake agency")
+
+	addr := regexp.MustCompile(`msg=listening key=metrics\.listen addr=(\S+)`).FindStringSubmatch(e.logs.String())
+	require.NotNil(t, addr, "the metrics listener:\n%s", e.logs)
+	code, body := get(t, "http://"+addr[1]+"/metrics")
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, `herald_role_up{role="api"} 0`)
+	assert.Contains(t, body, `herald_role_up{role="fanout"} 1`)
+	assert.Contains(t, body, `herald_role_up{role="deliver"} 1`)
+}
+
+// TestShortDeliveriesTopicLeavesTheAPIReady: a role stopped by a topic's
+// retention does not take the API out of service (its /readyz answers for
+// the API's traffic); herald_role_up says which role is stopped.
+func TestShortDeliveriesTopicLeavesTheAPIReady(t *testing.T) {
+	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{"herald.deliveries": {{ConfigName: "retention.ms", ConfigValue: "86400000"}}})
+	h, err := e.serve(t, app.Options{})
+	require.NoError(t, err, "%s", e.logs)
+	require.NotEmpty(t, h.APIAddr())
+	require.Equal(t, []string{app.RoleDeliver}, keys(h.Stopped()))
+	base := "http://" + h.APIAddr()
+	require.Eventually(t, func() bool {
+		code, _ := get(t, base+"/readyz")
+		return code == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "the api and fanout roles run: the API is ready once its view caught up")
+	code, body := get(t, base+"/metrics")
+	require.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, `herald_role_up{role="api"} 1`)
+	assert.Contains(t, body, `herald_role_up{role="fanout"} 1`)
+	assert.Contains(t, body, `herald_role_up{role="deliver"} 0`)
+	assert.Contains(t, e.logs.String(), "herald.deliveries keeps records for 1d, kafka.retention.deliveries asks for 7d")
+}
+
+// TestNoRoleCanStartFailsAsBefore: when every requested role reads a topic
+// that keeps records for too short a time, Run fails with each role's
+// error, as serve did before roles stopped alone: the subscribers topic,
+// which every role reads, made by hand (not compacted); the audit topic
+// short for the api role alone; or the receipts topic short (api and
+// fanout) with no signing key for the deliver role.
+func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
+	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{
+		"herald.subscribers":  nil,
+		"audit7d.audit":       {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
+		"receipts7d.receipts": {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
+	})
+	signingKey := e.cfg.Signing.KeyFile
+	h, err := e.serve(t, app.Options{})
+	require.Error(t, err)
+	require.Nil(t, h)
+	var re *bus.RetentionError
+	require.ErrorAs(t, err, &re)
+	for _, r := range app.AllRoles {
+		assert.Regexp(t, `(?m)^`+r+` role not started: kafka topics keep records for too short a time: herald\.subscribers is not compacted`, err.Error())
+	}
+	assert.ErrorContains(t, err, "kafka.retention.accept_shorter")
+	assert.NotContains(t, e.logs.String(), "herald running")
+
+	e.cfg.Kafka.TopicPrefix = "audit7d."
+	h, err = e.serve(t, app.Options{Roles: []string{app.RoleAPI}, Explicit: true})
+	require.Nil(t, h)
+	assert.EqualError(t, err, "api role not started: kafka topics keep records for too short a time: audit7d.audit keeps records for 7d, kafka.retention.audit asks for 400d (raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)")
+
+	// The receipts topic short and no signing key: the roles the check
+	// lets start come down to a deliver role that cannot sign.
+	e.cfg.Kafka.TopicPrefix = "receipts7d."
+	e.cfg.Signing.KeyFile = ""
+	h, err = e.serve(t, app.Options{})
+	require.Nil(t, h)
+	assert.ErrorContains(t, err, "no role can start: the api role is stopped: kafka topics keep records for too short a time: receipts7d.receipts keeps records for 7d")
+	assert.ErrorContains(t, err, "the fanout role is stopped")
+	assert.ErrorContains(t, err, "and the deliver role: signing.key_file is not set")
+	e.cfg.Signing.KeyFile = signingKey
+
+	// The operator accepts the shorter retention: every role starts.
+	e.cfg.Kafka.TopicPrefix = "audit7d."
+	e.cfg.Kafka.Retention.AcceptShorter = true
+	h, err = e.serve(t, app.Options{})
+	require.NoError(t, err)
+	assert.Empty(t, h.Stopped())
+	assert.Regexp(t, `level=WARN msg="kafka topic retention shorter than configured, accepted by kafka.retention.accept_shorter" problem="audit7d.audit keeps records for 7d`, e.logs.String())
+}
+
+// keys returns the keys of m in the order of app.AllRoles.
+func keys(m map[string]error) []string {
+	var out []string
+	for _, r := range app.AllRoles {
+		if _, ok := m[r]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
