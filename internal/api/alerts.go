@@ -301,6 +301,6 @@ func viewDecisions(r *http.Request, ds []policy.Decision) []policy.Decision {
 	return out
 }
 
-// Decider is the decide step previews show: fanout.Decide over the live
-// registry.
+// Decider is the decide step previews show: fanout.DecideAll over the
+// live registry (app.Preview), a row for every partner.
 type Decider func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision
