@@ -34,7 +34,8 @@ type PublishResponse struct {
 
 // PreviewResponse is the answer to POST /v1/alerts/preview: the alert as
 // it would be published, the policy's decision for every target of every
-// partner in the audience, and whether it needs a second analyst.
+// registered partner (those the fan-out decides first, then every other
+// partner, withheld with its rule), and whether it needs a second analyst.
 type PreviewResponse struct {
 	Alert        *alerts.Alert     `json:"alert"`
 	Digest       string            `json:"digest"`
