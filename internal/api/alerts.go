@@ -34,7 +34,8 @@ type PublishResponse struct {
 
 // PreviewResponse is the answer to POST /v1/alerts/preview: the alert as
 // it would be published, the policy's decision for every target of every
-// partner in the audience, and whether it needs a second analyst.
+// registered partner (those the fan-out decides first, then every other
+// partner, withheld with its rule), and whether it needs a second analyst.
 type PreviewResponse struct {
 	Alert        *alerts.Alert     `json:"alert"`
 	Digest       string            `json:"digest"`
@@ -354,6 +355,6 @@ func viewDecisions(r *http.Request, ds []policy.Decision) []policy.Decision {
 	return out
 }
 
-// Decider is the decide step previews show: fanout.Decide over the live
-// registry.
+// Decider is the decide step previews show: fanout.DecideAll over the
+// live registry (app.Preview), a row for every partner.
 type Decider func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision

@@ -322,6 +322,45 @@ func TestPreview(t *testing.T) {
 	assert.Empty(t, e.published(), "a preview publishes nothing")
 }
 
+// TestPreviewDecidesForEveryPartner: the preview's table has rows for
+// every registered partner (PRODUCT.md §8), candidates first as the
+// fan-out decides them, then the others by id, each withheld with the rule
+// that withheld it; the counts include them.
+func TestPreviewDecidesForEveryPartner(t *testing.T) {
+	e := newEnv(t)
+	e.addPartner("acme", alerts.TLPAmber)
+	for _, s := range []*subscribers.Subscriber{
+		{ID: "farm", Name: "Farm Ltd", Kind: subscribers.KindBusiness, Sectors: []string{"agriculture"}, Clearance: alerts.TLPRed,
+			Email: []subscribers.Email{{Address: "a@farm.example"}}},
+		{ID: "closed", Name: "Closed Ltd", Kind: subscribers.KindBusiness, Sectors: []string{"nail-bars"}, Clearance: alerts.TLPRed,
+			Status: subscribers.StatusSuspended, Webhooks: []subscribers.Webhook{{URL: "https://hooks.closed.example/h?token=s3cret",
+				Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}}},
+		{ID: "bare", Name: "Bare Ltd", Kind: subscribers.KindBusiness, Sectors: []string{"nail-bars"}, Clearance: alerts.TLPRed},
+	} {
+		s.Normalize()
+		e.reg.Put(s)
+	}
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var pr api.PreviewResponse
+	require.NoError(t, json.Unmarshal(body, &pr))
+	type row struct{ subscriber, target, decision, rule string }
+	var got []row
+	for _, d := range pr.Decisions {
+		got = append(got, row{d.Subscriber, d.Target, d.Decision, d.Rule})
+	}
+	require.Equal(t, []row{
+		{"acme", "alerts@acme.example", delivery.Notice, policy.RuleNoUsableKey},
+		{"bare", "", delivery.Withhold, policy.RuleSector},
+		{"closed", "https://hooks.closed.example/h", delivery.Withhold, policy.RuleSuspended},
+		{"farm", "a@farm.example", delivery.Withhold, policy.RuleSector},
+	}, got, "webhook URLs without their query, as analysts see them")
+	assert.Equal(t, map[string]int{"deliver": 0, "notice": 1, "withhold": 3}, pr.Counts)
+	assert.Equal(t, "the partner shares no sector with the alert", pr.Decisions[3].Reason)
+	assert.NotContains(t, string(body), "s3cret")
+	assert.Empty(t, e.published(), "a preview publishes nothing")
+}
+
 func TestPreviewThenPublishTheSameAlert(t *testing.T) {
 	e := newEnv(t)
 	e.addPartner("acme", alerts.TLPAmber)

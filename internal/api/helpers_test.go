@@ -22,7 +22,6 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
-	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
@@ -202,9 +201,7 @@ func newEnv(t testing.TB, options ...any) *env {
 	e.server = &api.Server{
 		Desk:      v,
 		Publisher: e.pub,
-		Decide: func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
-			return fanout.Decide(a, e.reg, prior, now, policy.Options{})
-		},
+		Decide:    app.Preview(e.reg, policy.Options{}),
 		Audit:     app.AuditLog(b, now),
 		Ledger:    publish.KafkaIndex{R: b},
 		Registry:  e.reg,

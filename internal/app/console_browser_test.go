@@ -65,6 +65,19 @@ func TestConsoleInABrowser(t *testing.T) {
 	start := time.Now()
 	h := startHerald(t)
 	t.Logf("herald ready in %.1fs", time.Since(start).Seconds())
+	// Partners outside the alert's audience (agriculture, not car washes),
+	// more than the preview shows without a click: it has a row for each.
+	const farms = 12
+	for i := 1; i <= farms; i++ {
+		rec := fmt.Sprintf(`{"name": "Harvest Farm %02d", "kind": "business", "sectors": ["agriculture"], "clearance": "GREEN",
+			"email": [{"address": "office@farm-%02d.example"}]}`, i, i)
+		status, body := h.call(t, "PUT", fmt.Sprintf("/v1/subscribers/farm-%02d", i), opsToken, rec)
+		require.Equal(t, http.StatusOK, status, "put farm-%02d: %s", i, body)
+	}
+	require.Eventually(t, func() bool {
+		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
+		return strings.Contains(body, fmt.Sprintf(`"farm-%02d"`, farms))
+	}, 10*time.Second, 50*time.Millisecond, "the registry has the farms")
 	b := newBrowser(t, chromium, shots, h.url)
 
 	// --- alice composes, previews and publishes an AMBER alert.
@@ -96,7 +109,28 @@ func TestConsoleInABrowser(t *testing.T) {
 	assert.Contains(t, preview, "needs a second analyst")
 	assert.Contains(t, preview, "Acme Car Wash Group", "partner names beside ids")
 	assert.Contains(t, preview, "Green Grocers Ltd", "the withheld partner and why")
+	// Every partner has its row: acme gets it, greenco is not cleared, and
+	// each farm shares no sector with the alert. So many withheld rows are
+	// folded under their count per rule; the counts and tables agree.
+	withheld := `#preview table[data-decision="withhold"] tbody tr`
+	assert.Equal(t, "1 13", b.eval(`document.querySelectorAll('#preview table[data-decision="deliver"] tbody tr').length + ' ' +
+		document.querySelectorAll('`+withheld+`').length`))
+	assert.Contains(t, b.text("#preview .counts"), "13 withheld")
+	assert.Contains(t, b.text("#preview details.decisions-fold summary"), "Will not get it (13)")
+	assert.Contains(t, b.text("#preview details.decisions-fold summary"), "12 audience.sector, 1 clearance.tlp")
+	assert.Equal(t, "false", b.eval(`String(document.querySelector('#preview details.decisions-fold').open)`), "folded")
+	assert.Contains(t, b.text(`#preview tr[data-subscriber="farm-07"]`), "Harvest Farm 07")
+	assert.Contains(t, b.text(`#preview tr[data-subscriber="farm-07"]`), "audience.sector")
+	assert.Contains(t, b.text(`#preview tr[data-subscriber="greenco"]`), "clearance.tlp")
 	b.shot("02-compose-preview")
+	b.do(chromedp.Click(chromedp.CSS(`#preview details.decisions-fold summary`)))
+	b.poll(`document.querySelector('#preview details.decisions-fold').open && ` +
+		`document.querySelector('#preview tr[data-subscriber="farm-12"]').getBoundingClientRect().height > 0`)
+	b.shot("02b-compose-preview-withheld-unfolded")
+	b.do(chromedp.EmulateViewport(400, 900))
+	b.noHorizontalOverflow()
+	b.shot("02c-compose-preview-400px")
+	b.do(chromedp.EmulateViewport(1280, 900))
 
 	b.do(chromedp.Click(chromedp.ID("publish-btn")), chromedp.WaitVisible(chromedp.ID("confirm")),
 		chromedp.Click(chromedp.ID("confirm-btn")),
@@ -126,6 +160,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	assert.Contains(t, review, "Car wash in Leeds recruiting via social media")
 	assert.Contains(t, review, "issued by api:alice")
 	assert.Contains(t, review, "Acme Car Wash Group", "the audience preview the author saw")
+	assert.Contains(t, review, "Harvest Farm 12", "every partner, as the author saw")
+	assert.Contains(t, b.text(card+` button[data-action="approve"]`), "release to 1 target(s)", "only the targets that get it")
 	assert.Contains(t, review, "2/B", "the grading")
 	b.shot("05-bob-desk-awaiting-approval")
 	// By keyboard: the button takes the focus and Enter presses it.

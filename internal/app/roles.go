@@ -211,6 +211,16 @@ func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Tim
 	return v.Err()
 }
 
+// Preview is the decide step that analysts see before an alert goes: the
+// console's and the API's preview and review, and the command line's dry
+// run. It decides for every registered partner (fanout.DecideAll), where
+// the fan-out decides only the candidates (fanout.Decide).
+func Preview(reg fanout.Partners, opt policy.Options) api.Decider {
+	return func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
+		return fanout.DecideAll(al, reg, prior, now, opt)
+	}
+}
+
 // Publisher returns the publisher of alerts on b, answering what is
 // already held from index.
 func Publisher(cfg *config.Config, b *bus.Bus, index publish.Index, reg publish.Registry, now func() time.Time) *publish.Publisher {
@@ -286,10 +296,8 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 	auditLog := AuditLog(a.bus, a.now)
 	store := SubscriberStore{Bus: a.bus, Audit: auditLog, Overlays: a.registry}
 	srv := &api.Server{
-		Publisher: Publisher(a.cfg, a.bus, index, a.registry, a.now),
-		Decide: func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
-			return fanout.Decide(al, a.registry, prior, now, opt)
-		},
+		Publisher:       Publisher(a.cfg, a.bus, index, a.registry, a.now),
+		Decide:          Preview(a.registry, opt),
 		Audit:           auditLog,
 		Desk:            a.view,
 		Directory:       a.registry,

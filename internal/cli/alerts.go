@@ -15,7 +15,6 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
-	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
@@ -77,11 +76,18 @@ func operator() string {
 // publisher returns the alert publisher on b: Kafka itself answers what is
 // already held under an id.
 func (e *env) publisher(b *bus.Bus, c *config.Config) (*publish.Publisher, error) {
+	p, _, err := e.publisherAndRegistry(b, c)
+	return p, err
+}
+
+// publisherAndRegistry is publisher, also returning the registry it
+// checks alerts against, which the dry run decides over.
+func (e *env) publisherAndRegistry(b *bus.Bus, c *config.Config) (*publish.Publisher, *subscribers.Registry, error) {
 	reg, err := loadRegistry(context.Background(), b)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return app.Publisher(c, b, publish.KafkaIndex{R: b}, reg, time.Now), nil
+	return app.Publisher(c, b, publish.KafkaIndex{R: b}, reg, time.Now), reg, nil
 }
 
 // publishError maps the publisher's errors onto exit statuses: a used id is
@@ -105,7 +111,8 @@ func newPublishCmd(e *env) *cobra.Command {
 			"an alert whose TLP or marking is listed in release.second_analyst waits for another analyst\n" +
 			"(herald approve). The same alert published again changes nothing; another alert under a used\n" +
 			"id is refused. With --dry-run nothing is published: it prints the policy's decision for every\n" +
-			"partner and target in the audience.",
+			"target of every registered partner: first those sharing a sector with the alert or named in it,\n" +
+			"as the fan-out decides them, then every other partner, by id, withheld with the rule that says so.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -128,7 +135,7 @@ func newPublishCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			p, err := e.publisher(b, c)
+			p, reg, err := e.publisherAndRegistry(b, c)
 			if err != nil {
 				return err
 			}
@@ -137,7 +144,7 @@ func newPublishCmd(e *env) *cobra.Command {
 				if err != nil {
 					return publishError(err)
 				}
-				ds := fanout.Decide(a, p.Registry, prep.Prior, time.Now(), app.PolicyOptions(c))
+				ds := app.Preview(reg, app.PolicyOptions(c))(a, prep.Prior, time.Now())
 				if prep.NeedsRelease && output == "text" {
 					fmt.Fprintf(e.stdout, "%s %s: publishing waits for a second analyst (release.second_analyst)\n\n", a.TLP.Label(), a.Marking)
 				}

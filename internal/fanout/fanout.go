@@ -291,19 +291,55 @@ type Candidates interface {
 	Get(id string) *subscribers.Subscriber
 }
 
-// Decide is the fan-out's decide step, and what previews and dry runs
-// show: for every partner the alert could reach (those sharing a sector,
-// those named, and for an update or cancel every partner that received an
-// alert it references), the policy's decision for each target, with rule 7
-// applied; a named partner that is not registered gets a withhold row.
-// Every other partner is outside the audience by rule 2 and has no row.
+// Partners is what DecideAll needs of the subscriber registry: the
+// candidates, and every partner.
+type Partners interface {
+	Candidates
+	// Each calls fn with every registered partner, sorted by id, one at a
+	// time (subscribers.Registry.Each).
+	Each(fn func(*subscribers.Subscriber))
+}
+
+// Decide is the fan-out's decide step: for every partner the alert could
+// reach (those sharing a sector, those named, and for an update or cancel
+// every partner that received an alert it references), the policy's
+// decision for each target, with rule 7 applied; a named partner that is
+// not registered gets a withhold row. Every other partner is outside the
+// audience by rule 2 and has no row: the fan-out records nothing for it.
 //
 // The candidates are decided one at a time, so that only the decisions
 // are held, not the partners' records as well.
 func Decide(a *alerts.Alert, reg Candidates, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) []policy.Decision {
+	ds, _ := decide(a, reg, prior, now, opt, false)
+	return ds
+}
+
+// DecideAll is what dry runs and previews show (PRODUCT.md §7, §8): Decide's
+// rows, in Decide's order, then the policy's decision for every other
+// registered partner, by id, so that an analyst sees before an alert goes
+// who will not get it and the rule that says so (audience.sector for a
+// partner sharing no sector, subscriber.suspended, …). The other partners
+// are evaluated as the candidates are (policy.Append: the rules have one
+// home); none of them received an alert the alert references (those are
+// candidates), so rule 7 changes nothing of their rows. The fan-out
+// itself decides only the candidates (Decide): it writes no receipt for a
+// partner outside the audience.
+func DecideAll(a *alerts.Alert, reg Partners, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) []policy.Decision {
+	ds, have := decide(a, reg, prior, now, opt, true)
+	reg.Each(func(s *subscribers.Subscriber) {
+		if !have[s.ID] {
+			ds = policy.Append(ds, a, s, now, opt)
+		}
+	})
+	return ds
+}
+
+// decide is Decide; with all it also returns the ids of the partners it
+// decided.
+func decide(a *alerts.Alert, reg Candidates, prior map[string]*ledger.Alert, now time.Time, opt policy.Options, all bool) ([]policy.Decision, map[string]bool) {
 	var ds []policy.Decision
 	var have map[string]bool
-	if len(prior) > 0 {
+	if all || len(prior) > 0 {
 		have = make(map[string]bool)
 	}
 	missing := reg.EachCandidate(a, func(s *subscribers.Subscriber) {
@@ -324,7 +360,7 @@ func Decide(a *alerts.Alert, reg Candidates, prior map[string]*ledger.Alert, now
 			Reason: "named in audience.subscribers but not registered",
 		})
 	}
-	return ds
+	return ds, have
 }
 
 // Plan is what the fan-out writes for one alert.

@@ -526,3 +526,81 @@ func TestFanOutPacksReceipts(t *testing.T) {
 	}
 	require.ElementsMatch(t, planned, got, "Handle writes what Plan makes (slices may land in either order)")
 }
+
+// TestDecideAllShowsEveryPartnerTheFanOutOnlyCandidates: DecideAll, what
+// dry runs and previews show, is Decide's rows unchanged and first, then
+// every other registered partner by id, each withheld with the rule that
+// withheld it (a suspended partner as suspended). The fan-out itself
+// decides, and records, exactly Decide's rows: nothing for a partner
+// outside the audience.
+func TestDecideAllShowsEveryPartnerTheFanOutOnlyCandidates(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	closed := &subscribers.Subscriber{ID: "closed", Name: "Closed", Kind: "business", Sectors: []string{"construction"},
+		Clearance: "GREEN", Status: subscribers.StatusSuspended, Email: []subscribers.Email{{Address: "c@closed.example"}}}
+	closed.Normalize()
+	e.reg.Put(closed)
+	a := alert("a1", func(a *alerts.Alert) { a.Audience.Subscribers = []string{"nobody"} })
+
+	cands := fanout.Decide(a, e.reg, nil, now, policy.Options{})
+	all := fanout.DecideAll(a, e.reg, nil, now, policy.Options{})
+	require.Greater(t, len(all), len(cands))
+	require.Equal(t, cands, all[:len(cands)], "the candidates' rows, unchanged and first")
+	type row struct{ subscriber, target, decision, rule string }
+	rows := func(ds []policy.Decision) []row {
+		out := make([]row, len(ds))
+		for i, d := range ds {
+			out[i] = row{d.Subscriber, d.Target, d.Decision, d.Rule}
+		}
+		return out
+	}
+	require.Equal(t, []row{
+		{"bank", "fc@bank.example", delivery.Deliver, policy.RuleEmailSigned},
+		{"bank", "https://hooks.bank.example/h", delivery.Deliver, policy.RuleWebhookSign},
+		{"hotel", "sec@hotel.example", delivery.Deliver, policy.RuleEmailSigned},
+		{"nobody", "", delivery.Withhold, fanout.RuleUnknownSubscriber},
+	}, rows(cands))
+	require.Equal(t, []row{
+		{"closed", "c@closed.example", delivery.Withhold, policy.RuleSuspended},
+		{"farm", "farm@farm.example", delivery.Withhold, policy.RuleSector},
+		{"ngo", "a@ngo.example", delivery.Withhold, policy.RuleSector},
+	}, rows(all[len(cands):]), "every other partner, by id")
+
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, a)}))
+	found, err := ledger.FromBus(e.bus).Lookup(ctx, []string{"a1"})
+	require.NoError(t, err)
+	var recorded []row
+	for _, en := range found["a1"].Entries() {
+		recorded = append(recorded, row{en.Subscriber, en.Target, en.Decision, en.Rule})
+	}
+	require.Equal(t, rows(cands), recorded, "the fan-out records the candidates' decisions only")
+}
+
+// TestDecideAllOfAnUpdate: in the preview of an update, a partner that had
+// the original and is outside the new audience appears once, with rule 7's
+// notice (as the fan-out decides it), not again among the other partners.
+func TestDecideAllOfAnUpdate(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, alert("orig", nil))}))
+	upd := alert("upd", func(a *alerts.Alert) {
+		a.Type, a.References = alerts.TypeUpdate, []string{"orig"}
+		a.Audience.Sectors = []string{"financial-services"}
+	})
+	prior, err := ledger.FromBus(e.bus).Lookup(ctx, []string{"orig"})
+	require.NoError(t, err)
+	cands := fanout.Decide(upd, e.reg, prior, now, policy.Options{})
+	all := fanout.DecideAll(upd, e.reg, prior, now, policy.Options{})
+	require.Equal(t, cands, all[:len(cands)])
+	var got []string
+	for _, d := range all {
+		got = append(got, d.Subscriber+" "+d.Decision+" "+d.Rule)
+	}
+	require.Equal(t, []string{
+		"bank deliver " + policy.RuleEmailSigned,
+		"bank deliver " + policy.RuleWebhookSign,
+		"hotel notice " + policy.RuleNoLongerEligible,
+		"farm withhold " + policy.RuleSector,
+		"ngo withhold " + policy.RuleSector,
+	}, got)
+}

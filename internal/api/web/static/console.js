@@ -296,8 +296,24 @@
     }
   }
 
+  // OPEN_WITHHELD is how many withheld rows a decision table shows
+  // without a click: the table has a row for every registered partner, and
+  // most of a large registry is outside any one alert's audience.
+  const OPEN_WITHHELD = 10;
+
+  // ruleTally counts decisions per rule, the most frequent first:
+  // "12 audience.sector, 1 clearance.tlp".
+  function ruleTally(ds) {
+    const n = new Map();
+    for (const d of ds) n.set(d.rule, (n.get(d.rule) || 0) + 1);
+    return [...n].sort(function (x, y) { return y[1] - x[1] || (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0); })
+      .map(function (e) { return e[1] + ' ' + e[0]; }).join(', ');
+  }
+
   // renderDecisions shows a decision table (the preview's and the
-  // review's) in box, grouped by what each target gets.
+  // review's) in box, grouped by what each target gets. It has a row for
+  // every target of every registered partner; the withheld rows, when
+  // there are many, are folded under their count per rule.
   function renderDecisions(box, decisions, counts, level) {
     clear(box);
     const c = el('div', 'counts');
@@ -307,7 +323,8 @@
       { key: 'withhold', cls: 'bad', text: 'withheld' }
     ]);
     box.append(c);
-    if (!decisions.length) box.append(el('p', 'banner bad', 'No partner is in the audience: nobody would get this alert.'));
+    if (!decisions.length) box.append(el('p', 'banner bad', 'No partner is registered: nobody would get this alert.'));
+    else if (!counts.deliver && !counts.notice) box.append(el('p', 'banner bad', 'Nobody would get this alert: every partner is withheld (see why below).'));
     for (const g of GROUPS) {
       const ds = decisions.filter(function (d) { return d.decision === g.key; });
       if (!ds.length) continue;
@@ -317,10 +334,18 @@
       table.dataset.decision = g.key;
       for (const d of ds) {
         const third = g.key === 'withhold' ? (d.channel || '\u2014') : how(d);
-        row(table, null, [partner(d.subscriber), el('td', 'target', d.target || '\u2014'), third,
+        const tr = row(table, null, [partner(d.subscriber), el('td', 'target', d.target || '\u2014'), third,
           el('code', null, d.rule), d.reason]);
+        tr.dataset.subscriber = d.subscriber;
       }
-      box.append(el(level || 'h3', g.cls, g.title + ' (' + ds.length + ')'), table);
+      const head = el(level || 'h3', g.cls, g.title + ' (' + ds.length + ')');
+      if (g.key !== 'withhold') {
+        box.append(head, table);
+        continue;
+      }
+      const fold = el('details', 'decisions-fold', el('summary', null, head, el('span', 'tally', ruleTally(ds))), table);
+      fold.open = ds.length <= OPEN_WITHHELD;
+      box.append(fold);
     }
   }
 
