@@ -100,6 +100,9 @@ type App struct {
 	metrics     *prometheus.Registry
 	now         func() time.Time
 	roles       []string // the roles actually running
+	// taxonomy is the configured sectors and regions (taxonomy.sectors,
+	// taxonomy.regions) the api and fanout roles check against.
+	taxonomy *taxonomy.Taxonomy
 }
 
 // Options are the less common knobs of Run.
@@ -133,6 +136,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if a.now == nil {
 		a.now = time.Now
 	}
+	tax, err := cfg.Taxonomy.Build()
+	if err != nil {
+		return err
+	}
+	a.taxonomy = tax
 	roles := opt.Roles
 	if len(roles) == 0 {
 		roles = AllRoles
@@ -322,7 +330,7 @@ func PolicyOptions(cfg *config.Config) policy.Options {
 func (a *App) fanoutWorker() *fanout.Worker {
 	w := &fanout.Worker{
 		Registry:      a.registry,
-		Taxonomy:      taxonomy.Default(),
+		Taxonomy:      a.taxonomy,
 		Policy:        PolicyOptions(a.cfg),
 		Deliveries:    a.bus.Producer(bus.TopicDeliveries),
 		Receipts:      a.bus.Producer(bus.TopicReceipts),
