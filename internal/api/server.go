@@ -115,7 +115,6 @@ type Server struct {
 	Log *slog.Logger
 }
 
-// handler is the Server's state once Handler has been called.
 // configuredTaxonomy returns Taxonomy, or the built-in taxonomy when it
 // is nil.
 func (s *Server) configuredTaxonomy() *taxonomy.Taxonomy {
@@ -125,6 +124,7 @@ func (s *Server) configuredTaxonomy() *taxonomy.Taxonomy {
 	return s.Taxonomy
 }
 
+// handler is the Server's state once Handler has been called.
 type handler struct {
 	*Server
 	tokens  []tokenHash

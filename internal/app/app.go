@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	}
 	tax, err := cfg.Taxonomy.Build()
 	if err != nil {
-		return err
+		return fmt.Errorf("the taxonomy: %w", err)
 	}
 	a.taxonomy = tax
 	roles := opt.Roles
