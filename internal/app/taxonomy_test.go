@@ -115,12 +115,20 @@ func TestConfiguredTaxonomy(t *testing.T) {
 	code, body = call("POST", "/v1/alerts", analyst, alert)
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 
-	var st api.AlertStatus
+	// The status is 404 until the fan-out has written the alert's receipts.
 	require.Eventually(t, func() bool {
-		code, body := call("GET", "/v1/alerts/tax-1", analyst, "")
-		require.Equal(t, http.StatusOK, code, "%s", body)
-		require.NoError(t, json.Unmarshal(body, &st))
-		return !st.FannedOut.IsZero()
+		req, err := http.NewRequestWithContext(t.Context(), "GET", base+"/v1/alerts/tax-1", nil)
+		if err != nil {
+			return false
+		}
+		req.Header.Set("Authorization", "Bearer "+analyst)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st api.AlertStatus
+		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&st) == nil && !st.FannedOut.IsZero()
 	}, 30*time.Second, 50*time.Millisecond, "the fan-out takes the alert (not quarantined as invalid)")
 	code, body = call("GET", "/v1/alerts/tax-1/deliveries", analyst, "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
