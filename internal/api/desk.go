@@ -155,8 +155,8 @@ func (h *handler) viewError(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, http.StatusServiceUnavailable, "cannot read the deliveries, alerts and audit trail kept from Kafka now; try again", nil)
 }
 
-// taxonomy handles GET /v1/taxonomy.
+// taxonomy handles GET /v1/taxonomy: the configured sectors and regions.
 func (h *handler) taxonomy(w http.ResponseWriter, r *http.Request) {
-	t := taxonomy.Default()
+	t := h.configuredTaxonomy()
 	writeJSON(w, http.StatusOK, Taxonomy{Sectors: t.Sectors(), Regions: t.Regions()})
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 )
 
 func TestAlertList(t *testing.T) {
@@ -143,9 +145,47 @@ func TestTaxonomyForEveryRole(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 		var tx api.Taxonomy
 		require.NoError(t, json.Unmarshal(body, &tx))
-		assert.GreaterOrEqual(t, len(tx.Sectors), 19)
-		assert.Len(t, tx.Regions, 13)
+		assert.Equal(t, api.Taxonomy{Sectors: testTaxonomy.Sectors(), Regions: testTaxonomy.Regions()}, tx,
+			"the taxonomy the server was given, which alerts and partners are checked against")
 	}
 	resp, _ := e.do(request{method: "GET", path: "/v1/taxonomy"})
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+}
+
+// TestTaxonomyListsTheConfiguredOne: GET /v1/taxonomy lists the sectors
+// and regions of the configuration (a sector it adds, and UK, which it
+// need not name), which publishing and partner records are checked
+// against; without one it lists the built-in taxonomy.
+func TestTaxonomyListsTheConfiguredOne(t *testing.T) {
+	seasonal := taxonomy.Sector{Slug: "seasonal-labour", Name: "Seasonal and gang labour", SIC: []string{"01.61"}}
+	tax, err := config.Taxonomy{Sectors: append(taxonomy.DefaultSectors(), seasonal),
+		Regions: []taxonomy.Region{{Code: "TLE", Name: "Yorkshire and The Humber"}}}.Build()
+	require.NoError(t, err)
+	e := newEnv(t, func(e *env) { e.pub.Taxonomy, e.server.Taxonomy = tax, tax })
+	resp, body := e.do(request{method: "GET", path: "/v1/taxonomy", token: analystToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var tx api.Taxonomy
+	require.NoError(t, json.Unmarshal(body, &tx))
+	assert.Contains(t, tx.Sectors, seasonal)
+	assert.Len(t, tx.Sectors, len(taxonomy.DefaultSectors())+1)
+	assert.Equal(t, []string{"TLE", "UK"}, []string{tx.Regions[0].Code, tx.Regions[1].Code})
+
+	alert := strings.Replace(validAlert, `"sectors": ["car-washes"]`, `"sectors": ["seasonal-labour"]`, 1)
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: alert})
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken,
+		body: strings.Replace(alert, `"regions": ["TLE"]`, `"regions": ["TLC"]`, 1)})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	assert.Equal(t, []string{"audience.regions[0]"}, fields(decodeError(t, body)), "TLC is not in the configured list")
+	resp, body = e.do(request{method: "PUT", path: "/v1/subscribers/growers", token: adminToken,
+		body: `{"name": "Growers", "kind": "business", "sectors": ["seasonal-labour", "mining"], "clearance": "GREEN",
+			"email": [{"address": "soc@growers.example"}]}`})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	assert.Equal(t, []string{"sectors[1]"}, fields(decodeError(t, body)))
+
+	e = newEnv(t, func(s *api.Server) { s.Taxonomy = nil })
+	resp, body = e.do(request{method: "GET", path: "/v1/taxonomy", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.NoError(t, json.Unmarshal(body, &tx))
+	assert.Equal(t, api.Taxonomy{Sectors: taxonomy.DefaultSectors(), Regions: taxonomy.DefaultRegions()}, tx)
 }

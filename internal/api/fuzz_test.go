@@ -71,7 +71,7 @@ func FuzzPublish(f *testing.F) {
 		if a == nil {
 			t.Fatalf("answered %s but no alert %q was published", w.Body, pr.ID)
 		}
-		if err := a.Validate(testNow, taxonomy{}); err != nil {
+		if err := a.Validate(testNow, testTaxonomy); err != nil {
 			t.Fatalf("published an invalid alert: %v", err)
 		}
 		if a.IssuedBy != "api:alice" || a.IssuedAt == nil || !a.IssuedAt.Equal(testNow) {

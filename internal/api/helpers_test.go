@@ -25,6 +25,7 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
@@ -137,13 +138,19 @@ func (w *subscriberStore) deleted() []string {
 	return slices.Clone(w.deletes)
 }
 
-// taxonomy is a small fixed taxonomy.
-type taxonomy struct{}
-
-func (taxonomy) HasSector(s string) bool {
-	return slices.Contains([]string{"car-washes", "nail-bars", "agriculture"}, s)
-}
-func (taxonomy) HasRegion(r string) bool { return slices.Contains([]string{"UK", "TLC", "TLE"}, r) }
+// testTaxonomy is a small taxonomy, as taxonomy.sectors and
+// taxonomy.regions may configure one.
+var testTaxonomy = func() *taxonomy.Taxonomy {
+	t, err := config.Taxonomy{
+		Sectors: []taxonomy.Sector{{Slug: "car-washes", Name: "Hand car washes"}, {Slug: "nail-bars", Name: "Nail bars"},
+			{Slug: "agriculture", Name: "Agriculture"}},
+		Regions: []taxonomy.Region{{Code: "TLC", Name: "North East"}, {Code: "TLE", Name: "Yorkshire and The Humber"}},
+	}.Build()
+	if err != nil {
+		panic(err)
+	}
+	return t
+}()
 
 // env is one API server over a real in-process Kafka cluster.
 type env struct {
@@ -183,7 +190,7 @@ func newEnv(t testing.TB, options ...any) *env {
 	now := func() time.Time { return testNow }
 	e.wr = &subscriberStore{SubscriberStore: app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, now), Overlays: e.reg}, reg: e.reg}
 	e.pub = &publish.Publisher{
-		Index: publish.KafkaIndex{R: b}, Registry: e.reg, Taxonomy: taxonomy{},
+		Index: publish.KafkaIndex{R: b}, Registry: e.reg, Taxonomy: testTaxonomy,
 		Release: config.Release{PendingTTL: 24 * time.Hour},
 		Alerts:  b.Producer(bus.TopicAlerts), Pending: b.Producer(bus.TopicPending), Audit: app.AuditLog(b, now), Now: now,
 	}
@@ -209,7 +216,7 @@ func newEnv(t testing.TB, options ...any) *env {
 		Endpoints: e.wr,
 		Overlays:  e.wr,
 		Writer:    e.wr,
-		Taxonomy:  taxonomy{},
+		Taxonomy:  testTaxonomy,
 		Tokens: []config.Token{
 			{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(analystToken)},
 			{Name: "bob", Role: config.RoleAnalyst, SHA256: config.HashToken(secondAnalystToken)},

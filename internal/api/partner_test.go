@@ -60,7 +60,7 @@ func withPartners(e *env) {
 		Webhooks: []subscribers.Webhook{{URL: globexHook, Secrets: []string{testSecret}}}}
 	for _, s := range []*subscribers.Subscriber{acme, globex} {
 		s.Normalize()
-		require.NoError(e.t, s.Validate(taxonomy{}, nil))
+		require.NoError(e.t, s.Validate(testTaxonomy, nil))
 	}
 	require.NoError(e.t, e.wr.Put(context.Background(), "api:ops", "", []*subscribers.Subscriber{acme, globex}, nil))
 }

@@ -8,12 +8,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/audit"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/taxii"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -86,9 +86,12 @@ type Server struct {
 	// an *alerts.ValidationError naming the bad fields. If nil, the record
 	// is normalised and validated against Taxonomy without checking keys.
 	CheckSubscriber func(s *subscribers.Subscriber) error
-	// Taxonomy is what alert audiences are checked against; nil skips
-	// the check.
-	Taxonomy alerts.Taxonomy
+	// Taxonomy is the configured sectors and regions (config.Taxonomy's
+	// Build), the ones the Publisher checks alerts against: GET
+	// /v1/taxonomy lists them for the console's pickers, and partner
+	// records are checked against them when CheckSubscriber is nil. nil is
+	// the built-in taxonomy.Default().
+	Taxonomy *taxonomy.Taxonomy
 	// SigningKey is the agency's ASCII-armoured public signing key;
 	// empty makes /v1/signing-key answer 503.
 	SigningKey []byte
@@ -111,6 +114,15 @@ type Server struct {
 	Now func() time.Time
 	// Log receives one line per request; nil discards.
 	Log *slog.Logger
+}
+
+// configuredTaxonomy returns Taxonomy, or the built-in taxonomy when it
+// is nil.
+func (s *Server) configuredTaxonomy() *taxonomy.Taxonomy {
+	if s.Taxonomy == nil {
+		return taxonomy.Default()
+	}
+	return s.Taxonomy
 }
 
 // handler is the Server's state once Handler has been called.

@@ -215,7 +215,7 @@ func (h *handler) checkSubscriber(s *subscribers.Subscriber) error {
 		return h.CheckSubscriber(s)
 	}
 	s.Normalize()
-	return s.Validate(h.Taxonomy, nil)
+	return s.Validate(h.configuredTaxonomy(), nil)
 }
 
 // deleteSubscriber handles DELETE /v1/subscribers/{id}. Deleting writes a

@@ -105,6 +105,9 @@ type App struct {
 	// (a topic they read keeps records for too short a time), with why;
 	// written before any role starts, read-only after.
 	stopped map[string]error
+	// taxonomy is the configured sectors and regions (taxonomy.sectors,
+	// taxonomy.regions) the api and fanout roles check against.
+	taxonomy *taxonomy.Taxonomy
 }
 
 // Options are the less common knobs of Run.
@@ -141,6 +144,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if a.now == nil {
 		a.now = time.Now
 	}
+	tax, err := cfg.Taxonomy.Build()
+	if err != nil {
+		return fmt.Errorf("the taxonomy: %w", err)
+	}
+	a.taxonomy = tax
 	roles := opt.Roles
 	if len(roles) == 0 {
 		roles = AllRoles
@@ -413,7 +421,7 @@ func PolicyOptions(cfg *config.Config) policy.Options {
 func (a *App) fanoutWorker() *fanout.Worker {
 	w := &fanout.Worker{
 		Registry:      a.registry,
-		Taxonomy:      taxonomy.Default(),
+		Taxonomy:      a.taxonomy,
 		Policy:        PolicyOptions(a.cfg),
 		Deliveries:    a.bus.Producer(bus.TopicDeliveries),
 		Receipts:      a.bus.Producer(bus.TopicReceipts),

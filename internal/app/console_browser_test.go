@@ -24,6 +24,7 @@ import (
 
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 )
@@ -84,6 +85,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.signIn("/compose", aliceToken, "alice")
 	b.do(chromedp.WaitVisible(chromedp.CSS(`#sector-checks input[value="car-washes"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#partner-checks input[value="acme"]`)))
+	assert.Contains(t, b.text("#sector-checks"), seasonal.Name, "the picker offers the sector taxonomy.sectors adds")
 	b.do(
 		chromedp.SetValue(chromedp.ID("f-severity"), "severe"),
 		chromedp.SetValue(chromedp.ID("f-tlp"), "AMBER"),
@@ -352,6 +354,7 @@ func startHerald(t *testing.T) *herald {
 	cfg.Webhooks.AllowCIDRs = []string{"127.0.0.0/8"}
 	cfg.Webhooks.Timeout = 5 * time.Second
 	cfg.Delivery.RetrySchedule = []time.Duration{time.Second, 2 * time.Second}
+	cfg.Taxonomy.Sectors = append(taxonomy.DefaultSectors(), seasonal)
 	require.NoError(t, cfg.Validate())
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -25,7 +25,6 @@ import (
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -180,8 +179,12 @@ func (a *App) deliverRole() (func(context.Context) error, error) {
 // client certificate files against webhooks.client_cert_dir
 // (webhook.ClientCertPath; the transport checks them again before loading).
 func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Time) error {
+	tax, err := cfg.Taxonomy.Build()
+	if err != nil {
+		return fmt.Errorf("check subscriber %s: %w", s.ID, err)
+	}
 	s.Normalize()
-	err := s.Validate(taxonomy.Default(), func(armored string) error { return pgp.CheckKeyParses(armored) })
+	err = s.Validate(tax, func(armored string) error { return pgp.CheckKeyParses(armored) })
 	v := &alerts.ValidationError{}
 	if !errors.As(err, &v) && err != nil {
 		return err
@@ -222,18 +225,23 @@ func Preview(reg fanout.Partners, opt policy.Options) api.Decider {
 }
 
 // Publisher returns the publisher of alerts on b, answering what is
-// already held from index.
-func Publisher(cfg *config.Config, b *bus.Bus, index publish.Index, reg publish.Registry, now func() time.Time) *publish.Publisher {
+// already held from index, checking audiences against the configured
+// taxonomy (taxonomy.sectors, taxonomy.regions).
+func Publisher(cfg *config.Config, b *bus.Bus, index publish.Index, reg publish.Registry, now func() time.Time) (*publish.Publisher, error) {
+	tax, err := cfg.Taxonomy.Build()
+	if err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
 	return &publish.Publisher{
 		Index:    index,
 		Registry: reg,
-		Taxonomy: taxonomy.Default(),
+		Taxonomy: tax,
 		Release:  cfg.Release,
 		Alerts:   b.Producer(bus.TopicAlerts),
 		Pending:  b.Producer(bus.TopicPending),
 		Audit:    AuditLog(b, now),
 		Now:      now,
-	}
+	}, nil
 }
 
 // AuditLog returns the audit trail writer on b.
@@ -295,8 +303,12 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 	}
 	auditLog := AuditLog(a.bus, a.now)
 	store := SubscriberStore{Bus: a.bus, Audit: auditLog, Overlays: a.registry}
+	publisher, err := Publisher(a.cfg, a.bus, index, a.registry, a.now)
+	if err != nil {
+		return nil, err
+	}
 	srv := &api.Server{
-		Publisher:       Publisher(a.cfg, a.bus, index, a.registry, a.now),
+		Publisher:       publisher,
 		Decide:          Preview(a.registry, opt),
 		Audit:           auditLog,
 		Desk:            a.view,
@@ -307,7 +319,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Registry:        a.registry,
 		Writer:          store,
 		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
-		Taxonomy:        taxonomy.Default(),
+		Taxonomy:        a.taxonomy,
 		SigningKey:      pub,
 		Partner: api.Partners{
 			Deliveries: a.view,

@@ -19,7 +19,6 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/spf13/cobra"
 )
@@ -55,7 +54,15 @@ func newValidateCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := a.Validate(time.Now(), taxonomy.Default()); err != nil {
+			c, err := e.config()
+			if err != nil {
+				return err
+			}
+			tax, err := c.Taxonomy.Build()
+			if err != nil {
+				return invalid(err)
+			}
+			if err := a.Validate(time.Now(), tax); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "valid: %s %s [%s] %s\n", printable(string(a.Type)), printable(a.TLP.Label()), printable(string(a.Marking)), printable(a.Title))
@@ -87,7 +94,11 @@ func (e *env) publisherAndRegistry(b *bus.Bus, c *config.Config) (*publish.Publi
 	if err != nil {
 		return nil, nil, err
 	}
-	return app.Publisher(c, b, publish.KafkaIndex{R: b}, reg, time.Now), reg, nil
+	p, err := app.Publisher(c, b, publish.KafkaIndex{R: b}, reg, time.Now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, reg, nil
 }
 
 // publishError maps the publisher's errors onto exit statuses: a used id is

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/herald-alerts/herald/internal/taxonomy"
 )
 
 // Config is Herald's whole configuration.
@@ -30,6 +33,7 @@ type Config struct {
 	Webhooks   Webhooks   `mapstructure:"webhooks"`
 	Delivery   Delivery   `mapstructure:"delivery"`
 	Release    Release    `mapstructure:"release"`
+	Taxonomy   Taxonomy   `mapstructure:"taxonomy"`
 	API        API        `mapstructure:"api"`
 	View       View       `mapstructure:"view"`
 	Metrics    Metrics    `mapstructure:"metrics"`
@@ -207,6 +211,19 @@ type Breaker struct {
 	Cooldown time.Duration `mapstructure:"cooldown"`
 }
 
+// Taxonomy is the sectors and regions alerts and partners are addressed by
+// (PRODUCT.md §1, §9). Each list, when not empty, replaces its built-in
+// default whole (taxonomy.DefaultSectors, taxonomy.DefaultRegions); Build
+// makes the taxonomy of it. They are lists of objects, so they are set in
+// the file: an environment variable cannot give them.
+type Taxonomy struct {
+	// Sectors: empty is the built-in sectors.
+	Sectors []taxonomy.Sector `mapstructure:"sectors"`
+	// Regions: empty is the built-in ITL1 regions and UK. UK
+	// (taxonomy.AllRegions) is a region whether or not a list names it.
+	Regions []taxonomy.Region `mapstructure:"regions"`
+}
+
 // Release configures release by a second analyst (PRODUCT.md §10).
 type Release struct {
 	// SecondAnalyst lists the TLP labels and markings whose alerts wait
@@ -315,8 +332,9 @@ func Default() Config {
 			SecondAnalyst: []string{"AMBER", "AMBER+STRICT", "RED", "OFFICIAL-SENSITIVE"},
 			PendingTTL:    24 * time.Hour,
 		},
-		API: API{Listen: "127.0.0.1:8080", Tokens: []Token{}},
-		Log: Log{Level: "info", Format: "text"},
+		Taxonomy: Taxonomy{Sectors: []taxonomy.Sector{}, Regions: []taxonomy.Region{}},
+		API:      API{Listen: "127.0.0.1:8080", Tokens: []Token{}},
+		Log:      Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -368,6 +386,7 @@ func Load(file string) (*Config, error) {
 	}
 	var c Config
 	hook := mapstructure.ComposeDecodeHookFunc(
+		objectsNotFromString,
 		stringToDurations,
 		stringToDuration,
 		mapstructure.StringToSliceHookFunc(","),
@@ -379,7 +398,24 @@ func Load(file string) (*Config, error) {
 	c.Kafka.Brokers = splitList(c.Kafka.Brokers)
 	c.Webhooks.AllowCIDRs = splitList(c.Webhooks.AllowCIDRs)
 	c.Release.SecondAnalyst = splitList(c.Release.SecondAnalyst)
+	// An empty list in the file ("sectors:") decodes as nil.
+	if c.Taxonomy.Sectors == nil {
+		c.Taxonomy.Sectors = []taxonomy.Sector{}
+	}
+	if c.Taxonomy.Regions == nil {
+		c.Taxonomy.Regions = []taxonomy.Region{}
+	}
 	return &c, nil
+}
+
+// objectsNotFromString refuses a list of objects (taxonomy.sectors,
+// taxonomy.regions, api.tokens) given as one string, as an environment
+// variable gives it: such lists are set in the configuration file.
+func objectsNotFromString(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to.Kind() != reflect.Slice || to.Elem().Kind() != reflect.Struct {
+		return data, nil
+	}
+	return nil, errors.New("is a list of objects: set it in the configuration file, not by an environment variable")
 }
 
 // stringToDuration decodes durations written as Go durations ("90s",

@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/spf13/viper"
 	"github.com/stretchr/testify/require"
 )
@@ -163,6 +164,23 @@ func TestValidateEveryKey(t *testing.T) {
 				{Name: "a", Role: config.RoleAdmin, SHA256: config.HashToken("u")}}
 		}},
 		{"metrics.listen", func(c *config.Config) { c.Metrics.Listen = "nowhere" }},
+		{"taxonomy.sectors[0].slug", func(c *config.Config) {
+			c.Taxonomy.Sectors = []taxonomy.Sector{{Slug: "Seasonal Labour", Name: "Seasonal labour"}}
+		}},
+		{"taxonomy.sectors[2].slug", func(c *config.Config) {
+			c.Taxonomy.Sectors = append(taxonomy.DefaultSectors()[:2], taxonomy.Sector{Slug: "agriculture", Name: "Farming"})
+		}},
+		{"taxonomy.sectors[1].name", func(c *config.Config) {
+			c.Taxonomy.Sectors = []taxonomy.Sector{{Slug: "care", Name: "Care"}, {Slug: "seasonal-labour"}}
+		}},
+		{"taxonomy.sectors[0].sic[1]", func(c *config.Config) {
+			c.Taxonomy.Sectors = []taxonomy.Sector{{Slug: "care", Name: "Care", SIC: []string{"87.10", "87-10"}}}
+		}},
+		{"taxonomy.regions[0].code", func(c *config.Config) { c.Taxonomy.Regions = []taxonomy.Region{{Code: "tli", Name: "London"}} }},
+		{"taxonomy.regions[1].code", func(c *config.Config) {
+			c.Taxonomy.Regions = []taxonomy.Region{{Code: "TLI", Name: "London"}, {Code: "TLI", Name: "Greater London"}}
+		}},
+		{"taxonomy.regions[0].name", func(c *config.Config) { c.Taxonomy.Regions = []taxonomy.Region{{Code: "TLI"}} }},
 		{"log.level", func(c *config.Config) { c.Log.Level = "loud" }},
 		{"log.format", func(c *config.Config) { c.Log.Format = "xml" }},
 	} {
@@ -235,4 +253,85 @@ func TestHashToken(t *testing.T) {
 	require.Len(t, h, 64)
 	require.Equal(t, strings.ToLower(h), h)
 	require.NotEqual(t, h, config.HashToken("s3cret2"))
+}
+
+// TestTaxonomyDefault: without a taxonomy section the built-in taxonomy
+// of PRODUCT.md §9 is the one alerts and partners are checked against,
+// exactly as before the section existed.
+func TestTaxonomyDefault(t *testing.T) {
+	c, err := config.Load("")
+	require.NoError(t, err)
+	require.Empty(t, c.Taxonomy.Sectors)
+	require.Empty(t, c.Taxonomy.Regions)
+	tax, err := c.Taxonomy.Build()
+	require.NoError(t, err)
+	require.Same(t, taxonomy.Default(), tax)
+	require.Equal(t, taxonomy.DefaultSectors(), tax.Sectors())
+	require.Equal(t, taxonomy.DefaultRegions(), tax.Regions())
+}
+
+// TestTaxonomyFromFile: a list in the file replaces its default whole;
+// the other list keeps its default; UK is a region whether or not a
+// configured list names it, since it covers every other region.
+func TestTaxonomyFromFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(f, []byte(`taxonomy:
+  sectors:
+    - {slug: construction, name: Construction, sic: ["41", "42", "43"]}
+    - slug: seasonal-labour
+      name: Seasonal and gang labour
+`), 0o600))
+	c, err := config.Load(f)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	tax, err := c.Taxonomy.Build()
+	require.NoError(t, err)
+	require.Equal(t, []taxonomy.Sector{
+		{Slug: "construction", Name: "Construction", SIC: []string{"41", "42", "43"}},
+		{Slug: "seasonal-labour", Name: "Seasonal and gang labour"},
+	}, tax.Sectors())
+	require.False(t, tax.HasSector("agriculture"), "a configured list replaces the default")
+	require.Equal(t, taxonomy.DefaultRegions(), tax.Regions())
+
+	require.NoError(t, os.WriteFile(f, []byte(`taxonomy:
+  regions:
+    - {code: TLI, name: London}
+    - {code: LEEDS, name: Leeds city region}
+`), 0o600))
+	c, err = config.Load(f)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	tax, err = c.Taxonomy.Build()
+	require.NoError(t, err)
+	require.Equal(t, taxonomy.DefaultSectors(), tax.Sectors())
+	uk, ok := taxonomy.Default().Region(taxonomy.AllRegions)
+	require.True(t, ok)
+	require.Equal(t, []taxonomy.Region{{Code: "TLI", Name: "London"}, {Code: "LEEDS", Name: "Leeds city region"}, uk}, tax.Regions())
+	require.False(t, tax.HasRegion("TLC"))
+
+	// Naming UK keeps it where it is listed, with the name given.
+	c.Taxonomy.Regions = []taxonomy.Region{{Code: "UK", Name: "All of the UK"}, {Code: "TLI", Name: "London"}}
+	tax, err = c.Taxonomy.Build()
+	require.NoError(t, err)
+	require.Equal(t, c.Taxonomy.Regions, tax.Regions())
+}
+
+func TestTaxonomyMisspeltKeyIsNamed(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("taxonomy:\n  sectors:\n    - {slug: seasonal-labour, name: Seasonal, sic_codes: [\"01.1\"]}\n"), 0o600))
+	_, err := config.Load(f)
+	require.ErrorContains(t, err, "sic_codes")
+}
+
+// The lists of objects come from the file only: an environment variable
+// for them is an error saying so, not silently ignored.
+func TestTaxonomyNotFromEnvironment(t *testing.T) {
+	for _, env := range []string{"HERALD_TAXONOMY_SECTORS", "HERALD_TAXONOMY_REGIONS"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, "seasonal-labour")
+			_, err := config.Load("")
+			require.ErrorContains(t, err, strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(env, "HERALD_"), "_", ".")))
+			require.ErrorContains(t, err, "configuration file")
+		})
+	}
 }

@@ -73,6 +73,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	v.positive("release.pending_ttl", c.Release.PendingTTL)
+	if _, err := c.Taxonomy.Build(); err != nil {
+		bad, ok := errors.AsType[*alerts.ValidationError](err)
+		if !ok {
+			v.Add("taxonomy", "%v", err)
+		} else {
+			v.Fields = append(v.Fields, bad.Fields...)
+		}
+	}
 	c.validateAPI(v)
 	if c.Metrics.Listen != "" {
 		v.hostPort("metrics.listen", c.Metrics.Listen)

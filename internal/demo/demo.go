@@ -277,7 +277,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		ids[i] = a.ID
 	}
 	led := ledger.FromBus(b)
-	publisher := app.Publisher(cfg, b, publish.KafkaIndex{R: b}, herald.Registry(), time.Now)
+	publisher, err := app.Publisher(cfg, b, publish.KafkaIndex{R: b}, herald.Registry(), time.Now)
+	if err != nil {
+		stopApp()
+		return nil, err
+	}
 	deadline := time.Now().Add(opt.Timeout)
 	waitCtx, cancelWait := context.WithDeadline(ctx, deadline)
 	defer cancelWait()

@@ -22,24 +22,26 @@ import (
 // for any region.
 const AllRegions = "UK"
 
-// Sector is one sector partners subscribe to.
+// Sector is one sector partners subscribe to. It is also the shape of an
+// entry of the configuration's taxonomy.sectors (internal/config).
 type Sector struct {
 	// Slug is the sector's identifier in alerts and subscriber records.
-	Slug string `json:"slug" yaml:"slug"`
+	Slug string `json:"slug" yaml:"slug" mapstructure:"slug"`
 	// Name is the sector's name for people.
-	Name string `json:"name" yaml:"name"`
+	Name string `json:"name" yaml:"name" mapstructure:"name"`
 	// SIC lists UK SIC 2007 codes (division "NN", group "NN.N", class
 	// "NN.NN" or subclass "NN.NN/N") the sector covers, where one exists.
 	// They are informative: matching is by slug.
-	SIC []string `json:"sic,omitempty" yaml:"sic,omitempty"`
+	SIC []string `json:"sic,omitempty" yaml:"sic,omitempty" mapstructure:"sic"`
 }
 
-// Region is one region alerts and partners are addressed by.
+// Region is one region alerts and partners are addressed by. It is also
+// the shape of an entry of the configuration's taxonomy.regions.
 type Region struct {
 	// Code is the region's identifier, such as the ITL1 code "TLI".
-	Code string `json:"code" yaml:"code"`
+	Code string `json:"code" yaml:"code" mapstructure:"code"`
 	// Name is the region's name for people.
-	Name string `json:"name" yaml:"name"`
+	Name string `json:"name" yaml:"name" mapstructure:"name"`
 }
 
 // Taxonomy is a validated set of sectors and regions.
