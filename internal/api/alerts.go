@@ -42,6 +42,10 @@ type PreviewResponse struct {
 	NeedsRelease bool              `json:"needs_release"`
 	Decisions    []policy.Decision `json:"decisions"`
 	Counts       map[string]int    `json:"counts"`
+	// Others, when set, summarises the rows of partners outside the
+	// audience that Decisions leaves out (more than OthersListed; ?all=true
+	// lists them). Counts count them.
+	Others *Others `json:"others,omitempty"`
 }
 
 // AlertStatus is the answer to GET /v1/alerts/{id}: what the receipts say
@@ -177,12 +181,10 @@ func (h *handler) preview(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "preview is not available on this server", nil)
 		return
 	}
-	ds := h.Decide(a, prep.Prior, h.now())
-	if ds == nil {
-		ds = []policy.Decision{}
-	}
+	ds, audience := h.Decide(a, prep.Prior, h.now())
+	rows, counts, others := decisionTable(r, ds, audience)
 	writeJSON(w, http.StatusOK, PreviewResponse{Alert: a, Digest: a.Digest(), NeedsRelease: prep.NeedsRelease,
-		Decisions: viewDecisions(r, ds), Counts: decisionCounts(ds)})
+		Decisions: rows, Counts: counts, Others: others})
 }
 
 // decisionCounts counts a decision table's rows per decision, every
@@ -356,5 +358,41 @@ func viewDecisions(r *http.Request, ds []policy.Decision) []policy.Decision {
 }
 
 // Decider is the decide step previews show: fanout.DecideAll over the
-// live registry (app.Preview), a row for every partner.
-type Decider func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision
+// live registry (app.Preview), a row for every partner; audience is the
+// number of leading rows the fan-out itself decides (the candidates), the
+// rest being partners outside the audience, all withheld.
+type Decider func(a *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) (ds []policy.Decision, audience int)
+
+// OthersListed is how many rows of partners outside the audience a
+// preview or review lists before it summarises them instead (Others),
+// unless asked for all (?all=true): a registry of 100,000 partners would
+// otherwise make every preview some 36 MB of rows that all say withheld.
+const OthersListed = 1000
+
+// Others summarises the rows of partners outside the audience that a
+// preview or review leaves out: how many, and how many per rule. Every
+// one is a withhold; the counts include them.
+type Others struct {
+	LeftOut int            `json:"left_out"`
+	Rules   map[string]int `json:"rules"`
+}
+
+// decisionTable is the rows a preview or review lists, its counts (of
+// every row) and the summary of the rows it leaves out (nil when none):
+// the audience's rows, then the others' when there are at most
+// OthersListed of them or the request asks for all.
+func decisionTable(r *http.Request, ds []policy.Decision, audience int) ([]policy.Decision, map[string]int, *Others) {
+	if ds == nil {
+		ds = []policy.Decision{}
+	}
+	counts := decisionCounts(ds)
+	rest := ds[min(audience, len(ds)):]
+	if len(rest) <= OthersListed || r.URL.Query().Get("all") == "true" {
+		return viewDecisions(r, ds), counts, nil
+	}
+	o := &Others{LeftOut: len(rest), Rules: map[string]int{}}
+	for i := range rest {
+		o.Rules[rest[i].Rule]++
+	}
+	return viewDecisions(r, ds[:audience]), counts, o
+}

@@ -361,6 +361,42 @@ func TestPreviewDecidesForEveryPartner(t *testing.T) {
 	assert.Empty(t, e.published(), "a preview publishes nothing")
 }
 
+// TestPreviewSummarisesAManyPartnersOutsideTheAudience: beyond
+// api.OthersListed rows of partners outside the audience, a preview lists
+// the audience's rows and summarises the others per rule (the counts
+// still count them); ?all=true lists every row.
+func TestPreviewSummarisesManyPartnersOutsideTheAudience(t *testing.T) {
+	e := newEnv(t)
+	e.addPartner("acme", alerts.TLPAmber)
+	n := api.OthersListed + 1
+	for i := range n {
+		s := &subscribers.Subscriber{ID: fmt.Sprintf("farm-%04d", i), Name: "Farm", Kind: subscribers.KindBusiness,
+			Sectors: []string{"agriculture"}, Clearance: alerts.TLPRed, Email: []subscribers.Email{{Address: fmt.Sprintf("a@farm-%04d.example", i)}}}
+		if i == 0 {
+			s.Status = subscribers.StatusSuspended
+		}
+		s.Normalize()
+		e.reg.Put(s)
+	}
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var pr api.PreviewResponse
+	require.NoError(t, json.Unmarshal(body, &pr))
+	require.Len(t, pr.Decisions, 1, "the audience's rows only")
+	assert.Equal(t, "acme", pr.Decisions[0].Subscriber)
+	assert.Equal(t, &api.Others{LeftOut: n, Rules: map[string]int{policy.RuleSector: n - 1, policy.RuleSuspended: 1}}, pr.Others)
+	assert.Equal(t, map[string]int{"deliver": 0, "notice": 1, "withhold": n}, pr.Counts)
+
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts/preview?all=true", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	pr = api.PreviewResponse{}
+	require.NoError(t, json.Unmarshal(body, &pr))
+	require.Len(t, pr.Decisions, 1+n, "every partner's row")
+	assert.Nil(t, pr.Others)
+	assert.Equal(t, "farm-0000", pr.Decisions[1].Subscriber)
+	assert.Equal(t, policy.RuleSuspended, pr.Decisions[1].Rule)
+}
+
 func TestPreviewThenPublishTheSameAlert(t *testing.T) {
 	e := newEnv(t)
 	e.addPartner("acme", alerts.TLPAmber)

@@ -43,6 +43,8 @@ type Review struct {
 	// without credentials, query or fragment.
 	Decisions []policy.Decision `json:"decisions"`
 	Counts    map[string]int    `json:"counts"`
+	// Others is as in PreviewResponse.
+	Others *Others `json:"others,omitempty"`
 }
 
 // review handles GET /v1/alerts/{id}/review.
@@ -91,14 +93,12 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ds := h.Decide(a, prior, h.now())
-	if ds == nil {
-		ds = []policy.Decision{}
-	}
+	ds, audience := h.Decide(a, prior, h.now())
+	rows, counts, others := decisionTable(r, ds, audience)
 	out := Review{
 		Alert: sub.Alert, Digest: sub.Digest, State: ex.State(h.now()), IssuedBy: sub.By, SubmittedAt: sub.At,
 		ExpiresAt: sub.ExpiresAt, Own: fanout.SamePerson(actor(r), sub.By),
-		Decisions: viewDecisions(r, ds), Counts: decisionCounts(ds),
+		Decisions: rows, Counts: counts, Others: others,
 	}
 	if rel.Approved != nil {
 		out.ApprovedBy, out.ApprovedAt = rel.Approved.By, rel.Approved.At

@@ -219,7 +219,7 @@ func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Tim
 // run. It decides for every registered partner (fanout.DecideAll), where
 // the fan-out decides only the candidates (fanout.Decide).
 func Preview(reg fanout.Partners, opt policy.Options) api.Decider {
-	return func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) []policy.Decision {
+	return func(al *alerts.Alert, prior map[string]*ledger.Alert, now time.Time) ([]policy.Decision, int) {
 		return fanout.DecideAll(al, reg, prior, now, opt)
 	}
 }

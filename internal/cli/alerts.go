@@ -155,7 +155,7 @@ func newPublishCmd(e *env) *cobra.Command {
 				if err != nil {
 					return publishError(err)
 				}
-				ds := app.Preview(reg, app.PolicyOptions(c))(a, prep.Prior, time.Now())
+				ds, _ := app.Preview(reg, app.PolicyOptions(c))(a, prep.Prior, time.Now())
 				if prep.NeedsRelease && output == "text" {
 					fmt.Fprintf(e.stdout, "%s %s: publishing waits for a second analyst (release.second_analyst)\n\n", a.TLP.Label(), a.Marking)
 				}

@@ -324,14 +324,18 @@ func Decide(a *alerts.Alert, reg Candidates, prior map[string]*ledger.Alert, now
 // candidates), so rule 7 changes nothing of their rows. The fan-out
 // itself decides only the candidates (Decide): it writes no receipt for a
 // partner outside the audience.
-func DecideAll(a *alerts.Alert, reg Partners, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) []policy.Decision {
+//
+// audience is the number of Decide's rows, which come first: every row
+// after them is a withhold (a partner outside the audience gets nothing).
+func DecideAll(a *alerts.Alert, reg Partners, prior map[string]*ledger.Alert, now time.Time, opt policy.Options) (ds []policy.Decision, audience int) {
 	ds, have := decide(a, reg, prior, now, opt, true)
+	audience = len(ds)
 	reg.Each(func(s *subscribers.Subscriber) {
 		if !have[s.ID] {
 			ds = policy.Append(ds, a, s, now, opt)
 		}
 	})
-	return ds
+	return ds, audience
 }
 
 // decide is Decide; with all it also returns the ids of the partners it

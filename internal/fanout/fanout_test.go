@@ -543,7 +543,8 @@ func TestDecideAllShowsEveryPartnerTheFanOutOnlyCandidates(t *testing.T) {
 	a := alert("a1", func(a *alerts.Alert) { a.Audience.Subscribers = []string{"nobody"} })
 
 	cands := fanout.Decide(a, e.reg, nil, now, policy.Options{})
-	all := fanout.DecideAll(a, e.reg, nil, now, policy.Options{})
+	all, audience := fanout.DecideAll(a, e.reg, nil, now, policy.Options{})
+	require.Equal(t, len(cands), audience, "Decide's rows come first")
 	require.Greater(t, len(all), len(cands))
 	require.Equal(t, cands, all[:len(cands)], "the candidates' rows, unchanged and first")
 	type row struct{ subscriber, target, decision, rule string }
@@ -590,7 +591,8 @@ func TestDecideAllOfAnUpdate(t *testing.T) {
 	prior, err := ledger.FromBus(e.bus).Lookup(ctx, []string{"orig"})
 	require.NoError(t, err)
 	cands := fanout.Decide(upd, e.reg, prior, now, policy.Options{})
-	all := fanout.DecideAll(upd, e.reg, prior, now, policy.Options{})
+	all, audience := fanout.DecideAll(upd, e.reg, prior, now, policy.Options{})
+	require.Equal(t, len(cands), audience, "Decide's rows come first")
 	require.Equal(t, cands, all[:len(cands)])
 	var got []string
 	for _, d := range all {

@@ -313,8 +313,10 @@
   // renderDecisions shows a decision table (the preview's and the
   // review's) in box, grouped by what each target gets. It has a row for
   // every target of every registered partner; the withheld rows, when
-  // there are many, are folded under their count per rule.
-  function renderDecisions(box, decisions, counts, level) {
+  // there are many, are folded under their count per rule. others, when
+  // the server summarised the partners outside the audience instead of
+  // listing them (a large registry), says how many and why.
+  function renderDecisions(box, decisions, counts, level, others) {
     clear(box);
     const c = el('div', 'counts');
     renderCounts(c, counts, [
@@ -323,7 +325,7 @@
       { key: 'withhold', cls: 'bad', text: 'withheld' }
     ]);
     box.append(c);
-    if (!decisions.length) box.append(el('p', 'banner bad', 'No partner is registered: nobody would get this alert.'));
+    if (!decisions.length && !others) box.append(el('p', 'banner bad', 'No partner is registered: nobody would get this alert.'));
     else if (!counts.deliver && !counts.notice) box.append(el('p', 'banner bad', 'Nobody would get this alert: every partner is withheld (see why below).'));
     for (const g of GROUPS) {
       const ds = decisions.filter(function (d) { return d.decision === g.key; });
@@ -346,6 +348,11 @@
       const fold = el('details', 'decisions-fold', el('summary', null, head, el('span', 'tally', ruleTally(ds))), table);
       fold.open = ds.length <= OPEN_WITHHELD;
       box.append(fold);
+    }
+    if (others) {
+      const tally = Object.keys(others.rules).sort().map(function (k) { return others.rules[k] + ' ' + k; }).join(', ');
+      box.append(el('p', 'others', others.left_out + ' more targets of partners outside the audience are withheld and not listed (' +
+        tally + '); `herald publish --dry-run` lists every one.'));
     }
   }
 
@@ -526,7 +533,7 @@
     details.open = !rv.own; // the reviewer reads it; its author knows it
     card.append(details);
     const preview = el('div', 'review-preview');
-    renderDecisions(preview, rv.decisions, rv.counts, 'h5');
+    renderDecisions(preview, rv.decisions, rv.counts, 'h5', rv.others);
     card.append(el('h4', null, 'Who will get it'), preview);
 
     const out = el('p', 'msg');
@@ -766,7 +773,7 @@
       head.append(tlpBadge(a.tlp), ' ', el('span', 'marking', a.marking), ' ',
         el('span', null, a.severity + ' ' + a.type + ' '), el('code', null, a.id), ': ', el('strong', null, a.title));
       if (r.data.needs_release) head.append(el('span', 'release-note', ' \u2014 needs a second analyst\u2019s approval before it goes out'));
-      renderDecisions($('preview-body'), r.data.decisions, r.data.counts);
+      renderDecisions($('preview-body'), r.data.decisions, r.data.counts, null, r.data.others);
       $('preview').hidden = false;
       publishBtn.disabled = false;
       say(msg, 'Preview ready. Publish sends exactly this alert.', 'good');
@@ -860,7 +867,7 @@
       facts([['TLP', 'TLP:' + a.tlp], ['Marking', a.marking], ['Type', a.type], ['Issued by', rv.issued_by],
         ['Submitted', when(rv.submitted_at)], ['Waits until', rv.state === 'pending' ? when(rv.expires_at) : ''],
         ['Approved by', rv.approved_by], ['Rejected by', rv.rejected_by], ['Reason', rv.reject_reason]]);
-      renderDecisions($('release-preview'), rv.decisions, rv.counts, 'h4');
+      renderDecisions($('release-preview'), rv.decisions, rv.counts, 'h4', rv.others);
       $('release').hidden = rv.state === 'published';
       const text = {
         pending: 'Pending approval: it waits for a second analyst and has gone to nobody yet.',
