@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/view"
@@ -95,6 +96,14 @@ func (h *handler) listAlerts(w http.ResponseWriter, r *http.Request) {
 	if err := v.Err(); err != nil {
 		writeInvalid(w, err)
 		return
+	}
+	// An alert published or submitted a moment ago is in the list: the
+	// view catches up with the alerts and the release log first (not the
+	// receipts, whose backlog may be long: the counts are as the view has
+	// them). If it cannot, the list is served as it is, rather than not
+	// at all.
+	if err := d.Sync(r.Context(), bus.TopicAlerts, bus.TopicPending); err != nil {
+		h.log.Warn("alert list: catch the view up", "error", err)
 	}
 	list, next, err := d.List(view.ListQuery{State: state, Limit: limit, Before: before})
 	if err != nil {

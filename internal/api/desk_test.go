@@ -189,3 +189,21 @@ func TestTaxonomyListsTheConfiguredOne(t *testing.T) {
 	require.NoError(t, json.Unmarshal(body, &tx))
 	assert.Equal(t, api.Taxonomy{Sectors: taxonomy.DefaultSectors(), Regions: taxonomy.DefaultRegions()}, tx)
 }
+
+// TestAlertListShowsAnAlertJustPublished: the list catches its view up
+// before it answers, so the analyst who has just published (or submitted)
+// an alert finds it there, without waiting.
+func TestAlertListShowsAnAlertJustPublished(t *testing.T) {
+	e := newEnv(t, withRelease)
+	for i := range 5 {
+		body := strings.Replace(validAlert, `"title"`, fmt.Sprintf(`"id": "just-%d", "title"`, i), 1)
+		resp, out := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: body})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", out)
+		resp, out = e.do(request{method: "GET", path: "/v1/alerts?limit=1", token: analystToken})
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", out)
+		var l api.AlertList
+		require.NoError(t, json.Unmarshal(out, &l), "%s", out)
+		require.Len(t, l.Alerts, 1, "after publishing just-%d", i)
+		require.Equal(t, fmt.Sprintf("just-%d", i), l.Alerts[0].ID, "the newest is the one just published")
+	}
+}

@@ -704,7 +704,10 @@ func held(prior map[string]*ledger.Alert, subscriber, target string) []delivery.
 // the prior alerts and is not a candidate already (have), each once.
 func priorRecipients(reg Candidates, have map[string]bool, prior map[string]*ledger.Alert) []*subscribers.Subscriber {
 	var out []*subscribers.Subscriber
-	for _, p := range prior {
+	// In the order of the referenced alerts' ids, so that rows come out
+	// the same way every time.
+	for _, id := range slices.Sorted(maps.Keys(prior)) {
+		p := prior[id]
 		for _, e := range p.Entries() {
 			if have[e.Subscriber] || e.Decision != delivery.Deliver {
 				continue

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -605,4 +606,38 @@ func TestDecideAllOfAnUpdate(t *testing.T) {
 		"farm withhold " + policy.RuleSector,
 		"ngo withhold " + policy.RuleSector,
 	}, got)
+}
+
+// TestPriorRecipientsInAStableOrder: an update of two alerts lists the
+// partners that had them in the same order every time (the referenced
+// alerts' ids in order), in the fan-out and in the preview alike.
+func TestPriorRecipientsInAStableOrder(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, alert("orig-a", func(a *alerts.Alert) {
+		a.Audience.Sectors = []string{"hospitality"}
+	}))}))
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, alert("orig-b", func(a *alerts.Alert) {
+		a.Audience.Sectors = []string{"agriculture"}
+	}))}))
+	upd := alert("upd", func(a *alerts.Alert) {
+		a.Type, a.References = alerts.TypeUpdate, []string{"orig-b", "orig-a"}
+		a.Audience.Sectors = []string{"financial-services"}
+	})
+	prior, err := ledger.FromBus(e.bus).Lookup(ctx, upd.References)
+	require.NoError(t, err)
+	order := func() []string {
+		var got []string
+		for _, d := range fanout.Decide(upd, e.reg, prior, now, policy.Options{}) {
+			got = append(got, d.Subscriber)
+		}
+		return got
+	}
+	first := order()
+	require.Contains(t, first, "hotel")
+	require.Contains(t, first, "farm")
+	require.Less(t, slices.Index(first, "hotel"), slices.Index(first, "farm"), "orig-a's recipients before orig-b's")
+	for range 20 {
+		require.Equal(t, first, order())
+	}
 }
