@@ -31,9 +31,8 @@ const maxRoutes = 1 << 16
 // any). Never modified after it is built.
 type route struct {
 	host       *host
-	url        *url.URL
-	hostHeader string // url.Host
-	target     string // url.RequestURI(): path and query
+	hostHeader string // the URL's host (and port), in its ASCII form
+	target     string // the URL's RequestURI(): path and query
 }
 
 // route returns the endpoint's route, preparing it on first use. Routes
@@ -70,7 +69,9 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 		}
 		return nil, delivery.Permanent(delivery.ReasonConfig, err)
 	}
-	rt := &route{host: p.host(u), url: u, hostHeader: u.Host, target: u.RequestURI()}
+	// The parsed URL is not kept: a route is kept per endpoint (up to
+	// maxRoutes), and the request needs only its Host and target.
+	rt := &route{host: p.host(u), hostHeader: u.Host, target: u.RequestURI()}
 	n.routes.Add(key, rt)
 	return rt, nil
 }
