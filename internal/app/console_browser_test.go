@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-alerts/herald/internal/api"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/taxonomy"
@@ -237,6 +238,36 @@ func TestConsoleInABrowser(t *testing.T) {
 		assert.NotContains(t, trail, tok, "no token in the audit trail")
 	}
 	b.shot("14-audit-alert")
+
+	// --- a registry too large to list everyone: beyond api.OthersListed
+	// rows of partners outside the audience, the preview lists the
+	// audience's rows and says how many others are withheld, and why.
+	for i := farms + 1; i <= farms+api.OthersListed; i++ {
+		rec := fmt.Sprintf(`{"name": "Harvest Farm %04d", "kind": "business", "sectors": ["agriculture"], "clearance": "GREEN",
+			"email": [{"address": "office@farm-%04d.example"}]}`, i, i)
+		status, body := h.call(t, "PUT", fmt.Sprintf("/v1/subscribers/farm-%04d", i), opsToken, rec)
+		require.Equal(t, http.StatusOK, status, "put farm-%04d: %s", i, body)
+	}
+	last := fmt.Sprintf(`"farm-%04d"`, farms+api.OthersListed)
+	require.Eventually(t, func() bool {
+		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
+		return strings.Contains(body, last)
+	}, 30*time.Second, 50*time.Millisecond, "the registry has the farms")
+	b.signOut()
+	b.signIn("/compose", aliceToken, "alice")
+	b.do(chromedp.WaitVisible(chromedp.CSS(`#sector-checks input[value="car-washes"]`)),
+		chromedp.SetValue(chromedp.ID("f-severity"), "severe"),
+		chromedp.SetValue(chromedp.ID("f-tlp"), "GREEN"),
+		chromedp.SetValue(chromedp.ID("f-marking"), "OFFICIAL"),
+		chromedp.SetValue(chromedp.ID("f-handling"), "P"),
+		chromedp.Click(chromedp.CSS(`#sector-checks input[value="car-washes"]`)),
+		chromedp.SendKeys(chromedp.ID("f-title"), "Second car wash site in Leeds"),
+		chromedp.Click(chromedp.ID("preview-btn")), chromedp.WaitVisible(chromedp.CSS("#preview p.others")))
+	others := b.text("#preview p.others")
+	assert.Regexp(t, `^\d+ more targets of partners outside the audience are withheld and not listed \(\d+ audience.sector`, others)
+	assert.Contains(t, others, "herald publish --dry-run")
+	assert.Equal(t, "true", b.eval(`String(document.querySelectorAll('#preview tbody tr').length < 100)`), "the others' rows are not in the page")
+	b.shot("15-compose-preview-large-registry")
 
 	b.noPageErrors()
 }

@@ -352,7 +352,7 @@
     if (others) {
       const tally = Object.keys(others.rules).sort().map(function (k) { return others.rules[k] + ' ' + k; }).join(', ');
       box.append(el('p', 'others', others.left_out + ' more targets of partners outside the audience are withheld and not listed (' +
-        tally + '); `herald publish --dry-run` lists every one.'));
+        tally + '); ', el('code', null, 'herald publish --dry-run'), ' lists every one.'));
     }
   }
 
