@@ -70,16 +70,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	// Partners outside the alert's audience (agriculture, not car washes),
 	// more than the preview shows without a click: it has a row for each.
 	const farms = 12
-	for i := 1; i <= farms; i++ {
-		rec := fmt.Sprintf(`{"name": "Harvest Farm %02d", "kind": "business", "sectors": ["agriculture"], "clearance": "GREEN",
-			"email": [{"address": "office@farm-%02d.example"}]}`, i, i)
-		status, body := h.call(t, "PUT", fmt.Sprintf("/v1/subscribers/farm-%02d", i), opsToken, rec)
-		require.Equal(t, http.StatusOK, status, "put farm-%02d: %s", i, body)
-	}
-	require.Eventually(t, func() bool {
-		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
-		return strings.Contains(body, fmt.Sprintf(`"farm-%02d"`, farms))
-	}, 10*time.Second, 50*time.Millisecond, "the registry has the farms")
+	h.putFarms(t, 1, farms)
 	b := newBrowser(t, chromium, shots, h.url)
 
 	// --- alice composes, previews and publishes an AMBER alert.
@@ -242,17 +233,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	// --- a registry too large to list everyone: beyond api.OthersListed
 	// rows of partners outside the audience, the preview lists the
 	// audience's rows and says how many others are withheld, and why.
-	for i := farms + 1; i <= farms+api.OthersListed; i++ {
-		rec := fmt.Sprintf(`{"name": "Harvest Farm %04d", "kind": "business", "sectors": ["agriculture"], "clearance": "GREEN",
-			"email": [{"address": "office@farm-%04d.example"}]}`, i, i)
-		status, body := h.call(t, "PUT", fmt.Sprintf("/v1/subscribers/farm-%04d", i), opsToken, rec)
-		require.Equal(t, http.StatusOK, status, "put farm-%04d: %s", i, body)
-	}
-	last := fmt.Sprintf(`"farm-%04d"`, farms+api.OthersListed)
-	require.Eventually(t, func() bool {
-		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
-		return strings.Contains(body, last)
-	}, 30*time.Second, 50*time.Millisecond, "the registry has the farms")
+	h.putFarms(t, farms+1, farms+api.OthersListed)
 	b.signOut()
 	b.signIn("/compose", aliceToken, "alice")
 	b.do(chromedp.WaitVisible(chromedp.CSS(`#sector-checks input[value="car-washes"]`)),
@@ -324,6 +305,24 @@ func screenshotDir(t *testing.T) string {
 type herald struct {
 	url   string
 	hooks atomic.Int64 // webhook deliveries received
+}
+
+// putFarms registers partners farm-<from> to farm-<to> (agriculture, one
+// email address each, outside a car-wash alert's audience) as the
+// administrator, and waits until the analysts' directory lists the last.
+func (h *herald) putFarms(t *testing.T, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		rec := fmt.Sprintf(`{"name": "Harvest Farm %02d", "kind": "business", "sectors": ["agriculture"], "clearance": "GREEN",
+			"email": [{"address": "office@farm-%02d.example"}]}`, i, i)
+		status, body := h.call(t, "PUT", fmt.Sprintf("/v1/subscribers/farm-%02d", i), opsToken, rec)
+		require.Equal(t, http.StatusOK, status, "put farm-%02d: %s", i, body)
+	}
+	last := fmt.Sprintf(`"farm-%02d"`, to)
+	require.Eventually(t, func() bool {
+		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
+		return strings.Contains(body, last)
+	}, 30*time.Second, 50*time.Millisecond, "the registry has the farms")
 }
 
 // call sends one API request and returns its status and body.
