@@ -100,7 +100,7 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	key := collectionKey{record: sha256.Sum256(record), rev: rev}
-	if c, ok := s.cached.Get(key); ok && (c.until.IsZero() || now.Before(c.until)) {
+	if c, ok := s.cached.get(key); ok && (c.until.IsZero() || now.Before(c.until)) {
 		return c, nil
 	}
 	c, complete, err := s.build(sub, now)
@@ -108,9 +108,9 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 		return nil, err
 	}
 	if complete {
-		s.cached.Add(key, c)
+		s.cached.add(key, c)
 	} else {
-		s.cached.Remove(key)
+		s.cached.remove(key)
 	}
 	return c, nil
 }
@@ -404,4 +404,7 @@ const (
 	// paging through its collection at once, and a few superseded ones
 	// on their way out.
 	collectionCacheSize = 32
+	// collectionItemsBudget bounds the alerts those collections hold
+	// together (collectionCache).
+	collectionItemsBudget = 1 << 16
 )

@@ -109,12 +109,12 @@ type Server struct {
 	// by digests of what they were made from; seen remembers the
 	// deliveries whose pull this process recorded, until the view shows
 	// them delivered; cached keeps partners' collections, keyed by
-	// what they were made from. Each drops its least recently used
-	// entries.
+	// what they were made from, up to a number and a number of alerts.
+	// Each drops its least recently used entries.
 	alerts  *lru.Cache[[32]byte, *alerts.Alert]
 	renders *lru.Cache[renderKey, any]
 	seen    *lru.Cache[string, struct{}]
-	cached  *lru.Cache[collectionKey, *collection]
+	cached  *collectionCache
 }
 
 // Media types of TAXII 2.1.
@@ -152,7 +152,7 @@ func (s *Server) Register(mux *http.ServeMux, identify Identify, refuse Refuse) 
 	s.alerts = mustLRU[[32]byte, *alerts.Alert](renderCacheSize)
 	s.renders = mustLRU[renderKey, any](renderCacheSize)
 	s.seen = mustLRU[string, struct{}](pulledSetSize)
-	s.cached = mustLRU[collectionKey, *collection](collectionCacheSize)
+	s.cached = newCollectionCache(collectionCacheSize, collectionItemsBudget)
 	g := &gate{identify: identify, refuse: refuse, registry: s.Registry}
 	taxii := func(h func(http.ResponseWriter, *http.Request, *subscribers.Subscriber)) http.Handler {
 		return g.wrap(taxiiErrors{}, true, h)
