@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,4 +152,41 @@ func TestReEnabledEndpointIsUsedAgain(t *testing.T) {
 	e.publish(second)
 	e.waitState(second.ID, delivery.StateDelivered)
 	assert.False(t, e.readRegistry().Get("acme").Webhooks[0].Disabled)
+}
+
+// receiptsWatch is the bus, except that it calls taken whenever the
+// runner takes the receipts topic's producer, which a flush does just
+// before it writes the receipts.
+type receiptsWatch struct {
+	*bus.Bus
+	taken func()
+}
+
+func (w receiptsWatch) Producer(topic string) *bus.Producer {
+	if topic == bus.TopicReceipts {
+		w.taken()
+	}
+	return w.Bus.Producer(topic)
+}
+
+// TestGoneDisablesEndpointBeforeItsReceipt: the runner's registry has the
+// endpoint disabled before the "disabled" receipt of its 410 is written,
+// so whoever reads that receipt and publishes again finds the endpoint's
+// next job withheld (deliver doc: endpoint states).
+func TestGoneDisablesEndpointBeforeItsReceipt(t *testing.T) {
+	e := newEnv(t)
+	e.reg.Put(testSub("acme", hookA))
+	e.n.on(hookA, gone)
+	var early atomic.Bool // receipts written after the 410, the endpoint still enabled
+	r := New(e.cfg, receiptsWatch{Bus: e.bus, taken: func() {
+		if len(e.n.callsTo(hookA)) > 0 && !e.reg.Get("acme").Webhooks[0].Disabled {
+			early.Store(true)
+		}
+	}}, e.reg, map[string]Notifier{delivery.ChannelWebhook: e.n})
+	job := testJob(testAlert("al-gone-first"), "acme", delivery.ChannelWebhook, hookA)
+	stop := e.start(r)
+	e.publish(job)
+	e.waitState(job.ID, delivery.StateDisabled)
+	require.NoError(t, stop())
+	assert.False(t, early.Load(), "the receipts were written while the runner's registry still had the endpoint enabled")
 }
