@@ -342,11 +342,12 @@ func (h *host) try(ctx context.Context, deadline time.Time, req *fasthttp.Reques
 	if err != nil {
 		stale = reused && c.got == 0 && !isTimeout(err)
 	}
-	if keep && !h.forgotten.Load() {
+	if keep {
 		h.hc.ReleaseConn(cc)
 		if h.forgotten.Load() {
-			// Forgotten meanwhile, perhaps after its idle connections
-			// were closed (pool.forget).
+			// A forgotten host keeps no connection idle: its pool's
+			// closeIdle no longer reaches it. Checked after the release,
+			// so that a host forgotten meanwhile (pool.forget) is caught.
 			h.hc.CloseIdleConnections()
 		}
 	} else {
