@@ -21,14 +21,14 @@ import (
 // maxRoutes bounds the prepared routes kept, one per endpoint URL and
 // client certificate. Every partner usually has endpoints of its own, so
 // the bound is well above the endpoints one alert reaches: a cache smaller
-// than the working set would be emptied by every alert. A route is a
-// parsed URL, two strings and a pointer (a few hundred bytes).
+// than the working set would be emptied by every alert. A route holds two
+// short strings and a pointer.
 const maxRoutes = 1 << 16
 
-// route is what every delivery to one endpoint shares, prepared once: the
-// checked and parsed URL, its Host header and request target, and the
-// connection pool of its host (with the endpoint's client certificate, if
-// any). Never modified after it is built.
+// route is what every delivery to one endpoint shares, prepared once from
+// the checked URL: its Host header and request target, and the connection
+// pool of its host (with the endpoint's client certificate, if any). Never
+// modified after it is built.
 type route struct {
 	host       *host
 	hostHeader string // the URL's host (and port), in its ASCII form

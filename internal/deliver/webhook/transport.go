@@ -225,7 +225,7 @@ func (p *pool) closeIdle() {
 
 // host is the connection pool of one host and port.
 type host struct {
-	addr   string // host:port, as the URL names it
+	addr   string // host:port, the URL's host in its ASCII form
 	dialer *dialer
 	tls    *tls.Config // with ServerName; nil for plain http
 	hc     *fasthttp.HostClient
