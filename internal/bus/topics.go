@@ -65,7 +65,7 @@ func (t Topic) configEntries() []kafka.ConfigEntry {
 // subscribers topic compacted), and waits until every broker's metadata
 // shows them with a leader for every partition; otherwise it only checks
 // and names the missing ones. Topics that exist are never changed: check
-// them with CheckRetention.
+// them with CheckRetentionOf.
 func (b *Bus) EnsureTopics(ctx context.Context, retryTiers int) error {
 	if retryTiers < 0 {
 		return fmt.Errorf("ensure kafka topics: negative retry tier count %d", retryTiers)
@@ -196,29 +196,17 @@ func (e *RetentionError) Error() string {
 		" (raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)"
 }
 
-// CheckRetention reads the retention of the given topics (names without
-// prefix, among Topics) and returns a *RetentionError naming each topic
-// that keeps records for less time than configured, or is not compacted
-// when it must be, with both durations. With kafka.retention.accept_shorter
-// the problems are logged as warnings instead.
-func (b *Bus) CheckRetention(ctx context.Context, names []string, retryTiers int) error {
-	failed, err := b.CheckRetentionOf(ctx, map[string][]string{"": names}, retryTiers)
-	if err != nil {
-		return err
-	}
-	return failed[""]
-}
-
-// CheckRetentionOf is CheckRetention for several readers at once (the
-// roles of one process, say): groups maps each reader to the topics it
-// reads (names without prefix, among Topics). It reads the configuration
-// of every topic once, and returns a *RetentionError for each group that
-// reads a topic keeping records for less time than configured, or not
-// compacted when it must be, naming that group's topics with both
-// durations, in the group's order; groups whose topics are all right are
-// absent. With kafka.retention.accept_shorter each problem is logged once
-// as a warning and no group fails. The error is for topics it could not
-// describe, or a name that is not one of Herald's topics.
+// CheckRetentionOf reads the retention of the topics several readers read
+// (the roles of one process, say): groups maps each reader to the topics
+// it reads (names without prefix, among Topics). It reads the
+// configuration of every topic once, and returns a *RetentionError for
+// each group that reads a topic keeping records for less time than
+// configured, or not compacted when it must be, naming that group's
+// topics with both durations, in the group's order; groups whose topics
+// are all right are absent. With kafka.retention.accept_shorter each
+// problem is logged once as a warning and no group fails. The error is
+// for topics it could not describe, or a name that is not one of Herald's
+// topics.
 func (b *Bus) CheckRetentionOf(ctx context.Context, groups map[string][]string, retryTiers int) (map[string]error, error) {
 	want := map[string]Topic{}
 	for _, t := range Topics(b.cfg, retryTiers) {
