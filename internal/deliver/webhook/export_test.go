@@ -15,3 +15,7 @@ func ForgetIdleHosts(n *Notifier) {
 		}
 	}
 }
+
+// FileStamp is fileStamp, what a route's client certificate files are
+// known by.
+var FileStamp = fileStamp

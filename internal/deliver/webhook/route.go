@@ -121,7 +121,7 @@ func fileStamp(files ...string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("client certificate: %w", err)
 		}
-		s = fmt.Appendf(s, "%d:%d;", fi.ModTime().UnixNano(), fi.Size())
+		s = fmt.Appendf(changeStamp(s, fi), "%d:%d;", fi.ModTime().UnixNano(), fi.Size())
 	}
 	return string(s), nil
 }

@@ -461,3 +461,32 @@ func TestInternationalHostName(t *testing.T) {
 	sub = testSub(bad)
 	failure(t, n.Notify(context.Background(), testJob(testAlert("a-idn-bad"), sub, bad), sub), delivery.ReasonInvalid, false)
 }
+
+// TestCertificateStampSeesACopyThatKeepsItsTime: a certificate replaced by
+// one of the same size and modification time still changes the stamp a
+// route is known by, so the new one is used.
+func TestCertificateStampSeesACopyThatKeepsItsTime(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "client.pem")
+	require.NoError(t, os.WriteFile(f, []byte("first certificate"), 0o600))
+	fi, err := os.Stat(f)
+	require.NoError(t, err)
+	before, err := webhook.FileStamp(f)
+	require.NoError(t, err)
+
+	// As rsync -t or an installer does: a new file of the same size,
+	// given the old one's time, renamed into place. (Overwritten in place
+	// with its time set back, as cp -p does, it keeps its inode and the
+	// inode's change time moves on: not testable here without waiting for
+	// the file system's clock to tick.)
+	tmp := f + ".new"
+	require.NoError(t, os.WriteFile(tmp, []byte("other certificate"), 0o600)) // same size
+	require.NoError(t, os.Chtimes(tmp, fi.ModTime(), fi.ModTime()))
+	require.NoError(t, os.Rename(tmp, f))
+	after, err := webhook.FileStamp(f)
+	require.NoError(t, err)
+	require.NotEqual(t, before, after)
+
+	again, err := webhook.FileStamp(f)
+	require.NoError(t, err)
+	require.Equal(t, after, again, "an unchanged file keeps its stamp")
+}
