@@ -157,6 +157,7 @@ func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writePublishError(w, r, err)
 		return
 	}
+	h.seeOwnWrite(r, res.ID)
 	h.log.Info("alert published", "alert", res.ID, "state", res.State, "unchanged", res.Unchanged, "tlp", a.TLP, "issued_by", a.IssuedBy)
 	w.Header().Set("Location", "/v1/alerts/"+res.ID)
 	writeJSON(w, http.StatusAccepted, publishResponse(res))
@@ -223,6 +224,7 @@ func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
 		h.writePublishError(w, r, err)
 		return
 	}
+	h.seeOwnWrite(r, res.ID)
 	h.log.Info("alert approved", "alert", res.ID, "approved_by", actor(r))
 	writeJSON(w, http.StatusOK, publishResponse(res))
 }
@@ -239,6 +241,7 @@ func (h *handler) reject(w http.ResponseWriter, r *http.Request) {
 		h.writePublishError(w, r, err)
 		return
 	}
+	h.seeOwnWrite(r, res.ID)
 	h.log.Info("alert rejected", "alert", res.ID, "rejected_by", actor(r))
 	writeJSON(w, http.StatusOK, publishResponse(res))
 }
