@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
@@ -303,12 +304,15 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 // submitted before the request: one that waits for a second analyst, was
 // rejected, expired, or was published moments ago and not fanned out yet.
 // It has no deliveries. An id the list does not hold is 404.
+//
+// Only the alerts and pending topics are caught up with: the ledger has
+// just answered for the receipts, and the audit trail says nothing here.
 func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string) {
 	if h.Desk == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
 		return
 	}
-	if err := h.Desk.Sync(r.Context()); err != nil {
+	if err := h.Desk.Sync(r.Context(), bus.TopicAlerts, bus.TopicPending); err != nil {
 		h.log.Error("catch the view up", "alert", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "cannot read the alerts published and waiting for approval now; try again", nil)
 		return
