@@ -279,9 +279,6 @@ func (h *handler) find(w http.ResponseWriter, r *http.Request) (string, *ledger.
 	return id, known[id], true
 }
 
-// acks returns an alert's acknowledgements, oldest first.
-func acks(a *ledger.Alert) []ledger.Ack { return a.Acknowledgements() }
-
 // alertStatus handles GET /v1/alerts/{id}.
 func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 	id, a, ok := h.find(w, r)
@@ -295,7 +292,7 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, AlertStatus{
 		ID: a.ID, State: record.StatePublished, Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
 		IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, FannedOut: a.FannedOut, Counts: a.Counts(),
-		Acks: acks(a), Done: a.Done(),
+		Acks: a.Acknowledgements(), Done: a.Done(),
 	})
 }
 
@@ -347,7 +344,7 @@ func (h *handler) deliveries(w http.ResponseWriter, r *http.Request) {
 			entries[i].Target = subscribers.RedactTarget(entries[i].Target)
 		}
 	}
-	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, Done: a.Done(), Counts: a.Counts(), Deliveries: entries, Acks: acks(a)})
+	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, Done: a.Done(), Counts: a.Counts(), Deliveries: entries, Acks: a.Acknowledgements()})
 }
 
 // viewDecisions returns ds as the caller may see them: analysts see
