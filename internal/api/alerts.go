@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
@@ -157,6 +158,7 @@ func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writePublishError(w, r, err)
 		return
 	}
+	h.seeOwnWrite(r, res.ID)
 	h.log.Info("alert published", "alert", res.ID, "state", res.State, "unchanged", res.Unchanged, "tlp", a.TLP, "issued_by", a.IssuedBy)
 	w.Header().Set("Location", "/v1/alerts/"+res.ID)
 	writeJSON(w, http.StatusAccepted, publishResponse(res))
@@ -223,6 +225,7 @@ func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
 		h.writePublishError(w, r, err)
 		return
 	}
+	h.seeOwnWrite(r, res.ID)
 	h.log.Info("alert approved", "alert", res.ID, "approved_by", actor(r))
 	writeJSON(w, http.StatusOK, publishResponse(res))
 }
@@ -239,6 +242,7 @@ func (h *handler) reject(w http.ResponseWriter, r *http.Request) {
 		h.writePublishError(w, r, err)
 		return
 	}
+	h.seeOwnWrite(r, res.ID)
 	h.log.Info("alert rejected", "alert", res.ID, "rejected_by", actor(r))
 	writeJSON(w, http.StatusOK, publishResponse(res))
 }
@@ -275,9 +279,6 @@ func (h *handler) find(w http.ResponseWriter, r *http.Request) (string, *ledger.
 	return id, known[id], true
 }
 
-// acks returns an alert's acknowledgements, oldest first.
-func acks(a *ledger.Alert) []ledger.Ack { return a.Acknowledgements() }
-
 // alertStatus handles GET /v1/alerts/{id}.
 func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 	id, a, ok := h.find(w, r)
@@ -291,7 +292,7 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, AlertStatus{
 		ID: a.ID, State: record.StatePublished, Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
 		IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, FannedOut: a.FannedOut, Counts: a.Counts(),
-		Acks: acks(a), Done: a.Done(),
+		Acks: a.Acknowledgements(), Done: a.Done(),
 	})
 }
 
@@ -300,12 +301,15 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 // submitted before the request: one that waits for a second analyst, was
 // rejected, expired, or was published moments ago and not fanned out yet.
 // It has no deliveries. An id the list does not hold is 404.
+//
+// Only the alerts and pending topics are caught up with: the ledger has
+// just answered for the receipts, and the audit trail says nothing here.
 func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string) {
 	if h.Desk == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
 		return
 	}
-	if err := h.Desk.Sync(r.Context()); err != nil {
+	if err := h.Desk.Sync(r.Context(), bus.TopicAlerts, bus.TopicPending); err != nil {
 		h.log.Error("catch the view up", "alert", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "cannot read the alerts published and waiting for approval now; try again", nil)
 		return
@@ -340,7 +344,7 @@ func (h *handler) deliveries(w http.ResponseWriter, r *http.Request) {
 			entries[i].Target = subscribers.RedactTarget(entries[i].Target)
 		}
 	}
-	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, Done: a.Done(), Counts: a.Counts(), Deliveries: entries, Acks: acks(a)})
+	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, Done: a.Done(), Counts: a.Counts(), Deliveries: entries, Acks: a.Acknowledgements()})
 }
 
 // viewDecisions returns ds as the caller may see them: analysts see

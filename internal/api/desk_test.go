@@ -1,11 +1,13 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -206,4 +208,50 @@ func TestAlertListShowsAnAlertJustPublished(t *testing.T) {
 		require.Len(t, l.Alerts, 1, "after publishing just-%d", i)
 		require.Equal(t, fmt.Sprintf("just-%d", i), l.Alerts[0].ID, "the newest is the one just published")
 	}
+	// So is the second analyst's decision, once answered.
+	for i, how := range []string{"approve", "reject"} {
+		id := fmt.Sprintf("just-%d", i)
+		resp, out := e.do(request{method: "POST", path: "/v1/alerts/" + id + "/" + how, token: secondAnalystToken, body: `{"reason": "no"}`})
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", out)
+		resp, out = e.do(request{method: "GET", path: "/v1/alerts?limit=1&before=" + fmt.Sprintf("just-%d", i+1), token: analystToken})
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", out)
+		var l api.AlertList
+		require.NoError(t, json.Unmarshal(out, &l), "%s", out)
+		require.Len(t, l.Alerts, 1)
+		require.Equal(t, id, l.Alerts[0].ID)
+		require.Equal(t, map[string]string{"approve": record.StatePublished, "reject": record.StateRejected}[how], l.Alerts[0].State, "after %s", how)
+	}
+}
+
+// stalledDesk is the view of a server whose Kafka has stopped answering:
+// it still reads what it holds, but catching it up waits until the caller
+// gives up.
+type stalledDesk struct{ api.Desk }
+
+func (stalledDesk) Sync(ctx context.Context, _ ...string) error {
+	<-ctx.Done()
+	return context.Cause(ctx)
+}
+
+// TestAlertListAnswersWhileKafkaStalls: the alert list, which every open
+// console reads several times every few seconds, answers from the view it
+// holds; it does not wait on Kafka first (the server catches its view up
+// once, after its own writes: TestAlertListShowsAnAlertJustPublished).
+func TestAlertListAnswersWhileKafkaStalls(t *testing.T) {
+	e := newEnv(t, func(s *api.Server) { s.Desk = stalledDesk{s.Desk} })
+	e.publishAs("held-1")
+	e.synced()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	r, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/alerts", nil)
+	require.NoError(t, err)
+	r.Header.Set("Authorization", "Bearer "+analystToken)
+	resp, err := http.DefaultClient.Do(r)
+	require.NoError(t, err, "the list answers without waiting for Kafka")
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var l api.AlertList
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&l))
+	require.Len(t, l.Alerts, 1)
+	assert.Equal(t, "held-1", l.Alerts[0].ID)
 }

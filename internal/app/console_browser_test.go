@@ -145,6 +145,27 @@ func TestConsoleInABrowser(t *testing.T) {
 	status, body := h.call(t, "POST", "/v1/alerts/"+id+"/approve", aliceToken, "")
 	assert.Equal(t, http.StatusForbidden, status, "the API refuses the author too: %s", body)
 
+	// --- its status page, while it waits, shows the review once and then
+	// asks only where the alert stands: the review decides for every
+	// partner of the registry, every poll would make it again.
+	b.navigate("/status/" + id)
+	b.poll(`document.getElementById('status').dataset.state === 'pending'`)
+	assert.Contains(t, b.text("#release-preview"), "Acme Car Wash Group")
+	b.eval(`(function () {
+		window.heraldCalls = { deliveries: 0, review: 0 };
+		const f = window.fetch;
+		window.fetch = function (u, o) {
+			const p = String(u);
+			if (p.endsWith('/deliveries')) window.heraldCalls.deliveries++;
+			if (p.endsWith('/review')) window.heraldCalls.review++;
+			return f.call(this, u, o);
+		};
+		return '';
+	})()`)
+	b.poll(`window.heraldCalls.deliveries >= 2`, chromedp.WithPollingTimeout(20*time.Second))
+	assert.Equal(t, "0", b.eval(`String(window.heraldCalls.review)`), "the review is not made again while nothing changed")
+	assert.Equal(t, "pending", b.eval(`document.getElementById('status').dataset.state`))
+
 	// --- bob approves from his desk, reading what alice previewed.
 	b.signOut()
 	b.signIn("/", bobToken, "bob")

@@ -950,6 +950,13 @@
       return !d.done;
     }
 
+    // released is the state of the review shown while the alert has no
+    // deliveries. The review decides for every registered partner, which
+    // a large registry makes costly: while the alert stays in that state
+    // (for as long as a day, waiting for a second analyst) the page asks
+    // only where it stands, and reads the review again once that changes.
+    let released = '';
+
     async function poll() {
       const r = await api('GET', '/v1/alerts/' + enc(id) + '/deliveries');
       if (r.status === 200) return showDeliveries(r.data);
@@ -957,8 +964,12 @@
         say(msg, problem(r), 'bad');
         return r.status !== 401 && r.status !== 403;
       }
+      if (released) {
+        const s = await api('GET', '/v1/alerts/' + enc(id));
+        if (s.status === 200 && s.data.state === released) return true;
+      }
       const rv = await api('GET', '/v1/alerts/' + enc(id) + '/review');
-      if (rv.status === 200) { await names; return showRelease(rv.data); }
+      if (rv.status === 200) { await names; released = rv.data.state; return showRelease(rv.data); }
       if (rv.status !== 404) { say(msg, problem(rv), 'bad'); return rv.status !== 401 && rv.status !== 403; }
       if (Date.now() - since < grace) {
         say(msg, 'Looking for alert ' + id + '\u2026', 'warn');
