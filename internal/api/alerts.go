@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -394,9 +395,18 @@ func decisionTable(r *http.Request, ds []policy.Decision, audience int) ([]polic
 	if len(rest) <= OthersListed || r.URL.Query().Get("all") == "true" {
 		return viewDecisions(r, ds), counts, nil
 	}
-	o := &Others{LeftOut: len(rest), Rules: map[string]int{}}
-	for i := range rest {
-		o.Rules[rest[i].Rule]++
+	// Only withholds are summarised: a partner registered or changed
+	// between the fan-out's candidates and the rest (fanout.DecideAll)
+	// may have another decision, and whoever gets the alert is listed.
+	listed := slices.Clip(ds[:audience])
+	o := &Others{Rules: map[string]int{}}
+	for _, d := range rest {
+		if d.Decision != delivery.Withhold {
+			listed = append(listed, d)
+			continue
+		}
+		o.LeftOut++
+		o.Rules[d.Rule]++
 	}
-	return viewDecisions(r, ds[:audience]), counts, o
+	return viewDecisions(r, listed), counts, o
 }

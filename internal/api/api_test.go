@@ -397,6 +397,33 @@ func TestPreviewSummarisesManyPartnersOutsideTheAudience(t *testing.T) {
 	assert.Equal(t, policy.RuleSuspended, pr.Decisions[1].Rule)
 }
 
+// TestPreviewSummarisesOnlyWithholds: a row after the audience's that is
+// not a withhold (a partner that became a candidate while the preview was
+// decided) is listed, never counted among the withheld others.
+func TestPreviewSummarisesOnlyWithholds(t *testing.T) {
+	n := api.OthersListed + 1
+	e := newEnv(t, func(s *api.Server) {
+		s.Decide = func(*alerts.Alert, map[string]*ledger.Alert, time.Time) ([]policy.Decision, int) {
+			ds := []policy.Decision{{Subscriber: "acme", Channel: delivery.ChannelEmail, Target: "a@acme.example", Decision: delivery.Deliver, Rule: policy.RuleEmailSigned}}
+			for i := range n {
+				ds = append(ds, policy.Decision{Subscriber: fmt.Sprintf("farm-%04d", i), Decision: delivery.Withhold, Rule: policy.RuleSector})
+			}
+			return append(ds, policy.Decision{Subscriber: "late", Channel: delivery.ChannelEmail, Target: "a@late.example", Decision: delivery.Deliver, Rule: policy.RuleEmailSigned}), 1
+		}
+	})
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: validAlert})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var pr api.PreviewResponse
+	require.NoError(t, json.Unmarshal(body, &pr))
+	var listed []string
+	for _, d := range pr.Decisions {
+		listed = append(listed, d.Subscriber)
+	}
+	assert.Equal(t, []string{"acme", "late"}, listed)
+	assert.Equal(t, &api.Others{LeftOut: n, Rules: map[string]int{policy.RuleSector: n}}, pr.Others)
+	assert.Equal(t, map[string]int{"deliver": 2, "notice": 0, "withhold": n}, pr.Counts)
+}
+
 func TestPreviewThenPublishTheSameAlert(t *testing.T) {
 	e := newEnv(t)
 	e.addPartner("acme", alerts.TLPAmber)
