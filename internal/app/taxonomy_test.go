@@ -140,6 +140,14 @@ func TestConfiguredTaxonomy(t *testing.T) {
 	}
 }
 
+// build returns cfg's taxonomy.
+func build(t *testing.T, cfg *config.Config) *taxonomy.Taxonomy {
+	t.Helper()
+	tax, err := cfg.Taxonomy.Build()
+	require.NoError(t, err)
+	return tax
+}
+
 // TestCheckSubscriberTaxonomy: a partner record is checked against the
 // configured taxonomy.
 func TestCheckSubscriberTaxonomy(t *testing.T) {
@@ -148,10 +156,10 @@ func TestCheckSubscriberTaxonomy(t *testing.T) {
 			Sectors: []string{seasonal.Slug}, Regions: []string{"TLE"}, Email: []subscribers.Email{{Address: "soc@growers.example"}}}
 	}
 	cfg := config.Default()
-	err := app.CheckSubscriber(&cfg, s(), time.Now())
+	err := app.CheckSubscriber(&cfg, build(t, &cfg), s(), time.Now())
 	var v *alerts.ValidationError
 	require.ErrorAs(t, err, &v)
 	require.Equal(t, "sectors[0]", v.Fields[0].Field)
 	cfg.Taxonomy.Sectors = []taxonomy.Sector{seasonal}
-	require.NoError(t, app.CheckSubscriber(&cfg, s(), time.Now()))
+	require.NoError(t, app.CheckSubscriber(&cfg, build(t, &cfg), s(), time.Now()))
 }
