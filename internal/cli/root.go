@@ -144,12 +144,15 @@ func newRoot(e *env) *cobra.Command {
 	for _, add := range extraCommands {
 		root.AddCommand(add(e))
 	}
+	// cobra adds its completion group only as the command runs: add it
+	// now, so that it is a group like the others.
+	root.InitDefaultCompletionCmd()
 	requireSubcommands(root)
 	return root
 }
 
 // requireSubcommands makes every command that only groups others (herald,
-// herald keys, herald subscribers…) a usage error, exit status 2, when it
+// herald keys, herald subscribers, herald completion…) a usage error, exit status 2, when it
 // is run without one of them or with an unknown one, where cobra would
 // print its help and succeed.
 func requireSubcommands(cmd *cobra.Command) {
