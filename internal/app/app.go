@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -101,12 +100,8 @@ type App struct {
 	metrics     *prometheus.Registry
 	now         func() time.Time
 	roles       []string // the roles actually running
-	// stopped holds the requested roles not started because of an error
-	// (a topic they read keeps records for too short a time), with why;
-	// written before any role starts, read-only after.
-	stopped map[string]error
 	// taxonomy is the configured sectors and regions (taxonomy.sectors,
-	// taxonomy.regions) the api and fanout roles check against.
+	// taxonomy.regions) the api role checks alerts and partners against.
 	taxonomy *taxonomy.Taxonomy
 }
 
@@ -115,8 +110,7 @@ type Options struct {
 	// Roles to run; empty means all. Explicit says the user chose them, so a
 	// deliver role that cannot start for want of a signing key is an error
 	// rather than a warning. A role stopped by a topic's retention stops
-	// alone either way (PRODUCT.md §6): Run fails only when no role can
-	// start.
+	// alone either way (PRODUCT.md §6). Run fails when no role can start.
 	Roles    []string
 	Explicit bool
 	// Bus, if set, is used instead of opening one from the configuration
@@ -187,8 +181,36 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 			return fmt.Errorf("create topics: %w", err)
 		}
 	}
-	if roles, err = a.checkRetention(ctx, roles, tiers); err != nil {
+	// A role whose topics keep records for too short a time, and a deliver
+	// role without a signing key the user did not ask for by name, do not
+	// start; the others do. Run fails only when no role can start.
+	requested := roles
+	roles, stopped, err := a.checkRetention(ctx, requested, tiers)
+	if err != nil {
 		return err
+	}
+	if a.signer == nil && !opt.Explicit && slices.Contains(roles, RoleDeliver) {
+		roles = slices.DeleteFunc(roles, func(r string) bool { return r == RoleDeliver })
+		stopped[RoleDeliver] = ErrNoSigner
+	}
+	if len(roles) == 0 {
+		var errs []error
+		for _, r := range requested {
+			errs = append(errs, fmt.Errorf("%s role not started: %w", r, stopped[r]))
+		}
+		return errors.Join(errs...)
+	}
+	var down []string // the requested roles that do not start
+	for _, r := range requested {
+		if stopped[r] != nil {
+			down = append(down, r)
+		}
+		switch err := stopped[r]; {
+		case errors.Is(err, ErrNoSigner):
+			log.Warn("deliver role not started: delivery jobs wait in Kafka until a deliver worker with a signing key runs", "reason", err)
+		case err != nil:
+			log.Error("role not started: a kafka topic it reads does not keep records as configured; the other roles run", "role", r, "error", err)
+		}
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -239,17 +261,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 
 	for _, role := range roles {
 		run, err := a.role(gctx, role)
-		if errors.Is(err, ErrNoSigner) && !opt.Explicit && len(roles) == 1 && len(a.stopped) > 0 {
-			// The retention check stopped every other role: nothing
-			// would run.
-			err = fmt.Errorf("no role can start: %w; and the %s role: %w", a.stoppedErr(), role, err)
-			g.Go(func() error { return err })
-			return waitErr(g)
-		}
-		if errors.Is(err, ErrNoSigner) && !opt.Explicit {
-			log.Warn("deliver role not started: delivery jobs wait in Kafka until a deliver worker with a signing key runs", "reason", err)
-			continue
-		}
 		if err != nil {
 			g.Go(func() error { return err })
 			return waitErr(g)
@@ -272,8 +283,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		g.Go(func() error { return run(gctx) })
 	}
 	running := []any{"roles", strings.Join(a.roles, ","), "brokers", strings.Join(a.bus.Brokers(), ","), "embedded", a.bus.Embedded()}
-	if len(a.stopped) > 0 {
-		running = append(running, "stopped", strings.Join(a.stoppedRoles(), ","))
+	if len(down) > 0 {
+		running = append(running, "stopped", strings.Join(down, ","))
 	}
 	log.Info("herald running", running...)
 	if opt.Started != nil {
@@ -287,75 +298,28 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 }
 
 // checkRetention checks the retention of the topics each of roles reads
-// (PRODUCT.md §6) and returns the roles that may start. A role reading a
-// topic that keeps records for too short a time is stopped alone: its
-// error (naming the topic, its setting and both durations) is logged at
-// error level and kept in a.stopped (Stopped, herald_role_up), and the other roles
-// start. When no role can start it returns every role's error.
-func (a *App) checkRetention(ctx context.Context, roles []string, tiers int) ([]string, error) {
+// (PRODUCT.md §6) and returns the roles that may start, and the others
+// with why: a role reading a topic that keeps records for too short a
+// time has an error naming the topic, its setting and both durations. The
+// error is for topics whose configuration it could not read.
+func (a *App) checkRetention(ctx context.Context, roles []string, tiers int) (run []string, stopped map[string]error, err error) {
 	reads := map[string][]string{}
 	for _, r := range roles {
 		reads[r] = readsTopics(r, tiers)
 	}
 	failed, err := a.bus.CheckRetentionOf(ctx, reads, tiers)
 	if err != nil {
-		return nil, fmt.Errorf("check the retention of kafka topics: %w", err)
+		return nil, nil, fmt.Errorf("check the retention of kafka topics: %w", err)
 	}
-	var run []string
-	var errs []error
+	stopped = map[string]error{}
 	for _, r := range roles {
 		if err := failed[r]; err != nil {
-			errs = append(errs, fmt.Errorf("%s role not started: %w", r, err))
+			stopped[r] = err
 			continue
 		}
 		run = append(run, r)
 	}
-	if len(run) == 0 {
-		return nil, errors.Join(errs...)
-	}
-	a.stopped = map[string]error{}
-	for _, r := range roles {
-		if err := failed[r]; err != nil {
-			a.stopped[r] = err
-			a.log.Error("role not started: a kafka topic it reads does not keep records as configured; the other roles run",
-				"role", r, "error", err)
-		}
-	}
-	return run, nil
-}
-
-// stoppedRoles lists the roles of a.stopped in the order of AllRoles.
-func (a *App) stoppedRoles() []string {
-	var rs []string
-	for _, r := range AllRoles {
-		if _, ok := a.stopped[r]; ok {
-			rs = append(rs, r)
-		}
-	}
-	return rs
-}
-
-// stoppedErr says which requested roles are stopped and why, or nil when
-// none is.
-func (a *App) stoppedErr() error {
-	var why []string
-	for _, r := range a.stoppedRoles() {
-		why = append(why, fmt.Sprintf("the %s role is stopped: %v", r, a.stopped[r]))
-	}
-	if len(why) == 0 {
-		return nil
-	}
-	return errors.New(strings.Join(why, "; "))
-}
-
-// Stopped returns the requested roles that were not started because of an
-// error at start (a topic they read keeps records for too short a time),
-// with the error; nil when every such role runs.
-func (a *App) Stopped() map[string]error {
-	if len(a.stopped) == 0 {
-		return nil
-	}
-	return maps.Clone(a.stopped)
+	return run, stopped, nil
 }
 
 // waitErr waits for every goroutine of g and returns the first error,
@@ -420,8 +384,15 @@ func PolicyOptions(cfg *config.Config) policy.Options {
 
 func (a *App) fanoutWorker() *fanout.Worker {
 	w := &fanout.Worker{
-		Registry:      a.registry,
-		Taxonomy:      a.taxonomy,
+		Registry: a.registry,
+		// No Taxonomy: the fan-out does not judge an alert's sectors and
+		// regions against this process's taxonomy. Herald's publisher
+		// checked them against its own (the alert is authenticated as
+		// its), which may differ from this one while a change of
+		// taxonomy.sectors or taxonomy.regions rolls out, or after a
+		// sector an alert waiting for approval names was dropped; such an
+		// alert goes to the partners registered for its sectors, where
+		// quarantining it would send it to nobody.
 		Policy:        PolicyOptions(a.cfg),
 		Deliveries:    a.bus.Producer(bus.TopicDeliveries),
 		Receipts:      a.bus.Producer(bus.TopicReceipts),

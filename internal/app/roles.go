@@ -25,6 +25,7 @@ import (
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -178,13 +179,11 @@ func (a *App) deliverRole() (func(context.Context) error, error) {
 // webhooks.allow_insecure_loopback is on, and the SSRF guard), and its
 // client certificate files against webhooks.client_cert_dir
 // (webhook.ClientCertPath; the transport checks them again before loading).
-func CheckSubscriber(cfg *config.Config, s *subscribers.Subscriber, now time.Time) error {
-	tax, err := cfg.Taxonomy.Build()
-	if err != nil {
-		return fmt.Errorf("check subscriber %s: %w", s.ID, err)
-	}
+// Its sectors and regions are checked against tax, the configured
+// taxonomy (cfg.Taxonomy.Build, made once by the caller).
+func CheckSubscriber(cfg *config.Config, tax *taxonomy.Taxonomy, s *subscribers.Subscriber, now time.Time) error {
 	s.Normalize()
-	err = s.Validate(tax, func(armored string) error { return pgp.CheckKeyParses(armored) })
+	err := s.Validate(tax, func(armored string) error { return pgp.CheckKeyParses(armored) })
 	v := &alerts.ValidationError{}
 	if !errors.As(err, &v) && err != nil {
 		return err
@@ -225,13 +224,9 @@ func Preview(reg fanout.Partners, opt policy.Options) api.Decider {
 }
 
 // Publisher returns the publisher of alerts on b, answering what is
-// already held from index, checking audiences against the configured
-// taxonomy (taxonomy.sectors, taxonomy.regions).
-func Publisher(cfg *config.Config, b *bus.Bus, index publish.Index, reg publish.Registry, now func() time.Time) (*publish.Publisher, error) {
-	tax, err := cfg.Taxonomy.Build()
-	if err != nil {
-		return nil, fmt.Errorf("publisher: %w", err)
-	}
+// already held from index, checking audiences against tax, the configured
+// taxonomy (cfg.Taxonomy.Build, made once by the caller).
+func Publisher(cfg *config.Config, tax *taxonomy.Taxonomy, b *bus.Bus, index publish.Index, reg publish.Registry, now func() time.Time) *publish.Publisher {
 	return &publish.Publisher{
 		Index:    index,
 		Registry: reg,
@@ -241,7 +236,7 @@ func Publisher(cfg *config.Config, b *bus.Bus, index publish.Index, reg publish.
 		Pending:  b.Producer(bus.TopicPending),
 		Audit:    AuditLog(b, now),
 		Now:      now,
-	}, nil
+	}
 }
 
 // AuditLog returns the audit trail writer on b.
@@ -303,12 +298,8 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 	}
 	auditLog := AuditLog(a.bus, a.now)
 	store := SubscriberStore{Bus: a.bus, Audit: auditLog, Overlays: a.registry}
-	publisher, err := Publisher(a.cfg, a.bus, index, a.registry, a.now)
-	if err != nil {
-		return nil, err
-	}
 	srv := &api.Server{
-		Publisher:       publisher,
+		Publisher:       Publisher(a.cfg, a.taxonomy, a.bus, index, a.registry, a.now),
 		Decide:          Preview(a.registry, opt),
 		Audit:           auditLog,
 		Desk:            a.view,
@@ -318,7 +309,7 @@ func (a *App) apiRole() (func(context.Context) error, error) {
 		Ledger:          index,
 		Registry:        a.registry,
 		Writer:          store,
-		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, s, a.now()) },
+		CheckSubscriber: func(s *subscribers.Subscriber) error { return CheckSubscriber(a.cfg, a.taxonomy, s, a.now()) },
 		Taxonomy:        a.taxonomy,
 		SigningKey:      pub,
 		Partner: api.Partners{

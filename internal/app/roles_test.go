@@ -12,6 +12,7 @@ import (
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -67,7 +68,7 @@ func TestCheckSubscriberWebhooks(t *testing.T) {
 			tt.hook.Secrets = []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
 			s := &subscribers.Subscriber{ID: "acme", Name: "Acme", Kind: subscribers.KindBusiness,
 				Clearance: alerts.TLPGreen, Webhooks: []subscribers.Webhook{tt.hook}}
-			err := app.CheckSubscriber(&cfg, s, time.Now())
+			err := app.CheckSubscriber(&cfg, taxonomy.Default(), s, time.Now())
 			if tt.fieldErrs == nil {
 				require.NoError(t, err)
 				return

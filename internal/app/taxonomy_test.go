@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/api"
 	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
@@ -140,6 +142,14 @@ func TestConfiguredTaxonomy(t *testing.T) {
 	}
 }
 
+// build returns cfg's taxonomy.
+func build(t *testing.T, cfg *config.Config) *taxonomy.Taxonomy {
+	t.Helper()
+	tax, err := cfg.Taxonomy.Build()
+	require.NoError(t, err)
+	return tax
+}
+
 // TestCheckSubscriberTaxonomy: a partner record is checked against the
 // configured taxonomy.
 func TestCheckSubscriberTaxonomy(t *testing.T) {
@@ -148,10 +158,42 @@ func TestCheckSubscriberTaxonomy(t *testing.T) {
 			Sectors: []string{seasonal.Slug}, Regions: []string{"TLE"}, Email: []subscribers.Email{{Address: "soc@growers.example"}}}
 	}
 	cfg := config.Default()
-	err := app.CheckSubscriber(&cfg, s(), time.Now())
+	err := app.CheckSubscriber(&cfg, build(t, &cfg), s(), time.Now())
 	var v *alerts.ValidationError
 	require.ErrorAs(t, err, &v)
 	require.Equal(t, "sectors[0]", v.Fields[0].Field)
 	cfg.Taxonomy.Sectors = []taxonomy.Sector{seasonal}
-	require.NoError(t, app.CheckSubscriber(&cfg, s(), time.Now()))
+	require.NoError(t, app.CheckSubscriber(&cfg, build(t, &cfg), s(), time.Now()))
+}
+
+// TestFanOutTakesAlertsOfAnotherTaxonomy: an alert that Herald's publisher
+// wrote for a sector and region this fan-out's taxonomy lacks (an api
+// process whose taxonomy.sectors has one more, during a rolling change of
+// the configuration; or an alert approved after its sector was dropped)
+// is fanned out to the partners registered for them, not quarantined as
+// invalid: the publisher checked the audience against its taxonomy, and a
+// quarantined alert would reach nobody, not even the partners of the
+// sectors both taxonomies have.
+func TestFanOutTakesAlertsOfAnotherTaxonomy(t *testing.T) {
+	e := newRetentionEnv(t, nil)
+	require.Empty(t, e.cfg.Taxonomy.Sectors, "the fan-out runs with the built-in taxonomy")
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	growers := &subscribers.Subscriber{ID: "growers", Name: "Growers Co-op", Kind: subscribers.KindBusiness,
+		Sectors: []string{seasonal.Slug}, Regions: []string{"FENS"}, Clearance: alerts.TLPAmber,
+		Email: []subscribers.Email{{Address: "soc@growers.example"}}}
+	growers.Normalize()
+	require.NoError(t, app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}.Put(t.Context(), "cli:test", "", []*subscribers.Subscriber{growers}, nil))
+
+	_, err := e.serve(t, app.Options{Roles: []string{app.RoleFanout, app.RoleDeliver}, Explicit: true})
+	require.NoError(t, err, "%s", e.logs)
+	issued := time.Now().UTC()
+	a := &alerts.Alert{ID: "tax-rolling-1", Type: alerts.TypeAlert, Status: alerts.StatusActual, Title: "Gang labour on farms",
+		Severity: alerts.SeveritySevere, TLP: alerts.TLPGreen, Marking: alerts.MarkingOfficial, Handling: alerts.Handling{Code: "P"},
+		Audience: alerts.Audience{Sectors: []string{seasonal.Slug}, Regions: []string{"FENS"}}, IssuedBy: "api:alice", IssuedAt: &issued}
+	v, err := json.Marshal(a)
+	require.NoError(t, err)
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte(a.ID), Value: v}))
+	require.Eventually(t, func() bool { return e.sink.Count() >= 1 }, 30*time.Second, 50*time.Millisecond,
+		"the alert is delivered to the partner of its sector, not quarantined:\n%s", e.logs)
+	assert.NotContains(t, e.logs.String(), "quarantine")
 }

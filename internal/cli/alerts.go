@@ -54,15 +54,10 @@ func newValidateCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := e.config()
-			if err != nil {
+			if _, err := e.config(); err != nil {
 				return err
 			}
-			tax, err := c.Taxonomy.Build()
-			if err != nil {
-				return invalid(err)
-			}
-			if err := a.Validate(time.Now(), tax); err != nil {
+			if err := a.Validate(time.Now(), e.tax); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "valid: %s %s [%s] %s\n", printable(string(a.Type)), printable(a.TLP.Label()), printable(string(a.Marking)), printable(a.Title))
@@ -80,25 +75,15 @@ func operator() string {
 	return "cli:unknown"
 }
 
-// publisher returns the alert publisher on b: Kafka itself answers what is
-// already held under an id.
-func (e *env) publisher(b *bus.Bus, c *config.Config) (*publish.Publisher, error) {
-	p, _, err := e.publisherAndRegistry(b, c)
-	return p, err
-}
-
-// publisherAndRegistry is publisher, also returning the registry it
-// checks alerts against, which the dry run decides over.
-func (e *env) publisherAndRegistry(b *bus.Bus, c *config.Config) (*publish.Publisher, *subscribers.Registry, error) {
-	reg, err := loadRegistry(context.Background(), b)
+// publisher returns the alert publisher on b (Kafka itself answers what
+// is already held under an id) and the registry it checks alerts against,
+// which the dry run decides over. c is e.config()'s.
+func (e *env) publisher(ctx context.Context, b *bus.Bus, c *config.Config) (*publish.Publisher, *subscribers.Registry, error) {
+	reg, err := loadRegistry(ctx, b)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := app.Publisher(c, b, publish.KafkaIndex{R: b}, reg, time.Now)
-	if err != nil {
-		return nil, nil, err
-	}
-	return p, reg, nil
+	return app.Publisher(c, e.tax, b, publish.KafkaIndex{R: b}, reg, time.Now), reg, nil
 }
 
 // publishError maps the publisher's errors onto exit statuses: a used id is
@@ -146,7 +131,7 @@ func newPublishCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			p, reg, err := e.publisherAndRegistry(b, c)
+			p, reg, err := e.publisher(ctx, b, c)
 			if err != nil {
 				return err
 			}
@@ -231,7 +216,7 @@ func (e *env) release(ctx context.Context, output string, act func(*publish.Publ
 		return err
 	}
 	defer b.Close()
-	p, err := e.publisher(b, c)
+	p, _, err := e.publisher(ctx, b, c)
 	if err != nil {
 		return err
 	}

@@ -92,6 +92,9 @@ func TestGroupCommandsNeedASubcommand(t *testing.T) {
 		{[]string{"dead", "frob"}, `unknown command "frob" for "herald dead"`},
 		{[]string{"frob"}, `unknown command "frob" for "herald"`},
 		{nil, "herald needs a command: "},
+		// cobra's own group, added as the command runs.
+		{[]string{"completion"}, "herald completion needs a command: bash, fish, powershell, zsh"},
+		{[]string{"completion", "tcsh"}, `unknown command "tcsh" for "herald completion"`},
 	} {
 		code, out, errOut := run(t, "", tc.args...)
 		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)

@@ -18,6 +18,7 @@ import (
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/spf13/cobra"
 )
 
@@ -52,9 +53,13 @@ type env struct {
 	configFile     string
 	logLevel       string
 	cfg            *config.Config
+	// tax is cfg's taxonomy (taxonomy.sectors, taxonomy.regions), made
+	// once with it.
+	tax *taxonomy.Taxonomy
 }
 
-// config loads and validates the configuration once.
+// config loads and validates the configuration once, and makes its
+// taxonomy (e.tax).
 func (e *env) config() (*config.Config, error) {
 	if e.cfg != nil {
 		return e.cfg, nil
@@ -69,7 +74,11 @@ func (e *env) config() (*config.Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, invalid(err)
 	}
-	e.cfg = c
+	tax, err := c.Taxonomy.Build()
+	if err != nil {
+		return nil, invalid(err)
+	}
+	e.cfg, e.tax = c, tax
 	return c, nil
 }
 
@@ -135,12 +144,15 @@ func newRoot(e *env) *cobra.Command {
 	for _, add := range extraCommands {
 		root.AddCommand(add(e))
 	}
+	// cobra adds its completion group only as the command runs: add it
+	// now, so that it is a group like the others.
+	root.InitDefaultCompletionCmd()
 	requireSubcommands(root)
 	return root
 }
 
 // requireSubcommands makes every command that only groups others (herald,
-// herald keys, herald subscribers…) a usage error, exit status 2, when it
+// herald keys, herald subscribers, herald completion…) a usage error, exit status 2, when it
 // is run without one of them or with an unknown one, where cobra would
 // print its help and succeed.
 func requireSubcommands(cmd *cobra.Command) {

@@ -249,7 +249,7 @@ func (e *env) putSubscribers(ctx context.Context, file string, single bool, ifMa
 	var errs []error
 	seen := map[string]bool{}
 	for _, s := range subs {
-		if err := app.CheckSubscriber(c, s, now); err != nil {
+		if err := app.CheckSubscriber(c, e.tax, s, now); err != nil {
 			errs = append(errs, err)
 		}
 		if seen[s.ID] {

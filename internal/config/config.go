@@ -10,7 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"os"
 	"reflect"
@@ -214,8 +214,8 @@ type Breaker struct {
 // Taxonomy is the sectors and regions alerts and partners are addressed by
 // (PRODUCT.md §1, §9). Each list, when not empty, replaces its built-in
 // default whole (taxonomy.DefaultSectors, taxonomy.DefaultRegions); Build
-// makes the taxonomy of it. They are lists of objects, so they are set in
-// the file: an environment variable cannot give them.
+// makes the taxonomy of it. An environment variable gives each as a JSON
+// array of objects (objectsFromString).
 type Taxonomy struct {
 	// Sectors: empty is the built-in sectors.
 	Sectors []taxonomy.Sector `mapstructure:"sectors"`
@@ -386,7 +386,7 @@ func Load(file string) (*Config, error) {
 	}
 	var c Config
 	hook := mapstructure.ComposeDecodeHookFunc(
-		objectsNotFromString,
+		objectsFromString,
 		stringToDurations,
 		stringToDuration,
 		mapstructure.StringToSliceHookFunc(","),
@@ -408,14 +408,20 @@ func Load(file string) (*Config, error) {
 	return &c, nil
 }
 
-// objectsNotFromString refuses a list of objects (taxonomy.sectors,
-// taxonomy.regions, api.tokens) given as one string, as an environment
-// variable gives it: such lists are set in the configuration file.
-func objectsNotFromString(from, to reflect.Type, data any) (any, error) {
+// objectsFromString decodes a list of objects (api.tokens,
+// taxonomy.sectors, taxonomy.regions) given as one string, as an
+// environment variable gives it: a JSON array of objects with the keys
+// the file uses ([{"slug": "seasonal-labour", "name": "Seasonal"}]). The
+// objects are then decoded as the file's are, so a misspelt key is named.
+func objectsFromString(from, to reflect.Type, data any) (any, error) {
 	if from.Kind() != reflect.String || to.Kind() != reflect.Slice || to.Elem().Kind() != reflect.Struct {
 		return data, nil
 	}
-	return nil, errors.New("is a list of objects: set it in the configuration file, not by an environment variable")
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(data.(string)), &list); err != nil {
+		return nil, fmt.Errorf(`in an environment variable must be a JSON array of objects with the keys the file uses, such as [{"key": "value"}]: %w`, err)
+	}
+	return list, nil
 }
 
 // stringToDuration decodes durations written as Go durations ("90s",

@@ -323,15 +323,36 @@ func TestTaxonomyMisspeltKeyIsNamed(t *testing.T) {
 	require.ErrorContains(t, err, "sic_codes")
 }
 
-// The lists of objects come from the file only: an environment variable
-// for them is an error saying so, not silently ignored.
-func TestTaxonomyNotFromEnvironment(t *testing.T) {
-	for _, env := range []string{"HERALD_TAXONOMY_SECTORS", "HERALD_TAXONOMY_REGIONS"} {
-		t.Run(env, func(t *testing.T) {
-			t.Setenv(env, "seasonal-labour")
+// The lists of objects come from environment variables too (PRODUCT.md
+// §7: every setting), as a JSON array of objects with the file's keys; a
+// misspelt key is named, and a value that is not such an array is an error
+// saying what is expected, naming the variable's key.
+func TestObjectListsFromEnvironment(t *testing.T) {
+	t.Setenv("HERALD_TAXONOMY_SECTORS", `[{"slug": "seasonal-labour", "name": "Seasonal and gang labour", "sic": ["01.61"]}]`)
+	t.Setenv("HERALD_TAXONOMY_REGIONS", `[{"code": "TLI", "name": "London"}]`)
+	hash := config.HashToken("s3cret")
+	t.Setenv("HERALD_API_TOKENS", `[{"name": "alice", "role": "analyst", "sha256": "`+hash+`"},
+		{"name": "northbank", "role": "partner", "subscriber": "northbank", "sha256": "`+config.HashToken("other")+`"}]`)
+	c, err := config.Load("")
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, []taxonomy.Sector{{Slug: "seasonal-labour", Name: "Seasonal and gang labour", SIC: []string{"01.61"}}}, c.Taxonomy.Sectors)
+	require.Equal(t, []taxonomy.Region{{Code: "TLI", Name: "London"}}, c.Taxonomy.Regions)
+	require.Len(t, c.API.Tokens, 2)
+	require.Equal(t, config.Token{Name: "alice", Role: config.RoleAnalyst, SHA256: hash}, c.API.Tokens[0])
+	require.Equal(t, "northbank", c.API.Tokens[1].Subscriber)
+
+	for _, tc := range []struct{ env, value, err string }{
+		{"HERALD_TAXONOMY_SECTORS", `[{"slug": "seasonal-labour", "name": "Seasonal", "sic_codes": ["01.61"]}]`, "sic_codes"},
+		{"HERALD_TAXONOMY_SECTORS", "seasonal-labour", "a JSON array of objects"},
+		{"HERALD_TAXONOMY_REGIONS", `{"code": "TLI", "name": "London"}`, "a JSON array of objects"},
+		{"HERALD_API_TOKENS", "alice:analyst", "a JSON array of objects"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
 			_, err := config.Load("")
-			require.ErrorContains(t, err, strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(env, "HERALD_"), "_", ".")))
-			require.ErrorContains(t, err, "configuration file")
+			require.ErrorContains(t, err, strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(tc.env, "HERALD_"), "_", ".")))
+			require.ErrorContains(t, err, tc.err)
 		})
 	}
 }

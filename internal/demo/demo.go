@@ -220,8 +220,12 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		roles = app.AllRoles
 		sandbox = &Sandbox{Console: consoleURL(listen), Tokens: tokens, PublishingKeyFile: pubKeyFile}
 	}
+	tax, err := cfg.Taxonomy.Build()
+	if err != nil {
+		return nil, err
+	}
 	for _, p := range partners {
-		if err := app.CheckSubscriber(cfg, p.sub, now); err != nil {
+		if err := app.CheckSubscriber(cfg, tax, p.sub, now); err != nil {
 			return nil, fmt.Errorf("sample partner %s: %w", p.sub.ID, err)
 		}
 	}
@@ -277,11 +281,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		ids[i] = a.ID
 	}
 	led := ledger.FromBus(b)
-	publisher, err := app.Publisher(cfg, b, publish.KafkaIndex{R: b}, herald.Registry(), time.Now)
-	if err != nil {
-		stopApp()
-		return nil, err
-	}
+	publisher := app.Publisher(cfg, tax, b, publish.KafkaIndex{R: b}, herald.Registry(), time.Now)
 	deadline := time.Now().Add(opt.Timeout)
 	waitCtx, cancelWait := context.WithDeadline(ctx, deadline)
 	defer cancelWait()
