@@ -384,15 +384,7 @@ func PolicyOptions(cfg *config.Config) policy.Options {
 
 func (a *App) fanoutWorker() *fanout.Worker {
 	w := &fanout.Worker{
-		Registry: a.registry,
-		// No Taxonomy: the fan-out does not judge an alert's sectors and
-		// regions against this process's taxonomy. Herald's publisher
-		// checked them against its own (the alert is authenticated as
-		// its), which may differ from this one while a change of
-		// taxonomy.sectors or taxonomy.regions rolls out, or after a
-		// sector an alert waiting for approval names was dropped; such an
-		// alert goes to the partners registered for its sectors, where
-		// quarantining it would send it to nobody.
+		Registry:      a.registry,
 		Policy:        PolicyOptions(a.cfg),
 		Deliveries:    a.bus.Producer(bus.TopicDeliveries),
 		Receipts:      a.bus.Producer(bus.TopicReceipts),

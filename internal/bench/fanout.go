@@ -19,7 +19,6 @@ import (
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/ledger"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -74,7 +73,6 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 	var jobs atomic.Int64
 	w := &fanout.Worker{
 		Registry:     reg,
-		Taxonomy:     taxonomy.Default(),
 		Policy:       app.PolicyOptions(e.cfg),
 		Deliveries:   b.Producer(bus.TopicDeliveries),
 		Receipts:     b.Producer(bus.TopicReceipts),

@@ -19,7 +19,6 @@ import (
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -62,7 +61,7 @@ func BenchmarkHandle(b *testing.B) {
 		reg.Put(s)
 	}
 	w := &fanout.Worker{
-		Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
+		Registry: reg, Policy: policy.Options{},
 		Deliveries: bs.Producer(bus.TopicDeliveries), Receipts: bs.Producer(bus.TopicReceipts),
 		Quarantine: bs.Producer(bus.TopicQuarantine), History: ledger.FromBus(bs), Authenticate: bs.Authenticate,
 		Now: time.Now, Log: slog.New(slog.DiscardHandler),

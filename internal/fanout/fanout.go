@@ -72,7 +72,6 @@ const RuleUnknownSubscriber = "audience.unknown-subscriber"
 // Worker is the fan-out role. Set every field before calling Handle.
 type Worker struct {
 	Registry *subscribers.Registry
-	Taxonomy alerts.Taxonomy
 	Policy   policy.Options
 	// SecondAnalyst is release.second_analyst: alerts at those labels
 	// must carry a second analyst's approval.
@@ -180,8 +179,13 @@ func (w *Worker) ingest(m kafka.Message) (*alerts.Alert, error) {
 		return nil, &rejection{ReasonUnissued, errors.New("issued_by and issued_at are set by Herald when an analyst publishes; this alert did not come through Herald")}
 	}
 	// Validity is judged as of publication: an alert that expired while it
-	// waited is not invalid, and the policy withholds it as expired.
-	if err := a.Validate(*a.IssuedAt, w.Taxonomy); err != nil {
+	// waited is not invalid, and the policy withholds it as expired. Its
+	// sectors and regions are not judged again: Herald's publisher checked
+	// them against its taxonomy (the alert is authenticated as its), which
+	// may differ from this process's while a change of taxonomy.sectors or
+	// taxonomy.regions rolls out; the alert goes to the partners
+	// registered for them, where quarantining it would send it to nobody.
+	if err := a.Validate(*a.IssuedAt, nil); err != nil {
 		return nil, &rejection{ReasonInvalid, err}
 	}
 	if string(m.Key) != a.ID {

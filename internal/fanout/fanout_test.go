@@ -18,7 +18,6 @@ import (
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
@@ -109,7 +108,7 @@ func setup(t *testing.T) *env {
 	}
 	h := &history{Source: ledger.FromBus(b), published: map[string]*view.Published{}}
 	return &env{bus: b, reg: reg, history: h, w: &fanout.Worker{
-		Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
+		Registry: reg, Policy: policy.Options{},
 		Deliveries: b.Producer(bus.TopicDeliveries), Receipts: b.Producer(bus.TopicReceipts),
 		Quarantine: b.Producer(bus.TopicQuarantine), History: h, Authenticate: b.Authenticate,
 		SecondAnalyst: []string{"AMBER", "AMBER+STRICT", "RED", "OFFICIAL-SENSITIVE"},
@@ -173,12 +172,14 @@ func TestBadMessagesAreQuarantinedAndTheBatchGoesOn(t *testing.T) {
 	ctx := context.Background()
 	secretAlert := alert("s1", func(a *alerts.Alert) { a.Marking = "SECRET" })
 	unattributed := alert("u1", func(a *alerts.Alert) { a.IssuedBy = "" })
-	badSector := alert("b1", func(a *alerts.Alert) { a.Audience.Sectors = []string{"piracy"} })
+	// Invalid whatever the taxonomy (the fan-out does not judge sectors
+	// and regions again: TestFanOutTakesAlertsOfAnotherTaxonomy).
+	untitled := alert("b1", func(a *alerts.Alert) { a.Title = "" })
 	k1 := e.msg(t, alert("k1", nil))
 	wrongKey := e.bus.AsWritten(bus.TopicAlerts, kafka.Message{Key: []byte("other"), Value: k1.Value})
 	batch := []kafka.Message{
 		e.bus.AsWritten(bus.TopicAlerts, kafka.Message{Key: []byte("junk"), Value: []byte("{not json")}),
-		e.msg(t, secretAlert), e.msg(t, unattributed), e.msg(t, badSector), wrongKey,
+		e.msg(t, secretAlert), e.msg(t, unattributed), e.msg(t, untitled), wrongKey,
 		e.msg(t, alert("good", nil)),
 	}
 	require.NoError(t, e.w.Handle(ctx, batch))
@@ -299,7 +300,7 @@ func TestUpdateJobsCarryLineage(t *testing.T) {
 	require.ErrorContains(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, again)}), "up-1")
 
 	// A history that keeps no published alerts cannot plan an update.
-	w := &fanout.Worker{Registry: e.reg, Taxonomy: e.w.Taxonomy, Policy: e.w.Policy, Deliveries: e.w.Deliveries,
+	w := &fanout.Worker{Registry: e.reg, Policy: e.w.Policy, Deliveries: e.w.Deliveries,
 		Receipts: e.w.Receipts, Quarantine: e.w.Quarantine, History: ledger.FromBus(e.bus), Authenticate: e.w.Authenticate,
 		Now: e.w.Now, Log: e.w.Log}
 	other := alert("cancel-3", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"root-1"} })
@@ -431,7 +432,7 @@ func TestAnIDIsOneAlertForever(t *testing.T) {
 	// A new worker (after a restart or a rebalance) finds the first in the
 	// ledger.
 	w1 := e.w
-	w2 := &fanout.Worker{Registry: e.reg, Taxonomy: w1.Taxonomy, Policy: w1.Policy, SecondAnalyst: w1.SecondAnalyst,
+	w2 := &fanout.Worker{Registry: e.reg, Policy: w1.Policy, SecondAnalyst: w1.SecondAnalyst,
 		Deliveries: w1.Deliveries, Receipts: w1.Receipts, Quarantine: w1.Quarantine, History: w1.History,
 		Authenticate: w1.Authenticate, Now: w1.Now, Log: w1.Log}
 	require.NoError(t, w2.Handle(ctx, []kafka.Message{e.msg(t, green), e.msg(t, again)}))

@@ -20,7 +20,6 @@ import (
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -254,7 +253,7 @@ func (fz *fuzzBus) run(t *testing.T, ops []fuzzOp, raw []byte) {
 	}
 	newWorker := func() *fanout.Worker {
 		return &fanout.Worker{
-			Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
+			Registry: reg, Policy: policy.Options{},
 			Deliveries: rec(bus.TopicDeliveries), Receipts: rec(bus.TopicReceipts), Quarantine: rec(bus.TopicQuarantine),
 			History: ledger.FromBus(b), Authenticate: b.Authenticate,
 			SecondAnalyst: []string{"AMBER", "AMBER+STRICT", "RED", "OFFICIAL-SENSITIVE"},

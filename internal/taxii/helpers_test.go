@@ -24,7 +24,6 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/taxii"
-	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/testkit/viewtest"
 	"github.com/herald-alerts/herald/internal/view"
@@ -185,7 +184,7 @@ func newEnv(t *testing.T) *env {
 	v := runView(t, b)
 	e := &env{t: t, bus: b, view: v, reg: reg, clock: &clock{now: time.Now().UTC().Add(-time.Hour).Truncate(time.Second)}}
 	e.w = &fanout.Worker{
-		Registry: reg, Taxonomy: taxonomy.Default(), Policy: policy.Options{},
+		Registry: reg, Policy: policy.Options{},
 		Deliveries: b.Producer(bus.TopicDeliveries), Receipts: b.Producer(bus.TopicReceipts),
 		Quarantine: b.Producer(bus.TopicQuarantine), History: v, Authenticate: b.Authenticate,
 		Now: e.clock.Now, Log: slog.New(slog.DiscardHandler),
