@@ -331,9 +331,12 @@ func (e *env) queued() []string {
 	e.t.Helper()
 	var ids []string
 	require.NoError(e.t, e.bus.ReadAll(context.Background(), bus.TopicDeliveries, func(m kafka.Message) error {
-		j, err := delivery.DecodeJob(m.Value, nil)
+		js, bad, err := delivery.DecodeJobs(m.Value, nil)
 		require.NoError(e.t, err)
-		ids = append(ids, j.ID)
+		require.Empty(e.t, bad)
+		for _, j := range js {
+			ids = append(ids, j.ID)
+		}
 		return nil
 	}))
 	return ids

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -136,15 +135,20 @@ func (e *env) signatures(ctx context.Context, w *fanout.Worker, reg *subscribers
 	// Jobs by webhook format, and the email jobs.
 	byGroup := map[string][]*delivery.Job{}
 	for _, m := range plan.Jobs {
-		var j delivery.Job
-		if err := json.Unmarshal(m.Value, &j); err != nil {
-			return nil, fmt.Errorf("fan-out: decode job: %w", err)
+		js, bad, err := delivery.DecodeJobs(m.Value, nil)
+		if err == nil && len(bad) > 0 {
+			err = bad[0].Err
 		}
-		group := j.Channel
-		if j.Channel == delivery.ChannelWebhook {
-			group = reg.Get(j.Subscriber).Webhooks[0].Format
+		if err != nil {
+			return nil, fmt.Errorf("fan-out: decode jobs: %w", err)
 		}
-		byGroup[group] = append(byGroup[group], &j)
+		for _, j := range js {
+			group := j.Channel
+			if j.Channel == delivery.ChannelWebhook {
+				group = reg.Get(j.Subscriber).Webhooks[0].Format
+			}
+			byGroup[group] = append(byGroup[group], j)
+		}
 	}
 	wc, err := app.WebhookConfig(e.cfg)
 	if err != nil {

@@ -9,7 +9,9 @@ const (
 	// TopicSubscribers carries subscriber records, keyed by subscriber id;
 	// compacted, and an empty value (tombstone) deletes the subscriber.
 	TopicSubscribers = "subscribers"
-	// TopicDeliveries carries delivery jobs, keyed by subscriber id.
+	// TopicDeliveries carries delivery jobs, keyed by subscriber id: a
+	// record holds one job, or packs jobs of one alert for partners whose
+	// ids go to its partition, keyed by one of them (delivery.PackJobs).
 	TopicDeliveries = "deliveries"
 	// TopicDead carries jobs that failed for good, keyed by subscriber id.
 	TopicDead = "dead"

@@ -186,6 +186,22 @@ func (p *Producer) write(ctx context.Context, msgs []kafka.Message) error {
 	return errors.Join(errs...)
 }
 
+// Placement returns the function Write places messages with now: the
+// partition of the topic a key goes to, by the topic's partition count as
+// last read (at most partitionsTTL ago). Writers that pack the messages of
+// several keys into one record (the fan-out's jobs) group keys by it and
+// key each record by one of its keys, so that every key's messages keep
+// the partition, and the order, that a record of their own would have.
+func (p *Producer) Placement(ctx context.Context) (func(key []byte) int, error) {
+	partitions, err := p.readPartitions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("place messages on %s: %w", p.topic, cause(ctx, err))
+	}
+	return func(key []byte) int {
+		return p.balancer.Balance(kafka.Message{Key: key}, partitions...)
+	}, nil
+}
+
 // readPartitions returns the topic's partitions, from the transport's
 // metadata cache at most every partitionsTTL.
 func (p *Producer) readPartitions(ctx context.Context) ([]int, error) {

@@ -58,3 +58,29 @@ func TestProducerConcurrentWritesKeepEachKeysOrder(t *testing.T) {
 	}))
 	assert.Len(t, last, writers)
 }
+
+// TestPlacementIsWhereWriteWrites: a key goes to the partition Placement
+// names for it, so that a record packing several keys' messages, keyed by
+// one of them, lands where each of them would have.
+func TestPlacementIsWhereWriteWrites(t *testing.T) {
+	b := kafkatest.New(t, kafkatest.Partitions(5))
+	p := b.Producer(bus.TopicDeliveries)
+	place, err := p.Placement(t.Context())
+	require.NoError(t, err)
+	var msgs []kafka.Message
+	used := map[int]bool{}
+	for i := range 60 {
+		k := fmt.Appendf(nil, "partner-%d", i)
+		used[place(k)] = true
+		msgs = append(msgs, kafka.Message{Key: k, Value: k})
+	}
+	require.Len(t, used, 5, "keys spread over every partition")
+	require.NoError(t, p.Write(t.Context(), msgs...))
+	n := 0
+	require.NoError(t, b.ReadAll(t.Context(), bus.TopicDeliveries, func(m kafka.Message) error {
+		n++
+		require.Equal(t, place(m.Key), m.Partition, "key %s", m.Key)
+		return nil
+	}))
+	require.Equal(t, 60, n)
+}

@@ -129,7 +129,13 @@ func (r *Runner) handle(ctx context.Context, tier int, msgs []kafka.Message) err
 // job that is not yet due, so that such a wait holds back nothing already
 // settled. It returns the first error writing them.
 func (r *Runner) sequence(ctx context.Context, tier int, msgs []kafka.Message) error {
-	b := r.newBatch(len(msgs))
+	o := newOut()
+	jobs, leases, err := r.decode(o, msgs)
+	if err != nil {
+		return err
+	}
+	b := r.newBatch(len(jobs))
+	b.o = o
 	// settle waits for b's attempts (handing off stragglers), writes b's
 	// records and starts a new batch.
 	settle := func() error {
@@ -137,32 +143,18 @@ func (r *Runner) sequence(ctx context.Context, tier int, msgs []kafka.Message) e
 		if err := r.flush(ctx, b.o); err != nil {
 			return err
 		}
-		b = r.newBatch(len(msgs))
+		b = r.newBatch(len(jobs))
 		return nil
 	}
 	head := true // no job of this sequence has been dispatched yet
 	stopped := false
-	for _, m := range msgs {
-		if err := r.bus.Authenticate(m); err != nil {
-			if errors.Is(err, bus.ErrNoKeyring) {
-				// This process cannot tell; the records are not at fault.
-				b.wait()
-				return fmt.Errorf("authenticate delivery jobs: %w", err)
-			}
-			r.deadUnattributed(b.o, m, err)
-			continue
-		}
-		job, err := delivery.DecodeJob(m.Value, r.alerts)
-		if err != nil {
-			r.deadInvalid(b.o, m, err)
-			continue
-		}
+	for i, job := range jobs {
+		lease := leases[i]
 		now := r.now()
 		if job.Expired(now) {
 			r.expire(b.o, job)
 			continue
 		}
-		lease := bus.Header(m, headerLease) != ""
 		if job.NotBefore.After(now) {
 			if stopped {
 				r.forward(b.o, job, lease, causeShutdown)
@@ -215,6 +207,38 @@ func (r *Runner) sequence(ctx context.Context, tier int, msgs []kafka.Message) e
 		r.dispatch(ctx, b, job)
 	}
 	return settle()
+}
+
+// decode authenticates and decodes one partition's messages into the jobs
+// they carry, in order (a record may pack many), and whether each came
+// under a lease; it adds to o the dead letters of what it refuses. It
+// fails only when this process cannot authenticate anything.
+func (r *Runner) decode(o *out, msgs []kafka.Message) (jobs []*delivery.Job, leases []bool, err error) {
+	jobs = make([]*delivery.Job, 0, len(msgs))
+	for _, m := range msgs {
+		if err := r.bus.Authenticate(m); err != nil {
+			if errors.Is(err, bus.ErrNoKeyring) {
+				// This process cannot tell; the records are not at fault.
+				return nil, nil, fmt.Errorf("authenticate delivery jobs: %w", err)
+			}
+			r.deadUnattributed(o, m, err)
+			continue
+		}
+		js, bad, err := delivery.DecodeJobs(m.Value, r.alerts)
+		if err != nil {
+			r.deadInvalid(o, m, m.Value, err)
+			continue
+		}
+		for _, x := range bad {
+			r.deadInvalid(o, m, x.Value, x.Err)
+		}
+		lease := bus.Header(m, headerLease) != ""
+		for _, j := range js {
+			jobs = append(jobs, j)
+			leases = append(leases, lease)
+		}
+	}
+	return jobs, leases, nil
 }
 
 // holdLimit is how long a sequence of tier may wait for a job that is

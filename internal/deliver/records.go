@@ -279,10 +279,12 @@ func (r *Runner) dead(o *out, job *delivery.Job, state, reason, errText string, 
 	r.receipt(o, job, delivery.Receipt{State: state, Reason: reason, Error: errText, Attempt: attempt})
 }
 
-// deadInvalid moves an undecodable record to the dead topic as it is.
-func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
+// deadInvalid moves an undecodable record read as m to the dead topic: its
+// value as it is, or, for a job of a pack that fails its checks, that job
+// as a record of its own (delivery.BadJob).
+func (r *Runner) deadInvalid(o *out, m kafka.Message, value []byte, err error) {
 	src := source(m)
-	o.add(bus.TopicDead, kafka.Message{Key: m.Key, Value: m.Value, Headers: []kafka.Header{
+	o.add(bus.TopicDead, kafka.Message{Key: m.Key, Value: value, Headers: []kafka.Header{
 		{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
 		{Key: HeaderError, Value: []byte(err.Error())},
 		{Key: headerSource, Value: []byte(src)},

@@ -748,3 +748,55 @@ func TestReplayPacksItsReceipts(t *testing.T) {
 	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(e.outcomes(ja.ID)))
 	assert.Equal(t, []string{delivery.StateDead, delivery.StatePending, delivery.StateDead}, states(e.outcomes(jo.ID)))
 }
+
+// TestAPackIsDeliveredJobByJob: the jobs of a pack (the fan-out's record
+// of an alert's jobs for one partition) are attempted one by one, each with
+// its own outcome; a job of it that fails its checks is dead-lettered
+// alone, as a record of its own naming its place, and the others are
+// delivered; the record is committed once every job's outcome is written.
+func TestAPackIsDeliveredJobByJob(t *testing.T) {
+	e := newEnv(t)
+	a := testAlert("al-pack")
+	raw, err := json.Marshal(a)
+	require.NoError(t, err)
+	var bare [][]byte
+	var ids []string
+	for _, id := range []string{"acme", "bolt", "corp"} {
+		hook := "https://" + id + ".example/hook"
+		e.reg.Put(testSub(id, hook))
+		j := testJob(a, id, delivery.ChannelWebhook, hook)
+		if id == "bolt" {
+			j.ID = "msg_forged" // not the delivery id of its alert, partner and target
+		} else {
+			ids = append(ids, j.ID)
+		}
+		b, err := j.EncodeBare()
+		require.NoError(t, err)
+		bare = append(bare, b)
+	}
+	records := delivery.PackJobs(raw, bare)
+	require.Len(t, records, 1)
+	require.NoError(t, e.bus.Producer(bus.TopicDeliveries).Write(context.Background(),
+		kafka.Message{Key: []byte("acme"), Value: records[0]}))
+	e.start(e.runner())
+
+	for _, id := range ids {
+		e.waitState(id, delivery.StateDelivered)
+	}
+	assert.Len(t, e.n.callsTo("https://acme.example/hook"), 1)
+	assert.Len(t, e.n.callsTo("https://corp.example/hook"), 1)
+	assert.Empty(t, e.n.callsTo("https://bolt.example/hook"))
+	var dead []DeadLetter
+	require.Eventually(t, func() bool {
+		dead, err = ListDead(context.Background(), e.bus, DeadFilter{})
+		return err == nil && len(dead) == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, delivery.ReasonInvalid, dead[0].Reason)
+	assert.Contains(t, dead[0].Error, "jobs[1]")
+	assert.Contains(t, string(dead[0].Raw), `"bolt"`)
+	assert.NotContains(t, string(dead[0].Raw), `"acme"`, "the bad job alone")
+	require.Eventually(t, func() bool {
+		lag, err := e.bus.Lag(context.Background(), e.cfg.Group, bus.TopicDeliveries)
+		return err == nil && lag == 0
+	}, 5*time.Second, 20*time.Millisecond)
+}

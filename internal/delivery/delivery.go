@@ -261,16 +261,21 @@ func (c *AlertCache) decode(raw []byte) (*alerts.Alert, [32]byte, error) {
 // not take apart is decoded by decodeJSON as a whole, with the same
 // result.
 func DecodeJob(value []byte, cache *AlertCache) (*Job, error) {
-	var w jobWire
 	rest, raw, ok := splitAlert(value)
-	if !ok {
+	return decodeJob(value, rest, raw, ok, cache)
+}
+
+// decodeJob is DecodeJob once value was split (splitAlert).
+func decodeJob(value, rest, raw []byte, split bool, cache *AlertCache) (*Job, error) {
+	var w jobWire
+	if !split {
 		rest = value
 	}
 	if err := decodeJSON(rest, &w); err != nil {
 		return nil, fmt.Errorf("decode delivery job: %w", err)
 	}
 	j := Job(w)
-	if ok {
+	if split {
 		j.AlertJSON = raw
 	}
 	if len(j.AlertJSON) > 0 && string(j.AlertJSON) != "null" {
@@ -280,19 +285,29 @@ func DecodeJob(value []byte, cache *AlertCache) (*Job, error) {
 		}
 		j.Alert, j.AlertDigest = a, sum
 	}
-	switch {
-	case j.Alert == nil || j.Alert.ID == "":
-		return &j, errors.New("delivery job has no alert")
-	case j.Subscriber == "" || j.Target == "":
-		return &j, errors.New("delivery job has no subscriber or target")
-	case j.Channel != ChannelEmail && j.Channel != ChannelWebhook:
-		return &j, fmt.Errorf("delivery job has unknown channel %q", j.Channel)
-	case j.ID != ID(j.Alert.ID, j.Subscriber, j.Target):
-		return &j, fmt.Errorf("delivery job id %q does not match its alert, subscriber and target", j.ID)
-	case j.Attempt < 0:
-		return &j, fmt.Errorf("delivery job has negative attempt %d", j.Attempt)
+	if err := j.check(); err != nil {
+		return &j, err
 	}
 	return &j, nil
+}
+
+// check checks a decoded job: it has an alert, a subscriber, a target, a
+// channel a worker delivers, the delivery id of all three, and no negative
+// attempt count.
+func (j *Job) check() error {
+	switch {
+	case j.Alert == nil || j.Alert.ID == "":
+		return errors.New("delivery job has no alert")
+	case j.Subscriber == "" || j.Target == "":
+		return errors.New("delivery job has no subscriber or target")
+	case j.Channel != ChannelEmail && j.Channel != ChannelWebhook:
+		return fmt.Errorf("delivery job has unknown channel %q", j.Channel)
+	case j.ID != ID(j.Alert.ID, j.Subscriber, j.Target):
+		return fmt.Errorf("delivery job id %q does not match its alert, subscriber and target", j.ID)
+	case j.Attempt < 0:
+		return fmt.Errorf("delivery job has negative attempt %d", j.Attempt)
+	}
+	return nil
 }
 
 // splitAlert finds the value of the "alert" member of the JSON object v in

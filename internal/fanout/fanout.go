@@ -35,6 +35,14 @@ type Producer interface {
 	Write(ctx context.Context, msgs ...kafka.Message) error
 }
 
+// JobProducer writes delivery jobs: a Producer that also tells which
+// partition each key goes to (*bus.Producer), so that the fan-out packs the
+// jobs of an alert that go to one partition into one record.
+type JobProducer interface {
+	Producer
+	Placement(ctx context.Context) (func(key []byte) int, error)
+}
+
 // History finds what the ledger knows of alerts: earlier alerts for
 // updates and cancels, and whether an id was already fanned out.
 type History interface {
@@ -76,7 +84,7 @@ type Worker struct {
 	// SecondAnalyst is release.second_analyst: alerts at those labels
 	// must carry a second analyst's approval.
 	SecondAnalyst []string
-	Deliveries    Producer
+	Deliveries    JobProducer
 	Receipts      Producer
 	Quarantine    Producer
 	History       History
@@ -424,6 +432,7 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 			return nil, err
 		}
 	}
+	plan.Jobs = d.pack(plan.Jobs, nil)
 	plan.Receipts = append(plan.Receipts, d.alertReceipt())
 	return plan, nil
 }
@@ -514,7 +523,9 @@ const (
 
 // messages appends to jobs and receipts the messages of the decisions from
 // d.decisions[from] on, until the slice is full, and returns where the
-// next slice starts (len(d.decisions) when done).
+// next slice starts (len(d.decisions) when done). The jobs are bare, each
+// keyed by its partner's id and encoded without the alert
+// (delivery.Job.EncodeBare): pack puts them into the records written.
 func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Message, []kafka.Message, int, error) {
 	a, now := d.a, d.now
 	var notBefore time.Time
@@ -561,7 +572,7 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 			if x.Mode == delivery.ModeCancelNotice || x.Mode == delivery.ModeFollowUpKeyNotice {
 				job.Held = held(d.prior, x.Subscriber, x.Target)
 			}
-			v, err := job.Encode()
+			v, err := job.EncodeBare()
 			if err != nil {
 				return jobs, receipts, i, fmt.Errorf("encode job: %w", err)
 			}
@@ -579,6 +590,45 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 		receipts = append(receipts, kafka.Message{Key: rkey, Value: v})
 	}
 	return jobs, receipts, i, nil
+}
+
+// pack returns the records of a slice's bare jobs: the jobs that place
+// puts on one partition, in their order, packed with the alert's bytes
+// (delivery.PackJobs), each record keyed by the partner of the first job
+// of its partition, so that it goes to the partition of every job it
+// holds, and each partner's jobs keep the order of the records of one job
+// they replace. A nil place packs them all together, in order (a Plan's
+// records).
+func (d *decided) pack(bare []kafka.Message, place func([]byte) int) []kafka.Message {
+	if len(bare) == 0 {
+		return nil
+	}
+	type group struct {
+		key    []byte
+		values [][]byte
+	}
+	var order []*group
+	groups := map[int]*group{}
+	for _, m := range bare {
+		p := 0
+		if place != nil {
+			p = place(m.Key)
+		}
+		g, ok := groups[p]
+		if !ok {
+			g = &group{key: m.Key}
+			groups[p] = g
+			order = append(order, g)
+		}
+		g.values = append(g.values, m.Value)
+	}
+	out := make([]kafka.Message, 0, len(order))
+	for _, g := range order {
+		for _, v := range delivery.PackJobs(d.raw, g.values) {
+			out = append(out, kafka.Message{Key: g.key, Value: v})
+		}
+	}
+	return out
 }
 
 // alertReceipt is the receipt recording that the alert was fanned out.
@@ -601,14 +651,20 @@ func (w *Worker) write(ctx context.Context, d *decided) (int, error) {
 	// A slice's jobs and receipts are written at the same time, and the
 	// slice counts as in flight until both are acknowledged.
 	g.SetLimit(slicesInFlight)
+	// The jobs of a slice that go to one partition are packed into one
+	// record (up to delivery.MaxRecordJobs).
+	place, err := w.Deliveries.Placement(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("write delivery jobs of alert %s: %w", d.a.ID, err)
+	}
 	jobs := 0
-	var err error
 	for from := 0; from < len(d.decisions) && gctx.Err() == nil; {
 		var js, rs []kafka.Message
 		if js, rs, from, err = d.messages(from, nil, nil); err != nil {
 			break
 		}
 		jobs += len(js)
+		js = d.pack(js, place)
 		g.Go(func() error {
 			var jerr, rerr error
 			var wg sync.WaitGroup

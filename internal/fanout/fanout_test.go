@@ -118,11 +118,19 @@ func setup(t *testing.T) *env {
 
 func (e *env) jobs(t *testing.T) []delivery.Job {
 	var out []delivery.Job
+	place, err := e.bus.Producer(bus.TopicDeliveries).Placement(t.Context())
+	require.NoError(t, err)
 	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicDeliveries, func(m kafka.Message) error {
-		var j delivery.Job
-		require.NoError(t, json.Unmarshal(m.Value, &j))
-		require.Equal(t, j.Subscriber, string(m.Key), "jobs are keyed by subscriber id")
-		out = append(out, j)
+		js, bad, err := delivery.DecodeJobs(m.Value, nil)
+		require.NoError(t, err)
+		require.Empty(t, bad)
+		for _, j := range js {
+			require.Equal(t, m.Partition, place([]byte(j.Subscriber)), "a job is on its partner's partition")
+			if len(js) == 1 {
+				require.Equal(t, j.Subscriber, string(m.Key), "a job alone is keyed by its subscriber id")
+			}
+			out = append(out, *j)
+		}
 		return nil
 	}))
 	return out
@@ -460,6 +468,63 @@ func TestSensitiveAlertsNeedASecondAnalyst(t *testing.T) {
 	for _, j := range e.jobs(t) {
 		require.Equal(t, "amber-3", j.Alert.ID)
 	}
+}
+
+// TestFanOutPacksJobs: the jobs of a fan-out that go to one partition
+// share records carrying the alert's bytes once, each on the partition of
+// every partner it holds, authenticated like every record: every job once,
+// the jobs Plan makes.
+func TestFanOutPacksJobs(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	const hotels = 1500 // more than one slice
+	for i := range hotels {
+		s := &subscribers.Subscriber{ID: fmt.Sprintf("hotel-%04d", i), Name: "Hotel", Kind: "business",
+			Sectors: []string{"hospitality"}, Clearance: "GREEN", Email: []subscribers.Email{{Address: fmt.Sprintf("sec@%d.example", i)}}}
+		s.Normalize()
+		e.reg.Put(s)
+	}
+	a := alert("many", nil)
+	msg := e.msg(t, a)
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{msg}))
+
+	place, err := e.bus.Producer(bus.TopicDeliveries).Placement(ctx)
+	require.NoError(t, err)
+	records := 0
+	partitions := map[int]bool{}
+	ids := map[string]bool{}
+	require.NoError(t, e.bus.ReadAll(ctx, bus.TopicDeliveries, func(m kafka.Message) error {
+		require.NoError(t, e.bus.Authenticate(m), "every record is authenticated")
+		require.Equal(t, 1, bytes.Count(m.Value, msg.Value), "the alert's bytes once a record, as published")
+		js, bad, err := delivery.DecodeJobs(m.Value, nil)
+		require.NoError(t, err)
+		require.Empty(t, bad)
+		require.LessOrEqual(t, len(js), delivery.MaxRecordJobs)
+		for _, j := range js {
+			require.Equal(t, m.Partition, place([]byte(j.Subscriber)), "job %s on its partner's partition", j.ID)
+			require.False(t, ids[j.ID], "job %s twice", j.ID)
+			ids[j.ID] = true
+		}
+		records++
+		partitions[m.Partition] = true
+		return nil
+	}))
+	require.Len(t, ids, hotels+3, "the bank's two targets, the hotel and every hotel")
+	require.Greater(t, len(partitions), 1, "jobs spread over the partitions")
+	require.Less(t, records, hotels/20, "a record per slice and partition, not per job")
+
+	plan, err := e.w.Plan(ctx, a, nil)
+	require.NoError(t, err)
+	planned := map[string]bool{}
+	for _, m := range plan.Jobs {
+		js, bad, err := delivery.DecodeJobs(m.Value, nil)
+		require.NoError(t, err)
+		require.Empty(t, bad)
+		for _, j := range js {
+			planned[j.ID] = true
+		}
+	}
+	require.Equal(t, ids, planned, "Handle writes the jobs Plan makes")
 }
 
 // TestFanOutPacksReceipts: the decisions' receipts of a fan-out go out as

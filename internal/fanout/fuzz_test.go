@@ -187,7 +187,7 @@ type fuzzEvent struct {
 // recorder writes through to the bus and records every write in order.
 type recorder struct {
 	topic string
-	p     fanout.Producer
+	p     *bus.Producer
 	mu    *sync.Mutex
 	log   *[]fuzzEvent
 }
@@ -201,6 +201,8 @@ func (r recorder) Write(ctx context.Context, msgs ...kafka.Message) error {
 	r.mu.Unlock()
 	return nil
 }
+
+func (r recorder) Placement(ctx context.Context) (func([]byte) int, error) { return r.p.Placement(ctx) }
 
 // expectation is what the model knows of one message before the worker
 // sees it.
@@ -225,10 +227,10 @@ type fuzzOutcome struct {
 }
 
 type fuzzJob struct {
-	ID         string          `json:"id"`
-	Alert      json.RawMessage `json:"alert"`
-	Subscriber string          `json:"subscriber"`
-	Target     string          `json:"target"`
+	ID         string
+	Alert      []byte
+	Subscriber string
+	Target     string
 }
 
 // fuzzState is what one input has done so far.
@@ -409,11 +411,13 @@ func outcomes(t *testing.T, events []fuzzEvent) []fuzzOutcome {
 				cur = &fuzzOutcome{}
 			}
 			for _, m := range ev.msgs {
-				var j fuzzJob
-				if err := json.Unmarshal(m.Value, &j); err != nil {
-					t.Fatalf("a job that is not JSON: %v\n%s", err, m.Value)
+				js, bad, err := delivery.DecodeJobs(m.Value, nil)
+				if err != nil || len(bad) > 0 {
+					t.Fatalf("a record of jobs that does not decode: %v %v\n%s", err, bad, m.Value)
 				}
-				cur.jobs = append(cur.jobs, j)
+				for _, j := range js {
+					cur.jobs = append(cur.jobs, fuzzJob{ID: j.ID, Alert: j.AlertJSON, Subscriber: j.Subscriber, Target: j.Target})
+				}
 			}
 		case bus.TopicReceipts:
 			if cur == nil {

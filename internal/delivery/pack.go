@@ -1,0 +1,199 @@
+package delivery
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/herald-alerts/herald/alerts"
+)
+
+// A record of the deliveries and retry topics holds either one job (a JSON
+// object, as Job.Encode writes it) or a pack of jobs of one alert:
+//
+//	{"alert": <the alert's bytes>, "jobs": [<a job without its alert>, ...]}
+//
+// The fan-out packs the jobs of an alert that go to the same partition, so
+// that the alert's bytes travel, are authenticated, compressed, copied and
+// scanned once per record rather than once per delivery. Records of one job
+// are what Herald wrote before it packed jobs (a deliveries topic keeps them
+// for days), and what it still writes for a job on its own: a retry, a
+// dead letter, a notice. Writers pack with PackJobs; readers decode with
+// DecodeJobs.
+
+// MaxRecordJobs is the most jobs one record holds.
+const MaxRecordJobs = 500
+
+// EncodeBare returns the job's encoding without its alert: an element of a
+// pack (PackJobs), which carries the alert once for all its jobs.
+func (j Job) EncodeBare() ([]byte, error) {
+	if j.plain() {
+		return j.appendBare(), nil
+	}
+	w := jobWire(j)
+	w.AlertJSON = nil
+	b, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	// The first `"alert":null` is the member (quotes inside the id string
+	// before it are escaped), and a member follows it.
+	i := bytes.Index(b, alertNull)
+	if i < 0 || i+len(alertNull) >= len(b) || b[i+len(alertNull)] != ',' {
+		return nil, fmt.Errorf("encode job %s: no alert member", j.ID)
+	}
+	return append(b[:i], b[i+len(alertNull)+1:]...), nil
+}
+
+// appendBare writes a plain job as EncodeBare does.
+func (j *Job) appendBare() []byte {
+	b := make([]byte, 0, len(j.ID)+len(j.Subscriber)+len(j.Target)+96)
+	b = append(b, `{"id":`...)
+	b = appendString(b, j.ID)
+	b = append(b, `,"subscriber":`...)
+	b = appendString(b, j.Subscriber)
+	b = append(b, `,"channel":`...)
+	b = appendString(b, j.Channel)
+	b = append(b, `,"target":`...)
+	b = appendString(b, j.Target)
+	b = append(b, `,"mode":`...)
+	b = appendString(b, j.Mode)
+	return append(b, `,"attempt":0}`...)
+}
+
+// PackJobs returns the values of the records that carry bare, the
+// encodings without their alert (EncodeBare) of jobs of the alert whose
+// bytes are alert, in order: consecutive jobs share a pack of at most
+// MaxRecordJobs jobs and MaxRecordBytes bytes; a job alone in its record
+// is written as one job, with its alert. Every element of bare must be a
+// JSON object with at least one member.
+func PackJobs(alert []byte, bare [][]byte) [][]byte {
+	out := make([][]byte, 0, 1+len(bare)/MaxRecordJobs)
+	head := len(`{"alert":,"jobs":[]}`) + len(alert)
+	for i := 0; i < len(bare); {
+		// The jobs of the next record: [i, j).
+		j, size := i+1, head+len(bare[i])
+		for j < len(bare) && j-i < MaxRecordJobs && size+1+len(bare[j]) <= MaxRecordBytes {
+			size += 1 + len(bare[j])
+			j++
+		}
+		if j == i+1 {
+			out = append(out, withAlert(alert, bare[i]))
+			i = j
+			continue
+		}
+		b := make([]byte, 0, size)
+		b = append(b, `{"alert":`...)
+		b = append(b, alert...)
+		b = append(b, `,"jobs":[`...)
+		for k := i; k < j; k++ {
+			if k > i {
+				b = append(b, ',')
+			}
+			b = append(b, bare[k]...)
+		}
+		out = append(out, append(b, "]}"...))
+		i = j
+	}
+	return out
+}
+
+// withAlert returns the record of one job from its bare encoding: the
+// alert as its first member, then the job's own.
+func withAlert(alert, bare []byte) []byte {
+	b := make([]byte, 0, len(alert)+len(bare)+10)
+	b = append(b, `{"alert":`...)
+	b = append(b, alert...)
+	b = append(b, ',')
+	return append(b, bare[1:]...)
+}
+
+// BadJob is a job of a pack that DecodeJobs refused while it took the
+// others: Value is the job as a record of its own (with its alert, when it
+// is an object), for the dead-letter topic.
+type BadJob struct {
+	Value []byte
+	Err   error
+}
+
+// packWire is a pack with its alert replaced by null.
+type packWire struct {
+	Alert json.RawMessage   `json:"alert"`
+	Jobs  []json.RawMessage `json:"jobs"`
+}
+
+// DecodeJobs decodes and checks a record of the deliveries or retry
+// topics, a job or a pack, decoding its alert once through cache (which may
+// be nil). An error refuses the record whole: not a job, not a pack, or a
+// pack whose alert does not decode. A job of a pack that fails its checks
+// is returned in bad, named by its place (jobs[3]), and the pack's other
+// jobs are returned as usual.
+func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err error) {
+	rest, raw, ok := splitAlert(value)
+	one := func() ([]*Job, []BadJob, error) {
+		j, err := decodeJob(value, rest, raw, ok, cache)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []*Job{j}, nil, nil
+	}
+	if !ok || !bytes.Contains(rest, []byte(`"jobs"`)) {
+		return one()
+	}
+	var members map[string]json.RawMessage
+	if err := decodeJSON(rest, &members); err != nil {
+		return nil, nil, fmt.Errorf("decode delivery job: %w", err)
+	}
+	if _, ok := members["jobs"]; !ok {
+		return one() // a job one of whose strings is "jobs"
+	}
+	for name := range members {
+		if name != "alert" && name != "jobs" {
+			return nil, nil, fmt.Errorf("decode delivery jobs: a pack holds only alert and jobs, not %q", truncate(name))
+		}
+	}
+	var p packWire
+	if err := decodeJSON(rest, &p); err != nil {
+		return nil, nil, fmt.Errorf("decode delivery jobs: %w", err)
+	}
+	if len(p.Jobs) == 0 {
+		return nil, nil, errors.New("decode delivery jobs: jobs: a pack holds at least one job")
+	}
+	a, sum, err := cache.decode(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode delivery jobs: alert: %w", err)
+	}
+	jobs = make([]*Job, 0, len(p.Jobs))
+	for i, e := range p.Jobs {
+		j, err := decodeBare(e, raw, a, sum)
+		if err != nil {
+			v := []byte(e)
+			if t := bytes.TrimSpace(e); len(t) > 2 && t[0] == '{' {
+				v = withAlert(raw, t)
+			}
+			bad = append(bad, BadJob{Value: v, Err: fmt.Errorf("jobs[%d]: %w", i, err)})
+			continue
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, bad, nil
+}
+
+// decodeBare decodes and checks one job of a pack, whose alert is raw,
+// decoded as a with digest sum.
+func decodeBare(e, raw []byte, a *alerts.Alert, sum [32]byte) (*Job, error) {
+	var w jobWire
+	if err := decodeJSON(e, &w); err != nil {
+		return nil, fmt.Errorf("decode delivery job: %w", err)
+	}
+	if len(w.AlertJSON) > 0 && string(w.AlertJSON) != "null" {
+		return nil, errors.New("alert: a job of a pack has the pack's alert, not one of its own")
+	}
+	j := Job(w)
+	j.AlertJSON, j.Alert, j.AlertDigest = raw, a, sum
+	if err := j.check(); err != nil {
+		return &j, err
+	}
+	return &j, nil
+}

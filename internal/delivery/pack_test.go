@@ -1,0 +1,197 @@
+package delivery_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/delivery"
+)
+
+var packAlert = []byte(`{"id":"op-9",  "title":"Packed","severity":"minor","tlp":"GREEN","marking":"OFFICIAL","handling":{"code":"P"},"audience":{"sectors":["care"]}}`)
+
+// packJobs returns n jobs of packAlert: plain ones, and every few one with
+// each of the fields a plain job lacks.
+func packJobs(n int) []delivery.Job {
+	t0 := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	jobs := make([]delivery.Job, n)
+	for i := range jobs {
+		sub := fmt.Sprintf("partner-%03d", i)
+		target := "https://" + sub + ".example/hook"
+		j := delivery.Job{ID: delivery.ID("op-9", sub, target), AlertJSON: packAlert, Subscriber: sub,
+			Channel: delivery.ChannelWebhook, Target: target, Mode: delivery.ModeSigned}
+		switch i % 5 {
+		case 1:
+			j.NotBefore = t0
+		case 2:
+			j.Lineage = &delivery.Lineage{Root: "root", RootIssuedAt: t0, Earlier: []alerts.Indicator{{Type: "email", Value: "x@y.example"}}}
+		case 3:
+			j.Held = []delivery.Held{{ID: "root", Title: "Root <&>"}}
+			j.Mode = delivery.ModeCancelNotice
+		}
+		jobs[i] = j
+	}
+	return jobs
+}
+
+func bareOf(t *testing.T, jobs []delivery.Job) [][]byte {
+	t.Helper()
+	out := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		b, err := j.EncodeBare()
+		require.NoError(t, err)
+		require.NotContains(t, string(b), `"alert"`)
+		out[i] = b
+	}
+	return out
+}
+
+// TestPackJobs: the jobs of one alert go out in packs that carry the
+// alert's bytes once, as published, and come back as the jobs each record
+// of one job gives, in order, sharing one decoded alert.
+func TestPackJobs(t *testing.T) {
+	jobs := packJobs(2*delivery.MaxRecordJobs + 7)
+	records := delivery.PackJobs(packAlert, bareOf(t, jobs))
+	require.Len(t, records, 3, "at most MaxRecordJobs jobs a record")
+
+	cache := delivery.NewAlertCache(4)
+	var got []*delivery.Job
+	for _, r := range records {
+		require.Equal(t, 1, bytes.Count(r, packAlert), "the alert's bytes once a record, not re-encoded")
+		js, bad, err := delivery.DecodeJobs(r, cache)
+		require.NoError(t, err)
+		require.Empty(t, bad)
+		got = append(got, js...)
+	}
+	require.Len(t, got, len(jobs))
+	for i, j := range jobs {
+		v, err := j.Encode()
+		require.NoError(t, err)
+		want, err := delivery.DecodeJob(v, nil)
+		require.NoError(t, err)
+		require.Equal(t, want.ID, got[i].ID)
+		require.Equal(t, want.Alert, got[i].Alert)
+		want.Alert = got[i].Alert
+		require.Equal(t, want, got[i], "job %d", i)
+		require.Same(t, got[0].Alert, got[i].Alert, "one decode of the alert")
+	}
+
+	// A job alone is a record of one job, which DecodeJob reads too.
+	one := delivery.PackJobs(packAlert, bareOf(t, jobs[:1]))
+	require.Len(t, one, 1)
+	j, err := delivery.DecodeJob(one[0], nil)
+	require.NoError(t, err)
+	require.Equal(t, jobs[0].ID, j.ID)
+	require.Equal(t, "Packed", j.Alert.Title)
+
+	// Large jobs: a record holds at most MaxRecordBytes.
+	big := packJobs(40)
+	for i := range big {
+		big[i].Held = []delivery.Held{{ID: "root", Title: strings.Repeat("t", 30<<10)}}
+		big[i].Mode = delivery.ModeCancelNotice
+	}
+	records = delivery.PackJobs(packAlert, bareOf(t, big))
+	n := 0
+	for _, r := range records {
+		require.LessOrEqual(t, len(r), delivery.MaxRecordBytes)
+		js, _, err := delivery.DecodeJobs(r, nil)
+		require.NoError(t, err)
+		n += len(js)
+	}
+	require.Equal(t, len(big), n)
+	require.Greater(t, len(records), 2)
+}
+
+// TestDecodeJobsRefusesOnlyTheBadJob: a job of a pack that fails its
+// checks is set aside, named by its place and as a record of its own, and
+// the pack's other jobs are taken; a pack that is not one is refused whole.
+func TestDecodeJobsRefusesOnlyTheBadJob(t *testing.T) {
+	jobs := packJobs(4)
+	bare := bareOf(t, jobs)
+	bare[1] = []byte(`{"id":"msg_wrong","subscriber":"p","channel":"webhook","target":"t","mode":"signed","attempt":0}`)
+	bare[2] = []byte(`{"id":"x","alert":{"id":"other"},"subscriber":"p","channel":"webhook","target":"t"}`)
+	records := delivery.PackJobs(packAlert, bare)
+	require.Len(t, records, 1)
+	js, bad, err := delivery.DecodeJobs(records[0], nil)
+	require.NoError(t, err)
+	require.Len(t, js, 2)
+	require.Equal(t, []string{jobs[0].ID, jobs[3].ID}, []string{js[0].ID, js[1].ID})
+	require.Len(t, bad, 2)
+	require.ErrorContains(t, bad[0].Err, "jobs[1]")
+	require.ErrorContains(t, bad[0].Err, "does not match")
+	require.ErrorContains(t, bad[1].Err, "jobs[2]")
+	require.ErrorContains(t, bad[1].Err, "alert")
+	// The bad job's record carries the alert, so that it reads as the job it was.
+	_, err = delivery.DecodeJob(bad[0].Value, nil)
+	require.ErrorContains(t, err, "does not match")
+	require.Contains(t, string(bad[0].Value), "Packed")
+
+	for name, v := range map[string]string{
+		"no jobs":          `{"alert":` + string(packAlert) + `,"jobs":[]}`,
+		"another member":   `{"alert":` + string(packAlert) + `,"jobs":[{"id":"x"}],"id":"x"}`,
+		"alert garbage":    `{"alert":[1],"jobs":[{"id":"x"}]}`,
+		"jobs not a list":  `{"alert":` + string(packAlert) + `,"jobs":{"id":"x"}}`,
+		"jobs without one": `{"jobs":[{"id":"x"}]}`,
+	} {
+		_, _, err := delivery.DecodeJobs([]byte(v), nil)
+		require.Error(t, err, name)
+	}
+
+	// A job whose strings say "jobs" is a job.
+	j := delivery.Job{ID: delivery.ID("op-9", "jobs", "jobs"), AlertJSON: packAlert, Subscriber: "jobs",
+		Channel: delivery.ChannelEmail, Target: "jobs", Mode: delivery.ModeSigned}
+	v, err := j.Encode()
+	require.NoError(t, err)
+	js, bad, err = delivery.DecodeJobs(v, nil)
+	require.NoError(t, err)
+	require.Empty(t, bad)
+	require.Len(t, js, 1)
+	require.Equal(t, "jobs", js[0].Subscriber)
+}
+
+// FuzzDecodeJobs: whatever a record holds, DecodeJobs never panics, every
+// job it returns passes the checks DecodeJob makes, and a record of one
+// job decodes as DecodeJob decodes it.
+func FuzzDecodeJobs(f *testing.F) {
+	jobs := packJobs(6)
+	for _, r := range delivery.PackJobs(packAlert, bareOfFuzz(jobs)) {
+		f.Add(r)
+	}
+	v, _ := jobs[2].Encode()
+	f.Add(v)
+	f.Add([]byte(`{"alert":{"id":"a"},"jobs":[{},1,"x",{"id":"y"}]}`))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		js, bad, err := delivery.DecodeJobs(value, nil)
+		if err != nil {
+			require.Empty(t, js)
+			require.Empty(t, bad)
+			return
+		}
+		for _, j := range js {
+			again, err := json.Marshal(j)
+			require.NoError(t, err)
+			back, err := delivery.DecodeJob(again, nil)
+			require.NoError(t, err, "a job DecodeJobs took passes DecodeJob's checks")
+			require.Equal(t, j.ID, back.ID)
+		}
+		if len(js)+len(bad) == 1 && len(bad) == 0 {
+			if one, err := delivery.DecodeJob(value, nil); err == nil {
+				require.Equal(t, one.ID, js[0].ID)
+			}
+		}
+	})
+}
+
+func bareOfFuzz(jobs []delivery.Job) [][]byte {
+	out := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		out[i], _ = j.EncodeBare()
+	}
+	return out
+}
