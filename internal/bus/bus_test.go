@@ -372,3 +372,31 @@ func maps(m map[string]string) map[string]string {
 	}
 	return out
 }
+
+// TestWeighBoundsABatchByWeight: with Weigh, a batch holds up to
+// CommitBatch (100 here) of its messages' weight, the message that reaches
+// it last, rather than up to CommitBatch messages; every message is handed
+// on once.
+func TestWeighBoundsABatchByWeight(t *testing.T) {
+	b := kafkatest.New(t, kafkatest.Partitions(1))
+	ctx := t.Context()
+	require.NoError(t, b.Producer(bus.TopicDeliveries).Write(ctx, messages("w", 40)...))
+	var mu sync.Mutex
+	var sizes []int
+	seen := 0
+	stop := inBackground(t, "consume", func(ctx context.Context) error {
+		return b.Consume(ctx, "weighed", []string{bus.TopicDeliveries}, func(_ context.Context, msgs []kafka.Message) error {
+			mu.Lock()
+			sizes = append(sizes, len(msgs))
+			seen += len(msgs)
+			mu.Unlock()
+			return nil
+		}, bus.Weigh(func(kafka.Message) int { return 30 }))
+	})
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return seen >= 40 }, waitFor, tick)
+	require.NoError(t, stop())
+	for _, n := range sizes {
+		require.LessOrEqual(t, n, 4, "batches %v: 4 messages of weight 30 reach 100", sizes)
+	}
+	require.Equal(t, 40, seen)
+}

@@ -99,6 +99,16 @@ type ConsumeOption func(*consumeOptions)
 
 type consumeOptions struct {
 	pipeline int
+	weigh    func(kafka.Message) int
+}
+
+// Weigh counts a batch's size in what weigh gives each message (at least
+// one) rather than in messages: a batch then holds up to CommitBatch of
+// that weight, and at least one message. The deliver runner weighs a
+// record by the jobs it packs, so that a batch holds about as many jobs as
+// when each job was a record of its own.
+func Weigh(weigh func(kafka.Message) int) ConsumeOption {
+	return func(o *consumeOptions) { o.weigh = weigh }
 }
 
 // Pipeline lets Consume handle up to n batches at once (see Consume); n
@@ -181,7 +191,7 @@ func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []s
 		}
 	}()
 
-	return b.pipeline(ctx, hctx, r, handle, co.pipeline)
+	return b.pipeline(ctx, hctx, r, handle, co)
 }
 
 // inflight is a batch handed to the handler, waiting for its result.
@@ -196,7 +206,8 @@ type inflight struct {
 // batches in flight were handled and committed) or at the first failure
 // of a handler, a commit or a fetch, once every handler in flight has
 // returned; progressed reports whether a batch was committed.
-func (b *Bus) pipeline(ctx, hctx context.Context, r *kafka.Reader, handle Handler, depth int) (progressed bool, err error) {
+func (b *Bus) pipeline(ctx, hctx context.Context, r *kafka.Reader, handle Handler, co consumeOptions) (progressed bool, err error) {
+	depth := co.pipeline
 	cc := b.cfg.Consumer
 	// fctx ends fetching: with ctx, or when a batch cannot be committed.
 	fctx, stopFetching := context.WithCancel(ctx)
@@ -246,7 +257,7 @@ func (b *Bus) pipeline(ctx, hctx context.Context, r *kafka.Reader, handle Handle
 			}
 			break
 		}
-		batch := gather(fctx, r, append(make([]kafka.Message, 0, cc.CommitBatch), m), cc)
+		batch := gather(fctx, r, append(make([]kafka.Message, 0, min(cc.CommitBatch, 1024)), m), cc, co.weigh)
 		if fctx.Err() != nil && ctx.Err() == nil {
 			<-slots // an earlier batch failed: this one would not be committed
 			break
@@ -279,13 +290,27 @@ const drainWait = 100 * time.Microsecond
 
 // gather adds to batch what the reader already holds and, only while the
 // brokers report more waiting behind the last message (a backlog), what
-// arrives within Linger, up to CommitBatch messages. One alert at a time
-// is handed on at once; a burst is handed on in large batches.
+// arrives within Linger, up to CommitBatch messages (or, with weigh, up to
+// CommitBatch of their weight: the message that reaches it is the last).
+// One alert at a time is handed on at once; a burst is handed on in large
+// batches.
 //
 // While there is a backlog, one context bounded by the linger deadline
 // serves every fetch of the batch (a context and a timer per message cost
 // about as much as the rest of taking it).
-func gather(ctx context.Context, r *kafka.Reader, batch []kafka.Message, cc config.KafkaConsumer) []kafka.Message {
+func gather(ctx context.Context, r *kafka.Reader, batch []kafka.Message, cc config.KafkaConsumer, weigh func(kafka.Message) int) []kafka.Message {
+	weight := 0
+	add := func(m kafka.Message) {
+		batch = append(batch, m)
+		if weigh != nil {
+			weight += max(1, weigh(m))
+		} else {
+			weight++
+		}
+	}
+	first := batch[0]
+	batch = batch[:0]
+	add(first)
 	deadline := time.Now().Add(cc.Linger)
 	var linger context.Context // bounded by deadline; made when first needed
 	if cc.Linger > drainWait {
@@ -301,7 +326,7 @@ func gather(ctx context.Context, r *kafka.Reader, batch []kafka.Message, cc conf
 			}
 			return linger
 		}
-		for len(batch) < cc.CommitBatch {
+		for weight < cc.CommitBatch {
 			last := batch[len(batch)-1]
 			if last.HighWaterMark <= last.Offset+1 || time.Until(deadline) <= drainWait {
 				break // no backlog: wait no longer than drainWait
@@ -310,10 +335,10 @@ func gather(ctx context.Context, r *kafka.Reader, batch []kafka.Message, cc conf
 			if err != nil {
 				return batch
 			}
-			batch = append(batch, m)
+			add(m)
 		}
 	}
-	for len(batch) < cc.CommitBatch {
+	for weight < cc.CommitBatch {
 		last := batch[len(batch)-1]
 		wait := drainWait
 		if last.HighWaterMark > last.Offset+1 {
@@ -325,7 +350,7 @@ func gather(ctx context.Context, r *kafka.Reader, batch []kafka.Message, cc conf
 		if err != nil {
 			return batch
 		}
-		batch = append(batch, m)
+		add(m)
 	}
 	return batch
 }

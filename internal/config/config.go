@@ -95,7 +95,8 @@ type KafkaConsumer struct {
 	// nothing to read; shutdown waits for it.
 	MaxWait time.Duration `mapstructure:"max_wait"`
 	// CommitBatch is the most messages handed to a worker at once and
-	// committed together.
+	// committed together; for the deliveries topic, the most jobs (a
+	// record may pack many: the record that reaches it is the last).
 	CommitBatch int `mapstructure:"commit_batch"`
 	// Linger is how long a batch waits for more messages once it has one,
 	// only while more are known to be waiting.

@@ -187,7 +187,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return r.bus.Consume(gctx, r.cfg.Group, []string{bus.TopicDeliveries}, func(hctx context.Context, msgs []kafka.Message) error {
 			return r.handle(hctx, -1, msgs)
-		}, bus.Pipeline(deliveriesPipeline))
+		}, bus.Pipeline(deliveriesPipeline), bus.Weigh(weighJobs))
 	})
 	for tier := range r.cfg.RetrySchedule {
 		g.Go(func() error {
@@ -206,6 +206,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// weighJobs weighs a record by the jobs it holds, so that a batch of the
+// deliveries topic holds about kafka.consumer.commit_batch jobs however
+// the fan-out packed them: the batch waits for all of them (Hold) before
+// it commits.
+func weighJobs(m kafka.Message) int { return delivery.JobsIn(m.Value) }
 
 // now returns the configured time.
 func (r *Runner) now() time.Time { return r.cfg.Now() }

@@ -800,3 +800,62 @@ func TestAPackIsDeliveredJobByJob(t *testing.T) {
 		return err == nil && lag == 0
 	}, 5*time.Second, 20*time.Millisecond)
 }
+
+// TestABatchHoldsAboutCommitBatchJobs: a batch of the deliveries topic is
+// bounded by the jobs its records pack (kafka.consumer.commit_batch, 100
+// in tests), not by records: three packs of 80 jobs go in batches of at
+// most two records, so that a batch never waits for many times the jobs it
+// would hold if each job were a record.
+func TestABatchHoldsAboutCommitBatchJobs(t *testing.T) {
+	e := newEnv(t)
+	r := e.runner()
+	var mu sync.Mutex
+	var batches []int
+	r.beforeCommit = func(msgs []kafka.Message) error {
+		if msgs[0].Topic == e.bus.Topic(bus.TopicDeliveries) {
+			mu.Lock()
+			batches = append(batches, len(msgs))
+			mu.Unlock()
+		}
+		return nil
+	}
+	var msgs []kafka.Message
+	var last string
+	for p := range 3 {
+		a := testAlert(fmt.Sprintf("al-batch-%d", p))
+		raw, err := json.Marshal(a)
+		require.NoError(t, err)
+		var bare [][]byte
+		for i := range 80 {
+			id := fmt.Sprintf("p-%02d", i)
+			if p == 0 {
+				e.reg.Put(testSub(id, "https://"+id+".example/hook"))
+			}
+			j := testJob(a, id, delivery.ChannelWebhook, "https://"+id+".example/hook")
+			b, err := j.EncodeBare()
+			require.NoError(t, err)
+			bare = append(bare, b)
+			last = j.ID
+		}
+		records := delivery.PackJobs(raw, bare)
+		require.Len(t, records, 1)
+		msgs = append(msgs, kafka.Message{Key: []byte("p-00"), Value: records[0]})
+	}
+	require.NoError(t, e.bus.Producer(bus.TopicDeliveries).Write(context.Background(), msgs...))
+	e.start(r)
+	e.waitState(last, delivery.StateDelivered)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, b := range batches {
+			n += b
+		}
+		return n == 3
+	}, 5*time.Second, 20*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, b := range batches {
+		require.LessOrEqual(t, b, 2, "batches of records %v", batches)
+	}
+}

@@ -109,6 +109,14 @@ func withAlert(alert, bare []byte) []byte {
 	return append(b, bare[1:]...)
 }
 
+// JobsIn estimates how many jobs a record of the deliveries or retry
+// topics holds without decoding it (one per "subscriber" member name), at
+// least one: what a consumer weighs a record by to bound its batches
+// (bus.Weigh). Nothing but the size of a batch depends on it.
+func JobsIn(value []byte) int {
+	return max(1, bytes.Count(value, []byte(`"subscriber":`)))
+}
+
 // BadJob is a job of a pack that DecodeJobs refused while it took the
 // others: Value is the job as a record of its own (with its alert, when it
 // is an object), for the dead-letter topic.

@@ -67,6 +67,7 @@ func TestPackJobs(t *testing.T) {
 		js, bad, err := delivery.DecodeJobs(r, cache)
 		require.NoError(t, err)
 		require.Empty(t, bad)
+		require.Equal(t, len(js), delivery.JobsIn(r), "JobsIn counts a pack's jobs")
 		got = append(got, js...)
 	}
 	require.Len(t, got, len(jobs))
@@ -87,6 +88,7 @@ func TestPackJobs(t *testing.T) {
 	require.Len(t, one, 1)
 	j, err := delivery.DecodeJob(one[0], nil)
 	require.NoError(t, err)
+	require.Equal(t, 1, delivery.JobsIn(one[0]))
 	require.Equal(t, jobs[0].ID, j.ID)
 	require.Equal(t, "Packed", j.Alert.Title)
 
