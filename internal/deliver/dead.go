@@ -110,10 +110,21 @@ type DeadLetter struct {
 // ListDead returns the dead letters that match filter, in topic order
 // (partition by partition, oldest first). Records of the dead topic that
 // Herald did not write are listed with Reason "unauthenticated" and no
-// Job, whatever their headers claim.
+// Job, whatever their headers claim. A record holding a pack of jobs (which
+// only a deliver role from before packing, unable to read it, moved here as
+// invalid) is listed as a dead letter for each of its jobs, which Replay
+// queues again.
 func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLetter, error) {
 	var out []DeadLetter
 	alerts := delivery.NewAlertCache(alertCacheSize)
+	add := func(d DeadLetter) {
+		if d.Error == "" && d.Job != nil && len(d.Job.History) > 0 {
+			d.Error = d.Job.History[len(d.Job.History)-1].Error
+		}
+		if filter.match(&d) {
+			out = append(out, d)
+		}
+	}
 	err := b.ReadAll(ctx, bus.TopicDead, func(m kafka.Message) error {
 		d := DeadLetter{Partition: m.Partition, Offset: m.Offset, Time: m.Time}
 		switch err := b.Authenticate(m); {
@@ -125,18 +136,22 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 		default:
 			d.Authentic = true
 			d.Reason, d.Error = bus.Header(m, HeaderReason), bus.Header(m, HeaderError)
-			if job, err := delivery.DecodeJob(m.Value, alerts); err == nil {
-				d.Job = job
-			} else {
+			// A pack of jobs is dead only when a deliver role from
+			// before packing read it: a dead letter for each of its
+			// jobs, none of them attempted, each replayable.
+			jobs, bad, err := delivery.DecodeJobs(m.Value, alerts)
+			if err != nil || len(bad) > 0 {
 				d.Raw = m.Value
+				break
 			}
+			for _, job := range jobs[:len(jobs)-1] {
+				dj := d
+				dj.Job = job
+				add(dj)
+			}
+			d.Job = jobs[len(jobs)-1]
 		}
-		if d.Error == "" && d.Job != nil && len(d.Job.History) > 0 {
-			d.Error = d.Job.History[len(d.Job.History)-1].Error
-		}
-		if filter.match(&d) {
-			out = append(out, d)
-		}
+		add(d)
 		return nil
 	})
 	if err != nil {

@@ -859,3 +859,51 @@ func TestABatchHoldsAboutCommitBatchJobs(t *testing.T) {
 		require.LessOrEqual(t, b, 2, "batches of records %v", batches)
 	}
 }
+
+// TestAPackAnOlderRoleDeadLetteredIsReplayed: a deliver role from before
+// packing moves a pack it cannot read to the dead topic as invalid. Each
+// of its jobs is then a dead letter of its own, and a replay delivers them
+// all: an upgrade made in the wrong order loses nothing.
+func TestAPackAnOlderRoleDeadLetteredIsReplayed(t *testing.T) {
+	e := newEnv(t)
+	a := testAlert("al-old-role")
+	raw, err := json.Marshal(a)
+	require.NoError(t, err)
+	var bare [][]byte
+	var ids []string
+	for _, id := range []string{"acme", "bolt"} {
+		hook := "https://" + id + ".example/hook"
+		e.reg.Put(testSub(id, hook))
+		j := testJob(a, id, delivery.ChannelWebhook, hook)
+		ids = append(ids, j.ID)
+		b, err := j.EncodeBare()
+		require.NoError(t, err)
+		bare = append(bare, b)
+	}
+	pack := delivery.PackJobs(raw, bare)[0]
+	// What the older role wrote: the record as it was, reason invalid.
+	require.NoError(t, e.bus.Producer(bus.TopicDead).Write(context.Background(), kafka.Message{Key: []byte("acme"), Value: pack,
+		Headers: []kafka.Header{{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
+			{Key: HeaderError, Value: []byte("delivery job has no subscriber or target")}}}))
+
+	ctx := context.Background()
+	dead, err := ListDead(ctx, e.bus, DeadFilter{})
+	require.NoError(t, err)
+	require.Len(t, dead, 2, "a dead letter per job of the pack")
+	for i, d := range dead {
+		require.NotNil(t, d.Job)
+		assert.Equal(t, ids[i], d.Job.ID)
+		assert.True(t, d.Authentic)
+	}
+	dead, err = ListDead(ctx, e.bus, DeadFilter{Subscriber: "bolt"})
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+
+	e.start(e.runner())
+	n, err := Replay(ctx, e.bus, DeadFilter{}, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	for _, id := range ids {
+		e.waitState(id, delivery.StateDelivered)
+	}
+}
