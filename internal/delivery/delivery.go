@@ -318,69 +318,87 @@ func (j *Job) check() error {
 // or one spelled in other case — and checks nothing else: encoding/json checks rest, and the alert
 // bytes when it decodes them.
 func splitAlert(v []byte) (rest, alert []byte, ok bool) {
+	rest, alert, _, ok = splitRecord(v)
+	return rest, alert, ok
+}
+
+// Members of a record besides its alert, as splitRecord reports them.
+const (
+	memberJobs  = 1 << iota // a member named exactly "jobs"
+	memberOther             // any other member
+)
+
+// splitRecord is splitAlert that also reports, in members, the other
+// members of v (memberJobs, memberOther) when it takes v apart.
+func splitRecord(v []byte) (rest, alert []byte, members int, ok bool) {
 	i := skipSpace(v, 0)
 	if i >= len(v) || v[i] != '{' {
-		return nil, nil, false
+		return nil, nil, 0, false
 	}
 	i++
 	start, end := -1, -1
 	for {
 		i = skipSpace(v, i)
 		if i < len(v) && v[i] == '}' && start < 0 && end < 0 {
-			return nil, nil, false // empty object: no alert
+			return nil, nil, 0, false // empty object: no alert
 		}
 		if i >= len(v) || v[i] != '"' {
-			return nil, nil, false
+			return nil, nil, 0, false
 		}
 		j := i + 1
 		for j < len(v) && v[j] != '"' {
 			if v[j] == '\\' {
-				return nil, nil, false
+				return nil, nil, 0, false
 			}
 			j++
 		}
 		if j >= len(v) {
-			return nil, nil, false
+			return nil, nil, 0, false
 		}
 		name := v[i+1 : j]
 		i = skipSpace(v, j+1)
 		if i >= len(v) || v[i] != ':' {
-			return nil, nil, false
+			return nil, nil, 0, false
 		}
 		i = skipSpace(v, i+1)
 		vend, ok := skipValue(v, i)
 		if !ok {
-			return nil, nil, false
+			return nil, nil, 0, false
 		}
-		if bytes.EqualFold(name, []byte("alert")) {
+		switch {
+		case bytes.EqualFold(name, []byte("alert")):
 			// encoding/json matches names without regard to case, and
 			// the last of several wins: leave those cases to it.
 			if start >= 0 || string(name) != "alert" {
-				return nil, nil, false
+				return nil, nil, 0, false
 			}
 			start, end = i, vend
+		case string(name) == "jobs":
+			members |= memberJobs
+		default:
+			members |= memberOther
 		}
 		i = skipSpace(v, vend)
 		if i >= len(v) {
-			return nil, nil, false
+			return nil, nil, 0, false
 		}
 		if v[i] == ',' {
 			i++
 			continue
 		}
 		if v[i] != '}' {
-			return nil, nil, false
+			return nil, nil, 0, false
 		}
 		break
 	}
 	if start < 0 {
-		return nil, nil, false
+		return nil, nil, 0, false
 	}
 	rest = make([]byte, 0, len(v)-(end-start)+4)
 	rest = append(rest, v[:start]...)
 	rest = append(rest, "null"...)
 	rest = append(rest, v[end:]...)
-	return rest, v[start:end], true
+	return rest, v[start:end], members, true
 }
 
 // skipSpace returns the index of the first byte at or after i that is not

@@ -125,10 +125,14 @@ type BadJob struct {
 	Err   error
 }
 
-// packWire is a pack with its alert replaced by null.
+// packWire is a pack with its alert replaced by null, its jobs decoded
+// at once, or (rawPackWire) one by one.
 type packWire struct {
-	Alert json.RawMessage   `json:"alert"`
-	Jobs  []json.RawMessage `json:"jobs"`
+	Jobs []jobWire `json:"jobs"`
+}
+
+type rawPackWire struct {
+	Jobs []json.RawMessage `json:"jobs"`
 }
 
 // DecodeJobs decodes and checks a record of the deliveries or retry
@@ -138,42 +142,49 @@ type packWire struct {
 // is returned in bad, named by its place (jobs[3]), and the pack's other
 // jobs are returned as usual.
 func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err error) {
-	rest, raw, ok := splitAlert(value)
-	one := func() ([]*Job, []BadJob, error) {
+	rest, raw, members, ok := splitRecord(value)
+	if !ok || members&memberJobs == 0 {
 		j, err := decodeJob(value, rest, raw, ok, cache)
 		if err != nil {
 			return nil, nil, err
 		}
 		return []*Job{j}, nil, nil
 	}
-	if !ok || !bytes.Contains(rest, []byte(`"jobs"`)) {
-		return one()
-	}
-	var members map[string]json.RawMessage
-	if err := decodeJSON(rest, &members); err != nil {
-		return nil, nil, fmt.Errorf("decode delivery job: %w", err)
-	}
-	if _, ok := members["jobs"]; !ok {
-		return one() // a job one of whose strings is "jobs"
-	}
-	for name := range members {
-		if name != "alert" && name != "jobs" {
-			return nil, nil, fmt.Errorf("decode delivery jobs: a pack holds only alert and jobs, not %q", truncate(name))
-		}
-	}
-	var p packWire
-	if err := decodeJSON(rest, &p); err != nil {
-		return nil, nil, fmt.Errorf("decode delivery jobs: %w", err)
-	}
-	if len(p.Jobs) == 0 {
-		return nil, nil, errors.New("decode delivery jobs: jobs: a pack holds at least one job")
+	if members&memberOther != 0 {
+		return nil, nil, errors.New("decode delivery jobs: a pack holds only alert and jobs")
 	}
 	a, sum, err := cache.decode(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("decode delivery jobs: alert: %w", err)
 	}
-	jobs = make([]*Job, 0, len(p.Jobs))
-	for i, e := range p.Jobs {
+	// Every job at once; should any of them not decode or fail its
+	// checks, one by one, to set it aside with its bytes.
+	var p packWire
+	if decodeJSON(rest, &p) == nil {
+		if len(p.Jobs) == 0 {
+			return nil, nil, errors.New("decode delivery jobs: jobs: a pack holds at least one job")
+		}
+		jobs = make([]*Job, len(p.Jobs))
+		for i := range p.Jobs {
+			j := (*Job)(&p.Jobs[i])
+			if (len(j.AlertJSON) > 0 && string(j.AlertJSON) != "null") || !j.with(raw, a, sum) {
+				jobs = nil
+				break
+			}
+			jobs[i] = j
+		}
+		if jobs != nil {
+			return jobs, nil, nil
+		}
+	}
+	var rp rawPackWire
+	if err := decodeJSON(rest, &rp); err != nil {
+		return nil, nil, fmt.Errorf("decode delivery jobs: %w", err)
+	}
+	if len(rp.Jobs) == 0 {
+		return nil, nil, errors.New("decode delivery jobs: jobs: a pack holds at least one job")
+	}
+	for i, e := range rp.Jobs {
 		j, err := decodeBare(e, raw, a, sum)
 		if err != nil {
 			v := []byte(e)
@@ -186,6 +197,13 @@ func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err
 		jobs = append(jobs, j)
 	}
 	return jobs, bad, nil
+}
+
+// with gives j, a job of a pack, the pack's alert (raw, decoded as a with
+// digest sum) and reports whether it then passes its checks.
+func (j *Job) with(raw []byte, a *alerts.Alert, sum [32]byte) bool {
+	j.AlertJSON, j.Alert, j.AlertDigest = raw, a, sum
+	return j.check() == nil
 }
 
 // decodeBare decodes and checks one job of a pack, whose alert is raw,

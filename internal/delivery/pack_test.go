@@ -197,3 +197,49 @@ func bareOfFuzz(jobs []delivery.Job) [][]byte {
 	}
 	return out
 }
+
+// BenchmarkDecodeJobs decodes the jobs of 100 partners of one alert, as
+// records of one job each (DecodeJob, as before packing) and as one pack
+// (DecodeJobs); b.N counts jobs. The alert is the bench's ~1 KB one.
+func BenchmarkDecodeJobs(b *testing.B) {
+	alert := []byte(`{"id":"bench-1","type":"alert","status":"actual","title":"Forced labour at hand car washes: cash-only payroll, workers housed on site","summary":"` +
+		strings.Repeat("Indicators seen across the region. ", 20) + `","severity":"severe","tlp":"GREEN","marking":"OFFICIAL","handling":{"code":"P"},"audience":{"sectors":["car-washes"]}}`)
+	jobs := make([]delivery.Job, 100)
+	for i := range jobs {
+		sub := fmt.Sprintf("partner-%03d", i)
+		target := "https://" + sub + ".example/hook"
+		jobs[i] = delivery.Job{ID: delivery.ID("bench-1", sub, target), AlertJSON: alert, Subscriber: sub,
+			Channel: delivery.ChannelWebhook, Target: target, Mode: delivery.ModeSigned}
+	}
+	singles := make([][]byte, len(jobs))
+	bare := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		singles[i], _ = j.Encode()
+		bare[i], _ = j.EncodeBare()
+	}
+	pack := delivery.PackJobs(alert, bare)
+	if len(pack) != 1 {
+		b.Fatalf("%d records", len(pack))
+	}
+	b.Run("records-of-one", func(b *testing.B) {
+		cache := delivery.NewAlertCache(4)
+		b.SetBytes(int64(len(singles[0])))
+		for i := 0; b.Loop(); i++ {
+			if _, err := delivery.DecodeJob(singles[i%len(singles)], cache); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("pack", func(b *testing.B) {
+		cache := delivery.NewAlertCache(4)
+		b.SetBytes(int64(len(pack[0]) / len(jobs)))
+		for i := 0; b.Loop(); i++ {
+			if i%len(jobs) != 0 {
+				continue // b.N counts jobs: one pack per 100
+			}
+			if js, _, err := delivery.DecodeJobs(pack[0], cache); err != nil || len(js) != len(jobs) {
+				b.Fatal(err)
+			}
+		}
+	})
+}
