@@ -100,6 +100,16 @@ type ConsumeOption func(*consumeOptions)
 type consumeOptions struct {
 	pipeline int
 	weigh    func(kafka.Message) int
+	queue    int
+}
+
+// Queue bounds the messages the reader fetches ahead of the batches to n
+// (at least 1) instead of max(100, CommitBatch): for a topic whose
+// records are large and many times fewer than what they carry (the
+// deliveries topic's packs), so that a backlog is not read into memory
+// hundreds of records ahead.
+func Queue(n int) ConsumeOption {
+	return func(o *consumeOptions) { o.queue = max(1, n) }
 }
 
 // Weigh counts a batch's size in what weigh gives each message (at least
@@ -163,12 +173,16 @@ func (b *Bus) consumeSession(ctx, hctx context.Context, group string, topics []s
 	}
 
 	cc := b.cfg.Consumer
+	queue := max(100, cc.CommitBatch)
+	if co.queue > 0 {
+		queue = co.queue
+	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           b.brokers,
 		GroupID:           group,
 		GroupTopics:       topics,
 		Dialer:            b.dialer(),
-		QueueCapacity:     max(100, cc.CommitBatch),
+		QueueCapacity:     queue,
 		MinBytes:          1,
 		MaxBytes:          10 << 20,
 		MaxWait:           cc.MaxWait,

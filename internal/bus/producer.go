@@ -133,13 +133,14 @@ func (p *Producer) Write(ctx context.Context, msgs ...kafka.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := p.write(ctx, msgs); err != nil {
+	if err := p.write(ctx, msgs, nil); err != nil {
 		return fmt.Errorf("write %d messages to %s: %w", len(msgs), p.topic, cause(ctx, err))
 	}
 	return nil
 }
 
-func (p *Producer) write(ctx context.Context, msgs []kafka.Message) error {
+// write places msgs by partitions (nil: as last read) and writes them.
+func (p *Producer) write(ctx context.Context, msgs []kafka.Message, partitions []int) error {
 	if p.closed.Load() {
 		return errProducerClosed
 	}
@@ -151,9 +152,11 @@ func (p *Producer) write(ctx context.Context, msgs []kafka.Message) error {
 			return fmt.Errorf("message %d is %d bytes, more than the %d a request may carry", i, n, maxRequestBytes)
 		}
 	}
-	partitions, err := p.readPartitions(ctx)
-	if err != nil {
-		return err
+	if partitions == nil {
+		var err error
+		if partitions, err = p.readPartitions(ctx); err != nil {
+			return err
+		}
 	}
 	// Sign and place every message; keep each partition's in order.
 	byPartition := make([][]kafka.Message, len(partitions))
@@ -186,20 +189,42 @@ func (p *Producer) write(ctx context.Context, msgs []kafka.Message) error {
 	return errors.Join(errs...)
 }
 
-// Placement returns the function Write places messages with now: the
-// partition of the topic a key goes to, by the topic's partition count as
-// last read (at most partitionsTTL ago). Writers that pack the messages of
+// Placement is where a producer's keys go by one reading of its topic's
+// partition count (Producer.Placement). Writers that pack the messages of
 // several keys into one record (the fan-out's jobs) group keys by it and
-// key each record by one of its keys, so that every key's messages keep
-// the partition, and the order, that a record of their own would have.
-func (p *Producer) Placement(ctx context.Context) (func(key []byte) int, error) {
+// write the records with WriteTo under the same placement, so that every
+// key's messages go where a record of their own would have gone, even if
+// partitions are added in between.
+type Placement struct {
+	partitions []int
+	balancer   kafka.Murmur2Balancer
+}
+
+// Partition returns the partition key goes to.
+func (pl *Placement) Partition(key []byte) int {
+	return pl.balancer.Balance(kafka.Message{Key: key}, pl.partitions...)
+}
+
+// Placement returns where Write places keys now: by the topic's partition
+// count as last read (at most partitionsTTL ago).
+func (p *Producer) Placement(ctx context.Context) (*Placement, error) {
 	partitions, err := p.readPartitions(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("place messages on %s: %w", p.topic, cause(ctx, err))
 	}
-	return func(key []byte) int {
-		return p.balancer.Balance(kafka.Message{Key: key}, partitions...)
-	}, nil
+	return &Placement{partitions: partitions, balancer: p.balancer}, nil
+}
+
+// WriteTo is Write with every message placed by pl, whatever the topic's
+// partition count is now (partitions are only ever added, so pl's remain).
+func (p *Producer) WriteTo(ctx context.Context, pl *Placement, msgs ...kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := p.write(ctx, msgs, pl.partitions); err != nil {
+		return fmt.Errorf("write %d messages to %s: %w", len(msgs), p.topic, cause(ctx, err))
+	}
+	return nil
 }
 
 // readPartitions returns the topic's partitions, from the transport's

@@ -71,7 +71,7 @@ func TestPlacementIsWhereWriteWrites(t *testing.T) {
 	used := map[int]bool{}
 	for i := range 60 {
 		k := fmt.Appendf(nil, "partner-%d", i)
-		used[place(k)] = true
+		used[place.Partition(k)] = true
 		msgs = append(msgs, kafka.Message{Key: k, Value: k})
 	}
 	require.Len(t, used, 5, "keys spread over every partition")
@@ -79,7 +79,7 @@ func TestPlacementIsWhereWriteWrites(t *testing.T) {
 	n := 0
 	require.NoError(t, b.ReadAll(t.Context(), bus.TopicDeliveries, func(m kafka.Message) error {
 		n++
-		require.Equal(t, place(m.Key), m.Partition, "key %s", m.Key)
+		require.Equal(t, place.Partition(m.Key), m.Partition, "key %s", m.Key)
 		return nil
 	}))
 	require.Equal(t, 60, n)

@@ -43,6 +43,12 @@ const ReasonUnauthenticated = "unauthenticated"
 // another reason header is still known for what it is.
 const unattributedKeyPrefix = "~unattributed/"
 
+// refusedKeyPrefix starts the key of a dead letter that holds a job of a
+// pack the runner refused (it failed its checks) while it took the pack's
+// other jobs: listed with the reason in its header, never replayed. Like
+// unattributedKeyPrefix, the key is covered by the authenticator.
+const refusedKeyPrefix = "~refused/"
+
 // TopicReader reads a whole topic and authenticates its records;
 // *bus.Bus satisfies it.
 type TopicReader interface {
@@ -133,6 +139,9 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 		case bytes.HasPrefix(m.Key, []byte(unattributedKeyPrefix)):
 			d.Authentic = true
 			d.Reason, d.Error, d.Raw = delivery.ReasonUnattributed, bus.Header(m, HeaderError), m.Value
+		case bytes.HasPrefix(m.Key, []byte(refusedKeyPrefix)):
+			d.Authentic = true
+			d.Reason, d.Error, d.Raw = bus.Header(m, HeaderReason), bus.Header(m, HeaderError), m.Value
 		default:
 			d.Authentic = true
 			d.Reason, d.Error = bus.Header(m, HeaderReason), bus.Header(m, HeaderError)
@@ -140,16 +149,21 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 			// before packing read it: a dead letter for each of its
 			// jobs, none of them attempted, each replayable.
 			jobs, bad, err := delivery.DecodeJobs(m.Value, alerts)
-			if err != nil || len(bad) > 0 {
+			if err != nil {
 				d.Raw = m.Value
 				break
 			}
-			for _, job := range jobs[:len(jobs)-1] {
+			for _, job := range jobs {
 				dj := d
 				dj.Job = job
 				add(dj)
 			}
-			d.Job = jobs[len(jobs)-1]
+			for _, x := range bad {
+				dj := d
+				dj.Error, dj.Raw = x.Err.Error(), x.Value
+				add(dj)
+			}
+			return nil
 		}
 		add(d)
 		return nil

@@ -226,11 +226,11 @@ func (r *Runner) decode(o *out, msgs []kafka.Message) (jobs []*delivery.Job, lea
 		}
 		js, bad, err := delivery.DecodeJobs(m.Value, r.alerts)
 		if err != nil {
-			r.deadInvalid(o, m, m.Value, err)
+			r.deadInvalid(o, m, err)
 			continue
 		}
 		for _, x := range bad {
-			r.deadInvalid(o, m, x.Value, x.Err)
+			r.deadRefusedJob(o, m, x)
 		}
 		lease := bus.Header(m, headerLease) != ""
 		for _, j := range js {

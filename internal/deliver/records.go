@@ -279,12 +279,27 @@ func (r *Runner) dead(o *out, job *delivery.Job, state, reason, errText string, 
 	r.receipt(o, job, delivery.Receipt{State: state, Reason: reason, Error: errText, Attempt: attempt})
 }
 
-// deadInvalid moves an undecodable record read as m to the dead topic: its
-// value as it is, or, for a job of a pack that fails its checks, that job
-// as a record of its own (delivery.BadJob).
-func (r *Runner) deadInvalid(o *out, m kafka.Message, value []byte, err error) {
+// deadInvalid moves an undecodable record read as m to the dead topic as
+// it is.
+func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
+	r.deadRefused(o, m, m.Key, m.Value, err)
+}
+
+// deadRefusedJob moves a job of the pack m that fails its checks to the
+// dead topic: its bytes as they are, under its partner's id prefixed with
+// refusedKeyPrefix, so that it is listed but never replayed (the pack's
+// other jobs were taken).
+func (r *Runner) deadRefusedJob(o *out, m kafka.Message, x delivery.BadJob) {
+	key := x.Subscriber
+	if key == "" {
+		key = string(m.Key)
+	}
+	r.deadRefused(o, m, []byte(refusedKeyPrefix+key), x.Value, x.Err)
+}
+
+func (r *Runner) deadRefused(o *out, m kafka.Message, key, value []byte, err error) {
 	src := source(m)
-	o.add(bus.TopicDead, kafka.Message{Key: m.Key, Value: value, Headers: []kafka.Header{
+	o.add(bus.TopicDead, kafka.Message{Key: key, Value: value, Headers: []kafka.Header{
 		{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
 		{Key: HeaderError, Value: []byte(err.Error())},
 		{Key: headerSource, Value: []byte(src)},

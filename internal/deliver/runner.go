@@ -55,6 +55,13 @@ const (
 // that are not yet due.
 const deliveriesPipeline = 2
 
+// deliveriesQueue is how many records of the deliveries topic the reader
+// fetches ahead of the batches: a pack of one partition's jobs of an alert
+// is up to 512 KiB (tens of KB for a webhook alert), where a record of one
+// job was a few KB, so the default of 500 records could hold hundreds of
+// MB of a backlog. 64 packs keep the two batches in flight fed.
+const deliveriesQueue = 64
+
 // alertCacheSize is how many decoded alerts a runner keeps: the jobs of an
 // alert arrive close together.
 const alertCacheSize = 256
@@ -187,7 +194,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return r.bus.Consume(gctx, r.cfg.Group, []string{bus.TopicDeliveries}, func(hctx context.Context, msgs []kafka.Message) error {
 			return r.handle(hctx, -1, msgs)
-		}, bus.Pipeline(deliveriesPipeline), bus.Weigh(weighJobs))
+		}, bus.Pipeline(deliveriesPipeline), bus.Weigh(weighJobs), bus.Queue(deliveriesQueue))
 	})
 	for tier := range r.cfg.RetrySchedule {
 		g.Go(func() error {

@@ -880,6 +880,12 @@ func TestAPackAnOlderRoleDeadLetteredIsReplayed(t *testing.T) {
 		require.NoError(t, err)
 		bare = append(bare, b)
 	}
+	// And one job that fails its checks (not its delivery id).
+	forged := testJob(a, "corp", delivery.ChannelWebhook, "https://corp.example/hook")
+	forged.ID = "msg_forged"
+	fb, err := forged.EncodeBare()
+	require.NoError(t, err)
+	bare = append(bare, fb)
 	pack := delivery.PackJobs(raw, bare)[0]
 	// What the older role wrote: the record as it was, reason invalid.
 	require.NoError(t, e.bus.Producer(bus.TopicDead).Write(context.Background(), kafka.Message{Key: []byte("acme"), Value: pack,
@@ -889,12 +895,15 @@ func TestAPackAnOlderRoleDeadLetteredIsReplayed(t *testing.T) {
 	ctx := context.Background()
 	dead, err := ListDead(ctx, e.bus, DeadFilter{})
 	require.NoError(t, err)
-	require.Len(t, dead, 2, "a dead letter per job of the pack")
-	for i, d := range dead {
+	require.Len(t, dead, 3, "a dead letter per job of the pack")
+	for i, d := range dead[:2] {
 		require.NotNil(t, d.Job)
 		assert.Equal(t, ids[i], d.Job.ID)
 		assert.True(t, d.Authentic)
 	}
+	assert.Nil(t, dead[2].Job, "the job that fails its checks is listed as it is, never replayed")
+	assert.Contains(t, dead[2].Error, "jobs[2]")
+	assert.Contains(t, string(dead[2].Raw), "msg_forged")
 	dead, err = ListDead(ctx, e.bus, DeadFilter{Subscriber: "bolt"})
 	require.NoError(t, err)
 	require.Len(t, dead, 1)

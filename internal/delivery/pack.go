@@ -118,11 +118,13 @@ func JobsIn(value []byte) int {
 }
 
 // BadJob is a job of a pack that DecodeJobs refused while it took the
-// others: Value is the job as a record of its own (with its alert, when it
-// is an object), for the dead-letter topic.
+// others: Value is its bytes in the pack, as they are (without the pack's
+// alert, so that they never read as the job the pack meant), Subscriber
+// the partner it names, if it names one, and Err why it was refused.
 type BadJob struct {
-	Value []byte
-	Err   error
+	Value      []byte
+	Subscriber string
+	Err        error
 }
 
 // packWire is a pack with its alert replaced by null, its jobs decoded
@@ -187,11 +189,11 @@ func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err
 	for i, e := range rp.Jobs {
 		j, err := decodeBare(e, raw, a, sum)
 		if err != nil {
-			v := []byte(e)
-			if t := bytes.TrimSpace(e); len(t) > 2 && t[0] == '{' {
-				v = withAlert(raw, t)
+			x := BadJob{Value: []byte(e), Err: fmt.Errorf("jobs[%d]: %w", i, err)}
+			if j != nil {
+				x.Subscriber = j.Subscriber
 			}
-			bad = append(bad, BadJob{Value: v, Err: fmt.Errorf("jobs[%d]: %w", i, err)})
+			bad = append(bad, x)
 			continue
 		}
 		jobs = append(jobs, j)
@@ -213,10 +215,11 @@ func decodeBare(e, raw []byte, a *alerts.Alert, sum [32]byte) (*Job, error) {
 	if err := decodeJSON(e, &w); err != nil {
 		return nil, fmt.Errorf("decode delivery job: %w", err)
 	}
-	if len(w.AlertJSON) > 0 && string(w.AlertJSON) != "null" {
-		return nil, errors.New("alert: a job of a pack has the pack's alert, not one of its own")
-	}
 	j := Job(w)
+	if len(w.AlertJSON) > 0 && string(w.AlertJSON) != "null" {
+		j.AlertJSON = nil
+		return &j, errors.New("alert: a job of a pack has the pack's alert, not one of its own")
+	}
 	j.AlertJSON, j.Alert, j.AlertDigest = raw, a, sum
 	if err := j.check(); err != nil {
 		return &j, err

@@ -129,10 +129,14 @@ func TestDecodeJobsRefusesOnlyTheBadJob(t *testing.T) {
 	require.ErrorContains(t, bad[0].Err, "does not match")
 	require.ErrorContains(t, bad[1].Err, "jobs[2]")
 	require.ErrorContains(t, bad[1].Err, "alert")
-	// The bad job's record carries the alert, so that it reads as the job it was.
+	// The bad jobs' bytes as they are in the pack, never with the pack's
+	// alert (they must not read as the job the pack meant), and the
+	// partner each names.
+	require.Equal(t, string(bare[1]), string(bad[0].Value))
+	require.Equal(t, string(bare[2]), string(bad[1].Value))
+	require.Equal(t, "p", bad[0].Subscriber)
 	_, err = delivery.DecodeJob(bad[0].Value, nil)
-	require.ErrorContains(t, err, "does not match")
-	require.Contains(t, string(bad[0].Value), "Packed")
+	require.ErrorContains(t, err, "no alert")
 
 	for name, v := range map[string]string{
 		"no jobs":          `{"alert":` + string(packAlert) + `,"jobs":[]}`,

@@ -35,12 +35,13 @@ type Producer interface {
 	Write(ctx context.Context, msgs ...kafka.Message) error
 }
 
-// JobProducer writes delivery jobs: a Producer that also tells which
-// partition each key goes to (*bus.Producer), so that the fan-out packs the
-// jobs of an alert that go to one partition into one record.
+// JobProducer writes delivery jobs (*bus.Producer): it tells which
+// partition each key goes to, so that the fan-out packs the jobs of an
+// alert that go to one partition into one record, and writes the records
+// where it said.
 type JobProducer interface {
-	Producer
-	Placement(ctx context.Context) (func(key []byte) int, error)
+	Placement(ctx context.Context) (*bus.Placement, error)
+	WriteTo(ctx context.Context, pl *bus.Placement, msgs ...kafka.Message) error
 }
 
 // History finds what the ledger knows of alerts: earlier alerts for
@@ -387,7 +388,10 @@ type Plan struct {
 	// references nothing); every webhook job carries it, with the
 	// withdrawn indicators its partner may see (delivery.Lineage.For).
 	Lineage *delivery.Lineage
-	Jobs    []kafka.Message
+	// Jobs are the records of the jobs, packed in order
+	// (delivery.PackJobs) but not by partition, as Handle packs them: to
+	// read, not to write.
+	Jobs []kafka.Message
 	// Receipts are the records of the decisions' receipts (each slice's
 	// packed into arrays by delivery.PackReceipts), then the alert
 	// receipt, alone in its record: the record that the alert was fanned
@@ -398,7 +402,8 @@ type Plan struct {
 
 // Plan decides, for every partner the alert could reach (Decide), what
 // each target gets, and builds all the jobs and receipts to write, as
-// Handle writes them (Handle builds and writes them a slice at a time). raw
+// Handle writes them (Handle builds and writes them a slice at a time, and
+// packs the jobs by partition). raw
 // is the alert exactly as published: every job carries those bytes (nil
 // encodes a). Webhook jobs carry the alert's lineage, traced from the
 // published alerts it references (PublishedHistory) and narrowed to what
@@ -597,9 +602,9 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 // (delivery.PackJobs), each record keyed by the partner of the first job
 // of its partition, so that it goes to the partition of every job it
 // holds, and each partner's jobs keep the order of the records of one job
-// they replace. A nil place packs them all together, in order (a Plan's
-// records).
-func (d *decided) pack(bare []kafka.Message, place func([]byte) int) []kafka.Message {
+// they replace. A nil placement packs them all together, in order (a
+// Plan's records).
+func (d *decided) pack(bare []kafka.Message, pl *bus.Placement) []kafka.Message {
 	if len(bare) == 0 {
 		return nil
 	}
@@ -611,8 +616,8 @@ func (d *decided) pack(bare []kafka.Message, place func([]byte) int) []kafka.Mes
 	groups := map[int]*group{}
 	for _, m := range bare {
 		p := 0
-		if place != nil {
-			p = place(m.Key)
+		if pl != nil {
+			p = pl.Partition(m.Key)
 		}
 		g, ok := groups[p]
 		if !ok {
@@ -653,7 +658,9 @@ func (w *Worker) write(ctx context.Context, d *decided) (int, error) {
 	g.SetLimit(slicesInFlight)
 	// The jobs of a slice that go to one partition are packed into one
 	// record (up to delivery.MaxRecordJobs).
-	place, err := w.Deliveries.Placement(ctx)
+	// One placement for the whole alert, and the records written by it:
+	// a partition added meanwhile moves none of them.
+	pl, err := w.Deliveries.Placement(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("write delivery jobs of alert %s: %w", d.a.ID, err)
 	}
@@ -664,12 +671,12 @@ func (w *Worker) write(ctx context.Context, d *decided) (int, error) {
 			break
 		}
 		jobs += len(js)
-		js = d.pack(js, place)
+		js = d.pack(js, pl)
 		g.Go(func() error {
 			var jerr, rerr error
 			var wg sync.WaitGroup
 			if len(js) > 0 {
-				wg.Go(func() { jerr = w.Deliveries.Write(gctx, js...) })
+				wg.Go(func() { jerr = w.Deliveries.WriteTo(gctx, pl, js...) })
 			}
 			if len(rs) > 0 {
 				rerr = w.Receipts.Write(gctx, rs...)

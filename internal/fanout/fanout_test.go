@@ -125,7 +125,7 @@ func (e *env) jobs(t *testing.T) []delivery.Job {
 		require.NoError(t, err)
 		require.Empty(t, bad)
 		for _, j := range js {
-			require.Equal(t, m.Partition, place([]byte(j.Subscriber)), "a job is on its partner's partition")
+			require.Equal(t, m.Partition, place.Partition([]byte(j.Subscriber)), "a job is on its partner's partition")
 			if len(js) == 1 {
 				require.Equal(t, j.Subscriber, string(m.Key), "a job alone is keyed by its subscriber id")
 			}
@@ -501,7 +501,7 @@ func TestFanOutPacksJobs(t *testing.T) {
 		require.Empty(t, bad)
 		require.LessOrEqual(t, len(js), delivery.MaxRecordJobs)
 		for _, j := range js {
-			require.Equal(t, m.Partition, place([]byte(j.Subscriber)), "job %s on its partner's partition", j.ID)
+			require.Equal(t, m.Partition, place.Partition([]byte(j.Subscriber)), "job %s on its partner's partition", j.ID)
 			require.False(t, ids[j.ID], "job %s twice", j.ID)
 			ids[j.ID] = true
 		}

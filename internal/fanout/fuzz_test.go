@@ -202,7 +202,17 @@ func (r recorder) Write(ctx context.Context, msgs ...kafka.Message) error {
 	return nil
 }
 
-func (r recorder) Placement(ctx context.Context) (func([]byte) int, error) { return r.p.Placement(ctx) }
+func (r recorder) Placement(ctx context.Context) (*bus.Placement, error) { return r.p.Placement(ctx) }
+
+func (r recorder) WriteTo(ctx context.Context, pl *bus.Placement, msgs ...kafka.Message) error {
+	if err := r.p.WriteTo(ctx, pl, msgs...); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	*r.log = append(*r.log, fuzzEvent{topic: r.topic, msgs: append([]kafka.Message(nil), msgs...)})
+	r.mu.Unlock()
+	return nil
+}
 
 // expectation is what the model knows of one message before the worker
 // sees it.
