@@ -95,6 +95,9 @@ func TestGroupCommandsNeedASubcommand(t *testing.T) {
 		// cobra's own group, added as the command runs.
 		{[]string{"completion"}, "herald completion needs a command: bash, fish, powershell, zsh"},
 		{[]string{"completion", "tcsh"}, `unknown command "tcsh" for "herald completion"`},
+		// Help about what does not exist.
+		{[]string{"help", "frob"}, `unknown help topic "frob"`},
+		{[]string{"help", "keys", "frob"}, `unknown help topic "keys frob"`},
 	} {
 		code, out, errOut := run(t, "", tc.args...)
 		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)
@@ -105,6 +108,13 @@ func TestGroupCommandsNeedASubcommand(t *testing.T) {
 	code, out, _ := run(t, "", "keys", "--help")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "Available Commands:")
+	for _, args := range [][]string{{"help", "keys"}, {"help", "subscribers", "list"}, {"help"}} {
+		code, out, errOut := run(t, "", args...)
+		require.Equal(t, 0, code, "%v: %s", args, errOut)
+		require.Contains(t, out, "Usage:", "%v", args)
+	}
+	_, out, _ = run(t, "", "help", "subscribers", "list")
+	require.Contains(t, out, "herald subscribers list")
 }
 
 func TestTokenGenerate(t *testing.T) {

@@ -147,8 +147,29 @@ func newRoot(e *env) *cobra.Command {
 	// cobra adds its completion group only as the command runs: add it
 	// now, so that it is a group like the others.
 	root.InitDefaultCompletionCmd()
+	root.SetHelpCommand(newHelpCmd())
 	requireSubcommands(root)
 	return root
+}
+
+// newHelpCmd is cobra's help command, except that an unknown topic is a
+// usage error (exit status 2) where cobra's prints the usage and succeeds.
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "Help provides help for any command in the application.\nSimply type herald help [path to command] for full details.",
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || cmd == nil || len(rest) > 0 {
+				fmt.Fprint(c.ErrOrStderr(), c.Root().UsageString())
+				return invalid(fmt.Errorf("unknown help topic %q", strings.Join(args, " ")))
+			}
+			cmd.InitDefaultHelpFlag()
+			cmd.InitDefaultVersionFlag()
+			return cmd.Help()
+		},
+	}
 }
 
 // requireSubcommands makes every command that only groups others (herald,
