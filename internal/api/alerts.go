@@ -15,6 +15,7 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -86,7 +87,11 @@ type AlertStatus struct {
 // Deliveries is the answer to GET /v1/alerts/{id}/deliveries: who got the
 // alert, who did not, and why.
 type Deliveries struct {
-	ID         string         `json:"id"`
+	ID string `json:"id"`
+	// State is the alert's: published once it has receipts; pending,
+	// rejected or expired (or published, moments before its fan-out)
+	// with no deliveries yet.
+	State      string         `json:"state,omitempty"`
 	Done       bool           `json:"done"`
 	Counts     map[string]int `json:"counts"`
 	Deliveries []ledger.Entry `json:"deliveries"`
@@ -248,16 +253,6 @@ func (h *handler) reject(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, publishResponse(res))
 }
 
-// lookup returns the ledger's view of the alert named in the path, or
-// answers 404 or 503 and returns nil.
-func (h *handler) lookup(w http.ResponseWriter, r *http.Request) *ledger.Alert {
-	id, a, ok := h.find(w, r)
-	if ok && a == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
-	}
-	return a
-}
-
 // find returns the id in the path and the ledger's view of it: nil when
 // it has no receipts. It answers 404 for an id that cannot name an alert,
 // or 503, and returns false.
@@ -298,30 +293,12 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 // listedStatus answers GET /v1/alerts/{id} for an alert with no receipts
-// from the alert list, caught up first with what was published and
-// submitted before the request: one that waits for a second analyst, was
+// from the alert list (listed): one that waits for a second analyst, was
 // rejected, expired, or was published moments ago and not fanned out yet.
-// It has no deliveries. An id the list does not hold is 404.
-//
-// Only the alerts and pending topics are caught up with: the ledger has
-// just answered for the receipts, and the audit trail says nothing here.
+// It has no deliveries.
 func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string) {
-	if h.Desk == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
-		return
-	}
-	if err := h.Desk.Sync(r.Context(), bus.TopicAlerts, bus.TopicPending); err != nil {
-		h.log.Error("catch the view up", "alert", id, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "cannot read the alerts published and waiting for approval now; try again", nil)
-		return
-	}
-	s, ok, err := h.Desk.Summary(id)
-	if err != nil {
-		h.viewError(w, r, err)
-		return
-	}
+	s, ok := h.listed(w, r, id)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no alert %q: nothing was published or submitted for approval under this id (check the id)", id), nil)
 		return
 	}
 	writeJSON(w, http.StatusOK, AlertStatus{
@@ -329,14 +306,59 @@ func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string
 		IssuedBy: s.IssuedBy, IssuedAt: s.IssuedAt, ApprovedBy: s.ApprovedBy, ApprovedAt: s.ApprovedAt,
 		RejectedBy: s.RejectedBy, RejectReason: s.RejectReason, RejectedAt: s.RejectedAt, ExpiresAt: s.ExpiresAt,
 		FannedOut: s.FannedOut, Counts: s.Counts,
-		Done: s.State == record.StateRejected || s.State == record.StateExpired,
+		Done: listedDone(s),
 	})
 }
 
-// deliveries handles GET /v1/alerts/{id}/deliveries.
+// listedDone reports whether an alert with no receipts will get none.
+func listedDone(s view.Summary) bool {
+	return s.State == record.StateRejected || s.State == record.StateExpired
+}
+
+// listed returns the alert list's row of id, an alert with no receipts,
+// caught up first with what was published and submitted before the
+// request. It answers 404 for an id the list does not hold, or 503, and
+// returns false.
+//
+// Only the alerts and pending topics are caught up with: the ledger has
+// just answered for the receipts, and the audit trail says nothing here.
+func (h *handler) listed(w http.ResponseWriter, r *http.Request, id string) (view.Summary, bool) {
+	if h.Desk == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no receipts for alert %q: it is unknown, waits for a second analyst, or was published moments ago and the fan-out has not reached it yet", id), nil)
+		return view.Summary{}, false
+	}
+	if err := h.Desk.Sync(r.Context(), bus.TopicAlerts, bus.TopicPending); err != nil {
+		h.log.Error("catch the view up", "alert", id, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "cannot read the alerts published and waiting for approval now; try again", nil)
+		return view.Summary{}, false
+	}
+	s, ok, err := h.Desk.Summary(id)
+	if err != nil {
+		h.viewError(w, r, err)
+		return view.Summary{}, false
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no alert %q: nothing was published or submitted for approval under this id (check the id)", id), nil)
+		return view.Summary{}, false
+	}
+	return s, true
+}
+
+// deliveries handles GET /v1/alerts/{id}/deliveries. An alert with no
+// receipts yet (waiting for a second analyst, rejected, expired, or not
+// yet fanned out) has none, and its state says why.
 func (h *handler) deliveries(w http.ResponseWriter, r *http.Request) {
-	a := h.lookup(w, r)
+	id, a, ok := h.find(w, r)
+	if !ok {
+		return
+	}
 	if a == nil {
+		s, ok := h.listed(w, r, id)
+		if !ok {
+			return
+		}
+		writeJSON(w, http.StatusOK, Deliveries{ID: s.ID, State: s.State, Done: listedDone(s),
+			Counts: map[string]int{}, Deliveries: []ledger.Entry{}})
 		return
 	}
 	entries := a.Entries()
@@ -345,7 +367,8 @@ func (h *handler) deliveries(w http.ResponseWriter, r *http.Request) {
 			entries[i].Target = subscribers.RedactTarget(entries[i].Target)
 		}
 	}
-	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, Done: a.Done(), Counts: a.Counts(), Deliveries: entries, Acks: a.Acknowledgements()})
+	writeJSON(w, http.StatusOK, Deliveries{ID: a.ID, State: record.StatePublished, Done: a.Done(), Counts: a.Counts(),
+		Deliveries: entries, Acks: a.Acknowledgements()})
 }
 
 // viewDecisions returns ds as the caller may see them: analysts see

@@ -13,6 +13,7 @@ import (
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/api"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -250,8 +251,20 @@ func TestStatusOfAnAlertNotFannedOut(t *testing.T) {
 	assert.True(t, st.FannedOut.IsZero())
 	assert.False(t, st.Done)
 
-	// Still no deliveries to list, and an unknown id is still 404.
-	for _, path := range []string{"/v1/alerts/" + rejected.ID + "/deliveries", "/v1/alerts/no-such-alert"} {
+	// No deliveries to list yet, and the state says why; an unknown id
+	// is still 404.
+	for id, want := range map[string]api.Deliveries{
+		rejected.ID: {ID: rejected.ID, State: record.StateRejected, Done: true, Counts: map[string]int{}, Deliveries: []ledger.Entry{}},
+		pending.ID:  {ID: pending.ID, State: record.StatePublished, Counts: map[string]int{}, Deliveries: []ledger.Entry{}},
+	} {
+		resp, body = e.do(request{method: "GET", path: "/v1/alerts/" + id + "/deliveries", token: analystToken})
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", id, body)
+		var got api.Deliveries
+		require.NoError(t, json.Unmarshal(body, &got))
+		assert.Equal(t, want, got)
+		assert.Contains(t, string(body), `"deliveries": []`, "an empty list, not null")
+	}
+	for _, path := range []string{"/v1/alerts/no-such-alert/deliveries", "/v1/alerts/no-such-alert"} {
 		resp, body = e.do(request{method: "GET", path: path, token: analystToken})
 		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s: %s", path, body)
 	}

@@ -959,8 +959,10 @@
 
     async function poll() {
       const r = await api('GET', '/v1/alerts/' + enc(id) + '/deliveries');
-      if (r.status === 200) return showDeliveries(r.data);
-      if (r.status !== 404) {
+      // An alert waiting for a second analyst, rejected or expired has no
+      // deliveries and never will without a release: show its review.
+      if (r.status === 200 && (!r.data.state || r.data.state === 'published')) return showDeliveries(r.data);
+      if (r.status !== 200 && r.status !== 404) {
         say(msg, problem(r), 'bad');
         return r.status !== 401 && r.status !== 403;
       }
