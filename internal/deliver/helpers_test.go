@@ -304,3 +304,41 @@ func (e *env) readRegistry() *subscribers.Registry {
 	}))
 	return reg
 }
+
+// hookJob registers partner id, with the webhook https://<id>.example/hook,
+// and returns its job of a.
+func (e *env) hookJob(a *alerts.Alert, id string) *delivery.Job {
+	hook := "https://" + id + ".example/hook"
+	if e.reg.Get(id) == nil {
+		e.reg.Put(testSub(id, hook))
+	}
+	return testJob(a, id, delivery.ChannelWebhook, hook)
+}
+
+// packOf returns the record packing jobs, all of alert a, as the fan-out
+// writes it.
+func packOf(t testing.TB, a *alerts.Alert, jobs ...*delivery.Job) []byte {
+	t.Helper()
+	raw, err := json.Marshal(a)
+	require.NoError(t, err)
+	bare := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		bare[i], err = j.EncodeBare()
+		require.NoError(t, err)
+	}
+	records := delivery.PackJobs(raw, bare)
+	require.Len(t, records, 1)
+	return records[0]
+}
+
+// deadLetters waits until the dead topic lists n letters, and returns them.
+func (e *env) deadLetters(n int) []DeadLetter {
+	e.t.Helper()
+	var dead []DeadLetter
+	require.Eventually(e.t, func() bool {
+		var err error
+		dead, err = ListDead(context.Background(), e.bus, DeadFilter{})
+		return err == nil && len(dead) == n
+	}, 5*time.Second, 20*time.Millisecond)
+	return dead
+}

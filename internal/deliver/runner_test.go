@@ -757,40 +757,18 @@ func TestReplayPacksItsReceipts(t *testing.T) {
 func TestAPackIsDeliveredJobByJob(t *testing.T) {
 	e := newEnv(t)
 	a := testAlert("al-pack")
-	raw, err := json.Marshal(a)
-	require.NoError(t, err)
-	var bare [][]byte
-	var ids []string
-	for _, id := range []string{"acme", "bolt", "corp"} {
-		hook := "https://" + id + ".example/hook"
-		e.reg.Put(testSub(id, hook))
-		j := testJob(a, id, delivery.ChannelWebhook, hook)
-		if id == "bolt" {
-			j.ID = "msg_forged" // not the delivery id of its alert, partner and target
-		} else {
-			ids = append(ids, j.ID)
-		}
-		b, err := j.EncodeBare()
-		require.NoError(t, err)
-		bare = append(bare, b)
-	}
-	records := delivery.PackJobs(raw, bare)
-	require.Len(t, records, 1)
+	acme, bolt, corp := e.hookJob(a, "acme"), e.hookJob(a, "bolt"), e.hookJob(a, "corp")
+	bolt.ID = "msg_forged" // not the delivery id of its alert, partner and target
 	require.NoError(t, e.bus.Producer(bus.TopicDeliveries).Write(context.Background(),
-		kafka.Message{Key: []byte("acme"), Value: records[0]}))
+		kafka.Message{Key: []byte("acme"), Value: packOf(t, a, acme, bolt, corp)}))
 	e.start(e.runner())
 
-	for _, id := range ids {
-		e.waitState(id, delivery.StateDelivered)
+	for _, j := range []*delivery.Job{acme, corp} {
+		e.waitState(j.ID, delivery.StateDelivered)
+		assert.Len(t, e.n.callsTo(j.Target), 1)
 	}
-	assert.Len(t, e.n.callsTo("https://acme.example/hook"), 1)
-	assert.Len(t, e.n.callsTo("https://corp.example/hook"), 1)
-	assert.Empty(t, e.n.callsTo("https://bolt.example/hook"))
-	var dead []DeadLetter
-	require.Eventually(t, func() bool {
-		dead, err = ListDead(context.Background(), e.bus, DeadFilter{})
-		return err == nil && len(dead) == 1
-	}, 5*time.Second, 20*time.Millisecond)
+	assert.Empty(t, e.n.callsTo(bolt.Target))
+	dead := e.deadLetters(1)
 	assert.Equal(t, delivery.ReasonInvalid, dead[0].Reason)
 	assert.Contains(t, dead[0].Error, "jobs[1]")
 	assert.Contains(t, string(dead[0].Raw), `"bolt"`)
@@ -823,23 +801,12 @@ func TestABatchHoldsAboutCommitBatchJobs(t *testing.T) {
 	var last string
 	for p := range 3 {
 		a := testAlert(fmt.Sprintf("al-batch-%d", p))
-		raw, err := json.Marshal(a)
-		require.NoError(t, err)
-		var bare [][]byte
+		var jobs []*delivery.Job
 		for i := range 80 {
-			id := fmt.Sprintf("p-%02d", i)
-			if p == 0 {
-				e.reg.Put(testSub(id, "https://"+id+".example/hook"))
-			}
-			j := testJob(a, id, delivery.ChannelWebhook, "https://"+id+".example/hook")
-			b, err := j.EncodeBare()
-			require.NoError(t, err)
-			bare = append(bare, b)
-			last = j.ID
+			jobs = append(jobs, e.hookJob(a, fmt.Sprintf("p-%02d", i)))
 		}
-		records := delivery.PackJobs(raw, bare)
-		require.Len(t, records, 1)
-		msgs = append(msgs, kafka.Message{Key: []byte("p-00"), Value: records[0]})
+		last = jobs[len(jobs)-1].ID
+		msgs = append(msgs, kafka.Message{Key: []byte("p-00"), Value: packOf(t, a, jobs...)})
 	}
 	require.NoError(t, e.bus.Producer(bus.TopicDeliveries).Write(context.Background(), msgs...))
 	e.start(r)
@@ -867,44 +834,27 @@ func TestABatchHoldsAboutCommitBatchJobs(t *testing.T) {
 func TestAPackAnOlderRoleDeadLetteredIsReplayed(t *testing.T) {
 	e := newEnv(t)
 	a := testAlert("al-old-role")
-	raw, err := json.Marshal(a)
-	require.NoError(t, err)
-	var bare [][]byte
-	var ids []string
-	for _, id := range []string{"acme", "bolt"} {
-		hook := "https://" + id + ".example/hook"
-		e.reg.Put(testSub(id, hook))
-		j := testJob(a, id, delivery.ChannelWebhook, hook)
-		ids = append(ids, j.ID)
-		b, err := j.EncodeBare()
-		require.NoError(t, err)
-		bare = append(bare, b)
-	}
+	acme, bolt := e.hookJob(a, "acme"), e.hookJob(a, "bolt")
 	// And one job that fails its checks (not its delivery id).
-	forged := testJob(a, "corp", delivery.ChannelWebhook, "https://corp.example/hook")
+	forged := e.hookJob(a, "corp")
 	forged.ID = "msg_forged"
-	fb, err := forged.EncodeBare()
-	require.NoError(t, err)
-	bare = append(bare, fb)
-	pack := delivery.PackJobs(raw, bare)[0]
 	// What the older role wrote: the record as it was, reason invalid.
-	require.NoError(t, e.bus.Producer(bus.TopicDead).Write(context.Background(), kafka.Message{Key: []byte("acme"), Value: pack,
+	require.NoError(t, e.bus.Producer(bus.TopicDead).Write(context.Background(), kafka.Message{Key: []byte("acme"),
+		Value: packOf(t, a, acme, bolt, forged),
 		Headers: []kafka.Header{{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
 			{Key: HeaderError, Value: []byte("delivery job has no subscriber or target")}}}))
 
 	ctx := context.Background()
-	dead, err := ListDead(ctx, e.bus, DeadFilter{})
-	require.NoError(t, err)
-	require.Len(t, dead, 3, "a dead letter per job of the pack")
-	for i, d := range dead[:2] {
-		require.NotNil(t, d.Job)
-		assert.Equal(t, ids[i], d.Job.ID)
-		assert.True(t, d.Authentic)
+	dead := e.deadLetters(3) // a dead letter per job of the pack
+	for i, j := range []*delivery.Job{acme, bolt} {
+		require.NotNil(t, dead[i].Job)
+		assert.Equal(t, j.ID, dead[i].Job.ID)
+		assert.True(t, dead[i].Authentic)
 	}
 	assert.Nil(t, dead[2].Job, "the job that fails its checks is listed as it is, never replayed")
 	assert.Contains(t, dead[2].Error, "jobs[2]")
 	assert.Contains(t, string(dead[2].Raw), "msg_forged")
-	dead, err = ListDead(ctx, e.bus, DeadFilter{Subscriber: "bolt"})
+	dead, err := ListDead(ctx, e.bus, DeadFilter{Subscriber: "bolt"})
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
 
@@ -912,7 +862,6 @@ func TestAPackAnOlderRoleDeadLetteredIsReplayed(t *testing.T) {
 	n, err := Replay(ctx, e.bus, DeadFilter{}, time.Now())
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
-	for _, id := range ids {
-		e.waitState(id, delivery.StateDelivered)
-	}
+	e.waitState(acme.ID, delivery.StateDelivered)
+	e.waitState(bolt.ID, delivery.StateDelivered)
 }

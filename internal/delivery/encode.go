@@ -73,12 +73,18 @@ func (j *Job) plain() bool {
 }
 
 // appendPlain writes a plain job as encodeReflect does.
-func (j *Job) appendPlain() []byte {
-	b := make([]byte, 0, len(j.AlertJSON)+len(j.ID)+len(j.Subscriber)+len(j.Target)+96)
+func (j *Job) appendPlain() []byte { return j.appendFields(j.AlertJSON) }
+
+// appendFields writes a plain job's members, with alert after its id
+// unless alert is nil (a job of a pack, EncodeBare).
+func (j *Job) appendFields(alert []byte) []byte {
+	b := make([]byte, 0, len(alert)+len(j.ID)+len(j.Subscriber)+len(j.Target)+96)
 	b = append(b, `{"id":`...)
 	b = appendString(b, j.ID)
-	b = append(b, `,"alert":`...)
-	b = append(b, j.AlertJSON...)
+	if alert != nil {
+		b = append(b, `,"alert":`...)
+		b = append(b, alert...)
+	}
 	b = append(b, `,"subscriber":`...)
 	b = appendString(b, j.Subscriber)
 	b = append(b, `,"channel":`...)

@@ -47,20 +47,7 @@ func (j Job) EncodeBare() ([]byte, error) {
 }
 
 // appendBare writes a plain job as EncodeBare does.
-func (j *Job) appendBare() []byte {
-	b := make([]byte, 0, len(j.ID)+len(j.Subscriber)+len(j.Target)+96)
-	b = append(b, `{"id":`...)
-	b = appendString(b, j.ID)
-	b = append(b, `,"subscriber":`...)
-	b = appendString(b, j.Subscriber)
-	b = append(b, `,"channel":`...)
-	b = appendString(b, j.Channel)
-	b = append(b, `,"target":`...)
-	b = appendString(b, j.Target)
-	b = append(b, `,"mode":`...)
-	b = appendString(b, j.Mode)
-	return append(b, `,"attempt":0}`...)
-}
+func (j *Job) appendBare() []byte { return j.appendFields(nil) }
 
 // PackJobs returns the values of the records that carry bare, the
 // encodings without their alert (EncodeBare) of jobs of the alert whose

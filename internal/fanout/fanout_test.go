@@ -136,6 +136,20 @@ func (e *env) jobs(t *testing.T) []delivery.Job {
 	return out
 }
 
+// hotels registers n hotels (hotel-0000…) in hospitality with an email
+// address each; every pullEvery-th one (none when 0) also pulls.
+func (e *env) hotels(n, pullEvery int) {
+	for i := range n {
+		s := &subscribers.Subscriber{ID: fmt.Sprintf("hotel-%04d", i), Name: "Hotel", Kind: "business",
+			Sectors: []string{"hospitality"}, Clearance: "GREEN", Email: []subscribers.Email{{Address: fmt.Sprintf("sec@%d.example", i)}}}
+		if pullEvery > 0 && i%pullEvery == 0 {
+			s.Pull = &subscribers.Pull{MaxTLP: "GREEN"}
+		}
+		s.Normalize()
+		e.reg.Put(s)
+	}
+}
+
 func (e *env) quarantined(t *testing.T) map[string]string {
 	out := map[string]string{}
 	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicQuarantine, func(m kafka.Message) error {
@@ -478,12 +492,7 @@ func TestFanOutPacksJobs(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	const hotels = 1500 // more than one slice
-	for i := range hotels {
-		s := &subscribers.Subscriber{ID: fmt.Sprintf("hotel-%04d", i), Name: "Hotel", Kind: "business",
-			Sectors: []string{"hospitality"}, Clearance: "GREEN", Email: []subscribers.Email{{Address: fmt.Sprintf("sec@%d.example", i)}}}
-		s.Normalize()
-		e.reg.Put(s)
-	}
+	e.hotels(hotels, 0)
 	a := alert("many", nil)
 	msg := e.msg(t, a)
 	require.NoError(t, e.w.Handle(ctx, []kafka.Message{msg}))
@@ -535,15 +544,7 @@ func TestFanOutPacksReceipts(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	const hotels = 1500 // more than one slice
-	for i := range hotels {
-		s := &subscribers.Subscriber{ID: fmt.Sprintf("hotel-%04d", i), Name: "Hotel", Kind: "business",
-			Sectors: []string{"hospitality"}, Clearance: "GREEN", Email: []subscribers.Email{{Address: fmt.Sprintf("sec@%d.example", i)}}}
-		if i%100 == 0 {
-			s.Pull = &subscribers.Pull{MaxTLP: "GREEN"}
-		}
-		s.Normalize()
-		e.reg.Put(s)
-	}
+	e.hotels(hotels, 100)
 	a := alert("many", nil)
 	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, a)}))
 
