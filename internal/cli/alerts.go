@@ -296,7 +296,7 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 		msg = fmt.Sprintf("alert %s, issued by %s, expired at %s without a second analyst's approval", printable(id),
 			printable(rel.Submitted.By), rel.Submitted.ExpiresAt.Format(time.RFC3339))
 	default:
-		msg = fmt.Sprintf("alert %s is published; the fan-out has not recorded its decisions yet", printable(id))
+		msg = publishedNotFannedOut(id, ex)
 	}
 	if output == "json" {
 		// The same shape as for a fanned-out alert (its rows: none yet);
@@ -306,6 +306,21 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 	}
 	fmt.Fprintln(e.stdout, msg)
 	return nil
+}
+
+// publishedNotFannedOut says where a published alert with no receipts
+// stands, naming who issued it and, if a second analyst released it, who
+// approved it.
+func publishedNotFannedOut(id string, ex *publish.Existing) string {
+	by := ""
+	if ex.IssuedBy != "" {
+		by = ", issued by " + printable(ex.IssuedBy)
+		if ex.ApprovedBy != "" {
+			by += " and approved by " + printable(ex.ApprovedBy)
+		}
+		by += ","
+	}
+	return fmt.Sprintf("alert %s%s is published; the fan-out has not recorded its decisions yet", printable(id), by)
 }
 
 // statusRow is one row of `herald status --output json`: the ledger's

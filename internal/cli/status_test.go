@@ -113,4 +113,15 @@ func TestStatusOfAPendingAlert(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, "[]\n", out)
 	assert.Contains(t, errOut, "was rejected by cli:")
+
+	// Published, with no fan-out running: who issued it, and that its
+	// decisions are not recorded yet.
+	green := filepath.Join(t.TempDir(), "green.yaml")
+	require.NoError(t, os.WriteFile(green, []byte(`{id: g-2, title: "Green warning", severity: severe, marking: OFFICIAL, tlp: GREEN,
+  handling: {code: P}, audience: {sectors: [hospitality]}}`), 0o600))
+	code, _, errOut = run(t, "", "publish", green)
+	require.Equal(t, 0, code, errOut)
+	code, out, errOut = run(t, "", "status", "g-2")
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, `^alert g-2, issued by cli:\S+, is published; the fan-out has not recorded its decisions yet\n$`, out)
 }

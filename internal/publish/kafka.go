@@ -37,6 +37,7 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 		if a, err := alerts.Decode(m.Value); err == nil && a.ID == string(m.Key) {
 			a.Normalize()
 			ex.Published = a.Digest()
+			ex.IssuedBy, ex.ApprovedBy = a.IssuedBy, a.ApprovedBy
 		}
 		return nil
 	})

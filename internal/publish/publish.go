@@ -37,6 +37,9 @@ type Existing struct {
 	// Published is the first alert published under the id (its digest),
 	// or "" when none.
 	Published string
+	// IssuedBy and ApprovedBy are the first published alert's: who issued
+	// it, and who approved it as the second analyst ("" when none).
+	IssuedBy, ApprovedBy string
 	// Release is the id's release log, folded; its Submitted is nil when
 	// the alert never waited for a second analyst.
 	Release record.ReleaseState
