@@ -16,6 +16,19 @@
 // topic as it is, with reason "unattributed" (like an undecodable record,
 // reason "invalid"), and its offset is committed with its batch.
 //
+// # Packs
+//
+// A record of the deliveries topic may pack many jobs of one alert
+// (delivery.PackJobs, written by the fan-out for the partners of one
+// partition). Each of its jobs is attempted and recorded on its own, and
+// the record's offset is committed with its batch once every one of them
+// has its outcome written. A job of a pack that fails its checks goes to
+// the dead topic alone, as its bytes in the pack under a "~refused/" key
+// that ListDead never takes for a job; the others are delivered. A batch
+// holds about Config.Consumer.CommitBatch jobs however they are packed
+// (bus.Weigh), and the reader fetches at most deliveriesQueue records
+// ahead (bus.Queue).
+//
 // # At least once
 //
 // Every topic is read through a consumer group (bus.Consume). A batch's
