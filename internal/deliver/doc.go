@@ -25,7 +25,7 @@
 // has its outcome written. A job of a pack that fails its checks goes to
 // the dead topic alone, as its bytes in the pack under a "~refused/" key
 // that ListDead never takes for a job; the others are delivered. A batch
-// holds about Config.Consumer.CommitBatch jobs however they are packed
+// holds about kafka.consumer.commit_batch jobs however they are packed
 // (bus.Weigh), and the reader fetches at most deliveriesQueue records
 // ahead (bus.Queue).
 //
