@@ -65,17 +65,9 @@ type AlertStatus struct {
 	Marking    alerts.Marking `json:"marking"`
 	Title      string         `json:"title,omitempty"`
 	References []string       `json:"references,omitempty"`
-	IssuedBy   string         `json:"issued_by"`
-	// IssuedAt, ApprovedAt, the rejection and ExpiresAt are given for an
-	// alert not fanned out yet, from the alert list.
-	IssuedAt     time.Time `json:"issued_at,omitzero"`
-	ApprovedBy   string    `json:"approved_by,omitempty"`
-	ApprovedAt   time.Time `json:"approved_at,omitzero"`
-	RejectedBy   string    `json:"rejected_by,omitempty"`
-	RejectReason string    `json:"reject_reason,omitempty"`
-	RejectedAt   time.Time `json:"rejected_at,omitzero"`
-	// ExpiresAt is when an alert pending approval stops waiting.
-	ExpiresAt time.Time      `json:"expires_at,omitzero"`
+	// Provenance is the alert list's: who issued the alert, who
+	// approved or rejected it, and when.
+	view.Provenance
 	FannedOut time.Time      `json:"fanned_out,omitzero"`
 	Counts    map[string]int `json:"counts"`
 	Acks      []ledger.Ack   `json:"acks,omitempty"`
@@ -285,9 +277,20 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 		h.listedStatus(w, r, id)
 		return
 	}
+	// Who issued and approved it, as the receipts recorded; when, as the
+	// alert list knows it (the list holds its row unless Desk is unset).
+	prov := view.Provenance{IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy}
+	if h.Desk != nil {
+		if s, ok, err := h.Desk.Summary(id); err == nil && ok {
+			prov.IssuedAt = s.IssuedAt
+			if s.ApprovedBy == a.ApprovedBy {
+				prov.ApprovedAt = s.ApprovedAt
+			}
+		}
+	}
 	writeJSON(w, http.StatusOK, AlertStatus{
 		ID: a.ID, State: record.StatePublished, Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title, References: a.References,
-		IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, FannedOut: a.FannedOut, Counts: a.Counts(),
+		Provenance: prov, FannedOut: a.FannedOut, Counts: a.Counts(),
 		Acks: a.Acknowledgements(), Done: a.Done(),
 	})
 }
@@ -303,9 +306,7 @@ func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string
 	}
 	writeJSON(w, http.StatusOK, AlertStatus{
 		ID: s.ID, State: s.State, Type: s.Type, TLP: s.TLP, Marking: s.Marking, Title: s.Title,
-		IssuedBy: s.IssuedBy, IssuedAt: s.IssuedAt, ApprovedBy: s.ApprovedBy, ApprovedAt: s.ApprovedAt,
-		RejectedBy: s.RejectedBy, RejectReason: s.RejectReason, RejectedAt: s.RejectedAt, ExpiresAt: s.ExpiresAt,
-		FannedOut: s.FannedOut, Counts: s.Counts,
+		Provenance: s.Provenance, FannedOut: s.FannedOut, Counts: s.Counts,
 		Done: listedDone(s),
 	})
 }

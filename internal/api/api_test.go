@@ -17,6 +17,7 @@ import (
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -477,8 +478,8 @@ func TestAlertStatusAndDeliveries(t *testing.T) {
 	var st api.AlertStatus
 	require.NoError(t, json.Unmarshal(body, &st))
 	assert.Equal(t, api.AlertStatus{
-		ID: "a1", State: record.StatePublished, Type: alerts.TypeAlert, TLP: alerts.TLPAmber, Marking: alerts.MarkingOfficial, IssuedBy: "api:alice",
-		FannedOut: testNow.Add(-time.Minute), Counts: map[string]int{"delivered": 1, "withheld": 1, "retrying": 1}, Done: false,
+		ID: "a1", State: record.StatePublished, Type: alerts.TypeAlert, TLP: alerts.TLPAmber, Marking: alerts.MarkingOfficial,
+		Provenance: view.Provenance{IssuedBy: "api:alice"}, FannedOut: testNow.Add(-time.Minute), Counts: map[string]int{"delivered": 1, "withheld": 1, "retrying": 1}, Done: false,
 	}, st)
 
 	resp, body = e.do(request{method: "GET", path: "/v1/alerts/a1/deliveries", token: adminToken})

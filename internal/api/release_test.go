@@ -15,6 +15,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -206,7 +207,8 @@ func TestStatusOfAnAlertNotFannedOut(t *testing.T) {
 	st, raw := status(pending.ID)
 	assert.Equal(t, api.AlertStatus{
 		ID: pending.ID, State: record.StatePending, Type: alerts.TypeAlert, TLP: alerts.TLPAmber, Marking: alerts.MarkingOfficial,
-		Title: "Car wash in Leeds recruiting via social media", IssuedBy: "api:alice", IssuedAt: testNow, ExpiresAt: testNow.Add(24 * time.Hour), Counts: map[string]int{},
+		Title: "Car wash in Leeds recruiting via social media", Counts: map[string]int{},
+		Provenance: view.Provenance{IssuedBy: "api:alice", IssuedAt: testNow, ExpiresAt: testNow.Add(24 * time.Hour)},
 	}, st)
 	for _, k := range []string{"state", "issued_by", "issued_at", "expires_at", "counts", "done"} {
 		assert.Contains(t, raw, k, "named as in the alert list")

@@ -112,6 +112,8 @@ func TestAckLinkFromEmail(t *testing.T) {
 		require.Equal(t, http.StatusOK, code, body)
 		var st api.AlertStatus
 		require.NoError(t, json.Unmarshal([]byte(body), &st))
+		assert.NotEmpty(t, st.IssuedBy)
+		assert.False(t, st.IssuedAt.IsZero(), "a fanned-out alert's status says when it was issued, as the alert list does")
 		for _, k := range st.Acks {
 			assert.Equal(t, "acme", k.Subscriber)
 			assert.Equal(t, "email link", k.By)

@@ -51,16 +51,9 @@ type releaseRecord struct {
 	Title   string              `json:"title,omitempty"`
 }
 
-// Summary is one alert of the alert list.
-type Summary struct {
-	ID      string         `json:"id"`
-	Title   string         `json:"title,omitempty"`
-	Type    alerts.Type    `json:"type,omitempty"`
-	TLP     alerts.TLP     `json:"tlp,omitempty"`
-	Marking alerts.Marking `json:"marking,omitempty"`
-	// State is record.StatePending, StatePublished, StateRejected or
-	// StateExpired.
-	State        string    `json:"state"`
+// Provenance is who issued an alert and who released or refused it, and
+// when: the alert list's columns, which GET /v1/alerts/{id} shows too.
+type Provenance struct {
 	IssuedBy     string    `json:"issued_by,omitempty"`
 	IssuedAt     time.Time `json:"issued_at,omitzero"`
 	ApprovedBy   string    `json:"approved_by,omitempty"`
@@ -70,6 +63,19 @@ type Summary struct {
 	RejectedAt   time.Time `json:"rejected_at,omitzero"`
 	// ExpiresAt is when a pending alert stops waiting.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// Summary is one alert of the alert list.
+type Summary struct {
+	ID      string         `json:"id"`
+	Title   string         `json:"title,omitempty"`
+	Type    alerts.Type    `json:"type,omitempty"`
+	TLP     alerts.TLP     `json:"tlp,omitempty"`
+	Marking alerts.Marking `json:"marking,omitempty"`
+	// State is record.StatePending, StatePublished, StateRejected or
+	// StateExpired.
+	State string `json:"state"`
+	Provenance
 	// Counts are the alert's deliveries per state (ledger.Alert.Counts).
 	Counts map[string]int `json:"counts"`
 	// Acks counts the partners that acknowledged it.

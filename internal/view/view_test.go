@@ -95,7 +95,7 @@ func TestEveryQueryAfterAMixedWorkload(t *testing.T) {
 		byID[s.ID] = s
 	}
 	assert.Equal(t, view.Summary{ID: "a1", Title: "Phishing wave", Type: "alert", TLP: "GREEN", Marking: "OFFICIAL",
-		State: record.StatePublished, IssuedBy: "api:alice", IssuedAt: at(time.Minute),
+		State: record.StatePublished, Provenance: view.Provenance{IssuedBy: "api:alice", IssuedAt: at(time.Minute)},
 		Counts: map[string]int{"delivered": 1, "dead": 1, "pending": 1, "withheld": 1}, Acks: 1,
 		FannedOut: at(70 * time.Second), At: at(time.Minute)}, byID["a1"])
 	assert.Equal(t, "api:bob", byID["a2"].ApprovedBy)
