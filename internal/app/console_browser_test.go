@@ -152,18 +152,20 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.poll(`document.getElementById('status').dataset.state === 'pending'`)
 	assert.Contains(t, b.text("#release-preview"), "Acme Car Wash Group")
 	b.eval(`(function () {
-		window.heraldCalls = { deliveries: 0, review: 0 };
+		window.heraldCalls = { deliveries: 0, review: 0, other: 0 };
 		const f = window.fetch;
 		window.fetch = function (u, o) {
 			const p = String(u);
 			if (p.endsWith('/deliveries')) window.heraldCalls.deliveries++;
-			if (p.endsWith('/review')) window.heraldCalls.review++;
+			else if (p.endsWith('/review')) window.heraldCalls.review++;
+			else if (p.includes('/v1/alerts/')) window.heraldCalls.other++;
 			return f.call(this, u, o);
 		};
 		return '';
 	})()`)
 	b.poll(`window.heraldCalls.deliveries >= 2`, chromedp.WithPollingTimeout(20*time.Second))
 	assert.Equal(t, "0", b.eval(`String(window.heraldCalls.review)`), "the review is not made again while nothing changed")
+	assert.Equal(t, "0", b.eval(`String(window.heraldCalls.other)`), "one request a poll: the deliveries' answer carries the state")
 	assert.Equal(t, "pending", b.eval(`document.getElementById('status').dataset.state`))
 
 	// --- bob approves from his desk, reading what alice previewed.

@@ -966,10 +966,7 @@
         say(msg, problem(r), 'bad');
         return r.status !== 401 && r.status !== 403;
       }
-      if (released) {
-        const s = await api('GET', '/v1/alerts/' + enc(id));
-        if (s.status === 200 && s.data.state === released) return true;
-      }
+      if (released && r.status === 200 && r.data.state === released) return true;
       const rv = await api('GET', '/v1/alerts/' + enc(id) + '/review');
       if (rv.status === 200) { await names; released = rv.data.state; return showRelease(rv.data); }
       if (rv.status !== 404) { say(msg, problem(rv), 'bad'); return rv.status !== 401 && rv.status !== 403; }
