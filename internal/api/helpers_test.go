@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/internal/testkit/logtest"
+	"github.com/herald-alerts/herald/internal/testkit/viewtest"
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/api"
@@ -194,19 +195,9 @@ func newEnv(t testing.TB, options ...any) *env {
 		Release: config.Release{PendingTTL: 24 * time.Hour},
 		Alerts:  b.Producer(bus.TopicAlerts), Pending: b.Producer(bus.TopicPending), Audit: app.AuditLog(b, now), Now: now,
 	}
-	v, err := view.Open(t.TempDir(), view.Options{Now: now})
-	require.NoError(t, err)
-	e.view = v
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- v.Run(ctx, b) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		require.NoError(t, v.Close())
-	})
+	e.view, _ = viewtest.Run(t, t.TempDir(), view.Options{Now: now}, b, 10*time.Second)
 	e.server = &api.Server{
-		Desk:      v,
+		Desk:      e.view,
 		Publisher: e.pub,
 		Decide:    app.Preview(e.reg, policy.Options{}),
 		Audit:     app.AuditLog(b, now),
