@@ -1101,7 +1101,7 @@ func TestGoneRacingSuspensionEndsSuspended(t *testing.T) {
 }
 
 // TestServeRefusesShortRetention points `herald serve` at a Kafka cluster
-// (kfake, in this process) where the receipts topic exists with Kafka's
+// (kfake, in this process) where the alerts topic exists with Kafka's
 // stock 7-day retention: the roles that read it (api, fanout) are stopped
 // with an error naming the topic and both durations, and the deliver role,
 // which does not read it, starts; serve with only roles that read it
@@ -1114,12 +1114,12 @@ func TestServeRefusesShortRetention(t *testing.T) {
 	defer cancel()
 	admin := &kafka.Client{Addr: kafka.TCP(kc.Addrs()...), Timeout: 10 * time.Second}
 	res, err := admin.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: "herald.receipts", NumPartitions: 3, ReplicationFactor: 1,
+		Topic: "herald.alerts", NumPartitions: 3, ReplicationFactor: 1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: "604800000"}},
 	}}})
 	require.NoError(t, err)
-	require.NoError(t, res.Errors["herald.receipts"])
-	require.Equal(t, "604800000", topicRetention(t, kc.Addrs(), "herald.receipts")["herald.receipts retention.ms"])
+	require.NoError(t, res.Errors["herald.alerts"])
+	require.Equal(t, "604800000", topicRetention(t, kc.Addrs(), "herald.alerts")["herald.alerts retention.ms"])
 
 	dir := t.TempDir()
 	_, sec := pgptest.Key(t, pgptest.Agency)
@@ -1160,46 +1160,46 @@ func TestServeRefusesShortRetention(t *testing.T) {
 	}
 
 	strict := writeConfig("strict.yaml", "")
-	// Every role: the api and fanout roles read receipts and are stopped,
+	// Every role: the api and fanout roles read alerts and are stopped,
 	// each with an error line; the deliver role runs (PRODUCT.md §6).
 	cmd, log, done := serve(strict)
-	running("serve with a 7-day receipts topic", cmd, log, done)
+	running("serve with a 7-day alerts topic", cmd, log, done)
 	for _, role := range []string{"api", "fanout"} {
 		require.Regexp(t, `level=ERROR msg="role not started[^\n]*role=`+role+
-			`[^\n]*herald\.receipts keeps records for 7d, kafka\.retention\.receipts asks for 400d[^\n]*kafka\.retention\.accept_shorter`, log.String())
+			`[^\n]*herald\.alerts keeps records for 7d, kafka\.retention\.alerts asks for 400d[^\n]*kafka\.retention\.accept_shorter`, log.String())
 	}
 	require.Regexp(t, `msg="herald running" roles=deliver [^\n]*stopped=api,fanout`, log.String())
 
-	// Only roles that read receipts: none can start, serve stops.
+	// Only roles that read alerts: none can start, serve stops.
 	_, log, done = serve(strict, "--roles", "api,fanout")
 	select {
 	case err := <-done:
-		require.Error(t, err, "serve must refuse a 7-day receipts topic:\n%s", log)
+		require.Error(t, err, "serve must refuse a 7-day alerts topic:\n%s", log)
 		require.Equal(t, 1, exitCode(err), log.String())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("serve did not stop:\n%s", log)
 	}
 	require.NotContains(t, log.String(), "herald running")
 	for _, role := range []string{"api", "fanout"} {
-		require.Regexp(t, role+` role not started: kafka topics keep records for too short a time: herald\.receipts keeps records for 7d, kafka\.retention\.receipts asks for 400d`, log.String())
+		require.Regexp(t, role+` role not started: kafka topics keep records for too short a time: herald\.alerts keeps records for 7d, kafka\.retention\.alerts asks for 400d`, log.String())
 	}
 	require.Contains(t, log.String(), "kafka.retention.accept_shorter")
 
-	// The deliver role reads no receipts: it starts.
+	// The deliver role reads no alerts: it starts.
 	cmd, log, done = serve(strict, "--roles", "deliver")
 	running("serve --roles deliver", cmd, log, done)
 
 	// The operator accepts the shorter retention: serve starts, and says so.
 	cmd, log, done = serve(writeConfig("accept.yaml", "  retention: {accept_shorter: true}\n"))
 	running("serve with kafka.retention.accept_shorter", cmd, log, done)
-	require.Regexp(t, `accepted by kafka\.retention\.accept_shorter.*herald\.receipts keeps records for 7d`, log.String())
+	require.Regexp(t, `accepted by kafka\.retention\.accept_shorter.*herald\.alerts keeps records for 7d`, log.String())
 
-	// What serve created, it created as configured; the receipts topic it
+	// What serve created, it created as configured; the alerts topic it
 	// found, it left alone.
-	got := topicRetention(t, kc.Addrs(), "herald.alerts", "herald.audit", "herald.receipts", "herald.subscribers")
-	require.Equal(t, days400, got["herald.alerts retention.ms"])
+	got := topicRetention(t, kc.Addrs(), "herald.receipts", "herald.audit", "herald.alerts", "herald.subscribers")
+	require.Equal(t, days400, got["herald.receipts retention.ms"])
 	require.Equal(t, days400, got["herald.audit retention.ms"])
-	require.Equal(t, "604800000", got["herald.receipts retention.ms"], "serve never changes a topic that exists")
+	require.Equal(t, "604800000", got["herald.alerts retention.ms"], "serve never changes a topic that exists")
 	require.Equal(t, "compact", got["herald.subscribers cleanup.policy"])
 }
 

@@ -67,14 +67,17 @@ func ParseRoles(s string) ([]string, error) {
 	return roles, nil
 }
 
-// readsTopics lists the topics (without prefix) each role reads: their
-// retention is checked before the role starts (PRODUCT.md §6).
-func readsTopics(role string, retryTiers int) []string {
+// needsTopics lists the topics (without prefix) each role needs: those it
+// reads, and those it writes for another role or a person to read later,
+// whose records would be lost unread if the topic kept them too briefly
+// (the fan-out's jobs, the deliver role's receipts and dead letters).
+// Their retention is checked before the role starts (PRODUCT.md §6).
+func needsTopics(role string, retryTiers int) []string {
 	switch role {
 	case RoleFanout:
-		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts}
+		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDeliveries, bus.TopicQuarantine}
 	case RoleDeliver:
-		ts := []string{bus.TopicDeliveries, bus.TopicSubscribers}
+		ts := []string{bus.TopicDeliveries, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDead}
 		for i := range retryTiers {
 			ts = append(ts, bus.RetryTopic(i))
 		}
@@ -209,7 +212,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 		case errors.Is(err, ErrNoSigner):
 			log.Warn("deliver role not started: delivery jobs wait in Kafka until a deliver worker with a signing key runs", "reason", err)
 		case err != nil:
-			log.Error("role not started: a kafka topic it reads does not keep records as configured; the other roles run", "role", r, "error", err)
+			log.Error("role not started: a kafka topic it needs does not keep records as configured; the other roles run", "role", r, "error", err)
 		}
 	}
 
@@ -305,7 +308,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 func (a *App) checkRetention(ctx context.Context, roles []string, tiers int) (run []string, stopped map[string]error, err error) {
 	reads := map[string][]string{}
 	for _, r := range roles {
-		reads[r] = readsTopics(r, tiers)
+		reads[r] = needsTopics(r, tiers)
 	}
 	failed, err := a.bus.CheckRetentionOf(ctx, reads, tiers)
 	if err != nil {

@@ -159,24 +159,28 @@ func TestShortAuditTopicStopsOnlyTheAPIRole(t *testing.T) {
 	assert.Contains(t, body, `herald_role_up{role="deliver"} 1`)
 }
 
-// TestShortDeliveriesTopicLeavesTheAPIReady: a role stopped by a topic's
-// retention does not take the API out of service (its /readyz answers for
-// the API's traffic); herald_role_up says which role is stopped.
-func TestShortDeliveriesTopicLeavesTheAPIReady(t *testing.T) {
+// TestShortDeliveriesTopicStopsItsWritersAndLeavesTheAPIReady: a deliveries
+// topic that keeps records for 1 day stops the deliver role, which reads
+// it, and the fan-out, which fills it: jobs written into a topic no one
+// may read would be lost unread after a day, where alerts wait in the
+// alerts topic (400 days). A role stopped by a topic's retention does not
+// take the API out of service (its /readyz answers for the API's traffic);
+// herald_role_up says which roles are stopped.
+func TestShortDeliveriesTopicStopsItsWritersAndLeavesTheAPIReady(t *testing.T) {
 	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{"herald.deliveries": {{ConfigName: "retention.ms", ConfigValue: "86400000"}}})
 	h, err := e.serve(t, app.Options{})
 	require.NoError(t, err, "%s", e.logs)
 	require.NotEmpty(t, h.APIAddr())
-	assert.Regexp(t, `msg="herald running" roles=api,fanout [^\n]*stopped=deliver\n`, e.logs.String())
+	assert.Regexp(t, `msg="herald running" roles=api [^\n]*stopped=fanout,deliver\n`, e.logs.String())
 	base := "http://" + h.APIAddr()
 	require.Eventually(t, func() bool {
 		code, _ := get(t, base+"/readyz")
 		return code == http.StatusOK
-	}, 30*time.Second, 50*time.Millisecond, "the api and fanout roles run: the API is ready once its view caught up")
+	}, 30*time.Second, 50*time.Millisecond, "the api role runs: the API is ready once its view caught up")
 	code, body := get(t, base+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, `herald_role_up{role="api"} 1`)
-	assert.Contains(t, body, `herald_role_up{role="fanout"} 1`)
+	assert.Contains(t, body, `herald_role_up{role="fanout"} 0`)
 	assert.Contains(t, body, `herald_role_up{role="deliver"} 0`)
 	assert.Contains(t, e.logs.String(), "herald.deliveries keeps records for 1d, kafka.retention.deliveries asks for 7d")
 }
@@ -185,13 +189,13 @@ func TestShortDeliveriesTopicLeavesTheAPIReady(t *testing.T) {
 // that keeps records for too short a time, Run fails with each role's
 // error, as serve did before roles stopped alone: the subscribers topic,
 // which every role reads, made by hand (not compacted); the audit topic
-// short for the api role alone; or the receipts topic short (api and
+// short for the api role alone; or the alerts topic short (api and
 // fanout) with no signing key for the deliver role.
 func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
 	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{
-		"herald.subscribers":  nil,
-		"audit7d.audit":       {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
-		"receipts7d.receipts": {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
+		"herald.subscribers": nil,
+		"audit7d.audit":      {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
+		"alerts7d.alerts":    {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
 	})
 	signingKey := e.cfg.Signing.KeyFile
 	h, err := e.serve(t, app.Options{})
@@ -210,14 +214,14 @@ func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
 	require.Nil(t, h)
 	assert.EqualError(t, err, "api role not started: kafka topics keep records for too short a time: audit7d.audit keeps records for 7d, kafka.retention.audit asks for 400d (raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)")
 
-	// The receipts topic short and no signing key: the roles the check
+	// The alerts topic short and no signing key: the roles the check
 	// lets start come down to a deliver role that cannot sign.
-	e.cfg.Kafka.TopicPrefix = "receipts7d."
+	e.cfg.Kafka.TopicPrefix = "alerts7d."
 	e.cfg.Signing.KeyFile = ""
 	h, err = e.serve(t, app.Options{})
 	require.Nil(t, h)
 	for _, r := range []string{app.RoleAPI, app.RoleFanout} {
-		assert.Regexp(t, `(?m)^`+r+` role not started: kafka topics keep records for too short a time: receipts7d\.receipts keeps records for 7d`, err.Error())
+		assert.Regexp(t, `(?m)^`+r+` role not started: kafka topics keep records for too short a time: alerts7d\.alerts keeps records for 7d`, err.Error())
 	}
 	assert.Regexp(t, `(?m)^deliver role not started: signing\.key_file is not set`, err.Error())
 	assert.ErrorIs(t, err, app.ErrNoSigner)
