@@ -128,7 +128,8 @@ func TestTokenGenerate(t *testing.T) {
 	require.Equal(t, 2, code)
 
 	// The contract's form, without --name: a name is made, distinct for
-	// two tokens of one role, and the partner's id for a partner token.
+	// two tokens of one role, and after the partner's id for a partner
+	// token.
 	names := map[string]bool{}
 	for range 2 {
 		code, out, errOut := run(t, "", "token", "generate", "--role", "admin")
@@ -140,7 +141,7 @@ func TestTokenGenerate(t *testing.T) {
 	require.Len(t, names, 2)
 	code, out, errOut := run(t, "", "token", "generate", "--role", "partner", "--subscriber", "northbank")
 	require.Equal(t, 0, code, errOut)
-	require.Contains(t, out, "{name: northbank, role: partner, subscriber: northbank, sha256: ")
+	require.Regexp(t, `\{name: northbank-[0-9a-f]{6}, role: partner, subscriber: northbank, sha256: `, out)
 }
 
 func TestVerifyWebhook(t *testing.T) {
@@ -212,4 +213,21 @@ func onBroker(t *testing.T) *bus.Bus {
 	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	return b
+}
+
+// TestTwoPartnerTokensWithoutName: a partner's second token made without
+// --name (a rotation, a second person) does not share the first's name,
+// which the configuration refuses: both entries can be pasted in.
+func TestTwoPartnerTokensWithoutName(t *testing.T) {
+	entry := regexp.MustCompile(`\{name: [^}]*\}`)
+	var lines []string
+	for range 2 {
+		code, out, errOut := run(t, "", "token", "generate", "--role", "partner", "--subscriber", "northbank")
+		require.Equal(t, 0, code, errOut)
+		lines = append(lines, "  - "+entry.FindString(out))
+	}
+	f := filepath.Join(t.TempDir(), "herald.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("api:\n  tokens:\n"+strings.Join(lines, "\n")+"\n"), 0o600))
+	code, _, errOut := run(t, "", "--config", f, "validate", "../../examples/alert-green.yaml")
+	require.Equal(t, 0, code, "both generated entries must be usable together:\n%s\n%s", strings.Join(lines, "\n"), errOut)
 }

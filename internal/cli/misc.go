@@ -86,21 +86,23 @@ func newTokenCmd(e *env) *cobra.Command {
 	}
 	gen.Flags().StringVar(&role, "role", "", "analyst, admin or partner")
 	gen.Flags().StringVar(&subscriber, "subscriber", "", "with --role partner: the subscriber id the token acts for")
-	gen.Flags().StringVar(&name, "name", "", "who the token is for (shown in issued_by, the audit trail and logs); default: the partner's id, or the role and a random suffix (e.g. analyst-3f9a2c), to be edited in the entry")
+	gen.Flags().StringVar(&name, "name", "", "who the token is for (shown in issued_by, the audit trail and logs); default: the partner's id or the role, and a random suffix (e.g. analyst-3f9a2c, northbank-07d1e4), to be edited in the entry")
 	cmd.AddCommand(gen)
 	return cmd
 }
 
 // defaultTokenName names a token generated without --name: the
-// partner's id for a partner token, otherwise the role and 6 random hex
-// digits.
+// partner's id (for a partner token) or the role, and 6 random hex digits,
+// so that two tokens never share a name (config refuses that), a
+// partner's second token included.
 func defaultTokenName(role, subscriber string) (string, error) {
+	prefix := role
 	if role == config.RolePartner {
-		return subscriber, nil
+		prefix = subscriber
 	}
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("token name: %w", err)
 	}
-	return fmt.Sprintf("%s-%x", role, b), nil
+	return fmt.Sprintf("%s-%x", prefix, b), nil
 }
