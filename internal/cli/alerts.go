@@ -15,6 +15,7 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
@@ -140,7 +141,7 @@ func newPublishCmd(e *env) *cobra.Command {
 				if err != nil {
 					return publishError(err)
 				}
-				ds, _ := app.Preview(reg, app.PolicyOptions(c))(a, prep.Prior, time.Now())
+				ds, _ := fanout.DecideAll(a, reg, prep.Prior, time.Now(), app.PolicyOptions(c))
 				if prep.NeedsRelease && output == "text" {
 					fmt.Fprintf(e.stdout, "%s %s: publishing waits for a second analyst (release.second_analyst)\n\n", a.TLP.Label(), a.Marking)
 				}
@@ -314,13 +315,19 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 func publishedNotFannedOut(id string, ex *publish.Existing) string {
 	by := ""
 	if ex.IssuedBy != "" {
-		by = ", issued by " + printable(ex.IssuedBy)
-		if ex.ApprovedBy != "" {
-			by += " and approved by " + printable(ex.ApprovedBy)
-		}
-		by += ","
+		by = ", " + byline(ex.IssuedBy, ex.ApprovedBy) + ","
 	}
 	return fmt.Sprintf("alert %s%s is published; the fan-out has not recorded its decisions yet", printable(id), by)
+}
+
+// byline names who issued an alert and, if a second analyst released it,
+// who approved it: "issued by X, approved by Y".
+func byline(issuedBy, approvedBy string) string {
+	s := "issued by " + printable(issuedBy)
+	if approvedBy != "" {
+		s += ", approved by " + printable(approvedBy)
+	}
+	return s
 }
 
 // statusRow is one row of `herald status --output json`: the ledger's
@@ -379,11 +386,7 @@ func newStatusCmd(e *env) *cobra.Command {
 			if output == "json" {
 				return e.writeJSON(statusRows(la, entries))
 			}
-			approved := ""
-			if la.ApprovedBy != "" {
-				approved = ", approved by " + printable(la.ApprovedBy)
-			}
-			fmt.Fprintf(e.stdout, "alert %s  %s  %s  %s  issued by %s%s\n\n", printable(la.ID), printable(string(la.Type)), printable(la.TLP.Label()), printable(string(la.Marking)), printable(la.IssuedBy), approved)
+			fmt.Fprintf(e.stdout, "alert %s  %s  %s  %s  %s\n\n", printable(la.ID), printable(string(la.Type)), printable(la.TLP.Label()), printable(string(la.Marking)), byline(la.IssuedBy, la.ApprovedBy))
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SUBSCRIBER\tTARGET\tDECISION\tRULE\tSTATE\tATTEMPTS\tNEXT ATTEMPT\tLAST ERROR")
 			for _, en := range entries {

@@ -18,7 +18,7 @@ func TestPublishedNotFannedOut(t *testing.T) {
 		want string
 	}{
 		{publish.Existing{Published: "sha256:x", IssuedBy: "api:alice", ApprovedBy: "api:bob"},
-			"alert a-9, issued by api:alice and approved by api:bob, is published; the fan-out has not recorded its decisions yet"},
+			"alert a-9, issued by api:alice, approved by api:bob, is published; the fan-out has not recorded its decisions yet"},
 		{publish.Existing{Published: "sha256:x", IssuedBy: "cli:carol"},
 			"alert a-9, issued by cli:carol, is published; the fan-out has not recorded its decisions yet"},
 		{publish.Existing{Published: "sha256:x"},
