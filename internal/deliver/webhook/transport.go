@@ -288,18 +288,20 @@ type response struct {
 // (discarded), all before deadline. Cancelling ctx ends it at once: the
 // connect is made under ctx, and the connection's deadline is moved to
 // the past when ctx ends. A request on a kept-alive connection that the
-// server had closed, so that nothing at all came back, is sent again on
-// the next connection, until one is not such a stale one: each stale
-// connection is closed, so at the latest the pool runs out of idle ones
-// and a new connection is made (net/http does the same for a connection
-// it finds closed, and a partner drops a duplicate by its webhook-id).
+// server had closed, so that nothing at all came back, is sent once more,
+// on a new connection: the host's other idle connections are closed first,
+// since the pool hands out the most recently used one, and one the server
+// closed for idleness means the older ones are closed too. A partner that
+// read the request before dropping the connection gets it twice at most,
+// and drops the duplicate by its webhook-id.
 func (h *host) do(ctx context.Context, deadline time.Time, req *fasthttp.Request, resp *fasthttp.Response, limit int64) (response, error) {
-	for {
-		r, stale, err := h.try(ctx, deadline, req, resp, limit)
-		if !stale || ctx.Err() != nil || !time.Now().Before(deadline) {
-			return r, err
-		}
+	r, stale, err := h.try(ctx, deadline, req, resp, limit)
+	if !stale || ctx.Err() != nil || !time.Now().Before(deadline) {
+		return r, err
 	}
+	h.hc.CloseIdleConnections()
+	r, _, err = h.try(ctx, deadline, req, resp, limit)
+	return r, err
 }
 
 // interrupted is a deadline in the past: it makes every blocked and future
