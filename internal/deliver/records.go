@@ -282,7 +282,8 @@ func (r *Runner) dead(o *out, job *delivery.Job, state, reason, errText string, 
 // deadInvalid moves an undecodable record read as m to the dead topic as
 // it is.
 func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
-	r.deadRefused(o, m, m.Key, m.Value, err)
+	r.deadUnattempted(o, m, m.Key, m.Value, delivery.ReasonInvalid, err,
+		"undecodable delivery job moved to the dead-letter topic")
 }
 
 // deadRefusedJob moves a job of the pack m that fails its checks to the
@@ -294,18 +295,8 @@ func (r *Runner) deadRefusedJob(o *out, m kafka.Message, x delivery.BadJob) {
 	if key == "" {
 		key = string(m.Key)
 	}
-	r.deadRefused(o, m, []byte(refusedKeyPrefix+key), x.Value, x.Err)
-}
-
-func (r *Runner) deadRefused(o *out, m kafka.Message, key, value []byte, err error) {
-	src := source(m)
-	o.add(bus.TopicDead, kafka.Message{Key: key, Value: value, Headers: []kafka.Header{
-		{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
-		{Key: HeaderError, Value: []byte(err.Error())},
-		{Key: headerSource, Value: []byte(src)},
-	}})
-	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, delivery.ReasonInvalid).Inc()
-	r.log.Warn("undecodable delivery job moved to the dead-letter topic", "source", src, "error", err)
+	r.deadUnattempted(o, m, []byte(refusedKeyPrefix+key), x.Value, delivery.ReasonInvalid, x.Err,
+		"undecodable delivery job moved to the dead-letter topic")
 }
 
 // deadUnattributed moves a record that Herald did not write (it fails
@@ -315,14 +306,22 @@ func (r *Runner) deadRefused(o *out, m kafka.Message, key, value []byte, err err
 // job and be replayed. It writes no receipt: the record's claims are not
 // Herald's.
 func (r *Runner) deadUnattributed(o *out, m kafka.Message, err error) {
+	r.deadUnattempted(o, m, append([]byte(unattributedKeyPrefix), m.Key...), m.Value, delivery.ReasonUnattributed, err,
+		"delivery job not written by Herald moved to the dead-letter topic unattempted")
+}
+
+// deadUnattempted writes value, read in m and never attempted, to the dead
+// topic under key with reason, err and where it was read, and counts and
+// logs it (msg). It writes no receipt.
+func (r *Runner) deadUnattempted(o *out, m kafka.Message, key, value []byte, reason string, err error, msg string) {
 	src := source(m)
-	o.add(bus.TopicDead, kafka.Message{Key: append([]byte(unattributedKeyPrefix), m.Key...), Value: m.Value, Headers: []kafka.Header{
-		{Key: HeaderReason, Value: []byte(delivery.ReasonUnattributed)},
+	o.add(bus.TopicDead, kafka.Message{Key: key, Value: value, Headers: []kafka.Header{
+		{Key: HeaderReason, Value: []byte(reason)},
 		{Key: HeaderError, Value: []byte(err.Error())},
 		{Key: headerSource, Value: []byte(src)},
 	}})
-	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, delivery.ReasonUnattributed).Inc()
-	r.log.Warn("delivery job not written by Herald moved to the dead-letter topic unattempted", "source", src, "error", err)
+	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, reason).Inc()
+	r.log.Warn(msg, "source", src, "error", err)
 }
 
 // source names where m was read: topic/partition/offset.
