@@ -13,15 +13,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/mail"
 	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/herald-alerts/herald/alerts"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/idna"
 )
 
 // Kinds of partner organisation.
@@ -287,8 +290,10 @@ func CheckAddress(addr string) error {
 // every log line and header) or a fragment, that uses https; or plain http
 // to a loopback host (localhost or a loopback address literal) when
 // allowInsecureLoopback is set (webhooks.allow_insecure_loopback, for
-// development). plainLoopback reports that the URL is such a plain-http
-// loopback URL.
+// development); its host, if internationalised, a name IDNA takes. The URL
+// returned has its host in ASCII (punycode) form, as DNS, TLS and the
+// Host header carry it. plainLoopback reports that the URL is such a
+// plain-http loopback URL.
 //
 // Validate applies it with allowInsecureLoopback set, so that a record
 // naming a plain-http loopback endpoint can be registered and the
@@ -314,12 +319,43 @@ func WebhookURL(raw string, allowInsecureLoopback bool) (u *url.URL, plainLoopba
 		return nil, false, errors.New("must not carry credentials")
 	case u.Fragment != "":
 		return nil, false, errors.New("must not have a fragment")
-	case u.Scheme == "https":
-		return u, false, nil
-	case !allowInsecureLoopback || !loopbackHost(u.Hostname()):
+	case u.Scheme != "https" && (!allowInsecureLoopback || !loopbackHost(u.Hostname())):
 		return nil, false, errors.New("must use https (plain http is allowed only to loopback, localhost or a loopback address, when webhooks.allow_insecure_loopback is on)")
 	}
-	return u, true, nil
+	if u, err = asciiHost(u); err != nil {
+		return nil, false, err
+	}
+	return u, u.Scheme == "http", nil
+}
+
+// asciiHost returns u with an internationalised host name in its ASCII
+// (punycode) form, which is what DNS, the TLS server name and the Host
+// header carry (RFC 5890; net/http's client does the same), and u itself
+// when its host is ASCII already.
+func asciiHost(u *url.URL) (*url.URL, error) {
+	name := u.Hostname()
+	if isASCII(name) {
+		return u, nil // IP literals included, which IDNA would refuse
+	}
+	ascii, err := idna.Lookup.ToASCII(name)
+	if err != nil {
+		return nil, fmt.Errorf("host %q is not an internationalised domain name: %w", name, err)
+	}
+	a := *u
+	a.Host = ascii
+	if port := u.Port(); port != "" {
+		a.Host = net.JoinHostPort(ascii, port)
+	}
+	return &a, nil
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // loopbackHost reports whether a URL's host is localhost or a loopback

@@ -454,3 +454,22 @@ func TestVersion(t *testing.T) {
 	b.Status = subscribers.StatusSuspended
 	require.NotEqual(t, a.Version(), b.Version())
 }
+
+// TestWebhookURLWithAHostIDNARefusesIsRejected: PRODUCT.md §2 — a record
+// with a malformed URL is rejected with the field named. A host name that
+// IDNA refuses can never be dialled (the webhook transport fails every
+// delivery to it for good, ReasonInvalid: TestInternationalHostName), so
+// registration refuses it rather than accept a partner who then gets
+// nothing; a name IDNA takes is kept, and WebhookURL gives its ASCII form.
+func TestWebhookURLWithAHostIDNARefusesIsRejected(t *testing.T) {
+	s := validSubscriber()
+	s.Webhooks[0].URL = "https://ü_x.partner.test/h"
+	s.Normalize()
+	err := s.Validate(nil, nil)
+	require.Error(t, err, "registered, yet every delivery to it is dead-lettered as invalid")
+	assert.Equal(t, []string{"webhooks[0].url"}, fieldNames(t, err))
+
+	u, _, err := subscribers.WebhookURL("https://bücher.partner.test:8443/h", false)
+	require.NoError(t, err)
+	assert.Equal(t, "xn--bcher-kva.partner.test:8443", u.Host)
+}

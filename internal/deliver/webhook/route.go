@@ -4,18 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"unicode/utf8"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/herald-alerts/herald/crypto/whsig"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/idna"
 )
 
 // maxRoutes bounds the prepared routes kept, one per endpoint URL and
@@ -54,11 +50,9 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if err := CheckTarget(ep.URL, n.cfg); err != nil {
 		return nil, delivery.Permanent(delivery.ReasonRefused, err)
 	}
-	u, err := url.Parse(ep.URL)
+	// CheckTarget took it: the URL, its host in ASCII form.
+	u, _, err := subscribers.WebhookURL(ep.URL, n.cfg.AllowInsecureLoopback)
 	if err != nil {
-		return nil, delivery.Permanent(delivery.ReasonInvalid, unwrapURL(err))
-	}
-	if u, err = asciiHost(u); err != nil {
 		return nil, delivery.Permanent(delivery.ReasonInvalid, err)
 	}
 	p, err := n.clients.get(u.Scheme, certFile, keyFile, stamp)
@@ -220,34 +214,4 @@ func newCache[V any](size int) *cache[V] {
 		panic(err) // only for a size below one
 	}
 	return c
-}
-
-// asciiHost returns u with an internationalised host name in its ASCII
-// (punycode) form, which is what DNS, the TLS server name and the Host
-// header carry (RFC 5890; net/http's client does the same), and u itself
-// when its host is ASCII already.
-func asciiHost(u *url.URL) (*url.URL, error) {
-	name := u.Hostname()
-	if isASCII(name) {
-		return u, nil // IP literals included, which IDNA would refuse
-	}
-	ascii, err := idna.Lookup.ToASCII(name)
-	if err != nil {
-		return nil, fmt.Errorf("host %q: %w", name, err)
-	}
-	a := *u
-	a.Host = ascii
-	if port := u.Port(); port != "" {
-		a.Host = net.JoinHostPort(ascii, port)
-	}
-	return &a, nil
-}
-
-func isASCII(s string) bool {
-	for i := range len(s) {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }

@@ -456,10 +456,11 @@ func TestInternationalHostName(t *testing.T) {
 	assert.Equal(t, fmt.Sprintf("%s:%d", ascii, rc.Port()), host)
 	assert.Equal(t, ascii, serverName)
 
-	// A name IDNA refuses is the endpoint's fault, for good.
+	// A name IDNA refuses (registration refuses it too) is the endpoint's
+	// fault, for good.
 	bad := rc.URLFor("ü_x.partner.test", "/h")
 	sub = testSub(bad)
-	failure(t, n.Notify(context.Background(), testJob(testAlert("a-idn-bad"), sub, bad), sub), delivery.ReasonInvalid, false)
+	failure(t, n.Notify(context.Background(), testJob(testAlert("a-idn-bad"), sub, bad), sub), delivery.ReasonRefused, false)
 }
 
 // TestCertificateStampSeesACopyThatKeepsItsTime: a certificate replaced by

@@ -59,7 +59,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -627,12 +626,3 @@ func RetryAfter(v string, now time.Time) time.Duration {
 // redact returns scheme://host/path of a URL: no query, which may carry a
 // partner's token, and no credentials.
 func redact(raw string) string { return subscribers.RedactURL(raw) }
-
-// unwrapURL drops *url.Error, whose message repeats the full URL.
-func unwrapURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
