@@ -36,9 +36,9 @@ type route struct {
 // a renewed certificate makes a new route; a route whose host its pool has
 // forgotten is prepared again.
 func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
-	certFile, keyFile, stamp, err := n.clientCert(ep)
-	if err != nil {
-		return nil, delivery.Permanent(delivery.ReasonConfig, err)
+	certFile, keyFile, stamp, f := n.clientCert(ep)
+	if f != nil {
+		return nil, f
 	}
 	key := ep.URL
 	if certFile != "" || keyFile != "" {
@@ -61,7 +61,9 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 		if errors.As(err, &r) {
 			return nil, delivery.Permanent(delivery.ReasonRefused, err)
 		}
-		return nil, delivery.Permanent(delivery.ReasonConfig, err)
+		// Files that do not load as a key pair now may be mid-renewal
+		// (the certificate written, the key not yet): try again later.
+		return nil, delivery.Temporary(delivery.ReasonConfig, err)
 	}
 	// The parsed URL is not kept: a route is kept per endpoint (up to
 	// maxRoutes), and the request needs only its Host and target.
@@ -94,18 +96,24 @@ func (rt *route) request(req *fasthttp.Request, userAgent string, sb *signedBody
 // clientCert resolves an endpoint's client certificate and key in
 // ClientCertDir and stamps them with their modification times and sizes;
 // all empty when the endpoint has none.
-func (n *Notifier) clientCert(ep *subscribers.Webhook) (certFile, keyFile, stamp string, err error) {
+func (n *Notifier) clientCert(ep *subscribers.Webhook) (certFile, keyFile, stamp string, f *delivery.Failure) {
 	if ep.ClientCert == "" && ep.ClientKey == "" {
 		return "", "", "", nil
 	}
+	var err error
 	if certFile, err = ClientCertPath(n.cfg.ClientCertDir, ep.ClientCert); err != nil {
-		return "", "", "", fmt.Errorf("client_cert: %w", err)
+		return "", "", "", delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("client_cert: %w", err))
 	}
 	if keyFile, err = ClientCertPath(n.cfg.ClientCertDir, ep.ClientKey); err != nil {
-		return "", "", "", fmt.Errorf("client_key: %w", err)
+		return "", "", "", delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("client_key: %w", err))
 	}
-	stamp, err = fileStamp(certFile, keyFile)
-	return certFile, keyFile, stamp, err
+	// A file missing now may be mid-renewal (the old one removed, the new
+	// not yet copied): try again later, where a path outside the
+	// directory is wrong for good.
+	if stamp, err = fileStamp(certFile, keyFile); err != nil {
+		return "", "", "", delivery.Temporary(delivery.ReasonConfig, err)
+	}
+	return certFile, keyFile, stamp, nil
 }
 
 func fileStamp(files ...string) (string, error) {
