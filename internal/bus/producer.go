@@ -158,6 +158,7 @@ func (p *Producer) write(ctx context.Context, msgs []kafka.Message, partitions [
 			return err
 		}
 	}
+	pl := &Placement{partitions: partitions, balancer: p.balancer}
 	// Sign and place every message; keep each partition's in order.
 	byPartition := make([][]kafka.Message, len(partitions))
 	for _, m := range msgs {
@@ -168,7 +169,7 @@ func (p *Producer) write(ctx context.Context, msgs []kafka.Message, partitions [
 			}
 		}
 		m.Headers = append(hs, kafka.Header{Key: busauth.Header, Value: []byte(p.keys.Sign(p.name, m.Key, m.Value))})
-		part := p.balancer.Balance(m, partitions...)
+		part := pl.Partition(m.Key)
 		byPartition[part] = append(byPartition[part], m)
 	}
 	var used []int
