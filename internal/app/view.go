@@ -88,7 +88,7 @@ func (x ViewIndex) Existing(ctx context.Context, id string) (*publish.Existing, 
 	ex := &publish.Existing{}
 	p, okP := x.V.Published(id)
 	if okP {
-		ex.Published = p.Digest
+		ex.Published, ex.IssuedBy, ex.ApprovedBy = p.Digest, p.IssuedBy, p.ApprovedBy
 	}
 	r, okR := x.V.Release(id)
 	if okR {
