@@ -2,6 +2,8 @@ package delivery
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,6 +89,7 @@ func BenchmarkDecodeReceipts(b *testing.B) {
 	}{
 		{"encoding_json", func(d []byte, rs *[]Receipt) error { return json.Unmarshal(d, rs) }},
 		{"decodeJSON", decodeJSON[[]Receipt]},
+		{"DecodeReceipts", func(d []byte, rs *[]Receipt) (err error) { *rs, err = DecodeReceipts("al-1", d); return err }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(v)))
@@ -97,5 +100,41 @@ func BenchmarkDecodeReceipts(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecodedSlicesAreSizedByWhatTheyHold checks the capacity hints of
+// DecodeReceipts and DecodeJobs: exact for what Herald packs, and bounded
+// by the most a record holds whatever a record says, so that a record
+// stuffed with what starts a receipt or a job cannot make a decoder
+// allocate more than a full record's slice.
+func TestDecodedSlicesAreSizedByWhatTheyHold(t *testing.T) {
+	at := time.Now().UTC()
+	var encs [][]byte
+	for i := range 7 {
+		r := Receipt{Kind: KindOutcome, AlertID: "al-1", Subscriber: fmt.Sprintf("p%d", i), State: StateDelivered, At: at,
+			Note: `a note that says {"kind":"x"} in the clear`}
+		encs = append(encs, r.Encode())
+	}
+	packed := PackReceipts(encs)
+	if len(packed) != 1 {
+		t.Fatalf("PackReceipts made %d records of 7 receipts, want 1", len(packed))
+	}
+	if n := receiptsIn(packed[0]); n != 7 {
+		t.Errorf("receiptsIn of a pack of 7 receipts whose notes quote a receipt = %d, want 7", n)
+	}
+	rs, err := DecodeReceipts("al-1", packed[0])
+	if err != nil || len(rs) != 7 || cap(rs) != 7 {
+		t.Errorf("DecodeReceipts: %d receipts in a slice of capacity %d, %v; want 7 in 7", len(rs), cap(rs), err)
+	}
+	stuffed := []byte("[" + strings.Repeat(`{"kind":{"kind":{"kind":`, 100_000) + "]")
+	if n := receiptsIn(stuffed); n != MaxRecordReceipts {
+		t.Errorf("receiptsIn of a record stuffed with 300,000 receipt starts = %d, want the bound %d", n, MaxRecordReceipts)
+	}
+	if n := jobsIn([]byte(strings.Repeat(`{"id":`, 100_000))); n != MaxRecordJobs {
+		t.Errorf("jobsIn of a record stuffed with 100,000 job starts = %d, want the bound %d", n, MaxRecordJobs)
+	}
+	if n := receiptsIn([]byte("[]")); n != 1 {
+		t.Errorf("receiptsIn of an empty array = %d, want 1", n)
 	}
 }

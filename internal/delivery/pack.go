@@ -148,7 +148,8 @@ func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err
 	}
 	// Every job at once; should any of them not decode or fail its
 	// checks, one by one, to set it aside with its bytes.
-	var p packWire
+	// Sized once, as receipts are (receiptsIn).
+	p := packWire{Jobs: make([]jobWire, 0, jobsIn(rest))}
 	if decodeJSON(rest, &p) == nil {
 		if len(p.Jobs) == 0 {
 			return nil, nil, errors.New("decode delivery jobs: jobs: a pack holds at least one job")
@@ -186,6 +187,17 @@ func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err
 		jobs = append(jobs, j)
 	}
 	return jobs, bad, nil
+}
+
+// jobStart begins every job Job.Encode and EncodeBare write: counted as
+// receiptStart is, it estimates the jobs of a pack.
+var jobStart = []byte(`{"id":`)
+
+// jobsIn estimates the jobs in a pack, for the capacity of the slice they
+// are decoded into: exact for a pack PackJobs made (whose alert, if the
+// count sees it, adds one), and never more than MaxRecordJobs.
+func jobsIn(v []byte) int {
+	return max(1, min(bytes.Count(v, jobStart), MaxRecordJobs))
 }
 
 // with gives j, a job of a pack, the pack's alert (raw, decoded as a with
