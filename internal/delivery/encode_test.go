@@ -123,3 +123,35 @@ func FuzzJobEncode(f *testing.F) {
 		checkJobEncode(t, s, time.Unix(0, ns).UTC())
 	})
 }
+
+// TestReceiptEncodeAllocatesOnce: the receipts written for every delivery
+// (the fan-out's decision, the deliver role's outcome) and an alert's own
+// receipt are encoded into one allocation, not grown as they are written.
+func TestReceiptEncodeAllocatesOnce(t *testing.T) {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC)
+	target := "https://hooks.partner-with-a-long-name.example/herald/alerts?token=0123456789abcdef"
+	id := ID("al-2026-11-30-0001", "recruitment-agency-0001", target)
+	for _, r := range []Receipt{
+		{Kind: KindDecision, AlertID: "al-2026-11-30-0001", DeliveryID: id, Subscriber: "recruitment-agency-0001",
+			Channel: ChannelWebhook, Target: target, Decision: "deliver", Mode: ModeSigned, Rule: "deliver.clearance", State: StatePending, At: at},
+		{Kind: KindOutcome, AlertID: "al-2026-11-30-0001", DeliveryID: id, Subscriber: "recruitment-agency-0001",
+			Channel: ChannelWebhook, Target: target, State: StateRetrying, Attempt: 2, Reason: ReasonTimeout,
+			Error: "post: attempt deadline of 30s exceeded", RetryAt: at.Add(time.Minute), At: at},
+		{Kind: KindAlert, AlertID: "al-2026-11-30-0001", Subscriber: "", At: at, Type: alerts.TypeUpdate, TLP: alerts.TLPAmber,
+			Marking: alerts.MarkingOfficialSensitive, References: []string{"al-2026-11-29-0007", "al-2026-11-28-0002"},
+			IssuedBy: "api:alice", ApprovedBy: "api:bob", Title: strings.Repeat("Forced labour at car washes in the North West, ", 4),
+			Digest: strings.Repeat("ab", 32)},
+	} {
+		if n := testing.AllocsPerRun(100, func() { r.Encode() }); n != 1 {
+			t.Errorf("%s receipt: Encode made %v allocations, want 1", r.Kind, n)
+		}
+	}
+	j := Job{ID: id, AlertJSON: []byte(`{"id":"al-2026-11-30-0001"}`), Subscriber: "recruitment-agency-0001",
+		Channel: ChannelWebhook, Target: target, Mode: ModeEncrypted}
+	if n := testing.AllocsPerRun(100, func() { j.EncodeBare() }); n != 1 {
+		t.Errorf("a job of a pack: EncodeBare made %v allocations, want 1", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { j.Encode() }); n != 1 {
+		t.Errorf("a job with its alert: Encode made %v allocations, want 1", n)
+	}
+}
