@@ -29,3 +29,19 @@ func TestPoolForgetsIdleHosts(t *testing.T) {
 	require.Len(t, p.hosts, 1, "the hosts with no connection open were forgotten")
 	require.NotSame(t, first, p.host(u(0)), "a forgotten host gets a new pool")
 }
+
+// TestForgottenPoolHandsOutForgottenHosts: a route prepared from a pool
+// just as the pool was forgotten (a renewed certificate's old pool, got
+// before the renewal was seen) gets a host that is forgotten too, so that
+// its delivery keeps no connection idle where Close cannot reach it and
+// the route is prepared again.
+func TestForgottenPoolHandsOutForgottenHosts(t *testing.T) {
+	p := newPool(Config{}.withDefaults(), newGuard(Config{}, false), newTLS(Config{}, nil))
+	u := &url.URL{Scheme: "https", Host: "partner.example"}
+	known := p.host(u)
+	p.forget()
+	require.True(t, known.forgotten.Load())
+	late := p.host(u)
+	require.True(t, late.forgotten.Load(), "a host made after the pool was forgotten")
+	require.Empty(t, p.hosts, "and the pool does not keep it")
+}

@@ -130,6 +130,9 @@ type pool struct {
 
 	mu    sync.Mutex
 	hosts map[string]*host // by host:port
+	// forgotten is set by forget: the pool is no longer used, and every
+	// host it hands out after that is forgotten from the start.
+	forgotten bool
 }
 
 func newPool(cfg Config, g *guard, tlsCfg *tls.Config) *pool {
@@ -197,16 +200,25 @@ func (p *pool) hostOf(name, port string) *host {
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
 	}
+	if p.forgotten {
+		// A route prepared from the pool just as it was forgotten: its
+		// one delivery keeps no connection idle, and the route is
+		// prepared again.
+		h.forgotten.Store(true)
+		return h
+	}
 	p.hosts[addr] = h
 	return h
 }
 
 // forget forgets every host of a pool that is no longer used (a renewed
 // client certificate's old pool) and closes their idle connections; an
-// attempt still under way closes its connection when done.
+// attempt still under way closes its connection when done. A host asked
+// of the pool afterwards is forgotten from the start.
 func (p *pool) forget() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.forgotten = true
 	for a, h := range p.hosts {
 		h.forgotten.Store(true)
 		h.hc.CloseIdleConnections()
@@ -230,8 +242,8 @@ type host struct {
 	tls    *tls.Config // with ServerName; nil for plain http
 	hc     *fasthttp.HostClient
 	// forgotten is set when the pool drops the host (pool.hostOf,
-	// pool.forget): it keeps no connection idle any more, since closeIdle
-	// no longer sees it.
+	// pool.forget), or makes it after it was forgotten itself: it keeps no
+	// connection idle any more, since closeIdle no longer sees it.
 	forgotten atomic.Bool
 }
 
