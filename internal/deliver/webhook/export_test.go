@@ -16,6 +16,23 @@ func ForgetIdleHosts(n *Notifier) {
 	}
 }
 
-// FileStamp is fileStamp, what a route's client certificate files are
-// known by.
+// FileStamp is fileStamp, by which clients.cert knows whether to read a
+// client certificate's files again.
 var FileStamp = fileStamp
+
+// MTLSPools is how many client-certificate pools n holds.
+func MTLSPools(n *Notifier) int {
+	n.clients.mu.Lock()
+	defer n.clients.mu.Unlock()
+	return len(n.clients.mtls)
+}
+
+// LimitCertNames makes n remember the files of at most size pairs of
+// client certificate names (maxCertNames), forgetting what it knows.
+func LimitCertNames(n *Notifier, size int) {
+	c := n.clients
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.names.Purge()
+	c.names = newNames(size, c.evicted)
+}

@@ -32,17 +32,18 @@ type route struct {
 }
 
 // route returns the endpoint's route, preparing it on first use. Routes
-// are keyed by the URL, the client certificate files and their stamps, so
-// a renewed certificate makes a new route; a route whose host its pool has
-// forgotten is prepared again.
+// are keyed by the URL and the digest of the client certificate's bytes
+// (certDigest), so a renewed certificate makes a new route and the same
+// bytes at another path keep it; a route whose host its pool has
+// forgotten (a pool dropped, clients.release) is prepared again.
 func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
-	certFile, keyFile, stamp, f := n.clientCert(ep)
+	cert, f := n.clientCert(ep)
 	if f != nil {
 		return nil, f
 	}
 	key := ep.URL
-	if certFile != "" || keyFile != "" {
-		key += "\x00" + certFile + "\x00" + keyFile + "\x00" + stamp
+	if cert != nil {
+		key += "\x00" + string(cert.digest[:])
 	}
 	if rt, ok := n.routes.Get(key); ok && !rt.host.forgotten.Load() {
 		return rt, nil
@@ -55,15 +56,9 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if err != nil {
 		return nil, delivery.Permanent(delivery.ReasonInvalid, err)
 	}
-	p, err := n.clients.get(u.Scheme, certFile, keyFile, stamp)
+	p, err := n.clients.get(u.Scheme, cert)
 	if err != nil {
-		var r *RefusedError
-		if errors.As(err, &r) {
-			return nil, delivery.Permanent(delivery.ReasonRefused, err)
-		}
-		// Files that do not load as a key pair now may be mid-renewal
-		// (the certificate written, the key not yet): try again later.
-		return nil, delivery.Temporary(delivery.ReasonConfig, err)
+		return nil, delivery.Permanent(delivery.ReasonRefused, err)
 	}
 	// The parsed URL is not kept: a route is kept per endpoint (up to
 	// maxRoutes), and the request needs only its Host and target.
@@ -94,26 +89,36 @@ func (rt *route) request(req *fasthttp.Request, userAgent string, sb *signedBody
 }
 
 // clientCert resolves an endpoint's client certificate and key in
-// ClientCertDir and stamps them with their modification times and sizes;
-// all empty when the endpoint has none.
-func (n *Notifier) clientCert(ep *subscribers.Webhook) (certFile, keyFile, stamp string, f *delivery.Failure) {
+// ClientCertDir, stamps them with their modification times and sizes, and
+// returns the pool of what they hold (clients.cert); nil when the
+// endpoint has none. The names are resolved and the files stamped at
+// every delivery, so a renewal, by replacing the files or by swapping a
+// symbolic link, is seen by the next delivery.
+func (n *Notifier) clientCert(ep *subscribers.Webhook) (*mtlsPool, *delivery.Failure) {
 	if ep.ClientCert == "" && ep.ClientKey == "" {
-		return "", "", "", nil
+		return nil, nil
 	}
-	var err error
-	if certFile, err = ClientCertPath(n.cfg.ClientCertDir, ep.ClientCert); err != nil {
-		return "", "", "", delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("client_cert: %w", err))
+	certFile, err := ClientCertPath(n.cfg.ClientCertDir, ep.ClientCert)
+	if err != nil {
+		return nil, delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("client_cert: %w", err))
 	}
-	if keyFile, err = ClientCertPath(n.cfg.ClientCertDir, ep.ClientKey); err != nil {
-		return "", "", "", delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("client_key: %w", err))
+	keyFile, err := ClientCertPath(n.cfg.ClientCertDir, ep.ClientKey)
+	if err != nil {
+		return nil, delivery.Permanent(delivery.ReasonConfig, fmt.Errorf("client_key: %w", err))
 	}
-	// A file missing now may be mid-renewal (the old one removed, the new
-	// not yet copied): try again later, where a path outside the
-	// directory is wrong for good.
-	if stamp, err = fileStamp(certFile, keyFile); err != nil {
-		return "", "", "", delivery.Temporary(delivery.ReasonConfig, err)
+	// A file missing now, or files that do not load as a key pair, may be
+	// mid-renewal (the old one removed and the new not yet copied, the
+	// certificate written and the key not yet): try again later, where a
+	// path outside the directory is wrong for good.
+	stamp, err := fileStamp(certFile, keyFile)
+	if err != nil {
+		return nil, delivery.Temporary(delivery.ReasonConfig, err)
 	}
-	return certFile, keyFile, stamp, nil
+	cert, err := n.clients.cert(certNames{ep.ClientCert, ep.ClientKey}, certFile, keyFile, stamp)
+	if err != nil {
+		return nil, delivery.Temporary(delivery.ReasonConfig, err)
+	}
+	return cert, nil
 }
 
 func fileStamp(files ...string) (string, error) {

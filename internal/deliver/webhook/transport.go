@@ -2,7 +2,9 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,12 +12,14 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/valyala/fasthttp"
 )
 
@@ -411,67 +415,168 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
+// maxCertNames bounds the pairs of client certificate names (an
+// endpoint's client_cert and client_key) whose files clients remembers,
+// and so the client-certificate pools, at most one per pair. A partner
+// that requires mutual TLS usually has one certificate for all its
+// endpoints, so the bound is well above the pairs in use; a pair
+// forgotten and used again is read again and gets a new pool.
+const maxCertNames = 4096
+
 // clients holds the shared pools: one for https, one for plain http to
-// loopback (when enabled), and one per distinct client certificate.
+// loopback (when enabled), and one per client certificate in use.
+//
+// A client certificate's pool is keyed by what it presents, a digest of
+// the certificate's and key's bytes, never by the paths that name them:
+// endpoints whose files hold the same bytes share a pool whatever their
+// paths; a renewal (new bytes) makes a new pool; the same bytes at a new
+// path (a secret volume's ..data link swapped to a new directory) keep
+// it. A pool is dropped once no names lead to it (clients.release).
 type clients struct {
 	cfg   Config
 	https *pool
 	plain *pool // nil unless AllowInsecureLoopback
 
-	mu   sync.Mutex
-	mtls map[string]*mtlsPool
+	mu sync.Mutex
+	// names remembers, for up to maxCertNames pairs of names, the files
+	// each led to when last looked at and the pool of what they held, so
+	// that the files are read only when they change, and so that the pool
+	// a pair has moved away from (a renewal) is known to be unused.
+	names *simplelru.LRU[certNames, *certFiles]
+	mtls  map[[sha256.Size]byte]*mtlsPool // by certDigest
 }
 
+// certNames are an endpoint's client_cert and client_key as configured.
+type certNames struct{ cert, key string }
+
+// certFiles is where a pair of certNames led when last looked at.
+type certFiles struct {
+	seen string // the resolved certificate and key paths and their stamp
+	pool *mtlsPool
+}
+
+// mtlsPool is the pool of one client certificate.
 type mtlsPool struct {
-	stamp string // modification times and sizes of the files when loaded
-	pool  *pool
+	digest [sha256.Size]byte // certDigest of the bytes it presents
+	pool   *pool
+	names  int // the pairs of names that lead to it, in clients.names
 }
 
 func newClients(cfg Config) *clients {
 	c := &clients{
 		cfg:   cfg,
 		https: newPool(cfg, newGuard(cfg, false), newTLS(cfg, nil)),
-		mtls:  map[string]*mtlsPool{},
+		mtls:  map[[sha256.Size]byte]*mtlsPool{},
 	}
+	c.names = newNames(maxCertNames, c.evicted)
 	if cfg.AllowInsecureLoopback {
 		c.plain = newPool(cfg, newGuard(cfg, true), nil)
 	}
 	return c
 }
 
+// newNames returns an LRU of size pairs of names (at least one) that
+// calls evicted, under clients.mu, for each pair it forgets.
+func newNames(size int, evicted simplelru.EvictCallback[certNames, *certFiles]) *simplelru.LRU[certNames, *certFiles] {
+	l, err := simplelru.NewLRU(max(size, 1), evicted)
+	if err != nil {
+		panic(err) // only for a size below one
+	}
+	return l
+}
+
+// evicted releases the pool of a pair of names clients.names forgot.
+func (c *clients) evicted(_ certNames, f *certFiles) { c.release(f.pool) }
+
 var errPlainHTTP = errors.New("plain http is not enabled (webhooks.allow_insecure_loopback)")
 
 // get returns the pool for a scheme and an endpoint's client certificate
-// files (both empty for none), whose stamp says when they last changed. A
-// certificate is loaded once and reloaded when its stamp changes, so a
-// partner's renewed certificate is picked up without a restart; the old
-// pool is forgotten (pool.forget).
-func (c *clients) get(scheme, certFile, keyFile, stamp string) (*pool, error) {
-	if scheme == "http" {
+// (nil for none; from clients.cert).
+func (c *clients) get(scheme string, cert *mtlsPool) (*pool, error) {
+	switch {
+	case scheme == "http":
 		if c.plain == nil {
 			return nil, &RefusedError{Reason: errPlainHTTP.Error()}
 		}
 		return c.plain, nil // no TLS, so no client certificate
-	}
-	if certFile == "" && keyFile == "" {
+	case cert == nil:
 		return c.https, nil
 	}
-	key := certFile + "\x00" + keyFile
+	return cert.pool, nil
+}
+
+// cert returns the pool of the client certificate that an endpoint's
+// names lead to: the files certFile and keyFile, resolved and stamped
+// (fileStamp) just before. The files are read again only when the names
+// lead to other paths or the stamp has changed, so a renewal is used from
+// the next delivery on, without a restart; the stamp is taken before the
+// bytes are read, so the stamp remembered is never newer than the bytes.
+// Bytes no pool presents yet make a new pool. The pool the names led to
+// before is released (clients.release).
+func (c *clients) cert(names certNames, certFile, keyFile, stamp string) (*mtlsPool, error) {
+	seen := certFile + "\x00" + keyFile + "\x00" + stamp
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m := c.mtls[key]; m != nil && m.stamp == stamp {
-		return m.pool, nil
+	known, ok := c.names.Get(names)
+	if ok && known.seen == seen {
+		return known.pool, nil
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
-		return nil, fmt.Errorf("load client certificate %s: %w", certFile, err)
+		return nil, fmt.Errorf("client certificate: %w", err)
 	}
-	if old := c.mtls[key]; old != nil {
-		old.pool.forget()
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
 	}
-	p := newPool(c.cfg, newGuard(c.cfg, false), newTLS(c.cfg, []tls.Certificate{cert}))
-	c.mtls[key] = &mtlsPool{stamp: stamp, pool: p}
-	return p, nil
+	d := certDigest(certPEM, keyPEM)
+	m := c.mtls[d]
+	if m == nil {
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate %s: %w", certFile, err)
+		}
+		m = &mtlsPool{digest: d, pool: newPool(c.cfg, newGuard(c.cfg, false), newTLS(c.cfg, []tls.Certificate{cert}))}
+		c.mtls[d] = m
+	}
+	if !ok {
+		m.names++ // before Add, so that the pair Add may evict cannot drop m
+		c.names.Add(names, &certFiles{seen: seen, pool: m})
+		return m, nil
+	}
+	if known.pool != m {
+		m.names++
+		c.release(known.pool)
+		known.pool = m
+	}
+	known.seen = seen
+	return m, nil
+}
+
+// release drops m once no names lead to it: it is forgotten
+// (pool.forget), so its idle connections are closed, a route that holds
+// it is prepared again, and a delivery under way on it finishes and then
+// closes its connection. Called with c.mu held.
+func (c *clients) release(m *mtlsPool) {
+	if m.names--; m.names > 0 {
+		return
+	}
+	delete(c.mtls, m.digest)
+	m.pool.forget()
+}
+
+// certDigest is the SHA-256 of a client certificate's and its key's
+// bytes, each preceded by its length (8 bytes, big-endian): what a pool
+// of clients presents.
+func certDigest(certPEM, keyPEM []byte) [sha256.Size]byte {
+	h := sha256.New()
+	for _, b := range [][]byte{certPEM, keyPEM} {
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
+		h.Write(b)
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // closeIdle closes the idle connections of every pool.

@@ -163,7 +163,7 @@ type Notifier struct {
 
 	flight singleflight.Group
 	bodies *cache[*signedBody] // by rendering, the alert's content digest and its lineage
-	routes *cache[*route]      // by URL and client certificate files
+	routes *cache[*route]      // by URL and client certificate content
 	// signers are the endpoints' Standard Webhooks signers, by their
 	// secrets: decoded and keyed once, not at every delivery.
 	signers *cache[*whsig.Signer]
