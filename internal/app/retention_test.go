@@ -1,13 +1,7 @@
 package app_test
 
 import (
-	"context"
-	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -16,102 +10,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
-	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/deliver/email"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
-	"github.com/herald-alerts/herald/internal/testkit/logtest"
-	"github.com/herald-alerts/herald/internal/testkit/pgptest"
-	"github.com/herald-alerts/herald/internal/testkit/smtptest"
-	"github.com/herald-alerts/herald/subscribers"
 )
-
-// retentionEnv is a Kafka cluster (kfake, in this process) on which some
-// of Herald's topics already exist as an operator made them, an SMTP sink
-// and the configuration of `herald serve` against them.
-type retentionEnv struct {
-	cluster *kafkatest.Cluster
-	sink    *smtptest.Server
-	cfg     config.Config
-	logs    *logtest.Buffer
-}
-
-// newRetentionEnv creates topics (full names) with the given configs
-// before Herald sees the cluster.
-func newRetentionEnv(t *testing.T, topics map[string][]kafka.ConfigEntry) *retentionEnv {
-	t.Helper()
-	cluster := kafkatest.Start(t, kafkatest.RetryTiers(len(config.Default().Delivery.RetrySchedule)))
-	var req kafka.CreateTopicsRequest
-	for name, entries := range topics {
-		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: name, NumPartitions: 3, ReplicationFactor: 1, ConfigEntries: entries})
-	}
-	admin := &kafka.Client{Addr: kafka.TCP(cluster.Addrs()...), Timeout: 10 * time.Second}
-	res, err := admin.CreateTopics(t.Context(), &req)
-	require.NoError(t, err)
-	for name := range topics {
-		require.NoError(t, res.Errors[name], name)
-	}
-	sink := smtptest.New(t, smtptest.Options{})
-	_, agency := pgptest.Key(t, pgptest.Agency)
-	signingKey := filepath.Join(t.TempDir(), "agency.asc")
-	require.NoError(t, os.WriteFile(signingKey, []byte(agency), 0o600))
-	cfg := config.Default()
-	cfg.Kafka = cluster.Config()
-	cfg.Publishing.KeyFile = kafkatest.KeyFile(t)
-	cfg.Signing.KeyFile = signingKey
-	cfg.SMTP.Host, cfg.SMTP.Port, cfg.SMTP.TLS, cfg.SMTP.From = sink.Host, sink.Port, email.TLSNone, "Herald <alerts@herald.example>"
-	cfg.Email.IssuerName = "National Crime Agency"
-	cfg.API.Listen = "127.0.0.1:0"
-	return &retentionEnv{cluster: cluster, sink: sink, cfg: cfg, logs: &logtest.Buffer{}}
-}
-
-// serve runs app.Run as `herald serve` with no --roles does (every role,
-// not explicit) until the test ends; it returns the running App, or the
-// error Run returned when it did not start.
-func (e *retentionEnv) serve(t *testing.T, opt app.Options) (*app.App, error) {
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan *app.App, 1)
-	opt.Started = func(a *app.App) { started <- a }
-	go func() { done <- app.Run(ctx, &e.cfg, log, opt) }()
-	select {
-	case a := <-started:
-		t.Cleanup(func() {
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(60 * time.Second):
-				t.Error("herald did not stop")
-			}
-		})
-		return a, nil
-	case err := <-done:
-		cancel()
-		return nil, err
-	case <-time.After(60 * time.Second):
-		cancel()
-		t.Fatalf("herald neither started nor failed within a minute:\n%s", e.logs)
-		return nil, nil
-	}
-}
-
-// get fetches url and returns the status and body.
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(body)
-}
 
 // TestShortAuditTopicStopsOnlyTheAPIRole: the audit topic exists with a
 // stock cluster's 7 days. `herald serve` (every role) does not start the
@@ -120,15 +22,12 @@ func get(t *testing.T, url string) (int, string) {
 // roles start, and an alert is delivered. herald_role_up on
 // metrics.listen (there is no API listener) says which roles run.
 func TestShortAuditTopicStopsOnlyTheAPIRole(t *testing.T) {
-	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{"herald.audit": {{ConfigName: "retention.ms", ConfigValue: "604800000"}}})
+	e := newServeEnv(t, map[string][]kafka.ConfigEntry{"herald.audit": {{ConfigName: "retention.ms", ConfigValue: "604800000"}}})
 	e.cfg.Metrics.Listen = "127.0.0.1:0"
 	b := e.cluster.Open(t, e.cfg.Kafka)
-	acme := &subscribers.Subscriber{ID: "acme", Name: "Acme Car Wash", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
-		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: "soc@acme.example"}}}
-	acme.Normalize()
-	require.NoError(t, app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}.Put(t.Context(), "cli:test", "", []*subscribers.Subscriber{acme}, nil))
+	register(t, b, acmeCarWash())
 
-	h, err := e.serve(t, app.Options{})
+	h, _, err := e.serve(t, app.Options{})
 	require.NoError(t, err, "serve must start the roles that do not read the audit topic:\n%s", e.logs)
 	const why = "herald.audit keeps records for 7d, kafka.retention.audit asks for 400d"
 	assert.Empty(t, h.APIAddr(), "no API listener")
@@ -136,14 +35,7 @@ func TestShortAuditTopicStopsOnlyTheAPIRole(t *testing.T) {
 	assert.Regexp(t, `level=ERROR msg="role not started[^\n]*role=api[^\n]*`+regexp.QuoteMeta(why)+`[^\n]*kafka\.retention\.accept_shorter`, logs)
 	assert.Regexp(t, `msg="herald running" roles=fanout,deliver [^\n]*stopped=api`, logs)
 
-	issued := time.Now().UTC()
-	a := &alerts.Alert{ID: "op-audit-short-1", Type: alerts.TypeAlert, Status: alerts.StatusActual, Title: "Car wash recruits through a fake agency",
-		Summary: "Workers are charged for travel and housing.", Severity: alerts.SeveritySevere, TLP: alerts.TLPGreen,
-		Marking: alerts.MarkingOfficial, Handling: alerts.Handling{Code: "P"}, Audience: alerts.Audience{Sectors: []string{"car-washes"}},
-		IssuedBy: "api:alice", IssuedAt: &issued}
-	v, err := json.Marshal(a)
-	require.NoError(t, err)
-	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte(a.ID), Value: v}))
+	publish(t, b, carWashAlert("op-audit-short-1"))
 	require.Eventually(t, func() bool { return e.sink.Count() >= 1 }, 60*time.Second, 50*time.Millisecond,
 		"the alert is fanned out and delivered:\n%s", e.logs)
 	ver, err := email.Verify(e.sink.Messages()[0].Data, pgptestPublic(t), nil, nil)
@@ -152,7 +44,7 @@ func TestShortAuditTopicStopsOnlyTheAPIRole(t *testing.T) {
 
 	addr := regexp.MustCompile(`msg=listening key=metrics\.listen addr=(\S+)`).FindStringSubmatch(e.logs.String())
 	require.NotNil(t, addr, "the metrics listener:\n%s", e.logs)
-	code, body := get(t, "http://"+addr[1]+"/metrics")
+	code, body := call(t, "GET", "http://"+addr[1]+"/metrics", "", "")
 	require.Equal(t, http.StatusOK, code, body)
 	assert.Contains(t, body, `herald_role_up{role="api"} 0`)
 	assert.Contains(t, body, `herald_role_up{role="fanout"} 1`)
@@ -167,17 +59,17 @@ func TestShortAuditTopicStopsOnlyTheAPIRole(t *testing.T) {
 // take the API out of service (its /readyz answers for the API's traffic);
 // herald_role_up says which roles are stopped.
 func TestShortDeliveriesTopicStopsItsWritersAndLeavesTheAPIReady(t *testing.T) {
-	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{"herald.deliveries": {{ConfigName: "retention.ms", ConfigValue: "86400000"}}})
-	h, err := e.serve(t, app.Options{})
+	e := newServeEnv(t, map[string][]kafka.ConfigEntry{"herald.deliveries": {{ConfigName: "retention.ms", ConfigValue: "86400000"}}})
+	h, _, err := e.serve(t, app.Options{})
 	require.NoError(t, err, "%s", e.logs)
 	require.NotEmpty(t, h.APIAddr())
 	assert.Regexp(t, `msg="herald running" roles=api [^\n]*stopped=fanout,deliver\n`, e.logs.String())
 	base := "http://" + h.APIAddr()
 	require.Eventually(t, func() bool {
-		code, _ := get(t, base+"/readyz")
+		code, _ := call(t, "GET", base+"/readyz", "", "")
 		return code == http.StatusOK
 	}, 30*time.Second, 50*time.Millisecond, "the api role runs: the API is ready once its view caught up")
-	code, body := get(t, base+"/metrics")
+	code, body := call(t, "GET", base+"/metrics", "", "")
 	require.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, `herald_role_up{role="api"} 1`)
 	assert.Contains(t, body, `herald_role_up{role="fanout"} 0`)
@@ -192,13 +84,13 @@ func TestShortDeliveriesTopicStopsItsWritersAndLeavesTheAPIReady(t *testing.T) {
 // short for the api role alone; or the alerts topic short (api and
 // fanout) with no signing key for the deliver role.
 func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
-	e := newRetentionEnv(t, map[string][]kafka.ConfigEntry{
+	e := newServeEnv(t, map[string][]kafka.ConfigEntry{
 		"herald.subscribers": nil,
 		"audit7d.audit":      {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
 		"alerts7d.alerts":    {{ConfigName: "retention.ms", ConfigValue: "604800000"}},
 	})
 	signingKey := e.cfg.Signing.KeyFile
-	h, err := e.serve(t, app.Options{})
+	h, _, err := e.serve(t, app.Options{})
 	require.Error(t, err)
 	require.Nil(t, h)
 	var re *bus.RetentionError
@@ -210,7 +102,7 @@ func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
 	assert.NotContains(t, e.logs.String(), "herald running")
 
 	e.cfg.Kafka.TopicPrefix = "audit7d."
-	h, err = e.serve(t, app.Options{Roles: []string{app.RoleAPI}, Explicit: true})
+	h, _, err = e.serve(t, app.Options{Roles: []string{app.RoleAPI}, Explicit: true})
 	require.Nil(t, h)
 	assert.EqualError(t, err, "api role not started: kafka topics keep records for too short a time: audit7d.audit keeps records for 7d, kafka.retention.audit asks for 400d (raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)")
 
@@ -218,7 +110,7 @@ func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
 	// lets start come down to a deliver role that cannot sign.
 	e.cfg.Kafka.TopicPrefix = "alerts7d."
 	e.cfg.Signing.KeyFile = ""
-	h, err = e.serve(t, app.Options{})
+	h, _, err = e.serve(t, app.Options{})
 	require.Nil(t, h)
 	for _, r := range []string{app.RoleAPI, app.RoleFanout} {
 		assert.Regexp(t, `(?m)^`+r+` role not started: kafka topics keep records for too short a time: alerts7d\.alerts keeps records for 7d`, err.Error())
@@ -230,7 +122,7 @@ func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
 	// The operator accepts the shorter retention: every role starts.
 	e.cfg.Kafka.TopicPrefix = "audit7d."
 	e.cfg.Kafka.Retention.AcceptShorter = true
-	h, err = e.serve(t, app.Options{})
+	h, _, err = e.serve(t, app.Options{})
 	require.NoError(t, err)
 	require.NotNil(t, h)
 	assert.Regexp(t, `msg="herald running" roles=api,fanout,deliver [^\n]*embedded=false\n`, e.logs.String())

@@ -10,14 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/api"
 	"github.com/herald-alerts/herald/internal/app"
-	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
@@ -175,24 +173,20 @@ func TestCheckSubscriberTaxonomy(t *testing.T) {
 // quarantined alert would reach nobody, not even the partners of the
 // sectors both taxonomies have.
 func TestFanOutTakesAlertsOfAnotherTaxonomy(t *testing.T) {
-	e := newRetentionEnv(t, nil)
+	e := newServeEnv(t, nil)
 	require.Empty(t, e.cfg.Taxonomy.Sectors, "the fan-out runs with the built-in taxonomy")
 	b := e.cluster.Open(t, e.cfg.Kafka)
 	growers := &subscribers.Subscriber{ID: "growers", Name: "Growers Co-op", Kind: subscribers.KindBusiness,
 		Sectors: []string{seasonal.Slug}, Regions: []string{"FENS"}, Clearance: alerts.TLPAmber,
 		Email: []subscribers.Email{{Address: "soc@growers.example"}}}
-	growers.Normalize()
-	require.NoError(t, app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}.Put(t.Context(), "cli:test", "", []*subscribers.Subscriber{growers}, nil))
+	register(t, b, growers)
 
-	_, err := e.serve(t, app.Options{Roles: []string{app.RoleFanout, app.RoleDeliver}, Explicit: true})
-	require.NoError(t, err, "%s", e.logs)
+	e.start(t, app.RoleFanout, app.RoleDeliver)
 	issued := time.Now().UTC()
 	a := &alerts.Alert{ID: "tax-rolling-1", Type: alerts.TypeAlert, Status: alerts.StatusActual, Title: "Gang labour on farms",
 		Severity: alerts.SeveritySevere, TLP: alerts.TLPGreen, Marking: alerts.MarkingOfficial, Handling: alerts.Handling{Code: "P"},
 		Audience: alerts.Audience{Sectors: []string{seasonal.Slug}, Regions: []string{"FENS"}}, IssuedBy: "api:alice", IssuedAt: &issued}
-	v, err := json.Marshal(a)
-	require.NoError(t, err)
-	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte(a.ID), Value: v}))
+	publish(t, b, a)
 	require.Eventually(t, func() bool { return e.sink.Count() >= 1 }, 30*time.Second, 50*time.Millisecond,
 		"the alert is delivered to the partner of its sector, not quarantined:\n%s", e.logs)
 	assert.NotContains(t, e.logs.String(), "quarantine")
