@@ -4,29 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/herald-alerts/herald/internal/testkit/logtest"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
-	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/deliver/email"
 	"github.com/herald-alerts/herald/internal/delivery"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
-	"github.com/herald-alerts/herald/internal/testkit/smtptest"
-	"github.com/herald-alerts/herald/subscribers"
 )
 
 // TestKeyExpiryWarningOnce is issue 14's end-to-end case: Herald (fan-out
@@ -35,66 +26,22 @@ import (
 // signed, content-free warning — the 30-day one, not yet the 7-day one —
 // and after Herald restarts, nothing more.
 func TestKeyExpiryWarningOnce(t *testing.T) {
-	cluster := kafkatest.Start(t, kafkatest.RetryTiers(len(config.Default().Delivery.RetrySchedule)))
-	sink := smtptest.New(t, smtptest.Options{})
-	dir := t.TempDir()
-	_, agency := pgptest.Key(t, pgptest.Agency)
-	signingKey := filepath.Join(dir, "agency.asc")
-	require.NoError(t, os.WriteFile(signingKey, []byte(agency), 0o600))
-	cfg := config.Default()
-	cfg.Kafka = cluster.Config()
-	cfg.Publishing.KeyFile = kafkatest.KeyFile(t)
-	cfg.Signing.KeyFile = signingKey
-	cfg.SMTP.Host, cfg.SMTP.Port, cfg.SMTP.TLS, cfg.SMTP.From = sink.Host, sink.Port, email.TLSNone, "Herald <alerts@herald.example>"
-	cfg.Email.IssuerName = "National Crime Agency"
-	require.Equal(t, []time.Duration{30 * 24 * time.Hour, 7 * 24 * time.Hour}, cfg.Email.KeyExpiryWarning, "the defaults")
+	e := newServeEnv(t, nil)
+	e.level = slog.LevelDebug // the key check's line is at debug level
+	require.Equal(t, []time.Duration{30 * 24 * time.Hour, 7 * 24 * time.Hour}, e.cfg.Email.KeyExpiryWarning, "the defaults")
 
 	const addr = "soc@acme.example"
-	b := cluster.Open(t, cfg.Kafka)
-	acme := &subscribers.Subscriber{ID: "acme", Name: "Acme Car Wash", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
-		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: addr, PGPKey: pgptest.ExpiringKey(t, addr, 10*24*time.Hour)}}}
-	acme.Normalize()
-	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
-	require.NoError(t, store.Put(t.Context(), "cli:test", "", []*subscribers.Subscriber{acme}, nil))
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	acme := acmeCarWash()
+	acme.Email[0].PGPKey = pgptest.ExpiringKey(t, addr, 10*24*time.Hour)
+	register(t, b, acme)
 
-	// run runs one Herald process until stop is called.
-	run := func() (logs *logtest.Buffer, stop func()) {
-		logs = &logtest.Buffer{}
-		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		started := make(chan struct{})
-		go func() {
-			done <- app.Run(ctx, &cfg, log, app.Options{Roles: []string{app.RoleFanout, app.RoleDeliver}, Explicit: true,
-				Started: func(*app.App) { close(started) }})
-		}()
-		select {
-		case <-started:
-		case err := <-done:
-			t.Fatalf("herald did not start: %v\n%s", err, logs.String())
-		case <-time.After(60 * time.Second):
-			t.Fatal("herald did not start within a minute")
-		}
-		var once sync.Once
-		stop = func() {
-			once.Do(func() {
-				cancel()
-				select {
-				case err := <-done:
-					require.NoError(t, err)
-				case <-time.After(60 * time.Second):
-					t.Fatal("herald did not stop within a minute")
-				}
-			})
-		}
-		t.Cleanup(stop)
-		return logs, stop
-	}
-
-	_, stop := run()
-	require.Eventually(t, func() bool { return sink.Count() >= 1 }, 60*time.Second, 50*time.Millisecond, "the warning")
+	roles := app.Options{Roles: []string{app.RoleFanout, app.RoleDeliver}, Explicit: true}
+	_, stop, err := e.serve(t, roles)
+	require.NoError(t, err, "herald did not start:\n%s", e.logs)
+	require.Eventually(t, func() bool { return e.sink.Count() >= 1 }, 60*time.Second, 50*time.Millisecond, "the warning")
 	stop()
-	msgs := sink.Messages()
+	msgs := e.sink.Messages()
 	require.Len(t, msgs, 1)
 	m := msgs[0]
 	assert.Equal(t, []string{addr}, m.To)
@@ -112,12 +59,14 @@ func TestKeyExpiryWarningOnce(t *testing.T) {
 	assert.Equal(t, 30*24*time.Hour, k.Threshold, "the 30-day warning; the 7-day one is not due yet")
 
 	// Herald restarts: it checks the key again and sends nothing.
-	logs, stop := run()
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "partners' keys checked") }, 30*time.Second, 20*time.Millisecond, "%s", logs)
-	require.Never(t, func() bool { return sink.Count() > 1 || len(keyExpiryJobs(t, b)) > 1 }, 3*time.Second, 100*time.Millisecond,
+	e.logs = &logtest.Buffer{} // the restarted Herald's log alone
+	_, stop, err = e.serve(t, roles)
+	require.NoError(t, err, "herald did not start:\n%s", e.logs)
+	require.Eventually(t, func() bool { return strings.Contains(e.logs.String(), "partners' keys checked") }, 30*time.Second, 20*time.Millisecond, "%s", e.logs)
+	require.Never(t, func() bool { return e.sink.Count() > 1 || len(keyExpiryJobs(t, b)) > 1 }, 3*time.Second, 100*time.Millisecond,
 		"a second warning after the restart")
 	stop()
-	assert.Contains(t, logs.String(), "expiring=1")
+	assert.Contains(t, e.logs.String(), "expiring=1")
 }
 
 // pgptestPublic is the agency's public key.
