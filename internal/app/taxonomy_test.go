@@ -1,10 +1,7 @@
 package app_test
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,7 +15,6 @@ import (
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/taxonomy"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -31,60 +27,19 @@ var seasonal = taxonomy.Sector{Slug: "seasonal-labour", Name: "Seasonal and gang
 // quarantining it as invalid. A sector of neither list is refused, named
 // by its field.
 func TestConfiguredTaxonomy(t *testing.T) {
-	cluster := kafkatest.Start(t, kafkatest.RetryTiers(len(config.Default().Delivery.RetrySchedule)))
+	e := newServeEnv(t, nil)
 	const analyst, admin = "hrld_analyst_tax_1c9e", "hrld_admin_tax_7d20"
-	cfg := config.Default()
-	cfg.Kafka = cluster.Config()
-	cfg.Publishing.KeyFile = kafkatest.KeyFile(t)
-	cfg.API.Listen = "127.0.0.1:0"
-	cfg.API.Tokens = []config.Token{{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(analyst)},
+	e.cfg.API.Tokens = []config.Token{{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(analyst)},
 		{Name: "ops", Role: config.RoleAdmin, SHA256: config.HashToken(admin)}}
-	cfg.Taxonomy.Sectors = append(taxonomy.DefaultSectors(), seasonal)
-	require.NoError(t, cfg.Validate())
+	e.cfg.Taxonomy.Sectors = append(taxonomy.DefaultSectors(), seasonal)
+	require.NoError(t, e.cfg.Validate())
+	base := "http://" + e.start(t, app.RoleFanout, app.RoleAPI).APIAddr()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan *app.App, 1)
-	go func() {
-		done <- app.Run(ctx, &cfg, slog.New(slog.DiscardHandler), app.Options{Explicit: true,
-			Roles: []string{app.RoleFanout, app.RoleAPI}, Started: func(a *app.App) { started <- a }})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(60 * time.Second):
-			t.Error("herald did not stop")
-		}
-	})
-	var base string
-	select {
-	case h := <-started:
-		base = "http://" + h.APIAddr()
-	case err := <-done:
-		t.Fatalf("herald did not start: %v", err)
-	}
-	call := func(method, path, token, body string) (int, []byte) {
-		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), method, base+path, strings.NewReader(body))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+token)
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		out, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return resp.StatusCode, out
-	}
-	refused := func(body []byte) []string {
+	refused := func(body string) []string {
 		var er struct {
 			Errors []alerts.FieldError `json:"errors"`
 		}
-		require.NoError(t, json.Unmarshal(body, &er), "%s", body)
+		require.NoError(t, json.Unmarshal([]byte(body), &er), "%s", body)
 		var fields []string
 		for _, f := range er.Errors {
 			fields = append(fields, f.Field)
@@ -92,48 +47,39 @@ func TestConfiguredTaxonomy(t *testing.T) {
 		return fields
 	}
 
-	code, body := call("GET", "/v1/taxonomy", analyst, "")
+	code, body := call(t, "GET", base+"/v1/taxonomy", analyst, "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
 	var tx api.Taxonomy
-	require.NoError(t, json.Unmarshal(body, &tx))
-	assert.Equal(t, cfg.Taxonomy.Sectors, tx.Sectors, "the configured sectors, in their order")
+	require.NoError(t, json.Unmarshal([]byte(body), &tx))
+	assert.Equal(t, e.cfg.Taxonomy.Sectors, tx.Sectors, "the configured sectors, in their order")
 	assert.Equal(t, taxonomy.DefaultRegions(), tx.Regions)
 
-	code, body = call("PUT", "/v1/subscribers/growers", admin, `{"name": "Growers Co-op", "kind": "business",
+	code, body = call(t, "PUT", base+"/v1/subscribers/growers", admin, `{"name": "Growers Co-op", "kind": "business",
 		"sectors": ["seasonal-labour"], "clearance": "GREEN", "email": [{"address": "soc@growers.example"}]}`)
 	require.Equal(t, http.StatusOK, code, "a partner may subscribe to the configured sector: %s", body)
-	code, body = call("PUT", "/v1/subscribers/miners", admin, `{"name": "Miners", "kind": "business",
+	code, body = call(t, "PUT", base+"/v1/subscribers/miners", admin, `{"name": "Miners", "kind": "business",
 		"sectors": ["mining"], "clearance": "GREEN", "email": [{"address": "soc@miners.example"}]}`)
 	require.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
 	assert.Equal(t, []string{"sectors[0]"}, refused(body))
 
 	alert := `{"id": "tax-1", "title": "Gang labour on farms", "severity": "severe", "tlp": "GREEN", "marking": "OFFICIAL",
 		"handling": {"code": "P"}, "audience": {"sectors": ["seasonal-labour"], "regions": ["TLE"]}}`
-	code, body = call("POST", "/v1/alerts", analyst, strings.Replace(alert, `"seasonal-labour"`, `"mining"`, 1))
+	code, body = call(t, "POST", base+"/v1/alerts", analyst, strings.Replace(alert, `"seasonal-labour"`, `"mining"`, 1))
 	require.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
 	assert.Equal(t, []string{"audience.sectors[0]"}, refused(body))
-	code, body = call("POST", "/v1/alerts", analyst, alert)
+	code, body = call(t, "POST", base+"/v1/alerts", analyst, alert)
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 
 	// The status is 404 until the fan-out has written the alert's receipts.
 	require.Eventually(t, func() bool {
-		req, err := http.NewRequestWithContext(t.Context(), "GET", base+"/v1/alerts/tax-1", nil)
-		if err != nil {
-			return false
-		}
-		req.Header.Set("Authorization", "Bearer "+analyst)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
+		code, body := call(t, "GET", base+"/v1/alerts/tax-1", analyst, "")
 		var st api.AlertStatus
-		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&st) == nil && !st.FannedOut.IsZero()
+		return code == http.StatusOK && json.Unmarshal([]byte(body), &st) == nil && !st.FannedOut.IsZero()
 	}, 30*time.Second, 50*time.Millisecond, "the fan-out takes the alert (not quarantined as invalid)")
-	code, body = call("GET", "/v1/alerts/tax-1/deliveries", analyst, "")
+	code, body = call(t, "GET", base+"/v1/alerts/tax-1/deliveries", analyst, "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
 	var ds api.Deliveries
-	require.NoError(t, json.Unmarshal(body, &ds))
+	require.NoError(t, json.Unmarshal([]byte(body), &ds))
 	require.NotEmpty(t, ds.Deliveries)
 	for _, d := range ds.Deliveries {
 		assert.Equal(t, "growers", d.Subscriber, "only the partner of the configured sector")
