@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,6 +26,7 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 )
 
@@ -142,7 +142,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		"the author is offered no approval")
 	b.poll(`document.querySelector('[data-count="pending"]').textContent === '1'`)
 	b.shot("04-alice-desk-own-alert-waiting")
-	status, body := h.call(t, "POST", "/v1/alerts/"+id+"/approve", aliceToken, "")
+	status, body := call(t, "POST", h.url+"/v1/alerts/"+id+"/approve", aliceToken, "")
 	assert.Equal(t, http.StatusForbidden, status, "the API refuses the author too: %s", body)
 
 	// --- its status page, while it waits, shows the review once and then
@@ -338,35 +338,14 @@ func (h *herald) putFarms(t *testing.T, from, to int) {
 	for i := from; i <= to; i++ {
 		rec := fmt.Sprintf(`{"name": "Harvest Farm %02d", "kind": "business", "sectors": ["agriculture"], "clearance": "GREEN",
 			"email": [{"address": "office@farm-%02d.example"}]}`, i, i)
-		status, body := h.call(t, "PUT", fmt.Sprintf("/v1/subscribers/farm-%02d", i), opsToken, rec)
+		status, body := call(t, "PUT", h.url+fmt.Sprintf("/v1/subscribers/farm-%02d", i), opsToken, rec)
 		require.Equal(t, http.StatusOK, status, "put farm-%02d: %s", i, body)
 	}
 	last := fmt.Sprintf(`"farm-%02d"`, to)
 	require.Eventually(t, func() bool {
-		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
+		_, body := call(t, "GET", h.url+"/v1/partners", aliceToken, "")
 		return strings.Contains(body, last)
 	}, 30*time.Second, 50*time.Millisecond, "the registry has the farms")
-}
-
-// call sends one API request and returns its status and body.
-func (h *herald) call(t *testing.T, method, path, token, body string) (int, string) {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), method, h.url+path, rd)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(b)
 }
 
 // startHerald runs every role of Herald on the embedded broker, with a
@@ -410,40 +389,18 @@ func startHerald(t *testing.T) *herald {
 	cfg.Taxonomy.Sectors = append(taxonomy.DefaultSectors(), seasonal)
 	require.NoError(t, cfg.Validate())
 
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan *app.App, 1)
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = kafkatest.Logger(t, slog.LevelWarn)
-	}
-	go func() {
-		done <- app.Run(ctx, &cfg, log, app.Options{Started: func(a *app.App) { started <- a }})
-	}()
+	e := &serveEnv{cfg: cfg, logs: &logtest.Buffer{}} // the embedded broker, no kfake cluster or SMTP sink
+	a, _, err := e.serve(t, app.Options{})
+	require.NoError(t, err, "herald did not start:\n%s", e.logs)
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "herald stopped with an error")
-		case <-time.After(30 * time.Second):
-			t.Error("herald did not stop within 30s")
+		if t.Failed() {
+			t.Logf("herald's log:\n%s", e.logs)
 		}
 	})
-	select {
-	case a := <-started:
-		h.url = "http://" + a.APIAddr() // the port the api role bound
-	case err := <-done:
-		t.Fatalf("herald did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("herald did not start within 30s")
-	}
+	h.url = "http://" + a.APIAddr() // the port the api role bound
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(h.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		code, _ := call(t, "GET", h.url+"/readyz", "", "")
+		return code == http.StatusOK
 	}, 20*time.Second, 50*time.Millisecond, "the api becomes ready")
 
 	// The partners, registered by the administrator through the API.
@@ -453,15 +410,15 @@ func startHerald(t *testing.T) *herald {
 		"greenco": `{"name": "Green Grocers Ltd", "kind": "business", "sectors": ["car-washes"], "clearance": "GREEN",
 			"webhooks": [{"url": "` + hook.URL + `/green", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}]}`,
 	} {
-		status, body := h.call(t, "PUT", "/v1/subscribers/"+id, opsToken, rec)
+		status, body := call(t, "PUT", h.url+"/v1/subscribers/"+id, opsToken, rec)
 		require.Equal(t, http.StatusOK, status, "put %s: %s", id, body)
 	}
 	// greenco rotates its webhook's secret itself: its own record, beside
 	// the one the administrator wrote.
-	status, body := h.call(t, "POST", "/v1/partner/webhooks/0/secrets", greencoToken, "")
+	status, body := call(t, "POST", h.url+"/v1/partner/webhooks/0/secrets", greencoToken, "")
 	require.Equal(t, http.StatusCreated, status, "partner secret: %s", body)
 	require.Eventually(t, func() bool {
-		_, body := h.call(t, "GET", "/v1/partners", aliceToken, "")
+		_, body := call(t, "GET", h.url+"/v1/partners", aliceToken, "")
 		return strings.Contains(body, `"acme"`) && strings.Contains(body, `"greenco"`)
 	}, 10*time.Second, 50*time.Millisecond, "the registry has the partners")
 	return h
