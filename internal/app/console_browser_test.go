@@ -196,6 +196,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	assert.Contains(t, page, "Acme Car Wash Group")
 	assert.Contains(t, b.text(`#org-table tr[data-subscriber="acme"]`), "Acme Car Wash Group")
 	assert.GreaterOrEqual(t, h.hooks.Load(), int64(1), "the partner's webhook received the alert")
+	assert.Zero(t, h.greenco.Load(), "greenco, cleared for GREEN only, received nothing of the AMBER alert")
 	b.shot("07-status-delivered")
 
 	// --- 400 px wide: the tables stack, nothing scrolls sideways.
@@ -326,8 +327,9 @@ func screenshotDir(t *testing.T) string {
 
 // herald is a whole Herald running in the test process.
 type herald struct {
-	url   string
-	hooks atomic.Int64 // webhook deliveries received
+	url     string
+	hooks   atomic.Int64 // webhook deliveries acme's endpoint (/herald) received
+	greenco atomic.Int64 // webhook deliveries greenco's endpoint (/green) received
 }
 
 // putFarms registers partners farm-<from> to farm-<to> (agriculture, one
@@ -356,7 +358,11 @@ func startHerald(t *testing.T) *herald {
 	h := &herald{}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
-		h.hooks.Add(1)
+		if r.URL.Path == "/green" {
+			h.greenco.Add(1)
+		} else {
+			h.hooks.Add(1)
+		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(hook.Close)

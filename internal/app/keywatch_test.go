@@ -79,7 +79,9 @@ func pgptestPublic(t *testing.T) []byte {
 func keyExpiryJobs(t *testing.T, b *bus.Bus) []*delivery.Job {
 	t.Helper()
 	var out []*delivery.Job
-	require.NoError(t, b.ReadAll(context.Background(), bus.TopicDeliveries, func(m kafka.Message) error {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, b.ReadAll(ctx, bus.TopicDeliveries, func(m kafka.Message) error {
 		var probe struct{ Mode string }
 		require.NoError(t, json.Unmarshal(m.Value, &probe))
 		if probe.Mode == delivery.ModeKeyExpiryNotice {

@@ -112,6 +112,7 @@ func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
 	e.cfg.Signing.KeyFile = ""
 	h, _, err = e.serve(t, app.Options{})
 	require.Nil(t, h)
+	require.Error(t, err)
 	for _, r := range []string{app.RoleAPI, app.RoleFanout} {
 		assert.Regexp(t, `(?m)^`+r+` role not started: kafka topics keep records for too short a time: alerts7d\.alerts keeps records for 7d`, err.Error())
 	}
