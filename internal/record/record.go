@@ -108,6 +108,10 @@ const (
 	StatePublished = "published" // on the alerts topic: fanned out or about to be
 	StateRejected  = "rejected"  // a second analyst refused it
 	StateExpired   = "expired"   // nobody approved it within release.pending_ttl
+	// StateQuarantined: published, and the fan-out refused it at ingest
+	// (PRODUCT.md §3 rule 1): it reaches no one. The quarantine topic
+	// says so (view.Quarantine); the release log never does.
+	StateQuarantined = "quarantined"
 )
 
 // ReleaseState folds the release log of one alert. It is the one home of
