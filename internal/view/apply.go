@@ -37,6 +37,8 @@ type rec struct {
 	receipts []delivery.Receipt
 	// audit
 	audit *record.Audit
+	// quarantine
+	quarantine *Quarantine
 }
 
 // notDecided reports whether an authentic record of receipts holds only
@@ -74,7 +76,8 @@ func outcomeOrAck(v []byte) bool {
 }
 
 // decode reads an authentic record of topic; an error means the record is
-// skipped.
+// skipped as malformed, and neither an error nor a record that it says
+// nothing the view keeps (a quarantined message that is no alert).
 func decode(topic string, m kafka.Message) (*rec, error) {
 	r := &rec{topic: topic, key: string(m.Key), partition: m.Partition, offset: m.Offset, time: m.Time}
 	switch topic {
@@ -115,6 +118,12 @@ func decode(topic string, m kafka.Message) (*rec, error) {
 			return nil, fmt.Errorf("decode audit entry: %w", err)
 		}
 		r.value, r.audit = m.Value, &a
+	case bus.TopicQuarantine:
+		id, q, err := QuarantineOf(m)
+		if err != nil || q == nil {
+			return nil, err
+		}
+		r.key, r.quarantine = id, q
 	default:
 		return nil, fmt.Errorf("topic %s is not one the view follows", topic)
 	}
@@ -193,6 +202,8 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
 				}
 			case bus.TopicAudit:
 				err = t.applyAudit(r)
+			case bus.TopicQuarantine:
+				err = t.applyQuarantine(r)
 			}
 			if err != nil {
 				return fmt.Errorf("%s[%d]@%d: %w", r.topic, r.partition, r.offset, err)
@@ -525,6 +536,26 @@ func partnerChannelKey(e *storedEntry, id string) []byte {
 	return partnerPlace(join(e.Subscriber, e.Channel, ""), e, id)
 }
 
+// applyQuarantine keeps, of the records that quarantined one content under
+// an id, the one Quarantine.Before puts first. Whether it marks the alert
+// listed under the id is judged when the alert is placed (records.place):
+// the alerts topic may not have been read yet.
+func (t *txn) applyQuarantine(r *rec) error {
+	b := t.tx.Bucket(bQuarantine)
+	k := join(r.key, r.quarantine.Digest)
+	if v := b.Get(k); v != nil {
+		var cur Quarantine
+		if err := json.Unmarshal(v, &cur); err != nil {
+			return corrupt("quarantine", k, err)
+		}
+		if !r.quarantine.Before(&cur) {
+			return nil
+		}
+	}
+	t.touched[r.key] = true
+	return putJSON(b, k, r.quarantine)
+}
+
 // applyAudit stores an audit entry under its time and place, and in the
 // actor and action indexes.
 func (t *txn) applyAudit(r *rec) error {
@@ -550,10 +581,11 @@ func putJSON(b *bbolt.Bucket, k []byte, v any) error {
 
 // State bytes of the list bucket.
 const (
-	listAll       = 'a'
-	listPending   = 'p'
-	listPublished = 'u'
-	listRejected  = 'r'
+	listAll         = 'a'
+	listPending     = 'p'
+	listPublished   = 'u'
+	listRejected    = 'r'
+	listQuarantined = 'q'
 )
 
 // records are what the view holds of one alert id, from each topic.
@@ -561,6 +593,9 @@ type records struct {
 	pub *Published
 	rel *releaseRecord
 	ra  *receiptsAlert
+	// q is the quarantine of the published alert's content (pub's
+	// digest), if any.
+	q *Quarantine
 }
 
 // load reads the records of id (without the raw alert bytes).
@@ -571,6 +606,13 @@ func load(tx *bbolt.Tx, id string, ra *receiptsAlert, haveRA bool) (records, err
 		rs.pub = &Published{}
 		if err := json.Unmarshal(v, rs.pub); err != nil {
 			return rs, corrupt("published", k, err)
+		}
+		qk := join(id, rs.pub.Digest)
+		if v := tx.Bucket(bQuarantine).Get(qk); v != nil {
+			rs.q = &Quarantine{}
+			if err := json.Unmarshal(v, rs.q); err != nil {
+				return rs, corrupt("quarantine", qk, err)
+			}
 		}
 	}
 	if v := tx.Bucket(bRelease).Get(k); v != nil {
@@ -592,10 +634,15 @@ func load(tx *bbolt.Tx, id string, ra *receiptsAlert, haveRA bool) (records, err
 
 // place returns the alert's list state byte and sort time; 0 when it is
 // not listed. It depends only on what each topic holds, never on the order
-// the topics were read in, so a rebuilt view lists alike.
+// the topics were read in, so a rebuilt view lists alike. An alert is
+// quarantined when the content published under its id was quarantined
+// and it has no receipts: one that was fanned out stays published, and a
+// quarantine record alone lists nothing.
 func (rs records) place() (byte, time.Time) {
 	var state byte
 	switch {
+	case rs.pub != nil && rs.q != nil && rs.ra == nil:
+		state = listQuarantined
 	case rs.pub != nil, rs.ra != nil && !rs.ra.Meta.FannedOut.IsZero(), rs.rel != nil && rs.rel.State.Approved != nil:
 		state = listPublished
 	case rs.rel != nil && rs.rel.State.Rejected != nil:

@@ -1,8 +1,9 @@
 // Package view is the materialised view of Kafka that the roles answering
 // questions (api, fanout) keep in an embedded bbolt store: who got an alert
-// (status, rule 7's prior recipients), the alert list, a partner's own
-// deliveries and the audit trail, each answered in time proportional to the
-// answer, not to the history (PRODUCT.md §6, issues 12–14).
+// (status, rule 7's prior recipients), the alert list (with the alerts the
+// fan-out quarantined), a partner's own deliveries and the audit trail,
+// each answered in time proportional to the answer, not to the history
+// (PRODUCT.md §6, issues 12–14).
 //
 // A process that runs the fan-out without the api role keeps a view of
 // ScopeFanOut: the alerts topic and, of the receipts, the alert receipts
@@ -10,16 +11,23 @@
 // of the outcomes, acknowledgements, indexes or topics the api role reads.
 //
 // Kafka stays the source of truth. The view follows the topics alerts,
-// pending, receipts and audit (alerts and receipts for ScopeFanOut) from
-// the offsets it stored, applies every authentic record (bus.Authentic;
-// the others are skipped, their offsets still advance) in one write
-// transaction per batch together with the next offsets, and is rebuilt
-// from Kafka when its file is missing, was written by another schema
-// version or for another scope, or does not match the cluster (topic
-// prefix, partition counts, an offset beyond a high watermark, or a record
-// at a stored place that is not the one applied: a recreated topic or
-// another cluster). Everything it stores is derived: a view rebuilt from
+// pending, receipts, audit and quarantine (alerts and receipts for
+// ScopeFanOut) from the offsets it stored, applies every authentic record
+// (bus.Authentic; the others are skipped, their offsets still advance) in
+// one write transaction per batch together with the next offsets, and is
+// rebuilt from Kafka when its file is missing, was written by another
+// schema version or for another scope, or does not match the cluster
+// (topic prefix, partition counts, an offset beyond a high watermark, or a
+// record at a stored place that is not the one applied: a recreated topic
+// or another cluster). Everything it stores is derived: a view rebuilt from
 // scratch answers every query as the view kept live does.
+//
+// An alert is quarantined when an authentic record of the quarantine topic
+// holds the very content the alerts topic published under its id (the same
+// digest) and the alert has no receipts: the fan-out refused it at ingest
+// and it reaches no one. Another alert refused under an id already fanned
+// out (duplicate-id) has another digest and marks nothing; an alert the
+// view does not list is not listed for being quarantined.
 //
 // # Durability
 //
@@ -48,7 +56,7 @@
 //	acks           <id> 0x00 <subscriber> → JSON ledger.Ack (the first of each partner)
 //	list           <state byte> BE64(time) <id> → nil; state byte 'a' (every alert),
 //	               'p' pending (expired ones too: expiry is judged at query time),
-//	               'u' published, 'r' rejected
+//	               'u' published, 'r' rejected, 'q' quarantined
 //	list.key       <id> → <state byte> BE64(time): the alert's current place in list
 //	partner        <subscriber> 0x00 BE64(time) <id> 0x00 <target> → nil, for entries
 //	               a partner may see (decision deliver or notice, never withhold)
@@ -60,6 +68,11 @@
 //	audit          BE64(at) BE32(partition) BE64(offset) → the record.Audit JSON
 //	audit.actor    uvarint(len) <actor> <audit key> → nil
 //	audit.action   uvarint(len) <action> <audit key> → nil
+//	quarantine     <id> 0x00 <digest> → JSON Quarantine: of the authentic records of
+//	               the quarantine topic that hold that content under that id, the
+//	               one Quarantine.Before puts first. It marks the alert listed under
+//	               <id> only when <digest> is its published digest and it has no
+//	               receipts; it lists nothing by itself
 //
 // Times in keys are Unix nanoseconds with the sign bit flipped, big-endian,
 // so that byte order is time order; every index is read newest first from a

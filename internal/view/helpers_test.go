@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
@@ -145,6 +147,54 @@ func (w *writer) receipts(forged bool, rs ...delivery.Receipt) {
 
 func (w *writer) audit(forged bool, a record.Audit) {
 	w.write(forged, bus.TopicAudit, a.Object, mustJSON(w.t, a))
+}
+
+// quarantine writes what the fan-out writes when it refuses a message of
+// the alerts topic with key and value (bus.Rejection: the same key and
+// value, with the reason, error and source headers).
+func (w *writer) quarantine(forged bool, reason, errText, key string, value []byte) {
+	w.t.Helper()
+	b := w.good
+	if forged {
+		b = w.bad
+		w.forged[bus.TopicQuarantine]++
+	} else {
+		w.authentic[bus.TopicQuarantine]++
+	}
+	m := bus.Rejection(kafka.Message{Topic: b.Topic(bus.TopicAlerts), Key: []byte(key), Value: value}, reason, errors.New(errText))
+	require.NoError(w.t, b.Producer(bus.TopicQuarantine).Write(w.t.Context(), m))
+}
+
+// The quarantine workload's alerts: q1 was published and quarantined as
+// unapproved; a3's id also names another alert the fan-out refused as a
+// duplicate-id; a1 was fanned out and a copy of it quarantined.
+var q1 = func(t testing.TB) *alerts.Alert {
+	return alert(t, "q1", "Refused by the fan-out", alerts.TLPAmber, "api:dave", at(6*time.Minute+30*time.Second), "", time.Time{})
+}
+
+// unapprovedError is the error the fan-out gives q1.
+const unapprovedError = "a TLP:AMBER OFFICIAL alert needs a second analyst's approval (release.second_analyst)"
+
+// writeQuarantine writes the quarantine records of the quarantine
+// workload: q1 quarantined (first a copy as unattributed, then Herald's
+// own record as unapproved, as when release.second_analyst is set on the
+// fan-out and not on the api); another alert under a3's id refused as a
+// duplicate-id; a copy of a1 (fanned out) quarantined; u1 (forged: never
+// listed) quarantined as unattributed; something that is no alert
+// quarantined as malformed; and a record Herald did not write that claims
+// a3's very content was quarantined. q1 itself is published by the caller.
+func writeQuarantine(w *writer) {
+	t := w.t
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header", "q1", mustJSON(t, q1(t)))
+	w.quarantine(false, fanout.ReasonUnapproved, unapprovedError, "q1", mustJSON(t, q1(t)))
+	other := a3(t)
+	other.Title = "Another alert under a3's id"
+	w.quarantine(false, fanout.ReasonDuplicateID, "alert a3 was already fanned out with other content", "a3", mustJSON(t, other))
+	w.quarantine(false, fanout.ReasonDuplicateID, "a copy", "a1", mustJSON(t, a1(t)))
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header", "u1",
+		mustJSON(t, alert(t, "u1", "Forged", alerts.TLPClear, "api:mallory", at(time.Minute), "", time.Time{})))
+	w.quarantine(false, fanout.ReasonMalformed, "invalid character 'n'", "bad", []byte("{not json"))
+	w.quarantine(true, fanout.ReasonInvalid, "forged", "a3", mustJSON(t, a3(t)))
 }
 
 func decision(id, sub, channel, target, dec, mode string, when time.Time) delivery.Receipt {
@@ -344,7 +394,7 @@ type dumped struct {
 }
 
 var (
-	dumpIDs      = []string{"a1", "a2", "a3", "a4", "p1", "p2", "p3", "p4", "u1", "bad", "nope"}
+	dumpIDs      = []string{"a1", "a2", "a3", "a4", "p1", "p2", "p3", "p4", "q1", "u1", "bad", "nope"}
 	dumpPartners = []string{"bank", "farm", "hotel", "gym", "nobody"}
 )
 
@@ -364,7 +414,7 @@ func dump(t *testing.T, v *view.View) dumped {
 	var err error
 	d.Lookup, err = v.Lookup(t.Context(), dumpIDs)
 	require.NoError(t, err)
-	for _, st := range []string{"", record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired} {
+	for _, st := range []string{"", record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired, record.StateQuarantined} {
 		d.Lists[st] = allPages(t, func(before string) ([]view.Summary, string, error) {
 			return v.List(view.ListQuery{State: st, Limit: 2, Before: before})
 		})

@@ -172,6 +172,8 @@ func (rs records) summarize(id string, at time.Time, state byte, now time.Time) 
 	switch state {
 	case listPublished:
 		s.State = record.StatePublished
+	case listQuarantined:
+		s.State = record.StateQuarantined
 	case listRejected:
 		s.State = record.StateRejected
 	default:
@@ -206,12 +208,16 @@ func (rs records) summarize(id string, at time.Time, state byte, now time.Time) 
 			s.ApprovedBy, s.ApprovedAt = p.ApprovedBy, p.ApprovedAt
 		}
 	}
+	if q := rs.q; q != nil && state == listQuarantined {
+		s.QuarantineReason, s.QuarantineError, s.QuarantinedAt = q.Reason, q.Error, q.Time
+	}
 	return s
 }
 
 // List returns a page of the alert list, newest first, and the cursor of
 // the next page ("" after the last). An alert is listed from the moment it
-// was submitted, published or fanned out, whichever came first. A page
+// was submitted, published or fanned out, whichever came first; one the
+// fan-out quarantined is listed as quarantined, with the reason. A page
 // costs O(limit); the pending and expired states read the pending alerts
 // (those that expired are told apart at query time, by Options.Now) and
 // skip the others.
@@ -233,8 +239,10 @@ func (v *View) List(q ListQuery) ([]Summary, string, error) {
 		state = listPublished
 	case record.StateRejected:
 		state = listRejected
+	case record.StateQuarantined:
+		state = listQuarantined
 	default:
-		return nil, "", invalid("state", "%q is not one of pending, published, rejected, expired", q.State)
+		return nil, "", invalid("state", "%q is not one of pending, published, rejected, expired, quarantined", q.State)
 	}
 	now := v.now()
 	var items []Summary

@@ -14,7 +14,7 @@ import (
 
 // schemaVersion changes whenever what the view stores, or how, changes: a
 // store of another version is rebuilt.
-const schemaVersion = "3"
+const schemaVersion = "4"
 
 // Buckets (see the package documentation for their keys and values).
 var (
@@ -36,9 +36,10 @@ var (
 	bAudit        = []byte("audit")
 	bAuditActor   = []byte("audit.actor")
 	bAuditAction  = []byte("audit.action")
+	bQuarantine   = []byte("quarantine")
 
 	allBuckets = [][]byte{bMeta, bOffsets, bPublished, bPublishedRaw, bRelease, bReleaseRaw, bReceipts,
-		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bPartnerChan, bPullRev, bAudit, bAuditActor, bAuditAction}
+		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bPartnerChan, bPullRev, bAudit, bAuditActor, bAuditAction, bQuarantine}
 )
 
 // Keys of the meta bucket.

@@ -63,6 +63,15 @@ type Provenance struct {
 	RejectedAt   time.Time `json:"rejected_at,omitzero"`
 	// ExpiresAt is when a pending alert stops waiting.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// QuarantineReason and QuarantineError say why the fan-out refused
+	// a quarantined alert (its state record.StateQuarantined): the
+	// reason (fanout.Reason*: invalid, unapproved, …) and the refusal in
+	// words, from the quarantine topic's reason and error headers;
+	// QuarantinedAt is when. Set only while the alert's state is
+	// quarantined.
+	QuarantineReason string    `json:"quarantine_reason,omitempty"`
+	QuarantineError  string    `json:"quarantine_error,omitempty"`
+	QuarantinedAt    time.Time `json:"quarantined_at,omitzero"`
 }
 
 // Summary is one alert of the alert list.
@@ -72,8 +81,8 @@ type Summary struct {
 	Type    alerts.Type    `json:"type,omitempty"`
 	TLP     alerts.TLP     `json:"tlp,omitempty"`
 	Marking alerts.Marking `json:"marking,omitempty"`
-	// State is record.StatePending, StatePublished, StateRejected or
-	// StateExpired.
+	// State is record.StatePending, StatePublished, StateRejected,
+	// StateExpired or StateQuarantined.
 	State string `json:"state"`
 	Provenance
 	// Counts are the alert's deliveries per state (ledger.Alert.Counts).
@@ -88,8 +97,8 @@ type Summary struct {
 
 // ListQuery selects a page of the alert list.
 type ListQuery struct {
-	// State keeps alerts in that state only (record.StatePending, …);
-	// empty for all.
+	// State keeps alerts in that state only (record.StatePending, …,
+	// record.StateQuarantined); empty for all.
 	State string
 	// Limit is the page size: 0 means DefaultLimit; above MaxLimit is
 	// MaxLimit.

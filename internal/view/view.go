@@ -27,14 +27,14 @@ import (
 )
 
 // Topics are the topics the view follows (without prefix).
-var Topics = []string{bus.TopicAlerts, bus.TopicPending, bus.TopicReceipts, bus.TopicAudit}
+var Topics = []string{bus.TopicAlerts, bus.TopicPending, bus.TopicReceipts, bus.TopicAudit, bus.TopicQuarantine}
 
 // Scope is what a view keeps.
 type Scope int
 
 const (
 	// ScopeAll keeps everything the api role asks: the alerts, pending,
-	// receipts and audit topics.
+	// receipts, audit and quarantine topics.
 	ScopeAll Scope = iota
 	// ScopeFanOut keeps what the fan-out (and its key-expiry watch) asks:
 	// Lookup and Published. It follows the alerts and receipts topics
@@ -572,6 +572,9 @@ func (v *View) decoder(ctx context.Context, b *bus.Bus, topic string, in chan<- 
 				v.log.Warn("view: skipping a record it cannot read", "topic", m.Topic, "partition", m.Partition,
 					"offset", m.Offset, "error", err)
 				continue
+			}
+			if r == nil {
+				continue // says nothing the view keeps
 			}
 			out.recs = append(out.recs, r)
 		}

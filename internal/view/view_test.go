@@ -17,6 +17,7 @@ import (
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
@@ -286,8 +287,13 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 	// transactions, interleaving the topics otherwise than a rebuild.
 	writeReceipts(w)
 	require.NoError(t, live.Sync(t.Context()))
+	// The quarantine records before the alerts they hold: q1 is placed
+	// as quarantined when the alerts topic publishes it.
+	writeQuarantine(w)
+	require.NoError(t, live.Sync(t.Context()))
 	writeAudit(w)
 	writeAlerts(w)
+	w.publish(q1(t))
 	require.NoError(t, live.Sync(t.Context()))
 	// More: an entry changing its decision to withhold, retries.
 	w.receipts(false,
@@ -322,7 +328,11 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 	got := dump(t, rebuilt.View)
 	require.Equal(t, want, got)
 	// The dump is not empty: it holds what the workload wrote.
-	require.Len(t, want.Lists[""], 9)
+	require.Len(t, want.Lists[""], 10)
+	require.Len(t, want.Lists[record.StateQuarantined], 1)
+	require.Equal(t, "q1", want.Lists[record.StateQuarantined][0].ID)
+	require.Equal(t, fanout.ReasonUnapproved, want.Lists[record.StateQuarantined][0].QuarantineReason)
+	require.NotContains(t, ids(want.Lists[record.StatePublished]), "q1")
 	require.Len(t, want.Partner["bank///"], 3)
 	require.Len(t, want.Partner["bank///email"], 2)
 	require.Len(t, want.Partner["gym///pull"], 2)
