@@ -53,12 +53,13 @@ type PreviewResponse struct {
 
 // AlertStatus is the answer to GET /v1/alerts/{id}: what the receipts say
 // of an alert that was fanned out, and what the alert list says of one
-// that was not (yet): waiting for a second analyst, rejected, expired, or
-// published moments ago. The fields are named as in the alert list.
+// that was not (yet): waiting for a second analyst, rejected, expired,
+// quarantined by the fan-out, or published moments ago. The fields are
+// named as in the alert list.
 type AlertStatus struct {
 	ID string `json:"id"`
-	// State is published, pending, rejected or expired, as in the alert
-	// list (view.Summary.State).
+	// State is published, pending, rejected, expired or quarantined, as
+	// in the alert list (view.Summary.State).
 	State      string         `json:"state"`
 	Type       alerts.Type    `json:"type"`
 	TLP        alerts.TLP     `json:"tlp"`
@@ -66,13 +67,15 @@ type AlertStatus struct {
 	Title      string         `json:"title,omitempty"`
 	References []string       `json:"references,omitempty"`
 	// Provenance is the alert list's: who issued the alert, who
-	// approved or rejected it, and when.
+	// approved or rejected it, and when; for a quarantined alert, why
+	// the fan-out refused it.
 	view.Provenance
 	FannedOut time.Time      `json:"fanned_out,omitzero"`
 	Counts    map[string]int `json:"counts"`
 	Acks      []ledger.Ack   `json:"acks,omitempty"`
 	// Done says no delivery will change any more: every one settled, or,
-	// for a rejected or expired alert, none will ever be made.
+	// for a rejected, expired or quarantined alert, none will ever be
+	// made.
 	Done bool `json:"done"`
 }
 
@@ -82,12 +85,18 @@ type Deliveries struct {
 	ID string `json:"id"`
 	// State is the alert's: published once it has receipts; pending,
 	// rejected or expired (or published, moments before its fan-out)
-	// with no deliveries yet.
+	// with no deliveries yet; quarantined when the fan-out refused it,
+	// so that it has none and never will.
 	State      string         `json:"state,omitempty"`
 	Done       bool           `json:"done"`
 	Counts     map[string]int `json:"counts"`
 	Deliveries []ledger.Entry `json:"deliveries"`
 	Acks       []ledger.Ack   `json:"acks,omitempty"`
+	// QuarantineReason, QuarantineError and QuarantinedAt say why and
+	// when the fan-out refused a quarantined alert (view.Provenance).
+	QuarantineReason string    `json:"quarantine_reason,omitempty"`
+	QuarantineError  string    `json:"quarantine_error,omitempty"`
+	QuarantinedAt    time.Time `json:"quarantined_at,omitzero"`
 }
 
 // actor names the analyst behind a request, as issued_by and the audit
@@ -297,8 +306,8 @@ func (h *handler) alertStatus(w http.ResponseWriter, r *http.Request) {
 
 // listedStatus answers GET /v1/alerts/{id} for an alert with no receipts
 // from the alert list (listed): one that waits for a second analyst, was
-// rejected, expired, or was published moments ago and not fanned out yet.
-// It has no deliveries.
+// rejected, expired, was quarantined by the fan-out, or was published
+// moments ago and not fanned out yet. It has no deliveries.
 func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string) {
 	s, ok := h.listed(w, r, id)
 	if !ok {
@@ -313,7 +322,7 @@ func (h *handler) listedStatus(w http.ResponseWriter, r *http.Request, id string
 
 // listedDone reports whether an alert with no receipts will get none.
 func listedDone(s view.Summary) bool {
-	return s.State == record.StateRejected || s.State == record.StateExpired
+	return s.State == record.StateRejected || s.State == record.StateExpired || s.State == record.StateQuarantined
 }
 
 // listed returns the alert list's row of id, an alert with no receipts,
@@ -352,8 +361,8 @@ func (h *handler) listed(w http.ResponseWriter, r *http.Request, id string) (vie
 }
 
 // deliveries handles GET /v1/alerts/{id}/deliveries. An alert with no
-// receipts yet (waiting for a second analyst, rejected, expired, or not
-// yet fanned out) has none, and its state says why.
+// receipts yet (waiting for a second analyst, rejected, expired,
+// quarantined, or not yet fanned out) has none, and its state says why.
 func (h *handler) deliveries(w http.ResponseWriter, r *http.Request) {
 	id, a, ok := h.find(w, r)
 	if !ok {
@@ -365,7 +374,8 @@ func (h *handler) deliveries(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, Deliveries{ID: s.ID, State: s.State, Done: listedDone(s),
-			Counts: map[string]int{}, Deliveries: []ledger.Entry{}})
+			Counts: map[string]int{}, Deliveries: []ledger.Entry{},
+			QuarantineReason: s.QuarantineReason, QuarantineError: s.QuarantineError, QuarantinedAt: s.QuarantinedAt})
 		return
 	}
 	entries := a.Entries()

@@ -50,7 +50,7 @@ type Taxonomy struct {
 }
 
 // alertStates are the values of ?state=.
-var alertStates = []string{record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired}
+var alertStates = []string{record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired, record.StateQuarantined}
 
 // pageQuery reads ?limit= and ?before=, adding a field error for a bad
 // limit.
