@@ -20,7 +20,9 @@ import (
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
+	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 )
 
@@ -272,9 +274,10 @@ func dash(s string) string {
 }
 
 // notFannedOut answers status for an alert with no receipts: waiting for
-// a second analyst, rejected, expired, published moments ago, or unknown
-// (exit 1). The text names who issued it; with --output json the array is
-// empty (no rows yet) and the same sentence goes to standard error.
+// a second analyst, rejected, expired, quarantined by the fan-out (with
+// the reason and error), published moments ago, or unknown (exit 1). The
+// text names who issued it; with --output json the array is empty (no
+// rows) and the same sentence goes to standard error.
 func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) error {
 	ex, err := publish.KafkaIndex{R: b}.Existing(ctx, id)
 	if err != nil {
@@ -297,16 +300,75 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 		msg = fmt.Sprintf("alert %s, issued by %s, expired at %s without a second analyst's approval", printable(id),
 			printable(rel.Submitted.By), rel.Submitted.ExpiresAt.Format(time.RFC3339))
 	default:
+		q, err := quarantined(ctx, b, id, ex.Published)
+		if err != nil {
+			return err
+		}
+		if q != nil {
+			msg = quarantinedMessage(id, ex, q)
+			break
+		}
 		msg = publishedNotFannedOut(id, ex)
 	}
 	if output == "json" {
-		// The same shape as for a fanned-out alert (its rows: none yet);
-		// where it stands goes to standard error.
-		fmt.Fprintf(e.stderr, "herald: %s; no deliveries yet\n", msg)
+		// The same shape as for a fanned-out alert (its rows: none yet,
+		// or never); where it stands goes to standard error.
+		if !strings.HasSuffix(msg, reachedNoOne) {
+			msg += "; no deliveries yet"
+		}
+		fmt.Fprintf(e.stderr, "herald: %s\n", msg)
 		return e.writeJSON([]statusRow{})
 	}
 	fmt.Fprintln(e.stdout, msg)
 	return nil
+}
+
+// reachedNoOne ends what status says of an alert that never went out.
+const reachedNoOne = "it reached no one"
+
+// quarantined returns the quarantine record that marks the alert published
+// under id with digest, as the view judges it: of the authentic records of
+// the quarantine topic under id that hold that very content
+// (view.QuarantineOf), the one view.Quarantine.Before puts first; nil when
+// none does. It asks only about an alert with no receipts: one that was
+// fanned out stays so.
+func quarantined(ctx context.Context, b *bus.Bus, id, digest string) (*view.Quarantine, error) {
+	if digest == "" {
+		return nil, nil
+	}
+	var best *view.Quarantine
+	err := b.ReadKeys(ctx, bus.TopicQuarantine, []string{id}, func(m kafka.Message) error {
+		if !b.Authentic(m) {
+			return nil
+		}
+		qid, q, err := view.QuarantineOf(m)
+		if err != nil || q == nil || qid != id || q.Digest != digest {
+			return nil
+		}
+		if best == nil || q.Before(best) {
+			best = q
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read quarantine: %w", err)
+	}
+	return best, nil
+}
+
+// quarantinedMessage says that the fan-out refused a published alert, why,
+// and that it reached no one.
+func quarantinedMessage(id string, ex *publish.Existing, q *view.Quarantine) string {
+	by := ""
+	if ex.IssuedBy != "" {
+		by = ", " + byline(ex.IssuedBy, ex.ApprovedBy) + ","
+	}
+	why := printable(q.Reason)
+	if q.Error != "" {
+		why += ": " + printable(q.Error)
+	}
+	return fmt.Sprintf("alert %s%s was quarantined by the fan-out at %s (%s); %s", printable(id), by,
+		q.Time.UTC().Format(time.RFC3339), why, reachedNoOne)
 }
 
 // publishedNotFannedOut says where a published alert with no receipts

@@ -13,6 +13,7 @@ import (
 
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/view"
 )
 
@@ -66,9 +67,9 @@ func newAlertsCmd(e *env) *cobra.Command {
 				return err
 			}
 			switch state {
-			case "", "pending", "published", "rejected", "expired":
+			case "", record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired, record.StateQuarantined:
 			default:
-				return invalid(fmt.Errorf("--state must be pending, published, rejected or expired, not %q", state))
+				return invalid(fmt.Errorf("--state must be pending, published, rejected, expired or quarantined, not %q", state))
 			}
 			if limit < 0 || limit > view.MaxLimit {
 				return invalid(fmt.Errorf("--limit must be between 1 and %d", view.MaxLimit))
@@ -91,8 +92,12 @@ func newAlertsCmd(e *env) *cobra.Command {
 					if s.RejectedBy != "" {
 						approved = "rejected by " + printable(s.RejectedBy)
 					}
+					deliveries := summarize(s.Counts)
+					if s.State == record.StateQuarantined {
+						deliveries = "none: quarantined (" + printable(s.QuarantineReason) + ")"
+					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(s.ID), s.State, printable(s.TLP.Label()),
-						printable(string(s.Marking)), dash(s.IssuedBy), approved, summarize(s.Counts), printable(s.Title))
+						printable(string(s.Marking)), dash(s.IssuedBy), approved, deliveries, printable(s.Title))
 				}
 				if err := tw.Flush(); err != nil {
 					return err
@@ -104,7 +109,7 @@ func newAlertsCmd(e *env) *cobra.Command {
 			})
 		},
 	}
-	list.Flags().StringVar(&state, "state", "", "only alerts in this state: pending, published, rejected or expired")
+	list.Flags().StringVar(&state, "state", "", "only alerts in this state: pending, published, rejected, expired or quarantined")
 	list.Flags().IntVar(&limit, "limit", view.DefaultLimit, "alerts per page (at most 500)")
 	list.Flags().StringVar(&before, "before", "", "continue a list: the cursor the previous page printed, or an alert id")
 	outputFlag(list, &output)
