@@ -70,8 +70,10 @@ func ParseRoles(s string) ([]string, error) {
 // needsTopics lists the topics (without prefix) each role needs: those it
 // reads, and those it writes for another role or a person to read later,
 // whose records would be lost unread if the topic kept them too briefly
-// (the fan-out's jobs, the deliver role's receipts and dead letters).
-// Their retention is checked before the role starts (PRODUCT.md §6).
+// (the fan-out's jobs and quarantine, the deliver role's receipts and dead
+// letters). Their retention is checked before the role starts (PRODUCT.md
+// §6). The api role's view reads quarantine: status and the alert list say
+// which alerts the fan-out refused.
 func needsTopics(role string, retryTiers int) []string {
 	switch role {
 	case RoleFanout:
@@ -84,7 +86,7 @@ func needsTopics(role string, retryTiers int) []string {
 		return ts
 	case RoleAPI:
 		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDead,
-			bus.TopicPending, bus.TopicAudit}
+			bus.TopicPending, bus.TopicAudit, bus.TopicQuarantine}
 	}
 	return nil
 }
