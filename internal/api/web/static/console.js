@@ -398,7 +398,8 @@
 
   // ---- desk -------------------------------------------------------------------
 
-  const STATE_TEXT = { pending: 'awaiting approval', published: 'published', rejected: 'rejected', expired: 'expired unapproved' };
+  const STATE_TEXT = { pending: 'awaiting approval', published: 'published', rejected: 'rejected', expired: 'expired unapproved',
+    quarantined: 'quarantined' };
 
   function deliverySummary(counts) {
     const parts = [];
@@ -462,6 +463,7 @@
         let released = s.approved_by || '';
         if (s.state === 'rejected') released = 'rejected by ' + (s.rejected_by || '?') + (s.reject_reason ? ': ' + s.reject_reason : '');
         if (s.state === 'pending') released = 'waiting until ' + when(s.expires_at);
+        if (s.state === 'quarantined') released = 'quarantined by the fan-out: ' + (s.quarantine_reason || '?');
         const tr = row(table, 'state-' + s.state, [
           el('div', null, title, el('div', 'sub', el('code', null, s.id))),
           el('div', null, tlpBadge(s.tlp), ' ', el('span', 'marking', s.marking || '')),
@@ -503,6 +505,7 @@
         await count('published', function (s) { return new Date(s.approved_at || s.issued_at || s.at) >= today; });
         await count('rejected');
         await count('expired');
+        await count('quarantined');
         if (analyst) await refreshCards(pending);
         if (!before) await refreshList();
         if (msg.classList.contains('bad')) say(msg, '');
@@ -880,6 +883,24 @@
       return rv.state === 'pending' || rv.state === 'published';
     }
 
+    // showQuarantined shows an alert the fan-out refused at ingest: why,
+    // and that it went to nobody. Nothing will change: polling stops.
+    async function showQuarantined(d) {
+      const s = await api('GET', '/v1/alerts/' + enc(id));
+      if (s.status === 200) {
+        if (s.data.title) $('alert-title').textContent = '\u2014 ' + s.data.title;
+        facts([['TLP', s.data.tlp ? 'TLP:' + s.data.tlp : ''], ['Marking', s.data.marking], ['Type', s.data.type],
+          ['Issued by', s.data.issued_by], ['Approved by', s.data.approved_by],
+          ['Quarantined', when(d.quarantined_at)], ['Reason', d.quarantine_reason], ['Error', d.quarantine_error]]);
+      }
+      for (const sec of ['release', 'by-partner', 'by-target', 'acks-box']) $(sec).hidden = true;
+      clear($('status-counts'));
+      say(msg, 'Quarantined by the fan-out (' + (d.quarantine_reason || 'no reason given') + '): it went to nobody.' +
+        (d.quarantine_error ? ' ' + d.quarantine_error : ''), 'bad');
+      box.dataset.state = 'quarantined';
+      return false;
+    }
+
     async function showDeliveries(d) {
       await names;
       const s = await api('GET', '/v1/alerts/' + enc(id));
@@ -961,6 +982,7 @@
       const r = await api('GET', '/v1/alerts/' + enc(id) + '/deliveries');
       // An alert waiting for a second analyst, rejected or expired has no
       // deliveries and never will without a release: show its review.
+      if (r.status === 200 && r.data.state === 'quarantined') return showQuarantined(r.data);
       if (r.status === 200 && (!r.data.state || r.data.state === 'published')) return showDeliveries(r.data);
       if (r.status !== 200 && r.status !== 404) {
         say(msg, problem(r), 'bad');
