@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -21,6 +22,31 @@ import (
 // record, so a partner's key upload made from a copy a moment old can
 // never undo an administrator's suspension, and an administrator's record
 // put back from an old GET can never undo a partner's newer key.
+//
+// A partner's change is a whole new key, or a whole new list of secrets,
+// made from the one in force: two changes made at once through two api
+// processes, each from what its own registry had read, would otherwise
+// both be answered as made while the topic kept only the later, which was
+// made without the earlier. So each overlay carries Seq, its place among
+// the changes of its key: one more than the latest Seq its writer's
+// registry had read under the key. The registry takes an overlay in
+// place of the one it holds under the key only if its Seq is higher
+// (takesPlace); otherwise it ignores it, and the writer, reading its own
+// record back, learns that its change is not in force. Every process
+// reads one key's records in the same order (one key, one partition) and
+// decides on them alone, never on the partner's record, which lies on
+// another partition and which processes read in different orders
+// relative to them; whether the overlay held applies to the record stays
+// InForce's question, asked afresh whenever either changes.
+//
+// The topic is compacted: a process that reads it later may find only the
+// latest records of a key, a suffix of what others read. The overlays a
+// registry takes have rising Seqs, so from the first record of that
+// suffix that the others took on, it holds what they hold. Only when the
+// latest record under a key is one they ignored would it hold another
+// overlay than they do: then the writer that reads its record ignored
+// writes the overlay in force again, at a higher Seq, as a change of its
+// own that changes nothing (see Registry.OverlayRevision).
 
 // Key prefixes of the overlays in the subscribers topic. Subscriber ids are
 // slugs, which never start with '~', so the keys cannot collide with
@@ -61,6 +87,13 @@ type KeyOverlay struct {
 	// Incarnation is the Incarnation of the record it was made against:
 	// it applies to that incarnation only.
 	Incarnation string `json:"incarnation,omitempty"`
+	// Seq is its place among the partner's changes of the key for the
+	// address: the registry holds it only if it is higher than the Seq
+	// of the key the registry held when it read it (see the compare-and-
+	// set above). Keys written before Seq existed have none (0): they take
+	// the place of any key held, as every key did then, so that an
+	// upgrade neither drops nor refuses them.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // SecretsOverlay is a partner's own list of Standard Webhooks secrets for
@@ -87,6 +120,26 @@ type SecretsOverlay struct {
 	// have none and apply as they did then, so that an upgrade does not
 	// silently drop the secrets partners rotated.
 	Over string `json:"over,omitempty"`
+	// Seq is its place among the partner's changes of the webhook's
+	// secrets, as KeyOverlay.Seq; lists written before Seq existed have
+	// none and take the place of any list held, as they did then.
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// ErrOverlayChanged reports that a partner's key or secrets in force
+// changed after the partner's change of them was made from them (another
+// change read meanwhile): the change would undo it, and is not written.
+var ErrOverlayChanged = errors.New("the partner's key or secrets in force changed while the change was made")
+
+// takesPlace reports whether an overlay with Seq seq, read from the
+// subscribers topic under its key, takes the place of the one the
+// registry holds there, whose Seq is heldSeq: the compare-and-set. An
+// overlay without Seq (0, written before Seq existed) always does, as
+// every overlay did then; so does any overlay where none is held
+// (heldSeq 0: the first of its key, the first after a tombstone cleared
+// it, or the first of what compaction left).
+func takesPlace(seq, heldSeq uint64) bool {
+	return seq == 0 || seq > heldSeq
 }
 
 // SecretsDigest returns the digest of a webhook's secrets that a
@@ -156,26 +209,43 @@ func ReplacedOverlays(prev, next *Subscriber) []string {
 }
 
 // PutKeyOverlay records o as the partner's own key for its address, in
-// force on top of the partner's record while KeyOverlay.InForce says so.
-func (r *Registry) PutKeyOverlay(o KeyOverlay) {
+// force on top of the partner's record while KeyOverlay.InForce says so,
+// if it takes the place of the key held for the address (its Seq is
+// higher, or it has none: see KeyOverlay.Seq), and reports whether it
+// did. Either way it counts as read under its key (OverlayRevision).
+func (r *Registry) PutKeyOverlay(o KeyOverlay) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	addr := strings.ToLower(o.Address)
+	took := takesPlace(o.Seq, r.keys[o.Subscriber][addr].Seq)
+	r.readLocked(KeyOverlayKey(o.Subscriber, o.Address), o.Seq, !took)
+	if !took {
+		return false
+	}
 	m := r.keys[o.Subscriber]
 	if m == nil {
 		m = map[string]KeyOverlay{}
 		r.keys[o.Subscriber] = m
 	}
-	m[strings.ToLower(o.Address)] = o
+	m[addr] = o
 	r.overlayChangedLocked(o.Subscriber)
+	return true
 }
 
 // PutSecretsOverlay records o as the partner's own secrets for its
 // webhook, in force on top of the partner's record while
-// SecretsOverlay.InForce says so.
-func (r *Registry) PutSecretsOverlay(o SecretsOverlay) {
+// SecretsOverlay.InForce says so, if it takes the place of the secrets
+// held for the webhook (SecretsOverlay.Seq), and reports whether it did.
+// Either way it counts as read under its key (OverlayRevision).
+func (r *Registry) PutSecretsOverlay(o SecretsOverlay) bool {
 	o.Secrets = slices.Clone(o.Secrets)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	took := takesPlace(o.Seq, r.secrets[o.Subscriber][o.URL].Seq)
+	r.readLocked(SecretsOverlayKey(o.Subscriber, o.URL), o.Seq, !took)
+	if !took {
+		return false
+	}
 	m := r.secrets[o.Subscriber]
 	if m == nil {
 		m = map[string]SecretsOverlay{}
@@ -183,11 +253,116 @@ func (r *Registry) PutSecretsOverlay(o SecretsOverlay) {
 	}
 	m[o.URL] = o
 	r.overlayChangedLocked(o.Subscriber)
+	return true
+}
+
+// overlayRead is what the registry has read under one overlay key.
+type overlayRead struct {
+	// rev changes with every record read under the key, tombstones
+	// included.
+	rev uint64
+	// seq is the highest Seq read under the key, also of overlays
+	// ignored or since cleared: a writer's next change goes after it.
+	seq uint64
+	// ignored says the latest record read under the key was an overlay
+	// the registry did not take.
+	ignored bool
+}
+
+// readLocked counts a record read under the overlay key: an overlay with
+// Seq seq, ignored or taken, or a tombstone (seq 0, not ignored).
+func (r *Registry) readLocked(key string, seq uint64, ignored bool) {
+	r.seq++
+	rd := r.reads[key]
+	r.reads[key] = overlayRead{rev: r.seq, seq: max(rd.seq, seq), ignored: ignored}
+}
+
+// OverlayRevision returns a number that changes whenever the registry
+// reads a record under the overlay key (KeyOverlayKey, SecretsOverlayKey),
+// whether it takes it or not (0 if it never read one), and whether the
+// latest it read was an overlay it did not take. A writer that reads the
+// revision before writing its overlay and, once the registry has caught
+// up with the topic, finds it changed, knows the registry has read its
+// record; the key and secrets in force then tell it whether its change
+// is among them. If the latest record was not taken, the topic's latest
+// record under the key is not the overlay in force, and a process that
+// reads the topic after compaction has kept only that record would hold
+// it instead: the writer then writes the key or secrets in force again,
+// as a change of its own (NextKeySeq, NextSecretsSeq), which every
+// registry takes.
+func (r *Registry) OverlayRevision(key string) (rev uint64, ignored bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	rd := r.reads[key]
+	return rd.rev, rd.ignored
+}
+
+// NextKeySeq returns the Seq of a partner's change of its own key for
+// address made from rec, its effective record (Get) — one more than the
+// highest Seq the registry has read under the address's key — or
+// ErrOverlayChanged if the registry's effective record no longer holds
+// rec's key for the address (another change of it read since rec was),
+// and ErrOverlayChanged too if it has no record of rec's incarnation
+// that lists the address. Both are read at once, so a change written
+// with the Seq was made from the key in force at that Seq.
+func (r *Registry) NextKeySeq(rec *Subscriber, address string) (uint64, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	cur := r.currentRecordLocked(rec.ID)
+	i, j := emailIndex(rec, address), -1
+	if cur != nil {
+		j = emailIndex(cur, address)
+	}
+	if i < 0 || j < 0 || cur.Incarnation != rec.Incarnation ||
+		strings.TrimSpace(cur.Email[j].PGPKey) != strings.TrimSpace(rec.Email[i].PGPKey) {
+		return 0, ErrOverlayChanged
+	}
+	return r.reads[KeyOverlayKey(rec.ID, address)].seq + 1, nil
+}
+
+// NextSecretsSeq returns the Seq of a partner's change of its own secrets
+// for its webhook url made from rec, its effective record (Get), as
+// NextKeySeq does for a key: ErrOverlayChanged if the registry's effective
+// record no longer holds rec's secrets for the webhook.
+func (r *Registry) NextSecretsSeq(rec *Subscriber, url string) (uint64, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	cur := r.currentRecordLocked(rec.ID)
+	i, j := webhookIndex(rec, url), -1
+	if cur != nil {
+		j = webhookIndex(cur, url)
+	}
+	if i < 0 || j < 0 || cur.Incarnation != rec.Incarnation || !slices.Equal(cur.Webhooks[j].Secrets, rec.Webhooks[i].Secrets) {
+		return 0, ErrOverlayChanged
+	}
+	return r.reads[SecretsOverlayKey(rec.ID, url)].seq + 1, nil
+}
+
+// currentRecordLocked returns the effective record of id, or nil.
+func (r *Registry) currentRecordLocked(id string) *Subscriber {
+	slot, ok := r.ids.find(r.recs, id)
+	if !ok {
+		return nil
+	}
+	return r.currentLocked(slot).record()
+}
+
+// emailIndex returns the index of address in s's addresses, whatever its
+// case, or -1.
+func emailIndex(s *Subscriber, address string) int {
+	return slices.IndexFunc(s.Email, func(e Email) bool { return strings.EqualFold(e.Address, address) })
+}
+
+// webhookIndex returns the index of the webhook with url in s, or -1.
+func webhookIndex(s *Subscriber, url string) int {
+	return slices.IndexFunc(s.Webhooks, func(w Webhook) bool { return w.URL == url })
 }
 
 // ClearOverlay forgets the overlay stored under the subscribers-topic key
 // (KeyOverlayKey or SecretsOverlayKey), as a tombstone of the key does; it
-// reports whether there was one.
+// reports whether there was one. Either way it counts as read under the
+// key (OverlayRevision); the next overlay read there takes its place
+// whatever its Seq.
 func (r *Registry) ClearOverlay(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -195,6 +370,7 @@ func (r *Registry) ClearOverlay(key string) bool {
 	if !ok {
 		return false
 	}
+	r.readLocked(key, 0, false)
 	for addr := range r.keys[sub] {
 		if KeyOverlayKey(sub, addr) == key {
 			delete(r.keys[sub], addr)

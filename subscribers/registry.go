@@ -29,7 +29,11 @@ import (
 // secrets; each only in the incarnation it was made against: InForce).
 // Record returns the record as written. No
 // kind ever rewrites another, so an administrator's change, a worker's 410
-// and a partner's new key all stand whatever their order.
+// and a partner's new key all stand whatever their order. Of a partner's
+// changes of one key or webhook's secrets, each made from the one in
+// force, the registry takes each only if it was made after the one it
+// holds (KeyOverlay.Seq), so that of two made at once from the same one
+// the first read stands, in every process alike.
 //
 // Records are immutable once stored, and a record returned is never
 // modified. Put keeps the caller's record as it is (and Get returns it
@@ -65,6 +69,10 @@ type Registry struct {
 	// again).
 	keys    map[string]map[string]KeyOverlay
 	secrets map[string]map[string]SecretsOverlay
+	// reads holds what was read under each overlay key (OverlayRevision,
+	// NextKeySeq), for every key ever read: kept across a tombstone, as
+	// revs is.
+	reads map[string]overlayRead
 	// revs counts changes per endpoint key (see EndpointRevision); it
 	// keeps counting across a tombstone.
 	revs map[string]uint64
@@ -124,6 +132,7 @@ func NewRegistry() *Registry {
 		states:   map[string]map[string]EndpointState{},
 		keys:     map[string]map[string]KeyOverlay{},
 		secrets:  map[string]map[string]SecretsOverlay{},
+		reads:    map[string]overlayRead{},
 		revs:     map[string]uint64{},
 	}
 }
@@ -540,7 +549,8 @@ func (r *Registry) candidates(a *alerts.Alert) (xs []idStored, missing []string)
 // PutEndpoint, and a tombstone (empty value) clears that state. Under an
 // overlay key (KeyOverlayKey, SecretsOverlayKey) the value is the
 // KeyOverlay or SecretsOverlay the key names, applied with PutKeyOverlay
-// or PutSecretsOverlay, and a tombstone clears it. Under a record key
+// or PutSecretsOverlay (which ignore one made before the overlay they
+// hold), and a tombstone clears it. Under a record key
 // (IsRecordKey) the value is a subscriber record whose id is the key,
 // applied with Put, and a tombstone deletes the subscriber. Any other key
 // is refused. The caller checks the record's authenticity first.
