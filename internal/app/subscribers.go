@@ -27,17 +27,27 @@ type SubscriberStore struct {
 	// Overlays, if set, is the registry the records put and deleted were
 	// read from: a new record or a deletion also clears the overlays it
 	// knows for the id beyond those of the record's own addresses and
-	// webhooks (an address the record no longer lists).
+	// webhooks (an address the record no longer lists). It is also the
+	// registry a partner's change of its own key or secrets was made from
+	// (SetKey, SetSecrets): the change takes its place after the last it
+	// read (subscribers.KeyOverlay.Seq).
 	Overlays OverlayIndex
 }
 
 // OverlayIndex is what the store needs of the registry to clear a
-// partner's overlays. *subscribers.Registry satisfies it.
+// partner's overlays and to place a partner's change of its own key or
+// secrets. *subscribers.Registry satisfies it.
 type OverlayIndex interface {
 	// Record returns the partner's record as written, or nil.
 	Record(id string) *subscribers.Subscriber
 	// OverlayKeys returns the keys of every overlay held for subscriber.
 	OverlayKeys(subscriber string) []string
+	// NextKeySeq and NextSecretsSeq return the Seq of a partner's change
+	// of its key for address, or of its secrets for the webhook url, made
+	// from rec, its effective record, or subscribers.ErrOverlayChanged if
+	// the registry no longer holds rec's key or secrets in force there.
+	NextKeySeq(rec *subscribers.Subscriber, address string) (uint64, error)
+	NextSecretsSeq(rec *subscribers.Subscriber, url string) (uint64, error)
 }
 
 // Put writes the records (validated by the caller), as actor, for reason
@@ -178,26 +188,52 @@ func (s SubscriberStore) SetEndpoint(ctx context.Context, actor, subscriber, url
 
 // SetKey records pgpKey as the partner's own key for its address, as
 // actor, as its own record (subscribers.KeyOverlay) beside the partner's
-// record rec, which is never rewritten; the key applies to rec's
-// incarnation only. The caller checks the key and records the change in
-// the audit trail.
+// record, which is never rewritten; the key applies to rec's incarnation
+// only. rec is the partner's effective record the change was made from
+// (its key for the address the one in force): the key takes its place
+// after the last change of it the Overlays registry has read, and every
+// registry ignores it if another change of the key comes first in the
+// topic. If Overlays no longer holds rec's key in force, SetKey writes
+// nothing and returns subscribers.ErrOverlayChanged. Without Overlays the
+// key has no Seq and applies whatever comes before it, as keys written
+// before Seq existed do. The caller checks the key, makes sure it is in
+// force once written, and records the change in the audit trail.
 func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
 	o := subscribers.KeyOverlay{Subscriber: rec.ID, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC(),
 		Incarnation: rec.Incarnation}
+	if s.Overlays != nil {
+		seq, err := s.Overlays.NextKeySeq(rec, address)
+		if err != nil {
+			return fmt.Errorf("the partner's own key of %s: %w", rec.ID, err)
+		}
+		o.Seq = seq
+	}
 	return s.writeOverlay(ctx, subscribers.KeyOverlayKey(rec.ID, address), o, "key of "+rec.ID)
 }
 
 // SetSecrets records secrets as the partner's own secrets for its webhook
 // url, as actor, as its own record (subscribers.SecretsOverlay) beside the
-// partner's record rec, which is never rewritten. written are the
-// secrets the record as written held for the webhook when the partner's
-// list was made: the list applies to rec's incarnation only, and only
-// while the record still holds written (an administrator's change of
-// them stands). The caller checks the secrets and records the change in
-// the audit trail.
+// partner's record, which is never rewritten. written are the secrets the
+// record as written held for the webhook when the partner's list was
+// made: the list applies to rec's incarnation only, and only while the
+// record still holds written (an administrator's change of them stands).
+// rec is the partner's effective record the list was made from, its
+// secrets for the webhook the ones in force: as for SetKey, the list
+// takes its place after the last change of them the Overlays registry
+// has read, or is not written (subscribers.ErrOverlayChanged) if that
+// registry no longer holds rec's. The caller checks the secrets, makes
+// sure they are in force once written, and records the change in the
+// audit trail.
 func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
 	o := subscribers.SecretsOverlay{Subscriber: rec.ID, URL: url, Secrets: secrets, By: actor, At: now.UTC(),
 		Incarnation: rec.Incarnation, Over: subscribers.SecretsDigest(written)}
+	if s.Overlays != nil {
+		seq, err := s.Overlays.NextSecretsSeq(rec, url)
+		if err != nil {
+			return fmt.Errorf("the partner's own webhook secrets of %s: %w", rec.ID, err)
+		}
+		o.Seq = seq
+	}
 	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(rec.ID, url), o, "webhook secrets of "+rec.ID)
 }
 
