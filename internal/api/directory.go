@@ -85,17 +85,24 @@ type ManagedSecrets struct {
 // Subscribers: the records as written (an administrator edits those, never
 // the effective record with endpoint states and the partner's own keys and
 // secrets applied), endpoint states, and the partner's own keys and
-// secrets. *subscribers.Registry satisfies it.
+// secrets, with what the registry has read under each of their keys (a
+// partner's change learns from it whether the registry has read it back:
+// subscribers.Registry.OverlayRevision). *subscribers.Registry satisfies
+// it.
 type Directory interface {
 	Record(id string) *subscribers.Subscriber
 	Endpoints(subscriber string) []subscribers.EndpointState
 	KeyOverlays(subscriber string) []subscribers.KeyOverlay
 	SecretsOverlays(subscriber string) []subscribers.SecretsOverlay
+	OverlayRevision(key string) (rev uint64, ignored bool)
 }
 
 // OverlayWriter records a partner's own key for one address, or its own
 // secrets for one webhook, as its own record beside the partner's record,
-// which it never rewrites (app.SubscriberStore satisfies it).
+// which it never rewrites (app.SubscriberStore satisfies it). rec is the
+// partner's effective record the change was made from; when the key or
+// secrets in force are no longer rec's, the writer writes nothing and
+// returns subscribers.ErrOverlayChanged.
 type OverlayWriter interface {
 	SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error
 	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error

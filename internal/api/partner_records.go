@@ -121,9 +121,12 @@ func cloneRecord(s *subscribers.Subscriber) *subscribers.Subscriber {
 // written as its own record (an overlay) and an administrator's record
 // replaces an overlay only where it changes that key or secret (see
 // app.SubscriberStore.Put), so neither ever writes back a copy of the
-// other's change, whichever process makes it. When the registry cannot
-// catch up it answers 503 itself and reports false; otherwise the caller
-// calls unlock.
+// other's change, whichever process makes it; and of two changes of one
+// key or webhook's secrets made at once through two processes, every
+// registry keeps the first in the topic and ignores the other
+// (subscribers.KeyOverlay.Seq), whose request answers 409 (change). When
+// the registry cannot catch up it answers 503 itself and reports false;
+// otherwise the caller calls unlock.
 func (h *handler) lockRecords(w http.ResponseWriter, r *http.Request) (unlock func(), ok bool) {
 	h.records.Lock()
 	if h.Partner.Sync != nil {
@@ -217,6 +220,78 @@ func (p *partnerAPI) stored(w http.ResponseWriter, sub string, err error) bool {
 	return false
 }
 
+// ownChange is a partner's change of its own key for one address or its
+// own secrets for one webhook, as change writes it.
+type ownChange struct {
+	// key is the subscribers-topic key it is written under.
+	key string
+	// write writes it (OverlayWriter.SetKey or SetSecrets).
+	write func() error
+	// inForce reports whether it is in force in rec, the partner's
+	// effective record once the registry has read it back (nil if the
+	// record is gone).
+	inForce func(rec *subscribers.Subscriber) bool
+	// conflict is the answer (409) when it is not; list names where the
+	// partner sees what is in force instead.
+	conflict, list string
+	// refused is the audit entry of a change not in force.
+	refused record.Audit
+}
+
+// change writes c, then waits until the registry has read it back
+// (Partner.Sync) and answers 409 itself, audited as refused, unless the
+// change is in force: another change of the same key or secrets came
+// first in the topic (made through another api process from the same
+// state, and read by every registry before this one, which they all
+// ignore), or came first into this process's registry (then nothing is
+// written: subscribers.ErrOverlayChanged), or an administrator changed
+// the record meanwhile. It answers a failure to write (503) itself too.
+// It returns the partner's effective record with the change in force, or
+// nil with ok true when the registry has read nothing under the key since
+// the change was written: this server cannot wait for its registry (no
+// Partner.Sync) or its catch-up did not reach the change. The caller then
+// answers from the change it made, as before changes were read back; the
+// registries still keep only the first of two changes made at once. The
+// caller holds lockRecords.
+func (p *partnerAPI) change(w http.ResponseWriter, r *http.Request, sub string, c ownChange) (rec *subscribers.Subscriber, ok bool) {
+	before, _ := p.Directory.OverlayRevision(c.key)
+	err := c.write()
+	if errors.Is(err, subscribers.ErrOverlayChanged) {
+		p.notInForce(w, r, sub, c)
+		return nil, false
+	}
+	if !p.stored(w, sub, err) {
+		return nil, false
+	}
+	if p.Partner.Sync != nil {
+		if err := p.Partner.Sync(r.Context()); err != nil {
+			// Written, but whether it is in force cannot be told: it is
+			// neither answered as made nor audited.
+			p.log.Error("read back a partner's change", "subscriber", sub, "route", r.Pattern, "error", err)
+			writeError(w, http.StatusServiceUnavailable, "your change was written, but Herald cannot tell now whether it is in force; see "+c.list, nil)
+			return nil, false
+		}
+	}
+	if after, _ := p.Directory.OverlayRevision(c.key); after == before {
+		return nil, true
+	}
+	rec = p.ownRecord(sub)
+	if !c.inForce(rec) {
+		p.notInForce(w, r, sub, c)
+		return nil, false
+	}
+	return rec, true
+}
+
+// notInForce answers 409 for c, a partner's change that is not in force,
+// and audits it as refused.
+func (p *partnerAPI) notInForce(w http.ResponseWriter, r *http.Request, sub string, c ownChange) {
+	c.refused.Object, c.refused.Outcome = "subscriber:"+sub, record.OutcomeRefused
+	p.audit(r, partnerActor(r), c.refused)
+	p.log.Info("a partner's change was not in force: its key or secrets changed meanwhile", "subscriber", sub, "action", c.refused.Action)
+	writeError(w, http.StatusConflict, c.conflict, nil)
+}
+
 // listEmail handles GET /v1/partner/email.
 func (p *partnerAPI) listEmail(w http.ResponseWriter, r *http.Request) {
 	rec := p.ownRecord(subscriberOf(r))
@@ -294,14 +369,50 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	}
 	next := cloneRecord(old)
 	next.Email[i].PGPKey = armored
-	if !p.check(w, next) ||
-		!p.stored(w, old.ID, p.Overlays.SetKey(r.Context(), partnerActor(r), old, old.Email[i].Address, armored, now)) {
+	if !p.check(w, next) {
 		return
 	}
-	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerKey, Object: "subscriber:" + old.ID,
-		Details: map[string]any{"address": res.Address, "fingerprint": res.Fingerprint, "expires_at": res.ExpiresAt}})
+	details := map[string]any{"address": res.Address, "fingerprint": res.Fingerprint, "expires_at": res.ExpiresAt}
+	if _, ok := p.change(w, r, old.ID, ownChange{
+		key:   subscribers.KeyOverlayKey(old.ID, res.Address),
+		write: func() error { return p.Overlays.SetKey(r.Context(), partnerActor(r), old, res.Address, armored, now) },
+		inForce: func(rec *subscribers.Subscriber) bool {
+			j := emailIndex(rec, res.Address)
+			return j >= 0 && strings.TrimSpace(rec.Email[j].PGPKey) == strings.TrimSpace(armored)
+		},
+		conflict: fmt.Sprintf("the key of %s changed while this change was made (another request?); see it with GET /v1/partner/email and try again", res.Address),
+		list:     "GET /v1/partner/email",
+		refused:  record.Audit{Action: record.ActionPartnerKey, Reason: "the key changed while the change was made", Details: details},
+	}); !ok {
+		return
+	}
+	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerKey, Object: "subscriber:" + old.ID, Details: details})
 	p.log.Info("partner replaced an OpenPGP key", "subscriber", old.ID, "fingerprint", res.Fingerprint)
 	writeJSON(w, http.StatusOK, res)
+}
+
+// emailIndex returns the index of address in rec's addresses, whatever
+// its case, or -1 (also for a nil rec).
+func emailIndex(rec *subscribers.Subscriber, address string) int {
+	if rec == nil {
+		return -1
+	}
+	return slices.IndexFunc(rec.Email, func(e subscribers.Email) bool { return strings.EqualFold(e.Address, address) })
+}
+
+// webhookOf returns the index of the webhook with url in rec, or -1 (also
+// for a nil rec).
+func webhookOf(rec *subscribers.Subscriber, url string) int {
+	if rec == nil {
+		return -1
+	}
+	return slices.IndexFunc(rec.Webhooks, func(wh subscribers.Webhook) bool { return wh.URL == url })
+}
+
+// secretsConflict is the answer to a change of webhook i's secrets that is
+// not in force.
+func secretsConflict(i int) string {
+	return fmt.Sprintf("your webhook %d's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again", i)
 }
 
 // partnerWebhooks lists the webhooks of rec, the partner's effective
@@ -377,16 +488,39 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := cloneRecord(old)
+	url := old.Webhooks[i].URL
 	next.Webhooks[i].Secrets = append(next.Webhooks[i].Secrets, secret)
-	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
-		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
+	if !p.check(w, next) {
 		return
 	}
 	added := subscribers.RedactSecret(secret)
-	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID,
-		Details: map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(old.Webhooks[i].URL), "added": added}})
+	details := map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(url), "added": added}
+	// The new secret is never shown unless it is in force: a receiver
+	// switched to a secret Herald does not sign with refuses every
+	// webhook.
+	rec, ok := p.change(w, r, old.ID, ownChange{
+		key: subscribers.SecretsOverlayKey(old.ID, url),
+		write: func() error {
+			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), next.Webhooks[i].Secrets, p.now())
+		},
+		inForce: func(rec *subscribers.Subscriber) bool {
+			j := webhookOf(rec, url)
+			return j >= 0 && slices.Contains(rec.Webhooks[j].Secrets, secret)
+		},
+		conflict: secretsConflict(i),
+		list:     "GET /v1/partner/webhooks, and retire a secret you were not given",
+		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
+	})
+	if !ok {
+		return
+	}
+	if rec == nil {
+		rec = next
+	}
+	i = webhookOf(rec, url)
+	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
 	p.log.Info("partner added a webhook secret", "subscriber", old.ID, "webhook", i, "secret", added)
-	writeJSON(w, http.StatusCreated, SecretResponse{Index: i, Secrets: redactSecrets(next.Webhooks[i].Secrets), Secret: secret, Added: added})
+	writeJSON(w, http.StatusCreated, SecretResponse{Index: i, Secrets: redactSecrets(rec.Webhooks[i].Secrets), Secret: secret, Added: added})
 }
 
 // retireSecret handles DELETE /v1/partner/webhooks/{index}/secrets/{n}:
@@ -424,14 +558,36 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := cloneRecord(old)
+	url, secret := old.Webhooks[i].URL, secrets[j]
 	next.Webhooks[i].Secrets = slices.Delete(next.Webhooks[i].Secrets, j, j+1)
-	if !p.check(w, next) || !p.stored(w, old.ID, p.Overlays.SetSecrets(r.Context(), partnerActor(r), old,
-		old.Webhooks[i].URL, writtenSecrets(written, old.Webhooks[i].URL), next.Webhooks[i].Secrets, p.now())) {
+	if !p.check(w, next) {
 		return
 	}
-	retired := subscribers.RedactSecret(secrets[j])
-	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID,
-		Details: map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(old.Webhooks[i].URL), "retired": retired}})
+	retired := subscribers.RedactSecret(secret)
+	details := map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(url), "retired": retired}
+	rec, ok := p.change(w, r, old.ID, ownChange{
+		key: subscribers.SecretsOverlayKey(old.ID, url),
+		write: func() error {
+			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), next.Webhooks[i].Secrets, p.now())
+		},
+		// The secret is out of force (retired by this change, or by
+		// another made at once); the webhook is still listed.
+		inForce: func(rec *subscribers.Subscriber) bool {
+			k := webhookOf(rec, url)
+			return k >= 0 && !slices.Contains(rec.Webhooks[k].Secrets, secret)
+		},
+		conflict: secretsConflict(i),
+		list:     "GET /v1/partner/webhooks",
+		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
+	})
+	if !ok {
+		return
+	}
+	if rec == nil {
+		rec = next
+	}
+	i = webhookOf(rec, url)
+	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
 	p.log.Info("partner retired a webhook secret", "subscriber", old.ID, "webhook", i, "secret", retired)
-	writeJSON(w, http.StatusOK, SecretResponse{Index: i, Secrets: redactSecrets(next.Webhooks[i].Secrets), Retired: retired})
+	writeJSON(w, http.StatusOK, SecretResponse{Index: i, Secrets: redactSecrets(rec.Webhooks[i].Secrets), Retired: retired})
 }

@@ -1,0 +1,363 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/pgptest"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// process is one Herald api process's worth of state on a shared broker:
+// its own bus client; its own registry, fed only by its own follower of
+// the subscribers topic, as the api role's is; and its own API server
+// over the real subscriber store, whose Partner.Sync waits for that
+// follower. Its follower can be paused: the process then reads nothing
+// of what others write until it is resumed.
+type process struct {
+	t     *testing.T
+	bus   *bus.Bus
+	reg   *subscribers.Registry
+	store *interleaved
+	srv   *httptest.Server
+
+	gate sync.Mutex // held while paused
+	mu   sync.Mutex
+	next map[int]int64 // partition → offset after the last record read
+}
+
+// startProcess starts one api process on c and waits until its registry
+// has read the subscribers topic.
+func startProcess(t *testing.T, c *kafkatest.Cluster, name string) *process {
+	t.Helper()
+	b := c.Open(t, c.Config())
+	p := &process{t: t, bus: b, reg: subscribers.NewRegistry(), next: map[int]int64{}}
+	now := func() time.Time { return testNow }
+	p.store = &interleaved{SubscriberStore: app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, now), Overlays: p.reg}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done, caughtUp := make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- b.Follow(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+			p.gate.Lock()
+			defer p.gate.Unlock()
+			if b.Authentic(m) {
+				if err := p.reg.Apply(m.Key, m.Value); err != nil {
+					t.Errorf("process %s: apply %s: %v", name, m.Key, err)
+				}
+			}
+			p.mu.Lock()
+			p.next[m.Partition] = m.Offset + 1
+			p.mu.Unlock()
+			return nil
+		}, func() { close(caughtUp) })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	<-caughtUp
+	srv := &api.Server{
+		Audit:     app.AuditLog(b, now),
+		Registry:  p.reg,
+		Directory: p.reg,
+		Writer:    p.store,
+		Endpoints: p.store,
+		Overlays:  p.store,
+		Taxonomy:  testTaxonomy,
+		Tokens: []config.Token{
+			{Name: "acme-soc-" + name, Role: config.RolePartner, Subscriber: "acme", SHA256: config.HashToken(partnerToken)},
+		},
+		Partner: api.Partners{Sync: p.sync},
+		Now:     now,
+		Log:     kafkatest.Logger(t, slog.LevelWarn).With("process", name),
+	}
+	p.srv = httptest.NewServer(srv.Handler())
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+// sync waits until the process's registry has read every record written
+// to the subscribers topic before the call.
+func (p *process) sync(ctx context.Context) error {
+	offs, err := p.bus.Offsets(ctx, bus.TopicSubscribers)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		p.mu.Lock()
+		behind := false
+		for _, po := range offs[bus.TopicSubscribers] {
+			behind = behind || p.next[po.Partition] < po.End
+		}
+		p.mu.Unlock()
+		if !behind {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// synced is sync, failing the test on an error.
+func (p *process) synced() {
+	p.t.Helper()
+	require.NoError(p.t, p.sync(p.t.Context()))
+}
+
+// pause stops the process's follower: its registry keeps what it has read
+// until resume.
+func (p *process) pause()  { p.gate.Lock() }
+func (p *process) resume() { p.gate.Unlock() }
+
+// call makes one request of the process's API with the partner token.
+func (p *process) call(method, path, ctype, body string) (int, string) {
+	p.t.Helper()
+	req, err := http.NewRequestWithContext(p.t.Context(), method, p.srv.URL+path, strings.NewReader(body))
+	require.NoError(p.t, err)
+	req.Header.Set("Authorization", "Bearer "+partnerToken)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(p.t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(p.t, err)
+	return resp.StatusCode, string(out)
+}
+
+// webhooks is the partner's GET /v1/partner/webhooks through p: webhook
+// 0's secrets as listed.
+func (p *process) webhooks() []string {
+	p.t.Helper()
+	code, out := p.call("GET", "/v1/partner/webhooks", "", "")
+	require.Equal(p.t, http.StatusOK, code, out)
+	var l api.PartnerWebhookList
+	require.NoError(p.t, json.Unmarshal([]byte(out), &l))
+	require.Len(p.t, l.Webhooks, 1)
+	return l.Webhooks[0].Secrets
+}
+
+// interleaved is a process's real subscriber store. Given meanwhile, it
+// runs it once around the next partner's change written through it: after
+// the change was made from the partner's record as read, before (or
+// instead of) writing it.
+type interleaved struct {
+	app.SubscriberStore
+	mu        sync.Mutex
+	meanwhile func(write func() error) error
+}
+
+func (s *interleaved) around(write func() error) error {
+	s.mu.Lock()
+	f := s.meanwhile
+	s.meanwhile = nil
+	s.mu.Unlock()
+	if f == nil {
+		return write()
+	}
+	return f(write)
+}
+
+func (s *interleaved) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
+	return s.around(func() error { return s.SubscriberStore.SetKey(ctx, actor, rec, address, pgpKey, now) })
+}
+
+func (s *interleaved) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
+	return s.around(func() error { return s.SubscriberStore.SetSecrets(ctx, actor, rec, url, written, secrets, now) })
+}
+
+// twoAPIProcesses starts api processes a and b on one broker, stores
+// acme's record and waits until both have read it.
+func twoAPIProcesses(t *testing.T) (a, b *process) {
+	t.Helper()
+	c := kafkatest.Start(t)
+	a, b = startProcess(t, c, "a"), startProcess(t, c, "b")
+	acme := &subscribers.Subscriber{ID: "acme", Name: "Acme Car Wash", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: acmeMail}},
+		Webhooks: []subscribers.Webhook{{URL: acmeHook, Secrets: []string{testSecret}}}}
+	acme.Normalize()
+	require.NoError(t, a.store.Put(t.Context(), "api:ops", "", []*subscribers.Subscriber{acme}, nil))
+	a.synced()
+	b.synced()
+	require.NotNil(t, b.reg.Get("acme"))
+	return a, b
+}
+
+// interleaving is whether process b's registry had read a's change when
+// b wrote its own: meanwhile runs a's request through a, between b's read
+// and b's write, and says whether b then writes (its record reaches the
+// topic).
+type interleaving struct {
+	meanwhile func(b *process, request func()) func(write func() error) error
+	bWrites   bool
+}
+
+var interleavings = map[string]interleaving{
+	// b's registry has not read a's change: b writes its own, made from
+	// the list before a's, and learns once it reads both back.
+	"b had not read a's change": {func(b *process, request func()) func(func() error) error {
+		return func(write func() error) error {
+			b.pause()
+			defer b.resume()
+			request()
+			return write()
+		}
+	}, true},
+	// b's registry read a's change after b read the record: b writes
+	// nothing.
+	"b had read a's change": {func(b *process, request func()) func(func() error) error {
+		return func(write func() error) error {
+			request()
+			b.synced()
+			return write()
+		}
+	}, false},
+}
+
+// writtenBy returns how many records under key the subscribers topic
+// holds that actor wrote.
+func writtenBy(t *testing.T, p *process, key, actor string) int {
+	t.Helper()
+	n := 0
+	require.NoError(t, p.bus.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		var o struct{ By string }
+		if string(m.Key) == key && json.Unmarshal(m.Value, &o) == nil && o.By == actor {
+			n++
+		}
+		return nil
+	}))
+	return n
+}
+
+// refusals returns the partner's changes audited as refused, as
+// "action reason".
+func refusals(t *testing.T, p *process) []string {
+	t.Helper()
+	var out []string
+	require.NoError(t, p.bus.ReadAll(t.Context(), bus.TopicAudit, func(m kafka.Message) error {
+		var a record.Audit
+		require.NoError(t, json.Unmarshal(m.Value, &a))
+		if strings.HasPrefix(a.Actor, "partner:") && a.Outcome == record.OutcomeRefused {
+			out = append(out, a.Action+" "+a.Reason)
+		}
+		return nil
+	}))
+	return out
+}
+
+// TestSecretRotationsAtOnceThroughTwoProcesses: a partner adds a secret
+// through api process b while another request adds one through process a,
+// both from the same list. a's comes first and stands; b's is answered
+// 409, never with its secret, and every process, and the partner's list,
+// holds exactly a's.
+func TestSecretRotationsAtOnceThroughTwoProcesses(t *testing.T) {
+	for name, c := range interleavings {
+		t.Run(name, func(t *testing.T) {
+			a, b := twoAPIProcesses(t)
+			var theirs api.SecretResponse
+			b.store.meanwhile = c.meanwhile(b, func() {
+				code, out := a.call("POST", "/v1/partner/webhooks/0/secrets", "", "")
+				require.Equal(t, http.StatusCreated, code, out)
+				require.NoError(t, json.Unmarshal([]byte(out), &theirs))
+			})
+			code, out := b.call("POST", "/v1/partner/webhooks/0/secrets", "", "")
+			require.Equal(t, http.StatusConflict, code, out)
+			assert.Contains(t, out, "your webhook 0's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again")
+			assert.NotContains(t, out, "whsec_", "no secret that is not in force")
+
+			want := []string{testSecret, theirs.Secret}
+			for _, p := range []*process{a, b} {
+				p.synced()
+				assert.Equal(t, want, p.reg.Get("acme").Webhooks[0].Secrets)
+				assert.Equal(t, []string{subscribers.RedactSecret(testSecret), theirs.Added}, p.webhooks(), "exactly the secrets in force")
+			}
+			assert.Equal(t, []string{record.ActionPartnerSecret + " the webhook's secrets changed while the change was made"}, refusals(t, b))
+			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.SecretsOverlayKey("acme", acmeHook), "partner:acme-soc-b") > 0)
+		})
+	}
+}
+
+// TestRetiredSecretStaysRetiredAcrossProcesses: a partner retires a
+// leaked secret through process a while another request, through process
+// b, adds a secret to the list as it was before the retirement. The
+// retirement stands: the addition is answered 409 and never brings the
+// leaked secret back.
+func TestRetiredSecretStaysRetiredAcrossProcesses(t *testing.T) {
+	for name, c := range interleavings {
+		t.Run(name, func(t *testing.T) {
+			a, b := twoAPIProcesses(t)
+			code, out := a.call("POST", "/v1/partner/webhooks/0/secrets", "", "")
+			require.Equal(t, http.StatusCreated, code, out)
+			var leaked api.SecretResponse
+			require.NoError(t, json.Unmarshal([]byte(out), &leaked))
+			b.synced()
+
+			b.store.meanwhile = c.meanwhile(b, func() {
+				code, out := a.call("DELETE", "/v1/partner/webhooks/0/secrets/"+leaked.Added, "", "")
+				require.Equal(t, http.StatusOK, code, out)
+			})
+			code, out = b.call("POST", "/v1/partner/webhooks/0/secrets", "", "")
+			require.Equal(t, http.StatusConflict, code, out)
+			assert.NotContains(t, out, "whsec_")
+			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.SecretsOverlayKey("acme", acmeHook), "partner:acme-soc-b") > 0)
+
+			for _, p := range []*process{a, b} {
+				p.synced()
+				assert.Equal(t, []string{testSecret}, p.reg.Get("acme").Webhooks[0].Secrets, "the leaked secret stays retired")
+				assert.Equal(t, []string{subscribers.RedactSecret(testSecret)}, p.webhooks())
+			}
+		})
+	}
+}
+
+// TestKeyUploadsAtOnceThroughTwoProcesses: two uploads of a partner's key
+// for one address, through two processes, from the same key: the first
+// stands, the second is answered 409.
+func TestKeyUploadsAtOnceThroughTwoProcesses(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	bob, _ := pgptest.RecipientKey(t, pgptest.Bob)
+	for name, c := range interleavings {
+		t.Run(name, func(t *testing.T) {
+			a, b := twoAPIProcesses(t)
+			b.store.meanwhile = c.meanwhile(b, func() {
+				code, out := a.call("PUT", "/v1/partner/email/"+acmeMail+"/key", "application/pgp-keys", bob)
+				require.Equal(t, http.StatusOK, code, out)
+			})
+			code, out := b.call("PUT", "/v1/partner/email/"+acmeMail+"/key", "application/pgp-keys", alice)
+			require.Equal(t, http.StatusConflict, code, out)
+			assert.Contains(t, out, "the key of "+acmeMail+" changed while this change was made")
+
+			for _, p := range []*process{a, b} {
+				p.synced()
+				assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(p.reg.Get("acme").Email[0].PGPKey))
+			}
+			assert.Equal(t, []string{record.ActionPartnerKey + " the key changed while the change was made"}, refusals(t, b))
+			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.KeyOverlayKey("acme", acmeMail), "partner:acme-soc-b") > 0)
+		})
+	}
+}
