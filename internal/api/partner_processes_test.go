@@ -254,6 +254,27 @@ func writtenBy(t *testing.T, p *process, key, actor string) int {
 	return n
 }
 
+// compacted returns a registry that read only the latest record of each
+// key of the subscribers topic, in the topic's order: a process started
+// once compaction has left nothing else.
+func compacted(t *testing.T, p *process) *subscribers.Registry {
+	t.Helper()
+	var msgs []kafka.Message
+	latest := map[string]int{}
+	require.NoError(t, p.bus.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		latest[string(m.Key)] = len(msgs)
+		msgs = append(msgs, m)
+		return nil
+	}))
+	reg := subscribers.NewRegistry()
+	for i, m := range msgs {
+		if latest[string(m.Key)] == i && p.bus.Authentic(m) {
+			require.NoError(t, reg.Apply(m.Key, m.Value))
+		}
+	}
+	return reg
+}
+
 // refusals returns the partner's changes audited as refused, as
 // "action reason".
 func refusals(t *testing.T, p *process) []string {
@@ -296,6 +317,7 @@ func TestSecretRotationsAtOnceThroughTwoProcesses(t *testing.T) {
 				assert.Equal(t, want, p.reg.Get("acme").Webhooks[0].Secrets)
 				assert.Equal(t, []string{subscribers.RedactSecret(testSecret), theirs.Added}, p.webhooks(), "exactly the secrets in force")
 			}
+			assert.Equal(t, want, compacted(t, a).Get("acme").Webhooks[0].Secrets, "and in a process started after compaction")
 			assert.Equal(t, []string{record.ActionPartnerSecret + " the webhook's secrets changed while the change was made"}, refusals(t, b))
 			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.SecretsOverlayKey("acme", acmeHook), "partner:acme-soc-b") > 0)
 		})
@@ -331,6 +353,7 @@ func TestRetiredSecretStaysRetiredAcrossProcesses(t *testing.T) {
 				assert.Equal(t, []string{testSecret}, p.reg.Get("acme").Webhooks[0].Secrets, "the leaked secret stays retired")
 				assert.Equal(t, []string{subscribers.RedactSecret(testSecret)}, p.webhooks())
 			}
+			assert.Equal(t, []string{testSecret}, compacted(t, a).Get("acme").Webhooks[0].Secrets, "and in a process started after compaction")
 		})
 	}
 }
@@ -356,6 +379,8 @@ func TestKeyUploadsAtOnceThroughTwoProcesses(t *testing.T) {
 				p.synced()
 				assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(p.reg.Get("acme").Email[0].PGPKey))
 			}
+			assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(compacted(t, a).Get("acme").Email[0].PGPKey),
+				"and in a process started after compaction")
 			assert.Equal(t, []string{record.ActionPartnerKey + " the key changed while the change was made"}, refusals(t, b))
 			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.KeyOverlayKey("acme", acmeMail), "partner:acme-soc-b") > 0)
 		})

@@ -236,6 +236,10 @@ type ownChange struct {
 	conflict, list string
 	// refused is the audit entry of a change not in force.
 	refused record.Audit
+	// again writes the key or secrets in force in rec, the partner's
+	// effective record, as a change of its own that changes nothing
+	// (settle).
+	again func(rec *subscribers.Subscriber) error
 }
 
 // change writes c, then waits until the registry has read it back
@@ -276,11 +280,56 @@ func (p *partnerAPI) change(w http.ResponseWriter, r *http.Request, sub string, 
 		return nil, true
 	}
 	rec = p.ownRecord(sub)
+	p.settle(r, sub, c)
 	if !c.inForce(rec) {
 		p.notInForce(w, r, sub, c)
 		return nil, false
 	}
 	return rec, true
+}
+
+// errNothingInForce is ownChange.again's answer when the partner's record
+// holds no key or secrets in force to write again.
+var errNothingInForce = errors.New("no key or secrets in force to write again")
+
+// settle makes sure the latest record under c.key is one the registries
+// took. When the latest they read there is a change they ignored (this
+// request's, or another's made at once), a process that reads the topic
+// once compaction has kept only that record would take it, and hold
+// another key or other secrets than every other process
+// (subscribers.Registry.OverlayRevision). So the key or secrets in force
+// are written again (c.again): a change of this request's that changes
+// nothing, made after the last one read, which every registry takes. A
+// failure is logged, not answered: the partner's change is answered on
+// its own merits, and the next change of the key settles it too.
+func (p *partnerAPI) settle(r *http.Request, sub string, c ownChange) {
+	for range 3 {
+		if _, ignored := p.Directory.OverlayRevision(c.key); !ignored {
+			return
+		}
+		rec := p.ownRecord(sub)
+		if rec == nil {
+			return // gone: the records under the key apply to nothing
+		}
+		err := c.again(rec)
+		if err == nil && p.Partner.Sync != nil {
+			err = p.Partner.Sync(r.Context())
+		}
+		switch {
+		case errors.Is(err, subscribers.ErrOverlayChanged):
+			continue // another change came in meanwhile: look again
+		case errors.Is(err, errNothingInForce):
+			p.log.Warn("the latest change of a partner's key or secrets is one no registry took, and none is in force to write again", "subscriber", sub, "action", c.refused.Action)
+			return
+		case err != nil:
+			p.log.Warn("write a partner's key or secrets in force again", "subscriber", sub, "route", r.Pattern, "error", err)
+			return
+		}
+		p.log.Info("wrote a partner's key or secrets in force again, after a change of them no registry took", "subscriber", sub, "action", c.refused.Action)
+	}
+	if _, ignored := p.Directory.OverlayRevision(c.key); ignored {
+		p.log.Warn("the latest change of a partner's key or secrets is still one no registry took", "subscriber", sub, "action", c.refused.Action)
+	}
 }
 
 // notInForce answers 409 for c, a partner's change that is not in force,
@@ -383,6 +432,13 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 		conflict: fmt.Sprintf("the key of %s changed while this change was made (another request?); see it with GET /v1/partner/email and try again", res.Address),
 		list:     "GET /v1/partner/email",
 		refused:  record.Audit{Action: record.ActionPartnerKey, Reason: "the key changed while the change was made", Details: details},
+		again: func(rec *subscribers.Subscriber) error {
+			j := emailIndex(rec, res.Address)
+			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" {
+				return errNothingInForce
+			}
+			return p.Overlays.SetKey(r.Context(), partnerActor(r), rec, rec.Email[j].Address, rec.Email[j].PGPKey, now)
+		},
 	}); !ok {
 		return
 	}
@@ -407,6 +463,17 @@ func webhookOf(rec *subscribers.Subscriber, url string) int {
 		return -1
 	}
 	return slices.IndexFunc(rec.Webhooks, func(wh subscribers.Webhook) bool { return wh.URL == url })
+}
+
+// secretsAgain writes the secrets in force for the webhook url in rec,
+// the partner's effective record, as a change that changes nothing
+// (ownChange.again).
+func (p *partnerAPI) secretsAgain(r *http.Request, rec *subscribers.Subscriber, url string) error {
+	j, written := webhookOf(rec, url), p.Directory.Record(rec.ID)
+	if j < 0 || written == nil {
+		return errNothingInForce
+	}
+	return p.Overlays.SetSecrets(r.Context(), partnerActor(r), rec, url, writtenSecrets(written, url), rec.Webhooks[j].Secrets, p.now())
 }
 
 // secretsConflict is the answer to a change of webhook i's secrets that is
@@ -510,6 +577,9 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 		conflict: secretsConflict(i),
 		list:     "GET /v1/partner/webhooks, and retire a secret you were not given",
 		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
+		again: func(rec *subscribers.Subscriber) error {
+			return p.secretsAgain(r, rec, url)
+		},
 	})
 	if !ok {
 		return
@@ -579,6 +649,9 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 		conflict: secretsConflict(i),
 		list:     "GET /v1/partner/webhooks",
 		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
+		again: func(rec *subscribers.Subscriber) error {
+			return p.secretsAgain(r, rec, url)
+		},
 	})
 	if !ok {
 		return
