@@ -267,17 +267,25 @@ func (p *partnerAPI) change(w http.ResponseWriter, r *http.Request, sub string, 
 	if !p.stored(w, sub, err) {
 		return nil, false
 	}
-	if p.Partner.Sync != nil {
-		if err := p.Partner.Sync(r.Context()); err != nil {
-			// Written, but whether it is in force cannot be told: it is
-			// neither answered as made nor audited.
-			p.log.Error("read back a partner's change", "subscriber", sub, "route", r.Pattern, "error", err)
-			writeError(w, http.StatusServiceUnavailable, "your change was written, but Herald cannot tell now whether it is in force; see "+c.list, nil)
-			return nil, false
+	if p.Partner.Sync == nil {
+		// A server that cannot catch up with the subscribers topic (no
+		// registry follower) answers the change as written.
+		return nil, true
+	}
+	err = p.Partner.Sync(r.Context())
+	if err == nil {
+		if after, _ := p.Directory.OverlayRevision(c.key); after == before {
+			// Caught up, and still not read: the catch-up stopped short
+			// of the write.
+			err = errors.New("the registry caught up without reading the change")
 		}
 	}
-	if after, _ := p.Directory.OverlayRevision(c.key); after == before {
-		return nil, true
+	if err != nil {
+		// Written, but whether it is in force cannot be told: it is
+		// neither answered as made nor audited.
+		p.log.Error("read back a partner's change", "subscriber", sub, "route", r.Pattern, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "your change was written, but Herald cannot tell now whether it is in force; see "+c.list, nil)
+		return nil, false
 	}
 	rec = p.ownRecord(sub)
 	p.settle(r, sub, c)

@@ -44,7 +44,11 @@ var overlayNow = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 // client, its own registry kept by its own registry follower, and its own
 // API server. Its follower can be held back: held, the follower stops and
 // the process's catch-up (Partner.Sync) answers at once, as when the
-// process caught up a moment before another process wrote.
+// process caught up a moment before another process wrote. A held process
+// that writes a partner's change resumes reading once it has written
+// (heldOverlays): the catch-up that reads the change back, after the
+// write, reads what the other process wrote before it, as a real one's
+// does.
 type apiProcess struct {
 	t    *testing.T
 	reg  *subscribers.Registry
@@ -52,7 +56,10 @@ type apiProcess struct {
 	f    *registryFollower
 	stop func()
 	held atomic.Bool
-	c    *kafkatest.Cluster
+	// stuck keeps a held process held when it writes: its catch-up
+	// answers without reading its own change.
+	stuck bool
+	c     *kafkatest.Cluster
 }
 
 // startAPIProcess starts one api process on the cluster.
@@ -68,7 +75,7 @@ func startAPIProcess(t *testing.T, c *kafkatest.Cluster, name string) *apiProces
 		Registry:  p.reg,
 		Writer:    store,
 		Endpoints: store,
-		Overlays:  store,
+		Overlays:  heldOverlays{store, p},
 		Tokens: []config.Token{
 			{Name: "ops", Role: config.RoleAdmin, SHA256: config.HashToken(overlayAdminToken)},
 			{Name: "acme-soc", Role: config.RolePartner, Subscriber: "acme", SHA256: config.HashToken(overlayPartnerToken)},
@@ -123,13 +130,38 @@ func (p *apiProcess) hold() {
 	p.stop()
 }
 
-// release starts a follower again and waits until the registry has read
-// every record written before.
+// release starts a follower again, if the process is still held, and
+// waits until the registry has read every record written before.
 func (p *apiProcess) release() {
 	p.t.Helper()
-	p.follow(p.c.Open(p.t, p.c.Config()))
-	p.held.Store(false)
+	p.resume()
 	require.NoError(p.t, p.f.Sync(p.t.Context()))
+}
+
+// resume starts a follower again if the process is held.
+func (p *apiProcess) resume() {
+	p.t.Helper()
+	if p.held.Load() && !p.stuck {
+		p.follow(p.c.Open(p.t, p.c.Config()))
+		p.held.Store(false)
+	}
+}
+
+// heldOverlays is the process's store of a partner's own changes: a held
+// process resumes reading once it has written one.
+type heldOverlays struct {
+	SubscriberStore
+	p *apiProcess
+}
+
+func (h heldOverlays) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
+	defer h.p.resume()
+	return h.SubscriberStore.SetKey(ctx, actor, rec, address, pgpKey, now)
+}
+
+func (h heldOverlays) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
+	defer h.p.resume()
+	return h.SubscriberStore.SetSecrets(ctx, actor, rec, url, written, secrets, now)
 }
 
 // call makes one request of the process's API.
@@ -216,7 +248,11 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 	for name, c := range map[string]struct {
 		admin   func(a *apiProcess)
 		partner func(b *apiProcess) (int, string)
-		check   func(t *testing.T, p *apiProcess, partnerSaid string)
+		// answer is what b answers the partner once it has read its
+		// change back: made, or 409 when the administrator's change put
+		// it out of force.
+		answer int
+		check  func(t *testing.T, p *apiProcess, partnerSaid string)
 	}{
 		"suspension and key upload": {
 			admin: func(a *apiProcess) {
@@ -224,6 +260,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 				require.Equal(t, http.StatusOK, code, out)
 			},
 			partner: putKey,
+			answer:  http.StatusOK,
 			check: func(t *testing.T, p *apiProcess, _ string) {
 				got := p.reg.Get("acme")
 				require.NotNil(t, got)
@@ -240,6 +277,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 				a.putRecord(s)
 			},
 			partner: addSecret,
+			answer:  http.StatusCreated,
 			check: func(t *testing.T, p *apiProcess, partnerSaid string) {
 				var added api.SecretResponse
 				require.NoError(t, json.Unmarshal([]byte(partnerSaid), &added))
@@ -259,7 +297,9 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 				a.putRecord(s)
 			},
 			partner: addSecret,
-			check: func(t *testing.T, p *apiProcess, _ string) {
+			answer:  http.StatusConflict,
+			check: func(t *testing.T, p *apiProcess, partnerSaid string) {
+				assert.NotContains(t, partnerSaid, "whsec_", "a secret not in force is never shown")
 				got := p.reg.Get("acme")
 				require.NotNil(t, got)
 				assert.Equal(t, []string{newOwnersSecret}, got.Webhooks[0].Secrets,
@@ -272,6 +312,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 				require.Equal(t, http.StatusNoContent, code, out)
 			},
 			partner: putKey,
+			answer:  http.StatusConflict,
 			check: func(t *testing.T, p *apiProcess, _ string) {
 				assert.Nil(t, p.reg.Get("acme"), "the deleted partner is not brought back")
 				assert.Nil(t, p.reg.Record("acme"))
@@ -286,7 +327,7 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 			a.sync()
 			require.NotEqual(t, a.reg.Get("acme"), b.reg.Get("acme"), "b has not read the administrator's change")
 			code, said := c.partner(b)
-			require.Less(t, code, 300, "the partner's change, made from b's copy: %s", said)
+			require.Equal(t, c.answer, code, "the partner's change, made from b's copy: %s", said)
 			b.release()
 			a.sync()
 			for _, p := range []*apiProcess{a, b} {
@@ -294,6 +335,20 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAChangeNotReadBackIsNotClaimed: a process whose catch-up answers
+// without having read the partner's change it has just written cannot
+// tell whether the change is in force: it answers 503 and never shows the
+// new secret, which Herald may not sign with.
+func TestAChangeNotReadBackIsNotClaimed(t *testing.T) {
+	_, b := twoProcesses(t)
+	b.stuck = true
+	b.hold()
+	code, out := b.call("POST", "/v1/partner/webhooks/0/secrets", overlayPartnerToken, "", "")
+	require.Equal(t, http.StatusServiceUnavailable, code, out)
+	assert.Contains(t, out, "cannot tell now whether it is in force")
+	assert.NotContains(t, out, "whsec_", "a secret not known to be in force is never shown")
 }
 
 // TestRecreatedPartnerDoesNotInheritKey: a partner deleted in process A
@@ -309,7 +364,7 @@ func TestRecreatedPartnerDoesNotInheritKey(t *testing.T) {
 	code, out = a.call("DELETE", "/v1/subscribers/acme", overlayAdminToken, "", "")
 	require.Equal(t, http.StatusNoContent, code, out)
 	code, out = b.call("PUT", "/v1/partner/email/"+overlayMail+"/key", overlayPartnerToken, "application/pgp-keys", alice)
-	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, http.StatusConflict, code, "b reads its upload back after the deletion: not in force: %s", out)
 	b.release()
 	a.sync()
 	require.Nil(t, a.reg.Get("acme"))
@@ -352,10 +407,16 @@ func recreateAcme(t *testing.T, p *apiProcess) {
 func TestUploadAfterRecreationIsNotInherited(t *testing.T) {
 	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
 	a, b := twoProcesses(t)
+	// A third process, d, makes the rotation: b reads the re-creation as
+	// it reads its own upload back, so its second change would be the
+	// new partner's.
+	d := startAPIProcess(t, a.c, "d")
 	b.sync()
+	d.sync()
 	old := b.reg.Record("acme")
 	require.NotNil(t, old)
 	b.hold()
+	d.hold()
 	code, out := a.call("DELETE", "/v1/subscribers/acme", overlayAdminToken, "", "")
 	require.Equal(t, http.StatusNoContent, code, out)
 	recreateAcme(t, a)
@@ -363,16 +424,19 @@ func TestUploadAfterRecreationIsNotInherited(t *testing.T) {
 	require.NotNil(t, recreated)
 	require.NotEqual(t, old.Incarnation, recreated.Incarnation, "a record created again starts a new incarnation")
 
-	// B still holds the old partner's record: it takes the old partner's
-	// changes, and writes them after the re-creation.
+	// B and d still hold the old partner's record: they take the old
+	// partner's changes and write them after the re-creation; reading
+	// them back, they find them out of force and say so.
 	code, out = b.call("PUT", "/v1/partner/email/"+overlayMail+"/key", overlayPartnerToken, "application/pgp-keys", alice)
-	require.Equal(t, http.StatusOK, code, out)
-	code, out = b.call("POST", "/v1/partner/webhooks/0/secrets", overlayPartnerToken, "", "")
-	require.Equal(t, http.StatusCreated, code, out)
+	require.Equal(t, http.StatusConflict, code, out)
+	code, out = d.call("POST", "/v1/partner/webhooks/0/secrets", overlayPartnerToken, "", "")
+	require.Equal(t, http.StatusConflict, code, out)
+	assert.NotContains(t, out, "whsec_", "a secret not in force is never shown")
 	b.release()
+	d.release()
 	a.sync()
 	b.sync()
-	for _, p := range []*apiProcess{a, b} {
+	for _, p := range []*apiProcess{a, b, d} {
 		got := p.reg.Get("acme")
 		require.NotNil(t, got)
 		assert.Equal(t, "Acme Car Wash (new owners)", got.Name)
