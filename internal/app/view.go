@@ -89,6 +89,7 @@ func (x ViewIndex) Existing(ctx context.Context, id string) (*publish.Existing, 
 	p, okP := x.V.Published(id)
 	if okP {
 		ex.Published, ex.IssuedBy, ex.ApprovedBy = p.Digest, p.IssuedBy, p.ApprovedBy
+		ex.Partition, ex.Offset = p.Partition, p.Offset
 	}
 	r, okR := x.V.Release(id)
 	if okR {

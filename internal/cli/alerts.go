@@ -300,7 +300,7 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 		msg = fmt.Sprintf("alert %s, issued by %s, expired at %s without a second analyst's approval", printable(id),
 			printable(rel.Submitted.By), rel.Submitted.ExpiresAt.Format(time.RFC3339))
 	default:
-		q, err := quarantined(ctx, b, id, ex.Published)
+		q, err := quarantined(ctx, b, id, ex)
 		if err != nil {
 			return err
 		}
@@ -326,14 +326,14 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 // reachedNoOne ends what status says of an alert that never went out.
 const reachedNoOne = "it reached no one"
 
-// quarantined returns the quarantine record that marks the alert published
-// under id with digest, as the view judges it: of the authentic records of
-// the quarantine topic under id that hold that very content
-// (view.QuarantineOf), the one view.Quarantine.Before puts first; nil when
-// none does. It asks only about an alert with no receipts: one that was
-// fanned out stays so.
-func quarantined(ctx context.Context, b *bus.Bus, id, digest string) (*view.Quarantine, error) {
-	if digest == "" {
+// quarantined returns the quarantine record that marks ex, the alert
+// published under id, as the view judges it: of the authentic records of
+// the quarantine topic under id that refused ex's very record
+// (view.Quarantine.Marks), the one view.Quarantine.Before puts first; nil
+// when none does. It asks only about an alert with no receipts: one that
+// was fanned out stays so.
+func quarantined(ctx context.Context, b *bus.Bus, id string, ex *publish.Existing) (*view.Quarantine, error) {
+	if ex.Published == "" {
 		return nil, nil
 	}
 	var best *view.Quarantine
@@ -342,7 +342,7 @@ func quarantined(ctx context.Context, b *bus.Bus, id, digest string) (*view.Quar
 			return nil
 		}
 		qid, q, err := view.QuarantineOf(m)
-		if err != nil || q == nil || qid != id || q.Digest != digest {
+		if err != nil || q == nil || qid != id || !q.Marks(ex.Published, ex.Partition, ex.Offset) {
 			return nil
 		}
 		if best == nil || q.Before(best) {

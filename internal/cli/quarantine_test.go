@@ -29,7 +29,8 @@ import (
 // as unapproved. `herald status` says that it was quarantined, why, and
 // that it reached no one, where it said it was published and waiting for
 // its fan-out; `herald alerts list` shows it quarantined. A quarantine
-// record Herald did not write changes nothing of another alert.
+// record Herald did not write, or the quarantine of a copy of another
+// alert that someone else wrote, changes nothing of that alert.
 func TestStatusOfAQuarantinedAlert(t *testing.T) {
 	b := onBroker(t)
 	for _, id := range []string{"g-q1", "g-ok"} {
@@ -69,6 +70,19 @@ func TestStatusOfAQuarantinedAlert(t *testing.T) {
 	t.Cleanup(func() { forger.Close() })
 	require.NoError(t, forger.Producer(bus.TopicQuarantine).Write(t.Context(),
 		bus.Rejection(kafka.Message{Topic: "herald.alerts", Key: []byte("g-ok"), Value: okValue}, fanout.ReasonInvalid, errors.New("forged"))))
+	// Someone with write access to the alerts topic writes a copy of
+	// g-ok, which the fan-out quarantines as unattributed: that copy's
+	// refusal says nothing of Herald's g-ok.
+	require.NoError(t, forger.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte("g-ok"), Value: okValue}))
+	var copies []kafka.Message
+	require.NoError(t, b.ReadKeys(t.Context(), bus.TopicAlerts, []string{"g-ok"}, func(m kafka.Message) error {
+		if !b.Authentic(m) {
+			copies = append(copies, m)
+		}
+		return nil
+	}))
+	require.Len(t, copies, 1)
+	require.NoError(t, w.Handle(t.Context(), copies))
 
 	code, out, errOut := run(t, "", "status", "g-q1")
 	require.Equal(t, 0, code, errOut)
@@ -83,7 +97,7 @@ func TestStatusOfAQuarantinedAlert(t *testing.T) {
 	code, out, errOut = run(t, "", "status", "g-ok")
 	require.Equal(t, 0, code, errOut)
 	assert.Regexp(t, `^alert g-ok, issued by cli:\S+, is published; the fan-out has not recorded its decisions yet\n$`, out,
-		"a quarantine record Herald did not write counts for nothing")
+		"a quarantine record Herald did not write, or of a copy, counts for nothing")
 
 	code, out, errOut = run(t, "", "alerts", "list")
 	require.Equal(t, 0, code, errOut)

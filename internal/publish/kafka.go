@@ -38,6 +38,7 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 			a.Normalize()
 			ex.Published = a.Digest()
 			ex.IssuedBy, ex.ApprovedBy = a.IssuedBy, a.ApprovedBy
+			ex.Partition, ex.Offset = m.Partition, m.Offset
 		}
 		return nil
 	})

@@ -40,6 +40,10 @@ type Existing struct {
 	// IssuedBy and ApprovedBy are the first published alert's: who issued
 	// it, and who approved it as the second analyst ("" when none).
 	IssuedBy, ApprovedBy string
+	// Partition and Offset are the first published alert's place on the
+	// alerts topic (the record a quarantine record names as its source).
+	Partition int
+	Offset    int64
 	// Release is the id's release log, folded; its Submitted is nil when
 	// the alert never waited for a second analyst.
 	Release record.ReleaseState

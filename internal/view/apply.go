@@ -536,13 +536,13 @@ func partnerChannelKey(e *storedEntry, id string) []byte {
 	return partnerPlace(join(e.Subscriber, e.Channel, ""), e, id)
 }
 
-// applyQuarantine keeps, of the records that quarantined one content under
-// an id, the one Quarantine.Before puts first. Whether it marks the alert
-// listed under the id is judged when the alert is placed (records.place):
-// the alerts topic may not have been read yet.
+// applyQuarantine keeps, of the records that refused one record of the
+// alerts topic, the one Quarantine.Before puts first. Whether it marks the
+// alert listed under the id is judged when the alert is placed
+// (records.place): the alerts topic may not have been read yet.
 func (t *txn) applyQuarantine(r *rec) error {
 	b := t.tx.Bucket(bQuarantine)
-	k := join(r.key, r.quarantine.Digest)
+	k := quarantineKey(r.key, r.quarantine.SourcePartition, r.quarantine.SourceOffset)
 	if v := b.Get(k); v != nil {
 		var cur Quarantine
 		if err := json.Unmarshal(v, &cur); err != nil {
@@ -554,6 +554,14 @@ func (t *txn) applyQuarantine(r *rec) error {
 	}
 	t.touched[r.key] = true
 	return putJSON(b, k, r.quarantine)
+}
+
+// quarantineKey is the quarantine bucket's key of the record of the
+// alerts topic at partition and offset, under id.
+func quarantineKey(id string, partition int, offset int64) []byte {
+	k := append([]byte(id), 0)
+	k = binary.BigEndian.AppendUint32(k, uint32(partition))
+	return binary.BigEndian.AppendUint64(k, uint64(offset))
 }
 
 // applyAudit stores an audit entry under its time and place, and in the
@@ -593,8 +601,8 @@ type records struct {
 	pub *Published
 	rel *releaseRecord
 	ra  *receiptsAlert
-	// q is the quarantine of the published alert's content (pub's
-	// digest), if any.
+	// q is the quarantine of the published record (Quarantine.Marks),
+	// if any.
 	q *Quarantine
 }
 
@@ -607,11 +615,14 @@ func load(tx *bbolt.Tx, id string, ra *receiptsAlert, haveRA bool) (records, err
 		if err := json.Unmarshal(v, rs.pub); err != nil {
 			return rs, corrupt("published", k, err)
 		}
-		qk := join(id, rs.pub.Digest)
+		qk := quarantineKey(id, rs.pub.Partition, rs.pub.Offset)
 		if v := tx.Bucket(bQuarantine).Get(qk); v != nil {
-			rs.q = &Quarantine{}
-			if err := json.Unmarshal(v, rs.q); err != nil {
+			var q Quarantine
+			if err := json.Unmarshal(v, &q); err != nil {
 				return rs, corrupt("quarantine", qk, err)
+			}
+			if q.Marks(rs.pub.Digest, rs.pub.Partition, rs.pub.Offset) {
+				rs.q = &q
 			}
 		}
 	}

@@ -23,10 +23,12 @@
 // scratch answers every query as the view kept live does.
 //
 // An alert is quarantined when an authentic record of the quarantine topic
-// holds the very content the alerts topic published under its id (the same
-// digest) and the alert has no receipts: the fan-out refused it at ingest
-// and it reaches no one. Another alert refused under an id already fanned
-// out (duplicate-id) has another digest and marks nothing; an alert the
+// refused the very record the alerts topic published under its id (its
+// source header names that record's place, and it holds the same digest)
+// and the alert has no receipts: the fan-out refused it at ingest and it
+// reaches no one. A copy of the alert written by someone else and refused
+// as unattributed, or another alert refused under an id already fanned
+// out (duplicate-id), is another record and marks nothing; an alert the
 // view does not list is not listed for being quarantined.
 //
 // # Durability
@@ -68,10 +70,11 @@
 //	audit          BE64(at) BE32(partition) BE64(offset) → the record.Audit JSON
 //	audit.actor    uvarint(len) <actor> <audit key> → nil
 //	audit.action   uvarint(len) <action> <audit key> → nil
-//	quarantine     <id> 0x00 <digest> → JSON Quarantine: of the authentic records of
-//	               the quarantine topic that hold that content under that id, the
-//	               one Quarantine.Before puts first. It marks the alert listed under
-//	               <id> only when <digest> is its published digest and it has no
+//	quarantine     <id> 0x00 BE32(partition) BE64(offset) → JSON Quarantine: of the
+//	               authentic records of the quarantine topic that refused the record
+//	               of the alerts topic at that place, the one Quarantine.Before puts
+//	               first. It marks the alert listed under <id> only when that record
+//	               is the one published (Quarantine.Marks) and the alert has no
 //	               receipts; it lists nothing by itself
 //
 // Times in keys are Unix nanoseconds with the sign bit flipped, big-endian,

@@ -149,10 +149,41 @@ func (w *writer) audit(forged bool, a record.Audit) {
 	w.write(forged, bus.TopicAudit, a.Object, mustJSON(w.t, a))
 }
 
-// quarantine writes what the fan-out writes when it refuses a message of
-// the alerts topic with key and value (bus.Rejection: the same key and
-// value, with the reason, error and source headers).
-func (w *writer) quarantine(forged bool, reason, errText, key string, value []byte) {
+// place returns where the next record of key on topic goes: the
+// message with its topic, partition and offset (and key), as a reader of
+// the topic will see it once written.
+func (w *writer) place(topic, key string) kafka.Message {
+	w.t.Helper()
+	pl, err := w.good.Producer(topic).Placement(w.t.Context())
+	require.NoError(w.t, err)
+	m := kafka.Message{Topic: w.good.Topic(topic), Partition: pl.Partition([]byte(key)), Key: []byte(key)}
+	require.NoError(w.t, w.good.ReadAll(w.t.Context(), topic, func(r kafka.Message) error {
+		if r.Partition == m.Partition {
+			m.Offset = r.Offset + 1
+		}
+		return nil
+	}))
+	return m
+}
+
+// writeAt is write, returning the record written with its place.
+func (w *writer) writeAt(forged bool, topic, key string, value []byte) kafka.Message {
+	w.t.Helper()
+	m := w.place(topic, key)
+	w.write(forged, topic, key, value)
+	m.Value = value
+	return m
+}
+
+// publishAt is publish, returning the record written with its place.
+func (w *writer) publishAt(a *alerts.Alert) kafka.Message {
+	return w.writeAt(false, bus.TopicAlerts, a.ID, mustJSON(w.t, a))
+}
+
+// quarantine writes what the fan-out writes when it refuses src, a record
+// of the alerts topic (bus.Rejection: its key and value, with the reason,
+// error and source headers, the source naming src's place).
+func (w *writer) quarantine(forged bool, reason, errText string, src kafka.Message) {
 	w.t.Helper()
 	b := w.good
 	if forged {
@@ -161,8 +192,7 @@ func (w *writer) quarantine(forged bool, reason, errText, key string, value []by
 	} else {
 		w.authentic[bus.TopicQuarantine]++
 	}
-	m := bus.Rejection(kafka.Message{Topic: b.Topic(bus.TopicAlerts), Key: []byte(key), Value: value}, reason, errors.New(errText))
-	require.NoError(w.t, b.Producer(bus.TopicQuarantine).Write(w.t.Context(), m))
+	require.NoError(w.t, b.Producer(bus.TopicQuarantine).Write(w.t.Context(), bus.Rejection(src, reason, errors.New(errText))))
 }
 
 // The quarantine workload's alerts: q1 was published and quarantined as
@@ -176,25 +206,33 @@ var q1 = func(t testing.TB) *alerts.Alert {
 const unapprovedError = "a TLP:AMBER OFFICIAL alert needs a second analyst's approval (release.second_analyst)"
 
 // writeQuarantine writes the quarantine records of the quarantine
-// workload: q1 quarantined (first a copy as unattributed, then Herald's
-// own record as unapproved, as when release.second_analyst is set on the
-// fan-out and not on the api); another alert under a3's id refused as a
-// duplicate-id; a copy of a1 (fanned out) quarantined; u1 (forged: never
-// listed) quarantined as unattributed; something that is no alert
-// quarantined as malformed; and a record Herald did not write that claims
-// a3's very content was quarantined. q1 itself is published by the caller.
+// workload: q1 quarantined (first a copy without Herald's authenticator as
+// unattributed, then Herald's own record as unapproved, as when
+// release.second_analyst is set on the fan-out and not on the api);
+// another alert under a3's id refused as a duplicate-id; a copy of a1
+// quarantined; u1 (forged: never listed) quarantined as unattributed;
+// something that is no alert quarantined as malformed; and a record
+// Herald did not write that claims a3 was quarantined. The copies are on
+// the alerts topic; Herald's q1 is not yet: the caller publishes it next,
+// at the place its quarantine record names.
 func writeQuarantine(w *writer) {
 	t := w.t
-	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header", "q1", mustJSON(t, q1(t)))
-	w.quarantine(false, fanout.ReasonUnapproved, unapprovedError, "q1", mustJSON(t, q1(t)))
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header",
+		w.writeAt(true, bus.TopicAlerts, "q1", mustJSON(t, q1(t))))
 	other := a3(t)
 	other.Title = "Another alert under a3's id"
-	w.quarantine(false, fanout.ReasonDuplicateID, "alert a3 was already fanned out with other content", "a3", mustJSON(t, other))
-	w.quarantine(false, fanout.ReasonDuplicateID, "a copy", "a1", mustJSON(t, a1(t)))
-	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header", "u1",
-		mustJSON(t, alert(t, "u1", "Forged", alerts.TLPClear, "api:mallory", at(time.Minute), "", time.Time{})))
-	w.quarantine(false, fanout.ReasonMalformed, "invalid character 'n'", "bad", []byte("{not json"))
-	w.quarantine(true, fanout.ReasonInvalid, "forged", "a3", mustJSON(t, a3(t)))
+	w.quarantine(false, fanout.ReasonDuplicateID, "alert a3 was already fanned out with other content",
+		w.writeAt(true, bus.TopicAlerts, "a3", mustJSON(t, other)))
+	w.quarantine(false, fanout.ReasonDuplicateID, "a copy", w.writeAt(true, bus.TopicAlerts, "a1", mustJSON(t, a1(t))))
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header",
+		w.writeAt(true, bus.TopicAlerts, "u1", mustJSON(t, alert(t, "u1", "Forged", alerts.TLPClear, "api:mallory", at(time.Minute), "", time.Time{}))))
+	w.quarantine(false, fanout.ReasonMalformed, "invalid character 'n'", w.writeAt(true, bus.TopicAlerts, "bad", []byte("{not json")))
+	a3src := w.place(bus.TopicAlerts, "a3")
+	a3src.Value = mustJSON(t, a3(t))
+	w.quarantine(true, fanout.ReasonInvalid, "forged", a3src)
+	own := w.place(bus.TopicAlerts, "q1")
+	own.Value = mustJSON(t, q1(t))
+	w.quarantine(false, fanout.ReasonUnapproved, unapprovedError, own)
 }
 
 func decision(id, sub, channel, target, dec, mode string, when time.Time) delivery.Receipt {

@@ -44,9 +44,10 @@ func TestQuarantinedAlertShowsTheReason(t *testing.T) {
 	c := kafkatest.Start(t)
 	b := c.Open(t, c.Config())
 	w := newWriter(t, c, b)
-	w.publish(q1(t))
-	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header", "q1", mustJSON(t, q1(t)))
-	w.quarantine(false, fanout.ReasonUnapproved, unapprovedError, "q1", mustJSON(t, q1(t)))
+	own := w.publishAt(q1(t))
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header",
+		w.writeAt(true, bus.TopicAlerts, "q1", mustJSON(t, q1(t))))
+	w.quarantine(false, fanout.ReasonUnapproved, unapprovedError, own)
 	w.publish(a3(t))
 	v := run(t, t.TempDir(), b)
 
@@ -72,23 +73,24 @@ func TestQuarantinedAlertShowsTheReason(t *testing.T) {
 }
 
 // TestDuplicateIDQuarantineMarksNotTheListedAlert: a quarantine record
-// marks an alert only when it holds the very content the view lists under
-// the id. Another alert refused under a3's id (duplicate-id: another
-// digest) leaves a3, published and not yet fanned out, published; a copy
-// of a1 quarantined after a1 was fanned out leaves a1 fanned out, with its
-// deliveries.
+// marks an alert only when it refused the very record the view lists under
+// the id. Another alert refused under a3's id (duplicate-id) leaves a3,
+// published and not yet fanned out, published; a1's own record
+// quarantined after a1 was fanned out (as by a fan-out configured
+// otherwise) leaves a1 fanned out, with its deliveries.
 func TestDuplicateIDQuarantineMarksNotTheListedAlert(t *testing.T) {
 	c := kafkatest.Start(t)
 	b := c.Open(t, c.Config())
 	w := newWriter(t, c, b)
-	w.publish(a1(t))
+	a1own := w.publishAt(a1(t))
 	w.publish(a3(t))
 	w.receipts(false, alertReceipt(a1(t), at(70*time.Second)),
 		decision("a1", "bank", delivery.ChannelEmail, bankMail, delivery.Deliver, delivery.ModeSigned, at(70*time.Second)))
 	other := a3(t)
 	other.Title = "Another alert under a3's id"
-	w.quarantine(false, fanout.ReasonDuplicateID, "alert a3 was already fanned out with other content", "a3", mustJSON(t, other))
-	w.quarantine(false, fanout.ReasonDuplicateID, "alert a1 was already fanned out with other content", "a1", mustJSON(t, a1(t)))
+	w.quarantine(false, fanout.ReasonDuplicateID, "alert a3 was already fanned out with other content",
+		w.writeAt(false, bus.TopicAlerts, "a3", mustJSON(t, other)))
+	w.quarantine(false, fanout.ReasonUnapproved, unapprovedError, a1own)
 	v := run(t, t.TempDir(), b)
 
 	a3s := summary(t, v, "a3")
@@ -110,11 +112,10 @@ func TestQuarantineNotWrittenByHeraldIsIgnored(t *testing.T) {
 	c := kafkatest.Start(t)
 	b := c.Open(t, c.Config())
 	w := newWriter(t, c, b)
-	w.publish(a3(t))
-	w.quarantine(true, fanout.ReasonInvalid, "forged", "a3", mustJSON(t, a3(t)))
+	w.quarantine(true, fanout.ReasonInvalid, "forged", w.publishAt(a3(t)))
 	u1 := alert(t, "u1", "Forged", alerts.TLPClear, "api:mallory", at(time.Minute), "", time.Time{})
-	w.write(true, bus.TopicAlerts, "u1", mustJSON(t, u1))
-	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header", "u1", mustJSON(t, u1))
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header",
+		w.writeAt(true, bus.TopicAlerts, "u1", mustJSON(t, u1)))
 	v := run(t, t.TempDir(), b)
 
 	s := summary(t, v, "a3")
@@ -137,11 +138,10 @@ func TestQuarantineKeepsABoundedError(t *testing.T) {
 	c := kafkatest.Start(t)
 	b := c.Open(t, c.Config())
 	w := newWriter(t, c, b)
-	w.publish(q1(t))
-	w.publish(a3(t))
-	w.quarantine(false, "", "no reason", "a3", mustJSON(t, a3(t)))
+	q1own := w.publishAt(q1(t))
+	w.quarantine(false, "", "no reason", w.publishAt(a3(t)))
 	long := strings.Repeat("é", view.MaxQuarantineError) + "\xff"
-	w.quarantine(false, fanout.ReasonInvalid, long, "q1", mustJSON(t, q1(t)))
+	w.quarantine(false, fanout.ReasonInvalid, long, q1own)
 	v := run(t, t.TempDir(), b)
 
 	s := summary(t, v, "q1")
@@ -150,4 +150,30 @@ func TestQuarantineKeepsABoundedError(t *testing.T) {
 	assert.True(t, strings.HasPrefix(long, s.QuarantineError))
 	assert.Equal(t, record.StatePublished, summary(t, v, "a3").State)
 	assert.EqualValues(t, 1, v.Stats().Malformed[bus.TopicQuarantine])
+}
+
+// TestQuarantinedCopyMarksNotHeraldsAlert: anyone who may write to the
+// alerts topic can write a copy of an alert Herald published, which the
+// fan-out quarantines as unattributed. That refusal of the copy says
+// nothing of Herald's record: the alert, not fanned out yet (the fan-out
+// is behind), stays published, and its status page keeps waiting for its
+// deliveries. Herald's own record refused as unattributed (a fan-out
+// without the publishing key that wrote it) does mark its alert.
+func TestQuarantinedCopyMarksNotHeraldsAlert(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	w.publish(a3(t))
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header",
+		w.writeAt(true, bus.TopicAlerts, "a3", mustJSON(t, a3(t))))
+	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: unknown key", w.publishAt(q1(t)))
+	v := run(t, t.TempDir(), b)
+
+	s := summary(t, v, "a3")
+	assert.Equal(t, record.StatePublished, s.State, "a copy's quarantine does not mark Herald's alert")
+	assert.Empty(t, s.QuarantineReason)
+	q := summary(t, v, "q1")
+	assert.Equal(t, record.StateQuarantined, q.State)
+	assert.Equal(t, fanout.ReasonUnissued, q.QuarantineReason)
+	assert.Equal(t, []string{"q1"}, listed(t, v, record.StateQuarantined))
 }

@@ -14,7 +14,7 @@ import (
 
 // schemaVersion changes whenever what the view stores, or how, changes: a
 // store of another version is rebuilt.
-const schemaVersion = "4"
+const schemaVersion = "5"
 
 // Buckets (see the package documentation for their keys and values).
 var (

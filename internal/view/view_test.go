@@ -287,13 +287,13 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 	// transactions, interleaving the topics otherwise than a rebuild.
 	writeReceipts(w)
 	require.NoError(t, live.Sync(t.Context()))
-	// The quarantine records before the alerts they hold: q1 is placed
-	// as quarantined when the alerts topic publishes it.
+	// The quarantine records before the alerts they refuse: q1 is
+	// placed as quarantined when the alerts topic publishes it.
 	writeQuarantine(w)
 	require.NoError(t, live.Sync(t.Context()))
+	w.publish(q1(t))
 	writeAudit(w)
 	writeAlerts(w)
-	w.publish(q1(t))
 	require.NoError(t, live.Sync(t.Context()))
 	// More: an entry changing its decision to withhold, retries.
 	w.receipts(false,
