@@ -237,8 +237,9 @@ type ownChange struct {
 	// refused is the audit entry of a change not in force.
 	refused record.Audit
 	// again writes the key or secrets in force in rec, the partner's
-	// effective record, as a change of its own that changes nothing
-	// (settle).
+	// effective record, again, as a record that changes nothing; a
+	// partner's own key or list keeps the By and At of the change that
+	// put it in force (settle).
 	again func(rec *subscribers.Subscriber) error
 }
 
@@ -250,13 +251,13 @@ type ownChange struct {
 // ignore), or came first into this process's registry (then nothing is
 // written: subscribers.ErrOverlayChanged), or an administrator changed
 // the record meanwhile. It answers a failure to write (503) itself too.
-// It returns the partner's effective record with the change in force, or
-// nil with ok true when the registry has read nothing under the key since
-// the change was written: this server cannot wait for its registry (no
-// Partner.Sync) or its catch-up did not reach the change. The caller then
-// answers from the change it made, as before changes were read back; the
-// registries still keep only the first of two changes made at once. The
-// caller holds lockRecords.
+// A change written but not read back (the catch-up failed, or stopped
+// short of it) answers 503: whether it is in force cannot be told. It
+// returns the partner's effective record with the change in force, or nil
+// with ok true when this server cannot wait for its registry (no
+// Partner.Sync): the caller then answers from the change it made, as
+// before changes were read back; the registries still keep only the first
+// of two changes made at once. The caller holds lockRecords.
 func (p *partnerAPI) change(w http.ResponseWriter, r *http.Request, sub string, c ownChange) (rec *subscribers.Subscriber, ok bool) {
 	before, _ := p.Directory.OverlayRevision(c.key)
 	err := c.write()
@@ -306,8 +307,9 @@ var errNothingInForce = errors.New("no key or secrets in force to write again")
 // once compaction has kept only that record would take it, and hold
 // another key or other secrets than every other process
 // (subscribers.Registry.OverlayRevision). So the key or secrets in force
-// are written again (c.again): a change of this request's that changes
-// nothing, made after the last one read, which every registry takes. A
+// are written again (c.again): a record that changes nothing, placed
+// after the last one read, which every registry takes, and that names
+// whoever made the change in force, not this request. A
 // failure is logged, not answered: the partner's change is answered on
 // its own merits, and the next change of the key settles it too.
 func (p *partnerAPI) settle(r *http.Request, sub string, c ownChange) {
@@ -445,7 +447,14 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" {
 				return errNothingInForce
 			}
-			return p.Overlays.SetKey(r.Context(), partnerActor(r), rec, rec.Email[j].Address, rec.Email[j].PGPKey, now)
+			key := rec.Email[j].PGPKey
+			by, at := partnerActor(r), now
+			for _, o := range p.Directory.KeyOverlays(rec.ID) {
+				if strings.EqualFold(o.Address, res.Address) && strings.TrimSpace(o.PGPKey) == strings.TrimSpace(key) {
+					by, at = o.By, o.At // the change in force, written again
+				}
+			}
+			return p.Overlays.SetKey(r.Context(), by, rec, rec.Email[j].Address, key, at)
 		},
 	}); !ok {
 		return
@@ -475,13 +484,23 @@ func webhookOf(rec *subscribers.Subscriber, url string) int {
 
 // secretsAgain writes the secrets in force for the webhook url in rec,
 // the partner's effective record, as a change that changes nothing
-// (ownChange.again).
+// (ownChange.again). When they are the partner's own list the registry
+// holds, they keep its By and At: the change in force is still the one
+// that made them, not this request, whose own change may have been
+// refused.
 func (p *partnerAPI) secretsAgain(r *http.Request, rec *subscribers.Subscriber, url string) error {
 	j, written := webhookOf(rec, url), p.Directory.Record(rec.ID)
 	if j < 0 || written == nil {
 		return errNothingInForce
 	}
-	return p.Overlays.SetSecrets(r.Context(), partnerActor(r), rec, url, writtenSecrets(written, url), rec.Webhooks[j].Secrets, p.now())
+	secrets := rec.Webhooks[j].Secrets
+	by, at := partnerActor(r), p.now()
+	for _, o := range p.Directory.SecretsOverlays(rec.ID) {
+		if o.URL == url && slices.Equal(o.Secrets, secrets) {
+			by, at = o.By, o.At
+		}
+	}
+	return p.Overlays.SetSecrets(r.Context(), by, rec, url, writtenSecrets(written, url), secrets, at)
 }
 
 // secretsConflict is the answer to a change of webhook i's secrets that is
