@@ -503,10 +503,39 @@ func (p *partnerAPI) secretsAgain(r *http.Request, rec *subscribers.Subscriber, 
 	return p.Overlays.SetSecrets(r.Context(), by, rec, url, writtenSecrets(written, url), secrets, at)
 }
 
-// secretsConflict is the answer to a change of webhook i's secrets that is
-// not in force.
-func secretsConflict(i int) string {
-	return fmt.Sprintf("your webhook %d's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again", i)
+// changeSecrets writes secrets, the partner's change of the secrets of
+// its webhook i made from old, its effective record, and written, its
+// record as written, as change does, audited with details. done reports
+// whether the change is in force, given the webhook's secrets once read
+// back; list is where the partner sees them when it is not. It returns
+// the webhook's secrets in force and its index, or ok false once it has
+// answered.
+func (p *partnerAPI) changeSecrets(w http.ResponseWriter, r *http.Request, old, written *subscribers.Subscriber, i int,
+	secrets []string, details map[string]any, done func(inForce []string) bool, list string) (inForce []string, index int, ok bool) {
+	url := old.Webhooks[i].URL
+	rec, ok := p.change(w, r, old.ID, ownChange{
+		key: subscribers.SecretsOverlayKey(old.ID, url),
+		write: func() error {
+			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), secrets, p.now())
+		},
+		inForce: func(rec *subscribers.Subscriber) bool {
+			j := webhookOf(rec, url)
+			return j >= 0 && done(rec.Webhooks[j].Secrets)
+		},
+		conflict: fmt.Sprintf("your webhook %d's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again", i),
+		list:     list,
+		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
+		again:    func(rec *subscribers.Subscriber) error { return p.secretsAgain(r, rec, url) },
+	})
+	if !ok {
+		return nil, 0, false
+	}
+	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
+	if rec == nil { // not read back: no Partner.Sync
+		return secrets, i, true
+	}
+	j := webhookOf(rec, url)
+	return rec.Webhooks[j].Secrets, j, true
 }
 
 // partnerWebhooks lists the webhooks of rec, the partner's effective
@@ -592,32 +621,14 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 	// The new secret is never shown unless it is in force: a receiver
 	// switched to a secret Herald does not sign with refuses every
 	// webhook.
-	rec, ok := p.change(w, r, old.ID, ownChange{
-		key: subscribers.SecretsOverlayKey(old.ID, url),
-		write: func() error {
-			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), next.Webhooks[i].Secrets, p.now())
-		},
-		inForce: func(rec *subscribers.Subscriber) bool {
-			j := webhookOf(rec, url)
-			return j >= 0 && slices.Contains(rec.Webhooks[j].Secrets, secret)
-		},
-		conflict: secretsConflict(i),
-		list:     "GET /v1/partner/webhooks, and retire a secret you were not given",
-		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
-		again: func(rec *subscribers.Subscriber) error {
-			return p.secretsAgain(r, rec, url)
-		},
-	})
+	inForce, i, ok := p.changeSecrets(w, r, old, written, i, next.Webhooks[i].Secrets, details,
+		func(secrets []string) bool { return slices.Contains(secrets, secret) },
+		"GET /v1/partner/webhooks, and retire a secret you were not given")
 	if !ok {
 		return
 	}
-	if rec == nil {
-		rec = next
-	}
-	i = webhookOf(rec, url)
-	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
 	p.log.Info("partner added a webhook secret", "subscriber", old.ID, "webhook", i, "secret", added)
-	writeJSON(w, http.StatusCreated, SecretResponse{Index: i, Secrets: redactSecrets(rec.Webhooks[i].Secrets), Secret: secret, Added: added})
+	writeJSON(w, http.StatusCreated, SecretResponse{Index: i, Secrets: redactSecrets(inForce), Secret: secret, Added: added})
 }
 
 // retireSecret handles DELETE /v1/partner/webhooks/{index}/secrets/{n}:
@@ -662,32 +673,13 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	retired := subscribers.RedactSecret(secret)
 	details := map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(url), "retired": retired}
-	rec, ok := p.change(w, r, old.ID, ownChange{
-		key: subscribers.SecretsOverlayKey(old.ID, url),
-		write: func() error {
-			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), next.Webhooks[i].Secrets, p.now())
-		},
-		// The secret is out of force (retired by this change, or by
-		// another made at once); the webhook is still listed.
-		inForce: func(rec *subscribers.Subscriber) bool {
-			k := webhookOf(rec, url)
-			return k >= 0 && !slices.Contains(rec.Webhooks[k].Secrets, secret)
-		},
-		conflict: secretsConflict(i),
-		list:     "GET /v1/partner/webhooks",
-		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
-		again: func(rec *subscribers.Subscriber) error {
-			return p.secretsAgain(r, rec, url)
-		},
-	})
+	// The secret is out of force (retired by this change, or by another
+	// made at once).
+	inForce, i, ok := p.changeSecrets(w, r, old, written, i, next.Webhooks[i].Secrets, details,
+		func(secrets []string) bool { return !slices.Contains(secrets, secret) }, "GET /v1/partner/webhooks")
 	if !ok {
 		return
 	}
-	if rec == nil {
-		rec = next
-	}
-	i = webhookOf(rec, url)
-	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
 	p.log.Info("partner retired a webhook secret", "subscriber", old.ID, "webhook", i, "secret", retired)
-	writeJSON(w, http.StatusOK, SecretResponse{Index: i, Secrets: redactSecrets(rec.Webhooks[i].Secrets), Retired: retired})
+	writeJSON(w, http.StatusOK, SecretResponse{Index: i, Secrets: redactSecrets(inForce), Retired: retired})
 }
