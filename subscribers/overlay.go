@@ -306,18 +306,10 @@ func (r *Registry) OverlayRevision(key string) (rev uint64, ignored bool) {
 // that lists the address. Both are read at once, so a change written
 // with the Seq was made from the key in force at that Seq.
 func (r *Registry) NextKeySeq(rec *Subscriber, address string) (uint64, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	cur := r.currentRecordLocked(rec.ID)
-	i, j := emailIndex(rec, address), -1
-	if cur != nil {
-		j = emailIndex(cur, address)
-	}
-	if i < 0 || j < 0 || cur.Incarnation != rec.Incarnation ||
-		strings.TrimSpace(cur.Email[j].PGPKey) != strings.TrimSpace(rec.Email[i].PGPKey) {
-		return 0, ErrOverlayChanged
-	}
-	return r.reads[KeyOverlayKey(rec.ID, address)].seq + 1, nil
+	return r.nextSeq(rec, KeyOverlayKey(rec.ID, address), func(cur *Subscriber) bool {
+		i, j := emailIndex(rec, address), emailIndex(cur, address)
+		return i >= 0 && j >= 0 && strings.TrimSpace(cur.Email[j].PGPKey) == strings.TrimSpace(rec.Email[i].PGPKey)
+	})
 }
 
 // NextSecretsSeq returns the Seq of a partner's change of its own secrets
@@ -325,17 +317,24 @@ func (r *Registry) NextKeySeq(rec *Subscriber, address string) (uint64, error) {
 // NextKeySeq does for a key: ErrOverlayChanged if the registry's effective
 // record no longer holds rec's secrets for the webhook.
 func (r *Registry) NextSecretsSeq(rec *Subscriber, url string) (uint64, error) {
+	return r.nextSeq(rec, SecretsOverlayKey(rec.ID, url), func(cur *Subscriber) bool {
+		i, j := webhookIndex(rec, url), webhookIndex(cur, url)
+		return i >= 0 && j >= 0 && slices.Equal(cur.Webhooks[j].Secrets, rec.Webhooks[i].Secrets)
+	})
+}
+
+// nextSeq returns one more than the highest Seq read under the overlay
+// key, if the registry's effective record of rec's id is rec's
+// incarnation and same(it) says it holds what rec holds there, and
+// ErrOverlayChanged otherwise.
+func (r *Registry) nextSeq(rec *Subscriber, key string, same func(cur *Subscriber) bool) (uint64, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	cur := r.currentRecordLocked(rec.ID)
-	i, j := webhookIndex(rec, url), -1
-	if cur != nil {
-		j = webhookIndex(cur, url)
-	}
-	if i < 0 || j < 0 || cur.Incarnation != rec.Incarnation || !slices.Equal(cur.Webhooks[j].Secrets, rec.Webhooks[i].Secrets) {
+	if cur == nil || cur.Incarnation != rec.Incarnation || !same(cur) {
 		return 0, ErrOverlayChanged
 	}
-	return r.reads[SecretsOverlayKey(rec.ID, url)].seq + 1, nil
+	return r.reads[key].seq + 1, nil
 }
 
 // currentRecordLocked returns the effective record of id, or nil.

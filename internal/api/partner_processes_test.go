@@ -318,6 +318,11 @@ func TestSecretRotationsAtOnceThroughTwoProcesses(t *testing.T) {
 				assert.Equal(t, []string{subscribers.RedactSecret(testSecret), theirs.Added}, p.webhooks(), "exactly the secrets in force")
 			}
 			assert.Equal(t, want, compacted(t, a).Get("acme").Webhooks[0].Secrets, "and in a process started after compaction")
+			for _, reg := range []*subscribers.Registry{a.reg, b.reg, compacted(t, a)} {
+				held := reg.SecretsOverlays("acme")
+				require.Len(t, held, 1)
+				assert.Equal(t, "partner:acme-soc-a", held[0].By, "the secrets in force are a's change, whoever wrote them again")
+			}
 			assert.Equal(t, []string{record.ActionPartnerSecret + " the webhook's secrets changed while the change was made"}, refusals(t, b))
 			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.SecretsOverlayKey("acme", acmeHook), "partner:acme-soc-b") > 0)
 		})
@@ -381,6 +386,11 @@ func TestKeyUploadsAtOnceThroughTwoProcesses(t *testing.T) {
 			}
 			assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(compacted(t, a).Get("acme").Email[0].PGPKey),
 				"and in a process started after compaction")
+			for _, reg := range []*subscribers.Registry{a.reg, b.reg, compacted(t, a)} {
+				held := reg.KeyOverlays("acme")
+				require.Len(t, held, 1)
+				assert.Equal(t, "partner:acme-soc-a", held[0].By, "the key in force is a's upload, whoever wrote it again")
+			}
 			assert.Equal(t, []string{record.ActionPartnerKey + " the key changed while the change was made"}, refusals(t, b))
 			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.KeyOverlayKey("acme", acmeMail), "partner:acme-soc-b") > 0)
 		})

@@ -237,8 +237,9 @@ type ownChange struct {
 	// refused is the audit entry of a change not in force.
 	refused record.Audit
 	// again writes the key or secrets in force in rec, the partner's
-	// effective record, as a change of its own that changes nothing
-	// (settle).
+	// effective record, again, as a record that changes nothing; a
+	// partner's own key or list keeps the By and At of the change that
+	// put it in force (settle).
 	again func(rec *subscribers.Subscriber) error
 }
 
@@ -250,13 +251,13 @@ type ownChange struct {
 // ignore), or came first into this process's registry (then nothing is
 // written: subscribers.ErrOverlayChanged), or an administrator changed
 // the record meanwhile. It answers a failure to write (503) itself too.
-// It returns the partner's effective record with the change in force, or
-// nil with ok true when the registry has read nothing under the key since
-// the change was written: this server cannot wait for its registry (no
-// Partner.Sync) or its catch-up did not reach the change. The caller then
-// answers from the change it made, as before changes were read back; the
-// registries still keep only the first of two changes made at once. The
-// caller holds lockRecords.
+// A change written but not read back (the catch-up failed, or stopped
+// short of it) answers 503: whether it is in force cannot be told. It
+// returns the partner's effective record with the change in force, or nil
+// with ok true when this server cannot wait for its registry (no
+// Partner.Sync): the caller then answers from the change it made, as
+// before changes were read back; the registries still keep only the first
+// of two changes made at once. The caller holds lockRecords.
 func (p *partnerAPI) change(w http.ResponseWriter, r *http.Request, sub string, c ownChange) (rec *subscribers.Subscriber, ok bool) {
 	before, _ := p.Directory.OverlayRevision(c.key)
 	err := c.write()
@@ -306,8 +307,9 @@ var errNothingInForce = errors.New("no key or secrets in force to write again")
 // once compaction has kept only that record would take it, and hold
 // another key or other secrets than every other process
 // (subscribers.Registry.OverlayRevision). So the key or secrets in force
-// are written again (c.again): a change of this request's that changes
-// nothing, made after the last one read, which every registry takes. A
+// are written again (c.again): a record that changes nothing, placed
+// after the last one read, which every registry takes, and that names
+// whoever made the change in force, not this request. A
 // failure is logged, not answered: the partner's change is answered on
 // its own merits, and the next change of the key settles it too.
 func (p *partnerAPI) settle(r *http.Request, sub string, c ownChange) {
@@ -445,7 +447,14 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" {
 				return errNothingInForce
 			}
-			return p.Overlays.SetKey(r.Context(), partnerActor(r), rec, rec.Email[j].Address, rec.Email[j].PGPKey, now)
+			key := rec.Email[j].PGPKey
+			by, at := partnerActor(r), now
+			for _, o := range p.Directory.KeyOverlays(rec.ID) {
+				if strings.EqualFold(o.Address, res.Address) && strings.TrimSpace(o.PGPKey) == strings.TrimSpace(key) {
+					by, at = o.By, o.At // the change in force, written again
+				}
+			}
+			return p.Overlays.SetKey(r.Context(), by, rec, rec.Email[j].Address, key, at)
 		},
 	}); !ok {
 		return
@@ -475,19 +484,58 @@ func webhookOf(rec *subscribers.Subscriber, url string) int {
 
 // secretsAgain writes the secrets in force for the webhook url in rec,
 // the partner's effective record, as a change that changes nothing
-// (ownChange.again).
+// (ownChange.again). When they are the partner's own list the registry
+// holds, they keep its By and At: the change in force is still the one
+// that made them, not this request, whose own change may have been
+// refused.
 func (p *partnerAPI) secretsAgain(r *http.Request, rec *subscribers.Subscriber, url string) error {
 	j, written := webhookOf(rec, url), p.Directory.Record(rec.ID)
 	if j < 0 || written == nil {
 		return errNothingInForce
 	}
-	return p.Overlays.SetSecrets(r.Context(), partnerActor(r), rec, url, writtenSecrets(written, url), rec.Webhooks[j].Secrets, p.now())
+	secrets := rec.Webhooks[j].Secrets
+	by, at := partnerActor(r), p.now()
+	for _, o := range p.Directory.SecretsOverlays(rec.ID) {
+		if o.URL == url && slices.Equal(o.Secrets, secrets) {
+			by, at = o.By, o.At
+		}
+	}
+	return p.Overlays.SetSecrets(r.Context(), by, rec, url, writtenSecrets(written, url), secrets, at)
 }
 
-// secretsConflict is the answer to a change of webhook i's secrets that is
-// not in force.
-func secretsConflict(i int) string {
-	return fmt.Sprintf("your webhook %d's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again", i)
+// changeSecrets writes secrets, the partner's change of the secrets of
+// its webhook i made from old, its effective record, and written, its
+// record as written, as change does, audited with details. done reports
+// whether the change is in force, given the webhook's secrets once read
+// back; list is where the partner sees them when it is not. It returns
+// the webhook's secrets in force and its index, or ok false once it has
+// answered.
+func (p *partnerAPI) changeSecrets(w http.ResponseWriter, r *http.Request, old, written *subscribers.Subscriber, i int,
+	secrets []string, details map[string]any, done func(inForce []string) bool, list string) (inForce []string, index int, ok bool) {
+	url := old.Webhooks[i].URL
+	rec, ok := p.change(w, r, old.ID, ownChange{
+		key: subscribers.SecretsOverlayKey(old.ID, url),
+		write: func() error {
+			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), secrets, p.now())
+		},
+		inForce: func(rec *subscribers.Subscriber) bool {
+			j := webhookOf(rec, url)
+			return j >= 0 && done(rec.Webhooks[j].Secrets)
+		},
+		conflict: fmt.Sprintf("your webhook %d's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again", i),
+		list:     list,
+		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
+		again:    func(rec *subscribers.Subscriber) error { return p.secretsAgain(r, rec, url) },
+	})
+	if !ok {
+		return nil, 0, false
+	}
+	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
+	if rec == nil { // not read back: no Partner.Sync
+		return secrets, i, true
+	}
+	j := webhookOf(rec, url)
+	return rec.Webhooks[j].Secrets, j, true
 }
 
 // partnerWebhooks lists the webhooks of rec, the partner's effective
@@ -573,32 +621,14 @@ func (p *partnerAPI) addSecret(w http.ResponseWriter, r *http.Request) {
 	// The new secret is never shown unless it is in force: a receiver
 	// switched to a secret Herald does not sign with refuses every
 	// webhook.
-	rec, ok := p.change(w, r, old.ID, ownChange{
-		key: subscribers.SecretsOverlayKey(old.ID, url),
-		write: func() error {
-			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), next.Webhooks[i].Secrets, p.now())
-		},
-		inForce: func(rec *subscribers.Subscriber) bool {
-			j := webhookOf(rec, url)
-			return j >= 0 && slices.Contains(rec.Webhooks[j].Secrets, secret)
-		},
-		conflict: secretsConflict(i),
-		list:     "GET /v1/partner/webhooks, and retire a secret you were not given",
-		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
-		again: func(rec *subscribers.Subscriber) error {
-			return p.secretsAgain(r, rec, url)
-		},
-	})
+	inForce, i, ok := p.changeSecrets(w, r, old, written, i, next.Webhooks[i].Secrets, details,
+		func(secrets []string) bool { return slices.Contains(secrets, secret) },
+		"GET /v1/partner/webhooks, and retire a secret you were not given")
 	if !ok {
 		return
 	}
-	if rec == nil {
-		rec = next
-	}
-	i = webhookOf(rec, url)
-	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
 	p.log.Info("partner added a webhook secret", "subscriber", old.ID, "webhook", i, "secret", added)
-	writeJSON(w, http.StatusCreated, SecretResponse{Index: i, Secrets: redactSecrets(rec.Webhooks[i].Secrets), Secret: secret, Added: added})
+	writeJSON(w, http.StatusCreated, SecretResponse{Index: i, Secrets: redactSecrets(inForce), Secret: secret, Added: added})
 }
 
 // retireSecret handles DELETE /v1/partner/webhooks/{index}/secrets/{n}:
@@ -643,32 +673,13 @@ func (p *partnerAPI) retireSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	retired := subscribers.RedactSecret(secret)
 	details := map[string]any{"webhook": i, "endpoint": subscribers.RedactURL(url), "retired": retired}
-	rec, ok := p.change(w, r, old.ID, ownChange{
-		key: subscribers.SecretsOverlayKey(old.ID, url),
-		write: func() error {
-			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), next.Webhooks[i].Secrets, p.now())
-		},
-		// The secret is out of force (retired by this change, or by
-		// another made at once); the webhook is still listed.
-		inForce: func(rec *subscribers.Subscriber) bool {
-			k := webhookOf(rec, url)
-			return k >= 0 && !slices.Contains(rec.Webhooks[k].Secrets, secret)
-		},
-		conflict: secretsConflict(i),
-		list:     "GET /v1/partner/webhooks",
-		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
-		again: func(rec *subscribers.Subscriber) error {
-			return p.secretsAgain(r, rec, url)
-		},
-	})
+	// The secret is out of force (retired by this change, or by another
+	// made at once).
+	inForce, i, ok := p.changeSecrets(w, r, old, written, i, next.Webhooks[i].Secrets, details,
+		func(secrets []string) bool { return !slices.Contains(secrets, secret) }, "GET /v1/partner/webhooks")
 	if !ok {
 		return
 	}
-	if rec == nil {
-		rec = next
-	}
-	i = webhookOf(rec, url)
-	p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerSecret, Object: "subscriber:" + old.ID, Details: details})
 	p.log.Info("partner retired a webhook secret", "subscriber", old.ID, "webhook", i, "secret", retired)
-	writeJSON(w, http.StatusOK, SecretResponse{Index: i, Secrets: redactSecrets(rec.Webhooks[i].Secrets), Retired: retired})
+	writeJSON(w, http.StatusOK, SecretResponse{Index: i, Secrets: redactSecrets(inForce), Retired: retired})
 }
