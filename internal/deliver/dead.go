@@ -105,9 +105,12 @@ type DeadLetter struct {
 	Authentic bool `json:"authentic"`
 	// Job is the dead job with its attempt history; nil when the record is
 	// not a job Herald dead-lettered: undecodable (Reason "invalid"), a job
-	// record Herald did not write that the runner moved here unattempted
+	// of a pack the runner refused (Reason "invalid", a "~refused/" key), a
+	// job record Herald did not write that the runner moved here unattempted
 	// (Reason "unattributed"), or a record of the dead topic Herald did not
-	// write (Reason "unauthenticated"). Raw then holds its value.
+	// write (Reason "unauthenticated"). Raw then holds its value. A pack a
+	// deliver role from before packing moved here (Reason "invalid") is a
+	// dead letter per job, each with its Job, replayable.
 	Job *delivery.Job `json:"job,omitempty"`
 	// Raw is the record's value when Job is nil.
 	Raw []byte `json:"raw,omitempty"`

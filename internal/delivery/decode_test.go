@@ -131,10 +131,39 @@ func TestDecodedSlicesAreSizedByWhatTheyHold(t *testing.T) {
 	if n := receiptsIn(stuffed); n != MaxRecordReceipts {
 		t.Errorf("receiptsIn of a record stuffed with 300,000 receipt starts = %d, want the bound %d", n, MaxRecordReceipts)
 	}
-	if n := jobsIn([]byte(strings.Repeat(`{"id":`, 100_000))); n != MaxRecordJobs {
-		t.Errorf("jobsIn of a record stuffed with 100,000 job starts = %d, want the bound %d", n, MaxRecordJobs)
+	if n := JobsIn([]byte(strings.Repeat(`{"id":"subscriber":`, 100_000))); n != MaxRecordJobs {
+		t.Errorf("JobsIn of a record stuffed with 100,000 jobs' members = %d, want the bound %d", n, MaxRecordJobs)
 	}
 	if n := receiptsIn([]byte("[]")); n != 1 {
 		t.Errorf("receiptsIn of an empty array = %d, want 1", n)
+	}
+}
+
+// TestJobsInCountsNoticesHoldingAlerts: the capacity hint of a pack's
+// jobs counts the jobs, not the held alerts of the notices among them
+// (whose elements begin as a job does).
+func TestJobsInCountsNoticesHoldingAlerts(t *testing.T) {
+	alert := []byte(`{"id":"op-9","title":"Held"}`)
+	var bare [][]byte
+	for i := range 5 {
+		sub := fmt.Sprintf("p%d", i)
+		j := Job{ID: ID("op-9", sub, "sec@p.example"), Subscriber: sub, Channel: ChannelEmail, Target: "sec@p.example",
+			Mode: ModeCancelNotice, Held: []Held{{ID: "op-7"}, {ID: "op-8", Title: "Earlier"}}}
+		b, err := j.EncodeBare()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bare = append(bare, b)
+	}
+	packed := PackJobs(alert, bare)
+	if len(packed) != 1 {
+		t.Fatalf("PackJobs made %d records of 5 jobs, want 1", len(packed))
+	}
+	rest, _, _, ok := splitRecord(packed[0])
+	if !ok {
+		t.Fatal("splitRecord refused a pack")
+	}
+	if n := JobsIn(rest); n != 5 {
+		t.Errorf("JobsIn of a pack of 5 notices holding 2 alerts each = %d, want 5", n)
 	}
 }

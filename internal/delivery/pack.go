@@ -96,12 +96,20 @@ func withAlert(alert, bare []byte) []byte {
 	return append(b, bare[1:]...)
 }
 
+// jobMember is the name of the one member every job has and nothing
+// else in a record of jobs does (a held alert, a lineage, an attempt or
+// the alert: not "subscribers"). A JSON string escapes its quotes, so it
+// cannot hold this sequence.
+var jobMember = []byte(`"subscriber":`)
+
 // JobsIn estimates how many jobs a record of the deliveries or retry
-// topics holds without decoding it (one per "subscriber" member name), at
-// least one: what a consumer weighs a record by to bound its batches
-// (bus.Weigh). Nothing but the size of a batch depends on it.
+// topics holds without decoding it, one per "subscriber" member: exact
+// for what PackJobs and Job.Encode write, and between 1 and MaxRecordJobs
+// whatever a record says. A consumer weighs a record by it to bound its
+// batches (bus.Weigh), and DecodeJobs sizes a pack's jobs by it; nothing
+// else depends on it.
 func JobsIn(value []byte) int {
-	return max(1, bytes.Count(value, []byte(`"subscriber":`)))
+	return max(1, min(bytes.Count(value, jobMember), MaxRecordJobs))
 }
 
 // BadJob is a job of a pack that DecodeJobs refused while it took the
@@ -149,7 +157,7 @@ func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err
 	// Every job at once; should any of them not decode or fail its
 	// checks, one by one, to set it aside with its bytes.
 	// Sized once, as receipts are (receiptsIn).
-	p := packWire{Jobs: make([]jobWire, 0, jobsIn(rest))}
+	p := packWire{Jobs: make([]jobWire, 0, JobsIn(rest))}
 	if decodeJSON(rest, &p) == nil {
 		if len(p.Jobs) == 0 {
 			return nil, nil, errors.New("decode delivery jobs: jobs: a pack holds at least one job")
@@ -187,17 +195,6 @@ func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err
 		jobs = append(jobs, j)
 	}
 	return jobs, bad, nil
-}
-
-// jobStart begins every job Job.Encode and EncodeBare write: counted as
-// receiptStart is, it estimates the jobs of a pack.
-var jobStart = []byte(`{"id":`)
-
-// jobsIn estimates the jobs in a pack, for the capacity of the slice they
-// are decoded into: exact for a pack PackJobs made (whose alert, if the
-// count sees it, adds one), and never more than MaxRecordJobs.
-func jobsIn(v []byte) int {
-	return max(1, min(bytes.Count(v, jobStart), MaxRecordJobs))
 }
 
 // with gives j, a job of a pack, the pack's alert (raw, decoded as a with
