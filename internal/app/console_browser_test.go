@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -344,9 +343,9 @@ func (h *herald) putFarms(t *testing.T, from, to int) {
 		require.Equal(t, http.StatusOK, status, "put farm-%02d: %s", i, body)
 	}
 	last := fmt.Sprintf(`"farm-%02d"`, to)
-	require.Eventually(t, func() bool {
-		_, body := call(t, "GET", h.url+"/v1/partners", aliceToken, "")
-		return strings.Contains(body, last)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, body := call(c, "GET", h.url+"/v1/partners", aliceToken, "")
+		assert.Contains(c, body, last)
 	}, 30*time.Second, 50*time.Millisecond, "the registry has the farms")
 }
 
@@ -404,9 +403,9 @@ func startHerald(t *testing.T) *herald {
 		}
 	})
 	h.url = "http://" + a.APIAddr() // the port the api role bound
-	require.Eventually(t, func() bool {
-		code, _ := call(t, "GET", h.url+"/readyz", "", "")
-		return code == http.StatusOK
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, body := call(c, "GET", h.url+"/readyz", "", "")
+		assert.Equal(c, http.StatusOK, code, body)
 	}, 20*time.Second, 50*time.Millisecond, "the api becomes ready")
 
 	// The partners, registered by the administrator through the API.
@@ -423,9 +422,10 @@ func startHerald(t *testing.T) *herald {
 	// the one the administrator wrote.
 	status, body := call(t, "POST", h.url+"/v1/partner/webhooks/0/secrets", greencoToken, "")
 	require.Equal(t, http.StatusCreated, status, "partner secret: %s", body)
-	require.Eventually(t, func() bool {
-		_, body := call(t, "GET", h.url+"/v1/partners", aliceToken, "")
-		return strings.Contains(body, `"acme"`) && strings.Contains(body, `"greenco"`)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, body := call(c, "GET", h.url+"/v1/partners", aliceToken, "")
+		assert.Contains(c, body, `"acme"`)
+		assert.Contains(c, body, `"greenco"`)
 	}, 10*time.Second, 50*time.Millisecond, "the registry has the partners")
 	return h
 }

@@ -154,14 +154,23 @@ func publish(t *testing.T, b *bus.Bus, a *alerts.Alert) {
 }
 
 // call makes one HTTP request and returns the status and body. A token,
-// if any, is sent as the bearer token; a body, if any, as JSON.
-func call(t *testing.T, method, url, token, body string) (int, string) {
-	t.Helper()
+// if any, is sent as the bearer token; a body, if any, as JSON. t may be
+// a require.EventuallyWithT's *assert.CollectT, so that a request that
+// fails while polling says why when the wait ends, where a require on the
+// test's t inside require.Eventually's function would end only that
+// function's goroutine and leave "Condition never satisfied" after the
+// whole timeout.
+func call(t require.TestingT, method, url, token, body string) (int, string) {
+	if h, ok := t.(interface{ Helper() }); ok {
+		h.Helper()
+	}
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), method, url, rd)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	require.NoError(t, err)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

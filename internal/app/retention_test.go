@@ -65,9 +65,9 @@ func TestShortDeliveriesTopicStopsItsWritersAndLeavesTheAPIReady(t *testing.T) {
 	require.NotEmpty(t, h.APIAddr())
 	assert.Regexp(t, `msg="herald running" roles=api [^\n]*stopped=fanout,deliver\n`, e.logs.String())
 	base := "http://" + h.APIAddr()
-	require.Eventually(t, func() bool {
-		code, _ := call(t, "GET", base+"/readyz", "", "")
-		return code == http.StatusOK
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, body := call(c, "GET", base+"/readyz", "", "")
+		assert.Equal(c, http.StatusOK, code, body)
 	}, 30*time.Second, 50*time.Millisecond, "the api role runs: the API is ready once its view caught up")
 	code, body := call(t, "GET", base+"/metrics", "", "")
 	require.Equal(t, http.StatusOK, code)

@@ -71,10 +71,12 @@ func TestConfiguredTaxonomy(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 
 	// The status is 404 until the fan-out has written the alert's receipts.
-	require.Eventually(t, func() bool {
-		code, body := call(t, "GET", base+"/v1/alerts/tax-1", analyst, "")
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, body := call(c, "GET", base+"/v1/alerts/tax-1", analyst, "")
+		require.Equal(c, http.StatusOK, code, body)
 		var st api.AlertStatus
-		return code == http.StatusOK && json.Unmarshal([]byte(body), &st) == nil && !st.FannedOut.IsZero()
+		require.NoError(c, json.Unmarshal([]byte(body), &st))
+		assert.False(c, st.FannedOut.IsZero(), "fanned out: %s", body)
 	}, 30*time.Second, 50*time.Millisecond, "the fan-out takes the alert (not quarantined as invalid)")
 	code, body = call(t, "GET", base+"/v1/alerts/tax-1/deliveries", analyst, "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
