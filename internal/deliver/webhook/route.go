@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/herald-alerts/herald/crypto/whsig"
@@ -95,7 +96,9 @@ func (rt *route) request(req *fasthttp.Request, userAgent string, sb *signedBody
 // every delivery, so a renewal, by replacing the files or by swapping a
 // symbolic link, is seen by the next delivery.
 func (n *Notifier) clientCert(ep *subscribers.Webhook) (*mtlsPool, *delivery.Failure) {
-	if ep.ClientCert == "" && ep.ClientKey == "" {
+	if (ep.ClientCert == "" && ep.ClientKey == "") || plainHTTP(ep.URL) {
+		// Plain http (loopback, development only) has no TLS to present
+		// a certificate in: its files are never read.
 		return nil, nil
 	}
 	certFile, err := ClientCertPath(n.cfg.ClientCertDir, ep.ClientCert)
@@ -119,6 +122,12 @@ func (n *Notifier) clientCert(ep *subscribers.Webhook) (*mtlsPool, *delivery.Fai
 		return nil, delivery.Temporary(delivery.ReasonConfig, err)
 	}
 	return cert, nil
+}
+
+// plainHTTP reports whether raw names the http scheme (in any case, as
+// url.Parse reads it), without parsing the whole URL on every delivery.
+func plainHTTP(raw string) bool {
+	return len(raw) >= len("http://") && strings.EqualFold(raw[:len("http://")], "http://")
 }
 
 func fileStamp(files ...string) (string, error) {

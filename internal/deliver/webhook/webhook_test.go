@@ -725,3 +725,15 @@ func TestRouteSharedByConcurrentDeliveries(t *testing.T) {
 	}
 	require.Len(t, ids, deliveries)
 }
+
+// TestPlainHTTPEndpointIgnoresItsClientCertificate: a plain-http loopback
+// endpoint (development only) has no TLS to present a client certificate
+// in, so files it names are never read: missing ones do not hold its
+// deliveries back as a temporary configuration failure, retried for a day.
+func TestPlainHTTPEndpointIgnoresItsClientCertificate(t *testing.T) {
+	rc := webhooktest.New(t)
+	n, sub, job := loopbackJob(t, rc, webhook.Config{ClientCertDir: t.TempDir()}, "a-plain-cert")
+	sub.Webhooks[0].ClientCert, sub.Webhooks[0].ClientKey = "missing.crt", "missing.key"
+	require.NoError(t, n.Notify(context.Background(), job, sub))
+	require.Len(t, rc.Requests(), 1)
+}
