@@ -188,6 +188,16 @@ func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, wr
 	return rec, written, unlock
 }
 
+// writtenKey returns the key written, the partner's record as written,
+// holds for its address, whatever its case ("" if it holds none, or lists
+// no such address).
+func writtenKey(written *subscribers.Subscriber, address string) string {
+	if j := emailIndex(written, address); j >= 0 {
+		return written.Email[j].PGPKey
+	}
+	return ""
+}
+
 // writtenSecrets returns the secrets written, the partner's record as
 // written, holds for its webhook url (nil if it lists no such webhook).
 func writtenSecrets(written *subscribers.Subscriber, url string) []string {
@@ -402,7 +412,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	old, _, unlock := p.lockRecord(w, r)
+	old, written, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -433,8 +443,10 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	}
 	details := map[string]any{"address": res.Address, "fingerprint": res.Fingerprint, "expires_at": res.ExpiresAt}
 	if _, ok := p.change(w, r, old.ID, ownChange{
-		key:   subscribers.KeyOverlayKey(old.ID, res.Address),
-		write: func() error { return p.Overlays.SetKey(r.Context(), partnerActor(r), old, res.Address, armored, now) },
+		key: subscribers.KeyOverlayKey(old.ID, res.Address),
+		write: func() error {
+			return p.Overlays.SetKey(r.Context(), partnerActor(r), old, res.Address, writtenKey(written, res.Address), armored, now)
+		},
 		inForce: func(rec *subscribers.Subscriber) bool {
 			j := emailIndex(rec, res.Address)
 			return j >= 0 && strings.TrimSpace(rec.Email[j].PGPKey) == strings.TrimSpace(armored)
@@ -443,8 +455,8 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 		list:     "GET /v1/partner/email",
 		refused:  record.Audit{Action: record.ActionPartnerKey, Reason: "the key changed while the change was made", Details: details},
 		again: func(rec *subscribers.Subscriber) error {
-			j := emailIndex(rec, res.Address)
-			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" {
+			j, written := emailIndex(rec, res.Address), p.Directory.Record(rec.ID)
+			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" || written == nil {
 				return errNothingInForce
 			}
 			key := rec.Email[j].PGPKey
@@ -454,7 +466,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 					by, at = o.By, o.At // the change in force, written again
 				}
 			}
-			return p.Overlays.SetKey(r.Context(), by, rec, rec.Email[j].Address, key, at)
+			return p.Overlays.SetKey(r.Context(), by, rec, rec.Email[j].Address, writtenKey(written, res.Address), key, at)
 		},
 	}); !ok {
 		return

@@ -154,9 +154,9 @@ type heldOverlays struct {
 	p *apiProcess
 }
 
-func (h heldOverlays) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
+func (h heldOverlays) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error {
 	defer h.p.resume()
-	return h.SubscriberStore.SetKey(ctx, actor, rec, address, pgpKey, now)
+	return h.SubscriberStore.SetKey(ctx, actor, rec, address, written, pgpKey, now)
 }
 
 func (h heldOverlays) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
