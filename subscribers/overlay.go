@@ -75,8 +75,8 @@ func IsRecordKey(key string) bool { return !strings.HasPrefix(key, "~") }
 
 // KeyOverlay is a partner's own OpenPGP key for one of its addresses. The
 // Registry's effective record has it in place of the key the record holds
-// for that address, while the record lists the address and is the
-// incarnation the key was uploaded to (InForce).
+// for that address, while the record lists the address with the key it
+// was made over and is the incarnation the key was uploaded to (InForce).
 type KeyOverlay struct {
 	Subscriber string `json:"subscriber"`
 	Address    string `json:"address"`
@@ -87,6 +87,15 @@ type KeyOverlay struct {
 	// Incarnation is the Incarnation of the record it was made against:
 	// it applies to that incarnation only.
 	Incarnation string `json:"incarnation,omitempty"`
+	// Over is PGPKeyDigest of the key the record as written held for the
+	// address (none: the digest of "") when the partner made its change:
+	// the key applies only while the record still holds that one, so an
+	// administrator's replacement of it (a compromised key) made
+	// meanwhile is never undone by it, nor by the key in force written
+	// again from a copy that predates the replacement. Keys written
+	// before Over existed have none and apply as they did then, so that
+	// an upgrade does not silently drop the keys partners uploaded.
+	Over string `json:"over,omitempty"`
 	// Seq is its place among the partner's changes of the key for the
 	// address: the registry holds it only if it is higher than the Seq
 	// of the key the registry held when it read it (see the compare-and-
@@ -153,16 +162,25 @@ func SecretsDigest(secrets []string) string {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
+// PGPKeyDigest returns the digest of an address's key that a KeyOverlay
+// is made over (KeyOverlay.Over); an address without a key has the
+// digest of "". Keys are compared without the white space around them.
+func PGPKeyDigest(key string) string {
+	h := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	return "sha256:" + hex.EncodeToString(h[:])
+}
+
 // InForce reports whether o applies to rec, the partner's record as
-// written: the record lists o's address and is the incarnation o was made
-// against.
+// written: the record lists o's address with the key o was made over, and
+// is the incarnation o was made against.
 func (o KeyOverlay) InForce(rec *Subscriber) bool {
 	return slices.ContainsFunc(rec.Email, func(e Email) bool { return o.over(rec, e) })
 }
 
 // over reports whether o applies to e, an address of rec as written.
 func (o KeyOverlay) over(rec *Subscriber, e Email) bool {
-	return o.Incarnation == rec.Incarnation && strings.EqualFold(e.Address, o.Address)
+	return o.Incarnation == rec.Incarnation && strings.EqualFold(e.Address, o.Address) &&
+		(o.Over == "" || PGPKeyDigest(e.PGPKey) == o.Over)
 }
 
 // InForce reports whether o applies to rec, the partner's record as

@@ -340,3 +340,57 @@ func TestSecretsOverlayAppliesOverItsSecrets(t *testing.T) {
 	applyOverlay(t, r, legacy)
 	assert.Equal(t, []string{secret1}, r.Get("acme").Webhooks[0].Secrets)
 }
+
+// TestKeyOverlayAppliesOverItsKey: a partner's own key, made while the
+// record as written held keyOld for the address, applies only while it
+// still does: an administrator's replacement of the key (the partner's
+// key compromised) stands against an upload made before it, whatever the
+// order they are read in.
+func TestKeyOverlayAppliesOverItsKey(t *testing.T) {
+	uploaded := keyOverlay("acme", mail1, keyNew)
+	uploaded.Over = subscribers.PGPKeyDigest(keyOld)
+	const keyAdmin = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nadmin\n-----END PGP PUBLIC KEY BLOCK-----\n"
+	replaced := mailPartner("acme", hook1)
+	replaced.Email[0].PGPKey = keyAdmin
+	for name, steps := range map[string][]any{
+		"upload then replacement": {uploaded, replaced},
+		"replacement then upload": {replaced, uploaded},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := subscribers.NewRegistry()
+			require.NoError(t, r.Apply([]byte("acme"), encode(t, mailPartner("acme", hook1))))
+			for _, step := range steps {
+				switch step := step.(type) {
+				case subscribers.KeyOverlay:
+					applyOverlay(t, r, step)
+				case *subscribers.Subscriber:
+					require.NoError(t, r.Apply([]byte("acme"), encode(t, step)))
+				}
+			}
+			assert.Equal(t, []string{keyAdmin, ""}, pgpKeys(r.Get("acme")), "the administrator's key stands")
+			assert.False(t, uploaded.InForce(r.Record("acme")))
+		})
+	}
+	r := subscribers.NewRegistry()
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, mailPartner("acme", hook1))))
+	applyOverlay(t, r, uploaded)
+	assert.Equal(t, []string{keyNew, ""}, pgpKeys(r.Get("acme")), "in force over the key it was made over")
+	assert.True(t, uploaded.InForce(r.Record("acme")))
+
+	// Over the record's empty key: an address without a key has one too.
+	first := keyOverlay("acme", mail2, keyNew)
+	first.Over = subscribers.PGPKeyDigest("")
+	applyOverlay(t, r, first)
+	assert.Equal(t, []string{keyNew, keyNew}, pgpKeys(r.Get("acme")))
+	assert.Equal(t, subscribers.PGPKeyDigest(keyOld), subscribers.PGPKeyDigest("\n"+keyOld+"  "),
+		"keys are compared without the white space around them")
+
+	// A key written before Over existed applies as it did then, over
+	// whatever the record holds, so that an upgrade keeps the keys
+	// partners uploaded.
+	legacy := keyOverlay("acme", mail1, keyNew)
+	require.NoError(t, r.Apply([]byte("acme"), encode(t, replaced)))
+	applyOverlay(t, r, legacy)
+	assert.Equal(t, keyNew, r.Get("acme").Email[0].PGPKey)
+	assert.True(t, legacy.InForce(r.Record("acme")))
+}

@@ -56,10 +56,12 @@ type PartnerManaged struct {
 type ManagedKey struct {
 	Address string `json:"address"`
 	KeyStatus
-	// InForce says whether the record lists the address and is the
-	// incarnation the key was uploaded to (subscribers.KeyOverlay.InForce):
-	// a key for an address it no longer lists, or uploaded to a deleted
-	// partner's record under the same id, changes nothing.
+	// InForce says whether the record lists the address, with the key the
+	// partner's key was made over, and is the incarnation the key was
+	// uploaded to (subscribers.KeyOverlay.InForce): a key for an address
+	// it no longer lists, made before an administrator replaced the
+	// address's key, or uploaded to a deleted partner's record under the
+	// same id, changes nothing.
 	InForce bool      `json:"in_force"`
 	By      string    `json:"by"`
 	At      time.Time `json:"at"`
@@ -104,7 +106,7 @@ type Directory interface {
 // secrets in force are no longer rec's, the writer writes nothing and
 // returns subscribers.ErrOverlayChanged.
 type OverlayWriter interface {
-	SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error
+	SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error
 	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error
 }
 

@@ -109,8 +109,8 @@ func (w *subscriberStore) Delete(ctx context.Context, actor, id string) error {
 	return nil
 }
 
-func (w *subscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
-	if err := w.SubscriberStore.SetKey(ctx, actor, rec, address, pgpKey, now); err != nil {
+func (w *subscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error {
+	if err := w.SubscriberStore.SetKey(ctx, actor, rec, address, written, pgpKey, now); err != nil {
 		return err
 	}
 	w.reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: rec.ID, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC(),

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -183,8 +184,8 @@ func (s *interleaved) around(write func() error) error {
 	return f(write)
 }
 
-func (s *interleaved) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
-	return s.around(func() error { return s.SubscriberStore.SetKey(ctx, actor, rec, address, pgpKey, now) })
+func (s *interleaved) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error {
+	return s.around(func() error { return s.SubscriberStore.SetKey(ctx, actor, rec, address, written, pgpKey, now) })
 }
 
 func (s *interleaved) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
@@ -394,5 +395,82 @@ func TestKeyUploadsAtOnceThroughTwoProcesses(t *testing.T) {
 			assert.Equal(t, []string{record.ActionPartnerKey + " the key changed while the change was made"}, refusals(t, b))
 			assert.Equal(t, c.bWrites, writtenBy(t, b, subscribers.KeyOverlayKey("acme", acmeMail), "partner:acme-soc-b") > 0)
 		})
+	}
+}
+
+// replaceKey is an administrator's replacement, through a, of the key
+// acme's record as written holds for acmeMail (the partner's key was
+// compromised): the partner's own key for the address is cleared.
+func replaceKey(t *testing.T, a *process, key string) {
+	t.Helper()
+	rec := *a.reg.Record("acme")
+	rec.Email = slices.Clone(rec.Email)
+	rec.Email[0].PGPKey = key
+	require.NoError(t, a.store.Put(t.Context(), "api:ops", "the partner's key was compromised", []*subscribers.Subscriber{&rec}, a.reg.Record))
+	a.synced()
+}
+
+// TestAdminKeyReplacementStandsAgainstAnUpload: an administrator replaces
+// the key of acme's address through process a while the partner uploads
+// its own through process b, made from b's copy of the record before the
+// replacement. The upload lands after the replacement cleared the
+// partner's key, yet it was made over the key the replacement took away:
+// the administrator's key stays in force in every process, and the
+// partner is answered 409.
+func TestAdminKeyReplacementStandsAgainstAnUpload(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	bob, _ := pgptest.RecipientKey(t, pgptest.Bob)
+	for name, c := range interleavings {
+		t.Run(name, func(t *testing.T) {
+			a, b := twoAPIProcesses(t)
+			b.store.meanwhile = c.meanwhile(b, func() { replaceKey(t, a, bob) })
+			code, out := b.call("PUT", "/v1/partner/email/"+acmeMail+"/key", "application/pgp-keys", alice)
+			require.Equal(t, http.StatusConflict, code, out)
+			a.synced()
+			b.synced()
+			for _, reg := range []*subscribers.Registry{a.reg, b.reg, compacted(t, a)} {
+				assert.Equal(t, strings.TrimSpace(bob), strings.TrimSpace(reg.Get("acme").Email[0].PGPKey),
+					"the administrator's key stands")
+			}
+		})
+	}
+}
+
+// TestAdminKeyReplacementStandsAgainstASettle: the partner's upload
+// through b is ignored (a's came first), so b writes the key in force,
+// a's, again (settle); meanwhile an administrator replaces the key
+// through a, which b's registry has not read. b's copy of the key in
+// force lands after the replacement, and must not bring the replaced key
+// back.
+func TestAdminKeyReplacementStandsAgainstASettle(t *testing.T) {
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	bob, _ := pgptest.RecipientKey(t, pgptest.Bob)
+	admin, _ := pgptest.RecipientKey(t, pgptest.V6)
+	a, b := twoAPIProcesses(t)
+	b.store.meanwhile = func(write func() error) error {
+		b.pause()
+		code, out := a.call("PUT", "/v1/partner/email/"+acmeMail+"/key", "application/pgp-keys", bob)
+		require.Equal(t, http.StatusOK, code, out)
+		b.resume()
+		// The next write through b is settle's: the key in force again.
+		b.store.mu.Lock()
+		b.store.meanwhile = func(write func() error) error {
+			b.pause()
+			defer b.resume()
+			replaceKey(t, a, admin)
+			return write()
+		}
+		b.store.mu.Unlock()
+		return write()
+	}
+	code, out := b.call("PUT", "/v1/partner/email/"+acmeMail+"/key", "application/pgp-keys", alice)
+	require.Equal(t, http.StatusConflict, code, out)
+	require.Equal(t, 1, writtenBy(t, b, subscribers.KeyOverlayKey("acme", acmeMail), "partner:acme-soc-a")-1,
+		"b wrote a's key again")
+	b.synced()
+	a.synced()
+	for name, reg := range map[string]*subscribers.Registry{"a": a.reg, "b": b.reg, "compacted": compacted(t, a)} {
+		assert.Equal(t, strings.TrimSpace(admin), strings.TrimSpace(reg.Get("acme").Email[0].PGPKey),
+			"%s: the administrator's key stands, not the replaced key written again", name)
 	}
 }

@@ -188,6 +188,16 @@ func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, wr
 	return rec, written, unlock
 }
 
+// writtenKey returns the key written, the partner's record as written,
+// holds for its address, whatever its case ("" if it holds none, or lists
+// no such address).
+func writtenKey(written *subscribers.Subscriber, address string) string {
+	if j := emailIndex(written, address); j >= 0 {
+		return written.Email[j].PGPKey
+	}
+	return ""
+}
+
 // writtenSecrets returns the secrets written, the partner's record as
 // written, holds for its webhook url (nil if it lists no such webhook).
 func writtenSecrets(written *subscribers.Subscriber, url string) []string {
@@ -234,8 +244,9 @@ type ownChange struct {
 	// conflict is the answer (409) when it is not; list names where the
 	// partner sees what is in force instead.
 	conflict, list string
-	// refused is the audit entry of a change not in force.
-	refused record.Audit
+	// audit is the change's audit entry: its Action and Details, and the
+	// Reason it is refused when it is not in force (notInForce).
+	audit record.Audit
 	// again writes the key or secrets in force in rec, the partner's
 	// effective record, again, as a record that changes nothing; a
 	// partner's own key or list keeps the By and At of the change that
@@ -252,7 +263,8 @@ type ownChange struct {
 // written: subscribers.ErrOverlayChanged), or an administrator changed
 // the record meanwhile. It answers a failure to write (503) itself too.
 // A change written but not read back (the catch-up failed, or stopped
-// short of it) answers 503: whether it is in force cannot be told. It
+// short of it) answers 503: whether it is in force cannot be told; it is
+// audited as written, with a Reason saying so, for it may be. It
 // returns the partner's effective record with the change in force, or nil
 // with ok true when this server cannot wait for its registry (no
 // Partner.Sync): the caller then answers from the change it made, as
@@ -282,8 +294,13 @@ func (p *partnerAPI) change(w http.ResponseWriter, r *http.Request, sub string, 
 		}
 	}
 	if err != nil {
-		// Written, but whether it is in force cannot be told: it is
-		// neither answered as made nor audited.
+		// Written, but whether it is in force cannot be told: it is not
+		// answered as made, yet audited as written, for it may be in
+		// force (every subscriber change is in the audit trail).
+		e := c.audit
+		e.Object, e.Outcome = "subscriber:"+sub, record.OutcomeOK
+		e.Reason = "written, but could not be read back: whether it is in force could not be told"
+		p.audit(r, partnerActor(r), e)
 		p.log.Error("read back a partner's change", "subscriber", sub, "route", r.Pattern, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "your change was written, but Herald cannot tell now whether it is in force; see "+c.list, nil)
 		return nil, false
@@ -329,25 +346,25 @@ func (p *partnerAPI) settle(r *http.Request, sub string, c ownChange) {
 		case errors.Is(err, subscribers.ErrOverlayChanged):
 			continue // another change came in meanwhile: look again
 		case errors.Is(err, errNothingInForce):
-			p.log.Warn("the latest change of a partner's key or secrets is one no registry took, and none is in force to write again", "subscriber", sub, "action", c.refused.Action)
+			p.log.Warn("the latest change of a partner's key or secrets is one no registry took, and none is in force to write again", "subscriber", sub, "action", c.audit.Action)
 			return
 		case err != nil:
 			p.log.Warn("write a partner's key or secrets in force again", "subscriber", sub, "route", r.Pattern, "error", err)
 			return
 		}
-		p.log.Info("wrote a partner's key or secrets in force again, after a change of them no registry took", "subscriber", sub, "action", c.refused.Action)
+		p.log.Info("wrote a partner's key or secrets in force again, after a change of them no registry took", "subscriber", sub, "action", c.audit.Action)
 	}
 	if _, ignored := p.Directory.OverlayRevision(c.key); ignored {
-		p.log.Warn("the latest change of a partner's key or secrets is still one no registry took", "subscriber", sub, "action", c.refused.Action)
+		p.log.Warn("the latest change of a partner's key or secrets is still one no registry took", "subscriber", sub, "action", c.audit.Action)
 	}
 }
 
 // notInForce answers 409 for c, a partner's change that is not in force,
 // and audits it as refused.
 func (p *partnerAPI) notInForce(w http.ResponseWriter, r *http.Request, sub string, c ownChange) {
-	c.refused.Object, c.refused.Outcome = "subscriber:"+sub, record.OutcomeRefused
-	p.audit(r, partnerActor(r), c.refused)
-	p.log.Info("a partner's change was not in force: its key or secrets changed meanwhile", "subscriber", sub, "action", c.refused.Action)
+	c.audit.Object, c.audit.Outcome = "subscriber:"+sub, record.OutcomeRefused
+	p.audit(r, partnerActor(r), c.audit)
+	p.log.Info("a partner's change was not in force: its key or secrets changed meanwhile", "subscriber", sub, "action", c.audit.Action)
 	writeError(w, http.StatusConflict, c.conflict, nil)
 }
 
@@ -402,7 +419,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	old, _, unlock := p.lockRecord(w, r)
+	old, written, unlock := p.lockRecord(w, r)
 	defer unlock()
 	if old == nil {
 		return
@@ -433,18 +450,20 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	}
 	details := map[string]any{"address": res.Address, "fingerprint": res.Fingerprint, "expires_at": res.ExpiresAt}
 	if _, ok := p.change(w, r, old.ID, ownChange{
-		key:   subscribers.KeyOverlayKey(old.ID, res.Address),
-		write: func() error { return p.Overlays.SetKey(r.Context(), partnerActor(r), old, res.Address, armored, now) },
+		key: subscribers.KeyOverlayKey(old.ID, res.Address),
+		write: func() error {
+			return p.Overlays.SetKey(r.Context(), partnerActor(r), old, res.Address, writtenKey(written, res.Address), armored, now)
+		},
 		inForce: func(rec *subscribers.Subscriber) bool {
 			j := emailIndex(rec, res.Address)
 			return j >= 0 && strings.TrimSpace(rec.Email[j].PGPKey) == strings.TrimSpace(armored)
 		},
 		conflict: fmt.Sprintf("the key of %s changed while this change was made (another request?); see it with GET /v1/partner/email and try again", res.Address),
 		list:     "GET /v1/partner/email",
-		refused:  record.Audit{Action: record.ActionPartnerKey, Reason: "the key changed while the change was made", Details: details},
+		audit:    record.Audit{Action: record.ActionPartnerKey, Reason: "the key changed while the change was made", Details: details},
 		again: func(rec *subscribers.Subscriber) error {
-			j := emailIndex(rec, res.Address)
-			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" {
+			j, written := emailIndex(rec, res.Address), p.Directory.Record(rec.ID)
+			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" || written == nil {
 				return errNothingInForce
 			}
 			key := rec.Email[j].PGPKey
@@ -454,7 +473,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 					by, at = o.By, o.At // the change in force, written again
 				}
 			}
-			return p.Overlays.SetKey(r.Context(), by, rec, rec.Email[j].Address, key, at)
+			return p.Overlays.SetKey(r.Context(), by, rec, rec.Email[j].Address, writtenKey(written, res.Address), key, at)
 		},
 	}); !ok {
 		return
@@ -524,7 +543,7 @@ func (p *partnerAPI) changeSecrets(w http.ResponseWriter, r *http.Request, old, 
 		},
 		conflict: fmt.Sprintf("your webhook %d's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again", i),
 		list:     list,
-		refused:  record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
+		audit:    record.Audit{Action: record.ActionPartnerSecret, Reason: "the webhook's secrets changed while the change was made", Details: details},
 		again:    func(rec *subscribers.Subscriber) error { return p.secretsAgain(r, rec, url) },
 	})
 	if !ok {

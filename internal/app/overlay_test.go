@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/herald-alerts/herald/internal/api"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 	"github.com/herald-alerts/herald/subscribers"
@@ -154,9 +156,9 @@ type heldOverlays struct {
 	p *apiProcess
 }
 
-func (h heldOverlays) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
+func (h heldOverlays) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error {
 	defer h.p.resume()
-	return h.SubscriberStore.SetKey(ctx, actor, rec, address, pgpKey, now)
+	return h.SubscriberStore.SetKey(ctx, actor, rec, address, written, pgpKey, now)
 }
 
 func (h heldOverlays) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
@@ -340,7 +342,8 @@ func TestPartnerChangeInOneProcessKeepsAdminChangeInAnother(t *testing.T) {
 // TestAChangeNotReadBackIsNotClaimed: a process whose catch-up answers
 // without having read the partner's change it has just written cannot
 // tell whether the change is in force: it answers 503 and never shows the
-// new secret, which Herald may not sign with.
+// new secret, which Herald may not sign with. The change was written, and
+// may be in force: the audit trail says so (PRODUCT.md §10).
 func TestAChangeNotReadBackIsNotClaimed(t *testing.T) {
 	_, b := twoProcesses(t)
 	b.stuck = true
@@ -349,6 +352,23 @@ func TestAChangeNotReadBackIsNotClaimed(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code, out)
 	assert.Contains(t, out, "cannot tell now whether it is in force")
 	assert.NotContains(t, out, "whsec_", "a secret not known to be in force is never shown")
+
+	var audited []record.Audit
+	require.NoError(t, b.c.Open(t, b.c.Config()).ReadAll(t.Context(), bus.TopicAudit, func(m kafka.Message) error {
+		var a record.Audit
+		require.NoError(t, json.Unmarshal(m.Value, &a))
+		if a.Action == record.ActionPartnerSecret {
+			audited = append(audited, a)
+		}
+		return nil
+	}))
+	require.Len(t, audited, 1, "the change written is audited")
+	assert.Equal(t, "partner:acme-soc", audited[0].Actor)
+	assert.Equal(t, "subscriber:acme", audited[0].Object)
+	assert.Equal(t, record.OutcomeOK, audited[0].Outcome)
+	assert.Contains(t, audited[0].Reason, "could not be read back")
+	assert.Equal(t, float64(0), audited[0].Details["webhook"])
+	assert.NotEmpty(t, audited[0].Details["added"], "the secret added, redacted")
 }
 
 // TestRecreatedPartnerDoesNotInheritKey: a partner deleted in process A

@@ -188,8 +188,10 @@ func (s SubscriberStore) SetEndpoint(ctx context.Context, actor, subscriber, url
 
 // SetKey records pgpKey as the partner's own key for its address, as
 // actor, as its own record (subscribers.KeyOverlay) beside the partner's
-// record, which is never rewritten; the key applies to rec's incarnation
-// only. rec is the partner's effective record the change was made from
+// record, which is never rewritten. written is the key the record as
+// written held for the address when the key was made ("" for none): the
+// key applies to rec's incarnation only, and only while the record still
+// holds written (an administrator's replacement of it stands). rec is the partner's effective record the change was made from
 // (its key for the address the one in force): the key takes its place
 // after the last change of it the Overlays registry has read, and every
 // registry ignores it if another change of the key comes first in the
@@ -198,9 +200,9 @@ func (s SubscriberStore) SetEndpoint(ctx context.Context, actor, subscriber, url
 // key has no Seq and applies whatever comes before it, as keys written
 // before Seq existed do. The caller checks the key, makes sure it is in
 // force once written, and records the change in the audit trail.
-func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, pgpKey string, now time.Time) error {
+func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error {
 	o := subscribers.KeyOverlay{Subscriber: rec.ID, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC(),
-		Incarnation: rec.Incarnation}
+		Incarnation: rec.Incarnation, Over: subscribers.PGPKeyDigest(written)}
 	if s.Overlays != nil {
 		seq, err := s.Overlays.NextKeySeq(rec, address)
 		if err != nil {

@@ -59,7 +59,7 @@ func TestSubscribersCommandsAndPartnersOwnKeys(t *testing.T) {
 	store := app.SubscriberStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
 	cur := effective()
 	require.NotEmpty(t, cur.Incarnation, "a new record starts an incarnation")
-	require.NoError(t, store.SetKey(context.Background(), "partner:acme-soc", cur, addr, alice, time.Now()))
+	require.NoError(t, store.SetKey(context.Background(), "partner:acme-soc", cur, addr, cur.Email[0].PGPKey, alice, time.Now()))
 	require.NoError(t, store.SetSecrets(context.Background(), "partner:acme-soc", cur, hook, cur.Webhooks[0].Secrets, []string{secret1, secret2}, time.Now()))
 
 	code, out, errOut := run(t, "", "subscribers", "get", "acme")
