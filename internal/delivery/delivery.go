@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -76,9 +75,20 @@ type Held struct {
 // a job retried or delivered twice carries the same id, and receivers can
 // drop duplicates. It is used as the webhook-id and in the Message-ID.
 func ID(alertID, subscriberID, target string) string {
-	h := sha256.Sum256([]byte(alertID + "\x00" + subscriberID + "\x00" + target))
-	return "msg_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:16]))
+	var in [256]byte // most fit; longer ones grow onto the heap
+	h := sha256.Sum256(append(append(append(append(append(in[:0], alertID...), 0), subscriberID...), 0), target...))
+	var b [len(idPrefix) + 26]byte // 26: base32 of 16 bytes, unpadded
+	copy(b[:], idPrefix)
+	idEncoding.Encode(b[len(idPrefix):], h[:16])
+	return string(b[:])
 }
+
+// idPrefix starts every delivery id.
+const idPrefix = "msg_"
+
+// idEncoding is the base32 of delivery ids: RFC 4648's alphabet in lower
+// case, unpadded.
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // Job is one delivery: one alert to one partner over one target. It is the
 // value on the deliveries and retry topics, keyed by subscriber id. The

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"syscall"
 
 	"github.com/herald-alerts/herald/subscribers"
@@ -259,15 +260,22 @@ func (g *guard) control(network, address string, _ syscall.RawConn) error {
 // the endpoint's route (Notifier.route, cached by URL: the settings it
 // reads do not change while Herald runs).
 func CheckTarget(rawURL string, cfg Config) error {
+	_, err := checkTarget(rawURL, cfg)
+	return err
+}
+
+// checkTarget is CheckTarget; it also returns the URL it checked, with its
+// host in ASCII form (subscribers.WebhookURL), so a route parses it once.
+func checkTarget(rawURL string, cfg Config) (*url.URL, error) {
 	u, plain, err := subscribers.WebhookURL(rawURL, cfg.AllowInsecureLoopback)
 	if err != nil {
-		return fmt.Errorf("webhook url: %w", err)
+		return nil, fmt.Errorf("webhook url: %w", err)
 	}
 	var r *RefusedError
 	if addr, literal := parseHost(u.Hostname()); literal && !plain && errors.As(newGuard(cfg, false).check(addr), &r) {
-		return fmt.Errorf("webhook url: %s is %s; allow-list the range in webhooks.allow_cidrs if it is really wanted", addr, r.Reason)
+		return nil, fmt.Errorf("webhook url: %s is %s; allow-list the range in webhooks.allow_cidrs if it is really wanted", addr, r.Reason)
 	}
-	return nil
+	return u, nil
 }
 
 // parseHost parses a URL host (brackets already removed) as an IP address.

@@ -49,13 +49,9 @@ func (n *Notifier) route(ep *subscribers.Webhook) (*route, *delivery.Failure) {
 	if rt, ok := n.routes.Get(key); ok && !rt.host.forgotten.Load() {
 		return rt, nil
 	}
-	if err := CheckTarget(ep.URL, n.cfg); err != nil {
-		return nil, delivery.Permanent(delivery.ReasonRefused, err)
-	}
-	// CheckTarget took it: the URL, its host in ASCII form.
-	u, _, err := subscribers.WebhookURL(ep.URL, n.cfg.AllowInsecureLoopback)
+	u, err := checkTarget(ep.URL, n.cfg)
 	if err != nil {
-		return nil, delivery.Permanent(delivery.ReasonInvalid, err)
+		return nil, delivery.Permanent(delivery.ReasonRefused, err)
 	}
 	p, err := n.clients.get(u.Scheme, cert)
 	if err != nil {
