@@ -429,10 +429,19 @@ const (
 
 // Rejection returns a copy of m, as read, for the quarantine or dead-letter
 // topic: the same key, value and headers, plus reason, error and source.
-// It is the one home of that metadata.
+// It is the one home of that metadata. Headers of m with those names are
+// dropped, so that a record refused cannot speak for its refusal (readers
+// take the first header of a name); so are its authenticators, which the
+// producer writes anew.
 func Rejection(m kafka.Message, reason string, err error) kafka.Message {
 	hs := make([]kafka.Header, 0, len(m.Headers)+3)
-	hs = append(hs, m.Headers...)
+	for _, h := range m.Headers {
+		switch h.Key {
+		case HeaderReason, HeaderError, HeaderSource, busauth.Header, busauth.HeadersHeader:
+		default:
+			hs = append(hs, h)
+		}
+	}
 	hs = append(hs,
 		kafka.Header{Key: HeaderReason, Value: []byte(reason)},
 		kafka.Header{Key: HeaderError, Value: []byte(err.Error())},
