@@ -6,6 +6,13 @@
 // words in an analyst's mouth, to add a partner, or to make a worker sign
 // and send content Herald never published.
 //
+// A record's other headers (a dead letter's reason, a quarantine record's
+// source, a lease) are covered by a second authenticator in its
+// herald-auth-headers header (SignHeaders): an HMAC with the same key over
+// the topic, the record's herald-auth (which binds its key and value) and
+// every other header in order, so that a header cannot be added, removed,
+// altered, reordered, or carried to another record or topic.
+//
 // A Keyring holds one or more keys: the first signs, every one verifies, so
 // a key is rotated by adding the new key first, deploying, then removing
 // the old one once nothing signed with it is still read (PRODUCT.md §6: the
@@ -26,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"iter"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +43,15 @@ import (
 // Header is the name of the Kafka record header that carries the
 // authenticator.
 const Header = "herald-auth"
+
+// HeadersHeader is the name of the Kafka record header that carries the
+// authenticator of a record's other headers (SignHeaders).
+const HeadersHeader = "herald-auth-headers"
+
+// Covers reports whether the authenticator of a record's headers
+// (SignHeaders) covers a header named name: every header but herald-auth
+// and herald-auth-headers themselves.
+func Covers(name string) bool { return name != Header && name != HeadersHeader }
 
 // keyPrefix starts every key line of a key file.
 const keyPrefix = "hbk1."
@@ -148,6 +165,77 @@ func (k *Keyring) Verify(purpose string, recordKey, value []byte, header string)
 		}
 	}
 	return fmt.Errorf("%w (key %s)", ErrUnknownKey, truncate(id))
+}
+
+// headersMAC computes the authenticator of the headers of a record whose
+// herald-auth header is auth, written for purpose, with kk.
+func (kk *key) headersMAC(purpose, auth string, headers iter.Seq2[string, []byte]) []byte {
+	h := kk.pool.Get().(hash.Hash)
+	h.Reset()
+	var n [binary.MaxVarintLen64]byte
+	field := func(b []byte) {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))])
+		h.Write(b)
+	}
+	h.Write([]byte("herald-bus-headers/v1\x00"))
+	h.Write([]byte(purpose))
+	h.Write([]byte{0})
+	field([]byte(auth))
+	for name, value := range headers {
+		if Covers(name) {
+			field([]byte(name))
+			field(value)
+		}
+	}
+	sum := h.Sum(nil)
+	kk.pool.Put(h)
+	return sum
+}
+
+// SignHeaders returns the value of the herald-auth-headers header of a
+// record written for purpose whose herald-auth header is auth (Sign) and
+// whose headers, in order, are headers (herald-auth and
+// herald-auth-headers among them are skipped), with the signing key:
+// "v1=<key id>:<base64url MAC>". auth binds the record's key and value, so
+// the authenticator holds for that record only.
+func (k *Keyring) SignHeaders(purpose, auth string, headers iter.Seq2[string, []byte]) string {
+	kk := k.keys[0]
+	return "v1=" + kk.id + ":" + base64.RawURLEncoding.EncodeToString(kk.headersMAC(purpose, auth, headers))
+}
+
+// Errors of VerifyHeaders.
+var (
+	ErrHeadersMissing    = errors.New("no herald-auth-headers header: the record's other headers were not written by Herald")
+	ErrHeadersUnknownKey = errors.New("herald-auth-headers names a key this keyring does not hold")
+	ErrHeadersMismatch   = errors.New("herald-auth-headers does not match the record's headers: added, removed, altered, reordered, moved, or not written by Herald")
+)
+
+// VerifyHeaders checks header, the value of a record's herald-auth-headers
+// header, against the record's headers, its herald-auth header auth and
+// purpose. It returns nil only when a key of the keyring made it for
+// exactly these. It does not check auth itself: Verify does.
+func (k *Keyring) VerifyHeaders(purpose, auth string, headers iter.Seq2[string, []byte], header string) error {
+	if header == "" {
+		return ErrHeadersMissing
+	}
+	rest, ok := strings.CutPrefix(header, "v1=")
+	id, b64, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 {
+		return fmt.Errorf("herald-auth-headers %q is malformed: %w", truncate(header), ErrHeadersMismatch)
+	}
+	got, err := base64.RawURLEncoding.DecodeString(b64)
+	if err != nil {
+		return fmt.Errorf("herald-auth-headers is not base64url: %w", ErrHeadersMismatch)
+	}
+	for _, kk := range k.keys {
+		if kk.id == id {
+			if hmac.Equal(got, kk.headersMAC(purpose, auth, headers)) {
+				return nil
+			}
+			return ErrHeadersMismatch
+		}
+	}
+	return fmt.Errorf("%w (key %s)", ErrHeadersUnknownKey, truncate(id))
 }
 
 func truncate(s string) string {

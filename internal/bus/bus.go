@@ -347,6 +347,52 @@ func (b *Bus) Authentic(m kafka.Message) bool {
 	return false
 }
 
+// AuthenticateHeaders checks that m is authentic (Authenticate) and that
+// so are its other headers (those not herald-auth or herald-auth-headers):
+// its herald-auth-headers header authenticates them, in order, for its
+// topic and its herald-auth. A record without other headers needs none.
+// Readers that act on a header's value (a quarantine record's source, a
+// dead letter's reason, a lease) check it first: write access to a topic
+// lets anyone copy an authentic record with headers of their own.
+// Records written before Herald covered headers have none, and fail.
+func (b *Bus) AuthenticateHeaders(m kafka.Message) error {
+	if err := b.Authenticate(m); err != nil {
+		return err
+	}
+	return b.authenticateOthers(m)
+}
+
+// authenticateOthers checks the other headers of m, an authentic record.
+func (b *Bus) authenticateOthers(m kafka.Message) error {
+	if !slices.ContainsFunc(m.Headers, func(h kafka.Header) bool { return busauth.Covers(h.Key) }) {
+		return nil
+	}
+	topic := strings.TrimPrefix(m.Topic, b.cfg.TopicPrefix) // Authenticate checked the prefix
+	if err := b.keys.VerifyHeaders(topic, Header(m, busauth.Header), headerSeq(m.Headers), Header(m, busauth.HeadersHeader)); err != nil {
+		return fmt.Errorf("headers of the record: %w", err)
+	}
+	return nil
+}
+
+// AuthenticHeaders reports whether m and its headers are authentic (see
+// AuthenticateHeaders); when they are not, it logs the record's place and
+// the reason, and tells Options.Rejected, as Authentic does.
+func (b *Bus) AuthenticHeaders(m kafka.Message) bool {
+	if !b.Authentic(m) {
+		return false
+	}
+	err := b.authenticateOthers(m)
+	if err == nil {
+		return true
+	}
+	b.log.Warn("ignoring a record whose headers Herald did not write", "topic", m.Topic, "partition", m.Partition,
+		"offset", m.Offset, "key", truncateKey(m.Key), "error", err)
+	if b.rejected != nil {
+		b.rejected(m, err)
+	}
+	return false
+}
+
 // Keyring returns the keyring the bus authenticates with, or nil.
 func (b *Bus) Keyring() *busauth.Keyring { return b.keys }
 
@@ -357,7 +403,9 @@ func truncateKey(k []byte) string {
 	return string(k)
 }
 
-// Header returns the value of the first header of m named key, or "".
+// Header returns the value of the first header of m named key, or "". It
+// checks nothing: a reader that acts on the value of a header other than
+// herald-auth authenticates the headers first (AuthenticateHeaders).
 func Header(m kafka.Message, key string) string {
 	for _, h := range m.Headers {
 		if h.Key == key {
@@ -381,10 +429,19 @@ const (
 
 // Rejection returns a copy of m, as read, for the quarantine or dead-letter
 // topic: the same key, value and headers, plus reason, error and source.
-// It is the one home of that metadata.
+// It is the one home of that metadata. Headers of m with those names are
+// dropped, so that a record refused cannot speak for its refusal (readers
+// take the first header of a name); so are its authenticators, which the
+// producer writes anew.
 func Rejection(m kafka.Message, reason string, err error) kafka.Message {
 	hs := make([]kafka.Header, 0, len(m.Headers)+3)
-	hs = append(hs, m.Headers...)
+	for _, h := range m.Headers {
+		switch h.Key {
+		case HeaderReason, HeaderError, HeaderSource, busauth.Header, busauth.HeadersHeader:
+		default:
+			hs = append(hs, h)
+		}
+	}
 	hs = append(hs,
 		kafka.Header{Key: HeaderReason, Value: []byte(reason)},
 		kafka.Header{Key: HeaderError, Value: []byte(err.Error())},
@@ -395,12 +452,13 @@ func Rejection(m kafka.Message, reason string, err error) kafka.Message {
 
 // AsWritten returns m as a reader of topic (given without prefix) would
 // see it once this bus had written it: its Topic set and its herald-auth
-// header added. Benchmarks and tests hand such messages straight to a
+// header (and herald-auth-headers, when it has other headers) added, as
+// Producer.Write adds them. Benchmarks and tests hand such messages straight to a
 // worker's handler.
 func (b *Bus) AsWritten(topic string, m kafka.Message) kafka.Message {
 	m.Topic = b.Topic(topic)
 	if b.keys != nil {
-		m.Headers = append(slices.Clone(m.Headers), kafka.Header{Key: busauth.Header, Value: []byte(b.keys.Sign(topic, m.Key, m.Value))})
+		m.Headers = sign(b.keys, topic, &m)
 	}
 	return m
 }

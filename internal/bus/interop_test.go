@@ -75,10 +75,11 @@ func TestKcatInteropWithEmbeddedBroker(t *testing.T) {
 		kafka.Message{Key: []byte("acme"), Value: []byte("job-2"), Headers: []kafka.Header{{Key: "attempt", Value: []byte("2")}}},
 	))
 	out := kcat(t, "", "-b", addr, "-C", "-t", "herald.deliveries", "-o", "beginning", "-e", "-q", "-f", "%k=%s|%h\n")
-	assert.Regexp(t, `^acme=job-1\|attempt=1,herald-auth=v1=[0-9a-f]{12}:[A-Za-z0-9_-]{43}\nacme=job-2\|attempt=2,herald-auth=v1=[0-9a-f]{12}:[A-Za-z0-9_-]{43}\n$`, out,
-		"every record Herald writes carries its authenticator")
+	auth := `herald-auth=v1=[0-9a-f]{12}:[A-Za-z0-9_-]{43},herald-auth-headers=v1=[0-9a-f]{12}:[A-Za-z0-9_-]{43}`
+	assert.Regexp(t, `^acme=job-1\|attempt=1,`+auth+`\nacme=job-2\|attempt=2,`+auth+`\n$`, out,
+		"every record Herald writes carries its authenticator, and one of its other headers")
 	require.NoError(t, b.ReadAll(ctx, bus.TopicDeliveries, func(m kafka.Message) error {
-		assert.NoError(t, b.Authenticate(m))
+		assert.NoError(t, b.AuthenticateHeaders(m))
 		return nil
 	}))
 	// Replayed by kcat with the header copied, to another key: refused.

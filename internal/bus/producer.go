@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"slices"
 	"strings"
@@ -124,7 +125,9 @@ var errProducerClosed = errors.New("the bus is closed")
 // acknowledged all of them (acks=all), or with an error. Messages of one
 // key keep their order. Leave Topic and Partition of the messages empty.
 // Every message gets a herald-auth header authenticating it for this topic
-// (replacing any it had); msgs and their header slices are not modified.
+// and, when it carries other headers, a herald-auth-headers header
+// authenticating them (replacing any it had); msgs and their header slices
+// are not modified.
 //
 // A request that fails temporarily is retried (up to 10 attempts, 100 ms
 // to 1 s apart); when Write returns an error, any of the messages may or
@@ -162,13 +165,7 @@ func (p *Producer) write(ctx context.Context, msgs []kafka.Message, partitions [
 	// Sign and place every message; keep each partition's in order.
 	byPartition := make([][]kafka.Message, len(partitions))
 	for _, m := range msgs {
-		hs := make([]kafka.Header, 0, len(m.Headers)+1)
-		for _, h := range m.Headers {
-			if h.Key != busauth.Header {
-				hs = append(hs, h)
-			}
-		}
-		m.Headers = append(hs, kafka.Header{Key: busauth.Header, Value: []byte(p.keys.Sign(p.name, m.Key, m.Value))})
+		m.Headers = sign(p.keys, p.name, &m)
 		part := pl.Partition(m.Key)
 		byPartition[part] = append(byPartition[part], m)
 	}
@@ -441,6 +438,37 @@ func retriable(err error) bool {
 		errors.Is(err, syscall.EPIPE) || (errors.As(err, &ne) && ne.Timeout())
 }
 
+// sign returns the headers of m as written to topic (without prefix): its
+// other headers, in order, then herald-auth and, when there are other
+// headers, herald-auth-headers, replacing any of these it had. A record
+// without other headers (delivery jobs, receipts) gets herald-auth only.
+func sign(keys *busauth.Keyring, topic string, m *kafka.Message) []kafka.Header {
+	hs := make([]kafka.Header, 0, len(m.Headers)+1)
+	for _, h := range m.Headers {
+		if busauth.Covers(h.Key) {
+			hs = append(hs, h)
+		}
+	}
+	auth := keys.Sign(topic, m.Key, m.Value)
+	if len(hs) == 0 {
+		return append(hs, kafka.Header{Key: busauth.Header, Value: []byte(auth)})
+	}
+	return append(hs,
+		kafka.Header{Key: busauth.Header, Value: []byte(auth)},
+		kafka.Header{Key: busauth.HeadersHeader, Value: []byte(keys.SignHeaders(topic, auth, headerSeq(hs)))})
+}
+
+// headerSeq returns hs as name and value pairs, in order.
+func headerSeq(hs []kafka.Header) iter.Seq2[string, []byte] {
+	return func(yield func(string, []byte) bool) {
+		for _, h := range hs {
+			if !yield(h.Key, h.Value) {
+				return
+			}
+		}
+	}
+}
+
 // messageSize estimates what m adds to a produce request (its record's
 // size, with some room for the varints).
 func messageSize(m *kafka.Message) int {
@@ -448,7 +476,11 @@ func messageSize(m *kafka.Message) int {
 	for _, h := range m.Headers {
 		n += len(h.Key) + len(h.Value) + 8
 	}
-	return n + len(busauth.Header) + 96 // the authenticator Write adds
+	n += len(busauth.Header) + 96 // the authenticator Write adds
+	if len(m.Headers) > 0 {
+		n += len(busauth.HeadersHeader) + 96 // and that of the other headers
+	}
+	return n
 }
 
 // records reads messages as kafka-go records, reusing one record.

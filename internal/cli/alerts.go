@@ -327,8 +327,9 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 const reachedNoOne = "it reached no one"
 
 // quarantined returns the quarantine record that marks ex, the alert
-// published under id, as the view judges it: of the authentic records of
-// the quarantine topic under id that refused ex's very record
+// published under id, as the view judges it: of the records of the
+// quarantine topic under id that are authentic, headers and all
+// (bus.AuthenticHeaders), and that refused ex's very record
 // (view.Quarantine.Marks), the one view.Quarantine.Before puts first; nil
 // when none does. It asks only about an alert with no receipts: one that
 // was fanned out stays so.
@@ -338,7 +339,7 @@ func quarantined(ctx context.Context, b *bus.Bus, id string, ex *publish.Existin
 	}
 	var best *view.Quarantine
 	err := b.ReadKeys(ctx, bus.TopicQuarantine, []string{id}, func(m kafka.Message) error {
-		if !b.Authentic(m) {
+		if !b.AuthenticHeaders(m) {
 			return nil
 		}
 		qid, q, err := view.QuarantineOf(m)

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -30,7 +31,8 @@ import (
 // that it reached no one, where it said it was published and waiting for
 // its fan-out; `herald alerts list` shows it quarantined. A quarantine
 // record Herald did not write, or the quarantine of a copy of another
-// alert that someone else wrote, changes nothing of that alert.
+// alert that someone else wrote, changes nothing of that alert; nor does
+// a copy of that authentic quarantine record with a forged source header.
 func TestStatusOfAQuarantinedAlert(t *testing.T) {
 	b := onBroker(t)
 	for _, id := range []string{"g-q1", "g-ok"} {
@@ -83,6 +85,35 @@ func TestStatusOfAQuarantinedAlert(t *testing.T) {
 	}))
 	require.Len(t, copies, 1)
 	require.NoError(t, w.Handle(t.Context(), copies))
+	// Someone with write access to the quarantine topic copies the
+	// fan-out's authentic refusal of that copy, authenticators and all,
+	// with its source header naming Herald's g-ok record instead.
+	var own, refusal *kafka.Message
+	require.NoError(t, b.ReadKeys(t.Context(), bus.TopicAlerts, []string{"g-ok"}, func(m kafka.Message) error {
+		if b.Authentic(m) {
+			own = &m
+		}
+		return nil
+	}))
+	require.NoError(t, b.ReadKeys(t.Context(), bus.TopicQuarantine, []string{"g-ok"}, func(m kafka.Message) error {
+		if b.Authentic(m) {
+			refusal = &m
+		}
+		return nil
+	}))
+	require.NotNil(t, own)
+	require.NotNil(t, refusal)
+	forged := kafka.Message{Key: refusal.Key, Value: refusal.Value}
+	for _, h := range refusal.Headers {
+		if h.Key == bus.HeaderSource {
+			h.Value = fmt.Appendf(nil, "%s/%d/%d", own.Topic, own.Partition, own.Offset)
+		}
+		forged.Headers = append(forged.Headers, h)
+	}
+	raw := &kafka.Writer{Addr: kafka.TCP(b.Brokers()...), Topic: b.Topic(bus.TopicQuarantine), Balancer: &kafka.Murmur2Balancer{},
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	t.Cleanup(func() { _ = raw.Close() })
+	require.NoError(t, raw.WriteMessages(t.Context(), forged))
 
 	code, out, errOut := run(t, "", "status", "g-q1")
 	require.Equal(t, 0, code, errOut)

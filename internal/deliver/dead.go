@@ -35,6 +35,13 @@ const ReasonReplayFailed = "replay-failed"
 // missing or wrong): whatever it claims, it is never replayed.
 const ReasonUnauthenticated = "unauthenticated"
 
+// ReasonUnauthenticatedHeaders is the reason ListDead gives a dead letter
+// Herald wrote whose reason and error headers it did not (they fail
+// bus.AuthenticateHeaders: altered in a copy, or written before Herald
+// covered headers): its job, which authenticates, is listed and
+// replayable, and its claimed reason and error are not shown.
+const ReasonUnauthenticatedHeaders = "unauthenticated-headers"
+
 // unattributedKeyPrefix starts the key of a dead letter that holds a job
 // record Herald did not write (reason delivery.ReasonUnattributed).
 // Subscriber ids, the keys of dead jobs, are slugs and never start with
@@ -54,6 +61,7 @@ const refusedKeyPrefix = "~refused/"
 type TopicReader interface {
 	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
 	Authenticate(m kafka.Message) error
+	AuthenticateHeaders(m kafka.Message) error
 }
 
 // ReplayBus is what Replay needs of Kafka; *bus.Bus satisfies it.
@@ -96,7 +104,9 @@ type DeadLetter struct {
 	Offset    int64     `json:"offset"`
 	Time      time.Time `json:"time"`
 	// Reason is why the job is dead (a delivery.Reason… constant), or
-	// ReasonUnauthenticated for a record Herald did not write.
+	// ReasonUnauthenticated for a record Herald did not write, or
+	// ReasonUnauthenticatedHeaders for one whose reason and error headers
+	// Herald did not write (Error then says so).
 	Reason string `json:"reason"`
 	// Error is the last error.
 	Error string `json:"error,omitempty"`
@@ -119,7 +129,11 @@ type DeadLetter struct {
 // ListDead returns the dead letters that match filter, in topic order
 // (partition by partition, oldest first). Records of the dead topic that
 // Herald did not write are listed with Reason "unauthenticated" and no
-// Job, whatever their headers claim. A record holding a pack of jobs (which
+// Job, whatever their headers claim. A reason or error header is shown
+// only when the record's headers authenticate (bus.AuthenticateHeaders);
+// otherwise the dead letter has Reason "unauthenticated-headers" and an
+// Error saying so, and is listed and replayed as its job says: among them
+// every dead letter written before Herald authenticated headers. A record holding a pack of jobs (which
 // only a deliver role from before packing, unable to read it, moved here as
 // invalid) is listed as a dead letter for each of its jobs, which Replay
 // queues again.
@@ -127,8 +141,13 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 	var out []DeadLetter
 	alerts := delivery.NewAlertCache(alertCacheSize)
 	add := func(d DeadLetter) {
-		if d.Error == "" && d.Job != nil && len(d.Job.History) > 0 {
-			d.Error = d.Job.History[len(d.Job.History)-1].Error
+		if d.Job != nil && len(d.Job.History) > 0 {
+			switch last := d.Job.History[len(d.Job.History)-1].Error; {
+			case d.Error == "":
+				d.Error = last
+			case d.Reason == ReasonUnauthenticatedHeaders && last != "":
+				d.Error += "; last attempt: " + last
+			}
 		}
 		if filter.match(&d) {
 			out = append(out, d)
@@ -136,18 +155,22 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 	}
 	err := b.ReadAll(ctx, bus.TopicDead, func(m kafka.Message) error {
 		d := DeadLetter{Partition: m.Partition, Offset: m.Offset, Time: m.Time}
-		switch err := b.Authenticate(m); {
-		case err != nil:
+		err := b.Authenticate(m)
+		if err != nil {
 			d.Reason, d.Error, d.Raw = ReasonUnauthenticated, err.Error(), m.Value
+			add(d)
+			return nil
+		}
+		d.Authentic = true
+		reason, errText := deadHeaders(b, m)
+		switch {
 		case bytes.HasPrefix(m.Key, []byte(unattributedKeyPrefix)):
-			d.Authentic = true
-			d.Reason, d.Error, d.Raw = delivery.ReasonUnattributed, bus.Header(m, HeaderError), m.Value
+			// The reason is the key's, which the authenticator covers.
+			d.Reason, d.Error, d.Raw = delivery.ReasonUnattributed, errText, m.Value
 		case bytes.HasPrefix(m.Key, []byte(refusedKeyPrefix)):
-			d.Authentic = true
-			d.Reason, d.Error, d.Raw = bus.Header(m, HeaderReason), bus.Header(m, HeaderError), m.Value
+			d.Reason, d.Error, d.Raw = reason, errText, m.Value
 		default:
-			d.Authentic = true
-			d.Reason, d.Error = bus.Header(m, HeaderReason), bus.Header(m, HeaderError)
+			d.Reason, d.Error = reason, errText
 			// A pack of jobs is dead only when a deliver role from
 			// before packing read it: a dead letter for each of its
 			// jobs, none of them attempted, each replayable.
@@ -175,6 +198,17 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
 	return out, nil
+}
+
+// deadHeaders returns the reason and error headers of m, an authentic
+// record of the dead topic, when its headers authenticate too; otherwise
+// ReasonUnauthenticatedHeaders and an error saying why, for the claimed
+// ones are not Herald's (PRODUCT.md §3 rule 1).
+func deadHeaders(b TopicReader, m kafka.Message) (reason, errText string) {
+	if err := b.AuthenticateHeaders(m); err != nil {
+		return ReasonUnauthenticatedHeaders, "reason and error headers not written by Herald, not shown (altered, or written before Herald authenticated headers): " + err.Error()
+	}
+	return bus.Header(m, HeaderReason), bus.Header(m, HeaderError)
 }
 
 // replayable reports whether d is a dead job Herald wrote.

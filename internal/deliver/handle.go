@@ -232,13 +232,31 @@ func (r *Runner) decode(o *out, msgs []kafka.Message) (jobs []*delivery.Job, lea
 		for _, x := range bad {
 			r.deadRefusedJob(o, m, x)
 		}
-		lease := bus.Header(m, headerLease) != ""
+		lease := r.leased(m)
 		for _, j := range js {
 			jobs = append(jobs, j)
 			leases = append(leases, lease)
 		}
 	}
 	return jobs, leases, nil
+}
+
+// leased reports whether m, an authentic job record, came back as a lease:
+// only when Herald wrote its lease header (bus.AuthenticateHeaders). A
+// lease header that does not authenticate (added to a copy of the record,
+// or written before Herald covered headers) is ignored: the job is
+// attempted, the safe side, as its delivery id makes a duplicate
+// harmless at the partner.
+func (r *Runner) leased(m kafka.Message) bool {
+	if bus.Header(m, headerLease) == "" {
+		return false
+	}
+	if err := r.bus.AuthenticateHeaders(m); err != nil {
+		r.log.Warn("ignoring a lease header Herald did not write: the job is attempted as not leased",
+			"source", source(m), "error", err)
+		return false
+	}
+	return true
 }
 
 // holdLimit is how long a sequence of tier may wait for a job that is

@@ -34,6 +34,9 @@ type Bus interface {
 	ReadAll(ctx context.Context, topic string, fn func(kafka.Message) error) error
 	// Authenticate checks that a record read was written by Herald.
 	Authenticate(m kafka.Message) error
+	// AuthenticateHeaders checks that its other headers (a lease) were
+	// too.
+	AuthenticateHeaders(m kafka.Message) error
 }
 
 var _ Bus = (*bus.Bus)(nil)

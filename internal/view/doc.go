@@ -22,9 +22,12 @@
 // or another cluster). Everything it stores is derived: a view rebuilt from
 // scratch answers every query as the view kept live does.
 //
-// An alert is quarantined when an authentic record of the quarantine topic
-// refused the very record the alerts topic published under its id (its
-// source header names that record's place, and it holds the same digest)
+// An alert is quarantined when an authentic record of the quarantine topic,
+// its headers authentic too (bus.AuthenticHeaders; a record whose headers
+// do not authenticate, among them every record written before Herald
+// covered headers, is skipped), refused the very record the alerts topic
+// published under its id (its source header names that record's place,
+// and it holds the same digest)
 // and the alert has no receipts: the fan-out refused it at ingest and it
 // reaches no one. A copy of the alert written by someone else and refused
 // as unattributed, or another alert refused under an id already fanned

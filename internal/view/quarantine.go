@@ -44,9 +44,11 @@ type Quarantine struct {
 // under q's id (Published). Anyone who may write to the alerts topic can
 // have a copy of Herald's alert refused (as unattributed): that copy is
 // another record, and its refusal says nothing of what became of
-// Herald's. The source header is not authenticated; the digest is (the
-// quarantine record's value is the alert refused), so a record that names
-// another source still marks only that content.
+// Herald's. The source header is authenticated (bus.AuthenticateHeaders),
+// as is the digest (the quarantine record's value is the alert refused):
+// a copy of an authentic quarantine record that names another source does
+// not authenticate, and the fan-out writes the source of the record it
+// refused, not one the record carried (bus.Rejection).
 func (q *Quarantine) Marks(digest string, partition int, offset int64) bool {
 	return q.Digest == digest && q.SourcePartition == partition && q.SourceOffset == offset
 }
@@ -64,7 +66,7 @@ var errNoReason = errors.New("no quarantine reason (a word) in the reason header
 var errNoSource = errors.New("no place of the record refused (topic/partition/offset) in the source header")
 
 // QuarantineOf reads a record of the quarantine topic that the caller has
-// authenticated (bus.Authentic): the alert id it is keyed by and what it
+// authenticated with its headers (bus.AuthenticHeaders): the alert id it is keyed by and what it
 // says of that alert's content. It returns a nil Quarantine and no error
 // when the record holds no alert under its key (the quarantine holds
 // whatever reached the alerts topic, most of it nothing Herald lists); an

@@ -1,10 +1,12 @@
 package view_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -159,14 +161,20 @@ func TestQuarantineKeepsABoundedError(t *testing.T) {
 // is behind), stays published, and its status page keeps waiting for its
 // deliveries. Herald's own record refused as unattributed (a fan-out
 // without the publishing key that wrote it) does mark its alert.
+//
+// Nor does a copy of that authentic quarantine record, written by someone
+// who may write to the quarantine topic, whose source header names
+// Herald's record instead: its headers do not authenticate, and it is
+// skipped as a record Herald did not write.
 func TestQuarantinedCopyMarksNotHeraldsAlert(t *testing.T) {
 	c := kafkatest.Start(t)
 	b := c.Open(t, c.Config())
 	w := newWriter(t, c, b)
-	w.publish(a3(t))
+	own := w.publishAt(a3(t))
 	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: no herald-auth header",
 		w.writeAt(true, bus.TopicAlerts, "a3", mustJSON(t, a3(t))))
 	w.quarantine(false, fanout.ReasonUnissued, "not published by Herald: unknown key", w.publishAt(q1(t)))
+	forgeSource(t, b, "a3", own)
 	v := run(t, t.TempDir(), b)
 
 	s := summary(t, v, "a3")
@@ -176,4 +184,33 @@ func TestQuarantinedCopyMarksNotHeraldsAlert(t *testing.T) {
 	assert.Equal(t, record.StateQuarantined, q.State)
 	assert.Equal(t, fanout.ReasonUnissued, q.QuarantineReason)
 	assert.Equal(t, []string{"q1"}, listed(t, v, record.StateQuarantined))
+	assert.EqualValues(t, 1, v.Stats().Skipped[bus.TopicQuarantine], "the copy with a forged source")
+}
+
+// forgeSource copies the authentic quarantine record of id, as it is
+// (its authenticators kept), with its source header naming src instead,
+// as anyone who may write to the quarantine topic can.
+func forgeSource(t *testing.T, b *bus.Bus, id string, src kafka.Message) {
+	t.Helper()
+	var orig *kafka.Message
+	require.NoError(t, b.ReadKeys(t.Context(), bus.TopicQuarantine, []string{id}, func(m kafka.Message) error {
+		if b.Authenticate(m) == nil {
+			orig = &m
+		}
+		return nil
+	}))
+	require.NotNil(t, orig, "an authentic quarantine record of %s", id)
+	forged := kafka.Message{Key: orig.Key, Value: orig.Value}
+	for _, h := range orig.Headers {
+		if h.Key == bus.HeaderSource {
+			h.Value = []byte(src.Topic + "/" + strconv.Itoa(src.Partition) + "/" + strconv.FormatInt(src.Offset, 10))
+		}
+		forged.Headers = append(forged.Headers, h)
+	}
+	wr := &kafka.Writer{Addr: kafka.TCP(b.Brokers()...), Topic: b.Topic(bus.TopicQuarantine), Balancer: &kafka.Murmur2Balancer{},
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	t.Cleanup(func() { _ = wr.Close() })
+	require.NoError(t, wr.WriteMessages(t.Context(), forged))
+	copied := kafka.Message{Topic: orig.Topic, Key: forged.Key, Value: forged.Value, Headers: forged.Headers}
+	require.NoError(t, b.Authenticate(copied), "the copy is as authentic as the record")
 }

@@ -13,8 +13,9 @@ import (
 )
 
 // schemaVersion changes whenever what the view stores, or how, changes: a
-// store of another version is rebuilt.
-const schemaVersion = "5"
+// store of another version is rebuilt. 6: a quarantine record marks an
+// alert only when its headers authenticate (bus.AuthenticateHeaders).
+const schemaVersion = "6"
 
 // Buckets (see the package documentation for their keys and values).
 var (

@@ -551,6 +551,12 @@ type batch struct {
 // decoder returns FollowFrom's function for topic: it authenticates and
 // decodes each batch and hands it to the writer.
 func (v *View) decoder(ctx context.Context, b *bus.Bus, topic string, in chan<- *batch) func(bus.Batch) error {
+	authentic := b.Authentic
+	if topic == bus.TopicQuarantine {
+		// A quarantine record is read for its headers (reason, error,
+		// source): they must be Herald's too.
+		authentic = b.AuthenticHeaders
+	}
 	return func(bt bus.Batch) error {
 		out := &batch{topic: topic, partition: bt.Partition, next: bt.Next, last: -1, n: len(bt.Messages)}
 		if n := len(bt.Messages); n > 0 {
@@ -559,7 +565,7 @@ func (v *View) decoder(ctx context.Context, b *bus.Bus, topic string, in chan<- 
 		}
 		out.recs = make([]*rec, 0, len(bt.Messages))
 		for _, m := range bt.Messages {
-			if !b.Authentic(m) {
+			if !authentic(m) {
 				out.skipped++
 				continue
 			}
