@@ -173,7 +173,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Options)
 	if opt.Bus != nil {
 		a.bus = opt.Bus
 	} else {
-		b, err := OpenBus(ctx, cfg, false, log)
+		refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_bus_refused_records_total",
+			Help: "Records read from Herald's topics and skipped because Herald did not write them (no herald-auth, or one that does not match; or headers without a matching herald-auth-headers), by topic."},
+			[]string{"topic"})
+		a.metrics.MustRegister(refused)
+		b, err := openBus(ctx, cfg, false, log, func(m kafka.Message, _ error) {
+			refused.WithLabelValues(strings.TrimPrefix(m.Topic, cfg.Kafka.TopicPrefix)).Inc()
+		})
 		if err != nil {
 			return err
 		}
@@ -403,7 +409,11 @@ func (a *App) fanoutWorker() *fanout.Worker {
 	jobs := prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_fanout_jobs_total", Help: "Delivery jobs written by the fan-out."})
 	alertsSeen := prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_fanout_alerts_total", Help: "Alerts fanned out."})
 	withheld := prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_fanout_withheld_total", Help: "Targets the policy withheld an alert from."})
-	a.metrics.MustRegister(jobs, alertsSeen, withheld)
+	quarantined := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_fanout_quarantined_total",
+		Help: "Records of the alerts topic the fan-out refused and quarantined, by reason (unattributed, unapproved, invalid, duplicate-id, ...): each one reached no one."},
+		[]string{"reason"})
+	a.metrics.MustRegister(jobs, alertsSeen, withheld, quarantined)
+	w.Quarantined = func(reason string) { quarantined.WithLabelValues(reason).Inc() }
 	w.Observe = func(_ string, j, wh int) {
 		alertsSeen.Inc()
 		jobs.Add(float64(j))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/segmentio/kafka-go"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -76,6 +77,12 @@ func PublishingKeys(cfg *config.Config, create bool, log *slog.Logger) (*busauth
 // client is set: then it connects to the embedded broker a running serve
 // listens on, and never starts one.
 func OpenBus(ctx context.Context, cfg *config.Config, client bool, log *slog.Logger) (*bus.Bus, error) {
+	return openBus(ctx, cfg, client, log, nil)
+}
+
+// openBus is OpenBus; rejected, if not nil, is told of every record read
+// that is not authentic (bus.Options.Rejected).
+func openBus(ctx context.Context, cfg *config.Config, client bool, log *slog.Logger, rejected func(kafka.Message, error)) (*bus.Bus, error) {
 	keys, err := PublishingKeys(cfg, !client, log)
 	if err != nil {
 		return nil, err
@@ -90,7 +97,7 @@ func OpenBus(ctx context.Context, cfg *config.Config, client bool, log *slog.Log
 			return nil, fmt.Errorf("kafka.sasl.password_file: %w", err)
 		}
 	}
-	b, err := bus.Open(ctx, k, bus.Options{Password: pw, Log: log, Keyring: keys})
+	b, err := bus.Open(ctx, k, bus.Options{Password: pw, Log: log, Keyring: keys, Rejected: rejected})
 	if err != nil {
 		return nil, fmt.Errorf("open kafka: %w", err)
 	}

@@ -97,6 +97,9 @@ type Worker struct {
 	Log          *slog.Logger
 	// Observe, if set, is told each alert's outcome (for metrics).
 	Observe func(alertID string, jobs, withheld int)
+	// Quarantined, if set, is told the reason of each record quarantined
+	// (for metrics), once it is written to the quarantine topic.
+	Quarantined func(reason string)
 
 	mu   sync.Mutex
 	seen map[string]string // alert id → digest, of alerts this worker fanned out
@@ -142,6 +145,9 @@ func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 		log.Warn("alert quarantined", "reason", rej.reason, "error", rej.err)
 		if err := w.Quarantine.Write(ctx, bus.Rejection(m, rej.reason, rej.err)); err != nil {
 			return fmt.Errorf("quarantine message at offset %d: %w", m.Offset, err)
+		}
+		if w.Quarantined != nil {
+			w.Quarantined(rej.reason)
 		}
 		return nil
 	}
