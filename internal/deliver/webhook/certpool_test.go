@@ -194,3 +194,38 @@ func TestCertNamesBeyondTheBoundAreReleased(t *testing.T) {
 	n.Close()
 	require.Eventually(t, func() bool { return rc.ActiveConns() == 0 }, 5*time.Second, 10*time.Millisecond)
 }
+
+// TestLinkSwappedOutOfTheDirIsRefusedAtTheNextDelivery: after a delivery
+// with the certificate in the secret volume, ..data is swapped to a
+// directory outside client_cert_dir holding another valid certificate.
+// The next delivery resolves the names again (they no longer lead to the
+// files checked before) and is refused: nothing is sent with a file from
+// outside the directory. Swapped back in, delivery resumes.
+func TestLinkSwappedOutOfTheDirIsRefusedAtTheNextDelivery(t *testing.T) {
+	ca := webhooktest.NewCA(t)
+	rc := webhooktest.New(t, webhooktest.RequireClientCert(ca))
+	_, sd, deliver := secretEndpoint(t, ca, rc, "a-swap-out")
+	require.NoError(t, deliver())
+	require.NoError(t, deliver())
+	require.Equal(t, 2, rc.Count())
+
+	outside := t.TempDir()
+	certPEM, keyPEM, err := ca.ClientCert("outside.agency.test")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "tls.crt"), certPEM, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "tls.key"), keyPEM, 0o600))
+	tmp := filepath.Join(sd.dir, "..data_tmp")
+	require.NoError(t, os.Symlink(outside, tmp))
+	require.NoError(t, os.Rename(tmp, filepath.Join(sd.dir, "..data")))
+
+	err = deliver()
+	require.ErrorContains(t, err, "must name a file in webhooks.client_cert_dir")
+	require.Equal(t, 2, rc.Count(), "nothing sent with a certificate from outside the directory")
+
+	require.NoError(t, os.Symlink(sd.cur, tmp))
+	require.NoError(t, os.Rename(tmp, filepath.Join(sd.dir, "..data")))
+	require.NoError(t, deliver())
+	require.Equal(t, 3, rc.Count())
+	reqs := rc.Requests()
+	require.Equal(t, "first.agency.test", reqs[len(reqs)-1].ClientCN)
+}

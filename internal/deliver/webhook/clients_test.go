@@ -17,15 +17,15 @@ func TestCertFilesReadWhenTheirStampChanges(t *testing.T) {
 	cert, key := ca.ClientCertFiles(t, "stamped.agency.test")
 	c := newClients(Config{}.withDefaults())
 	names := certNames{"client.crt", "client.key"}
-	first, err := c.cert(names, cert, key, "s1")
+	first, err := c.cert(names, cert, key, "s1", "")
 	require.NoError(t, err)
 
 	require.NoError(t, os.Remove(cert))
-	again, err := c.cert(names, cert, key, "s1")
+	again, err := c.cert(names, cert, key, "s1", "")
 	require.NoError(t, err, "the same paths and stamp: the files are not read")
 	require.Same(t, first, again)
-	_, err = c.cert(names, cert, key, "s2")
+	_, err = c.cert(names, cert, key, "s2", "")
 	require.ErrorContains(t, err, "no such file", "a new stamp: the files are read")
-	_, err = c.cert(names, filepath.Join(filepath.Dir(cert), "renewed.crt"), key, "s1")
+	_, err = c.cert(names, filepath.Join(filepath.Dir(cert), "renewed.crt"), key, "s1", "")
 	require.ErrorContains(t, err, "no such file", "a new path: the files are read")
 }

@@ -451,8 +451,9 @@ type certNames struct{ cert, key string }
 
 // certFiles is where a pair of certNames led when last looked at.
 type certFiles struct {
-	seen string // the resolved certificate and key paths and their stamp
-	pool *mtlsPool
+	seen  string // the resolved certificate and key paths and their stamp
+	quick string // namesStamp of the names, taken before seen was checked
+	pool  *mtlsPool
 }
 
 // mtlsPool is the pool of one client certificate.
@@ -513,12 +514,17 @@ func (c *clients) get(scheme string, cert *mtlsPool) (*pool, error) {
 // bytes are read, so the stamp remembered is never newer than the bytes.
 // Bytes no pool presents yet make a new pool. The pool the names led to
 // before is released (clients.release).
-func (c *clients) cert(names certNames, certFile, keyFile, stamp string) (*mtlsPool, error) {
+//
+// quick is the names' namesStamp taken before certFile and keyFile were
+// resolved and stamped ("" for none): while the names stamp alike, the
+// pool is used without resolving them again (clients.unchanged).
+func (c *clients) cert(names certNames, certFile, keyFile, stamp, quick string) (*mtlsPool, error) {
 	seen := certFile + "\x00" + keyFile + "\x00" + stamp
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	known, ok := c.names.Get(names)
 	if ok && known.seen == seen {
+		known.quick = quick
 		return known.pool, nil
 	}
 	certPEM, err := os.ReadFile(certFile)
@@ -541,7 +547,7 @@ func (c *clients) cert(names certNames, certFile, keyFile, stamp string) (*mtlsP
 	}
 	if !ok {
 		m.names++ // before Add, so that the pair Add may evict cannot drop m
-		c.names.Add(names, &certFiles{seen: seen, pool: m})
+		c.names.Add(names, &certFiles{seen: seen, quick: quick, pool: m})
 		return m, nil
 	}
 	if known.pool != m {
@@ -549,8 +555,19 @@ func (c *clients) cert(names certNames, certFile, keyFile, stamp string) (*mtlsP
 		c.release(known.pool)
 		known.pool = m
 	}
-	known.seen = seen
+	known.seen, known.quick = seen, quick
 	return m, nil
+}
+
+// unchanged returns the pool of names when they stamp as quick did when
+// their files were last checked and read (clients.cert), or nil.
+func (c *clients) unchanged(names certNames, quick string) *mtlsPool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if known, ok := c.names.Get(names); ok && known.quick != "" && known.quick == quick {
+		return known.pool
+	}
+	return nil
 }
 
 // release drops m once no names lead to it: it is forgotten
