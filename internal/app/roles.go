@@ -32,11 +32,14 @@ import (
 
 // keyChecks caches recipient key checks: parsing a key is by far the most
 // expensive part of evaluating the policy, and the same keys are checked
-// for every alert. A result is trusted for keyCheckTTL, so an expiry or a
-// replaced key is noticed within that time.
+// for every alert. A key that parsed as usable is kept parsed and judged
+// again at every check (pgp.Recipient.At), so its expiry or revocation
+// takes effect at once; a refusal is trusted for keyCheckTTL. A replaced
+// key has another hash.
 var keyChecks sync.Map // sha256 of armoured key → keyCheckResult
 
 type keyCheckResult struct {
+	r   *pgp.Recipient // nil when refused
 	err error
 	at  time.Time
 }
@@ -44,17 +47,21 @@ type keyCheckResult struct {
 const keyCheckTTL = 5 * time.Minute
 
 // KeyCheck reports why an armoured recipient key cannot be used to encrypt
-// at now, caching results for a few minutes.
+// at now.
 func KeyCheck(armored string, now time.Time) error {
 	k := sha256.Sum256([]byte(armored))
 	if v, ok := keyChecks.Load(k); ok {
-		r := v.(keyCheckResult)
-		if now.Sub(r.at) < keyCheckTTL && !now.Before(r.at) {
-			return r.err
+		c := v.(keyCheckResult)
+		if c.r != nil {
+			_, err := c.r.At(now)
+			return err
+		}
+		if now.Sub(c.at) < keyCheckTTL && !now.Before(c.at) {
+			return c.err
 		}
 	}
-	err := pgp.CheckRecipientKey(armored, now)
-	keyChecks.Store(k, keyCheckResult{err: err, at: now})
+	r, err := pgp.ParseRecipient(armored, now)
+	keyChecks.Store(k, keyCheckResult{r: r, err: err, at: now})
 	return err
 }
 
