@@ -2,13 +2,11 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -30,38 +28,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// keyChecks caches recipient key checks: parsing a key is by far the most
-// expensive part of evaluating the policy, and the same keys are checked
-// for every alert. A key that parsed as usable is kept parsed and judged
-// again at every check (pgp.Recipient.At), so its expiry or revocation
-// takes effect at once; a refusal is trusted for keyCheckTTL. A replaced
-// key has another hash.
-var keyChecks sync.Map // sha256 of armoured key → keyCheckResult
-
-type keyCheckResult struct {
-	r   *pgp.Recipient // nil when refused
-	err error
-	at  time.Time
-}
-
-const keyCheckTTL = 5 * time.Minute
+// keyChecks keeps the keys the policy judges parsed (pgp.RecipientCache):
+// parsing a key is by far the most expensive part of evaluating the
+// policy, and the same keys are checked for every alert; each is judged
+// at the time asked.
+var keyChecks pgp.RecipientCache
 
 // KeyCheck reports why an armoured recipient key cannot be used to encrypt
 // at now.
 func KeyCheck(armored string, now time.Time) error {
-	k := sha256.Sum256([]byte(armored))
-	if v, ok := keyChecks.Load(k); ok {
-		c := v.(keyCheckResult)
-		if c.r != nil {
-			_, err := c.r.At(now)
-			return err
-		}
-		if now.Sub(c.at) < keyCheckTTL && !now.Before(c.at) {
-			return c.err
-		}
-	}
-	r, err := pgp.ParseRecipient(armored, now)
-	keyChecks.Store(k, keyCheckResult{r: r, err: err, at: now})
+	_, err := keyChecks.Recipient(armored, now)
 	return err
 }
 
