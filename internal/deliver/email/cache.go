@@ -114,4 +114,3 @@ func (c *renderings) get(ctx context.Context, key [32]byte, build func() (*conte
 	}
 	return r.c, r.err
 }
-
