@@ -2,13 +2,11 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -30,31 +28,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// keyChecks caches recipient key checks: parsing a key is by far the most
-// expensive part of evaluating the policy, and the same keys are checked
-// for every alert. A result is trusted for keyCheckTTL, so an expiry or a
-// replaced key is noticed within that time.
-var keyChecks sync.Map // sha256 of armoured key → keyCheckResult
-
-type keyCheckResult struct {
-	err error
-	at  time.Time
-}
-
-const keyCheckTTL = 5 * time.Minute
+// keyChecks keeps the keys the policy judges parsed (pgp.RecipientCache):
+// parsing a key is by far the most expensive part of evaluating the
+// policy, and the same keys are checked for every alert; each is judged
+// at the time asked.
+var keyChecks pgp.RecipientCache
 
 // KeyCheck reports why an armoured recipient key cannot be used to encrypt
-// at now, caching results for a few minutes.
+// at now.
 func KeyCheck(armored string, now time.Time) error {
-	k := sha256.Sum256([]byte(armored))
-	if v, ok := keyChecks.Load(k); ok {
-		r := v.(keyCheckResult)
-		if now.Sub(r.at) < keyCheckTTL && !now.Before(r.at) {
-			return r.err
-		}
-	}
-	err := pgp.CheckRecipientKey(armored, now)
-	keyChecks.Store(k, keyCheckResult{err: err, at: now})
+	_, err := keyChecks.Recipient(armored, now)
 	return err
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 	"github.com/herald-alerts/herald/subscribers"
 )
 
@@ -89,4 +90,17 @@ func TestCheckSubscriberWebhooks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKeyCheckJudgesTheTimeOfEachCheck: a key's check is cached by the
+// key's bytes, but whether the key can be encrypted to is judged at the
+// time asked, so a key that expires between two checks a minute apart is
+// refused by the second (the policy then sends a key notice), not trusted
+// for the rest of a cached result's life.
+func TestKeyCheckJudgesTheTimeOfEachCheck(t *testing.T) {
+	key := pgptest.ExpiringKey(t, "soc@bank.example", 2*time.Minute)
+	now := time.Now()
+	require.NoError(t, app.KeyCheck(key, now), "usable before it expires")
+	require.Error(t, app.KeyCheck(key, now.Add(3*time.Minute)), "expired a minute ago")
+	require.NoError(t, app.KeyCheck(key, now.Add(time.Minute)), "and still usable before")
 }

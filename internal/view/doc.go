@@ -19,7 +19,10 @@
 // schema version or for another scope, or does not match the cluster
 // (topic prefix, partition counts, an offset beyond a high watermark, or a
 // record at a stored place that is not the one applied: a recreated topic
-// or another cluster). Everything it stores is derived: a view rebuilt from
+// or another cluster), or when the publishing keys it authenticates with
+// are not those it was built with (a key removed no longer vouches for the
+// records it took; a key added vouches for records it skipped). Everything
+// it stores is derived: a view rebuilt from
 // scratch answers every query as the view kept live does.
 //
 // An alert is quarantined when an authentic record of the quarantine topic,

@@ -48,6 +48,9 @@ var (
 	kVersion = []byte("version")
 	kPrefix  = []byte("prefix")
 	kScope   = []byte("scope") // Scope.String(); absent: ScopeAll
+	// kKeys holds the ids of the publishing keys the records were
+	// authenticated with (keyringOf); absent: kept before they were.
+	kKeys = []byte("keys")
 )
 
 func partitionsKey(topic string) []byte { return []byte("partitions/" + topic) }

@@ -438,12 +438,15 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 	}
 	var (
 		storedPrefix []byte
+		storedKeys   []byte
+		keys         = keyringOf(b)
 		counts       = map[string]int{}
 		places       []place
 	)
 	err := v.read(func(tx *bbolt.Tx) error {
 		m := tx.Bucket(bMeta)
 		storedPrefix = bytes.Clone(m.Get(kPrefix))
+		storedKeys = bytes.Clone(m.Get(kKeys))
 		for _, t := range v.topics {
 			if c := m.Get(partitionsKey(t)); len(c) == 4 {
 				counts[t] = int(binary.BigEndian.Uint32(c))
@@ -464,6 +467,11 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 	}
 	if storedPrefix != nil && string(storedPrefix) != prefix {
 		return nil, rebuildError{fmt.Sprintf("the topic prefix is %q, the view was built from %q", prefix, storedPrefix)}
+	}
+	if storedKeys != nil && string(storedKeys) != keys {
+		// A key removed no longer vouches for the records the view took
+		// on its word; a key added vouches for records it skipped.
+		return nil, rebuildError{fmt.Sprintf("the publishing keys are %q, the view was authenticated with %q", keys, storedKeys)}
 	}
 	for t, n := range counts {
 		if len(offs[t]) != n {
@@ -506,6 +514,9 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 		if err := m.Put(kPrefix, []byte(prefix)); err != nil {
 			return err
 		}
+		if err := m.Put(kKeys, []byte(keys)); err != nil {
+			return err
+		}
 		for _, t := range v.topics {
 			if err := m.Put(partitionsKey(t), binary.BigEndian.AppendUint32(nil, uint32(len(offs[t])))); err != nil {
 				return err
@@ -517,6 +528,20 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 		return nil, fmt.Errorf("view: record topics: %w", err)
 	}
 	return from, nil
+}
+
+// keyringOf names the publishing keys b authenticates records with: their
+// ids (never the keys), sorted and comma-separated; "" for none. What the
+// view holds was authenticated with them, so it is kept under this name
+// and rebuilt when it changes (check).
+func keyringOf(b *bus.Bus) string {
+	k := b.Keyring()
+	if k == nil {
+		return ""
+	}
+	ids := k.IDs()
+	slices.Sort(ids)
+	return strings.Join(ids, ",")
 }
 
 // fingerprint identifies a record by its content and timestamp, to tell

@@ -1,6 +1,7 @@
 package view_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
@@ -897,4 +899,64 @@ func TestPackedReceiptsFoldAsWrittenSingly(t *testing.T) {
 	got := lookupAll(t, ledger.FromBus(bp))
 	require.Equal(t, lookupAll(t, ledger.FromBus(bs)), got)
 	require.Equal(t, ledgerOf(t, bs, dumpIDs...), got)
+}
+
+// TestRebuildsWhenThePublishingKeysChange: what the view holds was
+// authenticated with the keyring it was read with, so a view kept under
+// another keyring is read again. A key removed (retired, or revoked after
+// a compromise) no longer vouches for the records the view took on its
+// word: Kafka read now refuses them, and the view must too (rule 7's prior
+// recipients, the status, the list). A key added vouches for records the
+// view skipped (written, during a rotation, by a process that already
+// signs with it): the view must take them.
+func TestRebuildsWhenThePublishingKeysChange(t *testing.T) {
+	c, b, w := workloadCluster(t, kafkatest.Partitions(1))
+	data, err := os.ReadFile(kafkatest.KeyFile(t))
+	require.NoError(t, err)
+	both, err := busauth.Parse(append(data, busauth.Format(bytes.Repeat([]byte{7}, busauth.KeySize))...))
+	require.NoError(t, err)
+	withBoth := c.OpenWith(t, c.Config(), bus.Options{Keyring: both, Log: kafkatest.Logger(t, slog.LevelWarn)})
+	dir := t.TempDir()
+
+	v := run(t, dir, b)
+	require.Equal(t, sumInt(w.forged), sum(v.Stats().Skipped), "the other key's records are not authentic")
+	v.stop()
+
+	// The other key added: what it signed is authentic now.
+	v = run(t, dir, withBoth)
+	require.NoError(t, v.Sync(t.Context()))
+	assert.EqualValues(t, 1, v.Stats().Rebuilds, "the keyring gained a key")
+	got, err := v.Lookup(t.Context(), []string{"a1", "a2"})
+	require.NoError(t, err)
+	require.Equal(t, ledgerOf(t, withBoth, "a1", "a2"), got, "the records signed with the added key are taken")
+	require.Equal(t, delivery.StateDelivered, entryOf(t, got["a1"], "farm").State)
+	v.stop()
+
+	// The same keyring again: nothing is read again.
+	v = run(t, dir, withBoth)
+	assert.Zero(t, v.Stats().Rebuilds)
+	assert.Zero(t, sum(v.Stats().Applied))
+	v.stop()
+
+	// The key removed: nothing it signed is vouched for any more.
+	v = run(t, dir, b)
+	require.NoError(t, v.Sync(t.Context()))
+	assert.EqualValues(t, 1, v.Stats().Rebuilds, "the keyring lost a key")
+	got, err = v.Lookup(t.Context(), []string{"a1", "a2"})
+	require.NoError(t, err)
+	require.Equal(t, ledgerOf(t, b, "a1", "a2"), got, "the records signed with the removed key are gone")
+	require.NotEqual(t, delivery.StateDelivered, entryOf(t, got["a1"], "farm").State)
+}
+
+// entryOf returns a's entry for sub (its only one in the workload).
+func entryOf(t *testing.T, a *ledger.Alert, sub string) ledger.Entry {
+	t.Helper()
+	require.NotNil(t, a)
+	for _, e := range a.Entries() {
+		if e.Subscriber == sub {
+			return e
+		}
+	}
+	t.Fatalf("alert %s has no entry for %s", a.ID, sub)
+	return ledger.Entry{}
 }

@@ -7,9 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"sync"
-	"time"
 
-	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/delivery"
 )
 
@@ -115,37 +113,4 @@ func (c *renderings) get(ctx context.Context, key [32]byte, build func() (*conte
 		c.mu.Unlock()
 	}
 	return r.c, r.err
-}
-
-// maxRecipients bounds the parsed key cache; when full it starts afresh.
-const maxRecipients = 20_000
-
-// recipients caches parsed partner keys by the hash of their armour.
-// Parsing verifies the key's self-signatures, the dominant cost of
-// encrypting to a recipient; a cached key is judged again at every use
-// (Recipient.At), so expiry and revocation take effect at once, and a key
-// that is replaced has a new hash.
-type recipients struct {
-	mu sync.Mutex
-	m  map[[32]byte]*pgp.Recipient
-}
-
-func (c *recipients) recipient(armored string, now time.Time) (*pgp.Recipient, error) {
-	h := sha256.Sum256([]byte(armored))
-	c.mu.Lock()
-	r, ok := c.m[h]
-	c.mu.Unlock()
-	if !ok {
-		var err error
-		if r, err = pgp.ParseRecipient(armored, now); err != nil {
-			return nil, err
-		}
-		c.mu.Lock()
-		if len(c.m) >= maxRecipients {
-			clear(c.m)
-		}
-		c.m[h] = r
-		c.mu.Unlock()
-	}
-	return r.At(now)
 }

@@ -30,7 +30,7 @@ type Notifier struct {
 	log     *slog.Logger
 	pool    *pool
 	cache   *renderings
-	keys    *recipients
+	keys    *pgp.RecipientCache
 	now     func() time.Time
 	renders atomic.Uint64 // renderings made, for tests
 }
@@ -68,7 +68,7 @@ func New(cfg Config, signer *pgp.Signer, log *slog.Logger) (*Notifier, error) {
 		log:    log,
 		pool:   newPool(cfg),
 		cache:  newRenderings(cacheSize),
-		keys:   &recipients{m: map[[32]byte]*pgp.Recipient{}},
+		keys:   &pgp.RecipientCache{},
 		now:    time.Now,
 	}, nil
 }
@@ -201,7 +201,7 @@ func (n *Notifier) recipient(job *delivery.Job, sub *subscribers.Subscriber) (*p
 	case strings.TrimSpace(key) == "":
 		return nil, fmt.Errorf("email: no OpenPGP key for %s", job.Target)
 	}
-	r, err := n.keys.recipient(key, n.now())
+	r, err := n.keys.Recipient(key, n.now())
 	if err != nil {
 		return nil, fmt.Errorf("email: key for %s unusable: %w", job.Target, err)
 	}
