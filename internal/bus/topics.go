@@ -297,3 +297,32 @@ func days(d time.Duration) string {
 	}
 	return d.String()
 }
+
+// RetiredRetryTiers returns, in order, the tiers from retryTiers on whose
+// retry topics exist: those of a longer delivery.retry_schedule configured
+// before, where jobs may still wait for their time. Nothing else reads
+// them, so the deliver role reads them until they are empty.
+func (b *Bus) RetiredRetryTiers(ctx context.Context, retryTiers int) ([]int, error) {
+	ctx, cancel := withTimeout(ctx, "list retired retry topics")
+	defer cancel()
+	md, err := b.client.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list retired retry topics: %w", cause(ctx, err))
+	}
+	prefix := b.Topic(RetryTopic(0))
+	prefix = prefix[:len(prefix)-1]
+	var tiers []int
+	for _, t := range md.Topics {
+		rest, ok := strings.CutPrefix(t.Name, prefix)
+		if !ok || t.Error != nil {
+			continue
+		}
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < retryTiers || b.Topic(RetryTopic(n)) != t.Name {
+			continue
+		}
+		tiers = append(tiers, n)
+	}
+	slices.Sort(tiers)
+	return tiers, nil
+}
