@@ -8,12 +8,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-alerts/herald/internal/testkit/logtest"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
@@ -114,6 +116,61 @@ func TestCheckRetentionRefusesShortTopics(t *testing.T) {
 	err = checkRetention(t.Context(), cb, []string{bus.TopicSubscribers, bus.TopicReceipts}, 1)
 	assert.ErrorContains(t, err, "compacted.subscribers is not compacted")
 	assert.ErrorContains(t, err, "compacted.receipts is compacted")
+}
+
+// TestCheckRetentionRefusesTopicsThatDeleteByTimeOrSize: a subscribers
+// topic compacted and also deleting (cleanup.policy=compact,delete) loses a
+// partner's latest record, tombstone or overlay once it is older than
+// retention.ms; a topic that keeps records long enough by time but deletes
+// its oldest segments beyond retention.bytes loses them whenever it grows
+// past that size. Both are refused, and topics Herald creates keep every
+// record whatever the broker's log.retention.bytes.
+func TestCheckRetentionRefusesTopicsThatDeleteByTimeOrSize(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.RetryTiers(1),
+		kafkatest.KfakeOpts(kfake.BrokerConfigs(map[string]string{"log.retention.bytes": "1073741824"})))
+	b := c.Open(t, c.Config()) // creates the topics, on a broker deleting beyond 1 GiB by default
+	require.NoError(t, checkRetention(t.Context(), b, []string{bus.TopicSubscribers, bus.TopicReceipts, bus.TopicAlerts}, 1),
+		"the topics Herald creates keep every record")
+	client := &kafka.Client{Addr: kafka.TCP(b.Brokers()...)}
+	// kfake reports a broker's default under the broker's name only, so
+	// ask whether the topic itself sets retention.bytes.
+	got, err := client.DescribeConfigs(t.Context(), &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: "herald.receipts", ConfigNames: []string{"retention.bytes"}}}})
+	require.NoError(t, err)
+	require.Len(t, got.Resources, 1)
+	var set []string
+	for _, e := range got.Resources[0].ConfigEntries {
+		if e.ConfigSource == 1 { // DYNAMIC_TOPIC_CONFIG
+			set = append(set, e.ConfigName+"="+e.ConfigValue)
+		}
+	}
+	assert.Equal(t, []string{"retention.bytes=-1"}, set, "set on the topic, above the broker's log.retention.bytes")
+
+	forever := fmt.Sprint(int64(500 * config.Day / time.Millisecond))
+	_, err = client.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: "other.subscribers", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact,delete"}}},
+		{Topic: "other.receipts", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: forever},
+				{ConfigName: "retention.bytes", ConfigValue: "1073741824"}}},
+		{Topic: "other.alerts", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: forever},
+				{ConfigName: "retention.bytes", ConfigValue: "1073741824"}}},
+		{Topic: "other.audit", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: forever},
+				{ConfigName: "retention.bytes", ConfigValue: "-1"}}},
+	}})
+	require.NoError(t, err)
+	other := c.Config()
+	other.TopicPrefix = "other."
+	ob := c.OpenWith(t, other, c.Options(t))
+	err = checkRetention(t.Context(), ob, []string{bus.TopicSubscribers, bus.TopicReceipts, bus.TopicAlerts, bus.TopicAudit}, 1)
+	var re *bus.RetentionError
+	require.ErrorAs(t, err, &re)
+	assert.ErrorContains(t, err, "other.subscribers also deletes records older than 7d (cleanup.policy=compact,delete)")
+	assert.ErrorContains(t, err, "other.receipts deletes its oldest records beyond 1073741824 bytes a partition (retention.bytes)")
+	assert.ErrorContains(t, err, "other.alerts deletes its oldest records beyond 1073741824 bytes a partition (retention.bytes)")
+	assert.NotContains(t, err.Error(), "other.audit")
 }
 
 // TestCheckRetentionOfFailsOnlyTheReadersOfAShortTopic: with several

@@ -48,7 +48,10 @@ func Topics(cfg config.Kafka, retryTiers int) []Topic {
 	return ts
 }
 
-// configEntries are the topic configs Herald sets when it creates t.
+// configEntries are the topic configs Herald sets when it creates t. A
+// topic that deletes by time also sets retention.bytes to -1, so that a
+// broker's log.retention.bytes never deletes records younger than its
+// retention.
 func (t Topic) configEntries() []kafka.ConfigEntry {
 	if t.Compacted {
 		return []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
@@ -56,6 +59,7 @@ func (t Topic) configEntries() []kafka.ConfigEntry {
 	return []kafka.ConfigEntry{
 		{ConfigName: "cleanup.policy", ConfigValue: "delete"},
 		{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(t.Retention.Milliseconds(), 10)},
+		{ConfigName: "retention.bytes", ConfigValue: "-1"},
 	}
 }
 
@@ -132,6 +136,9 @@ type TopicConfig struct {
 	Deletes bool
 	// Retention is retention.ms; negative means for ever.
 	Retention time.Duration
+	// Bytes is retention.bytes, the size of a partition beyond which a
+	// deleting topic deletes its oldest segments; negative means no limit.
+	Bytes int64
 }
 
 // DescribeTopics reads the retention settings of topics (given without
@@ -143,7 +150,7 @@ func (b *Bus) DescribeTopics(ctx context.Context, topics []string) (map[string]T
 	for _, t := range topics {
 		req.Resources = append(req.Resources, kafka.DescribeConfigRequestResource{
 			ResourceType: kafka.ResourceTypeTopic, ResourceName: b.Topic(t),
-			ConfigNames: []string{"cleanup.policy", "retention.ms"},
+			ConfigNames: []string{"cleanup.policy", "retention.ms", "retention.bytes"},
 		})
 	}
 	res, err := b.client.DescribeConfigs(ctx, req)
@@ -156,7 +163,7 @@ func (b *Bus) DescribeTopics(ctx context.Context, topics []string) (map[string]T
 		if r.Error != nil {
 			return nil, fmt.Errorf("describe kafka topic %s: %w", r.ResourceName, r.Error)
 		}
-		tc := TopicConfig{Retention: 7 * 24 * time.Hour, Deletes: true} // Kafka's defaults
+		tc := TopicConfig{Retention: 7 * 24 * time.Hour, Deletes: true, Bytes: -1} // Kafka's defaults
 		for _, e := range r.ConfigEntries {
 			switch e.ConfigName {
 			case "cleanup.policy":
@@ -173,6 +180,12 @@ func (b *Bus) DescribeTopics(ctx context.Context, topics []string) (map[string]T
 				} else {
 					tc.Retention = time.Duration(ms) * time.Millisecond
 				}
+			case "retention.bytes":
+				n, err := strconv.ParseInt(e.ConfigValue, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("describe kafka topic %s: retention.bytes %q: %w", r.ResourceName, e.ConfigValue, err)
+				}
+				tc.Bytes = max(n, -1)
 			}
 		}
 		out[name] = tc
@@ -236,11 +249,19 @@ func (b *Bus) CheckRetentionOf(ctx context.Context, groups map[string][]string, 
 		switch {
 		case t.Compacted && !g.Compacted:
 			problem[n] = fmt.Sprintf("%s is not compacted (cleanup.policy=compact), so its records expire after %s", b.Topic(n), g.Retention)
+		case t.Compacted && g.Deletes && g.Retention >= 0:
+			// A partner's latest record, its tombstone and its overlays
+			// must stay for as long as the partner may be asked about.
+			problem[n] = fmt.Sprintf("%s also deletes records older than %s (cleanup.policy=compact,delete), so a partner's latest record goes with them; set cleanup.policy=compact", b.Topic(n), days(g.Retention))
+		case t.Compacted && g.Deletes && g.Bytes >= 0:
+			problem[n] = fmt.Sprintf("%s also deletes its oldest records beyond %d bytes a partition (cleanup.policy=compact,delete, retention.bytes), so a partner's latest record goes with them; set cleanup.policy=compact", b.Topic(n), g.Bytes)
 		case t.Compacted:
 		case g.Compacted && !g.Deletes:
 			problem[n] = fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s", b.Topic(n), n, t.Retention)
 		case g.Retention >= 0 && g.Retention < t.Retention:
 			problem[n] = fmt.Sprintf("%s keeps records for %s, %s asks for %s", b.Topic(n), days(g.Retention), t.Key, days(t.Retention))
+		case g.Bytes >= 0:
+			problem[n] = fmt.Sprintf("%s deletes its oldest records beyond %d bytes a partition (retention.bytes), whatever their age, and %s asks to keep them %s; set retention.bytes=-1", b.Topic(n), g.Bytes, t.Key, days(t.Retention))
 		}
 	}
 	if len(problem) == 0 {
@@ -275,4 +296,33 @@ func days(d time.Duration) string {
 		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
 	}
 	return d.String()
+}
+
+// RetiredRetryTiers returns, in order, the tiers from retryTiers on whose
+// retry topics exist: those of a longer delivery.retry_schedule configured
+// before, where jobs may still wait for their time. Nothing else reads
+// them, so the deliver role reads them until they are empty.
+func (b *Bus) RetiredRetryTiers(ctx context.Context, retryTiers int) ([]int, error) {
+	ctx, cancel := withTimeout(ctx, "list retired retry topics")
+	defer cancel()
+	md, err := b.client.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list retired retry topics: %w", cause(ctx, err))
+	}
+	prefix := b.Topic(RetryTopic(0))
+	prefix = prefix[:len(prefix)-1]
+	var tiers []int
+	for _, t := range md.Topics {
+		rest, ok := strings.CutPrefix(t.Name, prefix)
+		if !ok || t.Error != nil {
+			continue
+		}
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < retryTiers || b.Topic(RetryTopic(n)) != t.Name {
+			continue
+		}
+		tiers = append(tiers, n)
+	}
+	slices.Sort(tiers)
+	return tiers, nil
 }

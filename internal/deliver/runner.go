@@ -37,6 +37,9 @@ type Bus interface {
 	// AuthenticateHeaders checks that its other headers (a lease) were
 	// too.
 	AuthenticateHeaders(m kafka.Message) error
+	// RetiredRetryTiers lists the existing retry topics from tier
+	// retryTiers on (bus.Bus.RetiredRetryTiers).
+	RetiredRetryTiers(ctx context.Context, retryTiers int) ([]int, error)
 }
 
 var _ Bus = (*bus.Bus)(nil)
@@ -183,7 +186,8 @@ func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Noti
 	return r
 }
 
-// Run consumes the deliveries topic and every retry tier until ctx ends,
+// Run consumes the deliveries topic and every retry tier (with those of a
+// longer schedule configured before, whose topics exist) until ctx ends,
 // then drains: in-flight batches finish (waiting jobs are forwarded) and
 // commit, and attempts handed off by their batches finish and write their
 // outcomes. It returns nil after a clean drain, or the first error that
@@ -191,6 +195,12 @@ func New(cfg Config, b Bus, reg *subscribers.Registry, notifiers map[string]Noti
 func (r *Runner) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { r.stopOnce.Do(func() { close(r.stopping) }) })
 	defer stop()
+	// The tiers of a longer schedule configured before may still hold
+	// jobs (read below).
+	retired, err := r.bus.RetiredRetryTiers(ctx, len(r.cfg.RetrySchedule))
+	if err != nil {
+		return fmt.Errorf("deliver: %w", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -207,7 +217,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			})
 		})
 	}
-	err := g.Wait()
+	// The tiers of a longer schedule configured before hold jobs waiting
+	// for their time, and nothing else reads them: read them as
+	// the deliveries topic is read, sending what is due and moving the
+	// rest to a tier of the schedule.
+	for _, tier := range retired {
+		g.Go(func() error {
+			topic := bus.RetryTopic(tier)
+			return r.bus.Consume(gctx, r.cfg.Group+"."+topic, []string{topic}, func(hctx context.Context, msgs []kafka.Message) error {
+				return r.handle(hctx, -1, msgs)
+			})
+		})
+	}
+	err = g.Wait()
 	r.stopOnce.Do(func() { close(r.stopping) })
 	r.orphans.Wait()
 	r.workers.stop()
