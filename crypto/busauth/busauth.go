@@ -144,27 +144,42 @@ var (
 // against the record. It returns nil only when a key of the keyring made
 // it for exactly this purpose, key and value.
 func (k *Keyring) Verify(purpose string, recordKey, value []byte, header string) error {
+	return k.verify(Header, header, recordErrs, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
+}
+
+// verifyErrs are the errors verify returns for one header.
+type verifyErrs struct{ missing, unknownKey, mismatch error }
+
+var (
+	recordErrs  = verifyErrs{ErrMissing, ErrUnknownKey, ErrMismatch}
+	headersErrs = verifyErrs{ErrHeadersMissing, ErrHeadersUnknownKey, ErrHeadersMismatch}
+)
+
+// verify checks header, the value of a record's header named name
+// ("v1=<key id>:<base64url MAC>"), against mac, the authenticator a key
+// of the keyring computes for the record; it returns errs' errors.
+func (k *Keyring) verify(name, header string, errs verifyErrs, mac func(*key) []byte) error {
 	if header == "" {
-		return ErrMissing
+		return errs.missing
 	}
 	rest, ok := strings.CutPrefix(header, "v1=")
 	id, b64, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 {
-		return fmt.Errorf("herald-auth %q is malformed: %w", truncate(header), ErrMismatch)
+		return fmt.Errorf("%s %q is malformed: %w", name, truncate(header), errs.mismatch)
 	}
 	got, err := base64.RawURLEncoding.DecodeString(b64)
 	if err != nil {
-		return fmt.Errorf("herald-auth is not base64url: %w", ErrMismatch)
+		return fmt.Errorf("%s is not base64url: %w", name, errs.mismatch)
 	}
 	for _, kk := range k.keys {
 		if kk.id == id {
-			if hmac.Equal(got, kk.mac(purpose, recordKey, value)) {
+			if hmac.Equal(got, mac(kk)) {
 				return nil
 			}
-			return ErrMismatch
+			return errs.mismatch
 		}
 	}
-	return fmt.Errorf("%w (key %s)", ErrUnknownKey, truncate(id))
+	return fmt.Errorf("%w (key %s)", errs.unknownKey, truncate(id))
 }
 
 // headersMAC computes the authenticator of the headers of a record whose
@@ -215,27 +230,7 @@ var (
 // purpose. It returns nil only when a key of the keyring made it for
 // exactly these. It does not check auth itself: Verify does.
 func (k *Keyring) VerifyHeaders(purpose, auth string, headers iter.Seq2[string, []byte], header string) error {
-	if header == "" {
-		return ErrHeadersMissing
-	}
-	rest, ok := strings.CutPrefix(header, "v1=")
-	id, b64, ok2 := strings.Cut(rest, ":")
-	if !ok || !ok2 {
-		return fmt.Errorf("herald-auth-headers %q is malformed: %w", truncate(header), ErrHeadersMismatch)
-	}
-	got, err := base64.RawURLEncoding.DecodeString(b64)
-	if err != nil {
-		return fmt.Errorf("herald-auth-headers is not base64url: %w", ErrHeadersMismatch)
-	}
-	for _, kk := range k.keys {
-		if kk.id == id {
-			if hmac.Equal(got, kk.headersMAC(purpose, auth, headers)) {
-				return nil
-			}
-			return ErrHeadersMismatch
-		}
-	}
-	return fmt.Errorf("%w (key %s)", ErrHeadersUnknownKey, truncate(id))
+	return k.verify(HeadersHeader, header, headersErrs, func(kk *key) []byte { return kk.headersMAC(purpose, auth, headers) })
 }
 
 func truncate(s string) string {

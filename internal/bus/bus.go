@@ -428,26 +428,17 @@ const (
 )
 
 // Rejection returns a copy of m, as read, for the quarantine or dead-letter
-// topic: the same key, value and headers, plus reason, error and source.
-// It is the one home of that metadata. Headers of m with those names are
-// dropped, so that a record refused cannot speak for its refusal (readers
-// take the first header of a name); so are its authenticators, which the
-// producer writes anew.
+// topic: the same key and value, with the refusal's reason, error and
+// source as its only headers. It is the one home of that metadata. None of
+// m's own headers is kept: the producer covers every header of the copy
+// with herald-auth-headers, and Herald vouches only for headers it chose
+// (a refused record's headers stay where source names).
 func Rejection(m kafka.Message, reason string, err error) kafka.Message {
-	hs := make([]kafka.Header, 0, len(m.Headers)+3)
-	for _, h := range m.Headers {
-		switch h.Key {
-		case HeaderReason, HeaderError, HeaderSource, busauth.Header, busauth.HeadersHeader:
-		default:
-			hs = append(hs, h)
-		}
-	}
-	hs = append(hs,
-		kafka.Header{Key: HeaderReason, Value: []byte(reason)},
-		kafka.Header{Key: HeaderError, Value: []byte(err.Error())},
-		kafka.Header{Key: HeaderSource, Value: []byte(m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10))},
-	)
-	return kafka.Message{Key: m.Key, Value: m.Value, Headers: hs}
+	return kafka.Message{Key: m.Key, Value: m.Value, Headers: []kafka.Header{
+		{Key: HeaderReason, Value: []byte(reason)},
+		{Key: HeaderError, Value: []byte(err.Error())},
+		{Key: HeaderSource, Value: []byte(m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10))},
+	}}
 }
 
 // AsWritten returns m as a reader of topic (given without prefix) would

@@ -470,15 +470,20 @@ func headerSeq(hs []kafka.Header) iter.Seq2[string, []byte] {
 }
 
 // messageSize estimates what m adds to a produce request (its record's
-// size, with some room for the varints).
+// size, with some room for the varints) once Write has signed it: the same
+// before signing (Write's size check) and after (the request split).
 func messageSize(m *kafka.Message) int {
 	n := len(m.Key) + len(m.Value) + 32
+	others := false
 	for _, h := range m.Headers {
-		n += len(h.Key) + len(h.Value) + 8
+		if busauth.Covers(h.Key) {
+			n += len(h.Key) + len(h.Value) + 8
+			others = true
+		}
 	}
-	n += len(busauth.Header) + 96 // the authenticator Write adds
-	if len(m.Headers) > 0 {
-		n += len(busauth.HeadersHeader) + 96 // and that of the other headers
+	n += len(busauth.Header) + 96 // herald-auth
+	if others {
+		n += len(busauth.HeadersHeader) + 96 // herald-auth-headers
 	}
 	return n
 }
