@@ -102,8 +102,9 @@ func (n *Notifier) clientCert(ep *subscribers.Webhook) (*mtlsPool, *delivery.Fai
 	// they lead to the very files checked and read before, unchanged,
 	// those files are still inside the directory and hold the same
 	// bytes, and nothing needs resolving again (two stat calls where a
-	// full check takes about twenty). Taken before the full check, so
-	// the stamp remembered is never newer than what was checked.
+	// full check takes about twenty). Taken before the full check, and
+	// remembered only when it equals the stamp of the files the check
+	// found (clients.cert), so it never stands for files not checked.
 	quick, quickErr := namesStamp(n.cfg.ClientCertDir, names)
 	if quickErr == nil {
 		if m := n.clients.unchanged(names, quick); m != nil {

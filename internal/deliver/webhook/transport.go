@@ -517,8 +517,15 @@ func (c *clients) get(scheme string, cert *mtlsPool) (*pool, error) {
 //
 // quick is the names' namesStamp taken before certFile and keyFile were
 // resolved and stamped ("" for none): while the names stamp alike, the
-// pool is used without resolving them again (clients.unchanged).
+// pool is used without resolving them again (clients.unchanged). It
+// counts only when it equals stamp, that is when the names led to the
+// very files checked: a swap between the two (a renewal, or a link led
+// out of the directory) would otherwise tie the stamp of files never
+// checked to this pool, and a swap back to them would skip the check.
 func (c *clients) cert(names certNames, certFile, keyFile, stamp, quick string) (*mtlsPool, error) {
+	if quick != stamp {
+		quick = ""
+	}
 	seen := certFile + "\x00" + keyFile + "\x00" + stamp
 	c.mu.Lock()
 	defer c.mu.Unlock()
