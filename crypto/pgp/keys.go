@@ -215,6 +215,17 @@ func (r *Recipient) Fingerprint() string { return fingerprint(r.entity.PrimaryKe
 // encryption subkey, or an unsupported (version 6 / X25519 algorithm 25)
 // key.
 func ParseRecipient(armored string, now time.Time) (*Recipient, error) {
+	r, err := parseKey(armored)
+	if err != nil {
+		return nil, err
+	}
+	return r.At(now)
+}
+
+// parseKey parses an ASCII-armoured public key and checks what does not
+// change with time: that it is one key whose primary key GnuPG 2.2 and
+// Sequoia read. The Recipient it returns is to be judged (At) before use.
+func parseKey(armored string) (*Recipient, error) {
 	e, err := readOne([]byte(armored))
 	if err != nil {
 		return nil, err
@@ -222,17 +233,7 @@ func ParseRecipient(armored string, now time.Time) (*Recipient, error) {
 	if err := gnupg22(e.PrimaryKey); err != nil {
 		return nil, fmt.Errorf("key %s: %w", fingerprint(e.PrimaryKey), err)
 	}
-	if err := checkUsable(e, now); err != nil {
-		return nil, err
-	}
-	k, ok := e.EncryptionKey(now)
-	if !ok {
-		return nil, fmt.Errorf("key %s has no valid encryption subkey%s", fingerprint(e.PrimaryKey), whyNoSubkey(e, now))
-	}
-	if err := gnupg22(k.PublicKey); err != nil {
-		return nil, fmt.Errorf("key %s: encryption subkey: %w", fingerprint(e.PrimaryKey), err)
-	}
-	return &Recipient{entity: e, key: k}, nil
+	return &Recipient{entity: e}, nil
 }
 
 // At judges the already parsed (and signature-checked) key again at now,

@@ -10,28 +10,23 @@ import (
 // afresh.
 const MaxCachedRecipients = 20_000
 
-// refusalTTL is how long a RecipientCache trusts that a key it could not
-// use is still unusable: a key not yet valid (created in the future, by
-// the owner's skewed clock) becomes usable, but a key that does not parse
-// or is revoked never does, and parsing one again for every alert is what
-// the cache saves.
-const refusalTTL = 5 * time.Minute
-
 // RecipientCache keeps partners' keys parsed, by the SHA-256 of their
 // armour (so a replaced key is another entry): parsing verifies the key's
 // self-signatures, by far the dominant cost of judging or encrypting to
-// it. A cached key is judged again at every use (Recipient.At), so its
-// expiry or revocation takes effect at once. It is safe for concurrent
-// use; the zero value is ready.
+// it. What parsing finds does not change with time, so it is kept, a key
+// that does not parse included; whether a parsed key can be encrypted to
+// is judged again at every use (Recipient.At), so its expiry, revocation
+// or coming into force takes effect at once. It is safe for concurrent
+// use; the zero value is ready. One cache serves a process's policy and
+// its email notifier.
 type RecipientCache struct {
 	mu sync.Mutex
-	m  map[[sha256.Size]byte]cachedRecipient
+	m  map[[sha256.Size]byte]parsedKey
 }
 
-type cachedRecipient struct {
-	r   *Recipient // nil when refused
+type parsedKey struct {
+	r   *Recipient // nil when the key does not parse
 	err error
-	at  time.Time // when refused
 }
 
 // Recipient returns the key of armored as usable at now, or why it is
@@ -39,20 +34,19 @@ type cachedRecipient struct {
 func (c *RecipientCache) Recipient(armored string, now time.Time) (*Recipient, error) {
 	h := sha256.Sum256([]byte(armored))
 	c.mu.Lock()
-	e, ok := c.m[h]
+	p, ok := c.m[h]
 	c.mu.Unlock()
-	switch {
-	case ok && e.r != nil:
-		return e.r.At(now)
-	case ok && !now.Before(e.at) && now.Sub(e.at) < refusalTTL:
-		return nil, e.err
+	if !ok {
+		p.r, p.err = parseKey(armored)
+		c.mu.Lock()
+		if c.m == nil || len(c.m) >= MaxCachedRecipients {
+			c.m = make(map[[sha256.Size]byte]parsedKey)
+		}
+		c.m[h] = p
+		c.mu.Unlock()
 	}
-	r, err := ParseRecipient(armored, now)
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= MaxCachedRecipients {
-		c.m = make(map[[sha256.Size]byte]cachedRecipient)
+	if p.err != nil {
+		return nil, p.err
 	}
-	c.m[h] = cachedRecipient{r: r, err: err, at: now}
-	c.mu.Unlock()
-	return r, err
+	return p.r.At(now)
 }

@@ -105,6 +105,7 @@ func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliv
 			return nil, nil, fmt.Errorf("acknowledgement links: %w", err)
 		}
 		ec.AckURL = AckURL(cfg, links, a.now)
+		ec.Keys = &keyChecks // the policy's: each key parsed once per process
 		n, err := email.New(ec, signer, a.log.With("channel", "email"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("email channel: %w", err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/delivery"
 )
 
@@ -55,6 +56,10 @@ type Config struct {
 	// out. Key notices never carry one. It is called once per message and
 	// must be safe for concurrent use.
 	AckURL func(job *delivery.Job) string
+	// Keys, if set, is the cache of partners' parsed keys to use, shared
+	// with the policy's key checks in the same process; nil means one of
+	// the notifier's own.
+	Keys *pgp.RecipientCache
 }
 
 // withDefaults fills defaults and checks the configuration, naming the bad
@@ -65,6 +70,9 @@ func (c Config) withDefaults() (Config, *mail.Address, error) {
 	}
 	if c.Pool <= 0 {
 		c.Pool = 4
+	}
+	if c.Keys == nil {
+		c.Keys = &pgp.RecipientCache{}
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 30 * time.Second

@@ -68,7 +68,7 @@ func New(cfg Config, signer *pgp.Signer, log *slog.Logger) (*Notifier, error) {
 		log:    log,
 		pool:   newPool(cfg),
 		cache:  newRenderings(cacheSize),
-		keys:   &pgp.RecipientCache{},
+		keys:   cfg.Keys,
 		now:    time.Now,
 	}, nil
 }
