@@ -45,3 +45,36 @@ func TestRetiredRetryTiersAreStillRead(t *testing.T) {
 	e.waitState(due.ID, delivery.StateDelivered)
 	e.waitState(later.ID, delivery.StateDelivered)
 }
+
+// listedOnce is the bus, except that the first listing of retired retry
+// tiers names a tier whose topic an operator deletes right after (the
+// guide says a retired topic may be deleted once its group has no lag).
+type listedOnce struct {
+	*bus.Bus
+	tier   int
+	listed bool
+}
+
+func (b *listedOnce) RetiredRetryTiers(ctx context.Context, retryTiers int) ([]int, error) {
+	if !b.listed {
+		b.listed = true
+		return []int{b.tier}, nil
+	}
+	return b.Bus.RetiredRetryTiers(ctx, retryTiers)
+}
+
+// TestDeletedRetiredTierEndsOnlyItsReader: a retired retry tier's topic
+// deleted while the runner reads it (here, before its first session)
+// ends the reading of that topic, not the deliver role: jobs of the
+// deliveries topic are still delivered.
+func TestDeletedRetiredTierEndsOnlyItsReader(t *testing.T) {
+	e := newEnv(t)
+	e.reg.Put(testSub("bank", "https://bank.example/hook"))
+	r := New(e.cfg, &listedOnce{Bus: e.bus, tier: len(testSchedule) + 3}, e.reg,
+		map[string]Notifier{delivery.ChannelEmail: e.n, delivery.ChannelWebhook: e.n})
+	stop := e.start(r)
+	job := testJob(testAlert("ALERT-AFTER-DELETE"), "bank", delivery.ChannelWebhook, "https://bank.example/hook")
+	e.publish(job)
+	e.waitState(job.ID, delivery.StateDelivered)
+	require.NoError(t, stop(), "the deliver role ran on")
+}

@@ -224,9 +224,19 @@ func (r *Runner) Run(ctx context.Context) error {
 	for _, tier := range retired {
 		g.Go(func() error {
 			topic := bus.RetryTopic(tier)
-			return r.bus.Consume(gctx, r.cfg.Group+"."+topic, []string{topic}, func(hctx context.Context, msgs []kafka.Message) error {
+			err := r.bus.Consume(gctx, r.cfg.Group+"."+topic, []string{topic}, func(hctx context.Context, msgs []kafka.Message) error {
 				return r.handle(hctx, -1, msgs)
 			})
+			// Once emptied, a retired tier's topic may be deleted (the
+			// operator guide says when): that ends its reading, not the
+			// role.
+			if err != nil && gctx.Err() == nil {
+				if still, lerr := r.bus.RetiredRetryTiers(gctx, len(r.cfg.RetrySchedule)); lerr == nil && !slices.Contains(still, tier) {
+					r.log.Info("retired retry topic deleted: no longer read", "topic", topic)
+					return nil
+				}
+			}
+			return err
 		})
 	}
 	err = g.Wait()
