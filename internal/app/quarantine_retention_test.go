@@ -48,6 +48,6 @@ func TestShortQuarantineTopicStopsTheAPIRole(t *testing.T) {
 		},
 	})
 	assert.EqualError(t, err, "api role not started: kafka topics keep records for too short a time: "+
-		prefix+"quarantine keeps records for 7d, kafka.retention.quarantine asks for 400d "+
-		"(raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)")
+		prefix+"quarantine keeps records for 7d, kafka.retention.quarantine asks for 400d; raise its retention.ms "+
+		"(or set kafka.retention.accept_shorter: true to accept losing older records)")
 }

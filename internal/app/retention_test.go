@@ -104,7 +104,7 @@ func TestNoRoleCanStartFailsAsBefore(t *testing.T) {
 	e.cfg.Kafka.TopicPrefix = "audit7d."
 	h, _, err = e.serve(t, app.Options{Roles: []string{app.RoleAPI}, Explicit: true})
 	require.Nil(t, h)
-	assert.EqualError(t, err, "api role not started: kafka topics keep records for too short a time: audit7d.audit keeps records for 7d, kafka.retention.audit asks for 400d (raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)")
+	assert.EqualError(t, err, "api role not started: kafka topics keep records for too short a time: audit7d.audit keeps records for 7d, kafka.retention.audit asks for 400d; raise its retention.ms (or set kafka.retention.accept_shorter: true to accept losing older records)")
 
 	// The alerts topic short and no signing key: the roles the check
 	// lets start come down to a deliver role that cannot sign.

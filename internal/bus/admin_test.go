@@ -195,9 +195,9 @@ func TestCheckRetentionOfFailsOnlyTheReadersOfAShortTopic(t *testing.T) {
 	require.Len(t, failed, 2, "%v", failed)
 	var re *bus.RetentionError
 	require.ErrorAs(t, failed["api"], &re)
-	assert.Equal(t, []string{"herald.audit keeps records for 7d, kafka.retention.audit asks for 400d"}, re.Problems)
+	assert.Equal(t, []string{"herald.audit keeps records for 7d, kafka.retention.audit asks for 400d; raise its retention.ms"}, re.Problems)
 	require.ErrorAs(t, failed["deliver"], &re)
-	assert.Equal(t, []string{"herald.retry.0 keeps records for 1d, kafka.retention.retry asks for 7d"}, re.Problems, "named once")
+	assert.Equal(t, []string{"herald.retry.0 keeps records for 1d, kafka.retention.retry asks for 7d; raise its retention.ms"}, re.Problems, "named once")
 	assert.NotContains(t, failed, "fanout")
 
 	_, err = c.Open(t, c.Config()).CheckRetentionOf(t.Context(), map[string][]string{"x": {"nope"}}, 1)

@@ -206,7 +206,7 @@ type RetentionError struct {
 
 func (e *RetentionError) Error() string {
 	return "kafka topics keep records for too short a time: " + strings.Join(e.Problems, "; ") +
-		" (raise the topic's retention.ms, or set kafka.retention.accept_shorter: true to accept losing older records)"
+		" (or set kafka.retention.accept_shorter: true to accept losing older records)"
 }
 
 // CheckRetentionOf reads the retention of the topics several readers read
@@ -257,9 +257,9 @@ func (b *Bus) CheckRetentionOf(ctx context.Context, groups map[string][]string, 
 			problem[n] = fmt.Sprintf("%s also deletes its oldest records beyond %d bytes a partition (cleanup.policy=compact,delete, retention.bytes), so a partner's latest record goes with them; set cleanup.policy=compact", b.Topic(n), g.Bytes)
 		case t.Compacted:
 		case g.Compacted && !g.Deletes:
-			problem[n] = fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s", b.Topic(n), n, t.Retention)
+			problem[n] = fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s; set cleanup.policy=delete", b.Topic(n), n, t.Retention)
 		case g.Retention >= 0 && g.Retention < t.Retention:
-			problem[n] = fmt.Sprintf("%s keeps records for %s, %s asks for %s", b.Topic(n), days(g.Retention), t.Key, days(t.Retention))
+			problem[n] = fmt.Sprintf("%s keeps records for %s, %s asks for %s; raise its retention.ms", b.Topic(n), days(g.Retention), t.Key, days(t.Retention))
 		case g.Bytes >= 0:
 			problem[n] = fmt.Sprintf("%s deletes its oldest records beyond %d bytes a partition (retention.bytes), whatever their age, and %s asks to keep them %s; set retention.bytes=-1", b.Topic(n), g.Bytes, t.Key, days(t.Retention))
 		}
