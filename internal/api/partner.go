@@ -135,6 +135,17 @@ func (p *partnerAPI) ownRecord(sub string) *subscribers.Subscriber {
 	return p.Registry.Get(sub)
 }
 
+// incarnation returns the Incarnation of the partner's current record
+// ("" without a registry, or for a record made before Herald set it): a
+// partner sees only the history of its own incarnation of its id
+// (ledger.Entry.Of).
+func (p *partnerAPI) incarnation(sub string) string {
+	if s := p.ownRecord(sub); s != nil {
+		return s.Incarnation
+	}
+	return ""
+}
+
 // PartnerDeliveryList is the answer to GET /v1/partner/deliveries: a page
 // of the partner's own deliveries, newest alert first, and the cursor of
 // the next page.
@@ -163,6 +174,7 @@ func (p *partnerAPI) deliveries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := subscriberOf(r)
+	q.Incarnation = p.incarnation(sub)
 	list, next, err := p.Partner.Deliveries.PartnerDeliveries(sub, q)
 	if err != nil {
 		p.viewError(w, r, err)
@@ -224,8 +236,9 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, what st
 var errNoLedger = errors.New("delivery receipts are not available on this server")
 
 // received returns what the ledger holds of alert id if its content went,
-// or is on its way, to one of subscriber's targets (ledger.Alert.Received:
-// the policy decided to deliver it), or nil.
+// or is on its way, to one of the targets of subscriber's current record
+// (ledger.Alert.Received: the policy decided to deliver it to this
+// incarnation of the partner's record), or nil.
 func (p *partnerAPI) received(ctx context.Context, id, subscriber string) (*ledger.Alert, error) {
 	if p.Ledger == nil {
 		return nil, errNoLedger
@@ -238,8 +251,9 @@ func (p *partnerAPI) received(ctx context.Context, id, subscriber string) (*ledg
 	if a == nil {
 		return nil, nil
 	}
+	inc := p.incarnation(subscriber)
 	for _, e := range a.Entries() {
-		if e.Subscriber == subscriber && a.Received(subscriber, e.Target) {
+		if e.Subscriber == subscriber && a.Received(subscriber, inc, e.Target) {
 			return a, nil
 		}
 	}

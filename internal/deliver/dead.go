@@ -293,7 +293,7 @@ func Replay(ctx context.Context, b ReplayBus, filter DeadFilter, now time.Time) 
 		}
 		jobs = append(jobs, kafka.Message{Key: []byte(j.Subscriber), Value: v})
 		rc := delivery.Receipt{Kind: delivery.KindOutcome, AlertID: j.Alert.ID, DeliveryID: j.ID,
-			Subscriber: j.Subscriber, Channel: j.Channel, Target: j.Target, State: delivery.StatePending,
+			Subscriber: j.Subscriber, Incarnation: j.Incarnation, Channel: j.Channel, Target: j.Target, State: delivery.StatePending,
 			Reason: ReasonReplayed, At: now}
 		receipts = append(receipts, kafka.Message{Key: []byte(j.Alert.ID), Value: rc.Encode()})
 		rc.State, rc.Reason = delivery.StateDead, ReasonReplayFailed

@@ -43,6 +43,13 @@ const (
 	// RuleTargetRemoved withholds a job whose target is no longer in the
 	// subscriber's record.
 	RuleTargetRemoved = "subscriber.target-removed"
+	// RuleSubscriberReplaced withholds a job decided for another
+	// incarnation of the subscriber's record than the current one
+	// (subscribers.Subscriber.Incarnation): the partner was deleted and
+	// its id registered again since fan-out, by what may be another
+	// organisation, which must never receive what was decided for the
+	// deleted one.
+	RuleSubscriberReplaced = "subscriber.replaced"
 )
 
 // Causes of rescheduling without an attempt, for metrics.
@@ -224,6 +231,7 @@ func (r *Runner) receipt(o *out, job *delivery.Job, rc delivery.Receipt) {
 	rc.Kind = delivery.KindOutcome
 	rc.DeliveryID = job.ID
 	rc.Subscriber = job.Subscriber
+	rc.Incarnation = job.Incarnation
 	rc.Channel = job.Channel
 	rc.Target = job.Target
 	if job.Alert != nil {
@@ -388,8 +396,15 @@ func (r *Runner) disable(o *out, job *delivery.Job, now time.Time) {
 // recheck re-evaluates the policy for job's target with sub's current
 // record. It returns the rule and reason of a withhold, or "" and updates
 // job's mode when the policy now allows less (a key-notice instead of
-// content).
+// content). A job decided for another incarnation of the record is
+// withheld (RuleSubscriberReplaced), whatever it carries; a job or a
+// record without an incarnation (written before Herald recorded it) is
+// rechecked as before.
 func (r *Runner) recheck(job *delivery.Job, sub *subscribers.Subscriber, now time.Time) (rule, why string) {
+	if job.Incarnation != "" && sub.Incarnation != "" && job.Incarnation != sub.Incarnation {
+		return RuleSubscriberReplaced, "the subscriber record the job was decided for was deleted and its id registered again (incarnation " +
+			strconv.Quote(job.Incarnation) + ", now " + strconv.Quote(sub.Incarnation) + ")"
+	}
 	if job.Mode == delivery.ModeCancelNotice || job.Mode == delivery.ModeFollowUpKeyNotice || job.Mode == delivery.ModeKeyExpiryNotice {
 		// A content-free notice about an alert the target holds (rule 7),
 		// or about the target's own key: it goes unless the partner or

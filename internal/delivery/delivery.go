@@ -108,9 +108,14 @@ type Job struct {
 	// every cache of what is rendered from the alert.
 	AlertDigest [32]byte `json:"-"`
 	Subscriber  string   `json:"subscriber"`
-	Channel     string   `json:"channel"`
-	Target      string   `json:"target"`
-	Mode        string   `json:"mode"`
+	// Incarnation is the Incarnation of the partner's record the fan-out
+	// decided the job with (subscribers.Subscriber.Incarnation): the
+	// deliver role withholds the job from any other incarnation of the
+	// partner's id. Empty in jobs written before Herald recorded it.
+	Incarnation string `json:"incarnation,omitempty"`
+	Channel     string `json:"channel"`
+	Target      string `json:"target"`
+	Mode        string `json:"mode"`
 	// Attempt counts attempts made so far; 0 before the first.
 	Attempt int `json:"attempt"`
 	// NotBefore is when the job may next be attempted (the alert's
@@ -526,21 +531,27 @@ var States = []string{StateDelivered, StateAvailable, StatePending, StateRetryin
 // id on the receipts topic, so that one alert's ledger lives in one
 // partition.
 type Receipt struct {
-	Kind       string    `json:"kind"`
-	AlertID    string    `json:"alert"`
-	DeliveryID string    `json:"delivery,omitempty"`
-	Subscriber string    `json:"subscriber"`
-	Channel    string    `json:"channel,omitempty"`
-	Target     string    `json:"target,omitempty"`
-	Decision   string    `json:"decision,omitempty"`
-	Mode       string    `json:"mode,omitempty"`
-	Rule       string    `json:"rule,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
-	State      string    `json:"state,omitempty"`
-	Attempt    int       `json:"attempt,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	RetryAt    time.Time `json:"retry_at,omitzero"`
-	At         time.Time `json:"at"`
+	Kind       string `json:"kind"`
+	AlertID    string `json:"alert"`
+	DeliveryID string `json:"delivery,omitempty"`
+	Subscriber string `json:"subscriber"`
+	// Incarnation is the Incarnation of the partner's record the decision
+	// was made for (subscribers.Subscriber.Incarnation), on decision and
+	// outcome receipts: a partner's delivery history belongs to the
+	// incarnation it was made for. Empty in receipts written before Herald
+	// recorded it; those belong to every incarnation of the id.
+	Incarnation string    `json:"incarnation,omitempty"`
+	Channel     string    `json:"channel,omitempty"`
+	Target      string    `json:"target,omitempty"`
+	Decision    string    `json:"decision,omitempty"`
+	Mode        string    `json:"mode,omitempty"`
+	Rule        string    `json:"rule,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	State       string    `json:"state,omitempty"`
+	Attempt     int       `json:"attempt,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	RetryAt     time.Time `json:"retry_at,omitzero"`
+	At          time.Time `json:"at"`
 
 	// Set on KindAlert receipts only.
 	Type       alerts.Type    `json:"type,omitempty"`

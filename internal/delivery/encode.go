@@ -24,6 +24,7 @@ func (r *Receipt) Encode() []byte {
 	b = appendOmitEmpty(b, `,"delivery":`, r.DeliveryID)
 	b = append(b, `,"subscriber":`...)
 	b = appendString(b, r.Subscriber)
+	b = appendOmitEmpty(b, `,"incarnation":`, r.Incarnation)
 	b = appendOmitEmpty(b, `,"channel":`, r.Channel)
 	b = appendOmitEmpty(b, `,"target":`, r.Target)
 	b = appendOmitEmpty(b, `,"decision":`, r.Decision)
@@ -65,10 +66,10 @@ func (r *Receipt) Encode() []byte {
 }
 
 // encodedSize is about the size of the receipt's encoding, so that Encode
-// allocates once: every member's name and punctuation (about 300 bytes
+// allocates once: every member's name and punctuation (about 320 bytes
 // with both times) and its string values, unescaped.
 func (r *Receipt) encodedSize() int {
-	n := 320 + len(r.Kind) + len(r.AlertID) + len(r.DeliveryID) + len(r.Subscriber) + len(r.Channel) +
+	n := 340 + len(r.Kind) + len(r.AlertID) + len(r.DeliveryID) + len(r.Subscriber) + len(r.Incarnation) + len(r.Channel) +
 		len(r.Target) + len(r.Decision) + len(r.Mode) + len(r.Rule) + len(r.Reason) + len(r.State) +
 		len(r.Error) + len(r.Type) + len(r.TLP) + len(r.Marking) + len(r.IssuedBy) + len(r.ApprovedBy) +
 		len(r.Title) + len(r.Digest) + len(r.By) + len(r.Note)
@@ -92,7 +93,7 @@ func (j *Job) appendPlain() []byte { return j.appendFields(j.AlertJSON) }
 // appendFields writes a plain job's members, with alert after its id
 // unless alert is nil (a job of a pack, EncodeBare).
 func (j *Job) appendFields(alert []byte) []byte {
-	b := make([]byte, 0, len(alert)+len(j.ID)+len(j.Subscriber)+len(j.Channel)+len(j.Target)+len(j.Mode)+96)
+	b := make([]byte, 0, len(alert)+len(j.ID)+len(j.Subscriber)+len(j.Incarnation)+len(j.Channel)+len(j.Target)+len(j.Mode)+112)
 	b = append(b, `{"id":`...)
 	b = appendString(b, j.ID)
 	if alert != nil {
@@ -101,6 +102,7 @@ func (j *Job) appendFields(alert []byte) []byte {
 	}
 	b = append(b, `,"subscriber":`...)
 	b = appendString(b, j.Subscriber)
+	b = appendOmitEmpty(b, `,"incarnation":`, j.Incarnation)
 	b = append(b, `,"channel":`...)
 	b = appendString(b, j.Channel)
 	b = append(b, `,"target":`...)

@@ -19,7 +19,7 @@ func FuzzReceiptEncode(f *testing.F) {
 	f.Add("outcome", "al-1", "msg_x", "acme", "https://a.example/h?x=<&>", "deli\u2028vered", "err\x00\"\\\n\t\xff", 3, int64(1764500000123456789), int64(0), "r1")
 	f.Add("", "", "", "", "", "", "", 0, int64(-62135596800000000), int64(1), "")
 	f.Fuzz(func(t *testing.T, kind, alert, delivery, sub, target, state, errText string, attempt int, at, retryAt int64, ref string) {
-		r := Receipt{Kind: kind, AlertID: alert, DeliveryID: delivery, Subscriber: sub, Channel: state, Target: target,
+		r := Receipt{Kind: kind, AlertID: alert, DeliveryID: delivery, Subscriber: sub, Incarnation: ref, Channel: state, Target: target,
 			Decision: errText, Mode: ref, Rule: target, Reason: kind, State: state, Attempt: attempt, Error: errText,
 			At: time.Unix(0, at).In(time.FixedZone("z", int(attempt%50000))), Type: alerts.Type(ref), TLP: alerts.TLP(state),
 			Marking: alerts.Marking(kind), IssuedBy: sub, ApprovedBy: delivery, Title: errText, Digest: alert, By: target, Note: errText}
@@ -57,13 +57,15 @@ func TestEncodersKnowEveryField(t *testing.T) {
 	}
 	require.Equal(t, []string{
 		`ID json:"id"`, `Alert json:"-"`, `AlertJSON json:"alert"`, `AlertDigest json:"-"`,
-		`Subscriber json:"subscriber"`, `Channel json:"channel"`, `Target json:"target"`, `Mode json:"mode"`,
+		`Subscriber json:"subscriber"`, `Incarnation json:"incarnation,omitempty"`,
+		`Channel json:"channel"`, `Target json:"target"`, `Mode json:"mode"`,
 		`Attempt json:"attempt"`, `NotBefore json:"not_before,omitzero"`, `History json:"history,omitempty"`,
 		`Held json:"held,omitempty"`, `Lineage json:"lineage,omitempty"`,
 	}, fields(Job{}))
 	require.Equal(t, []string{
 		`Kind json:"kind"`, `AlertID json:"alert"`, `DeliveryID json:"delivery,omitempty"`,
-		`Subscriber json:"subscriber"`, `Channel json:"channel,omitempty"`, `Target json:"target,omitempty"`,
+		`Subscriber json:"subscriber"`, `Incarnation json:"incarnation,omitempty"`,
+		`Channel json:"channel,omitempty"`, `Target json:"target,omitempty"`,
 		`Decision json:"decision,omitempty"`, `Mode json:"mode,omitempty"`, `Rule json:"rule,omitempty"`,
 		`Reason json:"reason,omitempty"`, `State json:"state,omitempty"`, `Attempt json:"attempt,omitempty"`,
 		`Error json:"error,omitempty"`, `RetryAt json:"retry_at,omitzero"`, `At json:"at"`,
@@ -82,6 +84,8 @@ func checkJobEncode(t *testing.T, s string, at time.Time) {
 	jobs := []Job{
 		{ID: "msg_" + s, AlertJSON: alert, Subscriber: s, Channel: ChannelEmail, Target: s, Mode: ModeSigned},
 		{ID: s, AlertJSON: alert, Subscriber: "p", Channel: s, Target: "https://h.example/" + s, Mode: s},
+		{ID: "x", AlertJSON: alert, Subscriber: "p", Incarnation: s, Channel: "email", Target: "t", Mode: ModeSigned},
+		{ID: "x", AlertJSON: alert, Subscriber: "p", Incarnation: s, Channel: "email", Target: "t", Mode: ModeSigned, Attempt: 2},
 		{ID: "x", AlertJSON: alert, Subscriber: "p", Channel: "webhook", Target: "t", Mode: "signed", NotBefore: at},
 		{ID: "x", AlertJSON: alert, Subscriber: "p", Channel: "email", Target: "t", Mode: ModeCancelNotice,
 			Held: []Held{{ID: s, Title: s}}},
@@ -133,9 +137,9 @@ func TestReceiptEncodeAllocatesOnce(t *testing.T) {
 	id := ID("al-2026-11-30-0001", "recruitment-agency-0001", target)
 	for _, r := range []Receipt{
 		{Kind: KindDecision, AlertID: "al-2026-11-30-0001", DeliveryID: id, Subscriber: "recruitment-agency-0001",
-			Channel: ChannelWebhook, Target: target, Decision: "deliver", Mode: ModeSigned, Rule: "deliver.clearance", State: StatePending, At: at},
+			Incarnation: "inc_0123456789abcdefghij", Channel: ChannelWebhook, Target: target, Decision: "deliver", Mode: ModeSigned, Rule: "deliver.clearance", State: StatePending, At: at},
 		{Kind: KindOutcome, AlertID: "al-2026-11-30-0001", DeliveryID: id, Subscriber: "recruitment-agency-0001",
-			Channel: ChannelWebhook, Target: target, State: StateRetrying, Attempt: 2, Reason: ReasonTimeout,
+			Incarnation: "inc_0123456789abcdefghij", Channel: ChannelWebhook, Target: target, State: StateRetrying, Attempt: 2, Reason: ReasonTimeout,
 			Error: "post: attempt deadline of 30s exceeded", RetryAt: at.Add(time.Minute), At: at},
 		{Kind: KindAlert, AlertID: "al-2026-11-30-0001", Subscriber: "", At: at, Type: alerts.TypeUpdate, TLP: alerts.TLPAmber,
 			Marking: alerts.MarkingOfficialSensitive, References: []string{"al-2026-11-29-0007", "al-2026-11-28-0002"},
@@ -147,7 +151,7 @@ func TestReceiptEncodeAllocatesOnce(t *testing.T) {
 		}
 	}
 	j := Job{ID: id, AlertJSON: []byte(`{"id":"al-2026-11-30-0001"}`), Subscriber: "recruitment-agency-0001",
-		Channel: ChannelWebhook, Target: target, Mode: ModeEncrypted}
+		Incarnation: "inc_0123456789abcdefghij", Channel: ChannelWebhook, Target: target, Mode: ModeEncrypted}
 	if n := testing.AllocsPerRun(100, func() { j.EncodeBare() }); n != 1 {
 		t.Errorf("a job of a pack: EncodeBare made %v allocations, want 1", n)
 	}

@@ -26,6 +26,9 @@ func packJobs(n int) []delivery.Job {
 		target := "https://" + sub + ".example/hook"
 		j := delivery.Job{ID: delivery.ID("op-9", sub, target), AlertJSON: packAlert, Subscriber: sub,
 			Channel: delivery.ChannelWebhook, Target: target, Mode: delivery.ModeSigned}
+		if i%3 != 0 { // and a third as written before jobs named it
+			j.Incarnation = fmt.Sprintf("inc-%03d", i)
+		}
 		switch i % 5 {
 		case 1:
 			j.NotBefore = t0

@@ -28,6 +28,8 @@ func TestDecodeReceipts(t *testing.T) {
 		Target: "soc@bank.example", Decision: delivery.Deliver, Mode: delivery.ModeSigned, At: at}
 	foreign := outcomeOf("al-2", "acme", 1)
 	nul := outcomeOf("al-1", "ac\x00me", 1)
+	incarnated := outcomeOf("al-1", "acme", 2)
+	incarnated.Incarnation = "q8Yt2dN0bX1kPz7w"
 	arr := func(rs ...delivery.Receipt) []byte {
 		var encs [][]byte
 		for _, r := range rs {
@@ -45,6 +47,9 @@ func TestDecodeReceipts(t *testing.T) {
 		{name: "one object by encoding/json", key: "al-1", value: must(json.Marshal(b)), want: []delivery.Receipt{b}},
 		{name: "array", key: "al-1", value: arr(a, b), want: []delivery.Receipt{a, b}},
 		{name: "array of one", key: "al-1", value: arr(b), want: []delivery.Receipt{b}},
+		// Receipts written before they named the record's incarnation
+		// decode beside those that do, with an empty Incarnation.
+		{name: "with and without an incarnation", key: "al-1", value: arr(a, incarnated), want: []delivery.Receipt{a, incarnated}},
 		{name: "array after white space", key: "al-1", value: append([]byte(" \n\t"), arr(b, a)...), want: []delivery.Receipt{b, a}},
 		{name: "empty array", key: "al-1", value: []byte(" [ ] "), err: "receipts: an empty array holds no receipt"},
 		{name: "foreign alert in an array", key: "al-1", value: arr(a, b, a, foreign), err: `receipts[3].alert: receipt of alert "al-2" filed under key "al-1"`},

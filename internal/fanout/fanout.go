@@ -475,7 +475,7 @@ type decided struct {
 	lineage   *delivery.Lineage
 	// received maps each earlier alert of the chain to the partners it
 	// reached (ledger.Alert.Recipients), found once for all the jobs.
-	received map[string]map[string]bool
+	received map[string]ledger.Recipients
 }
 
 // decide decides a for every partner it could reach, given what the ledger
@@ -506,7 +506,7 @@ func (w *Worker) decide(ctx context.Context, a *alerts.Alert, raw []byte, now ti
 		if err != nil {
 			return nil, err
 		}
-		d.received = make(map[string]map[string]bool, len(chain))
+		d.received = make(map[string]ledger.Recipients, len(chain))
 		for id, p := range chain {
 			if p != nil {
 				d.received[id] = p.Recipients()
@@ -559,29 +559,30 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 	i := from
 	for ; i < len(d.decisions) && n < sliceMessages && size < sliceBytes; i++ {
 		x := &d.decisions[i]
-		r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, Subscriber: x.Subscriber, Channel: x.Channel,
-			Target: x.Target, Decision: x.Decision, Mode: x.Mode, Rule: x.Rule, Reason: x.Reason, At: now}
+		r := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, Subscriber: x.Subscriber,
+			Incarnation: x.Incarnation, Channel: x.Channel, Target: x.Target, Decision: x.Decision, Mode: x.Mode, Rule: x.Rule, Reason: x.Reason, At: now}
 		switch {
 		case x.Decision == delivery.Withhold:
 		case x.Channel == delivery.ChannelPull:
 			r.DeliveryID = delivery.ID(a.ID, x.Subscriber, x.Target)
 			receipt(&r)
 			receipt(&delivery.Receipt{Kind: delivery.KindOutcome,
-				AlertID: a.ID, DeliveryID: r.DeliveryID, Subscriber: x.Subscriber, Channel: x.Channel, Target: x.Target,
-				Mode: x.Mode, State: delivery.StateAvailable, At: now})
+				AlertID: a.ID, DeliveryID: r.DeliveryID, Subscriber: x.Subscriber, Incarnation: x.Incarnation,
+				Channel: x.Channel, Target: x.Target, Mode: x.Mode, State: delivery.StateAvailable, At: now})
 			n += 2
 			continue
 		default:
 			r.DeliveryID = delivery.ID(a.ID, x.Subscriber, x.Target)
-			job := delivery.Job{ID: r.DeliveryID, AlertJSON: d.raw, Subscriber: x.Subscriber, Channel: x.Channel,
-				Target: x.Target, Mode: x.Mode, NotBefore: notBefore}
+			job := delivery.Job{ID: r.DeliveryID, AlertJSON: d.raw, Subscriber: x.Subscriber,
+				Incarnation: x.Incarnation, Channel: x.Channel, Target: x.Target, Mode: x.Mode, NotBefore: notBefore}
 			if x.Channel == delivery.ChannelWebhook {
 				// Withdrawals name only indicators of earlier alerts this
-				// partner received: never a value it was not sent.
-				job.Lineage = d.lineage.For(func(id string) bool { return d.received[id][x.Subscriber] })
+				// partner (this incarnation of its record) received:
+				// never a value it was not sent.
+				job.Lineage = d.lineage.For(func(id string) bool { return d.received[id].Has(x.Subscriber, x.Incarnation) })
 			}
 			if x.Mode == delivery.ModeCancelNotice || x.Mode == delivery.ModeFollowUpKeyNotice {
-				job.Held = held(d.prior, x.Subscriber, x.Target)
+				job.Held = held(d.prior, x.Subscriber, x.Incarnation, x.Target)
 			}
 			v, err := job.EncodeBare()
 			if err != nil {
@@ -754,13 +755,14 @@ func (w *Worker) published(id string) (*alerts.Alert, error) {
 	return a, nil
 }
 
-// held lists the referenced alerts the target received, for a notice
-// naming them: the title only when that alert went out in the clear, so a
-// notice never shows what the target only ever received encrypted.
-func held(prior map[string]*ledger.Alert, subscriber, target string) []delivery.Held {
+// held lists the referenced alerts the target of subscriber's record of
+// the given incarnation received, for a notice naming them: the title
+// only when that alert went out in the clear, so a notice never shows
+// what the target only ever received encrypted.
+func held(prior map[string]*ledger.Alert, subscriber, incarnation, target string) []delivery.Held {
 	var out []delivery.Held
 	for _, p := range prior {
-		if !p.Received(subscriber, target) {
+		if !p.Received(subscriber, incarnation, target) {
 			continue
 		}
 		h := delivery.Held{ID: p.ID}
@@ -774,7 +776,10 @@ func held(prior map[string]*ledger.Alert, subscriber, target string) []delivery.
 }
 
 // priorRecipients returns every registered partner that received one of
-// the prior alerts and is not a candidate already (have), each once.
+// the prior alerts and is not a candidate already (have), each once: the
+// registered record only when the alert was decided for its incarnation
+// (ledger.Entry.Of), so that a partner registered again under a deleted
+// partner's id hears nothing of what the deleted one received.
 func priorRecipients(reg Candidates, have map[string]bool, prior map[string]*ledger.Alert) []*subscribers.Subscriber {
 	var out []*subscribers.Subscriber
 	// In the order of the referenced alerts' ids, so that rows come out
@@ -785,7 +790,7 @@ func priorRecipients(reg Candidates, have map[string]bool, prior map[string]*led
 			if have[e.Subscriber] || e.Decision != delivery.Deliver {
 				continue
 			}
-			if s := reg.Get(e.Subscriber); s != nil {
+			if s := reg.Get(e.Subscriber); s != nil && e.Of(s.Incarnation) {
 				have[s.ID] = true
 				out = append(out, s)
 			}

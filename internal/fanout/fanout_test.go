@@ -185,7 +185,7 @@ func TestFanOutWritesJobsAndReceipts(t *testing.T) {
 	require.NotNil(t, la)
 	require.Equal(t, alerts.TLPGreen, la.TLP)
 	require.Len(t, la.Entries(), 3)
-	require.True(t, la.Received("hotel", "sec@hotel.example"))
+	require.True(t, la.Received("hotel", "", "sec@hotel.example"))
 	require.Empty(t, e.quarantined(t))
 }
 
@@ -706,5 +706,70 @@ func TestPriorRecipientsInAStableOrder(t *testing.T) {
 	require.Less(t, slices.Index(first, "hotel"), slices.Index(first, "farm"), "orig-a's recipients before orig-b's")
 	for range 20 {
 		require.Equal(t, first, order())
+	}
+}
+
+// TestReRegisteredPartnerIsNoPriorRecipient: a partner deleted and
+// registered again under its id (a new incarnation of the record, maybe
+// another organisation) is not a prior recipient of what the deleted one
+// received: an update or cancel of it neither reaches it nor names the
+// alert to it (rule 7). The jobs and receipts name the incarnation they
+// were decided for. History written before receipts named it (no
+// incarnation) still belongs to any record under the id.
+func TestReRegisteredPartnerIsNoPriorRecipient(t *testing.T) {
+	for _, tc := range []struct {
+		name, first string
+		notified    bool
+	}{
+		{name: "receipts name the incarnation", first: "incA-0123456789", notified: false},
+		{name: "receipts from before incarnations", first: "", notified: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t)
+			ctx := context.Background()
+			acme := func(incarnation string, sectors ...string) *subscribers.Subscriber {
+				s := &subscribers.Subscriber{ID: "acme", Name: "Acme", Kind: "business", Sectors: sectors, Clearance: "GREEN",
+					Incarnation: incarnation, Email: []subscribers.Email{{Address: "soc@acme.example"}}}
+				s.Normalize()
+				return s
+			}
+			e.reg.Put(acme(tc.first, "hospitality"))
+			require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, alert("x", nil))}))
+			var got []string
+			for _, j := range e.jobs(t) {
+				if j.Subscriber == "acme" {
+					got = append(got, j.Alert.ID+" "+j.Incarnation)
+				}
+			}
+			require.Equal(t, []string{"x " + tc.first}, got, "the job names the incarnation decided for")
+			found, err := ledger.FromBus(e.bus).Lookup(ctx, []string{"x"})
+			require.NoError(t, err)
+			en, ok := found["x"].Entry("acme", "soc@acme.example")
+			require.True(t, ok)
+			require.Equal(t, tc.first, en.Incarnation, "the decision receipt names the incarnation decided for")
+
+			// acme is deleted; another organisation is registered as acme,
+			// outside the cancel's audience.
+			require.True(t, e.reg.Delete("acme"))
+			e.reg.Put(acme("incB-9876543210", "agriculture"))
+			cancel := alert("x-cancel", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"x"} })
+			require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, cancel)}))
+			var toAcme []string // mode, incarnation and the alerts named held
+			for _, j := range e.jobs(t) {
+				if j.Alert.ID == "x-cancel" && j.Subscriber == "acme" {
+					toAcme = append(toAcme, fmt.Sprintf("%s %s %v", j.Mode, j.Incarnation, j.Held))
+				}
+			}
+			found, err = ledger.FromBus(e.bus).Lookup(ctx, []string{"x-cancel"})
+			require.NoError(t, err)
+			_, decided := found["x-cancel"].Entry("acme", "soc@acme.example")
+			if !tc.notified {
+				require.Empty(t, toAcme, "the new acme is not told of the old acme's alert")
+				require.False(t, decided, "the new acme is not a prior recipient: no decision about it")
+				return
+			}
+			require.Equal(t, []string{delivery.ModeCancelNotice + " incB-9876543210 [{x Forced labour indicators}]"}, toAcme,
+				"history without an incarnation belongs to any record under the id")
+		})
 	}
 }

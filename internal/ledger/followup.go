@@ -35,11 +35,12 @@ func CheckReferences(a *alerts.Alert, known map[string]*Alert) []alerts.FieldErr
 }
 
 // ReceivedAny returns the predicate rule 7 needs: whether target of
-// subscriber received any of the given alerts.
-func ReceivedAny(prior map[string]*Alert) func(subscriber, target string) bool {
-	return func(subscriber, target string) bool {
+// subscriber's record of the given incarnation received any of the given
+// alerts (Alert.Received).
+func ReceivedAny(prior map[string]*Alert) func(subscriber, incarnation, target string) bool {
+	return func(subscriber, incarnation, target string) bool {
 		for _, p := range prior {
-			if p.Received(subscriber, target) {
+			if p.Received(subscriber, incarnation, target) {
 				return true
 			}
 		}

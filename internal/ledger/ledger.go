@@ -15,19 +15,37 @@ import (
 // Entry is the state of one (partner, target) for one alert. The first four
 // JSON fields are those of `herald publish --dry-run --output json`.
 type Entry struct {
-	Subscriber string    `json:"subscriber"`
-	Target     string    `json:"target"`
-	Decision   string    `json:"decision"`
-	Rule       string    `json:"rule"`
-	State      string    `json:"state"`
-	Channel    string    `json:"channel,omitempty"`
-	Mode       string    `json:"mode,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
-	DeliveryID string    `json:"delivery_id,omitempty"`
-	Attempts   int       `json:"attempts"`
-	LastError  string    `json:"last_error,omitempty"`
-	RetryAt    time.Time `json:"retry_at,omitzero"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	Subscriber string `json:"subscriber"`
+	Target     string `json:"target"`
+	Decision   string `json:"decision"`
+	Rule       string `json:"rule"`
+	State      string `json:"state"`
+	// Incarnation is the Incarnation of the partner's record the decision
+	// was made for (delivery.Receipt.Incarnation); empty for receipts
+	// written before Herald recorded it. See Of.
+	Incarnation string    `json:"incarnation,omitempty"`
+	Channel     string    `json:"channel,omitempty"`
+	Mode        string    `json:"mode,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	DeliveryID  string    `json:"delivery_id,omitempty"`
+	Attempts    int       `json:"attempts"`
+	LastError   string    `json:"last_error,omitempty"`
+	RetryAt     time.Time `json:"retry_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Of reports whether the entry belongs to the partner's record of the
+// given incarnation (subscribers.Subscriber.Incarnation): it was decided
+// for that incarnation. It is the one home of that rule, for every answer
+// about a partner's history (rule 7's prior recipients, a partner's own
+// deliveries, its pull collection): a partner registered again under a
+// deleted partner's id is another organisation and holds none of its
+// alerts. An entry without an incarnation (its receipts written before
+// Herald recorded it) or a record without one (made before Herald set
+// it) belongs to every incarnation of the id, as before: history written
+// then is still found by id alone.
+func (e *Entry) Of(incarnation string) bool {
+	return e.Incarnation == "" || incarnation == "" || e.Incarnation == incarnation
 }
 
 // Meta is what the ledger knows of an alert as a whole, from the fan-out's
@@ -76,6 +94,7 @@ func (e *Entry) Apply(r delivery.Receipt) {
 	switch r.Kind {
 	case delivery.KindDecision:
 		e.Decision, e.Rule, e.Mode, e.Reason, e.DeliveryID = r.Decision, r.Rule, r.Mode, r.Reason, r.DeliveryID
+		e.Incarnation = r.Incarnation
 		if e.State == "" || e.State == delivery.StateWithheld {
 			if r.Decision == delivery.Withhold {
 				e.State = delivery.StateWithheld
@@ -84,6 +103,9 @@ func (e *Entry) Apply(r delivery.Receipt) {
 			}
 		}
 	case delivery.KindOutcome:
+		if e.Incarnation == "" {
+			e.Incarnation = r.Incarnation // an outcome read without its decision
+		}
 		if r.Attempt > e.Attempts {
 			e.Attempts = r.Attempt
 		}
@@ -186,11 +208,12 @@ func (a *Alert) Acknowledgements() []Ack {
 }
 
 // Received reports whether the alert's content was sent, or is on its way,
-// to target of subscriber: the policy decided to deliver it. It is what
-// rule 7 of PRODUCT.md §3 asks of an update or cancel.
-func (a *Alert) Received(subscriber, target string) bool {
+// to target of subscriber's record of the given incarnation (Entry.Of):
+// the policy decided to deliver it. It is what rule 7 of PRODUCT.md §3
+// asks of an update or cancel.
+func (a *Alert) Received(subscriber, incarnation, target string) bool {
 	e := a.entries[EntryKey(subscriber, target)]
-	return e != nil && e.Decision == delivery.Deliver
+	return e != nil && e.Decision == delivery.Deliver && e.Of(incarnation)
 }
 
 // Entry returns the entry of subscriber's target, if the ledger has one.
@@ -201,13 +224,29 @@ func (a *Alert) Entry(subscriber, target string) (Entry, bool) {
 	return Entry{}, false
 }
 
+// Recipients are the partners to any target of which an alert's content
+// was sent, or is on its way, by id: the incarnations of their records it
+// was decided for (an empty one for receipts without it).
+type Recipients map[string][]string
+
+// Has reports whether the partner's record of the given incarnation is
+// one of the recipients (Entry.Of).
+func (r Recipients) Has(subscriber, incarnation string) bool {
+	for _, inc := range r[subscriber] {
+		if (&Entry{Incarnation: inc}).Of(incarnation) {
+			return true
+		}
+	}
+	return false
+}
+
 // Recipients returns the partners to any target of which the alert's
 // content was sent, or is on its way: what each may know of it.
-func (a *Alert) Recipients() map[string]bool {
-	out := make(map[string]bool)
+func (a *Alert) Recipients() Recipients {
+	out := make(Recipients)
 	for _, e := range a.entries {
-		if e.Decision == delivery.Deliver {
-			out[e.Subscriber] = true
+		if e.Decision == delivery.Deliver && !slices.Contains(out[e.Subscriber], e.Incarnation) {
+			out[e.Subscriber] = append(out[e.Subscriber], e.Incarnation)
 		}
 	}
 	return out

@@ -51,10 +51,10 @@ func TestFoldingReceipts(t *testing.T) {
 	require.Equal(t, delivery.StatePending, byKey["hotel sec@hotel.example"].State)
 	require.Equal(t, delivery.StateWithheld, byKey["farm f@farm.example"].State)
 
-	require.True(t, a.Received("bank", "fc@bank.example"))
-	require.True(t, a.Received("bank", "https://h.example/"), "decided to deliver: an update must follow it")
-	require.False(t, a.Received("hotel", "sec@hotel.example"), "a key notice carried no content")
-	require.False(t, a.Received("farm", "f@farm.example"))
+	require.True(t, a.Received("bank", "", "fc@bank.example"))
+	require.True(t, a.Received("bank", "", "https://h.example/"), "decided to deliver: an update must follow it")
+	require.False(t, a.Received("hotel", "", "sec@hotel.example"), "a key notice carried no content")
+	require.False(t, a.Received("farm", "", "f@farm.example"))
 	require.False(t, a.Done(), "the hotel's notice is still pending")
 	require.Equal(t, map[string]int{"delivered": 1, "dead": 1, "pending": 1, "withheld": 1}, a.Counts())
 
@@ -78,7 +78,7 @@ func TestRestoreGivesTheAlertTheFoldBuilt(t *testing.T) {
 	a := l.Alert("a1")
 	got := ledger.Restore(a.Meta, a.Acks, a.Entries())
 	require.Equal(t, a, got)
-	require.True(t, got.Received("bank", "x@bank.example"))
+	require.True(t, got.Received("bank", "", "x@bank.example"))
 	require.Equal(t, a.Counts(), got.Counts())
 
 	none := ledger.New()

@@ -29,8 +29,10 @@ var silent = map[string]bool{
 }
 
 // FollowUp applies rule 7 of PRODUCT.md §3 to the decisions Evaluate made
-// for an update or cancel. received reports whether a target received
-// (was delivered the content of) the alert it references. A target that
+// for an update or cancel. received reports whether a target of the
+// incarnation of the partner's record a decision was made with
+// (Decision.Incarnation) received (was delivered the content of) the
+// alert it references. A target that
 // received the original never learns of the follow-up only as a key
 // notice or not at all:
 //
@@ -49,12 +51,12 @@ var silent = map[string]bool{
 // Every other decision is kept: a still-eligible target gets the update
 // with content as usual, and a newly eligible one gets it as if it were
 // new. ds is not modified.
-func FollowUp(ds []Decision, received func(subscriber, target string) bool) []Decision {
+func FollowUp(ds []Decision, received func(subscriber, incarnation, target string) bool) []Decision {
 	out := make([]Decision, len(ds))
 	copy(out, ds)
 	for i := range out {
 		d := &out[i]
-		if d.Target == "" || !received(d.Subscriber, d.Target) {
+		if d.Target == "" || !received(d.Subscriber, d.Incarnation, d.Target) {
 			continue
 		}
 		switch {

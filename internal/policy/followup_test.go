@@ -92,6 +92,7 @@ func TestFollowUp(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a, s := newAlert(), newSubscriber()
+			s.Incarnation = "q8Yt2dN0bX1kPz7w"
 			update(a)
 			if tc.alert != nil {
 				tc.alert(a)
@@ -102,8 +103,9 @@ func TestFollowUp(t *testing.T) {
 			ds := policy.Evaluate(a, s, now, policy.Options{KeyCheck: keyCheck})
 			before := append([]policy.Decision(nil), ds...)
 			var asked []string
-			got := policy.FollowUp(ds, func(sub, target string) bool {
+			got := policy.FollowUp(ds, func(sub, incarnation, target string) bool {
 				require.Equal(t, "acme", sub)
+				require.Equal(t, s.Incarnation, incarnation, "asked about the incarnation decided with")
 				asked = append(asked, target)
 				for _, r := range tc.received {
 					if r == target {
@@ -139,6 +141,6 @@ func TestFollowUp(t *testing.T) {
 }
 
 func TestFollowUpEmpty(t *testing.T) {
-	got := policy.FollowUp(nil, func(string, string) bool { t.Fatal("received called"); return false })
+	got := policy.FollowUp(nil, func(string, string, string) bool { t.Fatal("received called"); return false })
 	require.Empty(t, got)
 }

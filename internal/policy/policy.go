@@ -47,6 +47,11 @@ type Options struct {
 type Decision struct {
 	// Subscriber is the partner's id.
 	Subscriber string `json:"subscriber"`
+	// Incarnation is the Incarnation of the partner's record decided with
+	// (subscribers.Subscriber.Incarnation): the fan-out writes it on the
+	// decision's job and receipt, so that it is delivered to, and belongs
+	// to the history of, that incarnation of the partner's id alone.
+	Incarnation string `json:"-"`
 	// Channel is delivery.ChannelEmail, delivery.ChannelWebhook or
 	// delivery.ChannelPull; it is empty when the partner has no targets.
 	Channel string `json:"channel,omitempty"`
@@ -202,6 +207,16 @@ func Pull(a *alerts.Alert, s *subscribers.Subscriber, now time.Time, opt Options
 // Append is Evaluate appending to dst, for callers that evaluate many
 // partners into one slice.
 func Append(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time.Time, opt Options) []Decision {
+	from := len(dst)
+	dst = appendDecisions(dst, a, s, now, opt)
+	for i := from; i < len(dst); i++ {
+		dst[i].Incarnation = s.Incarnation
+	}
+	return dst
+}
+
+// appendDecisions is Append without the record's incarnation.
+func appendDecisions(dst []Decision, a *alerts.Alert, s *subscribers.Subscriber, now time.Time, opt Options) []Decision {
 	rule, reason, named := partner(a, s, now)
 	if rule != "" {
 		return withholdAll(dst, s, rule, reason)

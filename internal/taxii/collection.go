@@ -133,7 +133,11 @@ func (s *Server) build(sub *subscribers.Subscriber, now time.Time) (c *collectio
 	complete = true
 	next := ""
 	for {
-		page, cursor, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Channel: delivery.ChannelPull, Limit: view.MaxLimit, Before: next})
+		// Only what was decided for this incarnation of the partner's
+		// record (view.PartnerQuery.Incarnation): a partner registered
+		// again under a deleted partner's id is another organisation.
+		page, cursor, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Channel: delivery.ChannelPull,
+			Incarnation: sub.Incarnation, Limit: view.MaxLimit, Before: next})
 		if err != nil {
 			return nil, false, fmt.Errorf("%w: %v", errUnavailable, err)
 		}
@@ -362,7 +366,7 @@ func (s *Server) recordPulls(ctx context.Context, sub *subscribers.Subscriber, i
 			return errors.New("pulls cannot be recorded: no receipts writer")
 		}
 		err = s.Receipts.WriteReceipt(ctx, delivery.Receipt{Kind: delivery.KindOutcome, AlertID: it.alert.ID,
-			DeliveryID: it.deliveryID, Subscriber: sub.ID, Channel: delivery.ChannelPull, Target: delivery.TargetPull,
+			DeliveryID: it.deliveryID, Subscriber: sub.ID, Incarnation: sub.Incarnation, Channel: delivery.ChannelPull, Target: delivery.TargetPull,
 			Mode: delivery.ModePull, State: delivery.StateDelivered, Attempt: 1, At: now})
 		if err != nil {
 			return fmt.Errorf("record the pull of %s by %s: %w", it.alert.ID, sub.ID, err)
@@ -384,7 +388,8 @@ func (s *Server) recordPulls(ctx context.Context, sub *subscribers.Subscriber, i
 
 // pulledNow reports whether the view shows sub's pull of it.
 func (s *Server) pulledNow(sub *subscribers.Subscriber, it *item) (bool, error) {
-	ds, _, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Alert: it.alert.ID, Channel: delivery.ChannelPull})
+	ds, _, err := s.Source.PartnerDeliveries(sub.ID, view.PartnerQuery{Alert: it.alert.ID, Channel: delivery.ChannelPull,
+		Incarnation: sub.Incarnation})
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", errUnavailable, err)
 	}

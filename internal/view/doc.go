@@ -59,7 +59,7 @@
 //	release.raw    <id> → the submitted alert's bytes
 //	receipts       <id> → JSON of the receipts fold's alert: ledger.Meta, entry counts
 //	               per state, acknowledgement count, time of the first receipt
-//	entries        <id> 0x00 <subscriber> 0x00 <target> → binary ledger.Entry and the
+//	entries        <id> 0x00 <subscriber> 0x00 <target> → binary ledger.Entry (its incarnation too) and the
 //	               time its partner-index keys are sorted by
 //	acks           <id> 0x00 <subscriber> → JSON ledger.Ack (the first of each partner)
 //	list           <state byte> BE64(time) <id> → nil; state byte 'a' (every alert),
@@ -67,7 +67,9 @@
 //	               'u' published, 'r' rejected, 'q' quarantined
 //	list.key       <id> → <state byte> BE64(time): the alert's current place in list
 //	partner        <subscriber> 0x00 BE64(time) <id> 0x00 <target> → nil, for entries
-//	               a partner may see (decision deliver or notice, never withhold)
+//	               a partner may see (decision deliver or notice, never withhold); the
+//	               partner's reads keep, of those, the entries of its record's incarnation
+//	               (ledger.Entry.Of, read from the entry: PartnerQuery.Incarnation)
 //	partner.state  <subscriber> 0x00 <state> 0x00 BE64(time) <id> 0x00 <target> → nil
 //	partner.channel <subscriber> 0x00 <channel> 0x00 BE64(time) <id> 0x00 <target> → nil
 //	               (partner.state and partner.channel hold the entries partner holds)

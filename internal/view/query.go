@@ -378,7 +378,7 @@ func (v *View) PartnerDeliveries(subscriber string, q PartnerQuery) ([]PartnerDe
 	var out []PartnerDelivery
 	var next string
 	err = v.read(func(tx *bbolt.Tx) error {
-		r := partnerReader{tx: tx, metas: map[string]*receiptsAlert{}, at: q.At, waiting: map[string]bool{}}
+		r := partnerReader{tx: tx, metas: map[string]*receiptsAlert{}, at: q.At, incarnation: q.Incarnation, waiting: map[string]bool{}}
 		if q.Alert != "" {
 			return r.ofAlert(subscriber, q, after, n, &out, &next)
 		}
@@ -526,6 +526,8 @@ type partnerReader struct {
 	// not_before is after at.
 	at      time.Time
 	waiting map[string]bool
+	// incarnation is PartnerQuery.Incarnation.
+	incarnation string
 }
 
 // waits reports whether alert id's not_before is after r.at, or the view
@@ -572,8 +574,12 @@ func (r *partnerReader) row(id, subscriber, target string) (PartnerDelivery, boo
 	return r.fromEntry(id, e)
 }
 
+// fromEntry returns the partner's row of entry e of alert id; ok is false
+// when the partner may not see it: its decision withheld the alert, it
+// was decided for another incarnation of the partner's record
+// (ledger.Entry.Of), or the alert waits for its not_before.
 func (r *partnerReader) fromEntry(id string, e *storedEntry) (PartnerDelivery, bool, error) {
-	if !visible(e.Decision) {
+	if !visible(e.Decision) || !e.Of(r.incarnation) {
 		return PartnerDelivery{}, false, nil
 	}
 	if w, err := r.waits(id); err != nil || w {

@@ -14,8 +14,10 @@ import (
 
 // schemaVersion changes whenever what the view stores, or how, changes: a
 // store of another version is rebuilt. 6: a quarantine record marks an
-// alert only when its headers authenticate (bus.AuthenticateHeaders).
-const schemaVersion = "6"
+// alert only when its headers authenticate (bus.AuthenticateHeaders). 7:
+// an entry keeps the incarnation of the partner's record it was decided
+// for (ledger.Entry.Incarnation).
+const schemaVersion = "7"
 
 // Buckets (see the package documentation for their keys and values).
 var (
@@ -137,10 +139,10 @@ const entryCodec = 1
 // encodeEntry encodes e compactly: entries are the bulk of the store and of
 // the work of applying receipts, so they are not JSON.
 func encodeEntry(e *storedEntry) []byte {
-	b := make([]byte, 0, 128+len(e.Target)+len(e.LastError)+len(e.Reason))
+	b := make([]byte, 0, 128+len(e.Target)+len(e.LastError)+len(e.Reason)+len(e.Incarnation))
 	b = append(b, entryCodec)
 	for _, s := range []string{e.Subscriber, e.Target, e.Decision, e.Rule, e.State, e.Channel, e.Mode,
-		e.Reason, e.DeliveryID, e.LastError} {
+		e.Reason, e.DeliveryID, e.LastError, e.Incarnation} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
@@ -224,7 +226,7 @@ func decodeEntry(b []byte) (*storedEntry, error) {
 	d := decoder{b: b[1:]}
 	e := &storedEntry{}
 	for _, s := range []*string{&e.Subscriber, &e.Target, &e.Decision, &e.Rule, &e.State, &e.Channel, &e.Mode,
-		&e.Reason, &e.DeliveryID, &e.LastError} {
+		&e.Reason, &e.DeliveryID, &e.LastError, &e.Incarnation} {
 		*s = d.string()
 	}
 	e.Attempts = int(d.varint())

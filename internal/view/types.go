@@ -147,6 +147,11 @@ type PartnerQuery struct {
 	// Channel keeps deliveries by that channel only
 	// (delivery.ChannelEmail, ChannelWebhook or ChannelPull).
 	Channel string
+	// Incarnation keeps the deliveries decided for that incarnation of
+	// the partner's record (subscribers.Subscriber.Incarnation; the
+	// partner's current record), and those recorded without one, from
+	// before Herald recorded it (ledger.Entry.Of). Empty keeps them all.
+	Incarnation string
 	// Limit and Before as in ListQuery (Before takes a next cursor only).
 	Limit  int
 	Before string

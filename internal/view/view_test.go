@@ -85,8 +85,8 @@ func TestEveryQueryAfterAMixedWorkload(t *testing.T) {
 	assert.Equal(t, map[string]int{"delivered": 1, "dead": 1, "pending": 1, "withheld": 1}, a.Counts())
 	assert.Equal(t, "partner:bank-soc", a.Acks["bank"].By)
 	assert.NotContains(t, a.Acks, "farm", "a forged acknowledgement")
-	assert.True(t, a.Received("bank", bankMail))
-	assert.False(t, a.Received("farm", farmMail))
+	assert.True(t, a.Received("bank", "", bankMail))
+	assert.False(t, a.Received("farm", "", farmMail))
 
 	// The alert list, newest first.
 	all, next, err := v.List(view.ListQuery{})
@@ -767,8 +767,8 @@ func TestFanOutScopeKeepsWhatTheFanOutAsks(t *testing.T) {
 	got := lookupAll(t, lean)
 	decided := ledgerOfKinds(t, b, []string{delivery.KindAlert, delivery.KindDecision}, dumpIDs...)
 	require.Equal(t, decided, got)
-	require.True(t, got["a1"].Received("bank", bankMail), "rule 7 reads the decisions")
-	require.False(t, got["a1"].Received("farm", farmMail))
+	require.True(t, got["a1"].Received("bank", "", bankMail), "rule 7 reads the decisions")
+	require.False(t, got["a1"].Received("farm", "", farmMail))
 	require.Equal(t, map[string]int{delivery.StatePending: 3, delivery.StateWithheld: 1}, got["a1"].Counts(), "no outcome is kept")
 	require.Empty(t, got["a1"].Acks)
 	require.Equal(t, want.Lookup["a2"].Meta, got["a2"].Meta)
@@ -887,7 +887,7 @@ func TestPackedReceiptsFoldAsWrittenSingly(t *testing.T) {
 			require.Equal(t, want, got)
 			require.Equal(t, 2, want.Lookup["a4"].Counts()[delivery.StateDelivered])
 			require.Empty(t, want.Lookup["a4"].Acks)
-			require.False(t, got.Lookup["a4"].Received("farm", farmMail), "nothing of the bad array")
+			require.False(t, got.Lookup["a4"].Received("farm", "", farmMail), "nothing of the bad array")
 			continue
 		}
 		got := lookupAll(t, vp)

@@ -1,0 +1,71 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/api"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// TestReRegisteredPartnerSeesNoneOfTheDeletedOnesDeliveries: an
+// administrator deletes acme and registers another organisation as acme
+// (Herald gives the record a new incarnation): the new acme's
+// /v1/partner/deliveries lists nothing decided for the deleted one, nor
+// may it acknowledge such an alert; what is decided for it it sees;
+// receipts from before Herald recorded incarnations are listed as before.
+func TestReRegisteredPartnerSeesNoneOfTheDeletedOnesDeliveries(t *testing.T) {
+	e := newEnv(t, withPartners)
+	ctx := context.Background()
+	old := e.reg.Get("acme")
+	require.NotEmpty(t, old.Incarnation, "Herald gives a new record an incarnation")
+	require.NoError(t, e.wr.Delete(ctx, "api:ops", "acme"))
+	again := &subscribers.Subscriber{ID: "acme", Name: "Another Acme", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: acmeMail}}}
+	again.Normalize()
+	require.NoError(t, e.wr.Put(ctx, "api:ops", "", []*subscribers.Subscriber{again}, nil))
+	cur := e.reg.Get("acme")
+	require.NotEmpty(t, cur.Incarnation)
+	require.NotEqual(t, old.Incarnation, cur.Incarnation, "a deleted id registered again is a new incarnation")
+
+	decided := func(id, incarnation string) {
+		e.publishAs(id)
+		e.fannedOut(id, alerts.TLPAmber, alerts.MarkingOfficial)
+		did := delivery.ID(id, "acme", acmeMail)
+		e.receipts(
+			delivery.Receipt{Kind: delivery.KindDecision, AlertID: id, DeliveryID: did, Subscriber: "acme", Incarnation: incarnation,
+				Channel: delivery.ChannelEmail, Target: acmeMail, Decision: delivery.Deliver, Mode: delivery.ModeEncrypted,
+				Rule: "test", At: testNow.Add(-50 * time.Minute)},
+			delivery.Receipt{Kind: delivery.KindOutcome, AlertID: id, DeliveryID: did, Subscriber: "acme", Incarnation: incarnation,
+				Channel: delivery.ChannelEmail, Target: acmeMail, State: delivery.StateDelivered, Attempt: 1, At: testNow.Add(-40 * time.Minute)})
+	}
+	decided("inc-old", old.Incarnation)
+	decided("inc-new", cur.Incarnation)
+	decided("inc-none", "") // written before receipts named the incarnation
+	e.synced()
+
+	resp, body := e.do(request{method: "GET", path: "/v1/partner/deliveries", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var l api.PartnerDeliveryList
+	require.NoError(t, json.Unmarshal(body, &l))
+	var got []string
+	for _, d := range l.Deliveries {
+		got = append(got, d.Alert)
+	}
+	require.ElementsMatch(t, []string{"inc-new", "inc-none"}, got, "nothing decided for the deleted acme")
+	resp, body = e.do(request{method: "GET", path: "/v1/partner/deliveries?alert=inc-old", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.NotContains(t, string(body), acmeMail)
+
+	resp, body = e.do(request{method: "POST", path: "/v1/partner/alerts/inc-old/ack", token: partnerToken})
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "the new acme cannot acknowledge the old one's alert: %s", body)
+	resp, body = e.do(request{method: "POST", path: "/v1/partner/alerts/inc-new/ack", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+}
