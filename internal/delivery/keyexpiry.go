@@ -24,10 +24,6 @@ type KeyExpiry struct {
 	// Threshold is the warning the notice is for (30 days, 7 days…):
 	// one notice per threshold per key.
 	Threshold time.Duration
-	// Incarnation is that of the partner's record the key was found in
-	// (Job.Incarnation): the notice is withheld from a record registered
-	// again under the id before it goes.
-	Incarnation string
 }
 
 // Names the notice's job carries.
@@ -82,7 +78,7 @@ func (k KeyExpiry) Notice(now time.Time) *alerts.Alert {
 // Job returns the delivery job of the notice, made at now.
 func (k KeyExpiry) Job(now time.Time) *Job {
 	a := k.Notice(now)
-	return &Job{ID: ID(a.ID, k.Subscriber, k.Address), Alert: a, Subscriber: k.Subscriber, Incarnation: k.Incarnation,
+	return &Job{ID: ID(a.ID, k.Subscriber, k.Address), Alert: a, Subscriber: k.Subscriber,
 		Channel: ChannelEmail, Target: k.Address, Mode: ModeKeyExpiryNotice}
 }
 
@@ -93,7 +89,7 @@ func KeyExpiryOf(job *Job) (KeyExpiry, error) {
 		return KeyExpiry{}, errors.New("not a key-expiry notice")
 	}
 	a := job.Alert
-	k := KeyExpiry{Subscriber: job.Subscriber, Incarnation: job.Incarnation}
+	k := KeyExpiry{Subscriber: job.Subscriber}
 	for _, ind := range a.Indicators {
 		switch ind.Type {
 		case indicatorAddress:

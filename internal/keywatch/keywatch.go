@@ -307,7 +307,7 @@ func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error
 			}
 			if t, ok := threshold(w.Thresholds, left); ok {
 				due = append(due, delivery.KeyExpiry{Subscriber: s.ID, Address: e.Address, Fingerprint: ki.info.Fingerprint,
-					Expires: ki.info.Expires, Threshold: t, Incarnation: s.Incarnation})
+					Expires: ki.info.Expires, Threshold: t})
 			}
 		}
 	}
@@ -379,7 +379,7 @@ func (w *Watch) send(ctx context.Context, due []delivery.KeyExpiry, now time.Tim
 		}
 		jobs = append(jobs, kafka.Message{Key: []byte(job.Subscriber), Value: v})
 		decisions = append(decisions, fanout.ReceiptMessage(delivery.Receipt{Kind: delivery.KindDecision, AlertID: job.Alert.ID, DeliveryID: job.ID,
-			Subscriber: job.Subscriber, Incarnation: job.Incarnation, Channel: job.Channel, Target: job.Target, Decision: delivery.Notice, Mode: job.Mode, Rule: Rule,
+			Subscriber: job.Subscriber, Channel: job.Channel, Target: job.Target, Decision: delivery.Notice, Mode: job.Mode, Rule: Rule,
 			Reason: fmt.Sprintf("the OpenPGP key %s expires on %s: the %s notice", k.Fingerprint, k.Expires.UTC().Format(time.RFC3339), days(k.Threshold)),
 			At:     now}))
 	}

@@ -48,8 +48,7 @@ func keyExpiringIn(t testing.TB, left time.Duration) string {
 }
 
 func partner(id, status string, keys ...string) *subscribers.Subscriber {
-	s := &subscribers.Subscriber{ID: id, Name: id, Kind: subscribers.KindBusiness, Clearance: alerts.TLPAmber, Status: status,
-		Incarnation: "inc-" + id}
+	s := &subscribers.Subscriber{ID: id, Name: id, Kind: subscribers.KindBusiness, Clearance: alerts.TLPAmber, Status: status}
 	for i, k := range keys {
 		s.Email = append(s.Email, subscribers.Email{Address: string(rune('a'+i)) + "@" + id + ".example", PGPKey: k})
 	}
@@ -149,8 +148,6 @@ func TestNotices(t *testing.T) {
 		k, err := delivery.KeyExpiryOf(j)
 		require.NoError(t, err)
 		assert.Equal(t, "acme", j.Subscriber)
-		assert.Equal(t, "inc-acme", j.Incarnation, "the notice is for the record the key was found in")
-		assert.Equal(t, "inc-acme", k.Incarnation)
 		assert.Equal(t, delivery.ModeKeyExpiryNotice, j.Mode)
 		got[j.Target] = k.Threshold
 	}
@@ -171,7 +168,6 @@ func TestNotices(t *testing.T) {
 		require.Len(t, es, 1)
 		assert.Equal(t, delivery.Notice, es[0].Decision)
 		assert.Equal(t, keywatch.Rule, es[0].Rule)
-		assert.Equal(t, "inc-acme", es[0].Incarnation)
 		assert.Equal(t, delivery.StatePending, es[0].State)
 	}
 
@@ -283,7 +279,7 @@ func TestRunWarnsOfAPartnersOwnKey(t *testing.T) {
 	reg.Put(partner("acme", subscribers.StatusActive, keyExpiringIn(t, 400*day)))
 	running(t, watch(b, reg))
 	own := keyExpiringIn(t, 10*day)
-	reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: "acme", Incarnation: "inc-acme", Address: "a@acme.example", PGPKey: own, By: "partner:acme-soc", At: now})
+	reg.PutKeyOverlay(subscribers.KeyOverlay{Subscriber: "acme", Address: "a@acme.example", PGPKey: own, By: "partner:acme-soc", At: now})
 	require.Eventually(t, func() bool { return len(queued(t, b)) == 1 }, 10*time.Second, 20*time.Millisecond)
 	k, err := delivery.KeyExpiryOf(queued(t, b)[0])
 	require.NoError(t, err)
