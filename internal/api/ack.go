@@ -124,7 +124,7 @@ func (p *partnerAPI) ackConfirm(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Herald cannot read its delivery receipts now; try again in a moment", http.StatusServiceUnavailable)
 		return
 	}
-	if a == nil || !a.Received(c.Subscriber, p.incarnation(c.Subscriber), c.Target) {
+	if inc, ok := p.incarnation(c.Subscriber); a == nil || !ok || !a.Received(c.Subscriber, inc, c.Target) {
 		p.invalidLink(w)
 		return
 	}

@@ -69,3 +69,32 @@ func TestReRegisteredPartnerSeesNoneOfTheDeletedOnesDeliveries(t *testing.T) {
 	resp, body = e.do(request{method: "POST", path: "/v1/partner/alerts/inc-new/ack", token: partnerToken})
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 }
+
+// TestPartnerWithoutARecordSeesNoHistory: a partner token whose record is
+// gone (deleted, and not yet registered again: the token of the next
+// organisation to hold the id, configured early, or the old one's not yet
+// revoked) lists no deliveries and acknowledges nothing: no incarnation
+// can hold what the id once received.
+func TestPartnerWithoutARecordSeesNoHistory(t *testing.T) {
+	e := newEnv(t, withPartners)
+	ctx := context.Background()
+	old := e.reg.Get("acme")
+	e.publishAs("gone-1")
+	e.fannedOut("gone-1", alerts.TLPAmber, alerts.MarkingOfficial)
+	did := delivery.ID("gone-1", "acme", acmeMail)
+	e.receipts(
+		delivery.Receipt{Kind: delivery.KindDecision, AlertID: "gone-1", DeliveryID: did, Subscriber: "acme", Incarnation: old.Incarnation,
+			Channel: delivery.ChannelEmail, Target: acmeMail, Decision: delivery.Deliver, Mode: delivery.ModeEncrypted,
+			Rule: "test", At: testNow.Add(-50 * time.Minute)},
+		delivery.Receipt{Kind: delivery.KindOutcome, AlertID: "gone-1", DeliveryID: did, Subscriber: "acme", Incarnation: old.Incarnation,
+			Channel: delivery.ChannelEmail, Target: acmeMail, State: delivery.StateDelivered, Attempt: 1, At: testNow.Add(-40 * time.Minute)})
+	e.synced()
+	require.NoError(t, e.wr.Delete(ctx, "api:ops", "acme"))
+	require.Eventually(t, func() bool { return e.reg.Get("acme") == nil }, 10*time.Second, 10*time.Millisecond)
+
+	resp, body := e.do(request{method: "GET", path: "/v1/partner/deliveries", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.NotContains(t, string(body), "gone-1", "no record, no history")
+	resp, body = e.do(request{method: "POST", path: "/v1/partner/alerts/gone-1/ack", token: partnerToken})
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "%s", body)
+}

@@ -138,12 +138,17 @@ func (p *partnerAPI) ownRecord(sub string) *subscribers.Subscriber {
 // incarnation returns the Incarnation of the partner's current record
 // ("" without a registry, or for a record made before Herald set it): a
 // partner sees only the history of its own incarnation of its id
-// (ledger.Entry.Of).
-func (p *partnerAPI) incarnation(sub string) string {
-	if s := p.ownRecord(sub); s != nil {
-		return s.Incarnation
+// (ledger.Entry.Of). ok is false when the registry holds no record for
+// the partner (deleted, and not registered again): no incarnation, so no
+// history, is its own.
+func (p *partnerAPI) incarnation(sub string) (inc string, ok bool) {
+	if p.Registry == nil {
+		return "", true
 	}
-	return ""
+	if s := p.ownRecord(sub); s != nil {
+		return s.Incarnation, true
+	}
+	return "", false
 }
 
 // PartnerDeliveryList is the answer to GET /v1/partner/deliveries: a page
@@ -174,11 +179,16 @@ func (p *partnerAPI) deliveries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := subscriberOf(r)
-	q.Incarnation = p.incarnation(sub)
-	list, next, err := p.Partner.Deliveries.PartnerDeliveries(sub, q)
-	if err != nil {
-		p.viewError(w, r, err)
-		return
+	inc, hasRecord := p.incarnation(sub)
+	q.Incarnation = inc
+	var list []view.PartnerDelivery
+	var next string
+	if hasRecord {
+		var err error
+		if list, next, err = p.Partner.Deliveries.PartnerDeliveries(sub, q); err != nil {
+			p.viewError(w, r, err)
+			return
+		}
 	}
 	if list == nil {
 		list = []view.PartnerDelivery{}
@@ -251,7 +261,10 @@ func (p *partnerAPI) received(ctx context.Context, id, subscriber string) (*ledg
 	if a == nil {
 		return nil, nil
 	}
-	inc := p.incarnation(subscriber)
+	inc, ok := p.incarnation(subscriber)
+	if !ok {
+		return nil, nil
+	}
 	for _, e := range a.Entries() {
 		if e.Subscriber == subscriber && a.Received(subscriber, inc, e.Target) {
 			return a, nil
