@@ -109,6 +109,8 @@ func TestValidateEveryKey(t *testing.T) {
 		{"kafka.retention.retry", func(c *config.Config) { c.Kafka.Retention.Retry = time.Hour }},
 		{"kafka.retention.deliveries", func(c *config.Config) { c.Kafka.Retention.Deliveries = time.Hour }},
 		{"kafka.retention.pending", func(c *config.Config) { c.Kafka.Retention.Pending = time.Hour }},
+		{"kafka.retention.alerts", func(c *config.Config) { c.Kafka.Retention.Receipts = 500 * config.Day }},
+		{"kafka.retention.dead", func(c *config.Config) { c.Kafka.Retention.Dead = 401 * config.Day }},
 		{"kafka.tls.enabled", func(c *config.Config) { c.Kafka.TLS.Enabled = true }},
 		{"kafka.sasl.mechanism", func(c *config.Config) {
 			c.Kafka.Brokers, c.Publishing.KeyFile, c.Kafka.SASL.Mechanism = []string{"k:9092"}, "config_test.go", "GSSAPI"

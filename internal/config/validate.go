@@ -138,6 +138,14 @@ func (c *Config) validateKafka(v validator) {
 			v.Add("kafka.retention."+d.key, "%s is shorter than %s: %s", d.v, d.want, d.why)
 		}
 	}
+	// What answers from one topic about another's records needs them as
+	// long as its own (said once a duration passes its own minimum).
+	if r.Alerts >= 400*Day && r.Alerts < r.Receipts {
+		v.Add("kafka.retention.alerts", "%s is shorter than kafka.retention.receipts (%s): a receipt would outlive its alert, and a status page, a pull collection or an update built afresh from Kafka would find the receipt without the alert", r.Alerts, r.Receipts)
+	}
+	if r.Receipts >= 400*Day && r.Dead > r.Receipts {
+		v.Add("kafka.retention.dead", "%s is longer than kafka.retention.receipts (%s): a dead letter replayed after its receipts are gone could not be checked against what was delivered or cancelled since", r.Dead, r.Receipts)
+	}
 	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
 		v.Add("kafka.tls.cert_file", "cert_file and key_file go together")
 	}
