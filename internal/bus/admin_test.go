@@ -173,6 +173,29 @@ func TestCheckRetentionRefusesTopicsThatDeleteByTimeOrSize(t *testing.T) {
 	assert.NotContains(t, err.Error(), "other.audit")
 }
 
+// TestCheckRetentionRefusesCompactDeleteOnTopicsThatKeepEveryRecord: a
+// receipts topic that keeps records long enough by time and size but is
+// also compacted (cleanup.policy=compact,delete) keeps only the latest
+// receipt of each alert once compaction runs, so an alert's history goes
+// with it: refused, as a topic only compacted is.
+func TestCheckRetentionRefusesCompactDeleteOnTopicsThatKeepEveryRecord(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.RetryTiers(1))
+	client := &kafka.Client{Addr: kafka.TCP(c.Addrs()...)}
+	forever := fmt.Sprint(int64(500 * config.Day / time.Millisecond))
+	_, err := client.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: "both.receipts", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact,delete"},
+				{ConfigName: "retention.ms", ConfigValue: forever}, {ConfigName: "retention.bytes", ConfigValue: "-1"}}},
+	}})
+	require.NoError(t, err)
+	both := c.Config()
+	both.TopicPrefix = "both."
+	err = checkRetention(t.Context(), c.OpenWith(t, both, c.Options(t)), []string{bus.TopicReceipts}, 1)
+	var re *bus.RetentionError
+	require.ErrorAs(t, err, &re)
+	assert.ErrorContains(t, err, "both.receipts is compacted")
+}
+
 // TestCheckRetentionOfFailsOnlyTheReadersOfAShortTopic: with several
 // readers checked at once, a topic that keeps records for too short a time
 // fails only the readers that read it, each with its own topics named once;

@@ -256,8 +256,10 @@ func (b *Bus) CheckRetentionOf(ctx context.Context, groups map[string][]string, 
 		case t.Compacted && g.Deletes && g.Bytes >= 0:
 			problem[n] = fmt.Sprintf("%s also deletes its oldest records beyond %d bytes a partition (cleanup.policy=compact,delete, retention.bytes), so a partner's latest record goes with them; set cleanup.policy=compact", b.Topic(n), g.Bytes)
 		case t.Compacted:
-		case g.Compacted && !g.Deletes:
-			problem[n] = fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s; set cleanup.policy=delete", b.Topic(n), n, t.Retention)
+		case g.Compacted:
+			// compact,delete too: compaction keeps only the latest
+			// record of each key whatever the deletion keeps.
+			problem[n] = fmt.Sprintf("%s is compacted: it keeps only the latest record of each key, and %s needs every record for %s; set cleanup.policy=delete", b.Topic(n), n, days(t.Retention))
 		case g.Retention >= 0 && g.Retention < t.Retention:
 			problem[n] = fmt.Sprintf("%s keeps records for %s, %s asks for %s; raise its retention.ms", b.Topic(n), days(g.Retention), t.Key, days(t.Retention))
 		case g.Bytes >= 0:
