@@ -325,7 +325,7 @@ func (r *Registry) OverlayRevision(key string) (rev uint64, ignored bool) {
 // with the Seq was made from the key in force at that Seq.
 func (r *Registry) NextKeySeq(rec *Subscriber, address string) (uint64, error) {
 	return r.nextSeq(rec, KeyOverlayKey(rec.ID, address), func(cur *Subscriber) bool {
-		i, j := emailIndex(rec, address), emailIndex(cur, address)
+		i, j := rec.EmailIndex(address), cur.EmailIndex(address)
 		return i >= 0 && j >= 0 && strings.TrimSpace(cur.Email[j].PGPKey) == strings.TrimSpace(rec.Email[i].PGPKey)
 	})
 }
@@ -336,7 +336,7 @@ func (r *Registry) NextKeySeq(rec *Subscriber, address string) (uint64, error) {
 // record no longer holds rec's secrets for the webhook.
 func (r *Registry) NextSecretsSeq(rec *Subscriber, url string) (uint64, error) {
 	return r.nextSeq(rec, SecretsOverlayKey(rec.ID, url), func(cur *Subscriber) bool {
-		i, j := webhookIndex(rec, url), webhookIndex(cur, url)
+		i, j := rec.WebhookIndex(url), cur.WebhookIndex(url)
 		return i >= 0 && j >= 0 && slices.Equal(cur.Webhooks[j].Secrets, rec.Webhooks[i].Secrets)
 	})
 }
@@ -364,14 +364,21 @@ func (r *Registry) currentRecordLocked(id string) *Subscriber {
 	return r.currentLocked(slot).record()
 }
 
-// emailIndex returns the index of address in s's addresses, whatever its
-// case, or -1.
-func emailIndex(s *Subscriber, address string) int {
+// EmailIndex returns the index of address in s's addresses, whatever its
+// case, or -1 (also for a nil s).
+func (s *Subscriber) EmailIndex(address string) int {
+	if s == nil {
+		return -1
+	}
 	return slices.IndexFunc(s.Email, func(e Email) bool { return strings.EqualFold(e.Address, address) })
 }
 
-// webhookIndex returns the index of the webhook with url in s, or -1.
-func webhookIndex(s *Subscriber, url string) int {
+// WebhookIndex returns the index of the webhook with url in s, or -1 (also
+// for a nil s).
+func (s *Subscriber) WebhookIndex(url string) int {
+	if s == nil {
+		return -1
+	}
 	return slices.IndexFunc(s.Webhooks, func(w Webhook) bool { return w.URL == url })
 }
 

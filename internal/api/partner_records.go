@@ -192,7 +192,7 @@ func (p *partnerAPI) lockRecord(w http.ResponseWriter, r *http.Request) (rec, wr
 // holds for its address, whatever its case ("" if it holds none, or lists
 // no such address).
 func writtenKey(written *subscribers.Subscriber, address string) string {
-	if j := emailIndex(written, address); j >= 0 {
+	if j := written.EmailIndex(address); j >= 0 {
 		return written.Email[j].PGPKey
 	}
 	return ""
@@ -425,7 +425,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := r.PathValue("address")
-	i := slices.IndexFunc(old.Email, func(e subscribers.Email) bool { return strings.EqualFold(e.Address, addr) })
+	i := old.EmailIndex(addr)
 	if i < 0 {
 		p.audit(r, partnerActor(r), record.Audit{Action: record.ActionPartnerKey, Object: "subscriber:" + old.ID,
 			Outcome: record.OutcomeRefused, Reason: "the address is not in the partner's record"})
@@ -455,14 +455,14 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 			return p.Overlays.SetKey(r.Context(), partnerActor(r), old, res.Address, writtenKey(written, res.Address), armored, now)
 		},
 		inForce: func(rec *subscribers.Subscriber) bool {
-			j := emailIndex(rec, res.Address)
+			j := rec.EmailIndex(res.Address)
 			return j >= 0 && strings.TrimSpace(rec.Email[j].PGPKey) == strings.TrimSpace(armored)
 		},
 		conflict: fmt.Sprintf("the key of %s changed while this change was made (another request?); see it with GET /v1/partner/email and try again", res.Address),
 		list:     "GET /v1/partner/email",
 		audit:    record.Audit{Action: record.ActionPartnerKey, Reason: "the key changed while the change was made", Details: details},
 		again: func(rec *subscribers.Subscriber) error {
-			j, written := emailIndex(rec, res.Address), p.Directory.Record(rec.ID)
+			j, written := rec.EmailIndex(res.Address), p.Directory.Record(rec.ID)
 			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" || written == nil {
 				return errNothingInForce
 			}
@@ -483,24 +483,6 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// emailIndex returns the index of address in rec's addresses, whatever
-// its case, or -1 (also for a nil rec).
-func emailIndex(rec *subscribers.Subscriber, address string) int {
-	if rec == nil {
-		return -1
-	}
-	return slices.IndexFunc(rec.Email, func(e subscribers.Email) bool { return strings.EqualFold(e.Address, address) })
-}
-
-// webhookOf returns the index of the webhook with url in rec, or -1 (also
-// for a nil rec).
-func webhookOf(rec *subscribers.Subscriber, url string) int {
-	if rec == nil {
-		return -1
-	}
-	return slices.IndexFunc(rec.Webhooks, func(wh subscribers.Webhook) bool { return wh.URL == url })
-}
-
 // secretsAgain writes the secrets in force for the webhook url in rec,
 // the partner's effective record, as a change that changes nothing
 // (ownChange.again). When they are the partner's own list the registry
@@ -508,7 +490,7 @@ func webhookOf(rec *subscribers.Subscriber, url string) int {
 // that made them, not this request, whose own change may have been
 // refused.
 func (p *partnerAPI) secretsAgain(r *http.Request, rec *subscribers.Subscriber, url string) error {
-	j, written := webhookOf(rec, url), p.Directory.Record(rec.ID)
+	j, written := rec.WebhookIndex(url), p.Directory.Record(rec.ID)
 	if j < 0 || written == nil {
 		return errNothingInForce
 	}
@@ -538,7 +520,7 @@ func (p *partnerAPI) changeSecrets(w http.ResponseWriter, r *http.Request, old, 
 			return p.Overlays.SetSecrets(r.Context(), partnerActor(r), old, url, writtenSecrets(written, url), secrets, p.now())
 		},
 		inForce: func(rec *subscribers.Subscriber) bool {
-			j := webhookOf(rec, url)
+			j := rec.WebhookIndex(url)
 			return j >= 0 && done(rec.Webhooks[j].Secrets)
 		},
 		conflict: fmt.Sprintf("your webhook %d's secrets changed while this change was made (another request?); list them with GET /v1/partner/webhooks and try again", i),
@@ -553,7 +535,7 @@ func (p *partnerAPI) changeSecrets(w http.ResponseWriter, r *http.Request, old, 
 	if rec == nil { // not read back: no Partner.Sync
 		return secrets, i, true
 	}
-	j := webhookOf(rec, url)
+	j := rec.WebhookIndex(url)
 	return rec.Webhooks[j].Secrets, j, true
 }
 
