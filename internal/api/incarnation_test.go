@@ -98,3 +98,41 @@ func TestPartnerWithoutARecordSeesNoHistory(t *testing.T) {
 	resp, body = e.do(request{method: "POST", path: "/v1/partner/alerts/gone-1/ack", token: partnerToken})
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, "%s", body)
 }
+
+// TestReRegisteredPartnerCannotReplayTheDeletedOnesDeadLetters: the new
+// acme's POST /v1/partner/dead/replay requeues none of the deleted acme's
+// dead letters (404 naming the id; none with every one asked for): they
+// are not its own. Its own, and those written before jobs named the
+// incarnation, it replays.
+func TestReRegisteredPartnerCannotReplayTheDeletedOnesDeadLetters(t *testing.T) {
+	e := newEnv(t, withPartners)
+	ctx := context.Background()
+	old := e.reg.Get("acme")
+	require.NoError(t, e.wr.Delete(ctx, "api:ops", "acme"))
+	again := &subscribers.Subscriber{ID: "acme", Name: "Another Acme", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Webhooks: []subscribers.Webhook{{URL: acmeHook}}}
+	again.Normalize()
+	require.NoError(t, e.wr.Put(ctx, "api:ops", "", []*subscribers.Subscriber{again}, nil))
+	require.Eventually(t, func() bool { s := e.reg.Get("acme"); return s != nil && s.Incarnation != old.Incarnation },
+		10*time.Second, 10*time.Millisecond)
+	cur := e.reg.Get("acme")
+
+	job := func(id, incarnation string) *delivery.Job {
+		a := &alerts.Alert{ID: id, Type: alerts.TypeAlert, Title: "t", Severity: alerts.SeveritySevere, TLP: alerts.TLPGreen,
+			Marking: alerts.MarkingOfficial, Handling: alerts.Handling{Code: "P"}}
+		return &delivery.Job{ID: delivery.ID(id, "acme", acmeHook), Alert: a, Subscriber: "acme", Incarnation: incarnation,
+			Channel: delivery.ChannelWebhook, Target: acmeHook, Mode: delivery.ModeSigned, Attempt: 3}
+	}
+	theirs, mine, unnamed := job("dl-old", old.Incarnation), job("dl-new", cur.Incarnation), job("dl-none", "")
+	for _, j := range []*delivery.Job{theirs, mine, unnamed} {
+		e.deadLetter(j)
+	}
+
+	resp, body := e.do(request{method: "POST", path: "/v1/partner/dead/replay", token: partnerToken,
+		body: `{"ids": ["` + theirs.ID + `"]}`})
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "the deleted acme's dead letter is not the new one's: %s", body)
+	resp, body = e.do(request{method: "POST", path: "/v1/partner/dead/replay", token: partnerToken, body: `{}`})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.JSONEq(t, `{"requeued": 2}`, string(body))
+	require.ElementsMatch(t, []string{mine.ID, unnamed.ID}, e.queued(), "never the deleted acme's")
+}

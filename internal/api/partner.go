@@ -59,12 +59,13 @@ type ReceiptWriter interface {
 
 // DeadLetters is what a partner may do with its own dead letters.
 type DeadLetters interface {
-	// Dead returns the delivery ids of subscriber's dead letters.
-	Dead(ctx context.Context, subscriber string) ([]string, error)
-	// Replay re-queues subscriber's dead letters with the given delivery
-	// ids (every one when ids is empty) and returns how many it
-	// re-queued: a delivery delivered or replayed since is not.
-	Replay(ctx context.Context, subscriber string, ids []string) (int, error)
+	// Dead returns the delivery ids of the dead letters of subscriber's
+	// record of the given incarnation (deliver.DeadFilter.Incarnation).
+	Dead(ctx context.Context, subscriber, incarnation string) ([]string, error)
+	// Replay re-queues those dead letters with the given delivery ids
+	// (every one when ids is empty) and returns how many it re-queued: a
+	// delivery delivered or replayed since is not.
+	Replay(ctx context.Context, subscriber, incarnation string, ids []string) (int, error)
 }
 
 // partnerAPI serves the partner endpoints.
@@ -366,13 +367,19 @@ func (p *partnerAPI) replay(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "dead letters cannot be replayed on this server", nil)
 		return
 	}
+	// Only the dead letters of the partner's current record: none when
+	// the record is gone.
 	sub := subscriberOf(r)
+	inc, hasRecord := p.incarnation(sub)
 	if len(req.IDs) > 0 {
-		own, err := p.Partner.Dead.Dead(r.Context(), sub)
-		if err != nil {
-			p.log.Error("list dead letters", "subscriber", sub, "error", err)
-			writeError(w, http.StatusServiceUnavailable, "cannot read the dead letters now; try again", nil)
-			return
+		var own []string
+		if hasRecord {
+			var err error
+			if own, err = p.Partner.Dead.Dead(r.Context(), sub, inc); err != nil {
+				p.log.Error("list dead letters", "subscriber", sub, "error", err)
+				writeError(w, http.StatusServiceUnavailable, "cannot read the dead letters now; try again", nil)
+				return
+			}
 		}
 		var missing []alerts.FieldError
 		for i, id := range req.IDs {
@@ -388,11 +395,14 @@ func (p *partnerAPI) replay(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	n, err := p.Partner.Dead.Replay(r.Context(), sub, req.IDs)
-	if err != nil {
-		p.log.Error("replay dead letters", "subscriber", sub, "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the dead letters could not be replayed; try again", nil)
-		return
+	var n int
+	if hasRecord {
+		var err error
+		if n, err = p.Partner.Dead.Replay(r.Context(), sub, inc, req.IDs); err != nil {
+			p.log.Error("replay dead letters", "subscriber", sub, "error", err)
+			writeError(w, http.StatusServiceUnavailable, "the dead letters could not be replayed; try again", nil)
+			return
+		}
 	}
 	details := map[string]any{"requeued": n}
 	if len(req.IDs) > 0 {

@@ -42,8 +42,8 @@ type DeadLetters struct {
 var _ api.DeadLetters = DeadLetters{}
 
 // Dead implements api.DeadLetters.
-func (d DeadLetters) Dead(ctx context.Context, subscriber string) ([]string, error) {
-	dead, err := deliver.ListDead(ctx, d.Bus, deliver.DeadFilter{Subscriber: subscriber})
+func (d DeadLetters) Dead(ctx context.Context, subscriber, incarnation string) ([]string, error) {
+	dead, err := deliver.ListDead(ctx, d.Bus, deliver.DeadFilter{Subscriber: subscriber, Incarnation: incarnation})
 	if err != nil {
 		return nil, err
 	}
@@ -56,12 +56,12 @@ func (d DeadLetters) Dead(ctx context.Context, subscriber string) ([]string, err
 }
 
 // Replay implements api.DeadLetters.
-func (d DeadLetters) Replay(ctx context.Context, subscriber string, ids []string) (int, error) {
+func (d DeadLetters) Replay(ctx context.Context, subscriber, incarnation string, ids []string) (int, error) {
 	now := time.Now
 	if d.Now != nil {
 		now = d.Now
 	}
-	return deliver.Replay(ctx, d.Bus, deliver.DeadFilter{Subscriber: subscriber, Deliveries: ids}, now())
+	return deliver.Replay(ctx, d.Bus, deliver.DeadFilter{Subscriber: subscriber, Incarnation: incarnation, Deliveries: ids}, now())
 }
 
 // AckLinks returns the codec of acknowledgement links, keyed from the

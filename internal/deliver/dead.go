@@ -77,6 +77,11 @@ var _ ReplayBus = (*bus.Bus)(nil)
 type DeadFilter struct {
 	// Subscriber is a subscriber id.
 	Subscriber string
+	// Incarnation keeps the dead letters of jobs decided for that
+	// incarnation of the subscriber's record, and those of jobs without
+	// one (ledger.SameIncarnation): a partner registered again under a
+	// deleted partner's id replays none of the deleted one's.
+	Incarnation string
 	// Alert is an alert id.
 	Alert string
 	// Deliveries, when not empty, keeps the dead letters of these
@@ -86,7 +91,7 @@ type DeadFilter struct {
 
 // Empty reports whether f selects every dead letter.
 func (f DeadFilter) Empty() bool {
-	return f.Subscriber == "" && f.Alert == "" && len(f.Deliveries) == 0
+	return f.Subscriber == "" && f.Incarnation == "" && f.Alert == "" && len(f.Deliveries) == 0
 }
 
 func (f DeadFilter) match(d *DeadLetter) bool {
@@ -94,6 +99,7 @@ func (f DeadFilter) match(d *DeadLetter) bool {
 		return f.Empty()
 	}
 	return (f.Subscriber == "" || d.Job.Subscriber == f.Subscriber) &&
+		ledger.SameIncarnation(d.Job.Incarnation, f.Incarnation) &&
 		(f.Alert == "" || (d.Job.Alert != nil && d.Job.Alert.ID == f.Alert)) &&
 		(len(f.Deliveries) == 0 || slices.Contains(f.Deliveries, d.Job.ID))
 }

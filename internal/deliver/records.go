@@ -16,6 +16,7 @@ import (
 
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -401,7 +402,7 @@ func (r *Runner) disable(o *out, job *delivery.Job, now time.Time) {
 // record without an incarnation (written before Herald recorded it) is
 // rechecked as before.
 func (r *Runner) recheck(job *delivery.Job, sub *subscribers.Subscriber, now time.Time) (rule, why string) {
-	if job.Incarnation != "" && sub.Incarnation != "" && job.Incarnation != sub.Incarnation {
+	if !ledger.SameIncarnation(job.Incarnation, sub.Incarnation) {
 		return RuleSubscriberReplaced, "the subscriber record the job was decided for was deleted and its id registered again (incarnation " +
 			strconv.Quote(job.Incarnation) + ", now " + strconv.Quote(sub.Incarnation) + ")"
 	}

@@ -45,7 +45,15 @@ type Entry struct {
 // it) belongs to every incarnation of the id, as before: history written
 // then is still found by id alone.
 func (e *Entry) Of(incarnation string) bool {
-	return e.Incarnation == "" || incarnation == "" || e.Incarnation == incarnation
+	return SameIncarnation(e.Incarnation, incarnation)
+}
+
+// SameIncarnation is Entry.Of for anything decided for a partner's record
+// of incarnation decided (a job, a dead letter, a recipient): whether it
+// belongs to the record of incarnation record. Either one empty (written,
+// or made, before Herald recorded incarnations) matches any.
+func SameIncarnation(decided, record string) bool {
+	return decided == "" || record == "" || decided == record
 }
 
 // Meta is what the ledger knows of an alert as a whole, from the fan-out's
@@ -232,12 +240,7 @@ type Recipients map[string][]string
 // Has reports whether the partner's record of the given incarnation is
 // one of the recipients (Entry.Of).
 func (r Recipients) Has(subscriber, incarnation string) bool {
-	for _, inc := range r[subscriber] {
-		if (&Entry{Incarnation: inc}).Of(incarnation) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(r[subscriber], func(decided string) bool { return SameIncarnation(decided, incarnation) })
 }
 
 // Recipients returns the partners to any target of which the alert's
