@@ -20,7 +20,6 @@ import (
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
-	"github.com/herald-alerts/herald/internal/deliver"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
@@ -323,7 +322,7 @@ func (e *env) deadLetter(job *delivery.Job) {
 	v, err := job.Encode()
 	require.NoError(e.t, err)
 	require.NoError(e.t, e.bus.Producer(bus.TopicDead).Write(context.Background(), kafka.Message{Key: []byte(job.Subscriber), Value: v,
-		Headers: []kafka.Header{{Key: deliver.HeaderReason, Value: []byte(delivery.ReasonHTTP4xx)}, {Key: deliver.HeaderError, Value: []byte("403")}}}))
+		Headers: []kafka.Header{{Key: bus.HeaderReason, Value: []byte(delivery.ReasonHTTP4xx)}, {Key: bus.HeaderError, Value: []byte("403")}}}))
 }
 
 // queued returns the delivery ids on the deliveries topic.

@@ -437,8 +437,14 @@ func Rejection(m kafka.Message, reason string, err error) kafka.Message {
 	return kafka.Message{Key: m.Key, Value: m.Value, Headers: []kafka.Header{
 		{Key: HeaderReason, Value: []byte(reason)},
 		{Key: HeaderError, Value: []byte(err.Error())},
-		{Key: HeaderSource, Value: []byte(m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10))},
+		{Key: HeaderSource, Value: []byte(Source(m))},
 	}}
+}
+
+// Source names where m was read, as the source header of a Rejection
+// says it: topic/partition/offset.
+func Source(m kafka.Message) string {
+	return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
 }
 
 // AsWritten returns m as a reader of topic (given without prefix) would

@@ -13,7 +13,6 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/bus"
-	"github.com/herald-alerts/herald/internal/deliver"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -69,8 +68,8 @@ func TestTextOutputEscapesData(t *testing.T) {
 		Subscriber: "acme", Channel: delivery.ChannelWebhook, Target: target, Mode: delivery.ModeSigned, Attempt: 3,
 		History: []delivery.Attempt{{At: now, Reason: delivery.ReasonHTTP5xx, Error: "HTTP 500: " + evil}}}
 	write(bus.TopicDead, job.ID, job,
-		kafka.Header{Key: deliver.HeaderReason, Value: []byte("http-5xx" + evil)},
-		kafka.Header{Key: deliver.HeaderError, Value: []byte("HTTP 500: " + evil + "boom")})
+		kafka.Header{Key: bus.HeaderReason, Value: []byte("http-5xx" + evil)},
+		kafka.Header{Key: bus.HeaderError, Value: []byte("HTTP 500: " + evil + "boom")})
 
 	t.Run("subscribers list", func(t *testing.T) {
 		code, out, errOut := run(t, "", "subscribers", "list")

@@ -111,6 +111,10 @@ func TestValidateEveryKey(t *testing.T) {
 		{"kafka.retention.pending", func(c *config.Config) { c.Kafka.Retention.Pending = time.Hour }},
 		{"kafka.retention.alerts", func(c *config.Config) { c.Kafka.Retention.Receipts = 500 * config.Day }},
 		{"kafka.retention.dead", func(c *config.Config) { c.Kafka.Retention.Dead = 401 * config.Day }},
+		{"kafka.retention.quarantine", func(c *config.Config) { c.Kafka.Retention.Quarantine = 30 * config.Day }},
+		{"kafka.retention.quarantine", func(c *config.Config) {
+			c.Kafka.Retention.Alerts, c.Kafka.Retention.Receipts = 500*config.Day, 500*config.Day
+		}},
 		{"kafka.tls.enabled", func(c *config.Config) { c.Kafka.TLS.Enabled = true }},
 		{"kafka.sasl.mechanism", func(c *config.Config) {
 			c.Kafka.Brokers, c.Publishing.KeyFile, c.Kafka.SASL.Mechanism = []string{"k:9092"}, "config_test.go", "GSSAPI"

@@ -130,7 +130,7 @@ func (c *Config) validateKafka(v validator) {
 		{"audit", r.Audit, 400 * Day, "the audit trail answers from it"},
 		{"pending", r.Pending, c.Release.PendingTTL, "pending alerts wait there for approval"},
 		{"dead", r.Dead, Day, "dead letters wait there for a replay"},
-		{"quarantine", r.Quarantine, Day, "quarantined alerts wait there for inspection"},
+		{"quarantine", r.Quarantine, 400 * Day, "the alert list and status say from it which alerts the fan-out refused"},
 		{"deliveries", r.Deliveries, Day, "jobs wait there for a worker"},
 		{"retry", r.Retry, 2 * slices.Max(append([]time.Duration{12 * time.Hour}, c.Delivery.RetrySchedule...)), "jobs wait there for their retry time"},
 	} {
@@ -142,6 +142,9 @@ func (c *Config) validateKafka(v validator) {
 	// long as its own (said once a duration passes its own minimum).
 	if r.Alerts >= 400*Day && r.Alerts < r.Receipts {
 		v.Add("kafka.retention.alerts", "%s is shorter than kafka.retention.receipts (%s): a receipt would outlive its alert, and a status page, a pull collection or an update built afresh from Kafka would find the receipt without the alert", r.Alerts, r.Receipts)
+	}
+	if r.Alerts >= 400*Day && r.Quarantine >= 400*Day && r.Quarantine < r.Alerts {
+		v.Add("kafka.retention.quarantine", "%s is shorter than kafka.retention.alerts (%s): an alert the fan-out refused would outlive its quarantine record, and the alert list and status would call it published", r.Quarantine, r.Alerts)
 	}
 	if r.Receipts >= 400*Day && r.Dead > r.Receipts {
 		v.Add("kafka.retention.dead", "%s is longer than kafka.retention.receipts (%s): a dead letter replayed after its receipts are gone could not be checked against what was delivered or cancelled since", r.Dead, r.Receipts)

@@ -58,8 +58,8 @@ func TestUnattributedJobIsNeverAttempted(t *testing.T) {
 	}
 	assert.Equal(t, map[string]bool{string(v1): true, string(v2): true}, values, "moved as they are")
 	require.NoError(t, e.bus.ReadAll(context.Background(), bus.TopicDead, func(m kafka.Message) error {
-		assert.Equal(t, delivery.ReasonUnattributed, bus.Header(m, HeaderReason))
-		assert.NotEmpty(t, bus.Header(m, headerSource))
+		assert.Equal(t, delivery.ReasonUnattributed, bus.Header(m, bus.HeaderReason))
+		assert.NotEmpty(t, bus.Header(m, bus.HeaderSource))
 		return nil
 	}))
 
@@ -94,7 +94,7 @@ func TestOnlyDeadLettersHeraldWroteAreReplayed(t *testing.T) {
 	v, err := forged.Encode()
 	require.NoError(t, err)
 	require.NoError(t, e.stranger().Producer(bus.TopicDead).Write(context.Background(), kafka.Message{Key: []byte("acme"), Value: v,
-		Headers: []kafka.Header{{Key: HeaderReason, Value: []byte(delivery.ReasonHTTP4xx)}}}))
+		Headers: []kafka.Header{{Key: bus.HeaderReason, Value: []byte(delivery.ReasonHTTP4xx)}}}))
 	require.NoError(t, e.rawWriter(bus.TopicDeliveries).WriteMessages(context.Background(), kafka.Message{Key: []byte("acme"), Value: v}))
 	e.start(e.runner())
 
@@ -114,7 +114,7 @@ func TestOnlyDeadLettersHeraldWroteAreReplayed(t *testing.T) {
 	require.NoError(t, e.rawWriter(bus.TopicDead).WriteMessages(context.Background(), kafka.Message{Key: moved.Key, Value: moved.Value,
 		Headers: []kafka.Header{
 			{Key: busauth.Header, Value: []byte(bus.Header(*moved, busauth.Header))},
-			{Key: HeaderReason, Value: []byte(delivery.ReasonHTTP4xx)},
+			{Key: bus.HeaderReason, Value: []byte(delivery.ReasonHTTP4xx)},
 		}}))
 
 	dead, err := ListDead(context.Background(), e.bus, DeadFilter{})

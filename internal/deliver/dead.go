@@ -214,7 +214,7 @@ func deadHeaders(b TopicReader, m kafka.Message) (reason, errText string) {
 	if err := b.AuthenticateHeaders(m); err != nil {
 		return ReasonUnauthenticatedHeaders, "reason and error headers not written by Herald, not shown (altered, or written before Herald authenticated headers): " + err.Error()
 	}
-	return bus.Header(m, HeaderReason), bus.Header(m, HeaderError)
+	return bus.Header(m, bus.HeaderReason), bus.Header(m, bus.HeaderError)
 }
 
 // replayable reports whether d is a dead job Herald wrote.

@@ -28,7 +28,7 @@ func TestDeadLetterReasonOnlyFromAuthenticHeaders(t *testing.T) {
 	v, err := job.Encode()
 	require.NoError(t, err)
 	headers := func(reason, errText string) []kafka.Header {
-		return []kafka.Header{{Key: HeaderReason, Value: []byte(reason)}, {Key: HeaderError, Value: []byte(errText)}}
+		return []kafka.Header{{Key: bus.HeaderReason, Value: []byte(reason)}, {Key: bus.HeaderError, Value: []byte(errText)}}
 	}
 	require.NoError(t, e.bus.Producer(bus.TopicDead).Write(context.Background(),
 		kafka.Message{Key: []byte("acme"), Value: v, Headers: headers(delivery.ReasonExhausted, "receiver answered 503")}))
@@ -40,9 +40,9 @@ func TestDeadLetterReasonOnlyFromAuthenticHeaders(t *testing.T) {
 	forged := kafka.Message{Key: own.Key, Value: own.Value}
 	for _, h := range own.Headers {
 		switch h.Key {
-		case HeaderReason:
+		case bus.HeaderReason:
 			h.Value = []byte(delivery.ReasonGone)
-		case HeaderError:
+		case bus.HeaderError:
 			h.Value = []byte("forged error")
 		}
 		forged.Headers = append(forged.Headers, h)

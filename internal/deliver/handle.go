@@ -253,7 +253,7 @@ func (r *Runner) leased(m kafka.Message) bool {
 	}
 	if err := r.bus.AuthenticateHeaders(m); err != nil {
 		r.log.Warn("ignoring a lease header Herald did not write: the job is attempted as not leased",
-			"source", source(m), "error", err)
+			"source", bus.Source(m), "error", err)
 		return false
 	}
 	return true

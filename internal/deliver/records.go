@@ -21,20 +21,10 @@ import (
 	"github.com/herald-alerts/herald/subscribers"
 )
 
-// Headers of records the runner writes.
-const (
-	// HeaderReason is the reason a job is on the dead topic (a
-	// delivery.Reason… constant).
-	HeaderReason = "reason"
-	// HeaderError is the last error of a dead job.
-	HeaderError = "error"
-	// headerLease marks a lease: the copy of a job whose attempt was
-	// handed off by its batch.
-	headerLease = "lease"
-	// headerSource names where an undecodable record was found
-	// (topic/partition/offset).
-	headerSource = "source"
-)
+// headerLease marks a lease: the copy of a job whose attempt was handed
+// off by its batch. A dead letter's reason and error headers, and a
+// refused record's source, are bus.Rejection's (bus.HeaderReason, …).
+const headerLease = "lease"
 
 // Rules the runner records for withholds the policy does not name.
 const (
@@ -283,8 +273,8 @@ func (r *Runner) reschedule(o *out, job *delivery.Job, due time.Time, lease bool
 // dead writes job to the dead topic with reason and records state.
 func (r *Runner) dead(o *out, job *delivery.Job, state, reason, errText string, attempt int) {
 	o.addJSON(bus.TopicDead, job.Subscriber, job,
-		kafka.Header{Key: HeaderReason, Value: []byte(reason)},
-		kafka.Header{Key: HeaderError, Value: []byte(errText)})
+		kafka.Header{Key: bus.HeaderReason, Value: []byte(reason)},
+		kafka.Header{Key: bus.HeaderError, Value: []byte(errText)})
 	r.receipt(o, job, delivery.Receipt{State: state, Reason: reason, Error: errText, Attempt: attempt})
 }
 
@@ -320,22 +310,14 @@ func (r *Runner) deadUnattributed(o *out, m kafka.Message, err error) {
 }
 
 // deadUnattempted writes value, read in m and never attempted, to the dead
-// topic under key with reason, err and where it was read, and counts and
-// logs it (msg). It writes no receipt.
+// topic under key with reason, err and where it was read (bus.Rejection),
+// and counts and logs it (msg). It writes no receipt.
 func (r *Runner) deadUnattempted(o *out, m kafka.Message, key, value []byte, reason string, err error, msg string) {
-	src := source(m)
-	o.add(bus.TopicDead, kafka.Message{Key: key, Value: value, Headers: []kafka.Header{
-		{Key: HeaderReason, Value: []byte(reason)},
-		{Key: HeaderError, Value: []byte(err.Error())},
-		{Key: headerSource, Value: []byte(src)},
-	}})
+	d := bus.Rejection(m, reason, err)
+	d.Key, d.Value = key, value
+	o.add(bus.TopicDead, d)
 	r.metrics.outcomes.WithLabelValues("", delivery.StateDead, reason).Inc()
-	r.log.Warn(msg, "source", src, "error", err)
-}
-
-// source names where m was read: topic/partition/offset.
-func source(m kafka.Message) string {
-	return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+	r.log.Warn(msg, "source", bus.Source(m), "error", err)
 }
 
 // conclude turns the result of an attempt of job into records: delivered,

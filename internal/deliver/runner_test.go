@@ -841,8 +841,8 @@ func TestAPackAnOlderRoleDeadLetteredIsReplayed(t *testing.T) {
 	// What the older role wrote: the record as it was, reason invalid.
 	require.NoError(t, e.bus.Producer(bus.TopicDead).Write(context.Background(), kafka.Message{Key: []byte("acme"),
 		Value: packOf(t, a, acme, bolt, forged),
-		Headers: []kafka.Header{{Key: HeaderReason, Value: []byte(delivery.ReasonInvalid)},
-			{Key: HeaderError, Value: []byte("delivery job has no subscriber or target")}}}))
+		Headers: []kafka.Header{{Key: bus.HeaderReason, Value: []byte(delivery.ReasonInvalid)},
+			{Key: bus.HeaderError, Value: []byte("delivery job has no subscriber or target")}}}))
 
 	ctx := context.Background()
 	dead := e.deadLetters(3) // a dead letter per job of the pack
