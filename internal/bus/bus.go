@@ -335,12 +335,17 @@ func (b *Bus) Authenticate(m kafka.Message) error {
 // not, it logs the record's place and the reason, and tells
 // Options.Rejected. Readers of Herald's topics skip what it refuses.
 func (b *Bus) Authentic(m kafka.Message) bool {
-	err := b.Authenticate(m)
+	return b.refuse(m, "ignoring a record not written by Herald", b.Authenticate(m))
+}
+
+// refuse reports whether err is nil; when it is not, it logs m's place
+// with msg and err, and tells Options.Rejected: the one way a reader
+// skips a record it does not trust.
+func (b *Bus) refuse(m kafka.Message, msg string, err error) bool {
 	if err == nil {
 		return true
 	}
-	b.log.Warn("ignoring a record not written by Herald", "topic", m.Topic, "partition", m.Partition,
-		"offset", m.Offset, "key", truncateKey(m.Key), "error", err)
+	b.log.Warn(msg, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "key", truncateKey(m.Key), "error", err)
 	if b.rejected != nil {
 		b.rejected(m, err)
 	}
@@ -378,19 +383,7 @@ func (b *Bus) authenticateOthers(m kafka.Message) error {
 // AuthenticateHeaders); when they are not, it logs the record's place and
 // the reason, and tells Options.Rejected, as Authentic does.
 func (b *Bus) AuthenticHeaders(m kafka.Message) bool {
-	if !b.Authentic(m) {
-		return false
-	}
-	err := b.authenticateOthers(m)
-	if err == nil {
-		return true
-	}
-	b.log.Warn("ignoring a record whose headers Herald did not write", "topic", m.Topic, "partition", m.Partition,
-		"offset", m.Offset, "key", truncateKey(m.Key), "error", err)
-	if b.rejected != nil {
-		b.rejected(m, err)
-	}
-	return false
+	return b.Authentic(m) && b.refuse(m, "ignoring a record whose headers Herald did not write", b.authenticateOthers(m))
 }
 
 // Keyring returns the keyring the bus authenticates with, or nil.
