@@ -21,6 +21,8 @@ import (
 // satisfies it.
 type Desk interface {
 	List(q view.ListQuery) ([]view.Summary, string, error)
+	// Counts counts the list's alerts by state (the desk's tiles).
+	Counts(q view.CountQuery) (view.Counts, error)
 	// Summary is one alert's row of the list; false when it is not listed.
 	Summary(id string) (view.Summary, bool, error)
 	Audit(q view.AuditQuery) ([]record.Audit, string, error)
@@ -30,10 +32,12 @@ type Desk interface {
 }
 
 // AlertList is the answer to GET /v1/alerts: a page of the alert list,
-// newest first, and the cursor of the next page ("" at the end).
+// newest first, and the cursor of the next page ("" at the end); with
+// ?counts=true, how many alerts the whole list holds in each state.
 type AlertList struct {
 	Alerts []view.Summary `json:"alerts"`
 	Next   string         `json:"next,omitempty"`
+	Counts *view.Counts   `json:"counts,omitempty"`
 }
 
 // AuditList is the answer to GET /v1/audit.
@@ -93,12 +97,13 @@ func (h *handler) listAlerts(w http.ResponseWriter, r *http.Request) {
 		v.Add("state", "must be %s, not %q", strings.Join(alertStates, ", "), state)
 	}
 	limit, before := pageQuery(r, v)
+	counts, cq := h.countQuery(r, v)
 	if err := v.Err(); err != nil {
 		writeInvalid(w, err)
 		return
 	}
 	// The list is read as the view holds it, without asking Kafka first:
-	// every open console reads it several times every few seconds. An
+	// every open console reads it, and its counts, every few seconds. An
 	// alert this server has just written is in it already (seeOwnWrite).
 	list, next, err := d.List(view.ListQuery{State: state, Limit: limit, Before: before})
 	if err != nil {
@@ -108,7 +113,47 @@ func (h *handler) listAlerts(w http.ResponseWriter, r *http.Request) {
 	if list == nil {
 		list = []view.Summary{}
 	}
-	writeJSON(w, http.StatusOK, AlertList{Alerts: list, Next: next})
+	out := AlertList{Alerts: list, Next: next}
+	if counts {
+		n, err := d.Counts(cq)
+		if err != nil {
+			h.viewError(w, r, err)
+			return
+		}
+		out.Counts = &n
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// countQuery reads ?counts= (true asks for the list's counts by state)
+// and ?since= (an RFC 3339 time: also count the alerts published since),
+// adding a field error for a bad value.
+func (h *handler) countQuery(r *http.Request, v *alerts.ValidationError) (bool, view.CountQuery) {
+	q := r.URL.Query()
+	var counts bool
+	if s := q.Get("counts"); s != "" {
+		var err error
+		if counts, err = strconv.ParseBool(s); err != nil {
+			v.Add("counts", "must be true or false, not %q", s)
+		}
+	}
+	var cq view.CountQuery
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		switch {
+		case err != nil:
+			v.Add("since", "must be a time in RFC 3339 form (2026-11-30T00:00:00Z), not %q", s)
+		case !counts:
+			v.Add("since", "counts alerts published since; it needs counts=true")
+		}
+		cq.Since = t
+	}
+	if h.Publisher != nil {
+		// An alert approved since was listed at its submission, up to
+		// pending_ttl earlier.
+		cq.Wait = h.Publisher.Release.PendingTTL
+	}
+	return counts, cq
 }
 
 // seeOwnWrite waits until this server's view holds what the request has

@@ -16,6 +16,7 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/taxonomy"
+	"github.com/herald-alerts/herald/internal/view"
 )
 
 func TestAlertList(t *testing.T) {
@@ -72,7 +73,24 @@ func TestAlertList(t *testing.T) {
 	}
 	assert.Len(t, seen, 4)
 
-	for query, field := range map[string]string{"?state=lost": "state", "?limit=0": "limit", "?limit=x": "limit", "?limit=501": "limit"} {
+	// The desk's tiles: the whole list's counts by state, in the same
+	// answer as a page.
+	code, counted := get(analystToken, "?limit=1&counts=true")
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, counted.Alerts, 1)
+	require.NotNil(t, counted.Counts)
+	assert.Equal(t, view.Counts{Pending: 1, Published: 3}, *counted.Counts)
+	assert.Nil(t, all.Counts, "only when asked")
+	code, counted = get(analystToken, "?limit=1&counts=true&since="+testNow.Add(-time.Hour).Format(time.RFC3339))
+	require.Equal(t, http.StatusOK, code)
+	require.NotNil(t, counted.Counts.PublishedSince)
+	assert.Equal(t, 3, *counted.Counts.PublishedSince)
+	code, counted = get(analystToken, "?limit=1&counts=true&since="+testNow.Add(time.Minute).Format(time.RFC3339))
+	require.Equal(t, http.StatusOK, code)
+	assert.Equal(t, 0, *counted.Counts.PublishedSince)
+
+	for query, field := range map[string]string{"?state=lost": "state", "?limit=0": "limit", "?limit=x": "limit", "?limit=501": "limit",
+		"?counts=yes": "counts", "?counts=true&since=today": "since", "?since=2026-11-30T00:00:00Z": "since"} {
 		resp, body := e.do(request{method: "GET", path: "/v1/alerts" + query, token: analystToken})
 		require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s: %s", query, body)
 		assert.Equal(t, []string{field}, fields(decodeError(t, body)), query)

@@ -184,6 +184,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.do(chromedp.SendKeys(chromedp.CSS(card+` button[data-action="approve"]`), kb.Enter))
 	b.poll(fmt.Sprintf(`(document.querySelector('%s') || {textContent: ''}).textContent.includes('Approved by you')`, card))
 	b.shot("06-bob-approved")
+	// The tiles follow: nothing awaits approval, one alert went out today.
+	b.poll(`document.querySelector('[data-count="pending"]').textContent === '0' && document.querySelector('[data-count="published-today"]').textContent === '1'`)
 
 	// --- the status page shows the delivery, names, and who released it.
 	b.navigate("/status/" + id)

@@ -960,3 +960,49 @@ func entryOf(t *testing.T, a *ledger.Alert, sub string) ledger.Entry {
 	t.Fatalf("alert %s has no entry for %s", a.ID, sub)
 	return ledger.Entry{}
 }
+
+// The desk's tiles: Counts says what List says, state by state, and
+// PublishedSince counts the published alerts released at or after Since,
+// an approval counted at its own time (a2 was submitted at 2 minutes and
+// approved at 3).
+func TestCountsAgreeWithTheList(t *testing.T) {
+	c := kafkatest.Start(t)
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	writeWorkload(w)
+	v := run(t, t.TempDir(), b)
+
+	got, err := v.Counts(view.CountQuery{})
+	require.NoError(t, err)
+	assert.Nil(t, got.PublishedSince, "not asked")
+	listed := func(state string) []view.Summary {
+		items, next, err := v.List(view.ListQuery{State: state, Limit: view.MaxLimit})
+		require.NoError(t, err)
+		require.Empty(t, next)
+		return items
+	}
+	for state, n := range map[string]int{
+		record.StatePending: got.Pending, record.StateExpired: got.Expired, record.StatePublished: got.Published,
+		record.StateRejected: got.Rejected, record.StateQuarantined: got.Quarantined,
+	} {
+		assert.Len(t, listed(state), n, state)
+	}
+	assert.Equal(t, view.Counts{Pending: 2, Expired: 1, Published: 3, Rejected: 1}, got)
+
+	published := listed(record.StatePublished)
+	for _, since := range []time.Duration{0, time.Minute, 2 * time.Minute, 150 * time.Second, 3 * time.Minute, time.Hour} {
+		want := 0
+		for _, s := range published {
+			if !s.Released().Before(at(since)) {
+				want++
+			}
+		}
+		got, err := v.Counts(view.CountQuery{Since: at(since), Wait: time.Hour})
+		require.NoError(t, err)
+		require.NotNil(t, got.PublishedSince)
+		assert.Equal(t, want, *got.PublishedSince, "since %s", since)
+	}
+	got, err = v.Counts(view.CountQuery{Since: at(150 * time.Second), Wait: time.Hour})
+	require.NoError(t, err)
+	assert.Equal(t, 2, *got.PublishedSince, "a2, approved at 3 minutes though listed at 2, and a3")
+}

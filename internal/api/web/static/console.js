@@ -441,21 +441,43 @@
     $('older-btn').addEventListener('click', function () { before = next; refreshList(); });
     $('newer-btn').addEventListener('click', function () { before = ''; refreshList(); });
 
-    async function count(state, keep) {
-      const r = await api('GET', '/v1/alerts?state=' + state + '&limit=500');
+    // showCounts fills the tiles from the list's counts (GET /v1/alerts
+    // with counts=true): the whole list's, not a page's.
+    function showCounts(c) {
+      const tiles = { pending: c.pending, 'published-today': c.published_since, rejected: c.rejected, expired: c.expired, quarantined: c.quarantined };
+      for (const key in tiles) {
+        document.querySelector('[data-count="' + key + '"]').textContent = String(tiles[key] || 0);
+      }
+    }
+
+    // countsQuery asks for the tiles' counts, published ones since the
+    // start of today (local time).
+    function countsQuery() {
+      return '&counts=true&since=' + enc(startOfToday().toISOString());
+    }
+
+    // pendingAlerts lists the alerts awaiting approval, for the review cards.
+    async function pendingAlerts() {
+      const r = await api('GET', '/v1/alerts?state=pending&limit=500');
       if (r.status !== 200) throw r;
-      const items = keep ? r.data.alerts.filter(keep) : r.data.alerts;
-      const n = items.length + (r.data.next && !keep ? '+' : '');
-      document.querySelector('[data-count="' + (keep ? state + '-today' : state) + '"]').textContent = String(n);
       return r.data.alerts;
     }
 
-    async function refreshList() {
+    // refreshList shows the list's page; counted (the desk's poll) also
+    // refreshes the tiles from the same answer and throws the answer of a
+    // failed request, for the poll to report.
+    async function refreshList(counted) {
       let q = '/v1/alerts?limit=50';
       if (filter) q += '&state=' + enc(filter);
       if (before) q += '&before=' + enc(before);
+      if (counted) q += countsQuery();
       const r = await api('GET', q);
-      if (r.status !== 200) { say(msg, problem(r), 'bad'); return; }
+      if (r.status !== 200) {
+        if (counted) throw r;
+        say(msg, problem(r), 'bad');
+        return;
+      }
+      if (r.data.counts) showCounts(r.data.counts);
       next = r.data.next || '';
       emptyTable(table);
       for (const s of r.data.alerts) {
@@ -500,14 +522,16 @@
 
     every(DESK_POLL_MS, async function () {
       try {
-        const pending = await count('pending');
-        const today = startOfToday();
-        await count('published', function (s) { return new Date(s.approved_at || s.issued_at || s.at) >= today; });
-        await count('rejected');
-        await count('expired');
-        await count('quarantined');
-        if (analyst) await refreshCards(pending);
-        if (!before) await refreshList();
+        // One request for the tiles and the newest page; an older page
+        // stays as it is while it is read, and only the tiles refresh.
+        if (!before) {
+          await refreshList(true);
+        } else {
+          const r = await api('GET', '/v1/alerts?limit=1' + countsQuery());
+          if (r.status !== 200) throw r;
+          showCounts(r.data.counts);
+        }
+        if (analyst) await refreshCards(await pendingAlerts());
         if (msg.classList.contains('bad')) say(msg, '');
       } catch (r) {
         say(msg, r && r.status !== undefined ? problem(r) : 'Cannot refresh: ' + r, 'bad');
