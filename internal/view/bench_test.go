@@ -168,3 +168,43 @@ func TestStatusLookupAmongOtherAlerts(t *testing.T) {
 	require.Len(t, got["target"].Entries(), targetEntries)
 
 }
+
+// BenchmarkDeskTiles measures what one poll of the console's desk asks of
+// the view for its five tiles, over the status fixture's alerts (about
+// 500 at the default -view.receipts, each fanned out to 1,000 partners,
+// a minute apart; "today" starts after the last of them): before, a page
+// of up to 500 summaries per state (five List calls); now, one Counts.
+// json-B/op is the size of what the API sends for them.
+//
+//	go test -run '^$' -bench BenchmarkDeskTiles -benchmem ./internal/view/
+func BenchmarkDeskTiles(b *testing.B) {
+	f := newStatusFixture(b, *benchReceipts)
+	since := t0.Add(48 * time.Hour)
+	b.Run("five-lists", func(b *testing.B) {
+		size := 0
+		for b.Loop() {
+			size = 0
+			for _, state := range []string{"pending", "published", "rejected", "expired", "quarantined"} {
+				items, _, err := f.view.List(view.ListQuery{State: state, Limit: view.MaxLimit})
+				if err != nil {
+					b.Fatal(err)
+				}
+				out, _ := json.Marshal(items)
+				size += len(out)
+			}
+		}
+		b.ReportMetric(float64(size), "json-B/op")
+	})
+	b.Run("counts", func(b *testing.B) {
+		size := 0
+		for b.Loop() {
+			n, err := f.view.Counts(view.CountQuery{Since: since, Wait: 24 * time.Hour})
+			if err != nil || n.Published == 0 {
+				b.Fatal(n, err)
+			}
+			out, _ := json.Marshal(n)
+			size = len(out)
+		}
+		b.ReportMetric(float64(size), "json-B/op")
+	})
+}
