@@ -32,6 +32,17 @@ type parsedKey struct {
 // Recipient returns the key of armored as usable at now, or why it is
 // not (ParseRecipient).
 func (c *RecipientCache) Recipient(armored string, now time.Time) (*Recipient, error) {
+	r, err := c.Parsed(armored)
+	if err != nil {
+		return nil, err
+	}
+	return r.At(now)
+}
+
+// Parsed returns the key of armored as parsed, or why it does not parse,
+// without judging it at any time: judge it (At) before using it, at every
+// use; Info describes it.
+func (c *RecipientCache) Parsed(armored string) (*Recipient, error) {
 	h := sha256.Sum256([]byte(armored))
 	c.mu.Lock()
 	p, ok := c.m[h]
@@ -45,8 +56,12 @@ func (c *RecipientCache) Recipient(armored string, now time.Time) (*Recipient, e
 		c.m[h] = p
 		c.mu.Unlock()
 	}
-	if p.err != nil {
-		return nil, p.err
-	}
-	return p.r.At(now)
+	return p.r, p.err
+}
+
+// Len returns how many keys c holds parsed (or found not to parse).
+func (c *RecipientCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }
