@@ -3,6 +3,7 @@ package pgp
 import (
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
@@ -26,13 +27,19 @@ type KeyInfo struct {
 // too, so that administrators can list it; whether it can be used is
 // CheckRecipientKey's question.
 func InspectKey(armored string, now time.Time) (KeyInfo, error) {
-	if err := CheckKeyParses(armored); err != nil {
-		return KeyInfo{}, err
-	}
-	e, err := readOne([]byte(armored))
+	e, err := readPublic(armored)
 	if err != nil {
 		return KeyInfo{}, err
 	}
+	return describe(e, now), nil
+}
+
+// Info describes the parsed key at now as InspectKey does, whether or not
+// it can be used at now (At).
+func (r *Recipient) Info(now time.Time) KeyInfo { return describe(r.entity, now) }
+
+// describe returns e's fingerprint and its expiry as judged at now.
+func describe(e *openpgp.Entity, now time.Time) KeyInfo {
 	info := KeyInfo{Fingerprint: fingerprint(e.PrimaryKey), Expires: expiry(e)}
 	earliest := func(t time.Time) {
 		if !t.IsZero() && (info.Expires.IsZero() || t.Before(info.Expires)) {
@@ -48,7 +55,7 @@ func InspectKey(armored string, now time.Time) (KeyInfo, error) {
 		}
 		earliest(sigExpiry(k.SelfSignature))
 	}
-	return info, nil
+	return info
 }
 
 // sigExpiry returns when sig expires, or the zero time.

@@ -189,14 +189,20 @@ func gnupg22(pk *packet.PublicKey) error {
 // (CheckRecipientKey); subscriber validation uses it to reject malformed
 // records.
 func CheckKeyParses(armored string) error {
+	_, err := readPublic(armored)
+	return err
+}
+
+// readPublic parses exactly one public key from ASCII armour.
+func readPublic(armored string) (*openpgp.Entity, error) {
 	e, err := readOne([]byte(armored))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if e.PrivateKey != nil {
-		return errors.New("this is a private key: give the public key only")
+		return nil, errors.New("this is a private key: give the public key only")
 	}
-	return nil
+	return e, nil
 }
 
 // Recipient is a partner's public key, checked as usable for encryption.
@@ -222,16 +228,13 @@ func ParseRecipient(armored string, now time.Time) (*Recipient, error) {
 	return r.At(now)
 }
 
-// parseKey parses an ASCII-armoured public key and checks what does not
-// change with time: that it is one key whose primary key GnuPG 2.2 and
-// Sequoia read. The Recipient it returns is to be judged (At) before use.
+// parseKey parses an ASCII-armoured public key: one key, its
+// self-signatures checked. The Recipient it returns is to be judged (At)
+// before use; it can be described (Info) whether or not it can be used.
 func parseKey(armored string) (*Recipient, error) {
 	e, err := readOne([]byte(armored))
 	if err != nil {
 		return nil, err
-	}
-	if err := gnupg22(e.PrimaryKey); err != nil {
-		return nil, fmt.Errorf("key %s: %w", fingerprint(e.PrimaryKey), err)
 	}
 	return &Recipient{entity: e}, nil
 }
@@ -241,6 +244,9 @@ func parseKey(armored string) (*Recipient, error) {
 // caller that caches recipients calls it before every use, so that expiry
 // and revocation are noticed without parsing the key again.
 func (r *Recipient) At(now time.Time) (*Recipient, error) {
+	if err := gnupg22(r.entity.PrimaryKey); err != nil {
+		return nil, fmt.Errorf("key %s: %w", fingerprint(r.entity.PrimaryKey), err)
+	}
 	if err := checkUsable(r.entity, now); err != nil {
 		return nil, err
 	}

@@ -31,7 +31,8 @@ import (
 // keyChecks keeps the keys the policy judges parsed (pgp.RecipientCache):
 // parsing a key is by far the most expensive part of evaluating the
 // policy, and the same keys are checked for every alert; each is judged
-// at the time asked.
+// at the time asked. The email notifier and the key-expiry watch
+// (withKeyWatch) use it too: one parse per key per process.
 var keyChecks pgp.RecipientCache
 
 // KeyCheck reports why an armoured recipient key cannot be used to encrypt

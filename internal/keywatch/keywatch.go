@@ -47,7 +47,6 @@ package keywatch
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -142,18 +141,16 @@ type Watch struct {
 	Interval, Poll time.Duration
 	Now            func() time.Time
 	Log            *slog.Logger
+	// Keys keeps partners' keys parsed, by the digest of their armour:
+	// the process's one cache, which the policy's key checks and the
+	// email notifier share (internal/app). New sets one of the Watch's
+	// own.
+	Keys *pgp.RecipientCache
 
 	claim   string
-	keys    map[[32]byte]keyInfo
 	soon    prometheus.Gauge
 	expired prometheus.Gauge
 	sent    prometheus.Counter
-}
-
-// keyInfo is what a check learnt of one armoured key.
-type keyInfo struct {
-	info pgp.KeyInfo
-	err  error // why it cannot be used (or parsed), judged when first seen
 }
 
 // New returns a Watch with its metrics; set its fields before Run.
@@ -162,7 +159,7 @@ func New() *Watch {
 	_, _ = rand.Read(b[:])
 	return &Watch{
 		claim: delivery.KeyExpiryIssuer + "/" + hex.EncodeToString(b[:]),
-		keys:  map[[32]byte]keyInfo{},
+		Keys:  &pgp.RecipientCache{},
 		soon: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_partner_keys_expiring",
 			Help: "OpenPGP keys of active partners' email addresses that expire within 30 days and have not expired yet."}),
 		expired: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_partner_keys_expired",
@@ -247,21 +244,6 @@ func (w *Watch) withKeys() []*subscribers.Subscriber {
 	return out
 }
 
-// inspect returns what is known of an armoured key, parsing it once.
-func (w *Watch) inspect(armored string, now time.Time) keyInfo {
-	k := sha256.Sum256([]byte(armored))
-	if ki, ok := w.keys[k]; ok {
-		return ki
-	}
-	info, err := pgp.InspectKey(armored, now)
-	if err == nil {
-		err = pgp.CheckRecipientKey(armored, now)
-	}
-	ki := keyInfo{info: info, err: err}
-	w.keys[k] = ki
-	return ki
-}
-
 // threshold returns the tightest of ts that left has crossed.
 func threshold(ts []time.Duration, left time.Duration) (time.Duration, bool) {
 	var best time.Duration
@@ -275,12 +257,13 @@ func threshold(ts []time.Duration, left time.Duration) (time.Duration, bool) {
 }
 
 // Check looks at every key of subs once and queues the notices that are
-// due and not yet sent (by any process).
+// due and not yet sent (by any process). Each key is parsed once (Keys)
+// but described and judged at every check: a key made after now (its
+// owner's clock ahead) gets its notices once it can be used.
 func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error {
 	now := w.now()
 	var due []delivery.KeyExpiry
 	soon, expired := 0, 0
-	used := make(map[[32]byte]bool)
 	for _, s := range subs {
 		if !s.Active() {
 			continue
@@ -289,12 +272,15 @@ func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error
 			if strings.TrimSpace(e.PGPKey) == "" {
 				continue
 			}
-			used[sha256.Sum256([]byte(e.PGPKey))] = true
-			ki := w.inspect(e.PGPKey, now)
-			if ki.info.Expires.IsZero() || (ki.err != nil && ki.info.Fingerprint == "") {
+			r, err := w.Keys.Parsed(e.PGPKey)
+			if err != nil {
 				continue
 			}
-			left := ki.info.Expires.Sub(now)
+			info := r.Info(now)
+			if info.Expires.IsZero() {
+				continue
+			}
+			left := info.Expires.Sub(now)
 			switch {
 			case left <= 0:
 				expired++
@@ -302,18 +288,13 @@ func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error
 			case left <= SoonWindow:
 				soon++
 			}
-			if ki.err != nil {
-				continue // revoked, or cannot encrypt: the policy's key notices say so
+			if _, err := r.At(now); err != nil {
+				continue // revoked, not valid yet, or cannot encrypt: the policy's key notices say so
 			}
 			if t, ok := threshold(w.Thresholds, left); ok {
-				due = append(due, delivery.KeyExpiry{Subscriber: s.ID, Address: e.Address, Fingerprint: ki.info.Fingerprint,
-					Expires: ki.info.Expires, Threshold: t})
+				due = append(due, delivery.KeyExpiry{Subscriber: s.ID, Address: e.Address, Fingerprint: info.Fingerprint,
+					Expires: info.Expires, Threshold: t})
 			}
-		}
-	}
-	for k := range w.keys {
-		if !used[k] {
-			delete(w.keys, k) // a key no longer held
 		}
 	}
 	w.soon.Set(float64(soon))

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/keywatch"
@@ -34,9 +35,15 @@ const day = 24 * time.Hour
 // left after now.
 func keyExpiringIn(t testing.TB, left time.Duration) string {
 	t.Helper()
-	created := now.Add(-day)
+	return keyMadeAt(t, now.Add(-day), left+day)
+}
+
+// keyMadeAt returns a public key made at created that expires lifetime
+// later.
+func keyMadeAt(t testing.TB, created time.Time, lifetime time.Duration) string {
+	t.Helper()
 	cfg := &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, Curve: packet.Curve25519, DefaultHash: crypto.SHA256,
-		Time: func() time.Time { return created }, KeyLifetimeSecs: uint32((left + day) / time.Second)}
+		Time: func() time.Time { return created }, KeyLifetimeSecs: uint32(lifetime / time.Second)}
 	e, err := openpgp.NewEntity("Partner", "", "soc@partner.example", cfg)
 	require.NoError(t, err)
 	var buf bytes.Buffer
@@ -191,6 +198,30 @@ func TestNotices(t *testing.T) {
 	reg.set(partner("acme", subscribers.StatusActive, keyExpiringIn(t, 20*day)))
 	require.NoError(t, restarted.Check(t.Context(), reg.List()))
 	assert.Len(t, queued(t, b), 4)
+}
+
+// TestKeyDatedInTheFuture: a key made after now (its owner's clock
+// ahead) cannot be used yet and gets no notice; once it can, the same
+// process warns of its expiry: a key is judged at every check, not once.
+func TestKeyDatedInTheFuture(t *testing.T) {
+	b := kafkatest.New(t)
+	reg := &registry{}
+	reg.set(partner("acme", subscribers.StatusActive, keyMadeAt(t, now.Add(day), 11*day)))
+	w := watch(b, reg)
+	shared := &pgp.RecipientCache{} // the process's, which the policy uses too
+	w.Keys = shared
+	require.NoError(t, w.Check(t.Context(), reg.List()))
+	assert.Empty(t, queued(t, b), "not usable yet")
+	assert.Equal(t, 1, shared.Len(), "parsed into the cache it was given")
+
+	w.Now = func() time.Time { return now.Add(2 * day) }
+	require.NoError(t, w.Check(t.Context(), reg.List()))
+	jobs := queued(t, b)
+	require.Len(t, jobs, 1, "usable now, and it expires in 10 days")
+	k, err := delivery.KeyExpiryOf(jobs[0])
+	require.NoError(t, err)
+	assert.Equal(t, 30*day, k.Threshold)
+	assert.Equal(t, now.Add(12*day), k.Expires)
 }
 
 // TestOneProcessSends: processes that find the same key at the same moment
