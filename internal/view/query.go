@@ -89,6 +89,20 @@ func (v *View) Published(id string) (*Published, bool) {
 	return p, p != nil
 }
 
+// Retained is Published while the alerts topic still holds the record:
+// false for one that retention deleted (below its partition's log start,
+// read at each Sync and every minute while the view runs), which a view
+// rebuilt now would not hold. What answers a partner from the view (the
+// pull collection) asks Retained, so that a view kept live and one
+// rebuilt from Kafka answer alike.
+func (v *View) Retained(id string) (*Published, bool) {
+	p, ok := v.Published(id)
+	if !ok || v.deleted(p.Partition, p.Offset) {
+		return nil, false
+	}
+	return p, true
+}
+
 // Release returns the fold of the alert id's release log, with the
 // submitted alert's bytes in Submitted.Alert; false when nothing was
 // submitted under id, and always in a view of ScopeFanOut.
@@ -501,7 +515,7 @@ func (v *View) PullRevision(subscriber string) (Revision, error) {
 	}
 	var rev Revision
 	err := v.read(func(tx *bbolt.Tx) error {
-		rev.Epoch = v.rebuilds.Load()
+		rev.Epoch, rev.Gone = v.rebuilds.Load(), v.gone.Load()
 		val := tx.Bucket(bPullRev).Get([]byte(subscriber))
 		if val == nil {
 			return nil
