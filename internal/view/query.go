@@ -14,6 +14,8 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
@@ -101,6 +103,29 @@ func (v *View) Retained(id string) (*Published, bool) {
 		return nil, false
 	}
 	return p, true
+}
+
+// Held returns the alert id as the alerts topic holds its record now (a
+// ledger.Published, for ledger.CheckReferences): Retained, decoded, once
+// the view is synced with the alerts topic, so that an alert the view
+// lacks is not one it has not applied yet, and one below the topic's log
+// start as of the call is not answered. An alert still missing is gone:
+// an error wrapping ledger.ErrGone. A failure to sync is returned as it
+// is: it says nothing of the record.
+func (v *View) Held(ctx context.Context, id string) (*alerts.Alert, error) {
+	if err := v.Sync(ctx, bus.TopicAlerts); err != nil {
+		return nil, fmt.Errorf("alert %s as published: %w", id, err)
+	}
+	p, ok := v.Retained(id)
+	if !ok || len(p.Alert) == 0 {
+		return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+	}
+	a, err := alerts.Decode(p.Alert)
+	if err != nil {
+		return nil, fmt.Errorf("alert %s as published: %w", id, err)
+	}
+	a.Normalize()
+	return a, nil
 }
 
 // Release returns the fold of the alert id's release log, with the
