@@ -24,6 +24,7 @@ func FuzzPublish(f *testing.F) {
 	f.Add(`[]`)
 	f.Add(`{"not_before": "2026-13-01T00:00:00Z"}`)
 	e := newEnv(f)
+	e.publishAs("orig-1")
 	e.fannedOut("orig-1", alerts.TLPAmber, alerts.MarkingOfficial)
 	h := e.server.Handler()
 	f.Fuzz(func(t *testing.T, body string) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/ledger"
@@ -99,6 +100,11 @@ func (x ViewIndex) Existing(ctx context.Context, id string) (*publish.Existing, 
 		return nil, nil
 	}
 	return ex, nil
+}
+
+// Held implements publish.Index (view.View.Held).
+func (x ViewIndex) Held(ctx context.Context, id string) (*alerts.Alert, error) {
+	return x.V.Held(ctx, id)
 }
 
 // Lookup implements publish.Index and the ledger questions of the API

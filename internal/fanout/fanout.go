@@ -23,7 +23,6 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
@@ -56,9 +55,10 @@ type History interface {
 // and cancels cannot be planned.
 type PublishedHistory interface {
 	History
-	// Published returns the first authentic record of the alerts topic
-	// under id, or false.
-	Published(id string) (*view.Published, bool)
+	// Held returns the alert id as the alerts topic holds its record now
+	// (view.View.Held): an alert not applied yet is waited for, and one
+	// whose record retention deleted is an error wrapping ledger.ErrGone.
+	Held(ctx context.Context, id string) (*alerts.Alert, error)
 }
 
 // Quarantine reasons, sent in the "reason" header.
@@ -275,18 +275,20 @@ func (w *Worker) prepare(ctx context.Context, a *alerts.Alert, raw []byte) (*dec
 		return nil, identity(a, k.Digest, digest)
 	}
 	var prior map[string]*ledger.Alert
+	var held ledger.Published
 	if len(a.References) > 0 {
+		held = w.published(ctx)
 		prior = make(map[string]*ledger.Alert, len(a.References))
 		for _, ref := range a.References {
 			if p := ans.known[ref]; p != nil {
 				prior[ref] = p
 			}
 		}
-		if err := checkPrior(a, prior); err != nil {
+		if err := checkPrior(a, prior, held); err != nil {
 			return nil, err
 		}
 	}
-	return w.decide(ctx, a, raw, now, digest, prior, early)
+	return w.decide(ctx, a, raw, now, digest, prior, held, early)
 }
 
 // remember records that this worker fanned out id with digest, so that a
@@ -423,17 +425,19 @@ type Plan struct {
 func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, error) {
 	now := w.Now()
 	var prior map[string]*ledger.Alert
+	var held ledger.Published
 	if len(a.References) > 0 {
+		held = w.published(ctx)
 		var err error
 		prior, err = w.History.Lookup(ctx, a.References)
 		if err != nil {
 			return nil, fmt.Errorf("look up alerts referenced by %s: %w", a.ID, err)
 		}
-		if err := checkPrior(a, prior); err != nil {
+		if err := checkPrior(a, prior, held); err != nil {
 			return nil, err
 		}
 	}
-	d, err := w.decide(ctx, a, raw, now, a.Digest(), prior, nil)
+	d, err := w.decide(ctx, a, raw, now, a.Digest(), prior, held, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -449,9 +453,18 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 }
 
 // checkPrior applies rule 7 to an update or cancel given what the ledger
-// knows of the alerts it references: a rejection names what is wrong.
-func checkPrior(a *alerts.Alert, prior map[string]*ledger.Alert) error {
-	errs := ledger.CheckReferences(a, prior)
+// knows of the alerts it references and what the alerts topic still holds
+// of their chains (held, ledger.CheckReferences): a rejection names what
+// is wrong. A reference whose chain reaches a record retention deleted is
+// quarantined as unknown-reference: its lineage can never be traced, so
+// the batch is not failed (it would be fetched again for ever, and every
+// later alert of its partition would reach no one), and the follow-up is
+// never sent on a partial lineage.
+func checkPrior(a *alerts.Alert, prior map[string]*ledger.Alert, held ledger.Published) error {
+	errs, err := ledger.CheckReferences(a, prior, held)
+	if err != nil {
+		return fmt.Errorf("check the alerts %s references: %w", a.ID, err)
+	}
 	if len(errs) == 0 {
 		return nil
 	}
@@ -480,9 +493,10 @@ type decided struct {
 
 // decide decides a for every partner it could reach, given what the ledger
 // knows of the alerts it references (prior, checked by checkPrior), and
-// traces its lineage. decisions, when not nil, is what Decide already
-// returned for a (an alert without references).
-func (w *Worker) decide(ctx context.Context, a *alerts.Alert, raw []byte, now time.Time, digest string, prior map[string]*ledger.Alert, decisions []policy.Decision) (*decided, error) {
+// traces its lineage through held, the lookup checkPrior traced it with.
+// decisions, when not nil, is what Decide already returned for a (an
+// alert without references).
+func (w *Worker) decide(ctx context.Context, a *alerts.Alert, raw []byte, now time.Time, digest string, prior map[string]*ledger.Alert, held ledger.Published, decisions []policy.Decision) (*decided, error) {
 	if raw == nil {
 		var err error
 		if raw, err = json.Marshal(a); err != nil {
@@ -494,11 +508,11 @@ func (w *Worker) decide(ctx context.Context, a *alerts.Alert, raw []byte, now ti
 	}
 	d := &decided{a: a, raw: raw, now: now, digest: digest, decisions: decisions, prior: prior}
 	if len(a.References) > 0 {
-		lineage, err := delivery.TraceLineage(a, w.published)
+		lineage, err := delivery.TraceLineage(a, held)
 		if err != nil {
-			// The references were fanned out, so the view of the alerts
-			// topic holds them once it catches up: fail the batch, which
-			// is fetched again.
+			// checkPrior traced the same chain through held, which
+			// remembers its answers: this is a failure to read the view;
+			// fail the batch, which is fetched again.
 			return nil, err
 		}
 		d.lineage = lineage
@@ -737,22 +751,17 @@ func (w *Worker) chainHistory(ctx context.Context, l *delivery.Lineage, prior ma
 	return chain, nil
 }
 
-// published returns the alert id as published, for TraceLineage.
-func (w *Worker) published(id string) (*alerts.Alert, error) {
-	h, ok := w.History.(PublishedHistory)
-	if !ok {
-		return nil, fmt.Errorf("alert %s as published: the fan-out's history does not keep published alerts", id)
-	}
-	p, ok := h.Published(id)
-	if !ok || len(p.Alert) == 0 {
-		return nil, fmt.Errorf("alert %s is not (yet) in the view of the alerts topic", id)
-	}
-	a, err := alerts.Decode(p.Alert)
-	if err != nil {
-		return nil, fmt.Errorf("alert %s as published: %w", id, err)
-	}
-	a.Normalize()
-	return a, nil
+// published returns the lookup of alerts as the alerts topic holds them
+// (PublishedHistory.Held) for one alert: CheckReferences and TraceLineage
+// ask it, each id once (ledger.Remembered).
+func (w *Worker) published(ctx context.Context) ledger.Published {
+	return ledger.Remembered(func(id string) (*alerts.Alert, error) {
+		h, ok := w.History.(PublishedHistory)
+		if !ok {
+			return nil, fmt.Errorf("alert %s as published: the fan-out's history does not keep published alerts", id)
+		}
+		return h.Held(ctx, id)
+	})
 }
 
 // held lists the referenced alerts the target of subscriber's record of

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -81,6 +82,7 @@ type history struct {
 	*ledger.Source
 	mu        sync.Mutex
 	published map[string]*view.Published
+	fail      error // what Held answers, when set: the view cannot be read
 }
 
 var _ fanout.PublishedHistory = (*history)(nil)
@@ -93,11 +95,24 @@ func (h *history) publish(id string, raw []byte) {
 	}
 }
 
-func (h *history) Published(id string) (*view.Published, bool) {
+// Held answers as the view does: the alert as published, or
+// ledger.ErrGone for one the test did not publish (or removed: gone).
+func (h *history) Held(_ context.Context, id string) (*alerts.Alert, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.fail != nil {
+		return nil, h.fail
+	}
 	p, ok := h.published[id]
-	return p, ok
+	if !ok {
+		return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+	}
+	a, err := alerts.Decode(p.Alert)
+	if err != nil {
+		return nil, err
+	}
+	a.Normalize()
+	return a, nil
 }
 
 func setup(t *testing.T) *env {
@@ -313,13 +328,25 @@ func TestUpdateJobsCarryLineage(t *testing.T) {
 	}
 	require.Equal(t, want, got, "the lender is never shown the original's phone number")
 
-	// A reference the view has not applied yet fails the batch (it is
-	// fetched again), rather than rendering without the chain.
+	// A reference whose record has left the alerts topic (retention) can
+	// never be traced: the cancel is quarantined, naming it, rather than
+	// rendered without the chain, and the batch goes on.
 	e.history.mu.Lock()
 	delete(e.history.published, "up-1")
 	e.history.mu.Unlock()
 	again := alert("cancel-2", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"up-1"} })
-	require.ErrorContains(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, again)}), "up-1")
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, again)}))
+	require.Equal(t, map[string]string{"cancel-2": fanout.ReasonUnknownRef}, e.quarantined(t))
+	// A view that cannot be read (its sync failed) judges nothing: the
+	// batch fails, and is fetched again.
+	e.history.mu.Lock()
+	e.history.fail = errors.New("sync view: not caught up")
+	e.history.mu.Unlock()
+	fourth := alert("cancel-4", func(a *alerts.Alert) { a.Type, a.References = alerts.TypeCancel, []string{"root-1"} })
+	require.ErrorContains(t, e.w.Handle(ctx, []kafka.Message{e.msg(t, fourth)}), "not caught up")
+	e.history.mu.Lock()
+	e.history.fail = nil
+	e.history.mu.Unlock()
 
 	// A history that keeps no published alerts cannot plan an update.
 	w := &fanout.Worker{Registry: e.reg, Policy: e.w.Policy, Deliveries: e.w.Deliveries,

@@ -25,25 +25,39 @@ type Reader interface {
 // materialised view, which folds the same records the same way.
 type KafkaIndex struct{ R Reader }
 
-// Existing implements Index.
-func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) {
-	ex := &Existing{}
+// published returns the alert published under id and its record: the
+// first authentic record of the alerts topic whose alert id is its key,
+// as the fan-out and the view judge it; nil when the topic holds none.
+func (k KafkaIndex) published(ctx context.Context, id string) (*alerts.Alert, kafka.Message, error) {
+	var first *alerts.Alert
+	var at kafka.Message
 	err := k.R.ReadKeys(ctx, bus.TopicAlerts, []string{id}, func(m kafka.Message) error {
-		if ex.Published != "" || !k.R.Authentic(m) {
+		if first != nil || !k.R.Authentic(m) {
 			return nil
 		}
-		// The first authentic record whose alert id is its key, as the
-		// fan-out and the view judge it.
 		if a, err := alerts.Decode(m.Value); err == nil && a.ID == string(m.Key) {
 			a.Normalize()
-			ex.Published = a.Digest()
-			ex.IssuedBy, ex.ApprovedBy = a.IssuedBy, a.ApprovedBy
-			ex.Partition, ex.Offset = m.Partition, m.Offset
+			first, at = a, m
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read alerts: %w", err)
+		return nil, kafka.Message{}, fmt.Errorf("read alerts: %w", err)
+	}
+	return first, at, nil
+}
+
+// Existing implements Index.
+func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) {
+	ex := &Existing{}
+	a, m, err := k.published(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if a != nil {
+		ex.Published = a.Digest()
+		ex.IssuedBy, ex.ApprovedBy = a.IssuedBy, a.ApprovedBy
+		ex.Partition, ex.Offset = m.Partition, m.Offset
 	}
 	err = k.R.ReadKeys(ctx, bus.TopicPending, []string{id}, func(m kafka.Message) error {
 		var ev record.Release
@@ -60,6 +74,20 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 		return nil, nil
 	}
 	return ex, nil
+}
+
+// Held implements Index: read to the end of the alerts topic as of the
+// call, an alert whose receipts exist and whose record is not there was
+// deleted by retention.
+func (k KafkaIndex) Held(ctx context.Context, id string) (*alerts.Alert, error) {
+	a, _, err := k.published(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if a == nil {
+		return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+	}
+	return a, nil
 }
 
 // Lookup implements Index.

@@ -76,6 +76,10 @@ type Index interface {
 	Existing(ctx context.Context, id string) (*Existing, error)
 	// Lookup returns what the ledger knows of the alerts ids.
 	Lookup(ctx context.Context, ids []string) (map[string]*ledger.Alert, error)
+	// Held returns the alert id as the alerts topic holds its record now
+	// (ledger.Published): an error wrapping ledger.ErrGone when retention
+	// deleted it.
+	Held(ctx context.Context, id string) (*alerts.Alert, error)
 }
 
 // Registry is what publishing needs of the subscriber registry.
@@ -175,7 +179,12 @@ func (p *Publisher) Prepare(ctx context.Context, a *alerts.Alert, by string) (*P
 		if err != nil {
 			return nil, fmt.Errorf("check the referenced alerts: %w: %w", ErrUnavailable, err)
 		}
-		v.Fields = append(v.Fields, ledger.CheckReferences(a, known)...)
+		held := ledger.Remembered(func(id string) (*alerts.Alert, error) { return p.Index.Held(ctx, id) })
+		errs, err := ledger.CheckReferences(a, known, held)
+		if err != nil {
+			return nil, fmt.Errorf("check the referenced alerts: %w: %w", ErrUnavailable, err)
+		}
+		v.Fields = append(v.Fields, errs...)
 		prep.Prior = known
 	}
 	if err := v.Err(); err != nil {

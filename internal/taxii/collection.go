@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/formats"
 	"github.com/herald-alerts/herald/internal/policy"
@@ -41,6 +42,10 @@ type item struct {
 
 // errUnavailable wraps failures to read the view: the answer is 503.
 var errUnavailable = errors.New("the view of Kafka cannot be read")
+
+// errAbsent wraps an alert missing from the view (with errUnavailable):
+// not applied yet, or gone (see build).
+var errAbsent = errors.New("not in the view of the alerts topic")
 
 // collection is a partner's pull collection, made from one content of its
 // record and one revision of its pull entries, and what the TAXII server
@@ -88,7 +93,7 @@ type collectionKey struct {
 // its status is in the record, and the one other check that depends on
 // the time, of an email key, is not part of Pull. So a collection holds
 // until the earliest of those instants still ahead.
-func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*collection, error) {
+func (s *Server) collectionAt(ctx context.Context, sub *subscribers.Subscriber, now time.Time) (*collection, error) {
 	// The key is read before the collection is made: what changes while
 	// it is made moves the revision past the key, and is made again.
 	record, err := json.Marshal(sub)
@@ -103,7 +108,7 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 	if c, ok := s.cached.get(key); ok && (c.until.IsZero() || now.Before(c.until)) {
 		return c, nil
 	}
-	c, complete, err := s.build(sub, now)
+	c, complete, err := s.build(ctx, sub, now)
 	if err != nil {
 		return nil, err
 	}
@@ -120,14 +125,37 @@ func (s *Server) collectionAt(sub *subscribers.Subscriber, now time.Time) (*coll
 // receipts), so that what it withdraws is not known yet: such a
 // collection serves its request and is not kept.
 //
+// An alert whose record the view lacks although its receipts name it is
+// either not applied yet or gone: retention deleted it from the alerts
+// topic before its receipts left theirs. The view is synced with the
+// alerts topic (once per build) and asked again; an alert still missing,
+// or an update whose chain reaches one, is gone: it is left out (logged
+// with the partner), and the rest is served. A view kept live answers as
+// one rebuilt now (view.View.Retained).
+//
 // An alert, or a withdrawal by a follow-up, whose not_before is still
 // ahead waits for it (rule 8), as its email and webhooks do in the
 // deliver runner: until then it is not in the collection, withdraws
 // nothing, and counts as nothing the partner received; from then on its
 // objects are dated (date_added) at its not_before, so that a TAXII
 // client polling with added_after finds it.
-func (s *Server) build(sub *subscribers.Subscriber, now time.Time) (c *collection, complete bool, err error) {
+func (s *Server) build(ctx context.Context, sub *subscribers.Subscriber, now time.Time) (c *collection, complete bool, err error) {
 	c = &collection{}
+	var gone []string
+	synced := false
+	// retry reports whether err, an alert missing from the view, may be
+	// mended by asking again: the first time, after syncing the view with
+	// the alerts topic. Other errors are the caller's.
+	retry := func(err error) (bool, error) {
+		if !errors.Is(err, errAbsent) || synced {
+			return false, nil
+		}
+		synced = true
+		if err := s.Source.Sync(ctx, bus.TopicAlerts); err != nil {
+			return false, fmt.Errorf("%w: %v", errUnavailable, err)
+		}
+		return true, nil
+	}
 	var delivered []view.PartnerDelivery
 	withdrawn := map[string]bool{}
 	complete = true
@@ -172,6 +200,15 @@ func (s *Server) build(sub *subscribers.Subscriber, now time.Time) (c *collectio
 	given := make([]published, 0, len(delivered))
 	for _, d := range delivered {
 		a, raw, err := s.alert(d.Alert)
+		if again, rerr := retry(err); again {
+			a, raw, err = s.alert(d.Alert)
+		} else if rerr != nil {
+			return nil, false, rerr
+		}
+		if errors.Is(err, errAbsent) {
+			gone = append(gone, d.Alert)
+			continue
+		}
 		if err != nil {
 			return nil, false, err
 		}
@@ -186,6 +223,15 @@ func (s *Server) build(sub *subscribers.Subscriber, now time.Time) (c *collectio
 			continue
 		}
 		it, err := s.item(g, sub, now, received)
+		if again, rerr := retry(err); again {
+			it, err = s.item(g, sub, now, received)
+		} else if rerr != nil {
+			return nil, false, rerr
+		}
+		if errors.Is(err, errAbsent) {
+			gone = append(gone, g.d.Alert)
+			continue
+		}
 		if err != nil {
 			return nil, false, err
 		}
@@ -196,6 +242,10 @@ func (s *Server) build(sub *subscribers.Subscriber, now time.Time) (c *collectio
 		if exp := it.alert.ExpiresAt; exp != nil {
 			c.ends(*exp)
 		}
+	}
+	if len(gone) > 0 {
+		s.Log.Warn("pull collection: alerts left out, their records (or an earlier alert of their chain) gone from the alerts topic before their receipts",
+			"subscriber", sub.ID, "alerts", gone)
 	}
 	slices.SortFunc(c.items, func(a, b *item) int {
 		if c := a.added.Compare(b.added); c != 0 {
@@ -231,7 +281,7 @@ func (s *Server) withdraw(id string, withdrawn map[string]bool) bool {
 	complete := true
 	queue := []string{id}
 	for n := 0; len(queue) > 0 && n < maxChain; n++ {
-		p, ok := s.Source.Published(queue[0])
+		p, ok := s.Source.Retained(queue[0])
 		queue = queue[1:]
 		if !ok {
 			complete = false
@@ -270,6 +320,9 @@ func (s *Server) item(g published, sub *subscribers.Subscriber, now time.Time, r
 		ref, _, err := s.alert(id)
 		return ref, err
 	})
+	if errors.Is(err, errAbsent) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
@@ -288,9 +341,9 @@ func (s *Server) item(g published, sub *subscribers.Subscriber, now time.Time, r
 
 // alert returns the alert id as published, decoded once per content.
 func (s *Server) alert(id string) (*alerts.Alert, [32]byte, error) {
-	p, ok := s.Source.Published(id)
+	p, ok := s.Source.Retained(id)
 	if !ok || len(p.Alert) == 0 {
-		return nil, [32]byte{}, fmt.Errorf("%w: alert %s is not in the view of the alerts topic", errUnavailable, id)
+		return nil, [32]byte{}, fmt.Errorf("%w: alert %s is %w", errUnavailable, id, errAbsent)
 	}
 	sum := sha256.Sum256(p.Alert)
 	if a, ok := s.alerts.Get(sum); ok {

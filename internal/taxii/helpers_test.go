@@ -176,7 +176,12 @@ func (w *receiptWriter) WriteReceipt(ctx context.Context, r delivery.Receipt) er
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	b := kafkatest.New(t)
+	return newEnvOn(t, kafkatest.New(t))
+}
+
+// newEnvOn is newEnv on the bus b.
+func newEnvOn(t *testing.T, b *bus.Bus) *env {
+	t.Helper()
 	reg := subscribers.NewRegistry()
 	for _, s := range partners() {
 		reg.Put(s)
@@ -227,6 +232,14 @@ func (e *env) publish(a *alerts.Alert) time.Time {
 	m := kafka.Message{Key: []byte(a.ID), Value: v}
 	require.NoError(e.t, e.bus.Producer(bus.TopicAlerts).Write(ctx, m))
 	e.synced()
+	return e.fanOut(m)
+}
+
+// fanOut fans out the alert m written to the alerts topic, a minute
+// after the last, and waits for the view to apply it all.
+func (e *env) fanOut(m kafka.Message) time.Time {
+	e.t.Helper()
+	ctx := context.Background()
 	at := e.clock.tick()
 	require.NoError(e.t, e.w.Handle(ctx, []kafka.Message{e.bus.AsWritten(bus.TopicAlerts, m)}))
 	e.synced()

@@ -1,6 +1,7 @@
 package taxii
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
@@ -42,7 +43,7 @@ type mispEvent struct {
 // feed returns sub's MISP feed: an event per chain, by uuid. An update
 // renders a new version of its chain's event, so the latest alert of each
 // chain (by issued_at, then by when it was added) is the event.
-func (s *Server) feed(w http.ResponseWriter, sub *subscribers.Subscriber) (map[string]*feedEvent, bool) {
+func (s *Server) feed(ctx context.Context, w http.ResponseWriter, sub *subscribers.Subscriber) (map[string]*feedEvent, bool) {
 	if sub.Pull == nil {
 		feedErrors{}.write(w, http.StatusForbidden, "Forbidden", "the partner has no pull channel")
 		return nil, false
@@ -51,7 +52,7 @@ func (s *Server) feed(w http.ResponseWriter, sub *subscribers.Subscriber) (map[s
 		unavailable(w, feedErrors{}, errNoAgency)
 		return nil, false
 	}
-	c, err := s.collectionAt(sub, s.Now())
+	c, err := s.collectionAt(ctx, sub, s.Now())
 	if err != nil {
 		unavailable(w, feedErrors{}, err)
 		return nil, false
@@ -101,7 +102,7 @@ func later(a, b *item) bool {
 // feedManifest answers GET /misp/feed/manifest.json: for each event, what
 // MISP shows before it fetches the event (PyMISP's MISPEvent.manifest).
 func (s *Server) feedManifest(w http.ResponseWriter, r *http.Request, sub *subscribers.Subscriber) {
-	events, ok := s.feed(w, sub)
+	events, ok := s.feed(r.Context(), w, sub)
 	if !ok {
 		return
 	}
@@ -130,7 +131,7 @@ func (s *Server) feedManifest(w http.ResponseWriter, r *http.Request, sub *subsc
 // for each attribute of each event that is not deleted, events in uuid
 // order, attributes in event order.
 func (s *Server) feedHashes(w http.ResponseWriter, r *http.Request, sub *subscribers.Subscriber) {
-	events, ok := s.feed(w, sub)
+	events, ok := s.feed(r.Context(), w, sub)
 	if !ok {
 		return
 	}
@@ -161,7 +162,7 @@ func (s *Server) feedEvent(w http.ResponseWriter, r *http.Request, sub *subscrib
 		feedErrors{}.write(w, http.StatusNotFound, "Not found", "the feed serves manifest.json, hashes.csv and <uuid>.json")
 		return
 	}
-	events, ok := s.feed(w, sub)
+	events, ok := s.feed(r.Context(), w, sub)
 	if !ok {
 		return
 	}

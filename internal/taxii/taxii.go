@@ -2,6 +2,7 @@ package taxii
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -192,7 +193,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, sub *subscribers.
 		taxiiErrors{}.write(w, http.StatusBadRequest, "Bad request", err.Error())
 		return nil, nil, false
 	}
-	c, entries, err := s.entries(sub)
+	c, entries, err := s.entries(r.Context(), sub)
 	if err != nil {
 		unavailable(w, taxiiErrors{}, err)
 		return nil, nil, false
@@ -298,8 +299,8 @@ type parsedObject struct {
 
 // entries returns sub's collection and every object version of it, in
 // the order their alerts were added, made once per collection.
-func (s *Server) entries(sub *subscribers.Subscriber) (*collection, []*entry, error) {
-	c, err := s.collectionAt(sub, s.Now())
+func (s *Server) entries(ctx context.Context, sub *subscribers.Subscriber) (*collection, []*entry, error) {
+	c, err := s.collectionAt(ctx, sub, s.Now())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -14,6 +14,8 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
@@ -87,6 +89,43 @@ func (v *View) Published(id string) (*Published, bool) {
 		return nil
 	})
 	return p, p != nil
+}
+
+// Retained is Published while the alerts topic still holds the record:
+// false for one that retention deleted (below its partition's log start,
+// read at each Sync and every minute while the view runs), which a view
+// rebuilt now would not hold. What answers a partner from the view (the
+// pull collection) asks Retained, so that a view kept live and one
+// rebuilt from Kafka answer alike.
+func (v *View) Retained(id string) (*Published, bool) {
+	p, ok := v.Published(id)
+	if !ok || v.deleted(p.Partition, p.Offset) {
+		return nil, false
+	}
+	return p, true
+}
+
+// Held returns the alert id as the alerts topic holds its record now (a
+// ledger.Published, for ledger.CheckReferences): Retained, decoded, once
+// the view is synced with the alerts topic, so that an alert the view
+// lacks is not one it has not applied yet, and one below the topic's log
+// start as of the call is not answered. An alert still missing is gone:
+// an error wrapping ledger.ErrGone. A failure to sync is returned as it
+// is: it says nothing of the record.
+func (v *View) Held(ctx context.Context, id string) (*alerts.Alert, error) {
+	if err := v.Sync(ctx, bus.TopicAlerts); err != nil {
+		return nil, fmt.Errorf("alert %s as published: %w", id, err)
+	}
+	p, ok := v.Retained(id)
+	if !ok || len(p.Alert) == 0 {
+		return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+	}
+	a, err := alerts.Decode(p.Alert)
+	if err != nil {
+		return nil, fmt.Errorf("alert %s as published: %w", id, err)
+	}
+	a.Normalize()
+	return a, nil
 }
 
 // Release returns the fold of the alert id's release log, with the
@@ -501,7 +540,7 @@ func (v *View) PullRevision(subscriber string) (Revision, error) {
 	}
 	var rev Revision
 	err := v.read(func(tx *bbolt.Tx) error {
-		rev.Epoch = v.rebuilds.Load()
+		rev.Epoch, rev.Gone = v.rebuilds.Load(), v.gone.Load()
 		val := tx.Bucket(bPullRev).Get([]byte(subscriber))
 		if val == nil {
 			return nil

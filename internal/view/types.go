@@ -182,6 +182,10 @@ type Revision struct {
 	Epoch int64
 	// Seq counts the changes applied since the store was made.
 	Seq uint64
+	// Gone counts the times the alerts topic's log start moved while the
+	// view was open: records deleted by retention, which Retained no
+	// longer answers.
+	Gone int64
 }
 
 // receiptsAlert is what the view keeps of an alert from the receipts topic

@@ -121,6 +121,70 @@ type View struct {
 
 	applied, skipped, malformed sync.Map // topic → *atomic.Int64
 	txs, rebuilds               atomic.Int64
+
+	// starts are the log start offsets of the alerts topic's partitions
+	// last read (bus.Offsets): a record below its partition's start was
+	// deleted by retention, so that a view rebuilt now would not hold it
+	// (deleted). gone counts the times they moved (Revision.Gone).
+	startsMu sync.RWMutex
+	starts   map[int]int64
+	gone     atomic.Int64
+}
+
+// startsEvery is how often a running view reads the alerts topic's log
+// start offsets, besides each Sync.
+const startsEvery = time.Minute
+
+// noteStarts records the log start offsets of the alerts topic in offs,
+// if any.
+func (v *View) noteStarts(offs map[string][]bus.PartitionOffsets) {
+	ps, ok := offs[bus.TopicAlerts]
+	if !ok {
+		return
+	}
+	v.startsMu.Lock()
+	defer v.startsMu.Unlock()
+	if v.starts == nil {
+		v.starts = map[int]int64{}
+	}
+	moved := false
+	for _, po := range ps {
+		if po.Start > v.starts[po.Partition] {
+			v.starts[po.Partition], moved = po.Start, true
+		}
+	}
+	if moved {
+		v.gone.Add(1)
+	}
+}
+
+// deleted reports whether the record of the alerts topic at partition and
+// offset was deleted by retention (below the log start last read): the
+// view keeps what it applied, but answers as a view rebuilt now would.
+func (v *View) deleted(partition int, offset int64) bool {
+	v.startsMu.RLock()
+	defer v.startsMu.RUnlock()
+	return offset < v.starts[partition]
+}
+
+// watchStarts reads the alerts topic's log start offsets every
+// startsEvery until ctx ends.
+func (v *View) watchStarts(ctx context.Context, b *bus.Bus) error {
+	t := time.NewTicker(startsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		offs, err := b.Offsets(ctx, bus.TopicAlerts)
+		if err != nil {
+			v.log.Warn("view: cannot read the alerts topic's log start; will retry", "error", err)
+			continue
+		}
+		v.noteStarts(offs)
+	}
 }
 
 // Open opens (or creates) the view stored in dir/view.db. A store that does
@@ -388,6 +452,7 @@ func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
 		}
 	}
 
+	v.noteStarts(offs)
 	targets := map[string]map[int]int64{}
 	v.posMu.Lock()
 	v.pos = map[string]map[int]int64{}
@@ -415,6 +480,9 @@ func (v *View) runOnce(ctx context.Context, b *bus.Bus) error {
 		g.Go(func() error { return b.FollowFrom(gctx, t, from[t], v.decoder(gctx, b, t, in)) })
 	}
 	g.Go(func() error { return v.write(gctx, in, targets) })
+	if slices.Contains(v.topics, bus.TopicAlerts) {
+		g.Go(func() error { return v.watchStarts(gctx, b) })
+	}
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
@@ -743,6 +811,7 @@ func (v *View) SyncTo(ctx context.Context, offs map[string][]bus.PartitionOffset
 	case <-ctx.Done():
 		return fmt.Errorf("sync view: Run has not started: %w", context.Cause(ctx))
 	}
+	v.noteStarts(offs)
 	want := map[string]map[int]int64{}
 	var topics []string
 	for t, ps := range offs {

@@ -1,0 +1,161 @@
+package app_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/cli"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/fanout"
+	"github.com/herald-alerts/herald/internal/ledger"
+)
+
+// TestFollowUpOfAnAlertGoneFromTheAlertsTopic: an update of an alert whose
+// record retention deleted from the alerts topic, while its receipts are
+// still in receipts, reaches the fan-out (it was published in the window,
+// or past a topic kept shorter than configured). A fan-out whose view was
+// built after the record went can never trace its lineage: the update is
+// quarantined as unknown-reference, naming the field and why, and the
+// alerts after it on the same partition go out; the partition is not
+// stuck waiting for a record that will never come.
+func TestFollowUpOfAnAlertGoneFromTheAlertsTopic(t *testing.T) {
+	e := newServeEnv(t, nil)
+	e.cfg.Kafka.Partitions = 1 // the update and the alert after it share a partition
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, b, acmeCarWash())
+	ctx := t.Context()
+
+	// The alert record is older than the alerts topic's retention (400
+	// days); its receipts, written at fan-out, are not.
+	_, stop, err := e.serve(t, app.Options{Roles: []string{app.RoleFanout, app.RoleDeliver}, Explicit: true})
+	require.NoError(t, err, "%s", e.logs)
+	old := carWashAlert("op-gone-1")
+	v, err := json.Marshal(old)
+	require.NoError(t, err)
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(old.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}))
+	delivered := func(id string) bool {
+		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
+		if err != nil || known[id] == nil {
+			return false
+		}
+		e, ok := known[id].Entry("acme", "soc@acme.example")
+		return ok && e.State == delivery.StateDelivered
+	}
+	require.Eventually(t, func() bool { return delivered(old.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	stop()
+
+	e.cluster.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(ctx, bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, 10*time.Second, 10*time.Millisecond)
+
+	// A new process: its view is rebuilt from Kafka, without the record.
+	e.start(t, app.RoleFanout, app.RoleDeliver)
+	upd := carWashAlert("op-gone-upd")
+	upd.Type, upd.References = alerts.TypeUpdate, []string{old.ID}
+	publish(t, b, upd)
+	publish(t, b, carWashAlert("op-after-1"))
+	require.Eventually(t, func() bool { return delivered("op-after-1") }, 60*time.Second, 50*time.Millisecond,
+		"the alert after the update goes out:\n%s", e.logs)
+
+	var reason, why string
+	require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
+		if string(m.Key) == upd.ID {
+			reason, why = bus.Header(m, "reason"), bus.Header(m, "error")
+		}
+		return nil
+	}))
+	assert.Equal(t, fanout.ReasonUnknownRef, reason)
+	assert.Contains(t, why, "references[0]")
+	assert.Contains(t, why, `alert "op-gone-1"'s record has left the alerts topic (retention)`)
+	known, err := ledger.FromBus(b).Lookup(ctx, []string{upd.ID})
+	require.NoError(t, err)
+	assert.Nil(t, known[upd.ID], "the update was not fanned out")
+}
+
+// TestFollowUpOfAGoneAlertIsRefusedAtPublish: an update of an alert whose
+// record retention deleted from the alerts topic is refused when the
+// analyst publishes it, naming references[i] and why: the API answers 422
+// (its view applied the record before it went, and answers as the topic
+// does now), the CLI, which reads Kafka, exits 2. An update of an alert
+// whose record is still there is accepted.
+func TestFollowUpOfAGoneAlertIsRefusedAtPublish(t *testing.T) {
+	e := newServeEnv(t, nil)
+	const analyst = "hrld_analyst_gone_4f1a"
+	e.cfg.API.Tokens = []config.Token{{Name: "alice", Role: config.RoleAnalyst, SHA256: config.HashToken(analyst)}}
+	require.NoError(t, e.cfg.Validate())
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, b, acmeCarWash())
+	ctx := t.Context()
+	base := "http://" + e.start(t, app.RoleFanout, app.RoleAPI).APIAddr()
+
+	fannedOut := func(id string) bool {
+		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
+		return err == nil && known[id] != nil && !known[id].FannedOut.IsZero()
+	}
+	old := carWashAlert("op-gone-2")
+	v, err := json.Marshal(old)
+	require.NoError(t, err)
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(old.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}))
+	kept := carWashAlert("op-kept-2")
+	publish(t, b, kept)
+	require.Eventually(t, func() bool { return fannedOut(old.ID) && fannedOut(kept.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+
+	e.cluster.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(ctx, bus.TopicAlerts)
+		if err != nil {
+			return false
+		}
+		for _, p := range offs[bus.TopicAlerts] {
+			if p.Start > 0 {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond)
+
+	update := func(id, ref string) string {
+		return `{"id": "` + id + `", "type": "update", "references": ["` + ref + `"], "title": "Car wash moved its workers",
+			"severity": "severe", "tlp": "GREEN", "marking": "OFFICIAL", "handling": {"code": "P"}, "audience": {"sectors": ["car-washes"]}}`
+	}
+	const why = `alert "op-gone-2"'s record has left the alerts topic (retention); publish a new alert instead of an update`
+	code, body := call(t, "POST", base+"/v1/alerts", analyst, update("op-upd-2", old.ID))
+	require.Equal(t, http.StatusUnprocessableEntity, code, "%s", body)
+	var refused struct {
+		Errors []alerts.FieldError `json:"errors"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &refused), "%s", body)
+	require.Len(t, refused.Errors, 1, "%s", body)
+	assert.Equal(t, "references[0]", refused.Errors[0].Field)
+	assert.Contains(t, refused.Errors[0].Message, why)
+
+	code, body = call(t, "POST", base+"/v1/alerts", analyst, update("op-upd-3", kept.ID))
+	require.Equal(t, http.StatusAccepted, code, "an update of an alert still held goes: %s", body)
+
+	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(e.cluster.Addrs(), ","))
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", e.cfg.Publishing.KeyFile)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	file := filepath.Join(t.TempDir(), "update.json")
+	require.NoError(t, os.WriteFile(file, []byte(update("op-upd-4", old.ID)), 0o600))
+	var out, errOut bytes.Buffer
+	exit := cli.Execute(ctx, []string{"publish", file}, strings.NewReader(""), &out, &errOut)
+	require.Equal(t, 2, exit, "%s%s", out.String(), errOut.String())
+	assert.Contains(t, errOut.String(), "references[0]")
+	assert.Contains(t, errOut.String(), why)
+}

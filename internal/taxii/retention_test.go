@@ -1,0 +1,57 @@
+package taxii_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+)
+
+// TestAlertGoneBeforeItsReceipts: an alert whose record has left the
+// alerts topic (retention) while its receipts are still in receipts is
+// left out of the partner's collection; the rest is served, by the view
+// kept live and by a view rebuilt from Kafka alike.
+func TestAlertGoneBeforeItsReceipts(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	e := newEnvOn(t, c.Open(t, c.Config()))
+
+	// The alert record is older than the alerts topic's retention (400
+	// days); its receipts, written at fan-out, are not.
+	old := alert("rt-001", nil)
+	v, err := json.Marshal(old)
+	require.NoError(t, err)
+	m := kafka.Message{Key: []byte(old.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}
+	require.NoError(t, e.bus.Producer(bus.TopicAlerts).Write(context.Background(), m))
+	e.synced()
+	e.fanOut(m)
+	e.publish(alert("rt-002", nil))
+	require.Equal(t, []string{"rt-001", "rt-002"}, alertsIn(first(t, e)))
+	// An update of it: its lineage names the alert whose record goes.
+	e.publish(alert("rt-003", func(a *alerts.Alert) {
+		a.Type, a.References = alerts.TypeUpdate, []string{"rt-001"}
+	}))
+	require.Equal(t, []string{"rt-002", "rt-003"}, alertsIn(first(t, e)))
+
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := e.bus.Offsets(t.Context(), bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, 10*time.Second, 10*time.Millisecond)
+
+	fresh := &env{t: t, bus: e.bus, view: runView(t, e.bus), reg: e.reg, w: e.w, clock: e.clock, audit: e.audit}
+	fresh.serve(e.serverNow)
+	r := fresh.objects(bankToken, "bank", "")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	require.Equal(t, []string{"rt-002"}, alertsIn(list(r.json(t)["objects"])), "the alert whose record is gone is left out, and the update whose chain reaches it")
+
+	e.synced()
+	require.Equal(t, []string{"rt-002"}, alertsIn(first(t, e)), "the live view answers as the rebuilt one")
+}
