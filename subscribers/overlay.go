@@ -162,9 +162,15 @@ func SecretsDigest(secrets []string) string {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
+// SameKey reports whether two armored OpenPGP keys are the same key: keys
+// are compared without the white space around them. It is the one home of
+// that rule (PGPKeyDigest digests a key as it compares).
+func SameKey(a, b string) bool { return strings.TrimSpace(a) == strings.TrimSpace(b) }
+
 // PGPKeyDigest returns the digest of an address's key that a KeyOverlay
 // is made over (KeyOverlay.Over); an address without a key has the
-// digest of "". Keys are compared without the white space around them.
+// digest of "". Keys are compared without the white space around them
+// (SameKey): two keys SameKey calls the same have one digest.
 func PGPKeyDigest(key string) string {
 	h := sha256.Sum256([]byte(strings.TrimSpace(key)))
 	return "sha256:" + hex.EncodeToString(h[:])
@@ -210,7 +216,7 @@ func ReplacedOverlays(prev, next *Subscriber) []string {
 		if prev != nil {
 			i = slices.IndexFunc(prev.Email, func(p Email) bool { return strings.EqualFold(p.Address, e.Address) })
 		}
-		if i < 0 || strings.TrimSpace(prev.Email[i].PGPKey) != strings.TrimSpace(e.PGPKey) {
+		if i < 0 || !SameKey(prev.Email[i].PGPKey, e.PGPKey) {
 			out = append(out, KeyOverlayKey(next.ID, e.Address))
 		}
 	}
@@ -326,7 +332,7 @@ func (r *Registry) OverlayRevision(key string) (rev uint64, ignored bool) {
 func (r *Registry) NextKeySeq(rec *Subscriber, address string) (uint64, error) {
 	return r.nextSeq(rec, KeyOverlayKey(rec.ID, address), func(cur *Subscriber) bool {
 		i, j := rec.EmailIndex(address), cur.EmailIndex(address)
-		return i >= 0 && j >= 0 && strings.TrimSpace(cur.Email[j].PGPKey) == strings.TrimSpace(rec.Email[i].PGPKey)
+		return i >= 0 && j >= 0 && SameKey(cur.Email[j].PGPKey, rec.Email[i].PGPKey)
 	})
 }
 

@@ -99,9 +99,9 @@ func (p *partnerAPI) ackPage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if p.Ledger != nil {
+	if inc, ok := p.incarnation(c.Subscriber); ok && p.Ledger != nil {
 		if known, err := p.Ledger.Lookup(r.Context(), []string{c.Alert}); err == nil && known[c.Alert] != nil {
-			if k, done := known[c.Alert].Acks[c.Subscriber]; done {
+			if k, done := known[c.Alert].Ack(c.Subscriber, inc); done {
 				p.writeAckPage(w, http.StatusOK, ackPageData{Title: "Already acknowledged", State: "already", Alert: c.Alert, At: when(k.At)})
 				return
 			}
@@ -118,17 +118,17 @@ func (p *partnerAPI) ackConfirm(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a, err := p.received(r.Context(), c.Alert, c.Subscriber)
+	a, inc, err := p.received(r.Context(), c.Alert, c.Subscriber)
 	if err != nil {
 		p.log.Error("look up alert", "alert", c.Alert, "error", err)
 		http.Error(w, "Herald cannot read its delivery receipts now; try again in a moment", http.StatusServiceUnavailable)
 		return
 	}
-	if inc, ok := p.incarnation(c.Subscriber); a == nil || !ok || !a.Received(c.Subscriber, inc, c.Target) {
+	if a == nil || !a.Received(c.Subscriber, inc, c.Target) {
 		p.invalidLink(w)
 		return
 	}
-	res, err := p.recordAck(r.Context(), a, delivery.Receipt{Subscriber: c.Subscriber, Channel: delivery.ChannelEmail,
+	res, err := p.recordAck(r.Context(), a, delivery.Receipt{Subscriber: c.Subscriber, Incarnation: inc, Channel: delivery.ChannelEmail,
 		Target: c.Target, DeliveryID: delivery.ID(c.Alert, c.Subscriber, c.Target), By: ackByEmail})
 	if err != nil {
 		p.log.Error("record an acknowledgement", "alert", c.Alert, "subscriber", c.Subscriber, "error", err)

@@ -103,8 +103,8 @@ func TestAckLink(t *testing.T) {
 	assert.Contains(t, string(body), "Receipt confirmed")
 	rs := e.ackReceipts()
 	require.Len(t, rs, 1)
-	assert.Equal(t, delivery.Receipt{Kind: delivery.KindAck, AlertID: "op-1", Subscriber: "acme", Channel: delivery.ChannelEmail,
-		Target: acmeMail, DeliveryID: delivery.ID("op-1", "acme", acmeMail), By: "email link", At: testNow}, rs[0])
+	assert.Equal(t, delivery.Receipt{Kind: delivery.KindAck, AlertID: "op-1", Subscriber: "acme", Incarnation: e.reg.Get("acme").Incarnation,
+		Channel: delivery.ChannelEmail, Target: acmeMail, DeliveryID: delivery.ID("op-1", "acme", acmeMail), By: "email link", At: testNow}, rs[0])
 	st = status(t, e, "op-1")
 	require.Len(t, st.Acks, 1)
 	assert.Equal(t, "email link", st.Acks[0].By)

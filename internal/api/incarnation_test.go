@@ -136,3 +136,57 @@ func TestReRegisteredPartnerCannotReplayTheDeletedOnesDeadLetters(t *testing.T) 
 	require.JSONEq(t, `{"requeued": 2}`, string(body))
 	require.ElementsMatch(t, []string{mine.ID, unnamed.ID}, e.queued(), "never the deleted acme's")
 }
+
+// TestReRegisteredPartnerDoesNotSeeTheDeletedOnesAck: acme acknowledges
+// an alert whose receipts were written before Herald recorded
+// incarnations (so every acme may see it), with a note; acme is deleted
+// and another organisation registered as acme. The new acme's deliveries
+// show the alert unacknowledged, and its acknowledgement is recorded as
+// its own (not "already acknowledged" with the deleted acme's note);
+// pressed again, it is its own that it is told of.
+func TestReRegisteredPartnerDoesNotSeeTheDeletedOnesAck(t *testing.T) {
+	e := newEnv(t, withPartners)
+	ctx := context.Background()
+	old := e.reg.Get("acme")
+	e.decided("ack-none", [4]string{"acme", acmeMail, delivery.Deliver, delivery.StateDelivered}) // no incarnation
+	resp, body := e.do(request{method: "POST", path: "/v1/partner/alerts/ack-none/ack", token: partnerToken,
+		body: `{"note": "the old acme's note"}`})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	acks := e.ackReceipts()
+	require.Len(t, acks, 1)
+	require.Equal(t, old.Incarnation, acks[0].Incarnation, "the receipt names the incarnation that acknowledged")
+
+	require.NoError(t, e.wr.Delete(ctx, "api:ops", "acme"))
+	again := &subscribers.Subscriber{ID: "acme", Name: "Another Acme", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: acmeMail}}}
+	again.Normalize()
+	require.NoError(t, e.wr.Put(ctx, "api:ops", "", []*subscribers.Subscriber{again}, nil))
+	e.synced()
+
+	resp, body = e.do(request{method: "GET", path: "/v1/partner/deliveries?alert=ack-none", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var l api.PartnerDeliveryList
+	require.NoError(t, json.Unmarshal(body, &l))
+	require.Len(t, l.Deliveries, 1)
+	require.False(t, l.Deliveries[0].Acknowledged, "the deleted acme's acknowledgement is not the new one's")
+
+	resp, body = e.do(request{method: "POST", path: "/v1/partner/alerts/ack-none/ack", token: partnerToken,
+		body: `{"note": "the new acme's note"}`})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var got api.AckResponse
+	require.NoError(t, json.Unmarshal(body, &got))
+	require.False(t, got.Already, "%s", body)
+	require.Equal(t, "the new acme's note", got.Note)
+	require.NotContains(t, string(body), "old acme")
+
+	e.synced()
+	resp, body = e.do(request{method: "POST", path: "/v1/partner/alerts/ack-none/ack", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.NoError(t, json.Unmarshal(body, &got))
+	require.True(t, got.Already)
+	require.Equal(t, "the new acme's note", got.Note, "its own acknowledgement, not the deleted acme's")
+	resp, body = e.do(request{method: "GET", path: "/v1/partner/deliveries?alert=ack-none", token: partnerToken})
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.NoError(t, json.Unmarshal(body, &l))
+	require.True(t, l.Deliveries[0].Acknowledged)
+}

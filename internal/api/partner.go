@@ -249,29 +249,29 @@ var errNoLedger = errors.New("delivery receipts are not available on this server
 // received returns what the ledger holds of alert id if its content went,
 // or is on its way, to one of the targets of subscriber's current record
 // (ledger.Alert.Received: the policy decided to deliver it to this
-// incarnation of the partner's record), or nil.
-func (p *partnerAPI) received(ctx context.Context, id, subscriber string) (*ledger.Alert, error) {
+// incarnation of the partner's record), or nil; and that incarnation.
+func (p *partnerAPI) received(ctx context.Context, id, subscriber string) (*ledger.Alert, string, error) {
 	if p.Ledger == nil {
-		return nil, errNoLedger
+		return nil, "", errNoLedger
 	}
 	known, err := p.Ledger.Lookup(ctx, []string{id})
 	if err != nil {
-		return nil, fmt.Errorf("look up alert %s: %w", id, err)
+		return nil, "", fmt.Errorf("look up alert %s: %w", id, err)
 	}
 	a := known[id]
 	if a == nil {
-		return nil, nil
+		return nil, "", nil
 	}
 	inc, ok := p.incarnation(subscriber)
 	if !ok {
-		return nil, nil
+		return nil, "", nil
 	}
 	for _, e := range a.Entries() {
 		if e.Subscriber == subscriber && a.Received(subscriber, inc, e.Target) {
-			return a, nil
+			return a, inc, nil
 		}
 	}
-	return nil, nil
+	return nil, "", nil
 }
 
 // acknowledge handles POST /v1/partner/alerts/{id}/ack.
@@ -289,9 +289,10 @@ func (p *partnerAPI) acknowledge(w http.ResponseWriter, r *http.Request) {
 	}
 	id, sub := r.PathValue("id"), subscriberOf(r)
 	var a *ledger.Alert
+	var inc string
 	if alerts.ValidID(id) {
 		var err error
-		if a, err = p.received(r.Context(), id, sub); err != nil {
+		if a, inc, err = p.received(r.Context(), id, sub); err != nil {
 			p.log.Error("look up alert", "alert", id, "error", err)
 			writeError(w, http.StatusServiceUnavailable, "cannot read delivery receipts now; try again", nil)
 			return
@@ -307,7 +308,7 @@ func (p *partnerAPI) acknowledge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no alert %q was delivered to you", id), nil)
 		return
 	}
-	res, err := p.recordAck(r.Context(), a, delivery.Receipt{Subscriber: sub, By: caller(r).name, Note: req.Note})
+	res, err := p.recordAck(r.Context(), a, delivery.Receipt{Subscriber: sub, Incarnation: inc, By: caller(r).name, Note: req.Note})
 	if err != nil {
 		p.log.Error("record an acknowledgement", "alert", id, "subscriber", sub, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the acknowledgement could not be recorded; try again", nil)
@@ -318,11 +319,12 @@ func (p *partnerAPI) acknowledge(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// recordAck records rc (Subscriber, By, Note; optionally Channel, Target)
-// as the partner's acknowledgement of a, unless the partner acknowledged
-// it before: the first acknowledgement is the one that counts.
+// recordAck records rc (Subscriber, Incarnation, By, Note; optionally
+// Channel, Target) as the partner's acknowledgement of a, unless the
+// partner's record of that incarnation acknowledged it before
+// (ledger.Alert.Ack): the first acknowledgement is the one that counts.
 func (p *partnerAPI) recordAck(ctx context.Context, a *ledger.Alert, rc delivery.Receipt) (AckResponse, error) {
-	if k, ok := a.Acks[rc.Subscriber]; ok {
+	if k, ok := a.Ack(rc.Subscriber, rc.Incarnation); ok {
 		return AckResponse{Alert: a.ID, Subscriber: k.Subscriber, AcknowledgedAt: k.At, By: k.By, Note: k.Note, Already: true}, nil
 	}
 	if p.Partner.Receipts == nil {

@@ -42,8 +42,10 @@ type process struct {
 	srv   *httptest.Server
 
 	gate sync.Mutex // held while paused
-	mu   sync.Mutex
-	next map[int]int64 // partition → offset after the last record read
+	// beforeSync, if set, runs once when the API next calls Partner.Sync.
+	beforeSync func()
+	mu         sync.Mutex
+	next       map[int]int64 // partition → offset after the last record read
 }
 
 // startProcess starts one api process on c and waits until its registry
@@ -86,10 +88,20 @@ func startProcess(t *testing.T, c *kafkatest.Cluster, name string) *process {
 		Taxonomy:  testTaxonomy,
 		Tokens: []config.Token{
 			{Name: "acme-soc-" + name, Role: config.RolePartner, Subscriber: "acme", SHA256: config.HashToken(partnerToken)},
+			{Name: "ops-" + name, Role: config.RoleAdmin, SHA256: config.HashToken(adminToken)},
 		},
-		Partner: api.Partners{Sync: p.sync},
-		Now:     now,
-		Log:     kafkatest.Logger(t, slog.LevelWarn).With("process", name),
+		Partner: api.Partners{Sync: func(ctx context.Context) error {
+			p.mu.Lock()
+			f := p.beforeSync
+			p.beforeSync = nil
+			p.mu.Unlock()
+			if f != nil {
+				f()
+			}
+			return p.sync(ctx)
+		}},
+		Now: now,
+		Log: kafkatest.Logger(t, slog.LevelWarn).With("process", name),
 	}
 	p.srv = httptest.NewServer(srv.Handler())
 	t.Cleanup(p.srv.Close)
@@ -473,4 +485,49 @@ func TestAdminKeyReplacementStandsAgainstASettle(t *testing.T) {
 		assert.Equal(t, strings.TrimSpace(admin), strings.TrimSpace(reg.Get("acme").Email[0].PGPKey),
 			"%s: the administrator's key stands, not the replaced key written again", name)
 	}
+}
+
+// TestAdminUpdateThroughALaggingProcessKeepsTheIncarnation: an
+// administrator creates initech through process a; process b has not yet
+// read it when it is asked to update it (its follower is paused until b
+// catches up before the write). b's update keeps the incarnation a gave
+// the record: an update never mints a new one, which would hide the
+// record's delivery history and withhold its queued jobs.
+func TestAdminUpdateThroughALaggingProcessKeepsTheIncarnation(t *testing.T) {
+	a, b := twoAPIProcesses(t)
+	b.pause()
+	b.mu.Lock()
+	b.beforeSync = b.resume
+	b.mu.Unlock()
+	t.Cleanup(func() { // b never caught up: let its follower stop
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.beforeSync != nil {
+			b.resume()
+		}
+	})
+	initech := &subscribers.Subscriber{ID: "initech", Name: "Initech", Kind: subscribers.KindBusiness, Sectors: []string{"car-washes"},
+		Clearance: alerts.TLPAmber, Email: []subscribers.Email{{Address: "soc@initech.example"}}}
+	initech.Normalize()
+	require.NoError(t, a.store.Put(t.Context(), "api:ops", "", []*subscribers.Subscriber{initech}, nil))
+	require.NotEmpty(t, initech.Incarnation)
+	require.Nil(t, b.reg.Record("initech"), "b has not read it")
+
+	req, err := http.NewRequestWithContext(t.Context(), "PUT", b.srv.URL+"/v1/subscribers/initech", strings.NewReader(
+		`{"id": "initech", "name": "Initech Ltd", "kind": "business", "sectors": ["car-washes"], "clearance": "TLP:AMBER",
+		  "email": [{"address": "soc@initech.example"}]}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	out, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", out)
+
+	a.synced()
+	got := a.reg.Record("initech")
+	require.Equal(t, "Initech Ltd", got.Name)
+	require.Equal(t, initech.Incarnation, got.Incarnation, "an update keeps the record's incarnation")
 }

@@ -438,7 +438,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := KeyResponse{Address: old.Email[i].Address, KeyStatus: *keyStatus(armored, now)}
-	if strings.TrimSpace(old.Email[i].PGPKey) == strings.TrimSpace(armored) {
+	if subscribers.SameKey(old.Email[i].PGPKey, armored) {
 		res.Unchanged = true
 		writeJSON(w, http.StatusOK, res)
 		return
@@ -456,7 +456,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 		},
 		inForce: func(rec *subscribers.Subscriber) bool {
 			j := rec.EmailIndex(res.Address)
-			return j >= 0 && strings.TrimSpace(rec.Email[j].PGPKey) == strings.TrimSpace(armored)
+			return j >= 0 && subscribers.SameKey(rec.Email[j].PGPKey, armored)
 		},
 		conflict: fmt.Sprintf("the key of %s changed while this change was made (another request?); see it with GET /v1/partner/email and try again", res.Address),
 		list:     "GET /v1/partner/email",
@@ -469,7 +469,7 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 			key := rec.Email[j].PGPKey
 			by, at := partnerActor(r), now
 			for _, o := range p.Directory.KeyOverlays(rec.ID) {
-				if strings.EqualFold(o.Address, res.Address) && strings.TrimSpace(o.PGPKey) == strings.TrimSpace(key) {
+				if strings.EqualFold(o.Address, res.Address) && subscribers.SameKey(o.PGPKey, key) {
 					by, at = o.By, o.At // the change in force, written again
 				}
 			}

@@ -411,7 +411,7 @@ func statusRows(la *ledger.Alert, entries []ledger.Entry) []statusRow {
 	rows := make([]statusRow, len(entries))
 	for i, en := range entries {
 		rows[i] = statusRow{Entry: en, IssuedBy: la.IssuedBy, ApprovedBy: la.ApprovedBy}
-		if k, ok := la.Acks[en.Subscriber]; ok {
+		if k, ok := la.Ack(en.Subscriber, en.Incarnation); ok {
 			rows[i].AcknowledgedAt, rows[i].AcknowledgedBy = k.At, k.By
 		}
 	}

@@ -537,9 +537,10 @@ type Receipt struct {
 	Subscriber string `json:"subscriber"`
 	// Incarnation is the Incarnation of the partner's record the decision
 	// was made for (subscribers.Subscriber.Incarnation), on decision and
-	// outcome receipts: a partner's delivery history belongs to the
-	// incarnation it was made for. Empty in receipts written before Herald
-	// recorded it; those belong to every incarnation of the id.
+	// outcome receipts, and of the record that acknowledged, on ack
+	// receipts: a partner's delivery history belongs to the incarnation it
+	// was made for. Empty in receipts written before Herald recorded it;
+	// those belong to every incarnation of the id.
 	Incarnation string    `json:"incarnation,omitempty"`
 	Channel     string    `json:"channel,omitempty"`
 	Target      string    `json:"target,omitempty"`

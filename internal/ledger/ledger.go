@@ -84,11 +84,37 @@ func (m *Meta) Apply(r delivery.Receipt) {
 
 // Ack is a partner's acknowledgement of an alert it received.
 type Ack struct {
-	Subscriber string    `json:"subscriber"`
-	At         time.Time `json:"at"`
-	By         string    `json:"by"`
-	Note       string    `json:"note,omitempty"`
+	Subscriber string `json:"subscriber"`
+	// Incarnation is the Incarnation of the partner's record that
+	// acknowledged (delivery.Receipt.Incarnation); empty for
+	// acknowledgements recorded before Herald recorded it. See Of.
+	Incarnation string    `json:"incarnation,omitempty"`
+	At          time.Time `json:"at"`
+	By          string    `json:"by"`
+	Note        string    `json:"note,omitempty"`
 }
+
+// AckOf returns the acknowledgement a KindAck receipt records.
+func AckOf(r delivery.Receipt) Ack {
+	return Ack{Subscriber: r.Subscriber, Incarnation: r.Incarnation, At: r.At, By: r.By, Note: r.Note}
+}
+
+// Of reports whether the acknowledgement was made by the partner's record
+// of the given incarnation (SameIncarnation, as Entry.Of): a partner
+// registered again under a deleted partner's id neither sees its
+// predecessor's acknowledgement and note nor is told it acknowledged. One
+// recorded before Herald recorded incarnations belongs to every
+// incarnation of the id, as before.
+func (k *Ack) Of(incarnation string) bool {
+	return SameIncarnation(k.Incarnation, incarnation)
+}
+
+// Replaces reports whether k, an acknowledgement of an alert read after
+// held, the one kept for the same partner, takes its place: the first
+// acknowledgement of a partner's record is the one that counts, and a
+// record of another incarnation (the id registered again) acknowledges
+// for itself. The ledger and the view keep acknowledgements by this rule.
+func (k *Ack) Replaces(held Ack) bool { return !held.Of(k.Incarnation) }
 
 // EntryKey is the key of the entry of (subscriber, target) within an alert.
 func EntryKey(subscriber, target string) string { return subscriber + "\x00" + target }
@@ -132,7 +158,9 @@ func (e *Entry) Apply(r delivery.Receipt) {
 // Alert is everything the ledger knows of one alert.
 type Alert struct {
 	Meta
-	// Acks are the partners' acknowledgements, the first of each partner.
+	// Acks are the partners' acknowledgements, by partner: the first of
+	// the latest incarnation of each that acknowledged (Ack.Replaces).
+	// Ask Ack for a partner's record's own.
 	Acks    map[string]Ack
 	entries map[string]*Entry // by EntryKey
 }
@@ -157,11 +185,12 @@ func (l *Ledger) Add(r delivery.Receipt) {
 	case delivery.KindAlert:
 		a.Meta.Apply(r)
 	case delivery.KindAck:
-		if _, ok := a.Acks[r.Subscriber]; !ok {
+		k := AckOf(r)
+		if held, ok := a.Acks[r.Subscriber]; !ok || k.Replaces(held) {
 			if a.Acks == nil {
 				a.Acks = map[string]Ack{}
 			}
-			a.Acks[r.Subscriber] = Ack{Subscriber: r.Subscriber, At: r.At, By: r.By, Note: r.Note}
+			a.Acks[r.Subscriber] = k
 		}
 	case delivery.KindDecision, delivery.KindOutcome:
 		k := EntryKey(r.Subscriber, r.Target)
@@ -202,8 +231,19 @@ func (a *Alert) Entries() []Entry {
 	return out
 }
 
+// Ack returns the acknowledgement of the alert made by subscriber's
+// record of the given incarnation (Ack.Of), if there is one.
+func (a *Alert) Ack(subscriber, incarnation string) (Ack, bool) {
+	k, ok := a.Acks[subscriber]
+	if !ok || !k.Of(incarnation) {
+		return Ack{}, false
+	}
+	return k, true
+}
+
 // Acknowledgements returns the partners' acknowledgements, oldest first
-// (then by partner): one per partner, the first it made.
+// (then by partner): one per partner, the first its latest incarnation
+// that acknowledged made.
 func (a *Alert) Acknowledgements() []Ack {
 	out := make([]Ack, 0, len(a.Acks))
 	for _, k := range a.Acks {

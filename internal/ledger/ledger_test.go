@@ -108,3 +108,40 @@ func TestAcknowledgementsOldestFirst(t *testing.T) {
 	none.Add(delivery.Receipt{Kind: delivery.KindAlert, AlertID: "a2", At: at})
 	require.Empty(t, none.Alert("a2").Acknowledgements())
 }
+
+// TestAckOfItsIncarnation: a partner's acknowledgement is its record's
+// (Alert.Ack): the first of each incarnation counts, a record of another
+// incarnation (the id registered again) neither sees its predecessor's nor
+// is refused its own, and one recorded before acknowledgements named the
+// incarnation belongs to every record of the id, as before.
+func TestAckOfItsIncarnation(t *testing.T) {
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	ack := func(inc, by string, d time.Duration) delivery.Receipt {
+		return delivery.Receipt{Kind: delivery.KindAck, AlertID: "a1", Subscriber: "bank", Incarnation: inc, By: by, At: at.Add(d)}
+	}
+	for _, tc := range []struct {
+		name     string
+		receipts []delivery.Receipt
+		asker    string
+		by       string // "" for none
+	}{
+		{"own", []delivery.Receipt{ack("inc-1", "old", 0)}, "inc-1", "old"},
+		{"predecessor's", []delivery.Receipt{ack("inc-1", "old", 0)}, "inc-2", ""},
+		{"own after the predecessor's", []delivery.Receipt{ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "new"},
+		{"first of its own counts", []delivery.Receipt{ack("inc-2", "new", 0), ack("inc-2", "again", time.Minute)}, "inc-2", "new"},
+		{"before incarnations", []delivery.Receipt{ack("", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "old"},
+		{"a record without one", []delivery.Receipt{ack("inc-1", "old", 0)}, "", "old"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := ledger.New()
+			for _, r := range tc.receipts {
+				l.Add(r)
+			}
+			a := l.Alert("a1")
+			k, ok := a.Ack("bank", tc.asker)
+			require.Equal(t, tc.by != "", ok)
+			require.Equal(t, tc.by, k.By)
+			require.Equal(t, a, ledger.Restore(a.Meta, a.Acks, a.Entries()))
+		})
+	}
+}

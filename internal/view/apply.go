@@ -361,13 +361,20 @@ func (t *txn) applyReceipt(r *delivery.Receipt) error {
 			t.touched[r.AlertID], t.dirty[r.AlertID] = true, true
 		}
 	case delivery.KindAck:
-		k := join(r.AlertID, r.Subscriber)
-		if t.acks.Get(k) != nil {
-			return nil
+		k, ack := join(r.AlertID, r.Subscriber), ledger.AckOf(*r)
+		if val := t.acks.Get(k); val != nil {
+			var held ledger.Ack
+			if err := json.Unmarshal(val, &held); err != nil {
+				return corrupt("ack", k, err)
+			}
+			if !ack.Replaces(held) {
+				return nil
+			}
+		} else {
+			ra.Acks++
+			t.dirty[r.AlertID] = true
 		}
-		ra.Acks++
-		t.dirty[r.AlertID] = true
-		return putJSON(t.acks, k, &ledger.Ack{Subscriber: r.Subscriber, At: r.At, By: r.By, Note: r.Note})
+		return putJSON(t.acks, k, &ack)
 	case delivery.KindDecision, delivery.KindOutcome:
 		return t.applyEntry(ra, r)
 	}

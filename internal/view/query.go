@@ -646,7 +646,9 @@ func (r *partnerReader) fromEntry(id string, e *storedEntry) (PartnerDelivery, b
 		if err := json.Unmarshal(val, &a); err != nil {
 			return PartnerDelivery{}, false, corrupt("ack", join(id, e.Subscriber), err)
 		}
-		d.Acknowledged, d.AcknowledgedAt = true, a.At
+		if a.Of(r.incarnation) {
+			d.Acknowledged, d.AcknowledgedAt = true, a.At
+		}
 	}
 	return d, true, nil
 }
