@@ -360,6 +360,12 @@ func (v *View) wipe(reason string) error {
 	}
 	v.db = db
 	v.rebuilds.Add(1)
+	// The log starts read were the old topics': records of a recreated
+	// topic, or of another cluster, start again below them.
+	v.startsMu.Lock()
+	v.starts = nil
+	v.startsMu.Unlock()
+	v.gone.Add(1)
 	v.posMu.Lock()
 	v.pos = map[string]map[int]int64{}
 	v.broadcastLocked()

@@ -1006,3 +1006,35 @@ func TestCountsAgreeWithTheList(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, *got.PublishedSince, "a2, approved at 3 minutes though listed at 2, and a3")
 }
+
+// A view that rebuilds for a cluster replaced while it runs forgets the
+// old cluster's log starts: the new cluster's records, at offsets below
+// where the old alerts topic started, are held (Retained), not taken for
+// records retention deleted.
+func TestRetainedAfterTheClusterIsReplaced(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1), kafkatest.WithProxy())
+	b := c.Open(t, c.Config())
+	v := run(t, t.TempDir(), b)
+	old := func(id string) kafka.Message {
+		m, err := json.Marshal(alert(t, id, "Old "+id, alerts.TLPGreen, "api:alice", at(0), "", time.Time{}))
+		require.NoError(t, err)
+		return kafka.Message{Key: []byte(id), Value: m, Time: time.Now().Add(-500 * 24 * time.Hour)}
+	}
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), old("o1"), old("o2"), old("o3")))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 3
+	}, waitFor, tick)
+	require.NoError(t, v.Sync(t.Context()))
+
+	c.Restart()
+	fresh := c.Open(t, c.Config())
+	require.NoError(t, fresh.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte("a1"), Value: mustJSON(t, a1(t))}))
+	require.Eventually(t, func() bool { return v.Stats().Rebuilds == 1 }, waitFor, tick)
+	require.NoError(t, v.Sync(t.Context()))
+	_, ok := v.Published("a1")
+	require.True(t, ok)
+	_, ok = v.Retained("a1")
+	assert.True(t, ok, "the new cluster's first record, at offset 0")
+}
