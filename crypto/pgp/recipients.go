@@ -12,12 +12,13 @@ import (
 // MaxCachedRecipients bounds a RecipientCache: when it holds that many
 // keys it forgets the one used least recently.
 //
-// The bound is set to hold every key of the largest audience: PRODUCT.md
-// allows 100,000 partners, and the bound leaves a third more for partners
-// with keys for several addresses and for keys replaced but not yet
-// forgotten. The policy asks for an alert's candidates in the same order
-// (by partner id) every time, so an audience with more keys than the bound
-// would find none cached (each would be forgotten just before its turn
+// The bound is set to hold every key of the largest audience Herald is
+// measured with (docs/BENCHMARKS.md: 100,000 partners; PRODUCT.md sets no
+// limit), with a third more for partners with keys for several
+// addresses and for keys replaced but not yet forgotten. The policy asks
+// for an alert's candidates in the same order (by partner id) every
+// time, so an audience with more keys than the bound would find none
+// cached (each would be forgotten just before its turn
 // came again) and re-parse them all for every alert: about 0.15 ms for an
 // Ed25519 key and 0.5 ms for an RSA-3072 one, 20 to 60 CPU seconds per
 // alert at this size. A parsed key takes about 6.5 KiB of heap

@@ -148,11 +148,6 @@ func (h *handler) countQuery(r *http.Request, v *alerts.ValidationError) (bool, 
 		}
 		cq.Since = t
 	}
-	if h.Publisher != nil {
-		// An alert approved since was listed at its submission, up to
-		// pending_ttl earlier.
-		cq.Wait = h.Publisher.Release.PendingTTL
-	}
 	return counts, cq
 }
 

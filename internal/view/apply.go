@@ -716,6 +716,11 @@ func (t *txn) place(id string) error {
 	if delivery.IsKeyExpiryNotice(id) {
 		state = 0 // Herald's own notice, not an analyst's alert: not listed
 	}
+	if state == listPublished {
+		if err := t.noteReleaseLag(rs.summarize(id, at, state, time.Time{}).Released().Sub(at)); err != nil {
+			return err
+		}
+	}
 	keys := t.tx.Bucket(bListKey)
 	list := t.tx.Bucket(bList)
 	want := appendTime([]byte{state}, at)

@@ -198,7 +198,7 @@ func BenchmarkDeskTiles(b *testing.B) {
 	b.Run("counts", func(b *testing.B) {
 		size := 0
 		for b.Loop() {
-			n, err := f.view.Counts(view.CountQuery{Since: since, Wait: 24 * time.Hour})
+			n, err := f.view.Counts(view.CountQuery{Since: since})
 			if err != nil || n.Published == 0 {
 				b.Fatal(n, err)
 			}

@@ -32,21 +32,16 @@ type Counts struct {
 type CountQuery struct {
 	// Since, if set, asks for Counts.PublishedSince.
 	Since time.Time
-	// Wait is the longest an alert can have waited for a second
-	// analyst's approval (release.pending_ttl). An alert is listed from
-	// its submission, so one approved at or after Since can have been
-	// listed up to Wait before it: the published alerts listed from
-	// Since-Wait on are read to count PublishedSince, the older ones
-	// only counted.
-	Wait time.Duration
 }
 
 // Counts counts the list's alerts by state. Published, rejected and
 // quarantined alerts are counted by their keys in the list's index;
 // pending ones read their release record, to tell those that have
 // expired (by Options.Now, as List does); published ones listed from
-// CountQuery.Since minus Wait on are summarised to find when they were
-// released. The cost grows with the alerts held, a few keys a
+// CountQuery.Since minus the longest any published alert was released
+// after its list time on (an approval comes after the submission it is
+// listed at, by however long that alert waited) are summarised to find
+// when they were released. The cost grows with the alerts held, a few keys a
 // microsecond, not with their receipts.
 func (v *View) Counts(q CountQuery) (Counts, error) {
 	if v.scope != ScopeAll {
@@ -81,10 +76,10 @@ func (v *View) Counts(q CountQuery) (Counts, error) {
 		since := 0
 		n.PublishedSince = &since
 		published := []byte{listPublished}
-		from := sortTime(q.Since.Add(-q.Wait))
+		from := sortTime(q.Since.Add(-releaseLag(tx)))
 		for k := lastBefore(c, published, nil); k != nil; k = prev(c, published) {
 			if binary.BigEndian.Uint64(k[1:9]) < from {
-				break // listed before Since-Wait: released before Since
+				break // listed before Since minus the longest lag: released before Since
 			}
 			id := string(k[9:])
 			rs, err := load(tx, id, nil, false)
@@ -114,6 +109,26 @@ func (s Summary) Released() time.Time {
 		return s.IssuedAt
 	}
 	return s.At
+}
+
+// releaseLag returns the longest any published alert the view holds was
+// released after its list time (kReleaseLag).
+func releaseLag(tx *bbolt.Tx) time.Duration {
+	v := tx.Bucket(bMeta).Get(kReleaseLag)
+	if len(v) != 8 {
+		return 0
+	}
+	return time.Duration(binary.BigEndian.Uint64(v))
+}
+
+// noteReleaseLag keeps lag, how long a published alert was released after
+// its list time, if it is the longest yet (kReleaseLag). It only grows: a
+// rebuilt view learns it again from the alerts it holds.
+func (t *txn) noteReleaseLag(lag time.Duration) error {
+	if lag <= releaseLag(t.tx) {
+		return nil
+	}
+	return t.tx.Bucket(bMeta).Put(kReleaseLag, binary.BigEndian.AppendUint64(nil, uint64(lag)))
 }
 
 // countPrefix counts the keys of c's bucket that start with prefix.

@@ -50,7 +50,8 @@
 // # On-disk layout (dir/view.db, schema version in meta/version)
 //
 //	meta           version, prefix (the topic prefix), partitions/<topic> (BE32),
-//	               scope ("all" or "fanout"; absent: all)
+//	               scope ("all" or "fanout"; absent: all), release.lag (BE64 nanoseconds:
+//	               the longest a published alert was released after its list time)
 //	offsets        <topic> 0x00 BE32(partition) → BE64(next offset) BE64(offset of the
 //	               last record applied, -1 if none) [16]byte(its fingerprint)
 //	published      <id> → JSON Published (first authentic record of the alerts topic)

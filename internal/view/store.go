@@ -16,8 +16,9 @@ import (
 // store of another version is rebuilt. 6: a quarantine record marks an
 // alert only when its headers authenticate (bus.AuthenticateHeaders). 7:
 // an entry keeps the incarnation of the partner's record it was decided
-// for (ledger.Entry.Incarnation).
-const schemaVersion = "7"
+// for (ledger.Entry.Incarnation). 8: the meta bucket keeps the longest
+// any published alert was released after its list time (kReleaseLag).
+const schemaVersion = "8"
 
 // Buckets (see the package documentation for their keys and values).
 var (
@@ -53,6 +54,11 @@ var (
 	// kKeys holds the ids of the publishing keys the records were
 	// authenticated with (keyringOf); absent: kept before they were.
 	kKeys = []byte("keys")
+	// kReleaseLag holds the longest any published alert was released
+	// after the time it is listed at (Summary.Released minus Summary.At),
+	// in nanoseconds, big-endian; absent: none was. Counts reads the
+	// published alerts listed from CountQuery.Since minus it on.
+	kReleaseLag = []byte("release.lag")
 )
 
 func partitionsKey(topic string) []byte { return []byte("partitions/" + topic) }

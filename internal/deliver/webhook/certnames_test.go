@@ -12,7 +12,7 @@ import (
 )
 
 // TestCertNamesOfEveryPartnerAreKept: 100,000 partners (the registry
-// PRODUCT.md allows), each naming its own client certificate files, are
+// docs/BENCHMARKS.md measures), each naming its own client certificate files, are
 // all remembered: a second round of deliveries, in the same order as the
 // first, finds every pair unchanged and reads no file again (nor makes a
 // new pool, nor a new handshake). The pairs name the same bytes here, so

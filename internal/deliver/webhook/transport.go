@@ -424,9 +424,9 @@ func isTimeout(err error) bool {
 // are closed.
 //
 // The bound holds a pair for every partner of the largest registry
-// (PRODUCT.md allows 100,000, and each may have a certificate of its
-// own), with a third more for partners with several and for pairs no
-// longer in use: an alert's deliveries reach partners in the same order
+// Herald is measured with (docs/BENCHMARKS.md: 100,000; PRODUCT.md sets
+// no limit), each with a certificate of its own, with a third more for
+// partners with several and for pairs no longer in use: an alert's deliveries reach partners in the same order
 // every time, so with more pairs in use than the bound the LRU would find
 // none remembered and every delivery would pay all of the above. A pair
 // with its own certificate costs about 6.5 KiB of heap (ECDSA P-256) to
