@@ -16,7 +16,8 @@
 // A Keyring holds one or more keys: the first signs, every one verifies, so
 // a key is rotated by adding the new key first, deploying, then removing
 // the old one once nothing signed with it is still read (PRODUCT.md §6: the
-// longest retention). Keys also derive sub-keys for other capabilities
+// longest retention; a compacted topic keeps its latest records for ever,
+// so they are written again under the new key first: `herald keys resign`). Keys also derive sub-keys for other capabilities
 // (HKDF, RFC 5869), such as partners' acknowledgement links.
 package busauth
 
@@ -282,7 +283,8 @@ func Format(secrets ...[]byte) []byte {
 	b.WriteString("# Herald publishing key (publishing.key_file): authenticates every record Herald\n")
 	b.WriteString("# writes to Kafka. Keep it secret; give the same file to every Herald process and\n")
 	b.WriteString("# CLI. The first key signs, every key listed verifies: to rotate, put a new key\n")
-	b.WriteString("# first, deploy, and remove the old one once the topics no longer hold its records.\n")
+	b.WriteString("# first, deploy, run `herald keys resign --subscribers`, and remove the old one once\n")
+	b.WriteString("# the topics no longer hold its records (`herald keys resign --subscribers --dry-run`).\n")
 	for _, s := range secrets {
 		b.WriteString(keyPrefix + base64.RawURLEncoding.EncodeToString(s) + "\n")
 	}
