@@ -67,7 +67,7 @@ func TestKeysResignSubscribers(t *testing.T) {
 	assert.Regexp(t, newID+` \(signs\) +2\n[0-9a-f]{12} +0\n`, out)
 	assert.Contains(t, out, "no latest record of the subscribers topic needs a key other than "+newID)
 
-	code, out, errOut = run(t, "", "keys", "resign", "--subscribers", "--dry-run")
+	code, _, errOut = run(t, "", "keys", "resign", "--subscribers", "--dry-run")
 	assert.Equal(t, 0, code, errOut)
 	code, out, errOut = run(t, "", "keys", "resign", "--subscribers")
 	require.Equal(t, 0, code, errOut)
