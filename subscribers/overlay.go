@@ -32,7 +32,9 @@ import (
 // registry had read under the key. The registry takes an overlay in
 // place of the one it holds under the key only if its Seq is higher
 // (takesPlace); otherwise it ignores it, and the writer, reading its own
-// record back, learns that its change is not in force. Every process
+// record back, learns that its change is not in force. The very overlay
+// it holds, read again under its key (the same bytes re-signed with a new
+// publishing key), is no rival: it stays held, as the same change. Every process
 // reads one key's records in the same order (one key, one partition) and
 // decides on them alone, never on the partner's record, which lies on
 // another partition and which processes read in different orders
@@ -232,15 +234,38 @@ func ReplacedOverlays(prev, next *Subscriber) []string {
 	return out
 }
 
+// same reports whether o is the very overlay held: every field alike (the
+// same change read again, such as a copy re-signed with a new publishing
+// key by `herald keys resign`), not a rival change made from the same
+// state. The registry holds it as it was, with no change to count.
+func (o KeyOverlay) same(held KeyOverlay) bool {
+	a, b := o, held
+	a.At, b.At = time.Time{}, time.Time{}
+	return a == b && o.At.Equal(held.At)
+}
+
+// same reports whether o is the very overlay held, as KeyOverlay.same.
+func (o SecretsOverlay) same(held SecretsOverlay) bool {
+	return o.Subscriber == held.Subscriber && o.URL == held.URL && slices.Equal(o.Secrets, held.Secrets) &&
+		o.By == held.By && o.At.Equal(held.At) && o.Incarnation == held.Incarnation && o.Over == held.Over && o.Seq == held.Seq
+}
+
 // PutKeyOverlay records o as the partner's own key for its address, in
 // force on top of the partner's record while KeyOverlay.InForce says so,
 // if it takes the place of the key held for the address (its Seq is
 // higher, or it has none: see KeyOverlay.Seq), and reports whether it
-// did. Either way it counts as read under its key (OverlayRevision).
+// did. The very overlay held read again (the same change, such as a copy
+// re-signed with a new publishing key) is held as it was: it reports true
+// and changes nothing. Either way it counts as read under its key
+// (OverlayRevision).
 func (r *Registry) PutKeyOverlay(o KeyOverlay) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	addr := strings.ToLower(o.Address)
+	if held, ok := r.keys[o.Subscriber][addr]; ok && o.same(held) {
+		r.readLocked(KeyOverlayKey(o.Subscriber, o.Address), o.Seq, false)
+		return true
+	}
 	took := takesPlace(o.Seq, r.keys[o.Subscriber][addr].Seq)
 	r.readLocked(KeyOverlayKey(o.Subscriber, o.Address), o.Seq, !took)
 	if !took {
@@ -259,12 +284,18 @@ func (r *Registry) PutKeyOverlay(o KeyOverlay) bool {
 // PutSecretsOverlay records o as the partner's own secrets for its
 // webhook, in force on top of the partner's record while
 // SecretsOverlay.InForce says so, if it takes the place of the secrets
-// held for the webhook (SecretsOverlay.Seq), and reports whether it did.
-// Either way it counts as read under its key (OverlayRevision).
+// held for the webhook (SecretsOverlay.Seq), and reports whether it did;
+// the very overlay held read again is held as it was, as for
+// PutKeyOverlay. Either way it counts as read under its key
+// (OverlayRevision).
 func (r *Registry) PutSecretsOverlay(o SecretsOverlay) bool {
 	o.Secrets = slices.Clone(o.Secrets)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if held, ok := r.secrets[o.Subscriber][o.URL]; ok && o.same(held) {
+		r.readLocked(SecretsOverlayKey(o.Subscriber, o.URL), o.Seq, false)
+		return true
+	}
 	took := takesPlace(o.Seq, r.secrets[o.Subscriber][o.URL].Seq)
 	r.readLocked(SecretsOverlayKey(o.Subscriber, o.URL), o.Seq, !took)
 	if !took {

@@ -242,3 +242,51 @@ func TestCompactedKeyHoldsWhatTheOthersHold(t *testing.T) {
 }
 
 func secretsPtr(o subscribers.SecretsOverlay) *subscribers.SecretsOverlay { return &o }
+
+// TestOverlayReadAgainIsTheSameOverlay: the very overlay in force read
+// again under its key (a copy re-signed with a new publishing key, `herald
+// keys resign`) is the same overlay, not a rival made from the same state:
+// the registry holds it as before, says the latest record under the key is
+// the one in force, and counts no change; a later change goes after it.
+func TestOverlayReadAgainIsTheSameOverlay(t *testing.T) {
+	t.Run("secrets", func(t *testing.T) {
+		r := subscribers.NewRegistry()
+		require.NoError(t, r.Apply([]byte("acme"), encode(t, partner("acme", hook1))))
+		key := subscribers.SecretsOverlayKey("acme", hook1)
+		o := secretsAt(1, secret1, secret2)
+		applyOverlay(t, r, o)
+		rev, before := r.Revision(), r.Get("acme")
+		readBefore, _ := r.OverlayRevision(key)
+
+		applyOverlay(t, r, o)
+		read, ignored := r.OverlayRevision(key)
+		assert.NotEqual(t, readBefore, read, "read")
+		assert.False(t, ignored, "the latest record under the key is the overlay in force")
+		assert.Equal(t, rev, r.Revision(), "no change")
+		assert.Equal(t, before, r.Get("acme"))
+		assert.Equal(t, []subscribers.SecretsOverlay{o}, r.SecretsOverlays("acme"))
+		seq, err := r.NextSecretsSeq(r.Get("acme"), hook1)
+		require.NoError(t, err)
+		assert.EqualValues(t, 2, seq)
+	})
+	t.Run("keys", func(t *testing.T) {
+		r := subscribers.NewRegistry()
+		require.NoError(t, r.Apply([]byte("acme"), encode(t, mailPartner("acme"))))
+		key := subscribers.KeyOverlayKey("acme", mail1)
+		o := keyAt(1, keyNew)
+		applyOverlay(t, r, o)
+		rev := r.Revision()
+
+		applyOverlay(t, r, o)
+		_, ignored := r.OverlayRevision(key)
+		assert.False(t, ignored, "the latest record under the key is the overlay in force")
+		assert.Equal(t, rev, r.Revision(), "no change")
+		assert.Equal(t, []string{keyNew, ""}, pgpKeys(r.Get("acme")))
+
+		// A rival made from the same state is still refused.
+		applyOverlay(t, r, keyAt(1, keyAlt))
+		_, ignored = r.OverlayRevision(key)
+		assert.True(t, ignored)
+		assert.Equal(t, []string{keyNew, ""}, pgpKeys(r.Get("acme")))
+	})
+}

@@ -16,7 +16,8 @@
 // A Keyring holds one or more keys: the first signs, every one verifies, so
 // a key is rotated by adding the new key first, deploying, then removing
 // the old one once nothing signed with it is still read (PRODUCT.md §6: the
-// longest retention). Keys also derive sub-keys for other capabilities
+// longest retention; a compacted topic keeps its latest records for ever,
+// so they are written again under the new key first: `herald keys resign`). Keys also derive sub-keys for other capabilities
 // (HKDF, RFC 5869), such as partners' acknowledgement links.
 package busauth
 
@@ -144,6 +145,14 @@ var (
 // against the record. It returns nil only when a key of the keyring made
 // it for exactly this purpose, key and value.
 func (k *Keyring) Verify(purpose string, recordKey, value []byte, header string) error {
+	_, err := k.SignedBy(purpose, recordKey, value, header)
+	return err
+}
+
+// SignedBy is Verify that also returns the id of the key (IDs) that made
+// header: what a rotation asks of each record it must keep readable once
+// the old key is removed. The id is returned only with a nil error.
+func (k *Keyring) SignedBy(purpose string, recordKey, value []byte, header string) (string, error) {
 	return k.verify(Header, header, recordErrs, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
 }
 
@@ -157,29 +166,30 @@ var (
 
 // verify checks header, the value of a record's header named name
 // ("v1=<key id>:<base64url MAC>"), against mac, the authenticator a key
-// of the keyring computes for the record; it returns errs' errors.
-func (k *Keyring) verify(name, header string, errs verifyErrs, mac func(*key) []byte) error {
+// of the keyring computes for the record; it returns the id of the key
+// that made it, or errs' errors.
+func (k *Keyring) verify(name, header string, errs verifyErrs, mac func(*key) []byte) (string, error) {
 	if header == "" {
-		return errs.missing
+		return "", errs.missing
 	}
 	rest, ok := strings.CutPrefix(header, "v1=")
 	id, b64, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 {
-		return fmt.Errorf("%s %q is malformed: %w", name, truncate(header), errs.mismatch)
+		return "", fmt.Errorf("%s %q is malformed: %w", name, truncate(header), errs.mismatch)
 	}
 	got, err := base64.RawURLEncoding.DecodeString(b64)
 	if err != nil {
-		return fmt.Errorf("%s is not base64url: %w", name, errs.mismatch)
+		return "", fmt.Errorf("%s is not base64url: %w", name, errs.mismatch)
 	}
 	for _, kk := range k.keys {
 		if kk.id == id {
 			if hmac.Equal(got, mac(kk)) {
-				return nil
+				return kk.id, nil
 			}
-			return errs.mismatch
+			return "", errs.mismatch
 		}
 	}
-	return fmt.Errorf("%w (key %s)", errs.unknownKey, truncate(id))
+	return "", fmt.Errorf("%w (key %s)", errs.unknownKey, truncate(id))
 }
 
 // headersMAC computes the authenticator of the headers of a record whose
@@ -230,7 +240,8 @@ var (
 // purpose. It returns nil only when a key of the keyring made it for
 // exactly these. It does not check auth itself: Verify does.
 func (k *Keyring) VerifyHeaders(purpose, auth string, headers iter.Seq2[string, []byte], header string) error {
-	return k.verify(HeadersHeader, header, headersErrs, func(kk *key) []byte { return kk.headersMAC(purpose, auth, headers) })
+	_, err := k.verify(HeadersHeader, header, headersErrs, func(kk *key) []byte { return kk.headersMAC(purpose, auth, headers) })
+	return err
 }
 
 func truncate(s string) string {
@@ -272,7 +283,8 @@ func Format(secrets ...[]byte) []byte {
 	b.WriteString("# Herald publishing key (publishing.key_file): authenticates every record Herald\n")
 	b.WriteString("# writes to Kafka. Keep it secret; give the same file to every Herald process and\n")
 	b.WriteString("# CLI. The first key signs, every key listed verifies: to rotate, put a new key\n")
-	b.WriteString("# first, deploy, and remove the old one once the topics no longer hold its records.\n")
+	b.WriteString("# first, deploy, run `herald keys resign --subscribers`, and remove the old one once\n")
+	b.WriteString("# the topics no longer hold its records (`herald keys resign --subscribers --dry-run`).\n")
 	for _, s := range secrets {
 		b.WriteString(keyPrefix + base64.RawURLEncoding.EncodeToString(s) + "\n")
 	}

@@ -86,7 +86,7 @@ func TestGroupCommandsNeedASubcommand(t *testing.T) {
 		args []string
 		err  string
 	}{
-		{[]string{"keys"}, "herald keys needs a command: export, generate"},
+		{[]string{"keys"}, "herald keys needs a command: export, generate, resign"},
 		{[]string{"keys", "frob"}, `unknown command "frob" for "herald keys"`},
 		{[]string{"subscribers", "lsit"}, `unknown command "lsit" for "herald subscribers"; did you mean list?`},
 		{[]string{"dead", "frob"}, `unknown command "frob" for "herald dead"`},

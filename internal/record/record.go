@@ -63,6 +63,10 @@ const (
 	ActionPartnerSecret    = "partner.secret"
 	ActionPartnerReplay    = "partner.replay"
 	ActionPartnerPull      = "partner.pull"
+	// ActionKeysResign is a run of `herald keys resign`: the latest
+	// records of the subscribers topic written again, unchanged, under
+	// the publishing key that signs now (Object "topic:subscribers").
+	ActionKeysResign = "keys.resign"
 )
 
 // Actions lists every audit action, in the order the console's audit
@@ -73,7 +77,7 @@ var Actions = []string{
 	ActionSubscriberPut, ActionSubscriberDelete, ActionEndpointDisable,
 	ActionEndpointEnable, ActionDeadReplay, ActionTokenRefused,
 	ActionPartnerAck, ActionPartnerKey, ActionPartnerSecret,
-	ActionPartnerReplay, ActionPartnerPull,
+	ActionPartnerReplay, ActionPartnerPull, ActionKeysResign,
 }
 
 // Audit is one entry of the audit trail: who did what to which object,

@@ -1,0 +1,284 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/record"
+)
+
+// The subscribers topic is compacted: the latest record of each key (a
+// partner's record, a partner's own key or secrets, an endpoint state, a
+// tombstone) stays for ever, authenticated by whichever publishing key
+// wrote it. Removing that key from the keyring after a rotation would make
+// every such record unauthentic, and every registry would skip it: the
+// partner vanishes, or an administrator's older key comes back in force.
+// Signers counts the latest records by the key that signed them; Resign
+// writes those signed with another key than the keyring's first again,
+// key, value and (authentic) headers exactly as they are, so that the
+// producer signs them with the first key. A copy changes nothing a
+// registry holds: the same record read again (a partner's own key or
+// secrets included, subscribers.Registry.PutKeyOverlay). Nothing is
+// re-encoded, so this is no write-back of a record Herald's CLI does not
+// own: the run is recorded in the audit trail as its own event.
+
+// resignBatch is how many records Resign writes at once, each batch after
+// checking that none of its records has been replaced meanwhile.
+const resignBatch = 256
+
+// SubscriberSigners is what ScanSigners read: the latest record of each
+// key of the subscribers topic and the key that signed it.
+type SubscriberSigners struct {
+	keys   *busauth.Keyring
+	latest map[string]latestRecord
+	// ends holds, by partition, the offset after the last record read.
+	ends map[int]int64
+}
+
+// latestRecord is where the latest record of a key lies and who signed it.
+type latestRecord struct {
+	partition int
+	offset    int64
+	// signer is the id of the key that signed it, "" if no key of the
+	// keyring verifies it.
+	signer string
+}
+
+// KeyUse is how many of the latest records of the subscribers topic each
+// key of the keyring signs.
+type KeyUse struct {
+	// Keys lists every key of the keyring, in its order: the first signs.
+	Keys []KeyCount
+	// Unverified counts the latest records no key of the keyring
+	// verifies: registries skip them (written by someone other than
+	// Herald, or signed with a key already removed).
+	Unverified int
+}
+
+// KeyCount is how many latest records one key signs.
+type KeyCount struct {
+	ID      string
+	Records int
+}
+
+// Others counts the latest records signed with a key other than the first
+// of the keyring: while it is not 0, removing those keys loses them.
+func (u KeyUse) Others() int {
+	n := 0
+	for _, k := range u.Keys[1:] {
+		n += k.Records
+	}
+	return n
+}
+
+// ScanSigners reads the subscribers topic to its end and finds the key
+// that signed the latest record of each key.
+func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, error) {
+	keys := s.Bus.Keyring()
+	if keys == nil {
+		return nil, bus.ErrNoKeyring
+	}
+	offs, err := s.Bus.Offsets(ctx, bus.TopicSubscribers)
+	if err != nil {
+		return nil, fmt.Errorf("read the subscribers topic: %w", err)
+	}
+	sc := &SubscriberSigners{keys: keys, latest: map[string]latestRecord{}, ends: map[int]int64{}}
+	for _, po := range offs[bus.TopicSubscribers] {
+		sc.ends[po.Partition] = po.End
+	}
+	err = s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+		sc.latest[string(m.Key)] = latestRecord{partition: m.Partition, offset: m.Offset, signer: sc.signer(m)}
+		sc.ends[m.Partition] = max(sc.ends[m.Partition], m.Offset+1)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the subscribers topic: %w", err)
+	}
+	return sc, nil
+}
+
+// signer returns the id of the key that signed m, or "" if none of the
+// keyring's verifies it.
+func (sc *SubscriberSigners) signer(m kafka.Message) string {
+	id, err := sc.keys.SignedBy(bus.TopicSubscribers, m.Key, m.Value, bus.Header(m, busauth.Header))
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+// Use counts the latest records by the key that signed them.
+func (sc *SubscriberSigners) Use() KeyUse {
+	ids := sc.keys.IDs()
+	u := KeyUse{Keys: make([]KeyCount, len(ids))}
+	for i, id := range ids {
+		u.Keys[i].ID = id
+	}
+	for _, l := range sc.latest {
+		if i := slices.Index(ids, l.signer); i >= 0 && l.signer != "" {
+			u.Keys[i].Records++
+		} else {
+			u.Unverified++
+		}
+	}
+	return u
+}
+
+// Resigned is what a Resign run did.
+type Resigned struct {
+	// Key is the id of the key the records were signed with.
+	Key string
+	// Records counts the records written again under Key.
+	Records int
+	// Changed counts the records left alone because their key was
+	// written meanwhile (the new record is the one that counts; run
+	// again to re-sign it if another key signed it).
+	Changed int
+}
+
+// Resign writes again, as actor, every latest record of the subscribers
+// topic that sc found signed with a key other than the keyring's first:
+// the same key, value and authentic headers, signed by the producer with
+// the first key. It guards them as an administrator's write is guarded:
+// just before writing each batch it reads what the topic gained since sc
+// (or the last batch) was read, and leaves out every record whose key has
+// a newer authentic record, counting it in Changed. It cannot guard
+// against a record written between that check and its own write (as for
+// any administrator's change), nor does it need to for its own copies:
+// they change nothing. It records the run in the audit trail (one entry,
+// with its counts) and returns what it did.
+func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *SubscriberSigners) (Resigned, error) {
+	first := sc.keys.IDs()[0]
+	res := Resigned{Key: first}
+	// need holds the keys to sign again and where their latest record is.
+	need := map[string]latestRecord{}
+	for k, l := range sc.latest {
+		if l.signer != "" && l.signer != first {
+			need[k] = l
+		}
+	}
+	written := map[string]bool{}
+	var batch []kafka.Message
+	flush := func() error {
+		if err := s.catchUp(ctx, sc, func(m kafka.Message) {
+			k := string(m.Key)
+			if _, ok := need[k]; ok && !written[k] && sc.signer(m) != "" {
+				delete(need, k)
+				res.Changed++
+			}
+		}); err != nil {
+			return err
+		}
+		msgs := slices.DeleteFunc(batch, func(m kafka.Message) bool { _, ok := need[string(m.Key)]; return !ok })
+		if len(msgs) > 0 {
+			if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
+				return fmt.Errorf("re-sign the subscribers topic (%d records written before this): %w", res.Records, err)
+			}
+		}
+		for _, m := range msgs {
+			written[string(m.Key)] = true
+			res.Records++
+		}
+		batch = batch[:0]
+		return nil
+	}
+	err := s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+		l, ok := need[string(m.Key)]
+		if !ok || l.partition != m.Partition || l.offset != m.Offset {
+			return nil
+		}
+		batch = append(batch, s.copyOf(m))
+		if len(batch) >= resignBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return res, err
+	}
+	// A record not found again was compacted away under a newer one,
+	// which the last check read.
+	for k := range need {
+		if !written[k] {
+			res.Changed++
+		}
+	}
+	err = s.Audit.Record(ctx, record.Audit{Actor: actor, Action: record.ActionKeysResign, Object: "topic:" + bus.TopicSubscribers,
+		Details: map[string]any{"key": first, "records": res.Records, "changed": res.Changed}})
+	return res, err
+}
+
+// copyOf returns m as it is to be written again: its key and value as
+// they are, and its other headers if they are authentic (the producer
+// signs them anew); headers Herald did not write are left behind.
+func (s SubscriberStore) copyOf(m kafka.Message) kafka.Message {
+	c := kafka.Message{Key: m.Key, Value: m.Value}
+	if s.Bus.AuthenticateHeaders(m) == nil {
+		for _, h := range m.Headers {
+			if busauth.Covers(h.Key) {
+				c.Headers = append(c.Headers, h)
+			}
+		}
+	}
+	return c
+}
+
+// catchUp reads what the subscribers topic gained since sc.ends, up to
+// its high watermarks now, calls fn with each record, and moves sc.ends
+// past them.
+func (s SubscriberStore) catchUp(ctx context.Context, sc *SubscriberSigners, fn func(kafka.Message)) error {
+	offs, err := s.Bus.Offsets(ctx, bus.TopicSubscribers)
+	if err != nil {
+		return fmt.Errorf("read the subscribers topic: %w", err)
+	}
+	behind := false
+	from := map[int]int64{}
+	until := map[int]int64{}
+	for _, po := range offs[bus.TopicSubscribers] {
+		from[po.Partition] = sc.ends[po.Partition]
+		until[po.Partition] = po.End
+		behind = behind || sc.ends[po.Partition] < po.End
+	}
+	if !behind {
+		return nil
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reached := func() bool {
+		for p, end := range until {
+			if sc.ends[p] < end {
+				return false
+			}
+		}
+		return true
+	}
+	err = s.Bus.FollowFrom(fctx, bus.TopicSubscribers, from, func(b bus.Batch) error {
+		for _, m := range b.Messages {
+			fn(m)
+		}
+		sc.ends[b.Partition] = max(sc.ends[b.Partition], b.Next)
+		if reached() {
+			cancel()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the subscribers topic: %w", err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !reached() {
+		return errors.New("read the subscribers topic: stopped before its end")
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/testkit/pgptest"
+	"github.com/herald-alerts/herald/subscribers"
+)
+
+// keyLine returns the key line ("hbk1.…") of a publishing key file.
+func keyLine(t *testing.T, data []byte) string {
+	t.Helper()
+	for l := range strings.Lines(string(data)) {
+		if strings.HasPrefix(l, "hbk1.") {
+			return strings.TrimSpace(l)
+		}
+	}
+	t.Fatalf("no key line in %q", data)
+	return ""
+}
+
+// keyFile writes a publishing key file of the given key lines, the
+// signing key first.
+func keyFile(t *testing.T, lines ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "publishing.key")
+	require.NoError(t, os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600))
+	return p
+}
+
+// openWithKeys opens a bus on cfg's cluster with the publishing key file
+// keys, as a Herald process configured with it does.
+func openWithKeys(t *testing.T, cfg config.Config, keys string) *bus.Bus {
+	t.Helper()
+	cfg.Publishing.KeyFile = keys
+	b, err := app.OpenBus(t.Context(), &cfg, true, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// readRegistry reads the subscribers topic into a registry as every
+// Herald process does: the records b authenticates.
+func readRegistry(t *testing.T, b *bus.Bus) *subscribers.Registry {
+	t.Helper()
+	reg := subscribers.NewRegistry()
+	require.NoError(t, b.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		if b.Authentic(m) {
+			require.NoError(t, reg.Apply(m.Key, m.Value))
+		}
+		return nil
+	}))
+	return reg
+}
+
+// TestRotationKeepsPartners: a partner registered, and its own key
+// uploaded, under publishing key A; the key rotated (B first, A second)
+// following the operator guide; the subscribers topic re-signed while a
+// process still signing with A changes the partner's record; the old key
+// removed once the check says no latest record needs it. The partner and
+// its own key are still there, and an alert reaches it, encrypted to that
+// key. Without the re-signing, removing A loses them: the compacted topic
+// keeps each partner's latest record, signed with A, for ever.
+func TestRotationKeepsPartners(t *testing.T) {
+	e := newServeEnv(t, nil)
+	const addr = "soc@acme.example"
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	dataA, err := os.ReadFile(e.cfg.Publishing.KeyFile)
+	require.NoError(t, err)
+	dataB, err := busauth.Generate()
+	require.NoError(t, err)
+	lineA, lineB := keyLine(t, dataA), keyLine(t, dataB)
+	onlyA, rotating, onlyB := keyFile(t, lineA), keyFile(t, lineB, lineA), keyFile(t, lineB)
+
+	bA := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, bA, acmeCarWash())
+	storeA := app.SubscriberStore{Bus: bA, Audit: app.AuditLog(bA, time.Now), Overlays: readRegistry(t, bA)}
+	require.NoError(t, storeA.SetKey(t.Context(), "partner:acme-soc", storeA.Overlays.Record("acme"), addr, "", alice, time.Now()))
+	require.Equal(t, alice, readRegistry(t, openWithKeys(t, e.cfg, onlyA)).Get("acme").Email[0].PGPKey)
+
+	// The rotation: B first, A second, deployed.
+	bBA := openWithKeys(t, e.cfg, rotating)
+	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	ids := bBA.Keyring().IDs()
+	scan, err := store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, app.KeyUse{Keys: []app.KeyCount{{ID: ids[0]}, {ID: ids[1], Records: 2}}}, scan.Use(), "the record and the partner's key, under A")
+
+	if os.Getenv("RESIGN_SKIP") == "" {
+		// A process not yet given the new file changes the record after
+		// the scan: the re-signing leaves it alone, never writing back the
+		// older copy it read.
+		renamed := acmeCarWash()
+		renamed.Name = "Acme Car Wash Ltd"
+		renamed.Normalize()
+		require.NoError(t, storeA.Put(t.Context(), "cli:old-process", "", []*subscribers.Subscriber{renamed}, storeA.Overlays.Record))
+		res, err := store.Resign(t.Context(), "cli:test", scan)
+		require.NoError(t, err)
+		assert.Equal(t, app.Resigned{Key: ids[0], Records: 1, Changed: 1}, res)
+
+		// A registry that follows the topic reads the re-signed copy of
+		// the partner's key as the same key, not a rival change.
+		reg := readRegistry(t, bBA)
+		assert.Equal(t, "Acme Car Wash Ltd", reg.Get("acme").Name)
+		assert.Equal(t, alice, reg.Get("acme").Email[0].PGPKey)
+		_, ignored := reg.OverlayRevision(subscribers.KeyOverlayKey("acme", addr))
+		assert.False(t, ignored)
+
+		// The check still finds the renamed record under A; a second run
+		// re-signs it, a third has nothing left to do.
+		scan, err = store.ScanSigners(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, 1, scan.Use().Others())
+		res, err = store.Resign(t.Context(), "cli:test", scan)
+		require.NoError(t, err)
+		assert.Equal(t, app.Resigned{Key: ids[0], Records: 1}, res)
+		scan, err = store.ScanSigners(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, app.KeyUse{Keys: []app.KeyCount{{ID: ids[0], Records: 2}, {ID: ids[1]}}}, scan.Use(), "A may go")
+		res, err = store.Resign(t.Context(), "cli:test", scan)
+		require.NoError(t, err)
+		assert.Equal(t, app.Resigned{Key: ids[0]}, res)
+
+		// Each run is its own event in the audit trail, with its counts.
+		var runs []string
+		require.NoError(t, bBA.ReadAll(t.Context(), bus.TopicAudit, func(m kafka.Message) error {
+			var a record.Audit
+			require.NoError(t, json.Unmarshal(m.Value, &a))
+			if a.Action == record.ActionKeysResign {
+				runs = append(runs, fmt.Sprintf("%s %s %v/%v", a.Actor, a.Object, a.Details["records"], a.Details["changed"]))
+			}
+			return nil
+		}))
+		assert.Equal(t, []string{"cli:test topic:subscribers 1/1", "cli:test topic:subscribers 1/0", "cli:test topic:subscribers 0/0"}, runs)
+	}
+
+	// A removed: the partner and its own key are still there.
+	bB := openWithKeys(t, e.cfg, onlyB)
+	acme := readRegistry(t, bB).Get("acme")
+	require.NotNil(t, acme, "the partner is gone once A is removed")
+	assert.Equal(t, "Acme Car Wash Ltd", acme.Name)
+	assert.Equal(t, alice, acme.Email[0].PGPKey, "the partner's own key")
+
+	// And an alert reaches it, encrypted to its own key.
+	e.cfg.Publishing.KeyFile = onlyB
+	e.cfg.Release.SecondAnalyst = nil // an AMBER alert published straight away
+	e.start(t, app.RoleFanout, app.RoleDeliver)
+	a := carWashAlert("a-after-rotation")
+	a.TLP = alerts.TLPAmber // sent encrypted, or not at all
+	publish(t, bB, a)
+	require.Eventually(t, func() bool { return e.sink.Count() >= 1 }, 60*time.Second, 50*time.Millisecond, "the alert:\n%s", e.logs)
+	m := e.sink.Messages()[0]
+	assert.Equal(t, []string{addr}, m.To)
+	assert.Contains(t, string(m.Data), "multipart/encrypted")
+}

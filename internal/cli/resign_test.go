@@ -1,0 +1,84 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/crypto/busauth"
+)
+
+// TestKeysResignSubscribers is the publishing key's rotation as the
+// operator guide tells it: the new key first, the old second; `keys
+// resign --subscribers --dry-run` fails while the subscribers topic's
+// latest records need the old key; `keys resign --subscribers` re-signs
+// them and says the old key may go; with it gone, the partner is there.
+func TestKeysResignSubscribers(t *testing.T) {
+	onBroker(t)
+	data, err := json.Marshal(map[string]any{"id": "acme", "name": "Acme", "kind": "business", "clearance": "AMBER",
+		"email": []map[string]any{{"address": "soc@acme.example"}}})
+	require.NoError(t, err)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "acme.json")
+	require.NoError(t, os.WriteFile(file, data, 0o600))
+	code, _, errOut := run(t, "", "subscribers", "put", file)
+	require.Equal(t, 0, code, errOut)
+
+	line := func(data []byte) string {
+		for l := range strings.Lines(string(data)) {
+			if strings.HasPrefix(l, "hbk1.") {
+				return strings.TrimSpace(l)
+			}
+		}
+		t.Fatalf("no key line in %q", data)
+		return ""
+	}
+	old, err := os.ReadFile(os.Getenv("HERALD_PUBLISHING_KEY_FILE"))
+	require.NoError(t, err)
+	fresh, err := busauth.Generate()
+	require.NoError(t, err)
+	rotating := filepath.Join(dir, "rotating.key")
+	require.NoError(t, os.WriteFile(rotating, []byte(line(fresh)+"\n"+line(old)+"\n"), 0o600))
+	newOnly := filepath.Join(dir, "new.key")
+	require.NoError(t, os.WriteFile(newOnly, fresh, 0o600))
+	k, err := busauth.Parse(fresh)
+	require.NoError(t, err)
+	newID := k.IDs()[0]
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", rotating)
+
+	code, _, _ = run(t, "", "keys", "resign")
+	assert.Equal(t, 2, code, "--subscribers is required")
+
+	code, out, errOut := run(t, "", "keys", "resign", "--subscribers", "--dry-run")
+	// The partner's record, and the tombstone that cleared any own key
+	// of its address when it was created.
+	assert.Equal(t, 1, code, "the old key still signs the partner's record")
+	assert.Regexp(t, newID+` \(signs\) +0\n[0-9a-f]{12} +2\nunverified +0\n`, out)
+	assert.Contains(t, errOut, "2 latest records of the subscribers topic are signed with a key other than "+newID)
+
+	code, out, errOut = run(t, "", "keys", "resign", "--subscribers")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "re-signed 2 records of the subscribers topic with key "+newID)
+	assert.Regexp(t, newID+` \(signs\) +2\n[0-9a-f]{12} +0\n`, out)
+	assert.Contains(t, out, "no latest record of the subscribers topic needs a key other than "+newID)
+
+	code, _, errOut = run(t, "", "keys", "resign", "--subscribers", "--dry-run")
+	assert.Equal(t, 0, code, errOut)
+	code, out, errOut = run(t, "", "keys", "resign", "--subscribers")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "re-signed 0 records", "a second run has nothing to do")
+
+	code, out, errOut = run(t, "", "audit", "list", "--action", "keys.resign", "--output", "json")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, 2, strings.Count(out, `"action": "keys.resign"`)+strings.Count(out, `"action":"keys.resign"`), out)
+
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", newOnly)
+	code, out, errOut = run(t, "", "subscribers", "get", "acme")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, `"Acme"`)
+}
