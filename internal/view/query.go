@@ -76,30 +76,66 @@ func limit(n int) (int, error) {
 func (v *View) Published(id string) (*Published, bool) {
 	var p *Published
 	_ = v.read(func(tx *bbolt.Tx) error {
-		val := tx.Bucket(bPublished).Get([]byte(id))
-		if val == nil {
-			return nil
-		}
-		p = &Published{}
-		if err := json.Unmarshal(val, p); err != nil {
-			p = nil
-			return nil
-		}
-		p.Alert = bytes.Clone(tx.Bucket(bPublishedRaw).Get([]byte(id)))
+		p = published(tx, id)
 		return nil
 	})
 	return p, p != nil
 }
 
-// Retained is Published while the alerts topic still holds the record:
-// false for one that retention deleted (below its partition's log start,
-// read at each Sync and every minute while the view runs), which a view
-// rebuilt now would not hold. What answers a partner from the view (the
-// pull collection) asks Retained, so that a view kept live and one
-// rebuilt from Kafka answer alike.
+// published reads Published of id in tx; nil when there is none.
+func published(tx *bbolt.Tx, id string) *Published {
+	val := tx.Bucket(bPublished).Get([]byte(id))
+	if val == nil {
+		return nil
+	}
+	p := &Published{}
+	if err := json.Unmarshal(val, p); err != nil {
+		return nil
+	}
+	p.Alert = bytes.Clone(tx.Bucket(bPublishedRaw).Get([]byte(id)))
+	return p
+}
+
+// fannedOut returns the digest of the alert id as the fan-out fanned it
+// out (its first alert receipt: ledger.Meta.Digest), or "" when the
+// receipts know none; ok is false when what the view keeps of them
+// cannot be read.
+func fannedOut(tx *bbolt.Tx, id string) (digest string, ok bool) {
+	val := tx.Bucket(bReceipts).Get([]byte(id))
+	if val == nil {
+		return "", true
+	}
+	var ra receiptsAlert
+	if err := json.Unmarshal(val, &ra); err != nil {
+		return "", false
+	}
+	return ra.Meta.Digest, true
+}
+
+// Retained is Published while the alerts topic still holds the record
+// of the alert the id names: false for one that retention deleted
+// (below its partition's log start, read at each Sync and every minute
+// while the view runs), which a view rebuilt now would not hold, and for
+// one whose digest is not the one the receipts say was fanned out (the
+// alert receipt's), when they say one: a later record under the id with
+// other content, which a view rebuilt after retention deleted the first
+// takes for the id — an id names one alert forever, and the survivor is
+// not it. What answers for an alert that was fanned out from the view
+// (the pull collection, Held: the fan-out's lineage) asks Retained, so
+// that a view kept live and one rebuilt from Kafka answer alike, and
+// never with content the partners did not receive under the id.
 func (v *View) Retained(id string) (*Published, bool) {
-	p, ok := v.Published(id)
-	if !ok || v.deleted(p.Partition, p.Offset) {
+	var p *Published
+	_ = v.read(func(tx *bbolt.Tx) error {
+		p = published(tx, id)
+		if p != nil {
+			if d, ok := fannedOut(tx, id); !ok || (d != "" && d != p.Digest) {
+				p = nil
+			}
+		}
+		return nil
+	})
+	if p == nil || v.deleted(p.Partition, p.Offset) {
 		return nil, false
 	}
 	return p, true
