@@ -141,20 +141,72 @@ func (v *View) Retained(id string) (*Published, bool) {
 	return p, true
 }
 
+// Holding is one question about what the alerts topic holds, asked of one
+// alert or of many (a partner's pull collection): the rule that tells an
+// alert the view has not applied yet from one that is gone. Record answers
+// Retained; for an alert the view lacks, it syncs the view with the
+// alerts topic (once per Holding) and asks again; an alert still missing
+// is gone. A question the view answers whole needs no Kafka. A Holding is
+// for one goroutine.
+type Holding struct {
+	v   *View
+	ctx context.Context
+	// synced is set once Sync was attempted; err is its failure.
+	synced bool
+	err    error
+}
+
+// Holding starts a question about what the alerts topic holds; ctx bounds
+// its sync.
+func (v *View) Holding(ctx context.Context) *Holding { return &Holding{v: v, ctx: ctx} }
+
+// Sync syncs the view with the alerts topic, the first time it is called
+// (by Record or by its caller): from then on, an alert the view lacks was
+// not on the topic when Sync was called, and one below the topic's log
+// start then is not answered. A failure is returned again by later calls.
+func (h *Holding) Sync() error {
+	if !h.synced {
+		h.synced = true
+		if err := h.v.Sync(h.ctx, bus.TopicAlerts); err != nil {
+			h.err = fmt.Errorf("sync the view with the alerts topic: %w", err)
+		}
+	}
+	return h.err
+}
+
+// Record returns the record of the alert id as the alerts topic holds it
+// (Retained), syncing h first when the view does not hold it. An alert
+// still missing once synced is gone: an error wrapping ledger.ErrGone. A
+// failure to sync is returned as it is: it says nothing of the record.
+func (h *Holding) Record(id string) (*Published, error) {
+	for {
+		if p, ok := h.v.Retained(id); ok && len(p.Alert) > 0 {
+			return p, nil
+		}
+		if h.synced && h.err == nil {
+			return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+		}
+		if err := h.Sync(); err != nil {
+			return nil, fmt.Errorf("alert %s as published: %w", id, err)
+		}
+	}
+}
+
 // Held returns the alert id as the alerts topic holds its record now (a
-// ledger.Published, for ledger.CheckReferences): Retained, decoded, once
-// the view is synced with the alerts topic, so that an alert the view
+// ledger.Published, for ledger.CheckReferences): Holding's Record, decoded,
+// once the view is synced with the alerts topic, so that an alert the view
 // lacks is not one it has not applied yet, and one below the topic's log
 // start as of the call is not answered. An alert still missing is gone:
 // an error wrapping ledger.ErrGone. A failure to sync is returned as it
 // is: it says nothing of the record.
 func (v *View) Held(ctx context.Context, id string) (*alerts.Alert, error) {
-	if err := v.Sync(ctx, bus.TopicAlerts); err != nil {
+	h := v.Holding(ctx)
+	if err := h.Sync(); err != nil {
 		return nil, fmt.Errorf("alert %s as published: %w", id, err)
 	}
-	p, ok := v.Retained(id)
-	if !ok || len(p.Alert) == 0 {
-		return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+	p, err := h.Record(id)
+	if err != nil {
+		return nil, err
 	}
 	a, err := alerts.Decode(p.Alert)
 	if err != nil {
