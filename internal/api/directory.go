@@ -108,6 +108,11 @@ type Directory interface {
 type OverlayWriter interface {
 	SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error
 	SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error
+	// RewriteKey and RewriteSecrets write an overlay the registry holds
+	// again exactly as it is, after the last change of its key read, as
+	// a change of rec, the partner's effective record (settle).
+	RewriteKey(ctx context.Context, rec *subscribers.Subscriber, o subscribers.KeyOverlay) error
+	RewriteSecrets(ctx context.Context, rec *subscribers.Subscriber, o subscribers.SecretsOverlay) error
 }
 
 // EndpointWriter records an administrator's change of an endpoint's state

@@ -127,6 +127,24 @@ func (w *subscriberStore) SetSecrets(ctx context.Context, actor string, rec *sub
 	return nil
 }
 
+func (w *subscriberStore) RewriteKey(ctx context.Context, rec *subscribers.Subscriber, o subscribers.KeyOverlay) error {
+	if err := w.SubscriberStore.RewriteKey(ctx, rec, o); err != nil {
+		return err
+	}
+	o.Seq = 0
+	w.reg.PutKeyOverlay(o)
+	return nil
+}
+
+func (w *subscriberStore) RewriteSecrets(ctx context.Context, rec *subscribers.Subscriber, o subscribers.SecretsOverlay) error {
+	if err := w.SubscriberStore.RewriteSecrets(ctx, rec, o); err != nil {
+		return err
+	}
+	o.Seq = 0
+	w.reg.PutSecretsOverlay(o)
+	return nil
+}
+
 func (w *subscriberStore) stored() []*subscribers.Subscriber {
 	w.mu.Lock()
 	defer w.mu.Unlock()

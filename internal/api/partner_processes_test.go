@@ -204,6 +204,14 @@ func (s *interleaved) SetSecrets(ctx context.Context, actor string, rec *subscri
 	return s.around(func() error { return s.SubscriberStore.SetSecrets(ctx, actor, rec, url, written, secrets, now) })
 }
 
+func (s *interleaved) RewriteKey(ctx context.Context, rec *subscribers.Subscriber, o subscribers.KeyOverlay) error {
+	return s.around(func() error { return s.SubscriberStore.RewriteKey(ctx, rec, o) })
+}
+
+func (s *interleaved) RewriteSecrets(ctx context.Context, rec *subscribers.Subscriber, o subscribers.SecretsOverlay) error {
+	return s.around(func() error { return s.SubscriberStore.RewriteSecrets(ctx, rec, o) })
+}
+
 // twoAPIProcesses starts api processes a and b on one broker, stores
 // acme's record and waits until both have read it.
 func twoAPIProcesses(t *testing.T) (a, b *process) {

@@ -247,10 +247,10 @@ type ownChange struct {
 	// audit is the change's audit entry: its Action and Details, and the
 	// Reason it is refused when it is not in force (notInForce).
 	audit record.Audit
-	// again writes the key or secrets in force in rec, the partner's
-	// effective record, again, as a record that changes nothing; a
-	// partner's own key or list keeps the By and At of the change that
-	// put it in force (settle).
+	// again writes the partner's own key or list the registry holds
+	// under key again, exactly as it is (By and At too), as a record
+	// that changes nothing, made from rec, the partner's effective
+	// record; errNothingInForce when none is held (settle).
 	again func(rec *subscribers.Subscriber) error
 }
 
@@ -314,8 +314,8 @@ func (p *partnerAPI) change(w http.ResponseWriter, r *http.Request, sub string, 
 	return rec, true
 }
 
-// errNothingInForce is ownChange.again's answer when the partner's record
-// holds no key or secrets in force to write again.
+// errNothingInForce is ownChange.again's answer when the registry holds
+// no overlay of the partner's under the key to write again.
 var errNothingInForce = errors.New("no key or secrets in force to write again")
 
 // settle makes sure the latest record under c.key is one the registries
@@ -323,10 +323,11 @@ var errNothingInForce = errors.New("no key or secrets in force to write again")
 // request's, or another's made at once), a process that reads the topic
 // once compaction has kept only that record would take it, and hold
 // another key or other secrets than every other process
-// (subscribers.Registry.OverlayRevision). So the key or secrets in force
-// are written again (c.again): a record that changes nothing, placed
-// after the last one read, which every registry takes, and that names
-// whoever made the change in force, not this request. A
+// (subscribers.Registry.OverlayRevision). So the overlay the registry
+// holds under the key is written again exactly as it is (c.again): a
+// record that changes nothing, placed after the last one read, which
+// every registry takes, and that names whoever made it, not this request;
+// never the administrator's key or secrets as the partner's own. A
 // failure is logged, not answered: the partner's change is answered on
 // its own merits, and the next change of the key settles it too.
 func (p *partnerAPI) settle(r *http.Request, sub string, c ownChange) {
@@ -462,18 +463,15 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 		list:     "GET /v1/partner/email",
 		audit:    record.Audit{Action: record.ActionPartnerKey, Reason: "the key changed while the change was made", Details: details},
 		again: func(rec *subscribers.Subscriber) error {
-			j, written := rec.EmailIndex(res.Address), p.Directory.Record(rec.ID)
-			if j < 0 || strings.TrimSpace(rec.Email[j].PGPKey) == "" || written == nil {
+			if rec.EmailIndex(res.Address) < 0 {
 				return errNothingInForce
 			}
-			key := rec.Email[j].PGPKey
-			by, at := partnerActor(r), now
 			for _, o := range p.Directory.KeyOverlays(rec.ID) {
-				if strings.EqualFold(o.Address, res.Address) && subscribers.SameKey(o.PGPKey, key) {
-					by, at = o.By, o.At // the change in force, written again
+				if strings.EqualFold(o.Address, res.Address) {
+					return p.Overlays.RewriteKey(r.Context(), rec, o)
 				}
 			}
-			return p.Overlays.SetKey(r.Context(), by, rec, rec.Email[j].Address, writtenKey(written, res.Address), key, at)
+			return errNothingInForce
 		},
 	}); !ok {
 		return
@@ -483,25 +481,24 @@ func (p *partnerAPI) putKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// secretsAgain writes the secrets in force for the webhook url in rec,
-// the partner's effective record, as a change that changes nothing
-// (ownChange.again). When they are the partner's own list the registry
-// holds, they keep its By and At: the change in force is still the one
-// that made them, not this request, whose own change may have been
-// refused.
+// secretsAgain writes the partner's own secrets the registry holds for
+// the webhook url again, exactly as they are (their secrets, By and At),
+// as a change that changes nothing (ownChange.again), made from rec, the
+// partner's effective record: the change that put them there is still
+// the one that made them, not this request, whose own change may have
+// been refused. Nothing held, or a webhook rec no longer lists, is
+// errNothingInForce: the administrator's secrets are never written as
+// the partner's own.
 func (p *partnerAPI) secretsAgain(r *http.Request, rec *subscribers.Subscriber, url string) error {
-	j, written := rec.WebhookIndex(url), p.Directory.Record(rec.ID)
-	if j < 0 || written == nil {
+	if rec.WebhookIndex(url) < 0 {
 		return errNothingInForce
 	}
-	secrets := rec.Webhooks[j].Secrets
-	by, at := partnerActor(r), p.now()
 	for _, o := range p.Directory.SecretsOverlays(rec.ID) {
-		if o.URL == url && slices.Equal(o.Secrets, secrets) {
-			by, at = o.By, o.At
+		if o.URL == url {
+			return p.Overlays.RewriteSecrets(r.Context(), rec, o)
 		}
 	}
-	return p.Overlays.SetSecrets(r.Context(), by, rec, url, writtenSecrets(written, url), secrets, at)
+	return errNothingInForce
 }
 
 // changeSecrets writes secrets, the partner's change of the secrets of

@@ -166,6 +166,16 @@ func (h heldOverlays) SetSecrets(ctx context.Context, actor string, rec *subscri
 	return h.SubscriberStore.SetSecrets(ctx, actor, rec, url, written, secrets, now)
 }
 
+func (h heldOverlays) RewriteKey(ctx context.Context, rec *subscribers.Subscriber, o subscribers.KeyOverlay) error {
+	defer h.p.resume()
+	return h.SubscriberStore.RewriteKey(ctx, rec, o)
+}
+
+func (h heldOverlays) RewriteSecrets(ctx context.Context, rec *subscribers.Subscriber, o subscribers.SecretsOverlay) error {
+	defer h.p.resume()
+	return h.SubscriberStore.RewriteSecrets(ctx, rec, o)
+}
+
 // call makes one request of the process's API.
 func (p *apiProcess) call(method, path, token, ctype, body string) (int, string) {
 	p.t.Helper()

@@ -239,6 +239,36 @@ func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subs
 	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(rec.ID, url), o, "webhook secrets of "+rec.ID)
 }
 
+// RewriteKey writes o, the partner's own key the Overlays registry holds
+// for o's address, again exactly as it is (its key, By, At, Incarnation
+// and Over), placed after the last change of it that registry has read
+// (NextKeySeq, made from rec, the partner's effective record: nothing is
+// written, subscribers.ErrOverlayChanged, if it no longer holds rec's
+// key): a change that changes nothing (api settle).
+func (s SubscriberStore) RewriteKey(ctx context.Context, rec *subscribers.Subscriber, o subscribers.KeyOverlay) error {
+	if s.Overlays != nil {
+		seq, err := s.Overlays.NextKeySeq(rec, o.Address)
+		if err != nil {
+			return fmt.Errorf("the partner's own key of %s: %w", rec.ID, err)
+		}
+		o.Seq = seq
+	}
+	return s.writeOverlay(ctx, subscribers.KeyOverlayKey(o.Subscriber, o.Address), o, "key of "+rec.ID)
+}
+
+// RewriteSecrets is RewriteKey for o, the partner's own secrets the
+// Overlays registry holds for o's webhook.
+func (s SubscriberStore) RewriteSecrets(ctx context.Context, rec *subscribers.Subscriber, o subscribers.SecretsOverlay) error {
+	if s.Overlays != nil {
+		seq, err := s.Overlays.NextSecretsSeq(rec, o.URL)
+		if err != nil {
+			return fmt.Errorf("the partner's own webhook secrets of %s: %w", rec.ID, err)
+		}
+		o.Seq = seq
+	}
+	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(o.Subscriber, o.URL), o, "webhook secrets of "+rec.ID)
+}
+
 // writeOverlay writes one overlay, what, under key.
 func (s SubscriberStore) writeOverlay(ctx context.Context, key string, o any, what string) error {
 	v, err := json.Marshal(o)

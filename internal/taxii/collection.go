@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/herald-alerts/herald/alerts"
-	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/formats"
+	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/view"
@@ -127,11 +127,12 @@ func (s *Server) collectionAt(ctx context.Context, sub *subscribers.Subscriber, 
 //
 // An alert whose record the view lacks although its receipts name it is
 // either not applied yet or gone: retention deleted it from the alerts
-// topic before its receipts left theirs. The view is synced with the
-// alerts topic (once per build) and asked again; an alert still missing,
-// or an update whose chain reaches one, is gone: it is left out (logged
-// with the partner), and the rest is served. A view kept live answers as
-// one rebuilt now (view.View.Retained).
+// topic before its receipts left theirs (or it is not the alert they say
+// was fanned out: view.View.Retained). One view.Holding answers the
+// whole build: the view is synced with the alerts topic (once per build)
+// and asked again; an alert still missing, or an update whose chain
+// reaches one, is gone: it is left out (logged with the partner), and the
+// rest is served. A view kept live answers as one rebuilt now.
 //
 // An alert, or a withdrawal by a follow-up, whose not_before is still
 // ahead waits for it (rule 8), as its email and webhooks do in the
@@ -142,20 +143,7 @@ func (s *Server) collectionAt(ctx context.Context, sub *subscribers.Subscriber, 
 func (s *Server) build(ctx context.Context, sub *subscribers.Subscriber, now time.Time) (c *collection, complete bool, err error) {
 	c = &collection{}
 	var gone []string
-	synced := false
-	// retry reports whether err, an alert missing from the view, may be
-	// mended by asking again: the first time, after syncing the view with
-	// the alerts topic. Other errors are the caller's.
-	retry := func(err error) (bool, error) {
-		if !errors.Is(err, errAbsent) || synced {
-			return false, nil
-		}
-		synced = true
-		if err := s.Source.Sync(ctx, bus.TopicAlerts); err != nil {
-			return false, fmt.Errorf("%w: %v", errUnavailable, err)
-		}
-		return true, nil
-	}
+	h := s.Source.Holding(ctx)
 	var delivered []view.PartnerDelivery
 	withdrawn := map[string]bool{}
 	complete = true
@@ -180,10 +168,10 @@ func (s *Server) build(ctx context.Context, sub *subscribers.Subscriber, now tim
 				// The partner may not have this update or cancel: the
 				// alerts it supersedes leave the collection, from the
 				// follow-up's not_before on.
-				if a, _, err := s.alert(d.Alert); err == nil && c.waits(a, now) {
+				if a, _, err := s.alert(h, d.Alert); err == nil && c.waits(a, now) {
 					continue
 				}
-				if !s.withdraw(d.Alert, withdrawn) {
+				if !s.withdraw(h, d.Alert, withdrawn) {
 					complete = false
 				}
 			}
@@ -199,12 +187,7 @@ func (s *Server) build(ctx context.Context, sub *subscribers.Subscriber, now tim
 	received := make(map[string]bool, len(delivered))
 	given := make([]published, 0, len(delivered))
 	for _, d := range delivered {
-		a, raw, err := s.alert(d.Alert)
-		if again, rerr := retry(err); again {
-			a, raw, err = s.alert(d.Alert)
-		} else if rerr != nil {
-			return nil, false, rerr
-		}
+		a, raw, err := s.alert(h, d.Alert)
 		if errors.Is(err, errAbsent) {
 			gone = append(gone, d.Alert)
 			continue
@@ -222,12 +205,7 @@ func (s *Server) build(ctx context.Context, sub *subscribers.Subscriber, now tim
 		if withdrawn[g.d.Alert] {
 			continue
 		}
-		it, err := s.item(g, sub, now, received)
-		if again, rerr := retry(err); again {
-			it, err = s.item(g, sub, now, received)
-		} else if rerr != nil {
-			return nil, false, rerr
-		}
+		it, err := s.item(h, g, sub, now, received)
 		if errors.Is(err, errAbsent) {
 			gone = append(gone, g.d.Alert)
 			continue
@@ -277,13 +255,13 @@ func (c *collection) ends(t time.Time) {
 // directly or through earlier updates, so that no older version of the
 // chain takes the place of the one withdrawn. It reports whether the view
 // held every alert of the chain it visited.
-func (s *Server) withdraw(id string, withdrawn map[string]bool) bool {
+func (s *Server) withdraw(h *view.Holding, id string, withdrawn map[string]bool) bool {
 	complete := true
 	queue := []string{id}
 	for n := 0; len(queue) > 0 && n < maxChain; n++ {
-		p, ok := s.Source.Retained(queue[0])
+		p, err := h.Record(queue[0])
 		queue = queue[1:]
-		if !ok {
+		if err != nil {
 			complete = false
 			continue
 		}
@@ -311,13 +289,13 @@ type published struct {
 // longer lets sub pull it.
 // Its lineage withdraws only indicators of the earlier alerts of the
 // chain that received holds.
-func (s *Server) item(g published, sub *subscribers.Subscriber, now time.Time, received map[string]bool) (*item, error) {
+func (s *Server) item(h *view.Holding, g published, sub *subscribers.Subscriber, now time.Time, received map[string]bool) (*item, error) {
 	d, a, raw := g.d, g.a, g.raw
 	if dec, ok := policy.Pull(a, sub, now, s.Policy); !ok || dec.Decision != delivery.Deliver {
 		return nil, nil
 	}
 	traced, err := delivery.TraceLineage(a, func(id string) (*alerts.Alert, error) {
-		ref, _, err := s.alert(id)
+		ref, _, err := s.alert(h, id)
 		return ref, err
 	})
 	if errors.Is(err, errAbsent) {
@@ -339,11 +317,15 @@ func (s *Server) item(g published, sub *subscribers.Subscriber, now time.Time, r
 	return it, nil
 }
 
-// alert returns the alert id as published, decoded once per content.
-func (s *Server) alert(id string) (*alerts.Alert, [32]byte, error) {
-	p, ok := s.Source.Retained(id)
-	if !ok || len(p.Alert) == 0 {
+// alert returns the alert id as published (h.Record), decoded once per
+// content.
+func (s *Server) alert(h *view.Holding, id string) (*alerts.Alert, [32]byte, error) {
+	p, err := h.Record(id)
+	if errors.Is(err, ledger.ErrGone) {
 		return nil, [32]byte{}, fmt.Errorf("%w: alert %s is %w", errUnavailable, id, errAbsent)
+	}
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	sum := sha256.Sum256(p.Alert)
 	if a, ok := s.alerts.Get(sum); ok {

@@ -55,3 +55,46 @@ func TestAlertGoneBeforeItsReceipts(t *testing.T) {
 	e.synced()
 	require.Equal(t, []string{"rt-002"}, alertsIn(first(t, e)), "the live view answers as the rebuilt one")
 }
+
+// TestConflictingSurvivorIsNotTheAlert: when retention deletes an alert's
+// record while a later record under its id with other content (which the
+// fan-out refused as duplicate-id) survives, a view rebuilt from Kafka
+// finds the survivor first; the receipts say what was fanned out (the
+// alert receipt's digest), so the partner that received the first is
+// never served the other content as that alert: the alert is gone.
+func TestConflictingSurvivorIsNotTheAlert(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	e := newEnvOn(t, c.Open(t, c.Config()))
+
+	orig := alert("rt-010", nil)
+	v, err := json.Marshal(orig)
+	require.NoError(t, err)
+	m := kafka.Message{Key: []byte(orig.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}
+	require.NoError(t, e.bus.Producer(bus.TopicAlerts).Write(context.Background(), m))
+	e.synced()
+	e.fanOut(m)
+	// Another alert under the same id, written later: a conflict, which
+	// the fan-out refuses (quarantined as duplicate-id).
+	e.publish(alert("rt-010", func(a *alerts.Alert) {
+		a.Title = "Other content under a used id"
+		a.Indicators = []alerts.Indicator{{Type: "email", Value: "someone-else@innocent.example", Context: "not the alert"}}
+	}))
+	e.publish(alert("rt-011", nil))
+	require.Equal(t, []string{"rt-010", "rt-011"}, alertsIn(first(t, e)))
+
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := e.bus.Offsets(t.Context(), bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, 10*time.Second, 10*time.Millisecond)
+
+	fresh := &env{t: t, bus: e.bus, view: runView(t, e.bus), reg: e.reg, w: e.w, clock: e.clock, audit: e.audit}
+	fresh.serve(e.serverNow)
+	r := fresh.objects(bankToken, "bank", "")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	require.NotContains(t, string(r.body), "innocent.example", "the conflicting record is never served as the alert the partner received")
+	require.Equal(t, []string{"rt-011"}, alertsIn(list(r.json(t)["objects"])), "the alert whose record is gone is left out")
+
+	e.synced()
+	require.Equal(t, []string{"rt-011"}, alertsIn(first(t, e)), "the live view answers as the rebuilt one")
+}

@@ -29,12 +29,11 @@ type Source interface {
 	// PartnerDeliveries returns a page of a partner's own deliveries,
 	// newest first, and the cursor of the next.
 	PartnerDeliveries(subscriber string, q view.PartnerQuery) ([]view.PartnerDelivery, string, error)
-	// Retained returns the alert id as published, while the alerts
-	// topic still holds its record.
-	Retained(id string) (*view.Published, bool)
-	// Sync waits until the view has applied every record written to
-	// topics before it was called.
-	Sync(ctx context.Context, topics ...string) error
+	// Holding starts a question about what the alerts topic holds
+	// (view.Holding: the alert as published while the topic still holds
+	// its record, the view synced with the topic once for an alert it
+	// lacks).
+	Holding(ctx context.Context) *view.Holding
 	// PullRevision returns the revision of a partner's pull entries,
 	// which changes with every decision about them.
 	PullRevision(subscriber string) (view.Revision, error)

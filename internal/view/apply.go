@@ -159,10 +159,17 @@ type txn struct {
 	// that change what its pull collection is built from (PullRevision).
 	pullRev map[string]uint64
 	keyBuf  []byte
+	// superseded is set when an alert receipt applied here names another
+	// digest than the record the view holds for the alert (Retained no
+	// longer answers it).
+	superseded bool
 }
 
-// apply applies a group of batches in one transaction, with their offsets.
-func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
+// apply applies a group of batches in one transaction, with their
+// offsets. superseded reports that an alert receipt applied names another
+// alert than the record the view holds under its id: Retained, which
+// answered that record before, no longer does.
+func apply(tx *bbolt.Tx, scope Scope, group []*batch) (superseded bool, err error) {
 	t := &txn{
 		scope:      scope,
 		tx:         tx,
@@ -206,7 +213,7 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
 				err = t.applyQuarantine(r)
 			}
 			if err != nil {
-				return fmt.Errorf("%s[%d]@%d: %w", r.topic, r.partition, r.offset, err)
+				return false, fmt.Errorf("%s[%d]@%d: %w", r.topic, r.partition, r.offset, err)
 			}
 		}
 		k := offsetKey(b.topic, b.partition)
@@ -221,33 +228,33 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) error {
 			s.fpOffset, s.fp = prev.fpOffset, prev.fp
 		}
 		if err := offsets.Put(k, s.encode()); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := t.flushEntries(); err != nil {
-		return err
+		return false, err
 	}
 	if err := t.flushPullRev(); err != nil {
-		return err
+		return false, err
 	}
 	for id := range t.dirty {
 		v, err := json.Marshal(t.ralerts[id])
 		if err != nil {
-			return err
+			return false, err
 		}
 		if err := t.rcpt.Put([]byte(id), v); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if scope == ScopeFanOut {
-		return nil // no alert list
+		return t.superseded, nil // no alert list
 	}
 	for id := range t.touched {
 		if err := t.place(id); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return t.superseded, nil
 }
 
 func timeOrZero(p *time.Time) time.Time {
@@ -335,6 +342,26 @@ func (t *txn) ralert(id string) (*receiptsAlert, error) {
 	return ra, nil
 }
 
+// supersedes sets t.superseded when m, an alert's first alert receipt,
+// names another digest than the record the view holds under its id
+// (fannedOut).
+func (t *txn) supersedes(m ledger.Meta) error {
+	v := t.pub.Get([]byte(m.ID))
+	if v == nil || m.Digest == "" {
+		return nil
+	}
+	var p struct {
+		Digest string `json:"digest"`
+	}
+	if err := json.Unmarshal(v, &p); err != nil {
+		return corrupt("published", []byte(m.ID), err)
+	}
+	if p.Digest != m.Digest {
+		t.superseded = true
+	}
+	return nil
+}
+
 // visible reports whether a partner may see an entry with this decision:
 // content or a notice went to it. Withheld entries (and entries with no
 // decision) are never shown to the partner.
@@ -359,6 +386,9 @@ func (t *txn) applyReceipt(r *delivery.Receipt) error {
 		if ra.Meta.FannedOut.IsZero() {
 			ra.Meta.Apply(*r)
 			t.touched[r.AlertID], t.dirty[r.AlertID] = true, true
+			if err := t.supersedes(ra.Meta); err != nil {
+				return err
+			}
 		}
 	case delivery.KindAck:
 		k, ack := join(r.AlertID, r.Subscriber), ledger.AckOf(*r)

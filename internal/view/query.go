@@ -76,49 +76,137 @@ func limit(n int) (int, error) {
 func (v *View) Published(id string) (*Published, bool) {
 	var p *Published
 	_ = v.read(func(tx *bbolt.Tx) error {
-		val := tx.Bucket(bPublished).Get([]byte(id))
-		if val == nil {
-			return nil
-		}
-		p = &Published{}
-		if err := json.Unmarshal(val, p); err != nil {
-			p = nil
-			return nil
-		}
-		p.Alert = bytes.Clone(tx.Bucket(bPublishedRaw).Get([]byte(id)))
+		p = published(tx, id)
 		return nil
 	})
 	return p, p != nil
 }
 
-// Retained is Published while the alerts topic still holds the record:
-// false for one that retention deleted (below its partition's log start,
-// read at each Sync and every minute while the view runs), which a view
-// rebuilt now would not hold. What answers a partner from the view (the
-// pull collection) asks Retained, so that a view kept live and one
-// rebuilt from Kafka answer alike.
+// published reads Published of id in tx; nil when there is none.
+func published(tx *bbolt.Tx, id string) *Published {
+	val := tx.Bucket(bPublished).Get([]byte(id))
+	if val == nil {
+		return nil
+	}
+	p := &Published{}
+	if err := json.Unmarshal(val, p); err != nil {
+		return nil
+	}
+	p.Alert = bytes.Clone(tx.Bucket(bPublishedRaw).Get([]byte(id)))
+	return p
+}
+
+// fannedOut returns the digest of the alert id as the fan-out fanned it
+// out (its first alert receipt: ledger.Meta.Digest), or "" when the
+// receipts know none; ok is false when what the view keeps of them
+// cannot be read.
+func fannedOut(tx *bbolt.Tx, id string) (digest string, ok bool) {
+	val := tx.Bucket(bReceipts).Get([]byte(id))
+	if val == nil {
+		return "", true
+	}
+	var ra receiptsAlert
+	if err := json.Unmarshal(val, &ra); err != nil {
+		return "", false
+	}
+	return ra.Meta.Digest, true
+}
+
+// Retained is Published while the alerts topic still holds the record
+// of the alert the id names: false for one that retention deleted
+// (below its partition's log start, read at each Sync and every minute
+// while the view runs), which a view rebuilt now would not hold, and for
+// one whose digest is not the one the receipts say was fanned out (the
+// alert receipt's), when they say one: a later record under the id with
+// other content, which a view rebuilt after retention deleted the first
+// takes for the id — an id names one alert forever, and the survivor is
+// not it. What answers for an alert that was fanned out from the view
+// (the pull collection, Held: the fan-out's lineage) asks Retained, so
+// that a view kept live and one rebuilt from Kafka answer alike, and
+// never with content the partners did not receive under the id.
 func (v *View) Retained(id string) (*Published, bool) {
-	p, ok := v.Published(id)
-	if !ok || v.deleted(p.Partition, p.Offset) {
+	var p *Published
+	_ = v.read(func(tx *bbolt.Tx) error {
+		p = published(tx, id)
+		if p != nil {
+			if d, ok := fannedOut(tx, id); !ok || (d != "" && d != p.Digest) {
+				p = nil
+			}
+		}
+		return nil
+	})
+	if p == nil || v.deleted(p.Partition, p.Offset) {
 		return nil, false
 	}
 	return p, true
 }
 
+// Holding is one question about what the alerts topic holds, asked of one
+// alert or of many (a partner's pull collection): the rule that tells an
+// alert the view has not applied yet from one that is gone. Record answers
+// Retained; for an alert the view lacks, it syncs the view with the
+// alerts topic (once per Holding) and asks again; an alert still missing
+// is gone. A question the view answers whole needs no Kafka. A Holding is
+// for one goroutine.
+type Holding struct {
+	v   *View
+	ctx context.Context
+	// synced is set once Sync was attempted; err is its failure.
+	synced bool
+	err    error
+}
+
+// Holding starts a question about what the alerts topic holds; ctx bounds
+// its sync.
+func (v *View) Holding(ctx context.Context) *Holding { return &Holding{v: v, ctx: ctx} }
+
+// Sync syncs the view with the alerts topic, the first time it is called
+// (by Record or by its caller): from then on, an alert the view lacks was
+// not on the topic when Sync was called, and one below the topic's log
+// start then is not answered. A failure is returned again by later calls.
+func (h *Holding) Sync() error {
+	if !h.synced {
+		h.synced = true
+		if err := h.v.Sync(h.ctx, bus.TopicAlerts); err != nil {
+			h.err = fmt.Errorf("sync the view with the alerts topic: %w", err)
+		}
+	}
+	return h.err
+}
+
+// Record returns the record of the alert id as the alerts topic holds it
+// (Retained), syncing h first when the view does not hold it. An alert
+// still missing once synced is gone: an error wrapping ledger.ErrGone. A
+// failure to sync is returned as it is: it says nothing of the record.
+func (h *Holding) Record(id string) (*Published, error) {
+	for {
+		if p, ok := h.v.Retained(id); ok && len(p.Alert) > 0 {
+			return p, nil
+		}
+		if h.synced && h.err == nil {
+			return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+		}
+		if err := h.Sync(); err != nil {
+			return nil, fmt.Errorf("alert %s as published: %w", id, err)
+		}
+	}
+}
+
 // Held returns the alert id as the alerts topic holds its record now (a
-// ledger.Published, for ledger.CheckReferences): Retained, decoded, once
-// the view is synced with the alerts topic, so that an alert the view
+// ledger.Published, for ledger.CheckReferences): Holding's Record, decoded,
+// once the view is synced with the alerts topic, so that an alert the view
 // lacks is not one it has not applied yet, and one below the topic's log
 // start as of the call is not answered. An alert still missing is gone:
 // an error wrapping ledger.ErrGone. A failure to sync is returned as it
 // is: it says nothing of the record.
 func (v *View) Held(ctx context.Context, id string) (*alerts.Alert, error) {
-	if err := v.Sync(ctx, bus.TopicAlerts); err != nil {
+	h := v.Holding(ctx)
+	if err := h.Sync(); err != nil {
 		return nil, fmt.Errorf("alert %s as published: %w", id, err)
 	}
-	p, ok := v.Retained(id)
-	if !ok || len(p.Alert) == 0 {
-		return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+	p, err := h.Record(id)
+	if err != nil {
+		return nil, err
 	}
 	a, err := alerts.Decode(p.Alert)
 	if err != nil {

@@ -13,6 +13,10 @@ import (
 // authentic record (a decodable alert whose id is the record's key). A later
 // record under the same id with the same digest is a duplicate; with another
 // digest, a conflict (an id names one alert forever): neither changes it.
+// Once retention deleted the first record, a view rebuilt from Kafka takes
+// the first record still held, which may be such a conflict: what answers
+// for the alert that was fanned out asks View.Retained, which checks the
+// digest against the receipts'.
 type Published struct {
 	ID     string `json:"id"`
 	Digest string `json:"digest"`
@@ -183,8 +187,9 @@ type Revision struct {
 	// Seq counts the changes applied since the store was made.
 	Seq uint64
 	// Gone counts the times the alerts topic's log start moved while the
-	// view was open: records deleted by retention, which Retained no
-	// longer answers.
+	// view was open (records deleted by retention), and the times an
+	// alert receipt applied named another alert than the record held
+	// under its id: records Retained no longer answers.
 	Gone int64
 }
 

@@ -713,11 +713,21 @@ func (v *View) write(ctx context.Context, in <-chan *batch, targets map[string]m
 				break gather
 			}
 		}
-		if err := v.update(func(tx *bbolt.Tx) error { return apply(tx, v.scope, group) }); err != nil {
+		var superseded bool
+		err := v.update(func(tx *bbolt.Tx) (err error) {
+			superseded, err = apply(tx, v.scope, group)
+			return err
+		})
+		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("view: apply %d records: %w", n, err)
+		}
+		if superseded {
+			// Retained no longer answers a record it answered: as when
+			// retention deletes one (Revision.Gone).
+			v.gone.Add(1)
 		}
 		v.txs.Add(1)
 		v.posMu.Lock()

@@ -1038,3 +1038,54 @@ func TestRetainedAfterTheClusterIsReplaced(t *testing.T) {
 	_, ok = v.Retained("a1")
 	assert.True(t, ok, "the new cluster's first record, at offset 0")
 }
+
+// When retention deletes an alert's record while a later record under its
+// id with other content survives, a view rebuilt from Kafka takes the
+// survivor for the id (Published); the alert receipt says which content
+// was fanned out, and nothing that answers for it (Retained, Held: the
+// pull collection, the fan-out's lineage) answers the survivor: the
+// alert is gone. Receipts applied after the survivor (as while a view is
+// rebuilt) move the revision, so that nothing made from the survivor is
+// kept.
+func TestConflictingSurvivorIsNotTheAlert(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	b := c.Open(t, c.Config())
+	orig := alert(t, "c1", "The alert fanned out", alerts.TLPGreen, "api:alice", at(0), "", time.Time{})
+	other := alert(t, "c1", "Another alert under its id", alerts.TLPGreen, "api:mallory", at(time.Minute), "", time.Time{})
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(),
+		kafka.Message{Key: []byte("c1"), Value: mustJSON(t, orig), Time: time.Now().Add(-500 * 24 * time.Hour)}))
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte("c1"), Value: mustJSON(t, other)}))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, waitFor, tick)
+
+	v := run(t, t.TempDir(), b)
+	p, ok := v.Published("c1")
+	require.True(t, ok)
+	require.Equal(t, other.Digest(), p.Digest, "the first record the topic still holds")
+	_, ok = v.Retained("c1")
+	require.True(t, ok, "no receipts yet: nothing says which alert the id names")
+	before, err := v.PullRevision("bank")
+	require.NoError(t, err)
+
+	w := newWriter(t, c, b)
+	w.receipts(false, alertReceipt(orig, at(time.Minute)),
+		decision("c1", "bank", delivery.ChannelPull, delivery.TargetPull, delivery.Deliver, delivery.ModePull, at(time.Minute)))
+	require.NoError(t, v.Sync(t.Context()))
+	_, ok = v.Retained("c1")
+	assert.False(t, ok, "the receipts say another alert was fanned out under c1")
+	_, err = v.Held(t.Context(), "c1")
+	assert.ErrorIs(t, err, ledger.ErrGone)
+	after, err := v.PullRevision("bank")
+	require.NoError(t, err)
+	assert.NotEqual(t, before.Gone, after.Gone, "what was made from the survivor is not kept")
+
+	// A view rebuilt now answers alike.
+	fresh := run(t, t.TempDir(), b)
+	_, ok = fresh.Retained("c1")
+	assert.False(t, ok)
+	_, err = fresh.Held(t.Context(), "c1")
+	assert.ErrorIs(t, err, ledger.ErrGone)
+}
