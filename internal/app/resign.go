@@ -39,8 +39,12 @@ var resignBeforeWrite func()
 // SubscriberSigners is what ScanSigners read: the latest record of each
 // key of the subscribers topic and the key that signed it.
 type SubscriberSigners struct {
-	keys   *busauth.Keyring
+	keys *busauth.Keyring
+	// latest holds, by key, its latest authentic record: the one every
+	// registry holds (they skip the others).
 	latest map[string]latestRecord
+	// unverified holds the keys whose latest record no key verifies.
+	unverified map[string]bool
 	// ends holds, by partition, the offset after the last record read.
 	ends map[int]int64
 }
@@ -49,19 +53,21 @@ type SubscriberSigners struct {
 type latestRecord struct {
 	partition int
 	offset    int64
-	// signer is the id of the key that signed it, "" if no key of the
-	// keyring verifies it.
+	// signer is the id of the key that signed it.
 	signer string
 }
 
 // KeyUse is how many of the latest records of the subscribers topic each
 // key of the keyring signs.
 type KeyUse struct {
-	// Keys lists every key of the keyring, in its order: the first signs.
+	// Keys lists every key of the keyring, in its order (the first
+	// signs), with the number of keys whose latest authentic record it
+	// signs: the record every registry holds for the key.
 	Keys []KeyCount
-	// Unverified counts the latest records no key of the keyring
-	// verifies: registries skip them (written by someone other than
-	// Herald, or signed with a key already removed).
+	// Unverified counts the keys whose latest record no key of the
+	// keyring verifies: registries skip it (written by someone other
+	// than Herald, or signed with a key already removed) and hold the
+	// latest authentic record before it, if any, counted in Keys.
 	Unverified int
 }
 
@@ -82,7 +88,8 @@ func (u KeyUse) Others() int {
 }
 
 // ScanSigners reads the subscribers topic to its end and finds the key
-// that signed the latest record of each key.
+// that signed the latest authentic record of each key (the one registries
+// hold), and the keys whose latest record is not authentic.
 func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, error) {
 	keys := s.Bus.Keyring()
 	if keys == nil {
@@ -92,12 +99,18 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 	if err != nil {
 		return nil, fmt.Errorf("read the subscribers topic: %w", err)
 	}
-	sc := &SubscriberSigners{keys: keys, latest: map[string]latestRecord{}, ends: map[int]int64{}}
+	sc := &SubscriberSigners{keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{}, ends: map[int]int64{}}
 	for _, po := range offs[bus.TopicSubscribers] {
 		sc.ends[po.Partition] = po.End
 	}
 	err = s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
-		sc.latest[string(m.Key)] = latestRecord{partition: m.Partition, offset: m.Offset, signer: sc.signer(m)}
+		k := string(m.Key)
+		if signer := sc.signer(m); signer != "" {
+			sc.latest[k] = latestRecord{partition: m.Partition, offset: m.Offset, signer: signer}
+			delete(sc.unverified, k)
+		} else {
+			sc.unverified[k] = true
+		}
 		sc.ends[m.Partition] = max(sc.ends[m.Partition], m.Offset+1)
 		return nil
 	})
@@ -125,12 +138,11 @@ func (sc *SubscriberSigners) Use() KeyUse {
 		u.Keys[i].ID = id
 	}
 	for _, l := range sc.latest {
-		if i := slices.Index(ids, l.signer); i >= 0 && l.signer != "" {
+		if i := slices.Index(ids, l.signer); i >= 0 {
 			u.Keys[i].Records++
-		} else {
-			u.Unverified++
 		}
 	}
+	u.Unverified = len(sc.unverified)
 	return u
 }
 
@@ -179,7 +191,7 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 	// need holds the keys to sign again and where their latest record is.
 	need := map[string]latestRecord{}
 	for k, l := range sc.latest {
-		if l.signer != "" && l.signer != first {
+		if l.signer != first {
 			need[k] = l
 		}
 	}

@@ -220,3 +220,30 @@ func TestResignNeverUndoesANewerRecord(t *testing.T) {
 	assert.Equal(t, subscribers.StatusSuspended, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme").Status,
 		"the latest record of acme is the suspension, under the new key")
 }
+
+// TestResignCountsWhatRegistriesHold: the latest record of acme is one no
+// key verifies (written by another client); every registry skips it and
+// holds the record before it, signed with A. The check must say A is
+// still needed, and the re-signing keep what registries hold.
+func TestResignCountsWhatRegistriesHold(t *testing.T) {
+	e, _, bBA, onlyB := rotationEnv(t)
+	other, err := busauth.Generate()
+	require.NoError(t, err)
+	forger := openWithKeys(t, e.cfg, keyFile(t, keyLine(t, other)))
+	forged := acmeCarWash()
+	forged.Name = "Forged"
+	v, err := json.Marshal(forged)
+	require.NoError(t, err)
+	require.NoError(t, forger.Producer(bus.TopicSubscribers).Write(t.Context(), kafka.Message{Key: []byte("acme"), Value: v}))
+	require.Equal(t, "Acme Car Wash", readRegistry(t, bBA).Get("acme").Name)
+
+	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 2, scan.Use().Others(), "acme's record and its overlay's tombstone, under A")
+	_, err = store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	acme := readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme")
+	require.NotNil(t, acme, "acme is gone once A is removed")
+	assert.Equal(t, "Acme Car Wash", acme.Name)
+}
