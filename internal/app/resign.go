@@ -32,11 +32,19 @@ import (
 // checking that none of its records has been replaced meanwhile.
 const resignBatch = 256
 
+// resignBeforeWrite, if set (by tests), runs between Resign's last check
+// of a batch and its write.
+var resignBeforeWrite func()
+
 // SubscriberSigners is what ScanSigners read: the latest record of each
 // key of the subscribers topic and the key that signed it.
 type SubscriberSigners struct {
-	keys   *busauth.Keyring
+	keys *busauth.Keyring
+	// latest holds, by key, its latest authentic record: the one every
+	// registry holds (they skip the others).
 	latest map[string]latestRecord
+	// unverified holds the keys whose latest record no key verifies.
+	unverified map[string]bool
 	// ends holds, by partition, the offset after the last record read.
 	ends map[int]int64
 }
@@ -45,19 +53,21 @@ type SubscriberSigners struct {
 type latestRecord struct {
 	partition int
 	offset    int64
-	// signer is the id of the key that signed it, "" if no key of the
-	// keyring verifies it.
+	// signer is the id of the key that signed it.
 	signer string
 }
 
 // KeyUse is how many of the latest records of the subscribers topic each
 // key of the keyring signs.
 type KeyUse struct {
-	// Keys lists every key of the keyring, in its order: the first signs.
+	// Keys lists every key of the keyring, in its order (the first
+	// signs), with the number of keys whose latest authentic record it
+	// signs: the record every registry holds for the key.
 	Keys []KeyCount
-	// Unverified counts the latest records no key of the keyring
-	// verifies: registries skip them (written by someone other than
-	// Herald, or signed with a key already removed).
+	// Unverified counts the keys whose latest record no key of the
+	// keyring verifies: registries skip it (written by someone other
+	// than Herald, or signed with a key already removed) and hold the
+	// latest authentic record before it, if any, counted in Keys.
 	Unverified int
 }
 
@@ -78,7 +88,8 @@ func (u KeyUse) Others() int {
 }
 
 // ScanSigners reads the subscribers topic to its end and finds the key
-// that signed the latest record of each key.
+// that signed the latest authentic record of each key (the one registries
+// hold), and the keys whose latest record is not authentic.
 func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, error) {
 	keys := s.Bus.Keyring()
 	if keys == nil {
@@ -88,12 +99,18 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 	if err != nil {
 		return nil, fmt.Errorf("read the subscribers topic: %w", err)
 	}
-	sc := &SubscriberSigners{keys: keys, latest: map[string]latestRecord{}, ends: map[int]int64{}}
+	sc := &SubscriberSigners{keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{}, ends: map[int]int64{}}
 	for _, po := range offs[bus.TopicSubscribers] {
 		sc.ends[po.Partition] = po.End
 	}
 	err = s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
-		sc.latest[string(m.Key)] = latestRecord{partition: m.Partition, offset: m.Offset, signer: sc.signer(m)}
+		k := string(m.Key)
+		if signer := sc.signer(m); signer != "" {
+			sc.latest[k] = latestRecord{partition: m.Partition, offset: m.Offset, signer: signer}
+			delete(sc.unverified, k)
+		} else {
+			sc.unverified[k] = true
+		}
 		sc.ends[m.Partition] = max(sc.ends[m.Partition], m.Offset+1)
 		return nil
 	})
@@ -121,12 +138,11 @@ func (sc *SubscriberSigners) Use() KeyUse {
 		u.Keys[i].ID = id
 	}
 	for _, l := range sc.latest {
-		if i := slices.Index(ids, l.signer); i >= 0 && l.signer != "" {
+		if i := slices.Index(ids, l.signer); i >= 0 {
 			u.Keys[i].Records++
-		} else {
-			u.Unverified++
 		}
 	}
+	u.Unverified = len(sc.unverified)
 	return u
 }
 
@@ -140,55 +156,121 @@ type Resigned struct {
 	// written meanwhile (the new record is the one that counts; run
 	// again to re-sign it if another key signed it).
 	Changed int
+	// Restored counts the records written again because a copy of the
+	// record they replaced landed after them: each is the newer change,
+	// made the latest record of its key again.
+	Restored int
 }
+
+// resignHeader names the run that wrote a copy (a random id), so that
+// Resign tells its own copies from anyone else's records when it checks
+// what its write landed after.
+const resignHeader = "herald-resign"
 
 // Resign writes again, as actor, every latest record of the subscribers
 // topic that sc found signed with a key other than the keyring's first:
 // the same key, value and authentic headers, signed by the producer with
-// the first key. It guards them as an administrator's write is guarded:
-// just before writing each batch it reads what the topic gained since sc
-// (or the last batch) was read, and leaves out every record whose key has
-// a newer authentic record, counting it in Changed. It cannot guard
-// against a record written between that check and its own write (as for
-// any administrator's change), nor does it need to for its own copies:
-// they change nothing. It records the run in the audit trail (one entry,
-// with its counts) and returns what it did.
+// the first key. A copy must never become the latest record of its key
+// over a newer change (a suspension, a deletion, a partner's own key): in
+// a compacted topic the latest record is the one kept. So, just before
+// writing each batch, Resign reads what the topic gained since sc (or the
+// last batch) was read and leaves out every record whose key has a newer
+// authentic record, counting it in Changed; and just after, it reads
+// what the topic gained again: a key written by someone else between that
+// check and its copy, and not since, has its newer record written again
+// after the copy (counted in Restored), and so on until no copy lies over
+// a newer record. It records the run in the audit trail (one entry, with
+// its counts) and returns what it did.
 func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *SubscriberSigners) (Resigned, error) {
 	first := sc.keys.IDs()[0]
 	res := Resigned{Key: first}
+	run, err := newIncarnation() // 96 random bits
+	if err != nil {
+		return res, err
+	}
 	// need holds the keys to sign again and where their latest record is.
 	need := map[string]latestRecord{}
 	for k, l := range sc.latest {
-		if l.signer != "" && l.signer != first {
+		if l.signer != first {
 			need[k] = l
 		}
 	}
 	written := map[string]bool{}
+	// last holds, by key written this run, the latest authentic record
+	// read since the check before its write; over, the record a copy of
+	// this run landed after (nil if none, or if a newer one followed).
+	last := map[string]*kafka.Message{}
+	over := map[string]*kafka.Message{}
+	observe := func(m kafka.Message) {
+		k := string(m.Key)
+		if sc.signer(m) == "" {
+			return
+		}
+		if _, ok := need[k]; ok && !written[k] {
+			delete(need, k)
+			res.Changed++
+		}
+		if !written[k] {
+			return
+		}
+		if bus.Header(m, resignHeader) == run && s.Bus.AuthenticateHeaders(m) == nil {
+			if l := last[k]; l != nil && bus.Header(*l, resignHeader) != run {
+				over[k] = l
+			}
+		} else {
+			delete(over, k)
+		}
+		last[k] = &m
+	}
+	write := func(msgs []kafka.Message) error {
+		if len(msgs) == 0 {
+			return nil
+		}
+		for i := range msgs {
+			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: resignHeader, Value: []byte(run)})
+			written[string(msgs[i].Key)] = true
+		}
+		clear(last)
+		if resignBeforeWrite != nil {
+			resignBeforeWrite()
+		}
+		if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
+			return fmt.Errorf("re-sign the subscribers topic (%d records written before this): %w", res.Records+res.Restored, err)
+		}
+		return nil
+	}
 	var batch []kafka.Message
 	flush := func() error {
-		if err := s.catchUp(ctx, sc, func(m kafka.Message) {
-			k := string(m.Key)
-			if _, ok := need[k]; ok && !written[k] && sc.signer(m) != "" {
-				delete(need, k)
-				res.Changed++
-			}
-		}); err != nil {
+		if err := s.catchUp(ctx, sc, observe); err != nil {
 			return err
 		}
 		msgs := slices.DeleteFunc(batch, func(m kafka.Message) bool { _, ok := need[string(m.Key)]; return !ok })
-		if len(msgs) > 0 {
-			if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
-				return fmt.Errorf("re-sign the subscribers topic (%d records written before this): %w", res.Records, err)
-			}
+		if err := write(msgs); err != nil {
+			return err
 		}
-		for _, m := range msgs {
-			written[string(m.Key)] = true
-			res.Records++
-		}
+		res.Records += len(msgs)
 		batch = batch[:0]
-		return nil
+		// Any copy that landed over a newer change: that change again,
+		// until none does.
+		for {
+			if err := s.catchUp(ctx, sc, observe); err != nil {
+				return err
+			}
+			if len(over) == 0 {
+				return nil
+			}
+			var again []kafka.Message
+			for _, m := range over {
+				again = append(again, s.copyOf(*m))
+			}
+			clear(over)
+			if err := write(again); err != nil {
+				return err
+			}
+			res.Restored += len(again)
+		}
 	}
-	err := s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+	err = s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
 		l, ok := need[string(m.Key)]
 		if !ok || l.partition != m.Partition || l.offset != m.Offset {
 			return nil
@@ -213,18 +295,19 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 		}
 	}
 	err = s.Audit.Record(ctx, record.Audit{Actor: actor, Action: record.ActionKeysResign, Object: "topic:" + bus.TopicSubscribers,
-		Details: map[string]any{"key": first, "records": res.Records, "changed": res.Changed}})
+		Details: map[string]any{"key": first, "records": res.Records, "changed": res.Changed, "restored": res.Restored}})
 	return res, err
 }
 
 // copyOf returns m as it is to be written again: its key and value as
 // they are, and its other headers if they are authentic (the producer
-// signs them anew); headers Herald did not write are left behind.
+// signs them anew), but for an earlier run's mark (resignHeader); headers
+// Herald did not write are left behind.
 func (s SubscriberStore) copyOf(m kafka.Message) kafka.Message {
 	c := kafka.Message{Key: m.Key, Value: m.Value}
 	if s.Bus.AuthenticateHeaders(m) == nil {
 		for _, h := range m.Headers {
-			if busauth.Covers(h.Key) {
+			if busauth.Covers(h.Key) && h.Key != resignHeader {
 				c.Headers = append(c.Headers, h)
 			}
 		}

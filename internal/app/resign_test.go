@@ -171,3 +171,79 @@ func TestRotationKeepsPartners(t *testing.T) {
 	assert.Equal(t, []string{addr}, m.To)
 	assert.Contains(t, string(m.Data), "multipart/encrypted")
 }
+
+// rotationEnv registers acme under publishing key A and returns a bus of
+// a process still on A, one on the rotating file (B first, A second) and
+// the file of B alone.
+func rotationEnv(t *testing.T) (e *serveEnv, bA, bBA *bus.Bus, onlyB string) {
+	t.Helper()
+	e = newServeEnv(t, nil)
+	dataA, err := os.ReadFile(e.cfg.Publishing.KeyFile)
+	require.NoError(t, err)
+	dataB, err := busauth.Generate()
+	require.NoError(t, err)
+	lineA, lineB := keyLine(t, dataA), keyLine(t, dataB)
+	bA = e.cluster.Open(t, e.cfg.Kafka)
+	register(t, bA, acmeCarWash())
+	return e, bA, openWithKeys(t, e.cfg, keyFile(t, lineB, lineA)), keyFile(t, lineB)
+}
+
+// TestResignNeverUndoesANewerRecord: an administrator suspends the
+// partner between the re-signing's last check and its write. The copy of
+// the active record lands after the suspension; the re-signing must not
+// leave it the latest record, or every registry (and, once compacted, the
+// topic itself) holds the partner active again.
+func TestResignNeverUndoesANewerRecord(t *testing.T) {
+	e, bA, bBA, onlyB := rotationEnv(t)
+	storeA := app.SubscriberStore{Bus: bA, Audit: app.AuditLog(bA, time.Now)}
+	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := store.ScanSigners(t.Context())
+	require.NoError(t, err)
+
+	once := false
+	*app.ResignBeforeWrite = func() {
+		if once {
+			return
+		}
+		once = true
+		suspended := acmeCarWash()
+		suspended.Status = subscribers.StatusSuspended
+		suspended.Normalize()
+		require.NoError(t, storeA.Put(t.Context(), "cli:old-process", "", []*subscribers.Subscriber{suspended}, readRegistry(t, bA).Record))
+	}
+	t.Cleanup(func() { *app.ResignBeforeWrite = nil })
+	_, err = store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	require.True(t, once)
+
+	assert.Equal(t, subscribers.StatusSuspended, readRegistry(t, bBA).Get("acme").Status, "the suspension stands")
+	assert.Equal(t, subscribers.StatusSuspended, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme").Status,
+		"the latest record of acme is the suspension, under the new key")
+}
+
+// TestResignCountsWhatRegistriesHold: the latest record of acme is one no
+// key verifies (written by another client); every registry skips it and
+// holds the record before it, signed with A. The check must say A is
+// still needed, and the re-signing keep what registries hold.
+func TestResignCountsWhatRegistriesHold(t *testing.T) {
+	e, _, bBA, onlyB := rotationEnv(t)
+	other, err := busauth.Generate()
+	require.NoError(t, err)
+	forger := openWithKeys(t, e.cfg, keyFile(t, keyLine(t, other)))
+	forged := acmeCarWash()
+	forged.Name = "Forged"
+	v, err := json.Marshal(forged)
+	require.NoError(t, err)
+	require.NoError(t, forger.Producer(bus.TopicSubscribers).Write(t.Context(), kafka.Message{Key: []byte("acme"), Value: v}))
+	require.Equal(t, "Acme Car Wash", readRegistry(t, bBA).Get("acme").Name)
+
+	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 2, scan.Use().Others(), "acme's record and its overlay's tombstone, under A")
+	_, err = store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	acme := readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme")
+	require.NotNil(t, acme, "acme is gone once A is removed")
+	assert.Equal(t, "Acme Car Wash", acme.Name)
+}

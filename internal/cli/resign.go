@@ -61,6 +61,9 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 		if res.Changed > 0 {
 			fmt.Fprintf(e.stdout, "; left %d alone that changed meanwhile", res.Changed)
 		}
+		if res.Restored > 0 {
+			fmt.Fprintf(e.stdout, "; wrote %d newer records again that a copy had landed after", res.Restored)
+		}
 		fmt.Fprintln(e.stdout)
 		if scan, err = store.ScanSigners(ctx); err != nil {
 			return err
