@@ -102,8 +102,14 @@ func (x ViewIndex) Existing(ctx context.Context, id string) (*publish.Existing, 
 	return ex, nil
 }
 
-// Held implements publish.Index (view.View.Held).
+// Held implements publish.Index (view.View.Held), synced first with the
+// alerts topic, so that a record retention deleted before the analyst
+// published is not answered (the view reads the topic's log starts at
+// each sync).
 func (x ViewIndex) Held(ctx context.Context, id string) (*alerts.Alert, error) {
+	if err := x.V.Sync(ctx, bus.TopicAlerts); err != nil {
+		return nil, fmt.Errorf("alert %s as published: %w", id, err)
+	}
 	return x.V.Held(ctx, id)
 }
 

@@ -55,9 +55,11 @@ type History interface {
 // and cancels cannot be planned.
 type PublishedHistory interface {
 	History
-	// Held returns the alert id as the alerts topic holds its record now
+	// Held returns the alert id as the alerts topic holds its record
 	// (view.View.Held): an alert not applied yet is waited for, and one
-	// whose record retention deleted is an error wrapping ledger.ErrGone.
+	// whose record retention deleted (as of the view's last read of the
+	// topic's log starts) is an error wrapping ledger.ErrGone. It reads
+	// Kafka only for an alert the view lacks.
 	Held(ctx context.Context, id string) (*alerts.Alert, error)
 }
 

@@ -192,19 +192,20 @@ func (h *Holding) Record(id string) (*Published, error) {
 	}
 }
 
-// Held returns the alert id as the alerts topic holds its record now (a
-// ledger.Published, for ledger.CheckReferences): Holding's Record, decoded,
-// once the view is synced with the alerts topic, so that an alert the view
-// lacks is not one it has not applied yet, and one below the topic's log
-// start as of the call is not answered. An alert still missing is gone:
-// an error wrapping ledger.ErrGone. A failure to sync is returned as it
-// is: it says nothing of the record.
+// Held returns the alert id as the alerts topic holds its record (a
+// ledger.Published, for ledger.CheckReferences): Holding's Record,
+// decoded. An alert the view lacks is waited for (one sync with the
+// alerts topic), and one still missing then is gone: an error wrapping
+// ledger.ErrGone. A failure to sync is returned as it is: it says nothing
+// of the record. An alert the view holds is answered without Kafka: the
+// fan-out asks per follow-up, and a record retention deleted since the
+// log starts were last read (at each Sync of the alerts topic, and every
+// startsEvery) is still answered, a window no wider than Kafka's own
+// (it deletes whole segments, checking every few minutes). A caller that
+// must answer as the topic holds it at the call (the publisher) syncs
+// first.
 func (v *View) Held(ctx context.Context, id string) (*alerts.Alert, error) {
-	h := v.Holding(ctx)
-	if err := h.Sync(); err != nil {
-		return nil, fmt.Errorf("alert %s as published: %w", id, err)
-	}
-	p, err := h.Record(id)
+	p, err := v.Holding(ctx).Record(id)
 	if err != nil {
 		return nil, err
 	}
