@@ -184,7 +184,7 @@ const resignHeader = "herald-resign"
 func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *SubscriberSigners) (Resigned, error) {
 	first := sc.keys.IDs()[0]
 	res := Resigned{Key: first}
-	run, err := newIncarnation() // 96 random bits
+	run, err := randomID("re-signing run id")
 	if err != nil {
 		return res, err
 	}

@@ -118,12 +118,15 @@ func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*
 	return nil
 }
 
-// newIncarnation returns a new record incarnation: 96 random bits,
-// base64url.
-func newIncarnation() (string, error) {
+// newIncarnation returns a new record incarnation (randomID).
+func newIncarnation() (string, error) { return randomID("record incarnation") }
+
+// randomID returns a new id, what it is for named in its error: 96
+// random bits, base64url.
+func randomID(what string) (string, error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("new record incarnation: %w", err)
+		return "", fmt.Errorf("new %s: %w", what, err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
