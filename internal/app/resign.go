@@ -39,6 +39,7 @@ var resignBeforeWrite func()
 // SubscriberSigners is what ScanSigners read: the latest record of each
 // key of the subscribers topic and the key that signed it.
 type SubscriberSigners struct {
+	bus  *bus.Bus
 	keys *busauth.Keyring
 	// latest holds, by key, its latest authentic record: the one every
 	// registry holds (they skip the others).
@@ -99,7 +100,7 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 	if err != nil {
 		return nil, fmt.Errorf("read the subscribers topic: %w", err)
 	}
-	sc := &SubscriberSigners{keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{}, ends: map[int]int64{}}
+	sc := &SubscriberSigners{bus: s.Bus, keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{}, ends: map[int]int64{}}
 	for _, po := range offs[bus.TopicSubscribers] {
 		sc.ends[po.Partition] = po.End
 	}
@@ -120,10 +121,10 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 	return sc, nil
 }
 
-// signer returns the id of the key that signed m, or "" if none of the
-// keyring's verifies it.
+// signer returns the id of the key that signed m, or "" if m is not
+// authentic (bus.Bus.Authenticate: what registries skip).
 func (sc *SubscriberSigners) signer(m kafka.Message) string {
-	id, err := sc.keys.SignedBy(bus.TopicSubscribers, m.Key, m.Value, bus.Header(m, busauth.Header))
+	id, err := sc.bus.SignedBy(m)
 	if err != nil {
 		return ""
 	}
@@ -184,7 +185,7 @@ const resignHeader = "herald-resign"
 func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *SubscriberSigners) (Resigned, error) {
 	first := sc.keys.IDs()[0]
 	res := Resigned{Key: first}
-	run, err := newIncarnation() // 96 random bits
+	run, err := randomID("re-signing run id")
 	if err != nil {
 		return res, err
 	}

@@ -104,53 +104,55 @@ func TestRotationKeepsPartners(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, app.KeyUse{Keys: []app.KeyCount{{ID: ids[0]}, {ID: ids[1], Records: 2}}}, scan.Use(), "the record and the partner's key, under A")
 
-	if os.Getenv("RESIGN_SKIP") == "" {
-		// A process not yet given the new file changes the record after
-		// the scan: the re-signing leaves it alone, never writing back the
-		// older copy it read.
-		renamed := acmeCarWash()
-		renamed.Name = "Acme Car Wash Ltd"
-		renamed.Normalize()
-		require.NoError(t, storeA.Put(t.Context(), "cli:old-process", "", []*subscribers.Subscriber{renamed}, storeA.Overlays.Record))
-		res, err := store.Resign(t.Context(), "cli:test", scan)
-		require.NoError(t, err)
-		assert.Equal(t, app.Resigned{Key: ids[0], Records: 1, Changed: 1}, res)
+	// Without the re-signing, removing A now would lose the partner: the
+	// latest records of acme and of its own key are signed with A alone.
+	require.Nil(t, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme"), "acme under B alone, before the re-signing")
 
-		// A registry that follows the topic reads the re-signed copy of
-		// the partner's key as the same key, not a rival change.
-		reg := readRegistry(t, bBA)
-		assert.Equal(t, "Acme Car Wash Ltd", reg.Get("acme").Name)
-		assert.Equal(t, alice, reg.Get("acme").Email[0].PGPKey)
-		_, ignored := reg.OverlayRevision(subscribers.KeyOverlayKey("acme", addr))
-		assert.False(t, ignored)
+	// A process not yet given the new file changes the record after
+	// the scan: the re-signing leaves it alone, never writing back the
+	// older copy it read.
+	renamed := acmeCarWash()
+	renamed.Name = "Acme Car Wash Ltd"
+	renamed.Normalize()
+	require.NoError(t, storeA.Put(t.Context(), "cli:old-process", "", []*subscribers.Subscriber{renamed}, storeA.Overlays.Record))
+	res, err := store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, app.Resigned{Key: ids[0], Records: 1, Changed: 1}, res)
 
-		// The check still finds the renamed record under A; a second run
-		// re-signs it, a third has nothing left to do.
-		scan, err = store.ScanSigners(t.Context())
-		require.NoError(t, err)
-		assert.Equal(t, 1, scan.Use().Others())
-		res, err = store.Resign(t.Context(), "cli:test", scan)
-		require.NoError(t, err)
-		assert.Equal(t, app.Resigned{Key: ids[0], Records: 1}, res)
-		scan, err = store.ScanSigners(t.Context())
-		require.NoError(t, err)
-		assert.Equal(t, app.KeyUse{Keys: []app.KeyCount{{ID: ids[0], Records: 2}, {ID: ids[1]}}}, scan.Use(), "A may go")
-		res, err = store.Resign(t.Context(), "cli:test", scan)
-		require.NoError(t, err)
-		assert.Equal(t, app.Resigned{Key: ids[0]}, res)
+	// A registry that follows the topic reads the re-signed copy of
+	// the partner's key as the same key, not a rival change.
+	reg := readRegistry(t, bBA)
+	assert.Equal(t, "Acme Car Wash Ltd", reg.Get("acme").Name)
+	assert.Equal(t, alice, reg.Get("acme").Email[0].PGPKey)
+	_, ignored := reg.OverlayRevision(subscribers.KeyOverlayKey("acme", addr))
+	assert.False(t, ignored)
 
-		// Each run is its own event in the audit trail, with its counts.
-		var runs []string
-		require.NoError(t, bBA.ReadAll(t.Context(), bus.TopicAudit, func(m kafka.Message) error {
-			var a record.Audit
-			require.NoError(t, json.Unmarshal(m.Value, &a))
-			if a.Action == record.ActionKeysResign {
-				runs = append(runs, fmt.Sprintf("%s %s %v/%v", a.Actor, a.Object, a.Details["records"], a.Details["changed"]))
-			}
-			return nil
-		}))
-		assert.Equal(t, []string{"cli:test topic:subscribers 1/1", "cli:test topic:subscribers 1/0", "cli:test topic:subscribers 0/0"}, runs)
-	}
+	// The check still finds the renamed record under A; a second run
+	// re-signs it, a third has nothing left to do.
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, scan.Use().Others())
+	res, err = store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, app.Resigned{Key: ids[0], Records: 1}, res)
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, app.KeyUse{Keys: []app.KeyCount{{ID: ids[0], Records: 2}, {ID: ids[1]}}}, scan.Use(), "A may go")
+	res, err = store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, app.Resigned{Key: ids[0]}, res)
+
+	// Each run is its own event in the audit trail, with its counts.
+	var runs []string
+	require.NoError(t, bBA.ReadAll(t.Context(), bus.TopicAudit, func(m kafka.Message) error {
+		var a record.Audit
+		require.NoError(t, json.Unmarshal(m.Value, &a))
+		if a.Action == record.ActionKeysResign {
+			runs = append(runs, fmt.Sprintf("%s %s %v/%v", a.Actor, a.Object, a.Details["records"], a.Details["changed"]))
+		}
+		return nil
+	}))
+	assert.Equal(t, []string{"cli:test topic:subscribers 1/1", "cli:test topic:subscribers 1/0", "cli:test topic:subscribers 0/0"}, runs)
 
 	// A removed: the partner and its own key are still there.
 	bB := openWithKeys(t, e.cfg, onlyB)

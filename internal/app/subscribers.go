@@ -118,12 +118,15 @@ func (s SubscriberStore) Put(ctx context.Context, actor, reason string, subs []*
 	return nil
 }
 
-// newIncarnation returns a new record incarnation: 96 random bits,
-// base64url.
-func newIncarnation() (string, error) {
+// newIncarnation returns a new record incarnation (randomID).
+func newIncarnation() (string, error) { return randomID("record incarnation") }
+
+// randomID returns a new id, what it is for named in its error: 96
+// random bits, base64url.
+func randomID(what string) (string, error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("new record incarnation: %w", err)
+		return "", fmt.Errorf("new %s: %w", what, err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
@@ -203,14 +206,7 @@ func (s SubscriberStore) SetEndpoint(ctx context.Context, actor, subscriber, url
 func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscribers.Subscriber, address, written, pgpKey string, now time.Time) error {
 	o := subscribers.KeyOverlay{Subscriber: rec.ID, Address: address, PGPKey: pgpKey, By: actor, At: now.UTC(),
 		Incarnation: rec.Incarnation, Over: subscribers.PGPKeyDigest(written)}
-	if s.Overlays != nil {
-		seq, err := s.Overlays.NextKeySeq(rec, address)
-		if err != nil {
-			return fmt.Errorf("the partner's own key of %s: %w", rec.ID, err)
-		}
-		o.Seq = seq
-	}
-	return s.writeOverlay(ctx, subscribers.KeyOverlayKey(rec.ID, address), o, "key of "+rec.ID)
+	return s.RewriteKey(ctx, rec, o)
 }
 
 // SetSecrets records secrets as the partner's own secrets for its webhook
@@ -229,14 +225,7 @@ func (s SubscriberStore) SetKey(ctx context.Context, actor string, rec *subscrib
 func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subscribers.Subscriber, url string, written, secrets []string, now time.Time) error {
 	o := subscribers.SecretsOverlay{Subscriber: rec.ID, URL: url, Secrets: secrets, By: actor, At: now.UTC(),
 		Incarnation: rec.Incarnation, Over: subscribers.SecretsDigest(written)}
-	if s.Overlays != nil {
-		seq, err := s.Overlays.NextSecretsSeq(rec, url)
-		if err != nil {
-			return fmt.Errorf("the partner's own webhook secrets of %s: %w", rec.ID, err)
-		}
-		o.Seq = seq
-	}
-	return s.writeOverlay(ctx, subscribers.SecretsOverlayKey(rec.ID, url), o, "webhook secrets of "+rec.ID)
+	return s.RewriteSecrets(ctx, rec, o)
 }
 
 // RewriteKey writes o, the partner's own key the Overlays registry holds
@@ -244,7 +233,8 @@ func (s SubscriberStore) SetSecrets(ctx context.Context, actor string, rec *subs
 // and Over), placed after the last change of it that registry has read
 // (NextKeySeq, made from rec, the partner's effective record: nothing is
 // written, subscribers.ErrOverlayChanged, if it no longer holds rec's
-// key): a change that changes nothing (api settle).
+// key): a change that changes nothing (api settle). SetKey writes a new
+// key through it.
 func (s SubscriberStore) RewriteKey(ctx context.Context, rec *subscribers.Subscriber, o subscribers.KeyOverlay) error {
 	if s.Overlays != nil {
 		seq, err := s.Overlays.NextKeySeq(rec, o.Address)

@@ -321,14 +321,22 @@ var ErrNoKeyring = errors.New("no publishing key: records cannot be authenticate
 // written by a Herald process holding the publishing key: its herald-auth
 // header authenticates its topic, key and value.
 func (b *Bus) Authenticate(m kafka.Message) error {
+	_, err := b.SignedBy(m)
+	return err
+}
+
+// SignedBy is Authenticate that also returns the id of the keyring's key
+// (busauth.Keyring.IDs) that signed m: what a publishing key rotation
+// counts (`herald keys resign`). The id is returned only with a nil error.
+func (b *Bus) SignedBy(m kafka.Message) (string, error) {
 	if b.keys == nil {
-		return ErrNoKeyring
+		return "", ErrNoKeyring
 	}
 	topic, ok := strings.CutPrefix(m.Topic, b.cfg.TopicPrefix)
 	if !ok {
-		return fmt.Errorf("topic %q is not one of Herald's", m.Topic)
+		return "", fmt.Errorf("topic %q is not one of Herald's", m.Topic)
 	}
-	return b.keys.Verify(topic, m.Key, m.Value, Header(m, busauth.Header))
+	return b.keys.SignedBy(topic, m.Key, m.Value, Header(m, busauth.Header))
 }
 
 // Authentic reports whether m is authentic (see Authenticate); when it is
