@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 
@@ -335,7 +336,11 @@ func (s SubscriberStore) catchUp(ctx context.Context, sc *SubscriberSigners, fn 
 	if !behind {
 		return nil
 	}
-	fctx, cancel := context.WithCancel(ctx)
+	// A deadline of its own (STYLE: every network call has one): a broker
+	// that stops answering ends the run with an error, not a hang; the
+	// bound is generous, for a whole topic read on first use.
+	fctx, cancel := context.WithTimeoutCause(ctx, catchUpTimeout,
+		fmt.Errorf("read the subscribers topic: not at its end within %s", catchUpTimeout))
 	defer cancel()
 	reached := func() bool {
 		for p, end := range until {
@@ -362,7 +367,13 @@ func (s SubscriberStore) catchUp(ctx context.Context, sc *SubscriberSigners, fn 
 		return ctx.Err()
 	}
 	if !reached() {
+		if cause := context.Cause(fctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause
+		}
 		return errors.New("read the subscribers topic: stopped before its end")
 	}
 	return nil
 }
+
+// catchUpTimeout bounds one catchUp.
+const catchUpTimeout = 5 * time.Minute
