@@ -47,7 +47,11 @@ func Remembered(published Published) Published {
 // and a follow-up sent without its lineage would withdraw nothing. It
 // returns one field error per problem, named references[i], marking or
 // tlp; the error is published's when it failed other than with ErrGone.
-// References that are not valid ids are left to Alert.Validate.
+// A chain that cannot be traced (a delivery.UntraceableError: too long,
+// an alert without issued_at, references in a circle) is a field error
+// too: it is a fact about the history, which asking again would not
+// change, not a failure to find out. References that are not valid ids
+// are left to Alert.Validate.
 //
 // The publisher (refusing the alert) and the fan-out (quarantining it)
 // both judge references here, so that they judge them alike.
@@ -63,12 +67,16 @@ func CheckReferences(a *alerts.Alert, known map[string]*Alert, published Publish
 			v.Add(field, "alert %q is not known to Herald (it has not been published, or not yet fanned out)", ref)
 			continue
 		}
+		var untraceable *delivery.UntraceableError
 		switch gone, err := goneFrom(a, ref, published); {
 		case gone == ref:
 			v.Add(field, "alert %q's record has left the alerts topic (retention); publish a new alert instead of %s", ref, article(a.Type))
 			continue
 		case gone != "":
 			v.Add(field, "the chain of alert %q reaches alert %q, whose record has left the alerts topic (retention); publish a new alert instead of %s", ref, gone, article(a.Type))
+			continue
+		case errors.As(err, &untraceable):
+			v.Add(field, "the chain of alert %q cannot be traced: %s; publish a new alert instead of %s", ref, untraceable.Why, article(a.Type))
 			continue
 		case err != nil:
 			return nil, err
@@ -79,6 +87,23 @@ func CheckReferences(a *alerts.Alert, known map[string]*Alert, published Publish
 		var follow *alerts.ValidationError
 		if errors.As(a.MayFollow(&alerts.Alert{ID: orig.ID, TLP: orig.TLP, Marking: orig.Marking}), &follow) {
 			v.Fields = append(v.Fields, follow.Fields...)
+		}
+	}
+	var refs []string
+	for _, ref := range a.References {
+		if alerts.ValidID(ref) && ref != a.ID {
+			refs = append(refs, ref)
+		}
+	}
+	if len(v.Fields) == 0 && len(refs) > 1 {
+		// Each chain was traced alone; the fan-out traces them together
+		// (delivery.TraceLineage of a), which may be too long although
+		// none of them is.
+		var untraceable *delivery.UntraceableError
+		if _, err := delivery.TraceLineage(&alerts.Alert{ID: a.ID, References: refs}, published); errors.As(err, &untraceable) {
+			v.Add("references", "the chains of the alerts referenced cannot be traced together: %s; publish a new alert instead of %s", untraceable.Why, article(a.Type))
+		} else if err != nil {
+			return nil, err
 		}
 	}
 	return v.Fields, nil
