@@ -68,7 +68,7 @@ func CheckReferences(a *alerts.Alert, known map[string]*Alert, published Publish
 			continue
 		}
 		var untraceable *delivery.UntraceableError
-		switch gone, err := goneFrom(a, ref, published); {
+		switch gone, err := goneFrom(a, ref, known, published); {
 		case gone == ref:
 			v.Add(field, "alert %q's record has left the alerts topic (retention); publish a new alert instead of %s", ref, article(a.Type))
 			continue
@@ -112,10 +112,15 @@ func CheckReferences(a *alerts.Alert, known map[string]*Alert, published Publish
 // goneFrom traces the chain of a's reference ref through published, as
 // the fan-out traces a's lineage, and returns the id of the first alert of
 // it whose record is gone (ErrGone), or "" and the error that stopped the
-// trace, if any.
-func goneFrom(a *alerts.Alert, ref string, published Published) (gone string, err error) {
+// trace, if any. A record that is not the alert known under its id
+// (Alert.IsRecord: a later record with other content survived retention
+// of the alert's) is gone too.
+func goneFrom(a *alerts.Alert, ref string, known map[string]*Alert, published Published) (gone string, err error) {
 	_, err = delivery.TraceLineage(&alerts.Alert{ID: a.ID, References: []string{ref}}, func(id string) (*alerts.Alert, error) {
 		r, err := published(id)
+		if err == nil && r != nil && !known[id].IsRecord(r) {
+			err = fmt.Errorf("alert %s: the record under its id is another alert: %w", id, ErrGone)
+		}
 		if errors.Is(err, ErrGone) {
 			gone = id
 		}

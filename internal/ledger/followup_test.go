@@ -64,6 +64,7 @@ func TestUntraceableChainIsAFieldError(t *testing.T) {
 	unissued.publish(followUp("root", alerts.TypeAlert, t0))
 	unissued.publish(followUp("u0", alerts.TypeUpdate, t0, "root"))
 	unissued.held["root"] = &alerts.Alert{ID: "root", Type: alerts.TypeAlert}
+	delete(unissued.known, "root") // the ledger is asked of direct references only
 
 	circle := newHistory()
 	circle.publish(followUp("u0", alerts.TypeUpdate, t0, "u1"))
@@ -114,4 +115,25 @@ func TestUntraceableChainIsAFieldError(t *testing.T) {
 		require.Equal(t, "references", errs[0].Field)
 		require.Contains(t, errs[0].Message, "more than 1000 alerts")
 	})
+}
+
+// TestSurvivorUnderAReferencedIDIsNotTheAlert: when retention deleted a
+// referenced alert's record and a later record under its id with other
+// content survived (quarantined duplicate-id), published answers the
+// survivor; CheckReferences judges the reference against the alert that
+// was fanned out (its receipt's digest), and finds its record gone.
+func TestSurvivorUnderAReferencedIDIsNotTheAlert(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	h := newHistory()
+	h.publish(followUp("orig", alerts.TypeAlert, t0))
+	survivor := followUp("orig", alerts.TypeAlert, t0.Add(time.Minute))
+	survivor.Title = "Another alert under its id"
+	h.held["orig"] = survivor
+
+	up := followUp("new", alerts.TypeUpdate, t0.Add(time.Hour), "orig")
+	errs, err := ledger.CheckReferences(up, h.known, h.published)
+	require.NoError(t, err)
+	require.Len(t, errs, 1)
+	require.Equal(t, "references[0]", errs[0].Field)
+	require.Contains(t, errs[0].Message, `alert "orig"'s record has left the alerts topic`)
 }

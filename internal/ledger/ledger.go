@@ -231,6 +231,17 @@ func (a *Alert) Entries() []Entry {
 	return out
 }
 
+// IsRecord reports whether r, a record the alerts topic holds under the
+// alert's id, is the alert the ledger knows: its digest is the one the
+// alert receipt names (Meta.Digest), or the ledger knows none (a nil
+// Alert, or receipts without a digest). A later record under the id with
+// other content (quarantined duplicate-id), which survives when retention
+// deleted the first, is not the alert: an id names one alert forever.
+// view.View.Retained keeps the same rule for the view's records.
+func (a *Alert) IsRecord(r *alerts.Alert) bool {
+	return a == nil || a.Digest == "" || r.Digest() == a.Digest
+}
+
 // Ack returns the acknowledgement of the alert made by subscriber's
 // record of the given incarnation (Ack.Of), if there is one.
 func (a *Alert) Ack(subscriber, incarnation string) (Ack, bool) {
