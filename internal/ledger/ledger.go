@@ -110,11 +110,26 @@ func (k *Ack) Of(incarnation string) bool {
 }
 
 // Replaces reports whether k, an acknowledgement of an alert read after
-// held, the one kept for the same partner, takes its place: the first
-// acknowledgement of a partner's record is the one that counts, and a
-// record of another incarnation (the id registered again) acknowledges
-// for itself. The ledger and the view keep acknowledgements by this rule.
-func (k *Ack) Replaces(held Ack) bool { return !held.Of(k.Incarnation) }
+// held, the one kept for the same partner, takes its place. decided
+// reports whether the alert was decided for the partner's record of an
+// incarnation (an entry's decision names it: Entry.Incarnation). The rule:
+//   - of the same incarnation as held (Ack.Of): never, the first
+//     acknowledgement of a partner's record is the one that counts;
+//   - of another: only when k's incarnation is one the alert was decided
+//     for and held's is not.
+//
+// It is monotone: once an acknowledgement of a record the alert was
+// decided for is kept, none replaces it, so a process still holding the
+// partner's old record cannot flip the shown acknowledgement back, and
+// whichever order the two are read in, the same one is kept (a view
+// rebuilt answers as one kept live). The ledger and the view keep
+// acknowledgements by this rule.
+func (k *Ack) Replaces(held Ack, decided func(incarnation string) bool) bool {
+	if held.Of(k.Incarnation) {
+		return false
+	}
+	return decided(k.Incarnation) && !decided(held.Incarnation)
+}
 
 // EntryKey is the key of the entry of (subscriber, target) within an alert.
 func EntryKey(subscriber, target string) string { return subscriber + "\x00" + target }
@@ -159,7 +174,8 @@ func (e *Entry) Apply(r delivery.Receipt) {
 type Alert struct {
 	Meta
 	// Acks are the partners' acknowledgements, by partner: the first of
-	// the latest incarnation of each that acknowledged (Ack.Replaces).
+	// the record the alert was decided for, else the first read
+	// (Ack.Replaces).
 	// Ask Ack for a partner's record's own.
 	Acks    map[string]Ack
 	entries map[string]*Entry // by EntryKey
@@ -186,7 +202,7 @@ func (l *Ledger) Add(r delivery.Receipt) {
 		a.Meta.Apply(r)
 	case delivery.KindAck:
 		k := AckOf(r)
-		if held, ok := a.Acks[r.Subscriber]; !ok || k.Replaces(held) {
+		if held, ok := a.Acks[r.Subscriber]; !ok || k.Replaces(held, a.decidedFor(r.Subscriber)) {
 			if a.Acks == nil {
 				a.Acks = map[string]Ack{}
 			}
@@ -200,6 +216,23 @@ func (l *Ledger) Add(r delivery.Receipt) {
 			a.entries[k] = e
 		}
 		e.Apply(r)
+	}
+}
+
+// decidedFor returns whether the alert was decided for subscriber's
+// record of an incarnation: one of the partner's entries has a decision
+// naming it (Ack.Replaces).
+func (a *Alert) decidedFor(subscriber string) func(incarnation string) bool {
+	return func(incarnation string) bool {
+		if incarnation == "" {
+			return false
+		}
+		for _, e := range a.entries {
+			if e.Subscriber == subscriber && e.Decision != "" && e.Incarnation == incarnation {
+				return true
+			}
+		}
+		return false
 	}
 }
 
@@ -253,8 +286,7 @@ func (a *Alert) Ack(subscriber, incarnation string) (Ack, bool) {
 }
 
 // Acknowledgements returns the partners' acknowledgements, oldest first
-// (then by partner): one per partner, the first its latest incarnation
-// that acknowledged made.
+// (then by partner): one per partner, kept by Ack.Replaces.
 func (a *Alert) Acknowledgements() []Ack {
 	out := make([]Ack, 0, len(a.Acks))
 	for _, k := range a.Acks {

@@ -1124,3 +1124,32 @@ func TestPartnerRowsWaitForTheFannedOutAlert(t *testing.T) {
 		assert.Contains(t, alertsOf(got), "c2", "%s: no At, no filter", name)
 	}
 }
+
+// An acknowledgement by the partner's record the alert was decided for is
+// never replaced by a late one of the partner's old record (a process
+// still holding it): the view, applying them one at a time or rebuilt in
+// one go, keeps the same one as the ledger.
+func TestAckOfTheDecidedRecordStays(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	a := alert(t, "k1", "Acknowledged", alerts.TLPGreen, "api:alice", at(0), "", time.Time{})
+	w.publish(a)
+	v := run(t, t.TempDir(), b)
+	ack := func(inc, by string, d time.Duration) delivery.Receipt {
+		return delivery.Receipt{Kind: delivery.KindAck, AlertID: "k1", Subscriber: "bank", Incarnation: inc, By: by, At: at(d)}
+	}
+	dec := decision("k1", "bank", delivery.ChannelEmail, "fc@bank.example", delivery.Deliver, delivery.ModeSigned, at(time.Minute))
+	dec.Incarnation = "inc-2"
+	for _, r := range []delivery.Receipt{alertReceipt(a, at(time.Minute)), dec, ack("inc-2", "new", 2*time.Minute), ack("inc-1", "old", 3*time.Minute)} {
+		w.receipts(false, r)
+		require.NoError(t, v.Sync(t.Context()))
+	}
+	for name, v := range map[string]*running{"live": v, "rebuilt": run(t, t.TempDir(), b)} {
+		known, err := v.Lookup(t.Context(), []string{"k1"})
+		require.NoError(t, err)
+		k, ok := known["k1"].Ack("bank", "inc-2")
+		assert.True(t, ok, name)
+		assert.Equal(t, "new", k.By, "%s: the decided record's acknowledgement stays", name)
+	}
+}
