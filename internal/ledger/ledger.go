@@ -115,20 +115,26 @@ func (k *Ack) Of(incarnation string) bool {
 // incarnation (an entry's decision names it: Entry.Incarnation). The rule:
 //   - of the same incarnation as held (Ack.Of): never, the first
 //     acknowledgement of a partner's record is the one that counts;
-//   - of another: only when k's incarnation is one the alert was decided
-//     for and held's is not.
+//   - of another: when k's incarnation is one the alert was decided for
+//     and held's is not; never when held's is and k's is not;
+//   - of another, and no decision tells them apart (decisions recorded
+//     before Herald named incarnations, which belong to every record of
+//     the id): k, the later record acknowledging for itself, as before.
 //
-// It is monotone: once an acknowledgement of a record the alert was
-// decided for is kept, none replaces it, so a process still holding the
-// partner's old record cannot flip the shown acknowledgement back, and
-// whichever order the two are read in, the same one is kept (a view
-// rebuilt answers as one kept live). The ledger and the view keep
-// acknowledgements by this rule.
+// It is monotone wherever a decision names the incarnation: once an
+// acknowledgement of the record the alert was decided for is kept, none
+// replaces it, so a process still holding the partner's old record cannot
+// flip the shown acknowledgement back, and whichever order the two are
+// read in, the same one is kept (a view rebuilt answers as one kept
+// live). The ledger and the view keep acknowledgements by this rule.
 func (k *Ack) Replaces(held Ack, decided func(incarnation string) bool) bool {
 	if held.Of(k.Incarnation) {
 		return false
 	}
-	return decided(k.Incarnation) && !decided(held.Incarnation)
+	if dk, dh := decided(k.Incarnation), decided(held.Incarnation); dk != dh {
+		return dk
+	}
+	return !decided(held.Incarnation)
 }
 
 // EntryKey is the key of the entry of (subscriber, target) within an alert.

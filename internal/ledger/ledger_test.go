@@ -131,7 +131,9 @@ func TestAckOfItsIncarnation(t *testing.T) {
 	}{
 		{"own", []delivery.Receipt{ack("inc-1", "old", 0)}, "inc-1", "old"},
 		{"predecessor's", []delivery.Receipt{ack("inc-1", "old", 0)}, "inc-2", ""},
-		{"own after the predecessor's", []delivery.Receipt{decided("inc-2"), ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "new"},
+		{"own after the predecessor's", []delivery.Receipt{ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "new"},
+		{"own after the predecessor's, decided for it", []delivery.Receipt{decided("inc-2"), ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "new"},
+		{"the decided record's stays", []delivery.Receipt{decided("inc-1"), ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-1", "old"},
 		// A process still holding the partner's old record acknowledges
 		// late: the acknowledgement of the record the alert was decided
 		// for stays, read in either order.
