@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -158,4 +159,130 @@ func TestFollowUpOfAGoneAlertIsRefusedAtPublish(t *testing.T) {
 	require.Equal(t, 2, exit, "%s%s", out.String(), errOut.String())
 	assert.Contains(t, errOut.String(), "references[0]")
 	assert.Contains(t, errOut.String(), why)
+}
+
+// TestFollowUpOfAnUntraceableChain: an update whose chain has more than
+// the thousand alerts the fan-out traces (here: it updates an update of a
+// thousand alerts) can never be traced, however often it is fetched: the
+// fan-out quarantines it as unknown-reference, naming references[0] and
+// why, and the alert after it on the same partition goes out. It used to
+// fail the batch as if the view could not be read, for ever.
+func TestFollowUpOfAnUntraceableChain(t *testing.T) {
+	e := newServeEnv(t, nil)
+	e.cfg.Kafka.Partitions = 1 // the update and the alert after it share a partition
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, b, acmeCarWash())
+	ctx := t.Context()
+	e.start(t, app.RoleFanout, app.RoleDeliver)
+
+	// A thousand alerts for a sector no partner is in, and an update of
+	// them all: its chain is the thousand, as many as is traced.
+	var msgs []kafka.Message
+	wide := carWashAlert("op-wide-upd")
+	wide.Type = alerts.TypeUpdate
+	for i := range 1000 {
+		a := carWashAlert(fmt.Sprintf("op-many-%04d", i))
+		a.Audience.Sectors = []string{"care"}
+		v, err := json.Marshal(a)
+		require.NoError(t, err)
+		msgs = append(msgs, kafka.Message{Key: []byte(a.ID), Value: v})
+		wide.References = append(wide.References, a.ID)
+	}
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, msgs...))
+	publish(t, b, wide)
+	fannedOut := func(id string) bool {
+		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
+		return err == nil && known[id] != nil && !known[id].FannedOut.IsZero()
+	}
+	require.Eventually(t, func() bool { return fannedOut(wide.ID) }, 120*time.Second, 50*time.Millisecond, "%s", e.logs)
+
+	upd := carWashAlert("op-long-upd")
+	upd.Type, upd.References = alerts.TypeUpdate, []string{wide.ID}
+	publish(t, b, upd)
+	publish(t, b, carWashAlert("op-after-2"))
+	require.Eventually(t, func() bool {
+		known, err := ledger.FromBus(b).Lookup(ctx, []string{"op-after-2"})
+		if err != nil || known["op-after-2"] == nil {
+			return false
+		}
+		e, ok := known["op-after-2"].Entry("acme", "soc@acme.example")
+		return ok && e.State == delivery.StateDelivered
+	}, 60*time.Second, 50*time.Millisecond, "the alert after the update goes out:\n%s", e.logs)
+
+	var reason, why string
+	require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
+		if string(m.Key) == upd.ID {
+			reason, why = bus.Header(m, "reason"), bus.Header(m, "error")
+		}
+		return nil
+	}))
+	assert.Equal(t, fanout.ReasonUnknownRef, reason)
+	assert.Contains(t, why, "references[0]")
+	assert.Contains(t, why, `the chain of alert "op-wide-upd" cannot be traced: it has more than 1000 alerts`)
+	assert.False(t, fannedOut(upd.ID), "the update was not fanned out")
+}
+
+// TestCLIFollowUpOfAConflictingSurvivor: retention deleted an alert's
+// record while a later record under its id with other content (the
+// fan-out quarantined it duplicate-id) survived. The CLI, which reads
+// Kafka, judges an update of the alert, or of an update of it, against
+// the alert that was fanned out, as the view does: its record is gone,
+// exit 2 naming references[0]; it used to take the survivor for the
+// alert and publish.
+func TestCLIFollowUpOfAConflictingSurvivor(t *testing.T) {
+	e := newServeEnv(t, nil)
+	e.cfg.Kafka.Partitions = 1
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, b, acmeCarWash())
+	ctx := t.Context()
+	e.start(t, app.RoleFanout)
+
+	orig := carWashAlert("op-twice-1")
+	v, err := json.Marshal(orig)
+	require.NoError(t, err)
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(orig.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}))
+	fannedOut := func(id string) bool {
+		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
+		return err == nil && known[id] != nil && !known[id].FannedOut.IsZero()
+	}
+	require.Eventually(t, func() bool { return fannedOut(orig.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	upd := carWashAlert("op-twice-upd")
+	upd.Type, upd.References = alerts.TypeUpdate, []string{orig.ID}
+	publish(t, b, upd)
+	require.Eventually(t, func() bool { return fannedOut(upd.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	other := carWashAlert(orig.ID)
+	other.Title = "Another alert under its id"
+	publish(t, b, other)
+	quarantined := func() bool {
+		found := false
+		require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
+			found = found || (string(m.Key) == orig.ID && bus.Header(m, "reason") == fanout.ReasonDuplicateID)
+			return nil
+		}))
+		return found
+	}
+	require.Eventually(t, quarantined, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+
+	e.cluster.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(ctx, bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, 10*time.Second, 10*time.Millisecond)
+
+	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(e.cluster.Addrs(), ","))
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", e.cfg.Publishing.KeyFile)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	for _, tc := range []struct{ id, ref, why string }{
+		{"op-twice-upd2", orig.ID, `alert "op-twice-1"'s record has left the alerts topic (retention)`},
+		{"op-twice-upd3", upd.ID, `the chain of alert "op-twice-upd" reaches alert "op-twice-1", whose record has left the alerts topic (retention)`},
+	} {
+		file := filepath.Join(t.TempDir(), "update.json")
+		require.NoError(t, os.WriteFile(file, []byte(`{"id": "`+tc.id+`", "type": "update", "references": ["`+tc.ref+`"], "title": "Car wash moved its workers",
+			"severity": "severe", "tlp": "GREEN", "marking": "OFFICIAL", "handling": {"code": "P"}, "audience": {"sectors": ["car-washes"]}}`), 0o600))
+		var out, errOut bytes.Buffer
+		exit := cli.Execute(ctx, []string{"publish", file}, strings.NewReader(""), &out, &errOut)
+		assert.Equal(t, 2, exit, "update of %s: %s%s", tc.ref, out.String(), errOut.String())
+		assert.Contains(t, errOut.String(), "references[0]")
+		assert.Contains(t, errOut.String(), tc.why)
+	}
 }

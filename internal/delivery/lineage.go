@@ -3,7 +3,6 @@ package delivery
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -54,11 +53,31 @@ type Ref struct {
 // the fan-out walk without end.
 const maxChain = 1000
 
+// UntraceableError says that the chain of an alert cannot be traced from
+// the alerts as published: it has more than maxChain alerts, an alert of
+// it has no issued_at, or its references go round in a circle. It is a
+// fact about the history, not a failure to read it: tracing again finds
+// the same. TraceLineage returns it; what it returns otherwise is
+// lookup's error.
+type UntraceableError struct {
+	// Alert is the id of the alert whose chain was traced.
+	Alert string
+	// Why says what makes the chain untraceable ("alert X has no
+	// issued_at").
+	Why string
+}
+
+func (e *UntraceableError) Error() string {
+	return "trace the chain of " + e.Alert + ": " + e.Why
+}
+
 // TraceLineage traces the lineage of a from the alerts it references,
 // which lookup returns as published (an error when an id is unknown). An
 // alert that references nothing has no lineage: nil. The root is reached
 // through the first reference of each alert. Earlier is empty: For gives
 // each recipient the lineage with the indicators it may see withdrawn.
+// A chain that cannot be traced is a *UntraceableError; lookup's errors
+// are returned wrapped.
 func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)) (*Lineage, error) {
 	if a == nil || len(a.References) == 0 {
 		return nil, nil
@@ -69,14 +88,14 @@ func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)
 			return r, nil
 		}
 		if len(seen) == maxChain {
-			return nil, fmt.Errorf("trace the chain of %s: more than %d alerts", a.ID, maxChain)
+			return nil, &UntraceableError{Alert: a.ID, Why: fmt.Sprintf("it has more than %d alerts", maxChain)}
 		}
 		r, err := lookup(id)
 		if err != nil {
 			return nil, fmt.Errorf("trace the chain of %s: %w", a.ID, err)
 		}
 		if r == nil || r.IssuedAt == nil || r.IssuedAt.IsZero() {
-			return nil, fmt.Errorf("trace the chain of %s: alert %s has no issued_at", a.ID, id)
+			return nil, &UntraceableError{Alert: a.ID, Why: "alert " + id + " has no issued_at"}
 		}
 		seen[id] = r
 		return r, nil
@@ -112,7 +131,7 @@ func TraceLineage(a *alerts.Alert, lookup func(id string) (*alerts.Alert, error)
 	root := seen[a.References[0]]
 	for steps := 0; root.Type != alerts.TypeAlert && len(root.References) > 0; steps++ {
 		if steps == maxChain {
-			return nil, errors.New("trace the chain of " + a.ID + ": its references go round in a circle")
+			return nil, &UntraceableError{Alert: a.ID, Why: "its references go round in a circle"}
 		}
 		next, err := get(root.References[0])
 		if err != nil {

@@ -87,18 +87,35 @@ func TestTraceLineageFails(t *testing.T) {
 	up := issued("up", alerts.TypeUpdate, t0, []string{"gone"})
 	_, err := delivery.TraceLineage(up, chainOf(up))
 	require.ErrorContains(t, err, "gone")
+	var untraceable *delivery.UntraceableError
+	require.False(t, errors.As(err, &untraceable), "a failed lookup is lookup's error, not a fact about the chain: %v", err)
 
 	unissued := &alerts.Alert{ID: "x", Type: alerts.TypeAlert}
 	_, err = delivery.TraceLineage(issued("u", alerts.TypeUpdate, t0, []string{"x"}), chainOf(unissued))
 	require.ErrorContains(t, err, "issued_at")
+	require.ErrorAs(t, err, &untraceable)
 
 	a := issued("a", alerts.TypeUpdate, t0, []string{"b"})
 	b := issued("b", alerts.TypeUpdate, t0, []string{"a"})
 	_, err = delivery.TraceLineage(issued("c", alerts.TypeCancel, t0, []string{"a"}), chainOf(a, b))
 	require.ErrorContains(t, err, "circle")
+	require.ErrorAs(t, err, &untraceable)
+
+	long := make([]*alerts.Alert, 1002) // long[i] updates long[i+1]; the last is the root
+	for i := range long {
+		var refs []string
+		if i < len(long)-1 {
+			refs = []string{fmt.Sprintf("l%d", i+1)}
+		}
+		long[i] = issued(fmt.Sprintf("l%d", i), alerts.TypeUpdate, t0, refs)
+	}
+	_, err = delivery.TraceLineage(long[0], chainOf(long...))
+	require.ErrorContains(t, err, "more than 1000 alerts")
+	require.ErrorAs(t, err, &untraceable)
 
 	_, err = delivery.TraceLineage(up, func(string) (*alerts.Alert, error) { return nil, errors.New("view closed") })
 	require.ErrorContains(t, err, "view closed")
+	require.False(t, errors.As(err, &untraceable))
 }
 
 // TestJobCarriesLineage: the lineage survives the job's encoding.

@@ -457,9 +457,12 @@ func (w *Worker) Plan(ctx context.Context, a *alerts.Alert, raw []byte) (*Plan, 
 // checkPrior applies rule 7 to an update or cancel given what the ledger
 // knows of the alerts it references and what the alerts topic still holds
 // of their chains (held, ledger.CheckReferences): a rejection names what
-// is wrong. A reference whose chain reaches a record retention deleted is
-// quarantined as unknown-reference: its lineage can never be traced, so
-// the batch is not failed (it would be fetched again for ever, and every
+// is wrong. A reference whose chain reaches a record retention deleted, or
+// cannot be traced (delivery.UntraceableError: more than a thousand
+// alerts, an alert without issued_at, references in a circle), is
+// quarantined as unknown-reference, as a reference Herald never fanned
+// out: what it names cannot be resolved to a lineage, now or later. The
+// batch is not failed (it would be fetched again for ever, and every
 // later alert of its partition would reach no one), and the follow-up is
 // never sent on a partial lineage.
 func checkPrior(a *alerts.Alert, prior map[string]*ledger.Alert, held ledger.Published) error {

@@ -47,7 +47,11 @@ func Remembered(published Published) Published {
 // and a follow-up sent without its lineage would withdraw nothing. It
 // returns one field error per problem, named references[i], marking or
 // tlp; the error is published's when it failed other than with ErrGone.
-// References that are not valid ids are left to Alert.Validate.
+// A chain that cannot be traced (a delivery.UntraceableError: too long,
+// an alert without issued_at, references in a circle) is a field error
+// too: it is a fact about the history, which asking again would not
+// change, not a failure to find out. References that are not valid ids
+// are left to Alert.Validate.
 //
 // The publisher (refusing the alert) and the fan-out (quarantining it)
 // both judge references here, so that they judge them alike.
@@ -63,12 +67,16 @@ func CheckReferences(a *alerts.Alert, known map[string]*Alert, published Publish
 			v.Add(field, "alert %q is not known to Herald (it has not been published, or not yet fanned out)", ref)
 			continue
 		}
-		switch gone, err := goneFrom(a, ref, published); {
+		var untraceable *delivery.UntraceableError
+		switch gone, err := goneFrom(a, ref, known, published); {
 		case gone == ref:
 			v.Add(field, "alert %q's record has left the alerts topic (retention); publish a new alert instead of %s", ref, article(a.Type))
 			continue
 		case gone != "":
 			v.Add(field, "the chain of alert %q reaches alert %q, whose record has left the alerts topic (retention); publish a new alert instead of %s", ref, gone, article(a.Type))
+			continue
+		case errors.As(err, &untraceable):
+			v.Add(field, "the chain of alert %q cannot be traced: %s; publish a new alert instead of %s", ref, untraceable.Why, article(a.Type))
 			continue
 		case err != nil:
 			return nil, err
@@ -81,16 +89,38 @@ func CheckReferences(a *alerts.Alert, known map[string]*Alert, published Publish
 			v.Fields = append(v.Fields, follow.Fields...)
 		}
 	}
+	var refs []string
+	for _, ref := range a.References {
+		if alerts.ValidID(ref) && ref != a.ID {
+			refs = append(refs, ref)
+		}
+	}
+	if len(v.Fields) == 0 && len(refs) > 1 {
+		// Each chain was traced alone; the fan-out traces them together
+		// (delivery.TraceLineage of a), which may be too long although
+		// none of them is.
+		var untraceable *delivery.UntraceableError
+		if _, err := delivery.TraceLineage(&alerts.Alert{ID: a.ID, References: refs}, published); errors.As(err, &untraceable) {
+			v.Add("references", "the chains of the alerts referenced cannot be traced together: %s; publish a new alert instead of %s", untraceable.Why, article(a.Type))
+		} else if err != nil {
+			return nil, err
+		}
+	}
 	return v.Fields, nil
 }
 
 // goneFrom traces the chain of a's reference ref through published, as
 // the fan-out traces a's lineage, and returns the id of the first alert of
 // it whose record is gone (ErrGone), or "" and the error that stopped the
-// trace, if any.
-func goneFrom(a *alerts.Alert, ref string, published Published) (gone string, err error) {
+// trace, if any. A record that is not the alert known under its id
+// (Alert.IsRecord: a later record with other content survived retention
+// of the alert's) is gone too.
+func goneFrom(a *alerts.Alert, ref string, known map[string]*Alert, published Published) (gone string, err error) {
 	_, err = delivery.TraceLineage(&alerts.Alert{ID: a.ID, References: []string{ref}}, func(id string) (*alerts.Alert, error) {
 		r, err := published(id)
+		if err == nil && r != nil && !known[id].IsRecord(r) {
+			err = fmt.Errorf("alert %s: the record under its id is another alert: %w", id, ErrGone)
+		}
 		if errors.Is(err, ErrGone) {
 			gone = id
 		}

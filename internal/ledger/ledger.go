@@ -110,11 +110,32 @@ func (k *Ack) Of(incarnation string) bool {
 }
 
 // Replaces reports whether k, an acknowledgement of an alert read after
-// held, the one kept for the same partner, takes its place: the first
-// acknowledgement of a partner's record is the one that counts, and a
-// record of another incarnation (the id registered again) acknowledges
-// for itself. The ledger and the view keep acknowledgements by this rule.
-func (k *Ack) Replaces(held Ack) bool { return !held.Of(k.Incarnation) }
+// held, the one kept for the same partner, takes its place. decided
+// reports whether the alert was decided for the partner's record of an
+// incarnation (an entry's decision names it: Entry.Incarnation). The rule:
+//   - of the same incarnation as held (Ack.Of): never, the first
+//     acknowledgement of a partner's record is the one that counts;
+//   - of another: when k's incarnation is one the alert was decided for
+//     and held's is not; never when held's is and k's is not;
+//   - of another, and no decision tells them apart (decisions recorded
+//     before Herald named incarnations, which belong to every record of
+//     the id): k, the later record acknowledging for itself, as before.
+//
+// It is monotone wherever a decision names the incarnation: once an
+// acknowledgement of the record the alert was decided for is kept, none
+// replaces it, so a process still holding the partner's old record cannot
+// flip the shown acknowledgement back, and whichever order the two are
+// read in, the same one is kept (a view rebuilt answers as one kept
+// live). The ledger and the view keep acknowledgements by this rule.
+func (k *Ack) Replaces(held Ack, decided func(incarnation string) bool) bool {
+	if held.Of(k.Incarnation) {
+		return false
+	}
+	if dk, dh := decided(k.Incarnation), decided(held.Incarnation); dk != dh {
+		return dk
+	}
+	return !decided(held.Incarnation)
+}
 
 // EntryKey is the key of the entry of (subscriber, target) within an alert.
 func EntryKey(subscriber, target string) string { return subscriber + "\x00" + target }
@@ -159,7 +180,8 @@ func (e *Entry) Apply(r delivery.Receipt) {
 type Alert struct {
 	Meta
 	// Acks are the partners' acknowledgements, by partner: the first of
-	// the latest incarnation of each that acknowledged (Ack.Replaces).
+	// the record the alert was decided for, else the first read
+	// (Ack.Replaces).
 	// Ask Ack for a partner's record's own.
 	Acks    map[string]Ack
 	entries map[string]*Entry // by EntryKey
@@ -186,7 +208,7 @@ func (l *Ledger) Add(r delivery.Receipt) {
 		a.Meta.Apply(r)
 	case delivery.KindAck:
 		k := AckOf(r)
-		if held, ok := a.Acks[r.Subscriber]; !ok || k.Replaces(held) {
+		if held, ok := a.Acks[r.Subscriber]; !ok || k.Replaces(held, a.decidedFor(r.Subscriber)) {
 			if a.Acks == nil {
 				a.Acks = map[string]Ack{}
 			}
@@ -200,6 +222,23 @@ func (l *Ledger) Add(r delivery.Receipt) {
 			a.entries[k] = e
 		}
 		e.Apply(r)
+	}
+}
+
+// decidedFor returns whether the alert was decided for subscriber's
+// record of an incarnation: one of the partner's entries has a decision
+// naming it (Ack.Replaces).
+func (a *Alert) decidedFor(subscriber string) func(incarnation string) bool {
+	return func(incarnation string) bool {
+		if incarnation == "" {
+			return false
+		}
+		for _, e := range a.entries {
+			if e.Subscriber == subscriber && e.Decision != "" && e.Incarnation == incarnation {
+				return true
+			}
+		}
+		return false
 	}
 }
 
@@ -231,6 +270,17 @@ func (a *Alert) Entries() []Entry {
 	return out
 }
 
+// IsRecord reports whether r, a record the alerts topic holds under the
+// alert's id, is the alert the ledger knows: its digest is the one the
+// alert receipt names (Meta.Digest), or the ledger knows none (a nil
+// Alert, or receipts without a digest). A later record under the id with
+// other content (quarantined duplicate-id), which survives when retention
+// deleted the first, is not the alert: an id names one alert forever.
+// view.View.Retained keeps the same rule for the view's records.
+func (a *Alert) IsRecord(r *alerts.Alert) bool {
+	return a == nil || a.Digest == "" || r.Digest() == a.Digest
+}
+
 // Ack returns the acknowledgement of the alert made by subscriber's
 // record of the given incarnation (Ack.Of), if there is one.
 func (a *Alert) Ack(subscriber, incarnation string) (Ack, bool) {
@@ -242,8 +292,7 @@ func (a *Alert) Ack(subscriber, incarnation string) (Ack, bool) {
 }
 
 // Acknowledgements returns the partners' acknowledgements, oldest first
-// (then by partner): one per partner, the first its latest incarnation
-// that acknowledged made.
+// (then by partner): one per partner, kept by Ack.Replaces.
 func (a *Alert) Acknowledgements() []Ack {
 	out := make([]Ack, 0, len(a.Acks))
 	for _, k := range a.Acks {

@@ -119,6 +119,10 @@ func TestAckOfItsIncarnation(t *testing.T) {
 	ack := func(inc, by string, d time.Duration) delivery.Receipt {
 		return delivery.Receipt{Kind: delivery.KindAck, AlertID: "a1", Subscriber: "bank", Incarnation: inc, By: by, At: at.Add(d)}
 	}
+	decided := func(inc string) delivery.Receipt {
+		return delivery.Receipt{Kind: delivery.KindDecision, AlertID: "a1", Subscriber: "bank", Incarnation: inc,
+			Target: "soc@bank.example", Channel: delivery.ChannelEmail, Decision: delivery.Deliver, At: at}
+	}
 	for _, tc := range []struct {
 		name     string
 		receipts []delivery.Receipt
@@ -128,6 +132,14 @@ func TestAckOfItsIncarnation(t *testing.T) {
 		{"own", []delivery.Receipt{ack("inc-1", "old", 0)}, "inc-1", "old"},
 		{"predecessor's", []delivery.Receipt{ack("inc-1", "old", 0)}, "inc-2", ""},
 		{"own after the predecessor's", []delivery.Receipt{ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "new"},
+		{"own after the predecessor's, decided for it", []delivery.Receipt{decided("inc-2"), ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "new"},
+		{"the decided record's stays", []delivery.Receipt{decided("inc-1"), ack("inc-1", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-1", "old"},
+		// A process still holding the partner's old record acknowledges
+		// late: the acknowledgement of the record the alert was decided
+		// for stays, read in either order.
+		{"a late ack of the old record", []delivery.Receipt{decided("inc-2"), ack("inc-2", "new", 0), ack("inc-1", "old", time.Minute)}, "inc-2", "new"},
+		{"a late ack of the old record, read first", []delivery.Receipt{decided("inc-2"), ack("inc-1", "old", time.Minute), ack("inc-2", "new", 0)}, "inc-2", "new"},
+		{"the old record's own, not replaced back", []delivery.Receipt{decided("inc-2"), ack("inc-2", "new", 0), ack("inc-1", "old", time.Minute)}, "inc-1", ""},
 		{"first of its own counts", []delivery.Receipt{ack("inc-2", "new", 0), ack("inc-2", "again", time.Minute)}, "inc-2", "new"},
 		{"before incarnations", []delivery.Receipt{ack("", "old", 0), ack("inc-2", "new", time.Minute)}, "inc-2", "old"},
 		{"a record without one", []delivery.Receipt{ack("inc-1", "old", 0)}, "", "old"},

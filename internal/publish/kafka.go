@@ -78,7 +78,11 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 
 // Held implements Index: read to the end of the alerts topic as of the
 // call, an alert whose receipts exist and whose record is not there was
-// deleted by retention.
+// deleted by retention. A record that is not the alert the receipts say
+// was fanned out (ledger.Alert.IsRecord: a later record under the id
+// survived) is gone too, as the view answers (view.View.Retained), so
+// that the chain of a follow-up is traced through the alerts its partners
+// received.
 func (k KafkaIndex) Held(ctx context.Context, id string) (*alerts.Alert, error) {
 	a, _, err := k.published(ctx, id)
 	if err != nil {
@@ -86,6 +90,13 @@ func (k KafkaIndex) Held(ctx context.Context, id string) (*alerts.Alert, error) 
 	}
 	if a == nil {
 		return nil, fmt.Errorf("alert %s: %w", id, ledger.ErrGone)
+	}
+	known, err := k.Lookup(ctx, []string{id})
+	if err != nil {
+		return nil, fmt.Errorf("alert %s as fanned out: %w", id, err)
+	}
+	if !known[id].IsRecord(a) {
+		return nil, fmt.Errorf("alert %s: the record under its id is another alert: %w", id, ledger.ErrGone)
 	}
 	return a, nil
 }

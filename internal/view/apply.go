@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -397,7 +398,7 @@ func (t *txn) applyReceipt(r *delivery.Receipt) error {
 			if err := json.Unmarshal(val, &held); err != nil {
 				return corrupt("ack", k, err)
 			}
-			if !ack.Replaces(held) {
+			if !ack.Replaces(held, t.decidedFor(r.AlertID, r.Subscriber)) {
 				return nil
 			}
 		} else {
@@ -409,6 +410,30 @@ func (t *txn) applyReceipt(r *delivery.Receipt) error {
 		return t.applyEntry(ra, r)
 	}
 	return nil
+}
+
+// decidedFor returns whether alert id was decided for subscriber's record
+// of an incarnation (ledger.Ack.Replaces): an entry of the partner, as
+// stored or as folded by the transaction, has a decision naming it.
+func (t *txn) decidedFor(id, subscriber string) func(incarnation string) bool {
+	return func(incarnation string) bool {
+		if incarnation == "" {
+			return false
+		}
+		prefix := join(id, subscriber, "")
+		for k, es := range t.entryCache {
+			if strings.HasPrefix(k, string(prefix)) && es.cur.Decision != "" && es.cur.Incarnation == incarnation {
+				return true
+			}
+		}
+		c := t.entries.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if e, err := decodeEntry(v); err == nil && e.Decision != "" && e.Incarnation == incarnation {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // entryState is an entry touched by the transaction: as stored before it

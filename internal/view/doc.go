@@ -62,7 +62,7 @@
 //	               per state, acknowledgement count, time of the first receipt
 //	entries        <id> 0x00 <subscriber> 0x00 <target> → binary ledger.Entry (its incarnation too) and the
 //	               time its partner-index keys are sorted by
-//	acks           <id> 0x00 <subscriber> → JSON ledger.Ack (the first of each partner's latest incarnation to acknowledge: ledger.Ack.Replaces)
+//	acks           <id> 0x00 <subscriber> → JSON ledger.Ack (each partner's kept by ledger.Ack.Replaces: its decided record's first)
 //	list           <state byte> BE64(time) <id> → nil; state byte 'a' (every alert),
 //	               'p' pending (expired ones too: expiry is judged at query time),
 //	               'u' published, 'r' rejected, 'q' quarantined

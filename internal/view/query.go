@@ -112,6 +112,23 @@ func fannedOut(tx *bbolt.Tx, id string) (digest string, ok bool) {
 	return ra.Meta.Digest, true
 }
 
+// fannedOutRecord returns the record of the alert id the view keeps
+// (published) when it is the alert the receipts say was fanned out under
+// the id (its digest the alert receipt's, when they name one): nil for a
+// later record with other content, which survives when retention deleted
+// the alert's, and for none. It is the one rule of what answers for an
+// alert's content: Retained, and the not_before a partner's rows wait for
+// (partnerReader.waits).
+func fannedOutRecord(tx *bbolt.Tx, id string) *Published {
+	p := published(tx, id)
+	if p != nil {
+		if d, ok := fannedOut(tx, id); !ok || (d != "" && d != p.Digest) {
+			return nil
+		}
+	}
+	return p
+}
+
 // Retained is Published while the alerts topic still holds the record
 // of the alert the id names: false for one that retention deleted
 // (below its partition's log start, read at each Sync and every minute
@@ -127,12 +144,7 @@ func fannedOut(tx *bbolt.Tx, id string) (digest string, ok bool) {
 func (v *View) Retained(id string) (*Published, bool) {
 	var p *Published
 	_ = v.read(func(tx *bbolt.Tx) error {
-		p = published(tx, id)
-		if p != nil {
-			if d, ok := fannedOut(tx, id); !ok || (d != "" && d != p.Digest) {
-				p = nil
-			}
-		}
+		p = fannedOutRecord(tx, id)
 		return nil
 	})
 	if p == nil || v.deleted(p.Partition, p.Offset) {
@@ -661,7 +673,10 @@ type partnerReader struct {
 // waits reports whether alert id's not_before is after r.at, or the view
 // does not hold the alert yet (never when r.at is zero, nor for Herald's
 // own key-expiry notices, which are never on the alerts topic and have no
-// not_before).
+// not_before). The not_before is the fanned-out alert's
+// (fannedOutRecord): a later record under the id with other content, which
+// survives retention of the alert's, says nothing of when the alert may
+// be shown, and the alert is held as one the view lacks.
 func (r *partnerReader) waits(id string) (bool, error) {
 	if r.at.IsZero() || delivery.IsKeyExpiryNotice(id) {
 		return false, nil
@@ -674,13 +689,7 @@ func (r *partnerReader) waits(id string) (bool, error) {
 	// alerts topic, as while the view is rebuilt) is held too: what it
 	// waits for is not known, and a partner learns of nothing early.
 	w = true
-	if v := r.tx.Bucket(bPublished).Get([]byte(id)); v != nil {
-		var p struct {
-			NotBefore time.Time `json:"not_before"`
-		}
-		if err := json.Unmarshal(v, &p); err != nil {
-			return false, corrupt("published", []byte(id), err)
-		}
+	if p := fannedOutRecord(r.tx, id); p != nil {
 		w = p.NotBefore.After(r.at)
 	}
 	r.waiting[id] = w

@@ -1089,3 +1089,67 @@ func TestConflictingSurvivorIsNotTheAlert(t *testing.T) {
 	_, err = fresh.Held(t.Context(), "c1")
 	assert.ErrorIs(t, err, ledger.ErrGone)
 }
+
+// A partner's rows wait for the not_before of the alert that was fanned
+// out, not for a conflicting survivor's: after retention deleted an
+// embargoed alert's record, a later record under its id without a
+// not_before does not show the partner the alert early, live or rebuilt.
+func TestPartnerRowsWaitForTheFannedOutAlert(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	b := c.Open(t, c.Config())
+	orig := alert(t, "c2", "The alert fanned out", alerts.TLPGreen, "api:alice", at(0), "", time.Time{})
+	notBefore := at(48 * time.Hour)
+	orig.NotBefore = &notBefore
+	other := alert(t, "c2", "Another alert under its id", alerts.TLPGreen, "api:mallory", at(time.Minute), "", time.Time{})
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(),
+		kafka.Message{Key: []byte("c2"), Value: mustJSON(t, orig), Time: time.Now().Add(-500 * 24 * time.Hour)}))
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte("c2"), Value: mustJSON(t, other)}))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, waitFor, tick)
+
+	v := run(t, t.TempDir(), b)
+	w := newWriter(t, c, b)
+	w.receipts(false, alertReceipt(orig, at(time.Minute)),
+		decision("c2", "bank", delivery.ChannelPull, delivery.TargetPull, delivery.Deliver, delivery.ModePull, at(time.Minute)))
+	require.NoError(t, v.Sync(t.Context()))
+	for name, v := range map[string]*running{"live": v, "rebuilt": run(t, t.TempDir(), b)} {
+		got, _, err := v.PartnerDeliveries("bank", view.PartnerQuery{At: at(time.Hour)})
+		require.NoError(t, err)
+		assert.NotContains(t, alertsOf(got), "c2", "%s: the survivor's not_before is not the alert's", name)
+		got, _, err = v.PartnerDeliveries("bank", view.PartnerQuery{})
+		require.NoError(t, err)
+		assert.Contains(t, alertsOf(got), "c2", "%s: no At, no filter", name)
+	}
+}
+
+// An acknowledgement by the partner's record the alert was decided for is
+// never replaced by a late one of the partner's old record (a process
+// still holding it): the view, applying them one at a time or rebuilt in
+// one go, keeps the same one as the ledger.
+func TestAckOfTheDecidedRecordStays(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(1))
+	b := c.Open(t, c.Config())
+	w := newWriter(t, c, b)
+	a := alert(t, "k1", "Acknowledged", alerts.TLPGreen, "api:alice", at(0), "", time.Time{})
+	w.publish(a)
+	v := run(t, t.TempDir(), b)
+	ack := func(inc, by string, d time.Duration) delivery.Receipt {
+		return delivery.Receipt{Kind: delivery.KindAck, AlertID: "k1", Subscriber: "bank", Incarnation: inc, By: by, At: at(d)}
+	}
+	dec := decision("k1", "bank", delivery.ChannelEmail, "fc@bank.example", delivery.Deliver, delivery.ModeSigned, at(time.Minute))
+	dec.Incarnation = "inc-2"
+	for _, r := range []delivery.Receipt{alertReceipt(a, at(time.Minute)), dec, ack("inc-2", "new", 2*time.Minute), ack("inc-1", "old", 3*time.Minute)} {
+		w.receipts(false, r)
+		require.NoError(t, v.Sync(t.Context()))
+	}
+	for name, v := range map[string]*running{"live": v, "rebuilt": run(t, t.TempDir(), b)} {
+		known, err := v.Lookup(t.Context(), []string{"k1"})
+		require.NoError(t, err)
+		k, ok := known["k1"].Ack("bank", "inc-2")
+		assert.True(t, ok, name)
+		assert.Equal(t, "new", k.By, "%s: the decided record's acknowledgement stays", name)
+	}
+}
