@@ -368,7 +368,9 @@ func writeAudit(w *writer) {
 }
 
 // bind writes a binding of the alert-ids topic.
-func (w *writer) bind(forged bool, b record.Binding) { w.write(forged, bus.TopicAlertIDs, b.ID, b.Encode()) }
+func (w *writer) bind(forged bool, b record.Binding) {
+	w.write(forged, bus.TopicAlertIDs, b.ID, b.Encode())
+}
 
 // g1Digest is the digest bound to g1, an alert whose record and receipts
 // are gone: only its binding is held.
