@@ -378,14 +378,16 @@ const g1Digest = "sha256:g1"
 
 // writeBindings writes the bindings of the workload: a1's, then another
 // binding of a1 (which the view never takes: the first binding stands),
-// a forged binding of a2, and g1's, an alert of which nothing else is
-// held.
+// a forged binding of a2, g1's, an alert of which nothing else is held,
+// and a3's, whose receipts are not held (as once retention deleted them)
+// while its record is.
 func writeBindings(w *writer) {
 	t := w.t
 	w.bind(false, record.Binding{ID: "a1", Digest: a1(t).Digest(), FannedOut: at(70 * time.Second), Partition: 0, Offset: 0})
 	w.bind(false, record.Binding{ID: "a1", Digest: "sha256:other", FannedOut: at(8 * time.Minute), Offset: -1})
 	w.bind(true, record.Binding{ID: "a2", Digest: "sha256:forged", FannedOut: at(time.Minute), Offset: -1})
 	w.bind(false, record.Binding{ID: "g1", Digest: g1Digest, FannedOut: at(time.Minute), Offset: -1})
+	w.bind(false, record.Binding{ID: "a3", Digest: a3(t).Digest(), FannedOut: at(9 * time.Minute), Offset: -1})
 }
 
 func writeWorkload(w *writer) {

@@ -354,7 +354,7 @@ func (v *View) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Ale
 					return corrupt("binding", []byte(id), errors.New("unreadable"))
 				}
 				if b != nil {
-					ra.Meta.ID, ra.Meta.Digest, ra.Meta.FannedOut = id, b.Digest, b.FannedOut
+					ra.Meta = v.boundMeta(tx, b)
 				} else if rcpt.Get([]byte(id)) == nil {
 					continue
 				}
@@ -387,6 +387,20 @@ func (v *View) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Ale
 		return nil, fmt.Errorf("view lookup: %w", err)
 	}
 	return out, nil
+}
+
+// boundMeta is what the ledger says of an alert known by its binding
+// alone: its id, digest and fan-out time, and the labels the alert
+// receipt would give (type, TLP, marking, title, references, issuer and
+// approver, which a follow-up is checked against) from its record when
+// the alerts topic still holds the record that has the bound digest.
+func (v *View) boundMeta(tx *bbolt.Tx, b *record.Binding) ledger.Meta {
+	m := ledger.Meta{ID: b.ID, Digest: b.Digest, FannedOut: b.FannedOut}
+	if p := published(tx, b.ID); p != nil && p.Digest == b.Digest && !v.deleted(p.Partition, p.Offset) {
+		m.Type, m.TLP, m.Marking, m.Title, m.References = p.Type, p.TLP, p.Marking, p.Title, p.References
+		m.IssuedBy, m.ApprovedBy = p.IssuedBy, p.ApprovedBy
+	}
+	return m
 }
 
 // summarize builds the list's summary of id from what each topic holds.

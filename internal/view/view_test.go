@@ -353,6 +353,9 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 	require.NotContains(t, want.Bindings, "a2")
 	wantLedger := ledgerOf(t, b, dumpIDs...)
 	wantLedger["g1"] = ledger.Restore(ledger.Meta{ID: "g1", Digest: g1Digest, FannedOut: at(time.Minute)}, nil, nil)
+	a := a3(t)
+	wantLedger["a3"] = ledger.Restore(ledger.Meta{ID: "a3", Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title,
+		Digest: a.Digest(), IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, FannedOut: at(9 * time.Minute)}, nil, nil)
 	require.Equal(t, wantLedger, got.Lookup)
 	var unbound []string
 	for _, u := range want.Unbound {
