@@ -73,11 +73,12 @@ func ParseRoles(s string) ([]string, error) {
 // (the fan-out's jobs and quarantine, the deliver role's receipts and dead
 // letters). Their retention is checked before the role starts (PRODUCT.md
 // §6). The api role's view reads quarantine: status and the alert list say
-// which alerts the fan-out refused.
+// which alerts the fan-out refused. Both read alert-ids (the fan-out
+// writes it too): an id names one alert forever, after retention.
 func needsTopics(role string, retryTiers int) []string {
 	switch role {
 	case RoleFanout:
-		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDeliveries, bus.TopicQuarantine}
+		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDeliveries, bus.TopicQuarantine, bus.TopicAlertIDs}
 	case RoleDeliver:
 		ts := []string{bus.TopicDeliveries, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDead}
 		for i := range retryTiers {
@@ -86,7 +87,7 @@ func needsTopics(role string, retryTiers int) []string {
 		return ts
 	case RoleAPI:
 		return []string{bus.TopicAlerts, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicDead,
-			bus.TopicPending, bus.TopicAudit, bus.TopicQuarantine}
+			bus.TopicPending, bus.TopicAudit, bus.TopicQuarantine, bus.TopicAlertIDs}
 	}
 	return nil
 }
@@ -348,22 +349,29 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 	case RoleFanout:
 		w := a.fanoutWorker()
 		return a.withKeyWatch(func(ctx context.Context) error {
-			return a.bus.Consume(ctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
-				// Decide against every subscriber change and every receipt
-				// (ids already fanned out, prior recipients) acknowledged
-				// before these alerts were fetched: one request for both.
-				offs, err := a.bus.Offsets(ctx, bus.TopicSubscribers, bus.TopicReceipts)
-				if err != nil {
-					return fmt.Errorf("read the offsets the fan-out decides against: %w", err)
-				}
-				if err := a.follower.SyncTo(ctx, offs[bus.TopicSubscribers]); err != nil {
-					return err
-				}
-				if err := a.view.SyncTo(ctx, map[string][]bus.PartitionOffsets{bus.TopicReceipts: offs[bus.TopicReceipts]}); err != nil {
-					return err
-				}
-				return w.Handle(ctx, msgs)
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return a.backfillBindings(gctx, w.Bindings) })
+			g.Go(func() error {
+				return a.bus.Consume(gctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
+					// Decide against every subscriber change, every receipt
+					// (ids already fanned out, prior recipients) and every
+					// binding of an id acknowledged before these alerts were
+					// fetched: one request for all.
+					offs, err := a.bus.Offsets(ctx, bus.TopicSubscribers, bus.TopicReceipts, bus.TopicAlertIDs)
+					if err != nil {
+						return fmt.Errorf("read the offsets the fan-out decides against: %w", err)
+					}
+					if err := a.follower.SyncTo(ctx, offs[bus.TopicSubscribers]); err != nil {
+						return err
+					}
+					if err := a.view.SyncTo(ctx, map[string][]bus.PartitionOffsets{bus.TopicReceipts: offs[bus.TopicReceipts],
+						bus.TopicAlertIDs: offs[bus.TopicAlertIDs]}); err != nil {
+						return err
+					}
+					return w.Handle(ctx, msgs)
+				})
 			})
+			return g.Wait()
 		}), nil
 	case RoleDeliver:
 		return a.deliverRole()
@@ -400,6 +408,7 @@ func (a *App) fanoutWorker() *fanout.Worker {
 		Deliveries:    a.bus.Producer(bus.TopicDeliveries),
 		Receipts:      a.bus.Producer(bus.TopicReceipts),
 		Quarantine:    a.bus.Producer(bus.TopicQuarantine),
+		Bindings:      a.bus.Producer(bus.TopicAlertIDs),
 		History:       a.view,
 		Authenticate:  a.bus.Authenticate,
 		SecondAnalyst: a.cfg.Release.SecondAnalyst,
@@ -420,4 +429,39 @@ func (a *App) fanoutWorker() *fanout.Worker {
 		withheld.Add(float64(wh))
 	}
 	return w
+}
+
+// backfillBindings writes, once the view has caught up with the receipts
+// and alert-ids topics, the binding of every alert the receipts say was
+// fanned out and that has none (fanout.Backfill): alerts fanned out before
+// Herald kept bindings, whose ids would be forgotten once their records
+// and receipts leave their topics. It runs in every process of the
+// fan-out role, the one writer of bindings, at start; processes that run
+// it at once write the same bindings. A failure is logged, not fatal: the
+// fan-out still writes the binding of an alert it finds fanned out
+// without one whenever the id is seen again, and the next start tries
+// again.
+func (a *App) backfillBindings(ctx context.Context, p fanout.Producer) error {
+	log := a.log.With("role", RoleFanout, "component", "bindings")
+	select {
+	case <-a.view.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	if err := a.view.Sync(ctx, bus.TopicReceipts, bus.TopicAlertIDs); err != nil {
+		if ctx.Err() == nil {
+			log.Warn("alert id bindings not backfilled: the view did not catch up; the next start tries again", "error", err)
+		}
+		return nil
+	}
+	start := time.Now()
+	n, err := fanout.Backfill(ctx, a.view, p)
+	switch {
+	case ctx.Err() != nil:
+	case err != nil:
+		log.Warn("alert id bindings not all backfilled; the next start tries again", "written", n, "error", err)
+	default:
+		log.Info("alert id bindings backfilled", "written", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }

@@ -75,15 +75,15 @@ func openView(dir string, temporary bool, scope view.Scope, log *slog.Logger, no
 }
 
 // ViewIndex answers the publisher's questions from the view, caught up
-// first with what was written to the alerts and pending topics, so that a
-// second publish right after the first sees it.
+// first with what was written to the alerts, pending and alert-ids
+// topics, so that a second publish right after the first sees it.
 type ViewIndex struct{ V *view.View }
 
 var _ publish.Index = ViewIndex{}
 
 // Existing implements publish.Index.
 func (x ViewIndex) Existing(ctx context.Context, id string) (*publish.Existing, error) {
-	if err := x.V.Sync(ctx, bus.TopicAlerts, bus.TopicPending); err != nil {
+	if err := x.V.Sync(ctx, bus.TopicAlerts, bus.TopicPending, bus.TopicAlertIDs); err != nil {
 		return nil, err
 	}
 	ex := &publish.Existing{}
@@ -92,6 +92,9 @@ func (x ViewIndex) Existing(ctx context.Context, id string) (*publish.Existing, 
 		ex.Published, ex.IssuedBy, ex.ApprovedBy = p.Digest, p.IssuedBy, p.ApprovedBy
 		ex.Partition, ex.Offset = p.Partition, p.Offset
 	}
+	b, okB := x.V.Binding(id)
+	ex.Bind(b)
+	okP = okP || okB
 	r, okR := x.V.Release(id)
 	if okR {
 		ex.Release = *r

@@ -22,7 +22,7 @@ import (
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
-func TestEnsureTopicsIsIdempotentAndCompactsSubscribers(t *testing.T) {
+func TestEnsureTopicsIsIdempotentAndCompactsSubscribersAndAlertIDs(t *testing.T) {
 	c := kafkatest.Start(t, kafkatest.Partitions(5), kafkatest.RetryTiers(2))
 	b := c.Open(t, c.Config()) // creates the topics
 	ctx := t.Context()
@@ -39,12 +39,13 @@ func TestEnsureTopicsIsIdempotentAndCompactsSubscribers(t *testing.T) {
 	}
 	want := []string{"herald.alerts", "herald.subscribers", "herald.deliveries", "herald.dead",
 		"herald.quarantine", "herald.receipts", "herald.pending", "herald.audit",
-		"herald.retry.0", "herald.retry.1", "herald.retry.2", "herald.retry.3"}
+		"herald.retry.0", "herald.retry.1", "herald.retry.2", "herald.retry.3", "herald.alert-ids"}
 	assert.ElementsMatch(t, want, names)
 
 	// What the brokers report, read back through the admin API: the
-	// subscribers topic compacted, every other topic kept as long as
-	// configured (alerts, receipts and audit 400 days).
+	// subscribers and alert-ids topics compacted (never deleting by
+	// time), every other topic kept as long as configured (alerts,
+	// receipts and audit 400 days).
 	var res []kafka.DescribeConfigRequestResource
 	for _, n := range want {
 		res = append(res, kafka.DescribeConfigRequestResource{ResourceType: kafka.ResourceTypeTopic, ResourceName: n,
@@ -62,12 +63,13 @@ func TestEnsureTopicsIsIdempotentAndCompactsSubscribers(t *testing.T) {
 	}
 	const day = int64(24 * 60 * 60 * 1000)
 	assert.Equal(t, "compact", cfgs["herald.subscribers"]["cleanup.policy"])
+	assert.Equal(t, "compact", cfgs["herald.alert-ids"]["cleanup.policy"])
 	for name, days := range map[string]int64{"herald.alerts": 400, "herald.receipts": 400, "herald.audit": 400,
 		"herald.pending": 400, "herald.dead": 400, "herald.quarantine": 400, "herald.deliveries": 7, "herald.retry.0": 7} {
 		assert.Equal(t, "delete", cfgs[name]["cleanup.policy"], name)
 		assert.Equal(t, fmt.Sprint(days*day), cfgs[name]["retention.ms"], name)
 	}
-	require.NoError(t, checkRetention(ctx, b, []string{bus.TopicAlerts, bus.TopicReceipts, bus.TopicSubscribers, bus.TopicAudit}, 4))
+	require.NoError(t, checkRetention(ctx, b, []string{bus.TopicAlerts, bus.TopicReceipts, bus.TopicSubscribers, bus.TopicAudit, bus.TopicAlertIDs}, 4))
 }
 
 func TestCheckRetentionRefusesShortTopics(t *testing.T) {

@@ -27,6 +27,11 @@ const (
 	// TopicAudit carries the audit trail: who did what, when, keyed by the
 	// object acted on.
 	TopicAudit = "audit"
+	// TopicAlertIDs binds every alert id the fan-out fanned out to the
+	// content it names (record.Binding), keyed by alert id; compacted, so
+	// that "an id names one alert forever" outlives the retention of the
+	// alerts and receipts topics. The fan-out is its only writer.
+	TopicAlertIDs = "alert-ids"
 )
 
 // RetryTopic returns the name (without prefix) of the retry topic for tier,

@@ -41,6 +41,7 @@ func Topics(cfg config.Kafka, retryTiers int) []Topic {
 		{Name: TopicReceipts, Retention: r.Receipts, Key: "kafka.retention.receipts"},
 		{Name: TopicPending, Retention: r.Pending, Key: "kafka.retention.pending"},
 		{Name: TopicAudit, Retention: r.Audit, Key: "kafka.retention.audit"},
+		{Name: TopicAlertIDs, Compacted: true},
 	}
 	for i := range retryTiers {
 		ts = append(ts, Topic{Name: RetryTopic(i), Retention: r.Retry, Key: "kafka.retention.retry"})
@@ -66,7 +67,7 @@ func (t Topic) configEntries() []kafka.ConfigEntry {
 // EnsureTopics makes sure Herald's topics exist: the fixed topics and
 // retryTiers retry topics. With kafka.create_topics it creates the missing
 // ones through the admin API, each with the retention it needs (the
-// subscribers topic compacted), and waits until every broker's metadata
+// subscribers and alert-ids topics compacted), and waits until every broker's metadata
 // shows them with a leader for every partition; otherwise it only checks
 // and names the missing ones. Topics that exist are never changed: check
 // them with CheckRetentionOf.

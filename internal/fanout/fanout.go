@@ -23,6 +23,7 @@ import (
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
@@ -63,6 +64,17 @@ type PublishedHistory interface {
 	Held(ctx context.Context, id string) (*alerts.Alert, error)
 }
 
+// BindingHistory is the capability a History adds to give the binding of
+// an alert id on the alert-ids topic (record.Binding; *view.View has it),
+// so that the fan-out writes the binding of an alert fanned out without
+// one (a fan-out stopped between the alert receipt and the binding) the
+// next time the id is seen, and never writes one that differs from the
+// binding held.
+type BindingHistory interface {
+	History
+	Binding(id string) (*record.Binding, bool)
+}
+
 // Quarantine reasons, sent in the "reason" header.
 const (
 	ReasonMalformed   = "malformed"         // not a decodable alert
@@ -90,7 +102,12 @@ type Worker struct {
 	Deliveries    JobProducer
 	Receipts      Producer
 	Quarantine    Producer
-	History       History
+	// Bindings writes to the alert-ids topic: after an alert's receipt,
+	// the binding of its id to its digest (record.Binding), which
+	// outlives the alert's record and receipts. Nil writes none (tests of
+	// the policy alone).
+	Bindings Producer
+	History  History
 	// Authenticate checks that a message of the alerts topic was written
 	// by one of Herald's publishers (bus.Bus.Authenticate); nil refuses
 	// everything.
@@ -137,7 +154,7 @@ func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	a, err := w.ingest(m)
 	var d *decided
 	if err == nil {
-		d, err = w.prepare(ctx, a, m.Value)
+		d, err = w.prepare(ctx, a, m)
 	}
 	if errors.Is(err, errAlreadyFannedOut) {
 		log.Info("identical alert published again: nothing to do", "alert", a.ID)
@@ -158,6 +175,12 @@ func (w *Worker) handleOne(ctx context.Context, m kafka.Message) error {
 	}
 	jobs, err := w.write(ctx, d)
 	if err != nil {
+		return err
+	}
+	// After the alert receipt: a binding always means "fanned out". A
+	// failure here fails the batch; the alert is fetched again, found
+	// fanned out by its receipt, and its binding written then (prepare).
+	if err := w.bind(ctx, record.Binding{ID: a.ID, Digest: d.digest, FannedOut: d.now, Partition: m.Partition, Offset: m.Offset}); err != nil {
 		return err
 	}
 	w.remember(a.ID, d.digest)
@@ -247,7 +270,8 @@ func identity(a *alerts.Alert, prev, digest string) error {
 // of the history answers both questions; while it runs, an alert that
 // references nothing is decided, since its decisions do not depend on it.
 // Nothing is written until the answer is in.
-func (w *Worker) prepare(ctx context.Context, a *alerts.Alert, raw []byte) (*decided, error) {
+func (w *Worker) prepare(ctx context.Context, a *alerts.Alert, m kafka.Message) (*decided, error) {
+	raw := m.Value
 	digest := a.Digest()
 	w.mu.Lock()
 	prev, ok := w.seen[a.ID]
@@ -274,6 +298,17 @@ func (w *Worker) prepare(ctx context.Context, a *alerts.Alert, raw []byte) (*dec
 		return nil, fmt.Errorf("look up alert %s in the ledger: %w", a.ID, ans.err)
 	}
 	if k := ans.known[a.ID]; k != nil && !k.FannedOut.IsZero() {
+		// Fanned out before: by its binding once its receipts are gone,
+		// else by its alert receipt, and then a binding missing (a
+		// fan-out stopped before writing it, or one from before bindings
+		// existed) is written now.
+		b := record.Binding{ID: a.ID, Digest: k.Digest, FannedOut: k.FannedOut, Offset: -1}
+		if k.Digest == digest {
+			b.Partition, b.Offset = m.Partition, m.Offset // a record of that alert
+		}
+		if err := w.bind(ctx, b); err != nil {
+			return nil, err
+		}
 		return nil, identity(a, k.Digest, digest)
 	}
 	var prior map[string]*ledger.Alert
@@ -291,6 +326,35 @@ func (w *Worker) prepare(ctx context.Context, a *alerts.Alert, raw []byte) (*dec
 		}
 	}
 	return w.decide(ctx, a, raw, now, digest, prior, held, early)
+}
+
+// bind writes the binding b of an alert fanned out to the alert-ids topic,
+// unless the history holds one for its id already: the same binding
+// again would change nothing, and another one would rebind an id, which
+// never happens (the identity check reads the binding), so it is logged
+// and not written.
+func (w *Worker) bind(ctx context.Context, b record.Binding) error {
+	if w.Bindings == nil || b.Digest == "" {
+		return nil
+	}
+	if h, ok := w.History.(BindingHistory); ok {
+		if held, ok := h.Binding(b.ID); ok {
+			if held.Digest != b.Digest {
+				w.Log.Error("not rebinding an alert id: another binding is held", "alert", b.ID, "held", held.Digest, "digest", b.Digest)
+			}
+			return nil
+		}
+	}
+	if err := w.Bindings.Write(ctx, BindingMessage(b)); err != nil {
+		return fmt.Errorf("write the binding of alert id %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// BindingMessage encodes a binding for the alert-ids topic, keyed by alert
+// id.
+func BindingMessage(b record.Binding) kafka.Message {
+	return kafka.Message{Key: []byte(b.ID), Value: b.Encode()}
 }
 
 // remember records that this worker fanned out id with digest, so that a
@@ -816,4 +880,39 @@ func priorRecipients(reg Candidates, have map[string]bool, prior map[string]*led
 // ReceiptMessage encodes a receipt for the receipts topic, keyed by alert id.
 func ReceiptMessage(r delivery.Receipt) kafka.Message {
 	return kafka.Message{Key: []byte(r.AlertID), Value: r.Encode()}
+}
+
+// Unbound is what Backfill needs of the history: the bindings missing from
+// the alert-ids topic for alerts it knows were fanned out (view.View.Unbound).
+type Unbound interface {
+	Unbound(ctx context.Context) ([]record.Binding, error)
+}
+
+// backfillBatch is how many bindings Backfill writes per request.
+const backfillBatch = 1000
+
+// Backfill writes to p the binding of every alert that h knows was fanned
+// out and that has none: alerts fanned out before the alert-ids topic
+// existed, and any whose fan-out stopped between its alert receipt and its
+// binding. Call it once h has caught up with the receipts and alert-ids
+// topics. It is idempotent (a binding written twice is the same binding,
+// and the view keeps the first), costs one read of the view's receipts
+// index when nothing is missing, and returns how many it wrote.
+func Backfill(ctx context.Context, h Unbound, p Producer) (int, error) {
+	missing, err := h.Unbound(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("backfill alert id bindings: %w", err)
+	}
+	written := 0
+	for chunk := range slices.Chunk(missing, backfillBatch) {
+		msgs := make([]kafka.Message, len(chunk))
+		for i, b := range chunk {
+			msgs[i] = BindingMessage(b)
+		}
+		if err := p.Write(ctx, msgs...); err != nil {
+			return written, fmt.Errorf("backfill alert id bindings: write %d of %d: %w", len(msgs), len(missing)-written, err)
+		}
+		written += len(msgs)
+	}
+	return written, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
@@ -492,6 +494,54 @@ func TestAnIDIsOneAlertForever(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, []string{"op-reuse-7:duplicate-id", "op-reuse-7:duplicate-id"}, reasons)
+}
+
+// TestTheBindingFollowsTheAlertReceipt: the fan-out binds the id of each
+// alert it fans out to its digest on the alert-ids topic, after the alert
+// receipt; an alert fanned out with no binding (a fan-out stopped between
+// the two) gets one when its record is read again, and nothing is sent
+// twice.
+func TestTheBindingFollowsTheAlertReceipt(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	bindings := func() []record.Binding {
+		var out []record.Binding
+		require.NoError(t, e.bus.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
+			b, err := record.DecodeBinding(m.Key, m.Value)
+			require.NoError(t, err)
+			out = append(out, *b)
+			return nil
+		}))
+		slices.SortFunc(out, func(x, y record.Binding) int { return strings.Compare(x.ID, y.ID) })
+		return out
+	}
+	a1, a2 := alert("op-bind-1", nil), alert("op-bind-2", nil)
+	m1, m2 := e.msg(t, a1), e.msg(t, a2)
+
+	// A fan-out that wrote the alert receipt and stopped before the binding.
+	require.NoError(t, e.w.Handle(ctx, []kafka.Message{m1}))
+	jobs := len(e.jobs(t))
+	require.NotZero(t, jobs)
+	require.Empty(t, bindings())
+
+	w1 := e.w
+	w2 := &fanout.Worker{Registry: e.reg, Policy: w1.Policy, SecondAnalyst: w1.SecondAnalyst,
+		Deliveries: w1.Deliveries, Receipts: w1.Receipts, Quarantine: w1.Quarantine, History: w1.History,
+		Bindings: e.bus.Producer(bus.TopicAlertIDs), Authenticate: w1.Authenticate, Now: w1.Now, Log: w1.Log}
+	require.NoError(t, w2.Handle(ctx, []kafka.Message{m1, m2}))
+	require.Len(t, e.jobs(t), 2*jobs, "op-bind-1 is not sent again; op-bind-2 goes out")
+	got := bindings()
+	require.Len(t, got, 2, "op-bind-1 repaired, op-bind-2 bound after its fan-out")
+	for i, want := range []struct {
+		a *alerts.Alert
+		m kafka.Message
+	}{{a1, m1}, {a2, m2}} {
+		require.Equal(t, want.a.ID, got[i].ID)
+		require.Equal(t, want.a.Digest(), got[i].Digest)
+		require.True(t, now.Equal(got[i].FannedOut))
+		require.Equal(t, want.m.Partition, got[i].Partition)
+		require.Equal(t, want.m.Offset, got[i].Offset)
+	}
 }
 
 // TestSensitiveAlertsNeedASecondAnalyst: an AMBER alert without an

@@ -20,8 +20,8 @@ type Reader interface {
 }
 
 // KafkaIndex answers Index questions by reading Kafka: the partition of
-// the alerts topic and of the pending log that hold the id, and the
-// receipts of referenced alerts. The CLI uses it; the api role uses its
+// the alerts topic, of the alert-ids topic and of the pending log that
+// hold the id, and the receipts of referenced alerts. The CLI uses it; the api role uses its
 // materialised view, which folds the same records the same way.
 type KafkaIndex struct{ R Reader }
 
@@ -59,6 +59,11 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 		ex.IssuedBy, ex.ApprovedBy = a.IssuedBy, a.ApprovedBy
 		ex.Partition, ex.Offset = m.Partition, m.Offset
 	}
+	b, err := k.binding(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ex.Bind(b)
 	err = k.R.ReadKeys(ctx, bus.TopicPending, []string{id}, func(m kafka.Message) error {
 		var ev record.Release
 		if !k.R.Authentic(m) || json.Unmarshal(m.Value, &ev) != nil || ev.ID != id {
@@ -74,6 +79,25 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 		return nil, nil
 	}
 	return ex, nil
+}
+
+// binding returns the binding of id on the alert-ids topic: its first
+// authentic record, as the view keeps it; nil when there is none.
+func (k KafkaIndex) binding(ctx context.Context, id string) (*record.Binding, error) {
+	var first *record.Binding
+	err := k.R.ReadKeys(ctx, bus.TopicAlertIDs, []string{id}, func(m kafka.Message) error {
+		if first != nil || !k.R.Authentic(m) {
+			return nil
+		}
+		if b, err := record.DecodeBinding(m.Key, m.Value); err == nil {
+			first = b
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read alert ids: %w", err)
+	}
+	return first, nil
 }
 
 // Held implements Index: read to the end of the alerts topic as of the

@@ -34,8 +34,9 @@ type Producer interface {
 
 // Existing is what Herald already holds under an alert id.
 type Existing struct {
-	// Published is the first alert published under the id (its digest),
-	// or "" when none.
+	// Published is the digest of the alert the id names once published:
+	// the one its binding on the alert-ids topic names (Bind), else the
+	// first alert published under the id; "" when none.
 	Published string
 	// IssuedBy and ApprovedBy are the first published alert's: who issued
 	// it, and who approved it as the second analyst ("" when none).
@@ -47,6 +48,20 @@ type Existing struct {
 	// Release is the id's release log, folded; its Submitted is nil when
 	// the alert never waited for a second analyst.
 	Release record.ReleaseState
+}
+
+// Bind applies the binding of the id on the alert-ids topic (nil: none) to
+// what the alerts topic holds: the alert fanned out under the id is the
+// one it names for ever, whether or not its record is still on the alerts
+// topic (retention) or another record under the id came first there. The
+// first record's issuer and place are kept only when it is that alert.
+// Both indexes call it after reading the alerts topic.
+func (e *Existing) Bind(b *record.Binding) {
+	if b == nil || b.Digest == e.Published {
+		return
+	}
+	e.Published, e.IssuedBy, e.ApprovedBy = b.Digest, "", ""
+	e.Partition, e.Offset = b.Partition, b.Offset
 }
 
 // Digest returns the content digest the id is bound to, or "".

@@ -40,6 +40,8 @@ type rec struct {
 	audit *record.Audit
 	// quarantine
 	quarantine *Quarantine
+	// alert-ids
+	binding *record.Binding
 }
 
 // notDecided reports whether an authentic record of receipts holds only
@@ -125,6 +127,15 @@ func decode(topic string, m kafka.Message) (*rec, error) {
 			return nil, err
 		}
 		r.key, r.quarantine = id, q
+	case bus.TopicAlertIDs:
+		if !alerts.ValidID(r.key) {
+			return nil, fmt.Errorf("key %q is not an alert id", truncate(r.key))
+		}
+		bd, err := record.DecodeBinding(m.Key, m.Value)
+		if err != nil {
+			return nil, err
+		}
+		r.binding = bd
 	default:
 		return nil, fmt.Errorf("topic %s is not one the view follows", topic)
 	}
@@ -212,6 +223,8 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) (superseded bool, err erro
 				err = t.applyAudit(r)
 			case bus.TopicQuarantine:
 				err = t.applyQuarantine(r)
+			case bus.TopicAlertIDs:
+				err = t.applyBinding(r)
 			}
 			if err != nil {
 				return false, fmt.Errorf("%s[%d]@%d: %w", r.topic, r.partition, r.offset, err)
@@ -293,6 +306,17 @@ func (t *txn) applyAlert(r *rec) error {
 	}
 	t.touched[r.key] = true
 	return t.tx.Bucket(bPublishedRaw).Put(id, r.value)
+}
+
+// applyBinding applies a record of the alert-ids topic: the first binding
+// of an id is kept; the fan-out never writes another that differs, and a
+// copy of the same binding changes nothing.
+func (t *txn) applyBinding(r *rec) error {
+	b := t.tx.Bucket(bBindings)
+	if b.Get([]byte(r.key)) != nil {
+		return nil
+	}
+	return putJSON(b, []byte(r.key), r.binding)
 }
 
 // applyRelease folds an event of the release log (record.ReleaseState).

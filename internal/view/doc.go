@@ -6,13 +6,13 @@
 // (PRODUCT.md §6, issues 12–14).
 //
 // A process that runs the fan-out without the api role keeps a view of
-// ScopeFanOut: the alerts topic and, of the receipts, the alert receipts
-// and decisions — what Lookup and Published answer the fan-out — and none
+// ScopeFanOut: the alerts and alert-ids topics and, of the receipts, the
+// alert receipts and decisions — what Lookup and Published answer the fan-out — and none
 // of the outcomes, acknowledgements, indexes or topics the api role reads.
 //
 // Kafka stays the source of truth. The view follows the topics alerts,
-// pending, receipts, audit and quarantine (alerts and receipts for
-// ScopeFanOut) from the offsets it stored, applies every authentic record
+// pending, receipts, audit, quarantine and alert-ids (alerts, receipts and
+// alert-ids for ScopeFanOut) from the offsets it stored, applies every authentic record
 // (bus.Authentic; the others are skipped, their offsets still advance) in
 // one write transaction per batch together with the next offsets, and is
 // rebuilt from Kafka when its file is missing, was written by another
@@ -79,6 +79,10 @@
 //	audit          BE64(at) BE32(partition) BE64(offset) → the record.Audit JSON
 //	audit.actor    uvarint(len) <actor> <audit key> → nil
 //	audit.action   uvarint(len) <action> <audit key> → nil
+//	bindings       <id> → JSON record.Binding: the first authentic binding of the
+//	               alert-ids topic under the id (the fan-out never writes another).
+//	               Lookup and Retained answer from it the alert's digest and
+//	               fan-out time once its receipts are gone
 //	quarantine     <id> 0x00 BE32(partition) BE64(offset) → JSON Quarantine: of the
 //	               authentic records of the quarantine topic that refused the record
 //	               of the alerts topic at that place, the one Quarantine.Before puts

@@ -367,6 +367,29 @@ func writeAudit(w *writer) {
 	w.audit(true, record.Audit{At: at(9 * time.Minute), Actor: "api:mallory", Action: record.ActionSubscriberDelete, Object: "subscriber:bank", Outcome: record.OutcomeOK})
 }
 
+// bind writes a binding of the alert-ids topic.
+func (w *writer) bind(forged bool, b record.Binding) {
+	w.write(forged, bus.TopicAlertIDs, b.ID, b.Encode())
+}
+
+// g1Digest is the digest bound to g1, an alert whose record and receipts
+// are gone: only its binding is held.
+const g1Digest = "sha256:g1"
+
+// writeBindings writes the bindings of the workload: a1's, then another
+// binding of a1 (which the view never takes: the first binding stands),
+// a forged binding of a2, g1's, an alert of which nothing else is held,
+// and a3's, whose receipts are not held (as once retention deleted them)
+// while its record is.
+func writeBindings(w *writer) {
+	t := w.t
+	w.bind(false, record.Binding{ID: "a1", Digest: a1(t).Digest(), FannedOut: at(70 * time.Second), Partition: 0, Offset: 0})
+	w.bind(false, record.Binding{ID: "a1", Digest: "sha256:other", FannedOut: at(8 * time.Minute), Offset: -1})
+	w.bind(true, record.Binding{ID: "a2", Digest: "sha256:forged", FannedOut: at(time.Minute), Offset: -1})
+	w.bind(false, record.Binding{ID: "g1", Digest: g1Digest, FannedOut: at(time.Minute), Offset: -1})
+	w.bind(false, record.Binding{ID: "a3", Digest: a3(t).Digest(), FannedOut: at(9 * time.Minute), Offset: -1})
+}
+
 func writeWorkload(w *writer) {
 	writeAlerts(w)
 	writeReceipts(w)
@@ -429,10 +452,14 @@ type dumped struct {
 	// rebuilt while open starts another).
 	PullRev map[string]uint64
 	Audit   map[string][]record.Audit
+	// Bindings are the bindings held of dumpIDs; Unbound, the alerts
+	// fanned out without one (View.Unbound).
+	Bindings map[string]*record.Binding
+	Unbound  []record.Binding
 }
 
 var (
-	dumpIDs      = []string{"a1", "a2", "a3", "a4", "p1", "p2", "p3", "p4", "q1", "u1", "bad", "nope"}
+	dumpIDs      = []string{"a1", "a2", "a3", "a4", "p1", "p2", "p3", "p4", "q1", "u1", "g1", "bad", "nope"}
 	dumpPartners = []string{"bank", "farm", "hotel", "gym", "nobody"}
 )
 
@@ -440,8 +467,11 @@ func dump(t *testing.T, v *view.View) dumped {
 	t.Helper()
 	d := dumped{Published: map[string]*view.Published{}, Release: map[string]*record.ReleaseState{},
 		Lists: map[string][]view.Summary{}, Partner: map[string][]view.PartnerDelivery{}, PullRev: map[string]uint64{},
-		Audit: map[string][]record.Audit{}}
+		Audit: map[string][]record.Audit{}, Bindings: map[string]*record.Binding{}}
 	for _, id := range dumpIDs {
+		if b, ok := v.Binding(id); ok {
+			d.Bindings[id] = b
+		}
 		if p, ok := v.Published(id); ok {
 			d.Published[id] = p
 		}
@@ -451,6 +481,8 @@ func dump(t *testing.T, v *view.View) dumped {
 	}
 	var err error
 	d.Lookup, err = v.Lookup(t.Context(), dumpIDs)
+	require.NoError(t, err)
+	d.Unbound, err = v.Unbound(t.Context())
 	require.NoError(t, err)
 	for _, st := range []string{"", record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired, record.StateQuarantined} {
 		d.Lists[st] = allPages(t, func(before string) ([]view.Summary, string, error) {

@@ -97,19 +97,98 @@ func published(tx *bbolt.Tx, id string) *Published {
 }
 
 // fannedOut returns the digest of the alert id as the fan-out fanned it
-// out (its first alert receipt: ledger.Meta.Digest), or "" when the
-// receipts know none; ok is false when what the view keeps of them
+// out (its first alert receipt: ledger.Meta.Digest; once that is gone,
+// its binding), or "" when neither knows one; ok is false when what the view keeps of them
 // cannot be read.
 func fannedOut(tx *bbolt.Tx, id string) (digest string, ok bool) {
-	val := tx.Bucket(bReceipts).Get([]byte(id))
+	if val := tx.Bucket(bReceipts).Get([]byte(id)); val != nil {
+		var ra receiptsAlert
+		if err := json.Unmarshal(val, &ra); err != nil {
+			return "", false
+		}
+		if ra.Meta.Digest != "" {
+			return ra.Meta.Digest, true
+		}
+	}
+	b, ok := binding(tx, id)
+	if b == nil {
+		return "", ok
+	}
+	return b.Digest, true
+}
+
+// binding reads the binding of id in tx (record.Binding); nil when there
+// is none, and ok false when it cannot be read.
+func binding(tx *bbolt.Tx, id string) (b *record.Binding, ok bool) {
+	val := tx.Bucket(bBindings).Get([]byte(id))
 	if val == nil {
-		return "", true
+		return nil, true
 	}
-	var ra receiptsAlert
-	if err := json.Unmarshal(val, &ra); err != nil {
-		return "", false
+	b = &record.Binding{}
+	if err := json.Unmarshal(val, b); err != nil {
+		return nil, false
 	}
-	return ra.Meta.Digest, true
+	return b, true
+}
+
+// Binding returns the binding of the alert id on the alert-ids topic: the
+// content the fan-out fanned out under it, for ever; false when the view
+// holds none.
+func (v *View) Binding(id string) (*record.Binding, bool) {
+	var b *record.Binding
+	_ = v.read(func(tx *bbolt.Tx) error {
+		b, _ = binding(tx, id)
+		return nil
+	})
+	return b, b != nil
+}
+
+// Unbound returns the bindings missing from the alert-ids topic as the
+// view holds it: one for every alert the receipts say was fanned out
+// (an alert receipt with a digest) that has no binding, with the place of
+// its record on the alerts topic when the view holds that record (else
+// Offset -1). The fan-out writes them (backfill) once it has caught up:
+// alerts fanned out before bindings existed, or by a fan-out stopped
+// between an alert receipt and its binding. It reads the whole receipts
+// index, one key per alert.
+func (v *View) Unbound(ctx context.Context) ([]record.Binding, error) {
+	var out []record.Binding
+	err := v.read(func(tx *bbolt.Tx) error {
+		bindings, pub := tx.Bucket(bBindings), tx.Bucket(bPublished)
+		c := tx.Bucket(bReceipts).Cursor()
+		for k, val := c.First(); k != nil; k, val = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if bindings.Get(k) != nil {
+				continue
+			}
+			var ra receiptsAlert
+			if err := json.Unmarshal(val, &ra); err != nil {
+				return corrupt("receipts", k, err)
+			}
+			m := ra.Meta
+			if m.Digest == "" || m.FannedOut.IsZero() || m.ID != string(k) {
+				continue
+			}
+			b := record.Binding{ID: m.ID, Digest: m.Digest, FannedOut: m.FannedOut, Offset: -1}
+			if pv := pub.Get(k); pv != nil {
+				var p Published
+				if err := json.Unmarshal(pv, &p); err != nil {
+					return corrupt("published", k, err)
+				}
+				if p.Digest == m.Digest {
+					b.Partition, b.Offset = p.Partition, p.Offset
+				}
+			}
+			out = append(out, b)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("view: alerts fanned out without a binding: %w", err)
+	}
+	return out, nil
 }
 
 // fannedOutRecord returns the record of the alert id the view keeps
@@ -134,7 +213,8 @@ func fannedOutRecord(tx *bbolt.Tx, id string) *Published {
 // (below its partition's log start, read at each Sync and every minute
 // while the view runs), which a view rebuilt now would not hold, and for
 // one whose digest is not the one the receipts say was fanned out (the
-// alert receipt's), when they say one: a later record under the id with
+// alert receipt's, or once it is gone the binding's), when they say one:
+// a later record under the id with
 // other content, which a view rebuilt after retention deleted the first
 // takes for the id — an id names one alert forever, and the survivor is
 // not it. What answers for an alert that was fanned out from the view
@@ -255,8 +335,11 @@ func (v *View) Release(id string) (*record.ReleaseState, bool) {
 
 // Lookup returns what the receipts topic says of the alerts with the given
 // ids: the same *ledger.Alert that ledger.FromBus(b).Lookup folds from the
-// authentic receipts (the view is a drop-in for it). Alerts with no
-// receipts are absent from the result.
+// authentic receipts (the view is a drop-in for it), except that an alert
+// whose alert receipt is gone (retention) while its binding on the
+// alert-ids topic is held answers the binding's digest and fan-out time
+// (Meta.Digest, Meta.FannedOut): an id names one alert forever. Alerts
+// with neither receipts nor binding are absent from the result.
 func (v *View) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Alert, error) {
 	out := make(map[string]*ledger.Alert, len(ids))
 	err := v.read(func(tx *bbolt.Tx) error {
@@ -268,13 +351,25 @@ func (v *View) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Ale
 			if _, done := out[id]; done || strings.IndexByte(id, 0) >= 0 {
 				continue
 			}
-			val := rcpt.Get([]byte(id))
-			if val == nil {
-				continue
-			}
 			var ra receiptsAlert
-			if err := json.Unmarshal(val, &ra); err != nil {
-				return corrupt("receipts", []byte(id), err)
+			if val := rcpt.Get([]byte(id)); val != nil {
+				if err := json.Unmarshal(val, &ra); err != nil {
+					return corrupt("receipts", []byte(id), err)
+				}
+			}
+			if ra.Meta.FannedOut.IsZero() {
+				// Its alert receipt is gone (retention) or not written
+				// yet: the binding, which outlives it, says which alert
+				// the id names and when it was fanned out.
+				b, ok := binding(tx, id)
+				if !ok {
+					return corrupt("binding", []byte(id), errors.New("unreadable"))
+				}
+				if b != nil {
+					ra.Meta = v.boundMeta(tx, b)
+				} else if rcpt.Get([]byte(id)) == nil {
+					continue
+				}
 			}
 			prefix := append([]byte(id), 0)
 			var es []ledger.Entry
@@ -304,6 +399,20 @@ func (v *View) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Ale
 		return nil, fmt.Errorf("view lookup: %w", err)
 	}
 	return out, nil
+}
+
+// boundMeta is what the ledger says of an alert known by its binding
+// alone: its id, digest and fan-out time, and the labels the alert
+// receipt would give (type, TLP, marking, title, references, issuer and
+// approver, which a follow-up is checked against) from its record when
+// the alerts topic still holds the record that has the bound digest.
+func (v *View) boundMeta(tx *bbolt.Tx, b *record.Binding) ledger.Meta {
+	m := ledger.Meta{ID: b.ID, Digest: b.Digest, FannedOut: b.FannedOut}
+	if p := published(tx, b.ID); p != nil && p.Digest == b.Digest && !v.deleted(p.Partition, p.Offset) {
+		m.Type, m.TLP, m.Marking, m.Title, m.References = p.Type, p.TLP, p.Marking, p.Title, p.References
+		m.IssuedBy, m.ApprovedBy = p.IssuedBy, p.ApprovedBy
+	}
+	return m
 }
 
 // summarize builds the list's summary of id from what each topic holds.

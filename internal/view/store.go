@@ -17,8 +17,9 @@ import (
 // alert only when its headers authenticate (bus.AuthenticateHeaders). 7:
 // an entry keeps the incarnation of the partner's record it was decided
 // for (ledger.Entry.Incarnation). 8: the meta bucket keeps the longest
-// any published alert was released after its list time (kReleaseLag).
-const schemaVersion = "8"
+// any published alert was released after its list time (kReleaseLag). 9:
+// the bindings of the alert-ids topic (bBindings).
+const schemaVersion = "9"
 
 // Buckets (see the package documentation for their keys and values).
 var (
@@ -41,9 +42,10 @@ var (
 	bAuditActor   = []byte("audit.actor")
 	bAuditAction  = []byte("audit.action")
 	bQuarantine   = []byte("quarantine")
+	bBindings     = []byte("bindings")
 
 	allBuckets = [][]byte{bMeta, bOffsets, bPublished, bPublishedRaw, bRelease, bReleaseRaw, bReceipts,
-		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bPartnerChan, bPullRev, bAudit, bAuditActor, bAuditAction, bQuarantine}
+		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bPartnerChan, bPullRev, bAudit, bAuditActor, bAuditAction, bQuarantine, bBindings}
 )
 
 // Keys of the meta bucket.

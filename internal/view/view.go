@@ -27,18 +27,18 @@ import (
 )
 
 // Topics are the topics the view follows (without prefix).
-var Topics = []string{bus.TopicAlerts, bus.TopicPending, bus.TopicReceipts, bus.TopicAudit, bus.TopicQuarantine}
+var Topics = []string{bus.TopicAlerts, bus.TopicPending, bus.TopicReceipts, bus.TopicAudit, bus.TopicQuarantine, bus.TopicAlertIDs}
 
 // Scope is what a view keeps.
 type Scope int
 
 const (
 	// ScopeAll keeps everything the api role asks: the alerts, pending,
-	// receipts, audit and quarantine topics.
+	// receipts, audit, quarantine and alert-ids topics.
 	ScopeAll Scope = iota
 	// ScopeFanOut keeps what the fan-out (and its key-expiry watch) asks:
-	// Lookup and Published. It follows the alerts and receipts topics
-	// only, and keeps of the receipts the alert receipts and the
+	// Lookup and Published. It follows the alerts, receipts and
+	// alert-ids topics only, and keeps of the receipts the alert receipts and the
 	// decisions (every entry, without its outcomes: its state stays
 	// pending), none of the outcomes (half of all receipts, one or more
 	// per delivery), acknowledgements, partner indexes or the alert list.
@@ -49,7 +49,7 @@ const (
 // topics returns the topics a view of this scope follows.
 func (s Scope) topics() []string {
 	if s == ScopeFanOut {
-		return []string{bus.TopicAlerts, bus.TopicReceipts}
+		return []string{bus.TopicAlerts, bus.TopicReceipts, bus.TopicAlertIDs}
 	}
 	return Topics
 }

@@ -297,6 +297,8 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 	writeAudit(w)
 	writeAlerts(w)
 	require.NoError(t, live.Sync(t.Context()))
+	writeBindings(w)
+	require.NoError(t, live.Sync(t.Context()))
 	// More: an entry changing its decision to withhold, retries.
 	w.receipts(false,
 		decision("a4", "gym", delivery.ChannelWebhook, "https://gym.example/h", delivery.Deliver, delivery.ModeSigned, at(9*time.Minute)),
@@ -344,7 +346,23 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 	require.Equal(t, uint64(2), want.PullRev["gym"], "two decisions on gym's pull entries")
 	require.Equal(t, uint64(1), want.PullRev["hotel"])
 	require.Len(t, want.Audit["all"], 6)
-	require.Equal(t, ledgerOf(t, b, dumpIDs...), got.Lookup)
+	// The first authentic binding of each id; g1, of which nothing else
+	// is held, answers Lookup from its binding; a2, whose binding was
+	// forged, is fanned out without one.
+	require.Equal(t, a1(t).Digest(), want.Bindings["a1"].Digest)
+	require.NotContains(t, want.Bindings, "a2")
+	wantLedger := ledgerOf(t, b, dumpIDs...)
+	wantLedger["g1"] = ledger.Restore(ledger.Meta{ID: "g1", Digest: g1Digest, FannedOut: at(time.Minute)}, nil, nil)
+	a := a3(t)
+	wantLedger["a3"] = ledger.Restore(ledger.Meta{ID: "a3", Type: a.Type, TLP: a.TLP, Marking: a.Marking, Title: a.Title,
+		Digest: a.Digest(), IssuedBy: a.IssuedBy, ApprovedBy: a.ApprovedBy, FannedOut: at(9 * time.Minute)}, nil, nil)
+	require.Equal(t, wantLedger, got.Lookup)
+	var unbound []string
+	for _, u := range want.Unbound {
+		unbound = append(unbound, u.ID)
+	}
+	require.Contains(t, unbound, "a2")
+	require.NotContains(t, unbound, "a1")
 }
 
 func TestPartnerNeverSeesWhatWasWithheld(t *testing.T) {

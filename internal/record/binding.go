@@ -1,0 +1,56 @@
+package record
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Binding is a record of the alert-ids topic (keyed by alert id): the
+// alert id is bound for ever to the content the fan-out fanned out under
+// it (PRODUCT.md §1, "an id names one alert forever"). The topic is
+// compacted and deletes nothing by time, so the binding outlives the
+// alert's record on the alerts topic and its receipts: the publisher and
+// the fan-out answer from it once those are gone. The fan-out writes it
+// after the alert receipt, so a binding always means "fanned out", and
+// never writes one that differs from the binding held for the id.
+type Binding struct {
+	// ID is the alert id, the record's key.
+	ID string `json:"id"`
+	// Digest is the content digest of the alert fanned out
+	// (alerts.Alert.Digest).
+	Digest string `json:"digest"`
+	// FannedOut is when it was fanned out (the alert receipt's time).
+	FannedOut time.Time `json:"fanned_out"`
+	// Partition and Offset are the place on the alerts topic of the
+	// record that was fanned out; Offset is -1 when it is not known (a
+	// binding written after the fact for an alert whose record the view
+	// no longer holds).
+	Partition int   `json:"partition"`
+	Offset    int64 `json:"offset"`
+}
+
+// DecodeBinding reads the value of a record of the alert-ids topic keyed
+// by key. A binding must name its key, a digest and a time.
+func DecodeBinding(key, value []byte) (*Binding, error) {
+	var b Binding
+	if err := json.Unmarshal(value, &b); err != nil {
+		return nil, fmt.Errorf("decode alert id binding: %w", err)
+	}
+	switch {
+	case b.ID != string(key):
+		return nil, fmt.Errorf("binding of %q is not the record's key %q", b.ID, key)
+	case b.Digest == "":
+		return nil, errors.New("binding names no digest")
+	case b.FannedOut.IsZero():
+		return nil, errors.New("binding names no fan-out time")
+	}
+	return &b, nil
+}
+
+// Encode returns the binding's record value.
+func (b *Binding) Encode() []byte {
+	v, _ := json.Marshal(b) // nothing in a Binding fails to encode
+	return v
+}
