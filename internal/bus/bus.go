@@ -360,6 +360,16 @@ func (b *Bus) refuse(m kafka.Message, msg string, err error) bool {
 	return false
 }
 
+// CountRefused tells Options.Rejected of m, a record a reader skipped
+// because Authenticate refused it with err, without logging it: for a
+// reader that reports such records together (one line for a whole load)
+// instead of one line each, as Authentic does.
+func (b *Bus) CountRefused(m kafka.Message, err error) {
+	if b.rejected != nil {
+		b.rejected(m, err)
+	}
+}
+
 // AuthenticateHeaders checks that m is authentic (Authenticate) and that
 // so are its other headers (those not herald-auth or herald-auth-headers):
 // its herald-auth-headers header authenticates them, in order, for its
