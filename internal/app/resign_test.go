@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
 	"github.com/herald-alerts/herald/subscribers"
 )
@@ -58,27 +60,36 @@ func openWithKeys(t *testing.T, cfg config.Config, keys string) *bus.Bus {
 }
 
 // readRegistry reads the subscribers topic into a registry as every
-// Herald process does: the records b authenticates.
+// Herald process does (app.LoadRegistry: the records b authenticates, and
+// those endorsements vouch for).
 func readRegistry(t *testing.T, b *bus.Bus) *subscribers.Registry {
 	t.Helper()
-	reg := subscribers.NewRegistry()
-	require.NoError(t, b.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
-		if b.Authentic(m) {
-			require.NoError(t, reg.Apply(m.Key, m.Value))
-		}
-		return nil
-	}))
+	reg, err := app.LoadRegistry(t.Context(), b, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
 	return reg
+}
+
+// skippedSubscribers returns the lines of logs that report a record of the
+// subscribers topic skipped.
+func skippedSubscribers(logs string) []string {
+	var out []string
+	for l := range strings.Lines(logs) {
+		if strings.Contains(l, "ignoring") && strings.Contains(l, "subscribers") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // TestRotationKeepsPartners: a partner registered, and its own key
 // uploaded, under publishing key A; the key rotated (B first, A second)
-// following the operator guide; the subscribers topic re-signed while a
-// process still signing with A changes the partner's record; the old key
-// removed once the check says no latest record needs it. The partner and
-// its own key are still there, and an alert reaches it, encrypted to that
-// key. Without the re-signing, removing A loses them: the compacted topic
-// keeps each partner's latest record, signed with A, for ever.
+// following the operator guide; the subscribers topic's records vouched
+// for while a process still signing with A changes the partner's record;
+// the old key removed once the check says no record in force needs it,
+// the topic compacted. The partner and its own key are still there, no
+// record is reported skipped, and an alert reaches it, encrypted to that
+// key. Without the endorsements, removing A loses them: the compacted
+// topic keeps each partner's latest record, signed with A, for ever.
 func TestRotationKeepsPartners(t *testing.T) {
 	e := newServeEnv(t, nil)
 	const addr = "soc@acme.example"
@@ -119,8 +130,8 @@ func TestRotationKeepsPartners(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, app.Resigned{Key: ids[0], Records: 1, Changed: 1}, res)
 
-	// A registry that follows the topic reads the re-signed copy of
-	// the partner's key as the same key, not a rival change.
+	// A registry that follows the topic holds the partner's key as it
+	// was: the endorsement of an authentic record changes nothing.
 	reg := readRegistry(t, bBA)
 	assert.Equal(t, "Acme Car Wash Ltd", reg.Get("acme").Name)
 	assert.Equal(t, alice, reg.Get("acme").Email[0].PGPKey)
@@ -128,7 +139,7 @@ func TestRotationKeepsPartners(t *testing.T) {
 	assert.False(t, ignored)
 
 	// The check still finds the renamed record under A; a second run
-	// re-signs it, a third has nothing left to do.
+	// vouches for it, a third has nothing left to do.
 	scan, err = store.ScanSigners(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, scan.Use().Others())
@@ -154,9 +165,15 @@ func TestRotationKeepsPartners(t *testing.T) {
 	}))
 	assert.Equal(t, []string{"cli:test topic:subscribers 1/1", "cli:test topic:subscribers 1/0", "cli:test topic:subscribers 0/0"}, runs)
 
-	// A removed: the partner and its own key are still there.
+	// A removed, the topic compacted: the partner and its own key are
+	// still there, and loading them logs no record skipped.
+	e.cluster.Kfake().Compact()
 	bB := openWithKeys(t, e.cfg, onlyB)
-	acme := readRegistry(t, bB).Get("acme")
+	var logs logtest.Buffer
+	loaded, err := app.LoadRegistry(t.Context(), bB, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.NoError(t, err)
+	assert.Empty(t, skippedSubscribers(logs.String()))
+	acme := loaded.Get("acme")
 	require.NotNil(t, acme, "the partner is gone once A is removed")
 	assert.Equal(t, "Acme Car Wash Ltd", acme.Name)
 	assert.Equal(t, alice, acme.Email[0].PGPKey, "the partner's own key")
@@ -172,6 +189,7 @@ func TestRotationKeepsPartners(t *testing.T) {
 	m := e.sink.Messages()[0]
 	assert.Equal(t, []string{addr}, m.To)
 	assert.Contains(t, string(m.Data), "multipart/encrypted")
+	assert.Empty(t, skippedSubscribers(e.logs.String()), "the vouched records are no records skipped")
 }
 
 // rotationEnv registers acme under publishing key A and returns a bus of
@@ -190,18 +208,26 @@ func rotationEnv(t *testing.T) (e *serveEnv, bA, bBA *bus.Bus, onlyB string) {
 	return e, bA, openWithKeys(t, e.cfg, keyFile(t, lineB, lineA)), keyFile(t, lineB)
 }
 
-// TestResignNeverUndoesANewerRecord: an administrator suspends the
-// partner between the re-signing's last check and its write. The copy of
-// the active record lands after the suspension; the re-signing must not
-// leave it the latest record, or every registry (and, once compacted, the
-// topic itself) holds the partner active again.
+// TestResignNeverUndoesANewerRecord: an administrator (on the rotating
+// file) suspends acme between the re-signing's scan and its write, and
+// deletes beta; the re-signing process dies right after its write (no
+// later step runs); A is removed and the topic compacted; a new process
+// rebuilds its registry from the topic. acme is still suspended, beta
+// still deleted, and an alert for their sector reaches neither (but
+// gamma, which reads it). A copy of the older records written under their
+// keys would have landed last, undone both for ever.
 func TestResignNeverUndoesANewerRecord(t *testing.T) {
-	e, bA, bBA, onlyB := rotationEnv(t)
-	storeA := app.SubscriberStore{Bus: bA, Audit: app.AuditLog(bA, time.Now)}
+	e, _, bBA, onlyB := rotationEnv(t)
+	beta, gamma := acmeCarWash(), acmeCarWash()
+	beta.ID, beta.Email = "beta", []subscribers.Email{{Address: "soc@beta.example"}}
+	gamma.ID, gamma.Email = "gamma", []subscribers.Email{{Address: "soc@gamma.example"}}
+	register(t, e.cluster.Open(t, e.cfg.Kafka), beta)
+	register(t, bBA, gamma)
 	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
 	scan, err := store.ScanSigners(t.Context())
 	require.NoError(t, err)
 
+	ctx, die := context.WithCancel(t.Context())
 	once := false
 	*app.ResignBeforeWrite = func() {
 		if once {
@@ -211,22 +237,42 @@ func TestResignNeverUndoesANewerRecord(t *testing.T) {
 		suspended := acmeCarWash()
 		suspended.Status = subscribers.StatusSuspended
 		suspended.Normalize()
-		require.NoError(t, storeA.Put(t.Context(), "cli:old-process", "", []*subscribers.Subscriber{suspended}, readRegistry(t, bA).Record))
+		admin := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+		reg := readRegistry(t, bBA)
+		require.NoError(t, admin.Put(t.Context(), "cli:admin", "", []*subscribers.Subscriber{suspended}, reg.Record))
+		require.NoError(t, admin.Delete(t.Context(), "cli:admin", "beta"))
 	}
-	t.Cleanup(func() { *app.ResignBeforeWrite = nil })
-	_, err = store.Resign(t.Context(), "cli:test", scan)
-	require.NoError(t, err)
+	*app.ResignAfterWrite = die
+	t.Cleanup(func() { *app.ResignBeforeWrite, *app.ResignAfterWrite = nil, nil })
+	_, err = store.Resign(ctx, "cli:test", scan)
+	require.ErrorIs(t, err, context.Canceled, "the run died after its write")
 	require.True(t, once)
 
-	assert.Equal(t, subscribers.StatusSuspended, readRegistry(t, bBA).Get("acme").Status, "the suspension stands")
-	assert.Equal(t, subscribers.StatusSuspended, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme").Status,
-		"the latest record of acme is the suspension, under the new key")
+	e.cluster.Kfake().Compact()
+	bB := openWithKeys(t, e.cfg, onlyB)
+	reg := readRegistry(t, bB)
+	require.NotNil(t, reg.Get("acme"))
+	assert.Equal(t, subscribers.StatusSuspended, reg.Get("acme").Status, "the suspension stands")
+	assert.Nil(t, reg.Get("beta"), "the deletion stands")
+
+	e.cfg.Publishing.KeyFile = onlyB
+	e.cfg.Release.SecondAnalyst = nil
+	e.start(t, app.RoleFanout, app.RoleDeliver)
+	publish(t, bB, carWashAlert("a-after-rotation"))
+	require.Eventually(t, func() bool { return e.sink.Count() >= 1 }, 60*time.Second, 50*time.Millisecond, "the alert:\n%s", e.logs)
+	for _, m := range e.sink.Messages() {
+		assert.Equal(t, []string{"soc@gamma.example"}, m.To)
+	}
 }
 
 // TestResignCountsWhatRegistriesHold: the latest record of acme is one no
-// key verifies (written by another client); every registry skips it and
-// holds the record before it, signed with A. The check must say A is
-// still needed, and the re-signing keep what registries hold.
+// key verifies (written by another client with a key of its own); every
+// registry skips it and holds the record before it, signed with A. No
+// endorsement can keep that record once A is removed (a newer record of
+// a removed key looks the same as the forged one), so the check must say
+// A is still needed, however often the re-signing runs, until an
+// administrator writes acme's record again; then A may go, and acme
+// stays.
 func TestResignCountsWhatRegistriesHold(t *testing.T) {
 	e, _, bBA, onlyB := rotationEnv(t)
 	other, err := busauth.Generate()
@@ -242,9 +288,25 @@ func TestResignCountsWhatRegistriesHold(t *testing.T) {
 	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
 	scan, err := store.ScanSigners(t.Context())
 	require.NoError(t, err)
-	assert.Equal(t, 2, scan.Use().Others(), "acme's record and its overlay's tombstone, under A")
-	_, err = store.Resign(t.Context(), "cli:test", scan)
+	u := scan.Use()
+	assert.Equal(t, 2, u.Others(), "acme's record and its overlay's tombstone, under A")
+	assert.Equal(t, 1, u.Unverified)
+	assert.Equal(t, 1, u.Blocked, "acme's record, followed by the forged one")
+	res, err := store.Resign(t.Context(), "cli:test", scan)
 	require.NoError(t, err)
+	assert.Equal(t, app.Resigned{Key: bBA.Keyring().IDs()[0], Records: 1, Blocked: 1}, res)
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, scan.Use().Others(), "A still keeps acme: it may not go")
+	assert.Equal(t, "Acme Car Wash", readRegistry(t, bBA).Get("acme").Name, "what registries hold is unchanged")
+
+	// The administrator writes acme's record again: A may go.
+	admin := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	reg := readRegistry(t, bBA)
+	require.NoError(t, admin.Put(t.Context(), "cli:admin", "", []*subscribers.Subscriber{reg.Record("acme")}, reg.Record))
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 0, scan.Use().Others())
 	acme := readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme")
 	require.NotNil(t, acme, "acme is gone once A is removed")
 	assert.Equal(t, "Acme Car Wash", acme.Name)

@@ -404,6 +404,10 @@ func (b *Bus) AuthenticHeaders(m kafka.Message) bool {
 	return b.Authentic(m) && b.refuse(m, "ignoring a record whose headers Herald did not write", b.authenticateOthers(m))
 }
 
+// Log returns the logger the bus logs its events to (Options.Log), for a
+// reader that reports what it skipped where the bus reports it.
+func (b *Bus) Log() *slog.Logger { return b.log }
+
 // Keyring returns the keyring the bus authenticates with, or nil.
 func (b *Bus) Keyring() *busauth.Keyring { return b.keys }
 
