@@ -242,7 +242,7 @@ func ReplacedOverlays(prev, next *Subscriber) []string {
 }
 
 // same reports whether o is the very overlay held: every field alike (the
-// same change read again, such as a copy re-signed with a new publishing
+// same change read again, such as a copy written again with a new publishing
 // key by `herald keys resign`), not a rival change made from the same
 // state. The registry holds it as it was, with no change to count.
 func (o KeyOverlay) same(held KeyOverlay) bool {

@@ -88,7 +88,7 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 		fmt.Fprintf(e.stderr, "herald: %d latest records of the subscribers topic are verified by no key of publishing.key_file and vouched for by no endorsement: every Herald process skips them (written by another client, or signed with a key already removed: put it back, second, and run `herald keys resign --subscribers`)\n", u.Unverified)
 	}
 	if u.Blocked > 0 {
-		fmt.Fprintf(e.stderr, "herald: %d records in force in the subscribers topic are followed by a record signed with a key publishing.key_file does not hold: no endorsement can keep them once their key is removed (a newer record of a removed key looks the same as a forged one). Write each such partner's record again (`herald subscribers get ID -o json` then `herald subscribers put`), then run `herald keys resign --subscribers` again\n", u.Blocked)
+		fmt.Fprintf(e.stderr, "herald: %d records in force in the subscribers topic are followed by a record signed with a key publishing.key_file does not hold: no endorsement can keep them once their key is removed (a newer record of a removed key looks the same as a forged one). Write each such partner's record again (`herald subscribers get ID > p.json`, then `herald subscribers put p.json`), then run `herald keys resign --subscribers` again\n", u.Blocked)
 	}
 	if n := u.Others(); n > 0 {
 		return fmt.Errorf("%d records in force in the subscribers topic are kept by a key other than %s (they, or their endorsements, are signed with it): keep every key listed until `herald keys resign --subscribers` leaves none", n, u.Keys[0].ID)
