@@ -311,3 +311,49 @@ func TestResignCountsWhatRegistriesHold(t *testing.T) {
 	require.NotNil(t, acme, "acme is gone once A is removed")
 	assert.Equal(t, "Acme Car Wash", acme.Name)
 }
+
+// TestEndorsementsThatVouchForNothing: an endorsement signed
+// with a key of no Herald keyring, and one Herald signed that names
+// another offset than acme's latest record, vouch for nothing: once A is
+// removed acme is gone, and the check counts acme's record under A. A
+// real run then keeps acme as it was.
+func TestEndorsementsThatVouchForNothing(t *testing.T) {
+	e, _, bBA, onlyB := rotationEnv(t)
+	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	var at kafka.Message
+	require.NoError(t, bBA.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		if string(m.Key) == "acme" {
+			at = m
+		}
+		return nil
+	}))
+	forged := acmeCarWash()
+	forged.Name = "Forged"
+	fv, err := json.Marshal(forged)
+	require.NoError(t, err)
+	endorse := func(offset int64, value []byte) kafka.Message {
+		v, err := json.Marshal(map[string]any{"key": "acme", "partition": at.Partition, "offset": offset, "value": value, "auth": "", "by": "x", "at": time.Now()})
+		require.NoError(t, err)
+		return kafka.Message{Key: []byte(subscribers.EndorsementPrefix + "acme"), Value: v}
+	}
+	other, err := busauth.Generate()
+	require.NoError(t, err)
+	forger := openWithKeys(t, e.cfg, keyFile(t, keyLine(t, other)))
+	require.NoError(t, forger.Producer(bus.TopicSubscribers).WriteToPartition(t.Context(), at.Partition, endorse(at.Offset, fv)))
+	require.NoError(t, bBA.Producer(bus.TopicSubscribers).WriteToPartition(t.Context(), at.Partition, endorse(at.Offset+1, at.Value)))
+
+	assert.Nil(t, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme"), "nothing vouches for acme")
+	scan, err := store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 2, scan.Use().Others(), "acme's record and its overlay's tombstone, under A")
+
+	res, err := store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Records)
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 0, scan.Use().Others())
+	acme := readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme")
+	require.NotNil(t, acme)
+	assert.Equal(t, "Acme Car Wash", acme.Name)
+}
