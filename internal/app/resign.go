@@ -44,11 +44,12 @@ type SubscriberSigners struct {
 	// of it can count (topicReader), so it needs its signer until an
 	// administrator writes the key's record again.
 	blocked map[string]bool
-	// stale holds, by endorsement key, the signer of its latest record
-	// when that is not the first key and it vouches for nothing in
-	// force: Resign retires it (a tombstone), so that removing its
-	// signer leaves no record a registry must skip.
-	stale map[string]string
+	// stale holds, by endorsement key, its latest record (where, and
+	// its signer) when that is not signed with the first key and vouches
+	// for nothing in force: Resign retires it (a tombstone on its
+	// partition, unless it writes a fresh endorsement under that key),
+	// so that removing its signer leaves no record a registry must skip.
+	stale map[string]latestRecord
 }
 
 // latestRecord is where the record in force under a key lies and which key
@@ -109,7 +110,7 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 		return nil, bus.ErrNoKeyring
 	}
 	sc := &SubscriberSigners{bus: s.Bus, keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{},
-		blocked: map[string]bool{}, stale: map[string]string{}}
+		blocked: map[string]bool{}, stale: map[string]latestRecord{}}
 	r := newTopicReader(s.Bus, true)
 	// own holds, by endorsement key, its latest record: where, and who
 	// signed it ("" if no key of the keyring did).
@@ -148,7 +149,7 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 		if ok && l.partition == e.partition && l.offset == e.offset {
 			continue // in force: the key's own count
 		}
-		sc.stale[ek] = e.signer
+		sc.stale[ek] = e
 	}
 	return sc, nil
 }
@@ -168,8 +169,8 @@ func (sc *SubscriberSigners) Use() KeyUse {
 			}
 		}
 	}
-	for _, signer := range sc.stale {
-		if i := slices.Index(ids, signer); i >= 0 {
+	for _, e := range sc.stale {
+		if i := slices.Index(ids, e.signer); i >= 0 {
 			u.Keys[i].Records++
 		}
 	}
@@ -192,7 +193,8 @@ type Resigned struct {
 	// with a key the keyring does not hold follows them (KeyUse.Blocked).
 	Blocked int
 	// Retired counts the endorsements no longer needed replaced by a
-	// tombstone signed with Key.
+	// tombstone signed with Key (one replaced by a fresh endorsement of
+	// the record now in force under its key counts in Records).
 	Retired int
 }
 
@@ -225,6 +227,10 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 	r := newTopicReader(s.Bus, true)
 	var batch []kafka.Message
 	written := 0
+	// fresh holds the endorsement keys written to: the fresh endorsement
+	// replaces the stale one there, later in the same partition; a
+	// tombstone must not follow it.
+	fresh := map[string]bool{}
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -248,6 +254,9 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 			return fmt.Errorf("vouch for the subscribers topic's records (%d endorsements written before this): %w", written, err)
 		}
 		written += len(msgs)
+		for _, m := range msgs {
+			fresh[string(m.Key)] = true
+		}
 		return nil
 	}
 	now := time.Now().UTC()
@@ -279,16 +288,21 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 	}
 	res.Records = written
 	res.Changed = len(need) - written
-	// Stale endorsements: a tombstone each, under their own key, which
-	// Resign alone writes.
-	var retire []kafka.Message
-	for ek := range sc.stale {
-		retire = append(retire, kafka.Message{Key: []byte(ek)})
+	// Stale endorsements not replaced: a tombstone each, under their own
+	// key, which Resign alone writes, on their own partition (not where
+	// the key's hash would put it), so that compaction removes them.
+	retire := map[int][]kafka.Message{}
+	for ek, e := range sc.stale {
+		if !fresh[ek] {
+			retire[e.partition] = append(retire[e.partition], kafka.Message{Key: []byte(ek)})
+		}
 	}
-	if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, retire...); err != nil {
-		return res, fmt.Errorf("retire the subscribers topic's stale endorsements: %w", err)
+	for part, msgs := range retire {
+		if err := s.Bus.Producer(bus.TopicSubscribers).WriteToPartition(ctx, part, msgs...); err != nil {
+			return res, fmt.Errorf("retire the subscribers topic's stale endorsements (%d retired before this): %w", res.Retired, err)
+		}
+		res.Retired += len(msgs)
 	}
-	res.Retired = len(retire)
 	if resignAfterWrite != nil {
 		resignAfterWrite()
 	}

@@ -357,3 +357,125 @@ func TestEndorsementsThatVouchForNothing(t *testing.T) {
 	require.NotNil(t, acme)
 	assert.Equal(t, "Acme Car Wash", acme.Name)
 }
+
+// TestNextRotationVouchesAfresh: partners registered under A (acme with
+// its own key, beta, delta); rotated to B first, vouched for with B;
+// beta then renamed and gamma registered under B. The next rotation puts
+// C first, B (and A) still held; delta is renamed under C. `keys resign`
+// vouches afresh with C for every record B kept (the records A signed
+// that B's endorsements vouch for, beta's and gamma's records, all under
+// the same ~resign/ keys), retires delta's endorsement, no longer needed,
+// and the check then says only C is needed. A and B removed, the topic
+// compacted: a new process holds every partner as it was, acme's own key
+// included, reading them logs no warning, and an alert reaches them all.
+// (beta's endorsement lies on the partition of its own tombstone's key:
+// retiring its old endorsement with a tombstone written after the fresh
+// one would remove the fresh one at compaction.)
+func TestNextRotationVouchesAfresh(t *testing.T) {
+	e := newServeEnv(t, nil)
+	const addr = "soc@acme.example"
+	alice, _ := pgptest.RecipientKey(t, pgptest.Alice)
+	dataA, err := os.ReadFile(e.cfg.Publishing.KeyFile)
+	require.NoError(t, err)
+	dataB, err := busauth.Generate()
+	require.NoError(t, err)
+	dataC, err := busauth.Generate()
+	require.NoError(t, err)
+	lineA, lineB, lineC := keyLine(t, dataA), keyLine(t, dataB), keyLine(t, dataC)
+	partner := func(id, name string) *subscribers.Subscriber {
+		s := acmeCarWash()
+		s.ID, s.Name, s.Email = id, name, []subscribers.Email{{Address: "soc@" + id + ".example"}}
+		s.Normalize()
+		return s
+	}
+	var bal kafka.Murmur2Balancer
+	onOwnPartition := func(k string) bool {
+		return bal.Balance(kafka.Message{Key: []byte(k)}, 0, 1, 2) == bal.Balance(kafka.Message{Key: []byte(subscribers.EndorsementPrefix + k)}, 0, 1, 2)
+	}
+	require.True(t, onOwnPartition("beta"), "beta's endorsement key falls on beta's partition")
+	require.False(t, onOwnPartition("delta"), "delta's endorsement key falls on another partition")
+
+	bA := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, bA, acmeCarWash(), partner("beta", "Beta"), partner("delta", "Delta"))
+	storeA := app.SubscriberStore{Bus: bA, Audit: app.AuditLog(bA, time.Now), Overlays: readRegistry(t, bA)}
+	require.NoError(t, storeA.SetKey(t.Context(), "partner:acme-soc", storeA.Overlays.Record("acme"), addr, "", alice, time.Now()))
+
+	// The first rotation: B first, A second, vouched for with B.
+	bBA := openWithKeys(t, e.cfg, keyFile(t, lineB, lineA))
+	storeB := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := storeB.ScanSigners(t.Context())
+	require.NoError(t, err)
+	first, err := storeB.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	require.Positive(t, first.Records)
+	scan, err = storeB.ScanSigners(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, scan.Use().Others(), "A may go")
+	register(t, bBA, partner("beta", "Beta Ltd"), partner("gamma", "Gamma"))
+
+	// The next rotation: C first, B and A still held; delta renamed
+	// under C.
+	bCBA := openWithKeys(t, e.cfg, keyFile(t, lineC, lineB, lineA))
+	register(t, bCBA, partner("delta", "Delta Ltd"))
+	storeC := app.SubscriberStore{Bus: bCBA, Audit: app.AuditLog(bCBA, time.Now)}
+	ids := bCBA.Keyring().IDs()
+	scan, err = storeC.ScanSigners(t.Context())
+	require.NoError(t, err)
+	u := scan.Use()
+	assert.Equal(t, 2, u.Keys[0].Records, "delta's record and its overlay's tombstone, under C")
+	assert.Equal(t, first.Records-2+2+4, u.Keys[1].Records, "under B: what its endorsements keep (but delta's), gamma's record and overlay tombstone, and the endorsements of delta and beta no longer needed")
+	assert.Zero(t, u.Keys[2].Records, "under A: nothing, its records are kept by B's endorsements")
+	res, err := storeC.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, app.Resigned{Key: ids[0], Records: first.Records - 2 + 2, Retired: 2}, res,
+		"vouched afresh (beta's endorsements replaced); delta's endorsements retired")
+	scan, err = storeC.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, app.KeyUse{Keys: []app.KeyCount{{ID: ids[0], Records: res.Records + 2}, {ID: ids[1]}, {ID: ids[2]}}}, scan.Use(), "A and B may go")
+	// A partner registered afterwards on beta's partition: what resign
+	// wrote there is no longer the active segment, which compaction
+	// leaves alone.
+	require.Equal(t, 2, bal.Balance(kafka.Message{Key: []byte("iota")}, 0, 1, 2), "iota lies on beta's partition")
+	register(t, bCBA, partner("iota", "Iota"))
+	var endorsements []string
+	require.NoError(t, bCBA.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		if k := string(m.Key); strings.HasPrefix(k, subscribers.EndorsementPrefix) {
+			assert.Equal(t, bal.Balance(kafka.Message{Key: []byte(strings.TrimPrefix(k, subscribers.EndorsementPrefix))}, 0, 1, 2), m.Partition,
+				"%s lies on its record's partition", k)
+			endorsements = append(endorsements, k)
+		}
+		return nil
+	}))
+	assert.Contains(t, endorsements, subscribers.EndorsementPrefix+"gamma")
+
+	// A and B removed, the topic compacted: a new process holds every
+	// partner, and reading them logs no warning.
+	e.cluster.Kfake().Compact()
+	onlyC := keyFile(t, lineC)
+	bC := openWithKeys(t, e.cfg, onlyC)
+	var logs logtest.Buffer
+	reg, err := app.LoadRegistry(t.Context(), bC, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.NoError(t, err)
+	assert.NotContains(t, logs.String(), "level=WARN")
+	for id, name := range map[string]string{"acme": "Acme Car Wash", "beta": "Beta Ltd", "gamma": "Gamma", "delta": "Delta Ltd", "iota": "Iota"} {
+		if assert.NotNil(t, reg.Get(id), "%s is gone once A and B are removed", id) {
+			assert.Equal(t, name, reg.Get(id).Name)
+		}
+	}
+	if acme := reg.Get("acme"); assert.NotNil(t, acme) {
+		assert.Equal(t, alice, acme.Email[0].PGPKey, "the partner's own key")
+	}
+
+	// And an alert reaches every partner.
+	e.cfg.Publishing.KeyFile = onlyC
+	e.cfg.Release.SecondAnalyst = nil
+	e.start(t, app.RoleFanout, app.RoleDeliver)
+	publish(t, bC, carWashAlert("a-after-next-rotation"))
+	require.Eventually(t, func() bool { return e.sink.Count() >= 5 }, 60*time.Second, 50*time.Millisecond, "the alert:\n%s", e.logs)
+	var to []string
+	for _, m := range e.sink.Messages() {
+		to = append(to, m.To...)
+	}
+	assert.ElementsMatch(t, []string{addr, "soc@beta.example", "soc@gamma.example", "soc@delta.example", "soc@iota.example"}, to)
+	assert.Empty(t, skippedSubscribers(e.logs.String()), "the vouched records are no records skipped")
+}

@@ -42,7 +42,10 @@ import (
 // record. If K's latest record is authentic, or newer than o, or K has no
 // record left (a tombstone compaction removed), E changes nothing: a
 // change written at any moment before, between or after wins, and a
-// resign run that dies at any instant undoes nothing. A record refused as
+// resign run that dies at any instant undoes nothing. A tombstone under
+// an endorsement key retires the endorsements before it (Resign writes
+// it on their partition, for compaction to remove them): it vouches for
+// nothing and is no bad record. A record refused as
 // not Herald's at all (no herald-auth, or one that does not match) is
 // skipped as if absent, as readers always skip it.
 
@@ -153,6 +156,9 @@ func (r *topicReader) read(m kafka.Message) readResult {
 		res.inForce = &inForce{key: m.Key, value: m.Value, at: at, signer: signer, apply: true}
 		return res
 	}
+	if m.Value == nil {
+		return res // an endorsement retired (Resign): nothing to vouch for
+	}
 	e, err := decodeEndorsement(m)
 	if err != nil {
 		res.bad = err
@@ -177,9 +183,6 @@ func (r *topicReader) read(m kafka.Message) readResult {
 func decodeEndorsement(m kafka.Message) (endorsement, error) {
 	var e endorsement
 	k := string(m.Key)
-	if len(m.Value) == 0 {
-		return e, fmt.Errorf("endorsement %q: a tombstone vouches for nothing", k)
-	}
 	dec := json.NewDecoder(bytes.NewReader(m.Value))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
