@@ -313,7 +313,8 @@ func TestResignCountsWhatRegistriesHold(t *testing.T) {
 }
 
 // TestEndorsementsThatVouchForNothing: an endorsement signed
-// with a key of no Herald keyring, and one Herald signed that names
+// with a key of no Herald keyring, one with no herald-auth header, and
+// one Herald signed that names
 // another offset than acme's latest record, vouch for nothing: once A is
 // removed acme is gone, and the check counts acme's record under A. A
 // real run then keeps acme as it was.
@@ -340,6 +341,11 @@ func TestEndorsementsThatVouchForNothing(t *testing.T) {
 	require.NoError(t, err)
 	forger := openWithKeys(t, e.cfg, keyFile(t, keyLine(t, other)))
 	require.NoError(t, forger.Producer(bus.TopicSubscribers).WriteToPartition(t.Context(), at.Partition, endorse(at.Offset, fv)))
+	// One with no herald-auth at all, written by a plain client.
+	raw := &kafka.Writer{Addr: kafka.TCP(e.cluster.Addrs()...), Topic: bBA.Topic(bus.TopicSubscribers), RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond, Balancer: kafka.BalancerFunc(func(kafka.Message, ...int) int { return at.Partition })}
+	t.Cleanup(func() { raw.Close() })
+	require.NoError(t, raw.WriteMessages(t.Context(), endorse(at.Offset, fv)))
 	require.NoError(t, bBA.Producer(bus.TopicSubscribers).WriteToPartition(t.Context(), at.Partition, endorse(at.Offset+1, at.Value)))
 
 	assert.Nil(t, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme"), "nothing vouches for acme")
