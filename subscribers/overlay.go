@@ -58,6 +58,13 @@ const (
 	SecretsOverlayPrefix = "~secrets/"
 )
 
+// EndorsementPrefix starts the subscribers-topic key of an endorsement:
+// `herald keys resign`'s record vouching, under the publishing key's first
+// key, for the latest record of the key that follows the prefix, which an
+// older publishing key signed. Registry.Apply knows no such record: the
+// reader of the topic applies it (internal/app).
+const EndorsementPrefix = "~resign/"
+
 // KeyOverlayKey returns the subscribers-topic key of the partner's own key
 // for address: one key per address, whatever its case.
 func KeyOverlayKey(subscriber, address string) string {
@@ -235,7 +242,7 @@ func ReplacedOverlays(prev, next *Subscriber) []string {
 }
 
 // same reports whether o is the very overlay held: every field alike (the
-// same change read again, such as a copy re-signed with a new publishing
+// same change read again, such as a copy written again with a new publishing
 // key by `herald keys resign`), not a rival change made from the same
 // state. The registry holds it as it was, with no change to count.
 func (o KeyOverlay) same(held KeyOverlay) bool {

@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/subscribers"
 	"github.com/segmentio/kafka-go"
@@ -21,13 +23,20 @@ type registryFollower struct {
 	bus *bus.Bus
 	reg *subscribers.Registry
 	log *slog.Logger
+	// reader reads the topic by its rule of endorsements (topicReader):
+	// afresh for each load, then on while following. loading says a load
+	// is under way: records signed with a key the keyring does not hold
+	// are then reported together at its end, once the endorsements of
+	// their partitions have been read, not one by one.
+	reader  *topicReader
+	loading bool
 
 	mu   sync.Mutex
 	next map[int]int64 // partition → offset after the last record applied
 }
 
 func newRegistryFollower(b *bus.Bus, reg *subscribers.Registry, log *slog.Logger) *registryFollower {
-	return &registryFollower{bus: b, reg: reg, log: log, next: map[int]int64{}}
+	return &registryFollower{bus: b, reg: reg, log: log, next: map[int]int64{}, reader: newTopicReader(b, false)}
 }
 
 // run follows the topic until ctx ends; caughtUp is called once, when
@@ -83,6 +92,8 @@ func (f *registryFollower) load(ctx context.Context) (map[int]int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.reader, f.loading = newTopicReader(f.bus, false), true
+	defer func() { f.loading = false }()
 	from := make(map[int]int64, len(offs[bus.TopicSubscribers]))
 	for _, po := range offs[bus.TopicSubscribers] {
 		from[po.Partition] = po.End
@@ -96,6 +107,7 @@ func (f *registryFollower) load(ctx context.Context) (map[int]int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.reader.reportUnknown(f.log)
 	f.mu.Lock()
 	for p, next := range from {
 		f.next[p] = max(f.next[p], next)
@@ -104,14 +116,24 @@ func (f *registryFollower) load(ctx context.Context) (map[int]int64, error) {
 	return from, nil
 }
 
-// apply applies one record of the topic, if Herald wrote it (Authentic
-// logs it otherwise; tombstones included), and counts its offset as read
-// for Sync either way.
+// apply applies one record of the topic by topicReader's rule: a record
+// Herald wrote (tombstones included), or the record an endorsement
+// vouches for. A record not authentic is logged (bus.Bus.Authentic), but
+// during a load one signed with a key the keyring does not hold, which
+// an endorsement may vouch for further on, is reported with the others
+// at the load's end (topicReader.reportUnknown). Either way its offset
+// counts as read for Sync.
 func (f *registryFollower) apply(m kafka.Message) {
-	if f.bus.Authentic(m) {
-		if err := f.reg.Apply(m.Key, m.Value); err != nil {
-			f.log.Warn("skipping bad subscriber record", "key", string(m.Key), "offset", m.Offset, "error", err)
+	res := f.reader.read(m)
+	switch {
+	case res.inForce != nil && res.inForce.apply:
+		if err := f.reg.Apply(res.inForce.key, res.inForce.value); err != nil {
+			f.log.Warn("skipping bad subscriber record", "key", string(res.inForce.key), "offset", m.Offset, "error", err)
 		}
+	case res.bad != nil:
+		f.log.Warn("skipping bad subscriber record", "key", string(m.Key), "offset", m.Offset, "error", res.bad)
+	case res.refused != nil && !(f.loading && errors.Is(res.refused, busauth.ErrUnknownKey)):
+		f.bus.Authentic(m) // logs it and counts it
 	}
 	f.mu.Lock()
 	f.next[m.Partition] = max(f.next[m.Partition], m.Offset+1)

@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -12,74 +14,83 @@ import (
 	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/record"
+	"github.com/herald-alerts/herald/subscribers"
 )
 
-// The subscribers topic is compacted: the latest record of each key (a
-// partner's record, a partner's own key or secrets, an endpoint state, a
-// tombstone) stays for ever, authenticated by whichever publishing key
-// wrote it. Removing that key from the keyring after a rotation would make
-// every such record unauthentic, and every registry would skip it: the
-// partner vanishes, or an administrator's older key comes back in force.
-// Signers counts the latest records by the key that signed them; Resign
-// writes those signed with another key than the keyring's first again,
-// key, value and (authentic) headers exactly as they are, so that the
-// producer signs them with the first key. A copy changes nothing a
-// registry holds: the same record read again (a partner's own key or
-// secrets included, subscribers.Registry.PutKeyOverlay). Nothing is
-// re-encoded, so this is no write-back of a record Herald's CLI does not
-// own: the run is recorded in the audit trail as its own event.
+// Signers counts the latest records of the subscribers topic by the key
+// that signed what keeps them in force (the record, or its endorsement:
+// see topicReader); Resign writes an endorsement, signed with the
+// keyring's first key, of each record some other key keeps in force, so
+// that the other keys may be removed.
 
-// resignBatch is how many records Resign writes at once, each batch after
-// checking that none of its records has been replaced meanwhile.
-const resignBatch = 256
+// resignBeforeWrite, if set (by tests), runs between Resign's read of the
+// records it endorses and its first write; resignAfterWrite, after its
+// last write.
+var resignBeforeWrite, resignAfterWrite func()
 
-// resignBeforeWrite, if set (by tests), runs between Resign's last check
-// of a batch and its write.
-var resignBeforeWrite func()
-
-// SubscriberSigners is what ScanSigners read: the latest record of each
-// key of the subscribers topic and the key that signed it.
+// SubscriberSigners is what ScanSigners read: the record in force under
+// each key of the subscribers topic and the key that keeps it in force.
 type SubscriberSigners struct {
 	bus  *bus.Bus
 	keys *busauth.Keyring
-	// latest holds, by key, its latest authentic record: the one every
-	// registry holds (they skip the others).
+	// latest holds, by key, where its record in force lies (the one
+	// every registry holds) and the key that keeps it there.
 	latest map[string]latestRecord
-	// unverified holds the keys whose latest record no key verifies.
+	// unverified holds the keys whose latest record no key verifies and
+	// no endorsement vouches for.
 	unverified map[string]bool
-	// ends holds, by partition, the offset after the last record read.
-	ends map[int]int64
+	// blocked holds the keys whose record in force is followed by a
+	// record signed with a key the keyring does not hold: no endorsement
+	// of it can count (topicReader), so it needs its signer until an
+	// administrator writes the key's record again.
+	blocked map[string]bool
+	// stale holds, by endorsement key, its latest record (where, and
+	// its signer) when that is not signed with the first key and vouches
+	// for nothing in force: Resign retires it (a tombstone on its
+	// partition, unless it writes a fresh endorsement under that key),
+	// so that removing its signer leaves no record a registry must skip.
+	stale map[string]latestRecord
 }
 
-// latestRecord is where the latest record of a key lies and who signed it.
+// latestRecord is where the record in force under a key lies and which key
+// keeps it in force.
 type latestRecord struct {
 	partition int
 	offset    int64
-	// signer is the id of the key that signed it.
+	// signer is the id of the key that signed it, or the endorsement
+	// that vouches for it.
 	signer string
 }
 
-// KeyUse is how many of the latest records of the subscribers topic each
-// key of the keyring signs.
+// KeyUse is how many of the records in force in the subscribers topic each
+// key of the keyring keeps.
 type KeyUse struct {
 	// Keys lists every key of the keyring, in its order (the first
-	// signs), with the number of keys whose latest authentic record it
-	// signs: the record every registry holds for the key.
+	// signs), with the number of keys whose record in force it keeps:
+	// it signed the record, or an endorsement of it. Endorsements no
+	// longer needed count under their signer too (Resign retires them).
 	Keys []KeyCount
 	// Unverified counts the keys whose latest record no key of the
-	// keyring verifies: registries skip it (written by someone other
-	// than Herald, or signed with a key already removed) and hold the
-	// latest authentic record before it, if any, counted in Keys.
+	// keyring verifies and no endorsement vouches for: registries skip
+	// it (written by someone other than Herald, or signed with a key
+	// already removed) and hold the record in force before it, if any,
+	// counted in Keys.
 	Unverified int
+	// Blocked counts the records in force, among those Keys counts under
+	// a key other than the first, that a record signed with a key the
+	// keyring does not hold follows: no endorsement can keep them (a
+	// newer record of a removed key looks the same as a forged one), so
+	// only writing the key's record again frees their signer.
+	Blocked int
 }
 
-// KeyCount is how many latest records one key signs.
+// KeyCount is how many records in force one key keeps.
 type KeyCount struct {
 	ID      string
 	Records int
 }
 
-// Others counts the latest records signed with a key other than the first
+// Others counts the records in force kept by a key other than the first
 // of the keyring: while it is not 0, removing those keys loses them.
 func (u KeyUse) Others() int {
 	n := 0
@@ -89,58 +100,77 @@ func (u KeyUse) Others() int {
 	return n
 }
 
-// ScanSigners reads the subscribers topic to its end and finds the key
-// that signed the latest authentic record of each key (the one registries
-// hold), and the keys whose latest record is not authentic.
+// ScanSigners reads the subscribers topic to its end and finds, by the
+// rule every registry follows (topicReader), the record in force under
+// each key and the key that keeps it there, and the keys whose latest
+// record is not authentic.
 func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, error) {
 	keys := s.Bus.Keyring()
 	if keys == nil {
 		return nil, bus.ErrNoKeyring
 	}
-	offs, err := s.Bus.Offsets(ctx, bus.TopicSubscribers)
-	if err != nil {
-		return nil, fmt.Errorf("read the subscribers topic: %w", err)
-	}
-	sc := &SubscriberSigners{bus: s.Bus, keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{}, ends: map[int]int64{}}
-	for _, po := range offs[bus.TopicSubscribers] {
-		sc.ends[po.Partition] = po.End
-	}
-	err = s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+	sc := &SubscriberSigners{bus: s.Bus, keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{},
+		blocked: map[string]bool{}, stale: map[string]latestRecord{}}
+	r := newTopicReader(s.Bus, true)
+	// own holds, by endorsement key, its latest record: where, and who
+	// signed it ("" if no key of the keyring did).
+	own := map[string]latestRecord{}
+	err := s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
 		k := string(m.Key)
-		if signer := sc.signer(m); signer != "" {
-			sc.latest[k] = latestRecord{partition: m.Partition, offset: m.Offset, signer: signer}
-			delete(sc.unverified, k)
-		} else {
+		res := r.read(m)
+		if isEndorsementKey(k) && (res.refused == nil || errors.Is(res.refused, busauth.ErrUnknownKey)) {
+			own[k] = latestRecord{partition: m.Partition, offset: m.Offset, signer: res.signer}
+		}
+		if f := res.inForce; f != nil {
+			sc.latest[string(f.key)] = latestRecord{partition: f.at.partition, offset: f.at.offset, signer: f.signer}
+			delete(sc.unverified, string(f.key))
+			if f.vouched {
+				own[k] = latestRecord{partition: f.at.partition, offset: f.at.offset, signer: res.signer}
+			}
+		} else if res.refused != nil && !isEndorsementKey(k) {
 			sc.unverified[k] = true
 		}
-		sc.ends[m.Partition] = max(sc.ends[m.Partition], m.Offset+1)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the subscribers topic: %w", err)
 	}
+	for k := range r.unknown {
+		if _, ok := sc.latest[k]; ok && !isEndorsementKey(k) {
+			sc.blocked[k] = true
+		}
+	}
+	first := keys.IDs()[0]
+	for ek, e := range own {
+		if e.signer == first {
+			continue
+		}
+		l, ok := sc.latest[strings.TrimPrefix(ek, subscribers.EndorsementPrefix)]
+		if ok && l.partition == e.partition && l.offset == e.offset {
+			continue // in force: the key's own count
+		}
+		sc.stale[ek] = e
+	}
 	return sc, nil
 }
 
-// signer returns the id of the key that signed m, or "" if m is not
-// authentic (bus.Bus.Authenticate: what registries skip).
-func (sc *SubscriberSigners) signer(m kafka.Message) string {
-	id, err := sc.bus.SignedBy(m)
-	if err != nil {
-		return ""
-	}
-	return id
-}
-
-// Use counts the latest records by the key that signed them.
+// Use counts the records in force by the key that keeps them.
 func (sc *SubscriberSigners) Use() KeyUse {
 	ids := sc.keys.IDs()
 	u := KeyUse{Keys: make([]KeyCount, len(ids))}
 	for i, id := range ids {
 		u.Keys[i].ID = id
 	}
-	for _, l := range sc.latest {
+	for k, l := range sc.latest {
 		if i := slices.Index(ids, l.signer); i >= 0 {
+			u.Keys[i].Records++
+			if i > 0 && sc.blocked[k] {
+				u.Blocked++
+			}
+		}
+	}
+	for _, e := range sc.stale {
+		if i := slices.Index(ids, e.signer); i >= 0 {
 			u.Keys[i].Records++
 		}
 	}
@@ -150,137 +180,104 @@ func (sc *SubscriberSigners) Use() KeyUse {
 
 // Resigned is what a Resign run did.
 type Resigned struct {
-	// Key is the id of the key the records were signed with.
+	// Key is the id of the key the endorsements were signed with.
 	Key string
-	// Records counts the records written again under Key.
+	// Records counts the records vouched for: an endorsement of each
+	// written under Key.
 	Records int
-	// Changed counts the records left alone because their key was
-	// written meanwhile (the new record is the one that counts; run
-	// again to re-sign it if another key signed it).
+	// Changed counts the records not vouched for because their key was
+	// written after ScanSigners read it (the new record is the one in
+	// force; run again to vouch for it if another key keeps it).
 	Changed int
-	// Restored counts the records written again because a copy of the
-	// record they replaced landed after them: each is the newer change,
-	// made the latest record of its key again.
-	Restored int
+	// Blocked counts the records not vouched for because a record signed
+	// with a key the keyring does not hold follows them (KeyUse.Blocked).
+	Blocked int
+	// Retired counts the endorsements no longer needed replaced by a
+	// tombstone signed with Key (one replaced by a fresh endorsement of
+	// the record now in force under its key counts in Records).
+	Retired int
 }
 
-// resignHeader names the run that wrote a copy (a random id), so that
-// Resign tells its own copies from anyone else's records when it checks
-// what its write landed after.
-const resignHeader = "herald-resign"
-
-// Resign writes again, as actor, every latest record of the subscribers
-// topic that sc found signed with a key other than the keyring's first:
-// the same key, value and authentic headers, signed by the producer with
-// the first key. A copy must never become the latest record of its key
-// over a newer change (a suspension, a deletion, a partner's own key): in
-// a compacted topic the latest record is the one kept. So, just before
-// writing each batch, Resign reads what the topic gained since sc (or the
-// last batch) was read and leaves out every record whose key has a newer
-// authentic record, counting it in Changed; and just after, it reads
-// what the topic gained again: a key written by someone else between that
-// check and its copy, and not since, has its newer record written again
-// after the copy (counted in Restored), and so on until no copy lies over
-// a newer record. It records the run in the audit trail (one entry, with
-// its counts) and returns what it did.
+// Resign writes, as actor, an endorsement of every record in force that
+// sc found kept by a key other than the keyring's first (unless blocked),
+// signed by the producer with the first key, on the record's partition,
+// and retires the endorsements sc found stale. An endorsement never
+// supersedes anything (topicReader): a change written meanwhile stays the
+// one in force, and a run that stops at any point undoes nothing, so no
+// check before a write is needed. It records the run in the audit trail
+// (one entry, with its counts) and returns what it did.
 func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *SubscriberSigners) (Resigned, error) {
 	first := sc.keys.IDs()[0]
 	res := Resigned{Key: first}
-	run, err := randomID("re-signing run id")
-	if err != nil {
-		return res, err
-	}
-	// need holds the keys to sign again and where their latest record is.
+	// need holds the keys to vouch for and where their record in force is.
 	need := map[string]latestRecord{}
 	for k, l := range sc.latest {
-		if l.signer != first {
+		switch {
+		case l.signer == first:
+		case sc.blocked[k]:
+			res.Blocked++
+		default:
 			need[k] = l
 		}
 	}
-	written := map[string]bool{}
-	// last holds, by key written this run, the latest authentic record
-	// read since the check before its write; over, the record a copy of
-	// this run landed after (nil if none, or if a newer one followed).
-	last := map[string]*kafka.Message{}
-	over := map[string]*kafka.Message{}
-	observe := func(m kafka.Message) {
-		k := string(m.Key)
-		if sc.signer(m) == "" {
-			return
+	// The topic is read again, one partition after the other, by the
+	// rule registries follow: a record whose key has another record in
+	// force by the end of its partition changed meanwhile, and is left
+	// alone (an endorsement of it would change nothing).
+	r := newTopicReader(s.Bus, true)
+	var batch []kafka.Message
+	written := 0
+	// fresh holds the endorsement keys written to: the fresh endorsement
+	// replaces the stale one there, later in the same partition; a
+	// tombstone must not follow it.
+	fresh := map[string]bool{}
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
 		}
-		if _, ok := need[k]; ok && !written[k] {
-			delete(need, k)
-			res.Changed++
-		}
-		if !written[k] {
-			return
-		}
-		if bus.Header(m, resignHeader) == run && s.Bus.AuthenticateHeaders(m) == nil {
-			if l := last[k]; l != nil && bus.Header(*l, resignHeader) != run {
-				over[k] = l
+		part := batch[0].Partition
+		msgs := make([]kafka.Message, 0, len(batch))
+		for _, m := range batch {
+			k := strings.TrimPrefix(string(m.Key), subscribers.EndorsementPrefix)
+			if h, ok := r.held[k]; ok && h == (place{need[k].partition, need[k].offset}) {
+				msgs = append(msgs, kafka.Message{Key: m.Key, Value: m.Value})
 			}
-		} else {
-			delete(over, k)
 		}
-		last[k] = &m
-	}
-	write := func(msgs []kafka.Message) error {
+		batch = batch[:0]
 		if len(msgs) == 0 {
 			return nil
 		}
-		for i := range msgs {
-			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: resignHeader, Value: []byte(run)})
-			written[string(msgs[i].Key)] = true
-		}
-		clear(last)
-		if resignBeforeWrite != nil {
+		if written == 0 && resignBeforeWrite != nil {
 			resignBeforeWrite()
 		}
-		if err := s.Bus.Producer(bus.TopicSubscribers).Write(ctx, msgs...); err != nil {
-			return fmt.Errorf("re-sign the subscribers topic (%d records written before this): %w", res.Records+res.Restored, err)
+		if err := s.Bus.Producer(bus.TopicSubscribers).WriteToPartition(ctx, part, msgs...); err != nil {
+			return fmt.Errorf("vouch for the subscribers topic's records (%d endorsements written before this): %w", written, err)
+		}
+		written += len(msgs)
+		for _, m := range msgs {
+			fresh[string(m.Key)] = true
 		}
 		return nil
 	}
-	var batch []kafka.Message
-	flush := func() error {
-		if err := s.catchUp(ctx, sc, observe); err != nil {
-			return err
-		}
-		msgs := slices.DeleteFunc(batch, func(m kafka.Message) bool { _, ok := need[string(m.Key)]; return !ok })
-		if err := write(msgs); err != nil {
-			return err
-		}
-		res.Records += len(msgs)
-		batch = batch[:0]
-		// Any copy that landed over a newer change: that change again,
-		// until none does.
-		for {
-			if err := s.catchUp(ctx, sc, observe); err != nil {
+	now := time.Now().UTC()
+	err := s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
+		if len(batch) > 0 && batch[0].Partition != m.Partition {
+			if err := flush(); err != nil {
 				return err
 			}
-			if len(over) == 0 {
-				return nil
-			}
-			var again []kafka.Message
-			for _, m := range over {
-				again = append(again, s.copyOf(*m))
-			}
-			clear(over)
-			if err := write(again); err != nil {
-				return err
-			}
-			res.Restored += len(again)
 		}
-	}
-	err = s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
-		l, ok := need[string(m.Key)]
+		r.read(m)
+		k := string(m.Key)
+		l, ok := need[k]
 		if !ok || l.partition != m.Partition || l.offset != m.Offset {
 			return nil
 		}
-		batch = append(batch, s.copyOf(m))
-		if len(batch) >= resignBatch {
-			return flush()
+		v, err := json.Marshal(endorsement{Key: k, Partition: m.Partition, Offset: m.Offset, Value: m.Value,
+			Auth: bus.Header(m, busauth.Header), By: actor, At: now})
+		if err != nil {
+			return fmt.Errorf("encode the endorsement of %q: %w", k, err)
 		}
+		batch = append(batch, kafka.Message{Key: []byte(subscribers.EndorsementPrefix + k), Value: v, Partition: m.Partition})
 		return nil
 	})
 	if err == nil {
@@ -289,91 +286,27 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 	if err != nil {
 		return res, err
 	}
-	// A record not found again was compacted away under a newer one,
-	// which the last check read.
-	for k := range need {
-		if !written[k] {
-			res.Changed++
+	res.Records = written
+	res.Changed = len(need) - written
+	// Stale endorsements not replaced: a tombstone each, under their own
+	// key, which Resign alone writes, on their own partition (not where
+	// the key's hash would put it), so that compaction removes them.
+	retire := map[int][]kafka.Message{}
+	for ek, e := range sc.stale {
+		if !fresh[ek] {
+			retire[e.partition] = append(retire[e.partition], kafka.Message{Key: []byte(ek)})
 		}
+	}
+	for part, msgs := range retire {
+		if err := s.Bus.Producer(bus.TopicSubscribers).WriteToPartition(ctx, part, msgs...); err != nil {
+			return res, fmt.Errorf("retire the subscribers topic's stale endorsements (%d retired before this): %w", res.Retired, err)
+		}
+		res.Retired += len(msgs)
+	}
+	if resignAfterWrite != nil {
+		resignAfterWrite()
 	}
 	err = s.Audit.Record(ctx, record.Audit{Actor: actor, Action: record.ActionKeysResign, Object: "topic:" + bus.TopicSubscribers,
-		Details: map[string]any{"key": first, "records": res.Records, "changed": res.Changed, "restored": res.Restored}})
+		Details: map[string]any{"key": first, "records": res.Records, "changed": res.Changed, "blocked": res.Blocked, "retired": res.Retired}})
 	return res, err
 }
-
-// copyOf returns m as it is to be written again: its key and value as
-// they are, and its other headers if they are authentic (the producer
-// signs them anew), but for an earlier run's mark (resignHeader); headers
-// Herald did not write are left behind.
-func (s SubscriberStore) copyOf(m kafka.Message) kafka.Message {
-	c := kafka.Message{Key: m.Key, Value: m.Value}
-	if s.Bus.AuthenticateHeaders(m) == nil {
-		for _, h := range m.Headers {
-			if busauth.Covers(h.Key) && h.Key != resignHeader {
-				c.Headers = append(c.Headers, h)
-			}
-		}
-	}
-	return c
-}
-
-// catchUp reads what the subscribers topic gained since sc.ends, up to
-// its high watermarks now, calls fn with each record, and moves sc.ends
-// past them.
-func (s SubscriberStore) catchUp(ctx context.Context, sc *SubscriberSigners, fn func(kafka.Message)) error {
-	offs, err := s.Bus.Offsets(ctx, bus.TopicSubscribers)
-	if err != nil {
-		return fmt.Errorf("read the subscribers topic: %w", err)
-	}
-	behind := false
-	from := map[int]int64{}
-	until := map[int]int64{}
-	for _, po := range offs[bus.TopicSubscribers] {
-		from[po.Partition] = sc.ends[po.Partition]
-		until[po.Partition] = po.End
-		behind = behind || sc.ends[po.Partition] < po.End
-	}
-	if !behind {
-		return nil
-	}
-	// A deadline of its own (STYLE: every network call has one): a broker
-	// that stops answering ends the run with an error, not a hang; the
-	// bound is generous, for a whole topic read on first use.
-	fctx, cancel := context.WithTimeoutCause(ctx, catchUpTimeout,
-		fmt.Errorf("read the subscribers topic: not at its end within %s", catchUpTimeout))
-	defer cancel()
-	reached := func() bool {
-		for p, end := range until {
-			if sc.ends[p] < end {
-				return false
-			}
-		}
-		return true
-	}
-	err = s.Bus.FollowFrom(fctx, bus.TopicSubscribers, from, func(b bus.Batch) error {
-		for _, m := range b.Messages {
-			fn(m)
-		}
-		sc.ends[b.Partition] = max(sc.ends[b.Partition], b.Next)
-		if reached() {
-			cancel()
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read the subscribers topic: %w", err)
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if !reached() {
-		if cause := context.Cause(fctx); cause != nil && !errors.Is(cause, context.Canceled) {
-			return cause
-		}
-		return errors.New("read the subscribers topic: stopped before its end")
-	}
-	return nil
-}
-
-// catchUpTimeout bounds one catchUp.
-const catchUpTimeout = 5 * time.Minute

@@ -360,6 +360,16 @@ func (b *Bus) refuse(m kafka.Message, msg string, err error) bool {
 	return false
 }
 
+// CountRefused tells Options.Rejected of m, a record a reader skipped
+// because Authenticate refused it with err, without logging it: for a
+// reader that reports such records together (one line for a whole load)
+// instead of one line each, as Authentic does.
+func (b *Bus) CountRefused(m kafka.Message, err error) {
+	if b.rejected != nil {
+		b.rejected(m, err)
+	}
+}
+
 // AuthenticateHeaders checks that m is authentic (Authenticate) and that
 // so are its other headers (those not herald-auth or herald-auth-headers):
 // its herald-auth-headers header authenticates them, in order, for its
@@ -393,6 +403,10 @@ func (b *Bus) authenticateOthers(m kafka.Message) error {
 func (b *Bus) AuthenticHeaders(m kafka.Message) bool {
 	return b.Authentic(m) && b.refuse(m, "ignoring a record whose headers Herald did not write", b.authenticateOthers(m))
 }
+
+// Log returns the logger the bus logs its events to (Options.Log), for a
+// reader that reports what it skipped where the bus reports it.
+func (b *Bus) Log() *slog.Logger { return b.log }
 
 // Keyring returns the keyring the bus authenticates with, or nil.
 func (b *Bus) Keyring() *busauth.Keyring { return b.keys }

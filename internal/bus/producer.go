@@ -150,10 +150,8 @@ func (p *Producer) write(ctx context.Context, msgs []kafka.Message, partitions [
 	if p.keys == nil {
 		return ErrNoKeyring
 	}
-	for i := range msgs {
-		if n := messageSize(&msgs[i]); n > maxRequestBytes {
-			return fmt.Errorf("message %d is %d bytes, more than the %d a request may carry", i, n, maxRequestBytes)
-		}
+	if err := checkSizes(msgs); err != nil {
+		return err
 	}
 	if partitions == nil {
 		var err error
@@ -221,6 +219,58 @@ func (p *Producer) WriteTo(ctx context.Context, pl *Placement, msgs ...kafka.Mes
 	}
 	if err := p.write(ctx, msgs, pl.partitions); err != nil {
 		return fmt.Errorf("write %d messages to %s: %w", len(msgs), p.topic, cause(ctx, err))
+	}
+	return nil
+}
+
+// WriteToPartition is Write with every message placed on partition,
+// whatever its key: for a record that must follow another one of a
+// different key in the same partition's order (an endorsement written
+// after the record it names, `herald keys resign`). The messages are
+// signed, sized and ordered as Write does; partition must exist.
+// (kafka-go's Writer ignores kafka.Message.Partition: this is the way to
+// choose one.)
+func (p *Producer) WriteToPartition(ctx context.Context, partition int, msgs ...kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := p.writeToPartition(ctx, partition, msgs); err != nil {
+		return fmt.Errorf("write %d messages to %s partition %d: %w", len(msgs), p.topic, partition, cause(ctx, err))
+	}
+	return nil
+}
+
+func (p *Producer) writeToPartition(ctx context.Context, partition int, msgs []kafka.Message) error {
+	if p.closed.Load() {
+		return errProducerClosed
+	}
+	if p.keys == nil {
+		return ErrNoKeyring
+	}
+	if err := checkSizes(msgs); err != nil {
+		return err
+	}
+	partitions, err := p.readPartitions(ctx)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(partitions, partition) {
+		return fmt.Errorf("no partition %d: the topic has %d", partition, len(partitions))
+	}
+	signed := make([]kafka.Message, len(msgs))
+	for i, m := range msgs {
+		m.Headers = sign(p.keys, p.name, &m)
+		signed[i] = m
+	}
+	return p.writePartition(ctx, partition, signed)
+}
+
+// checkSizes refuses msgs if one is too big for a request.
+func checkSizes(msgs []kafka.Message) error {
+	for i := range msgs {
+		if n := messageSize(&msgs[i]); n > maxRequestBytes {
+			return fmt.Errorf("message %d is %d bytes, more than the %d a request may carry", i, n, maxRequestBytes)
+		}
 	}
 	return nil
 }

@@ -84,3 +84,31 @@ func TestPlacementIsWhereWriteWrites(t *testing.T) {
 	}))
 	require.Equal(t, 60, n)
 }
+
+// TestWriteToPartitionPlacesWhereAsked: messages written to a partition
+// land there whatever their key, signed and in order after what the
+// partition held; a partition the topic lacks is refused.
+func TestWriteToPartitionPlacesWhereAsked(t *testing.T) {
+	b := kafkatest.New(t, kafkatest.Partitions(3))
+	p := b.Producer(bus.TopicSubscribers)
+	place, err := p.Placement(t.Context())
+	require.NoError(t, err)
+	require.NoError(t, p.Write(t.Context(), kafka.Message{Key: []byte("acme"), Value: []byte("first")}))
+	target := (place.Partition([]byte("acme")) + 1) % 3
+	var msgs []kafka.Message
+	for i := range 5 {
+		msgs = append(msgs, kafka.Message{Key: []byte("acme"), Value: fmt.Appendf(nil, "%d", i)})
+	}
+	require.NoError(t, p.WriteToPartition(t.Context(), target, msgs...))
+	var got []string
+	require.NoError(t, b.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		require.True(t, b.Authentic(m), "every message carries its authenticator")
+		if string(m.Value) != "first" {
+			require.Equal(t, target, m.Partition)
+			got = append(got, string(m.Value))
+		}
+		return nil
+	}))
+	assert.Equal(t, []string{"0", "1", "2", "3", "4"}, got)
+	assert.ErrorContains(t, p.WriteToPartition(t.Context(), 3, msgs[0]), "no partition 3")
+}

@@ -12,20 +12,21 @@ import (
 )
 
 // newResignCmd is `herald keys resign`: after a rotation of the publishing
-// key, write the compacted subscribers topic's latest records again under
+// key, vouch for the compacted subscribers topic's records in force under
 // the new key, or with --dry-run only say which keys they need.
 func newResignCmd(e *env) *cobra.Command {
 	var subs, dryRun bool
 	cmd := &cobra.Command{
 		Use:   "resign --subscribers [--dry-run]",
-		Short: "Re-sign the subscribers topic's latest records with the publishing key's first key (after a rotation)",
+		Short: "Vouch for the subscribers topic's records in force with the publishing key's first key (after a rotation)",
 		Long: "The subscribers topic is compacted: the latest record of each partner, of each partner's own key\n" +
 			"and secrets and of each endpoint state stays for ever, signed with the publishing key that wrote it.\n" +
-			"resign writes every latest record signed with another key of publishing.key_file again, key and\n" +
-			"value unchanged, signed with the file's first key, leaving out any record changed meanwhile, and\n" +
-			"records the run in the audit trail. It then prints how many latest records each key signs, and\n" +
-			"exits 1 while any is signed with a key other than the first: that key may not be removed yet.\n" +
-			"--dry-run only prints and exits so.",
+			"resign writes, for every such record kept in force by another key of publishing.key_file, an\n" +
+			"endorsement: a record of its own (key ~resign/ + the record's key) on the record's partition, signed\n" +
+			"with the file's first key, that vouches for that record. It never writes a record again, so a change\n" +
+			"made meanwhile (a suspension, a deletion) always stays in force. It records the run in the audit\n" +
+			"trail, then prints how many records in force each key keeps, and exits 1 while any is kept by a\n" +
+			"key other than the first: that key may not be removed yet. --dry-run only prints and exits so.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !subs {
@@ -34,13 +35,13 @@ func newResignCmd(e *env) *cobra.Command {
 			return e.resignSubscribers(cmd.Context(), dryRun)
 		},
 	}
-	cmd.Flags().BoolVar(&subs, "subscribers", false, "re-sign the subscribers topic")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "write nothing: print how many latest records each key signs, and exit 1 while a key other than the first signs any")
+	cmd.Flags().BoolVar(&subs, "subscribers", false, "vouch for the subscribers topic's records in force")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "write nothing: print how many records in force each key keeps, and exit 1 while a key other than the first keeps any")
 	return cmd
 }
 
-// resignSubscribers re-signs the subscribers topic (unless dryRun) and
-// prints which keys its latest records need.
+// resignSubscribers vouches for the subscribers topic's records in force
+// (unless dryRun) and prints which keys they need.
 func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 	b, _, err := e.client(ctx)
 	if err != nil {
@@ -57,12 +58,12 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "re-signed %d records of the subscribers topic with key %s", res.Records, res.Key)
+		fmt.Fprintf(e.stdout, "vouched for %d records of the subscribers topic with key %s", res.Records, res.Key)
 		if res.Changed > 0 {
-			fmt.Fprintf(e.stdout, "; left %d alone that changed meanwhile", res.Changed)
+			fmt.Fprintf(e.stdout, "; %d changed meanwhile (the newer record is in force)", res.Changed)
 		}
-		if res.Restored > 0 {
-			fmt.Fprintf(e.stdout, "; wrote %d newer records again that a copy had landed after", res.Restored)
+		if res.Retired > 0 {
+			fmt.Fprintf(e.stdout, "; retired %d endorsements no longer needed", res.Retired)
 		}
 		fmt.Fprintln(e.stdout)
 		if scan, err = store.ScanSigners(ctx); err != nil {
@@ -71,7 +72,7 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 	}
 	u := scan.Use()
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tLATEST RECORDS")
+	fmt.Fprintln(tw, "KEY\tRECORDS IN FORCE")
 	for i, k := range u.Keys {
 		role := ""
 		if i == 0 {
@@ -84,13 +85,16 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 		return err
 	}
 	if u.Unverified > 0 {
-		fmt.Fprintf(e.stderr, "herald: %d latest records of the subscribers topic are verified by no key of publishing.key_file: every Herald process skips them (written by another client, or signed with a key already removed: put it back, second, and run `herald keys resign --subscribers`)\n", u.Unverified)
+		fmt.Fprintf(e.stderr, "herald: %d latest records of the subscribers topic are verified by no key of publishing.key_file and vouched for by no endorsement: every Herald process skips them (written by another client, or signed with a key already removed: put it back, second, and run `herald keys resign --subscribers`)\n", u.Unverified)
+	}
+	if u.Blocked > 0 {
+		fmt.Fprintf(e.stderr, "herald: %d records in force in the subscribers topic are followed by a record signed with a key publishing.key_file does not hold: no endorsement can keep them once their key is removed (a newer record of a removed key looks the same as a forged one). Write each such partner's record again (`herald subscribers get ID > p.json`, then `herald subscribers put p.json`), then run `herald keys resign --subscribers` again\n", u.Blocked)
 	}
 	if n := u.Others(); n > 0 {
-		return fmt.Errorf("%d latest records of the subscribers topic are signed with a key other than %s: keep every key listed until `herald keys resign --subscribers` leaves none", n, u.Keys[0].ID)
+		return fmt.Errorf("%d records in force in the subscribers topic are kept by a key other than %s (they, or their endorsements, are signed with it): keep every key listed until `herald keys resign --subscribers` leaves none", n, u.Keys[0].ID)
 	}
 	if len(u.Keys) > 1 {
-		fmt.Fprintf(e.stdout, "no latest record of the subscribers topic needs a key other than %s\n", u.Keys[0].ID)
+		fmt.Fprintf(e.stdout, "no record in force in the subscribers topic needs a key other than %s\n", u.Keys[0].ID)
 	}
 	return nil
 }

@@ -16,8 +16,9 @@ import (
 // TestKeysResignSubscribers is the publishing key's rotation as the
 // operator guide tells it: the new key first, the old second; `keys
 // resign --subscribers --dry-run` fails while the subscribers topic's
-// latest records need the old key; `keys resign --subscribers` re-signs
-// them and says the old key may go; with it gone, the partner is there.
+// records in force need the old key; `keys resign --subscribers` vouches
+// for them and says the old key may go; with it gone, the partner is
+// there, and reading it logs no record skipped.
 func TestKeysResignSubscribers(t *testing.T) {
 	onBroker(t)
 	data, err := json.Marshal(map[string]any{"id": "acme", "name": "Acme", "kind": "business", "clearance": "AMBER",
@@ -59,19 +60,19 @@ func TestKeysResignSubscribers(t *testing.T) {
 	// of its address when it was created.
 	assert.Equal(t, 1, code, "the old key still signs the partner's record")
 	assert.Regexp(t, newID+` \(signs\) +0\n[0-9a-f]{12} +2\nunverified +0\n`, out)
-	assert.Contains(t, errOut, "2 latest records of the subscribers topic are signed with a key other than "+newID)
+	assert.Contains(t, errOut, "2 records in force in the subscribers topic are kept by a key other than "+newID)
 
 	code, out, errOut = run(t, "", "keys", "resign", "--subscribers")
 	require.Equal(t, 0, code, errOut)
-	assert.Contains(t, out, "re-signed 2 records of the subscribers topic with key "+newID)
+	assert.Contains(t, out, "vouched for 2 records of the subscribers topic with key "+newID)
 	assert.Regexp(t, newID+` \(signs\) +2\n[0-9a-f]{12} +0\n`, out)
-	assert.Contains(t, out, "no latest record of the subscribers topic needs a key other than "+newID)
+	assert.Contains(t, out, "no record in force in the subscribers topic needs a key other than "+newID)
 
 	code, _, errOut = run(t, "", "keys", "resign", "--subscribers", "--dry-run")
 	assert.Equal(t, 0, code, errOut)
 	code, out, errOut = run(t, "", "keys", "resign", "--subscribers")
 	require.Equal(t, 0, code, errOut)
-	assert.Contains(t, out, "re-signed 0 records", "a second run has nothing to do")
+	assert.Contains(t, out, "vouched for 0 records", "a second run has nothing to do")
 
 	code, out, errOut = run(t, "", "audit", "list", "--action", "keys.resign", "--output", "json")
 	require.Equal(t, 0, code, errOut)
@@ -81,4 +82,5 @@ func TestKeysResignSubscribers(t *testing.T) {
 	code, out, errOut = run(t, "", "subscribers", "get", "acme")
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, `"Acme"`)
+	assert.NotContains(t, errOut, "ignoring", "no record skipped: the old key's records are vouched for")
 }

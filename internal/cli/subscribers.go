@@ -13,7 +13,6 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/keywatch"
 	"github.com/herald-alerts/herald/subscribers"
-	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 )
 
@@ -27,21 +26,11 @@ func (e *env) registry(ctx context.Context) (*subscribers.Registry, error) {
 	return loadRegistry(ctx, b)
 }
 
-// loadRegistry reads the whole subscribers topic into a registry.
+// loadRegistry reads the whole subscribers topic into a registry, as
+// every Herald process does (app.LoadRegistry); the records it skips are
+// logged to the bus's log.
 func loadRegistry(ctx context.Context, b *bus.Bus) (*subscribers.Registry, error) {
-	reg := subscribers.NewRegistry()
-	err := b.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
-		// A record not written by Herald, or a bad one, is skipped here;
-		// `serve` logs it.
-		if b.Authentic(m) {
-			_ = reg.Apply(m.Key, m.Value)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read subscribers: %w", err)
-	}
-	return reg, nil
+	return app.LoadRegistry(ctx, b, b.Log())
 }
 
 func newSubscribersCmd(e *env) *cobra.Command {
