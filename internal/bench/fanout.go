@@ -76,6 +76,7 @@ func (e *env) runFanout(ctx context.Context) ([]Result, error) {
 		Deliveries:   b.Producer(bus.TopicDeliveries),
 		Receipts:     b.Producer(bus.TopicReceipts),
 		Quarantine:   b.Producer(bus.TopicQuarantine),
+		Bindings:     b.Producer(bus.TopicAlertIDs),
 		History:      ledger.FromBus(b),
 		Authenticate: b.Authenticate,
 		Now:          time.Now,
