@@ -146,6 +146,12 @@ func TestAnIDNamesOneAlertAfterRetention(t *testing.T) {
 	assert.Equal(t, 2, exit, "%s%s", out.String(), errOut.String())
 	assert.Contains(t, errOut.String(), "id: ")
 	assert.Contains(t, errOut.String(), "an id names one alert forever")
+	out.Reset()
+	errOut.Reset()
+	exit = cli.Execute(ctx, []string{"status", old.ID}, strings.NewReader(""), &out, &errOut)
+	assert.Equal(t, 0, exit, "%s%s", out.String(), errOut.String())
+	assert.Contains(t, out.String(), "was fanned out at", "status says what the binding knows")
+	assert.Contains(t, out.String(), "receipts have left the receipts topic (retention)")
 
 	// Straight to the alerts topic, as Herald's publishers write: the
 	// different alert is quarantined, the identical one is a no-op, and
