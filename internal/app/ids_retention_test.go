@@ -146,6 +146,12 @@ func TestAnIDNamesOneAlertAfterRetention(t *testing.T) {
 	assert.Equal(t, 2, exit, "%s%s", out.String(), errOut.String())
 	assert.Contains(t, errOut.String(), "id: ")
 	assert.Contains(t, errOut.String(), "an id names one alert forever")
+	out.Reset()
+	errOut.Reset()
+	exit = cli.Execute(ctx, []string{"status", old.ID}, strings.NewReader(""), &out, &errOut)
+	assert.Equal(t, 0, exit, "%s%s", out.String(), errOut.String())
+	assert.Contains(t, out.String(), "was fanned out at", "status says what the binding knows")
+	assert.Contains(t, out.String(), "receipts have left the receipts topic (retention)")
 
 	// Straight to the alerts topic, as Herald's publishers write: the
 	// different alert is quarantined, the identical one is a no-op, and
@@ -218,4 +224,98 @@ func TestBindingsAreBackfilled(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return strings.Contains(e.logs.String(), "alert id bindings backfilled") }, 10*time.Second, 10*time.Millisecond)
 	assert.Contains(t, e.logs.String(), "written=2")
+}
+
+// TestCLIFollowUpOfAnAlertKnownByItsBinding: the CLI judges references
+// against the bindings as the view does (publish.KafkaIndex.Lookup). An
+// alert whose alert receipt left the receipts topic is known by its
+// binding: an update of it while its record is still on the alerts topic
+// is published (it was refused as "not known to Herald", where the api
+// accepts it); once its record is gone too, with a later record under its
+// id (quarantined duplicate-id) surviving, an update of an update of it
+// is refused naming references[0] (the CLI took the survivor for the
+// alert, published, and the fan-out quarantined the update), and an
+// update of it says its record left the alerts topic.
+func TestCLIFollowUpOfAnAlertKnownByItsBinding(t *testing.T) {
+	e := newServeEnv(t, nil)
+	e.cfg.Kafka.Partitions = 1 // the oldest records of each topic are the ones aged
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, b, acmeCarWash())
+	ctx := t.Context()
+
+	// Two alerts fanned out long ago, as their records and alert receipts
+	// say; the fan-out's start binds them (the backfill). The record of
+	// kept is younger than its receipt: the alerts topic keeps records
+	// longer than the receipts topic here.
+	old := time.Now().Add(-500 * 24 * time.Hour)
+	orig, kept := carWashAlert("op-bound-1"), carWashAlert("op-bound-2")
+	for _, a := range []*alerts.Alert{orig, kept} {
+		at := old
+		if a == kept {
+			at = time.Now()
+		}
+		v, err := json.Marshal(a)
+		require.NoError(t, err)
+		require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(a.ID), Value: v, Time: at}))
+		m := fanout.ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert, AlertID: a.ID, At: old.UTC(), Type: a.Type, TLP: a.TLP,
+			Marking: a.Marking, IssuedBy: a.IssuedBy, Title: a.Title, Digest: a.Digest()})
+		m.Time = old
+		require.NoError(t, b.Producer(bus.TopicReceipts).Write(ctx, m))
+	}
+	e.start(t, app.RoleFanout)
+	bound := func(id string) bool {
+		found := false
+		require.NoError(t, b.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
+			found = found || string(m.Key) == id
+			return nil
+		}))
+		return found
+	}
+	require.Eventually(t, func() bool { return bound(orig.ID) && bound(kept.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+
+	upd := carWashAlert("op-bound-upd")
+	upd.Type, upd.References = alerts.TypeUpdate, []string{orig.ID}
+	publish(t, b, upd)
+	require.Eventually(t, func() bool { return bound(upd.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	other := carWashAlert(orig.ID)
+	other.Title = "Another alert under its id"
+	publish(t, b, other)
+	require.Eventually(t, func() bool {
+		found := false
+		require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
+			found = found || (string(m.Key) == orig.ID && bus.Header(m, "reason") == fanout.ReasonDuplicateID)
+			return nil
+		}))
+		return found
+	}, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+
+	e.cluster.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(ctx, bus.TopicAlerts, bus.TopicReceipts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1 && offs[bus.TopicReceipts][0].Start == 2
+	}, 10*time.Second, 10*time.Millisecond, "the record of orig and the alert receipts of orig and kept are gone")
+
+	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(e.cluster.Addrs(), ","))
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", e.cfg.Publishing.KeyFile)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	for _, tc := range []struct {
+		id, ref string
+		exit    int
+		why     string
+	}{
+		{"op-bound-upd2", kept.ID, 0, ""},
+		{"op-bound-upd3", orig.ID, 2, `alert "op-bound-1"'s record has left the alerts topic (retention)`},
+		{"op-bound-upd4", upd.ID, 2, `the chain of alert "op-bound-upd" reaches alert "op-bound-1", whose record has left the alerts topic (retention)`},
+	} {
+		file := filepath.Join(t.TempDir(), "update.json")
+		require.NoError(t, os.WriteFile(file, []byte(`{"id": "`+tc.id+`", "type": "update", "references": ["`+tc.ref+`"], "title": "Car wash moved its workers",
+			"severity": "severe", "tlp": "GREEN", "marking": "OFFICIAL", "handling": {"code": "P"}, "audience": {"sectors": ["car-washes"]}}`), 0o600))
+		var out, errOut bytes.Buffer
+		exit := cli.Execute(ctx, []string{"publish", file}, strings.NewReader(""), &out, &errOut)
+		assert.Equal(t, tc.exit, exit, "update of %s: %s%s", tc.ref, out.String(), errOut.String())
+		if tc.why != "" {
+			assert.Contains(t, errOut.String(), "references[0]")
+			assert.Contains(t, errOut.String(), tc.why)
+		}
+	}
 }

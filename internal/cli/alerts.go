@@ -308,12 +308,16 @@ func (e *env) notFannedOut(ctx context.Context, b *bus.Bus, id, output string) e
 			msg = quarantinedMessage(id, ex, q)
 			break
 		}
+		if !ex.FannedOut.IsZero() {
+			msg = receiptsGone(id, ex)
+			break
+		}
 		msg = publishedNotFannedOut(id, ex)
 	}
 	if output == "json" {
 		// The same shape as for a fanned-out alert (its rows: none yet,
 		// or never); where it stands goes to standard error.
-		if !strings.HasSuffix(msg, reachedNoOne) {
+		if !strings.HasSuffix(msg, reachedNoOne) && ex.FannedOut.IsZero() {
 			msg += "; no deliveries yet"
 		}
 		fmt.Fprintf(e.stderr, "herald: %s\n", msg)
@@ -381,6 +385,18 @@ func publishedNotFannedOut(id string, ex *publish.Existing) string {
 		by = ", " + byline(ex.IssuedBy, ex.ApprovedBy) + ","
 	}
 	return fmt.Sprintf("alert %s%s is published; the fan-out has not recorded its decisions yet", printable(id), by)
+}
+
+// receiptsGone says that an alert with no receipts was fanned out, as its
+// binding on the alert-ids topic says: its receipts left the receipts
+// topic with retention, and who got it is no longer known.
+func receiptsGone(id string, ex *publish.Existing) string {
+	by := ""
+	if ex.IssuedBy != "" {
+		by = ", " + byline(ex.IssuedBy, ex.ApprovedBy) + ","
+	}
+	return fmt.Sprintf("alert %s%s was fanned out at %s; its receipts have left the receipts topic (retention): who got it is no longer known",
+		printable(id), by, ex.FannedOut.UTC().Format(time.RFC3339))
 }
 
 // byline names who issued an alert and, if a second analyst released it,

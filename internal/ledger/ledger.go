@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/record"
 )
 
 // Entry is the state of one (partner, target) for one alert. The first four
@@ -80,6 +81,24 @@ func (m *Meta) Apply(r delivery.Receipt) {
 	}
 	m.ID, m.Type, m.TLP, m.Marking, m.Title, m.Digest = r.AlertID, r.Type, r.TLP, r.Marking, r.Title, r.Digest
 	m.References, m.IssuedBy, m.ApprovedBy, m.FannedOut = r.References, r.IssuedBy, r.ApprovedBy, r.At
+}
+
+// BoundMeta is what the ledger says of an alert whose alert receipt is
+// gone (retention) while its binding on the alert-ids topic is held
+// (record.Binding): the binding's id, digest and fan-out time, and, from
+// held, the record the alerts topic still holds under the id (nil when
+// none), the labels the alert receipt gave (type, TLP, marking, title,
+// references, issuer and approver), which a follow-up is checked against
+// (CheckReferences) — only when held is the bound alert (Alert.IsRecord),
+// never a later record with other content. The view's Lookup and the
+// CLI's (publish.KafkaIndex) both answer by it, so that they judge alike.
+func BoundMeta(b *record.Binding, held *alerts.Alert) Meta {
+	m := Meta{ID: b.ID, Digest: b.Digest, FannedOut: b.FannedOut}
+	if held != nil && (&Alert{Meta: m}).IsRecord(held) {
+		m.Type, m.TLP, m.Marking, m.Title, m.References = held.Type, held.TLP, held.Marking, held.Title, held.References
+		m.IssuedBy, m.ApprovedBy = held.IssuedBy, held.ApprovedBy
+	}
+	return m
 }
 
 // Ack is a partner's acknowledgement of an alert it received.

@@ -21,8 +21,9 @@ type Reader interface {
 
 // KafkaIndex answers Index questions by reading Kafka: the partition of
 // the alerts topic, of the alert-ids topic and of the pending log that
-// hold the id, and the receipts of referenced alerts. The CLI uses it; the api role uses its
-// materialised view, which folds the same records the same way.
+// hold the id, and the receipts and bindings of referenced alerts. The
+// CLI uses it; the api role uses its materialised view, which folds the
+// same records the same way.
 type KafkaIndex struct{ R Reader }
 
 // published returns the alert published under id and its record: the
@@ -125,7 +126,39 @@ func (k KafkaIndex) Held(ctx context.Context, id string) (*alerts.Alert, error) 
 	return a, nil
 }
 
-// Lookup implements Index.
+// Lookup implements Index: the receipts of the alerts ids, folded
+// (ledger.FromBus), and, as the view answers, an alert whose alert receipt
+// is gone (retention) while its binding on the alert-ids topic is held is
+// known by the binding (ledger.BoundMeta, with the labels of its record
+// while the alerts topic holds it). Without it the CLI took an alert it
+// no longer had receipts of for one never fanned out, and a later record
+// under its id (quarantined duplicate-id) for the alert (Held).
 func (k KafkaIndex) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Alert, error) {
-	return ledger.FromBus(k.R).Lookup(ctx, ids)
+	known, err := ledger.FromBus(k.R).Lookup(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if a := known[id]; a != nil && !a.FannedOut.IsZero() {
+			continue
+		}
+		b, err := k.binding(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
+			continue
+		}
+		held, _, err := k.published(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		m := ledger.BoundMeta(b, held)
+		if a := known[id]; a != nil {
+			a.Meta = m
+		} else {
+			known[id] = ledger.Restore(m, nil, nil)
+		}
+	}
+	return known, nil
 }

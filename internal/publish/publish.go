@@ -48,16 +48,24 @@ type Existing struct {
 	// Release is the id's release log, folded; its Submitted is nil when
 	// the alert never waited for a second analyst.
 	Release record.ReleaseState
+	// FannedOut is when the alert was fanned out, as its binding on the
+	// alert-ids topic says (Bind); zero when no binding is held.
+	FannedOut time.Time
 }
 
 // Bind applies the binding of the id on the alert-ids topic (nil: none) to
 // what the alerts topic holds: the alert fanned out under the id is the
 // one it names for ever, whether or not its record is still on the alerts
 // topic (retention) or another record under the id came first there. The
-// first record's issuer and place are kept only when it is that alert.
+// first record's issuer and place are kept only when it is that alert;
+// FannedOut is the binding's.
 // Both indexes call it after reading the alerts topic.
 func (e *Existing) Bind(b *record.Binding) {
-	if b == nil || b.Digest == e.Published {
+	if b == nil {
+		return
+	}
+	e.FannedOut = b.FannedOut
+	if b.Digest == e.Published {
 		return
 	}
 	e.Published, e.IssuedBy, e.ApprovedBy = b.Digest, "", ""

@@ -402,17 +402,18 @@ func (v *View) Lookup(ctx context.Context, ids []string) (map[string]*ledger.Ale
 }
 
 // boundMeta is what the ledger says of an alert known by its binding
-// alone: its id, digest and fan-out time, and the labels the alert
-// receipt would give (type, TLP, marking, title, references, issuer and
-// approver, which a follow-up is checked against) from its record when
-// the alerts topic still holds the record that has the bound digest.
+// alone (ledger.BoundMeta): its labels come from its record while the
+// alerts topic holds it (not below its partition's log start) and it is
+// the bound alert.
 func (v *View) boundMeta(tx *bbolt.Tx, b *record.Binding) ledger.Meta {
-	m := ledger.Meta{ID: b.ID, Digest: b.Digest, FannedOut: b.FannedOut}
-	if p := published(tx, b.ID); p != nil && p.Digest == b.Digest && !v.deleted(p.Partition, p.Offset) {
-		m.Type, m.TLP, m.Marking, m.Title, m.References = p.Type, p.TLP, p.Marking, p.Title, p.References
-		m.IssuedBy, m.ApprovedBy = p.IssuedBy, p.ApprovedBy
+	var held *alerts.Alert
+	if p := published(tx, b.ID); p != nil && !v.deleted(p.Partition, p.Offset) {
+		if a, err := alerts.Decode(p.Alert); err == nil {
+			a.Normalize()
+			held = a
+		}
 	}
-	return m
+	return ledger.BoundMeta(b, held)
 }
 
 // summarize builds the list's summary of id from what each topic holds.
