@@ -485,3 +485,61 @@ func TestNextRotationVouchesAfresh(t *testing.T) {
 	assert.ElementsMatch(t, []string{addr, "soc@beta.example", "soc@gamma.example", "soc@delta.example", "soc@iota.example"}, to)
 	assert.Empty(t, skippedSubscribers(e.logs.String()), "the vouched records are no records skipped")
 }
+
+// TestAnEndorsementFollowedUnderItsKeyKeepsNothing: acme's record, signed
+// with A, is vouched for with B; then another record lands under the
+// endorsement's key after it (here a tombstone, as another run retiring a
+// stale endorsement writes; a record of another client does the same).
+// Compaction removes the endorsement, so the check must count acme's
+// record under A again (it said A may go, and removing A then lost acme),
+// and a run vouches for it afresh, after that record: A removed, the topic
+// compacted, acme stays.
+func TestAnEndorsementFollowedUnderItsKeyKeepsNothing(t *testing.T) {
+	e, _, bBA, onlyB := rotationEnv(t)
+	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	_, err = store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, scan.Use().Others(), "A may go")
+
+	var at kafka.Message
+	require.NoError(t, bBA.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		if string(m.Key) == subscribers.EndorsementPrefix+"acme" {
+			at = m
+		}
+		return nil
+	}))
+	require.NotNil(t, at.Value, "acme's endorsement")
+	require.NoError(t, bBA.Producer(bus.TopicSubscribers).WriteToPartition(t.Context(), at.Partition, kafka.Message{Key: at.Key}))
+
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	ids := bBA.Keyring().IDs()
+	assert.Equal(t, 1, scan.Use().Others(), "acme's record, under A: compaction removes its endorsement")
+	// A partner registered on that partition afterwards: the tombstone is
+	// no longer the active segment, which compaction leaves alone.
+	var bal kafka.Murmur2Balancer
+	id := "zeta"
+	for i := 0; bal.Balance(kafka.Message{Key: []byte(id)}, 0, 1, 2) != at.Partition; i++ {
+		id = fmt.Sprintf("zeta%d", i)
+	}
+	zeta := acmeCarWash()
+	zeta.ID, zeta.Email = id, []subscribers.Email{{Address: "soc@zeta.example"}}
+	register(t, bBA, zeta)
+	e.cluster.Kfake().Compact()
+	require.Nil(t, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme"), "acme under B alone, its endorsement compacted away")
+
+	res, err := store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, app.Resigned{Key: ids[0], Records: 1}, res)
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, scan.Use().Others(), "A may go")
+	e.cluster.Kfake().Compact()
+	acme := readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme")
+	require.NotNil(t, acme, "acme is gone once A is removed")
+	assert.Equal(t, "Acme Car Wash", acme.Name)
+}
