@@ -187,6 +187,9 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 		if v, ok := vouched[strings.TrimPrefix(ek, subscribers.EndorsementPrefix)]; ok && v.partition == e.partition && v.offset == e.offset {
 			continue // in force: the key's own count
 		}
+		if last[ek] != (place{e.partition, e.offset}) {
+			continue // another client's record follows: compaction removes it
+		}
 		sc.stale[ek] = e
 	}
 	return sc, nil
@@ -297,6 +300,10 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 		}
 		return nil
 	}
+	// last holds, by endorsement key ScanSigners found stale, where its
+	// latest record lies now: one written since (another run's fresh
+	// endorsement) must not be retired.
+	last := map[string]place{}
 	now := time.Now().UTC()
 	err := s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
 		if len(batch) > 0 && batch[0].Partition != m.Partition {
@@ -306,6 +313,9 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 		}
 		r.read(m)
 		k := string(m.Key)
+		if _, ok := sc.stale[k]; ok {
+			last[k] = place{m.Partition, m.Offset}
+		}
 		l, ok := need[k]
 		if !ok || l.partition != m.Partition || l.offset != m.Offset {
 			return nil
@@ -328,10 +338,14 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 	res.Changed = len(need) - written
 	// Stale endorsements not replaced: a tombstone each, under their own
 	// key, which Resign alone writes, on their own partition (not where
-	// the key's hash would put it), so that compaction removes them.
+	// the key's hash would put it), so that compaction removes them; not
+	// where a record landed under the key since ScanSigners read it
+	// (another run's endorsement, which the tombstone would remove). A
+	// run that writes one between this read and the tombstone loses it
+	// still: the check after every run counts its record again.
 	retire := map[int][]kafka.Message{}
 	for ek, e := range sc.stale {
-		if !fresh[ek] {
+		if !fresh[ek] && last[ek] == (place{e.partition, e.offset}) {
 			retire[e.partition] = append(retire[e.partition], kafka.Message{Key: []byte(ek)})
 		}
 	}
