@@ -103,7 +103,10 @@ func (u KeyUse) Others() int {
 // ScanSigners reads the subscribers topic to its end and finds, by the
 // rule every registry follows (topicReader), the record in force under
 // each key and the key that keeps it there, and the keys whose latest
-// record is not authentic.
+// record is not authentic. It counts the topic as compaction will leave
+// it: an endorsement that another record follows under its own key keeps
+// nothing (compaction removes it), and the record it vouched for counts
+// under its own signer, for Resign to vouch for it afresh.
 func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, error) {
 	keys := s.Bus.Keyring()
 	if keys == nil {
@@ -112,20 +115,40 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 	sc := &SubscriberSigners{bus: s.Bus, keys: keys, latest: map[string]latestRecord{}, unverified: map[string]bool{},
 		blocked: map[string]bool{}, stale: map[string]latestRecord{}}
 	r := newTopicReader(s.Bus, true)
-	// own holds, by endorsement key, its latest record: where, and who
-	// signed it ("" if no key of the keyring did).
+	// own holds, by endorsement key, its latest record Herald wrote or a
+	// key the keyring does not hold signed: where it lies, and who signed
+	// it ("" if no key of the keyring did).
 	own := map[string]latestRecord{}
+	// last holds, by endorsement key, where its latest record lies,
+	// whoever wrote it: compaction keeps that one alone.
+	last := map[string]place{}
+	// vouched holds, by key whose record in force an endorsement keeps,
+	// where that endorsement lies and who signed the record itself.
+	vouched := map[string]latestRecord{}
+	// signers holds, by key, who signed its latest record Herald wrote or
+	// a key the keyring does not hold signed ("" if no key of the keyring
+	// did).
+	signers := map[string]string{}
 	err := s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
 		k := string(m.Key)
 		res := r.read(m)
-		if isEndorsementKey(k) && (res.refused == nil || errors.Is(res.refused, busauth.ErrUnknownKey)) {
-			own[k] = latestRecord{partition: m.Partition, offset: m.Offset, signer: res.signer}
+		unknown := errors.Is(res.refused, busauth.ErrUnknownKey)
+		if isEndorsementKey(k) {
+			last[k] = place{m.Partition, m.Offset}
+			if res.refused == nil || unknown {
+				own[k] = latestRecord{partition: m.Partition, offset: m.Offset, signer: res.signer}
+			}
+		} else if res.refused == nil || unknown {
+			signers[k] = res.signer
 		}
 		if f := res.inForce; f != nil {
-			sc.latest[string(f.key)] = latestRecord{partition: f.at.partition, offset: f.at.offset, signer: f.signer}
-			delete(sc.unverified, string(f.key))
+			fk := string(f.key)
+			sc.latest[fk] = latestRecord{partition: f.at.partition, offset: f.at.offset, signer: f.signer}
+			delete(sc.unverified, fk)
 			if f.vouched {
-				own[k] = latestRecord{partition: f.at.partition, offset: f.at.offset, signer: res.signer}
+				vouched[fk] = latestRecord{partition: m.Partition, offset: m.Offset, signer: signers[fk]}
+			} else {
+				delete(vouched, fk)
 			}
 		} else if res.refused != nil && !isEndorsementKey(k) {
 			sc.unverified[k] = true
@@ -140,14 +163,32 @@ func (s SubscriberStore) ScanSigners(ctx context.Context) (*SubscriberSigners, e
 			sc.blocked[k] = true
 		}
 	}
+	// An endorsement followed by another record under its key (a
+	// tombstone or endorsement of another run, another client's record)
+	// is removed by compaction: the record it keeps in force is kept by
+	// its own signer, as it will be, and Resign vouches for it afresh.
+	for k, v := range vouched {
+		if last[subscribers.EndorsementPrefix+k] == (place{v.partition, v.offset}) {
+			continue
+		}
+		l := sc.latest[k]
+		l.signer = v.signer
+		sc.latest[k] = l
+		if l.signer == "" {
+			sc.unverified[k] = true
+		}
+		delete(vouched, k)
+	}
 	first := keys.IDs()[0]
 	for ek, e := range own {
 		if e.signer == first {
 			continue
 		}
-		l, ok := sc.latest[strings.TrimPrefix(ek, subscribers.EndorsementPrefix)]
-		if ok && l.partition == e.partition && l.offset == e.offset {
+		if v, ok := vouched[strings.TrimPrefix(ek, subscribers.EndorsementPrefix)]; ok && v.partition == e.partition && v.offset == e.offset {
 			continue // in force: the key's own count
+		}
+		if last[ek] != (place{e.partition, e.offset}) {
+			continue // another client's record follows: compaction removes it
 		}
 		sc.stale[ek] = e
 	}
@@ -259,6 +300,10 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 		}
 		return nil
 	}
+	// last holds, by endorsement key ScanSigners found stale, where its
+	// latest record lies now: one written since (another run's fresh
+	// endorsement) must not be retired.
+	last := map[string]place{}
 	now := time.Now().UTC()
 	err := s.Bus.ReadAll(ctx, bus.TopicSubscribers, func(m kafka.Message) error {
 		if len(batch) > 0 && batch[0].Partition != m.Partition {
@@ -268,6 +313,9 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 		}
 		r.read(m)
 		k := string(m.Key)
+		if _, ok := sc.stale[k]; ok {
+			last[k] = place{m.Partition, m.Offset}
+		}
 		l, ok := need[k]
 		if !ok || l.partition != m.Partition || l.offset != m.Offset {
 			return nil
@@ -290,10 +338,14 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 	res.Changed = len(need) - written
 	// Stale endorsements not replaced: a tombstone each, under their own
 	// key, which Resign alone writes, on their own partition (not where
-	// the key's hash would put it), so that compaction removes them.
+	// the key's hash would put it), so that compaction removes them; not
+	// where a record landed under the key since ScanSigners read it
+	// (another run's endorsement, which the tombstone would remove). A
+	// run that writes one between this read and the tombstone loses it
+	// still: the check after every run counts its record again.
 	retire := map[int][]kafka.Message{}
 	for ek, e := range sc.stale {
-		if !fresh[ek] {
+		if !fresh[ek] && last[ek] == (place{e.partition, e.offset}) {
 			retire[e.partition] = append(retire[e.partition], kafka.Message{Key: []byte(ek)})
 		}
 	}

@@ -485,3 +485,121 @@ func TestNextRotationVouchesAfresh(t *testing.T) {
 	assert.ElementsMatch(t, []string{addr, "soc@beta.example", "soc@gamma.example", "soc@delta.example", "soc@iota.example"}, to)
 	assert.Empty(t, skippedSubscribers(e.logs.String()), "the vouched records are no records skipped")
 }
+
+// TestAnEndorsementFollowedUnderItsKeyKeepsNothing: acme's record, signed
+// with A, is vouched for with B; then another record lands under the
+// endorsement's key after it (here a tombstone, as another run retiring a
+// stale endorsement writes; a record of another client does the same).
+// Compaction removes the endorsement, so the check must count acme's
+// record under A again (it said A may go, and removing A then lost acme),
+// and a run vouches for it afresh, after that record: A removed, the topic
+// compacted, acme stays.
+func TestAnEndorsementFollowedUnderItsKeyKeepsNothing(t *testing.T) {
+	e, _, bBA, onlyB := rotationEnv(t)
+	store := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	_, err = store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, scan.Use().Others(), "A may go")
+
+	var at kafka.Message
+	require.NoError(t, bBA.ReadAll(t.Context(), bus.TopicSubscribers, func(m kafka.Message) error {
+		if string(m.Key) == subscribers.EndorsementPrefix+"acme" {
+			at = m
+		}
+		return nil
+	}))
+	require.NotNil(t, at.Value, "acme's endorsement")
+	require.NoError(t, bBA.Producer(bus.TopicSubscribers).WriteToPartition(t.Context(), at.Partition, kafka.Message{Key: at.Key}))
+
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	ids := bBA.Keyring().IDs()
+	assert.Equal(t, 1, scan.Use().Others(), "acme's record, under A: compaction removes its endorsement")
+	// A partner registered on that partition afterwards: the tombstone is
+	// no longer the active segment, which compaction leaves alone.
+	var bal kafka.Murmur2Balancer
+	id := "zeta"
+	for i := 0; bal.Balance(kafka.Message{Key: []byte(id)}, 0, 1, 2) != at.Partition; i++ {
+		id = fmt.Sprintf("zeta%d", i)
+	}
+	zeta := acmeCarWash()
+	zeta.ID, zeta.Email = id, []subscribers.Email{{Address: "soc@zeta.example"}}
+	register(t, bBA, zeta)
+	e.cluster.Kfake().Compact()
+	require.Nil(t, readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme"), "acme under B alone, its endorsement compacted away")
+
+	res, err := store.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, app.Resigned{Key: ids[0], Records: 1}, res)
+	scan, err = store.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, scan.Use().Others(), "A may go")
+	e.cluster.Kfake().Compact()
+	acme := readRegistry(t, openWithKeys(t, e.cfg, onlyB)).Get("acme")
+	require.NotNil(t, acme, "acme is gone once A is removed")
+	assert.Equal(t, "Acme Car Wash", acme.Name)
+}
+
+// TestTwoRunsAtOnceKeepEachOthersEndorsements: acme, registered under A,
+// is vouched for with B, then renamed under B. At the next rotation (C
+// first) one run reads the topic (acme's endorsement, naming a record no
+// longer in force, is stale); a process still signing with B renames acme
+// again; a second run then vouches for that record with C. The first run,
+// writing last, finds acme changed and must not retire the endorsement
+// key the second run has just written under: its tombstone would remove
+// the fresh endorsement at compaction. After both runs the check says
+// only C is needed; B and A removed, the topic compacted, acme stays.
+func TestTwoRunsAtOnceKeepEachOthersEndorsements(t *testing.T) {
+	e := newServeEnv(t, nil)
+	dataA, err := os.ReadFile(e.cfg.Publishing.KeyFile)
+	require.NoError(t, err)
+	dataB, err := busauth.Generate()
+	require.NoError(t, err)
+	dataC, err := busauth.Generate()
+	require.NoError(t, err)
+	lineA, lineB, lineC := keyLine(t, dataA), keyLine(t, dataB), keyLine(t, dataC)
+	named := func(name string) *subscribers.Subscriber {
+		s := acmeCarWash()
+		s.Name = name
+		return s
+	}
+	register(t, e.cluster.Open(t, e.cfg.Kafka), acmeCarWash())
+	bBA := openWithKeys(t, e.cfg, keyFile(t, lineB, lineA))
+	storeB := app.SubscriberStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := storeB.ScanSigners(t.Context())
+	require.NoError(t, err)
+	_, err = storeB.Resign(t.Context(), "cli:test", scan)
+	require.NoError(t, err)
+	register(t, bBA, named("Acme Ltd"))
+
+	bCBA := openWithKeys(t, e.cfg, keyFile(t, lineC, lineB, lineA))
+	storeC := app.SubscriberStore{Bus: bCBA, Audit: app.AuditLog(bCBA, time.Now)}
+	slow, err := storeC.ScanSigners(t.Context())
+	require.NoError(t, err)
+	register(t, bBA, named("Acme Group"))
+	fast, err := storeC.ScanSigners(t.Context())
+	require.NoError(t, err)
+	_, err = storeC.Resign(t.Context(), "cli:fast", fast)
+	require.NoError(t, err)
+	res, err := storeC.Resign(t.Context(), "cli:slow", slow)
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Changed, "acme's record and its overlay's tombstone, written again after the slow run's read")
+	scan, err = storeC.ScanSigners(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, scan.Use().Others(), "B and A may go: the fast run's endorsement of acme stands")
+
+	// B and A removed, the topic compacted (a record after the runs'
+	// writes on every partition: compaction leaves the active segment
+	// alone): acme stays, as renamed last.
+	for p := range 3 {
+		require.NoError(t, bCBA.Producer(bus.TopicSubscribers).WriteToPartition(t.Context(), p, kafka.Message{Key: []byte(subscribers.EndorsementPrefix + "nobody")}))
+	}
+	e.cluster.Kfake().Compact()
+	acme := readRegistry(t, openWithKeys(t, e.cfg, keyFile(t, lineC))).Get("acme")
+	require.NotNil(t, acme, "acme is gone once B and A are removed")
+	assert.Equal(t, "Acme Group", acme.Name)
+}
