@@ -144,13 +144,7 @@ func (p *Producer) Write(ctx context.Context, msgs ...kafka.Message) error {
 
 // write places msgs by partitions (nil: as last read) and writes them.
 func (p *Producer) write(ctx context.Context, msgs []kafka.Message, partitions []int) error {
-	if p.closed.Load() {
-		return errProducerClosed
-	}
-	if p.keys == nil {
-		return ErrNoKeyring
-	}
-	if err := checkSizes(msgs); err != nil {
+	if err := p.ready(msgs); err != nil {
 		return err
 	}
 	if partitions == nil {
@@ -241,13 +235,7 @@ func (p *Producer) WriteToPartition(ctx context.Context, partition int, msgs ...
 }
 
 func (p *Producer) writeToPartition(ctx context.Context, partition int, msgs []kafka.Message) error {
-	if p.closed.Load() {
-		return errProducerClosed
-	}
-	if p.keys == nil {
-		return ErrNoKeyring
-	}
-	if err := checkSizes(msgs); err != nil {
+	if err := p.ready(msgs); err != nil {
 		return err
 	}
 	partitions, err := p.readPartitions(ctx)
@@ -263,6 +251,18 @@ func (p *Producer) writeToPartition(ctx context.Context, partition int, msgs []k
 		signed[i] = m
 	}
 	return p.writePartition(ctx, partition, signed)
+}
+
+// ready refuses msgs when p cannot write them: p closed, no keyring to
+// sign with, or a message too big for a request.
+func (p *Producer) ready(msgs []kafka.Message) error {
+	if p.closed.Load() {
+		return errProducerClosed
+	}
+	if p.keys == nil {
+		return ErrNoKeyring
+	}
+	return checkSizes(msgs)
 }
 
 // checkSizes refuses msgs if one is too big for a request.
