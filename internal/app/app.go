@@ -25,6 +25,7 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/policy"
+	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
@@ -348,9 +349,13 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 	switch role {
 	case RoleFanout:
 		w := a.fanoutWorker()
+		rebound := prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_fanout_bindings_rewritten_total",
+			Help: "Bindings of alert ids the fan-out wrote again on alert-ids because a later record under the id that Herald does not accept (not written by Herald, or not the binding) would have erased them at compaction: each is evidence of a writer on alert-ids other than Herald."})
+		a.metrics.MustRegister(rebound)
 		return a.withKeyWatch(func(ctx context.Context) error {
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return a.backfillBindings(gctx, w.Bindings) })
+			g.Go(func() error { return a.rebindBindings(gctx, w.Bindings, rebound) })
 			g.Go(func() error {
 				return a.bus.Consume(gctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
 					// Decide against every subscriber change, every receipt
@@ -429,6 +434,59 @@ func (a *App) fanoutWorker() *fanout.Worker {
 		withheld.Add(float64(wh))
 	}
 	return w
+}
+
+// rebindBindings writes again each binding the view finds displaced: a
+// later record under its id on alert-ids that Herald does not accept (not
+// written by Herald, or not the binding), which every reader ignores but
+// compaction would keep instead of the binding (fanout.Rebind). It runs in
+// every process of the fan-out role, the one writer of bindings: once the
+// view has caught up (a view kept from before this start may hold some),
+// then each time the view finds another (view.View.Displacements), and
+// costs nothing while none is found. Each pass first syncs the view with
+// alert-ids, so that a copy written already (by another fan-out process,
+// or by an earlier pass) ends the displacement and is not written twice; a
+// second copy would be harmless. Each binding written again is counted and
+// logged once at warn level: it is evidence of a writer on alert-ids other
+// than Herald. A failure is logged and retried.
+func (a *App) rebindBindings(ctx context.Context, p fanout.Producer, rebound prometheus.Counter) error {
+	log := a.log.With("role", RoleFanout, "component", "bindings")
+	select {
+	case <-a.view.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	const firstRetry = time.Second
+	retry := firstRetry
+	for {
+		err := a.view.Sync(ctx, bus.TopicAlertIDs)
+		var written []record.Displaced
+		if err == nil {
+			written, err = fanout.Rebind(ctx, a.view, p)
+		}
+		for _, d := range written {
+			rebound.Inc()
+			log.Warn("alert id binding written again: a later record under the id that Herald does not accept would have erased it at compaction; something other than Herald writes to alert-ids",
+				"alert", d.Binding.ID, "digest", d.Binding.Digest, "record", d.Why, "partition", d.Partition, "offset", d.Offset)
+		}
+		var again <-chan time.Time
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			log.Warn("displaced alert id bindings not written again; will retry", "error", err, "retry", retry)
+			again = time.After(retry)
+			retry = min(2*retry, time.Minute)
+		default:
+			retry = firstRetry
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.view.Displacements():
+		case <-again:
+		}
+	}
 }
 
 // backfillBindings writes, once the view has caught up with the receipts

@@ -916,3 +916,39 @@ func Backfill(ctx context.Context, h Unbound, p Producer) (int, error) {
 	}
 	return written, nil
 }
+
+// Displacements is what Rebind needs of the history: the bindings that a
+// later record under their id, which no reader accepts, follows on the
+// alert-ids topic (view.View.Displaced).
+type Displacements interface {
+	Displaced(ctx context.Context) ([]record.Displaced, error)
+}
+
+// Rebind writes to p, again, each binding h says is displaced: a record
+// under its id that Herald does not accept (not written by Herald, or not
+// the binding) follows it, and compaction, which keeps only the latest
+// record under a key, would erase the binding, after which a view rebuilt
+// from Kafka would take the id for free. The copy, written after that
+// record, is the binding h holds, as it holds it (the id's first authentic
+// binding: never another digest), so the latest record under the id is the
+// binding again. It is idempotent: processes that run it at once each
+// write the same binding, which readers take as a copy. It returns the
+// displacements it wrote the binding of.
+func Rebind(ctx context.Context, h Displacements, p Producer) ([]record.Displaced, error) {
+	displaced, err := h.Displaced(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("write displaced alert id bindings again: %w", err)
+	}
+	var written []record.Displaced
+	for chunk := range slices.Chunk(displaced, backfillBatch) {
+		msgs := make([]kafka.Message, len(chunk))
+		for i, d := range chunk {
+			msgs[i] = BindingMessage(d.Binding)
+		}
+		if err := p.Write(ctx, msgs...); err != nil {
+			return written, fmt.Errorf("write displaced alert id bindings again: write %d of %d: %w", len(msgs), len(displaced)-len(written), err)
+		}
+		written = append(written, chunk...)
+	}
+	return written, nil
+}

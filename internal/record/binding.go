@@ -54,3 +54,28 @@ func (b *Binding) Encode() []byte {
 	v, _ := json.Marshal(b) // nothing in a Binding fails to encode
 	return v
 }
+
+// Displaced is a binding that a later record under its id on the
+// alert-ids topic follows which no reader accepts (not written by Herald,
+// unreadable, or a binding to another digest): compaction keeps only the
+// latest record under a key, so it would erase the binding although every
+// reader ignores the record. The fan-out writes the binding again after
+// it (fanout.Rebind).
+type Displaced struct {
+	// Binding is the binding in force, as the reader holds it.
+	Binding Binding
+	// Partition and Offset are the place on the alert-ids topic of the
+	// latest record that displaced it.
+	Partition int
+	Offset    int64
+	// Why says why the record is not accepted: DisplacedUnauthentic,
+	// DisplacedUnreadable or DisplacedOtherDigest.
+	Why string
+}
+
+// Why a record displaces a binding (Displaced.Why).
+const (
+	DisplacedUnauthentic = "not written by Herald" // no herald-auth, or one that does not match
+	DisplacedUnreadable  = "unreadable"            // authentic but no binding (a tombstone, say)
+	DisplacedOtherDigest = "another digest"        // authentic, binding the id to other content
+)

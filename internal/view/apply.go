@@ -42,6 +42,11 @@ type rec struct {
 	quarantine *Quarantine
 	// alert-ids
 	binding *record.Binding
+	// unaccepted is set, instead of binding, for a record of alert-ids
+	// under an alert id that the view does not accept (why: a
+	// record.Displaced* reason): it displaces the binding held, if any
+	// (applyBinding).
+	unaccepted string
 }
 
 // notDecided reports whether an authentic record of receipts holds only
@@ -175,13 +180,23 @@ type txn struct {
 	// digest than the record the view holds for the alert (Retained no
 	// longer answers it).
 	superseded bool
+	// displaced is set when a record applied here displaced a binding
+	// (applyBinding).
+	displaced bool
+}
+
+// outcome is what a transaction changed that the view tells beyond its
+// store. superseded reports that an alert receipt applied names another
+// alert than the record the view holds under its id: Retained, which
+// answered that record before, no longer does. displaced reports that a
+// record applied displaced a binding (applyBinding).
+type outcome struct {
+	superseded, displaced bool
 }
 
 // apply applies a group of batches in one transaction, with their
-// offsets. superseded reports that an alert receipt applied names another
-// alert than the record the view holds under its id: Retained, which
-// answered that record before, no longer does.
-func apply(tx *bbolt.Tx, scope Scope, group []*batch) (superseded bool, err error) {
+// offsets.
+func apply(tx *bbolt.Tx, scope Scope, group []*batch) (outcome, error) {
 	t := &txn{
 		scope:      scope,
 		tx:         tx,
@@ -227,7 +242,7 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) (superseded bool, err erro
 				err = t.applyBinding(r)
 			}
 			if err != nil {
-				return false, fmt.Errorf("%s[%d]@%d: %w", r.topic, r.partition, r.offset, err)
+				return outcome{}, fmt.Errorf("%s[%d]@%d: %w", r.topic, r.partition, r.offset, err)
 			}
 		}
 		k := offsetKey(b.topic, b.partition)
@@ -242,33 +257,37 @@ func apply(tx *bbolt.Tx, scope Scope, group []*batch) (superseded bool, err erro
 			s.fpOffset, s.fp = prev.fpOffset, prev.fp
 		}
 		if err := offsets.Put(k, s.encode()); err != nil {
-			return false, err
+			return outcome{}, err
 		}
 	}
 	if err := t.flushEntries(); err != nil {
-		return false, err
+		return outcome{}, err
 	}
 	if err := t.flushPullRev(); err != nil {
-		return false, err
+		return outcome{}, err
 	}
 	for id := range t.dirty {
 		v, err := json.Marshal(t.ralerts[id])
 		if err != nil {
-			return false, err
+			return outcome{}, err
 		}
 		if err := t.rcpt.Put([]byte(id), v); err != nil {
-			return false, err
+			return outcome{}, err
 		}
 	}
 	if scope == ScopeFanOut {
-		return t.superseded, nil // no alert list
+		return t.outcome(), nil // no alert list
 	}
 	for id := range t.touched {
 		if err := t.place(id); err != nil {
-			return false, err
+			return outcome{}, err
 		}
 	}
-	return t.superseded, nil
+	return t.outcome(), nil
+}
+
+func (t *txn) outcome() outcome {
+	return outcome{superseded: t.superseded, displaced: t.displaced}
 }
 
 func timeOrZero(p *time.Time) time.Time {
@@ -310,13 +329,45 @@ func (t *txn) applyAlert(r *rec) error {
 
 // applyBinding applies a record of the alert-ids topic: the first binding
 // of an id is kept; the fan-out never writes another that differs, and a
-// copy of the same binding changes nothing.
+// copy of the same binding changes nothing but to end a displacement. A
+// later record under a bound id that the view does not accept (r.unaccepted,
+// or a binding to another digest) displaces the binding: compaction, which
+// keeps the latest record under a key, would erase it. The id is marked in
+// bindings.displaced until a copy of the binding follows (the fan-out
+// writes one: View.Displaced). The first binding of an id costs nothing
+// more; a record before it displaces nothing (the binding is the later).
 func (t *txn) applyBinding(r *rec) error {
 	b := t.tx.Bucket(bBindings)
-	if b.Get([]byte(r.key)) != nil {
-		return nil
+	id := []byte(r.key)
+	held := b.Get(id)
+	if held == nil {
+		if r.binding == nil {
+			return nil
+		}
+		return putJSON(b, id, r.binding)
 	}
-	return putJSON(b, []byte(r.key), r.binding)
+	why := r.unaccepted
+	if r.binding != nil {
+		var h record.Binding
+		if err := json.Unmarshal(held, &h); err != nil {
+			return corrupt("binding", id, err)
+		}
+		if h.Digest == r.binding.Digest {
+			// The binding in force is the latest record again.
+			return t.tx.Bucket(bDisplaced).Delete(id)
+		}
+		why = record.DisplacedOtherDigest
+	}
+	t.displaced = true
+	return putJSON(t.tx.Bucket(bDisplaced), id, displacement{Partition: r.partition, Offset: r.offset, Why: why})
+}
+
+// displacement is the value of bindings.displaced: the latest record under
+// the id that displaced its binding (record.Displaced).
+type displacement struct {
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Why       string `json:"why"`
 }
 
 // applyRelease folds an event of the release log (record.ReleaseState).

@@ -83,6 +83,10 @@
 //	               alert-ids topic under the id (the fan-out never writes another).
 //	               Lookup and Retained answer from it the alert's digest and
 //	               fan-out time once its receipts are gone
+//	bindings.displaced <id> → JSON {"partition", "offset", "why"}: the latest record of
+//	               alert-ids under a bound id that the view does not accept (not
+//	               authentic, unreadable, another digest), until a copy of the binding
+//	               follows it; Displaced answers them, the fan-out writes them again
 //	quarantine     <id> 0x00 BE32(partition) BE64(offset) → JSON Quarantine: of the
 //	               authentic records of the quarantine topic that refused the record
 //	               of the alerts topic at that place, the one Quarantine.Before puts

@@ -456,6 +456,9 @@ type dumped struct {
 	// fanned out without one (View.Unbound).
 	Bindings map[string]*record.Binding
 	Unbound  []record.Binding
+	// Displaced are the bindings a record the view does not accept
+	// follows (View.Displaced).
+	Displaced []record.Displaced
 }
 
 var (
@@ -483,6 +486,8 @@ func dump(t *testing.T, v *view.View) dumped {
 	d.Lookup, err = v.Lookup(t.Context(), dumpIDs)
 	require.NoError(t, err)
 	d.Unbound, err = v.Unbound(t.Context())
+	require.NoError(t, err)
+	d.Displaced, err = v.Displaced(t.Context())
 	require.NoError(t, err)
 	for _, st := range []string{"", record.StatePending, record.StatePublished, record.StateRejected, record.StateExpired, record.StateQuarantined} {
 		d.Lists[st] = allPages(t, func(before string) ([]view.Summary, string, error) {

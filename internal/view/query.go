@@ -191,6 +191,38 @@ func (v *View) Unbound(ctx context.Context) ([]record.Binding, error) {
 	return out, nil
 }
 
+// Displaced returns the bindings the view holds that a later record under
+// their id, which the view does not accept, follows on the alert-ids
+// topic (record.Displaced): compaction would erase them, and a view
+// rebuilt then would forget the id. The fan-out writes each again
+// (fanout.Rebind); the mark ends when the view reads the copy. It reads
+// only the marks, none when no binding is displaced.
+func (v *View) Displaced(ctx context.Context) ([]record.Displaced, error) {
+	var out []record.Displaced
+	err := v.read(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bDisplaced).Cursor()
+		for k, val := c.First(); k != nil; k, val = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var d displacement
+			if err := json.Unmarshal(val, &d); err != nil {
+				return corrupt("bindings.displaced", k, err)
+			}
+			b, ok := binding(tx, string(k))
+			if !ok || b == nil {
+				return corrupt("binding", k, errors.New("displaced, but none held"))
+			}
+			out = append(out, record.Displaced{Binding: *b, Partition: d.Partition, Offset: d.Offset, Why: d.Why})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("view: displaced alert id bindings: %w", err)
+	}
+	return out, nil
+}
+
 // fannedOutRecord returns the record of the alert id the view keeps
 // (published) when it is the alert the receipts say was fanned out under
 // the id (its digest the alert receipt's, when they name one): nil for a

@@ -18,8 +18,10 @@ import (
 // an entry keeps the incarnation of the partner's record it was decided
 // for (ledger.Entry.Incarnation). 8: the meta bucket keeps the longest
 // any published alert was released after its list time (kReleaseLag). 9:
-// the bindings of the alert-ids topic (bBindings).
-const schemaVersion = "9"
+// the bindings of the alert-ids topic (bBindings). 10: the bindings
+// displaced by a later record under their id (bDisplaced), judged from
+// the first record of alert-ids.
+const schemaVersion = "10"
 
 // Buckets (see the package documentation for their keys and values).
 var (
@@ -43,9 +45,10 @@ var (
 	bAuditAction  = []byte("audit.action")
 	bQuarantine   = []byte("quarantine")
 	bBindings     = []byte("bindings")
+	bDisplaced    = []byte("bindings.displaced")
 
 	allBuckets = [][]byte{bMeta, bOffsets, bPublished, bPublishedRaw, bRelease, bReleaseRaw, bReceipts,
-		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bPartnerChan, bPullRev, bAudit, bAuditActor, bAuditAction, bQuarantine, bBindings}
+		bEntries, bAcks, bList, bListKey, bPartner, bPartnerState, bPartnerChan, bPullRev, bAudit, bAuditActor, bAuditAction, bQuarantine, bBindings, bDisplaced}
 )
 
 // Keys of the meta bucket.

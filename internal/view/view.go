@@ -23,7 +23,9 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/record"
 )
 
 // Topics are the topics the view follows (without prefix).
@@ -118,6 +120,9 @@ type View struct {
 	ready   chan struct{}
 	readyMu sync.Once
 	resync  chan struct{}
+	// displaced receives after a transaction that displaced a binding
+	// (Displacements).
+	displaced chan struct{}
 
 	applied, skipped, malformed sync.Map // topic → *atomic.Int64
 	txs, rebuilds               atomic.Int64
@@ -204,6 +209,8 @@ func Open(dir string, opt Options) (*View, error) {
 		stopped:  make(chan struct{}),
 		ready:    make(chan struct{}),
 		resync:   make(chan struct{}, 1),
+		// One wake-up waits: the reader reads every displaced binding.
+		displaced: make(chan struct{}, 1),
 	}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
@@ -372,6 +379,13 @@ func (v *View) wipe(reason string) error {
 	v.posMu.Unlock()
 	return nil
 }
+
+// Displacements receives after the view applied a record of the alert-ids
+// topic that displaced a binding (Displaced): one value waits however many
+// transactions did, so that its one reader (the fan-out, which writes the
+// bindings again) then reads them all. Nothing is sent while no binding is
+// displaced.
+func (v *View) Displacements() <-chan struct{} { return v.displaced }
 
 // Ready is closed once the view has applied every record its topics held
 // when Run began: the api role's /readyz waits for it.
@@ -645,6 +659,10 @@ type batch struct {
 	n         int // messages
 	skipped   int // not authentic
 	malformed int
+	// unaccepted counts the recs that are records of alert-ids the view
+	// does not accept (rec.unaccepted), among the skipped and malformed:
+	// not applied, though applyBinding judges them.
+	unaccepted int
 }
 
 // decoder returns FollowFrom's function for topic: it authenticates and
@@ -663,9 +681,19 @@ func (v *View) decoder(ctx context.Context, b *bus.Bus, topic string, in chan<- 
 			out.last, out.fp = last.Offset, fingerprint(last)
 		}
 		out.recs = make([]*rec, 0, len(bt.Messages))
+		// A record of alert-ids under an alert id that the view does not
+		// accept binds nothing, but may displace a binding
+		// (applyBinding): it goes to the writer too.
+		unaccepted := func(m kafka.Message, why string) {
+			if topic == bus.TopicAlertIDs && alerts.ValidID(string(m.Key)) {
+				out.recs = append(out.recs, &rec{topic: topic, key: string(m.Key), partition: m.Partition, offset: m.Offset, time: m.Time, unaccepted: why})
+				out.unaccepted++
+			}
+		}
 		for _, m := range bt.Messages {
 			if !authentic(m) {
 				out.skipped++
+				unaccepted(m, record.DisplacedUnauthentic)
 				continue
 			}
 			if v.scope == ScopeFanOut && topic == bus.TopicReceipts && notDecided(m.Value) {
@@ -676,6 +704,7 @@ func (v *View) decoder(ctx context.Context, b *bus.Bus, topic string, in chan<- 
 				out.malformed++
 				v.log.Warn("view: skipping a record it cannot read", "topic", m.Topic, "partition", m.Partition,
 					"offset", m.Offset, "error", err)
+				unaccepted(m, record.DisplacedUnreadable)
 				continue
 			}
 			if r == nil {
@@ -713,9 +742,9 @@ func (v *View) write(ctx context.Context, in <-chan *batch, targets map[string]m
 				break gather
 			}
 		}
-		var superseded bool
+		var out outcome
 		err := v.update(func(tx *bbolt.Tx) (err error) {
-			superseded, err = apply(tx, v.scope, group)
+			out, err = apply(tx, v.scope, group)
 			return err
 		})
 		if err != nil {
@@ -724,16 +753,22 @@ func (v *View) write(ctx context.Context, in <-chan *batch, targets map[string]m
 			}
 			return fmt.Errorf("view: apply %d records: %w", n, err)
 		}
-		if superseded {
+		if out.superseded {
 			// Retained no longer answers a record it answered: as when
 			// retention deletes one (Revision.Gone).
 			v.gone.Add(1)
+		}
+		if out.displaced {
+			select {
+			case v.displaced <- struct{}{}:
+			default: // one is waiting already
+			}
 		}
 		v.txs.Add(1)
 		v.posMu.Lock()
 		for _, b := range group {
 			v.pos[b.topic][b.partition] = b.next
-			counter(&v.applied, b.topic).Add(int64(len(b.recs)))
+			counter(&v.applied, b.topic).Add(int64(len(b.recs) - b.unaccepted))
 			counter(&v.skipped, b.topic).Add(int64(b.skipped))
 			counter(&v.malformed, b.topic).Add(int64(b.malformed))
 		}

@@ -363,6 +363,10 @@ func TestRebuiltViewEqualsLiveView(t *testing.T) {
 	}
 	require.Contains(t, unbound, "a2")
 	require.NotContains(t, unbound, "a1")
+	// a1's second binding, to another digest, displaces its first.
+	require.Len(t, want.Displaced, 1)
+	require.Equal(t, "a1", want.Displaced[0].Binding.ID)
+	require.Equal(t, record.DisplacedOtherDigest, want.Displaced[0].Why)
 }
 
 func TestPartnerNeverSeesWhatWasWithheld(t *testing.T) {
