@@ -164,3 +164,59 @@ func TestAForgedAlertIDRecordUnbindsNothing(t *testing.T) {
 	assert.Equal(t, []string{fanout.ReasonDuplicateID}, reasons)
 	assert.Equal(t, 3, e.sink.Count(), "the two alerts once each, and the alert after: nothing under a used id again")
 }
+
+// TestAKeptViewHealsAfterCompaction: a fan-out whose view is kept
+// (view.dir) reads at its next start a record written under a bound id
+// while it was stopped, even once compaction has erased the binding, and
+// writes the binding again: the id stays bound for a view rebuilt later.
+func TestAKeptViewHealsAfterCompaction(t *testing.T) {
+	e := newServeEnv(t, nil)
+	e.cfg.Kafka.Partitions = 1 // one partition of alert-ids, which a later binding keeps from being its last batch
+	e.cfg.View.Dir = t.TempDir()
+	require.NoError(t, e.cfg.Validate())
+	b := e.cluster.Open(t, e.cfg.Kafka)
+	register(t, b, acmeCarWash())
+	ctx := t.Context()
+	records := func(id string) []kafka.Message {
+		var out []kafka.Message
+		require.NoError(t, b.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
+			if string(m.Key) == id {
+				out = append(out, m)
+			}
+			return nil
+		}))
+		return out
+	}
+
+	_, stop, err := e.serve(t, app.Options{Roles: []string{app.RoleFanout}, Explicit: true})
+	require.NoError(t, err, "%s", e.logs)
+	a := carWashAlert("op-heal-kept")
+	publish(t, b, a)
+	require.Eventually(t, func() bool { return len(records(a.ID)) == 1 }, 30*time.Second, 20*time.Millisecond, "bound:\n%s", e.logs)
+	binding := records(a.ID)[0]
+	stop()
+
+	// While no fan-out runs: a tombstone from a plain Kafka client, a
+	// later binding, and a compaction that keeps the tombstone alone.
+	raw := &kafka.Writer{Addr: kafka.TCP(e.cluster.Addrs()...), Topic: b.Topic(bus.TopicAlertIDs), Balancer: &kafka.Murmur2Balancer{},
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	t.Cleanup(func() { _ = raw.Close() })
+	require.NoError(t, raw.WriteMessages(ctx, kafka.Message{Key: []byte(a.ID)}))
+	require.NoError(t, b.Producer(bus.TopicAlertIDs).Write(ctx,
+		fanout.BindingMessage(record.Binding{ID: "op-heal-later", Digest: "sha256:later", FannedOut: time.Now(), Offset: -1})))
+	e.cluster.Kfake().Compact()
+	require.Eventually(t, func() bool {
+		rs := records(a.ID)
+		return len(rs) == 1 && b.Authenticate(rs[0]) != nil
+	}, 10*time.Second, 10*time.Millisecond, "the binding compacted away")
+
+	// The fan-out starts again with its kept view.
+	_, stop, err = e.serve(t, app.Options{Roles: []string{app.RoleFanout}, Explicit: true})
+	require.NoError(t, err, "%s", e.logs)
+	defer stop()
+	require.Eventually(t, func() bool {
+		rs := records(a.ID)
+		last := rs[len(rs)-1]
+		return b.Authenticate(last) == nil && bytes.Equal(binding.Value, last.Value)
+	}, 30*time.Second, 20*time.Millisecond, "the binding written again:\n%s", e.logs)
+}
