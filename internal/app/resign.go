@@ -92,9 +92,12 @@ type KeyCount struct {
 
 // Others counts the records in force kept by a key other than the first
 // of the keyring: while it is not 0, removing those keys loses them.
-func (u KeyUse) Others() int {
+func (u KeyUse) Others() int { return others(u.Keys) }
+
+// others sums the records of every key of keys but the first.
+func others(keys []KeyCount) int {
 	n := 0
-	for _, k := range u.Keys[1:] {
+	for _, k := range keys[1:] {
 		n += k.Records
 	}
 	return n

@@ -12,37 +12,58 @@ import (
 )
 
 // newResignCmd is `herald keys resign`: after a rotation of the publishing
-// key, vouch for the compacted subscribers topic's records in force under
-// the new key, or with --dry-run only say which keys they need.
+// key, vouch for the compacted subscribers topic's records in force, and
+// copy the compacted alert-ids topic's bindings in force, under the new
+// key, or with --dry-run only say which keys they need.
 func newResignCmd(e *env) *cobra.Command {
-	var subs, dryRun bool
+	var subs, ids, dryRun bool
 	cmd := &cobra.Command{
-		Use:   "resign --subscribers [--dry-run]",
-		Short: "Vouch for the subscribers topic's records in force with the publishing key's first key (after a rotation)",
+		Use:   "resign (--subscribers | --alert-ids)... [--dry-run]",
+		Short: "Re-sign the compacted topics' records in force with the publishing key's first key (after a rotation)",
 		Long: "The subscribers topic is compacted: the latest record of each partner, of each partner's own key\n" +
 			"and secrets and of each endpoint state stays for ever, signed with the publishing key that wrote it.\n" +
-			"resign writes, for every such record kept in force by another key of publishing.key_file, an\n" +
-			"endorsement: a record of its own (key ~resign/ + the record's key) on the record's partition, signed\n" +
-			"with the file's first key, that vouches for that record. It never writes a record again, so a change\n" +
-			"made meanwhile (a suspension, a deletion) always stays in force. It records the run in the audit\n" +
-			"trail, then prints how many records in force each key keeps, and exits 1 while any is kept by a\n" +
-			"key other than the first: that key may not be removed yet. --dry-run only prints and exits so.",
+			"resign --subscribers writes, for every such record kept in force by another key of\n" +
+			"publishing.key_file, an endorsement: a record of its own (key ~resign/ + the record's key) on the\n" +
+			"record's partition, signed with the file's first key, that vouches for that record. It never writes a\n" +
+			"record again, so a change made meanwhile (a suspension, a deletion) always stays in force.\n\n" +
+			"The alert-ids topic is compacted too: the binding of each alert id to the alert first fanned out\n" +
+			"under it stays for ever, signed with the key that wrote it. resign --alert-ids writes, for every\n" +
+			"binding in force signed with another key and not yet copied, a copy of it (same key, same value)\n" +
+			"signed with the first key: every reader keeps the first binding of an id, so the copy changes nothing\n" +
+			"it holds until the other keys are removed, and then is the binding.\n\n" +
+			"Each records its run in the audit trail, then prints how many records in force each key keeps, and\n" +
+			"the command exits 1 while any is kept by a key other than the first: that key may not be removed\n" +
+			"yet. --dry-run only prints and exits so.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !subs {
-				return invalid(errors.New("--subscribers is required: the subscribers topic is the one whose records Herald keeps for ever"))
+			if !subs && !ids {
+				return invalid(errors.New("--subscribers or --alert-ids is required (both, after a rotation): the compacted topics whose records Herald keeps for ever"))
 			}
-			return e.resignSubscribers(cmd.Context(), dryRun)
+			var err error
+			if subs {
+				err = e.resignSubscribers(cmd.Context(), dryRun, ids)
+			}
+			if ids {
+				if errIDs := e.resignBindings(cmd.Context(), dryRun); errIDs != nil {
+					if err != nil {
+						fmt.Fprintf(e.stderr, "herald: %v\n", err)
+					}
+					return errIDs
+				}
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&subs, "subscribers", false, "vouch for the subscribers topic's records in force")
+	cmd.Flags().BoolVar(&ids, "alert-ids", false, "copy the alert-ids topic's bindings in force signed with another key")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "write nothing: print how many records in force each key keeps, and exit 1 while a key other than the first keeps any")
 	return cmd
 }
 
 // resignSubscribers vouches for the subscribers topic's records in force
-// (unless dryRun) and prints which keys they need.
-func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
+// (unless dryRun) and prints which keys they need; named, the table's
+// heading names the topic (another topic's table follows).
+func (e *env) resignSubscribers(ctx context.Context, dryRun, named bool) error {
 	b, _, err := e.client(ctx)
 	if err != nil {
 		return err
@@ -72,7 +93,11 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 	}
 	u := scan.Use()
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tRECORDS IN FORCE")
+	if named {
+		fmt.Fprintln(tw, "KEY\tRECORDS IN FORCE (subscribers)")
+	} else {
+		fmt.Fprintln(tw, "KEY\tRECORDS IN FORCE")
+	}
 	for i, k := range u.Keys {
 		role := ""
 		if i == 0 {
@@ -95,6 +120,55 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun bool) error {
 	}
 	if len(u.Keys) > 1 {
 		fmt.Fprintf(e.stdout, "no record in force in the subscribers topic needs a key other than %s\n", u.Keys[0].ID)
+	}
+	return nil
+}
+
+// resignBindings copies the alert-ids topic's bindings in force signed
+// with a key other than the first (unless dryRun) and prints which keys
+// they need.
+func (e *env) resignBindings(ctx context.Context, dryRun bool) error {
+	b, _, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	store := app.BindingStore{Bus: b, Audit: app.AuditLog(b, time.Now)}
+	scan, err := store.ScanBindings(ctx)
+	if err != nil {
+		return err
+	}
+	if !dryRun {
+		res, err := store.ResignBindings(ctx, operator(), scan)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "copied %d bindings of the alert-ids topic with key %s\n", res.Records, res.Key)
+		if scan, err = store.ScanBindings(ctx); err != nil {
+			return err
+		}
+	}
+	u := scan.Use()
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tBINDINGS IN FORCE (alert-ids)")
+	for i, k := range u.Keys {
+		role := ""
+		if i == 0 {
+			role = " (signs)"
+		}
+		fmt.Fprintf(tw, "%s%s\t%d\n", k.ID, role, k.Records)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if u.Conflicting > 0 {
+		fmt.Fprintf(e.stderr, "herald: %d bindings in force in the alert-ids topic are followed under their id by a binding to another alert signed with %s, which Herald never writes: once the other keys are removed every process holds that one, and no copy can come before it. Find the writer (`herald status ID` of each id bound before the rotation says which alert was fanned out)\n", u.Conflicting, u.Keys[0].ID)
+	}
+	if n := u.Others(); n > 0 {
+		return fmt.Errorf("%d bindings in force in the alert-ids topic are signed with a key other than %s: removing it forgets their alert ids; keep every key listed until `herald keys resign --alert-ids` leaves none", n, u.Keys[0].ID)
+	}
+	if len(u.Keys) > 1 {
+		fmt.Fprintf(e.stdout, "no binding in force in the alert-ids topic needs a key other than %s\n", u.Keys[0].ID)
 	}
 	return nil
 }

@@ -6,11 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/fanout"
+	"github.com/herald-alerts/herald/internal/record"
 )
 
 // TestKeysResignSubscribers is the publishing key's rotation as the
@@ -83,4 +87,69 @@ func TestKeysResignSubscribers(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, `"Acme"`)
 	assert.NotContains(t, errOut, "ignoring", "no record skipped: the old key's records are vouched for")
+}
+
+// TestKeysResignAlertIDs: alert id bindings written under the old key;
+// after the rotation, `keys resign --alert-ids --dry-run` exits 1 and
+// names the topic, `keys resign --alert-ids` copies them under the new
+// key, the dry run then exits 0 and a second run copies nothing. With
+// --subscribers too, each table names its topic. Without either flag the
+// command is refused.
+func TestKeysResignAlertIDs(t *testing.T) {
+	b := onBroker(t)
+	for _, id := range []string{"op-cli-1", "op-cli-2"} {
+		require.NoError(t, b.Producer(bus.TopicAlertIDs).Write(t.Context(),
+			fanout.BindingMessage(record.Binding{ID: id, Digest: "sha256:" + id, FannedOut: time.Now(), Offset: -1})))
+	}
+	old, err := os.ReadFile(os.Getenv("HERALD_PUBLISHING_KEY_FILE"))
+	require.NoError(t, err)
+	fresh, err := busauth.Generate()
+	require.NoError(t, err)
+	line := func(data []byte) string {
+		for l := range strings.Lines(string(data)) {
+			if strings.HasPrefix(l, "hbk1.") {
+				return strings.TrimSpace(l)
+			}
+		}
+		t.Fatalf("no key line in %q", data)
+		return ""
+	}
+	rotating := filepath.Join(t.TempDir(), "rotating.key")
+	require.NoError(t, os.WriteFile(rotating, []byte(line(fresh)+"\n"+line(old)+"\n"), 0o600))
+	k, err := busauth.Parse(fresh)
+	require.NoError(t, err)
+	newID := k.IDs()[0]
+	t.Setenv("HERALD_PUBLISHING_KEY_FILE", rotating)
+
+	code, _, errOut := run(t, "", "keys", "resign", "--dry-run")
+	assert.Equal(t, 2, code, "--subscribers or --alert-ids is required")
+	assert.Contains(t, errOut, "--alert-ids")
+
+	code, out, errOut := run(t, "", "keys", "resign", "--alert-ids", "--dry-run")
+	assert.Equal(t, 1, code, "the old key still signs both bindings")
+	assert.Regexp(t, `KEY +BINDINGS IN FORCE \(alert-ids\)\n`+newID+` \(signs\) +0\n[0-9a-f]{12} +2\n`, out)
+	assert.Contains(t, errOut, "2 bindings in force in the alert-ids topic are signed with a key other than "+newID)
+
+	code, out, errOut = run(t, "", "keys", "resign", "--alert-ids")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "copied 2 bindings of the alert-ids topic with key "+newID)
+	assert.Regexp(t, newID+` \(signs\) +2\n[0-9a-f]{12} +0\n`, out)
+	assert.Contains(t, out, "no binding in force in the alert-ids topic needs a key other than "+newID)
+
+	code, out, errOut = run(t, "", "keys", "resign", "--alert-ids", "--dry-run")
+	assert.Equal(t, 0, code, errOut)
+	assert.NotContains(t, out, "copied", "a dry run writes nothing")
+
+	// Both topics: the subscribers topic is empty, and a second run
+	// copies nothing.
+	code, out, errOut = run(t, "", "keys", "resign", "--subscribers", "--alert-ids")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "vouched for 0 records of the subscribers topic with key "+newID)
+	assert.Regexp(t, `KEY +RECORDS IN FORCE \(subscribers\)\n`, out)
+	assert.Contains(t, out, "copied 0 bindings of the alert-ids topic with key "+newID)
+	assert.Regexp(t, `KEY +BINDINGS IN FORCE \(alert-ids\)\n`, out)
+
+	code, out, errOut = run(t, "", "audit", "list", "--action", "keys.resign", "--output", "json")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, 2, strings.Count(out, "topic:alert-ids"), out)
 }

@@ -83,15 +83,20 @@ func (k KafkaIndex) Existing(ctx context.Context, id string) (*Existing, error) 
 }
 
 // binding returns the binding of id on the alert-ids topic: its first
-// authentic record, as the view keeps it; nil when there is none.
+// authentic binding, as the view keeps it (record.StepBinding); nil when
+// there is none.
 func (k KafkaIndex) binding(ctx context.Context, id string) (*record.Binding, error) {
 	var first *record.Binding
 	err := k.R.ReadKeys(ctx, bus.TopicAlertIDs, []string{id}, func(m kafka.Message) error {
-		if first != nil || !k.R.Authentic(m) {
+		if first != nil {
 			return nil
 		}
-		if b, err := record.DecodeBinding(m.Key, m.Value); err == nil {
-			first = b
+		var rec *record.Binding
+		if k.R.Authentic(m) {
+			rec, _ = record.DecodeBinding(m.Key, m.Value)
+		}
+		if record.StepBinding(first, rec) == record.BindingBinds {
+			first = rec
 		}
 		return nil
 	})

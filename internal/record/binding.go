@@ -79,3 +79,49 @@ const (
 	DisplacedUnreadable  = "unreadable"            // authentic but no binding (a tombstone, say)
 	DisplacedOtherDigest = "another digest"        // authentic, binding the id to other content
 )
+
+// BindingStep is what one record under an alert id on the alert-ids topic,
+// read in order, does to the binding a reader holds for the id
+// (StepBinding).
+type BindingStep int
+
+// The steps of StepBinding.
+const (
+	// BindingNone: no binding is held and the record is none; nothing
+	// changes (a record before the binding displaces nothing).
+	BindingNone BindingStep = iota
+	// BindingBinds: no binding is held and the record is one: it is the
+	// binding in force of the id, for ever.
+	BindingBinds
+	// BindingCopies: the record binds the id to the digest held (the
+	// fan-out's self-heal, `herald keys resign --alert-ids`, several
+	// fan-out processes backfilling): it changes nothing a reader holds,
+	// and is the latest record under the id again, ending a
+	// displacement.
+	BindingCopies
+	// BindingDisplaces: a binding is held and the record is not one
+	// readers accept as it (not authentic, unreadable, or another
+	// digest): readers ignore it, but compaction would keep it instead of
+	// the binding (Displaced).
+	BindingDisplaces
+)
+
+// StepBinding is the rule every reader of the alert-ids topic follows
+// (the view, the command line's publish.KafkaIndex, `herald keys resign
+// --alert-ids`): the binding in force of an id is its FIRST authentic
+// record that is a binding, and nothing read after it replaces it. held
+// is the binding held for the id before the record (nil: none), rec the
+// record as a binding (nil when the reader does not accept it as one:
+// not authentic, or it does not decode).
+func StepBinding(held, rec *Binding) BindingStep {
+	switch {
+	case held == nil && rec == nil:
+		return BindingNone
+	case held == nil:
+		return BindingBinds
+	case rec != nil && rec.Digest == held.Digest:
+		return BindingCopies
+	default:
+		return BindingDisplaces
+	}
+}

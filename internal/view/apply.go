@@ -327,9 +327,10 @@ func (t *txn) applyAlert(r *rec) error {
 	return t.tx.Bucket(bPublishedRaw).Put(id, r.value)
 }
 
-// applyBinding applies a record of the alert-ids topic: the first binding
-// of an id is kept; the fan-out never writes another that differs, and a
-// copy of the same binding changes nothing but to end a displacement. A
+// applyBinding applies a record of the alert-ids topic by the rule every
+// reader follows (record.StepBinding): the first binding of an id is
+// kept; the fan-out never writes another that differs, and a copy of the
+// same binding changes nothing but to end a displacement. A
 // later record under a bound id that the view does not accept (r.unaccepted,
 // or a binding to another digest) displaces the binding: compaction, which
 // keeps the latest record under a key, would erase it. The id is marked in
@@ -339,27 +340,28 @@ func (t *txn) applyAlert(r *rec) error {
 func (t *txn) applyBinding(r *rec) error {
 	b := t.tx.Bucket(bBindings)
 	id := []byte(r.key)
-	held := b.Get(id)
-	if held == nil {
-		if r.binding == nil {
-			return nil
-		}
-		return putJSON(b, id, r.binding)
-	}
-	why := r.unaccepted
-	if r.binding != nil {
-		var h record.Binding
-		if err := json.Unmarshal(held, &h); err != nil {
+	var held *record.Binding
+	if v := b.Get(id); v != nil {
+		held = &record.Binding{}
+		if err := json.Unmarshal(v, held); err != nil {
 			return corrupt("binding", id, err)
 		}
-		if h.Digest == r.binding.Digest {
-			// The binding in force is the latest record again.
-			return t.tx.Bucket(bDisplaced).Delete(id)
-		}
-		why = record.DisplacedOtherDigest
 	}
-	t.displaced = true
-	return putJSON(t.tx.Bucket(bDisplaced), id, displacement{Partition: r.partition, Offset: r.offset, Why: why})
+	switch record.StepBinding(held, r.binding) {
+	case record.BindingBinds:
+		return putJSON(b, id, r.binding)
+	case record.BindingCopies:
+		// The binding in force is the latest record again.
+		return t.tx.Bucket(bDisplaced).Delete(id)
+	case record.BindingDisplaces:
+		why := r.unaccepted
+		if r.binding != nil {
+			why = record.DisplacedOtherDigest
+		}
+		t.displaced = true
+		return putJSON(t.tx.Bucket(bDisplaced), id, displacement{Partition: r.partition, Offset: r.offset, Why: why})
+	}
+	return nil
 }
 
 // displacement is the value of bindings.displaced: the latest record under

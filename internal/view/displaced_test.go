@@ -1,6 +1,8 @@
 package view_test
 
 import (
+	"bytes"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -8,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
@@ -110,4 +113,43 @@ func TestDisplacedBindings(t *testing.T) {
 	// A view rebuilt from the topic reads the bindings, the records after
 	// them and the copies, in order, and finds the same.
 	assert.Equal(t, want, why(run(t, t.TempDir(), b)))
+}
+
+// TestARotatedBindingCopyDisplacesNothing: a binding signed with publishing
+// key A, then its copy (same key and value) signed with B, as `herald keys
+// resign --alert-ids` writes after a rotation. A view holding B first and
+// A second holds A's binding and takes the copy for no displacement (the
+// fan-out would write nothing again); a view rebuilt with B alone (A
+// removed) skips A's binding and holds the copy as the binding, displaced
+// by nothing.
+func TestARotatedBindingCopyDisplacesNothing(t *testing.T) {
+	c := kafkatest.Start(t)
+	secretA, secretB := bytes.Repeat([]byte{1}, busauth.KeySize), bytes.Repeat([]byte{2}, busauth.KeySize)
+	open := func(secrets ...[]byte) *bus.Bus {
+		k, err := busauth.New(secrets...)
+		require.NoError(t, err)
+		return c.OpenWith(t, c.Config(), bus.Options{Keyring: k, Log: kafkatest.Logger(t, slog.LevelError)})
+	}
+	bA, bBA, bB := open(secretA), open(secretB, secretA), open(secretB)
+	ctx := t.Context()
+	bd := record.Binding{ID: "r1", Digest: "sha256:r1", FannedOut: at(time.Minute), Offset: -1}
+	m := kafka.Message{Key: []byte(bd.ID), Value: bd.Encode()}
+	require.NoError(t, bA.Producer(bus.TopicAlertIDs).Write(ctx, m))
+	rotating := run(t, t.TempDir(), bBA)
+	require.NoError(t, rotating.Sync(ctx))
+	require.NoError(t, bBA.Producer(bus.TopicAlertIDs).Write(ctx, m))
+	require.NoError(t, rotating.Sync(ctx))
+	for name, v := range map[string]*running{"B, A": rotating, "B alone, rebuilt": run(t, t.TempDir(), bB)} {
+		held, ok := v.Binding(bd.ID)
+		require.True(t, ok, name)
+		assert.Equal(t, bd.Digest, held.Digest, name)
+		ds, err := v.Displaced(ctx)
+		require.NoError(t, err)
+		assert.Empty(t, ds, "%s: the copy displaces nothing", name)
+		select {
+		case <-v.Displacements():
+			t.Fatalf("%s: a copy wakes no one", name)
+		default:
+		}
+	}
 }
