@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -48,14 +49,7 @@ func TestFollowUpOfAnAlertGoneFromTheAlertsTopic(t *testing.T) {
 	v, err := json.Marshal(old)
 	require.NoError(t, err)
 	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(old.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}))
-	delivered := func(id string) bool {
-		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
-		if err != nil || known[id] == nil {
-			return false
-		}
-		e, ok := known[id].Entry("acme", "soc@acme.example")
-		return ok && e.State == delivery.StateDelivered
-	}
+	delivered := func(id string) bool { return deliveredToAcme(ctx, b, id) }
 	require.Eventually(t, func() bool { return delivered(old.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 	stop()
 
@@ -200,14 +194,7 @@ func TestFollowUpOfAnUntraceableChain(t *testing.T) {
 	upd.Type, upd.References = alerts.TypeUpdate, []string{wide.ID}
 	publish(t, b, upd)
 	publish(t, b, carWashAlert("op-after-2"))
-	require.Eventually(t, func() bool {
-		known, err := ledger.FromBus(b).Lookup(ctx, []string{"op-after-2"})
-		if err != nil || known["op-after-2"] == nil {
-			return false
-		}
-		e, ok := known["op-after-2"].Entry("acme", "soc@acme.example")
-		return ok && e.State == delivery.StateDelivered
-	}, 60*time.Second, 50*time.Millisecond, "the alert after the update goes out:\n%s", e.logs)
+	require.Eventually(t, func() bool { return deliveredToAcme(ctx, b, "op-after-2") }, 60*time.Second, 50*time.Millisecond, "the alert after the update goes out:\n%s", e.logs)
 
 	var reason, why string
 	require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
@@ -285,4 +272,15 @@ func TestCLIFollowUpOfAConflictingSurvivor(t *testing.T) {
 		assert.Contains(t, errOut.String(), "references[0]")
 		assert.Contains(t, errOut.String(), tc.why)
 	}
+}
+
+// deliveredToAcme reports whether the ledger on b shows the alert id
+// delivered to acme's one address (acmeCarWash).
+func deliveredToAcme(ctx context.Context, b *bus.Bus, id string) bool {
+	known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
+	if err != nil || known[id] == nil {
+		return false
+	}
+	e, ok := known[id].Entry("acme", "soc@acme.example")
+	return ok && e.State == delivery.StateDelivered
 }

@@ -18,9 +18,7 @@ import (
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
-	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/fanout"
-	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
@@ -47,14 +45,7 @@ func TestAForgedAlertIDRecordUnbindsNothing(t *testing.T) {
 	register(t, b, acmeCarWash())
 	ctx := t.Context()
 
-	delivered := func(id string) bool {
-		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
-		if err != nil || known[id] == nil {
-			return false
-		}
-		en, ok := known[id].Entry("acme", "soc@acme.example")
-		return ok && en.State == delivery.StateDelivered
-	}
+	delivered := func(id string) bool { return deliveredToAcme(ctx, b, id) }
 	// records returns the records of alert-ids under id, in order.
 	records := func(id string) []kafka.Message {
 		var out []kafka.Message

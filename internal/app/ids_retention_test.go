@@ -86,14 +86,7 @@ func TestAnIDNamesOneAlertAfterRetention(t *testing.T) {
 	register(t, b, acmeCarWash())
 	ctx := t.Context()
 
-	delivered := func(id string) bool {
-		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
-		if err != nil || known[id] == nil {
-			return false
-		}
-		en, ok := known[id].Entry("acme", "soc@acme.example")
-		return ok && en.State == delivery.StateDelivered
-	}
+	delivered := func(id string) bool { return deliveredToAcme(ctx, b, id) }
 	_, stop, err := e.serve(t, app.Options{Roles: []string{app.RoleFanout, app.RoleDeliver}, Explicit: true})
 	require.NoError(t, err, "%s", e.logs)
 	old := carWashAlert("op-ids-1")
