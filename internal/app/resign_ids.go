@@ -88,9 +88,10 @@ type BindingUse struct {
 	// other than the first, under which a binding to another digest
 	// signed with the first key follows the binding in force: once the
 	// other keys are removed, readers hold that one, and no copy can
-	// come before it. Herald never writes one (the fan-out never
-	// rebinds an id); such a record means the first key wrote what Herald
-	// did not.
+	// come before it. The fan-out never rebinds an id it holds: Herald
+	// writes one only for an id its processes had forgotten (after a
+	// compromise, the new key deployed alone before the copies were
+	// written); otherwise the first key wrote what Herald did not.
 	Conflicting int
 }
 
