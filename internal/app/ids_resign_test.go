@@ -161,3 +161,66 @@ func TestRotationKeepsAlertIDs(t *testing.T) {
 		})
 	}
 }
+
+// TestResignCountsTheBindingCompactionKeeps: a binding under publishing key
+// A, copied under B (first) by `herald keys resign --alert-ids`, then
+// copied again under A (a process still signing with A, which reads B's
+// copy as a record Herald did not write and writes the binding again).
+// Compaction keeps the latest record under the id alone, A's copy, which B
+// alone does not verify: the dry run counts the id under A, and a run
+// copies it under B again, so that once A is removed and the topic
+// compacted B verifies the binding that remains.
+func TestResignCountsTheBindingCompactionKeeps(t *testing.T) {
+	e := newServeEnv(t, nil)
+	ctx := t.Context()
+	dataA, err := busauth.Generate()
+	require.NoError(t, err)
+	dataB, err := busauth.Generate()
+	require.NoError(t, err)
+	lineA, lineB := keyLine(t, dataA), keyLine(t, dataB)
+	bA := openWithKeys(t, e.cfg, keyFile(t, lineA))
+	bBA := openWithKeys(t, e.cfg, keyFile(t, lineB, lineA))
+	bB := openWithKeys(t, e.cfg, keyFile(t, lineB))
+	require.NoError(t, bBA.EnsureTopics(ctx, len(e.cfg.Delivery.RetrySchedule)))
+	ids := bBA.Keyring().IDs()
+	bd := record.Binding{ID: "op-rsids-late", Digest: "sha256:late", FannedOut: time.Now(), Offset: -1}
+	require.NoError(t, bA.Producer(bus.TopicAlertIDs).Write(ctx, fanout.BindingMessage(bd)))
+
+	store := app.BindingStore{Bus: bBA, Audit: app.AuditLog(bBA, time.Now)}
+	scan, err := store.ScanBindings(ctx)
+	require.NoError(t, err)
+	res, err := store.ResignBindings(ctx, "cli:test", scan)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Records)
+	require.NoError(t, bA.Producer(bus.TopicAlertIDs).Write(ctx, fanout.BindingMessage(bd)))
+
+	scan, err = store.ScanBindings(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, app.BindingUse{Keys: []app.KeyCount{{ID: ids[0]}, {ID: ids[1], Records: 1}}}, scan.Use(),
+		"the latest record under the id, the one compaction keeps, is signed with A")
+	res, err = store.ResignBindings(ctx, "cli:test", scan)
+	require.NoError(t, err)
+	assert.Equal(t, app.ResignedBindings{Key: ids[0], Records: 1}, res)
+	scan, err = store.ScanBindings(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, app.BindingUse{Keys: []app.KeyCount{{ID: ids[0], Records: 1}, {ID: ids[1]}}}, scan.Use(), "A may go")
+
+	// A removed, the topic compacted (a later binding on each partition
+	// first: kfake never compacts a partition's last batch).
+	for p := range e.cfg.Kafka.Partitions {
+		require.NoError(t, bB.Producer(bus.TopicAlertIDs).WriteToPartition(ctx, p,
+			fanout.BindingMessage(record.Binding{ID: "op-rsids-later", Digest: "sha256:later", FannedOut: time.Now(), Offset: -1})))
+	}
+	e.cluster.Kfake().Compact()
+	var kept []kafka.Message
+	require.NoError(t, bB.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
+		if string(m.Key) == bd.ID {
+			kept = append(kept, m)
+		}
+		return nil
+	}))
+	require.Len(t, kept, 1, "compaction keeps the latest record alone")
+	signer, err := bB.SignedBy(kept[0])
+	require.NoError(t, err, "B alone verifies the binding compaction kept")
+	assert.Equal(t, ids[0], signer)
+}

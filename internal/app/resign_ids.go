@@ -34,7 +34,8 @@ type BindingSigners struct {
 }
 
 // boundID is the binding in force of one id, where it lies and who signed
-// it, and what the first key signed under the id.
+// it, what the first key signed under the id, and who signed the latest
+// record under it.
 type boundID struct {
 	partition  int
 	key, value []byte
@@ -44,6 +45,33 @@ type boundID struct {
 	// with the keyring's first key ("" if none): the binding every reader
 	// holds once the other keys are removed.
 	firstDigest string
+	// last is the key that signed the latest record under the id when
+	// that record binds the id to digest (the binding or a copy of it),
+	// "" when it is anything else (it displaces the binding). Compaction
+	// keeps the latest record alone: once it has run, only last's key
+	// verifies the binding.
+	last string
+}
+
+// keeper returns the key of the keyring that keeps b's binding once the
+// others are removed and the topic compacted (the one Use counts it
+// under), and whether the first key signed a binding to another digest
+// under the id after it (BindingUse.Conflicting): then no copy can keep
+// it.
+func (b *boundID) keeper(first string) (key string, conflicting bool) {
+	switch {
+	case b.firstDigest != "" && b.firstDigest != b.digest:
+		return b.signer, true
+	case b.last != "":
+		return b.last, false
+	case b.firstDigest == b.digest:
+		// Displaced: the fan-out's self-heal writes the binding again
+		// (App.rebindBindings); until then the first key's copy keeps
+		// it.
+		return first, false
+	default:
+		return b.signer, false
+	}
 }
 
 // BindingUse is how many bindings in force of the alert-ids topic each key
@@ -51,17 +79,19 @@ type boundID struct {
 type BindingUse struct {
 	// Keys lists every key of the keyring, in its order (the first
 	// signs), with the number of ids whose binding in force it keeps: it
-	// signed the binding, or, for the first key, a copy of it (same
-	// digest) that follows it under the id, which readers hold once the
-	// other keys are removed.
+	// signed the latest record under the id, the binding or a copy of it
+	// (same digest), which compaction keeps alone; readers holding only
+	// the first key hold the first copy it signed before compaction, and
+	// its latest after.
 	Keys []KeyCount
 	// Conflicting counts the ids, among those Keys counts under a key
 	// other than the first, under which a binding to another digest
 	// signed with the first key follows the binding in force: once the
 	// other keys are removed, readers hold that one, and no copy can
-	// come before it. Herald never writes one (the fan-out never
-	// rebinds an id); such a record means the first key wrote what Herald
-	// did not.
+	// come before it. The fan-out never rebinds an id it holds: Herald
+	// writes one only for an id its processes had forgotten (after a
+	// compromise, the new key deployed alone before the copies were
+	// written); otherwise the first key wrote what Herald did not.
 	Conflicting int
 }
 
@@ -97,6 +127,11 @@ func (s BindingStore) ScanBindings(ctx context.Context) (*BindingSigners, error)
 		case record.BindingBinds:
 			b = &boundID{partition: m.Partition, key: m.Key, value: m.Value, digest: rec.Digest, signer: signer}
 			sc.ids[k] = b
+			b.last = signer
+		case record.BindingCopies:
+			b.last = signer
+		case record.BindingDisplaces:
+			b.last = ""
 		case record.BindingNone:
 			return nil
 		}
@@ -111,13 +146,6 @@ func (s BindingStore) ScanBindings(ctx context.Context) (*BindingSigners, error)
 	return sc, nil
 }
 
-// need reports whether b's binding in force needs a copy signed with the
-// first key: another key signed it and the first key signed nothing
-// under the id after it.
-func (b *boundID) need(first string) bool {
-	return b.signer != first && b.firstDigest == ""
-}
-
 // Use counts the bindings in force by the key that keeps them.
 func (sc *BindingSigners) Use() BindingUse {
 	ids := sc.keys.IDs()
@@ -126,15 +154,11 @@ func (sc *BindingSigners) Use() BindingUse {
 		u.Keys[i].ID = id
 	}
 	for _, b := range sc.ids {
-		signer := b.signer
-		switch {
-		case b.signer == ids[0]:
-		case b.firstDigest == b.digest:
-			signer = ids[0] // a copy signed with the first key follows
-		case b.firstDigest != "":
+		keeper, conflicting := b.keeper(ids[0])
+		if conflicting {
 			u.Conflicting++
 		}
-		if i := slices.Index(ids, signer); i >= 0 {
+		if i := slices.Index(ids, keeper); i >= 0 {
 			u.Keys[i].Records++
 		}
 	}
@@ -153,11 +177,12 @@ type ResignedBindings struct {
 }
 
 // ResignBindings writes, as actor, a copy of every binding in force that
-// sc found signed with a key other than the keyring's first and followed
-// by nothing the first key signed under its id: the same Kafka key and
-// value bytes, on the binding's partition, signed by the producer with
-// the first key. Once compaction has run, the copy alone remains, and
-// readers that hold only the first key hold it.
+// sc found kept by a key other than the keyring's first (BindingUse.Keys:
+// the latest record under its id is signed with another key, a copy the
+// first key signed before it notwithstanding), unless Conflicting: the
+// same Kafka key and value bytes, on the binding's partition, signed by
+// the producer with the first key. Once compaction has run, the copy
+// alone remains, and readers that hold only the first key hold it.
 //
 // The project writes back no copy of a record it does not own; this is
 // the reasoned exception, like the fan-out's self-heal (App.rebindBindings),
@@ -178,11 +203,11 @@ func (s BindingStore) ResignBindings(ctx context.Context, actor string, sc *Bind
 	byPart := map[int][]kafka.Message{}
 	for _, k := range slices.Sorted(maps.Keys(sc.ids)) {
 		b := sc.ids[k]
-		switch {
-		case b.need(first):
-			byPart[b.partition] = append(byPart[b.partition], kafka.Message{Key: b.key, Value: b.value})
-		case b.signer != first && b.firstDigest != b.digest:
+		switch keeper, conflicting := b.keeper(first); {
+		case conflicting:
 			res.Conflicting++
+		case keeper != first:
+			byPart[b.partition] = append(byPart[b.partition], kafka.Message{Key: b.key, Value: b.value})
 		}
 	}
 	const chunk = 500

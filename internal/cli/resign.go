@@ -162,7 +162,7 @@ func (e *env) resignBindings(ctx context.Context, dryRun bool) error {
 		return err
 	}
 	if u.Conflicting > 0 {
-		fmt.Fprintf(e.stderr, "herald: %d bindings in force in the alert-ids topic are followed under their id by a binding to another alert signed with %s, which Herald never writes: once the other keys are removed every process holds that one, and no copy can come before it. Find the writer (`herald status ID` of each id bound before the rotation says which alert was fanned out)\n", u.Conflicting, u.Keys[0].ID)
+		fmt.Fprintf(e.stderr, "herald: %d bindings in force in the alert-ids topic are followed under their id by a binding to another alert signed with %s: once the other keys are removed every process holds that one, and no copy can come before it. Herald writes one only for an id its processes had forgotten (after a compromise, the new key deployed alone before this command); otherwise find the writer (`herald status ID` of each id bound before the rotation says which alert was fanned out)\n", u.Conflicting, u.Keys[0].ID)
 	}
 	if n := u.Others(); n > 0 {
 		return fmt.Errorf("%d bindings in force in the alert-ids topic are signed with a key other than %s: removing it forgets their alert ids; keep every key listed until `herald keys resign --alert-ids` leaves none", n, u.Keys[0].ID)
