@@ -283,8 +283,9 @@ func Format(secrets ...[]byte) []byte {
 	b.WriteString("# Herald publishing key (publishing.key_file): authenticates every record Herald\n")
 	b.WriteString("# writes to Kafka. Keep it secret; give the same file to every Herald process and\n")
 	b.WriteString("# CLI. The first key signs, every key listed verifies: to rotate, put a new key\n")
-	b.WriteString("# first, deploy, run `herald keys resign --subscribers`, and remove the old one once\n")
-	b.WriteString("# the topics no longer hold its records (`herald keys resign --subscribers --dry-run`).\n")
+	b.WriteString("# first, deploy, run `herald keys resign --subscribers --alert-ids`, and remove the old\n")
+	b.WriteString("# one once `herald keys resign --subscribers --alert-ids --dry-run` exits 0; after a\n")
+	b.WriteString("# compromise, do not (docs/operator-guide.md, \"Rotating the publishing key\").\n")
 	for _, s := range secrets {
 		b.WriteString(keyPrefix + base64.RawURLEncoding.EncodeToString(s) + "\n")
 	}

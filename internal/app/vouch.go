@@ -213,7 +213,7 @@ func (r *topicReader) reportUnknown(log *slog.Logger) int {
 		r.bus.CountRefused(kafka.Message{Topic: r.bus.Topic(bus.TopicSubscribers), Partition: at.partition, Offset: at.offset, Key: []byte(k)}, busauth.ErrUnknownKey)
 	}
 	slices.Sort(keys)
-	log.Warn(fmt.Sprintf("ignoring %d latest records of the subscribers topic signed with a key publishing.key_file does not hold, vouched for by no endorsement: every registry skips them (signed with a key removed before `herald keys resign --subscribers` vouched for them: put it back, second, and run it; or written by another client)", len(keys)),
+	log.Warn(fmt.Sprintf("ignoring %d latest records of the subscribers topic signed with a key publishing.key_file does not hold, vouched for by no endorsement: every registry skips them (signed with a key removed before `herald keys resign --subscribers` vouched for them: put it back, second, and run it, unless that key was compromised; or written by another client)", len(keys)),
 		"topic", r.bus.Topic(bus.TopicSubscribers), "records", len(keys), "keys", keys[:min(len(keys), 5)])
 	return len(keys)
 }

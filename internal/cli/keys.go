@@ -117,7 +117,7 @@ func (e *env) generatePublishingKey(out string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "publishing key: %s (key id %s)\nset publishing.key_file to it in every Herald process and CLI of this cluster\n", out, k.IDs()[0])
+	fmt.Fprintf(e.stdout, "publishing key: %s (key id %s)\nset publishing.key_file to it in every Herald process and CLI of this cluster (to rotate the key in use, put its line first in that file instead: docs/operator-guide.md)\n", out, k.IDs()[0])
 	return nil
 }
 

@@ -110,7 +110,7 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun, named bool) error {
 		return err
 	}
 	if u.Unverified > 0 {
-		fmt.Fprintf(e.stderr, "herald: %d latest records of the subscribers topic are verified by no key of publishing.key_file and vouched for by no endorsement: every Herald process skips them (written by another client, or signed with a key already removed: put it back, second, and run `herald keys resign --subscribers`)\n", u.Unverified)
+		fmt.Fprintf(e.stderr, "herald: %d latest records of the subscribers topic are verified by no key of publishing.key_file and vouched for by no endorsement: every Herald process skips them (written by another client, or signed with a key already removed: put it back, second, and run `herald keys resign --subscribers`; after a compromise, put the partners missing from `herald subscribers list` again from your own copies instead)\n", u.Unverified)
 	}
 	if u.Blocked > 0 {
 		fmt.Fprintf(e.stderr, "herald: %d records in force in the subscribers topic are followed by a record signed with a key publishing.key_file does not hold: no endorsement can keep them once their key is removed (a newer record of a removed key looks the same as a forged one). Write each such partner's record again (`herald subscribers get ID > p.json`, then `herald subscribers put p.json`), then run `herald keys resign --subscribers` again\n", u.Blocked)
