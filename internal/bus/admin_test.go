@@ -266,6 +266,29 @@ func TestEnsureTopicsWithoutCreateNamesMissingTopics(t *testing.T) {
 	assert.NotContains(t, err.Error(), "other.retry.1")
 }
 
+// TestCheckRetentionNamesAMissingTopic: an upgraded process whose
+// deployment runs with kafka.create_topics off and lacks a topic this
+// release added (alert-ids) does not start, and the error says that the
+// topic does not exist and what to do, not only the broker's error code.
+func TestCheckRetentionNamesAMissingTopic(t *testing.T) {
+	c := kafkatest.Start(t)
+	cfg := c.Config()
+	b, err := bus.Open(t.Context(), cfg, bus.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, b.Close()) })
+	require.NoError(t, b.EnsureTopics(t.Context(), 0))
+	admin := &kafka.Client{Addr: kafka.TCP(c.Addrs()...), Timeout: 10 * time.Second}
+	res, err := admin.DeleteTopics(t.Context(), &kafka.DeleteTopicsRequest{Topics: []string{b.Topic(bus.TopicAlertIDs)}})
+	require.NoError(t, err)
+	require.NoError(t, res.Errors[b.Topic(bus.TopicAlertIDs)])
+
+	err = checkRetention(t.Context(), b, []string{bus.TopicAlerts, bus.TopicAlertIDs}, 0)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, b.Topic(bus.TopicAlertIDs)+" does not exist")
+	assert.ErrorContains(t, err, "kafka.create_topics")
+	assert.ErrorIs(t, err, kafka.UnknownTopicOrPartition)
+}
+
 func TestRetryTopic(t *testing.T) {
 	assert.Equal(t, "retry.0", bus.RetryTopic(0))
 	assert.Equal(t, "retry.6", bus.RetryTopic(6))

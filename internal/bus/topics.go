@@ -161,6 +161,11 @@ func (b *Bus) DescribeTopics(ctx context.Context, topics []string) (map[string]T
 	out := make(map[string]TopicConfig, len(topics))
 	for _, r := range res.Resources {
 		name := strings.TrimPrefix(r.ResourceName, b.cfg.TopicPrefix)
+		if errors.Is(r.Error, kafka.UnknownTopicOrPartition) {
+			// A deployment that creates its topics by hand, upgraded to a
+			// release that needs one more (alert-ids, say).
+			return nil, fmt.Errorf("kafka topic %s does not exist: Herald creates its topics at start only with kafka.create_topics on; create it as the operator guide's topics table says: %w", r.ResourceName, r.Error)
+		}
 		if r.Error != nil {
 			return nil, fmt.Errorf("describe kafka topic %s: %w", r.ResourceName, r.Error)
 		}
