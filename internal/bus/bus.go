@@ -341,9 +341,17 @@ func (b *Bus) SignedBy(m kafka.Message) (string, error) {
 
 // Authentic reports whether m is authentic (see Authenticate); when it is
 // not, it logs the record's place and the reason, and tells
-// Options.Rejected. Readers of Herald's topics skip what it refuses.
+// Options.Rejected. Readers of Herald's topics skip what it refuses. A
+// record signed with a key the keyring does not hold is told apart in the
+// log: after a rotation removed a key, Herald's own older records are
+// refused so, and an operator should not read them as a stranger's.
 func (b *Bus) Authentic(m kafka.Message) bool {
-	return b.refuse(m, "ignoring a record not written by Herald", b.Authenticate(m))
+	err := b.Authenticate(m)
+	msg := "ignoring a record not written by Herald"
+	if errors.Is(err, busauth.ErrUnknownKey) {
+		msg = "ignoring a record signed with a key publishing.key_file does not hold (Herald's before that key was removed, or not Herald's)"
+	}
+	return b.refuse(m, msg, err)
 }
 
 // refuse reports whether err is nil; when it is not, it logs m's place

@@ -1,0 +1,45 @@
+package bus_test
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/bus"
+	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
+	"github.com/herald-alerts/herald/internal/testkit/logtest"
+)
+
+// TestAuthenticTellsARemovedKeyFromAStranger: after a rotation removed a
+// key, Herald's own older records are refused for naming a key the keyring
+// does not hold; the log says so, instead of calling them "not written by
+// Herald", which a record with no or a wrong authenticator still is.
+func TestAuthenticTellsARemovedKeyFromAStranger(t *testing.T) {
+	c := kafkatest.Start(t)
+	old := c.Open(t, c.Config()) // the test keyring: the key since removed
+
+	other, err := busauth.New(bytes.Repeat([]byte{7}, busauth.KeySize))
+	require.NoError(t, err)
+	var logs logtest.Buffer
+	opts := c.Options(t)
+	opts.Keyring, opts.Log = other, slog.New(slog.NewTextHandler(&logs, nil))
+	now := c.OpenWith(t, c.Config(), opts)
+
+	signed := old.AsWritten(bus.TopicReceipts, kafka.Message{Key: []byte("a-1"), Value: []byte(`{}`)})
+	assert.False(t, now.Authentic(signed))
+	assert.Contains(t, logs.String(), "ignoring a record signed with a key publishing.key_file does not hold")
+	assert.NotContains(t, logs.String(), "not written by Herald")
+
+	before := len(logs.String())
+	stranger := kafka.Message{Topic: signed.Topic, Key: []byte("a-2"), Value: []byte(`{}`)}
+	assert.False(t, now.Authentic(stranger))
+	added := logs.String()[before:]
+	assert.Contains(t, added, "ignoring a record not written by Herald")
+	assert.Equal(t, 1, strings.Count(added, "level=WARN"), added)
+}
