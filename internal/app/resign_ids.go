@@ -8,7 +8,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/audit"
 	"github.com/herald-alerts/herald/internal/bus"
@@ -115,7 +114,7 @@ func (s BindingStore) ScanBindings(ctx context.Context) (*BindingSigners, error)
 		k := string(m.Key)
 		signer, err := s.Bus.SignedBy(m)
 		var rec *record.Binding
-		if err == nil && alerts.ValidID(k) {
+		if err == nil {
 			rec, _ = record.DecodeBinding(m.Key, m.Value)
 		}
 		var held *record.Binding

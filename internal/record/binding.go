@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/herald-alerts/herald/alerts"
 )
 
 // Binding is a record of the alert-ids topic (keyed by alert id): the
@@ -32,8 +34,12 @@ type Binding struct {
 }
 
 // DecodeBinding reads the value of a record of the alert-ids topic keyed
-// by key. A binding must name its key, a digest and a time.
+// by key. Its key must be an alert id (alerts.ValidID: nothing else can be
+// bound), and the binding must name its key, a digest and a time.
 func DecodeBinding(key, value []byte) (*Binding, error) {
+	if !alerts.ValidID(string(key)) {
+		return nil, fmt.Errorf("key %.80q is not an alert id", key)
+	}
 	var b Binding
 	if err := json.Unmarshal(value, &b); err != nil {
 		return nil, fmt.Errorf("decode alert id binding: %w", err)

@@ -133,9 +133,6 @@ func decode(topic string, m kafka.Message) (*rec, error) {
 		}
 		r.key, r.quarantine = id, q
 	case bus.TopicAlertIDs:
-		if !alerts.ValidID(r.key) {
-			return nil, fmt.Errorf("key %q is not an alert id", truncate(r.key))
-		}
 		bd, err := record.DecodeBinding(m.Key, m.Value)
 		if err != nil {
 			return nil, err
