@@ -25,7 +25,6 @@ import (
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/policy"
-	"github.com/herald-alerts/herald/internal/record"
 	"github.com/herald-alerts/herald/internal/taxonomy"
 	"github.com/herald-alerts/herald/internal/view"
 	"github.com/herald-alerts/herald/subscribers"
@@ -354,8 +353,7 @@ func (a *App) role(ctx context.Context, role string) (func(context.Context) erro
 		a.metrics.MustRegister(rebound)
 		return a.withKeyWatch(func(ctx context.Context) error {
 			g, gctx := errgroup.WithContext(ctx)
-			g.Go(func() error { return a.backfillBindings(gctx, w.Bindings) })
-			g.Go(func() error { return a.rebindBindings(gctx, w.Bindings, rebound) })
+			g.Go(func() error { return a.keepBindings(gctx, w.Bindings, rebound) })
 			g.Go(func() error {
 				return a.bus.Consume(gctx, GroupFanout, []string{bus.TopicAlerts}, func(ctx context.Context, msgs []kafka.Message) error {
 					// Decide against every subscriber change, every receipt
@@ -436,20 +434,32 @@ func (a *App) fanoutWorker() *fanout.Worker {
 	return w
 }
 
-// rebindBindings writes again each binding the view finds displaced: a
-// later record under its id on alert-ids that Herald does not accept (not
-// written by Herald, or not the binding), which every reader ignores but
-// compaction would keep instead of the binding (fanout.Rebind). It runs in
-// every process of the fan-out role, the one writer of bindings: once the
-// view has caught up (a view kept from before this start may hold some),
-// then each time the view finds another (view.View.Displacements), and
-// costs nothing while none is found. Each pass first syncs the view with
-// alert-ids, so that a copy written already (by another fan-out process,
-// or by an earlier pass) ends the displacement and is not written twice; a
-// second copy would be harmless. Each binding written again is counted and
-// logged once at warn level: it is evidence of a writer on alert-ids other
-// than Herald. A failure is logged and retried.
-func (a *App) rebindBindings(ctx context.Context, p fanout.Producer, rebound prometheus.Counter) error {
+// bindingsEvery is how often the fan-out checks the alert-ids topic
+// against its view when nothing wakes it (keepBindings); a variable for
+// tests.
+var bindingsEvery = time.Hour
+
+// keepBindings keeps the alert-ids topic holding the binding of every alert
+// fanned out, in every process of the fan-out role (the one writer of
+// bindings), once the view has caught up and then at each pass: when the
+// view finds a binding displaced (view.View.Displacements), else every
+// bindingsEvery, and after a failure with back-off. Each pass first syncs
+// the view with the receipts and alert-ids topics, so that what another
+// process wrote is not written twice (a second copy would be harmless),
+// then
+//   - writes the binding of every alert the receipts say was fanned out
+//     and that has none (fanout.Backfill): alerts fanned out before Herald
+//     kept bindings or by a process of an older release during a rolling
+//     upgrade, and any whose fan-out stopped between its alert receipt and
+//     its binding; logged with the count when it wrote any, or at the
+//     first pass;
+//   - writes again each binding a later record under its id that Herald
+//     does not accept would erase at compaction (fanout.Rebind), each
+//     counted and logged once at warn level: evidence of a writer on
+//     alert-ids other than Herald.
+//
+// A pass with nothing to write reads the view only.
+func (a *App) keepBindings(ctx context.Context, p fanout.Producer, rebound prometheus.Counter) error {
 	log := a.log.With("role", RoleFanout, "component", "bindings")
 	select {
 	case <-a.view.Ready():
@@ -457,28 +467,20 @@ func (a *App) rebindBindings(ctx context.Context, p fanout.Producer, rebound pro
 		return nil
 	}
 	const firstRetry = time.Second
-	retry := firstRetry
+	retry, first := firstRetry, true
 	for {
-		err := a.view.Sync(ctx, bus.TopicAlertIDs)
-		var written []record.Displaced
-		if err == nil {
-			written, err = fanout.Rebind(ctx, a.view, p)
-		}
-		for _, d := range written {
-			rebound.Inc()
-			log.Warn("alert id binding written again: a later record under the id that Herald does not accept would have erased it at compaction; something other than Herald writes to alert-ids",
-				"alert", d.Binding.ID, "digest", d.Binding.Digest, "record", d.Why, "partition", d.Partition, "offset", d.Offset)
-		}
+		err := a.bindingsPass(ctx, p, rebound, log, first)
 		var again <-chan time.Time
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			log.Warn("displaced alert id bindings not written again; will retry", "error", err, "retry", retry)
+			log.Warn("alert id bindings not all written; will retry", "error", err, "retry", retry)
 			again = time.After(retry)
 			retry = min(2*retry, time.Minute)
 		default:
-			retry = firstRetry
+			first, retry = false, firstRetry
+			again = time.After(bindingsEvery)
 		}
 		select {
 		case <-ctx.Done():
@@ -489,37 +491,24 @@ func (a *App) rebindBindings(ctx context.Context, p fanout.Producer, rebound pro
 	}
 }
 
-// backfillBindings writes, once the view has caught up with the receipts
-// and alert-ids topics, the binding of every alert the receipts say was
-// fanned out and that has none (fanout.Backfill): alerts fanned out before
-// Herald kept bindings, whose ids would be forgotten once their records
-// and receipts leave their topics. It runs in every process of the
-// fan-out role, the one writer of bindings, at start; processes that run
-// it at once write the same bindings. A failure is logged, not fatal: the
-// fan-out still writes the binding of an alert it finds fanned out
-// without one whenever the id is seen again, and the next start tries
-// again.
-func (a *App) backfillBindings(ctx context.Context, p fanout.Producer) error {
-	log := a.log.With("role", RoleFanout, "component", "bindings")
-	select {
-	case <-a.view.Ready():
-	case <-ctx.Done():
-		return nil
-	}
+// bindingsPass is one pass of keepBindings.
+func (a *App) bindingsPass(ctx context.Context, p fanout.Producer, rebound prometheus.Counter, log *slog.Logger, first bool) error {
 	if err := a.view.Sync(ctx, bus.TopicReceipts, bus.TopicAlertIDs); err != nil {
-		if ctx.Err() == nil {
-			log.Warn("alert id bindings not backfilled: the view did not catch up; the next start tries again", "error", err)
-		}
-		return nil
+		return err
 	}
 	start := time.Now()
 	n, err := fanout.Backfill(ctx, a.view, p)
-	switch {
-	case ctx.Err() != nil:
-	case err != nil:
-		log.Warn("alert id bindings not all backfilled; the next start tries again", "written", n, "error", err)
-	default:
+	if n > 0 || (first && err == nil) {
 		log.Info("alert id bindings backfilled", "written", n, "took", time.Since(start).Round(time.Millisecond))
 	}
-	return nil
+	if err != nil {
+		return err
+	}
+	written, err := fanout.Rebind(ctx, a.view, p)
+	for _, d := range written {
+		rebound.Inc()
+		log.Warn("alert id binding written again: a later record under the id that Herald does not accept would have erased it at compaction; something other than Herald writes to alert-ids",
+			"alert", d.Binding.ID, "digest", d.Binding.Digest, "record", d.Why, "partition", d.Partition, "offset", d.Offset)
+	}
+	return err
 }

@@ -5,3 +5,7 @@ package app
 // ResignAfterWrite lets it stop the run after its last write (a process
 // that dies there).
 var ResignBeforeWrite, ResignAfterWrite = &resignBeforeWrite, &resignAfterWrite
+
+// BindingsEvery lets a test make the fan-out's passes over the alert-ids
+// topic (keepBindings) come sooner than hourly.
+var BindingsEvery = &bindingsEvery

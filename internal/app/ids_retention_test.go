@@ -207,6 +207,9 @@ func TestBindingsAreBackfilled(t *testing.T) {
 		fanout.BindingMessage(record.Binding{ID: a1.ID, Digest: "sha256:forged", FannedOut: at, Offset: -1})))
 	require.Empty(t, bindings())
 
+	every := *app.BindingsEvery
+	t.Cleanup(func() { *app.BindingsEvery = every })
+	*app.BindingsEvery = 100 * time.Millisecond
 	e.start(t, app.RoleFanout)
 	require.Eventually(t, func() bool { return len(bindings()) == 2 }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 	got := bindings()
@@ -217,6 +220,14 @@ func TestBindingsAreBackfilled(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return strings.Contains(e.logs.String(), "alert id bindings backfilled") }, 10*time.Second, 10*time.Millisecond)
 	assert.Contains(t, e.logs.String(), "written=2")
+
+	// An alert fanned out without a binding while the process runs (by a
+	// fan-out of an older release, during a rolling upgrade) is bound at
+	// the next pass, without a restart.
+	a3 := carWashAlert("op-bind-3")
+	require.NoError(t, b.Producer(bus.TopicReceipts).Write(ctx, fanout.ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert,
+		AlertID: a3.ID, At: at, Type: a3.Type, TLP: a3.TLP, Marking: a3.Marking, IssuedBy: a3.IssuedBy, Title: a3.Title, Digest: a3.Digest()})))
+	require.Eventually(t, func() bool { return bindings()[a3.ID].Digest == a3.Digest() }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 }
 
 // TestCLIFollowUpOfAnAlertKnownByItsBinding: the CLI judges references

@@ -65,7 +65,7 @@ func (b *boundID) keeper(first string) (key string, conflicting bool) {
 		return b.last, false
 	case b.firstDigest == b.digest:
 		// Displaced: the fan-out's self-heal writes the binding again
-		// (App.rebindBindings); until then the first key's copy keeps
+		// (App.keepBindings); until then the first key's copy keeps
 		// it.
 		return first, false
 	default:
@@ -184,7 +184,7 @@ type ResignedBindings struct {
 // alone remains, and readers that hold only the first key hold it.
 //
 // The project writes back no copy of a record it does not own; this is
-// the reasoned exception, like the fan-out's self-heal (App.rebindBindings),
+// the reasoned exception, like the fan-out's self-heal (App.keepBindings),
 // which writes the same kind of copy. A binding is an immutable record that
 // Herald's fan-out owns and writes, and every reader keeps the FIRST
 // authentic binding of an id (record.StepBinding): a copy with the same
