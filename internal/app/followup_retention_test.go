@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,13 +69,7 @@ func TestFollowUpOfAnAlertGoneFromTheAlertsTopic(t *testing.T) {
 	require.Eventually(t, func() bool { return delivered("op-after-1") }, 60*time.Second, 50*time.Millisecond,
 		"the alert after the update goes out:\n%s", e.logs)
 
-	var reason, why string
-	require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
-		if string(m.Key) == upd.ID {
-			reason, why = bus.Header(m, "reason"), bus.Header(m, "error")
-		}
-		return nil
-	}))
+	reason, why := quarantined(t, b, upd.ID)
 	assert.Equal(t, fanout.ReasonUnknownRef, reason)
 	assert.Contains(t, why, "references[0]")
 	assert.Contains(t, why, `alert "op-gone-1"'s record has left the alerts topic (retention)`)
@@ -99,17 +94,13 @@ func TestFollowUpOfAGoneAlertIsRefusedAtPublish(t *testing.T) {
 	ctx := t.Context()
 	base := "http://" + e.start(t, app.RoleFanout, app.RoleAPI).APIAddr()
 
-	fannedOut := func(id string) bool {
-		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
-		return err == nil && known[id] != nil && !known[id].FannedOut.IsZero()
-	}
 	old := carWashAlert("op-gone-2")
 	v, err := json.Marshal(old)
 	require.NoError(t, err)
 	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(old.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}))
 	kept := carWashAlert("op-kept-2")
 	publish(t, b, kept)
-	require.Eventually(t, func() bool { return fannedOut(old.ID) && fannedOut(kept.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	require.Eventually(t, func() bool { return fannedOutOn(ctx, b, old.ID) && fannedOutOn(ctx, b, kept.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 
 	e.cluster.Kfake().ApplyRetention()
 	require.Eventually(t, func() bool {
@@ -184,11 +175,7 @@ func TestFollowUpOfAnUntraceableChain(t *testing.T) {
 	}
 	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, msgs...))
 	publish(t, b, wide)
-	fannedOut := func(id string) bool {
-		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
-		return err == nil && known[id] != nil && !known[id].FannedOut.IsZero()
-	}
-	require.Eventually(t, func() bool { return fannedOut(wide.ID) }, 120*time.Second, 50*time.Millisecond, "%s", e.logs)
+	require.Eventually(t, func() bool { return fannedOutOn(ctx, b, wide.ID) }, 120*time.Second, 50*time.Millisecond, "%s", e.logs)
 
 	upd := carWashAlert("op-long-upd")
 	upd.Type, upd.References = alerts.TypeUpdate, []string{wide.ID}
@@ -196,17 +183,11 @@ func TestFollowUpOfAnUntraceableChain(t *testing.T) {
 	publish(t, b, carWashAlert("op-after-2"))
 	require.Eventually(t, func() bool { return deliveredToAcme(ctx, b, "op-after-2") }, 60*time.Second, 50*time.Millisecond, "the alert after the update goes out:\n%s", e.logs)
 
-	var reason, why string
-	require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
-		if string(m.Key) == upd.ID {
-			reason, why = bus.Header(m, "reason"), bus.Header(m, "error")
-		}
-		return nil
-	}))
+	reason, why := quarantined(t, b, upd.ID)
 	assert.Equal(t, fanout.ReasonUnknownRef, reason)
 	assert.Contains(t, why, "references[0]")
 	assert.Contains(t, why, `the chain of alert "op-wide-upd" cannot be traced: it has more than 1000 alerts`)
-	assert.False(t, fannedOut(upd.ID), "the update was not fanned out")
+	assert.False(t, fannedOutOn(ctx, b, upd.ID), "the update was not fanned out")
 }
 
 // TestCLIFollowUpOfAConflictingSurvivor: retention deleted an alert's
@@ -228,27 +209,17 @@ func TestCLIFollowUpOfAConflictingSurvivor(t *testing.T) {
 	v, err := json.Marshal(orig)
 	require.NoError(t, err)
 	require.NoError(t, b.Producer(bus.TopicAlerts).Write(ctx, kafka.Message{Key: []byte(orig.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}))
-	fannedOut := func(id string) bool {
-		known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
-		return err == nil && known[id] != nil && !known[id].FannedOut.IsZero()
-	}
-	require.Eventually(t, func() bool { return fannedOut(orig.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	require.Eventually(t, func() bool { return fannedOutOn(ctx, b, orig.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 	upd := carWashAlert("op-twice-upd")
 	upd.Type, upd.References = alerts.TypeUpdate, []string{orig.ID}
 	publish(t, b, upd)
-	require.Eventually(t, func() bool { return fannedOut(upd.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	require.Eventually(t, func() bool { return fannedOutOn(ctx, b, upd.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 	other := carWashAlert(orig.ID)
 	other.Title = "Another alert under its id"
 	publish(t, b, other)
-	quarantined := func() bool {
-		found := false
-		require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
-			found = found || (string(m.Key) == orig.ID && bus.Header(m, "reason") == fanout.ReasonDuplicateID)
-			return nil
-		}))
-		return found
-	}
-	require.Eventually(t, quarantined, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
+	require.Eventually(t, func() bool {
+		return slices.Contains(quarantineReasons(t, b, orig.ID), fanout.ReasonDuplicateID)
+	}, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 
 	e.cluster.Kfake().ApplyRetention()
 	require.Eventually(t, func() bool {
@@ -283,4 +254,38 @@ func deliveredToAcme(ctx context.Context, b *bus.Bus, id string) bool {
 	}
 	e, ok := known[id].Entry("acme", "soc@acme.example")
 	return ok && e.State == delivery.StateDelivered
+}
+
+// fannedOutOn reports whether the ledger on b shows the alert id fanned
+// out.
+func fannedOutOn(ctx context.Context, b *bus.Bus, id string) bool {
+	known, err := ledger.FromBus(b).Lookup(ctx, []string{id})
+	return err == nil && known[id] != nil && !known[id].FannedOut.IsZero()
+}
+
+// quarantined returns the reason and error headers of the last record
+// under id on b's quarantine topic, or empty strings if there is none.
+func quarantined(t *testing.T, b *bus.Bus, id string) (reason, why string) {
+	t.Helper()
+	require.NoError(t, b.ReadAll(t.Context(), bus.TopicQuarantine, func(m kafka.Message) error {
+		if string(m.Key) == id {
+			reason, why = bus.Header(m, "reason"), bus.Header(m, "error")
+		}
+		return nil
+	}))
+	return reason, why
+}
+
+// quarantineReasons returns the reason headers of the records under id
+// on b's quarantine topic, in order.
+func quarantineReasons(t *testing.T, b *bus.Bus, id string) []string {
+	t.Helper()
+	var reasons []string
+	require.NoError(t, b.ReadAll(t.Context(), bus.TopicQuarantine, func(m kafka.Message) error {
+		if string(m.Key) == id {
+			reasons = append(reasons, bus.Header(m, "reason"))
+		}
+		return nil
+	}))
+	return reasons
 }

@@ -3,7 +3,6 @@ package app_test
 import (
 	"bytes"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,13 +13,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
-	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/record"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
 // TestAForgedAlertIDRecordUnbindsNothing: a record written under a bound
@@ -46,17 +43,7 @@ func TestAForgedAlertIDRecordUnbindsNothing(t *testing.T) {
 	ctx := t.Context()
 
 	delivered := func(id string) bool { return deliveredToAcme(ctx, b, id) }
-	// records returns the records of alert-ids under id, in order.
-	records := func(id string) []kafka.Message {
-		var out []kafka.Message
-		require.NoError(t, b.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
-			if string(m.Key) == id {
-				out = append(out, m)
-			}
-			return nil
-		}))
-		return out
-	}
+	records := func(id string) []kafka.Message { return alertIDRecords(t, b, id) }
 	// healed reports whether the latest record under id is a copy of its
 	// first, authentic, and follows a record that is not.
 	healed := func(id string) bool {
@@ -81,10 +68,7 @@ func TestAForgedAlertIDRecordUnbindsNothing(t *testing.T) {
 
 	// A tombstone under the first id, from a plain Kafka client, while
 	// the fan-out runs.
-	raw := &kafka.Writer{Addr: kafka.TCP(e.cluster.Addrs()...), Topic: b.Topic(bus.TopicAlertIDs), Balancer: &kafka.Murmur2Balancer{},
-		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
-	t.Cleanup(func() { _ = raw.Close() })
-	require.NoError(t, raw.WriteMessages(ctx, kafka.Message{Key: []byte(first.ID)}))
+	rawTombstone(t, e, b, first.ID)
 	require.Eventually(t, func() bool { return healed(first.ID) }, 30*time.Second, 20*time.Millisecond, "the binding written again:\n%s", e.logs)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		code, body := call(c, "GET", "http://"+h.APIAddr()+"/metrics", "", "")
@@ -98,12 +82,7 @@ func TestAForgedAlertIDRecordUnbindsNothing(t *testing.T) {
 	// view from the topic (the binding, then that record).
 	other := carWashAlert(second.ID)
 	other.Title = "Another alert under a used id"
-	secret := make([]byte, busauth.KeySize)
-	secret[0] = 9
-	keys, err := busauth.New(secret)
-	require.NoError(t, err)
-	stranger := e.cluster.OpenWith(t, e.cfg.Kafka, bus.Options{Keyring: keys, Log: kafkatest.Logger(t, slog.LevelError)})
-	require.NoError(t, stranger.Producer(bus.TopicAlertIDs).Write(ctx,
+	require.NoError(t, strangerBus(t, e).Producer(bus.TopicAlertIDs).Write(ctx,
 		fanout.BindingMessage(record.Binding{ID: second.ID, Digest: other.Digest(), FannedOut: time.Now(), Offset: -1})))
 	_, stop, err = e.serve(t, app.Options{Roles: []string{app.RoleFanout}, Explicit: true})
 	require.NoError(t, err, "%s", e.logs)
@@ -145,14 +124,7 @@ func TestAForgedAlertIDRecordUnbindsNothing(t *testing.T) {
 	publish(t, b, other)
 	publish(t, b, carWashAlert("op-heal-after"))
 	require.Eventually(t, func() bool { return delivered("op-heal-after") }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
-	var reasons []string
-	require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
-		if string(m.Key) == second.ID {
-			reasons = append(reasons, bus.Header(m, "reason"))
-		}
-		return nil
-	}))
-	assert.Equal(t, []string{fanout.ReasonDuplicateID}, reasons)
+	assert.Equal(t, []string{fanout.ReasonDuplicateID}, quarantineReasons(t, b, second.ID))
 	assert.Equal(t, 3, e.sink.Count(), "the two alerts once each, and the alert after: nothing under a used id again")
 }
 
@@ -168,16 +140,7 @@ func TestAKeptViewHealsAfterCompaction(t *testing.T) {
 	b := e.cluster.Open(t, e.cfg.Kafka)
 	register(t, b, acmeCarWash())
 	ctx := t.Context()
-	records := func(id string) []kafka.Message {
-		var out []kafka.Message
-		require.NoError(t, b.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
-			if string(m.Key) == id {
-				out = append(out, m)
-			}
-			return nil
-		}))
-		return out
-	}
+	records := func(id string) []kafka.Message { return alertIDRecords(t, b, id) }
 
 	_, stop, err := e.serve(t, app.Options{Roles: []string{app.RoleFanout}, Explicit: true})
 	require.NoError(t, err, "%s", e.logs)
@@ -189,10 +152,7 @@ func TestAKeptViewHealsAfterCompaction(t *testing.T) {
 
 	// While no fan-out runs: a tombstone from a plain Kafka client, a
 	// later binding, and a compaction that keeps the tombstone alone.
-	raw := &kafka.Writer{Addr: kafka.TCP(e.cluster.Addrs()...), Topic: b.Topic(bus.TopicAlertIDs), Balancer: &kafka.Murmur2Balancer{},
-		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
-	t.Cleanup(func() { _ = raw.Close() })
-	require.NoError(t, raw.WriteMessages(ctx, kafka.Message{Key: []byte(a.ID)}))
+	rawTombstone(t, e, b, a.ID)
 	require.NoError(t, b.Producer(bus.TopicAlertIDs).Write(ctx,
 		fanout.BindingMessage(record.Binding{ID: "op-heal-later", Digest: "sha256:later", FannedOut: time.Now(), Offset: -1})))
 	e.cluster.Kfake().Compact()
@@ -210,4 +170,14 @@ func TestAKeptViewHealsAfterCompaction(t *testing.T) {
 		last := rs[len(rs)-1]
 		return b.Authenticate(last) == nil && bytes.Equal(binding.Value, last.Value)
 	}, 30*time.Second, 20*time.Millisecond, "the binding written again:\n%s", e.logs)
+}
+
+// rawTombstone writes a tombstone under id on b's alert-ids topic from a
+// plain Kafka client, with no herald-auth.
+func rawTombstone(t *testing.T, e *serveEnv, b *bus.Bus, id string) {
+	t.Helper()
+	raw := &kafka.Writer{Addr: kafka.TCP(e.cluster.Addrs()...), Topic: b.Topic(bus.TopicAlertIDs), Balancer: &kafka.Murmur2Balancer{},
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	defer func() { _ = raw.Close() }()
+	require.NoError(t, raw.WriteMessages(t.Context(), kafka.Message{Key: []byte(id)}))
 }

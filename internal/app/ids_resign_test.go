@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"os"
 	"testing"
@@ -20,7 +19,6 @@ import (
 	"github.com/herald-alerts/herald/internal/fanout"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/record"
-	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
 // TestRotationKeepsAlertIDs: an alert fanned out, and its id bound, under
@@ -43,16 +41,7 @@ func TestRotationKeepsAlertIDs(t *testing.T) {
 			ctx := t.Context()
 			bA := e.cluster.Open(t, e.cfg.Kafka)
 			register(t, bA, acmeCarWash())
-			records := func(id string) []kafka.Message {
-				var out []kafka.Message
-				require.NoError(t, bA.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
-					if string(m.Key) == id {
-						out = append(out, m)
-					}
-					return nil
-				}))
-				return out
-			}
+			records := func(id string) []kafka.Message { return alertIDRecords(t, bA, id) }
 
 			_, stop, err := e.serve(t, app.Options{Roles: []string{app.RoleFanout, app.RoleDeliver}, Explicit: true})
 			require.NoError(t, err, "%s", e.logs)
@@ -64,12 +53,7 @@ func TestRotationKeepsAlertIDs(t *testing.T) {
 			stop()
 
 			// A binding forged with a key no Herald process holds.
-			secret := make([]byte, busauth.KeySize)
-			secret[0] = 7
-			strangerKeys, err := busauth.New(secret)
-			require.NoError(t, err)
-			stranger := e.cluster.OpenWith(t, e.cfg.Kafka, bus.Options{Keyring: strangerKeys, Log: kafkatest.Logger(t, slog.LevelError)})
-			require.NoError(t, stranger.Producer(bus.TopicAlertIDs).Write(ctx,
+			require.NoError(t, strangerBus(t, e).Producer(bus.TopicAlertIDs).Write(ctx,
 				fanout.BindingMessage(record.Binding{ID: "op-rsids-forged", Digest: "sha256:forged", FannedOut: time.Now(), Offset: -1})))
 
 			// The rotation: B first, A second.
@@ -145,13 +129,7 @@ func TestRotationKeepsAlertIDs(t *testing.T) {
 			// duplicate-id and fanned out to no one.
 			publish(t, bB, other)
 			require.Eventually(t, func() bool {
-				var reasons []string
-				require.NoError(t, bB.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
-					if string(m.Key) == old.ID {
-						reasons = append(reasons, bus.Header(m, "reason"))
-					}
-					return nil
-				}))
+				reasons := quarantineReasons(t, bB, old.ID)
 				return len(reasons) == 1 && reasons[0] == fanout.ReasonDuplicateID
 			}, 30*time.Second, 50*time.Millisecond, "quarantined duplicate-id:\n%s", e.logs)
 			known, err := ledger.FromBus(bB).Lookup(ctx, []string{old.ID})
@@ -212,13 +190,7 @@ func TestResignCountsTheBindingCompactionKeeps(t *testing.T) {
 			fanout.BindingMessage(record.Binding{ID: "op-rsids-later", Digest: "sha256:later", FannedOut: time.Now(), Offset: -1})))
 	}
 	e.cluster.Kfake().Compact()
-	var kept []kafka.Message
-	require.NoError(t, bB.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
-		if string(m.Key) == bd.ID {
-			kept = append(kept, m)
-		}
-		return nil
-	}))
+	kept := alertIDRecords(t, bB, bd.ID)
 	require.Len(t, kept, 1, "compaction keeps the latest record alone")
 	signer, err := bB.SignedBy(kept[0])
 	require.NoError(t, err, "B alone verifies the binding compaction kept")

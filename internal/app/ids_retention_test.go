@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,6 +67,31 @@ func ageOut(t *testing.T, e *serveEnv, b *bus.Bus) {
 		}
 		return true
 	}, 10*time.Second, 10*time.Millisecond, "the alerts and receipts topics hold nothing")
+}
+
+// alertIDRecords returns the records of b's alert-ids topic under id, in
+// order, authentic or not.
+func alertIDRecords(t *testing.T, b *bus.Bus, id string) []kafka.Message {
+	t.Helper()
+	var out []kafka.Message
+	require.NoError(t, b.ReadAll(t.Context(), bus.TopicAlertIDs, func(m kafka.Message) error {
+		if string(m.Key) == id {
+			out = append(out, m)
+		}
+		return nil
+	}))
+	return out
+}
+
+// strangerBus opens a bus on e's cluster whose keyring holds one key no
+// Herald process holds: what it writes, Herald did not write.
+func strangerBus(t *testing.T, e *serveEnv) *bus.Bus {
+	t.Helper()
+	secret := make([]byte, busauth.KeySize)
+	secret[0] = 7
+	keys, err := busauth.New(secret)
+	require.NoError(t, err)
+	return e.cluster.OpenWith(t, e.cfg.Kafka, bus.Options{Keyring: keys, Log: kafkatest.Logger(t, slog.LevelError)})
 }
 
 // TestAnIDNamesOneAlertAfterRetention: once an alert's record and its
@@ -154,14 +180,7 @@ func TestAnIDNamesOneAlertAfterRetention(t *testing.T) {
 	publish(t, b, carWashAlert("op-ids-after"))
 	require.Eventually(t, func() bool { return delivered("op-ids-after") }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 
-	var reasons []string
-	require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
-		if string(m.Key) == old.ID {
-			reasons = append(reasons, bus.Header(m, "reason"))
-		}
-		return nil
-	}))
-	assert.Equal(t, []string{fanout.ReasonDuplicateID}, reasons, "the different alert, once; the identical one is not refused")
+	assert.Equal(t, []string{fanout.ReasonDuplicateID}, quarantineReasons(t, b, old.ID), "the different alert, once; the identical one is not refused")
 	known, err := ledger.FromBus(b).Lookup(ctx, []string{old.ID})
 	require.NoError(t, err)
 	assert.Nil(t, known[old.ID], "nothing was fanned out under the id again")
@@ -198,12 +217,7 @@ func TestBindingsAreBackfilled(t *testing.T) {
 		require.NoError(t, b.Producer(bus.TopicReceipts).Write(ctx, fanout.ReceiptMessage(delivery.Receipt{Kind: delivery.KindAlert,
 			AlertID: a.ID, At: at, Type: a.Type, TLP: a.TLP, Marking: a.Marking, IssuedBy: a.IssuedBy, Title: a.Title, Digest: a.Digest()})))
 	}
-	secret := make([]byte, busauth.KeySize)
-	secret[0] = 7
-	other, err := busauth.New(secret)
-	require.NoError(t, err)
-	stranger := e.cluster.OpenWith(t, e.cfg.Kafka, bus.Options{Keyring: other, Log: kafkatest.Logger(t, slog.LevelError)})
-	require.NoError(t, stranger.Producer(bus.TopicAlertIDs).Write(ctx,
+	require.NoError(t, strangerBus(t, e).Producer(bus.TopicAlertIDs).Write(ctx,
 		fanout.BindingMessage(record.Binding{ID: a1.ID, Digest: "sha256:forged", FannedOut: at, Offset: -1})))
 	require.Empty(t, bindings())
 
@@ -267,14 +281,7 @@ func TestCLIFollowUpOfAnAlertKnownByItsBinding(t *testing.T) {
 		require.NoError(t, b.Producer(bus.TopicReceipts).Write(ctx, m))
 	}
 	e.start(t, app.RoleFanout)
-	bound := func(id string) bool {
-		found := false
-		require.NoError(t, b.ReadAll(ctx, bus.TopicAlertIDs, func(m kafka.Message) error {
-			found = found || string(m.Key) == id
-			return nil
-		}))
-		return found
-	}
+	bound := func(id string) bool { return len(alertIDRecords(t, b, id)) > 0 }
 	require.Eventually(t, func() bool { return bound(orig.ID) && bound(kept.ID) }, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 
 	upd := carWashAlert("op-bound-upd")
@@ -285,12 +292,7 @@ func TestCLIFollowUpOfAnAlertKnownByItsBinding(t *testing.T) {
 	other.Title = "Another alert under its id"
 	publish(t, b, other)
 	require.Eventually(t, func() bool {
-		found := false
-		require.NoError(t, b.ReadAll(ctx, bus.TopicQuarantine, func(m kafka.Message) error {
-			found = found || (string(m.Key) == orig.ID && bus.Header(m, "reason") == fanout.ReasonDuplicateID)
-			return nil
-		}))
-		return found
+		return slices.Contains(quarantineReasons(t, b, orig.ID), fanout.ReasonDuplicateID)
 	}, 60*time.Second, 50*time.Millisecond, "%s", e.logs)
 
 	e.cluster.Kfake().ApplyRetention()

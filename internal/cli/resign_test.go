@@ -34,26 +34,7 @@ func TestKeysResignSubscribers(t *testing.T) {
 	code, _, errOut := run(t, "", "subscribers", "put", file)
 	require.Equal(t, 0, code, errOut)
 
-	line := func(data []byte) string {
-		for l := range strings.Lines(string(data)) {
-			if strings.HasPrefix(l, "hbk1.") {
-				return strings.TrimSpace(l)
-			}
-		}
-		t.Fatalf("no key line in %q", data)
-		return ""
-	}
-	old, err := os.ReadFile(os.Getenv("HERALD_PUBLISHING_KEY_FILE"))
-	require.NoError(t, err)
-	fresh, err := busauth.Generate()
-	require.NoError(t, err)
-	rotating := filepath.Join(dir, "rotating.key")
-	require.NoError(t, os.WriteFile(rotating, []byte(line(fresh)+"\n"+line(old)+"\n"), 0o600))
-	newOnly := filepath.Join(dir, "new.key")
-	require.NoError(t, os.WriteFile(newOnly, fresh, 0o600))
-	k, err := busauth.Parse(fresh)
-	require.NoError(t, err)
-	newID := k.IDs()[0]
+	rotating, newOnly, newID := rotatingKeys(t, dir)
 	t.Setenv("HERALD_PUBLISHING_KEY_FILE", rotating)
 
 	code, _, _ = run(t, "", "keys", "resign")
@@ -101,24 +82,7 @@ func TestKeysResignAlertIDs(t *testing.T) {
 		require.NoError(t, b.Producer(bus.TopicAlertIDs).Write(t.Context(),
 			fanout.BindingMessage(record.Binding{ID: id, Digest: "sha256:" + id, FannedOut: time.Now(), Offset: -1})))
 	}
-	old, err := os.ReadFile(os.Getenv("HERALD_PUBLISHING_KEY_FILE"))
-	require.NoError(t, err)
-	fresh, err := busauth.Generate()
-	require.NoError(t, err)
-	line := func(data []byte) string {
-		for l := range strings.Lines(string(data)) {
-			if strings.HasPrefix(l, "hbk1.") {
-				return strings.TrimSpace(l)
-			}
-		}
-		t.Fatalf("no key line in %q", data)
-		return ""
-	}
-	rotating := filepath.Join(t.TempDir(), "rotating.key")
-	require.NoError(t, os.WriteFile(rotating, []byte(line(fresh)+"\n"+line(old)+"\n"), 0o600))
-	k, err := busauth.Parse(fresh)
-	require.NoError(t, err)
-	newID := k.IDs()[0]
+	rotating, _, newID := rotatingKeys(t, t.TempDir())
 	t.Setenv("HERALD_PUBLISHING_KEY_FILE", rotating)
 
 	code, _, errOut := run(t, "", "keys", "resign", "--dry-run")
@@ -152,4 +116,32 @@ func TestKeysResignAlertIDs(t *testing.T) {
 	code, out, errOut = run(t, "", "audit", "list", "--action", "keys.resign", "--output", "json")
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, 2, strings.Count(out, "topic:alert-ids"), out)
+}
+
+// rotatingKeys writes under dir the key files of a rotation of the
+// publishing key HERALD_PUBLISHING_KEY_FILE names: rotating, a fresh key
+// first and the old one second, and newOnly, the fresh key alone. It
+// returns their paths and the fresh key's id.
+func rotatingKeys(t *testing.T, dir string) (rotating, newOnly, newID string) {
+	t.Helper()
+	line := func(data []byte) string {
+		for l := range strings.Lines(string(data)) {
+			if strings.HasPrefix(l, "hbk1.") {
+				return strings.TrimSpace(l)
+			}
+		}
+		t.Fatalf("no key line in %q", data)
+		return ""
+	}
+	old, err := os.ReadFile(os.Getenv("HERALD_PUBLISHING_KEY_FILE"))
+	require.NoError(t, err)
+	fresh, err := busauth.Generate()
+	require.NoError(t, err)
+	rotating = filepath.Join(dir, "rotating.key")
+	require.NoError(t, os.WriteFile(rotating, []byte(line(fresh)+"\n"+line(old)+"\n"), 0o600))
+	newOnly = filepath.Join(dir, "new.key")
+	require.NoError(t, os.WriteFile(newOnly, fresh, 0o600))
+	k, err := busauth.Parse(fresh)
+	require.NoError(t, err)
+	return rotating, newOnly, k.IDs()[0]
 }

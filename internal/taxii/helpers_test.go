@@ -246,6 +246,35 @@ func (e *env) fanOut(m kafka.Message) time.Time {
 	return at
 }
 
+// fanOutAged writes a to the alerts topic with a record time older than
+// the topic's retention (400 days: 500 days ago), fans it out now (its
+// receipts are not old), and waits for the view to apply it all.
+func (e *env) fanOutAged(a *alerts.Alert) {
+	e.t.Helper()
+	v, err := json.Marshal(a)
+	require.NoError(e.t, err)
+	m := kafka.Message{Key: []byte(a.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}
+	require.NoError(e.t, e.bus.Producer(bus.TopicAlerts).Write(context.Background(), m))
+	e.synced()
+	e.fanOut(m)
+}
+
+// rebuiltAfterRetention applies retention on c, the cluster of e's bus
+// (one partition), waits until the first record of the alerts topic is
+// gone, and returns an env serving a view rebuilt from Kafka, with e's
+// registry, fan-out, clock and audit.
+func (e *env) rebuiltAfterRetention(c *kafkatest.Cluster) *env {
+	e.t.Helper()
+	c.Kfake().ApplyRetention()
+	require.Eventually(e.t, func() bool {
+		offs, err := e.bus.Offsets(e.t.Context(), bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	fresh := &env{t: e.t, bus: e.bus, view: runView(e.t, e.bus), reg: e.reg, w: e.w, clock: e.clock, audit: e.audit}
+	fresh.serve(e.serverNow)
+	return fresh
+}
+
 func (e *env) synced() {
 	e.t.Helper()
 	require.NoError(e.t, e.view.Sync(context.Background()))

@@ -1,17 +1,12 @@
 package taxii_test
 
 import (
-	"context"
-	"encoding/json"
 	"net/http"
 	"testing"
-	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/herald-alerts/herald/alerts"
-	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 )
 
@@ -26,12 +21,7 @@ func TestAlertGoneBeforeItsReceipts(t *testing.T) {
 	// The alert record is older than the alerts topic's retention (400
 	// days); its receipts, written at fan-out, are not.
 	old := alert("rt-001", nil)
-	v, err := json.Marshal(old)
-	require.NoError(t, err)
-	m := kafka.Message{Key: []byte(old.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}
-	require.NoError(t, e.bus.Producer(bus.TopicAlerts).Write(context.Background(), m))
-	e.synced()
-	e.fanOut(m)
+	e.fanOutAged(old)
 	e.publish(alert("rt-002", nil))
 	require.Equal(t, []string{"rt-001", "rt-002"}, alertsIn(first(t, e)))
 	// An update of it: its lineage names the alert whose record goes.
@@ -40,14 +30,7 @@ func TestAlertGoneBeforeItsReceipts(t *testing.T) {
 	}))
 	require.Equal(t, []string{"rt-002", "rt-003"}, alertsIn(first(t, e)))
 
-	c.Kfake().ApplyRetention()
-	require.Eventually(t, func() bool {
-		offs, err := e.bus.Offsets(t.Context(), bus.TopicAlerts)
-		return err == nil && offs[bus.TopicAlerts][0].Start == 1
-	}, 10*time.Second, 10*time.Millisecond)
-
-	fresh := &env{t: t, bus: e.bus, view: runView(t, e.bus), reg: e.reg, w: e.w, clock: e.clock, audit: e.audit}
-	fresh.serve(e.serverNow)
+	fresh := e.rebuiltAfterRetention(c)
 	r := fresh.objects(bankToken, "bank", "")
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	require.Equal(t, []string{"rt-002"}, alertsIn(list(r.json(t)["objects"])), "the alert whose record is gone is left out, and the update whose chain reaches it")
@@ -67,12 +50,7 @@ func TestConflictingSurvivorIsNotTheAlert(t *testing.T) {
 	e := newEnvOn(t, c.Open(t, c.Config()))
 
 	orig := alert("rt-010", nil)
-	v, err := json.Marshal(orig)
-	require.NoError(t, err)
-	m := kafka.Message{Key: []byte(orig.ID), Value: v, Time: time.Now().Add(-500 * 24 * time.Hour)}
-	require.NoError(t, e.bus.Producer(bus.TopicAlerts).Write(context.Background(), m))
-	e.synced()
-	e.fanOut(m)
+	e.fanOutAged(orig)
 	// Another alert under the same id, written later: a conflict, which
 	// the fan-out refuses (quarantined as duplicate-id).
 	e.publish(alert("rt-010", func(a *alerts.Alert) {
@@ -82,14 +60,7 @@ func TestConflictingSurvivorIsNotTheAlert(t *testing.T) {
 	e.publish(alert("rt-011", nil))
 	require.Equal(t, []string{"rt-010", "rt-011"}, alertsIn(first(t, e)))
 
-	c.Kfake().ApplyRetention()
-	require.Eventually(t, func() bool {
-		offs, err := e.bus.Offsets(t.Context(), bus.TopicAlerts)
-		return err == nil && offs[bus.TopicAlerts][0].Start == 1
-	}, 10*time.Second, 10*time.Millisecond)
-
-	fresh := &env{t: t, bus: e.bus, view: runView(t, e.bus), reg: e.reg, w: e.w, clock: e.clock, audit: e.audit}
-	fresh.serve(e.serverNow)
+	fresh := e.rebuiltAfterRetention(c)
 	r := fresh.objects(bankToken, "bank", "")
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	require.NotContains(t, string(r.body), "innocent.example", "the conflicting record is never served as the alert the partner received")

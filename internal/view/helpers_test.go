@@ -575,3 +575,19 @@ func lookupAll(t *testing.T, l interface {
 	require.NoError(t, err)
 	return got
 }
+
+// survivorOf writes orig to the alerts topic of b (one partition, on c)
+// with a record time older than the topic's retention, then other under
+// the same id, applies retention and waits until orig's record is gone:
+// other survives under the id.
+func survivorOf(t *testing.T, c *kafkatest.Cluster, b *bus.Bus, orig, other *alerts.Alert) {
+	t.Helper()
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(),
+		kafka.Message{Key: []byte(orig.ID), Value: mustJSON(t, orig), Time: time.Now().Add(-500 * 24 * time.Hour)}))
+	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte(other.ID), Value: mustJSON(t, other)}))
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(t.Context(), bus.TopicAlerts)
+		return err == nil && offs[bus.TopicAlerts][0].Start == 1
+	}, waitFor, tick)
+}

@@ -1074,14 +1074,7 @@ func TestConflictingSurvivorIsNotTheAlert(t *testing.T) {
 	b := c.Open(t, c.Config())
 	orig := alert(t, "c1", "The alert fanned out", alerts.TLPGreen, "api:alice", at(0), "", time.Time{})
 	other := alert(t, "c1", "Another alert under its id", alerts.TLPGreen, "api:mallory", at(time.Minute), "", time.Time{})
-	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(),
-		kafka.Message{Key: []byte("c1"), Value: mustJSON(t, orig), Time: time.Now().Add(-500 * 24 * time.Hour)}))
-	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte("c1"), Value: mustJSON(t, other)}))
-	c.Kfake().ApplyRetention()
-	require.Eventually(t, func() bool {
-		offs, err := b.Offsets(t.Context(), bus.TopicAlerts)
-		return err == nil && offs[bus.TopicAlerts][0].Start == 1
-	}, waitFor, tick)
+	survivorOf(t, c, b, orig, other)
 
 	v := run(t, t.TempDir(), b)
 	p, ok := v.Published("c1")
@@ -1123,14 +1116,7 @@ func TestPartnerRowsWaitForTheFannedOutAlert(t *testing.T) {
 	notBefore := at(48 * time.Hour)
 	orig.NotBefore = &notBefore
 	other := alert(t, "c2", "Another alert under its id", alerts.TLPGreen, "api:mallory", at(time.Minute), "", time.Time{})
-	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(),
-		kafka.Message{Key: []byte("c2"), Value: mustJSON(t, orig), Time: time.Now().Add(-500 * 24 * time.Hour)}))
-	require.NoError(t, b.Producer(bus.TopicAlerts).Write(t.Context(), kafka.Message{Key: []byte("c2"), Value: mustJSON(t, other)}))
-	c.Kfake().ApplyRetention()
-	require.Eventually(t, func() bool {
-		offs, err := b.Offsets(t.Context(), bus.TopicAlerts)
-		return err == nil && offs[bus.TopicAlerts][0].Start == 1
-	}, waitFor, tick)
+	survivorOf(t, c, b, orig, other)
 
 	v := run(t, t.TempDir(), b)
 	w := newWriter(t, c, b)
