@@ -30,6 +30,23 @@ import (
 //     the bidirectional marks U+200E, U+200F and U+061C are how right-to-left
 //     text is written correctly.
 
+// Clip returns s as valid UTF-8 (each invalid byte sequence replaced by
+// U+FFFD) of at most n bytes, cut on a character boundary, followed by
+// mark when it had to be cut: the one rule for shortening text from
+// outside (a Kafka key, a header, a field) for a log line, an error or a
+// stored message, which must never end in half a character.
+func Clip(s string, n int, mark string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	i := max(n, 0)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + mark
+}
+
 // LineRune reports whether r may appear in one line of text: it is not a
 // control character (Cc), not a Unicode format character (Cf) and not
 // U+2028 LINE SEPARATOR or U+2029 PARAGRAPH SEPARATOR. Anything that

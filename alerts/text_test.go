@@ -3,7 +3,9 @@ package alerts_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -233,4 +235,34 @@ func TestLineRune(t *testing.T) {
 	for _, r := range "aZ09 é€ع—⚠\ufe0f\u00a0" {
 		assert.True(t, alerts.LineRune(r), fmt.Sprintf("%U", r))
 	}
+}
+
+// TestClip: text is cut on a character boundary, never inside one, to at
+// most n bytes followed by the mark, and is valid UTF-8 whatever it held.
+func TestClip(t *testing.T) {
+	for _, tc := range []struct {
+		name, s string
+		n       int
+		want    string
+	}{
+		{"short", "abc", 5, "abc"},
+		{"exact", "abcde", 5, "abcde"},
+		{"ascii", "abcdef", 5, "abcde…"},
+		{"two-byte character across the boundary", "abcdé", 5, "abcd…"},
+		{"three-byte character across the boundary", "ab€cd", 4, "ab…"},
+		{"four-byte character across the boundary", "a😀b", 3, "a…"},
+		{"character ends at the boundary", "ab€cd", 5, "ab€…"},
+		{"invalid bytes replaced", "a\xffb", 8, "a\uFFFDb"},
+		{"invalid byte at the boundary", "abcd\xff", 5, "abcd…"},
+		{"nothing fits", "€", 2, "…"},
+		{"zero", "abc", 0, "…"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := alerts.Clip(tc.s, tc.n, "…")
+			assert.Equal(t, tc.want, got)
+			assert.True(t, utf8.ValidString(got), "%q", got)
+			assert.LessOrEqual(t, len(strings.TrimSuffix(got, "…")), tc.n)
+		})
+	}
+	assert.Equal(t, "ab", alerts.Clip("ab€", 4, ""), "no mark: at most n bytes")
 }

@@ -39,6 +39,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/herald-alerts/herald/alerts"
 )
 
 // Header is the name of the Kafka record header that carries the
@@ -244,12 +246,9 @@ func (k *Keyring) VerifyHeaders(purpose, auth string, headers iter.Seq2[string, 
 	return err
 }
 
-func truncate(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
-}
+// truncate shortens s, from a record, for an error message
+// (alerts.Clip).
+func truncate(s string) string { return alerts.Clip(s, 40, "…") }
 
 // Derive returns a KeySize sub-key of each key of the keyring for purpose
 // (HKDF with SHA-256), the signing key's first, for capabilities that must

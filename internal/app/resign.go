@@ -24,8 +24,8 @@ import (
 // that the other keys may be removed.
 
 // resignBeforeWrite, if set (by tests), runs between Resign's read of the
-// records it endorses and its first write; resignAfterWrite, after its
-// last write.
+// records it endorses and its first write; resignAfterWrite, after the
+// last write of Resign or ResignBindings.
 var resignBeforeWrite, resignAfterWrite func()
 
 // SubscriberSigners is what ScanSigners read: the record in force under
@@ -249,7 +249,9 @@ type Resigned struct {
 // supersedes anything (topicReader): a change written meanwhile stays the
 // one in force, and a run that stops at any point undoes nothing, so no
 // check before a write is needed. It records the run in the audit trail
-// (one entry, with its counts) and returns what it did.
+// before its first write (record.ActionKeysResignStart: the key and what
+// it will write) and once it is done (record.ActionKeysResign, with its
+// counts), and returns what it did.
 func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *SubscriberSigners) (Resigned, error) {
 	first := sc.keys.IDs()[0]
 	res := Resigned{Key: first}
@@ -263,6 +265,10 @@ func (s SubscriberStore) Resign(ctx context.Context, actor string, sc *Subscribe
 		default:
 			need[k] = l
 		}
+	}
+	if err := s.Audit.Record(ctx, record.Audit{Actor: actor, Action: record.ActionKeysResignStart, Object: "topic:" + bus.TopicSubscribers,
+		Details: map[string]any{"key": first, "records": len(need), "blocked": res.Blocked, "stale": len(sc.stale)}}); err != nil {
+		return res, fmt.Errorf("record the run in the audit trail before it writes: %w", err)
 	}
 	// The topic is read again, one partition after the other, by the
 	// rule registries follow: a record whose key has another record in

@@ -195,7 +195,9 @@ type ResignedBindings struct {
 // needed and a run stopped at any point undoes nothing. Only what sc
 // found in force is copied: a record no key of the keyring verifies is
 // never in force, so never copied. It records the run in the audit
-// trail (one entry, object topic:alert-ids, with its counts).
+// trail, object topic:alert-ids, before its first write
+// (record.ActionKeysResignStart: the key and how many it will copy) and
+// once it is done (record.ActionKeysResign, with its counts).
 func (s BindingStore) ResignBindings(ctx context.Context, actor string, sc *BindingSigners) (ResignedBindings, error) {
 	first := sc.keys.IDs()[0]
 	res := ResignedBindings{Key: first}
@@ -209,6 +211,14 @@ func (s BindingStore) ResignBindings(ctx context.Context, actor string, sc *Bind
 			byPart[b.partition] = append(byPart[b.partition], kafka.Message{Key: b.key, Value: b.value})
 		}
 	}
+	n := 0
+	for _, msgs := range byPart {
+		n += len(msgs)
+	}
+	if err := s.Audit.Record(ctx, record.Audit{Actor: actor, Action: record.ActionKeysResignStart, Object: "topic:" + bus.TopicAlertIDs,
+		Details: map[string]any{"key": first, "records": n, "conflicting": res.Conflicting}}); err != nil {
+		return res, fmt.Errorf("record the run in the audit trail before it writes: %w", err)
+	}
 	const chunk = 500
 	for _, part := range slices.Sorted(maps.Keys(byPart)) {
 		for msgs := range slices.Chunk(byPart[part], chunk) {
@@ -217,6 +227,9 @@ func (s BindingStore) ResignBindings(ctx context.Context, actor string, sc *Bind
 			}
 			res.Records += len(msgs)
 		}
+	}
+	if resignAfterWrite != nil {
+		resignAfterWrite()
 	}
 	err := s.Audit.Record(ctx, record.Audit{Actor: actor, Action: record.ActionKeysResign, Object: "topic:" + bus.TopicAlertIDs,
 		Details: map[string]any{"key": first, "records": res.Records, "conflicting": res.Conflicting}})

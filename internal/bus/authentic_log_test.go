@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -42,4 +43,25 @@ func TestAuthenticTellsARemovedKeyFromAStranger(t *testing.T) {
 	added := logs.String()[before:]
 	assert.Contains(t, added, "ignoring a record not written by Herald")
 	assert.Equal(t, 1, strings.Count(added, "level=WARN"), added)
+}
+
+// TestRefusedRecordKeyIsLoggedWholeCharacters: the log line of a refused
+// record shortens its key on a character boundary, so that a key of
+// non-ASCII text never puts half a character in the log.
+func TestRefusedRecordKeyIsLoggedWholeCharacters(t *testing.T) {
+	c := kafkatest.Start(t)
+	var logs logtest.Buffer
+	opts := c.Options(t)
+	opts.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	b := c.OpenWith(t, c.Config(), opts)
+
+	key := strings.Repeat("a", 79) + "é" + strings.Repeat("b", 10) // é is bytes 80 and 81
+	m := b.AsWritten(bus.TopicReceipts, kafka.Message{Key: []byte(key), Value: []byte(`{}`)})
+	m.Headers = nil // not Herald's
+	assert.False(t, b.Authentic(m))
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	var line struct{ Msg, Key string }
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &line), logs.String())
+	require.Equal(t, "ignoring a record not written by Herald", line.Msg)
+	assert.Equal(t, strings.Repeat("a", 79)+"…", line.Key)
 }

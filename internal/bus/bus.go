@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/herald-alerts/herald/alerts"
 	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/config"
 )
@@ -419,12 +420,8 @@ func (b *Bus) Log() *slog.Logger { return b.log }
 // Keyring returns the keyring the bus authenticates with, or nil.
 func (b *Bus) Keyring() *busauth.Keyring { return b.keys }
 
-func truncateKey(k []byte) string {
-	if len(k) > 80 {
-		return string(k[:80]) + "…"
-	}
-	return string(k)
-}
+// truncateKey shortens k, a record's key, for a log line (alerts.Clip).
+func truncateKey(k []byte) string { return alerts.Clip(string(k), 80, "…") }
 
 // Header returns the value of the first header of m named key, or "". It
 // checks nothing: a reader that acts on the value of a header other than

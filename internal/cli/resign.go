@@ -31,7 +31,8 @@ func newResignCmd(e *env) *cobra.Command {
 			"binding in force signed with another key and not yet copied, a copy of it (same key, same value)\n" +
 			"signed with the first key: every reader keeps the first binding of an id, so the copy changes nothing\n" +
 			"it holds until the other keys are removed, and then is the binding.\n\n" +
-			"Each records its run in the audit trail, then prints how many records in force each key keeps, and\n" +
+			"Each records its run in the audit trail (keys.resign.start before it writes, keys.resign when done),\n" +
+			"then prints how many records in force each key keeps, and\n" +
 			"the command exits 1 while any is kept by a key other than the first: that key may not be removed\n" +
 			"yet. --dry-run only prints and exits so.",
 		Args: cobra.NoArgs,

@@ -217,8 +217,19 @@ func flushPhases(byTopic map[string][]kafka.Message) [][]string {
 	return phases
 }
 
-// receipt records an outcome of job.
+// receipt records an outcome of job and counts it.
 func (r *Runner) receipt(o *out, job *delivery.Job, rc delivery.Receipt) {
+	rc = r.record(o, job, rc)
+	reason := rc.Reason
+	if rc.State == delivery.StateWithheld {
+		reason = rc.Rule
+	}
+	r.metrics.outcomes.WithLabelValues(job.Channel, rc.State, reason).Inc()
+}
+
+// record adds to o the outcome receipt rc of job, without counting it,
+// and returns it as written.
+func (r *Runner) record(o *out, job *delivery.Job, rc delivery.Receipt) delivery.Receipt {
 	rc.Kind = delivery.KindOutcome
 	rc.DeliveryID = job.ID
 	rc.Subscriber = job.Subscriber
@@ -232,11 +243,7 @@ func (r *Runner) receipt(o *out, job *delivery.Job, rc delivery.Receipt) {
 		rc.At = r.now()
 	}
 	o.add(bus.TopicReceipts, kafka.Message{Key: []byte(rc.AlertID), Value: rc.Encode()})
-	reason := rc.Reason
-	if rc.State == delivery.StateWithheld {
-		reason = rc.Rule
-	}
-	r.metrics.outcomes.WithLabelValues(job.Channel, rc.State, reason).Inc()
+	return rc
 }
 
 // withhold ends job as withheld by rule.
@@ -285,17 +292,30 @@ func (r *Runner) deadInvalid(o *out, m kafka.Message, err error) {
 		"undecodable delivery job moved to the dead-letter topic")
 }
 
-// deadRefusedJob moves a job of the pack m that fails its checks to the
-// dead topic: its bytes as they are, under its partner's id prefixed with
-// refusedKeyPrefix, so that it is listed but never replayed (the pack's
-// other jobs were taken).
+// deadRefusedJob moves a job of the pack m, an authentic record, that
+// fails its checks to the dead topic: its bytes as they are, under its
+// partner's id prefixed with refusedKeyPrefix, so that it is listed but
+// never replayed (the pack's other jobs were taken). When the job names
+// its delivery (BadJob.Delivery), whose decision receipt the fan-out
+// wrote, it records that delivery dead (reason invalid), so that it is not
+// shown pending for ever; when it names none, the dead letter's error says
+// that no delivery was recorded dead.
 func (r *Runner) deadRefusedJob(o *out, m kafka.Message, x delivery.BadJob) {
 	key := x.Subscriber
 	if key == "" {
 		key = string(m.Key)
 	}
-	r.deadUnattempted(o, m, []byte(refusedKeyPrefix+key), x.Value, delivery.ReasonInvalid, x.Err,
+	err := x.Err
+	if x.Delivery == nil {
+		err = fmt.Errorf("%w (it names no delivery of the pack's alert: none is recorded dead)", err)
+	}
+	r.deadUnattempted(o, m, []byte(refusedKeyPrefix+key), x.Value, delivery.ReasonInvalid, err,
 		"undecodable delivery job moved to the dead-letter topic")
+	if x.Delivery != nil {
+		// Counted once, as the dead letter.
+		r.record(o, x.Delivery, delivery.Receipt{State: delivery.StateDead, Reason: delivery.ReasonInvalid,
+			Error: x.Err.Error(), Attempt: x.Delivery.Attempt})
+	}
 }
 
 // deadUnattributed moves a record that Herald did not write (it fails

@@ -3,6 +3,7 @@ package deliver
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/delivery"
+	"github.com/herald-alerts/herald/internal/ledger"
 )
 
 // TestARefusedJobOfAPackIsNeverReplayedWithItsOwnAlert: the runner refuses
@@ -60,4 +62,66 @@ func TestARefusedJobOfAPackIsNeverReplayedWithItsOwnAlert(t *testing.T) {
 	assert.Equal(t, 0, n, "nothing replayable")
 	require.Never(t, func() bool { return len(e.n.callsTo(hookB)) > 0 }, time.Second, 20*time.Millisecond,
 		"bolt must never get the alert the runner refused")
+}
+
+// TestARefusedJobOfAPackIsRecordedDead: a job of an authentic pack that
+// fails its checks (a channel this deliver role does not know, as a newer
+// fan-out may write during a rolling upgrade) is dead-lettered and, as it
+// names its delivery, recorded dead: the ledger, which the fan-out's
+// decision receipt told the delivery is pending, shows it dead with the
+// error naming the bad field, and the dead list shows that error too. The
+// pack's good job is delivered; a refused job that names no delivery for
+// certain (its id is not its alert's, partner's and target's) is
+// dead-lettered with an error that says no delivery was recorded dead.
+func TestARefusedJobOfAPackIsRecordedDead(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a := testAlert("al-refused")
+	good := e.hookJob(a, "acme")
+	bad := e.hookJob(a, "bolt")
+	bad.Channel = "sms"
+	unnamed := e.hookJob(a, "coda")
+	unnamed.ID = delivery.ID("al-else", "coda", unnamed.Target)
+
+	// The fan-out's decision receipts, then the pack it wrote.
+	var decisions []kafka.Message
+	for _, j := range []*delivery.Job{good, bad, unnamed} {
+		rc := delivery.Receipt{Kind: delivery.KindDecision, AlertID: a.ID, DeliveryID: j.ID, Subscriber: j.Subscriber,
+			Channel: j.Channel, Target: j.Target, Decision: delivery.Deliver, Mode: j.Mode, At: time.Now()}
+		decisions = append(decisions, kafka.Message{Key: []byte(a.ID), Value: rc.Encode()})
+	}
+	require.NoError(t, e.bus.Producer(bus.TopicReceipts).Write(ctx, decisions...))
+	require.NoError(t, e.bus.Producer(bus.TopicDeliveries).Write(ctx,
+		kafka.Message{Key: []byte("acme"), Value: packOf(t, a, good, bad, unnamed)}))
+
+	e.start(e.runner())
+	e.waitState(good.ID, delivery.StateDelivered)
+	rs := e.waitState(bad.ID, delivery.StateDead)
+	assert.Equal(t, delivery.ReasonInvalid, rs[len(rs)-1].Reason)
+	assert.Empty(t, e.n.callsTo(bad.Target))
+
+	dead := e.deadLetters(2)
+	byKey := map[bool]DeadLetter{} // by whether it names bolt's delivery
+	for _, d := range dead {
+		assert.Equal(t, delivery.ReasonInvalid, d.Reason)
+		assert.Nil(t, d.Job, "a refused job is never replayable")
+		byKey[strings.Contains(string(d.Raw), `"bolt"`)] = d
+	}
+	assert.Contains(t, byKey[true].Error, `channel "sms"`, "the dead list names the bad field")
+	assert.NotContains(t, byKey[true].Error, "none is recorded dead")
+	assert.Contains(t, byKey[false].Error, "does not match")
+	assert.Contains(t, byKey[false].Error, "none is recorded dead")
+
+	got, err := ledger.FromBus(e.bus).Lookup(ctx, []string{a.ID})
+	require.NoError(t, err)
+	require.Contains(t, got, a.ID)
+	states := map[string]string{}
+	for _, en := range got[a.ID].Entries() {
+		states[en.Subscriber] = en.State
+	}
+	assert.Equal(t, map[string]string{"acme": delivery.StateDelivered, "bolt": delivery.StateDead,
+		"coda": delivery.StatePending}, states)
+	en, ok := got[a.ID].Entry("bolt", bad.Target)
+	require.True(t, ok)
+	assert.Contains(t, en.LastError, `channel "sms"`)
 }

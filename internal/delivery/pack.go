@@ -116,10 +116,19 @@ func JobsIn(value []byte) int {
 // others: Value is its bytes in the pack, as they are (without the pack's
 // alert, so that they never read as the job the pack meant), Subscriber
 // the partner it names, if it names one, and Err why it was refused.
+//
+// Delivery is the delivery the job names, when it names one for certain:
+// its id is the one the pack's alert, its partner and its target make
+// (ID), so that whoever reads the record (which a caller authenticated)
+// can record that delivery's outcome. Only what names the delivery is set
+// (ID, Alert, Subscriber, Incarnation, Channel, Target, Attempt): it is
+// never a job to attempt. Nil when the job names no delivery for certain
+// (no partner or target, an id of something else, or not an object).
 type BadJob struct {
 	Value      []byte
 	Subscriber string
 	Err        error
+	Delivery   *Job
 }
 
 // packWire is a pack with its alert replaced by null, its jobs decoded
@@ -188,6 +197,7 @@ func DecodeJobs(value []byte, cache *AlertCache) (jobs []*Job, bad []BadJob, err
 			x := BadJob{Value: []byte(e), Err: fmt.Errorf("jobs[%d]: %w", i, err)}
 			if j != nil {
 				x.Subscriber = j.Subscriber
+				x.Delivery = j.delivery(a)
 			}
 			bad = append(bad, x)
 			continue
@@ -209,6 +219,15 @@ func (j *Job) with(raw []byte, a *alerts.Alert, sum [32]byte) bool {
 func decodeBare(e, raw []byte, a *alerts.Alert, sum [32]byte) (*Job, error) {
 	var w jobWire
 	if err := decodeJSON(e, &w); err != nil {
+		// A value of the wrong type leaves the member unset and the
+		// others decoded (encoding/json): what names the delivery may
+		// still be there (BadJob.Delivery).
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			j := Job(w)
+			j.AlertJSON = nil
+			return &j, fmt.Errorf("decode delivery job: %w", err)
+		}
 		return nil, fmt.Errorf("decode delivery job: %w", err)
 	}
 	j := Job(w)
@@ -221,4 +240,15 @@ func decodeBare(e, raw []byte, a *alerts.Alert, sum [32]byte) (*Job, error) {
 		return &j, err
 	}
 	return &j, nil
+}
+
+// delivery returns what of j, a job of the pack of alert a that was
+// refused, names its delivery (BadJob.Delivery), or nil when j names none
+// for certain.
+func (j *Job) delivery(a *alerts.Alert) *Job {
+	if a == nil || j.Subscriber == "" || j.Target == "" || j.ID != ID(a.ID, j.Subscriber, j.Target) {
+		return nil
+	}
+	return &Job{ID: j.ID, Alert: a, Subscriber: j.Subscriber, Incarnation: j.Incarnation,
+		Channel: j.Channel, Target: j.Target, Attempt: max(j.Attempt, 0)}
 }

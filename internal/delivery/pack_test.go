@@ -164,6 +164,37 @@ func TestDecodeJobsRefusesOnlyTheBadJob(t *testing.T) {
 	require.Equal(t, "jobs", js[0].Subscriber)
 }
 
+// TestDecodeJobsNamesTheDeliveryOfABadJob: a refused job of a pack names
+// its delivery (BadJob.Delivery) only when its id is the one the pack's
+// alert, its partner and its target make, whatever else is wrong with it:
+// a channel this reader does not know, or a member of the wrong type.
+func TestDecodeJobsNamesTheDeliveryOfABadJob(t *testing.T) {
+	jobs := packJobs(5)
+	bare := bareOf(t, jobs)
+	bare[0] = bytes.Replace(bare[0], []byte(`"channel":"webhook"`), []byte(`"channel":"sms"`), 1)
+	bare[1] = bytes.Replace(bare[1], []byte(`"attempt":0`), []byte(`"attempt":"zero"`), 1)
+	bare[2] = bytes.Replace(bare[2], []byte(jobs[2].ID), []byte(delivery.ID("op-8", jobs[2].Subscriber, jobs[2].Target)), 1)
+	bare[3] = []byte(`"a string"`)
+	records := delivery.PackJobs(packAlert, bare)
+	require.Len(t, records, 1)
+	js, bad, err := delivery.DecodeJobs(records[0], nil)
+	require.NoError(t, err)
+	require.Len(t, js, 1)
+	require.Len(t, bad, 4)
+	require.ErrorContains(t, bad[0].Err, `unknown channel "sms"`)
+	require.ErrorContains(t, bad[1].Err, "attempt")
+	for i, x := range bad[:2] {
+		require.NotNil(t, x.Delivery, "jobs[%d]", i)
+		d := x.Delivery
+		require.Equal(t, []string{jobs[i].ID, "op-9", jobs[i].Subscriber, jobs[i].Incarnation, jobs[i].Target},
+			[]string{d.ID, d.Alert.ID, d.Subscriber, d.Incarnation, d.Target})
+		require.Zero(t, d.Attempt)
+	}
+	require.Equal(t, "sms", bad[0].Delivery.Channel)
+	require.Nil(t, bad[2].Delivery, "an id of another alert names no delivery of this one")
+	require.Nil(t, bad[3].Delivery, "not a job")
+}
+
 // FuzzDecodeJobs: whatever a record holds, DecodeJobs never panics, every
 // job it returns passes the checks DecodeJob makes, and a record of one
 // job decodes as DecodeJob decodes it.

@@ -88,12 +88,9 @@ func receiptsIn(v []byte) int {
 	return max(1, min(bytes.Count(v, receiptStart), MaxRecordReceipts))
 }
 
-func truncate(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
-}
+// truncate shortens s, from a record, for an error message
+// (alerts.Clip).
+func truncate(s string) string { return alerts.Clip(s, 80, "…") }
 
 // PackReceipts returns the values of the records that carry encoded, the
 // encodings of receipts of one alert (Receipt.Encode, one JSON object

@@ -84,6 +84,24 @@ func must(b []byte, err error) []byte {
 }
 
 // TestPackReceipts packs receipts in order into bounded arrays, a lone
+// TestDecodeReceiptsErrorKeepsWholeCharacters: the error about a receipt
+// filed under another key quotes both, shortened on a character boundary:
+// a key of non-ASCII text never leaves half a character in the error that
+// reaches logs and the API.
+func TestDecodeReceiptsErrorKeepsWholeCharacters(t *testing.T) {
+	key := strings.Repeat("a", 79) + "é" // é is bytes 80 and 81
+	r := outcomeOf("al-1", "acme", 1)
+	for _, k := range []string{key, "al-2"} {
+		if k == "al-2" {
+			r.AlertID = key
+		}
+		_, err := delivery.DecodeReceipts(k, r.Encode())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `"`+strings.Repeat("a", 79)+`…"`)
+		assert.NotContains(t, err.Error(), `\x`, "no half character")
+	}
+}
+
 // receipt as its object, and DecodeReceipts reads back what was packed.
 func TestPackReceipts(t *testing.T) {
 	encode := func(n int, note string) ([]delivery.Receipt, [][]byte) {

@@ -63,10 +63,17 @@ const (
 	ActionPartnerSecret    = "partner.secret"
 	ActionPartnerReplay    = "partner.replay"
 	ActionPartnerPull      = "partner.pull"
-	// ActionKeysResign is a run of `herald keys resign`: the latest
-	// records of the subscribers topic written again, unchanged, under
-	// the publishing key that signs now (Object "topic:subscribers").
+	// ActionKeysResign is a run of `herald keys resign` that ended: the
+	// latest records of a compacted topic vouched for (Object
+	// "topic:subscribers") or copied (Object "topic:alert-ids") under the
+	// publishing key that signs now, with its counts.
 	ActionKeysResign = "keys.resign"
+	// ActionKeysResignStart is a run of `herald keys resign` about to
+	// write (same Object): the signing key and what the run will write,
+	// recorded before its first write, so that a run that dies midway
+	// leaves a trace (an ActionKeysResignStart with no ActionKeysResign
+	// after it).
+	ActionKeysResignStart = "keys.resign.start"
 )
 
 // Actions lists every audit action, in the order the console's audit
@@ -78,6 +85,7 @@ var Actions = []string{
 	ActionEndpointEnable, ActionDeadReplay, ActionTokenRefused,
 	ActionPartnerAck, ActionPartnerKey, ActionPartnerSecret,
 	ActionPartnerReplay, ActionPartnerPull, ActionKeysResign,
+	ActionKeysResignStart,
 }
 
 // Audit is one entry of the audit trail: who did what to which object,

@@ -144,12 +144,9 @@ func decode(topic string, m kafka.Message) (*rec, error) {
 	return r, nil
 }
 
-func truncate(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
-}
+// truncate shortens s, from a record, for an error message
+// (alerts.Clip).
+func truncate(s string) string { return alerts.Clip(s, 80, "…") }
 
 // txn is the state of one write transaction: the receipts-side alert
 // records it changed (written once at the end), and the ids whose place in

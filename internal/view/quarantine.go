@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -90,7 +89,7 @@ func QuarantineOf(m kafka.Message) (string, *Quarantine, error) {
 		return "", nil, fmt.Errorf("quarantine record of %q: %w", id, errNoSource)
 	}
 	return id, &Quarantine{Digest: a.Digest(), SourcePartition: partition, SourceOffset: offset,
-		Reason: reason, Error: clip(bus.Header(m, bus.HeaderError), MaxQuarantineError),
+		Reason: reason, Error: alerts.Clip(bus.Header(m, bus.HeaderError), MaxQuarantineError, ""),
 		Partition: m.Partition, Offset: m.Offset, Time: m.Time}, nil
 }
 
@@ -135,20 +134,6 @@ func reasonWord(s string) bool {
 		}
 	}
 	return true
-}
-
-// clip returns s as valid UTF-8, cut to at most n bytes on a character
-// boundary.
-func clip(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // Before reports whether q, rather than o, is the record to keep of two
