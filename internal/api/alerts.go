@@ -110,8 +110,13 @@ func decodeAlert(w http.ResponseWriter, r *http.Request) *alerts.Alert {
 	if err != nil {
 		return nil
 	}
-	a, err := alerts.Decode(body)
-	if err != nil {
+	a, err := publish.DecodeAlert(body)
+	var v *alerts.ValidationError
+	switch {
+	case errors.As(err, &v):
+		writeInvalid(w, err)
+		return nil
+	case err != nil:
 		writeDecodeError(w, "alert", err)
 		return nil
 	}
