@@ -183,7 +183,7 @@ func TestPublishRejects(t *testing.T) {
 		},
 		{name: "unknown field", body: strings.Replace(validAlert, `"title"`, `"colour": "red", "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"colour"}},
 		{name: "wrong type", body: strings.Replace(validAlert, `"title": "Car wash in Leeds recruiting via social media"`, `"title": 42`, 1), want: http.StatusUnprocessableEntity, fields: []string{"title"}},
-		{name: "bad time", body: strings.Replace(validAlert, `"title"`, `"expires_at": "tomorrow", "title"`, 1), want: http.StatusUnprocessableEntity},
+		{name: "bad time", body: strings.Replace(validAlert, `"title"`, `"expires_at": "tomorrow", "not_before": "2030-13-01", "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"expires_at", "not_before"}},
 		// JSON keeps the last of a key given twice: a second tlp or
 		// audience would change who gets the alert, unseen.
 		{name: "a key twice", body: strings.Replace(validAlert, `"title"`, `"tlp": "RED", "audience": {"subscribers": ["acme"]}, "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"tlp", "audience"}},

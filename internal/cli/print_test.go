@@ -175,3 +175,13 @@ func TestValidateRefusesAKeyTwiceAndBytesNotUTF8(t *testing.T) {
 	require.Equal(t, 2, code, out)
 	assert.Contains(t, errOut, "  title: is not UTF-8 text (byte 0xff at offset 14)")
 }
+
+// TestValidateNamesABadTime checks that a time that is not RFC 3339 is
+// refused naming its field, not only the parser's complaint.
+func TestValidateNamesABadTime(t *testing.T) {
+	alert := `{"title":"Car wash","severity":"severe","audience":{"sectors":["care"]},` +
+		`"marking":"OFFICIAL","tlp":"GREEN","handling":{"code":"P"},"expires_at":"tomorrow"}`
+	code, out, errOut := run(t, alert, "validate", "-")
+	require.Equal(t, 2, code, out)
+	assert.Contains(t, errOut, `  expires_at: must be an RFC 3339 time such as 2026-12-01T09:00:00Z, not "tomorrow"`)
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/herald-alerts/herald/alerts"
@@ -14,14 +15,17 @@ import (
 // let through silently, each naming its field in a *alerts.ValidationError:
 // a key given twice (only the last would count, so a second "tlp" or
 // "audience" would change who gets the alert unseen), bytes that are not
-// UTF-8 (they would be replaced by U+FFFD in what partners receive). It
-// does not validate: call Prepare.
+// UTF-8 (they would be replaced by U+FFFD in what partners receive), and a
+// time that is not RFC 3339. It does not validate: call Prepare.
 func DecodeAlert(data []byte) (*alerts.Alert, error) {
 	if err := screen(data); err != nil {
 		return nil, err
 	}
 	return alerts.Decode(data)
 }
+
+// timeFields are the alert's fields that hold RFC 3339 times.
+var timeFields = map[string]bool{"not_before": true, "expires_at": true, "issued_at": true, "approved_at": true}
 
 // screen walks data's JSON tokens with their paths. A body that is not
 // JSON at all is left to alerts.Decode, which says why.
@@ -113,6 +117,24 @@ func (w *walker) value(path string) error {
 		if _, err := w.token(path); err != nil { // the closing delimiter
 			return err
 		}
+	case string:
+		if timeFields[path] {
+			if _, err := time.Parse(time.RFC3339, t); err != nil {
+				w.v.Add(path, "must be an RFC 3339 time such as 2026-12-01T09:00:00Z, not %q", clip(t, 40))
+			}
+		}
 	}
 	return nil
+}
+
+// clip shortens s to at most n bytes for an error message, on a rune
+// boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
