@@ -187,6 +187,8 @@ func TestPublishRejects(t *testing.T) {
 		// JSON keeps the last of a key given twice: a second tlp or
 		// audience would change who gets the alert, unseen.
 		{name: "a key twice", body: strings.Replace(validAlert, `"title"`, `"tlp": "RED", "audience": {"subscribers": ["acme"]}, "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"tlp", "audience"}},
+		// … ignoring case, as encoding/json matches keys to fields.
+		{name: "a key twice in another case", body: strings.Replace(validAlert, `"title"`, `"TLP": "RED", "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"tlp"}},
 		{name: "a nested key twice", body: strings.Replace(validAlert, `"regions": ["TLE"]`, `"regions": ["TLE"], "sectors": ["care"]`, 1), want: http.StatusUnprocessableEntity, fields: []string{"audience.sectors"}},
 		// Bytes that are not UTF-8 would reach partners as U+FFFD.
 		{name: "not UTF-8", body: strings.Replace(validAlert, `via social media`, "via social \xff media", 1), want: http.StatusUnprocessableEntity, fields: []string{"title"}},

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -88,7 +90,7 @@ func (w *walker) value(path string) error {
 	case json.Delim:
 		switch t {
 		case '{':
-			seen := map[string]bool{}
+			var seen []string
 			for w.dec.More() {
 				kt, err := w.token(path)
 				if err != nil {
@@ -99,10 +101,13 @@ func (w *walker) value(path string) error {
 				if path != "" {
 					field = path + "." + key
 				}
-				if seen[key] {
+				// encoding/json matches a key to a field ignoring case
+				// (bytes.EqualFold), so "TLP" after "tlp" is the same
+				// field given twice.
+				if slices.ContainsFunc(seen, func(k string) bool { return strings.EqualFold(k, key) }) {
 					w.v.Add(field, "is given more than once: give each field once (only the last would count)")
 				}
-				seen[key] = true
+				seen = append(seen, key)
 				if err := w.value(field); err != nil {
 					return err
 				}
