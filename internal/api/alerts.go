@@ -110,8 +110,13 @@ func decodeAlert(w http.ResponseWriter, r *http.Request) *alerts.Alert {
 	if err != nil {
 		return nil
 	}
-	a, err := alerts.Decode(body)
-	if err != nil {
+	a, err := publish.DecodeAlert(body)
+	var v *alerts.ValidationError
+	switch {
+	case errors.As(err, &v):
+		writeInvalid(w, err)
+		return nil
+	case err != nil:
 		writeDecodeError(w, "alert", err)
 		return nil
 	}
@@ -133,7 +138,7 @@ func (h *handler) writePublishError(w http.ResponseWriter, r *http.Request, err 
 		writeError(w, http.StatusForbidden, err.Error(), nil)
 	case errors.Is(err, publish.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error(), nil)
-	case errors.Is(err, publish.ErrNotPending):
+	case errors.Is(err, publish.ErrNotPending), errors.Is(err, publish.ErrNotPreviewed):
 		writeError(w, http.StatusConflict, err.Error(), nil)
 	default:
 		h.log.Error("publish", "route", r.Pattern, "error", err)

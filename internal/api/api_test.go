@@ -183,7 +183,15 @@ func TestPublishRejects(t *testing.T) {
 		},
 		{name: "unknown field", body: strings.Replace(validAlert, `"title"`, `"colour": "red", "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"colour"}},
 		{name: "wrong type", body: strings.Replace(validAlert, `"title": "Car wash in Leeds recruiting via social media"`, `"title": 42`, 1), want: http.StatusUnprocessableEntity, fields: []string{"title"}},
-		{name: "bad time", body: strings.Replace(validAlert, `"title"`, `"expires_at": "tomorrow", "title"`, 1), want: http.StatusUnprocessableEntity},
+		{name: "bad time", body: strings.Replace(validAlert, `"title"`, `"expires_at": "tomorrow", "not_before": "2030-13-01", "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"expires_at", "not_before"}},
+		// JSON keeps the last of a key given twice: a second tlp or
+		// audience would change who gets the alert, unseen.
+		{name: "a key twice", body: strings.Replace(validAlert, `"title"`, `"tlp": "RED", "audience": {"subscribers": ["acme"]}, "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"tlp", "audience"}},
+		// … ignoring case, as encoding/json matches keys to fields.
+		{name: "a key twice in another case", body: strings.Replace(validAlert, `"title"`, `"TLP": "RED", "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"tlp"}},
+		{name: "a nested key twice", body: strings.Replace(validAlert, `"regions": ["TLE"]`, `"regions": ["TLE"], "sectors": ["care"]`, 1), want: http.StatusUnprocessableEntity, fields: []string{"audience.sectors"}},
+		// Bytes that are not UTF-8 would reach partners as U+FFFD.
+		{name: "not UTF-8", body: strings.Replace(validAlert, `via social media`, "via social \xff media", 1), want: http.StatusUnprocessableEntity, fields: []string{"title"}},
 		{name: "references on a plain alert", body: strings.Replace(validAlert, `"title"`, `"references": ["a1"], "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"references"}},
 		{name: "not JSON", body: `{"title": `, want: http.StatusBadRequest},
 		{name: "trailing data", body: validAlert + ` {}`, want: http.StatusBadRequest},

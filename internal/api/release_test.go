@@ -109,6 +109,22 @@ func TestReleaseBySecondAnalyst(t *testing.T) {
 		assert.NotContains(t, au.Reason+au.Object, analystToken)
 	}
 	assert.Subset(t, actions, []string{"api:alice alert.submit ok", "api:alice alert.approve refused", "api:bob alert.approve ok"})
+	// Every refused approval or rejection is in the audit trail, with
+	// why: not only the author's.
+	var refusedBob []string
+	for _, au := range e.audited() {
+		if au.Actor == "api:bob" && au.Outcome == record.OutcomeRefused {
+			refusedBob = append(refusedBob, au.Action+" "+au.Object+" "+au.Reason)
+		}
+	}
+	// The audit topic's partitions hold them in no set order.
+	require.Len(t, refusedBob, 4, "%q", refusedBob)
+	all := strings.Join(refusedBob, "\n")
+	assert.Contains(t, all, "alert.approve alert:"+pr.ID+" digest: the alert waiting under "+pr.ID+" is "+pr.Digest+", not sha256:00: approve what you previewed: the alert waiting is not the one you previewed")
+	assert.NotContains(t, all, "previewed: the alert is not waiting", "the alert was waiting: the reason says what was wrong")
+	assert.Contains(t, all, "alert.approve alert:no-such-alert no such alert waits for approval")
+	assert.Contains(t, all, "alert.approve alert:"+pr.ID+" alert "+pr.ID+" is published: the alert is not waiting for approval")
+	assert.Contains(t, all, "alert.reject alert:"+pr.ID+" alert "+pr.ID+" is published")
 }
 
 func TestRejectWithReason(t *testing.T) {
@@ -129,6 +145,22 @@ func TestRejectWithReason(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
 	assert.Equal(t, record.StateRejected, publishResp(t, body).State)
 	assert.Empty(t, e.published())
+	// A different alert under its id is refused, and so recorded.
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: strings.Replace(again, "Car wash", "Hand car wash", 1)})
+	require.Equal(t, http.StatusConflict, resp.StatusCode, "%s", body)
+	// So is an invalid alert, naming its fields (never their values).
+	resp, body = e.do(request{method: "POST", path: "/v1/alerts", token: analystToken, body: strings.Replace(validAlert, `"TLP:AMBER"`, `"PURPLE"`, 1)})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%s", body)
+	var refused []string
+	for _, au := range e.audited() {
+		if au.Outcome == record.OutcomeRefused && au.Action == record.ActionPublish {
+			refused = append(refused, au.Actor+" "+au.Object+" "+au.Reason)
+		}
+	}
+	require.Len(t, refused, 2, "%q", refused)
+	all := strings.Join(refused, "\n")
+	assert.Contains(t, all, "api:alice alert:"+pr.ID+" id: ")
+	assert.Regexp(t, `(?m)^api:alice alert:\S+ invalid alert: tlp$`, all)
 }
 
 func TestNamedSubscriberMustExist(t *testing.T) {

@@ -32,7 +32,7 @@ func parseAlertInput(data []byte) (*alerts.Alert, error) {
 	var a *alerts.Alert
 	var err error
 	if json.Valid(data) {
-		a, err = alerts.Decode(data)
+		a, err = publish.DecodeAlert(data)
 	} else {
 		a, err = alerts.DecodeYAML(data)
 	}

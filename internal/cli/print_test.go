@@ -157,3 +157,31 @@ func TestValidateNamesInvisibleCharacters(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, "valid: alert TLP:GREEN [OFFICIAL] Invoice pdf.exe\n", out)
 }
+
+// TestValidateRefusesAKeyTwiceAndBytesNotUTF8 checks that an alert in JSON
+// whose key is given twice, or whose text is not UTF-8, is refused naming
+// the field, as YAML refuses it: JSON would keep only the last key (here a
+// second tlp) and turn the bytes into U+FFFD in what partners receive.
+func TestValidateRefusesAKeyTwiceAndBytesNotUTF8(t *testing.T) {
+	alert := `{"title":"Car wash","severity":"severe","audience":{"sectors":["care"]},` +
+		`"marking":"OFFICIAL","tlp":"RED","handling":{"code":"P"},"tlp":"GREEN"}`
+	code, out, errOut := run(t, alert, "validate", "-")
+	require.Equal(t, 2, code, out)
+	assert.Contains(t, errOut, "  tlp: is given more than once")
+
+	code, out, errOut = run(t, strings.Replace(alert, `,"tlp":"GREEN"`, "", 1), "validate", "-")
+	require.Equal(t, 0, code, errOut)
+	code, out, errOut = run(t, strings.Replace(strings.Replace(alert, `,"tlp":"GREEN"`, "", 1), "Car wash", "Car \xffwash", 1), "validate", "-")
+	require.Equal(t, 2, code, out)
+	assert.Contains(t, errOut, "  title: is not UTF-8 text (byte 0xff at offset 14)")
+}
+
+// TestValidateNamesABadTime checks that a time that is not RFC 3339 is
+// refused naming its field, not only the parser's complaint.
+func TestValidateNamesABadTime(t *testing.T) {
+	alert := `{"title":"Car wash","severity":"severe","audience":{"sectors":["care"]},` +
+		`"marking":"OFFICIAL","tlp":"GREEN","handling":{"code":"P"},"expires_at":"tomorrow"}`
+	code, out, errOut := run(t, alert, "validate", "-")
+	require.Equal(t, 2, code, out)
+	assert.Contains(t, errOut, `  expires_at: must be an RFC 3339 time such as 2026-12-01T09:00:00Z, not "tomorrow"`)
+}

@@ -134,6 +134,9 @@ var (
 	ErrSelfApproval = errors.New("the author of an alert cannot approve it: another analyst must")
 	// ErrNotPending: the alert is not waiting for approval (409).
 	ErrNotPending = errors.New("the alert is not waiting for approval")
+	// ErrNotPreviewed: the alert waiting for approval is not the one the
+	// approver previewed, by its digest (409).
+	ErrNotPreviewed = errors.New("the alert waiting is not the one you previewed")
 	// ErrUnavailable: a dependency failed (Kafka); nothing was written.
 	ErrUnavailable = errors.New("service unavailable")
 )
@@ -258,7 +261,20 @@ type Result struct {
 // identical alert already held is a no-op answering its id and state.
 func (p *Publisher) Publish(ctx context.Context, a *alerts.Alert, by string) (*Result, error) {
 	prep, err := p.Prepare(ctx, a, by)
-	if err != nil {
+	var v *alerts.ValidationError
+	var conflict *ConflictError
+	switch {
+	case errors.As(err, &v):
+		names := make([]string, len(v.Fields))
+		for i, f := range v.Fields {
+			names[i] = f.Field
+		}
+		p.refused(ctx, by, record.ActionPublish, a.ID, "invalid alert: "+strings.Join(names, ", "))
+		return nil, err
+	case errors.As(err, &conflict):
+		p.refused(ctx, by, record.ActionPublish, a.ID, conflict.Error())
+		return nil, err
+	case err != nil:
 		return nil, err
 	}
 	now := p.Now()
@@ -368,14 +384,17 @@ func (p *Publisher) pending(ctx context.Context, id string) (*record.Release, *a
 func (p *Publisher) Approve(ctx context.Context, id, by, digest string) (*Result, error) {
 	sub, a, err := p.pending(ctx, id)
 	if err != nil {
+		p.refusedPending(ctx, by, record.ActionApprove, id, err)
 		return nil, err
 	}
 	if fanout.SamePerson(by, sub.By) {
-		p.refused(ctx, by, record.ActionApprove, a, ErrSelfApproval.Error())
+		p.refused(ctx, by, record.ActionApprove, id, ErrSelfApproval.Error())
 		return nil, ErrSelfApproval
 	}
 	if digest != "" && digest != sub.Digest {
-		return nil, fmt.Errorf("digest: the alert waiting under %s is %s, not %s: approve what you previewed: %w", id, sub.Digest, digest, ErrNotPending)
+		err := fmt.Errorf("digest: the alert waiting under %s is %s, not %s: approve what you previewed: %w", id, sub.Digest, digest, ErrNotPreviewed)
+		p.refused(ctx, by, record.ActionApprove, id, err.Error())
+		return nil, err
 	}
 	at := p.Now().UTC().Truncate(time.Millisecond)
 	a.ApprovedBy, a.ApprovedAt = by, &at
@@ -417,10 +436,13 @@ func (p *Publisher) Reject(ctx context.Context, id, by, reason, digest string) (
 	}
 	sub, a, err := p.pending(ctx, id)
 	if err != nil {
+		p.refusedPending(ctx, by, record.ActionReject, id, err)
 		return nil, err
 	}
 	if digest != "" && digest != sub.Digest {
-		return nil, fmt.Errorf("digest: the alert waiting under %s is %s, not %s: %w", id, sub.Digest, digest, ErrNotPending)
+		err := fmt.Errorf("digest: the alert waiting under %s is %s, not %s: %w", id, sub.Digest, digest, ErrNotPreviewed)
+		p.refused(ctx, by, record.ActionReject, id, err.Error())
+		return nil, err
 	}
 	at := p.Now().UTC().Truncate(time.Millisecond)
 	if err := p.writeRelease(ctx, record.Release{Kind: record.Rejected, ID: id, Digest: sub.Digest, By: by, At: at, Reason: reason}); err != nil {
@@ -430,7 +452,21 @@ func (p *Publisher) Reject(ctx context.Context, id, by, reason, digest string) (
 	return &Result{ID: id, State: record.StateRejected, Digest: sub.Digest}, nil
 }
 
-func (p *Publisher) refused(ctx context.Context, by, action string, a *alerts.Alert, reason string) {
-	_ = p.Audit.Record(ctx, record.Audit{Actor: by, Action: action, Object: "alert:" + a.ID,
+// refused records an action on the alert id that was refused, and why.
+// An id that is not one (malformed) is recorded as "alert:-".
+func (p *Publisher) refused(ctx context.Context, by, action, id, reason string) {
+	if !alerts.ValidID(id) {
+		id = "-"
+	}
+	_ = p.Audit.Record(ctx, record.Audit{Actor: by, Action: action, Object: "alert:" + id,
 		Outcome: record.OutcomeRefused, Reason: reason})
+}
+
+// refusedPending records an approval or rejection refused because no
+// alert waits under id (err from pending); a failure to look it up was
+// not a refusal and is not recorded.
+func (p *Publisher) refusedPending(ctx context.Context, by, action, id string, err error) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotPending) {
+		p.refused(ctx, by, action, id, err.Error())
+	}
 }
