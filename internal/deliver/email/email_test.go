@@ -371,6 +371,30 @@ func TestThreading(t *testing.T) {
 	require.Equal(t, "[TLP:GREEN] Update: "+secretTitle, decodeSubject(t, sink.Messages()[0].Data))
 }
 
+// TestSubjectTypeWordOnce: an analyst who starts a follow-up's title with
+// "Update"/"Cancelled" gets one such word in the subject, not two.
+func TestSubjectTypeWordOnce(t *testing.T) {
+	sink := smtptest.New(t, smtptest.Options{})
+	n := newNotifier(t, sink, pgptest.AgencySigner(t), nil)
+	sub := partner(t, map[string]string{"ops@acme.example": ""})
+	for i, c := range []struct {
+		typ         alerts.Type
+		title, want string
+	}{
+		{alerts.TypeUpdate, "Update: agency also uses a web domain", "[TLP:GREEN] Update: agency also uses a web domain"},
+		{alerts.TypeUpdate, "UPDATED - agency also uses a web domain", "[TLP:GREEN] UPDATED - agency also uses a web domain"},
+		{alerts.TypeCancel, "Cancelled: agency warning", "[TLP:GREEN] Cancelled: agency warning"},
+		{alerts.TypeCancel, "Cancellation of the agency warning", "[TLP:GREEN] Cancellation of the agency warning"},
+		{alerts.TypeCancel, "Agency warning withdrawn", "[TLP:GREEN] Cancelled: Agency warning withdrawn"},
+		{alerts.TypeUpdate, "Cancelled shifts at the agency", "[TLP:GREEN] Update: Cancelled shifts at the agency"},
+	} {
+		a := testAlert(fmt.Sprintf("GREEN-2%d", i), alerts.TLPGreen, alerts.MarkingOfficial)
+		a.Type, a.References, a.Title = c.typ, []string{"GREEN-1"}, c.title
+		require.NoError(t, notify(t, n, job(a, sub, "ops@acme.example", delivery.ModeSigned), sub))
+		require.Equal(t, c.want, decodeSubject(t, sink.Messages()[i].Data), c.title)
+	}
+}
+
 // TestThreadingChain: a cancel of an update threads under the chain's
 // first alert as well as under the update it names (RFC 5322 §3.6.4: the
 // parent's References, then the parent), so a partner's mail client shows
