@@ -482,7 +482,8 @@ type Plan struct {
 // encodes a). Webhook jobs carry the alert's lineage, traced from the
 // published alerts it references (PublishedHistory) and narrowed to what
 // each partner received of the chain, so that partners with the same
-// history share one rendering and signature per payload format.
+// history share one rendering and signature per payload format; email
+// jobs carry only the chain's root, which their threading names.
 //
 // The pull channel sends nothing: its decisions get no job, and a pull
 // target the policy lets have the alert (or, by a notice, lose the alerts
@@ -663,6 +664,10 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 				// partner (this incarnation of its record) received:
 				// never a value it was not sent.
 				job.Lineage = d.lineage.For(func(id string) bool { return d.received[id].Has(x.Subscriber, x.Incarnation) })
+			} else if x.Channel == delivery.ChannelEmail && d.lineage != nil {
+				// An email threads under the chain's first alert
+				// (References); it renders nothing else of the chain.
+				job.Lineage = &delivery.Lineage{Root: d.lineage.Root, RootIssuedAt: d.lineage.RootIssuedAt}
 			}
 			if x.Mode == delivery.ModeCancelNotice || x.Mode == delivery.ModeFollowUpKeyNotice {
 				job.Held = held(d.prior, x.Subscriber, x.Incarnation, x.Target)

@@ -317,6 +317,7 @@ func TestUpdateJobsCarryLineage(t *testing.T) {
 		"cancel-1 lender": {"root-1", earlier, []delivery.Ref{{ID: "up-1", IssuedAt: mid}}, []alerts.Indicator{iban}},
 	}
 	got := map[string]lineage{}
+	emails := 0
 	for _, j := range e.jobs(t) {
 		switch {
 		case j.Alert.ID == "root-1":
@@ -324,11 +325,17 @@ func TestUpdateJobsCarryLineage(t *testing.T) {
 		case j.Channel == delivery.ChannelWebhook:
 			require.NotNil(t, j.Lineage)
 			got[j.Alert.ID+" "+j.Subscriber] = lineage{j.Lineage.Root, j.Lineage.RootIssuedAt, j.Lineage.References, j.Lineage.Earlier}
+		case j.Channel == delivery.ChannelEmail:
+			// An email threads under the chain's first alert
+			// (References) and renders nothing else of the chain.
+			require.Equal(t, &delivery.Lineage{Root: "root-1", RootIssuedAt: earlier}, j.Lineage, j.Alert.ID+" "+j.Subscriber)
+			emails++
 		default:
-			require.Nil(t, j.Lineage, "only webhook jobs render the formats that need it")
+			require.Nil(t, j.Lineage, "only webhook and email jobs render what needs it")
 		}
 	}
 	require.Equal(t, want, got, "the lender is never shown the original's phone number")
+	require.Positive(t, emails, "the follow-ups' email jobs were checked")
 
 	// A reference whose record has left the alerts topic (retention) can
 	// never be traced: the cancel is quarantined, naming it, rather than

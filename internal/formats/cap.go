@@ -67,7 +67,7 @@ var capMsgTypes = map[alerts.Type]string{
 // ContentTypeCAP).
 //
 // alert: identifier = alert id; sender = Context.Sender; sent = issued_at
-// in CAP's form (UTC as +00:00, whole seconds); status Actual, Exercise or
+// in CAP's form (UTC as -00:00, whole seconds); status Actual, Exercise or
 // Test; msgType Alert, Update or Cancel; scope Restricted with restriction
 // "TLP:<label>; <marking>; <3x5x2 handling statement>"; note, on an
 // exercise or test, says so; references lists "sender,identifier,sent"
@@ -281,8 +281,9 @@ func oneLine(s string) string {
 }
 
 // capTime formats t as CAP requires: whole seconds and an explicit offset,
-// never "Z" (CAP 1.2 §3.3.2); Herald writes UTC as +00:00.
-func capTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05-07:00") }
+// never "Z", and UTC as "-00:00" (CAP 1.2 §3.3.2: "The timezone for UTC
+// MUST be represented as -00:00").
+func capTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05") + "-00:00" }
 
 // checkCAPToken enforces CAP's rule for identifier and sender: no spaces,
 // commas or restricted characters (< and &), and not empty.

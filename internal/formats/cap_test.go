@@ -37,7 +37,7 @@ func TestCAPSchemaRejects(t *testing.T) {
 	good, err := formats.CAP(rootAlert(), formats.Context{Agency: agency, Sender: sender})
 	require.NoError(t, err)
 	for name, edit := range map[string][2]string{
-		"sent in UTC with Z":    {"<sent>2026-11-30T09:15:30+00:00</sent>", "<sent>2026-11-30T09:15:30Z</sent>"},
+		"sent in UTC with Z":    {"<sent>2026-11-30T09:15:30-00:00</sent>", "<sent>2026-11-30T09:15:30Z</sent>"},
 		"unknown status":        {"<status>Actual</status>", "<status>Real</status>"},
 		"elements out of order": {"<msgType>Alert</msgType>\n  <scope>Restricted</scope>", "<scope>Restricted</scope>\n  <msgType>Alert</msgType>"},
 		"unknown severity":      {"<severity>Severe</severity>", "<severity>High</severity>"},
@@ -87,8 +87,8 @@ var capDateTime = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[-+]\d\d:\d
 func TestCAPContent(t *testing.T) {
 	want := map[string]struct{ msgType, status, urgency, severity, certainty, references string }{
 		"alert":    {"Alert", "Actual", "Expected", "Severe", "Likely", ""},
-		"update":   {"Update", "Actual", "Immediate", "Extreme", "Likely", sender + ",01jdx5v7k2m3n4p5q6r7s8t9va,2026-11-30T09:15:30+00:00"},
-		"cancel":   {"Cancel", "Actual", "Past", "Minor", "Likely", sender + ",01jdz0aaaabbbbccccddddeeee,2026-12-01T10:00:00+00:00"},
+		"update":   {"Update", "Actual", "Immediate", "Extreme", "Likely", sender + ",01jdx5v7k2m3n4p5q6r7s8t9va,2026-11-30T09:15:30-00:00"},
+		"cancel":   {"Cancel", "Actual", "Past", "Minor", "Likely", sender + ",01jdz0aaaabbbbccccddddeeee,2026-12-01T10:00:00-00:00"},
 		"exercise": {"Alert", "Exercise", "Expected", "Moderate", "Likely", ""},
 	}
 	for _, c := range cases() {
@@ -170,7 +170,7 @@ func TestCAPNotice(t *testing.T) {
 	require.Equal(t, cancel.ID+formats.CAPNoticeSuffix, m.Identifier)
 	require.Equal(t, "Cancel", m.MsgType)
 	require.Equal(t, formats.CAPNoticeRestriction, m.Restriction)
-	require.Equal(t, sender+","+cancel.References[0]+","+root.IssuedAt.UTC().Format("2006-01-02T15:04:05-07:00"), m.References)
+	require.Equal(t, sender+","+cancel.References[0]+","+root.IssuedAt.UTC().Format("2006-01-02T15:04:05")+"-00:00", m.References)
 	require.Empty(t, m.Info.Headline)
 	for _, leak := range []string{cancel.Title, root.Title, string(cancel.TLP.Label()), string(cancel.Marking)} {
 		require.NotContains(t, string(b), leak)

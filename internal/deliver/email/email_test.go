@@ -371,6 +371,57 @@ func TestThreading(t *testing.T) {
 	require.Equal(t, "[TLP:GREEN] Update: "+secretTitle, decodeSubject(t, sink.Messages()[0].Data))
 }
 
+// TestSubjectTypeWordOnce: an analyst who starts a follow-up's title with
+// "Update"/"Cancelled" gets one such word in the subject, not two.
+func TestSubjectTypeWordOnce(t *testing.T) {
+	sink := smtptest.New(t, smtptest.Options{})
+	n := newNotifier(t, sink, pgptest.AgencySigner(t), nil)
+	sub := partner(t, map[string]string{"ops@acme.example": ""})
+	for i, c := range []struct {
+		typ         alerts.Type
+		title, want string
+	}{
+		{alerts.TypeUpdate, "Update: agency also uses a web domain", "[TLP:GREEN] Update: agency also uses a web domain"},
+		{alerts.TypeUpdate, "UPDATED - agency also uses a web domain", "[TLP:GREEN] UPDATED - agency also uses a web domain"},
+		{alerts.TypeCancel, "Cancelled: agency warning", "[TLP:GREEN] Cancelled: agency warning"},
+		{alerts.TypeCancel, "Cancellation of the agency warning", "[TLP:GREEN] Cancellation of the agency warning"},
+		{alerts.TypeCancel, "Agency warning withdrawn", "[TLP:GREEN] Cancelled: Agency warning withdrawn"},
+		{alerts.TypeUpdate, "Cancelled shifts at the agency", "[TLP:GREEN] Update: Cancelled shifts at the agency"},
+	} {
+		a := testAlert(fmt.Sprintf("GREEN-2%d", i), alerts.TLPGreen, alerts.MarkingOfficial)
+		a.Type, a.References, a.Title = c.typ, []string{"GREEN-1"}, c.title
+		require.NoError(t, notify(t, n, job(a, sub, "ops@acme.example", delivery.ModeSigned), sub))
+		require.Equal(t, c.want, decodeSubject(t, sink.Messages()[i].Data), c.title)
+	}
+}
+
+// TestThreadingChain: a cancel of an update threads under the chain's
+// first alert as well as under the update it names (RFC 5322 §3.6.4: the
+// parent's References, then the parent), so a partner's mail client shows
+// the cancel with the alert it first received, and the partner can tell
+// which alert the chain withdraws.
+func TestThreadingChain(t *testing.T) {
+	sink := smtptest.New(t, smtptest.Options{})
+	signer := pgptest.AgencySigner(t)
+	n := newNotifier(t, sink, signer, nil)
+	sub := partner(t, map[string]string{"ops@acme.example": ""})
+	cancel := testAlert("GREEN-12", alerts.TLPGreen, alerts.MarkingOfficial)
+	cancel.Type, cancel.References = alerts.TypeCancel, []string{"GREEN-11"}
+	j := job(cancel, sub, "ops@acme.example", delivery.ModeSigned)
+	j.Lineage = &delivery.Lineage{Root: "GREEN-10", RootIssuedAt: *cancel.IssuedAt,
+		References: []delivery.Ref{{ID: "GREEN-11", IssuedAt: *cancel.IssuedAt}}}
+	require.NoError(t, notify(t, n, j, sub))
+	m, err := mail.ReadMessage(bytes.NewReader(sink.Messages()[0].Data))
+	require.NoError(t, err)
+	root := "<" + delivery.ID("GREEN-10", "acme", "ops@acme.example") + "@herald.example>"
+	parent := "<" + delivery.ID("GREEN-11", "acme", "ops@acme.example") + "@herald.example>"
+	require.Equal(t, parent, m.Header.Get("In-Reply-To"))
+	require.Equal(t, root+" "+parent, strings.Join(strings.Fields(m.Header.Get("References")), " "))
+	v, err := email.Verify(sink.Messages()[0].Data, signer.PublicKeyArmored(), nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, root+" "+parent, strings.Join(strings.Fields(v.Protected.Get("References")), " "), "the signed part carries the same thread")
+}
+
 // TestHeaderInjection feeds a title the validator would reject: the
 // subject stays one header and non-ASCII text is encoded.
 func TestHeaderInjection(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/quotedprintable"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,6 +147,11 @@ type header struct {
 	Date       time.Time
 	MessageID  string
 	References []string // message ids, without angle brackets
+	// Thread is the message id of the chain's first alert to this
+	// target, listed before References (RFC 5322 §3.6.4: the parent's
+	// References, then the parent) when it is not one of them; empty
+	// outside a chain.
+	Thread string
 }
 
 // fields returns the message's header fields with subject, each one whole
@@ -165,6 +171,9 @@ func (h header) fields(subject string) []string {
 		fs = append(fs, "In-Reply-To: <"+h.References[0]+">")
 		var b strings.Builder
 		b.WriteString("References:")
+		if h.Thread != "" && !slices.Contains(h.References, h.Thread) {
+			b.WriteString("\r\n <" + h.Thread + ">")
+		}
 		for _, r := range h.References {
 			b.WriteString("\r\n <" + r + ">")
 		}

@@ -153,6 +153,11 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 			h.References = append(h.References, n.messageID(delivery.ID(ref, sub.ID, job.Target)))
 		}
 	}
+	if job.Lineage != nil && job.Lineage.Root != "" && len(h.References) > 0 {
+		// A follow-up of a follow-up threads under the chain's first
+		// alert too, so the partner sees it with the alert it first got.
+		h.Thread = n.messageID(delivery.ID(job.Lineage.Root, sub.ID, job.Target))
+	}
 	var ack string
 	if c.ack && n.cfg.AckURL != nil {
 		ack = n.cfg.AckURL(job)

@@ -48,15 +48,23 @@ func oneLine(s string) string {
 	}, s)
 }
 
-// typeWord names an update or cancel in the subject.
+// typeWord names an update or cancel in the subject, unless the title
+// already starts by saying so ("Update: …", "Cancellation of …"): one
+// "Update:" is a label, two are noise.
 func typeWord(a *alerts.Alert) string {
+	var word, stem string
 	switch a.Type {
 	case alerts.TypeUpdate:
-		return "Update: "
+		word, stem = "Update: ", "update"
 	case alerts.TypeCancel:
-		return "Cancelled: "
+		word, stem = "Cancelled: ", "cancel"
+	default:
+		return ""
 	}
-	return ""
+	if t := strings.TrimSpace(a.Title); len(t) >= len(stem) && strings.EqualFold(t[:len(stem)], stem) {
+		return ""
+	}
+	return word
 }
 
 // statusWord marks exercise and test alerts.
