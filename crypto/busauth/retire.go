@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,4 +168,37 @@ func Retire(data []byte, ends Cutoffs) ([]byte, []Retirement, error) {
 		return nil, nil, fmt.Errorf("retire: the rewritten file does not read back: %w", err)
 	}
 	return out.Bytes(), done, nil
+}
+
+// WriteFile replaces the key file at path with data, mode 0600, at once:
+// it writes a temporary file beside it and renames it into place, so a
+// process starting meanwhile reads the old file or the new one, whole.
+func WriteFile(path string, data []byte) error {
+	if _, err := Parse(data); err != nil {
+		return fmt.Errorf("write publishing key %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".publishing-key-*")
+	if err != nil {
+		return fmt.Errorf("write publishing key: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename, nothing is there
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write publishing key: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write publishing key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write publishing key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write publishing key: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write publishing key: %w", err)
+	}
+	return nil
 }
