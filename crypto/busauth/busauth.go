@@ -13,12 +13,16 @@
 // every other header in order, so that a header cannot be added, removed,
 // altered, reordered, or carried to another record or topic.
 //
-// A Keyring holds one or more keys: the first signs, every one verifies, so
-// a key is rotated by adding the new key first, deploying, then removing
-// the old one once nothing signed with it is still read (PRODUCT.md §6: the
-// longest retention; a compacted topic keeps its latest records for ever,
-// so they are written again under the new key first: `herald keys resign`). Keys also derive sub-keys for other capabilities
-// (HKDF, RFC 5869), such as partners' acknowledgement links.
+// A Keyring holds one or more keys: the first signs, every other verifies,
+// so a key is rotated by adding the new key first and deploying. The old
+// key is then retired (Retire): it keeps verifying what it signed before
+// the retirement, bounded by offsets, which the broker assigns and a
+// writer cannot choose, and nothing written after; so the records Herald
+// keeps (PRODUCT.md §6) stay readable for as long as they are kept. After
+// a compromise the old key is removed instead, once the compacted topics'
+// records are written again under the new key (`herald keys resign`).
+// Keys also derive sub-keys for other capabilities (HKDF, RFC 5869), such
+// as partners' acknowledgement links; a retired key derives none.
 package busauth
 
 import (
@@ -67,6 +71,9 @@ type key struct {
 	id     string
 	secret []byte
 	pool   sync.Pool // of hash.Hash keyed with secret
+	// retired says the key verifies only the records below cutoffs.
+	retired bool
+	cutoffs Cutoffs
 }
 
 // Keyring authenticates records. It is safe for concurrent use.
@@ -74,19 +81,40 @@ type Keyring struct {
 	keys []*key
 }
 
-// New returns a keyring of the given secrets (each KeySize bytes); the
-// first signs.
+// New returns a keyring of the given secrets (each KeySize bytes), none
+// retired; the first signs.
 func New(secrets ...[]byte) (*Keyring, error) {
-	if len(secrets) == 0 {
+	entries := make([]entry, len(secrets))
+	for i, s := range secrets {
+		entries[i] = entry{secret: s}
+	}
+	return newKeyring(entries)
+}
+
+// entry is one key of a key file: its secret and, when retired, its
+// cutoffs.
+type entry struct {
+	secret  []byte
+	retired bool
+	cutoffs Cutoffs
+}
+
+// newKeyring returns a keyring of entries; the first signs, and so may not
+// be retired.
+func newKeyring(entries []entry) (*Keyring, error) {
+	if len(entries) == 0 {
 		return nil, errors.New("busauth: no key")
+	}
+	if entries[0].retired {
+		return nil, errors.New("busauth: the first key signs and may not be retired: put a key in use first")
 	}
 	k := &Keyring{}
 	seen := map[string]bool{}
-	for i, s := range secrets {
-		if len(s) != KeySize {
-			return nil, fmt.Errorf("busauth: key %d is %d bytes, want %d", i+1, len(s), KeySize)
+	for i, e := range entries {
+		if len(e.secret) != KeySize {
+			return nil, fmt.Errorf("busauth: key %d is %d bytes, want %d", i+1, len(e.secret), KeySize)
 		}
-		kk := &key{id: keyID(s), secret: bytes.Clone(s)}
+		kk := &key{id: keyID(e.secret), secret: bytes.Clone(e.secret), retired: e.retired, cutoffs: e.cutoffs.clone()}
 		if seen[kk.id] {
 			return nil, fmt.Errorf("busauth: key %d (%s) is listed twice", i+1, kk.id)
 		}
@@ -103,13 +131,25 @@ func keyID(secret []byte) string {
 	return hex.EncodeToString(h[:6])
 }
 
-// IDs returns the ids of the keys, the signing key first.
+// IDs returns the ids of the keys, retired ones included, the signing key
+// first.
 func (k *Keyring) IDs() []string {
 	out := make([]string, len(k.keys))
 	for i, kk := range k.keys {
 		out[i] = kk.id
 	}
 	return out
+}
+
+// Retired reports whether the key named id (IDs) is retired, and returns
+// a copy of its cutoffs: what it still verifies.
+func (k *Keyring) Retired(id string) (Cutoffs, bool) {
+	for _, kk := range k.keys {
+		if kk.id == id {
+			return kk.cutoffs.clone(), kk.retired
+		}
+	}
+	return nil, false
 }
 
 // mac computes the authenticator of (purpose, recordKey, value) with kk.
@@ -141,21 +181,47 @@ var (
 	ErrMissing    = errors.New("no herald-auth header: not written by Herald")
 	ErrUnknownKey = errors.New("herald-auth names a key this keyring does not hold")
 	ErrMismatch   = errors.New("herald-auth does not match the record: altered, moved, or not written by Herald")
+	// ErrRetiredKey refuses a record signed with a retired key that does
+	// not lie below the key's cutoff on its topic and partition: written
+	// after the retirement, so not by Herald (or by a process still
+	// running with the key), or of a caller that cannot say where the
+	// record lies.
+	ErrRetiredKey = errors.New("signed with a key retired before this record was written")
 )
 
+// Place is where a record lies: its partition and offset on its topic,
+// which the broker assigns and no writer chooses. What a retired key
+// verifies is bounded by places.
+type Place struct {
+	Partition int
+	Offset    int64
+}
+
 // Verify checks header, the value of a record's herald-auth header,
-// against the record. It returns nil only when a key of the keyring made
-// it for exactly this purpose, key and value.
+// against the record. It returns nil only when a key of the keyring in
+// use (not retired) made it for exactly this purpose, key and value:
+// without the record's place (SignedAt), a retired key's authenticator
+// is refused (ErrRetiredKey).
 func (k *Keyring) Verify(purpose string, recordKey, value []byte, header string) error {
 	_, err := k.SignedBy(purpose, recordKey, value, header)
 	return err
 }
 
 // SignedBy is Verify that also returns the id of the key (IDs) that made
-// header: what a rotation asks of each record it must keep readable once
-// the old key is removed. The id is returned only with a nil error.
+// header. The id is returned only with a nil error. Like Verify, it
+// refuses a retired key's authenticator: SignedAt is for records read
+// from a topic.
 func (k *Keyring) SignedBy(purpose string, recordKey, value []byte, header string) (string, error) {
-	return k.verify(Header, header, recordErrs, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
+	return k.verify(Header, header, recordErrs, purpose, nil, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
+}
+
+// SignedAt is SignedBy for a record read at place at of the topic named
+// by purpose: a retired key verifies it too when at lies below the key's
+// cutoff for that topic and partition (Cutoffs). It returns the id of the
+// key that made header (what a rotation asks of each record it must keep
+// readable), only with a nil error.
+func (k *Keyring) SignedAt(purpose string, at Place, recordKey, value []byte, header string) (string, error) {
+	return k.verify(Header, header, recordErrs, purpose, &at, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
 }
 
 // verifyErrs are the errors verify returns for one header.
@@ -169,8 +235,10 @@ var (
 // verify checks header, the value of a record's header named name
 // ("v1=<key id>:<base64url MAC>"), against mac, the authenticator a key
 // of the keyring computes for the record; it returns the id of the key
-// that made it, or errs' errors.
-func (k *Keyring) verify(name, header string, errs verifyErrs, mac func(*key) []byte) (string, error) {
+// that made it, or errs' errors. A retired key's authenticator holds only
+// for a record of purpose at a place (at, nil when unknown) below the
+// key's cutoff: the one home of that rule.
+func (k *Keyring) verify(name, header string, errs verifyErrs, purpose string, at *Place, mac func(*key) []byte) (string, error) {
 	if header == "" {
 		return "", errs.missing
 	}
@@ -185,10 +253,15 @@ func (k *Keyring) verify(name, header string, errs verifyErrs, mac func(*key) []
 	}
 	for _, kk := range k.keys {
 		if kk.id == id {
-			if hmac.Equal(got, mac(kk)) {
-				return kk.id, nil
+			if !hmac.Equal(got, mac(kk)) {
+				return "", errs.mismatch
 			}
-			return "", errs.mismatch
+			if kk.retired {
+				if err := kk.cutoffs.admit(kk.id, purpose, at); err != nil {
+					return "", err
+				}
+			}
+			return kk.id, nil
 		}
 	}
 	return "", fmt.Errorf("%w (key %s)", errs.unknownKey, truncate(id))
@@ -241,8 +314,18 @@ var (
 // header, against the record's headers, its herald-auth header auth and
 // purpose. It returns nil only when a key of the keyring made it for
 // exactly these. It does not check auth itself: Verify does.
+// Without the record's place (VerifyHeadersAt), a retired key's
+// authenticator is refused (ErrRetiredKey).
 func (k *Keyring) VerifyHeaders(purpose, auth string, headers iter.Seq2[string, []byte], header string) error {
-	_, err := k.verify(HeadersHeader, header, headersErrs, func(kk *key) []byte { return kk.headersMAC(purpose, auth, headers) })
+	_, err := k.verify(HeadersHeader, header, headersErrs, purpose, nil, func(kk *key) []byte { return kk.headersMAC(purpose, auth, headers) })
+	return err
+}
+
+// VerifyHeadersAt is VerifyHeaders for a record read at place at of the
+// topic named by purpose: a retired key's authenticator holds when at lies
+// below the key's cutoff there, as for SignedAt.
+func (k *Keyring) VerifyHeadersAt(purpose string, at Place, auth string, headers iter.Seq2[string, []byte], header string) error {
+	_, err := k.verify(HeadersHeader, header, headersErrs, purpose, &at, func(kk *key) []byte { return kk.headersMAC(purpose, auth, headers) })
 	return err
 }
 
@@ -250,19 +333,24 @@ func (k *Keyring) VerifyHeaders(purpose, auth string, headers iter.Seq2[string, 
 // (alerts.Clip).
 func truncate(s string) string { return alerts.Clip(s, 40, "…") }
 
-// Derive returns a KeySize sub-key of each key of the keyring for purpose
-// (HKDF with SHA-256), the signing key's first, for capabilities that must
-// not be forged either, such as acknowledgement links: made with the first,
-// accepted under any, so that what was issued before a rotation (the old
-// key kept second in the file) stays valid until the old key is removed.
+// Derive returns a KeySize sub-key of each key of the keyring in use (not
+// retired) for purpose (HKDF with SHA-256), the signing key's first, for
+// capabilities that must not be forged either, such as acknowledgement
+// links: made with the first, accepted under any, so that what was issued
+// before a rotation (the old key kept second in the file) stays valid
+// until the old key is retired or removed. A retired key derives nothing:
+// a capability carries no place to bound it by.
 func (k *Keyring) Derive(purpose string) [][]byte {
-	out := make([][]byte, len(k.keys))
-	for i, kk := range k.keys {
+	out := make([][]byte, 0, len(k.keys))
+	for _, kk := range k.keys {
+		if kk.retired {
+			continue
+		}
 		sub, err := hkdf.Key(sha256.New, kk.secret, nil, "herald busauth derive: "+purpose, KeySize)
 		if err != nil {
 			panic("busauth: hkdf: " + err.Error()) // only for lengths over 255*32
 		}
-		out[i] = sub
+		out = append(out, sub)
 	}
 	return out
 }
@@ -282,45 +370,81 @@ func Format(secrets ...[]byte) []byte {
 	b.WriteString("# Herald publishing key (publishing.key_file): authenticates every record Herald\n")
 	b.WriteString("# writes to Kafka. Keep it secret; give the same file to every Herald process and\n")
 	b.WriteString("# CLI. The first key signs, every key listed verifies: to rotate, put a new key\n")
-	b.WriteString("# first, deploy, run `herald keys resign --subscribers --alert-ids`, and remove the old\n")
-	b.WriteString("# one once `herald keys resign --subscribers --alert-ids --dry-run` exits 0; after a\n")
-	b.WriteString("# compromise, do not (docs/operator-guide.md, \"Rotating the publishing key\").\n")
+	b.WriteString("# first, deploy and restart, then run `herald keys retire`: the old key's line then\n")
+	b.WriteString("# says \"retired\" and the offsets below which it still verifies what it signed.\n")
+	b.WriteString("# After a compromise, remove the key instead (docs/operator-guide.md, \"Rotating the\n")
+	b.WriteString("# publishing key\").\n")
 	for _, s := range secrets {
-		b.WriteString(keyPrefix + base64.RawURLEncoding.EncodeToString(s) + "\n")
+		b.WriteString(keyPrefix + base64Key(s) + "\n")
 	}
 	return b.Bytes()
 }
 
+// base64Key writes a secret as its key line carries it, after keyPrefix.
+func base64Key(secret []byte) string { return base64.RawURLEncoding.EncodeToString(secret) }
+
 // Parse reads a key file: one key per line ("hbk1." and base64url of 32
 // bytes), the signing key first; blank lines and lines starting with '#'
-// are ignored.
+// are ignored. A key line may go on with " retired" and the key's cutoffs
+// (Cutoffs.String): "hbk1.… retired alerts=12,0,7;receipts=3,4,0" (Retire
+// writes them); the first key may not be retired.
 func Parse(data []byte) (*Keyring, error) {
-	var secrets [][]byte
+	var entries []entry
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	line := 0
 	for sc.Scan() {
 		line++
-		t := strings.TrimSpace(sc.Text())
-		if t == "" || strings.HasPrefix(t, "#") {
+		e, ok, err := parseLine(sc.Text())
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		if !ok {
 			continue
 		}
-		b64, ok := strings.CutPrefix(t, keyPrefix)
-		if !ok {
-			return nil, fmt.Errorf("line %d: not a Herald publishing key (want %s followed by base64url)", line, keyPrefix)
+		if len(entries) == 0 && e.retired {
+			return nil, fmt.Errorf("line %d: the first key signs and may not be retired: put the key in use first, above the retired ones", line)
 		}
-		s, err := base64.RawURLEncoding.DecodeString(b64)
-		if err != nil || len(s) != KeySize {
-			return nil, fmt.Errorf("line %d: not %s followed by base64url of %d bytes", line, keyPrefix, KeySize)
-		}
-		secrets = append(secrets, s)
+		entries = append(entries, e)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if len(secrets) == 0 {
+	if len(entries) == 0 {
 		return nil, errors.New("no key in the file")
 	}
-	return New(secrets...)
+	return newKeyring(entries)
+}
+
+// parseLine reads one line of a key file; ok is false for a blank line or
+// a comment.
+func parseLine(text string) (e entry, ok bool, err error) {
+	t := strings.TrimSpace(text)
+	if t == "" || strings.HasPrefix(t, "#") {
+		return entry{}, false, nil
+	}
+	fields := strings.Fields(t)
+	b64, isKey := strings.CutPrefix(fields[0], keyPrefix)
+	if !isKey {
+		return entry{}, false, fmt.Errorf("not a Herald publishing key (want %s followed by base64url)", keyPrefix)
+	}
+	s, err := base64.RawURLEncoding.DecodeString(b64)
+	if err != nil || len(s) != KeySize {
+		return entry{}, false, fmt.Errorf("not %s followed by base64url of %d bytes", keyPrefix, KeySize)
+	}
+	e = entry{secret: s}
+	switch {
+	case len(fields) == 1:
+	case fields[1] == retiredWord && len(fields) <= 3:
+		e.retired, e.cutoffs = true, Cutoffs{}
+		if len(fields) == 3 {
+			if e.cutoffs, err = ParseCutoffs(fields[2]); err != nil {
+				return entry{}, false, fmt.Errorf("retired key: %w", err)
+			}
+		}
+	default:
+		return entry{}, false, fmt.Errorf("a key may be followed only by %q and its cutoffs (topic=offset,offset;topic=…)", retiredWord)
+	}
+	return e, true, nil
 }
 
 // Load reads the key file at path.

@@ -329,6 +329,9 @@ func (b *Bus) Authenticate(m kafka.Message) error {
 // SignedBy is Authenticate that also returns the id of the keyring's key
 // (busauth.Keyring.IDs) that signed m: what a publishing key rotation
 // counts (`herald keys resign`). The id is returned only with a nil error.
+// It is the one home of the check of a record read: it gives the keyring
+// m's partition and offset, below which a retired key still verifies
+// (busauth.Cutoffs).
 func (b *Bus) SignedBy(m kafka.Message) (string, error) {
 	if b.keys == nil {
 		return "", ErrNoKeyring
@@ -337,7 +340,12 @@ func (b *Bus) SignedBy(m kafka.Message) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("topic %q is not one of Herald's", m.Topic)
 	}
-	return b.keys.SignedBy(topic, m.Key, m.Value, Header(m, busauth.Header))
+	return b.keys.SignedAt(topic, placeOf(m), m.Key, m.Value, Header(m, busauth.Header))
+}
+
+// placeOf returns where m lies, as the keyring bounds a retired key.
+func placeOf(m kafka.Message) busauth.Place {
+	return busauth.Place{Partition: m.Partition, Offset: m.Offset}
 }
 
 // Authentic reports whether m is authentic (see Authenticate); when it is
@@ -345,12 +353,17 @@ func (b *Bus) SignedBy(m kafka.Message) (string, error) {
 // Options.Rejected. Readers of Herald's topics skip what it refuses. A
 // record signed with a key the keyring does not hold is told apart in the
 // log: after a rotation removed a key, Herald's own older records are
-// refused so, and an operator should not read them as a stranger's.
+// refused so, and an operator should not read them as a stranger's. So is
+// a record signed with a retired key after its retirement: written by a
+// process still running with the key, or by someone else holding it.
 func (b *Bus) Authentic(m kafka.Message) bool {
 	err := b.Authenticate(m)
 	msg := "ignoring a record not written by Herald"
-	if errors.Is(err, busauth.ErrUnknownKey) {
+	switch {
+	case errors.Is(err, busauth.ErrUnknownKey):
 		msg = "ignoring a record signed with a key publishing.key_file does not hold (Herald's before that key was removed, or not Herald's)"
+	case errors.Is(err, busauth.ErrRetiredKey):
+		msg = "ignoring a record signed with a key retired before this record was written (a process still running with the key before `herald keys retire`, or not Herald's)"
 	}
 	return b.refuse(m, msg, err)
 }
@@ -400,7 +413,7 @@ func (b *Bus) authenticateOthers(m kafka.Message) error {
 		return nil
 	}
 	topic := strings.TrimPrefix(m.Topic, b.cfg.TopicPrefix) // Authenticate checked the prefix
-	if err := b.keys.VerifyHeaders(topic, Header(m, busauth.Header), headerSeq(m.Headers), Header(m, busauth.HeadersHeader)); err != nil {
+	if err := b.keys.VerifyHeadersAt(topic, placeOf(m), Header(m, busauth.Header), headerSeq(m.Headers), Header(m, busauth.HeadersHeader)); err != nil {
 		return fmt.Errorf("headers of the record: %w", err)
 	}
 	return nil

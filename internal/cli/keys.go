@@ -14,7 +14,7 @@ import (
 func init() { extraCommands = append(extraCommands, newKeysCmd) }
 
 func newKeysCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Generate and export the agency's OpenPGP signing key; re-sign after a publishing key rotation"}
+	cmd := &cobra.Command{Use: "keys", Short: "Generate and export the agency's OpenPGP signing key; retire or re-sign after a publishing key rotation"}
 	var name, addr, algo, out, passFile string
 	var publishing bool
 	gen := &cobra.Command{
@@ -86,7 +86,7 @@ func newKeysCmd(e *env) *cobra.Command {
 			return err
 		},
 	}
-	cmd.AddCommand(gen, export, newResignCmd(e))
+	cmd.AddCommand(gen, export, newResignCmd(e), newRetireCmd(e))
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/spf13/cobra"
 )
@@ -100,10 +101,7 @@ func (e *env) resignSubscribers(ctx context.Context, dryRun, named bool) error {
 		fmt.Fprintln(tw, "KEY\tRECORDS IN FORCE")
 	}
 	for i, k := range u.Keys {
-		role := ""
-		if i == 0 {
-			role = " (signs)"
-		}
+		role := keyRole(b.Keyring(), i, k.ID)
 		fmt.Fprintf(tw, "%s%s\t%d\n", k.ID, role, k.Records)
 	}
 	fmt.Fprintf(tw, "unverified\t%d\n", u.Unverified)
@@ -153,10 +151,7 @@ func (e *env) resignBindings(ctx context.Context, dryRun bool) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tBINDINGS IN FORCE (alert-ids)")
 	for i, k := range u.Keys {
-		role := ""
-		if i == 0 {
-			role = " (signs)"
-		}
+		role := keyRole(b.Keyring(), i, k.ID)
 		fmt.Fprintf(tw, "%s%s\t%d\n", k.ID, role, k.Records)
 	}
 	if err := tw.Flush(); err != nil {
@@ -172,4 +167,17 @@ func (e *env) resignBindings(ctx context.Context, dryRun bool) error {
 		fmt.Fprintf(e.stdout, "no binding in force in the alert-ids topic needs a key other than %s\n", u.Keys[0].ID)
 	}
 	return nil
+}
+
+// keyRole says, after a key's id in resign's tables, what the key does:
+// the first signs; a retired key keeps verifying what it signed before its
+// retirement (`herald keys retire`), so its records need no re-signing.
+func keyRole(keys *busauth.Keyring, i int, id string) string {
+	if i == 0 {
+		return " (signs)"
+	}
+	if _, retired := keys.Retired(id); retired {
+		return " (retired)"
+	}
+	return ""
 }

@@ -619,9 +619,11 @@ func (v *View) check(ctx context.Context, b *bus.Bus, offs map[string][]bus.Part
 }
 
 // keyringOf names the publishing keys b authenticates records with: their
-// ids (never the keys), sorted and comma-separated; "" for none. What the
-// view holds was authenticated with them, so it is kept under this name
-// and rebuilt when it changes (check).
+// ids (never the keys), sorted and comma-separated, a retired key's
+// followed by " retired" and its cutoffs; "" for none. What the view holds
+// was authenticated with them, so it is kept under this name and rebuilt
+// when it changes (check): when a key is added, removed or retired, or
+// its cutoffs change, and so what it verifies.
 func keyringOf(b *bus.Bus) string {
 	k := b.Keyring()
 	if k == nil {
@@ -629,6 +631,11 @@ func keyringOf(b *bus.Bus) string {
 	}
 	ids := k.IDs()
 	slices.Sort(ids)
+	for i, id := range ids {
+		if c, retired := k.Retired(id); retired {
+			ids[i] = strings.TrimSpace(id + " retired " + c.String())
+		}
+	}
 	return strings.Join(ids, ",")
 }
 

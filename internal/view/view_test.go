@@ -1161,3 +1161,68 @@ func TestAckOfTheDecidedRecordStays(t *testing.T) {
 		assert.Equal(t, "new", k.By, "%s: the decided record's acknowledgement stays", name)
 	}
 }
+
+// TestRebuildsWhenAKeyIsRetired: a key retired keeps its id, yet what it
+// vouches for changes: a view built while it was in use is read again, and
+// keeps what it signed below its cutoffs and nothing above. A key retired
+// before anything was written vouches for nothing; retired at the topics'
+// ends, for all it signed; a second retirement with other cutoffs is
+// another keyring again.
+func TestRebuildsWhenAKeyIsRetired(t *testing.T) {
+	c, b, _ := workloadCluster(t, kafkatest.Partitions(1))
+	data, err := os.ReadFile(kafkatest.KeyFile(t))
+	require.NoError(t, err)
+	file := append(data, busauth.Format(bytes.Repeat([]byte{7}, busauth.KeySize))...)
+	both, err := busauth.Parse(file)
+	require.NoError(t, err)
+	opened := func(data []byte) *bus.Bus {
+		k, err := busauth.Parse(data)
+		require.NoError(t, err)
+		return c.OpenWith(t, c.Config(), bus.Options{Keyring: k, Log: kafkatest.Logger(t, slog.LevelError)})
+	}
+	withBoth := c.OpenWith(t, c.Config(), bus.Options{Keyring: both, Log: kafkatest.Logger(t, slog.LevelWarn)})
+	dir := t.TempDir()
+	v := run(t, dir, withBoth)
+	require.NoError(t, v.Sync(t.Context()))
+	require.Equal(t, delivery.StateDelivered, lookupOne(t, v, "a1", "farm"), "the other key's receipts, taken")
+	v.stop()
+
+	var topics []string
+	for _, tp := range bus.Topics(c.Config(), 0) {
+		topics = append(topics, tp.Name)
+	}
+	offs, err := b.Offsets(t.Context(), topics...)
+	require.NoError(t, err)
+	ends := busauth.Cutoffs{}
+	for topic, ps := range offs {
+		for _, p := range ps {
+			ends[topic] = append(ends[topic], p.End)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		cutoffs   busauth.Cutoffs
+		delivered bool
+	}{
+		{"retired at the ends", ends, true},
+		{"retired before anything was written", busauth.Cutoffs{}, false},
+	} {
+		retired, _, err := busauth.Retire(file, tc.cutoffs)
+		require.NoError(t, err)
+		v = run(t, dir, opened(retired))
+		require.NoError(t, v.Sync(t.Context()))
+		assert.EqualValues(t, 1, v.Stats().Rebuilds, "%s: the keyring changed", tc.name)
+		assert.Equal(t, tc.delivered, lookupOne(t, v, "a1", "farm") == delivery.StateDelivered, tc.name)
+		v.stop()
+	}
+}
+
+// lookupOne returns the state of alert id's entry for sub in v.
+func lookupOne(t *testing.T, v interface {
+	Lookup(context.Context, []string) (map[string]*ledger.Alert, error)
+}, id, sub string) string {
+	t.Helper()
+	got, err := v.Lookup(t.Context(), []string{id})
+	require.NoError(t, err)
+	return entryOf(t, got[id], sub).State
+}

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/app"
+	"github.com/spf13/cobra"
+)
+
+// newRetireCmd is `herald keys retire`: at the end of a rotation of the
+// publishing key, retire every key of publishing.key_file but the first
+// at the current end of Herald's topics.
+func newRetireCmd(e *env) *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "retire [--dry-run]",
+		Short: "Retire every publishing key but the first: it keeps verifying what it signed, and nothing written after (ends a rotation)",
+		Long: "Retire asks the brokers for the end offset of every partition of every topic Herald reads and\n" +
+			"rewrites publishing.key_file (mode 0600, at once; comments kept) so that every key but the first\n" +
+			"is marked retired with those offsets: \"hbk1.… retired alerts=12,0,7;receipts=…\". A retired key\n" +
+			"verifies only the records below its offset on their topic and partition, which the brokers\n" +
+			"assign and no writer chooses: every record it signed before stays readable for as long as it is\n" +
+			"kept, and a record written with it afterwards is refused. It never signs nor derives partners'\n" +
+			"acknowledgement links. A key already retired keeps its offsets.\n\n" +
+			"Run it once every Herald process runs with the new key first in the file, then deploy the\n" +
+			"rewritten file to every process and command line and restart them. The file must hold at\n" +
+			"least two keys. --dry-run prints what it would do and writes nothing.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := e.config()
+			if err != nil {
+				return err
+			}
+			keys, err := app.PublishingKeys(c, false, nil)
+			if err != nil {
+				return err
+			}
+			if len(keys.IDs()) < 2 {
+				return invalid(busauth.ErrOneKey)
+			}
+			b, _, err := e.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			res, err := app.RetireKeys(cmd.Context(), b, c, dryRun)
+			if errors.Is(err, busauth.ErrOneKey) {
+				return invalid(err)
+			}
+			if err != nil {
+				return err
+			}
+			e.printRetirement(res, dryRun)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be retired, and at which offsets, and write nothing")
+	return cmd
+}
+
+// printRetirement says what RetireKeys did.
+func (e *env) printRetirement(res app.KeyRetirement, dryRun bool) {
+	fmt.Fprintf(e.stdout, "key %s signs and stays in use\n", res.Signing)
+	verb := "retired"
+	if dryRun {
+		verb = "would retire"
+	}
+	for _, k := range res.Keys {
+		if k.Already {
+			fmt.Fprintf(e.stdout, "key %s was retired before: its offsets are kept (%s)\n", k.ID, topicSummary(k.Cutoffs))
+			continue
+		}
+		fmt.Fprintf(e.stdout, "%s key %s at the end of %s\n", verb, k.ID, topicSummary(k.Cutoffs))
+	}
+	switch {
+	case !res.Changed:
+		fmt.Fprintf(e.stdout, "%s unchanged: every key but the first was retired already\n", res.File)
+	case dryRun:
+		fmt.Fprintf(e.stdout, "dry run: %s not written\n", res.File)
+	default:
+		fmt.Fprintf(e.stdout, "wrote %s: deploy this file to every process and command line and restart them\n", res.File)
+	}
+}
+
+// topicSummary names the topics of c with how many partitions each has.
+func topicSummary(c busauth.Cutoffs) string {
+	if len(c) == 0 {
+		return "no topic"
+	}
+	names := slices.Sorted(maps.Keys(c))
+	n := len(c[names[0]])
+	if !slices.ContainsFunc(names, func(t string) bool { return len(c[t]) != n }) {
+		return fmt.Sprintf("%d topics (%s each): %s", len(names), partitions(n), strings.Join(names, ", "))
+	}
+	parts := make([]string, len(names))
+	for i, t := range names {
+		parts[i] = fmt.Sprintf("%s (%s)", t, partitions(len(c[t])))
+	}
+	return fmt.Sprintf("%d topics: %s", len(names), strings.Join(parts, ", "))
+}
+
+// partitions says how many partitions n is.
+func partitions(n int) string {
+	if n == 1 {
+		return "1 partition"
+	}
+	return strconv.Itoa(n) + " partitions"
+}
