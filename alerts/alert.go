@@ -188,9 +188,13 @@ func Decode(data []byte) (*Alert, error) {
 	return &a, nil
 }
 
-// DecodeYAML reads one alert from YAML (or JSON, which is YAML), rejecting
-// unknown fields.
+// DecodeYAML reads one alert a person wrote in YAML (or JSON, which is
+// YAML), rejecting unknown fields, after ScreenYAML and naming a time
+// that is not RFC 3339 (CheckTime).
 func DecodeYAML(data []byte) (*Alert, error) {
+	if err := screenYAML(data, "alert", CheckTime); err != nil {
+		return nil, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var a Alert

@@ -570,7 +570,7 @@ func (r *Registry) Apply(key, value []byte) error {
 		r.Delete(k)
 		return nil
 	}
-	s, err := Decode(value)
+	s, err := decode(value)
 	if err != nil {
 		return err
 	}

@@ -292,16 +292,16 @@ func TestDecode(t *testing.T) {
 	assert.Equal(t, "acme-builders", s.ID)
 	assert.Equal(t, []string{secret1, secret2}, s.Webhooks[0].Secrets)
 
-	for name, in := range map[string]string{
-		"unknown field": `{"id":"a","password":"x"}`,
-		"trailing data": string(data) + "{}",
-		"list":          `[` + string(data) + `]`,
-		"wrong type":    `{"sensitive":"yes"}`,
+	for name, tc := range map[string]struct{ in, want string }{
+		"unknown field": {`{"id":"a","password":"x"}`, "decode subscriber"},
+		"trailing data": {string(data) + "{}", "decode subscriber"},
+		"list":          {`[` + string(data) + `]`, "the subscriber must be a JSON object, not an array"},
+		"wrong type":    {`{"sensitive":"yes"}`, "decode subscriber"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := subscribers.Decode([]byte(in))
+			_, err := subscribers.Decode([]byte(tc.in))
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), "decode subscriber")
+			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
 }
@@ -472,4 +472,55 @@ func TestWebhookURLWithAHostIDNARefusesIsRejected(t *testing.T) {
 	u, _, err := subscribers.WebhookURL("https://bücher.partner.test:8443/h", false)
 	require.NoError(t, err)
 	assert.Equal(t, "xn--bcher-kva.partner.test:8443", u.Host)
+}
+
+// TestDecodeRefusesAKeyTwiceAndBytesNotUTF8: a partner record whose key is
+// given twice (also in another case) or whose text is not UTF-8 is
+// refused naming the field by its path, in JSON (Decode, the admin API)
+// and in YAML or JSON (DecodeList, herald subscribers put|import):
+// encoding/json kept the last "clearance" and made the bytes U+FFFD, and
+// YAML refused naming a line, not the field.
+func TestDecodeRefusesAKeyTwiceAndBytesNotUTF8(t *testing.T) {
+	const rec = `{"id":"acme","name":"Acme","kind":"business","clearance":"GREEN",` +
+		`"email":[{"address":"soc@acme.example"},{"address":"ops@acme.example"}]}`
+	tests := []struct {
+		name, in, field string
+	}{
+		{"a key twice", strings.Replace(rec, `"kind"`, `"clearance":"RED","kind"`, 1), "clearance"},
+		{"in another case", strings.Replace(rec, `"kind"`, `"Clearance":"RED","kind"`, 1), "clearance"},
+		{"nested", strings.Replace(rec, `{"address":"ops@acme.example"}`, `{"address":"ops@acme.example","address":"x@evil.example"}`, 1), "email[1].address"},
+		{"not UTF-8", strings.Replace(rec, "ops@", "ops\xff@", 1), "email[1].address"},
+	}
+	fieldsOf := func(t *testing.T, err error) []string {
+		var v *alerts.ValidationError
+		require.ErrorAs(t, err, &v)
+		var out []string
+		for _, f := range v.Fields {
+			out = append(out, f.Field)
+		}
+		return out
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := subscribers.Decode([]byte(tt.in))
+			assert.Equal(t, []string{tt.field}, fieldsOf(t, err), "Decode: %v", err)
+			_, err = subscribers.DecodeList([]byte(tt.in))
+			assert.Equal(t, []string{tt.field}, fieldsOf(t, err), "DecodeList, JSON: %v", err)
+			_, err = subscribers.DecodeList([]byte("[" + tt.in + "]"))
+			assert.Equal(t, []string{"[0]." + tt.field}, fieldsOf(t, err), "DecodeList, a JSON list: %v", err)
+		})
+	}
+	yamlTests := []struct {
+		name, in, field string
+	}{
+		{"a key twice", "id: acme\nclearance: GREEN\nkind: business\nclearance: RED\n", "clearance"},
+		{"in another case", "id: acme\nclearance: GREEN\nClearance: RED\n", "Clearance"},
+		{"not UTF-8", "- id: acme\n  email:\n  - address: soc@acme.example\n  - address: ops\xff@acme.example\n", "[0].email[1].address"},
+	}
+	for _, tt := range yamlTests {
+		t.Run("YAML "+tt.name, func(t *testing.T) {
+			_, err := subscribers.DecodeList([]byte(tt.in))
+			assert.Equal(t, []string{tt.field}, fieldsOf(t, err), "%v", err)
+		})
+	}
 }

@@ -110,13 +110,8 @@ func decodeAlert(w http.ResponseWriter, r *http.Request) *alerts.Alert {
 	if err != nil {
 		return nil
 	}
-	a, err := publish.DecodeAlert(body)
-	var v *alerts.ValidationError
-	switch {
-	case errors.As(err, &v):
-		writeInvalid(w, err)
-		return nil
-	case err != nil:
+	a, err := publish.DecodeBody(publish.Body{Data: body})
+	if err != nil {
 		writeDecodeError(w, "alert", err)
 		return nil
 	}
@@ -158,15 +153,30 @@ func publishResponse(res *publish.Result) PublishResponse {
 		Unchanged: res.Unchanged, ExpiresAt: res.ExpiresAt}
 }
 
-// publish handles POST /v1/alerts.
+// publish handles POST /v1/alerts. The publisher reads the body and
+// records its refusal, as it records an invalid alert's; a body refused
+// before it is read (media type, size) is recorded through it too.
 func (h *handler) publish(w http.ResponseWriter, r *http.Request) {
-	a := decodeAlert(w, r)
 	p := h.publisher(w)
-	if a == nil || p == nil {
+	if p == nil {
 		return
 	}
-	res, err := p.Publish(r.Context(), a, actor(r))
-	if err != nil {
+	body, err := readBody(w, r, MaxAlertBytes)
+	var refused *bodyRefused
+	switch {
+	case errors.As(err, &refused):
+		p.RefuseBody(r.Context(), actor(r), refused.reason)
+		return
+	case err != nil:
+		return
+	}
+	a, res, err := p.PublishBody(r.Context(), publish.Body{Data: body}, actor(r))
+	var input *publish.InputError
+	switch {
+	case errors.As(err, &input):
+		writeDecodeError(w, "alert", input.Err)
+		return
+	case err != nil:
 		h.writePublishError(w, r, err)
 		return
 	}

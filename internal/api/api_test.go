@@ -171,6 +171,7 @@ func TestPublishRejects(t *testing.T) {
 		contentType string
 		want        int
 		fields      []string // all must be named
+		message     string   // the error, if given
 	}{
 		{
 			name: "every bad field is named",
@@ -194,6 +195,7 @@ func TestPublishRejects(t *testing.T) {
 		{name: "not UTF-8", body: strings.Replace(validAlert, `via social media`, "via social \xff media", 1), want: http.StatusUnprocessableEntity, fields: []string{"title"}},
 		{name: "references on a plain alert", body: strings.Replace(validAlert, `"title"`, `"references": ["a1"], "title"`, 1), want: http.StatusUnprocessableEntity, fields: []string{"references"}},
 		{name: "not JSON", body: `{"title": `, want: http.StatusBadRequest},
+		{name: "an array", body: `[` + validAlert + `]`, want: http.StatusBadRequest, message: "the alert must be a JSON object, not an array"},
 		{name: "trailing data", body: validAlert + ` {}`, want: http.StatusBadRequest},
 		{name: "form content type", body: validAlert, contentType: "application/x-www-form-urlencoded", want: http.StatusUnsupportedMediaType},
 		{name: "text content type", body: validAlert, contentType: "text/plain", want: http.StatusUnsupportedMediaType},
@@ -207,7 +209,29 @@ func TestPublishRejects(t *testing.T) {
 			require.Equal(t, tt.want, resp.StatusCode, "%s", body)
 			er := decodeError(t, body)
 			assert.Subset(t, fields(er), tt.fields, "%s", body)
+			if tt.message != "" {
+				assert.Equal(t, tt.message, er.Error)
+			}
 			assert.Empty(t, e.published(), "nothing is published")
+			// Every refusal is in the audit trail, naming the fields and
+			// never their values, also of a body refused before it was
+			// read or before it was an alert.
+			var refused []record.Audit
+			for _, au := range e.audited() {
+				if au.Action == record.ActionPublish {
+					refused = append(refused, au)
+				}
+			}
+			require.Len(t, refused, 1, "%+v", refused)
+			assert.Equal(t, record.OutcomeRefused, refused[0].Outcome)
+			assert.Equal(t, "api:alice", refused[0].Actor)
+			assert.NotEmpty(t, refused[0].Reason)
+			for _, f := range tt.fields {
+				assert.Contains(t, refused[0].Reason, f)
+			}
+			for _, value := range []string{"RED", "tomorrow", "\xff", "\ufffd", "colour\": ", "apocalyptic", "aaaa"} {
+				assert.NotContains(t, refused[0].Reason, value)
+			}
 			// The same checks guard the preview.
 			resp, body = e.do(request{method: "POST", path: "/v1/alerts/preview", token: analystToken, body: tt.body, contentType: tt.contentType})
 			require.Equal(t, tt.want, resp.StatusCode, "preview: %s", body)

@@ -150,6 +150,9 @@ func decodeReason(w http.ResponseWriter, r *http.Request) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	if !screenBody(w, body, "request") {
+		return "", false
+	}
 	var req reasonRequest
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()

@@ -59,24 +59,34 @@ func writeInvalid(w http.ResponseWriter, err error) {
 // errResponded tells a handler that readBody has already answered.
 var errResponded = errors.New("response written")
 
+// bodyRefused is readBody's error for a body it refused before reading it
+// (media type, size), having answered: reason says why, for the audit
+// trail of a handler that records it. It matches errResponded.
+type bodyRefused struct{ reason string }
+
+func (e *bodyRefused) Error() string        { return e.reason }
+func (e *bodyRefused) Is(target error) bool { return target == errResponded }
+
 // readBody reads a JSON request body of at most limit bytes, answering
-// 415 for another media type and 413 for a larger body.
+// 415 for another media type and 413 for a larger body (a *bodyRefused).
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		writeError(w, http.StatusUnsupportedMediaType, "the body must be application/json", nil)
-		return nil, errResponded
+		msg := "the body must be application/json"
+		writeError(w, http.StatusUnsupportedMediaType, msg, nil)
+		return nil, &bodyRefused{msg}
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
 		writeError(w, http.StatusUnsupportedMediaType, "the body must be UTF-8 JSON, not charset "+cs, nil)
-		return nil, errResponded
+		return nil, &bodyRefused{"the body must be UTF-8 JSON, not another charset"}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", limit), nil)
-			return nil, errResponded
+			msg := fmt.Sprintf("the body exceeds %d bytes", limit)
+			writeError(w, http.StatusRequestEntityTooLarge, msg, nil)
+			return nil, &bodyRefused{msg}
 		}
 		writeError(w, http.StatusBadRequest, "read the body: "+err.Error(), nil)
 		return nil, errResponded
@@ -84,24 +94,27 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return body, nil
 }
 
+// screenBody refuses, answering, what alerts.ScreenJSON refuses in a
+// request's body (a key given twice, bytes that are not UTF-8, anything
+// but an object), naming the field; what names the body.
+func screenBody(w http.ResponseWriter, body []byte, what string) bool {
+	if err := alerts.ScreenJSON(body, what); err != nil {
+		writeDecodeError(w, what, err)
+		return false
+	}
+	return true
+}
+
 // writeDecodeError answers a body that could not be decoded: 422 naming
 // the field for an unknown field or a value of the wrong type, 400 for
 // anything that is not JSON at all.
 func writeDecodeError(w http.ResponseWriter, what string, err error) {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) && typeErr.Field != "" {
-		writeError(w, http.StatusUnprocessableEntity, "invalid "+what, []alerts.FieldError{{
-			Field:   typeErr.Field,
-			Message: fmt.Sprintf("must be a JSON %s, not %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value),
-		}})
+	if v := alerts.FieldErrors(err, what); v != nil {
+		writeInvalid(w, v)
 		return
 	}
-	// encoding/json reports an unknown field as `json: unknown field "x"`.
-	if _, rest, ok := strings.Cut(err.Error(), `unknown field "`); ok {
-		field, _, _ := strings.Cut(rest, `"`)
-		writeError(w, http.StatusUnprocessableEntity, "invalid "+what, []alerts.FieldError{{
-			Field: field, Message: "is not a field of " + what + " (unknown fields are rejected)",
-		}})
+	if errors.Is(err, alerts.ErrNotObject) {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
 	var timeErr *time.ParseError
@@ -110,19 +123,4 @@ func writeDecodeError(w http.ResponseWriter, what string, err error) {
 		return
 	}
 	writeError(w, http.StatusBadRequest, what+" is not valid JSON: "+strings.TrimPrefix(err.Error(), "decode "+what+": "), nil)
-}
-
-// jsonKind names a Go kind as a JSON type.
-func jsonKind(kind string) string {
-	switch kind {
-	case "string":
-		return "string"
-	case "bool":
-		return "boolean"
-	case "slice", "array":
-		return "array"
-	case "struct", "map", "ptr":
-		return "object"
-	}
-	return "number"
 }

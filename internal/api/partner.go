@@ -234,6 +234,9 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, what st
 	if len(bytes.TrimSpace(body)) == 0 {
 		return true
 	}
+	if !screenBody(w, body, what) {
+		return false
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

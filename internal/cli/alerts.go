@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os/user"
@@ -26,16 +25,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// parseAlertInput decodes JSON (strictly) or, if it is not JSON, YAML; then
-// normalises.
+// parseAlertInput decodes JSON (strictly) or, if it is not JSON, YAML
+// (publish.DecodeBody); then normalises.
 func parseAlertInput(data []byte) (*alerts.Alert, error) {
-	var a *alerts.Alert
-	var err error
-	if json.Valid(data) {
-		a, err = publish.DecodeAlert(data)
-	} else {
-		a, err = alerts.DecodeYAML(data)
-	}
+	a, err := publish.DecodeBody(publish.Body{Data: data, YAML: true})
 	if err != nil {
 		return nil, invalid(err)
 	}
@@ -100,6 +93,43 @@ func publishError(err error) error {
 	return err
 }
 
+// inputFirst returns the error of data if it is not an alert, else err:
+// the publisher could not be reached (err) to read data and record its
+// refusal.
+func inputFirst(data []byte, err error) error {
+	if _, ierr := parseAlertInput(data); ierr != nil {
+		return ierr
+	}
+	return err
+}
+
+// dryRun prints the policy's decisions for the alert in data, publishing
+// nothing.
+func (e *env) dryRun(ctx context.Context, data []byte, output string) error {
+	a, err := parseAlertInput(data)
+	if err != nil {
+		return err
+	}
+	b, c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	p, reg, err := e.publisher(ctx, b, c)
+	if err != nil {
+		return err
+	}
+	prep, err := p.Prepare(ctx, a, operator())
+	if err != nil {
+		return publishError(err)
+	}
+	ds, _ := fanout.DecideAll(a, reg, prep.Prior, time.Now(), app.PolicyOptions(c))
+	if prep.NeedsRelease && output == "text" {
+		fmt.Fprintf(e.stdout, "%s %s: publishing waits for a second analyst (release.second_analyst)\n\n", a.TLP.Label(), a.Marking)
+	}
+	return e.printDecisions(ds, output)
+}
+
 func newPublishCmd(e *env) *cobra.Command {
 	var dryRun bool
 	var output, as string
@@ -124,33 +154,28 @@ func newPublishCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := parseAlertInput(data)
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
+			if dryRun {
+				return e.dryRun(ctx, data, output)
+			}
+			// The publisher reads the alert and records a refusal in the
+			// audit trail; if it cannot be reached, what is wrong with the
+			// alert is said first, as nobody fixes Kafka by fixing a file.
 			b, c, err := e.client(ctx)
 			if err != nil {
-				return err
+				return inputFirst(data, err)
 			}
 			defer b.Close()
-			p, reg, err := e.publisher(ctx, b, c)
+			p, _, err := e.publisher(ctx, b, c)
 			if err != nil {
-				return err
+				return inputFirst(data, err)
 			}
-			if dryRun {
-				prep, err := p.Prepare(ctx, a, operator())
-				if err != nil {
-					return publishError(err)
-				}
-				ds, _ := fanout.DecideAll(a, reg, prep.Prior, time.Now(), app.PolicyOptions(c))
-				if prep.NeedsRelease && output == "text" {
-					fmt.Fprintf(e.stdout, "%s %s: publishing waits for a second analyst (release.second_analyst)\n\n", a.TLP.Label(), a.Marking)
-				}
-				return e.printDecisions(ds, output)
-			}
-			res, err := p.Publish(ctx, a, operator())
-			if err != nil {
+			_, res, err := p.PublishBody(ctx, publish.Body{Data: data, YAML: true}, operator())
+			var input *publish.InputError
+			switch {
+			case errors.As(err, &input):
+				return invalid(input.Err)
+			case err != nil:
 				return publishError(err)
 			}
 			switch {

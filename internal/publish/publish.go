@@ -265,11 +265,7 @@ func (p *Publisher) Publish(ctx context.Context, a *alerts.Alert, by string) (*R
 	var conflict *ConflictError
 	switch {
 	case errors.As(err, &v):
-		names := make([]string, len(v.Fields))
-		for i, f := range v.Fields {
-			names[i] = f.Field
-		}
-		p.refused(ctx, by, record.ActionPublish, a.ID, "invalid alert: "+strings.Join(names, ", "))
+		p.refused(ctx, by, record.ActionPublish, a.ID, invalidFields(v))
 		return nil, err
 	case errors.As(err, &conflict):
 		p.refused(ctx, by, record.ActionPublish, a.ID, conflict.Error())
@@ -453,7 +449,8 @@ func (p *Publisher) Reject(ctx context.Context, id, by, reason, digest string) (
 }
 
 // refused records an action on the alert id that was refused, and why.
-// An id that is not one (malformed) is recorded as "alert:-".
+// An id that is not one (malformed, or none: a body that was not read) is
+// recorded as "alert:-".
 func (p *Publisher) refused(ctx context.Context, by, action, id, reason string) {
 	if !alerts.ValidID(id) {
 		id = "-"
