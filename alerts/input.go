@@ -145,8 +145,11 @@ func sameKey(seen []string, key string) bool {
 	return slices.ContainsFunc(seen, func(k string) bool { return strings.EqualFold(k, key) })
 }
 
-// join makes the path of key inside path.
+// join makes the path of key inside path; an empty key is shown as "".
 func join(path, key string) string {
+	if key == "" {
+		key = `""`
+	}
 	if path == "" {
 		return key
 	}
@@ -339,13 +342,19 @@ func (w *yamlWalker) node(n *yaml.Node, path string) {
 		var seen []string
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
-			field := join(path, k.Value)
+			name := k.Value
+			if k.Kind != yaml.ScalarNode {
+				// A mapping or a list as a key: no field has such a
+				// name; name it by its place.
+				name = fmt.Sprintf("(the key at line %d, column %d)", k.Line, k.Column)
+			}
+			field := join(path, name)
 			w.at(k, field)
-			if k.Value != "<<" {
-				if sameKey(seen, k.Value) {
+			if name != "<<" {
+				if sameKey(seen, name) {
 					addTwice(w.v, field)
 				}
-				seen = append(seen, k.Value)
+				seen = append(seen, name)
 			}
 			w.node(val, field)
 		}
