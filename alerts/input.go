@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -138,11 +138,38 @@ func addTwice(v *ValidationError, field string) {
 	v.Add(field, "is given more than once: give each field once (only the last would count)")
 }
 
-// sameKey reports whether key is one of seen: encoding/json matches a key
-// to a field ignoring case (bytes.EqualFold), so "TLP" after "tlp" is the
-// same field given twice.
-func sameKey(seen []string, key string) bool {
-	return slices.ContainsFunc(seen, func(k string) bool { return strings.EqualFold(k, key) })
+// see adds key to seen and reports whether it was not there yet:
+// encoding/json matches a key to a field ignoring case (bytes.EqualFold),
+// so "TLP" after "tlp" is the same field given twice. seen holds folded
+// keys (foldName), so that a set of keys is a map, not a list searched
+// for every key.
+func see(seen map[string]bool, key string) bool {
+	f := foldName(key)
+	if seen[f] {
+		return false
+	}
+	seen[f] = true
+	return true
+}
+
+// foldName returns key such that foldName(x) == foldName(y) exactly when
+// strings.EqualFold(x, y): each rune replaced by the smallest of its case
+// folding orbit (unicode.SimpleFold).
+func foldName(key string) string {
+	var b strings.Builder
+	b.Grow(len(key))
+	for _, r := range key {
+		for {
+			f := unicode.SimpleFold(r)
+			if f <= r {
+				r = f
+				break
+			}
+			r = f
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // join makes the path of key inside path; an empty key is shown as "".
@@ -183,10 +210,25 @@ func screenJSON(data []byte, what string, leaf func(v *ValidationError, path, s 
 		}
 		return &notObject{what: what, kind: kind}
 	}
-	if err := w.inside(tok.(json.Delim), ""); err != nil {
+	if err := w.inside(tok.(json.Delim), "", 0); err != nil && !errors.Is(err, errTooDeep) {
 		return nil
 	}
 	return w.v.Err()
+}
+
+// maxDepth is how deep the screens follow objects and arrays (mappings and
+// sequences): what people write nests a few levels; deeper is refused
+// there, so that the work and memory of naming each level's path stay
+// bounded by the input's size (a path per level made them quadratic in
+// the depth: gigabytes for an API body of 128 KiB).
+const maxDepth = 32
+
+// errTooDeep stops a screen at a value nested deeper than maxDepth.
+var errTooDeep = errors.New("nested too deep")
+
+// addTooDeep names path as nested deeper than maxDepth.
+func addTooDeep(v *ValidationError, path, what string) {
+	v.Add(path, "is nested deeper than %d levels: no field of a %s is", maxDepth, what)
 }
 
 // walker reads one JSON value after another, recording the problems of
@@ -220,15 +262,16 @@ func (w *walker) token(path string) (json.Token, error) {
 	return tok, nil
 }
 
-// value reads the value at path, and everything inside it.
-func (w *walker) value(path string) error {
+// value reads the value at path, depth levels inside the input, and
+// everything inside it.
+func (w *walker) value(path string, depth int) error {
 	tok, err := w.token(path)
 	if err != nil {
 		return err
 	}
 	switch t := tok.(type) {
 	case json.Delim:
-		return w.inside(t, path)
+		return w.inside(t, path, depth)
 	case string:
 		if w.leaf != nil {
 			w.leaf(w.v, path, t)
@@ -237,12 +280,16 @@ func (w *walker) value(path string) error {
 	return nil
 }
 
-// inside reads what is inside the object or array at path that open
-// began, and its closing delimiter.
-func (w *walker) inside(open json.Delim, path string) error {
+// inside reads what is inside the object or array at path, depth levels
+// inside the input, that open began, and its closing delimiter.
+func (w *walker) inside(open json.Delim, path string, depth int) error {
+	if depth >= maxDepth {
+		addTooDeep(w.v, path, w.what)
+		return errTooDeep
+	}
 	switch open {
 	case '{':
-		var seen []string
+		seen := map[string]bool{}
 		for w.dec.More() {
 			kt, err := w.token(path)
 			if err != nil {
@@ -250,17 +297,16 @@ func (w *walker) inside(open json.Delim, path string) error {
 			}
 			key, _ := kt.(string)
 			field := join(path, key)
-			if sameKey(seen, key) {
+			if !see(seen, key) {
 				addTwice(w.v, field)
 			}
-			seen = append(seen, key)
-			if err := w.value(field); err != nil {
+			if err := w.value(field, depth+1); err != nil {
 				return err
 			}
 		}
 	case '[':
 		for i := 0; w.dec.More(); i++ {
-			if err := w.value(fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := w.value(fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
 				return err
 			}
 		}
@@ -281,7 +327,7 @@ func ScreenYAML(data []byte, what string) error {
 // screenYAML is ScreenYAML, calling leaf (if not nil) for every scalar
 // with its path.
 func screenYAML(data []byte, what string, leaf func(v *ValidationError, path, s string)) error {
-	w := &yamlWalker{v: &ValidationError{What: "invalid " + what}, leaf: leaf}
+	w := &yamlWalker{v: &ValidationError{What: "invalid " + what}, what: what, leaf: leaf}
 	bad := badUTF8(data)
 	text := data
 	if bad >= 0 {
@@ -305,7 +351,7 @@ func screenYAML(data []byte, what string, leaf func(v *ValidationError, path, s 
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(text, &doc); err == nil {
-		w.node(&doc, "")
+		_ = w.node(&doc, "", 0) // errTooDeep is recorded in w.v
 	}
 	if bad >= 0 {
 		addNotUTF8(w.v, w.badPath, what, data, bad)
@@ -316,6 +362,7 @@ func screenYAML(data []byte, what string, leaf func(v *ValidationError, path, s 
 // yamlWalker walks YAML nodes, recording the problems of screenYAML in v.
 type yamlWalker struct {
 	v    *ValidationError
+	what string
 	leaf func(v *ValidationError, path, s string)
 	// badLine and badCol are where the first byte that is not UTF-8 is (0:
 	// none), badPath the path of the last node that starts at or before it.
@@ -331,15 +378,22 @@ func (w *yamlWalker) at(n *yaml.Node, path string) {
 	}
 }
 
-// node walks n at path.
-func (w *yamlWalker) node(n *yaml.Node, path string) {
+// node walks n at path, depth levels inside the document; it stops
+// (errTooDeep) deeper than maxDepth.
+func (w *yamlWalker) node(n *yaml.Node, path string, depth int) error {
+	if (n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode) && depth >= maxDepth {
+		addTooDeep(w.v, path, w.what)
+		return errTooDeep
+	}
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			w.node(c, path)
+			if err := w.node(c, path, depth); err != nil {
+				return err
+			}
 		}
 	case yaml.MappingNode:
-		var seen []string
+		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
 			name := k.Value
@@ -350,17 +404,18 @@ func (w *yamlWalker) node(n *yaml.Node, path string) {
 			}
 			field := join(path, name)
 			w.at(k, field)
-			if name != "<<" {
-				if sameKey(seen, name) {
-					addTwice(w.v, field)
-				}
-				seen = append(seen, name)
+			if name != "<<" && !see(seen, name) {
+				addTwice(w.v, field)
 			}
-			w.node(val, field)
+			if err := w.node(val, field, depth+1); err != nil {
+				return err
+			}
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			w.node(c, fmt.Sprintf("%s[%d]", path, i))
+			if err := w.node(c, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+				return err
+			}
 		}
 	case yaml.ScalarNode:
 		w.at(n, path)
@@ -368,4 +423,5 @@ func (w *yamlWalker) node(n *yaml.Node, path string) {
 			w.leaf(w.v, path, n.Value)
 		}
 	}
+	return nil
 }

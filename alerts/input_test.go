@@ -2,6 +2,9 @@ package alerts_test
 
 import (
 	"errors"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -99,4 +102,62 @@ func TestDecodeYAMLNamesABadTime(t *testing.T) {
 	a, err := alerts.DecodeYAML([]byte("title: Car wash\nexpires_at: 2026-12-01T09:00:00Z\nnot_before:\n"))
 	require.NoError(t, err)
 	assert.Equal(t, 2026, a.ExpiresAt.Year())
+}
+
+// TestScreensBoundDeepNesting: input nested far deeper than any field
+// of an alert or a partner record (an API body of 128 KiB holds 40,000
+// levels) is refused naming the field it starts in, with memory bounded
+// by the input: naming every level's path cost memory quadratic in the
+// depth (1.3 GB for an 80 KiB body, enough to stop the API).
+func TestScreensBoundDeepNesting(t *testing.T) {
+	for name, tc := range map[string]struct {
+		body   string
+		screen func([]byte, string) error
+	}{
+		"json": {`{"title":"Car wash","audience":{"sectors":` + strings.Repeat("[0,", 20000) + `0` + strings.Repeat("]", 20000) + `}}`, alerts.ScreenJSON},
+		// YAML's parser refuses 10,000 levels itself (the decoder then
+		// says why); below that the screen stops at its own bound.
+		"yaml": {"title: Car wash\naudience:\n  sectors: " + strings.Repeat("[0,", 5000) + `0` + strings.Repeat("]", 5000) + "\n", alerts.ScreenYAML},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			err := tc.screen([]byte(tc.body), "alert")
+			runtime.ReadMemStats(&after)
+			if name == "json" {
+				assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "bytes allocated for a %d-byte body", len(tc.body))
+			}
+			var v *alerts.ValidationError
+			require.True(t, errors.As(err, &v), "%v", err)
+			require.Len(t, v.Fields, 1, "%v", err)
+			assert.True(t, strings.HasPrefix(v.Fields[0].Field, "audience.sectors[1]"), v.Fields[0].Field)
+			assert.Contains(t, v.Fields[0].Message, "nested deeper than")
+		})
+	}
+}
+
+// TestScreensFindAKeyTwiceAnyCaseAmongMany: a key given twice in any case
+// that encoding/json matches to one field (ASCII case, or the Kelvin sign
+// for "k") is refused, among many distinct keys.
+func TestScreensFindAKeyTwiceAnyCaseAmongMany(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"title":"Car wash","tlp":"GREEN","links":{`)
+	for i := range 1000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"k` + strconv.Itoa(i) + `":0`)
+	}
+	b.WriteString(`},"TLP":"RED","mar` + "\u212A" + `ing":"OFFICIAL","marking":"OFFICIAL"}`)
+	for name, screen := range map[string]func([]byte, string) error{"json": alerts.ScreenJSON, "yaml": alerts.ScreenYAML} {
+		err := screen([]byte(b.String()), "alert")
+		var v *alerts.ValidationError
+		require.True(t, errors.As(err, &v), "%s: %v", name, err)
+		var fields []string
+		for _, f := range v.Fields {
+			fields = append(fields, f.Field)
+		}
+		assert.Equal(t, []string{"TLP", "marking"}, fields, name)
+	}
 }
