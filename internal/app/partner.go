@@ -49,7 +49,11 @@ func (d DeadLetters) Dead(ctx context.Context, subscriber, incarnation string) (
 	}
 	ids := make([]string, 0, len(dead))
 	for _, l := range dead {
-		// A filter on the subscriber keeps only dead jobs Herald wrote.
+		// Only dead jobs are replayed: a refused job of a pack, listed
+		// under its partner too, has no Job and no delivery to replay.
+		if l.Job == nil {
+			continue
+		}
 		ids = append(ids, l.Job.ID)
 	}
 	return ids, nil

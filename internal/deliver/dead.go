@@ -3,8 +3,10 @@ package deliver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -73,7 +75,15 @@ type ReplayBus interface {
 
 var _ ReplayBus = (*bus.Bus)(nil)
 
-// DeadFilter selects dead letters; empty fields match everything.
+// DeadFilter selects dead letters; empty fields match everything. A dead
+// letter without a Job matches a filter that is not empty by what it names
+// for certain (DeadLetter.named): a job of a pack the runner refused, by
+// the partner it names (its "~refused/" key), its incarnation, and an
+// alert whose delivery to that partner and target its id is (the record
+// holds no alert); a job of a pack an older role dead-lettered whole, by
+// the partner it names and the pack's alert. It never matches Deliveries,
+// which select what to replay, nor does a record Herald did not write, or
+// one of the dead topic it did not write, match any filter.
 type DeadFilter struct {
 	// Subscriber is a subscriber id.
 	Subscriber string
@@ -95,13 +105,53 @@ func (f DeadFilter) Empty() bool {
 }
 
 func (f DeadFilter) match(d *DeadLetter) bool {
-	if d.Job == nil {
-		return f.Empty()
+	j := d.Job
+	if j == nil {
+		if f.Empty() {
+			return true
+		}
+		if d.named == nil || len(f.Deliveries) > 0 {
+			return false
+		}
+		j = d.named
 	}
-	return (f.Subscriber == "" || d.Job.Subscriber == f.Subscriber) &&
-		ledger.SameIncarnation(d.Job.Incarnation, f.Incarnation) &&
-		(f.Alert == "" || (d.Job.Alert != nil && d.Job.Alert.ID == f.Alert)) &&
-		(len(f.Deliveries) == 0 || slices.Contains(f.Deliveries, d.Job.ID))
+	return (f.Subscriber == "" || j.Subscriber == f.Subscriber) &&
+		ledger.SameIncarnation(j.Incarnation, f.Incarnation) &&
+		(f.Alert == "" || ofAlert(j, f.Alert)) &&
+		(len(f.Deliveries) == 0 || slices.Contains(f.Deliveries, j.ID))
+}
+
+// ofAlert reports whether j, a dead job or what a dead letter names
+// (DeadLetter.named), is of the alert id: its alert's, or, when it holds
+// none (a refused job's dead letter), the delivery id it carries is that
+// alert's to its partner and target (delivery.ID), as the runner required
+// before recording the delivery dead.
+func ofAlert(j *delivery.Job, id string) bool {
+	if j.Alert != nil {
+		return j.Alert.ID == id
+	}
+	return j.Subscriber != "" && j.Target != "" && j.ID == delivery.ID(id, j.Subscriber, j.Target)
+}
+
+// refusedNames returns what the dead letter of a job of a pack the runner
+// refused names for certain (DeadLetter.named): its key is the partner's id
+// after refusedKeyPrefix, its value the job's bytes without the pack's
+// alert. The partner is known when the job names the very partner of the
+// key (a job that names none is keyed by its pack's key, another
+// partner's id); the job's target, incarnation and delivery id are then
+// as it gives them. Nil when the job names no partner, or another.
+func refusedNames(key, value []byte) *delivery.Job {
+	var w struct {
+		ID          string `json:"id"`
+		Subscriber  string `json:"subscriber"`
+		Incarnation string `json:"incarnation"`
+		Target      string `json:"target"`
+	}
+	sub := strings.TrimPrefix(string(key), refusedKeyPrefix)
+	if json.Unmarshal(value, &w) != nil || w.Subscriber == "" || w.Subscriber != sub {
+		return nil
+	}
+	return &delivery.Job{ID: w.ID, Subscriber: w.Subscriber, Incarnation: w.Incarnation, Target: w.Target}
 }
 
 // DeadLetter is one record of the dead topic.
@@ -130,6 +180,13 @@ type DeadLetter struct {
 	Job *delivery.Job `json:"job,omitempty"`
 	// Raw is the record's value when Job is nil.
 	Raw []byte `json:"raw,omitempty"`
+	// named is, when Job is nil, what the dead letter names for certain,
+	// for DeadFilter to match: the partner, incarnation, target and
+	// delivery id of a refused job (refusedNames), or of a job of a pack
+	// an older role dead-lettered whole, with the pack's alert when it is
+	// known. Nil when it names nothing Herald vouches for. Never a job to
+	// attempt.
+	named *delivery.Job
 }
 
 // ListDead returns the dead letters that match filter, in topic order
@@ -175,6 +232,7 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 			d.Reason, d.Error, d.Raw = delivery.ReasonUnattributed, errText, m.Value
 		case bytes.HasPrefix(m.Key, []byte(refusedKeyPrefix)):
 			d.Reason, d.Error, d.Raw = reason, errText, m.Value
+			d.named = refusedNames(m.Key, m.Value)
 		default:
 			d.Reason, d.Error = reason, errText
 			// A pack of jobs is dead only when a deliver role from
@@ -193,6 +251,15 @@ func ListDead(ctx context.Context, b TopicReader, filter DeadFilter) ([]DeadLett
 			for _, x := range bad {
 				dj := d
 				dj.Error, dj.Raw = x.Err.Error(), x.Value
+				switch {
+				case x.Delivery != nil:
+					dj.named = x.Delivery
+				case x.Subscriber != "":
+					dj.named = &delivery.Job{Subscriber: x.Subscriber}
+					if len(jobs) > 0 { // the pack's alert
+						dj.named.Alert = jobs[0].Alert
+					}
+				}
 				add(dj)
 			}
 			return nil

@@ -125,3 +125,56 @@ func TestARefusedJobOfAPackIsRecordedDead(t *testing.T) {
 	require.True(t, ok)
 	assert.Contains(t, en.LastError, `channel "sms"`)
 }
+
+// TestARefusedJobOfAPackIsListedUnderItsPartner: `herald dead list
+// --subscriber bolt` shows the job of a pack the runner refused for bolt,
+// by the partner its key names, and --alert shows it when its delivery id
+// is that alert's (the record holds no alert). A refused job is never
+// among the Deliveries a replay selects, nor under another partner.
+func TestARefusedJobOfAPackIsListedUnderItsPartner(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a := testAlert("al-refused-list")
+	good := e.hookJob(a, "acme")
+	bad := e.hookJob(a, "bolt")
+	bad.Channel, bad.Incarnation = "sms", "inc-1"
+	unnamed := e.hookJob(a, "coda")
+	unnamed.ID = delivery.ID("al-else", "coda", unnamed.Target)
+	require.NoError(t, e.bus.Producer(bus.TopicDeliveries).Write(ctx,
+		kafka.Message{Key: []byte("acme"), Value: packOf(t, a, good, bad, unnamed)}))
+	e.start(e.runner())
+	e.waitState(good.ID, delivery.StateDelivered)
+	e.deadLetters(2)
+
+	for _, tc := range []struct {
+		name   string
+		filter DeadFilter
+		want   []string // the partners the listed dead letters' bytes name
+	}{
+		{"its partner", DeadFilter{Subscriber: "bolt"}, []string{"bolt"}},
+		{"the other's partner", DeadFilter{Subscriber: "coda"}, []string{"coda"}},
+		{"its partner and incarnation", DeadFilter{Subscriber: "bolt", Incarnation: "inc-1"}, []string{"bolt"}},
+		{"its partner registered again", DeadFilter{Subscriber: "bolt", Incarnation: "inc-2"}, nil},
+		{"the pack's partner", DeadFilter{Subscriber: "acme"}, nil},
+		{"its alert", DeadFilter{Alert: a.ID}, []string{"bolt"}},
+		{"its partner and alert", DeadFilter{Subscriber: "bolt", Alert: a.ID}, []string{"bolt"}},
+		{"another alert", DeadFilter{Subscriber: "bolt", Alert: "al-else"}, nil},
+		{"its delivery", DeadFilter{Subscriber: "bolt", Deliveries: []string{bad.ID}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dead, err := ListDead(ctx, e.bus, tc.filter)
+			require.NoError(t, err)
+			var got []string
+			for _, d := range dead {
+				require.Nil(t, d.Job)
+				var w struct{ Subscriber string }
+				require.NoError(t, json.Unmarshal(d.Raw, &w))
+				got = append(got, w.Subscriber)
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+	n, err := Replay(ctx, e.bus, DeadFilter{Subscriber: "bolt"}, time.Now())
+	require.NoError(t, err)
+	assert.Zero(t, n, "a refused job is listed, never replayed")
+}

@@ -857,6 +857,18 @@ func TestAPackAnOlderRoleDeadLetteredIsReplayed(t *testing.T) {
 	dead, err := ListDead(ctx, e.bus, DeadFilter{Subscriber: "bolt"})
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
+	// The job that fails its checks is listed under the partner it names
+	// and the pack's alert, never among the deliveries to replay.
+	for _, f := range []DeadFilter{{Subscriber: "corp"}, {Subscriber: "corp", Alert: a.ID}} {
+		dead, err = ListDead(ctx, e.bus, f)
+		require.NoError(t, err)
+		require.Len(t, dead, 1, "%+v", f)
+		assert.Nil(t, dead[0].Job)
+		assert.Contains(t, string(dead[0].Raw), "msg_forged")
+	}
+	dead, err = ListDead(ctx, e.bus, DeadFilter{Subscriber: "corp", Deliveries: []string{"msg_forged"}})
+	require.NoError(t, err)
+	assert.Empty(t, dead)
 
 	e.start(e.runner())
 	n, err := Replay(ctx, e.bus, DeadFilter{}, time.Now())

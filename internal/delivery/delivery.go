@@ -313,8 +313,12 @@ func (j *Job) check() error {
 	switch {
 	case j.Alert == nil || j.Alert.ID == "":
 		return errors.New("delivery job has no alert")
-	case j.Subscriber == "" || j.Target == "":
-		return errors.New("delivery job has no subscriber or target")
+	case j.Subscriber == "" && j.Target == "":
+		return errors.New("delivery job has no subscriber and no target")
+	case j.Subscriber == "":
+		return errors.New("delivery job has no subscriber")
+	case j.Target == "":
+		return errors.New("delivery job has no target")
 	case j.Channel != ChannelEmail && j.Channel != ChannelWebhook:
 		return fmt.Errorf("delivery job has unknown channel %q", j.Channel)
 	case j.ID != ID(j.Alert.ID, j.Subscriber, j.Target):

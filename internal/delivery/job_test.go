@@ -75,3 +75,25 @@ func TestJobCarriesAlertBytesAsTheyAre(t *testing.T) {
 		require.Error(t, err, name)
 	}
 }
+
+// TestAJobWithoutSubscriberOrTargetSaysWhich: a job refused for a missing
+// subscriber or target names the field that is missing, so whoever reads
+// the dead letter knows what the writer left out.
+func TestAJobWithoutSubscriberOrTargetSaysWhich(t *testing.T) {
+	for _, tc := range []struct {
+		name, subscriber, target, want string
+	}{
+		{"no subscriber", "", "t@acme.example", "delivery job has no subscriber"},
+		{"no target", "acme", "", "delivery job has no target"},
+		{"neither", "", "", "delivery job has no subscriber and no target"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := json.Marshal(map[string]any{"id": delivery.ID("a", tc.subscriber, tc.target),
+				"alert": map[string]any{"id": "a"}, "subscriber": tc.subscriber, "channel": "email",
+				"target": tc.target})
+			require.NoError(t, err)
+			_, err = delivery.DecodeJob(v, nil)
+			require.EqualError(t, err, tc.want)
+		})
+	}
+}

@@ -67,6 +67,9 @@ func target(p *partner, channel string) string {
 	if channel == delivery.ChannelWebhook && len(p.sub.Webhooks) > 0 {
 		return p.sub.Webhooks[0].URL
 	}
+	if channel == delivery.ChannelPull && p.sub.Pull != nil {
+		return delivery.TargetPull
+	}
 	return ""
 }
 
@@ -130,6 +133,17 @@ func (c *checker) check() {
 		case e.decision == delivery.Withhold && len(mine) > 0:
 			row.Verified = "no"
 			c.res.failf("%s: withheld, yet %d message(s) arrived", what, len(mine))
+		case e.channel == delivery.ChannelPull && e.decision != delivery.Withhold && len(mine) > 0:
+			row.Verified = "no"
+			c.res.failf("%s: the pull channel sends nothing, yet %d message(s) arrived", what, len(mine))
+		case e.channel == delivery.ChannelPull && e.decision != delivery.Withhold:
+			// Nothing is sent: the alert waits in the partner's
+			// collection, which the checks do not read (a read would
+			// record a pull). What is verified is the ledger's state.
+			row.Verified = "no"
+			if row.State == e.state() {
+				row.Verified = "ledger"
+			}
 		case e.decision != delivery.Withhold && len(mine) == 0:
 			row.Verified = "no"
 			c.res.failf("%s: nothing arrived", what)

@@ -19,7 +19,6 @@ import (
 	"github.com/herald-alerts/herald/internal/app"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
-	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/ledger"
 	"github.com/herald-alerts/herald/internal/publish"
 	"github.com/herald-alerts/herald/internal/record"
@@ -81,7 +80,9 @@ type Row struct {
 	// Rule is the policy rule that decided (PRODUCT.md §3).
 	Rule string
 	// Verified is "yes" when what arrived passed every check, "no" when
-	// it did not (or nothing arrived), "-" when nothing was due.
+	// it did not (or nothing arrived), "-" when nothing was due, and
+	// "ledger" for a pull target whose alert the ledger shows available
+	// (nothing is sent by pull; the checks do not read the collection).
 	Verified string
 	// Files are what arrived at the target, relative to the output
 	// folder.
@@ -308,7 +309,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		got, err = poll(waitCtx, led, ids, func(m map[string]*ledger.Alert) bool {
 			for _, id := range ids {
 				a := m[id]
-				if a == nil || a.FannedOut.IsZero() || len(a.Entries()) < want[id] || !final(a) {
+				// Done: none pending or retrying (available, for a pull
+				// target, is final until the partner pulls).
+				if a == nil || a.FannedOut.IsZero() || len(a.Entries()) < want[id] || !a.Done() {
 					return false
 				}
 			}
@@ -489,16 +492,4 @@ func poll(ctx context.Context, led *ledger.Source, ids []string, done func(map[s
 		case <-t.C:
 		}
 	}
-}
-
-// final reports whether every entry of a has reached a final state.
-func final(a *ledger.Alert) bool {
-	for _, e := range a.Entries() {
-		switch e.State {
-		case delivery.StateDelivered, delivery.StateWithheld, delivery.StateDead, delivery.StateExpired, delivery.StateDisabled:
-		default:
-			return false
-		}
-	}
-	return true
 }

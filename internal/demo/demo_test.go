@@ -64,11 +64,19 @@ func TestDemoEndToEnd(t *testing.T) {
 	require.Len(t, res.Rows, len(expectations()))
 	require.Len(t, res.Alerts, 3)
 
-	var mails, hooks int
+	var mails, hooks, pulls int
 	for _, r := range res.Rows {
 		if r.Decision == delivery.Withhold {
 			require.Equal(t, "-", r.Verified, "%+v", r)
 			require.Empty(t, r.Files, "%+v", r)
+			continue
+		}
+		if r.Channel == delivery.ChannelPull {
+			// Nothing is sent: the ledger shows the alert available.
+			require.Equal(t, "ledger", r.Verified, "%+v", r)
+			require.Equal(t, delivery.StateAvailable, r.State, "%+v", r)
+			require.Empty(t, r.Files, "%+v", r)
+			pulls++
 			continue
 		}
 		require.Equal(t, "yes", r.Verified, "%+v", r)
@@ -80,6 +88,11 @@ func TestDemoEndToEnd(t *testing.T) {
 			hooks++
 		}
 	}
+
+	require.Equal(t, 3, pulls, "every alert is in the bank's pull collection")
+	var table bytes.Buffer
+	res.Print(&table)
+	require.Contains(t, table.String(), "33 targets: 13 delivered with content, 3 available to pull, 5 content-free notices, 12 withheld")
 
 	dir := res.OutDir
 	for _, f := range []string{marker, "README.txt", "outcomes.txt", "agency.asc", "partners.json",

@@ -210,9 +210,11 @@ func (r *Result) Print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 
-	var delivered, notices, withheld int
+	var delivered, pulled, notices, withheld int
 	for _, row := range r.Rows {
 		switch {
+		case row.Decision == delivery.Deliver && row.Channel == delivery.ChannelPull && row.Verified == "ledger":
+			pulled++
 		case row.Decision == delivery.Deliver && row.Verified == "yes":
 			delivered++
 		case row.Decision == delivery.Notice && row.Verified == "yes":
@@ -221,7 +223,8 @@ func (r *Result) Print(w io.Writer) {
 			withheld++
 		}
 	}
-	fmt.Fprintf(w, "%d targets: %d delivered with content, %d content-free notices, %d withheld", len(r.Rows), delivered, notices, withheld)
+	fmt.Fprintf(w, "%d targets: %d delivered with content, %d available to pull, %d content-free notices, %d withheld",
+		len(r.Rows), delivered, pulled, notices, withheld)
 	if r.OK() {
 		fmt.Fprint(w, "; every signature verified as a partner would, every outcome as the policy requires")
 	} else {

@@ -50,7 +50,10 @@ func samplePartners(hooks *sink.Receiver, now time.Time) ([]*partner, error) {
 	specs := []spec{
 		{sub: subscribers.Subscriber{ID: bank, Name: "Northbank plc (financial crime unit)", Kind: subscribers.KindBusiness,
 			Sectors: []string{"financial-services"}, Clearance: alerts.TLPAmber, Sensitive: true, MinSeverity: alerts.SeverityModerate,
-			Email: []subscribers.Email{{Address: "fincrime@northbank.example"}}}, key: true, hooks: 2},
+			Email: []subscribers.Email{{Address: "fincrime@northbank.example"}},
+			// A pull channel, so that the sandbox's partner token (the
+			// bank's) can read a TAXII collection and a MISP feed.
+			Pull: &subscribers.Pull{MaxTLP: alerts.TLPAmber}}, key: true, hooks: 2},
 		{sub: subscribers.Subscriber{ID: agency, Name: "StaffRight Recruitment Ltd", Kind: subscribers.KindBusiness,
 			Sectors: []string{"recruitment", "hospitality"}, Regions: []string{"TLI", "TLJ"}, Clearance: alerts.TLPGreen,
 			Email: []subscribers.Email{{Address: "compliance@staffright.example"}}}, key: true, hooks: 1},
@@ -173,10 +176,14 @@ type expected struct {
 	rule     string
 }
 
-// state is the final state the entry must reach.
+// state is the final state the entry must reach: an alert let into a
+// pull collection stays available until the partner pulls it.
 func (e expected) state() string {
-	if e.decision == delivery.Withhold {
+	switch {
+	case e.decision == delivery.Withhold:
 		return delivery.StateWithheld
+	case e.channel == delivery.ChannelPull:
+		return delivery.StateAvailable
 	}
 	return delivery.StateDelivered
 }
@@ -185,7 +192,8 @@ func (e expected) state() string {
 // from PRODUCT.md §3 rather than computed by the policy it checks.
 func expectations() []expected {
 	const (
-		email, hook                     = delivery.ChannelEmail, delivery.ChannelWebhook
+		email, hook, pull               = delivery.ChannelEmail, delivery.ChannelWebhook, delivery.ChannelPull
+		inPull                          = delivery.ModePull
 		deliver, notice, withhold       = delivery.Deliver, delivery.Notice, delivery.Withhold
 		signed, encrypted               = delivery.ModeSigned, delivery.ModeEncrypted
 		keyNotice, cancelNotice         = delivery.ModeKeyNotice, delivery.ModeCancelNotice
@@ -196,6 +204,7 @@ func expectations() []expected {
 		// 1. TLP:GREEN OFFICIAL, severe, to hospitality, recruitment and financial services.
 		{green, bank, email, deliver, signed, policy.RuleEmailSigned},
 		{green, bank, hook, deliver, signed, policy.RuleWebhookSign},
+		{green, bank, pull, deliver, inPull, policy.RulePullAvailable},
 		{green, agency, email, deliver, signed, policy.RuleEmailSigned},
 		{green, agency, hook, deliver, signed, policy.RuleWebhookSign},
 		{green, hotels, email, deliver, signed, policy.RuleEmailSigned},
@@ -208,6 +217,7 @@ func expectations() []expected {
 		// 2. TLP:AMBER OFFICIAL-SENSITIVE, extreme, to hospitality and financial services.
 		{amber, bank, email, deliver, encrypted, policy.RuleEmailCrypt},
 		{amber, bank, hook, deliver, signed, policy.RuleWebhookSign},
+		{amber, bank, pull, deliver, inPull, policy.RulePullAvailable},
 		{amber, agency, email, withhold, "", policy.RuleClearance},
 		{amber, agency, hook, withhold, "", policy.RuleClearance},
 		{amber, hotels, email, notice, keyNotice, policy.RuleNoUsableKey},
@@ -225,6 +235,7 @@ func expectations() []expected {
 		// suspended partner nothing.
 		{cancelOfGreen, bank, email, deliver, encrypted, policy.RuleEmailCrypt},
 		{cancelOfGreen, bank, hook, deliver, signed, policy.RuleWebhookSign},
+		{cancelOfGreen, bank, pull, deliver, inPull, policy.RulePullAvailable},
 		{cancelOfGreen, agency, email, notice, cancelNotice, policy.RuleNoLongerEligible},
 		{cancelOfGreen, agency, hook, notice, cancelNotice, policy.RuleNoLongerEligible},
 		{cancelOfGreen, hotels, email, notice, followUpKeyNotice, policy.RuleFollowUpNoKey},

@@ -98,7 +98,7 @@ func sandboxTokens() ([]Token, error) {
 		{Name: TokenAnalyst, Role: config.RoleAnalyst, What: "compose, preview and publish"},
 		{Name: TokenSecondAnalyst, Role: config.RoleAnalyst, What: "approve or reject what the first analyst publishes at TLP:AMBER and above"},
 		{Name: TokenAdmin, Role: config.RoleAdmin, What: "partners, their endpoints, the audit trail"},
-		{Name: bank, Role: config.RolePartner, Subscriber: bank, What: "only this partner's own data (the partner API)"},
+		{Name: bank, Role: config.RolePartner, Subscriber: bank, What: "only this partner's own data (the partner API, its TAXII collection and MISP feed)"},
 	}
 	for i := range ts {
 		b := make([]byte, 32)

@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,6 +66,40 @@ func TestServeKeepsTheStackRunning(t *testing.T) {
 		mails, _ := filepath.Glob(filepath.Join(sb.EmailDir, "*-northbank.eml"))
 		return len(hooks) == 1 && len(mails) == 1
 	}, time.Minute, 50*time.Millisecond, "the bank's webhook and mailbox received the alert")
+
+	// The bank's partner token reads its pull collection, as
+	// docs/partner-formats.md's "Trying it with curl" does: the TAXII
+	// collection holds the demo's alerts, and the MISP feed answers.
+	get := func(path string, basic bool) (int, []byte) {
+		req, err := http.NewRequestWithContext(ctx, "GET", sb.Console+path, nil)
+		require.NoError(t, err)
+		if basic {
+			req.SetBasicAuth("partner", sb.TokenFor(bank))
+		} else {
+			req.Header.Set("Authorization", "Bearer "+sb.TokenFor(bank))
+			req.Header.Set("Accept", "application/taxii+json;version=2.1")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, b
+	}
+	var cols struct {
+		Collections []struct{ ID string } `json:"collections"`
+	}
+	code, b := get("taxii2/herald/collections/", false)
+	require.Equal(t, http.StatusOK, code, string(b))
+	require.NoError(t, json.Unmarshal(b, &cols))
+	require.Len(t, cols.Collections, 1, string(b))
+	require.Eventually(t, func() bool {
+		code, b := get("taxii2/herald/collections/"+cols.Collections[0].ID+"/objects/", false)
+		return code == http.StatusOK && bytes.Contains(b, []byte(checked.Alerts[1].ID))
+	}, 30*time.Second, 100*time.Millisecond, "the bank's collection holds the demo's TLP:AMBER alert")
+	code, b = get("misp/feed/manifest.json", true)
+	require.Equal(t, http.StatusOK, code, string(b))
+	require.NotEqual(t, "{}", strings.TrimSpace(string(b)), "the bank's MISP feed has events")
 
 	cancel()
 	select {

@@ -14,10 +14,11 @@ import (
 // contentKey returns the key under which the rendering of job is cached:
 // a SHA-256 over everything the rendering depends on, each part
 // length-prefixed: the exact alert content (alertBytes), the mode, the
-// alerts the target holds and the issuer name. Never the alert id alone:
+// alerts the target holds, the issuer name and, for a key notice, what it
+// says of the target's key (ks). Never the alert id alone:
 // two different alerts published under one id must never share a
 // rendering (issue 10).
-func contentKey(job *delivery.Job, issuer string) ([32]byte, error) {
+func contentKey(job *delivery.Job, issuer string, ks keyState) ([32]byte, error) {
 	alert, err := alertBytes(job)
 	if err != nil {
 		return [32]byte{}, err
@@ -32,9 +33,17 @@ func contentKey(job *delivery.Job, issuer string) ([32]byte, error) {
 	field(alert)
 	field([]byte(job.Mode))
 	field([]byte(issuer))
+	field(binary.BigEndian.AppendUint64(nil, uint64(len(job.Held))))
 	for _, held := range job.Held {
 		field([]byte(held.ID))
 		field([]byte(held.Title))
+	}
+	field([]byte(ks.fingerprint))
+	field([]byte(ks.why))
+	if ks.usable {
+		field([]byte{1})
+	} else {
+		field([]byte{0})
 	}
 	var key [32]byte
 	h.Sum(key[:0])

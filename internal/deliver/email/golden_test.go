@@ -52,7 +52,8 @@ func golden(t *testing.T, file string, got []byte) {
 func TestGolden(t *testing.T) {
 	sink := smtptest.New(t, smtptest.Options{})
 	n := newNotifier(t, sink, pgptest.AgencySigner(t), nil)
-	sub := partner(t, map[string]string{"ops@acme.example": ""})
+	// The address's key expired: the key notices say so, and name it.
+	sub := partner(t, map[string]string{"ops@acme.example": pgptest.Expired})
 	green := testAlert("GREEN-G", alerts.TLPGreen, alerts.MarkingOfficial)
 	amber := testAlert("AMBER-G", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
 	cancel := testAlert("AMBER-G2", alerts.TLPAmber, alerts.MarkingOfficialSensitive)

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/herald-alerts/herald/alerts"
+	"github.com/herald-alerts/herald/crypto/pgp"
 	"github.com/herald-alerts/herald/internal/deliver/email"
 	"github.com/herald-alerts/herald/internal/delivery"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
@@ -40,8 +42,8 @@ func followUp(id string, typ alerts.Type, refs ...string) *alerts.Alert {
 // cancels, with the longest ids and titles, and checks what each says:
 // it names the alert the partner holds (with the title it received in
 // the clear), says it was withdrawn or updated, gives the key advice where
-// the key is the reason, carries nothing of the follow-up's content, and
-// every line fits in 72 columns.
+// the key is the reason (here, the address has none), carries nothing of
+// the follow-up's content, and every line fits in 72 columns.
 func TestNoticeTexts(t *testing.T) {
 	sink := smtptest.New(t, smtptest.Options{})
 	signer := pgptest.AgencySigner(t)
@@ -49,7 +51,7 @@ func TestNoticeTexts(t *testing.T) {
 	sub := partner(t, map[string]string{"ops@acme.example": ""})
 	const addr = "ops@acme.example"
 	title := strings.TrimSpace(strings.NewReplacer("\r", " ", "\n", " ").Replace(longTitle))
-	keyNeeded := "it may only be sent encrypted, and the OpenPGP key we hold for this address is missing, expired, revoked or cannot be used for encryption."
+	keyNeeded := "it may only be sent encrypted, and we hold no OpenPGP key for this address."
 	keyAdvice := "Please send a current OpenPGP public key for this address"
 	withJob := func(a *alerts.Alert, mode string, held ...delivery.Held) *delivery.Job {
 		j := job(a, sub, addr, mode)
@@ -221,4 +223,70 @@ func TestFollowUpKeyNoticeNeedsAFollowUp(t *testing.T) {
 	require.False(t, f.Temporary)
 	require.Equal(t, delivery.ReasonInvalid, f.Reason)
 	require.Zero(t, sink.Count())
+}
+
+// TestKeyNoticeSaysWhyAndWhichKey: a key notice says what is wrong with
+// the key Herald holds for the address, as judged when it is sent, and
+// names that key by its fingerprint, so that the partner knows what to
+// fix; a key replaced by a usable one since is named too, and the notice
+// says so rather than ask for another. Each address's notice of one alert
+// is rendered for its own key, and none carries the alert's content.
+func TestKeyNoticeSaysWhyAndWhichKey(t *testing.T) {
+	sink := smtptest.New(t, smtptest.Options{})
+	signer := pgptest.AgencySigner(t)
+	n := newNotifier(t, sink, signer, nil)
+	names := map[string]string{"none@acme.example": "", "expired@acme.example": pgptest.Expired,
+		"revoked@acme.example": pgptest.Revoked, "signonly@acme.example": pgptest.SignOnly,
+		"v6@acme.example": pgptest.V6, "alice@acme.example": pgptest.Alice}
+	sub := partner(t, names)
+	fingerprint := func(name string) string {
+		pub, _ := pgptest.RecipientKey(t, name)
+		info, err := pgp.InspectKey(pub, time.Now())
+		require.NoError(t, err)
+		return info.Fingerprint
+	}
+	a := testAlert("AMBER-K", alerts.TLPAmber, alerts.MarkingOfficialSensitive)
+	update := followUp("AMBER-K2", alerts.TypeUpdate, "AMBER-K")
+	for _, c := range []struct {
+		addr string
+		why  string // the clause after "it may only be sent encrypted, and"
+		not  []string
+	}{
+		{"none@acme.example", "we hold no OpenPGP key for this address.", []string{"Key fingerprint"}},
+		{"expired@acme.example", "the OpenPGP key we hold for this address expired on 2020-01-02.", nil},
+		{"revoked@acme.example", "the OpenPGP key we hold for this address is revoked.", nil},
+		{"signonly@acme.example", "the OpenPGP key we hold for this address has no valid encryption subkey (it can only sign).", nil},
+		{"v6@acme.example", "the OpenPGP key we hold for this address cannot be used for encryption: version 6 keys are not supported by GnuPG 2.2", nil},
+		{"alice@acme.example", "the OpenPGP key we held for this address could not be used for encryption when it was sent.",
+			[]string{"Please send a current OpenPGP public key"}},
+	} {
+		t.Run(c.addr, func(t *testing.T) {
+			for _, j := range []*delivery.Job{job(a, sub, c.addr, delivery.ModeKeyNotice),
+				job(update, sub, c.addr, delivery.ModeFollowUpKeyNotice)} {
+				before := sink.Count()
+				require.NoError(t, notify(t, n, j, sub))
+				raw := sink.Messages()[before].Data
+				v, err := verifySigned(t, raw, signer)
+				require.NoError(t, err)
+				text := nospace(v.Text)
+				require.Contains(t, text, nospace("it may only be sent encrypted, and "+c.why), j.Mode)
+				if name := names[c.addr]; name != "" {
+					require.Contains(t, text, "Keyfingerprint:"+fingerprint(name), j.Mode)
+				}
+				if c.addr == "alice@acme.example" {
+					require.Contains(t, text, nospace("The key we hold now can be used: alerts sent from now on will reach you encrypted."))
+				}
+				for _, w := range c.not {
+					require.NotContains(t, flat(v.Text), w, j.Mode)
+				}
+				for _, secret := range []string{secretTitle, secretSummary, secretBody, "Leeds", "+44 7700"} {
+					require.NotContains(t, string(raw), secret, "nothing of the alert's content")
+				}
+				for i, line := range strings.Split(v.Text, "\n") {
+					require.LessOrEqual(t, utf8.RuneCountInString(line), 72, "line %d is longer than 72 columns: %q", i+1, line)
+				}
+			}
+		})
+	}
+	require.Equal(t, uint64(2*len(names)), email.Renders(n), "each address's notices rendered for its own key")
 }

@@ -127,13 +127,17 @@ func (n *Notifier) Notify(ctx context.Context, job *delivery.Job, sub *subscribe
 		recipient = r
 	}
 
-	key, err := contentKey(job, n.issuer)
+	var ks keyState
+	if job.Mode == delivery.ModeKeyNotice || job.Mode == delivery.ModeFollowUpKeyNotice {
+		ks = n.keyState(job, sub)
+	}
+	key, err := contentKey(job, n.issuer, ks)
 	if err != nil {
 		return delivery.Permanent(delivery.ReasonInvalid, fmt.Errorf("email: alert %s: %w", a.ID, err))
 	}
 	c, err := n.cache.get(ctx, key, func() (*content, error) {
 		n.renders.Add(1)
-		return render(job, n.issuer, n.signer.Fingerprint())
+		return render(job, n.issuer, n.signer.Fingerprint(), ks)
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -192,14 +196,7 @@ func (n *Notifier) messageID(deliveryID string) string { return deliveryID + "@"
 // recipient re-checks the target's key now and returns it, or says why
 // it cannot be encrypted to.
 func (n *Notifier) recipient(job *delivery.Job, sub *subscribers.Subscriber) (*pgp.Recipient, error) {
-	var key string
-	found := false
-	for _, e := range sub.Email {
-		if strings.EqualFold(e.Address, job.Target) {
-			key, found = e.PGPKey, true
-			break
-		}
-	}
+	key, found := targetKey(job, sub)
 	switch {
 	case !found:
 		return nil, fmt.Errorf("email: %s is not an address of %s", job.Target, sub.ID)
@@ -211,6 +208,51 @@ func (n *Notifier) recipient(job *delivery.Job, sub *subscribers.Subscriber) (*p
 		return nil, fmt.Errorf("email: key for %s unusable: %w", job.Target, err)
 	}
 	return r, nil
+}
+
+// targetKey returns the armoured key sub's record holds for job's target
+// ("" for none), and whether the record has the address at all.
+func targetKey(job *delivery.Job, sub *subscribers.Subscriber) (key string, found bool) {
+	for _, e := range sub.Email {
+		if strings.EqualFold(e.Address, job.Target) {
+			return e.PGPKey, true
+		}
+	}
+	return "", false
+}
+
+// keyState judges, now, the key sub's record holds for job's target, for
+// a key notice to say what the partner must fix: its fingerprint when the
+// key parses, and why it cannot be encrypted to (pgp.Recipient.At) when it
+// cannot. The zero keyState when the record does not have the address.
+func (n *Notifier) keyState(job *delivery.Job, sub *subscribers.Subscriber) keyState {
+	key, found := targetKey(job, sub)
+	switch {
+	case !found:
+		return keyState{}
+	case strings.TrimSpace(key) == "":
+		return keyState{why: "we hold no OpenPGP key for this address"}
+	}
+	r, err := n.keys.Parsed(key)
+	if err != nil {
+		return keyState{why: "the OpenPGP key we hold for this address cannot be read"}
+	}
+	fp := r.Fingerprint()
+	if _, err := r.At(n.now()); err != nil {
+		// The error names the key by its fingerprint first, which the
+		// notice shows on a line of its own.
+		const ours = "the OpenPGP key we hold for this address"
+		msg := oneLine(err.Error())
+		rest, ok := strings.CutPrefix(msg, "key "+fp)
+		switch {
+		case ok && strings.HasPrefix(rest, " "): // "is revoked", "expired on 2020-01-02"
+			return keyState{fingerprint: fp, why: ours + rest}
+		case ok: // ": its user id is revoked"
+			return keyState{fingerprint: fp, why: ours + " cannot be used for encryption" + rest}
+		}
+		return keyState{fingerprint: fp, why: ours + " cannot be used for encryption: " + msg}
+	}
+	return keyState{fingerprint: fp, usable: true}
 }
 
 // classify maps a send error onto a delivery failure: a relay that refused

@@ -337,19 +337,71 @@ const keyAdvice = "Please send a current OpenPGP public key for this address (ve
 	"Curve25519 or RSA, with an encryption subkey) to your agency contact. " +
 	"Alerts sent after the key is updated will reach you encrypted."
 
-// noKey says why an address cannot read an encrypted message.
+// usableAdvice tells a partner whose key was replaced by a usable one
+// after the alert was sent what follows.
+const usableAdvice = "The key we hold now can be used: alerts sent from now on will reach you " +
+	"encrypted. Ask your agency contact for anything you missed."
+
+// noKey says why an address cannot read an encrypted message, when Herald
+// cannot say more (keyState.noKey).
 const noKey = "it may only be sent encrypted, and the OpenPGP key we hold for this " +
 	"address is missing, expired, revoked or cannot be used for encryption."
 
+// keyState is what a key notice says of the key Herald holds for its
+// address, judged when the notice is sent (Notifier.keyState). It is of
+// the partner's record, never of the alert.
+type keyState struct {
+	// fingerprint is the key's, when the record holds one that parses.
+	fingerprint string
+	// why says, as a clause, why the key cannot be encrypted to: "we
+	// hold no OpenPGP key for this address", "the OpenPGP key we hold
+	// for this address expired on 2020-01-02". Empty when not known, or
+	// when the key is usable.
+	why string
+	// usable reports that the key can be encrypted to now: it was
+	// replaced after the alert was sent.
+	usable bool
+}
+
+// noKey says why an address cannot read an encrypted message, starting
+// "it may only be sent encrypted": as specifically as ks knows.
+func (ks keyState) noKey() string {
+	switch {
+	case ks.why != "":
+		return "it may only be sent encrypted, and " + ks.why + "."
+	case ks.usable:
+		return "it may only be sent encrypted, and the OpenPGP key we held for this address " +
+			"could not be used for encryption when it was sent."
+	}
+	return noKey
+}
+
+// advice tells the partner what to do about its key.
+func (ks keyState) advice() string {
+	if ks.usable {
+		return usableAdvice
+	}
+	return keyAdvice
+}
+
+// keyParagraphs are the paragraphs of a key notice that name the key
+// Herald holds, when it holds one that parses.
+func (ks keyState) keyParagraphs() []string {
+	if ks.fingerprint == "" {
+		return nil
+	}
+	return []string{"Key fingerprint: " + groupFingerprint(ks.fingerprint)}
+}
+
 // renderKeyNotice is the content-free notice sent to an address without a
-// usable key for a new alert: it names the alert's id and label only.
-func renderKeyNotice(a *alerts.Alert) string {
+// usable key for a new alert: it names the alert's id and label only, and
+// what is wrong with the key (ks).
+func renderKeyNotice(a *alerts.Alert, ks keyState) string {
 	var w textWriter
 	w.line("%s", banner(a))
-	w.paragraphs(
-		fmt.Sprintf("Herald has an alert (%s) for your organisation at this address, but %s", oneLine(a.ID), noKey),
-		"Nothing of the alert's content is in this message. "+keyAdvice,
-	)
+	ps := []string{fmt.Sprintf("Herald has an alert (%s) for your organisation at this address, but %s", oneLine(a.ID), ks.noKey())}
+	ps = append(ps, ks.keyParagraphs()...)
+	w.paragraphs(append(ps, "Nothing of the alert's content is in this message. "+ks.advice())...)
 	return w.String()
 }
 
@@ -388,7 +440,7 @@ func renderCancelNotice(job *delivery.Job) string {
 // it names the alerts the partner holds, says they were updated or
 // withdrawn, and why the follow-up did not come, with the key advice
 // (PRODUCT.md §3 rule 7: never only a key notice).
-func renderFollowUpKeyNotice(job *delivery.Job) string {
+func renderFollowUpKeyNotice(job *delivery.Job, ks keyState) string {
 	a := job.Alert
 	phrase, has, it := heldPhrase(held(job))
 	var ps []string
@@ -396,16 +448,17 @@ func renderFollowUpKeyNotice(job *delivery.Job) string {
 		ps = []string{
 			fmt.Sprintf("%s, which your organisation received from Herald, %s been withdrawn; stop acting on %s, do not share %s further, and delete %s in line with your handling procedures.",
 				phrase, has, it, it, it),
-			"The withdrawal itself could not be sent to this address: " + noKey,
+			"The withdrawal itself could not be sent to this address: " + ks.noKey(),
 		}
 	} else {
 		ps = []string{
 			fmt.Sprintf("%s, which your organisation received from Herald, %s been updated. The update could not be sent to this address: %s",
-				phrase, has, noKey),
+				phrase, has, ks.noKey()),
 			fmt.Sprintf("Ask your agency contact for the update before you act further on %s.", it),
 		}
 	}
-	ps = append(ps, keyAdvice, whose(a))
+	ps = append(ps, ks.keyParagraphs()...)
+	ps = append(ps, ks.advice(), whose(a))
 	var w textWriter
 	w.line("%s", banner(a))
 	w.paragraphs(ps...)
@@ -413,9 +466,10 @@ func renderFollowUpKeyNotice(job *delivery.Job) string {
 }
 
 // render renders what job's message says. It depends only on what
-// contentKey digests: the alert, the mode, the held alerts and the issuer
-// (and the notifier's own signing key, whose fingerprint the footer shows).
-func render(job *delivery.Job, issuer, fingerprint string) (*content, error) {
+// contentKey digests: the alert, the mode, the held alerts, the issuer and
+// what a key notice says of the target's key (ks) (and the notifier's own
+// signing key, whose fingerprint the footer shows).
+func render(job *delivery.Job, issuer, fingerprint string, ks keyState) (*content, error) {
 	a := job.Alert
 	c := &content{}
 	var text string
@@ -431,7 +485,7 @@ func render(job *delivery.Job, issuer, fingerprint string) (*content, error) {
 		}
 	case delivery.ModeKeyNotice:
 		c.subject = keyNoticeSubject(a)
-		text = renderKeyNotice(a)
+		text = renderKeyNotice(a, ks)
 	case delivery.ModeCancelNotice:
 		c.subject, c.ack = cancelNoticeSubject(job), true
 		text = renderCancelNotice(job)
@@ -447,7 +501,7 @@ func render(job *delivery.Job, issuer, fingerprint string) (*content, error) {
 			return nil, fmt.Errorf("a %s is for an update or cancel, not a %s", job.Mode, a.Type)
 		}
 		c.subject, c.ack = followUpKeyNoticeSubject(job), true
-		text = renderFollowUpKeyNotice(job)
+		text = renderFollowUpKeyNotice(job, ks)
 	default:
 		return nil, fmt.Errorf("unknown mode %q", job.Mode)
 	}
