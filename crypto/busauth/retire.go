@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/google/renameio/v2"
 )
 
 // retiredWord follows a retired key on its line of a key file.
@@ -170,34 +171,34 @@ func Retire(data []byte, ends Cutoffs) ([]byte, []Retirement, error) {
 	return out.Bytes(), done, nil
 }
 
-// WriteFile replaces the key file at path with data, mode 0600, at once:
-// it writes a temporary file beside it and renames it into place, so a
-// process starting meanwhile reads the old file or the new one, whole.
+// WriteFile replaces the key file at path with data, mode 0600, at once
+// (renameio: a temporary file beside it, synced, renamed into place), so a
+// process starting meanwhile reads the old file or the new one, whole. A
+// symbolic link is followed: the file it names is replaced and the link
+// kept. The file keeps its owner and group, so that a run as root does
+// not leave a file the Herald processes' user cannot read; when they
+// cannot be kept (another user's file, run without the right to give it
+// back), nothing is written.
 func WriteFile(path string, data []byte) error {
 	if _, err := Parse(data); err != nil {
 		return fmt.Errorf("write publishing key %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".publishing-key-*")
+	target, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return fmt.Errorf("write publishing key: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // after the rename, nothing is there
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
+	f, err := renameio.NewPendingFile(target, renameio.WithStaticPermissions(0o600))
+	if err != nil {
 		return fmt.Errorf("write publishing key: %w", err)
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	defer f.Cleanup() // after the rename, nothing is left to clean
+	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("write publishing key: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write publishing key: %w", err)
+	if err := keepOwner(f.File, target); err != nil {
+		return fmt.Errorf("write publishing key %s: keep its owner: %w (run as the file's owner, or as root)", target, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write publishing key: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := f.CloseAtomicallyReplace(); err != nil {
 		return fmt.Errorf("write publishing key: %w", err)
 	}
 	return nil

@@ -6,8 +6,10 @@ import (
 	"os"
 
 	"github.com/herald-alerts/herald/crypto/busauth"
+	"github.com/herald-alerts/herald/internal/audit"
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
+	"github.com/herald-alerts/herald/internal/record"
 )
 
 // KeyRetirement is what RetireKeys did, or, in a dry run, would do.
@@ -36,8 +38,9 @@ type KeyRetirement struct {
 // no waiting and loses no history; every Herald process must be running
 // with the new key first (the file's first key signs), or whatever a
 // process still signs with the old key afterwards is refused. A file of
-// one key is refused with busauth.ErrOneKey.
-func RetireKeys(ctx context.Context, b *bus.Bus, cfg *config.Config, dryRun bool) (KeyRetirement, error) {
+// one key is refused with busauth.ErrOneKey. A rewrite is recorded in the
+// audit trail (record.ActionKeysRetire) as actor, when log is not nil.
+func RetireKeys(ctx context.Context, b *bus.Bus, cfg *config.Config, dryRun bool, actor string, log *audit.Log) (KeyRetirement, error) {
 	path, err := PublishingKeyFile(cfg)
 	if err != nil {
 		return KeyRetirement{}, err
@@ -65,6 +68,18 @@ func RetireKeys(ctx context.Context, b *bus.Bus, cfg *config.Config, dryRun bool
 	if res.Changed && !dryRun {
 		if err := busauth.WriteFile(path, out); err != nil {
 			return res, err
+		}
+		if log != nil {
+			var now []string
+			for _, k := range done {
+				if !k.Already {
+					now = append(now, k.ID)
+				}
+			}
+			if err := log.Record(ctx, record.Audit{Actor: actor, Action: record.ActionKeysRetire, Object: "publishing-key:" + res.Signing,
+				Details: map[string]any{"retired": now, "topics": len(ends)}}); err != nil {
+				return res, fmt.Errorf("wrote %s, but could not record it in the audit trail: %w", path, err)
+			}
 		}
 	}
 	return res, nil

@@ -49,7 +49,7 @@ func TestHistorySurvivesARetiredKey(t *testing.T) {
 	keys := keyFile(t, keyLine(t, dataB), keyLine(t, dataA))
 	onlyB := keyFile(t, keyLine(t, dataB))
 	e.cfg.Publishing.KeyFile = keys
-	res, err := app.RetireKeys(ctx, openWithKeys(t, e.cfg, keys), &e.cfg, false)
+	res, err := app.RetireKeys(ctx, openWithKeys(t, e.cfg, keys), &e.cfg, false, "test", nil)
 	require.NoError(t, err)
 	require.True(t, res.Changed)
 	require.Len(t, res.Keys, 1)

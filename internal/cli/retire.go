@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/herald-alerts/herald/crypto/busauth"
 	"github.com/herald-alerts/herald/internal/app"
@@ -49,7 +50,7 @@ func newRetireCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			res, err := app.RetireKeys(cmd.Context(), b, c, dryRun)
+			res, err := app.RetireKeys(cmd.Context(), b, c, dryRun, operator(), app.AuditLog(b, time.Now))
 			if errors.Is(err, busauth.ErrOneKey) {
 				return invalid(err)
 			}

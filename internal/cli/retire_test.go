@@ -66,6 +66,10 @@ func TestKeysRetire(t *testing.T) {
 	assert.Equal(t, strings.Split(string(data), "\n")[0], lines[1], "the signing key kept as it was")
 	assert.Regexp(t, `^hbk1\.\S+ retired alert-ids=0,0,0;alerts=0,0,0;.*receipts=[0-9,]+;`, lines[2])
 
+	code, out, errOut = run(t, "", "audit", "list", "--action", "keys.retire")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "publishing-key:"+newID, "the rewrite is in the audit trail")
+
 	code, out, errOut = run(t, "", "keys", "retire")
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "was retired before: its offsets are kept")

@@ -74,6 +74,12 @@ const (
 	// leaves a trace (an ActionKeysResignStart with no ActionKeysResign
 	// after it).
 	ActionKeysResignStart = "keys.resign.start"
+	// ActionKeysRetire is a run of `herald keys retire` that rewrote the
+	// publishing key file (Object "publishing-key:" + the id of the key
+	// that signs): the keys retired and at how many topics' ends. What a
+	// process trusts on the bus changes with it once the file is
+	// deployed.
+	ActionKeysRetire = "keys.retire"
 )
 
 // Actions lists every audit action, in the order the console's audit
@@ -85,7 +91,7 @@ var Actions = []string{
 	ActionEndpointEnable, ActionDeadReplay, ActionTokenRefused,
 	ActionPartnerAck, ActionPartnerKey, ActionPartnerSecret,
 	ActionPartnerReplay, ActionPartnerPull, ActionKeysResign,
-	ActionKeysResignStart,
+	ActionKeysResignStart, ActionKeysRetire,
 }
 
 // Audit is one entry of the audit trail: who did what to which object,
