@@ -171,6 +171,7 @@ func TestValidateRefusesAKeyTwiceAndBytesNotUTF8(t *testing.T) {
 
 	code, out, errOut = run(t, strings.Replace(alert, `,"tlp":"GREEN"`, "", 1), "validate", "-")
 	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "valid: alert TLP:RED [OFFICIAL] Car wash\n", out)
 	code, out, errOut = run(t, strings.Replace(strings.Replace(alert, `,"tlp":"GREEN"`, "", 1), "Car wash", "Car \xffwash", 1), "validate", "-")
 	require.Equal(t, 2, code, out)
 	assert.Contains(t, errOut, "  title: is not UTF-8 text (byte 0xff at offset 14)")
