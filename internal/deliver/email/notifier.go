@@ -30,7 +30,7 @@ type Notifier struct {
 	log     *slog.Logger
 	pool    *pool
 	cache   *renderings
-	keys    *pgp.RecipientCache
+	keys    *pgp.ParsedKeys // judged by cfg.Keys first
 	now     func() time.Time
 	renders atomic.Uint64 // renderings made, for tests
 }
@@ -68,7 +68,7 @@ func New(cfg Config, signer *pgp.Signer, log *slog.Logger) (*Notifier, error) {
 		log:    log,
 		pool:   newPool(cfg),
 		cache:  newRenderings(cacheSize),
-		keys:   cfg.Keys,
+		keys:   &pgp.ParsedKeys{Verdicts: cfg.Keys},
 		now:    time.Now,
 	}, nil
 }
