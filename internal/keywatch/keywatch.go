@@ -257,9 +257,10 @@ func threshold(ts []time.Duration, left time.Duration) (time.Duration, bool) {
 }
 
 // Check looks at every key of subs once and queues the notices that are
-// due and not yet sent (by any process). Each key is parsed once (Keys)
-// but described and judged at every check: a key made after now (its
-// owner's clock ahead) gets its notices once it can be used.
+// due and not yet sent (by any process). Each key is judged at every
+// check (Keys: parsed again only when its verdict no longer holds at
+// now): a key made after now (its owner's clock ahead) gets its notices
+// once it can be used.
 func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error {
 	now := w.now()
 	var due []delivery.KeyExpiry
