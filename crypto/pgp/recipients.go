@@ -22,11 +22,11 @@ import (
 // cached (each would be forgotten just before its turn
 // came again) and re-parse them all for every alert: about 0.15 ms for an
 // Ed25519 key and 0.5 ms for an RSA-3072 one, 20 to 60 CPU seconds per
-// alert at this size. A verdict takes about 0.4 KiB of heap with its LRU
-// entry, where a parsed key took 6.5 KiB (Ed25519 with a Curve25519
-// subkey) to 8.5 KiB (RSA-3072), measured (BenchmarkKeyHeap,
-// docs/BENCHMARKS.md "Partners' keys: a verdict per key"): a full cache
-// holds about 50 MiB, not 0.85 to 1.1 GiB; it grows only with the keys a
+// alert at this size. A verdict takes about 0.3 KiB of heap with its LRU
+// entry and map slot (307 B measured, Ed25519 or RSA-3072), where a parsed
+// key took 6.8 KiB (Ed25519 with a Curve25519 subkey) to 8.8 KiB
+// (RSA-3072) (BenchmarkKeyHeap, docs/BENCHMARKS.md "Partners' keys: a
+// verdict per key"): a full cache holds about 40 MiB, not 0.85 to 1.1 GiB; it grows only with the keys a
 // process is asked about, and the registry already holds their armour
 // (0.75 to 2.5 KiB each). BenchmarkRecipientCacheAudience measures a pass
 // over an audience within the bound and one just beyond it.
@@ -136,8 +136,8 @@ func (c *RecipientCache) verdicts() *simplelru.LRU[[sha256.Size]byte, judged] {
 // moments of each other, and their retries; the policy's pass over an
 // audience, which would want every key at once, needs verdicts only. 2,048
 // keys cover the deliveries in flight of a deliver process many times
-// over (delivery.concurrency, 64 by default) and take 13 to 17 MiB at
-// most (6.5 to 8.5 KiB a key); a key forgotten is parsed again, 0.15 to
+// over (delivery.concurrency, 64 by default) and take 14 to 18 MiB at
+// most (6.8 to 8.8 KiB a key); a key forgotten is parsed again, 0.15 to
 // 0.5 ms.
 const MaxParsedKeys = 2048
 
