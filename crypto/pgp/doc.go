@@ -11,6 +11,12 @@
 // keys, X25519 (algorithm 25) recipients and AEAD encryption are not used
 // because GnuPG 2.2 cannot read them.
 //
+// Partners' keys are judged (ParseRecipient) far more often than they
+// change, so a process keeps a verdict per key (RecipientCache: usable or
+// why not, fingerprint, expiry, and the interval in which go-crypto's
+// time checks cannot change them), about 0.3 KiB each, and keeps parsed
+// (6.8 to 8.8 KiB each) only the few keys it encrypts to (ParsedKeys).
+//
 // Encryption follows RFC 4880 §5.1 and §5.13: a session key encrypts the
 // payload once into a Symmetrically Encrypted Integrity Protected Data
 // packet (with MDC); each recipient's message is its own Public-Key

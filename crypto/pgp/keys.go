@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -281,4 +282,65 @@ func whyNoSubkey(e *openpgp.Entity, now time.Time) string {
 func CheckRecipientKey(armored string, now time.Time) error {
 	_, err := ParseRecipient(armored, now)
 	return err
+}
+
+// steady returns the seconds [from, until) (Unix time, as go-crypto
+// compares it) around now within which every judgment of the key (At,
+// Info) is the one made at now. go-crypto v1.5 compares a time only with a
+// key's or signature's creation and with creation + lifetime, in whole
+// seconds: PublicKey.KeyExpired (creation > now, now > creation + key
+// lifetime) and Signature.SigExpired (creation > now, now > creation +
+// signature lifetime), which Entity.EncryptionKey, Entity.Revoked,
+// Identity.Revoked and Subkey.Revoked (through revoked; a revocation for
+// a compromised key holds at any time) apply to the primary key, its
+// self-signature, the subkeys and their binding signatures and every
+// revocation; parsing and PrimarySelfSignature use no time. A creation at
+// c changes the answer between c−1 and c, an expiry at e between e and
+// e+1, so those are the steps; every signature the key carries is
+// counted (certifications too), which can only narrow the interval.
+// math.MinInt64 and math.MaxInt64 stand for no step before or after now.
+func (r *Recipient) steady(now time.Time) (from, until int64) {
+	from, until = math.MinInt64, math.MaxInt64
+	t := now.Unix()
+	step := func(s int64) {
+		if s <= t {
+			from = max(from, s)
+		} else {
+			until = min(until, s)
+		}
+	}
+	lifetime := func(created time.Time, secs *uint32) {
+		if secs != nil && *secs != 0 {
+			step(created.Add(time.Duration(*secs)*time.Second).Unix() + 1)
+		}
+	}
+	sig := func(key *packet.PublicKey, s *packet.Signature) {
+		if s == nil {
+			return
+		}
+		step(s.CreationTime.Unix())
+		lifetime(s.CreationTime, s.SigLifetimeSecs)
+		lifetime(key.CreationTime, s.KeyLifetimeSecs)
+	}
+	e := r.entity
+	step(e.PrimaryKey.CreationTime.Unix())
+	sigs := func(key *packet.PublicKey, list []*packet.Signature) {
+		for _, s := range list {
+			sig(key, s)
+		}
+	}
+	sig(e.PrimaryKey, e.SelfSignature)
+	sigs(e.PrimaryKey, e.Revocations)
+	sigs(e.PrimaryKey, e.Signatures)
+	for _, id := range e.Identities {
+		sig(e.PrimaryKey, id.SelfSignature)
+		sigs(e.PrimaryKey, id.Revocations)
+		sigs(e.PrimaryKey, id.Signatures)
+	}
+	for _, sk := range e.Subkeys {
+		step(sk.PublicKey.CreationTime.Unix())
+		sig(sk.PublicKey, sk.Sig)
+		sigs(sk.PublicKey, sk.Revocations)
+	}
+	return from, until
 }

@@ -119,7 +119,7 @@ func (a *App) withKeyWatch(run func(context.Context) error) func(context.Context
 	w.Jobs, w.Receipts = a.bus.Producer(bus.TopicDeliveries), a.bus.Producer(bus.TopicReceipts)
 	w.Thresholds = a.cfg.Email.KeyExpiryWarning
 	w.Now = a.now
-	w.Keys = &keyChecks // the policy's: each key parsed once per process
+	w.Keys = &keyChecks // the policy's verdicts: each key parsed once per change of its judgment
 	w.Log = a.log.With("role", RoleFanout, "component", "keywatch")
 	a.metrics.MustRegister(w.Collectors()...)
 	return func(ctx context.Context) error {

@@ -28,18 +28,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// keyChecks keeps the keys the policy judges parsed (pgp.RecipientCache):
-// parsing a key is by far the most expensive part of evaluating the
-// policy, and the same keys are checked for every alert; each is judged
-// at the time asked. The email notifier and the key-expiry watch
-// (withKeyWatch) use it too: one parse per key per process.
+// keyChecks keeps the verdicts on the keys the policy judges
+// (pgp.RecipientCache), not the keys: parsing a key is by far the most
+// expensive part of evaluating the policy, and the same keys are checked
+// for every alert; a verdict holds until the next time the key's judgment
+// can change. The email notifier (which judges with it before it parses a
+// key to encrypt to) and the key-expiry watch (withKeyWatch) use it too:
+// one process-wide verdict cache.
 var keyChecks pgp.RecipientCache
 
 // KeyCheck reports why an armoured recipient key cannot be used to encrypt
 // at now.
 func KeyCheck(armored string, now time.Time) error {
-	_, err := keyChecks.Recipient(armored, now)
-	return err
+	return keyChecks.Check(armored, now)
 }
 
 // WebhookConfig maps the configuration onto the webhook notifier's.
@@ -106,7 +107,7 @@ func Notifiers(cfg *config.Config, signer *pgp.Signer, a *App) (map[string]deliv
 			return nil, nil, fmt.Errorf("acknowledgement links: %w", err)
 		}
 		ec.AckURL = AckURL(cfg, links, a.now)
-		ec.Keys = &keyChecks // the policy's: each key parsed once per process
+		ec.Keys = &keyChecks // the policy's verdicts: an unusable key is refused unparsed
 		n, err := email.New(ec, signer, a.log.With("channel", "email"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("email channel: %w", err)

@@ -141,10 +141,10 @@ type Watch struct {
 	Interval, Poll time.Duration
 	Now            func() time.Time
 	Log            *slog.Logger
-	// Keys keeps partners' keys parsed, by the digest of their armour:
-	// the process's one cache, which the policy's key checks and the
-	// email notifier share (internal/app). New sets one of the Watch's
-	// own.
+	// Keys keeps the verdicts on partners' keys, by the digest of their
+	// armour: the process's one cache, which the policy's key checks and
+	// the email notifier share (internal/app). New sets one of the
+	// Watch's own.
 	Keys *pgp.RecipientCache
 
 	claim   string
@@ -257,9 +257,10 @@ func threshold(ts []time.Duration, left time.Duration) (time.Duration, bool) {
 }
 
 // Check looks at every key of subs once and queues the notices that are
-// due and not yet sent (by any process). Each key is parsed once (Keys)
-// but described and judged at every check: a key made after now (its
-// owner's clock ahead) gets its notices once it can be used.
+// due and not yet sent (by any process). Each key is judged at every
+// check (Keys: parsed again only when its verdict no longer holds at
+// now): a key made after now (its owner's clock ahead) gets its notices
+// once it can be used.
 func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error {
 	now := w.now()
 	var due []delivery.KeyExpiry
@@ -272,11 +273,11 @@ func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error
 			if strings.TrimSpace(e.PGPKey) == "" {
 				continue
 			}
-			r, err := w.Keys.Parsed(e.PGPKey)
-			if err != nil {
+			v := w.Keys.Judge(e.PGPKey, now)
+			if !v.Parses() {
 				continue
 			}
-			info := r.Info(now)
+			info := v.Info
 			if info.Expires.IsZero() {
 				continue
 			}
@@ -288,7 +289,7 @@ func (w *Watch) Check(ctx context.Context, subs []*subscribers.Subscriber) error
 			case left <= SoonWindow:
 				soon++
 			}
-			if _, err := r.At(now); err != nil {
+			if v.Err != nil {
 				continue // revoked, not valid yet, or cannot encrypt: the policy's key notices say so
 			}
 			if t, ok := threshold(w.Thresholds, left); ok {

@@ -56,9 +56,11 @@ type Config struct {
 	// out. Key notices never carry one. It is called once per message and
 	// must be safe for concurrent use.
 	AckURL func(job *delivery.Job) string
-	// Keys, if set, is the cache of partners' parsed keys to use, shared
-	// with the policy's key checks in the same process; nil means one of
-	// the notifier's own.
+	// Keys, if set, is the cache of verdicts on partners' keys to judge
+	// a key with before it is parsed (pgp.RecipientCache), shared with
+	// the policy's key checks in the same process; nil means one of the
+	// notifier's own. The notifier keeps the keys it encrypts to parsed
+	// in a small cache of its own (pgp.ParsedKeys).
 	Keys *pgp.RecipientCache
 }
 

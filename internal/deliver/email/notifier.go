@@ -30,7 +30,7 @@ type Notifier struct {
 	log     *slog.Logger
 	pool    *pool
 	cache   *renderings
-	keys    *pgp.RecipientCache
+	keys    *pgp.ParsedKeys // judged by cfg.Keys first
 	now     func() time.Time
 	renders atomic.Uint64 // renderings made, for tests
 }
@@ -68,7 +68,7 @@ func New(cfg Config, signer *pgp.Signer, log *slog.Logger) (*Notifier, error) {
 		log:    log,
 		pool:   newPool(cfg),
 		cache:  newRenderings(cacheSize),
-		keys:   cfg.Keys,
+		keys:   &pgp.ParsedKeys{Verdicts: cfg.Keys},
 		now:    time.Now,
 	}, nil
 }
@@ -223,8 +223,8 @@ func targetKey(job *delivery.Job, sub *subscribers.Subscriber) (key string, foun
 
 // keyState judges, now, the key sub's record holds for job's target, for
 // a key notice to say what the partner must fix: its fingerprint when the
-// key parses, and why it cannot be encrypted to (pgp.Recipient.At) when it
-// cannot. The zero keyState when the record does not have the address.
+// key parses, and why it cannot be encrypted to (the process's verdict on
+// it, pgp.Verdict) when it cannot. The zero keyState when the record does not have the address.
 func (n *Notifier) keyState(job *delivery.Job, sub *subscribers.Subscriber) keyState {
 	key, found := targetKey(job, sub)
 	switch {
@@ -233,12 +233,12 @@ func (n *Notifier) keyState(job *delivery.Job, sub *subscribers.Subscriber) keyS
 	case strings.TrimSpace(key) == "":
 		return keyState{why: "we hold no OpenPGP key for this address"}
 	}
-	r, err := n.keys.Parsed(key)
-	if err != nil {
+	v := n.keys.Judge(key, n.now())
+	if !v.Parses() {
 		return keyState{why: "the OpenPGP key we hold for this address cannot be read"}
 	}
-	fp := r.Fingerprint()
-	if _, err := r.At(n.now()); err != nil {
+	fp := v.Info.Fingerprint
+	if err := v.Err; err != nil {
 		// The error names the key by its fingerprint first, which the
 		// notice shows on a line of its own.
 		const ours = "the OpenPGP key we hold for this address"
