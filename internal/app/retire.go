@@ -175,8 +175,12 @@ func RetireKeys(ctx context.Context, b *bus.Bus, cfg *config.Config, opt RetireO
 			return res, err
 		}
 		if opt.Log != nil {
+			details := map[string]any{"retired": now, "topics": len(ends)}
+			if len(res.Late) > 0 {
+				details["forced_past_late_records"] = len(res.Late) // --force: what the check found
+			}
 			if err := opt.Log.Record(ctx, record.Audit{Actor: opt.Actor, Action: record.ActionKeysRetire, Object: "publishing-key:" + res.Signing,
-				Details: map[string]any{"retired": now, "topics": len(ends)}}); err != nil {
+				Details: details}); err != nil {
 				return res, fmt.Errorf("wrote %s, but could not record it in the audit trail: %w", path, err)
 			}
 		}

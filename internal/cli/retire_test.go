@@ -182,6 +182,9 @@ func TestKeysRetireRefusesWhileAProcessSignsWithTheOldKey(t *testing.T) {
 	after, err := os.ReadFile(rotating)
 	require.NoError(t, err)
 	assert.Contains(t, string(after), " retired ")
+	code, out, errOut = run(t, "", "audit", "list", "--action", "keys.retire", "--output", "json")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, `"forced_past_late_records": 1`, "the audit trail says the check was forced past")
 }
 
 // TestKeysRetireQuietOnQuietPartitions: partitions whose last records the
