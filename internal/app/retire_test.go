@@ -49,9 +49,12 @@ func TestHistorySurvivesARetiredKey(t *testing.T) {
 	keys := keyFile(t, keyLine(t, dataB), keyLine(t, dataA))
 	onlyB := keyFile(t, keyLine(t, dataB))
 	e.cfg.Publishing.KeyFile = keys
-	res, err := app.RetireKeys(ctx, openWithKeys(t, e.cfg, keys), &e.cfg, false, "test", nil)
+	// Every process stopped: nothing signs with A any more, though it
+	// signed moments ago (the check of late records is forced past).
+	res, err := app.RetireKeys(ctx, openWithKeys(t, e.cfg, keys), &e.cfg, app.RetireOptions{Force: true, Since: 10 * time.Minute})
 	require.NoError(t, err)
 	require.True(t, res.Changed)
+	assert.NotEmpty(t, res.Late, "A signed moments ago, and B nothing yet")
 	require.Len(t, res.Keys, 1)
 	assert.False(t, res.Keys[0].Already)
 	assert.Len(t, res.Keys[0].Cutoffs[bus.TopicReceipts], e.cfg.Kafka.Partitions, "every partition of every topic")

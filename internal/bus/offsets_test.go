@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -53,4 +54,54 @@ func testOffsetsAgree(t *testing.T, brokers int) {
 		assert.Equal(t, want, got[topic], topic)
 		assert.EqualValues(t, map[string]int{bus.TopicReceipts: 37, bus.TopicSubscribers: 3, bus.TopicAlerts: 0}[topic], total, topic)
 	}
+}
+
+// TestReadRange: ReadRange reads the records of one partition between two
+// offsets, in order, with their Kafka timestamps, and nothing else;
+// records deleted by retention below the range's start are skipped.
+func TestReadRange(t *testing.T) {
+	c := kafkatest.Start(t, kafkatest.Partitions(2))
+	b := c.Open(t, c.Config())
+	ctx := t.Context()
+	p := b.Producer(bus.TopicReceipts)
+	old := keyed("old", 3)
+	at := time.Now().Add(-500 * 24 * time.Hour).UTC().Truncate(time.Millisecond)
+	for i := range old {
+		old[i].Time = at
+	}
+	require.NoError(t, p.WriteToPartition(ctx, 1, old...))
+	require.NoError(t, p.WriteToPartition(ctx, 1, keyed("new", 5)...))
+	require.NoError(t, p.WriteToPartition(ctx, 0, keyed("other", 2)...))
+
+	read := func(from, until int64) (keys []string, times []time.Time) {
+		t.Helper()
+		require.NoError(t, b.ReadRange(ctx, bus.TopicReceipts, 1, from, until, func(m kafka.Message) error {
+			assert.Equal(t, 1, m.Partition)
+			keys = append(keys, fmt.Sprintf("%s@%d", m.Key, m.Offset))
+			times = append(times, m.Time)
+			return nil
+		}))
+		return keys, times
+	}
+	keys, times := read(2, 5)
+	assert.Equal(t, []string{"old-02@2", "new-00@3", "new-01@4"}, keys)
+	assert.True(t, times[0].Equal(at), "the record's own timestamp: %v", times[0])
+	keys, _ = read(6, 8)
+	assert.Equal(t, []string{"new-03@6", "new-04@7"}, keys)
+	keys, _ = read(8, 8)
+	assert.Empty(t, keys)
+
+	c.Kfake().ApplyRetention()
+	require.Eventually(t, func() bool {
+		offs, err := b.Offsets(ctx, bus.TopicReceipts)
+		return err == nil && offs[bus.TopicReceipts][1].Start == 3
+	}, 10*time.Second, 10*time.Millisecond)
+	keys, _ = read(0, 4)
+	assert.Equal(t, []string{"new-00@3"}, keys, "deleted by retention")
+
+	stop := errors.New("stop")
+	n := 0
+	err := b.ReadRange(ctx, bus.TopicReceipts, 1, 3, 8, func(kafka.Message) error { n++; return stop })
+	assert.Same(t, stop, err, "fn's error as is")
+	assert.Equal(t, 1, n)
 }

@@ -288,6 +288,36 @@ func (b *Bus) readRanges(ctx context.Context, topic string, only func(n int) map
 	return nil
 }
 
+// ReadRange calls fn with the messages of topic (given without prefix)
+// [partition] from offset from up to (not including) until, in offset
+// order, then returns: the last records of a partition, given its offsets
+// (Offsets). Offsets with no message (deleted by retention, compacted
+// away) are skipped. Like ReadAll it uses no consumer group, returns an
+// error from fn as is, and retries broker errors a few times.
+func (b *Bus) ReadRange(ctx context.Context, topic string, partition int, from, until int64, fn func(kafka.Message) error) error {
+	full := b.Topic(topic)
+	wrapped := func(m kafka.Message) error {
+		if err := fn(m); err != nil {
+			return fnError{err}
+		}
+		return nil
+	}
+	off := from
+	err := retry(ctx, func() error {
+		var err error
+		off, err = b.readPartition(ctx, full, partition, off, until, 100*time.Millisecond, wrapped)
+		return err
+	})
+	var fe fnError
+	if errors.As(err, &fe) {
+		return fe.err
+	}
+	if err != nil {
+		return fmt.Errorf("read %s[%d] from %d to %d: %w", full, partition, from, until, err)
+	}
+	return nil
+}
+
 // retry calls f until it succeeds, up to four times more after transient
 // errors, with back-off from 100ms. Errors from a caller's function
 // (fnError), fatal errors and the end of ctx are not retried.

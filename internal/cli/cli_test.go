@@ -207,12 +207,18 @@ func TestVersionAndUsage(t *testing.T) {
 // returns a client of it.
 func onBroker(t *testing.T) *bus.Bus {
 	t.Helper()
+	cluster := onCluster(t)
+	return cluster.Open(t, cluster.Config())
+}
+
+// onCluster is onBroker returning the broker, for clients of other keys.
+func onCluster(t *testing.T) *kafkatest.Cluster {
+	t.Helper()
 	cluster := kafkatest.Start(t)
-	b := cluster.Open(t, cluster.Config())
 	t.Setenv("HERALD_KAFKA_BROKERS", strings.Join(cluster.Addrs(), ","))
 	t.Setenv("HERALD_PUBLISHING_KEY_FILE", kafkatest.KeyFile(t))
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	return b
+	return cluster
 }
 
 // TestTwoPartnerTokensWithoutName: a partner's second token made without

@@ -18,9 +18,10 @@ import (
 // publishing key, retire every key of publishing.key_file but the first
 // at the current end of Herald's topics.
 func newRetireCmd(e *env) *cobra.Command {
-	var dryRun bool
+	var dryRun, force bool
+	var since time.Duration
 	cmd := &cobra.Command{
-		Use:   "retire [--dry-run]",
+		Use:   "retire [--dry-run] [--since DURATION] [--force]",
 		Short: "Retire every publishing key but the first: it keeps verifying what it signed, and nothing written after (ends a rotation)",
 		Long: "Retire asks the brokers for the end offset of every partition of every topic Herald reads and\n" +
 			"rewrites publishing.key_file (mode 0600, at once; comments kept) so that every key but the first\n" +
@@ -31,9 +32,19 @@ func newRetireCmd(e *env) *cobra.Command {
 			"acknowledgement links. A key already retired keeps its offsets.\n\n" +
 			"Run it once every Herald process runs with the new key first in the file, then deploy the\n" +
 			"rewritten file to every process and command line and restart them. The file must hold at\n" +
-			"least two keys. --dry-run prints what it would do and writes nothing.",
+			"least two keys. --dry-run prints what it would do and writes nothing.\n\n" +
+			"Before retiring a key it reads the last 20 records of every partition of the topics Herald's\n" +
+			"running processes write on every action (alerts, alert-ids, audit, deliveries, pending,\n" +
+			"receipts). A record the key to retire signed after one the first key signed on the same\n" +
+			"partition, or within --since of now with none of the first key's after it, says a process may\n" +
+			"still run with the old file: it prints each (key, topic, partition, offset, time), writes\n" +
+			"nothing and exits 1. --force retires anyway. Timestamps are the writers': this is a safety net\n" +
+			"against a process forgotten at a rotation, not a security check.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if since < 0 {
+				return invalid(fmt.Errorf("--since %s: want a duration of 0 or more", since))
+			}
 			c, err := e.config()
 			if err != nil {
 				return err
@@ -50,24 +61,65 @@ func newRetireCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			res, err := app.RetireKeys(cmd.Context(), b, c, dryRun, operator(), app.AuditLog(b, time.Now))
+			res, err := app.RetireKeys(cmd.Context(), b, c, app.RetireOptions{DryRun: dryRun, Force: force, Since: since,
+				Actor: operator(), Log: app.AuditLog(b, time.Now)})
 			if errors.Is(err, busauth.ErrOneKey) {
 				return invalid(err)
+			}
+			if errors.Is(err, app.ErrStillSigning) {
+				fmt.Fprintf(e.stdout, "key %s signs and stays in use\n", res.Signing)
+				e.printLate(res, since)
+				return fmt.Errorf("%w: nothing retired; finish step 2 (deploy the file to every process and restart them), then run it again (--force retires anyway)", err)
 			}
 			if err != nil {
 				return err
 			}
-			e.printRetirement(res, dryRun)
+			e.printRetirement(res, dryRun, since)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be retired, and at which offsets, and write nothing")
+	cmd.Flags().DurationVar(&since, "since", 10*time.Minute, "a record the old key signed this recently, with none of the first key's after it on its partition, stops the retirement (0: only the order of records)")
+	cmd.Flags().BoolVar(&force, "force", false, "retire even when records say a process may still sign with the old key")
 	return cmd
 }
 
-// printRetirement says what RetireKeys did.
-func (e *env) printRetirement(res app.KeyRetirement, dryRun bool) {
+// printLate says what the check of RetireKeys read, and the records it
+// found that say a process may still sign with a key to retire.
+func (e *env) printLate(res app.KeyRetirement, since time.Duration) {
+	if len(res.Checked) == 0 {
+		return
+	}
+	window := ""
+	if since > 0 {
+		window = ", nor in the last " + since.String()
+	}
+	if len(res.Late) == 0 {
+		fmt.Fprintf(e.stdout, "checked the last %d records of every partition of %s: no key to retire signed one after key %s did%s\n",
+			app.StillSigningTail, strings.Join(res.Checked, ", "), res.Signing, window)
+		return
+	}
+	for _, l := range res.Late {
+		more := ""
+		if l.Count > 1 {
+			more = fmt.Sprintf(" (and %d records before it)", l.Count-1)
+		}
+		why := fmt.Sprintf("after key %s signed offset %d at %s", res.Signing, l.After, stamp(l.AfterTime))
+		if l.After < 0 {
+			why = fmt.Sprintf("within --since %s, and key %s signed nothing after it", since, res.Signing)
+		}
+		fmt.Fprintf(e.stdout, "key %s signed %s partition %d offset %d at %s%s, %s: a process may still sign with it\n",
+			l.Key, l.Topic, l.Partition, l.Offset, stamp(l.Time), more, why)
+	}
+}
+
+// stamp writes a record's timestamp, in UTC to the second.
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// printRetirement says what RetireKeys did; since is its window.
+func (e *env) printRetirement(res app.KeyRetirement, dryRun bool, since time.Duration) {
 	fmt.Fprintf(e.stdout, "key %s signs and stays in use\n", res.Signing)
+	e.printLate(res, since)
 	verb := "retired"
 	if dryRun {
 		verb = "would retire"
