@@ -52,11 +52,9 @@ func newDeadCmd(e *env) *cobra.Command {
 				rows := []row{}
 				for _, d := range dl {
 					r := row{Reason: d.Reason, Error: d.Error, At: d.Time, Partition: d.Partition, Offset: d.Offset}
+					r.Alert, r.Subscriber, r.Target = d.Names()
 					if j := d.Job; j != nil {
-						r.Subscriber, r.Channel, r.Target, r.DeliveryID, r.Attempts = j.Subscriber, j.Channel, j.Target, j.ID, len(j.History)
-						if j.Alert != nil {
-							r.Alert = j.Alert.ID
-						}
+						r.Channel, r.DeliveryID, r.Attempts = j.Channel, j.ID, len(j.History)
 					}
 					rows = append(rows, r)
 				}
@@ -65,14 +63,12 @@ func newDeadCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "AT\tALERT\tSUBSCRIBER\tTARGET\tREASON\tATTEMPTS\tERROR")
 			for _, d := range dl {
-				alert, sub, target, attempts := "?", "?", "?", 0
+				alert, sub, target := d.Names()
+				attempts := 0
 				if j := d.Job; j != nil {
-					sub, target, attempts = j.Subscriber, j.Target, len(j.History)
-					if j.Alert != nil {
-						alert = j.Alert.ID
-					}
+					attempts = len(j.History)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Time.UTC().Format(time.RFC3339), printable(alert), printable(sub), printable(target), dash(d.Reason), attempts, dash(d.Error))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Time.UTC().Format(time.RFC3339), unknown(alert), unknown(sub), unknown(target), dash(d.Reason), attempts, dash(d.Error))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -122,4 +118,13 @@ func newDeadCmd(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(list, replay)
 	return cmd
+}
+
+// unknown returns s as printable, or "?" when the dead letter does not
+// name it.
+func unknown(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return printable(s)
 }

@@ -189,6 +189,25 @@ type DeadLetter struct {
 	named *delivery.Job
 }
 
+// Names returns what d names for certain: its job's alert, partner and
+// target, or, for a dead letter without a job, what it names (the partner
+// and target of a job of a pack the runner refused, when the job names
+// the very partner it is keyed by); "" for what it does not name. It is
+// for showing, never a job to attempt.
+func (d DeadLetter) Names() (alert, subscriber, target string) {
+	j := d.Job
+	if j == nil {
+		j = d.named
+	}
+	if j == nil {
+		return "", "", ""
+	}
+	if j.Alert != nil {
+		alert = j.Alert.ID
+	}
+	return alert, j.Subscriber, j.Target
+}
+
 // ListDead returns the dead letters that match filter, in topic order
 // (partition by partition, oldest first). Records of the dead topic that
 // Herald did not write are listed with Reason "unauthenticated" and no

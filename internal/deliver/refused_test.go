@@ -174,6 +174,14 @@ func TestARefusedJobOfAPackIsListedUnderItsPartner(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+	// What `herald dead list` shows of each: the partner and target a
+	// refused job names for certain, nothing of the one that names
+	// another alert's delivery under the pack's key.
+	dead, err := ListDead(ctx, e.bus, DeadFilter{Subscriber: "bolt"})
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	alert, sub, target := dead[0].Names()
+	assert.Equal(t, [3]string{"", "bolt", bad.Target}, [3]string{alert, sub, target})
 	n, err := Replay(ctx, e.bus, DeadFilter{Subscriber: "bolt"}, time.Now())
 	require.NoError(t, err)
 	assert.Zero(t, n, "a refused job is listed, never replayed")
