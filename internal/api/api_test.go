@@ -239,6 +239,28 @@ func TestPublishRejects(t *testing.T) {
 	}
 }
 
+// TestARefusalOfManyFieldsIsAuditedSmall: an alert with thousands of bad
+// keys is answered naming them all, and audited in a bounded entry.
+func TestARefusalOfManyFieldsIsAuditedSmall(t *testing.T) {
+	e := newEnv(t)
+	var b strings.Builder
+	for range 3000 {
+		b.WriteString(`"summary": "again", `)
+	}
+	resp, body := e.do(request{method: "POST", path: "/v1/alerts", token: analystToken,
+		body: strings.Replace(validAlert, `"title"`, b.String()+`"title"`, 1)})
+	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "%.200s", body)
+	var refused []record.Audit
+	for _, au := range e.audited() {
+		if au.Action == record.ActionPublish {
+			refused = append(refused, au)
+		}
+	}
+	require.Len(t, refused, 1)
+	assert.LessOrEqual(t, len(refused[0].Reason), 1024+len("…"))
+	assert.True(t, strings.HasPrefix(refused[0].Reason, "invalid alert: "), refused[0].Reason)
+}
+
 func TestPublishMissingContentType(t *testing.T) {
 	e := newEnv(t)
 	r, err := http.NewRequestWithContext(t.Context(), "POST", e.srv.URL+"/v1/alerts", strings.NewReader(validAlert))

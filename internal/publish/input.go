@@ -77,12 +77,17 @@ func refusal(err error, b Body) string {
 	return "the alert is not JSON"
 }
 
+// maxRefusalReason bounds the audit trail's reason for an invalid alert:
+// a body of many bad keys names them all to its author, not to the audit
+// trail, whose entries stay small.
+const maxRefusalReason = 1024
+
 // invalidFields is the audit trail's reason for an invalid alert: the
-// fields v names.
+// fields v names, at most maxRefusalReason bytes of them.
 func invalidFields(v *alerts.ValidationError) string {
 	names := make([]string, len(v.Fields))
 	for i, f := range v.Fields {
 		names[i] = f.Field
 	}
-	return "invalid alert: " + strings.Join(names, ", ")
+	return alerts.Clip("invalid alert: "+strings.Join(names, ", "), maxRefusalReason, "…")
 }
