@@ -96,6 +96,19 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.poll(`document.getElementById('f-title').getAttribute('aria-invalid') === 'true'`)
 	b.shot("01-compose-error-names-the-field")
 
+	// In JSON mode the body goes as written: a second "tlp" (which the
+	// browser's JSON.parse, like Go's decoder, would take silently, the
+	// last winning) is refused by the API, naming the field.
+	b.do(chromedp.Click(chromedp.CSS(`input[name=mode][value=json]`)), chromedp.WaitVisible(chromedp.ID("alert-json")))
+	b.eval(`(() => { const box = document.getElementById('alert-json'); const o = JSON.parse(box.value);
+		o.title = 'Car wash in Leeds recruiting via social media';
+		box.value = JSON.stringify(o).replace('{', '{"tlp": "CLEAR", '); return 'ok'; })()`)
+	b.do(chromedp.Click(chromedp.ID("preview-btn")), chromedp.WaitVisible(chromedp.ID("errors")))
+	assert.Contains(t, b.text("#error-list"), "tlp")
+	assert.Contains(t, b.text("#error-list"), "more than once")
+	b.shot("01b-compose-json-key-twice")
+	b.do(chromedp.Click(chromedp.CSS(`input[name=mode][value=form]`)), chromedp.WaitVisible(chromedp.ID("f-title")))
+
 	b.do(chromedp.SendKeys(chromedp.ID("f-title"), "Car wash in Leeds recruiting via social media"),
 		chromedp.Click(chromedp.ID("preview-btn")), chromedp.WaitVisible(chromedp.ID("preview")))
 	preview := b.text("#preview")
