@@ -257,12 +257,6 @@ func (b *Bus) readRanges(ctx context.Context, topic string, only func(n int) map
 	if err != nil {
 		return fmt.Errorf("read all of %s: %w", full, err)
 	}
-	wrapped := func(m kafka.Message) error {
-		if err := fn(m); err != nil {
-			return fnError{err}
-		}
-		return nil
-	}
 	var keep map[int]bool
 	if only != nil {
 		keep = only(len(rs))
@@ -271,21 +265,32 @@ func (b *Bus) readRanges(ctx context.Context, topic string, only func(n int) map
 		if keep != nil && !keep[r.partition] {
 			continue
 		}
-		off := r.start
-		err := retry(ctx, func() error {
-			var err error
-			off, err = b.readPartition(ctx, full, r.partition, off, r.end, 100*time.Millisecond, wrapped)
-			return err
-		})
 		var fe fnError
-		if errors.As(err, &fe) {
+		if err := b.readSpan(ctx, full, r.partition, r.start, r.end, fn); errors.As(err, &fe) {
 			return fe.err
-		}
-		if err != nil {
+		} else if err != nil {
 			return fmt.Errorf("read all of %s: %w", full, err)
 		}
 	}
 	return nil
+}
+
+// readSpan calls fn with the messages of full[partition] from offset
+// from up to until, retrying broker errors (retry) from where it got to;
+// an error of fn comes back as an fnError.
+func (b *Bus) readSpan(ctx context.Context, full string, partition int, from, until int64, fn func(kafka.Message) error) error {
+	wrapped := func(m kafka.Message) error {
+		if err := fn(m); err != nil {
+			return fnError{err}
+		}
+		return nil
+	}
+	off := from
+	return retry(ctx, func() error {
+		var err error
+		off, err = b.readPartition(ctx, full, partition, off, until, 100*time.Millisecond, wrapped)
+		return err
+	})
 }
 
 // ReadRange calls fn with the messages of topic (given without prefix)
@@ -296,23 +301,10 @@ func (b *Bus) readRanges(ctx context.Context, topic string, only func(n int) map
 // error from fn as is, and retries broker errors a few times.
 func (b *Bus) ReadRange(ctx context.Context, topic string, partition int, from, until int64, fn func(kafka.Message) error) error {
 	full := b.Topic(topic)
-	wrapped := func(m kafka.Message) error {
-		if err := fn(m); err != nil {
-			return fnError{err}
-		}
-		return nil
-	}
-	off := from
-	err := retry(ctx, func() error {
-		var err error
-		off, err = b.readPartition(ctx, full, partition, off, until, 100*time.Millisecond, wrapped)
-		return err
-	})
 	var fe fnError
-	if errors.As(err, &fe) {
+	if err := b.readSpan(ctx, full, partition, from, until, fn); errors.As(err, &fe) {
 		return fe.err
-	}
-	if err != nil {
+	} else if err != nil {
 		return fmt.Errorf("read %s[%d] from %d to %d: %w", full, partition, from, until, err)
 	}
 	return nil
