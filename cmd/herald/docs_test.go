@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-alerts/herald/internal/testkit/apitest"
 	"github.com/herald-alerts/herald/internal/testkit/logtest"
 
 	"github.com/stretchr/testify/require"
@@ -176,15 +177,11 @@ func (s *sandbox) api(t *testing.T, method, path, token string, body []byte, v a
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	if v != nil && resp.StatusCode < 300 {
+	status, data := apitest.Do(t, req)
+	if v != nil && status < 300 {
 		require.NoError(t, json.Unmarshal(data, v), "%s %s: %s", method, path, data)
 	}
-	return resp.StatusCode
+	return status
 }
 
 // cli runs a herald command with the sandbox's environment line.

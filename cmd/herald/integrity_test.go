@@ -34,6 +34,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/herald-alerts/herald/internal/testkit/apitest"
 	"github.com/herald-alerts/herald/internal/testkit/logtest"
 
 	"github.com/segmentio/kafka-go"
@@ -197,12 +198,8 @@ func (s *server) call(t *testing.T, method, path, token string, body any) (int, 
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, b
+	status, b := apitest.Do(t, req)
+	return status, b
 }
 
 // waitDelivered waits until `herald status id` shows exactly the targets

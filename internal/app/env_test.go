@@ -21,6 +21,7 @@ import (
 	"github.com/herald-alerts/herald/internal/bus"
 	"github.com/herald-alerts/herald/internal/config"
 	"github.com/herald-alerts/herald/internal/deliver/email"
+	"github.com/herald-alerts/herald/internal/testkit/apitest"
 	"github.com/herald-alerts/herald/internal/testkit/kafkatest"
 	"github.com/herald-alerts/herald/internal/testkit/logtest"
 	"github.com/herald-alerts/herald/internal/testkit/pgptest"
@@ -178,10 +179,6 @@ func call(t require.TestingT, method, url, token, body string) (int, string) {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(out)
+	status, out := apitest.Do(t, req)
+	return status, string(out)
 }

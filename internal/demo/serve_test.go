@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-alerts/herald/internal/testkit/apitest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,12 +79,8 @@ func TestServeKeepsTheStackRunning(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+sb.TokenFor(bank))
 			req.Header.Set("Accept", "application/taxii+json;version=2.1")
 		}
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return resp.StatusCode, b
+		status, b := apitest.Do(t, req)
+		return status, b
 	}
 	var cols struct {
 		Collections []struct{ ID string } `json:"collections"`
