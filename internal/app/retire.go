@@ -130,9 +130,6 @@ func RetireKeys(ctx context.Context, b *bus.Bus, cfg *config.Config, opt RetireO
 	if err != nil {
 		return KeyRetirement{}, fmt.Errorf("publishing key %s: %w", path, err)
 	}
-	if len(keys.IDs()) < 2 {
-		return KeyRetirement{}, fmt.Errorf("publishing key %s: %w", path, busauth.ErrOneKey)
-	}
 	offs, err := topicOffsets(ctx, b, cfg)
 	if err != nil {
 		return KeyRetirement{}, fmt.Errorf("retire publishing keys: %w", err)
