@@ -200,23 +200,15 @@ type Place struct {
 // without the record's place (SignedAt), a retired key's authenticator
 // is refused (ErrRetiredKey).
 func (k *Keyring) Verify(purpose string, recordKey, value []byte, header string) error {
-	_, err := k.SignedBy(purpose, recordKey, value, header)
+	_, err := k.verify(Header, header, recordErrs, purpose, nil, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
 	return err
 }
 
-// SignedBy is Verify that also returns the id of the key (IDs) that made
-// header. The id is returned only with a nil error. Like Verify, it
-// refuses a retired key's authenticator: SignedAt is for records read
-// from a topic.
-func (k *Keyring) SignedBy(purpose string, recordKey, value []byte, header string) (string, error) {
-	return k.verify(Header, header, recordErrs, purpose, nil, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
-}
-
-// SignedAt is SignedBy for a record read at place at of the topic named
-// by purpose: a retired key verifies it too when at lies below the key's
-// cutoff for that topic and partition (Cutoffs). It returns the id of the
-// key that made header (what a rotation asks of each record it must keep
-// readable), only with a nil error.
+// SignedAt is Verify for a record read at place at of the topic named by
+// purpose, that also returns the id of the key (IDs) that made header
+// (what a rotation asks of each record it must keep readable), only with
+// a nil error: a retired key verifies it too when at lies below the key's
+// cutoff for that topic and partition (Cutoffs).
 func (k *Keyring) SignedAt(purpose string, at Place, recordKey, value []byte, header string) (string, error) {
 	return k.verify(Header, header, recordErrs, purpose, &at, func(kk *key) []byte { return kk.mac(purpose, recordKey, value) })
 }

@@ -59,14 +59,14 @@ func TestRotation(t *testing.T) {
 	require.ErrorIs(t, old.Verify("receipts", []byte("a"), []byte("v"), fromNew), busauth.ErrUnknownKey)
 	require.Error(t, other.Verify("receipts", []byte("a"), []byte("v"), fromOld))
 
-	// SignedBy names the key that made each: what still needs the old one.
-	id, err := both.SignedBy("receipts", []byte("a"), []byte("v"), fromOld)
+	// SignedAt names the key that made each: what still needs the old one.
+	id, err := both.SignedAt("receipts", busauth.Place{}, []byte("a"), []byte("v"), fromOld)
 	require.NoError(t, err)
 	require.Equal(t, both.IDs()[1], id)
-	id, err = both.SignedBy("receipts", []byte("a"), []byte("v"), fromNew)
+	id, err = both.SignedAt("receipts", busauth.Place{}, []byte("a"), []byte("v"), fromNew)
 	require.NoError(t, err)
 	require.Equal(t, both.IDs()[0], id)
-	id, err = both.SignedBy("receipts", []byte("a"), []byte("w"), fromNew)
+	id, err = both.SignedAt("receipts", busauth.Place{}, []byte("a"), []byte("w"), fromNew)
 	require.ErrorIs(t, err, busauth.ErrMismatch)
 	require.Empty(t, id)
 }
