@@ -86,7 +86,11 @@ func (c *RecipientCache) Check(armored string, now time.Time) error {
 // Judge returns the verdict on the key of armored at now: the one cached
 // when it holds at now, else a new one, judged on the key parsed again.
 func (c *RecipientCache) Judge(armored string, now time.Time) Verdict {
-	h := sha256.Sum256([]byte(armored))
+	return c.judgeDigest(sha256.Sum256([]byte(armored)), armored, now)
+}
+
+// judgeDigest is Judge for armored whose SHA-256 is h.
+func (c *RecipientCache) judgeDigest(h [sha256.Size]byte, armored string, now time.Time) Verdict {
 	t := now.Unix()
 	c.mu.Lock()
 	j, ok := c.verdicts().Get(h)
@@ -177,10 +181,10 @@ func (c *ParsedKeys) verdicts() *RecipientCache {
 // Recipient returns the key of armored as usable at now, or why it is
 // not (ParseRecipient).
 func (c *ParsedKeys) Recipient(armored string, now time.Time) (*Recipient, error) {
-	if err := c.verdicts().Check(armored, now); err != nil {
+	h := sha256.Sum256([]byte(armored)) // the verdicts' key too
+	if err := c.verdicts().judgeDigest(h, armored, now).Err; err != nil {
 		return nil, err
 	}
-	h := sha256.Sum256([]byte(armored))
 	c.mu.Lock()
 	r, ok := c.keys().Get(h)
 	c.mu.Unlock()

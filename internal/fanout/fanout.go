@@ -639,6 +639,12 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 		jobs = make([]kafka.Message, 0, rest)
 	}
 	var jkey []byte
+	// An email threads under the chain's first alert (References) and
+	// renders nothing else of the chain: one root for every email job.
+	var root *delivery.Lineage
+	if d.lineage != nil {
+		root = &delivery.Lineage{Root: d.lineage.Root, RootIssuedAt: d.lineage.RootIssuedAt}
+	}
 	n, size := 0, 0
 	i := from
 	for ; i < len(d.decisions) && n < sliceMessages && size < sliceBytes; i++ {
@@ -664,10 +670,8 @@ func (d *decided) messages(from int, jobs, receipts []kafka.Message) ([]kafka.Me
 				// partner (this incarnation of its record) received:
 				// never a value it was not sent.
 				job.Lineage = d.lineage.For(func(id string) bool { return d.received[id].Has(x.Subscriber, x.Incarnation) })
-			} else if x.Channel == delivery.ChannelEmail && d.lineage != nil {
-				// An email threads under the chain's first alert
-				// (References); it renders nothing else of the chain.
-				job.Lineage = &delivery.Lineage{Root: d.lineage.Root, RootIssuedAt: d.lineage.RootIssuedAt}
+			} else if x.Channel == delivery.ChannelEmail {
+				job.Lineage = root // encoded below, never changed
 			}
 			if x.Mode == delivery.ModeCancelNotice || x.Mode == delivery.ModeFollowUpKeyNotice {
 				job.Held = held(d.prior, x.Subscriber, x.Incarnation, x.Target)

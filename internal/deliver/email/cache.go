@@ -39,12 +39,7 @@ func contentKey(job *delivery.Job, issuer string, ks keyState) ([32]byte, error)
 		field([]byte(held.Title))
 	}
 	field([]byte(ks.fingerprint))
-	field([]byte(ks.why))
-	if ks.usable {
-		field([]byte{1})
-	} else {
-		field([]byte{0})
-	}
+	field([]byte(ks.why)) // usable follows from the two
 	var key [32]byte
 	h.Sum(key[:0])
 	return key, nil

@@ -252,7 +252,7 @@ func (n *Notifier) keyState(job *delivery.Job, sub *subscribers.Subscriber) keyS
 		}
 		return keyState{fingerprint: fp, why: ours + " cannot be used for encryption: " + msg}
 	}
-	return keyState{fingerprint: fp, usable: true}
+	return keyState{fingerprint: fp}
 }
 
 // classify maps a send error onto a delivery failure: a relay that refused

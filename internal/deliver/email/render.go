@@ -358,10 +358,11 @@ type keyState struct {
 	// for this address expired on 2020-01-02". Empty when not known, or
 	// when the key is usable.
 	why string
-	// usable reports that the key can be encrypted to now: it was
-	// replaced after the alert was sent.
-	usable bool
 }
+
+// usable reports that the key can be encrypted to now (one parses and
+// nothing is wrong with it): it was replaced after the alert was sent.
+func (ks keyState) usable() bool { return ks.fingerprint != "" && ks.why == "" }
 
 // noKey says why an address cannot read an encrypted message, starting
 // "it may only be sent encrypted": as specifically as ks knows.
@@ -369,7 +370,7 @@ func (ks keyState) noKey() string {
 	switch {
 	case ks.why != "":
 		return "it may only be sent encrypted, and " + ks.why + "."
-	case ks.usable:
+	case ks.usable():
 		return "it may only be sent encrypted, and the OpenPGP key we held for this address " +
 			"could not be used for encryption when it was sent."
 	}
@@ -378,7 +379,7 @@ func (ks keyState) noKey() string {
 
 // advice tells the partner what to do about its key.
 func (ks keyState) advice() string {
-	if ks.usable {
+	if ks.usable() {
 		return usableAdvice
 	}
 	return keyAdvice
