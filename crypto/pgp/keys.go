@@ -146,25 +146,55 @@ func expiry(e *openpgp.Entity) time.Time {
 	return e.PrimaryKey.CreationTime.Add(time.Duration(*sig.KeyLifetimeSecs) * time.Second)
 }
 
+// KeyError says why a parsed key cannot be encrypted to: the key, by its
+// fingerprint, and the problem, as a clause a sentence about the key can
+// carry ("is revoked", "expired on 2026-01-02", "its user id is
+// revoked"). Its text is "key <fingerprint>" and the problem, after a
+// space for a predicate or ": " for a clause of its own (Predicate).
+type KeyError struct {
+	Fingerprint string
+	Problem     string
+	// Predicate reports that Problem continues "key <fingerprint>" as a
+	// predicate ("is revoked"); otherwise it is a clause of its own.
+	Predicate bool
+	err       error
+}
+
+func (e *KeyError) Error() string {
+	if e.Predicate {
+		return "key " + e.Fingerprint + " " + e.Problem
+	}
+	return "key " + e.Fingerprint + ": " + e.Problem
+}
+
+// Unwrap returns the error the problem came from, if any.
+func (e *KeyError) Unwrap() error { return e.err }
+
+// keyError returns the KeyError of the key fp: sep " " makes problem a
+// predicate, ": " a clause of its own; err is what it came from.
+func keyError(fp, sep, problem string, err error) error {
+	return &KeyError{Fingerprint: fp, Problem: problem, Predicate: sep == " ", err: err}
+}
+
 // checkUsable reports why e cannot be used at now at all: revoked,
 // expired, or without a valid self-signature.
 func checkUsable(e *openpgp.Entity, now time.Time) error {
 	fp := fingerprint(e.PrimaryKey)
 	if e.Revoked(now) {
-		return fmt.Errorf("key %s is revoked", fp)
+		return keyError(fp, " ", "is revoked", nil)
 	}
 	sig, ident := e.PrimarySelfSignature()
 	if sig == nil {
-		return fmt.Errorf("key %s has no valid self-signature", fp)
+		return keyError(fp, " ", "has no valid self-signature", nil)
 	}
 	if ident != nil && ident.Revoked(now) {
-		return fmt.Errorf("key %s: its user id is revoked", fp)
+		return keyError(fp, ": ", "its user id is revoked", nil)
 	}
 	if e.PrimaryKey.KeyExpired(sig, now) {
-		return fmt.Errorf("key %s expired on %s", fp, expiry(e).UTC().Format(time.DateOnly))
+		return keyError(fp, " ", "expired on "+expiry(e).UTC().Format(time.DateOnly), nil)
 	}
 	if sig.SigExpired(now) {
-		return fmt.Errorf("key %s: its self-signature expired", fp)
+		return keyError(fp, ": ", "its self-signature expired", nil)
 	}
 	return nil
 }
@@ -246,17 +276,17 @@ func parseKey(armored string) (*Recipient, error) {
 // and revocation are noticed without parsing the key again.
 func (r *Recipient) At(now time.Time) (*Recipient, error) {
 	if err := gnupg22(r.entity.PrimaryKey); err != nil {
-		return nil, fmt.Errorf("key %s: %w", fingerprint(r.entity.PrimaryKey), err)
+		return nil, keyError(fingerprint(r.entity.PrimaryKey), ": ", err.Error(), err)
 	}
 	if err := checkUsable(r.entity, now); err != nil {
 		return nil, err
 	}
 	k, ok := r.entity.EncryptionKey(now)
 	if !ok {
-		return nil, fmt.Errorf("key %s has no valid encryption subkey%s", fingerprint(r.entity.PrimaryKey), whyNoSubkey(r.entity, now))
+		return nil, keyError(fingerprint(r.entity.PrimaryKey), " ", "has no valid encryption subkey"+whyNoSubkey(r.entity, now), nil)
 	}
 	if err := gnupg22(k.PublicKey); err != nil {
-		return nil, fmt.Errorf("key %s: encryption subkey: %w", fingerprint(r.entity.PrimaryKey), err)
+		return nil, keyError(fingerprint(r.entity.PrimaryKey), ": ", "encryption subkey: "+err.Error(), err)
 	}
 	return &Recipient{entity: r.entity, key: k}, nil
 }

@@ -113,6 +113,21 @@ func TestCheckRecipientKey(t *testing.T) {
 	t.Run("expiry is judged at now", func(t *testing.T) {
 		require.NoError(t, pgp.CheckRecipientKey(key(pgptest.Expired), time.Date(2020, 1, 1, 12, 0, 0, 0, time.UTC)))
 	})
+	// A key's problem is typed, for a notice that tells the partner what
+	// to fix without taking the error's text apart.
+	t.Run("a key's problem is a KeyError", func(t *testing.T) {
+		for name, want := range map[string]pgp.KeyError{
+			pgptest.Expired:  {Problem: "expired on 2020-01-02", Predicate: true},
+			pgptest.Revoked:  {Problem: "is revoked", Predicate: true},
+			pgptest.SignOnly: {Problem: "has no valid encryption subkey", Predicate: true},
+		} {
+			var ke *pgp.KeyError
+			require.ErrorAs(t, pgp.CheckRecipientKey(key(name), now), &ke, name)
+			require.Len(t, ke.Fingerprint, 40, name)
+			require.True(t, strings.HasPrefix(ke.Problem, want.Problem), "%s: %q", name, ke.Problem)
+			require.Equal(t, want.Predicate, ke.Predicate, name)
+		}
+	})
 	t.Run("parses is structural only", func(t *testing.T) {
 		require.NoError(t, pgp.CheckKeyParses(key(pgptest.Expired)))
 		require.NoError(t, pgp.CheckKeyParses(key(pgptest.V6)))

@@ -239,18 +239,17 @@ func (n *Notifier) keyState(job *delivery.Job, sub *subscribers.Subscriber) keyS
 	}
 	fp := v.Info.Fingerprint
 	if err := v.Err; err != nil {
-		// The error names the key by its fingerprint first, which the
-		// notice shows on a line of its own.
+		// The notice shows the fingerprint on a line of its own, and the
+		// problem about "the key we hold".
 		const ours = "the OpenPGP key we hold for this address"
-		msg := oneLine(err.Error())
-		rest, ok := strings.CutPrefix(msg, "key "+fp)
+		var ke *pgp.KeyError
 		switch {
-		case ok && strings.HasPrefix(rest, " "): // "is revoked", "expired on 2020-01-02"
-			return keyState{fingerprint: fp, why: ours + rest}
-		case ok: // ": its user id is revoked"
-			return keyState{fingerprint: fp, why: ours + " cannot be used for encryption" + rest}
+		case errors.As(err, &ke) && ke.Predicate: // "is revoked", "expired on 2020-01-02"
+			return keyState{fingerprint: fp, why: ours + " " + oneLine(ke.Problem)}
+		case errors.As(err, &ke): // "its user id is revoked"
+			return keyState{fingerprint: fp, why: ours + " cannot be used for encryption: " + oneLine(ke.Problem)}
 		}
-		return keyState{fingerprint: fp, why: ours + " cannot be used for encryption: " + msg}
+		return keyState{fingerprint: fp, why: ours + " cannot be used for encryption: " + oneLine(err.Error())}
 	}
 	return keyState{fingerprint: fp}
 }
