@@ -159,6 +159,7 @@ type ParsedKeys struct {
 	lru  *simplelru.LRU[[sha256.Size]byte, *Recipient]
 	size int // the bound; 0 means MaxParsedKeys
 	once sync.Once
+	own  *RecipientCache // Verdicts, or one of its own when it is nil
 }
 
 // Judge returns the verdict on the key of armored at now (Verdicts'),
@@ -168,14 +169,16 @@ func (c *ParsedKeys) Judge(armored string, now time.Time) Verdict {
 	return c.verdicts().Judge(armored, now)
 }
 
-// verdicts returns c.Verdicts, made on first use when nil.
+// verdicts returns c.Verdicts, or, when it is nil, a cache of its own made
+// on first use; the exported field is never written.
 func (c *ParsedKeys) verdicts() *RecipientCache {
 	c.once.Do(func() {
-		if c.Verdicts == nil {
-			c.Verdicts = &RecipientCache{}
+		c.own = c.Verdicts
+		if c.own == nil {
+			c.own = &RecipientCache{}
 		}
 	})
-	return c.Verdicts
+	return c.own
 }
 
 // Recipient returns the key of armored as usable at now, or why it is
